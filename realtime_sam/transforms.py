@@ -1,0 +1,70 @@
+"""Resizing images and prompts to the model's input frame (longest side 1024).
+
+SAM was trained on images resized with an antialiased bilinear filter (PIL's),
+and the network is sensitive to the filter: a plain bilinear resize moves the
+embedding visibly. We use PyTorch's antialiased bilinear interpolation on
+``uint8`` input, which follows the same separable triangle filter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ResizeLongestSide", "preprocess_shape"]
+
+
+def preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
+    """``(h, w)`` after scaling so the longest side is ``long_side`` (rounded half up)."""
+    scale = long_side / max(old_h, old_w)
+    return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+
+
+class ResizeLongestSide:
+    """Maps images, points and boxes from original pixels to the resized model input.
+
+    Same names and semantics as ``segment_anything.utils.transforms.ResizeLongestSide``.
+    """
+
+    def __init__(self, target_length: int) -> None:
+        self.target_length = target_length
+
+    get_preprocess_shape = staticmethod(preprocess_shape)
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """``HxWx3 uint8`` -> ``hxwx3 uint8`` with the longest side at ``target_length``."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
+        h, w = preprocess_shape(image.shape[0], image.shape[1], self.target_length)
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        return self.apply_image_torch_uint8(t, (h, w))[0].permute(1, 2, 0).numpy()
+
+    @staticmethod
+    def apply_image_torch_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``Bx3xHxW uint8`` -> ``Bx3xhxw uint8``, antialiased bilinear."""
+        if tuple(image.shape[-2:]) == tuple(size):
+            return image.clone()
+        return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+
+    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``...x2`` XY in original pixels -> resized pixels (float)."""
+        old_h, old_w = original_size
+        new_h, new_w = preprocess_shape(old_h, old_w, self.target_length)
+        coords = np.array(coords, dtype=np.float64, copy=True)
+        coords[..., 0] *= new_w / old_w
+        coords[..., 1] *= new_h / old_h
+        return coords
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``Nx4`` XYXY in original pixels -> resized pixels."""
+        return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        old_h, old_w = original_size
+        new_h, new_w = preprocess_shape(old_h, old_w, self.target_length)
+        scale = torch.tensor([new_w / old_w, new_h / old_h], dtype=torch.float32, device=coords.device)
+        return coords.to(torch.float32) * scale
+
+    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)

@@ -1,0 +1,120 @@
+"""Small typed values passed between the pipeline's stages.
+
+Data flows: a source yields :class:`Frame` objects; the engine turns each frame
+into a :class:`FrameResult` holding one :class:`TrackResult` per visible track;
+sinks and the renderer consume results. Everything here is immutable so a
+value can cross a thread boundary without a lock.
+
+Conventions used throughout the package:
+
+* images are ``HxWx3 uint8`` in **BGR** order (OpenCV's), C-contiguous;
+  the model wrapper converts to RGB once, at encode time;
+* boxes are ``XYXY`` floats in source-image pixels;
+* masks are ``HxW bool`` at source resolution;
+* times are seconds (``float``), stage timings milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["Frame", "TrackState", "TrackResult", "FrameResult", "Box"]
+
+Box = tuple[float, float, float, float]
+"""``(x0, y0, x1, y1)`` in pixels, ``x1 >= x0`` and ``y1 >= y0``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position among the frames the source delivered
+            (for files: the frame's position in the stream).
+        image: ``HxWx3 uint8`` BGR.
+        timestamp: presentation time in seconds from the stream
+            (``pts * time_base``); for cameras, seconds since the source opened.
+        capture_time: ``time.monotonic()`` when the frame was read.
+    """
+
+    index: int
+    image: np.ndarray
+    timestamp: float
+    capture_time: float
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+class TrackState(str, enum.Enum):
+    """Lifecycle of a track.
+
+    ``TENTATIVE`` -> ``CONFIRMED`` after enough good frames; ``CONFIRMED`` ->
+    ``LOST`` when its mask is poor or missing; ``LOST`` -> ``CONFIRMED`` on
+    re-acquisition, or ``REMOVED`` after too long (or by the user).
+    ``REMOVED`` is final and its id is never reused.
+    """
+
+    TENTATIVE = "tentative"
+    CONFIRMED = "confirmed"
+    LOST = "lost"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, eq=False)
+class TrackResult:
+    """One track as seen in one frame.
+
+    Attributes:
+        track_id: positive id, unique for the lifetime of an engine.
+        mask: ``HxW bool`` at source resolution (all False when lost).
+        box: ``XYXY`` pixels, the mask's bounding box (or the last
+            predicted box when the mask is empty).
+        score: the decoder's predicted IoU in ``[0, 1]`` (0 when not decoded).
+        state: the track's lifecycle state after this frame.
+        label: optional user label (from a prompts file), else ``None``.
+    """
+
+    track_id: int
+    mask: np.ndarray
+    box: Box
+    score: float
+    state: TrackState
+    label: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """The engine's output for one frame.
+
+    Attributes:
+        frame: the input frame.
+        tracks: the tracks that are alive after this frame (not ``REMOVED``),
+            ordered by id.
+        encoded: True when the image encoder ran on this frame.
+        timings: milliseconds per stage (``"encode"``, ``"decode"``,
+            ``"propagate"``, ``"associate"``, ``"total"``), stages that did
+            not run are absent.
+    """
+
+    frame: Frame
+    tracks: tuple[TrackResult, ...]
+    encoded: bool = False
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    @property
+    def timestamp(self) -> float:
+        return self.frame.timestamp

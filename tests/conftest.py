@@ -1,0 +1,70 @@
+"""Shared fixtures: golden parity data, checkpoints, the model.
+
+The golden data lives in ``../shared/golden`` beside the repository on the
+project's machines. On a user's machine it is absent: tests that need its
+numbers skip with a reason; tests that only need *some* checkpoint make a
+random one in the official format.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO.parent / "shared" / "golden"
+GOLDEN_CKPT = GOLDEN / "mobile_sam_random_seed0.pt"
+SKIP_GOLDEN = "golden parity data not found at ../shared/golden (it exists only on the project's machines)"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:  # RTSP server fixtures (skip themselves when GStreamer is missing)
+    from fixtures_rtsp import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover - the module is optional while it is being written
+    pass
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    if not GOLDEN_CKPT.exists():
+        pytest.skip(SKIP_GOLDEN)
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def golden_cases(golden_dir: Path) -> dict:
+    return json.loads((golden_dir / "cases_seed0.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def golden_arrays(golden_dir: Path):
+    return np.load(golden_dir / "cases_seed0.npz")
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A ``vit_t`` checkpoint in the official format with random weights."""
+    from realtime_sam.build import build_sam
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "mobile_sam_random.pt"
+    torch.save(build_sam("vit_t").state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(random_checkpoint: Path) -> Path:
+    """The golden checkpoint where present (its BatchNorm statistics give realistic activations), else a random one."""
+    return GOLDEN_CKPT if GOLDEN_CKPT.exists() else random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def sam_model(checkpoint_path: Path):
+    from realtime_sam.build import build_sam
+
+    return build_sam("vit_t", checkpoint_path)
