@@ -73,8 +73,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         size = p.stat().st_size
         hint = "it looks truncated (download it again)" if size > 0 else "it is empty"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Weights only load failed" in reason:
+        if "Unsupported global" in str(exc):
             hint = "it holds Python objects, not plain tensors (not a SAM state dict)"
+        elif "Weights only load failed" in reason or "Unsupported operand" in str(exc):
+            hint = "it is not a PyTorch checkpoint"
         elif "zip archive" in reason or "central directory" in reason or "failed finding" in reason:
             hint = "it is not a complete PyTorch checkpoint (truncated or another format)"
         raise CheckpointError(f"cannot read checkpoint {p}: {hint}") from exc

@@ -1,0 +1,156 @@
+"""The threaded pipeline: ordering, back-pressure, latest-frame policy, errors, stopping, sinks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from realtime_sam.errors import ConfigError, StreamInterrupted
+from realtime_sam.pipeline import Pipeline, PipelineConfig
+from realtime_sam.types import Frame, FrameResult
+
+
+class ListSource:
+    """A source over ``n`` tiny frames; ``period`` paces it like a camera."""
+
+    def __init__(self, n: int, *, live: bool = False, period: float = 0.0, fail_after: int | None = None):
+        self.n, self.live, self.period, self.fail_after = n, live, period, fail_after
+        self.i = 0
+        self.closed = False
+        self.interrupted = threading.Event()
+
+    def read(self):
+        if self.fail_after is not None and self.i >= self.fail_after:
+            raise StreamInterrupted(f"damaged file: stopped after {self.i} frames")
+        if self.i >= self.n or self.interrupted.is_set():
+            return None
+        if self.period:
+            time.sleep(self.period)
+        f = Frame(self.i, np.full((4, 4, 3), self.i % 256, np.uint8), self.i / 25.0, time.monotonic())
+        self.i += 1
+        return f
+
+    def interrupt(self):
+        self.interrupted.set()
+
+    def close(self):
+        self.closed = True
+
+
+class SlowEngine:
+    def __init__(self, delay: float = 0.0, fail_at: int | None = None):
+        self.delay, self.fail_at = delay, fail_at
+        self.seen: list[int] = []
+        self.has_pending = False
+
+    def process(self, frame: Frame) -> FrameResult:
+        if self.fail_at is not None and frame.index == self.fail_at:
+            raise RuntimeError("boom in the engine")
+        if self.delay:
+            time.sleep(self.delay)
+        self.seen.append(frame.index)
+        return FrameResult(frame=frame, tracks=())
+
+
+class RecordingSink:
+    def __init__(self):
+        self.indices: list[int] = []
+        self.closed = 0
+
+    def write(self, result):
+        self.indices.append(result.index)
+
+    def close(self):
+        self.closed += 1
+
+
+def test_file_source_loses_no_frame_and_keeps_order():
+    sink = RecordingSink()
+    src = ListSource(40)
+    eng = SlowEngine(delay=0.002)
+    with Pipeline(src, eng, sinks=[sink], config=PipelineConfig(queue_size=2)) as pipe:
+        got = [r.index for r in pipe]
+    assert got == list(range(40))
+    assert sink.indices == list(range(40))
+    assert sink.closed == 1
+    assert pipe.stats.frames_dropped == 0
+    assert src.closed
+
+
+def test_live_source_keeps_only_the_newest_frame():
+    src = ListSource(60, live=True, period=0.005)
+    eng = SlowEngine(delay=0.03)
+    with Pipeline(src, eng) as pipe:
+        got = [r.index for r in pipe]
+    # The engine is ~6x slower than the camera: most frames are dropped, the rest stay in order.
+    assert got == sorted(got)
+    assert len(got) < 40
+    assert pipe.stats.frames_dropped >= 60 - len(got) - 2
+    assert got[-1] >= 50  # it kept up with the newest frames
+
+
+def test_realtime_pacing_turns_a_file_into_a_live_source():
+    src = ListSource(20)  # timestamps at 25 fps -> 0.8 s
+    eng = SlowEngine(delay=0.1)
+    t0 = time.monotonic()
+    with Pipeline(src, eng, config=PipelineConfig(realtime=True)) as pipe:
+        got = [r.index for r in pipe]
+    assert time.monotonic() - t0 >= 0.7
+    assert len(got) < 20 and pipe.stats.frames_dropped > 0
+
+
+def test_engine_error_reaches_the_consumer_after_earlier_results():
+    sink = RecordingSink()
+    with pytest.raises(RuntimeError, match="boom"):
+        with Pipeline(ListSource(30), SlowEngine(fail_at=7), sinks=[sink]) as pipe:
+            got = [r.index for r in pipe]
+    assert sink.indices == list(range(7))
+    assert sink.closed == 1
+
+
+def test_source_error_arrives_after_every_decodable_frame():
+    sink = RecordingSink()
+    got = []
+    with pytest.raises(StreamInterrupted):
+        with Pipeline(ListSource(30, fail_after=12), SlowEngine(), sinks=[sink]) as pipe:
+            for r in pipe:
+                got.append(r.index)
+    assert got == list(range(12))
+    assert sink.indices == list(range(12)) and sink.closed == 1
+
+
+def test_stop_from_another_thread_ends_iteration_and_closes_sinks():
+    sink = RecordingSink()
+    src = ListSource(10_000, live=True, period=0.002)
+    with Pipeline(src, SlowEngine(delay=0.005), sinks=[sink]) as pipe:
+        threading.Timer(0.3, pipe.stop).start()
+        t0 = time.monotonic()
+        n = sum(1 for _ in pipe)
+        elapsed = time.monotonic() - t0
+    assert n > 0 and elapsed < 3.0
+    assert sink.closed == 1
+    assert src.interrupted.is_set()
+
+
+def test_max_frames_limits_processing():
+    with Pipeline(ListSource(100), SlowEngine(), config=PipelineConfig(max_frames=5)) as pipe:
+        assert [r.index for r in pipe] == [0, 1, 2, 3, 4]
+
+
+def test_breaking_out_of_the_loop_finalises_sinks():
+    sink = RecordingSink()
+    with Pipeline(ListSource(1000), SlowEngine(), sinks=[sink]) as pipe:
+        for r in pipe:
+            if r.index == 3:
+                break
+    assert sink.closed == 1
+    assert sink.indices[:4] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("kwargs", [{"queue_size": 0}, {"max_frames": -1}, {"join_timeout_s": 0}])
+def test_config_ranges_are_checked(kwargs):
+    with pytest.raises(ConfigError):
+        PipelineConfig(**kwargs)
