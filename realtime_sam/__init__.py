@@ -20,6 +20,11 @@ _LAZY = {
     "build_sam_vit_h": "build",
     "build_sam": "build",
     "SamPredictor": "predictor",
+    "track": "api",
+    "Engine": "engine",
+    "Pipeline": "pipeline",
+    "load_config": "config",
+    "ObjectPrompt": "types",
 }
 
 __all__ = ["__version__", *_LAZY]

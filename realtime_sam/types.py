@@ -22,7 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Frame", "TrackState", "TrackResult", "FrameResult", "Box"]
+__all__ = ["Frame", "TrackState", "TrackResult", "FrameResult", "ObjectPrompt", "Box"]
 
 Box = tuple[float, float, float, float]
 """``(x0, y0, x1, y1)`` in pixels, ``x1 >= x0`` and ``y1 >= y0``."""
@@ -118,3 +118,25 @@ class FrameResult:
     @property
     def timestamp(self) -> float:
         return self.frame.timestamp
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """A user's request to segment and track one object.
+
+    Attributes:
+        points: ``((x, y), ...)`` in source pixels (may be empty when ``box`` is given).
+        labels: one per point: 1 foreground, 0 background.
+        box: ``XYXY`` source pixels, or ``None``.
+        label: optional name shown next to the object's id.
+        start_frame: first frame index at which to apply the prompt (0 = at once).
+        track_id: when set, refine this existing track (e.g. add a negative point)
+            instead of creating a new one.
+    """
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: Box | None = None
+    label: str | None = None
+    start_frame: int = 0
+    track_id: int | None = None

@@ -1,0 +1,205 @@
+"""Configuration: YAML parsed once into frozen dataclasses, one section per stage.
+
+``configs/default.yaml`` documents every key. A section maps to the config
+dataclass of the stage that owns it (``source`` -> :class:`SourceConfig`,
+``tracker`` -> :class:`TrackerConfig`, ...), so each stage receives only its
+own part. Unknown keys, wrong types and out-of-range values are a
+:class:`ConfigError` whose one line names the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .checkpoint import MODEL_TYPES
+from .discovery import DiscoveryConfig
+from .engine import EngineConfig
+from .errors import ConfigError
+from .pipeline import PipelineConfig
+from .propagation import PropagationConfig
+from .sources import SourceConfig
+from .tracks import TrackerConfig
+
+__all__ = ["ModelConfig", "Config", "load_config", "parse_config", "CONFIG_DIR"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+_BACKENDS = ("eager", "torch", "onnxruntime", "openvino", "auto")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, which weights, where it runs.
+
+    Attributes:
+        weights: checkpoint path; ``None`` = ``$REALTIME_SAM_WEIGHTS`` or the per-user cache (downloaded on first use).
+        model_type: ``vit_t`` (MobileSAM) or ``vit_b``/``vit_l``/``vit_h`` (original SAM).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``fp32``, ``fp16``/``bf16`` (GPU) or ``auto`` (fp16 on CUDA, else fp32).
+        backend: inference implementation: ``eager`` (plain PyTorch), ``torch`` (fused PyTorch), ``onnxruntime``/``openvino`` (CPU), ``auto``.
+    """
+
+    weights: str | None = None
+    model_type: str = "vit_t"
+    device: str = "auto"
+    precision: str = "fp32"
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)}, not {self.model_type!r}")
+        if self.device.split(":")[0] not in _DEVICES:
+            raise ConfigError(f"model.device must be one of {', '.join(_DEVICES)} (or cuda:N), not {self.device!r}")
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"model.precision must be one of {', '.join(_PRECISIONS)}, not {self.precision!r}")
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"model.backend must be one of {', '.join(_BACKENDS)}, not {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; each attribute is one stage's section."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where} has an invalid value {value!r}")
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, typing.get_args(tp)))}, not {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, not {value!r}")
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, where) for v in value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    return value
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls) if f.init]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ConfigError(f"unknown key {name}.{key}; valid keys in {name}: {', '.join(valid)}")
+        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value in section {name}: {exc}") from None
+
+
+def parse_config(data: Mapping[str, Any] | None, base: Config | None = None) -> Config:
+    """Build a :class:`Config` from a nested mapping (as read from YAML), on top of ``base``."""
+    base = base or Config()
+    if data is None:
+        return base
+    if not isinstance(data, Mapping):
+        raise ConfigError("a config file must hold a mapping of sections (model:, source:, engine:, ...)")
+    sections = _section_types()
+    updates = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"unknown config section {name!r}; valid sections: {', '.join(sections)}")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section {name!r} must be a mapping of keys, not {type(values).__name__}")
+        updates[name] = _build_section(name, sections[name], values, getattr(base, name))
+    return dataclasses.replace(base, **updates)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["engine.reencode_every=5", ...]`` -> ``{"engine": {"reencode_every": 5}}`` (values parsed as YAML scalars)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise ConfigError(f"--set expects section.key=value (e.g. engine.reencode_every=5), got {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (``section.key=value``).
+
+    ``path`` may also name a bundled preset: ``"cpu"``, ``"gpu"`` or ``"default"``.
+    """
+    config = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+            p = CONFIG_DIR / f"{path}.yaml"
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p} (give a YAML file or a preset: default, cpu, gpu)")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+            raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+        config = parse_config(data, config)
+    if overrides:
+        config = parse_config(parse_overrides(overrides), config)
+    return config

@@ -1,0 +1,401 @@
+"""The per-frame tracking engine: encode every N frames, propagate, decode, associate.
+
+One call of :meth:`Engine.process` turns a :class:`Frame` into a
+:class:`FrameResult`. The engine knows nothing of threads; user commands
+(add / remove / clear / auto) may come from any thread and are queued, then
+applied at the start of the next ``process`` call.
+
+Per frame::
+
+    commands -> motion predict -> optical-flow propagation of every mask
+      -> [re-encode due?] encode image, decode all tracks in one batched call
+         (box prompt from the propagated mask, last low-res logits as mask
+         prompt), decode new user prompts, discovery grid in auto mode
+      -> Hungarian association + lifecycle (Tracker) -> FrameResult
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability_score
+from .errors import ConfigError, PromptError
+from .propagation import MaskPropagator, PropagationConfig
+from .tracks import Detection, IdCounter, Tracker, TrackerConfig
+from .types import Frame, FrameResult, ObjectPrompt, TrackResult
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["EngineConfig", "Engine", "ModelRunner", "PredictorRunner"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How often to run the image encoder and how to prompt the decoder.
+
+    Attributes:
+        reencode_every: run the image encoder every N processed frames (1 = every frame);
+            in between, masks follow the motion by optical flow. New prompts encode at once.
+        mask_prompt: feed each track's last low-res logits back as the decoder's mask prompt.
+        multimask_single_point: a lone click decodes SAM's three candidate masks and keeps the best.
+        decode_batch: most prompts per decoder call (bounds memory on many tracks / discovery).
+        auto: start with auto-discovery on (point grid every ``discovery.every_k_frames``).
+        max_tracks: refuse new objects beyond this many live tracks.
+    """
+
+    reencode_every: int = 5
+    mask_prompt: bool = True
+    multimask_single_point: bool = True
+    decode_batch: int = 32
+    auto: bool = False
+    max_tracks: int = 64
+
+    def __post_init__(self) -> None:
+        if self.reencode_every < 1:
+            raise ConfigError(f"engine.reencode_every must be >= 1, got {self.reencode_every}")
+        if self.decode_batch < 1:
+            raise ConfigError(f"engine.decode_batch must be >= 1, got {self.decode_batch}")
+        if self.max_tracks < 1:
+            raise ConfigError(f"engine.max_tracks must be >= 1, got {self.max_tracks}")
+
+
+class ModelRunner(Protocol):
+    """What the engine needs from a model: one image embedding at a time, batched decoding.
+
+    Coordinates are source-image pixels; images are ``HxWx3 uint8`` BGR.
+    """
+
+    def encode(self, image_bgr: np.ndarray) -> None: ...
+
+    def decode(
+        self,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``points BxNx2``, ``labels BxN``, ``boxes Bx4``, ``mask_input Bx256x256`` ->
+        ``(low_res_logits BxCx256x256 float32, iou BxC)``."""
+        ...
+
+    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)``."""
+        ...
+
+
+class PredictorRunner:
+    """:class:`ModelRunner` over a :class:`~realtime_sam.predictor.SamPredictor`."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+
+    def encode(self, image_bgr: np.ndarray) -> None:
+        self.predictor.set_image(image_bgr, image_format="BGR")
+
+    @torch.no_grad()
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        p = self.predictor
+        dev = p.device
+        pts = None
+        if points is not None:
+            coords = p.transform.apply_coords(np.asarray(points, dtype=np.float64), p.original_size)
+            pts = (
+                torch.as_tensor(coords, dtype=torch.float32, device=dev),
+                torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=dev),
+            )
+        bx = None
+        if boxes is not None:
+            bx = torch.as_tensor(p.transform.apply_boxes(np.asarray(boxes), p.original_size), dtype=torch.float32, device=dev)
+        mi = None
+        if mask_input is not None:
+            mi = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev)[:, None]
+        low, iou = p.decode(pts, bx, mi, multimask)
+        return low.cpu().numpy(), iou.cpu().numpy()
+
+    @torch.no_grad()
+    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        p = self.predictor
+        if len(low_res) == 0:
+            return np.zeros((0, *size), dtype=bool)
+        # Crop the padding at low resolution and upsample straight to the
+        # source size: one interpolation of the visible region instead of
+        # SAM's 1024x1024 round trip (same masks up to sub-pixel edges).
+        scale = low_res.shape[-1] / p.model.img_size
+        h = int(np.ceil(p.input_size[0] * scale))
+        w = int(np.ceil(p.input_size[1] * scale))
+        t = torch.from_numpy(np.ascontiguousarray(low_res[:, None, :h, :w]))
+        up = F.interpolate(t, size, mode="bilinear", align_corners=False)
+        return (up[:, 0] > 0).numpy()
+
+
+def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    ys = np.flatnonzero(mask.any(axis=1))
+    if len(ys) == 0:
+        return None
+    xs = np.flatnonzero(mask.any(axis=0))
+    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
+
+
+class Engine:
+    """Tracks objects through a stream of frames. Not thread-safe except for the command methods."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        config: EngineConfig = EngineConfig(),
+        *,
+        tracker_config: TrackerConfig = TrackerConfig(),
+        propagation_config: PropagationConfig = PropagationConfig(),
+        discovery_config: DiscoveryConfig = DiscoveryConfig(),
+        ids: IdCounter | None = None,
+    ) -> None:
+        self.runner = runner
+        self.config = config
+        self.discovery_config = discovery_config
+        self.tracker = Tracker(tracker_config, ids or IdCounter())
+        self.propagator = MaskPropagator(propagation_config)
+        self._lock = threading.Lock()
+        self._commands: list[tuple[str, object]] = []
+        self._pending: list[ObjectPrompt] = []
+        self._auto = config.auto
+        self._prev_image: np.ndarray | None = None
+        self._since_encode: int | None = None
+        self._since_discovery: int | None = None
+        self._last_tracks: tuple[TrackResult, ...] = ()
+        self.last_encode_index: int | None = None
+
+    @classmethod
+    def from_config(cls, config: "Config", *, progress: bool = True) -> "Engine":
+        """Load the model named by ``config.model`` (downloading weights if needed) and build an engine."""
+        from .runtime import load_runner
+
+        runner = load_runner(config.model, progress=progress)
+        return cls(
+            runner,
+            config.engine,
+            tracker_config=config.tracker,
+            propagation_config=config.propagation,
+            discovery_config=config.discovery,
+        )
+
+    # -- commands (any thread) ---------------------------------------------------------
+
+    def add_object(self, prompt: ObjectPrompt) -> None:
+        """Queue a new object (or a refinement when ``prompt.track_id`` is set)."""
+        if not prompt.points and prompt.box is None:
+            raise PromptError("a prompt needs at least one point or a box")
+        if len(prompt.points) != len(prompt.labels):
+            raise PromptError(f"{len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
+        with self._lock:
+            self._commands.append(("add", prompt))
+
+    def remove_object(self, track_id: int) -> None:
+        with self._lock:
+            self._commands.append(("remove", int(track_id)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._commands.append(("clear", None))
+
+    def set_auto(self, enabled: bool) -> None:
+        with self._lock:
+            self._commands.append(("auto", bool(enabled)))
+
+    @property
+    def auto(self) -> bool:
+        return self._auto
+
+    @property
+    def has_pending(self) -> bool:
+        """True when commands are queued or prompts wait for a later start frame."""
+        with self._lock:
+            return bool(self._commands)
+
+    def track_at(self, x: float, y: float) -> int | None:
+        """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
+        xi, yi = int(x), int(y)
+        for t in sorted(self._last_tracks, key=lambda t: -t.track_id):
+            m = t.mask
+            if 0 <= yi < m.shape[0] and 0 <= xi < m.shape[1] and m[yi, xi]:
+                return t.track_id
+        for t in self._last_tracks:
+            x0, y0, x1, y1 = t.box
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return t.track_id
+        return None
+
+    # -- the frame loop ----------------------------------------------------------------
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Advance every track to ``frame`` and return what is visible in it."""
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        self._apply_commands()
+        h, w = frame.height, frame.width
+        tracker = self.tracker
+        tracker.predict(frame.index)
+
+        if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
+            t = time.perf_counter()
+            items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
+            if items:
+                for tid, (mask, box, ok) in self.propagator.step(self._prev_image, frame.image, items).items():
+                    if ok:
+                        tracker.apply_propagation(tid, mask, box, frame.index)
+            timings["propagate"] = (time.perf_counter() - t) * 1e3
+        self._prev_image = frame.image
+
+        due = [p for p in self._pending if p.start_frame <= frame.index]
+        self._pending = [p for p in self._pending if p.start_frame > frame.index]
+        live = tracker.prompts()
+        discovery_due = self._auto and (
+            self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
+        )
+        encode = bool(due) or discovery_due or (
+            bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
+        )
+
+        if encode:
+            t = time.perf_counter()
+            self.runner.encode(frame.image)
+            timings["encode"] = (time.perf_counter() - t) * 1e3
+            self._since_encode = 0
+            self.last_encode_index = frame.index
+            t = time.perf_counter()
+            detections = self._decode_tracks(live, (h, w))
+            new_objects = [(p, self._decode_prompt(p, (h, w))) for p in due]
+            timings["decode"] = (time.perf_counter() - t) * 1e3
+            candidates: list[Detection] = []
+            if discovery_due:
+                t = time.perf_counter()
+                candidates = self._discover((h, w))
+                self._since_discovery = 0
+                timings["discover"] = (time.perf_counter() - t) * 1e3
+            elif self._since_discovery is not None:
+                self._since_discovery += 1
+            t = time.perf_counter()
+            refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
+            tracker.update(detections + refined, frame.index, candidates)
+            for p, d in new_objects:
+                if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
+                    tracker.add(d, frame.index)
+            timings["associate"] = (time.perf_counter() - t) * 1e3
+        else:
+            if self._since_encode is not None:
+                self._since_encode += 1
+            if self._since_discovery is not None:
+                self._since_discovery += 1
+
+        tracks = tracker.results(frame.index)
+        self._last_tracks = tracks
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return FrameResult(frame=frame, tracks=tracks, encoded=encode, timings=timings)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _apply_commands(self) -> None:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        for kind, arg in commands:
+            if kind == "add":
+                self._pending.append(arg)  # type: ignore[arg-type]
+            elif kind == "remove":
+                self.tracker.remove(arg)  # type: ignore[arg-type]
+            elif kind == "clear":
+                self.tracker.clear()
+                self._pending.clear()
+            elif kind == "auto":
+                self._auto = bool(arg)
+                self._since_discovery = None
+
+    def _detections(
+        self, low: np.ndarray, iou: np.ndarray, size, sources: Sequence[int | None], labels=None, masks=None
+    ) -> list[Detection]:
+        """One detection per row of ``low`` (``Bx256x256``); ``masks`` when already upsampled."""
+        if masks is None:
+            masks = self.runner.masks(low, size)
+        out = []
+        for i, src in enumerate(sources):
+            box = _mask_box(masks[i])
+            out.append(
+                Detection(
+                    mask=masks[i],
+                    box=box if box is not None else (0.0, 0.0, 0.0, 0.0),
+                    score=float(iou[i]),
+                    logits=low[i],
+                    source_track=src,
+                    label=labels[i] if labels else None,
+                )
+            )
+        return out
+
+    def _decode_tracks(self, live, size) -> list[Detection]:
+        """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
+        if not live:
+            return []
+        with_logits = [p for p in live if self.config.mask_prompt and p.logits is not None]
+        without = [p for p in live if not (self.config.mask_prompt and p.logits is not None)]
+        out: list[Detection] = []
+        bs = self.config.decode_batch
+        for group, use_mask in ((with_logits, True), (without, False)):
+            for i in range(0, len(group), bs):
+                chunk = group[i : i + bs]
+                boxes = np.array([p.box for p in chunk], dtype=np.float64).reshape(-1, 4)
+                mask_in = np.stack([p.logits for p in chunk]).astype(np.float32) if use_mask else None
+                low, iou = self.runner.decode(None, None, boxes, mask_in, False)
+                out += self._detections(low[:, 0], iou[:, 0], size, [p.track_id for p in chunk])
+        return out
+
+    def _decode_prompt(self, prompt: ObjectPrompt, size) -> Detection | None:
+        """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask."""
+        pts = lbl = None
+        if prompt.points:
+            pts = np.asarray(prompt.points, dtype=np.float64).reshape(1, -1, 2)
+            lbl = np.asarray(prompt.labels, dtype=np.int64).reshape(1, -1)
+        box = np.asarray(prompt.box, dtype=np.float64).reshape(1, 4) if prompt.box is not None else None
+        mask_in = None
+        if prompt.track_id is not None:
+            tr = self.tracker.get(prompt.track_id)
+            if tr is None:
+                return None
+            if box is None and tr.box is not None:
+                box = np.asarray(tr.box, dtype=np.float64).reshape(1, 4)
+            if tr.logits is not None:
+                mask_in = tr.logits[None].astype(np.float32)
+        multimask = self.config.multimask_single_point and box is None and pts is not None and pts.shape[1] == 1
+        low, iou = self.runner.decode(pts, lbl, box, mask_in, multimask)
+        best = int(np.argmax(iou[0]))
+        return self._detections(low[:, best], iou[:, best], size, [prompt.track_id], [prompt.label])[0]
+
+    def _discover(self, size) -> list[Detection]:
+        """Auto mode: a point grid over the frame, SAM's quality filters, then NMS."""
+        cfg = self.discovery_config
+        h, w = size
+        grid = point_grid(cfg.points_per_side) * np.array([w, h], dtype=np.float64)
+        lows, ious = [], []
+        bs = max(1, cfg.batch_size)
+        for i in range(0, len(grid), bs):
+            chunk = grid[i : i + bs]
+            low, iou = self.runner.decode(chunk[:, None, :], np.ones((len(chunk), 1), np.int64), None, None, True)
+            lows.append(low.reshape(-1, *low.shape[-2:]))
+            ious.append(iou.reshape(-1))
+        low = np.concatenate(lows)
+        iou = np.concatenate(ious)
+        # Cheap filters on the low-res logits first, so only survivors are upsampled.
+        stab = np.asarray(stability_score(low, cfg.mask_threshold, cfg.stability_offset)).reshape(-1)
+        pre = np.flatnonzero((iou >= cfg.pred_iou_thresh) & (stab >= cfg.stability_score_thresh))
+        if len(pre) == 0:
+            return []
+        low, iou = low[pre], iou[pre]
+        masks = self.runner.masks(low, size)
+        keep = filter_candidates(masks, iou, low, cfg)
+        return self._detections(low[keep], iou[keep], size, [None] * len(keep), masks=masks[keep])

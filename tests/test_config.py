@@ -1,0 +1,101 @@
+"""Configuration: YAML with a comment on every key, parsed once into frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from realtime_sam.config import CONFIG_DIR, Config, load_config, parse_config, parse_overrides
+from realtime_sam.errors import ConfigError
+
+
+def test_default_yaml_is_exactly_the_built_in_defaults():
+    assert load_config(CONFIG_DIR / "default.yaml") == Config()
+
+
+def test_default_yaml_covers_every_key_and_comments_each_one():
+    text = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+    data = yaml.safe_load("\n".join(text))
+    cfg = Config()
+    for section in dataclasses.fields(cfg):
+        keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
+        assert set(data[section.name]) == keys, section.name
+    for i, line in enumerate(text):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and ":" in stripped:
+            assert text[i - 1].strip().startswith("#"), f"no comment above line {i + 1}: {line!r}"
+
+
+@pytest.mark.parametrize("preset", ["cpu", "gpu"])
+def test_presets_parse_and_differ_from_defaults(preset):
+    cfg = load_config(preset)
+    assert cfg == load_config(CONFIG_DIR / f"{preset}.yaml")
+    assert cfg != Config()
+    lines = (CONFIG_DIR / f"{preset}.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("  ") and not line.strip().startswith("#"):
+            assert lines[i - 1].strip().startswith("#"), f"{preset}.yaml line {i + 1} has no comment"
+
+
+def test_cpu_preset_encodes_less_often_than_gpu():
+    assert load_config("cpu").engine.reencode_every > load_config("gpu").engine.reencode_every
+    assert load_config("cpu").model.device == "cpu"
+
+
+def test_config_objects_are_frozen():
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.engine.reencode_every = 3  # type: ignore[misc]
+
+
+def test_overrides_are_typed_and_applied_last(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("engine:\n  reencode_every: 3\ntracker:\n  min_score: 0.25\n")
+    cfg = load_config(f, ["engine.reencode_every=7", "model.device=cpu", "source.reconnect=false"])
+    assert cfg.engine.reencode_every == 7
+    assert cfg.tracker.min_score == 0.25
+    assert cfg.model.device == "cpu"
+    assert cfg.source.reconnect is False
+
+
+def test_int_is_accepted_for_float_but_not_bool_for_int():
+    assert parse_config({"tracker": {"min_score": 1}}).tracker.min_score == 1.0
+    with pytest.raises(ConfigError, match="engine.reencode_every must be an integer"):
+        parse_config({"engine": {"reencode_every": True}})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"engine": {"reencode_evry": 5}}, r"unknown key engine.reencode_evry; valid keys in engine: reencode_every"),
+        ({"engin": {}}, r"unknown config section 'engin'; valid sections: model, source"),
+        ({"engine": {"reencode_every": "five"}}, r"engine.reencode_every must be an integer, not 'five'"),
+        ({"engine": {"reencode_every": 0}}, r"reencode_every must be >= 1"),
+        ({"model": {"device": "tpu"}}, r"model.device must be one of auto, cpu, cuda, mps"),
+        ({"source": {"reconnect": "maybe"}}, r"source.reconnect must be true or false"),
+        ({"engine": [1, 2]}, r"section 'engine' must be a mapping"),
+        ([1, 2], r"must hold a mapping of sections"),
+    ],
+)
+def test_bad_config_is_one_clear_line(data, message):
+    with pytest.raises(ConfigError, match=message) as exc:
+        parse_config(data)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("item", ["reencode_every=5", "engine.=5", "=5", "engine.reencode_every"])
+def test_bad_override_syntax(item):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides([item])
+
+
+def test_missing_and_invalid_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: [\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,584 @@
+"""Weights lookup, download and verification, against a real HTTP server on 127.0.0.1.
+
+The server is ``http.server`` in a thread; each route serves bytes in one of
+a few ways (complete, cut short after ``Content-Length``, without a length)
+so the download code meets real sockets, not mocks. The checkpoint served is
+the golden random MobileSAM file when ``../shared/golden`` is next to the
+repository, else one generated from the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from realtime_sam import checkpoint
+from realtime_sam.checkpoint import (
+    check_against_manifest,
+    identify_model_type,
+    load_checkpoint,
+    manifest,
+)
+from realtime_sam.errors import CheckpointError, WeightsDownloadError
+from realtime_sam.weights import (
+    ENV_CACHE,
+    ENV_URLS,
+    ENV_WEIGHTS,
+    OFFICIAL_URLS,
+    VerifyReport,
+    default_cache_dir,
+    download_weights,
+    resolve_weights,
+    verify_weights,
+    weights_main,
+    weights_urls,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "mobile_sam_random_seed0.pt"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def checkpoint_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete vit_t checkpoint: the golden file, or a random one from the manifest."""
+    if GOLDEN.is_file():
+        return GOLDEN
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=gen) for k, shape in manifest("vit_t").items()}
+    path = tmp_path_factory.mktemp("ckpt") / "mobile_sam_random.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint_bytes(checkpoint_file: Path) -> bytes:
+    return checkpoint_file.read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the user's settings and proxies out; point the cache into tmp_path."""
+    for name in (ENV_CACHE, ENV_WEIGHTS, ENV_URLS, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+
+
+class _Server:
+    """``http.server`` on a random port; ``routes[path] = (mode, body)``, ``hits`` counts requests."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[str, bytes]] = {}
+        self.hits: Counter[str] = Counter()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.hits[self.path] += 1
+                if self.path not in server.routes:
+                    self.send_error(404, "no such file")
+                    return
+                mode, body = server.routes[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if mode in ("full", "cut"):
+                    self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    # "cut" promises the whole body, then hangs up halfway.
+                    self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, path: str, body: bytes, mode: str = "full") -> str:
+        self.routes[path] = (mode, body)
+        return self.url(path)
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    srv.thread.start()
+    try:
+        yield srv
+    finally:
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        srv.thread.join(timeout=5)
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mobile_sam.pt"
+
+
+def _small_vit_b_bytes(tmp_path: Path) -> bytes:
+    """A real torch.save file of a few small tensors named and shaped like SAM ViT-B's."""
+    small = [(k, s) for k, s in manifest("vit_b").items() if math.prod(s) <= 4096][:20]
+    path = tmp_path / "few_vit_b.pt"
+    torch.save({k: torch.randn(s) for k, s in small}, path)
+    return path.read_bytes()
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_cache_dir_env_override_wins_everywhere(tmp_path: Path) -> None:
+    env = {ENV_CACHE: str(tmp_path / "c"), "XDG_CACHE_HOME": "/x", "LOCALAPPDATA": "C:\\L"}
+    for plat in ("linux", "darwin", "win32"):
+        assert default_cache_dir(environ=env, platform=plat) == tmp_path / "c"
+
+
+def test_cache_dir_per_platform() -> None:
+    home = "/home/u"
+    assert default_cache_dir(environ={"HOME": home}, platform="linux") == Path(home, ".cache", "realtime-sam")
+    assert default_cache_dir(environ={"HOME": home, "XDG_CACHE_HOME": "/xdg"}, platform="linux") == Path(
+        "/xdg/realtime-sam"
+    )
+    # A relative XDG_CACHE_HOME is invalid by the spec and ignored.
+    assert default_cache_dir(environ={"HOME": home, "XDG_CACHE_HOME": "rel"}, platform="linux") == Path(
+        home, ".cache", "realtime-sam"
+    )
+    assert default_cache_dir(environ={"HOME": home}, platform="darwin") == Path(
+        home, "Library", "Caches", "realtime-sam"
+    )
+    assert default_cache_dir(environ={"HOME": home, "LOCALAPPDATA": "/appdata"}, platform="win32") == Path(
+        "/appdata/realtime-sam"
+    )
+
+
+def test_weights_urls_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert weights_urls() == OFFICIAL_URLS
+    assert OFFICIAL_URLS[0].startswith("https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/")
+    monkeypatch.setenv(ENV_URLS, " http://a/x.pt , ,http://b/y.pt ")
+    assert weights_urls() == ("http://a/x.pt", "http://b/y.pt")
+
+
+def test_resolution_order_explicit_then_env_then_cache(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    explicit, from_env = tmp_path / "explicit.pt", tmp_path / "env.pt"
+    cached = tmp_path / "cache" / "mobile_sam.pt"
+    for p in (explicit, from_env, cached):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    monkeypatch.setenv(ENV_WEIGHTS, str(from_env))
+    assert resolve_weights(explicit, download=False) == explicit
+    assert resolve_weights(str(explicit), download=False) == explicit
+    assert resolve_weights(None, download=False) == from_env
+    monkeypatch.delenv(ENV_WEIGHTS)
+    assert resolve_weights(None, download=False) == cached
+    # A directory holding the official file name is accepted.
+    assert resolve_weights(cached.parent, download=False) == cached
+
+
+def test_explicit_missing_path_is_an_error_not_a_download(
+    tmp_path: Path,
+    server: _Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_URLS, server.serve("/mobile_sam.pt", b"never fetched"))
+    missing = tmp_path / "nope" / "mobile_sam.pt"
+    with pytest.raises(CheckpointError) as err:
+        resolve_weights(missing)
+    msg = str(err.value)
+    assert str(missing) in msg and "--weights" in msg and "\n" not in msg
+    monkeypatch.setenv(ENV_WEIGHTS, str(missing))
+    with pytest.raises(CheckpointError, match=ENV_WEIGHTS) as err:
+        resolve_weights(None)
+    assert str(missing) in str(err.value)
+    assert server.hits == Counter()
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_cache_missing_without_download(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError) as err:
+        resolve_weights(None, download=False)
+    assert str(tmp_path / "cache" / "mobile_sam.pt") in str(err.value)
+    assert "realtime-sam weights download" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "filename"),
+    [("vit_b", "sam_vit_b_01ec64.pth"), ("vit_l", "sam_vit_l_0b3195.pth"), ("vit_h", "sam_vit_h_4b8939.pth")],
+)
+def test_sam_models_are_never_downloaded(tmp_path: Path, model_type: str, filename: str) -> None:
+    with pytest.raises(CheckpointError) as err:
+        resolve_weights(None, model_type=model_type)
+    msg = str(err.value)
+    assert str(tmp_path / "cache" / filename) in msg
+    assert f"https://dl.fbaipublicfiles.com/segment_anything/{filename}" in msg
+    with pytest.raises(WeightsDownloadError, match=filename):
+        download_weights(tmp_path / filename, model_type=model_type)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_resolve_downloads_into_cache_when_absent(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_URLS, server.serve("/mobile_sam.pt", checkpoint_bytes))
+    path = resolve_weights(None, progress=False)
+    assert path == tmp_path / "cache" / "mobile_sam.pt"
+    assert path.read_bytes() == checkpoint_bytes
+    # Second call uses the cached file without asking the server again.
+    assert resolve_weights(None, progress=False) == path
+    assert server.hits["/mobile_sam.pt"] == 1
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_download_success(
+    tmp_path: Path,
+    server: _Server,
+    checkpoint_bytes: bytes,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = server.serve("/w/mobile_sam.pt", checkpoint_bytes)
+    dest = tmp_path / "deep" / "dir" / "mobile_sam.pt"
+    assert download_weights(dest, urls=[url], progress=False) == dest
+    assert dest.read_bytes() == checkpoint_bytes
+    assert _listing(dest.parent) == ["mobile_sam.pt"]
+    assert len(load_checkpoint(dest, "vit_t")) == len(manifest("vit_t"))
+    assert capsys.readouterr().err == ""
+
+
+def test_download_without_content_length_still_verified(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.serve("/nolen.pt", checkpoint_bytes, mode="nolength")
+    dest = tmp_path / "mobile_sam.pt"
+    download_weights(dest, urls=[url], progress=True)
+    assert dest.read_bytes() == checkpoint_bytes
+    err = capsys.readouterr().err
+    assert url in err and str(dest) in err
+
+
+def test_interrupted_transfer_falls_back_to_mirror(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes
+) -> None:
+    cut = server.serve("/cut.pt", checkpoint_bytes, mode="cut")
+    good = server.serve("/mirror.pt", checkpoint_bytes)
+    dest = tmp_path / "mobile_sam.pt"
+    download_weights(dest, urls=[cut, good], progress=False)
+    assert server.hits["/cut.pt"] == 1 and server.hits["/mirror.pt"] == 1
+    assert dest.read_bytes() == checkpoint_bytes
+    assert _listing(tmp_path) == ["mobile_sam.pt"]
+
+
+def test_interrupted_transfer_leaves_nothing(
+    tmp_path: Path,
+    server: _Server,
+    checkpoint_bytes: bytes,
+) -> None:
+    cut = server.serve("/cut.pt", checkpoint_bytes, mode="cut")
+    dest = tmp_path / "mobile_sam.pt"
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(dest, urls=[cut], progress=False)
+    msg = str(err.value)
+    assert "interrupted" in msg and f"of {len(checkpoint_bytes)} bytes" in msg
+    assert cut in msg and f"curl -L -o {dest} {cut}" in msg
+    assert "offline" not in msg and "\n" not in msg
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("payload", ["garbage", "few_vit_b_keys"])
+def test_corrupt_download_is_rejected_and_old_file_kept(
+    tmp_path: Path,
+    server: _Server,
+    payload: str,
+) -> None:
+    body = os.urandom(64 * 1024) if payload == "garbage" else _small_vit_b_bytes(tmp_path)
+    url = server.serve("/bad.pt", body)
+    dest_dir = tmp_path / "cache"
+    dest_dir.mkdir()
+    dest = dest_dir / "mobile_sam.pt"
+    dest.write_bytes(b"previous file")  # whatever was there must survive a failed download
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(dest, urls=[url], progress=False)
+    msg = str(err.value)
+    assert "not a valid MobileSAM" in msg and url in msg and "\n" not in msg
+    assert ".part" not in msg  # the temp name means nothing to the user
+    assert dest.read_bytes() == b"previous file"
+    assert _listing(dest_dir) == ["mobile_sam.pt"]
+
+
+def test_server_down_says_offline(tmp_path: Path) -> None:
+    urls = [_closed_port_url(), _closed_port_url()]
+    dest = tmp_path / "mobile_sam.pt"
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(dest, urls=urls, progress=False, timeout=5)
+    msg = str(err.value)
+    assert all(u in msg for u in urls)
+    assert "connection refused" in msg and "looks offline" in msg
+    assert f"curl -L -o {dest} {urls[0]}" in msg
+    assert _listing(tmp_path) == []
+
+
+def test_http_error_is_not_called_offline(tmp_path: Path, server: _Server) -> None:
+    url = server.url("/missing.pt")
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(tmp_path / "mobile_sam.pt", urls=[url], progress=False)
+    assert "HTTP 404" in str(err.value) and "offline" not in str(err.value)
+    assert _listing(tmp_path) == []
+
+
+def test_ctrl_c_removes_temp_file(tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = server.serve("/x.pt", os.urandom(4096))
+    seen: list[Path] = []
+
+    def interrupted(path: Path, model_type: str) -> dict:
+        seen.append(Path(path))
+        assert Path(path).is_file()  # the downloaded bytes were on disk when Ctrl-C came
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download_weights(tmp_path / "mobile_sam.pt", urls=[url], progress=False)
+    assert seen and seen[0].parent == tmp_path
+    assert _listing(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_report(checkpoint_file: Path) -> None:
+    report = verify_weights(checkpoint_file)
+    ref = manifest("vit_t")
+    assert isinstance(report, VerifyReport)
+    assert report.path == checkpoint_file.absolute()
+    assert report.model_type == "vit_t"
+    assert report.num_tensors == len(ref)
+    assert report.num_parameters == sum(math.prod(s) for s in ref.values())
+    assert report.size_bytes == checkpoint_file.stat().st_size
+    assert report.sha256 == hashlib.sha256(checkpoint_file.read_bytes()).hexdigest()
+    assert verify_weights(checkpoint_file, None).model_type == "vit_t"
+    with pytest.raises(CheckpointError, match="not SAM ViT-B"):
+        verify_weights(checkpoint_file, "vit_b")
+
+
+# --------------------------------------------------------------------------- checkpoint errors
+
+
+def test_truncated_checkpoint(tmp_path: Path, checkpoint_bytes: bytes) -> None:
+    p = tmp_path / "half.pt"
+    p.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as err:
+        load_checkpoint(p, "vit_t")
+    assert str(p) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_empty_checkpoint(tmp_path: Path) -> None:
+    p = tmp_path / "empty.pt"
+    p.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(p, "vit_t")
+
+
+def test_random_bytes_checkpoint(tmp_path: Path) -> None:
+    p = tmp_path / "noise.pt"
+    p.write_bytes(os.urandom(100_000))
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {p}") as err:
+        load_checkpoint(p, "vit_t")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt", "vit_t")
+
+
+@pytest.mark.parametrize("model_type", ["vit_t", "vit_b", "vit_l", "vit_h"])
+def test_identify_model_type_from_shapes(model_type: str) -> None:
+    # Meta tensors carry shapes without memory: a full ViT-H layout costs nothing.
+    state = {k: torch.empty(s, device="meta") for k, s in manifest(model_type).items()}
+    assert identify_model_type(state) == model_type
+    check_against_manifest(state, model_type, "x.pt")
+
+
+def test_checkpoint_of_another_model() -> None:
+    state = {k: torch.empty(s, device="meta") for k, s in manifest("vit_b").items()}
+    with pytest.raises(CheckpointError) as err:
+        check_against_manifest(state, "vit_t", "sam_b.pt")
+    msg = str(err.value)
+    assert "sam_b.pt is a SAM ViT-B" in msg and "--model-type vit_b" in msg
+
+
+def test_incomplete_state_dict_names_a_missing_key() -> None:
+    ref = manifest("vit_t")
+    dropped = next(iter(ref))
+    state = {k: torch.empty(s, device="meta") for k, s in ref.items() if k != dropped}
+    with pytest.raises(CheckpointError, match=f"1 missing keys \\(e.g. {dropped}\\)"):
+        check_against_manifest(state, "vit_t", "x.pt")
+
+
+def test_state_dict_nested_under_model(tmp_path: Path, checkpoint_file: Path) -> None:
+    state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    p = tmp_path / "nested.pt"
+    torch.save({"model": state, "epoch": 3}, p)
+    loaded = load_checkpoint(p, "vit_t")
+    assert loaded.keys() == state.keys()
+    k = next(iter(state))
+    assert torch.equal(loaded[k], state[k])
+
+
+class PickledThing:
+    """A plain Python object: torch.load(weights_only=True) must refuse to build it."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+
+def test_pickled_python_object_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "object.pt"
+    torch.save({"weight": torch.zeros(2), "thing": PickledThing()}, p)
+    with pytest.raises(CheckpointError, match="Python objects"):
+        load_checkpoint(p, "vit_t")
+
+
+def test_non_tensor_values_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "mixed.pt"
+    torch.save({"weight": torch.zeros(2), "note": "hello"}, p)
+    with pytest.raises(CheckpointError, match="not a state dict of tensors"):
+        load_checkpoint(p, "vit_t")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert weights_main(["path"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(tmp_path / "cache" / "mobile_sam.pt")
+    assert "download" in err
+    monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "mine.pt"))
+    assert weights_main(["path"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "mine.pt")
+    assert weights_main(["path", "--model-type", "vit_h"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "mine.pt")
+
+
+def test_cli_download(
+    tmp_path: Path,
+    server: _Server,
+    checkpoint_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(ENV_URLS, f"{_closed_port_url()},{server.serve('/m.pt', checkpoint_bytes)}")
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    assert weights_main(["download"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(dest)
+    assert "connection refused" in err and "trying the next mirror" in err  # progress on by default
+    assert dest.read_bytes() == checkpoint_bytes
+    # A valid file is kept; nothing is fetched again unless --force.
+    assert weights_main(["download", "--quiet"]) == 0
+    assert "already present" in capsys.readouterr().err
+    assert server.hits["/m.pt"] == 1
+    # --dest may be an existing directory.
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv(ENV_URLS, server.url("/m.pt"))
+    assert weights_main(["download", "--quiet", "--force", "--dest", str(other)]) == 0
+    assert capsys.readouterr().out.strip() == str(other / "mobile_sam.pt")
+    assert (other / "mobile_sam.pt").stat().st_size == len(checkpoint_bytes)
+
+
+def test_cli_download_failure(
+    tmp_path: Path,
+    server: _Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = server.serve("/junk.pt", b"<html>rate limited</html>")
+    monkeypatch.setenv(ENV_URLS, url)
+    assert weights_main(["download", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and url in err
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_cli_verify(tmp_path: Path, checkpoint_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert weights_main(["verify", str(checkpoint_file)]) == 0
+    out = capsys.readouterr().out
+    assert hashlib.sha256(checkpoint_file.read_bytes()).hexdigest() in out
+    assert f"tensors:    {len(manifest('vit_t'))}" in out and "vit_t" in out
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"")
+    assert weights_main(["verify", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and str(bad) in err and err.count("\n") == 1
+
+    assert weights_main(["verify", str(checkpoint_file), "--model-type", "vit_l"]) == 2
+    assert "not SAM ViT-L" in capsys.readouterr().err
+
+    assert weights_main(["verify", str(tmp_path / "absent.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert weights_main([]) == 2
+    assert weights_main(["frobnicate"]) == 2
+    assert "usage: realtime-sam weights" in capsys.readouterr().err
+
+
+def test_module_is_runnable(tmp_path: Path) -> None:
+    env = {**os.environ, ENV_CACHE: str(tmp_path / "c")}
+    env.pop(ENV_WEIGHTS, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime_sam.weights", "path"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "c" / "mobile_sam.pt")
