@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
@@ -243,7 +243,7 @@ class Scene:
             owner[y0:y1, x0:x1][inside] = o.id
         return image, {oid: owner == oid for oid in present}
 
-    def frames(self):
+    def frames(self) -> Iterator[tuple[int, np.ndarray, dict[int, np.ndarray]]]:
         """Iterate ``(index, image, masks)`` over the whole clip."""
         for i in range(self.num_frames):
             image, masks = self.render(i)

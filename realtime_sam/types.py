@@ -33,8 +33,9 @@ class Frame:
     """One decoded frame.
 
     Attributes:
-        index: 0-based position among the frames the source delivered
-            (for files: the frame's position in the stream).
+        index: 0-based count of frames the source delivered, without gaps
+            (also across reconnects; after damage a file's true position is
+            unknowable, so ``timestamp`` carries real time).
         image: ``HxWx3 uint8`` BGR.
         timestamp: presentation time in seconds from the stream
             (``pts * time_base``); for cameras, seconds since the source opened.

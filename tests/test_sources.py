@@ -1,0 +1,558 @@
+"""Video sources against real files, image folders, lavfi graphs and a real RTSP server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime_sam.errors import ConfigError, SourceError, StreamInterrupted
+from realtime_sam.sources import (
+    CameraSource,
+    ImageSequenceSource,
+    Source,
+    SourceConfig,
+    StatusEvent,
+    StreamSource,
+    VideoFileSource,
+    open_source,
+    redact_url,
+)
+from realtime_sam.synthetic import standard_scene, write_video
+from realtime_sam.types import Frame
+
+W, H = 320, 240
+N = 40
+FAST = SourceConfig(open_timeout_s=3, read_timeout_s=1, backoff_initial_s=0.2, backoff_max_s=0.5)
+
+
+def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _read_bounded(source: Source, seconds: float) -> Any:
+    """``source.read()`` in a thread; fails the test (instead of hanging it) if it blocks too long."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["frame"] = source.read()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        source.interrupt()
+        t.join(30)
+        pytest.fail(f"read() still blocked after {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box["frame"]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return standard_scene(W, H, num_frames=N, seed=1)
+
+
+@pytest.fixture(scope="module")
+def clip(scene, tmp_path_factory) -> Path:
+    """A clean H.264 MP4, index at the front, a keyframe every 10 frames."""
+    return write_video(scene, tmp_path_factory.mktemp("clip") / "clip.mp4", gop=10, faststart=True)
+
+
+# ---------------------------------------------------------------- configuration and redaction
+
+
+def test_source_config_validates_ranges() -> None:
+    SourceConfig()  # defaults are valid
+    for bad in (
+        {"open_timeout_s": 0},
+        {"read_timeout_s": -1},
+        {"reconnect_max_tries": -1},
+        {"backoff_initial_s": 2.0, "backoff_max_s": 1.0},
+        {"max_consecutive_decode_errors": 0},
+        {"rtsp_transport": "quic"},
+        {"image_fps": float("nan")},
+    ):
+        with pytest.raises(ConfigError) as info:
+            SourceConfig(**bad)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("rtsp://user:pass@host/x", "rtsp://***@host/x"),
+        ("rtsp://admin:p@ss:w0rd@10.0.0.5:554/stream1", "rtsp://***@10.0.0.5:554/stream1"),
+        ("rtmp://user@example.com/live", "rtmp://***@example.com/live"),
+        ("https://cam.example/video.m3u8?token=abc123&x=1", "https://cam.example/video.m3u8?token=***&x=1"),
+        ("rtsp://host:8554/live", "rtsp://host:8554/live"),
+        ("clip.mp4", "clip.mp4"),
+        (
+            "cannot open 'rtsp://u:secret@h/a' or http://x:y@z/b",
+            "cannot open 'rtsp://***@h/a' or http://***@z/b",
+        ),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+# ---------------------------------------------------------------- video files
+
+
+def test_file_delivers_every_frame_in_order(scene, clip: Path) -> None:
+    with open_source(str(clip)) as src:
+        assert isinstance(src, VideoFileSource)
+        assert src.live is False
+        assert src.size == (W, H)
+        assert src.fps == pytest.approx(25.0)
+        assert src.num_frames == N
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(N))
+    stamps = [f.timestamp for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert stamps[1] - stamps[0] == pytest.approx(1 / 25, abs=1e-6)
+    for i in (0, N // 2, N - 1):
+        img = frames[i].image
+        assert img.shape == (H, W, 3) and img.dtype == np.uint8 and img.flags["C_CONTIGUOUS"]
+        assert _mean_abs(img, scene.render(i)[0]) < 8  # BGR, the right frame
+    assert src.read() is None  # closed: stays ended
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mkv", "libx264"), (".avi", "mpeg4")])
+def test_other_containers(scene, tmp_path: Path, suffix: str, codec: str) -> None:
+    path = write_video(standard_scene(W, H, num_frames=12), tmp_path / f"c{suffix}", codec=codec)
+    with open_source(path) as src:
+        frames = list(src)
+    assert len(frames) == 12 and frames[0].image.shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_metadata_is_honoured(scene, tmp_path: Path, rotation: int) -> None:
+    path = write_video(scene, tmp_path / "rot.mp4", display_rotation=rotation)
+    with open_source(path) as src:
+        frame = src.read()
+        expected_size = (H, W) if rotation % 180 else (W, H)
+        assert src.size == expected_size
+    assert frame is not None
+    # The display matrix's angle is counter-clockwise; np.rot90 turns counter-clockwise.
+    upright = np.rot90(scene.render(0)[0], k=rotation // 90)
+    wrong = np.rot90(scene.render(0)[0], k=(rotation // 90) + 2)
+    assert frame.image.shape == upright.shape
+    assert _mean_abs(frame.image, upright) < 8
+    assert _mean_abs(frame.image, wrong) > 4 * _mean_abs(frame.image, upright)
+
+
+def test_truncated_mp4_delivers_frames_up_to_the_cut(scene, clip: Path, tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    frames: list[Frame] = []
+    src = open_source(cut)
+    with pytest.raises(StreamInterrupted) as info:
+        for frame in src:
+            frames.append(frame)
+    assert 0 < len(frames) < N
+    message = str(info.value)
+    assert "damaged" in message and f"read {len(frames)} of {N} frames" in message and "\n" not in message
+    # Real frames, in order, up to the cut.
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert _mean_abs(frames[-1].image, scene.render(len(frames) - 1)[0]) < 8
+    assert src.read() is None  # after the interruption it stays ended
+    src.close()
+
+
+def test_garbage_in_the_middle_is_skipped(clip: Path, tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    at = len(data) // 3
+    damaged = tmp_path / "garbage.mp4"
+    damaged.write_bytes(data[:at] + bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)) + data[at + 4096 :])
+    before = tmp_path / "before.mp4"
+    before.write_bytes(data[:at])
+
+    def count(path: Path) -> tuple[list[Frame], bool]:
+        got: list[Frame] = []
+        try:
+            with open_source(path) as src:
+                for f in src:
+                    got.append(f)
+        except StreamInterrupted:
+            return got, True
+        return got, False
+
+    frames, interrupted = count(damaged)
+    n_before, _ = count(before)
+    assert interrupted, "a file with damaged packets ends with StreamInterrupted"
+    assert len(frames) < N
+    assert len(frames) - len(n_before) > len(n_before), "more frames recovered after the garbage than before it"
+    stamps = [f.timestamp for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_not_a_video_fails_at_open_with_one_line(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are not frames\n" * 50)
+    noise = tmp_path / "noise.mkv"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    for path in (text, noise, empty):
+        with pytest.raises(SourceError) as info:
+            open_source(path)
+        assert "is not a video FFmpeg can read" in str(info.value)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_fails_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        open_source(str(tmp_path / "nope.mp4"))
+    assert "not found" in str(info.value) and "nope.mp4" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(SourceError, match="not found"):
+        VideoFileSource(tmp_path / "nope.mp4")
+
+
+def test_interrupt_ends_a_file_source(clip: Path) -> None:
+    src = open_source(clip)
+    assert src.read() is not None
+    src.interrupt()
+    assert src.read() is None
+    src.close()
+    src.close()  # idempotent
+
+
+# ---------------------------------------------------------------- image sequences
+
+
+def _write_images(folder: Path, scene, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), scene.render(i)[0])
+
+
+def test_image_folder_in_natural_order(scene, tmp_path: Path) -> None:
+    names = [f"frame{i}.png" for i in range(12)]  # frame10 must come after frame9
+    _write_images(tmp_path / "seq", scene, names)
+    (tmp_path / "seq" / "README.txt").write_text("not an image")
+    with open_source(tmp_path / "seq", SourceConfig(image_fps=10)) as src:
+        assert isinstance(src, ImageSequenceSource) and not src.live
+        assert src.num_frames == 12 and src.size == (W, H)
+        frames = list(src)
+    assert len(frames) == 12
+    for i, f in enumerate(frames):
+        assert f.index == i and f.timestamp == pytest.approx(i / 10)
+        assert np.array_equal(f.image, scene.render(i)[0])  # PNG is lossless
+
+
+def test_image_glob_selects_matching_files(scene, tmp_path: Path) -> None:
+    _write_images(tmp_path, scene, ["a_000.png", "a_001.png", "a_002.png", "b_000.png"])
+    cv2.imwrite(str(tmp_path / "a_003.jpg"), scene.render(3)[0])
+    with open_source(str(tmp_path / "a_*.png")) as src:
+        frames = list(src)
+    assert len(frames) == 3
+    assert np.array_equal(frames[2].image, scene.render(2)[0])
+
+
+def test_image_sequence_skips_unreadable_files_then_reports(scene, tmp_path: Path) -> None:
+    _write_images(tmp_path, scene, ["f0.png", "f1.png", "f3.png"])
+    (tmp_path / "f2.png").write_bytes(b"\x89PNG broken")
+    got: list[Frame] = []
+    with pytest.raises(StreamInterrupted, match="1 of 4 files"):
+        for f in open_source(tmp_path):
+            got.append(f)
+    assert len(got) == 3
+    # Timestamps keep each image's place in the sequence.
+    assert [f.timestamp for f in got] == pytest.approx([0, 1 / 25, 3 / 25])
+
+
+def test_image_sequence_errors(scene, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(SourceError, match="no files match"):
+        open_source(str(tmp_path / "*.png"))
+    _write_images(tmp_path / "mixed", scene, ["0.png"])
+    cv2.imwrite(str(tmp_path / "mixed" / "1.png"), np.zeros((10, 10, 3), np.uint8))
+    src = open_source(tmp_path / "mixed")
+    assert src.read() is not None
+    with pytest.raises(SourceError, match="same size"):
+        src.read()
+
+
+# ---------------------------------------------------------------- spec parsing, webcams, lavfi
+
+
+def test_unknown_scheme_names_the_supported_ones() -> None:
+    with pytest.raises(SourceError) as info:
+        open_source("ftp://bob:hunter22@files.example/x.mp4")
+    message = str(info.value)
+    assert "ftp://" in message and "rtsp://" in message and "http" in message
+    assert "hunter22" not in message and "bob" not in message
+
+
+@pytest.mark.parametrize("spec", [37, "37", "/dev/video37"])
+def test_missing_webcam_fails_fast_with_one_line(spec) -> None:
+    with pytest.raises(SourceError) as info:
+        open_source(spec)
+    message = str(info.value)
+    assert "no camera at index 37" in message and "--source" in message and "\n" not in message
+
+
+class FakeCapture:
+    """A ``cv2.VideoCapture`` stand-in: delivers ``frames`` images, then fails reads."""
+
+    def __init__(self, frames: int, opened: bool = True, start: int = 0) -> None:
+        self.left = frames
+        self.opened = opened
+        self.value = start
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return self.opened
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.left <= 0 or self.released:
+            return False, None
+        self.left -= 1
+        self.value += 1
+        return True, np.full((H, W), self.value % 256, np.uint8)  # gray: must come out BGR
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_camera_reconnects_after_it_stops_delivering() -> None:
+    captures = [FakeCapture(5, start=0), FakeCapture(0, opened=False), FakeCapture(5, start=100)]
+    made: list[FakeCapture] = []
+
+    def factory(index: int) -> FakeCapture:
+        assert index == 2
+        made.append(captures[len(made)])
+        return made[-1]
+
+    events: list[StatusEvent] = []
+    cfg = SourceConfig(backoff_initial_s=0.01, backoff_max_s=0.02)
+    src = open_source(2, cfg, on_status=events.append, capture_factory=factory)
+    assert isinstance(src, CameraSource) and src.live and src.fps == 30.0 and src.size == (W, H)
+    frames = [src.read() for _ in range(10)]
+    assert all(f is not None for f in frames)
+    assert [f.index for f in frames] == list(range(10))
+    values = [int(f.image[0, 0, 0]) for f in frames]
+    assert values == [1, 2, 3, 4, 5, 101, 102, 103, 104, 105]  # nothing invented, nothing lost
+    assert frames[0].image.shape == (H, W, 3)
+    kinds = [e.kind for e in events]
+    assert kinds == ["disconnected", "reconnecting", "reconnecting", "reconnected"]
+    assert made[0].released and made[1].released
+    stamps = [f.timestamp for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    src.close()
+    assert made[2].released
+
+
+def test_camera_that_opens_but_gives_no_frame() -> None:
+    with pytest.raises(SourceError, match="delivered no frame"):
+        open_source(0, capture_factory=lambda i: FakeCapture(0))
+
+
+def test_camera_gives_up_after_max_tries() -> None:
+    made: list[FakeCapture] = []
+
+    def factory(index: int) -> FakeCapture:
+        made.append(FakeCapture(2 if not made else 0, opened=not made))
+        return made[-1]
+
+    events: list[StatusEvent] = []
+    cfg = SourceConfig(reconnect_max_tries=3, backoff_initial_s=0.01, backoff_max_s=0.01)
+    src = open_source(0, cfg, on_status=events.append, capture_factory=factory)
+    assert src.read() is not None and src.read() is not None
+    with pytest.raises(SourceError, match="after 3 attempts"):
+        src.read()
+    assert events[-1].kind == "gave_up" and len(made) == 4
+
+
+def test_lavfi_is_a_paced_live_source() -> None:
+    with open_source("lavfi:testsrc2=size=160x120:rate=25") as src:
+        assert isinstance(src, StreamSource)
+        assert src.live and src.fps == pytest.approx(25.0) and src.size == (160, 120)
+        assert src.name == "lavfi:testsrc2=size=160x120:rate=25"
+        frames = [src.read() for _ in range(10)]
+    assert [f.index for f in frames] == list(range(10))
+    assert frames[0].image.shape == (120, 160, 3)
+    assert not np.array_equal(frames[0].image, frames[9].image)  # the pattern moves
+    # Paced by the realtime filter: 9 frame intervals at 25 fps cannot arrive faster than 0.36 s.
+    assert frames[9].capture_time - frames[0].capture_time >= 0.3
+    assert frames[9].timestamp - frames[0].timestamp == pytest.approx(9 / 25, abs=1e-3)
+
+
+def test_finite_lavfi_graph_ends() -> None:
+    events: list[StatusEvent] = []
+    with open_source("lavfi:testsrc2=size=64x48:rate=25:d=0.2", on_status=events.append) as src:
+        frames = list(src)  # ends with None: a graph with a duration is not reconnected
+    assert len(frames) == 5 and events == []
+
+
+def test_bad_lavfi_graph_is_one_line() -> None:
+    with pytest.raises(SourceError) as info:
+        open_source("lavfi:nosuchfilter=1")
+    assert "cannot open lavfi:nosuchfilter=1" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path``; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address) -> None:  # a client hanging up is fine
+            pass
+
+    server = Quiet(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a, **k: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_http_file_is_finite_not_live(clip: Path, tmp_path: Path, http_server: str, scene) -> None:
+    (tmp_path / "clip.mp4").write_bytes(clip.read_bytes())
+    events: list[StatusEvent] = []
+    with open_source(f"{http_server}/clip.mp4", FAST, on_status=events.append) as src:
+        assert isinstance(src, StreamSource) and src.live is False
+        frames = list(src)  # ends with None instead of reconnecting and replaying
+    assert [f.index for f in frames] == list(range(N))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 25 for i in range(N)])
+    assert _mean_abs(frames[7].image, scene.render(7)[0]) < 8
+    assert events == []
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(f"{http_server}/missing.mp4", FAST)
+
+
+# ---------------------------------------------------------------- RTSP (a real server on 127.0.0.1)
+
+def test_rtsp_file_and_live_mounts(rtsp_server, clip: Path, scene) -> None:
+    server = rtsp_server(file=clip)
+    with open_source(server.url("file"), FAST) as src:
+        assert isinstance(src, StreamSource) and src.live and src.size == (W, H)
+        file_frames = [_read_bounded(src, 10) for _ in range(15)]
+    assert [f.index for f in file_frames] == list(range(15))
+    # The mount replays the clip from its start.
+    assert _mean_abs(file_frames[3].image, scene.render(3)[0]) < 10
+    with open_source(server.url("live"), FAST) as src:
+        live_frames = [_read_bounded(src, 10) for _ in range(15)]
+    assert [f.index for f in live_frames] == list(range(15))
+    stamps = [f.timestamp for f in live_frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+
+
+def test_rtsp_reconnects_after_server_restart(rtsp_server) -> None:
+    server = rtsp_server()
+    events: list[StatusEvent] = []
+    src = open_source(server.url("live", userinfo="viewer:s3cretpw"), FAST, on_status=events.append)
+    assert "s3cretpw" not in src.name and "viewer" not in src.name
+    before = [_read_bounded(src, 10) for _ in range(5)]
+    server.kill()
+    restarter = threading.Timer(1.0, server.start)  # back on the same port a second later
+    restarter.start()
+    after: list[Frame] = []
+    try:
+        for _ in range(1000):  # buffered frames, the drop, then frames from the new server
+            frame = _read_bounded(src, 30)
+            assert frame is not None
+            if any(e.kind == "reconnected" for e in events):
+                after.append(frame)
+            else:
+                before.append(frame)
+            if len(after) == 5:
+                break
+    finally:
+        restarter.join()
+    src.close()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "disconnected" and "reconnected" in kinds and "reconnecting" in kinds
+    assert len(after) == 5
+    assert [f.index for f in before + after] == list(range(len(before) + len(after)))
+    stamps = [f.timestamp for f in before + after]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    for e in events:
+        assert "s3cretpw" not in e.message and "viewer" not in e.message and "***@" in e.message
+
+
+def test_rtsp_gives_up_after_max_tries(rtsp_server) -> None:
+    server = rtsp_server()
+    events: list[StatusEvent] = []
+    cfg = SourceConfig(open_timeout_s=2, read_timeout_s=1, reconnect_max_tries=2, backoff_initial_s=0.1, backoff_max_s=0.2)
+    src = open_source(server.url("live", userinfo="viewer:s3cretpw"), cfg, on_status=events.append)
+    assert _read_bounded(src, 10) is not None
+    server.kill()
+    with pytest.raises(SourceError) as info:
+        for _ in range(1000):  # buffered frames first, then the give-up
+            assert _read_bounded(src, 20) is not None
+    message = str(info.value)
+    assert "after 2 attempts" in message and "s3cretpw" not in message and "\n" not in message
+    assert [e.kind for e in events] == ["disconnected", "reconnecting", "reconnecting", "gave_up"]
+    src.close()
+
+
+def test_rtsp_dead_port_fails_at_open(rtsp_server) -> None:
+    server = rtsp_server()
+    url = server.url("live", userinfo="viewer:s3cretpw")
+    server.kill()
+    with pytest.raises(SourceError) as info:
+        open_source(url, FAST)
+    assert "cannot open rtsp://***@127.0.0.1" in str(info.value) and "s3cretpw" not in str(info.value)
+
+
+def test_rtsp_frozen_server_does_not_hang(rtsp_server) -> None:
+    server = rtsp_server()
+    cfg = SourceConfig(open_timeout_s=2, read_timeout_s=1, reconnect=False)
+    src = open_source(server.url("live"), cfg)
+    assert _read_bounded(src, 10) is not None
+    server.freeze()
+    try:
+        with pytest.raises(SourceError, match="no data for 1 s"):
+            for _ in range(1000):  # buffered frames, then the read deadline fires
+                assert _read_bounded(src, 15) is not None
+    finally:
+        server.thaw()
+    src.close()
+
+
+def test_rtsp_interrupt_ends_a_reconnecting_source(rtsp_server) -> None:
+    server = rtsp_server()
+    src_box: list[Source] = []
+
+    def on_status(event: StatusEvent) -> None:
+        if event.kind == "disconnected":
+            src_box[0].interrupt()  # e.g. the user pressed q while the stream was down
+
+    src = open_source(server.url("live"), SourceConfig(open_timeout_s=2, read_timeout_s=1), on_status=on_status)
+    src_box.append(src)
+    assert _read_bounded(src, 10) is not None
+    server.freeze()
+    try:
+        result = None
+        for _ in range(1000):
+            result = _read_bounded(src, 15)
+            if result is None:
+                break
+        assert result is None, "an interrupted source ends with None"
+        assert src.read() is None
+    finally:
+        server.thaw()
+    src.close()
