@@ -8,6 +8,8 @@ the pixel count of a filled rectangle.
 
 from __future__ import annotations
 
+from typing import Sequence, Union
+
 import lap
 import numpy as np
 
@@ -17,6 +19,7 @@ __all__ = [
     "box_iou_matrix",
     "mask_to_box",
     "masks_to_boxes",
+    "MaskStack",
 ]
 
 
@@ -53,48 +56,73 @@ def linear_assignment(cost: np.ndarray, thresh: float) -> tuple[np.ndarray, np.n
     return matches, unmatched_rows, unmatched_cols
 
 
-def _as_mask_stack(masks: np.ndarray, name: str) -> np.ndarray:
-    masks = np.asarray(masks)
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim != 3:
-        raise ValueError(f"{name} must be an (N, H, W) mask stack, got shape {masks.shape}")
-    return masks.astype(bool, copy=False)
+MaskStack = Union[np.ndarray, Sequence[np.ndarray]]
+"""An ``(N, H, W)`` bool array, or a sequence of ``N`` ``HxW`` bool masks (not copied)."""
 
 
-def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two mask stacks.
+def _mask_list(masks: MaskStack, name: str) -> list[np.ndarray]:
+    if isinstance(masks, np.ndarray):
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.ndim != 3:
+            raise ValueError(f"{name} must be an (N, H, W) mask stack, got shape {masks.shape}")
+    out = [np.asarray(m).astype(bool, copy=False) for m in masks]
+    for m in out:
+        if m.ndim != 2:
+            raise ValueError(f"{name} must hold HxW masks, got one of shape {m.shape}")
+    return out
+
+
+def _extent(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` half-open rows/columns holding the mask, ``None`` when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+    return y0, y1, int(cols[0]), int(cols[-1]) + 1
+
+
+def mask_iou_matrix(a: MaskStack, b: MaskStack) -> np.ndarray:
+    """Pairwise IoU of two sets of masks.
 
     Args:
-        a: ``(N, H, W)`` bool.
-        b: ``(M, H, W)`` bool, same ``H, W``.
+        a: ``N`` masks, ``(N, H, W)`` bool or a sequence of ``HxW`` bool.
+        b: ``M`` masks of the same ``H, W``.
 
     Returns:
         ``(N, M)`` float64 in ``[0, 1]``; a pair of empty masks has IoU 0.
     """
-    a = _as_mask_stack(a, "a")
-    b = _as_mask_stack(b, "b")
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"mask sizes differ: {a.shape[1:]} vs {b.shape[1:]}")
-    n, m = a.shape[0], b.shape[0]
+    la = _mask_list(a, "a")
+    lb = _mask_list(b, "b")
+    n, m = len(la), len(lb)
+    iou = np.zeros((n, m), dtype=np.float64)
     if n == 0 or m == 0:
-        return np.zeros((n, m), dtype=np.float64)
-    # Only the window holding any foreground matters; cropping to it makes the
-    # matmul cost scale with the objects' extent rather than the frame's.
-    any_fg = a.any(axis=0) | b.any(axis=0)
-    rows = np.flatnonzero(any_fg.any(axis=1))
-    if rows.size == 0:
-        return np.zeros((n, m), dtype=np.float64)
-    cols = np.flatnonzero(any_fg.any(axis=0))
-    window = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    fa = a[window].reshape(n, -1).astype(np.float32)
-    fb = b[window].reshape(m, -1).astype(np.float32)
-    # float32 sums are exact up to 2**24 pixels per mask, far beyond any frame we handle.
-    inter = (fa @ fb.T).astype(np.float64)
-    area_a = fa.sum(axis=1, dtype=np.float64)
-    area_b = fb.sum(axis=1, dtype=np.float64)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        return iou
+    shape = la[0].shape
+    for mask in la + lb:
+        if mask.shape != shape:
+            raise ValueError(f"mask sizes differ: {shape} vs {mask.shape}")
+    # Intersections are counted only inside the overlap of the two masks'
+    # extents, so the cost follows the objects' sizes rather than the frame's,
+    # and pairs that cannot touch cost nothing.
+    ext_a = [_extent(x) for x in la]
+    ext_b = [_extent(x) for x in lb]
+    area_a = [float(np.count_nonzero(x[e[0] : e[1], e[2] : e[3]])) if e else 0.0 for x, e in zip(la, ext_a)]
+    area_b = [float(np.count_nonzero(x[e[0] : e[1], e[2] : e[3]])) if e else 0.0 for x, e in zip(lb, ext_b)]
+    for i, (ma, ea) in enumerate(zip(la, ext_a)):
+        if ea is None:
+            continue
+        for j, (mb, eb) in enumerate(zip(lb, ext_b)):
+            if eb is None:
+                continue
+            y0, y1 = max(ea[0], eb[0]), min(ea[1], eb[1])
+            x0, x1 = max(ea[2], eb[2]), min(ea[3], eb[3])
+            if y0 >= y1 or x0 >= x1:
+                continue
+            inter = float(np.count_nonzero(ma[y0:y1, x0:x1] & mb[y0:y1, x0:x1]))
+            iou[i, j] = inter / (area_a[i] + area_b[j] - inter)
+    return iou
 
 
 def _as_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
@@ -138,35 +166,22 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
         ``(4,)`` float64 ``XYXY`` with exclusive far edges, or ``None`` for an
         empty mask.
     """
-    mask = np.asarray(mask, dtype=bool)
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    e = _extent(np.asarray(mask).astype(bool, copy=False))
+    if e is None:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+    return np.array([e[2], e[0], e[3], e[1]], dtype=np.float64)
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Bounding boxes of an ``(N, H, W)`` bool stack.
+def masks_to_boxes(masks: MaskStack) -> np.ndarray:
+    """Bounding boxes of ``N`` masks (``(N, H, W)`` bool or a sequence of ``HxW``).
 
     Returns:
         ``(N, 4)`` float64 ``XYXY`` (exclusive far edges); empty masks get
         ``[0, 0, 0, 0]``.
     """
-    masks = _as_mask_stack(masks, "masks")
-    n, h, w = masks.shape
-    out = np.zeros((n, 4), dtype=np.float64)
-    if n == 0:
-        return out
-    rows_any = masks.any(axis=2)  # (N, H)
-    cols_any = masks.any(axis=1)  # (N, W)
-    nonempty = rows_any.any(axis=1)
-    if not nonempty.any():
-        return out
-    y0 = rows_any.argmax(axis=1)
-    y1 = h - rows_any[:, ::-1].argmax(axis=1)
-    x0 = cols_any.argmax(axis=1)
-    x1 = w - cols_any[:, ::-1].argmax(axis=1)
-    out[:] = np.stack([x0, y0, x1, y1], axis=1)
-    out[~nonempty] = 0.0
+    out = np.zeros((len(masks), 4), dtype=np.float64)
+    for k, m in enumerate(_mask_list(masks, "masks")):
+        e = _extent(m)
+        if e is not None:
+            out[k] = (e[2], e[0], e[3], e[1])
     return out

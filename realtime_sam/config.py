@@ -24,6 +24,8 @@ from .engine import EngineConfig
 from .errors import ConfigError
 from .pipeline import PipelineConfig
 from .propagation import PropagationConfig
+from .render import RenderConfig
+from .sinks import SinkConfig
 from .sources import SourceConfig
 from .tracks import TrackerConfig
 
@@ -76,6 +78,8 @@ class Config:
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    output: SinkConfig = field(default_factory=SinkConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
 
 
 def _section_types() -> dict[str, type]:

@@ -193,6 +193,8 @@ class MaskPropagator:
         ids: list[int] = []
         starts: list[np.ndarray] = []
         for tid, (mask, box) in tracks.items():
+            if np.shape(mask) != cur.shape[:2]:
+                raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
             pts = self._features(gray0, np.asarray(mask, dtype=bool), _box(box), s)
             ids.append(tid)
             starts.append(pts)
@@ -329,7 +331,8 @@ class MaskPropagator:
             new = _shift_mask(mask, int(shift[0]), int(shift[1]))
         else:
             self._residual.pop(tid, None)
-            new = _warp_mask(mask, box, m)
+            extent = mask_to_box(mask)  # the caller's box may be loose; the warp must not crop the mask
+            new = _warp_mask(mask, extent if extent is not None else box, m)
         new_box = mask_to_box(new)
         if new_box is None:
             return _unchanged(mask, box, ok=False)

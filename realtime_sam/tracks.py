@@ -460,7 +460,12 @@ class Tracker:
     # ------------------------------------------------------------------ edits
 
     def add(self, detection: Detection, frame_index: int) -> int:
-        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its new id."""
+        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its new id.
+
+        No quality checks: the user asked for this object. (A track started
+        from an empty mask has nothing to follow and goes ``LOST`` at its
+        next update.)
+        """
         self._check_shape(detection.mask)
         box = mask_to_box(detection.mask)
         if box is None:
@@ -475,8 +480,10 @@ class Tracker:
         return self._tracks.pop(track_id, None) is not None
 
     def clear(self) -> None:
-        """Remove every track (ids keep counting up)."""
+        """Remove every track (ids keep counting up) and forget the frame size."""
         self._tracks.clear()
+        self._shape = None
+        self._empty = None
 
     # ------------------------------------------------------------------ per frame
 
@@ -502,13 +509,16 @@ class Tracker:
 
         Neither a hit nor a miss; the motion model is corrected with the new
         box. ``frame_index`` defaults to the frame of the last :meth:`predict`.
-        Returns False (and changes nothing) for unknown or ``LOST`` tracks.
+        Returns False (and changes nothing) for unknown or ``LOST`` tracks and
+        for an empty mask.
         """
         t = self._tracks.get(track_id)
         if t is None or t.state == TrackState.LOST:
             return False
-        mask = np.asarray(mask, dtype=bool)
+        mask = np.asarray(mask).astype(bool, copy=False)
         self._check_shape(mask)
+        if not mask.any():
+            return False
         frame = t.pred_frame if frame_index is None else int(frame_index)
         if frame > t.pred_frame:
             self.predict(frame)
@@ -531,10 +541,15 @@ class Tracker:
 
         A detection keeps its source track when it is good (score, area,
         area change) and overlaps the track's current position at least
-        ``match_iou_thresh``. Remaining tracks and good masks are matched by
-        the Hungarian algorithm on ``1 - IoU`` with the same gate. Among the
-        matched masks, near-duplicates are resolved in favour of the stronger
-        track. Unmatched tracks get a miss.
+        ``match_iou_thresh`` (mask IoU against the track's mask moved to its
+        predicted position; box IoU against the predicted box for lost
+        tracks). Remaining tracks and good masks are matched by the Hungarian
+        algorithm on ``1 - IoU`` with the same gate, then tracks still
+        unmatched by the Hungarian algorithm on the motion model's
+        Mahalanobis distance (95 % gate), which catches fast motion and
+        lost tracks that drifted from their object. Among the matched masks,
+        near-duplicates are resolved in favour of the stronger track.
+        Unmatched tracks get a miss.
         """
         cfg = self.config
         self.predict(frame_index)
@@ -551,9 +566,9 @@ class Tracker:
             return
 
         h, w = self._shape  # type: ignore[misc]  # set by _check_shape
-        masks = np.stack([d.mask for d in items])
-        areas = masks.reshape(len(items), -1).sum(axis=1).astype(np.float64)
-        boxes = np.stack([_box_of(d, m) for d, m in zip(items, masks)])
+        masks = [d.mask for d in items]  # not stacked: full-resolution copies are costly
+        areas = np.array([np.count_nonzero(m) for m in masks], dtype=np.float64)
+        boxes = np.stack([_box_of(d) for d in items])
         frame_area = float(h * w)
         good = np.array([d.score >= cfg.min_score for d in items]) & (areas >= cfg.min_area_frac * frame_area) & (
             areas <= cfg.max_area_frac * frame_area
@@ -657,7 +672,7 @@ class Tracker:
         return t
 
     def _hit(self, t: Track, d: Detection, box: np.ndarray, frame_index: int, area: float | None = None) -> None:
-        area = float(d.mask.sum()) if area is None else area
+        area = float(np.count_nonzero(d.mask)) if area is None else area
         if t.hits > 0 and t.ref_area > 0:
             # A mask much smaller than usual is most likely a partly hidden
             # object: trust its box less so occlusion does not drag the
@@ -714,23 +729,25 @@ class Tracker:
         dy = int(round(t.mean[1] - (t.box[1] + t.box[3]) / 2.0))
         return _shift(t.mask, dx, dy, False)
 
-    def _track_iou(self, live: list[Track], masks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def _track_iou(self, live: list[Track], masks: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
         """``(T, D)`` IoU of each track's reference (mask, else predicted box) with each item."""
-        iou = np.zeros((len(live), masks.shape[0]), dtype=np.float64)
+        iou = np.zeros((len(live), len(masks)), dtype=np.float64)
         refs = [self._reference_mask(t) for t in live]
         mask_rows = [r for r, m in enumerate(refs) if m is not None]
         box_rows = [r for r, m in enumerate(refs) if m is None]
         if mask_rows:
-            iou[mask_rows] = mask_iou_matrix(np.stack([refs[r] for r in mask_rows]), masks)
+            iou[mask_rows] = mask_iou_matrix([refs[r] for r in mask_rows], masks)
         if box_rows:
             iou[box_rows] = box_iou_matrix(np.stack([live[r].predicted_box for r in box_rows]), boxes)
         return iou
 
-    def _suppress_duplicates(self, pairs: dict[int, int], masks: np.ndarray, iou: np.ndarray, items: list[Detection]) -> dict[int, int]:
+    def _suppress_duplicates(
+        self, pairs: dict[int, int], masks: list[np.ndarray], iou: np.ndarray, items: list[Detection]
+    ) -> dict[int, int]:
         if len(pairs) < 2:
             return pairs
         rows = sorted(pairs, key=lambda r: -(items[pairs[r]].score * iou[r, pairs[r]]))
-        chosen = np.stack([masks[pairs[r]] for r in rows])
+        chosen = [masks[pairs[r]] for r in rows]
         overlap = mask_iou_matrix(chosen, chosen)
         kept: list[int] = []
         for k, r in enumerate(rows):
@@ -741,16 +758,21 @@ class Tracker:
     def _overlaps_live(self, mask: np.ndarray, box: np.ndarray, area: float) -> bool:
         """Whether a would-be new track is already covered by an alive track."""
         cfg = self.config
-        covered = np.zeros_like(mask)
+        extent = mask_to_box(mask)
+        if extent is None:
+            return True
+        x0, y0, x1, y1 = (int(v) for v in extent)
+        window = mask[y0:y1, x0:x1]
+        covered = np.zeros_like(window)
         for t in self._tracks.values():
             if t.state == TrackState.LOST or t.mask is None:
                 if box_iou_matrix(t.predicted_box, box)[0, 0] >= cfg.match_iou_thresh:
                     return True
                 continue
-            if mask_iou_matrix(t.mask, mask)[0, 0] >= cfg.match_iou_thresh:
+            if mask_iou_matrix([t.mask], [mask])[0, 0] >= cfg.match_iou_thresh:
                 return True
-            covered |= t.mask
-        return area > 0 and float((covered & mask).sum()) > cfg.max_new_overlap * area
+            covered |= t.mask[y0:y1, x0:x1]
+        return float(np.count_nonzero(covered & window)) > cfg.max_new_overlap * area
 
     def _aligned_logits(self, t: Track, box: np.ndarray) -> np.ndarray | None:
         """The track's last logits translated from where they were decoded to ``box``."""
@@ -764,12 +786,12 @@ class Tracker:
         return _shift(t.logits, dx, dy, float(min(t.logits.min(), -10.0)))
 
 
-def _box_of(d: Detection, mask: np.ndarray) -> np.ndarray:
+def _box_of(d: Detection) -> np.ndarray:
     """A detection's box; the mask's own box when the given one is degenerate."""
     b = np.asarray(d.box, dtype=np.float64)
     if b[2] - b[0] > 0 and b[3] - b[1] > 0:
         return b
-    mb = mask_to_box(mask)
+    mb = mask_to_box(d.mask)
     return mb if mb is not None else b
 
 

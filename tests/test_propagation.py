@@ -1,0 +1,192 @@
+"""Optical-flow mask propagation on synthetic scenes with exact ground truth."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime_sam.association import mask_iou_matrix, mask_to_box
+from realtime_sam.errors import ConfigError
+from realtime_sam.propagation import MaskPropagator, PropagationConfig
+from realtime_sam.synthetic import Scene, SceneObject, standard_scene
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(mask_iou_matrix(a, b)[0, 0])
+
+
+def follow(scene: Scene, config: PropagationConfig, frames: int, ids=None) -> dict[int, list[float]]:
+    """Propagate frame 0's ground-truth masks through ``frames`` frames; IoU vs ground truth per frame."""
+    prop = MaskPropagator(config)
+    prev, gt = scene.render(0)
+    ids = list(gt) if ids is None else ids
+    state = {k: (gt[k], mask_to_box(gt[k])) for k in ids}
+    ious: dict[int, list[float]] = {k: [] for k in ids}
+    for i in range(1, frames + 1):
+        cur, gt = scene.render(i)
+        out = prop.step(prev, cur, state)
+        assert set(out) == set(ids)
+        for k in ids:
+            assert out[k].ok, f"frame {i}: object {k} not propagated"
+            assert out[k].mask.shape == gt[k].shape and out[k].mask.dtype == bool
+            assert out[k].box.tolist() == mask_to_box(out[k].mask).tolist()
+            ious[k].append(iou(out[k].mask, gt[k]))
+        state = {k: (o.mask, o.box) for k, o in out.items()}
+        prev = cur
+    return ious
+
+
+def moving_scene(shape: str, velocity: tuple[float, float], size: float = 80.0, frames: int = 16) -> Scene:
+    return Scene(640, 480, frames + 1, (SceneObject(1, shape, (40, 40, 230), size, (200.0, 200.0), velocity, aspect=0.7),))
+
+
+@pytest.mark.parametrize("shape", ["rect", "circle", "ellipse"])
+def test_a_moving_textured_object_is_followed_and_beats_leaving_masks_in_place(shape):
+    scene = moving_scene(shape, (3.3, 1.2), frames=15)
+    flow = follow(scene, PropagationConfig(), 15)[1]
+    still = follow(scene, PropagationConfig(method="none"), 15)[1]
+    assert min(flow) > 0.8, [round(v, 3) for v in flow]
+    assert np.mean(flow) > np.mean(still) + 0.3
+    assert flow[-1] > still[-1] + 0.5
+
+
+def test_several_objects_at_once_in_the_standard_scene():
+    scene = standard_scene(num_frames=150, num_objects=3)
+    # Objects 1 and 2 move freely during the first frames (they meet mid-clip).
+    flow = follow(scene, PropagationConfig(), 12, ids=[1, 2])
+    still = follow(scene, PropagationConfig(method="none"), 12, ids=[1, 2])
+    for k in (1, 2):
+        assert min(flow[k]) > 0.8, (k, [round(v, 3) for v in flow[k]])
+        assert flow[k][-1] > still[k][-1] + 0.3
+
+
+def test_a_static_object_stays_put():
+    scene = moving_scene("ellipse", (0.0, 0.0), frames=8)
+    _, gt0 = scene.render(0)
+    assert all(v == 1.0 for v in follow(scene, PropagationConfig(), 8)[1])
+    assert mask_to_box(gt0[1]) is not None
+
+
+def test_an_object_leaving_the_frame_is_reported_not_ok():
+    scene = Scene(320, 240, 40, (SceneObject(1, "circle", (40, 40, 230), 50.0, (250.0, 120.0), (6.0, 0.5), bounce=False),))
+    prop = MaskPropagator()
+    prev, gt = scene.render(0)
+    state = {1: (gt[1], mask_to_box(gt[1]))}
+    for i in range(1, scene.num_frames):
+        cur, gt = scene.render(i)
+        out = prop.step(prev, cur, state)[1]
+        if not out.ok:
+            # The input comes back untouched, and only once the object is on its way out.
+            assert out.mask is state[1][0] or np.array_equal(out.mask, state[1][0])
+            assert gt[1].sum() < 0.8 * np.pi * 25**2
+            return
+        assert iou(out.mask, gt[1]) > 0.8
+        state = {1: (out.mask, out.box)}
+        prev = cur
+    pytest.fail("the object left the frame but propagation kept reporting ok")
+
+
+def _smooth_noise(h: int, w: int, sigma: float, seed: int) -> np.ndarray:
+    r = cv2.GaussianBlur(np.random.default_rng(seed).normal(size=(h, w)).astype(np.float32), (0, 0), sigma)
+    r = (r - r.min()) / (r.max() - r.min())
+    return cv2.cvtColor((r * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+@pytest.mark.parametrize("zoom,degrees", [(1.03, 0.0), (1.0, 3.0)])
+def test_zoom_and_rotation_are_followed(zoom, degrees):
+    h, w, centre = 360, 480, (240.0, 180.0)
+    background, texture = _smooth_noise(h, w, 3, 1), _smooth_noise(h, w, 2, 2)
+    yy, xx = np.mgrid[0:h, 0:w]
+    disc = (((xx - 240) ** 2 + ((yy - 180) * 1.6) ** 2) <= 60**2).astype(np.uint8)
+
+    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
+        m = cv2.getRotationMatrix2D(centre, degrees * i, zoom**i)
+        obj = cv2.warpAffine(texture, m, (w, h))
+        mask = cv2.warpAffine(disc, m, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
+        image = background.copy()
+        image[mask] = obj[mask]
+        return image, mask
+
+    prop = MaskPropagator()
+    prev, m0 = render(0)
+    state = {7: (m0, mask_to_box(m0))}
+    for i in range(1, 11):
+        cur, gt = render(i)
+        out = prop.step(prev, cur, state)[7]
+        assert out.ok
+        state = {7: (out.mask, out.box)}
+        prev = cur
+    assert iou(out.mask, gt) > 0.9
+    assert iou(m0, gt) < 0.8  # the motion was large enough to matter
+
+
+def test_work_image_cache_is_not_fooled_by_a_reused_buffer():
+    scene = moving_scene("circle", (4.0, 0.0), frames=4)
+    frames = [scene.render(i) for i in range(4)]
+    prop = MaskPropagator()
+    buffer = frames[0][0].copy()
+    nxt = frames[1][0].copy()
+    m0 = frames[0][1][1]
+    prop.step(buffer, nxt, {1: (m0, mask_to_box(m0))})
+    # A capture loop decodes frame 2 into the array that held frame 1.
+    nxt[:] = frames[2][0]
+    m2 = frames[2][1][1]
+    out = prop.step(nxt, frames[3][0], {1: (m2, mask_to_box(m2))})[1]
+    assert out.ok and iou(out.mask, frames[3][1][1]) > 0.9
+
+
+def test_method_none_keeps_masks_and_edge_cases_are_not_ok():
+    scene = moving_scene("rect", (3.0, 0.0), frames=2)
+    (a, ga), (b, _) = scene.render(0), scene.render(1)
+    m = ga[1]
+    out = MaskPropagator(PropagationConfig(method="none")).step(a, b, {3: (m, mask_to_box(m))})[3]
+    assert out.ok and np.array_equal(out.mask, m)
+    prop = MaskPropagator()
+    empty = np.zeros_like(m)
+    res = prop.step(a, b, {1: (empty, (0, 0, 0, 0)), 2: (m, mask_to_box(m))})
+    assert not res[1].ok and not res[1].mask.any()
+    assert res[2].ok
+    # A resolution change: nothing can be compared, nothing crashes.
+    small = cv2.resize(b, (320, 240))
+    res = prop.step(b, small, {2: (m, mask_to_box(m))})
+    assert not res[2].ok and res[2].mask is not None
+    assert prop.step(a, b, {}) == {}
+    with pytest.raises(ValueError, match="does not match the frame"):
+        prop.step(a, b, {4: (m[:-1], mask_to_box(m))})
+
+
+def test_grey_input_works_like_colour():
+    scene = moving_scene("circle", (2.5, -1.0), frames=6)
+    (a, ga), (b, gb) = scene.render(0), scene.render(1)
+    m = ga[1]
+    colour = MaskPropagator().step(a, b, {1: (m, mask_to_box(m))})[1]
+    grey = MaskPropagator().step(
+        cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.cvtColor(b, cv2.COLOR_BGR2GRAY), {1: (m, mask_to_box(m))}
+    )[1]
+    assert colour.ok and grey.ok
+    assert np.array_equal(colour.mask, grey.mask)
+    assert iou(grey.mask, gb[1]) > 0.9
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "dense"},
+        {"max_side": 10},
+        {"min_points": 2},
+        {"max_points": 4, "min_points": 6},
+        {"win_size": 3},
+        {"max_level": 9},
+        {"fb_max_error": 0.0},
+        {"quality_level": 1.0},
+        {"ransac_thresh": 0.0},
+        {"max_scale_change": 1.0},
+        {"min_deformation": -1.0},
+        {"edge_margin": -1},
+    ],
+)
+def test_bad_config_is_a_one_line_config_error(kwargs):
+    with pytest.raises(ConfigError) as info:
+        PropagationConfig(**kwargs)
+    assert "\n" not in str(info.value) and str(info.value).startswith("propagation: ")

@@ -1,0 +1,617 @@
+"""Output sinks: video (PyAV), JSON lines, DAVIS PNGs, MOTS text, the factory; read back with independent readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from realtime_sam.errors import ConfigError, SinkError
+from realtime_sam.render import Renderer
+from realtime_sam.rle import decode_rle, mask_to_box
+from realtime_sam.sinks import (
+    JsonlSink,
+    MotsSink,
+    MultiSink,
+    PngSink,
+    Sink,
+    SinkConfig,
+    SinkSpec,
+    VideoSink,
+    davis_palette,
+    label_image,
+    load_jsonl,
+    make_sink,
+    open_sinks,
+    parse_sink_spec,
+)
+from realtime_sam.types import Frame, FrameResult, TrackResult, TrackState
+
+try:
+    from pycocotools import mask as coco_mask
+except ImportError:  # pragma: no cover - depends on the environment
+    coco_mask = None
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 48, 64
+
+
+# -- building results by hand --------------------------------------------------------
+
+
+def circle(cx: float, cy: float, r: float, h: int = H, w: int = W) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+
+
+def rect(x0: int, y0: int, x1: int, y1: int, h: int = H, w: int = W) -> np.ndarray:
+    m = np.zeros((h, w), dtype=bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def track(tid, mask, state=TrackState.CONFIRMED, label=None, score=0.9, box=None) -> TrackResult:
+    if box is None:
+        box = mask_to_box(mask) or (0.0, 0.0, 0.0, 0.0)
+    return TrackResult(track_id=tid, mask=mask, box=box, score=score, state=state, label=label)
+
+
+def image(index: int, h: int = H, w: int = W) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    img = np.stack([(xx * 4 + index * 5) % 256, yy * 255 // max(1, h - 1), np.full_like(xx, 90)], axis=-1)
+    return np.ascontiguousarray(img.astype(np.uint8))
+
+
+def scene(index: int, h: int = H, w: int = W) -> FrameResult:
+    """A moving ball (id 1, labelled), a box (id 2), a small patch inside the box (id 3), a lost track (id 4)."""
+    ball = circle(12 + index, h / 2, 8, h, w)
+    box = rect(w // 2, 4, w - 4, h - 4, h, w)
+    patch = rect(w // 2 + 4, 8, w // 2 + 12, 16, h, w)
+    lost = np.zeros((h, w), bool)
+    tracks = (
+        track(1, ball, label="ball"),
+        track(2, box, score=0.75),
+        track(3, patch, TrackState.TENTATIVE),
+        track(4, lost, TrackState.LOST, score=0.0, box=(1.0, 1.0, 9.0, 9.0)),
+    )
+    return FrameResult(Frame(index, image(index, h, w), index / 25, 0.0), tracks)
+
+
+def decode_video(path: Path) -> tuple[list[np.ndarray], list[float], object]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate
+        frames, times = [], []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="bgr24"))
+            times.append(float(frame.time))
+    return frames, times, rate
+
+
+# -- video -------------------------------------------------------------------------------
+
+
+def test_video_has_every_frame_at_the_source_rate(tmp_path):
+    path = tmp_path / "out.mp4"
+    n = 12
+    with VideoSink(path, fps=25) as sink:
+        for i in range(n):
+            sink.write(scene(i))
+    frames, times, rate = decode_video(path)
+    assert len(frames) == n
+    assert rate == 25
+    np.testing.assert_allclose(times, [i / 25 for i in range(n)], atol=1e-3)
+    assert frames[0].shape == (H, W, 3)
+    # The frames are the renderer's drawings: inside the ball the decoded
+    # colour is the tinted one, not the raw frame's (lossy codec: compare means).
+    res = scene(5)
+    drawn = Renderer().annotate(res.frame.image, res)
+    inner = cv2.erode(res.tracks[0].mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    got = frames[5][inner].mean(axis=0)
+    assert np.abs(got - drawn[inner].mean(axis=0)).max() < 8
+    assert np.abs(got - res.frame.image[inner].mean(axis=0)).max() > 30
+
+
+def test_video_pads_odd_sizes_and_keeps_ntsc_rates_exact(tmp_path):
+    path = tmp_path / "odd.mp4"
+    white = np.full((49, 65, 3), 255, np.uint8)
+    with VideoSink(path, fps=29.97) as sink:
+        for i in range(6):
+            sink.write(FrameResult(Frame(i, white, i / 29.97, 0.0), ()))
+    frames, times, rate = decode_video(path)
+    assert len(frames) == 6
+    assert frames[0].shape == (50, 66, 3)
+    assert rate == Fraction(30000, 1001)
+    np.testing.assert_allclose(times, [i * 1001 / 30000 for i in range(6)], atol=1e-3)
+    # The picture is kept whole and the added column and row are black
+    # (4:2:0 chroma and compression blur the edge a little).
+    gray = cv2.cvtColor(frames[2], cv2.COLOR_BGR2GRAY)
+    assert gray[:49, :65].mean() > 240
+    assert gray[:, 65].mean() < 40 and gray[49, :].mean() < 40
+
+
+def test_video_timestamps_follow_frame_indices(tmp_path):
+    path = tmp_path / "gaps.mkv"
+    indices = [100, 101, 102, 105, 106, 106]
+    with VideoSink(path, fps=10) as sink:
+        for i in indices:
+            res = scene(i % 30)
+            sink.write(FrameResult(Frame(i, res.frame.image, i / 10, 0.0), res.tracks))
+    assert sink.frames_written == 6
+    # Gaps are kept; a repeated index is placed one frame after the previous one.
+    _, times, _ = decode_video(path)
+    np.testing.assert_allclose(times, [0.0, 0.1, 0.2, 0.5, 0.6, 0.7], atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix,fragmented", [(".mp4", False), (".mov", True), (".mkv", True)])
+def test_video_other_containers_round_trip(tmp_path, suffix, fragmented):
+    path = tmp_path / f"out{suffix}"
+    with VideoSink(path, fps=30, fragmented=fragmented) as sink:
+        for i in range(7):
+            sink.write(scene(i))
+    frames, times, _ = decode_video(path)
+    assert len(frames) == 7
+    np.testing.assert_allclose(times, [i / 30 for i in range(7)], atol=1e-3)
+
+
+def test_video_resizes_frames_to_the_requested_size(tmp_path):
+    path = tmp_path / "sized.mp4"
+    with VideoSink(path, fps=25, size=(32, 24)) as sink:
+        sink.write(scene(0))
+        sink.write(scene(1, 60, 80))  # a source that changed resolution mid-run
+    frames, _, _ = decode_video(path)
+    assert [f.shape for f in frames] == [(24, 32, 3), (24, 32, 3)]
+
+
+def test_video_interrupted_run_keeps_every_frame_written(tmp_path):
+    path = tmp_path / "ctrl_c.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoSink(path, fps=25) as sink:
+            for i in range(40):
+                if i == 17:
+                    raise KeyboardInterrupt
+                sink.write(scene(i))
+    frames, _, _ = decode_video(path)
+    assert len(frames) == 17
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from tests_scene import scene
+    from realtime_sam.sinks import VideoSink
+    sink = VideoSink({path!r}, fps=30, fragmented={fragmented}, keyframe_interval_s=1.0)
+    for i in range(150):
+        sink.write(scene(i % 40))
+    print("written", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> Path:
+    """Write 150 frames (5 s) in a child process, then SIGKILL it before close()."""
+    # The child rebuilds the same scene from this file's helpers.
+    helper = tmp_path / "tests_scene.py"
+    helper.write_text(
+        "import numpy as np\n"
+        "from realtime_sam.types import Frame, FrameResult, TrackResult, TrackState\n"
+        "def scene(i, h=48, w=64):\n"
+        "    yy, xx = np.mgrid[:h, :w]\n"
+        "    img = np.stack([(xx * 4 + i * 5) % 256, yy * 5, np.full_like(xx, 90)], -1).astype(np.uint8)\n"
+        "    m = (xx - 12 - i) ** 2 + (yy - 24) ** 2 <= 64\n"
+        "    t = TrackResult(1, m, (0.0, 0.0, 1.0, 1.0), 0.9, TrackState.CONFIRMED)\n"
+        "    return FrameResult(Frame(i, np.ascontiguousarray(img), i / 30, 0.0), (t,))\n"
+    )
+    path = tmp_path / name
+    code = _KILLED_WRITER.format(repo=str(REPO), path=str(path), fragmented=fragmented)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 60)
+        assert ready, "writer child produced nothing within 60 s"
+        line = child.stdout.readline()
+        assert line.strip() == "written", f"writer child failed (rc={child.poll()})"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdout.close()
+    return path
+
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and select() on pipes need a POSIX system")
+
+
+@posix_only
+def test_fragmented_mp4_survives_a_hard_kill(tmp_path):
+    path = _write_then_kill(tmp_path, "killed.mp4", fragmented=True)
+    frames, times, _ = decode_video(path)
+    # Everything up to the last finished 1 s fragment survives (120 frames
+    # here; x264's lookahead may hold back the last keyframe on a slow box).
+    assert 90 <= len(frames) <= 150
+    np.testing.assert_allclose(times, [i / 30 for i in range(len(frames))], atol=1e-3)
+
+
+@posix_only
+def test_plain_mp4_is_lost_on_a_hard_kill_which_is_why_fragmenting_is_default(tmp_path):
+    path = _write_then_kill(tmp_path, "killed_plain.mp4", fragmented=False)
+    with pytest.raises(av.error.InvalidDataError):
+        decode_video(path)
+
+
+def test_video_with_no_frames_leaves_no_file(tmp_path):
+    path = tmp_path / "sub" / "never.mp4"
+    sink = VideoSink(path, fps=25)
+    assert path.exists()  # created at open, proving the path is writable
+    sink.close()
+    sink.close()  # idempotent
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"path": "out.avi", "fps": 25}, "must end in"),
+        ({"path": "out.mp4", "fps": 0}, "frame rate"),
+        ({"path": "out.mp4", "fps": float("nan")}, "frame rate"),
+        ({"path": "out.mp4", "fps": 25, "codec": "no_such_codec"}, "not available"),
+        ({"path": "out.mp4", "fps": 25, "preset": "warp"}, "preset"),
+        ({"path": "out.mp4", "fps": 25, "crf": 52}, "crf"),
+    ],
+)
+def test_video_rejects_bad_arguments_at_open(tmp_path, kwargs, match):
+    kwargs = dict(kwargs, path=tmp_path / kwargs["path"])
+    with pytest.raises(SinkError, match=match):
+        VideoSink(**kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_after_close_is_an_error(tmp_path):
+    sink = VideoSink(tmp_path / "a.mp4", fps=25)
+    sink.write(scene(0))
+    sink.close()
+    with pytest.raises(SinkError, match="closed"):
+        sink.write(scene(1))
+
+
+# -- JSON lines ------------------------------------------------------------------------
+
+
+def test_jsonl_header_then_one_complete_line_per_frame(tmp_path):
+    path = tmp_path / "tracks.jsonl"
+    sink = JsonlSink(path, source="clip.mp4", fps=25)
+    results = [scene(i) for i in range(3)]
+    for written, res in enumerate(results, start=1):
+        sink.write(res)
+        # Complete on disk before close(): header + one line per frame.
+        text = path.read_text()
+        assert text.endswith("\n") and text.count("\n") == written + 1
+    sink.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    header, frames = lines[0], lines[1:]
+    assert header["source"] == "clip.mp4" and header["fps"] == 25
+    assert (header["width"], header["height"]) == (W, H)
+    assert isinstance(header["realtime_sam"], str) and "frame" not in header
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+    assert frames[1]["timestamp"] == pytest.approx(1 / 25)
+    for record, res in zip(frames, results):
+        assert [t["id"] for t in record["tracks"]] == [1, 2, 3, 4]
+        for item, tr in zip(record["tracks"], res.tracks):
+            assert item["box"] == pytest.approx(list(tr.box))
+            assert item["score"] == pytest.approx(tr.score)
+            assert item["state"] == tr.state.value
+            assert item["area"] == int(tr.mask.sum())
+            assert ("label" in item) == (tr.label is not None)
+            np.testing.assert_array_equal(decode_rle(item["mask"]), tr.mask)
+    assert frames[0]["tracks"][0]["label"] == "ball"
+    assert frames[0]["tracks"][3]["area"] == 0  # the lost track is listed, with an empty mask
+
+
+@pytest.mark.skipif(coco_mask is None, reason="pycocotools is not installed - reference decoding skipped")
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_jsonl_masks_decode_with_pycocotools(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with JsonlSink(path) as sink:
+        sink.write(scene(3))
+    _, frames = load_jsonl(path)
+    for item, tr in zip(frames[0]["tracks"], scene(3).tracks):
+        rle = {"size": item["mask"]["size"], "counts": item["mask"]["counts"].encode()}
+        np.testing.assert_array_equal(coco_mask.decode(rle).astype(bool), tr.mask)
+
+
+def test_jsonl_reader_drops_a_line_cut_by_a_crash(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with JsonlSink(path) as sink:
+        for i in range(4):
+            sink.write(scene(i))
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) - 25])  # as if killed mid-write of the last line
+    header, frames = load_jsonl(path)
+    assert header is not None and [f["frame"] for f in frames] == [0, 1, 2]
+
+
+def test_jsonl_with_no_frames_still_has_its_header(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    JsonlSink(path, source="cam", fps=30).close()
+    header, frames = load_jsonl(path)
+    assert frames == [] and header["source"] == "cam" and header["width"] is None
+
+
+def test_jsonl_writes_null_for_non_finite_numbers(tmp_path):
+    path = tmp_path / "nan.jsonl"
+    res = FrameResult(Frame(0, image(0), 0.0, 0.0), (track(1, circle(10, 10, 5), score=float("nan")),))
+    with JsonlSink(path) as sink:
+        sink.write(res)
+    line = path.read_text().splitlines()[1]
+    assert "NaN" not in line and json.loads(line)["tracks"][0]["score"] is None
+
+
+# -- indexed PNG -------------------------------------------------------------------------
+
+
+def png_chunks(data: bytes) -> dict[bytes, bytes]:
+    """A minimal PNG chunk reader (checks every CRC) for the palette and header."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks: dict[bytes, bytes] = {}
+    pos = 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + length
+    return chunks
+
+
+def read_indices(path: Path) -> np.ndarray:
+    """Palette indices as FFmpeg's PNG decoder sees them."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "pal8"
+        indices, _ = frame.to_ndarray()
+    return indices
+
+
+def expected_labels(res: FrameResult) -> np.ndarray:
+    """Smallest mask on top: the patch (3) inside the box (2); the ball (1) elsewhere."""
+    out = np.zeros((res.frame.height, res.frame.width), np.uint8)
+    by_area = sorted((t for t in res.tracks if t.mask.any()), key=lambda t: -int(t.mask.sum()))
+    for t in by_area:
+        out[t.mask] = t.track_id
+    return out
+
+
+def test_png_frames_are_davis_indexed_pngs(tmp_path):
+    out = tmp_path / "masks"
+    with PngSink(out) as sink:
+        for i in (0, 1, 7):
+            sink.write(scene(i))
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00007.png"]
+    data = (out / "00007.png").read_bytes()
+    chunks = png_chunks(data)
+    width, height, depth, colour_type = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (width, height, depth, colour_type) == (W, H, 8, 3)  # 8-bit palette ("P" mode)
+    palette = np.frombuffer(chunks[b"PLTE"], np.uint8).reshape(-1, 3)
+    # DAVIS / PASCAL VOC colour map, RGB.
+    assert palette[:5].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128]]
+    np.testing.assert_array_equal(palette, davis_palette())
+    indices = read_indices(out / "00007.png")
+    np.testing.assert_array_equal(indices, expected_labels(scene(7)))
+    assert set(np.unique(indices)) == {0, 1, 2, 3}
+    # OpenCV expands the palette: each pixel shows its id's DAVIS colour (BGR).
+    colour = cv2.imread(str(out / "00007.png"), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(colour, davis_palette()[indices][..., ::-1])
+
+
+def test_png_sink_replaces_files_whole_and_leaves_no_temporaries(tmp_path):
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "00002.png").write_bytes(b"stale")
+    with PngSink(out) as sink:
+        sink.write(scene(2))
+    assert sorted(p.name for p in out.iterdir()) == ["00002.png"]
+    np.testing.assert_array_equal(read_indices(out / "00002.png"), expected_labels(scene(2)))
+    assert (out / "00002.png").stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
+
+
+def test_png_ids_over_255_error_or_wrap(tmp_path):
+    big = FrameResult(Frame(0, image(0), 0.0, 0.0), (track(256, circle(20, 20, 6)), track(2, rect(40, 5, 60, 20))))
+    with PngSink(tmp_path / "strict") as sink:
+        with pytest.raises(SinkError, match="256.*1-255"):
+            sink.write(big)
+    with PngSink(tmp_path / "wrapped", id_overflow="wrap") as sink:
+        sink.write(big)
+    indices = read_indices(tmp_path / "wrapped" / "00000.png")
+    assert indices[20, 20] == 1 and indices[10, 50] == 2
+
+
+def test_label_image_gives_overlaps_to_the_smaller_mask():
+    big, small = rect(0, 0, 40, 40), rect(10, 10, 20, 20)
+    tracks = [track(5, small), track(9, big)]
+    labels = label_image(tracks, (H, W), max_id=255)
+    assert labels[15, 15] == 5 and labels[5, 5] == 9 and labels[45, 60] == 0
+    assert labels.dtype == np.uint16
+
+
+# -- MOTS --------------------------------------------------------------------------------
+
+
+def parse_mots(path: Path) -> list[list[str]]:
+    return [line.split(" ") for line in path.read_text().splitlines()]
+
+
+def test_mots_lines_follow_the_challenge_format(tmp_path):
+    path = tmp_path / "seq.txt"
+    sink = MotsSink(path, class_id=2)
+    sink.write(scene(0))
+    # Flushed per frame: readable before close.
+    assert len(parse_mots(path)) == 3
+    sink.write(scene(4))
+    sink.close()
+    rows = parse_mots(path)
+    assert all(len(r) == 6 for r in rows)
+    assert [(int(r[0]), int(r[1]), int(r[2])) for r in rows] == [
+        (0, 2001, 2), (0, 2002, 2), (0, 2003, 2), (4, 2001, 2), (4, 2002, 2), (4, 2003, 2)
+    ]
+    assert all((int(r[3]), int(r[4])) == (H, W) for r in rows)
+    labels = expected_labels(scene(4))
+    masks = []
+    for frame_no, obj_id, class_id, h, w, counts in rows[3:]:
+        mask = decode_rle({"size": [int(h), int(w)], "counts": counts})
+        instance = int(obj_id) % 1000
+        assert int(obj_id) // 1000 == int(class_id)
+        np.testing.assert_array_equal(mask, labels == instance)
+        masks.append(mask)
+    # The MOTS tools reject overlapping masks.
+    assert (np.sum(masks, axis=0) <= 1).all()
+
+
+@pytest.mark.skipif(coco_mask is None, reason="pycocotools is not installed - reference decoding skipped")
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_mots_rle_decodes_with_pycocotools_like_the_mots_tools(tmp_path):
+    path = tmp_path / "seq.txt"
+    with MotsSink(path) as sink:
+        sink.write(scene(6))
+    labels = expected_labels(scene(6))
+    for _, obj_id, _, h, w, counts in parse_mots(path):
+        rle = {"size": [int(h), int(w)], "counts": counts.encode("utf-8")}
+        np.testing.assert_array_equal(coco_mask.decode(rle).astype(bool), labels == int(obj_id) % 1000)
+
+
+def test_mots_frame_offset_and_id_limit(tmp_path):
+    path = tmp_path / "seq.txt"
+    with MotsSink(path, frame_offset=1) as sink:
+        sink.write(scene(0))
+        with pytest.raises(SinkError, match="1000.*1-999"):
+            sink.write(FrameResult(Frame(1, image(1), 0.0, 0.0), (track(1000, circle(20, 20, 5)),)))
+    assert {r[0] for r in parse_mots(path)} == {"1"}
+
+
+# -- factory and errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,kind,path",
+    [
+        ("video:out/run.mp4", "video", "out/run.mp4"),
+        ("run.mkv", "video", "run.mkv"),
+        ("JSONL:t.jsonl", "jsonl", "t.jsonl"),
+        ("t.jsonl", "jsonl", "t.jsonl"),
+        ("masks/", "png", "masks"),
+        ("png:masks", "png", "masks"),
+        ("seq.txt", "mots", "seq.txt"),
+        ("mots:seq.dat", "mots", "seq.dat"),
+    ],
+)
+def test_parse_sink_spec(text, kind, path):
+    assert parse_sink_spec(text) == SinkSpec(kind, Path(path))
+
+
+@pytest.mark.parametrize("text,match", [("gif:x.gif", "unknown output kind"), ("x.gif", "extension"), ("", "path"),
+                                        ("video:", "no path")])
+def test_parse_sink_spec_rejects_unclear_outputs(text, match):
+    with pytest.raises(SinkError, match=match):
+        parse_sink_spec(text)
+
+
+def test_open_sinks_writes_all_outputs(tmp_path):
+    specs = [f"{tmp_path}/v.mp4", f"jsonl:{tmp_path}/t.jsonl", f"png:{tmp_path}/m", f"{tmp_path}/s.txt"]
+    with open_sinks(specs, fps=25, source_name="clip") as sinks:
+        assert isinstance(sinks, MultiSink) and len(sinks) == 4
+        assert all(isinstance(s, Sink) for s in sinks.sinks)
+        for i in range(3):
+            sinks.write(scene(i))
+    assert len(decode_video(tmp_path / "v.mp4")[0]) == 3
+    assert len(load_jsonl(tmp_path / "t.jsonl")[1]) == 3
+    assert len(list((tmp_path / "m").glob("*.png"))) == 3
+    assert {r[0] for r in parse_mots(tmp_path / "s.txt")} == {"0", "1", "2"}
+
+
+def test_unwritable_outputs_fail_at_open_with_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    video_folder = tmp_path / "looks_like.mp4"
+    video_folder.mkdir()
+    cases = [
+        ("jsonl", blocker / "t.jsonl", "cannot create the folder"),  # parent is a file
+        ("mots", folder, "is a folder"),
+        ("video", video_folder, "is a folder"),
+        ("video", folder, "must end in"),
+        ("png", blocker, "is a file"),
+    ]
+    if Path("/proc/self").exists():  # Linux: nobody, not even root, can make folders in /proc
+        cases.append(("jsonl", "/proc/no_such_dir/t.jsonl", "cannot create the folder"))
+    for kind, path, match in cases:
+        with pytest.raises(SinkError, match=match) as info:
+            make_sink(kind, path, fps=25)
+        assert "\n" not in str(info.value)
+
+
+def test_open_sinks_closes_what_it_opened_when_a_later_output_fails(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SinkError, match="cannot create the folder"):
+        open_sinks([tmp_path / "ok.jsonl", SinkSpec("mots", blocker / "x.txt")])
+    # The first sink was closed: with no frames it wrote just its header.
+    header, frames = load_jsonl(tmp_path / "ok.jsonl")
+    assert header is not None and frames == []
+
+
+def test_open_sinks_rejects_two_outputs_on_one_path(tmp_path):
+    with pytest.raises(SinkError, match="two outputs"):
+        open_sinks([f"jsonl:{tmp_path}/x.txt", f"mots:{tmp_path}/x.txt"])
+
+
+def test_video_needs_a_frame_rate():
+    with pytest.raises(SinkError, match="frame rate"):
+        make_sink("video", "never.mp4")
+
+
+def test_multisink_closes_every_sink_even_when_one_fails():
+    closed: list[str] = []
+
+    class Failing:
+        def write(self, result):
+            pass
+
+        def close(self):
+            closed.append("failing")
+            raise SinkError("disk full")
+
+    class Recording(Failing):
+        def close(self):
+            closed.append("recording")
+
+    multi = MultiSink([Failing(), Recording()])
+    with pytest.raises(SinkError, match="disk full"):
+        multi.close()
+    assert closed == ["failing", "recording"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"video_crf": 60}, {"video_preset": "warp"}, {"png_compression": 10}, {"id_overflow": "ignore"},
+     {"mots_class_id": 10},
+     {"video_keyframe_interval_s": 0.0}, {"mots_frame_offset": -1}],
+)
+def test_sink_config_is_validated(kwargs):
+    with pytest.raises(ConfigError):
+        SinkConfig(**kwargs)
