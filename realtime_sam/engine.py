@@ -16,6 +16,8 @@ Per frame::
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability_score
 from .errors import ConfigError, PromptError
+from .prompts import clamp_prompt, validate_prompt
 from .propagation import MaskPropagator, PropagationConfig
 from .tracks import Detection, IdCounter, Tracker, TrackerConfig
 from .types import Frame, FrameResult, ObjectPrompt, TrackResult
@@ -34,7 +37,9 @@ from .types import Frame, FrameResult, ObjectPrompt, TrackResult
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["EngineConfig", "Engine", "ModelRunner", "PredictorRunner"]
+__all__ = ["EngineConfig", "Engine", "ModelRunner", "PredictorRunner", "low_res_to_masks"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,20 +126,31 @@ class PredictorRunner:
         low, iou = p.decode(pts, bx, mi, multimask)
         return low.cpu().numpy(), iou.cpu().numpy()
 
-    @torch.no_grad()
     def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         p = self.predictor
-        if len(low_res) == 0:
-            return np.zeros((0, *size), dtype=bool)
-        # Crop the padding at low resolution and upsample straight to the
-        # source size: one interpolation of the visible region instead of
-        # SAM's 1024x1024 round trip (same masks up to sub-pixel edges).
-        scale = low_res.shape[-1] / p.model.img_size
-        h = int(np.ceil(p.input_size[0] * scale))
-        w = int(np.ceil(p.input_size[1] * scale))
-        t = torch.from_numpy(np.ascontiguousarray(low_res[:, None, :h, :w]))
-        up = F.interpolate(t, size, mode="bilinear", align_corners=False)
-        return (up[:, 0] > 0).numpy()
+        return low_res_to_masks(low_res, p.input_size, p.model.img_size, size)
+
+
+@torch.inference_mode()
+def low_res_to_masks(
+    low_res: np.ndarray, input_size: tuple[int, int], img_size: int, size: tuple[int, int]
+) -> np.ndarray:
+    """Decoder logits ``Bx256x256`` -> ``BxHxW bool`` masks at ``size = (H, W)``.
+
+    ``input_size`` is the image's ``(h, w)`` inside the padded ``img_size``
+    square. The padding is cropped at low resolution and the rest upsampled
+    straight to the source size: one interpolation of the visible region
+    instead of SAM's 1024x1024 round trip (the same masks up to sub-pixel
+    edges, at a fraction of the cost for a 640x480 frame).
+    """
+    if len(low_res) == 0:
+        return np.zeros((0, *size), dtype=bool)
+    scale = low_res.shape[-1] / img_size
+    h = int(np.ceil(input_size[0] * scale))
+    w = int(np.ceil(input_size[1] * scale))
+    t = torch.from_numpy(np.ascontiguousarray(low_res[:, None, :h, :w], dtype=np.float32))
+    up = F.interpolate(t, size, mode="bilinear", align_corners=False)
+    return (up[:, 0] > 0).numpy()
 
 
 def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -176,7 +192,7 @@ class Engine:
     @classmethod
     def from_config(cls, config: "Config", *, progress: bool = True) -> "Engine":
         """Load the model named by ``config.model`` (downloading weights if needed) and build an engine."""
-        from .runtime import load_runner
+        from .loader import load_runner
 
         runner = load_runner(config.model, progress=progress)
         return cls(
@@ -190,11 +206,26 @@ class Engine:
     # -- commands (any thread) ---------------------------------------------------------
 
     def add_object(self, prompt: ObjectPrompt) -> None:
-        """Queue a new object (or a refinement when ``prompt.track_id`` is set)."""
+        """Queue a new object (or a refinement when ``prompt.track_id`` is set).
+
+        The prompt is checked by :func:`~realtime_sam.prompts.validate_prompt`
+        (finite coordinates, 0/1 labels, no inverted or zero-area box, a box
+        or a label-1 point). Points and boxes outside the frame are clamped
+        into it when decoded; once a frame has been seen, a box lying wholly
+        outside it is refused here.
+
+        Raises:
+            PromptError: the prompt breaks one of those rules.
+        """
         if not prompt.points and prompt.box is None:
             raise PromptError("a prompt needs at least one point or a box")
         if len(prompt.points) != len(prompt.labels):
             raise PromptError(f"{len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
+        prompt = validate_prompt(prompt)
+        prev = self._prev_image
+        if prev is not None:
+            # Fail at the call (a clear error to the user) rather than drop it later.
+            clamp_prompt(prompt, int(prev.shape[1]), int(prev.shape[0]))
         with self._lock:
             self._commands.append(("add", prompt))
 
@@ -222,6 +253,8 @@ class Engine:
 
     def track_at(self, x: float, y: float) -> int | None:
         """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
         xi, yi = int(x), int(y)
         for t in sorted(self._last_tracks, key=lambda t: -t.track_id):
             m = t.mask
@@ -242,6 +275,16 @@ class Engine:
         self._apply_commands()
         h, w = frame.height, frame.width
         tracker = self.tracker
+        if self._prev_image is not None and self._prev_image.shape != frame.image.shape:
+            # The stream changed resolution (e.g. an RTSP renegotiation): masks of
+            # the old size cannot be matched against new ones, so start over.
+            _log.warning(
+                "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)",
+                self._prev_image.shape[1], self._prev_image.shape[0], w, h, frame.index, len(tracker),
+            )
+            tracker.clear()
+            self.propagator.reset()
+            self._since_encode = None
         tracker.predict(frame.index)
 
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
@@ -356,7 +399,16 @@ class Engine:
         return out
 
     def _decode_prompt(self, prompt: ObjectPrompt, size) -> Detection | None:
-        """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask."""
+        """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask.
+
+        Points and the box are clamped into the frame first; a prompt whose box
+        lies wholly outside this frame decodes to nothing (``None``).
+        """
+        try:
+            prompt = clamp_prompt(prompt, size[1], size[0])
+        except PromptError as exc:
+            _log.warning("prompt dropped: %s", exc)
+            return None
         pts = lbl = None
         if prompt.points:
             pts = np.asarray(prompt.points, dtype=np.float64).reshape(1, -1, 2)

@@ -1,51 +1,86 @@
-"""Turning a :class:`ModelConfig` into a ready :class:`~realtime_sam.engine.ModelRunner`.
+"""Turning a :class:`~realtime_sam.config.ModelConfig` into a ready model.
 
 Resolves the weights (explicit path, ``$REALTIME_SAM_WEIGHTS``, cache,
-download), the device and precision, builds the model and wraps it.
+download), the device, the precision and the backend, then builds either the
+engine's :class:`~realtime_sam.engine.ModelRunner` (:func:`load_runner`) or a
+SAM-compatible :class:`~realtime_sam.predictor.SamPredictor`
+(:func:`load_predictor`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .build import build_sam
-from .engine import ModelRunner, PredictorRunner
-from .errors import ConfigError
+from .device import resolve_device
+from .engine import ModelRunner, low_res_to_masks
 from .predictor import SamPredictor
+from .runtime import Embedding, InferenceConfig, InferenceModel, load_inference_model
 from .weights import resolve_weights
 
-__all__ = ["load_runner", "load_predictor", "resolve_device"]
+__all__ = ["InferenceRunner", "load_model", "load_runner", "load_predictor", "resolve_device"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA, then MPS, then CPU; an unavailable device is a one-line ConfigError."""
-    try:
-        from .device import resolve_device as _resolve  # richer checks when present
-
-        return _resolve(name)
-    except ImportError:
-        pass
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' requested but Apple MPS is not available here; use --device cpu")
-    return torch.device(name)
+def load_model(model_config, *, progress: bool = True) -> InferenceModel:
+    """The :class:`InferenceModel` that ``model_config`` names (weights resolved, downloaded if needed)."""
+    weights = resolve_weights(model_config.weights, model_type=model_config.model_type, progress=progress)
+    cfg = InferenceConfig(
+        device=model_config.device, precision=model_config.precision, backend=model_config.backend
+    )
+    return load_inference_model(weights, model_config.model_type, cfg)
 
 
 def load_predictor(model_config, *, progress: bool = True) -> SamPredictor:
-    """Build a :class:`SamPredictor` for ``model_config`` (a :class:`~realtime_sam.config.ModelConfig`)."""
-    weights = resolve_weights(model_config.weights, model_type=model_config.model_type, progress=progress)
-    device = resolve_device(model_config.device)
-    model = build_sam(model_config.model_type, weights).to(device)
-    return SamPredictor(model)
+    """A :class:`SamPredictor` for ``model_config``.
+
+    The predictor keeps SAM's fp32 interface, so it runs the chosen backend's
+    networks only in fp32; half precision is for the engine (:func:`load_runner`).
+    """
+    model = load_model(model_config, progress=progress)
+    if model.dtype != torch.float32:
+        # SamPredictor feeds fp32 tensors straight into the encoder.
+        from dataclasses import replace
+
+        model = load_model(replace(model_config, precision="fp32"), progress=False)
+    return SamPredictor(model.sam)
 
 
 def load_runner(model_config, *, progress: bool = True) -> ModelRunner:
-    """The engine's model interface for ``model_config``."""
-    return PredictorRunner(load_predictor(model_config, progress=progress))
+    """The engine's model interface for ``model_config`` (any backend, device and precision)."""
+    return InferenceRunner(load_model(model_config, progress=progress))
+
+
+class InferenceRunner:
+    """:class:`~realtime_sam.engine.ModelRunner` over an :class:`InferenceModel`.
+
+    Holds one image embedding at a time; all coordinates are source pixels.
+    """
+
+    def __init__(self, model: InferenceModel) -> None:
+        self.model = model
+        self._embedding: Embedding | None = None
+
+    def __repr__(self) -> str:
+        return f"InferenceRunner({self.model!r})"
+
+    def encode(self, image_bgr: np.ndarray) -> None:
+        """Embed ``image_bgr`` (``HxWx3 uint8``, BGR as OpenCV and PyAV's bgr24 give it)."""
+        self._embedding = self.model.encode(image_bgr, image_format="BGR")
+
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        """``points BxNx2``, ``labels BxN``, ``boxes Bx4``, ``mask_input Bx256x256`` (any may be None)
+        -> ``(low_res_logits BxCx256x256 float32, iou BxC float32)`` as numpy arrays."""
+        if self._embedding is None:
+            raise RuntimeError("decode called before encode")
+        mi = None if mask_input is None else np.asarray(mask_input, dtype=np.float32)[:, None]
+        low, iou = self.model.decode(
+            self._embedding, point_coords=points, point_labels=labels, boxes=boxes,
+            mask_input=mi, multimask_output=multimask,
+        )
+        return low.cpu().numpy(), iou.cpu().numpy()
+
+    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)``."""
+        if self._embedding is None:
+            raise RuntimeError("masks called before encode")
+        return low_res_to_masks(low_res, self._embedding.input_size, self.model.img_size, size)

@@ -175,6 +175,7 @@ class Pipeline:
         self._proc_times: collections.deque[float] = collections.deque(maxlen=30)
         self._latency_ms = 0.0
         self._started = False
+        self._ended = False
         self._closed = False
 
     # -- control (any thread) ------------------------------------------------------------
@@ -247,21 +248,46 @@ class Pipeline:
         self.close()
 
     def __iter__(self) -> Iterator[FrameResult]:
-        self.start()
         while True:
-            try:
-                item = self._results.get(timeout=0.1)
-            except queue.Empty:
-                if not any(t.is_alive() for t in self._threads):
-                    break
-                continue
-            if item is _END:
-                break
-            yield item  # type: ignore[misc]
+            result = self.poll(0.1)
+            if result is not None:
+                yield result
+            elif self._ended:
+                return
+
+    def poll(self, timeout: float = 0.0) -> FrameResult | None:
+        """The next result if one comes within ``timeout`` seconds, else ``None``; starts the workers.
+
+        For loops that must not block (a GUI serving its window while an
+        encode takes seconds): after the last result it returns ``None`` and
+        :attr:`ended` is true.
+
+        Raises:
+            BaseException: a worker's error (e.g. :class:`SourceError`), once
+                every result before it was returned.
+        """
+        self.start()
+        if self._ended:
+            return None
+        try:
+            item = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        except queue.Empty:
+            if any(t.is_alive() for t in self._threads) or not self._results.empty():
+                return None
+            item = _END  # workers gone without an end marker
+        if item is not _END:
+            return item  # type: ignore[return-value]
+        self._ended = True
         for t in self._threads:
             t.join(self.config.join_timeout_s)
         if self._errors:
             raise self._errors[0]
+        return None
+
+    @property
+    def ended(self) -> bool:
+        """True once :meth:`poll` (or iteration) has passed the last result."""
+        return self._ended
 
     def run(self) -> int:
         """Process everything without yielding (headless); returns the number of frames processed."""

@@ -23,10 +23,8 @@ SKIP_GOLDEN = "golden parity data not found at ../shared/golden (it exists only 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-try:  # RTSP server fixtures (skip themselves when GStreamer is missing)
-    from fixtures_rtsp import *  # noqa: F401,F403
-except ImportError:  # pragma: no cover - the module is optional while it is being written
-    pass
+# RTSP server fixtures (they skip themselves where GStreamer is missing).
+from fixtures_rtsp import *  # noqa: E402,F401,F403
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,8 @@ def test_engine_error_reaches_the_consumer_after_earlier_results():
     sink = RecordingSink()
     with pytest.raises(RuntimeError, match="boom"):
         with Pipeline(ListSource(30), SlowEngine(fail_at=7), sinks=[sink]) as pipe:
-            got = [r.index for r in pipe]
+            for _ in pipe:
+                pass
     assert sink.indices == list(range(7))
     assert sink.closed == 1
 

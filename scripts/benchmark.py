@@ -1,0 +1,401 @@
+"""End-to-end benchmark: the model's stages, then the tracking engine against a naive per-frame baseline.
+
+::
+
+    python scripts/benchmark.py                                  # CPU defaults, a few minutes
+    python scripts/benchmark.py --device cuda --frames 120 --repeats 5
+    python scripts/benchmark.py --backend eager --reencode 1,5,15 --objects 3 --size 640x480
+
+In one run it prints markdown tables (medians over ``--repeats`` rounds):
+
+1. **Model**: the image encoder and the decoder for 1/4/16 box prompts in
+   one call, through the same :class:`~realtime_sam.engine.ModelRunner`
+   interface the engine uses, for the configured model
+   (:func:`realtime_sam.loader.load_runner` with ``--backend``) and for the
+   baseline (plain eager PyTorch :class:`~realtime_sam.predictor.SamPredictor`).
+   Each figure is given as a ratio to the baseline and to the FLOP floor:
+   the time this machine's measured fp32 matrix-multiply rate would need for
+   the network's FLOPs (encoder 77.5 GFLOP, decoder 3.6 GFLOP per prompt).
+2. **End to end**, headless, on a synthetic ``--size`` clip written to a
+   file, with ``--objects`` objects prompted by their ground-truth boxes at
+   frame 0: frames per second and per-frame latency of the engine (through
+   :class:`~realtime_sam.pipeline.Pipeline`, no sinks) for each
+   ``engine.reencode_every`` in ``--reencode``, and of a naive baseline that
+   calls ``set_image`` and one ``predict`` per object on every frame (each
+   object prompted with the box of its previous mask). Ratios are to the
+   baseline.
+3. The engine's per-stage timings (encode, decode, propagate, associate).
+
+Rounds alternate between the variants (rotating the order every round), so
+a machine whose load changes during the run slows all of them alike.
+
+With the project's golden checkpoint (random weights) the masks carry no
+meaning, so mask quality is not reported; timings do not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from _common import median, percentile, weights_or_random  # noqa: E402
+from realtime_sam.association import mask_to_box  # noqa: E402
+from realtime_sam.build import build_sam  # noqa: E402
+from realtime_sam.config import ModelConfig  # noqa: E402
+from realtime_sam.engine import Engine, EngineConfig, ModelRunner, PredictorRunner  # noqa: E402
+from realtime_sam.errors import RealtimeSamError  # noqa: E402
+from realtime_sam.pipeline import Pipeline  # noqa: E402
+from realtime_sam.predictor import SamPredictor  # noqa: E402
+from realtime_sam.sources import open_source  # noqa: E402
+from realtime_sam.synthetic import standard_scene, write_video  # noqa: E402
+from realtime_sam.types import ObjectPrompt  # noqa: E402
+
+__all__ = ["BenchConfig", "RunTiming", "matmul_gflops", "time_model", "run_engine", "run_naive", "main"]
+
+try:  # the model benchmark's FLOP figures and matmul probe, when that script is present
+    from benchmark_model import DECODER_GFLOP_PER_PROMPT, ENCODER_GFLOP
+    from benchmark_model import matmul_gflops as _bm_matmul_gflops
+except ImportError:  # pragma: no cover - the script is optional
+    ENCODER_GFLOP, DECODER_GFLOP_PER_PROMPT, _bm_matmul_gflops = 77.5, 3.6, None
+
+PROMPT_COUNTS = (1, 4, 16)
+STAGES = ("encode", "decode", "propagate", "associate")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run (see the module docstring)."""
+
+    device: str = "auto"
+    backend: str = "auto"
+    weights: str | None = None
+    frames: int = 16
+    repeats: int = 2
+    model_repeats: int = 3
+    reencode: tuple[int, ...] = (1, 5, 15)
+    objects: int = 3
+    size: tuple[int, int] = (640, 480)  # (width, height)
+
+    def __post_init__(self) -> None:
+        if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
+            raise ValueError("--frames must be >= 2, --repeats and --model-repeats >= 1")
+        if not self.reencode or min(self.reencode) < 1:
+            raise ValueError("--reencode needs one or more integers >= 1, e.g. 1,5,15")
+        if not 1 <= self.objects <= 8:
+            raise ValueError("--objects must be in 1..8")
+        if min(self.size) < 64:
+            raise ValueError("--size must be at least 64x64")
+
+
+@dataclass
+class RunTiming:
+    """Timings of one variant over all rounds.
+
+    Attributes:
+        fps: frames per second of each round (wall clock, reading included).
+        latency_ms: processing time of every frame of every round.
+        stages_ms: per engine stage, the time of every frame on which it ran.
+        encodes: image-encoder runs per round.
+    """
+
+    fps: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    encodes: list[int] = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
+    """This machine's practical fp32 peak (GFLOP/s) from a timed large matrix product."""
+    if _bm_matmul_gflops is not None:
+        return float(_bm_matmul_gflops(device, torch.float32, repeats))
+    n = 2048 if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def time_model(
+    runners: dict[str, ModelRunner], image_bgr: np.ndarray, repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """``{variant: {case: [seconds...]}}`` for the encoder and 1/4/16-prompt decodes, rounds interleaved.
+
+    ``image_bgr``: ``HxWx3 uint8`` BGR. Decodes use box prompts spread over the image.
+    """
+    h, w = image_bgr.shape[:2]
+    rng = np.random.default_rng(1)
+    boxes = {}
+    for n in PROMPT_COUNTS:
+        x0, y0 = rng.uniform(0, 0.7 * w, n), rng.uniform(0, 0.7 * h, n)
+        boxes[n] = np.stack([x0, y0, x0 + rng.uniform(0.1, 0.3, n) * w, y0 + rng.uniform(0.1, 0.3, n) * h], axis=1)
+    cases: dict[str, Callable[[ModelRunner], object]] = {"encoder": lambda r: r.encode(image_bgr)}
+    for n in PROMPT_COUNTS:
+        cases[f"decoder {n}"] = lambda r, n=n: r.decode(None, None, boxes[n], None, False)
+    for r in runners.values():  # warm-up: the first calls allocate and pick kernels
+        for run in cases.values():
+            run(r)
+    out = {v: {c: [] for c in cases} for v in runners}
+    for k in range(repeats):
+        for case, run in cases.items():
+            order = list(runners.items())
+            order = order[k % len(order) :] + order[: k % len(order)]
+            for variant, r in order:
+                # Decodes use whichever embedding is set: every encode here is of the same image.
+                _sync(device)
+                t = time.perf_counter()
+                run(r)
+                _sync(device)
+                out[variant][case].append(time.perf_counter() - t)
+    return out
+
+
+def make_clip(folder: Path, size: tuple[int, int], frames: int, objects: int) -> tuple[Path, list[tuple[float, ...]]]:
+    """Write a synthetic clip; returns its path and the objects' ground-truth boxes (``XYXY``) at frame 0."""
+    scene = standard_scene(size[0], size[1], num_frames=max(frames, 4), num_objects=objects, seed=0)
+    path = write_video(scene, folder / f"bench_{size[0]}x{size[1]}.mp4", fps=30)
+    _, gt = scene.render(0)
+    boxes = [tuple(float(v) for v in mask_to_box(gt[oid])) for oid in sorted(gt)]
+    return path, boxes
+
+
+def run_engine(runner: ModelRunner, clip: Path, boxes: Sequence[tuple[float, ...]], reencode: int, into: RunTiming) -> None:
+    """One round of the engine over ``clip`` (every frame, headless); appends to ``into``."""
+    engine = Engine(runner, EngineConfig(reencode_every=reencode))
+    for b in boxes:
+        engine.add_object(ObjectPrompt(box=b))  # type: ignore[arg-type]
+    source = open_source(clip)
+    encodes = 0
+    t0 = time.perf_counter()
+    n = 0
+    with Pipeline(source, engine) as pipe:
+        for result in pipe:
+            n += 1
+            encodes += int(result.encoded)
+            into.latency_ms.append(result.timings["total"])
+            for stage in STAGES:
+                if stage in result.timings:
+                    into.stages_ms.setdefault(stage, []).append(result.timings[stage])
+    into.fps.append(n / (time.perf_counter() - t0))
+    into.encodes.append(encodes)
+
+
+def run_naive(predictor: SamPredictor, clip: Path, boxes: Sequence[tuple[float, ...]], into: RunTiming) -> None:
+    """One round of the naive baseline: ``set_image`` + one ``predict`` per object on every frame."""
+    source = open_source(clip)
+    current = [np.asarray(b, dtype=np.float64) for b in boxes]
+    n = 0
+    t0 = time.perf_counter()
+    try:
+        while (frame := source.read()) is not None:
+            t = time.perf_counter()
+            predictor.set_image(frame.image, image_format="BGR")
+            for i, box in enumerate(current):
+                masks, _, _ = predictor.predict(box=box, multimask_output=False)
+                found = mask_to_box(masks[0])
+                if found is not None:
+                    current[i] = np.asarray(found, dtype=np.float64)
+            _sync(predictor.device)
+            into.latency_ms.append((time.perf_counter() - t) * 1e3)
+            n += 1
+    finally:
+        source.close()
+    into.fps.append(n / (time.perf_counter() - t0))
+    into.encodes.append(n)
+
+
+def _backend_name(runner: object, asked: str) -> str:
+    """The backend a runner resolved to, when it says; else what was asked for."""
+    for obj in (runner, getattr(runner, "model", None)):
+        name = getattr(obj, "backend", None)
+        if isinstance(name, str):
+            return name
+    return "eager" if isinstance(runner, PredictorRunner) else asked
+
+
+def _fmt(v: float, digits: int = 1) -> str:
+    return "-" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _report(cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[str, RunTiming]) -> str:
+    lines = [
+        f"device `{info['device']}`, backend `{info['backend']}`, torch {info['torch']}, {info['threads']} threads, "
+        f"weights `{info['weights']}`",
+        f"fp32 matmul rate {gflops:.0f} GFLOP/s -> floor: encoder {ENCODER_GFLOP / gflops * 1e3:.0f} ms, "
+        f"decoder {DECODER_GFLOP_PER_PROMPT / gflops * 1e3:.1f} ms per prompt",
+        "",
+        f"**Model** (median of {cfg.model_repeats}; baseline = eager PyTorch SamPredictor)",
+        "",
+        "| stage | baseline ms | this ms | x baseline | x FLOP floor | baseline x floor |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for case in model["baseline"]:
+        base = median(model["baseline"][case]) * 1e3
+        this = median(model["this"][case]) * 1e3
+        gflop = ENCODER_GFLOP if case == "encoder" else DECODER_GFLOP_PER_PROMPT * int(case.split()[1])
+        floor = gflop / gflops * 1e3
+        name = "encoder (1024x1024)" if case == "encoder" else f"decoder, {case.split()[1]} prompts"
+        lines.append(f"| {name} | {_fmt(base)} | {_fmt(this)} | {_fmt(this / base, 2)} | {_fmt(this / floor, 1)} | {_fmt(base / floor, 1)} |")
+    naive = e2e["naive"]
+    naive_fps, naive_mean = median(naive.fps), float(np.mean(naive.latency_ms))
+    lines += [
+        "",
+        f"**End to end**, {cfg.size[0]}x{cfg.size[1]} synthetic clip, {cfg.frames} frames, {cfg.objects} objects "
+        f"(box prompts at frame 0), median of {cfg.repeats} rounds; latency = processing time per frame",
+        "",
+        "| method | FPS | x naive | latency mean ms | p50 ms | max ms | x naive (mean) | encodes / frame |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in e2e.items():
+        fps, mean = median(t.fps), float(np.mean(t.latency_ms))
+        label = "naive: set_image + predict per object, every frame" if name == "naive" else f"engine, reencode_every={name}"
+        lines.append(
+            f"| {label} | {_fmt(fps, 2)} | {_fmt(fps / naive_fps, 2)} | {_fmt(mean)} | {_fmt(percentile(t.latency_ms, 50))} | "
+            f"{_fmt(max(t.latency_ms))} | {_fmt(mean / naive_mean, 2)} | {_fmt(median(t.encodes) / cfg.frames, 2)} |"
+        )
+    lines += [
+        "",
+        "**Engine stages** (median ms over the frames on which the stage ran; count in brackets)",
+        "",
+        "| reencode_every | " + " | ".join(STAGES) + " |",
+        "|---|" + "---:|" * len(STAGES),
+    ]
+    for name, t in e2e.items():
+        if name == "naive":
+            continue
+        cells = [f"{_fmt(median(t.stages_ms.get(s, [])))} ({len(t.stages_ms.get(s, []))})" for s in STAGES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[str, dict]:
+    """Run the whole benchmark; returns the markdown report and the raw numbers."""
+    from realtime_sam.device import resolve_device
+    from realtime_sam.loader import load_runner
+
+    with tempfile.TemporaryDirectory(prefix="rtsam-bench-") as tmp:
+        weights = weights_or_random(cfg.weights, Path(tmp))
+        device = resolve_device(cfg.device)
+        log(f"loading the model ({weights}) on {device} ...")
+        this = load_runner(ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend), progress=False)
+        base_predictor = SamPredictor(build_sam("vit_t", weights).to(device).eval())
+        baseline = PredictorRunner(base_predictor)
+        gflops = matmul_gflops(device)
+
+        clip, boxes = make_clip(Path(tmp), cfg.size, cfg.frames, cfg.objects)
+        first = open_source(clip)
+        image = first.read().image  # type: ignore[union-attr]
+        first.close()
+
+        log(f"timing the model ({cfg.model_repeats} rounds) ...")
+        model = time_model({"baseline": baseline, "this": this}, image, cfg.model_repeats, device)
+
+        variants: dict[str, Callable[[RunTiming], None]] = {"naive": lambda into: run_naive(base_predictor, clip, boxes, into)}
+        for n in cfg.reencode:
+            variants[str(n)] = lambda into, n=n: run_engine(this, clip, boxes, n, into)
+        e2e = {name: RunTiming() for name in variants}
+        names = list(variants)
+        for k in range(cfg.repeats):
+            order = names[k % len(names) :] + names[: k % len(names)]
+            for name in order:
+                t = time.perf_counter()
+                variants[name](e2e[name])
+                log(f"round {k + 1}/{cfg.repeats} {name:>5}: {time.perf_counter() - t:6.1f} s, {e2e[name].fps[-1]:.2f} fps")
+
+        info = {
+            "device": str(device),
+            "backend": _backend_name(this, cfg.backend),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "weights": Path(weights).name,
+        }
+        report = _report(cfg, info, model, gflops, e2e)
+        raw = {
+            "config": asdict(cfg),
+            "info": info,
+            "matmul_gflops": gflops,
+            "model_s": model,
+            "end_to_end": {k: asdict(v) for k, v in e2e.items()},
+        }
+        return report, raw
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return w, h
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,5,15, got {text!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--backend", default=d.backend, help="model backend: eager, torch, onnxruntime, openvino or auto")
+    p.add_argument("--weights", default=None, help="vit_t checkpoint (default: the golden one if present, else random)")
+    p.add_argument("--frames", type=int, default=d.frames, help="frames in the synthetic clip")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="end-to-end rounds per variant")
+    p.add_argument("--model-repeats", type=int, default=d.model_repeats, help="rounds of the encoder/decoder timings")
+    p.add_argument("--reencode", type=_ints, default=d.reencode, help="engine.reencode_every values")
+    p.add_argument("--objects", type=int, default=d.objects, help="tracked objects")
+    p.add_argument("--size", type=_size, default=d.size, help="clip size WIDTHxHEIGHT")
+    p.add_argument("--json", default=None, help="also write the raw numbers to this file")
+    args = p.parse_args(argv)
+    try:
+        cfg = BenchConfig(
+            device=args.device,
+            backend=args.backend,
+            weights=args.weights,
+            frames=args.frames,
+            repeats=args.repeats,
+            model_repeats=args.model_repeats,
+            reencode=tuple(args.reencode),
+            objects=args.objects,
+            size=tuple(args.size),  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+    try:
+        report, raw = run(cfg)
+    except RealtimeSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(raw, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Helpers shared by the CLI and window tests: tiny synthetic clips and running the app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT = 320, 240
+
+
+@pytest.fixture(scope="session")
+def small_clip(tmp_path_factory) -> Path:
+    """A 10-frame 320x240 synthetic clip (3 objects) at 25 fps."""
+    from realtime_sam.synthetic import standard_scene, write_video
+
+    path = tmp_path_factory.mktemp("clips") / "small.mp4"
+    return write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=10), path)
+
+
+def app_env(**extra: str) -> dict[str, str]:
+    """The environment for running ``python -m realtime_sam`` from any folder."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra)
+    return env
+
+
+def app_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "realtime_sam", *args]
+
+
+def run_app(*args: str, timeout: float = 120, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess and wait for it."""
+    return subprocess.run(
+        app_command(*args), capture_output=True, text=True, timeout=timeout, env=app_env(**env), cwd=cwd
+    )
+
+
+def frame_lines(path: Path) -> list[dict]:
+    """The frame records of a JSONL output, complete lines only."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # the last item is empty or a line still being written
+    out = []
+    for line in lines:
+        obj = json.loads(line)
+        if "frame" in obj:
+            out.append(obj)
+    return out

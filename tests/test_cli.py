@@ -1,0 +1,389 @@
+"""The ``realtime-sam`` command: flags, configuration, errors, exit codes, outputs, signals.
+
+Most cases call ``main([...])`` in-process; a few run the real command in a
+subprocess (``python -m realtime_sam``) where the process boundary matters:
+exit codes, signals, the module entry point. End-to-end runs use the
+``checkpoint_path`` fixture and tiny synthetic clips, with a large
+``--reencode-every`` since every image encode costs seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, run_app, small_clip  # noqa: F401
+from realtime_sam import cli
+from realtime_sam.config import Config
+from realtime_sam.sinks import load_jsonl
+
+LIVE = "lavfi:testsrc2=size=320x240:rate=25"
+
+
+def err_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def single_error(capsys) -> str:
+    lines = err_lines(capsys)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def png_indices(path: Path) -> np.ndarray:
+    """Palette indices (= track ids) of an indexed PNG, as FFmpeg decodes it."""
+    with av.open(str(path)) as container:
+        indices, _ = next(container.decode(video=0)).to_ndarray()
+    return indices
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.fixture
+def run(checkpoint_path, tmp_path, monkeypatch):
+    """``main`` with the test checkpoint, CPU, a huge re-encode interval, in a temp folder."""
+    monkeypatch.chdir(tmp_path)
+
+    def go(*args: str) -> int:
+        return cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000", *args])
+
+    return go
+
+
+# ------------------------------------------------------------------ help, usage, sub-command
+
+
+def test_help_has_examples(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "realtime-sam weights download" in out
+    for flag in ("--source", "--output", "--save-masks", "--mask-format", "--box", "--point", "--prompts", "--auto",
+                 "--reencode-every", "--device", "--weights", "--config", "--set", "--max-frames", "--realtime",
+                 "--model-type", "--backend", "--quiet", "--headless"):
+        assert flag in out
+
+
+def test_module_entry_point_and_usage_error_exit_codes(tmp_path):
+    ok = run_app("--help", cwd=tmp_path, timeout=60)
+    assert ok.returncode == 0 and "examples:" in ok.stdout
+    bad = run_app("--source", "x.mp4", "--frobnicate", cwd=tmp_path, timeout=60)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unrecognized arguments: --frobnicate" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        ([], "the following arguments are required: --source"),
+        (["--source", "a.mp4", "--reencode-every", "0"], "--reencode-every: must be >= 1"),
+        (["--source", "a.mp4", "--max-frames", "ten"], "--max-frames: expected an integer"),
+        (["--source", "a.mp4", "--mask-format", "gif"], "invalid choice: 'gif'"),
+        (["--source", "a.mp4", "--status-interval", "-1"], "must be a number > 0"),
+        (["--source", "a.mp4", "--box"], "expected one argument"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, fragment):
+    assert cli.main(argv) == 2
+    line = single_error(capsys)
+    assert fragment in line and line.startswith("realtime-sam: error:")
+
+
+def test_weights_subcommand_is_dispatched(capsys, monkeypatch, tmp_path, checkpoint_path):
+    monkeypatch.setenv("REALTIME_SAM_CACHE", str(tmp_path))
+    monkeypatch.delenv("REALTIME_SAM_WEIGHTS", raising=False)
+    assert cli.main(["weights", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "mobile_sam.pt")
+    assert cli.main(["weights", "verify", str(checkpoint_path)]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+    assert cli.main(["weights", "verify", str(tmp_path / "missing.pt")]) == 2
+    assert single_error(capsys).startswith("error: ")
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def parse(*argv: str):
+    return cli.build_parser().parse_args(["--source", "0", *argv])
+
+
+def test_defaults_leave_the_config_alone():
+    assert cli.build_config(parse()) == Config()
+
+
+def test_every_dedicated_flag_lands_in_the_config(tmp_path):
+    ckpt = tmp_path / "w.pt"
+    cfg = cli.build_config(
+        parse(
+            "--weights", str(ckpt), "--model-type", "vit_b", "--device", "cpu", "--backend", "eager",
+            "--reencode-every", "7", "--auto", "--max-frames", "12", "--realtime",
+        )
+    )
+    assert (cfg.model.weights, cfg.model.model_type, cfg.model.device, cfg.model.backend) == (str(ckpt), "vit_b", "cpu", "eager")
+    assert (cfg.engine.reencode_every, cfg.engine.auto) == (7, True)
+    assert (cfg.pipeline.max_frames, cfg.pipeline.realtime) == (12, True)
+
+
+def test_config_file_then_set_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("engine:\n  reencode_every: 3\n  decode_batch: 4\npipeline:\n  queue_size: 5\n")
+    cfg = cli.build_config(parse("--config", str(path), "--set", "engine.decode_batch=9", "--set", "pipeline.queue_size=6"))
+    assert (cfg.engine.reencode_every, cfg.engine.decode_batch, cfg.pipeline.queue_size) == (3, 9, 6)
+    cfg = cli.build_config(parse("--config", str(path), "--set", "engine.reencode_every=4", "--reencode-every", "8"))
+    assert cfg.engine.reencode_every == 8
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--set", "engine.bogus=1"], "unknown key engine.bogus; valid keys in engine: reencode_every"),
+        (["--set", "nosection"], "--set expects section.key=value"),
+        (["--set", "engine.reencode_every=fast"], "engine.reencode_every must be an integer"),
+        (["--config", "missing.yaml"], "config file not found"),
+        (["--device", "tpu"], "model.device must be one of"),
+        (["--backend", "magic"], "model.backend must be one of"),
+        (["--model-type", "vit_z"], "model.model_type must be one of vit_t, vit_b, vit_l, vit_h"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--source", "0", "--headless", *argv]) == 2
+    line = single_error(capsys)
+    assert line.startswith("error: ") and fragment in line
+
+
+# ------------------------------------------------------------------ input and output errors (no model needed)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--box", "1,2,3"], "--box expects x0,y0,x1,y1"),
+        (["--box", "30,40,10,20"], "inverted"),
+        (["--box=-1,2,-1,5"], "zero area"),
+        (["--point", "1,2,5"], "--point label must be 1"),
+        (["--point", "nan,2"], "finite"),
+        (["--point", "1,2,0"], "needs a box or at least one point with label 1"),
+        (["--prompts", "nope.yaml"], "prompts file not found"),
+        (["--save-masks", "out.mp4"], "looks like a video"),
+        (["--mask-format", "png"], "--mask-format needs --save-masks"),
+    ],
+)
+def test_prompt_and_output_errors(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--source", "0", "--headless", *argv]) == 2
+    line = single_error(capsys)
+    assert line.startswith("error: ") and fragment in line
+
+
+def test_no_display_suggests_headless(capsys, monkeypatch, small_clip):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if cli.sys.platform in ("win32", "darwin"):
+        pytest.skip("a display is always assumed on this platform")
+    assert cli.main(["--source", str(small_clip)]) == 2
+    line = single_error(capsys)
+    assert "no display" in line and "--headless" in line
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--source", "missing.mp4"], "source not found: missing.mp4"),
+        (["--source", "rtsp://user:secret@127.0.0.1:1/x", "--set", "source.open_timeout_s=2",
+          "--set", "source.reconnect=false"], "rtsp://***@127.0.0.1:1/x"),
+        (["--box", "400,10,500,100"], "outside the 320x240 frame"),
+        (["--output", "out.txt"], "must end in .mp4"),
+        (["--output", "a.mp4", "--save-masks", "a.mp4", "--mask-format", "jsonl"], "two outputs write to a.mp4"),
+        (["--weights", "does-not-exist.pt"], "does-not-exist.pt"),
+    ],
+)
+def test_source_output_and_weights_errors(capsys, tmp_path, monkeypatch, small_clip, extra, fragment):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--headless", "--device", "cpu", "--source", str(small_clip), *extra]
+    assert cli.main(argv) == 2
+    line = single_error(capsys)
+    assert line.startswith("error: ") and fragment in line
+    assert "secret" not in line
+
+
+def test_unavailable_device_is_a_clear_error(capsys, run, small_clip):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert run("--headless", "--source", str(small_clip), "--device", "cuda") == 2
+    line = single_error(capsys)
+    assert line.startswith("error: ") and "cuda" in line and "not available" in line
+
+
+# ------------------------------------------------------------------ end to end, headless
+
+
+def test_headless_box_and_points_write_video_and_masks(run, capsys, small_clip, tmp_path):
+    rc = run(
+        "--headless", "--source", str(small_clip), "--max-frames", "6",
+        "--box", "10,60,70,120", "--point", "283,98", "--point", "200,200,0",
+        "--output", "out.mp4", "--save-masks", "masks.jsonl",
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "done: 6 frames; saved out.mp4, masks.jsonl" in err
+    assert "6/6" in err  # the progress bar reached the end
+    header, frames = load_jsonl(tmp_path / "masks.jsonl")
+    assert header["source"] == str(small_clip) and (header["width"], header["height"]) == (WIDTH, HEIGHT)
+    assert [f["frame"] for f in frames] == list(range(6))
+    # two objects, from the first frame on: one for the box, one for all the points
+    assert all(sorted(t["id"] for t in f["tracks"]) == [1, 2] for f in frames)
+    assert decoded_frames(tmp_path / "out.mp4") == 6
+
+
+def test_prompts_file_labels_and_start_frame_with_png_masks(run, capsys, small_clip, tmp_path):
+    (tmp_path / "p.yaml").write_text("- box: [10, 60, 70, 120]\n  label: ball\n  start_frame: 3\n")
+    rc = run("--headless", "--quiet", "--source", str(small_clip), "--max-frames", "5",
+             "--prompts", "p.yaml", "--save-masks", "pngs", "--mask-format", "png")
+    assert rc == 0, capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # --quiet: nothing but errors
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert len(pngs) == 5
+    ids = [set(np.unique(png_indices(p)).tolist()) - {0} for p in pngs]
+    assert ids[:3] == [set(), set(), set()]  # nothing before start_frame
+    assert ids[3] == {1} and ids[4] <= {1}
+
+
+def test_mots_masks_from_suffix_and_no_prompts(run, capsys, small_clip, tmp_path):
+    assert run("--headless", "--source", str(small_clip), "--save-masks", "run.txt") == 0
+    err = capsys.readouterr().err
+    assert "done: 10 frames; saved run.txt" in err
+    assert (tmp_path / "run.txt").exists() and (tmp_path / "run.txt").read_text() == ""  # no objects, no lines
+
+
+def test_headless_without_outputs_says_nothing_is_saved(run, capsys, small_clip):
+    assert run("--headless", "--source", str(small_clip), "--max-frames", "2") == 0
+    assert "nothing is saved" in capsys.readouterr().err
+
+
+def test_live_source_prints_periodic_status(run, capsys, tmp_path):
+    rc = run("--headless", "--source", LIVE, "--max-frames", "20", "--status-interval", "0.2", "--save-masks", "live.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    status = [line for line in err.splitlines() if "processed" in line and "model" in line]
+    assert status, err
+    assert all(" read, " in s and " dropped | model " in s and s.rstrip().endswith("tracks 0") for s in status)
+    assert len(load_jsonl(tmp_path / "live.jsonl")[1]) == 20
+
+
+def test_damaged_file_keeps_frames_then_exits_1(tmp_path, checkpoint_path):
+    from realtime_sam.synthetic import standard_scene, write_video
+
+    clip = write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=40), tmp_path / "c.mp4", faststart=True)
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) // 2])
+    proc = run_app(
+        "--headless", "--quiet", "--source", str(clip), "--weights", str(checkpoint_path), "--device", "cpu",
+        "--save-masks", "m.jsonl", cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    frames = frame_lines(tmp_path / "m.jsonl")
+    assert 0 < len(frames) < 40
+    assert [f["frame"] for f in frames] == list(range(len(frames)))
+    assert str(len(frames)) in lines[0]  # the message says how many frames were read
+
+
+# ------------------------------------------------------------------ signals
+
+
+def _wait_for_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = len(frame_lines(path))
+        if got >= n:
+            return got
+        if proc.poll() is not None:
+            raise AssertionError(f"the app ended early ({proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} frames after {timeout}s")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_fast_and_finalises_outputs(tmp_path, checkpoint_path, sig, code, record_property):
+    args = ["--headless", "--source", LIVE, "--weights", str(checkpoint_path), "--device", "cpu",
+            "--reencode-every", "1000", "--output", "out.mp4", "--save-masks", "out.jsonl"]
+    if sig == signal.SIGINT:
+        args += ["--box", "100,60,220,180"]  # an object being tracked when Ctrl-C comes
+    proc = subprocess.Popen(app_command(*args), cwd=tmp_path, env=app_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_frames(tmp_path / "out.jsonl", 5, proc, timeout=120)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    record_property("exit_seconds", round(took, 2))
+    print(f"{signal.Signals(sig).name}: exited {took:.2f}s after the signal")
+    assert proc.returncode == code, err
+    assert took < 5.0, f"took {took:.1f}s to stop"
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    text = (tmp_path / "out.jsonl").read_text()
+    assert text.endswith("\n")
+    frames = [json.loads(line) for line in text.splitlines()[1:]]
+    assert len(frames) >= 5
+    if sig == signal.SIGINT:
+        assert all([t["id"] for t in f["tracks"]] == [1] for f in frames)
+    assert decoded_frames(tmp_path / "out.mp4") == len(frames)
+
+
+def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, checkpoint_path, rtsp_server):
+    server = rtsp_server()
+    url = server.url("live", userinfo="user:secret-pass")
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            app_command("--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
+                        "--save-masks", "live.jsonl", "--status-interval", "1", "--set", "source.backoff_max_s=1"),
+            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        _wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
+        server.kill()
+        deadline = time.monotonic() + 60
+        while "disconnected" not in err_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        before = len(frame_lines(tmp_path / "live.jsonl"))
+        server.start()
+        deadline = time.monotonic() + 60
+        while "reconnected" not in err_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _wait_for_frames(tmp_path / "live.jsonl", before + 5, proc, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err_path.read_text()
+    events = [line for line in text.splitlines() if line.startswith("source: ")]
+    assert any("disconnected" in line for line in events), text
+    assert any("reconnected" in line for line in events), text
+    assert any("processed" in line and "dropped" in line for line in text.splitlines())  # periodic status
+    assert "secret-pass" not in text
+    frames = [f["frame"] for f in frame_lines(tmp_path / "live.jsonl")]
+    # indices keep increasing across the reconnect (a live source may skip frames the model missed)
+    assert frames == sorted(set(frames)) and len(frames) >= before + 5

@@ -1,0 +1,408 @@
+"""The live window: event handling (pure) and a real window under Xvfb driven with xdotool."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
+from realtime_sam.ui import (
+    AddObject,
+    ClearAll,
+    Interaction,
+    Quit,
+    RefineObject,
+    RemoveAt,
+    SaveSnapshot,
+    Selection,
+    ToggleAuto,
+    ToggleHelp,
+    TogglePause,
+    WindowConfig,
+    display_available,
+)
+from realtime_sam.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+DOWN, UP, MOVE, RDOWN = cv2.EVENT_LBUTTONDOWN, cv2.EVENT_LBUTTONUP, cv2.EVENT_MOUSEMOVE, cv2.EVENT_RBUTTONDOWN
+SHIFT = cv2.EVENT_FLAG_SHIFTKEY
+
+
+# ------------------------------------------------------------------ Interaction (no window)
+
+
+def test_click_is_a_positive_point_object():
+    ui = Interaction(drag_threshold_px=5)
+    assert ui.on_mouse(DOWN, 100, 60, cv2.EVENT_FLAG_LBUTTON) == []
+    # jitter below the threshold is still a click
+    assert ui.on_mouse(MOVE, 103, 62, cv2.EVENT_FLAG_LBUTTON) == []
+    assert ui.preview_box is None
+    (cmd,) = ui.on_mouse(UP, 103, 62, 0)
+    assert cmd == AddObject(ObjectPrompt(points=((100.0, 60.0),), labels=(1,)))
+
+
+def test_drag_is_a_box_object_with_preview():
+    ui = Interaction(drag_threshold_px=5)
+    ui.on_mouse(DOWN, 200, 150, cv2.EVENT_FLAG_LBUTTON)
+    ui.on_mouse(MOVE, 150, 100, cv2.EVENT_FLAG_LBUTTON)
+    # dragging up-left: the preview orders the corners
+    assert ui.preview_box == (150.0, 100.0, 200.0, 150.0)
+    ui.on_mouse(MOVE, 120, 90, cv2.EVENT_FLAG_LBUTTON)
+    assert ui.preview_box == (120.0, 90.0, 200.0, 150.0)
+    (cmd,) = ui.on_mouse(UP, 120, 90, 0)
+    assert cmd == AddObject(ObjectPrompt(box=(120.0, 90.0, 200.0, 150.0)))
+    assert ui.preview_box is None
+
+
+def test_release_far_away_without_moves_is_still_a_box():
+    ui = Interaction(drag_threshold_px=5)
+    ui.on_mouse(DOWN, 10, 10, 0)
+    (cmd,) = ui.on_mouse(UP, 40, 30, 0)
+    assert cmd.prompt.box == (10.0, 10.0, 40.0, 30.0)
+
+
+def test_drag_back_to_start_after_threshold_gives_tiny_box_not_click():
+    """Once a drag started it stays a drag (the user saw a preview)."""
+    ui = Interaction(drag_threshold_px=5)
+    ui.on_mouse(DOWN, 50, 50, 0)
+    ui.on_mouse(MOVE, 70, 70, 0)
+    (cmd,) = ui.on_mouse(UP, 52, 53, 0)
+    assert cmd.prompt.box == (50.0, 50.0, 52.0, 53.0)
+
+
+def test_right_click_and_shift_click_are_negative_refinements():
+    ui = Interaction()
+    assert ui.on_mouse(RDOWN, 30, 40, 0) == [RefineObject(30.0, 40.0)]
+    assert ui.on_mouse(DOWN, 70, 80, cv2.EVENT_FLAG_LBUTTON | SHIFT) == []
+    ui.on_mouse(MOVE, 90, 95, SHIFT)  # a shift-drag does not turn into a box
+    assert ui.preview_box is None
+    assert ui.on_mouse(UP, 90, 95, SHIFT) == [RefineObject(70.0, 80.0)]
+
+
+def test_release_without_press_does_nothing():
+    ui = Interaction()
+    assert ui.on_mouse(UP, 5, 5, 0) == []
+    assert ui.on_mouse(cv2.EVENT_MBUTTONDOWN, 5, 5, 0) == []
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        (ord(" "), TogglePause()),
+        (ord("a"), ToggleAuto()),
+        (ord("A"), ToggleAuto()),
+        (ord("c"), ClearAll()),
+        (ord("s"), SaveSnapshot()),
+        (ord("h"), ToggleHelp()),
+        (ord("q"), Quit()),
+        (27, Quit()),
+    ],
+)
+def test_keys(code, expected):
+    assert Interaction().on_key(code) == [expected]
+
+
+@pytest.mark.parametrize("code", [ord("d"), 0xFFFF, 0x2E0000, 127])
+def test_delete_removes_under_the_cursor(code):
+    ui = Interaction()
+    assert ui.on_key(code) == []  # no cursor yet: nothing to point at
+    ui.on_mouse(MOVE, 12, 34, 0)
+    assert ui.on_key(code) == [RemoveAt(12.0, 34.0)]
+
+
+@pytest.mark.parametrize("code", [-1, 0xFFE1, ord("z"), 0x10000])
+def test_other_keys_are_ignored(code):
+    assert Interaction().on_key(code) == []
+
+
+def _result(index: int, ids: list[int]) -> FrameResult:
+    frame = Frame(index, np.zeros((4, 4, 3), np.uint8), index / 25, 0.0)
+    tracks = tuple(
+        TrackResult(i, np.zeros((4, 4), bool), (0.0, 0.0, 1.0, 1.0), 0.9, TrackState.CONFIRMED) for i in ids
+    )
+    return FrameResult(frame, tracks)
+
+
+def test_selection_follows_the_newest_added_object():
+    sel = Selection()
+    sel.observe(_result(0, [1]))  # an object from the command line: not selected
+    assert sel.selected is None
+    sel.object_added()
+    sel.observe(_result(1, [1]))  # the engine has not applied it yet
+    assert sel.selected is None
+    sel.observe(_result(2, [1, 4]))
+    assert sel.selected == 4
+    sel.observe(_result(3, [1, 4, 5]))  # not armed: a discovered object does not steal the selection
+    assert sel.selected == 4
+    sel.observe(_result(4, [1, 5]))  # removed
+    assert sel.selected is None
+
+
+def test_window_config_validates():
+    with pytest.raises(ConfigError):
+        WindowConfig(title="")
+    with pytest.raises(ConfigError):
+        WindowConfig(drag_threshold_px=-1)
+
+
+def test_display_available_follows_the_environment(monkeypatch):
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("windows can always be shown on this platform")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not display_available()
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert display_available()
+
+
+# ------------------------------------------------------------------ a real window under Xvfb
+
+TITLE = "realtime-sam"
+CLIP_FPS = 5  # slow playback: the test has time to aim at objects while the model works
+CLIP_FRAMES = 600
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)")
+
+
+@pytest.fixture
+def xvfb_display():
+    """A private X server; yields its DISPLAY name."""
+    _need("Xvfb", "xdotool", "import")
+    gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
+    if gui is None or gui.group(1).upper() == "NONE":
+        pytest.skip("this OpenCV has no GUI backend (opencv-python-headless?); install opencv-python")
+    # A random high display number (low ones are what other X servers on the
+    # machine use); Xvfb takes its lock file atomically and exits if the number
+    # is taken, and -displayfd reports when it accepts connections.
+    rng = random.Random()
+    for _ in range(20):
+        number = rng.randrange(200, 5000)
+        read_fd, write_fd = os.pipe()
+        server = subprocess.Popen(
+            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd, "r") as reader:
+            ready = reader.readline().strip() == str(number)  # empty when the server exited instead
+        if ready and server.poll() is None:
+            break
+        server.wait()
+    else:
+        pytest.skip("could not start Xvfb on a free display")
+    try:
+        yield f":{number}"
+        assert server.poll() is None, "Xvfb died during the test"
+    finally:
+        server.terminate()
+        try:
+            server.wait(5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def slow_scene_clip(tmp_path_factory):
+    from realtime_sam.synthetic import standard_scene, write_video
+
+    scene = standard_scene(width=320, height=240, num_frames=CLIP_FRAMES)
+    path = write_video(scene, tmp_path_factory.mktemp("ui") / "scene.mp4", fps=CLIP_FPS)
+    return scene, path
+
+
+def _xdo(display: str, *args: str) -> str:
+    out = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=10, env={**os.environ, "DISPLAY": display})
+    return out.stdout
+
+
+def _wait(condition, timeout: float, what: str, app: subprocess.Popen, err_path: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if app.poll() is not None:
+            raise AssertionError(f"the app exited ({app.returncode}) while waiting for {what}: {err_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {err_path.read_text()[-2000:]}")
+
+
+def _settled(masks: Path, quiet_s: float = 1.5):
+    """A condition that holds once no new frame was written for ``quiet_s`` seconds."""
+    from fixtures_app import frame_lines
+
+    state = {"count": -1, "since": time.monotonic()}
+
+    def check() -> bool:
+        count = len(frame_lines(masks))
+        if count != state["count"]:
+            state.update(count=count, since=time.monotonic())
+        return time.monotonic() - state["since"] >= quiet_s
+
+    return check
+
+
+def _ids(frame: dict) -> set[int]:
+    return {t["id"] for t in frame["tracks"]}
+
+
+def _decode_frame(path: Path, index: int) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="bgr24")
+    raise AssertionError(f"no frame {index} in {path}")
+
+
+def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, checkpoint_path, tmp_path):
+    from fixtures_app import app_command, app_env, frame_lines
+    from realtime_sam.render import Renderer
+    from realtime_sam.rle import decode_rle
+
+    scene, clip = slow_scene_clip
+    weights = checkpoint_path
+    if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1" and os.environ.get("REALTIME_SAM_WEIGHTS"):
+        weights = Path(os.environ["REALTIME_SAM_WEIGHTS"])  # real weights make a screenshot worth showing
+    masks = tmp_path / "masks.jsonl"
+    err_path = tmp_path / "app.err"
+    snaps = tmp_path / "snaps"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command(
+                "--source", str(clip), "--realtime", "--save-masks", str(masks), "--snapshot-dir", str(snaps),
+                "--weights", str(weights), "--device", "cpu", "--reencode-every", "100000",
+            ),
+            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    display = xvfb_display
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+        # The window takes the image's size once the first frame is shown: window pixels are image pixels.
+        _wait(lambda: "Geometry: 320x240" in _xdo(display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        frames = _wait(lambda: frame_lines(masks), 60, "the first frames", app, err_path)
+        assert all(not f["tracks"] for f in frames)  # nothing is tracked before a click
+
+        # Click the circle (object 1), aiming a few frames ahead of the last one written.
+        clicked_at = frames[-1]["frame"]
+        x, y = scene.center(clicked_at + 3, 1)
+        _xdo(display, "mousemove", "--window", wid, str(round(x)), str(round(y)), "click", "1")
+        first = _wait(lambda: [f for f in frame_lines(masks) if f["tracks"]], 120, "a track after the click", app, err_path)[0]
+        assert first["frame"] > clicked_at
+        (a,) = _ids(first)
+
+        # Drag a box around the ellipse (object 3).
+        dragged_at = frame_lines(masks)[-1]["frame"]
+        ex, ey = scene.center(dragged_at + 3, 3)
+        x0, y0, x1, y1 = (str(round(v)) for v in (ex - 32, ey - 20, ex + 32, ey + 20))
+        _xdo(display, "mousemove", "--window", wid, x0, y0, "mousedown", "1")
+        _xdo(display, "mousemove", "--window", wid, str(round(ex)), str(round(ey)))
+        _xdo(display, "mousemove", "--window", wid, x1, y1, "mouseup", "1")
+        second = _wait(
+            lambda: [f for f in frame_lines(masks) if _ids(f) - {a}], 120, "a track from the dragged box", app, err_path
+        )[0]
+        assert second["frame"] > dragged_at
+        (b,) = _ids(second) - {a}
+        assert b > a  # ids are never reused
+        assert "new object from point" in err_path.read_text() and "new object from box" in err_path.read_text()
+
+        # Pause, save a snapshot, take a screenshot of what is shown.
+        _xdo(display, "key", "--window", wid, "space")
+        _wait(lambda: "paused" in err_path.read_text(), 30, "the pause", app, err_path)
+        # The frame being processed when space was pressed is still written and shown: wait until none comes.
+        _wait(_settled(masks), 120, "the pipeline to settle", app, err_path)
+        _xdo(display, "key", "--window", wid, "s")
+        said = _wait(
+            lambda: [l for l in err_path.read_text().splitlines() if "snapshot saved: " in l], 30, "the snapshot", app, err_path
+        )[0]
+        snap = Path(said.split("snapshot saved: ", 1)[1].strip())
+        assert snap.parent == snaps and snap.is_file()
+        shot_path = tmp_path / "shot.png"
+        subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
+        shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
+        if shot.max() == 0:
+            # Qt on a bare X server (no window manager) now and then never paints a
+            # new window at all (about 1 launch in 10 here, with a plain imshow loop
+            # too); mapping it again delivers the Expose event it missed.
+            _xdo(display, "windowunmap", "--sync", wid)
+            _xdo(display, "windowmap", "--sync", wid)
+            time.sleep(0.5)
+            subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
+            shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
+        assert shot.shape == (240, 320, 3)
+        if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1":
+            (REPO / "docs").mkdir(exist_ok=True)
+            shutil.copyfile(shot_path, REPO / "docs" / "screenshot.png")
+
+        # The window shows the last written frame with each mask tinted in its track's colour.
+        last = frame_lines(masks)[-1]
+        raw = _decode_frame(clip, last["frame"])
+        snapshot = cv2.imread(str(snap), cv2.IMREAD_COLOR)
+        below_hud = np.s_[30:, :]
+        assert np.abs(snapshot[below_hud].astype(int) - shot[below_hud].astype(int)).max() <= 2
+        # Drawing the saved masks on the decoded frame gives exactly what the window shows.
+        result = FrameResult(
+            Frame(last["frame"], raw, last["timestamp"], 0.0),
+            tuple(
+                TrackResult(t["id"], decode_rle(t["mask"]), tuple(t["box"]), t["score"], TrackState(t["state"]), t.get("label"))
+                for t in last["tracks"]
+            ),
+        )
+        expected = Renderer().annotate(raw, result)
+        diff = np.abs(expected.astype(int) - shot.astype(int))[below_hud].max(axis=2)
+        assert np.mean(diff <= 2) > 0.99, np.percentile(diff, [50, 99])
+        covered = np.zeros((240, 320), bool)
+        for t in result.tracks:
+            covered |= t.mask
+        covered[:30] = False
+        assert covered.sum() > 100, last["tracks"]
+        # ... and the masks are visibly tinted (the comparison above is not between two bare frames).
+        assert np.abs(shot.astype(int) - raw.astype(int))[covered].mean() > 15
+
+        # 'd' with the cursor deep inside a shown mask removes that object (or one drawn over it).
+        target = max(last["tracks"], key=lambda t: t["area"])
+        inside = cv2.distanceTransform(decode_rle(target["mask"]).astype(np.uint8), cv2.DIST_L2, 5)
+        ty, tx = np.unravel_index(int(np.argmax(inside)), inside.shape)
+        _xdo(display, "mousemove", "--window", wid, str(tx), str(ty))
+        _xdo(display, "key", "--window", wid, "d")
+        line = _wait(
+            lambda: [l for l in err_path.read_text().splitlines() if "removed object" in l or "no object under" in l],
+            30, "the removal", app, err_path,
+        )[0]
+        removed = int(line.split("removed object ")[1].split()[0])
+        assert removed in _ids(last) and removed >= target["id"]
+        removed_before = frame_lines(masks)[-1]["frame"]
+        # Resume: the removal applies to the next processed frame.
+        _xdo(display, "key", "--window", wid, "space")
+        _wait(lambda: frame_lines(masks)[-1]["frame"] > removed_before + 2, 60, "frames after the removal", app, err_path)
+
+        # Quit with q: a clean exit.
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    err_text = err_path.read_text()
+    assert "done:" in err_text
+    frames = frame_lines(masks)
+    # the removed id never comes back once the removal was applied (at most one frame was in flight)
+    assert all(removed not in _ids(f) for f in frames if f["frame"] > removed_before + 1)
