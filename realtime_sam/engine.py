@@ -12,6 +12,14 @@ Per frame::
          (box prompt from the propagated mask, last low-res logits as mask
          prompt), decode new user prompts, discovery grid in auto mode
       -> Hungarian association + lifecycle (Tracker) -> FrameResult
+
+With ``background_encode`` (and a worker lent by the
+:class:`~realtime_sam.pipeline.Pipeline`), the periodic re-encode runs on the
+worker instead, while frames keep flowing on optical flow alone; when it is
+done, every track is decoded against that embedding (the frame it was taken
+from) and the masks are carried to the current frame by each track's motion
+since, then associated as usual. New prompts and discovery still encode at
+once, on the current frame.
 """
 
 from __future__ import annotations
@@ -20,9 +28,11 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,7 +41,7 @@ from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability
 from .errors import ConfigError, PromptError
 from .prompts import clamp_prompt, validate_prompt
 from .propagation import MaskPropagator, PropagationConfig
-from .tracks import Detection, IdCounter, Tracker, TrackerConfig
+from .tracks import Detection, IdCounter, Tracker, TrackerConfig, TrackPrompt
 from .types import Frame, FrameResult, ObjectPrompt, TrackResult
 
 if TYPE_CHECKING:
@@ -54,6 +64,12 @@ class EngineConfig:
         decode_batch: most prompts per decoder call (bounds memory on many tracks / discovery).
         auto: start with auto-discovery on (point grid every ``discovery.every_k_frames``).
         max_tracks: refuse new objects beyond this many live tracks.
+        background_encode: run the periodic re-encodes on a background worker
+            (when a :class:`~realtime_sam.pipeline.Pipeline` runs the engine)
+            while masks keep following the motion by optical flow; a finished
+            encode's masks are carried to the current frame by each track's
+            motion since. Frames then never wait for the encoder: the way to
+            live speed on a CPU, where one encode takes seconds.
     """
 
     reencode_every: int = 5
@@ -62,6 +78,7 @@ class EngineConfig:
     decode_batch: int = 32
     auto: bool = False
     max_tracks: int = 64
+    background_encode: bool = False
 
     def __post_init__(self) -> None:
         if self.reencode_every < 1:
@@ -95,6 +112,19 @@ class ModelRunner(Protocol):
     def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)``."""
         ...
+
+    # Runners that can embed an image without making it current may also offer
+    # ``embed(image_bgr) -> embedding`` (safe to call from another thread while
+    # the runner decodes) and ``use(embedding)`` (make it current); only those
+    # support ``EngineConfig.background_encode``.
+
+
+class _BackgroundJob(NamedTuple):
+    """An encode running on the worker: the frame it embeds and the tracks' prompts at that frame."""
+
+    frame_index: int
+    prompts: tuple[TrackPrompt, ...]
+    future: Future
 
 
 class PredictorRunner:
@@ -188,6 +218,8 @@ class Engine:
         self._since_discovery: int | None = None
         self._last_tracks: tuple[TrackResult, ...] = ()
         self.last_encode_index: int | None = None
+        self._submit: Callable[..., Future] | None = None
+        self._job: _BackgroundJob | None = None
 
     @classmethod
     def from_config(cls, config: "Config", *, progress: bool = True) -> "Engine":
@@ -202,6 +234,22 @@ class Engine:
             propagation_config=config.propagation,
             discovery_config=config.discovery,
         )
+
+    # -- background encoding (called by the Pipeline) -----------------------------------
+
+    @property
+    def wants_worker(self) -> bool:
+        """True when ``background_encode`` is on and the runner can embed off-thread."""
+        return self.config.background_encode and callable(getattr(self.runner, "embed", None))
+
+    def attach_worker(self, submit: Callable[..., Future] | None) -> None:
+        """Lend the engine a worker: ``submit(fn, *args) -> Future`` runs ``fn`` on another thread.
+
+        ``None`` takes it back; an encode still running is then forgotten.
+        """
+        self._submit = submit
+        if submit is None:
+            self._job = None
 
     # -- commands (any thread) ---------------------------------------------------------
 
@@ -285,6 +333,7 @@ class Engine:
             tracker.clear()
             self.propagator.reset()
             self._since_encode = None
+            self._job = None
         tracker.predict(frame.index)
 
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
@@ -303,9 +352,15 @@ class Engine:
         discovery_due = self._auto and (
             self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
         )
-        encode = bool(due) or discovery_due or (
-            bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
-        )
+        periodic = bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
+        background = self._submit is not None and self.wants_worker
+        encode = bool(due) or discovery_due or (periodic and not background)
+
+        if encode and self._job is not None:
+            # The runner holds one image at a time and this encode is newer:
+            # let the background one finish (errors still surface), then drop it.
+            job, self._job = self._job, None
+            job.future.result()
 
         if encode:
             t = time.perf_counter()
@@ -337,6 +392,12 @@ class Engine:
                 self._since_encode += 1
             if self._since_discovery is not None:
                 self._since_discovery += 1
+            if background:
+                if self._job is not None and self._job.future.done():
+                    encode = self._finish_background(frame.index, (h, w), timings)
+                if self._job is None and periodic:
+                    self._job = _BackgroundJob(frame.index, tuple(live), self._submit(self.runner.embed, frame.image))
+                    self._since_encode = 0
 
         tracks = tracker.results(frame.index)
         self._last_tracks = tracks
@@ -344,6 +405,61 @@ class Engine:
         return FrameResult(frame=frame, tracks=tracks, encoded=encode, timings=timings)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _finish_background(self, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> bool:
+        """Decode the tracks against the finished background embedding, carry the masks here, associate.
+
+        Returns True (the result counts as encoded). Re-raises the worker's error.
+        """
+        job, self._job = self._job, None
+        self.runner.use(job.future.result())  # type: ignore[attr-defined]
+        self.last_encode_index = job.frame_index
+        t = time.perf_counter()
+        prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
+        detections = self._decode_tracks(prompts, size)
+        then = {p.track_id: p.box for p in prompts}
+        carried = [self._carry(d, then[d.source_track]) for d in detections if d.source_track in then]
+        timings["decode"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        self.tracker.update(carried, frame_index)
+        timings["associate"] = (time.perf_counter() - t) * 1e3
+        return True
+
+    def _carry(self, d: Detection, box_then: np.ndarray) -> Detection:
+        """Move a mask decoded on an earlier frame to where its track is now.
+
+        The track's box then (its prompt) and now (after optical flow) define a
+        translation and a uniform scale, applied to the mask and its logits.
+        """
+        track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+        if track is None:
+            return d
+        now = track.box if track.mask is not None else track.predicted_box
+        b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(now, dtype=np.float64)
+        w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
+        w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
+        scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
+        c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
+        c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
+        if abs(c1[0] - c0[0]) < 0.5 and abs(c1[1] - c0[1]) < 0.5 and abs(scale - 1.0) < 1e-3:
+            return d
+        h, w = d.mask.shape
+        m = np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
+        mask = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+        logits = d.logits
+        if logits is not None:
+            # Low-res logits cover the padded square of side max(H, W).
+            k = logits.shape[-1] / float(max(h, w))
+            ml = np.array([[scale, 0.0, m[0, 2] * k], [0.0, scale, m[1, 2] * k]])
+            fill = float(min(logits.min(), -10.0))
+            logits = cv2.warpAffine(
+                logits, ml, logits.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
+            )
+        box = _mask_box(mask)
+        return Detection(
+            mask=mask, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
+            source_track=d.source_track, label=d.label,
+        )
 
     def _apply_commands(self) -> None:
         with self._lock:

@@ -64,8 +64,16 @@ class InferenceRunner:
         return f"InferenceRunner({self.model!r})"
 
     def encode(self, image_bgr: np.ndarray) -> None:
-        """Embed ``image_bgr`` (``HxWx3 uint8``, BGR as OpenCV and PyAV's bgr24 give it)."""
+        """Embed ``image_bgr`` (``HxWx3 uint8``, BGR as OpenCV and PyAV's bgr24 give it) and make it current."""
         self._embedding = self.model.encode(image_bgr, image_format="BGR")
+
+    def embed(self, image_bgr: np.ndarray) -> Embedding:
+        """Embed ``image_bgr`` without making it current (the engine's background worker calls this)."""
+        return self.model.encode(image_bgr, image_format="BGR")
+
+    def use(self, embedding: Embedding) -> None:
+        """Make an embedding from :meth:`embed` current for :meth:`decode` and :meth:`masks`."""
+        self._embedding = embedding
 
     def decode(self, points, labels, boxes, mask_input, multimask):
         """``points BxNx2``, ``labels BxN``, ``boxes Bx4``, ``mask_input Bx256x256`` (any may be None)

@@ -4,6 +4,8 @@
 
     capture thread                 inference thread                  caller
     source.read() --> buffer --> engine.process() --> sinks.write() --> result queue --> for r in pipeline
+                                       |  ^
+                          encode thread (engines with background_encode)
 
 * Live sources (cameras, streams, ``realtime`` pacing) keep only the newest
   frame: a slow model sees fresh frames and drops are counted. Files use a
@@ -12,6 +14,8 @@
   re-raised in the caller after every result produced before it; threads are
   joined with a timeout in ``close()``. Sinks are closed by the inference
   thread itself, so an interrupted run still leaves valid files.
+* An engine that asks for a worker (``engine.wants_worker``) is lent one more
+  thread for its background encodes (``engine.attach_worker(submit)``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import collections
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
@@ -135,6 +140,37 @@ class _FifoBuffer:
         return self._q.get(timeout=timeout)
 
 
+class _Worker:
+    """One thread that runs submitted calls in order; each call's outcome comes back as a Future."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def close(self, timeout: float) -> None:
+        self._jobs.put(None)
+        self.thread.join(timeout)
+
+
 class Pipeline:
     """Runs a source through an engine on worker threads and yields one result per processed frame.
 
@@ -170,6 +206,7 @@ class Pipeline:
         self._results: queue.Queue = queue.Queue(maxsize=max(1, result_queue_size))
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
+        self._worker: _Worker | None = None
         self._frames_read = 0
         self._frames_processed = 0
         self._proc_times: collections.deque[float] = collections.deque(maxlen=30)
@@ -220,6 +257,9 @@ class Pipeline:
         if self._started:
             return self
         self._started = True
+        if getattr(self.engine, "wants_worker", False):
+            self._worker = _Worker("rtsam-encode")
+            self.engine.attach_worker(self._worker.submit)
         for name, target in (("rtsam-capture", self._capture_loop), ("rtsam-inference", self._inference_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -235,6 +275,11 @@ class Pipeline:
         deadline = time.monotonic() + self.config.join_timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self._worker is not None:
+            # An encode may be running (seconds on a CPU); it is a daemon and its result is not needed.
+            self.engine.attach_worker(None)
+            self._worker.close(max(0.0, deadline - time.monotonic()))
+            self._worker = None
         if not self._started:
             self._close_sinks()
         close = getattr(self.source, "close", None)

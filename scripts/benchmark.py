@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import sys
 import tempfile
 import time
@@ -47,6 +47,9 @@ from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(1, str(Path(__file__).resolve().parent))
+# As the realtime-sam command does (realtime_sam/cli.py), before torch loads:
+# the engine's threads share the cores with PyTorch's OpenMP workers.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -61,17 +64,24 @@ from realtime_sam.pipeline import Pipeline  # noqa: E402
 from realtime_sam.predictor import SamPredictor  # noqa: E402
 from realtime_sam.sources import open_source  # noqa: E402
 from realtime_sam.synthetic import standard_scene, write_video  # noqa: E402
+from realtime_sam.tracks import TrackerConfig  # noqa: E402
 from realtime_sam.types import ObjectPrompt  # noqa: E402
 
 __all__ = ["BenchConfig", "RunTiming", "matmul_gflops", "time_model", "run_engine", "run_naive", "main"]
 
-try:  # the model benchmark's FLOP figures and matmul probe, when that script is present
-    from benchmark_model import DECODER_GFLOP_PER_PROMPT, ENCODER_GFLOP
-    from benchmark_model import matmul_gflops as _bm_matmul_gflops
-except ImportError:  # pragma: no cover - the script is optional
-    ENCODER_GFLOP, DECODER_GFLOP_PER_PROMPT, _bm_matmul_gflops = 77.5, 3.6, None
+# The FLOP figures, the matmul probe and the device sync are the model benchmark's.
+from benchmark_model import DECODER_GFLOP_PER_PROMPT, ENCODER_GFLOP, sync_device  # noqa: E402
+from benchmark_model import matmul_gflops as _matmul_gflops  # noqa: E402
 
 PROMPT_COUNTS = (1, 4, 16)
+# Random weights give noise-like masks that the default tracker would rightly
+# drop as implausible, leaving nothing to track after a few frames (and a
+# benchmark of an idle engine). Accepting every mask keeps all objects alive,
+# so every variant does the full work: the "masks / frame" column shows it.
+BENCH_TRACKER = TrackerConfig(
+    match_iou_thresh=0.01, min_score=0.0, min_area_frac=0.0, max_area_frac=1.0, max_area_change=1e9,
+    max_lost_frames=10_000,
+)
 STAGES = ("encode", "decode", "propagate", "associate")
 
 
@@ -86,6 +96,8 @@ class BenchConfig:
     repeats: int = 2
     model_repeats: int = 3
     reencode: tuple[int, ...] = (1, 5, 15)
+    background: tuple[int, ...] = (1,)
+    naive_frames: int = 16  # the naive baseline takes seconds per frame: its FPS needs no long clip
     objects: int = 3
     size: tuple[int, int] = (640, 480)  # (width, height)
 
@@ -94,6 +106,8 @@ class BenchConfig:
             raise ValueError("--frames must be >= 2, --repeats and --model-repeats >= 1")
         if not self.reencode or min(self.reencode) < 1:
             raise ValueError("--reencode needs one or more integers >= 1, e.g. 1,5,15")
+        if self.background and min(self.background) < 1:
+            raise ValueError("--background needs integers >= 1, e.g. 1,8 (or an empty string for none)")
         if not 1 <= self.objects <= 8:
             raise ValueError("--objects must be in 1..8")
         if min(self.size) < 64:
@@ -109,34 +123,20 @@ class RunTiming:
         latency_ms: processing time of every frame of every round.
         stages_ms: per engine stage, the time of every frame on which it ran.
         encodes: image-encoder runs per round.
+        masks_per_frame: per round, the mean number of tracks with a non-empty
+            mask in a result (the work propagation and drawing do).
     """
 
     fps: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    masks_per_frame: list[float] = field(default_factory=list)
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
     encodes: list[int] = field(default_factory=list)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
     """This machine's practical fp32 peak (GFLOP/s) from a timed large matrix product."""
-    if _bm_matmul_gflops is not None:
-        return float(_bm_matmul_gflops(device, torch.float32, repeats))
-    n = 2048 if device.type == "cpu" else 8192
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return float(_matmul_gflops(device, torch.float32, repeats))
 
 
 def time_model(
@@ -165,10 +165,10 @@ def time_model(
             order = order[k % len(order) :] + order[: k % len(order)]
             for variant, r in order:
                 # Decodes use whichever embedding is set: every encode here is of the same image.
-                _sync(device)
+                sync_device(device)
                 t = time.perf_counter()
                 run(r)
-                _sync(device)
+                sync_device(device)
                 out[variant][case].append(time.perf_counter() - t)
     return out
 
@@ -182,48 +182,68 @@ def make_clip(folder: Path, size: tuple[int, int], frames: int, objects: int) ->
     return path, boxes
 
 
-def run_engine(runner: ModelRunner, clip: Path, boxes: Sequence[tuple[float, ...]], reencode: int, into: RunTiming) -> None:
-    """One round of the engine over ``clip`` (every frame, headless); appends to ``into``."""
-    engine = Engine(runner, EngineConfig(reencode_every=reencode))
+def run_engine(
+    runner: ModelRunner,
+    clip: Path,
+    boxes: Sequence[tuple[float, ...]],
+    reencode: int,
+    into: RunTiming,
+    background: bool = False,
+) -> None:
+    """One round of the engine over ``clip`` (every frame, headless); appends to ``into``.
+
+    ``background``: the periodic encodes run on the pipeline's worker thread
+    (``engine.background_encode``) while frames go on with optical flow.
+    """
+    engine = Engine(runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=BENCH_TRACKER)
     for b in boxes:
         engine.add_object(ObjectPrompt(box=b))  # type: ignore[arg-type]
     source = open_source(clip)
-    encodes = 0
+    encodes = masks = 0
     t0 = time.perf_counter()
     n = 0
     with Pipeline(source, engine) as pipe:
         for result in pipe:
             n += 1
             encodes += int(result.encoded)
+            masks += sum(1 for t in result.tracks if t.mask is not None and t.mask.any())
             into.latency_ms.append(result.timings["total"])
             for stage in STAGES:
                 if stage in result.timings:
                     into.stages_ms.setdefault(stage, []).append(result.timings[stage])
     into.fps.append(n / (time.perf_counter() - t0))
     into.encodes.append(encodes)
+    into.masks_per_frame.append(masks / max(n, 1))
 
 
-def run_naive(predictor: SamPredictor, clip: Path, boxes: Sequence[tuple[float, ...]], into: RunTiming) -> None:
-    """One round of the naive baseline: ``set_image`` + one ``predict`` per object on every frame."""
+def run_naive(
+    predictor: SamPredictor, clip: Path, boxes: Sequence[tuple[float, ...]], into: RunTiming, max_frames: int = 0
+) -> None:
+    """One round of the naive baseline: ``set_image`` + one ``predict`` per object on every frame.
+
+    ``max_frames``: stop after that many frames (0: the whole clip); its cost per frame is constant.
+    """
     source = open_source(clip)
     current = [np.asarray(b, dtype=np.float64) for b in boxes]
-    n = 0
+    n = nonempty = 0
     t0 = time.perf_counter()
     try:
-        while (frame := source.read()) is not None:
+        while (frame := source.read()) is not None and not (max_frames and n >= max_frames):
             t = time.perf_counter()
             predictor.set_image(frame.image, image_format="BGR")
             for i, box in enumerate(current):
                 masks, _, _ = predictor.predict(box=box, multimask_output=False)
+                nonempty += int(masks[0].any())
                 found = mask_to_box(masks[0])
                 if found is not None:
                     current[i] = np.asarray(found, dtype=np.float64)
-            _sync(predictor.device)
+            sync_device(predictor.device)
             into.latency_ms.append((time.perf_counter() - t) * 1e3)
             n += 1
     finally:
         source.close()
     into.fps.append(n / (time.perf_counter() - t0))
+    into.masks_per_frame.append(nonempty / max(n, 1))
     into.encodes.append(n)
 
 
@@ -263,18 +283,25 @@ def _report(cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[
     naive_fps, naive_mean = median(naive.fps), float(np.mean(naive.latency_ms))
     lines += [
         "",
-        f"**End to end**, {cfg.size[0]}x{cfg.size[1]} synthetic clip, {cfg.frames} frames, {cfg.objects} objects "
+        f"**End to end**, {cfg.size[0]}x{cfg.size[1]} synthetic clip, {cfg.frames} frames "
+        f"(naive: the first {cfg.naive_frames or cfg.frames}), {cfg.objects} objects "
         f"(box prompts at frame 0), median of {cfg.repeats} rounds; latency = processing time per frame",
         "",
-        "| method | FPS | x naive | latency mean ms | p50 ms | max ms | x naive (mean) | encodes / frame |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | FPS | x naive | latency mean ms | p50 ms | max ms | x naive (mean) | encodes / frame | masks / frame |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, t in e2e.items():
         fps, mean = median(t.fps), float(np.mean(t.latency_ms))
-        label = "naive: set_image + predict per object, every frame" if name == "naive" else f"engine, reencode_every={name}"
+        if name == "naive":
+            label = "naive: set_image + predict per object, every frame"
+        elif name.startswith("bg"):
+            label = f"engine, reencode_every={name[2:]}, background encode"
+        else:
+            label = f"engine, reencode_every={name}"
         lines.append(
             f"| {label} | {_fmt(fps, 2)} | {_fmt(fps / naive_fps, 2)} | {_fmt(mean)} | {_fmt(percentile(t.latency_ms, 50))} | "
-            f"{_fmt(max(t.latency_ms))} | {_fmt(mean / naive_mean, 2)} | {_fmt(median(t.encodes) / cfg.frames, 2)} |"
+            f"{_fmt(max(t.latency_ms))} | {_fmt(mean / naive_mean, 2)} | {_fmt(median(t.encodes) / (len(t.latency_ms) / len(t.fps)), 3)} | "
+            f"{_fmt(median(t.masks_per_frame), 2) if t.masks_per_frame else '-'} |"
         )
     lines += [
         "",
@@ -313,9 +340,11 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         log(f"timing the model ({cfg.model_repeats} rounds) ...")
         model = time_model({"baseline": baseline, "this": this}, image, cfg.model_repeats, device)
 
-        variants: dict[str, Callable[[RunTiming], None]] = {"naive": lambda into: run_naive(base_predictor, clip, boxes, into)}
+        variants: dict[str, Callable[[RunTiming], None]] = {"naive": lambda into: run_naive(base_predictor, clip, boxes, into, cfg.naive_frames)}
         for n in cfg.reencode:
             variants[str(n)] = lambda into, n=n: run_engine(this, clip, boxes, n, into)
+        for n in cfg.background:
+            variants[f"bg{n}"] = lambda into, n=n: run_engine(this, clip, boxes, n, into, background=True)
         e2e = {name: RunTiming() for name in variants}
         names = list(variants)
         for k in range(cfg.repeats):
@@ -368,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=d.repeats, help="end-to-end rounds per variant")
     p.add_argument("--model-repeats", type=int, default=d.model_repeats, help="rounds of the encoder/decoder timings")
     p.add_argument("--reencode", type=_ints, default=d.reencode, help="engine.reencode_every values")
+    p.add_argument(
+        "--background", type=_ints, default=d.background,
+        help="engine.reencode_every values to run with engine.background_encode (empty string: none)",
+    )
+    p.add_argument("--naive-frames", type=int, default=d.naive_frames, help="frames the naive baseline runs (0: all)")
     p.add_argument("--objects", type=int, default=d.objects, help="tracked objects")
     p.add_argument("--size", type=_size, default=d.size, help="clip size WIDTHxHEIGHT")
     p.add_argument("--json", default=None, help="also write the raw numbers to this file")
@@ -381,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             repeats=args.repeats,
             model_repeats=args.model_repeats,
             reencode=tuple(args.reencode),
+            background=tuple(args.background),
+            naive_frames=args.naive_frames,
             objects=args.objects,
             size=tuple(args.size),  # type: ignore[arg-type]
         )

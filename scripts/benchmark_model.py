@@ -68,7 +68,7 @@ class Case:
     run: Callable[[], object]
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -83,10 +83,10 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) ->
     torch.mm(a, b)
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -130,7 +130,7 @@ def build_cases(model: InferenceModel, image: np.ndarray) -> list[Case]:
     )
     for c in cases:  # warm-up (first calls allocate and pick kernels)
         c.run()
-    _sync(dev)
+    sync_device(dev)
     return cases
 
 
@@ -148,10 +148,10 @@ def time_interleaved(
 
 def _timer(cases: list[Case], device: torch.device) -> Callable[[int], float]:
     def run(i: int) -> float:
-        _sync(device)
+        sync_device(device)
         t = time.perf_counter()
         cases[i].run()
-        _sync(device)
+        sync_device(device)
         return time.perf_counter() - t
 
     return run

@@ -1,0 +1,291 @@
+"""Background encoding: frames flow on optical flow while the encoder works; finished encodes are carried forward.
+
+The engine is lent a deterministic stand-in for the pipeline's worker whose
+encodes finish a fixed number of frames after they were submitted, so each
+case is exact; the last tests run the real :class:`Pipeline` worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from realtime_sam.engine import Engine, EngineConfig
+from realtime_sam.pipeline import Pipeline
+from realtime_sam.synthetic import standard_scene
+from realtime_sam.types import Frame, ObjectPrompt
+
+from test_engine import GroundTruthRunner, _box, _iou
+
+
+class EmbeddingGroundTruthRunner(GroundTruthRunner):
+    """:class:`GroundTruthRunner` that can also embed off-thread (``embed``/``use``)."""
+
+    def __init__(self, scene):
+        super().__init__(scene)
+        self.frame_of: dict[int, int] = {}  # id(image) -> frame index, filled by the test loop
+        self.embedded: list[int] = []
+        self.busy = threading.Lock()
+        self.overlaps = 0
+
+    def embed(self, image_bgr):
+        if not self.busy.acquire(blocking=False):
+            self.overlaps += 1
+            self.busy.acquire()
+        try:
+            index = self.frame_of[id(image_bgr)]
+            self.embedded.append(index)
+            return index, self.scene.render(index)[1], image_bgr.shape[:2]
+        finally:
+            self.busy.release()
+
+    def use(self, embedding):
+        index, gt, (h, w) = embedding
+        self.encoded.append(index)
+        self._gt = gt
+        from realtime_sam.transforms import preprocess_shape
+
+        self._input = preprocess_shape(h, w, 1024)
+
+
+class _HeldFuture(Future):
+    """Done after some ticks, or at once for whoever blocks on it (the call already ran)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+        self.set_running_or_notify_cancel()
+
+    def result(self, timeout=None):
+        if not self.done():
+            self.set_result(self.value)
+        return super().result(timeout)
+
+
+class DelayedWorker:
+    """``submit`` runs the call at once but reports it done only ``delay`` ticks later."""
+
+    def __init__(self, delay: int):
+        self.delay = delay
+        self.pending: list[tuple[int, Future, object]] = []
+        self.ticks = 0
+        self.submitted: list[int] = []
+
+    def submit(self, fn, *args):
+        future = _HeldFuture(fn(*args))
+        self.pending.append((self.ticks + self.delay, future, future.value))
+        self.submitted.append(self.ticks)
+        return future
+
+    def tick(self):
+        self.ticks += 1
+        keep = []
+        for due, future, value in self.pending:
+            if future.done():
+                continue
+            if due <= self.ticks:
+                future.set_result(value)
+            else:
+                keep.append((due, future, value))
+        self.pending = keep
+
+
+def _setup(delay=6, num_frames=100, reencode_every=1):
+    # Object 1 passes behind object 2 at num_frames // 2; the tests here stop before.
+    scene = standard_scene(320, 240, num_frames=num_frames, num_objects=3, seed=1)
+    runner = EmbeddingGroundTruthRunner(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=reencode_every, background_encode=True))
+    worker = DelayedWorker(delay)
+    assert engine.wants_worker
+    engine.attach_worker(worker.submit)
+    return scene, runner, engine, worker
+
+
+def _step(engine, runner, worker, scene, i):
+    img, gt = scene.render(i)
+    runner.frame_of[id(img)] = i
+    runner.current = i
+    worker.tick()
+    return engine.process(Frame(i, img, i / 25.0, time.monotonic())), gt, img
+
+
+def _track_objects(engine, runner, worker, scene, frames, on_frame=None):
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+    out, keep = [], []
+    for i in frames:
+        if on_frame:
+            on_frame(i)
+        r, gt, img = _step(engine, runner, worker, scene, i)
+        keep.append(img)  # ids in frame_of stay unique while the images live
+        out.append((r, gt))
+    return out
+
+
+def test_periodic_encodes_run_in_the_background_and_land_later():
+    scene, runner, engine, worker = _setup(delay=6)
+    results = _track_objects(engine, runner, worker, scene, range(30))
+    # Frame 0 encodes at once (new prompts); after that no frame waits for the encoder.
+    assert "encode" in results[0][0].timings
+    assert all("encode" not in r.timings for r, _ in results[1:])
+    # One encode in flight at a time: submitted at frame 1, lands 6 frames later, resubmitted at once.
+    assert runner.embedded == [1, 7, 13, 19, 25]
+    landed = [r.index for r, _ in results if r.encoded]
+    assert landed == [0, 7, 13, 19, 25]
+    # The decodes used the embedded frame's image (the runner's ground truth of that frame).
+    assert runner.encoded == [0, 1, 7, 13, 19]
+    assert engine.last_encode_index == 19
+    assert runner.overlaps == 0
+
+
+def test_carried_masks_match_the_current_frame_not_the_encoded_one():
+    def landing_ious(carry: bool) -> list[float]:
+        scene, runner, engine, worker = _setup(delay=8)
+        if not carry:
+            engine._carry = lambda d, box_then: d  # the mask stays where it was decoded
+        owner = {}
+        ious = []
+        for r, gt in _track_objects(engine, runner, worker, scene, range(40)):
+            if r.index == 0:
+                owner = {t.track_id: int(t.label) for t in r.tracks}
+                continue
+            if r.encoded:
+                ious += [_iou(t.mask, gt[owner[t.track_id]]) for t in r.tracks if owner[t.track_id] in gt]
+        return ious
+
+    carried, stale = landing_ious(True), landing_ious(False)
+    assert len(carried) >= 9
+    assert np.mean(carried) > 0.8
+    assert np.mean(carried) > np.mean(stale) + 0.05
+
+
+def test_masks_follow_the_motion_on_every_frame():
+    scene, runner, engine, worker = _setup(delay=8)
+    results = _track_objects(engine, runner, worker, scene, range(40))
+    owner = {t.track_id: int(t.label) for t in results[0][0].tracks}
+    assert len(owner) == 3
+    ious = [
+        _iou(t.mask, gt[owner[t.track_id]])
+        for r, gt in results[1:]
+        for t in r.tracks
+        if owner[t.track_id] in gt
+    ]
+    assert np.mean(ious) > 0.75
+    assert {t.track_id for t in results[-1][0].tracks} == set(owner)  # no id lost or added
+
+
+def test_removed_track_is_not_revived_by_a_late_encode():
+    scene, runner, engine, worker = _setup(delay=6)
+    removed = []
+
+    def remove(i):
+        if i == 3:  # while the encode submitted at frame 1 is in flight
+            removed.append(min(t.track_id for t in engine._last_tracks))
+            engine.remove_object(removed[0])
+
+    results = _track_objects(engine, runner, worker, scene, range(12), on_frame=remove)
+    for r, _ in results[3:]:
+        assert removed[0] not in {t.track_id for t in r.tracks}
+    assert results[7][0].encoded and len(results[7][0].tracks) == 2
+
+
+def test_a_new_prompt_encodes_at_once_and_drops_the_stale_background_encode():
+    scene, runner, engine, worker = _setup(delay=6)
+
+    def prompt(i):
+        if i == 4:
+            engine.add_object(ObjectPrompt(points=((5.0, 5.0),), labels=(1,)))
+
+    results = _track_objects(engine, runner, worker, scene, range(12), on_frame=prompt)
+    assert "encode" in results[4][0].timings and results[4][0].encoded
+    # The frame-1 embedding (in flight at frame 4) was never used for decoding.
+    assert 1 not in runner.encoded
+    assert runner.encoded[:2] == [0, 4]
+    assert not results[7][0].encoded  # nothing lands where the dropped encode would have
+
+
+def test_without_a_worker_the_engine_encodes_inline():
+    scene = standard_scene(160, 120, num_frames=10, num_objects=1)
+    runner = EmbeddingGroundTruthRunner(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=3, background_encode=True))
+    _, gt0 = scene.render(0)
+    engine.add_object(ObjectPrompt(box=_box(gt0[1])))
+    for i in range(7):
+        img, _ = scene.render(i)
+        runner.current = i
+        engine.process(Frame(i, img, i / 25.0, time.monotonic()))
+    assert runner.encoded == [0, 3, 6] and runner.embedded == []
+
+
+# -- through the real pipeline worker ------------------------------------------------------
+
+
+class SceneSource:
+    live = False
+
+    def __init__(self, scene, runner, n):
+        self.scene, self.runner, self.n, self.i = scene, runner, n, 0
+        self.images = []
+
+    def read(self):
+        if self.i >= self.n:
+            return None
+        img, _ = self.scene.render(self.i)
+        self.images.append(img)
+        self.runner.frame_of[id(img)] = self.i
+        self.runner.current = self.i
+        frame = Frame(self.i, img, self.i / 25.0, time.monotonic())
+        self.i += 1
+        time.sleep(0.005)
+        return frame
+
+    def close(self):
+        pass
+
+
+class SlowEmbedRunner(EmbeddingGroundTruthRunner):
+    def __init__(self, scene, delay_s=0.05, fail=False):
+        super().__init__(scene)
+        self.delay_s, self.fail = delay_s, fail
+        self.threads: set[str] = set()
+
+    def embed(self, image_bgr):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("encoder exploded")
+        return super().embed(image_bgr)
+
+
+def _pipeline(fail=False, n=40):
+    scene = standard_scene(320, 240, num_frames=n, num_objects=2, seed=3)
+    runner = SlowEmbedRunner(scene, fail=fail)
+    engine = Engine(runner, EngineConfig(reencode_every=1, background_encode=True))
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid])))
+    return Pipeline(SceneSource(scene, runner, n), engine), runner, engine
+
+
+def test_pipeline_lends_a_worker_thread_and_takes_it_back():
+    pipe, runner, engine = _pipeline()
+    with pipe:
+        results = list(pipe)
+    assert len(results) == 40
+    assert runner.threads == {"rtsam-encode"}
+    assert len(runner.embedded) >= 2 and runner.overlaps == 0
+    assert sum(r.encoded for r in results) >= 3  # frame 0 plus background encodes that landed
+    assert engine._submit is None and not any(t.name == "rtsam-encode" for t in threading.enumerate())
+
+
+def test_a_background_encode_error_reaches_the_consumer():
+    pipe, runner, engine = _pipeline(fail=True)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        with pipe:
+            for _ in pipe:
+                pass
