@@ -289,3 +289,32 @@ def test_a_background_encode_error_reaches_the_consumer():
         with pipe:
             for _ in pipe:
                 pass
+
+
+# -- the real model, as the CPU preset runs it --------------------------------------------
+
+
+@pytest.mark.slow
+def test_cpu_preset_encodes_the_real_model_in_the_background(checkpoint_path, tmp_path):
+    from realtime_sam import track
+    from realtime_sam.association import mask_to_box
+    from realtime_sam.synthetic import write_video
+
+    scene = standard_scene(320, 240, num_frames=125, num_objects=2, seed=2)
+    clip = write_video(scene, tmp_path / "clip.mp4", fps=25)
+    _, gt0 = scene.render(0)
+    prompts = [ObjectPrompt(box=tuple(float(v) for v in mask_to_box(gt0[oid]))) for oid in sorted(gt0)]
+    # Random weights give noise-like masks: accept them all so the objects stay tracked.
+    overrides = [
+        f"model.weights={checkpoint_path}", "pipeline.realtime=true", "tracker.min_score=0.0",
+        "tracker.min_area_frac=0.0", "tracker.max_area_frac=1.0", "tracker.max_area_change=1e9",
+        "tracker.match_iou_thresh=0.01",
+    ]
+    results = list(track(str(clip), prompts=prompts, config="cpu", overrides=overrides))
+    assert results[0].index == 0 and results[0].encoded and "encode" in results[0].timings
+    landed = [r for r in results[1:] if r.encoded]
+    # At 25 fps for 5 s, one or more background encodes land, none on the inference thread.
+    assert landed, "no background encode landed"
+    assert all("encode" not in r.timings and "decode" in r.timings for r in landed)
+    assert all(r.tracks for r in landed)
+    assert not any(t.name == "rtsam-encode" for t in threading.enumerate())

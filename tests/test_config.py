@@ -42,6 +42,7 @@ def test_presets_parse_and_differ_from_defaults(preset):
 
 def test_cpu_preset_encodes_less_often_than_gpu():
     assert load_config("cpu").engine.reencode_every > load_config("gpu").engine.reencode_every
+    assert load_config("cpu").engine.background_encode and not load_config("gpu").engine.background_encode
     assert load_config("cpu").model.device == "cpu"
 
 
@@ -63,6 +64,10 @@ def test_overrides_are_typed_and_applied_last(tmp_path: Path):
 
 def test_int_is_accepted_for_float_but_not_bool_for_int():
     assert parse_config({"tracker": {"min_score": 1}}).tracker.min_score == 1.0
+    # YAML 1.1 reads exponent notation without a dot as a string.
+    assert load_config(None, ["tracker.max_area_change=1e9"]).tracker.max_area_change == 1e9
+    with pytest.raises(ConfigError, match="tracker.min_score must be a number, not 'high'"):
+        parse_config({"tracker": {"min_score": "high"}})
     with pytest.raises(ConfigError, match="engine.reencode_every must be an integer"):
         parse_config({"engine": {"reencode_every": True}})
 
