@@ -42,6 +42,7 @@ LOST_COLOR: Color = (160, 160, 160)
 """BGR grey used for lost tracks."""
 
 _GOLDEN = 0.6180339887498949
+_MIN_HUD_SCALE = 0.35  # smaller Hershey text is unreadable
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -391,13 +392,29 @@ class Renderer:
         cv2.putText(out, text, (left + pad, top + pad + th), _FONT, scale, _text_color(color), thick, cv2.LINE_AA)
 
     def _draw_hud(self, out: np.ndarray, text: str, scale: float, thick: int) -> None:
-        (tw, th), base = cv2.getTextSize(text, _FONT, scale, thick)
+        """The HUD line at the top left; on narrow frames shrunk, then wrapped at ``" | "``.
+
+        Below ``_MIN_HUD_SCALE`` the text would be unreadable, so a line that
+        still does not fit is broken into several, each as wide as the frame allows.
+        """
         width = out.shape[1]
+        (tw, _), _ = cv2.getTextSize(text, _FONT, scale, thick)
         if tw + 10 > width:
-            # Narrow frames: shrink the line to fit rather than cut it off.
-            scale = max(0.25, scale * (width - 10) / tw)
+            scale = max(_MIN_HUD_SCALE, scale * (width - 10) / tw)
             thick = 1
-            (tw, th), base = cv2.getTextSize(text, _FONT, scale, thick)
+        lines: list[str] = []
+        for part in text.split(" | "):
+            joined = f"{lines[-1]} | {part}" if lines else part
+            if lines and cv2.getTextSize(joined, _FONT, scale, thick)[0][0] + 10 <= width:
+                lines[-1] = joined
+            else:
+                lines.append(part)
+        sizes = [cv2.getTextSize(line, _FONT, scale, thick) for line in lines]
+        th = max(sz[0][1] for sz in sizes)
+        base = max(sz[1] for sz in sizes)
+        tw = max(sz[0][0] for sz in sizes)
         pad = max(3, int(round(5 * scale)))
-        _blend_rect(out, 0, 0, tw + 2 * pad, th + base + 2 * pad, (0, 0, 0), self.config.hud_alpha)
-        cv2.putText(out, text, (pad, pad + th), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
+        row = th + base + pad
+        _blend_rect(out, 0, 0, min(width, tw + 2 * pad), row * len(lines) + pad, (0, 0, 0), self.config.hud_alpha)
+        for i, line in enumerate(lines):
+            cv2.putText(out, line, (pad, pad + th + i * row), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)

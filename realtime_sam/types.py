@@ -101,7 +101,10 @@ class FrameResult:
         frame: the input frame.
         tracks: the tracks that are alive after this frame (not ``REMOVED``),
             ordered by id.
-        encoded: True when the image encoder ran on this frame.
+        encoded: True when this frame's masks come fresh from the decoder: the
+            image encoder ran on this frame, or (with ``engine.background_encode``)
+            an encode of an earlier frame landed here, its masks carried to this
+            frame (``Engine.last_encode_index`` names the encoded frame).
         timings: milliseconds per stage (``"encode"``, ``"decode"``,
             ``"propagate"``, ``"associate"``, ``"total"``), stages that did
             not run are absent.

@@ -247,3 +247,16 @@ def test_hd_frame_with_five_masks_performance_report():
         inner = erode(t.mask, 4)
         want = expected_blend(img[inner], track_color(t.track_id), renderer.config.alpha)
         assert np.abs(out[inner].astype(np.float64) - want).max() <= 1.0
+
+
+def test_hud_wraps_on_a_narrow_frame_instead_of_running_off_it():
+    img = gradient(240, 320)
+    hud = HudInfo(29.97, 12.3, 1732.0, 8, True, True, 2, "snapshot saved: snapshot-000123.png")
+    out = Renderer().annotate(img, result(img), hud)
+    changed = (out != img).any(axis=2)
+    cols = np.nonzero(changed.any(axis=0))[0]
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert cols.max() < 320 - 1  # the band (and so the text) ends inside the frame
+    one_line = Renderer().annotate(img, result(img), HudInfo(1.0, 1.0, 1.0, 0, False, False, 0))
+    one_rows = np.nonzero((one_line != img).any(axis=(1, 2)))[0]
+    assert rows.max() > 1.8 * one_rows.max()  # wrapped onto more lines

@@ -280,8 +280,6 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
 
     scene, clip = slow_scene_clip
     weights = checkpoint_path
-    if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1" and os.environ.get("REALTIME_SAM_WEIGHTS"):
-        weights = Path(os.environ["REALTIME_SAM_WEIGHTS"])  # real weights make a screenshot worth showing
     masks = tmp_path / "masks.jsonl"
     err_path = tmp_path / "app.err"
     snaps = tmp_path / "snaps"
@@ -348,9 +346,6 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
             subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
             shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
         assert shot.shape == (240, 320, 3)
-        if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1":
-            (REPO / "docs").mkdir(exist_ok=True)
-            shutil.copyfile(shot_path, REPO / "docs" / "screenshot.png")
 
         # The window shows the last written frame with each mask tinted in its track's colour.
         last = frame_lines(masks)[-1]
@@ -406,3 +401,58 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
     frames = frame_lines(masks)
     # the removed id never comes back once the removal was applied (at most one frame was in flight)
     assert all(removed not in _ids(f) for f in frames if f["frame"] > removed_before + 1)
+
+
+def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, tmp_path):
+    """The real window, pipeline, engine and renderer, with the decoder answering from the scene's ground truth.
+
+    ``REALTIME_SAM_WRITE_SCREENSHOT=1`` copies the picture to ``docs/screenshot.png``.
+    """
+    import window_demo
+    from fixtures_app import app_env
+    from realtime_sam.synthetic import standard_scene
+
+    out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        app = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "window_demo.py"), str(tmp_path / "frames")],
+            env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err,
+        )
+    display = xvfb_display
+
+    def shown() -> list[tuple[int, int]]:
+        return [tuple(int(v) for v in line.split()[1::2]) for line in out_path.read_text().splitlines()]
+
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
+        geometry = f"Geometry: {window_demo.WIDTH}x{window_demo.HEIGHT}"
+        _wait(lambda: geometry in _xdo(display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        _wait(lambda: [s for s in shown() if s[0] >= 40], 60, "frame 40", app, err_path)
+        before = shown()[-1][0]
+        shot_path = tmp_path / "shot.png"
+        subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
+        after = shown()[-1][0]
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=30) == 0, err_path.read_text()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert all(n == 3 for _, n in shown()), "all three objects tracked on every shown frame"
+    shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
+    assert shot.shape == (window_demo.HEIGHT, window_demo.WIDTH, 3)
+    # Inside every object (where it was on all the frames that may be on screen), the
+    # picture is tinted: far from the raw pixels of those frames.
+    scene = standard_scene(window_demo.WIDTH, window_demo.HEIGHT, num_frames=window_demo.FRAMES, num_objects=3, seed=4)
+    frames = [scene.render(i) for i in range(before, after + 2)]
+    kernel = np.ones((7, 7), np.uint8)
+    for oid in frames[0][1]:
+        inside = np.logical_and.reduce([f[1][oid] for f in frames]).astype(np.uint8)
+        inside = cv2.erode(inside, kernel).astype(bool)
+        inside[:40] = False  # the HUD band
+        assert inside.sum() > 30, oid
+        diff = min(np.abs(shot.astype(int) - f[0].astype(int))[inside].mean() for f in frames)
+        assert diff > 25, (oid, diff)
+    if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(shot_path, REPO / "docs" / "screenshot.png")
