@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .association import mask_to_box
 from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability_score
 from .errors import ConfigError, PromptError
 from .prompts import clamp_prompt, validate_prompt
@@ -181,14 +182,6 @@ def low_res_to_masks(
     t = torch.from_numpy(np.ascontiguousarray(low_res[:, None, :h, :w], dtype=np.float32))
     up = F.interpolate(t, size, mode="bilinear", align_corners=False)
     return (up[:, 0] > 0).numpy()
-
-
-def _mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
-    ys = np.flatnonzero(mask.any(axis=1))
-    if len(ys) == 0:
-        return None
-    xs = np.flatnonzero(mask.any(axis=0))
-    return float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)
 
 
 class Engine:
@@ -455,7 +448,7 @@ class Engine:
             logits = cv2.warpAffine(
                 logits, ml, logits.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
             )
-        box = _mask_box(mask)
+        box = mask_to_box(mask)
         return Detection(
             mask=mask, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
             source_track=d.source_track, label=d.label,
@@ -484,7 +477,7 @@ class Engine:
             masks = self.runner.masks(low, size)
         out = []
         for i, src in enumerate(sources):
-            box = _mask_box(masks[i])
+            box = mask_to_box(masks[i])
             out.append(
                 Detection(
                     mask=masks[i],

@@ -28,6 +28,8 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
+from .association import mask_to_box as _association_mask_to_box
+
 from .types import Box
 
 __all__ = [
@@ -254,9 +256,5 @@ def mask_to_box(mask: np.ndarray) -> Box | None:
         ``(x0, y0, x1, y1)`` floats with exclusive far edges, or ``None`` when
         the mask is empty.
     """
-    mask = _as_mask(mask)
-    cols = np.flatnonzero(mask.any(axis=0))
-    if cols.size == 0:
-        return None
-    rows = np.flatnonzero(mask.any(axis=1))
-    return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    box = _association_mask_to_box(_as_mask(mask))
+    return None if box is None else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
