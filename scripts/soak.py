@@ -66,6 +66,7 @@ class SoakConfig:
         weights: checkpoint for the real model (``None``: the golden one, else random weights).
         device, backend: passed to :class:`~realtime_sam.config.ModelConfig`.
         reencode_every: ``engine.reencode_every``.
+        background: ``engine.background_encode`` (the CPU preset's way of running).
         objects: objects prompted at the start and after every churn.
         churn_every: clear and prompt again every this many processed frames (0: never).
         auto: run with auto-discovery on (tracks come and go by themselves).
@@ -87,6 +88,7 @@ class SoakConfig:
     device: str = "auto"
     backend: str = "auto"
     reencode_every: int = 5
+    background: bool = False
     objects: int = 3
     churn_every: int = 500
     auto: bool = False
@@ -268,7 +270,7 @@ def run_soak(
         runner = _runner(cfg, out_dir)
         engine = Engine(
             runner,
-            EngineConfig(reencode_every=cfg.reencode_every, auto=cfg.auto),
+            EngineConfig(reencode_every=cfg.reencode_every, auto=cfg.auto, background_encode=cfg.background),
             discovery_config=DiscoveryConfig(points_per_side=cfg.points_per_side),
         )
         source = _open(cfg)
@@ -286,7 +288,8 @@ def run_soak(
             engine.add_object(p)
         log(
             f"soak: {cfg.frames} frames of {source.name} ({width}x{height}), "
-            f"{'fake model' if cfg.fake_model else 'real model'}, reencode every {cfg.reencode_every}, "
+            f"{'fake model' if cfg.fake_model else 'real model'}, reencode every {cfg.reencode_every}"
+            f"{' (background)' if cfg.background else ''}, "
             f"{cfg.objects} objects (churn every {cfg.churn_every or 'never'}), "
             f"sinks {'on -> ' + str(out_dir) if cfg.sinks else 'off'}"
         )
@@ -385,6 +388,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device)
     p.add_argument("--backend", default=d.backend)
     p.add_argument("--reencode-every", type=int, default=d.reencode_every)
+    p.add_argument("--background", action="store_true", help="encode on a background worker (engine.background_encode)")
     p.add_argument("--objects", type=int, default=d.objects)
     p.add_argument("--churn-every", type=int, default=d.churn_every, help="clear and prompt again every N frames (0 = never)")
     p.add_argument("--auto", action="store_true", help="auto-discovery on")
@@ -411,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             backend=args.backend,
             reencode_every=args.reencode_every,
+            background=args.background,
             objects=args.objects,
             churn_every=args.churn_every,
             auto=args.auto,

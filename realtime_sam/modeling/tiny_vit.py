@@ -132,6 +132,26 @@ class TinyMlp(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
+def window_attention(x: torch.Tensor, window: int, attn: nn.Module) -> torch.Tensor:
+    """``attn`` within non-overlapping ``window x window`` windows of ``x`` (``BxHxWxC`` -> same).
+
+    ``attn`` maps ``(windows, window*window, C)`` to the same shape. Zero
+    padding happens before the attention's LayerNorm, so padded positions
+    take part in attention as keys (as in the reference).
+    """
+    b, h, w, c = x.shape
+    ws = window
+    pad_b, pad_r = (-h) % ws, (-w) % ws
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    ph, pw = h + pad_b, w + pad_r
+    nh, nw = ph // ws, pw // ws
+    x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+    x = attn(x)
+    x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+    return x[:, :h, :w]
+
+
 class TinyViTBlock(nn.Module):
     """Windowed attention, a depthwise 3x3 "local conv", then the MLP. ``BxHxWxC`` in and out."""
 
@@ -142,23 +162,8 @@ class TinyViTBlock(nn.Module):
         self.mlp = TinyMlp(dim, int(dim * mlp_ratio))
         self.local_conv = Conv2dBN(dim, dim, local_conv, 1, local_conv // 2, groups=dim)
 
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        ws = self.window
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        # Zero padding happens before the attention's LayerNorm, so padded
-        # positions take part in attention as keys (as in the reference).
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        nh, nw = ph // ws, pw // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return x[:, :h, :w]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attend(x)
+        x = x + window_attention(x, self.window, self.attn)
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.mlp(x)
 

@@ -31,7 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modeling.tiny_vit import BasicLayer, Conv2dBN, ConvLayer, MBConv, PatchMerging, TinyViT, TinyViTBlock
+from ..modeling.tiny_vit import (
+    BasicLayer,
+    Conv2dBN,
+    ConvLayer,
+    MBConv,
+    PatchMerging,
+    TinyViT,
+    TinyViTBlock,
+    window_attention,
+)
 from .kernels import fused_cpu_ops_available, linear_gelu
 
 __all__ = ["FastTinyViT", "build_fast_tiny_vit", "fold_conv_bn"]
@@ -185,21 +194,8 @@ class FastTinyViTBlock(nn.Module):
         self.mlp = FastTinyMlp(m.mlp, fused)
         self.local_conv = ConvAct.from_conv_bn(m.local_conv, gelu=False, fused=fused)
 
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        ws = self.window
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        nh, nw = ph // ws, pw // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return x[:, :h, :w]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attend(x)
+        x = x + window_attention(x, self.window, self.attn)
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.mlp(x)
 
