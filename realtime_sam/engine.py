@@ -388,7 +388,8 @@ class Engine:
             if background:
                 if self._job is not None and self._job.future.done():
                     encode = self._finish_background(frame.index, (h, w), timings)
-                if self._job is None and periodic:
+                    live = tracker.prompts()  # the corrected tracks prompt the next encode
+                if self._job is None and periodic and live:
                     self._job = _BackgroundJob(frame.index, tuple(live), self._submit(self.runner.embed, frame.image))
                     self._since_encode = 0
 
