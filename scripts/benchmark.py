@@ -54,7 +54,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import median, percentile, weights_or_random  # noqa: E402
+from _common import KEEP_EVERY_MASK, median, percentile, weights_or_random  # noqa: E402
 from realtime_sam.association import mask_to_box  # noqa: E402
 from realtime_sam.build import build_sam  # noqa: E402
 from realtime_sam.config import ModelConfig  # noqa: E402
@@ -64,7 +64,6 @@ from realtime_sam.pipeline import Pipeline  # noqa: E402
 from realtime_sam.predictor import SamPredictor  # noqa: E402
 from realtime_sam.sources import open_source  # noqa: E402
 from realtime_sam.synthetic import standard_scene, write_video  # noqa: E402
-from realtime_sam.tracks import TrackerConfig  # noqa: E402
 from realtime_sam.types import ObjectPrompt  # noqa: E402
 
 __all__ = ["BenchConfig", "RunTiming", "matmul_gflops", "time_model", "run_engine", "run_naive", "main"]
@@ -74,14 +73,7 @@ from benchmark_model import DECODER_GFLOP_PER_PROMPT, ENCODER_GFLOP, sync_device
 from benchmark_model import matmul_gflops as _matmul_gflops  # noqa: E402
 
 PROMPT_COUNTS = (1, 4, 16)
-# Random weights give noise-like masks that the default tracker would rightly
-# drop as implausible, leaving nothing to track after a few frames (and a
-# benchmark of an idle engine). Accepting every mask keeps all objects alive,
-# so every variant does the full work: the "masks / frame" column shows it.
-BENCH_TRACKER = TrackerConfig(
-    match_iou_thresh=0.01, min_score=0.0, min_area_frac=0.0, max_area_frac=1.0, max_area_change=1e9,
-    max_lost_frames=10_000,
-)
+BENCH_TRACKER = KEEP_EVERY_MASK  # see scripts/_common.py; the "masks / frame" column shows the work done
 STAGES = ("encode", "decode", "propagate", "associate")
 
 

@@ -37,7 +37,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import BoxRunner, LoopingSceneSource, rss_mb, weights_or_random  # noqa: E402
+from _common import KEEP_EVERY_MASK, BoxRunner, LoopingSceneSource, rss_mb, weights_or_random  # noqa: E402
 from realtime_sam.discovery import DiscoveryConfig  # noqa: E402
 from realtime_sam.engine import Engine, EngineConfig  # noqa: E402
 from realtime_sam.errors import RealtimeSamError, SourceError  # noqa: E402
@@ -67,6 +67,8 @@ class SoakConfig:
         device, backend: passed to :class:`~realtime_sam.config.ModelConfig`.
         reencode_every: ``engine.reencode_every``.
         background: ``engine.background_encode`` (the CPU preset's way of running).
+        keep_tracks: accept every mask (``_common.KEEP_EVERY_MASK``), so that a
+            random-weight checkpoint keeps its objects tracked for the whole run.
         objects: objects prompted at the start and after every churn.
         churn_every: clear and prompt again every this many processed frames (0: never).
         auto: run with auto-discovery on (tracks come and go by themselves).
@@ -89,6 +91,7 @@ class SoakConfig:
     backend: str = "auto"
     reencode_every: int = 5
     background: bool = False
+    keep_tracks: bool = False
     objects: int = 3
     churn_every: int = 500
     auto: bool = False
@@ -272,6 +275,7 @@ def run_soak(
             runner,
             EngineConfig(reencode_every=cfg.reencode_every, auto=cfg.auto, background_encode=cfg.background),
             discovery_config=DiscoveryConfig(points_per_side=cfg.points_per_side),
+            tracker_config=KEEP_EVERY_MASK if cfg.keep_tracks else None,
         )
         source = _open(cfg)
         width, height = source.size
@@ -389,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=d.backend)
     p.add_argument("--reencode-every", type=int, default=d.reencode_every)
     p.add_argument("--background", action="store_true", help="encode on a background worker (engine.background_encode)")
+    p.add_argument("--keep-tracks", action="store_true", help="accept every mask (random weights: objects stay tracked)")
     p.add_argument("--objects", type=int, default=d.objects)
     p.add_argument("--churn-every", type=int, default=d.churn_every, help="clear and prompt again every N frames (0 = never)")
     p.add_argument("--auto", action="store_true", help="auto-discovery on")
@@ -416,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend,
             reencode_every=args.reencode_every,
             background=args.background,
+            keep_tracks=args.keep_tracks,
             objects=args.objects,
             churn_every=args.churn_every,
             auto=args.auto,
