@@ -9,8 +9,9 @@ SAM-compatible :class:`~realtime_sam.predictor.SamPredictor`
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
-import torch
 
 from .device import resolve_device
 from .engine import ModelRunner, low_res_to_masks
@@ -36,12 +37,8 @@ def load_predictor(model_config, *, progress: bool = True) -> SamPredictor:
     The predictor keeps SAM's fp32 interface, so it runs the chosen backend's
     networks only in fp32; half precision is for the engine (:func:`load_runner`).
     """
-    model = load_model(model_config, progress=progress)
-    if model.dtype != torch.float32:
-        # SamPredictor feeds fp32 tensors straight into the encoder.
-        from dataclasses import replace
-
-        model = load_model(replace(model_config, precision="fp32"), progress=False)
+    # SamPredictor feeds fp32 tensors straight into the encoder: build it in fp32 at once.
+    model = load_model(replace(model_config, precision="fp32"), progress=progress)
     return SamPredictor(model.sam)
 
 

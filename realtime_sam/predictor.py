@@ -18,7 +18,7 @@ import torch
 
 from .errors import PromptError
 from .modeling import Sam
-from .transforms import ResizeLongestSide
+from .transforms import ResizeLongestSide, check_image
 
 __all__ = ["SamPredictor"]
 
@@ -45,12 +45,7 @@ class SamPredictor:
     @torch.no_grad()
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embed ``image``: ``HxWx3 uint8`` in ``image_format`` order ("RGB" or "BGR")."""
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            shape = getattr(image, "shape", None)
-            dtype = getattr(image, "dtype", type(image).__name__)
-            raise ValueError(f"set_image expects an HxWx3 uint8 array, got shape {shape} dtype {dtype}")
+        check_image(image, image_format, "set_image")
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         target = self.transform.get_preprocess_shape(image.shape[0], image.shape[1], self.transform.target_length)

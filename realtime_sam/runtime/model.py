@@ -40,7 +40,7 @@ from ..device import (
 )
 from ..errors import ConfigError, PromptError
 from ..modeling import Sam, TinyViT
-from ..transforms import ResizeLongestSide
+from ..transforms import ResizeLongestSide, check_image
 from .fast_decoder import FastMaskDecoder
 from .fast_encoder import build_fast_tiny_vit
 from .kernels import fused_cpu_ops_available
@@ -175,12 +175,7 @@ class InferenceModel:
     @torch.inference_mode()
     def encode(self, image: np.ndarray, image_format: str = "RGB") -> Embedding:
         """Embed ``image`` (``HxWx3 uint8`` in ``image_format`` order, "RGB" or "BGR")."""
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            shape = getattr(image, "shape", None)
-            dtype = getattr(image, "dtype", type(image).__name__)
-            raise ValueError(f"encode expects an HxWx3 uint8 array, got shape {shape} dtype {dtype}")
+        check_image(image, image_format, "encode")
         if image_format == "BGR":
             image = image[..., ::-1]
         h, w = image.shape[:2]
