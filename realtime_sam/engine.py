@@ -336,6 +336,8 @@ class Engine:
                 for tid, (mask, box, ok) in self.propagator.step(self._prev_image, frame.image, items).items():
                     if ok:
                         tracker.apply_propagation(tid, mask, box, frame.index)
+                    else:
+                        tracker.coast(tid, frame.index)
             timings["propagate"] = (time.perf_counter() - t) * 1e3
         self._prev_image = frame.image
 

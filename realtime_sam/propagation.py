@@ -10,7 +10,11 @@ the motion of the pixels inside it:
 2. up to ``max_points`` corners (``cv2.goodFeaturesToTrack``) are picked
    inside each mask and tracked with pyramidal Lucas-Kanade, forwards and
    then backwards; points that do not come back to where they started are
-   dropped;
+   dropped. Where two tracks' masks overlap, one object hides the other and
+   which one is in front is unknown, so corners come from the part of a mask
+   no other track claims (the whole mask when that part is too small):
+   otherwise an object sliding behind another is dragged along by the
+   occluder's motion;
 3. a similarity transform (translation, rotation, uniform scale) is fitted
    to the surviving points with RANSAC (median translation when that fails)
    and applied to the mask and box.
@@ -112,8 +116,10 @@ class PropagatedMask(NamedTuple):
         mask: ``HxW bool``; the input mask unchanged when ``ok`` is False.
         box: ``(4,)`` float64 XYXY, the mask's box (the input box when not ok).
         ok: False when the motion could not be measured (too few trackable
-            points, e.g. a textureless or tiny object) or the mask left the
-            frame; the caller decides what to do with such a track.
+            points, e.g. a textureless or tiny object, or one mostly covered by
+            another track's mask) or the mask left the frame; the caller
+            decides what to do with such a track (the engine coasts it on its
+            motion model, :meth:`~realtime_sam.tracks.Tracker.coast`).
     """
 
     mask: np.ndarray
@@ -190,14 +196,17 @@ class MaskPropagator:
 
         s = prev_w.scale
         gray0 = prev_w.gray
+        for tid, (mask, _) in tracks.items():
+            if np.shape(mask) != cur.shape[:2]:
+                raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
+        claimed = _claims(tracks)
         ids: list[int] = []
         starts: list[np.ndarray] = []
         for tid, (mask, box) in tracks.items():
-            if np.shape(mask) != cur.shape[:2]:
-                raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
-            pts = self._features(gray0, np.asarray(mask, dtype=bool), _box(box), s)
+            mask = np.asarray(mask, dtype=bool)
+            others = None if claimed is None else claimed > mask  # covered by another track's mask
             ids.append(tid)
-            starts.append(pts)
+            starts.append(self._features(gray0, mask, _box(box), s, others))
         counts = [len(p) for p in starts]
         out: dict[int, PropagatedMask] = {}
         if sum(counts) == 0:
@@ -248,8 +257,14 @@ class MaskPropagator:
             scale = size[0] / w
         return _WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale))
 
-    def _features(self, gray: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float) -> np.ndarray:
-        """``(K, 2)`` float32 corners inside the mask, work-resolution ``(x, y)``."""
+    def _features(
+        self, gray: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float, others: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(K, 2)`` float32 corners inside the mask, work-resolution ``(x, y)``.
+
+        ``others`` (``HxW bool``, pixels other tracks' masks cover): corners
+        keep an LK window's distance from them when enough of the mask is left.
+        """
         cfg = self.config
         gh, gw = gray.shape
         u0, v0 = max(0, int(math.floor(box[0] * s)) - 1), max(0, int(math.floor(box[1] * s)) - 1)
@@ -260,6 +275,20 @@ class MaskPropagator:
         rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
         cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
         work = mask[np.ix_(rows, cols)].astype(np.uint8)
+        if others is not None:
+            taken = others[np.ix_(rows, cols)].astype(np.uint8)
+            if taken.any():
+                # A corner whose LK window reaches into another object follows that
+                # object's edge; an occluder sliding over this one would drag it along.
+                r = cfg.win_size // 2 + 1
+                near = cv2.dilate(taken, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+                own = work & (1 - near)
+                if int(own.sum()) >= 4 * cfg.min_points:
+                    work = own
+                elif (work & taken).any():
+                    # Mostly behind (or in front of) another tracked object: its own
+                    # motion cannot be told apart here, so report it unmeasured.
+                    return np.empty((0, 2), np.float32)
         area = int(work.sum())
         if area < cfg.min_points:
             return np.empty((0, 2), np.float32)
@@ -337,6 +366,23 @@ class MaskPropagator:
         if new_box is None:
             return _unchanged(mask, box, ok=False)
         return PropagatedMask(new, new_box, True)
+
+
+def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:
+    """``HxW uint8``: how many tracks' masks cover each pixel; ``None`` when no two boxes overlap."""
+    boxes = [_box(b) for _, b in tracks.values()]
+    overlap = any(
+        min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+    )
+    if not overlap:
+        return None
+    count: np.ndarray | None = None
+    for mask, _ in tracks.values():
+        m = np.asarray(mask, dtype=np.uint8)
+        count = m.copy() if count is None else cv2.add(count, m)
+    return count
 
 
 def _sample(image: np.ndarray) -> np.ndarray:

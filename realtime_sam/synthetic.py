@@ -27,10 +27,12 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal, Mapping
+from typing import Iterator, Literal, Mapping, Sequence
 
+import cv2
 import numpy as np
 
+from .association import mask_to_box
 from .errors import ConfigError
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "write_gt",
     "read_gt",
     "shade_of",
+    "pick_object",
+    "mask_logits",
 ]
 
 Shape = Literal["circle", "rect", "ellipse"]
@@ -518,3 +522,56 @@ def read_gt(path: str | Path) -> list[Mapping[int, np.ndarray]]:
             }
         )
     return frames
+
+
+# -- an oracle decoder -------------------------------------------------------------------
+# Tests and the benchmark's tracking-quality rounds stand in a perfect decoder for
+# SAM: each prompt is answered with the ground truth of the object it points at.
+
+
+def pick_object(
+    masks: Mapping[int, np.ndarray],
+    *,
+    box: Sequence[float] | None = None,
+    point: Sequence[float] | None = None,
+    min_score: float = 0.1,
+) -> int | None:
+    """The object a prompt means, judged from the ground truth ``masks`` (``{id: HxW bool}``).
+
+    A box (``XYXY`` pixels) means the object whose visible mask's bounding box
+    overlaps it most (IoU); a point (``XY``) means the object under it. ``None``
+    when the best score is at most ``min_score`` (or the point hits background).
+    """
+    if (box is None) == (point is None):
+        raise ValueError("pick_object needs exactly one of box or point")
+    best, best_score = None, 0.0
+    for oid, m in masks.items():
+        if not m.any():
+            continue
+        if point is not None:
+            x, y = int(point[0]), int(point[1])
+            score = float(m[y, x]) if 0 <= y < m.shape[0] and 0 <= x < m.shape[1] else 0.0
+        else:
+            b = mask_to_box(m)
+            ix = max(0.0, min(box[2], b[2]) - max(box[0], b[0]))
+            iy = max(0.0, min(box[3], b[3]) - max(box[1], b[1]))
+            inter = ix * iy
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+            score = inter / union if union > 0 else 0.0
+        if score > best_score:
+            best, best_score = oid, score
+    return best if best_score > min_score else None
+
+
+def mask_logits(mask: np.ndarray, input_size: tuple[int, int], img_size: int = 1024) -> np.ndarray:
+    """``HxW bool`` mask -> ``256x256 float32`` logits laid out as SAM's decoder gives them.
+
+    ``input_size`` is the image's ``(h, w)`` after the longest-side resize to
+    ``img_size`` (the rest of the square is padding). Inside the mask +10,
+    outside -10, so thresholding at 0 gives the mask back up to resampling.
+    """
+    h, w = input_size
+    padded = np.zeros((img_size, img_size), np.float32)
+    padded[:h, :w] = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(padded, (256, 256), interpolation=cv2.INTER_AREA)
+    return np.where(small > 0.5, 10.0, -10.0).astype(np.float32)

@@ -528,6 +528,37 @@ class Tracker:
             t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
         return True
 
+    def coast(self, track_id: int, frame_index: int | None = None) -> bool:
+        """Move a live track's mask and box to where its motion model predicts them.
+
+        For tracks whose motion could not be measured this frame (e.g. mostly
+        hidden behind another object): the mask is shifted by whole pixels so
+        its box centre follows the predicted one; the motion model itself is
+        not corrected (nothing was observed). ``frame_index`` defaults to the
+        frame of the last :meth:`predict`. Returns False (and changes nothing)
+        for unknown or ``LOST`` tracks, tracks without a mask, and when the
+        shifted mask would leave the frame.
+        """
+        t = self._tracks.get(track_id)
+        if t is None or t.state == TrackState.LOST or t.mask is None:
+            return False
+        frame = t.pred_frame if frame_index is None else int(frame_index)
+        if frame > t.pred_frame:
+            self.predict(frame)
+        # Absolute, not per-frame: a slow object still moves once the prediction is a pixel ahead.
+        dx = int(round(float(t.mean[0]) - (t.box[0] + t.box[2]) / 2.0))
+        dy = int(round(float(t.mean[1]) - (t.box[1] + t.box[3]) / 2.0))
+        if dx == 0 and dy == 0:
+            t.mask_frame = frame
+            return True
+        moved = _shift(t.mask, dx, dy, False)
+        if not moved.any():
+            return False
+        t.mask = moved
+        t.box = t.box + np.array([dx, dy, dx, dy], dtype=np.float64)
+        t.mask_frame = frame
+        return True
+
     def update(self, detections: Sequence[Detection], frame_index: int, candidates: Iterable[Detection] = ()) -> None:
         """Match this frame's decoded masks to tracks and run the lifecycle.
 

@@ -25,17 +25,27 @@ In one run it prints markdown tables (medians over ``--repeats`` rounds):
    object prompted with the box of its previous mask). Ratios are to the
    baseline.
 3. The engine's per-stage timings (encode, decode, propagate, associate).
+4. **Tracking quality** (unless ``--no-quality``): each engine variant runs
+   once more with :class:`OracleRunner`, which runs the real model (every
+   cost is real) but answers each prompt with the ground truth of the frame
+   that was encoded: a perfect decoder. The masks' errors are then the
+   engine's own (frames between encodes, optical flow, carrying a background
+   encode's masks forward, association), scored against the clip's ground
+   truth as mean IoU per visible object per frame. The ceiling row is a
+   perfect decoder on every frame (what is lost to SAM's 256x256 logits).
 
 Rounds alternate between the variants (rotating the order every round), so
 a machine whose load changes during the run slows all of them alike.
 
-With the project's golden checkpoint (random weights) the masks carry no
-meaning, so mask quality is not reported; timings do not depend on it.
+With the project's golden checkpoint (random weights) the model's own masks
+carry no meaning, so only the oracle's quality is reported; timings do not
+depend on the weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -43,7 +53,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(1, str(Path(__file__).resolve().parent))
@@ -58,15 +68,29 @@ from _common import KEEP_EVERY_MASK, median, percentile, weights_or_random  # no
 from realtime_sam.association import mask_to_box  # noqa: E402
 from realtime_sam.build import build_sam  # noqa: E402
 from realtime_sam.config import ModelConfig  # noqa: E402
-from realtime_sam.engine import Engine, EngineConfig, ModelRunner, PredictorRunner  # noqa: E402
+from realtime_sam.engine import Engine, EngineConfig, ModelRunner, PredictorRunner, low_res_to_masks  # noqa: E402
 from realtime_sam.errors import RealtimeSamError  # noqa: E402
 from realtime_sam.pipeline import Pipeline  # noqa: E402
 from realtime_sam.predictor import SamPredictor  # noqa: E402
 from realtime_sam.sources import open_source  # noqa: E402
-from realtime_sam.synthetic import standard_scene, write_video  # noqa: E402
-from realtime_sam.types import ObjectPrompt  # noqa: E402
+from realtime_sam.synthetic import Scene, mask_logits, pick_object, standard_scene, write_video  # noqa: E402
+from realtime_sam.transforms import preprocess_shape  # noqa: E402
+from realtime_sam.tracks import TrackerConfig  # noqa: E402
+from realtime_sam.types import FrameResult, ObjectPrompt  # noqa: E402
 
-__all__ = ["BenchConfig", "RunTiming", "matmul_gflops", "time_model", "run_engine", "run_naive", "main"]
+__all__ = [
+    "BenchConfig",
+    "RunTiming",
+    "OracleRunner",
+    "Quality",
+    "matmul_gflops",
+    "time_model",
+    "run_engine",
+    "run_naive",
+    "score_quality",
+    "oracle_ceiling",
+    "main",
+]
 
 # The FLOP figures, the matmul probe and the device sync are the model benchmark's.
 from benchmark_model import DECODER_GFLOP_PER_PROMPT, ENCODER_GFLOP, sync_device  # noqa: E402
@@ -92,6 +116,7 @@ class BenchConfig:
     naive_frames: int = 16  # the naive baseline takes seconds per frame: its FPS needs no long clip
     objects: int = 3
     size: tuple[int, int] = (640, 480)  # (width, height)
+    quality: bool = True  # the oracle rounds (section 4 of the module docstring)
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
@@ -124,6 +149,145 @@ class RunTiming:
     masks_per_frame: list[float] = field(default_factory=list)
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
     encodes: list[int] = field(default_factory=list)
+
+
+def frame_digest(image: np.ndarray) -> str:
+    """SHA-1 of an image's pixels: how :class:`OracleRunner` recognises a frame."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+class OracleRunner:
+    """A :class:`~realtime_sam.engine.ModelRunner` with a perfect decoder over a real model.
+
+    ``encode``/``embed`` and ``decode`` run ``inner`` (the real network, so
+    the engine pays every real cost, background encodes included), then each
+    prompt row's answer is replaced by the ground truth of the frame that was
+    encoded: the object the box (or first point) picks
+    (:func:`~realtime_sam.synthetic.pick_object`), as ``+-10`` logits
+    (:func:`~realtime_sam.synthetic.mask_logits`), predicted IoU 0.95; no
+    object: an empty mask, predicted IoU 0.05.
+
+    Frames are recognised by :func:`frame_digest` through ``index_of``
+    (``{digest: frame index}``): decoding a video is deterministic, so the
+    clip decoded once beforehand gives the pixels the pipeline will read.
+    """
+
+    def __init__(self, inner: ModelRunner, scene: Scene, index_of: Mapping[str, int]) -> None:
+        if not callable(getattr(inner, "embed", None)) or not callable(getattr(inner, "use", None)):
+            raise TypeError("OracleRunner needs a runner with embed() and use() (the engine's background mode calls them)")
+        self.inner = inner
+        self.scene = scene
+        self.index_of = index_of
+        self._gt: Mapping[int, np.ndarray] = {}
+        self._input = (0, 0)
+
+    def _frame(self, image_bgr: np.ndarray) -> tuple[int, Mapping[int, np.ndarray]]:
+        index = self.index_of.get(frame_digest(image_bgr))
+        if index is None:
+            raise RuntimeError("OracleRunner got a frame that is not in the clip it was given")
+        return index, self.scene.render(index)[1]
+
+    def _make_current(self, gt: Mapping[int, np.ndarray], shape: tuple[int, ...]) -> None:
+        self._gt = gt
+        self._input = preprocess_shape(shape[0], shape[1], 1024)
+
+    def encode(self, image_bgr: np.ndarray) -> None:
+        """Embed ``image_bgr`` (``HxWx3 uint8`` BGR) with the real model; its ground truth becomes current."""
+        self.inner.encode(image_bgr)
+        self._make_current(self._frame(image_bgr)[1], image_bgr.shape)
+
+    def embed(self, image_bgr: np.ndarray) -> tuple[object, Mapping[int, np.ndarray], tuple[int, ...]]:
+        """The real embedding plus the frame's ground truth (called on the engine's worker thread)."""
+        return self.inner.embed(image_bgr), self._frame(image_bgr)[1], image_bgr.shape  # type: ignore[attr-defined]
+
+    def use(self, embedding: tuple[object, Mapping[int, np.ndarray], tuple[int, ...]]) -> None:
+        """Make an :meth:`embed` result current."""
+        real, gt, shape = embedding
+        self.inner.use(real)  # type: ignore[attr-defined]
+        self._make_current(gt, shape)
+
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        """The real decode for its cost, answered from the ground truth (shapes as :class:`ModelRunner`)."""
+        low, iou = self.inner.decode(points, labels, boxes, mask_input, multimask)
+        low = np.full_like(low, -10.0)
+        iou = np.full_like(iou, 0.05)
+        for i in range(len(low)):
+            oid = pick_object(self._gt, box=boxes[i]) if boxes is not None else pick_object(self._gt, point=points[i][0])
+            if oid is not None:
+                low[i, :] = mask_logits(self._gt[oid], self._input)
+                iou[i, :] = 0.95
+        return low, iou
+
+    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The real upsampling: ``Bx256x256`` logits -> ``BxHxW bool``."""
+        return self.inner.masks(low_res, size)
+
+
+@dataclass
+class Quality:
+    """Masks of one oracle round against the ground truth.
+
+    Attributes:
+        ious: per visible object per frame, IoU of its track's mask with the
+            object's visible mask (0 when the track has no mask or is gone).
+        fps: frames per second of that round (sha-1 and scoring included, so a little lower).
+        encodes: image-encoder runs in the round.
+    """
+
+    ious: list[float] = field(default_factory=list)
+    fps: float = float("nan")
+    encodes: int = 0
+
+    def summary(self) -> dict[str, float]:
+        """``mean`` IoU, ``recall`` (share with IoU >= 0.5) and ``p10`` (10th percentile)."""
+        a = np.asarray(self.ious, dtype=np.float64)
+        if not a.size:
+            return {"mean": float("nan"), "recall": float("nan"), "p10": float("nan")}
+        return {"mean": float(a.mean()), "recall": float((a >= 0.5).mean()), "p10": float(np.percentile(a, 10))}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+def score_quality(scene: Scene, kept: Sequence[tuple[int, Mapping[int, np.ndarray]]], into: Quality) -> None:
+    """Score ``kept`` (per result: frame index, ``{track id: packed mask rows}``) into ``into``.
+
+    Each object is followed by the track whose mask overlaps it most in the
+    first result (the engine starts one track per ground-truth box). Frames
+    where an object is not visible at all are skipped for that object.
+    """
+    if not kept:
+        return
+    width = scene.width
+    unpack = lambda packed: np.unpackbits(packed, axis=-1, count=width).astype(bool)  # noqa: E731
+    first_index, first_masks = kept[0]
+    gt0 = scene.render(first_index)[1]
+    track_of: dict[int, int | None] = {}
+    for oid, m in gt0.items():
+        scores = {tid: _iou(unpack(p), m) for tid, p in first_masks.items()}
+        track_of[oid] = max(scores, key=scores.get) if scores else None  # type: ignore[arg-type]
+    for index, masks in kept:
+        gt = scene.render(index)[1]
+        for oid, tid in track_of.items():
+            m = gt.get(oid)
+            if m is None or not m.any():
+                continue
+            into.ious.append(_iou(unpack(masks[tid]), m) if tid in masks else 0.0)
+
+
+def oracle_ceiling(scene: Scene, frames: int) -> Quality:
+    """A perfect decoder on every frame: each visible mask through 256x256 logits and back."""
+    out = Quality()
+    size = (scene.height, scene.width)
+    input_size = preprocess_shape(scene.height, scene.width, 1024)
+    for i in range(frames):
+        for m in scene.render(i)[1].values():
+            if m.any():
+                back = low_res_to_masks(mask_logits(m, input_size)[None], input_size, 1024, size)[0]
+                out.ious.append(_iou(back, m))
+    return out
 
 
 def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
@@ -165,13 +329,27 @@ def time_model(
     return out
 
 
-def make_clip(folder: Path, size: tuple[int, int], frames: int, objects: int) -> tuple[Path, list[tuple[float, ...]]]:
-    """Write a synthetic clip; returns its path and the objects' ground-truth boxes (``XYXY``) at frame 0."""
+def make_clip(
+    folder: Path, size: tuple[int, int], frames: int, objects: int
+) -> tuple[Path, list[tuple[float, ...]], Scene]:
+    """Write a synthetic clip; returns its path, the objects' ground-truth boxes (``XYXY``) at frame 0 and the scene."""
     scene = standard_scene(size[0], size[1], num_frames=max(frames, 4), num_objects=objects, seed=0)
     path = write_video(scene, folder / f"bench_{size[0]}x{size[1]}.mp4", fps=30)
     _, gt = scene.render(0)
     boxes = [tuple(float(v) for v in mask_to_box(gt[oid])) for oid in sorted(gt)]
-    return path, boxes
+    return path, boxes, scene
+
+
+def clip_digests(clip: Path) -> dict[str, int]:
+    """``{frame_digest: index}`` for every frame of ``clip`` as this machine decodes it."""
+    source = open_source(clip)
+    out: dict[str, int] = {}
+    try:
+        while (frame := source.read()) is not None:
+            out.setdefault(frame_digest(frame.image), frame.index)
+    finally:
+        source.close()
+    return out
 
 
 def run_engine(
@@ -181,13 +359,19 @@ def run_engine(
     reencode: int,
     into: RunTiming,
     background: bool = False,
+    keep: list[tuple[int, dict[int, np.ndarray]]] | None = None,
 ) -> None:
     """One round of the engine over ``clip`` (every frame, headless); appends to ``into``.
 
     ``background``: the periodic encodes run on the pipeline's worker thread
     (``engine.background_encode``) while frames go on with optical flow.
+    ``keep``: when given, every result's masks are appended to it as
+    ``(frame index, {track id: np.packbits(mask, axis=-1)})`` and the engine
+    runs with its default tracker (the oracle rounds: masks are meaningful,
+    so the tracker's checks apply); otherwise with the benchmark's permissive one.
     """
-    engine = Engine(runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=BENCH_TRACKER)
+    tracker = BENCH_TRACKER if keep is None else TrackerConfig()
+    engine = Engine(runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=tracker)
     for b in boxes:
         engine.add_object(ObjectPrompt(box=b))  # type: ignore[arg-type]
     source = open_source(clip)
@@ -199,6 +383,8 @@ def run_engine(
             n += 1
             encodes += int(result.encoded)
             masks += sum(1 for t in result.tracks if t.mask is not None and t.mask.any())
+            if keep is not None:
+                keep.append(_packed(result))
             into.latency_ms.append(result.timings["total"])
             for stage in STAGES:
                 if stage in result.timings:
@@ -206,6 +392,11 @@ def run_engine(
     into.fps.append(n / (time.perf_counter() - t0))
     into.encodes.append(encodes)
     into.masks_per_frame.append(masks / max(n, 1))
+
+
+def _packed(result: FrameResult) -> tuple[int, dict[int, np.ndarray]]:
+    """``(frame index, {track id: mask packed along rows})``: 1/8 of the memory until scoring."""
+    return result.index, {t.track_id: np.packbits(t.mask, axis=-1) for t in result.tracks if t.mask is not None}
 
 
 def run_naive(
@@ -252,7 +443,17 @@ def _fmt(v: float, digits: int = 1) -> str:
     return "-" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def _report(cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[str, RunTiming]) -> str:
+def _label(name: str) -> str:
+    if name == "naive":
+        return "naive: set_image + predict per object, every frame"
+    if name.startswith("bg"):
+        return f"engine, reencode_every={name[2:]}, background encode"
+    return f"engine, reencode_every={name}"
+
+
+def _report(
+    cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[str, RunTiming], quality: dict[str, Quality]
+) -> str:
     lines = [
         f"device `{info['device']}`, backend `{info['backend']}`, torch {info['torch']}, {info['threads']} threads, "
         f"weights `{info['weights']}`",
@@ -284,14 +485,8 @@ def _report(cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[
     ]
     for name, t in e2e.items():
         fps, mean = median(t.fps), float(np.mean(t.latency_ms))
-        if name == "naive":
-            label = "naive: set_image + predict per object, every frame"
-        elif name.startswith("bg"):
-            label = f"engine, reencode_every={name[2:]}, background encode"
-        else:
-            label = f"engine, reencode_every={name}"
         lines.append(
-            f"| {label} | {_fmt(fps, 2)} | {_fmt(fps / naive_fps, 2)} | {_fmt(mean)} | {_fmt(percentile(t.latency_ms, 50))} | "
+            f"| {_label(name)} | {_fmt(fps, 2)} | {_fmt(fps / naive_fps, 2)} | {_fmt(mean)} | {_fmt(percentile(t.latency_ms, 50))} | "
             f"{_fmt(max(t.latency_ms))} | {_fmt(mean / naive_mean, 2)} | {_fmt(median(t.encodes) / (len(t.latency_ms) / len(t.fps)), 3)} | "
             f"{_fmt(median(t.masks_per_frame), 2) if t.masks_per_frame else '-'} |"
         )
@@ -307,6 +502,23 @@ def _report(cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[
             continue
         cells = [f"{_fmt(median(t.stages_ms.get(s, [])))} ({len(t.stages_ms.get(s, []))})" for s in STAGES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if quality:
+        lines += [
+            "",
+            "**Tracking quality** with a perfect decoder over the real model (one round each, default tracker): "
+            "IoU of each visible object's track mask with its ground truth, per frame",
+            "",
+            "| method | mean IoU | IoU >= 0.5 | 10th percentile IoU | FPS of the round | encodes |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, q in quality.items():
+            sm = q.summary()
+            label = "ceiling: a perfect decoder on every frame" if name == "ceiling" else _label(name)
+            enc = "every frame" if name == "ceiling" else str(q.encodes)
+            lines.append(
+                f"| {label} | {_fmt(sm['mean'], 3)} | {_fmt(100 * sm['recall'])} % | {_fmt(sm['p10'], 3)} | "
+                f"{_fmt(q.fps, 1)} | {enc} |"
+            )
     return "\n".join(lines)
 
 
@@ -324,7 +536,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         baseline = PredictorRunner(base_predictor)
         gflops = matmul_gflops(device)
 
-        clip, boxes = make_clip(Path(tmp), cfg.size, cfg.frames, cfg.objects)
+        clip, boxes, scene = make_clip(Path(tmp), cfg.size, cfg.frames, cfg.objects)
         first = open_source(clip)
         image = first.read().image  # type: ignore[union-attr]
         first.close()
@@ -346,6 +558,23 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
                 variants[name](e2e[name])
                 log(f"round {k + 1}/{cfg.repeats} {name:>5}: {time.perf_counter() - t:6.1f} s, {e2e[name].fps[-1]:.2f} fps")
 
+        quality: dict[str, Quality] = {}
+        if cfg.quality:
+            index_of = clip_digests(clip)
+            oracle = OracleRunner(this, scene, index_of)
+            quality["ceiling"] = oracle_ceiling(scene, len(index_of))
+            for name in names:
+                if name == "naive":
+                    continue
+                background, n = name.startswith("bg"), int(name.removeprefix("bg"))
+                kept: list[tuple[int, dict[int, np.ndarray]]] = []
+                timing = RunTiming()
+                t = time.perf_counter()
+                run_engine(oracle, clip, boxes, n, timing, background=background, keep=kept)
+                q = quality[name] = Quality(fps=timing.fps[-1], encodes=timing.encodes[-1])
+                score_quality(scene, kept, q)
+                log(f"oracle round {name:>5}: {time.perf_counter() - t:6.1f} s, mean IoU {q.summary()['mean']:.3f}")
+
         info = {
             "device": str(device),
             "backend": _backend_name(this, cfg.backend),
@@ -353,13 +582,14 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
             "threads": torch.get_num_threads(),
             "weights": Path(weights).name,
         }
-        report = _report(cfg, info, model, gflops, e2e)
+        report = _report(cfg, info, model, gflops, e2e, quality)
         raw = {
             "config": asdict(cfg),
             "info": info,
             "matmul_gflops": gflops,
             "model_s": model,
             "end_to_end": {k: asdict(v) for k, v in e2e.items()},
+            "quality": {k: {**v.summary(), "fps": v.fps, "encodes": v.encodes} for k, v in quality.items()},
         }
         return report, raw
 
@@ -396,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--naive-frames", type=int, default=d.naive_frames, help="frames the naive baseline runs (0: all)")
     p.add_argument("--objects", type=int, default=d.objects, help="tracked objects")
     p.add_argument("--size", type=_size, default=d.size, help="clip size WIDTHxHEIGHT")
+    p.add_argument("--no-quality", action="store_true", help="skip the tracking-quality rounds with the oracle decoder")
     p.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = p.parse_args(argv)
     try:
@@ -411,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             naive_frames=args.naive_frames,
             objects=args.objects,
             size=tuple(args.size),  # type: ignore[arg-type]
+            quality=not args.no_quality,
         )
     except ValueError as exc:
         p.error(str(exc))

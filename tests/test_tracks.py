@@ -236,6 +236,34 @@ def test_lost_track_coasts_on_its_velocity():
     assert [(x.track_id, x.state) for x in tr.results(16)] == [(tid, CONFIRMED)]
 
 
+def test_coast_moves_an_unmeasured_mask_with_the_motion_model_without_correcting_it():
+    h, w = 200, 300
+    tr = Tracker()
+    tid = tr.add(det(rect(h, w, 20, 50, 50, 80)), 0)
+    for i in range(1, 11):  # 4 px/frame right, 1 px/frame down
+        tr.predict(i)
+        tr.update([det(rect(h, w, 20 + 4 * i, 50 + i, 50 + 4 * i, 80 + i))], i)
+    for i in range(11, 16):  # e.g. hidden behind another object: flow cannot measure it
+        tr.predict(i)
+        mean = tr.get(tid).mean.copy()
+        assert tr.coast(tid, i) is True
+        np.testing.assert_array_equal(tr.get(tid).mean, mean)  # nothing observed, nothing corrected
+    (r,) = tr.results(15)
+    assert r.state == CONFIRMED  # neither a hit nor a miss
+    want = rect(h, w, 20 + 4 * 15, 50 + 15, 50 + 4 * 15, 80 + 15)
+    assert iou(r.mask, want) > 0.8, r.box
+    assert np.asarray(r.box).tolist() == mask_to_box(r.mask).tolist()
+    # Unknown, lost, and pushed off the frame: refused, nothing changes.
+    assert tr.coast(999, 15) is False
+    tr.predict(16)
+    tr.update([], 16)
+    assert tr.get(tid).state == LOST and tr.coast(tid, 16) is False
+    edge = Tracker()
+    e = edge.add(det(rect(h, w, 0, 0, 10, 10)), 0)
+    edge.get(e).mean[0] = -500.0  # a prediction far off the left edge
+    assert edge.coast(e, 0) is False and edge.get(e).mask.any()
+
+
 # ---------------------------------------------------------------- quality
 
 

@@ -207,6 +207,17 @@ def xvfb_display():
         server.wait()
     else:
         pytest.skip("could not start Xvfb on a free display")
+    # Ready by -displayfd should mean clients can connect; once under heavy load an
+    # app still could not, so wait until a real client (xdotool) gets through.
+    deadline = time.monotonic() + 30
+    while subprocess.run(
+        ["xdotool", "getdisplaygeometry"], capture_output=True, timeout=10, env={**os.environ, "DISPLAY": f":{number}"}
+    ).returncode != 0:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            server.wait()
+            raise AssertionError(f"Xvfb :{number} reported ready but accepts no client")
+        time.sleep(0.2)
     try:
         yield f":{number}"
         assert server.poll() is None, "Xvfb died during the test"

@@ -1,0 +1,167 @@
+"""``scripts/benchmark.py``: its oracle decoder, the tracking-quality score, and one tiny run of the script.
+
+The oracle rounds stand a perfect decoder in for SAM (answers come from the
+synthetic clip's ground truth), so what they score is the engine itself.
+Here the network under the oracle is a stand-in that costs nothing; the
+last test runs the whole script once with the real model on a tiny clip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime_sam.engine import low_res_to_masks
+from realtime_sam.sources import open_source
+from realtime_sam.transforms import preprocess_shape
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load_benchmark():
+    sys.path.insert(0, str(SCRIPTS))  # benchmark.py imports its neighbours _common and benchmark_model
+    spec = importlib.util.spec_from_file_location("rtsam_benchmark_script", SCRIPTS / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
+
+
+class FreeRunner:
+    """A network that costs nothing and knows nothing: empty logits, real upsampling."""
+
+    def __init__(self):
+        self.encoded = 0
+        self.embedded = 0
+        self._shape = None
+
+    def encode(self, image_bgr):
+        self.encoded += 1
+        self._shape = image_bgr.shape[:2]
+
+    def embed(self, image_bgr):
+        self.embedded += 1
+        return image_bgr.shape[:2]
+
+    def use(self, embedding):
+        self._shape = embedding
+
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        n, c = (len(boxes) if boxes is not None else len(points)), (3 if multimask else 1)
+        return np.zeros((n, c, 256, 256), np.float32), np.zeros((n, c), np.float32)
+
+    def masks(self, low_res, size):
+        return low_res_to_masks(low_res, preprocess_shape(*self._shape, 1024), 1024, size)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 320x240, 40-frame standard clip with 2 objects: (path, boxes at frame 0, scene, digests)."""
+    path, boxes, scene = bench.make_clip(tmp_path_factory.mktemp("bench"), (320, 240), 40, 2)
+    return path, boxes, scene, bench.clip_digests(path)
+
+
+def _frames(path):
+    source = open_source(path)
+    try:
+        out = []
+        while (f := source.read()) is not None:
+            out.append(f.image)
+        return out
+    finally:
+        source.close()
+
+
+def test_every_decoded_frame_is_recognised(clip):
+    path, _, _, index_of = clip
+    frames = _frames(path)
+    assert len(frames) == 40 and len(index_of) == 40
+    assert [index_of[bench.frame_digest(f)] for f in frames] == list(range(40))
+
+
+def test_the_oracle_answers_from_the_frame_that_was_encoded(clip):
+    path, _, scene, index_of = clip
+    frames = _frames(path)
+    inner = FreeRunner()
+    oracle = bench.OracleRunner(inner, scene, index_of)
+    _, gt5 = scene.render(5)
+    _, gt30 = scene.render(30)
+    box5 = np.array([bench.mask_to_box(gt5[1])])
+
+    oracle.encode(frames[5])
+    low, iou = oracle.decode(None, None, box5, None, False)
+    assert inner.encoded == 1 and low.shape == (1, 1, 256, 256) and iou.tolist() == [[pytest.approx(0.95)]]
+    assert bench._iou(oracle.masks(low[:, 0], (240, 320))[0], gt5[1]) > 0.9
+
+    # Background mode: embed on one frame, make it current later.
+    embedding = oracle.embed(frames[30])
+    assert inner.embedded == 1
+    oracle.use(embedding)
+    point = np.array([[scene.center(30, 2)]])
+    low, iou = oracle.decode(point, np.ones((1, 1)), None, None, True)
+    assert low.shape == (1, 3, 256, 256)
+    assert bench._iou(oracle.masks(low[:, 0], (240, 320))[0], gt30[2]) > 0.9
+
+    # A box over nothing: an empty, low-scored answer, as a good decoder would give.
+    low, iou = oracle.decode(None, None, np.array([[0.0, 0.0, 4.0, 4.0]]), None, False)
+    assert not oracle.masks(low[:, 0], (240, 320)).any() and iou[0, 0] < 0.5
+
+    with pytest.raises(RuntimeError, match="not in the clip"):
+        oracle.encode(np.zeros_like(frames[0]))
+    with pytest.raises(TypeError, match="embed"):
+        bench.OracleRunner(object(), scene, index_of)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, background):
+    path, boxes, scene, index_of = clip
+    ceiling = bench.oracle_ceiling(scene, 40).summary()
+    assert 0.9 < ceiling["mean"] < 1.0 and ceiling["recall"] == 1.0
+
+    oracle = bench.OracleRunner(FreeRunner(), scene, index_of)
+    kept = []
+    timing = bench.RunTiming()
+    bench.run_engine(oracle, path, boxes, 4, timing, background=background, keep=kept)
+    assert [i for i, _ in kept] == list(range(40))
+    q = bench.Quality(fps=timing.fps[-1], encodes=timing.encodes[-1])
+    bench.score_quality(scene, kept, q)
+    assert len(q.ious) == 80  # 2 objects, visible in every frame
+    s = q.summary()
+    # Object 1 passes behind object 2 mid-clip (frames ~16-24): only those frames may score low.
+    assert s["mean"] > 0.8 and s["recall"] > 0.85, s
+    assert min(q.ious[:28] + q.ious[52:]) > 0.9, [round(v, 2) for v in q.ious]
+    assert s["mean"] <= ceiling["mean"] + 0.02
+
+    # Take the second object's track away after frame 9: those frames score 0.
+    lost_id = max(kept[0][1])
+    dropped = [(i, {tid: m for tid, m in masks.items() if i < 10 or tid != lost_id}) for i, masks in kept]
+    q2 = bench.Quality()
+    bench.score_quality(scene, dropped, q2)
+    assert q2.ious.count(0.0) >= 30 and q2.summary()["mean"] < s["mean"] - 0.3
+
+
+@pytest.mark.slow
+def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main([
+        "--device", "cpu", "--frames", "4", "--repeats", "1", "--model-repeats", "1", "--reencode", "2",
+        "--background", "2", "--naive-frames", "1", "--objects", "1", "--size", "160x120", "--json", str(out),
+    ])
+    assert rc == 0
+    report = capsys.readouterr().out
+    for heading in ("**Model**", "**End to end**", "**Engine stages**", "**Tracking quality**"):
+        assert heading in report
+    raw = json.loads(out.read_text())
+    assert set(raw["end_to_end"]) == {"naive", "2", "bg2"}
+    assert set(raw["quality"]) == {"ceiling", "2", "bg2"}
+    assert raw["end_to_end"]["2"]["encodes"][0] >= 2 and raw["matmul_gflops"] > 0
+    for name in ("2", "bg2"):
+        assert 0.0 <= raw["quality"][name]["mean"] <= 1.0
