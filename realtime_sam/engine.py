@@ -14,12 +14,15 @@ Per frame::
       -> Hungarian association + lifecycle (Tracker) -> FrameResult
 
 With ``background_encode`` (and a worker lent by the
-:class:`~realtime_sam.pipeline.Pipeline`), the periodic re-encode runs on the
-worker instead, while frames keep flowing on optical flow alone; when it is
-done, every track is decoded against that embedding (the frame it was taken
-from) and the masks are carried to the current frame by each track's motion
-since, then associated as usual. New prompts and discovery still encode at
-once, on the current frame.
+:class:`~realtime_sam.pipeline.Pipeline`), the periodic re-encode and the
+encode for new prompts run on the worker instead, while frames keep flowing
+on optical flow alone. When an embedding is ready, every track (and every
+new prompt) is decoded against it, i.e. on the frame it was taken from; a
+track's mask is carried to the current frame by the track's own motion since
+(flow on every frame, coasting behind occluders), a new object's is replayed
+by flow through the small grey copies of the frames since, which the engine
+keeps while such an encode is in flight. Then they are associated as usual.
+Discovery still encodes at once, on the current frame.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +45,7 @@ from .association import mask_to_box
 from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability_score
 from .errors import ConfigError, PromptError
 from .prompts import clamp_prompt, validate_prompt
-from .propagation import MaskPropagator, PropagationConfig
+from .propagation import MaskPropagator, PropagationConfig, WorkFrame
 from .tracks import Detection, IdCounter, Tracker, TrackerConfig, TrackPrompt
 from .types import Frame, FrameResult, ObjectPrompt, TrackResult
 
@@ -59,18 +63,22 @@ class EngineConfig:
 
     Attributes:
         reencode_every: run the image encoder every N processed frames (1 = every frame);
-            in between, masks follow the motion by optical flow. New prompts encode at once.
+            in between, masks follow the motion by optical flow. New prompts encode at once
+            (on the worker with ``background_encode``).
         mask_prompt: feed each track's last low-res logits back as the decoder's mask prompt.
         multimask_single_point: a lone click decodes SAM's three candidate masks and keeps the best.
         decode_batch: most prompts per decoder call (bounds memory on many tracks / discovery).
         auto: start with auto-discovery on (point grid every ``discovery.every_k_frames``).
         max_tracks: refuse new objects beyond this many live tracks.
-        background_encode: run the periodic re-encodes on a background worker
-            (when a :class:`~realtime_sam.pipeline.Pipeline` runs the engine)
-            while masks keep following the motion by optical flow; a finished
-            encode's masks are carried to the current frame by each track's
-            motion since. Frames then never wait for the encoder: the way to
-            live speed on a CPU, where one encode takes seconds.
+        background_encode: run the encoder on a background worker (when a
+            :class:`~realtime_sam.pipeline.Pipeline` runs the engine), for the
+            periodic re-encodes and for new prompts, while masks keep following
+            the motion by optical flow; a finished encode's masks are moved to
+            the current frame (by each track's motion since; a new object's by
+            replaying flow through the frames since). Frames
+            then never wait for the encoder: the way to live speed on a CPU,
+            where one encode takes seconds (a new object appears when its
+            encode lands, already where it is now).
     """
 
     reencode_every: int = 5
@@ -120,12 +128,58 @@ class ModelRunner(Protocol):
     # support ``EngineConfig.background_encode``.
 
 
-class _BackgroundJob(NamedTuple):
-    """An encode running on the worker: the frame it embeds and the tracks' prompts at that frame."""
+@dataclass(eq=False)
+class _BackgroundJob:
+    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame."""
 
     frame_index: int
     prompts: tuple[TrackPrompt, ...]
     future: Future
+    new: list[ObjectPrompt] = field(default_factory=list)
+
+
+# Flow copies of the frames since the oldest background encode (for the replay). At
+# 30 fps that is 10 s, far beyond an encode's 1-3 s on a CPU; at the default 480 px
+# work size a copy is about 170 KB.
+_HISTORY_FRAMES = 300
+# Replay through at most this many of those frames (evenly spaced): flow copes with a
+# few frames' motion per step, and the replay then costs tens of milliseconds.
+_REPLAY_STEPS = 12
+
+
+def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) -> Detection:
+    """A detection decoded on an earlier frame, moved to now.
+
+    ``box_then`` -> ``box_now`` define a translation and a uniform scale,
+    applied to the low-res logits (the next mask prompt) and, unless
+    ``mask_now`` (the mask replayed by flow) is given, to the mask.
+    """
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
+    w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
+    scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
+    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
+    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
+    if abs(c1[0] - c0[0]) < 0.5 and abs(c1[1] - c0[1]) < 0.5 and abs(scale - 1.0) < 1e-3 and mask_now is None:
+        return d
+    h, w = d.mask.shape
+    m = np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
+    if mask_now is None:
+        mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    logits = d.logits
+    if logits is not None:
+        # Low-res logits cover the padded square of side max(H, W).
+        k = logits.shape[-1] / float(max(h, w))
+        ml = np.array([[scale, 0.0, m[0, 2] * k], [0.0, scale, m[1, 2] * k]])
+        fill = float(min(logits.min(), -10.0))
+        logits = cv2.warpAffine(
+            logits, ml, logits.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
+        )
+    box = mask_to_box(mask_now)
+    return Detection(
+        mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
+        source_track=d.source_track, label=d.label,
+    )
 
 
 class PredictorRunner:
@@ -212,7 +266,8 @@ class Engine:
         self._last_tracks: tuple[TrackResult, ...] = ()
         self.last_encode_index: int | None = None
         self._submit: Callable[..., Future] | None = None
-        self._job: _BackgroundJob | None = None
+        self._jobs: deque[_BackgroundJob] = deque()  # in submission order; the worker runs them in order
+        self._history: deque[tuple[int, WorkFrame]] = deque(maxlen=_HISTORY_FRAMES)
 
     @classmethod
     def from_config(cls, config: "Config", *, progress: bool = True) -> "Engine":
@@ -238,11 +293,12 @@ class Engine:
     def attach_worker(self, submit: Callable[..., Future] | None) -> None:
         """Lend the engine a worker: ``submit(fn, *args) -> Future`` runs ``fn`` on another thread.
 
-        ``None`` takes it back; an encode still running is then forgotten.
+        ``None`` takes it back; an encode still running is then forgotten (its
+        new prompts are kept and encode on the next frame).
         """
         self._submit = submit
         if submit is None:
-            self._job = None
+            self._drop_jobs()
 
     # -- commands (any thread) ---------------------------------------------------------
 
@@ -288,9 +344,9 @@ class Engine:
 
     @property
     def has_pending(self) -> bool:
-        """True when commands are queued or prompts wait for a later start frame."""
+        """True when commands are queued or new prompts wait for a background encode."""
         with self._lock:
-            return bool(self._commands)
+            return bool(self._commands) or any(j.new for j in self._jobs)
 
     def track_at(self, x: float, y: float) -> int | None:
         """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
@@ -326,7 +382,7 @@ class Engine:
             tracker.clear()
             self.propagator.reset()
             self._since_encode = None
-            self._job = None
+            self._drop_jobs()
         tracker.predict(frame.index)
 
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
@@ -340,6 +396,10 @@ class Engine:
                         tracker.coast(tid, frame.index)
             timings["propagate"] = (time.perf_counter() - t) * 1e3
         self._prev_image = frame.image
+        background = self._submit is not None and self.wants_worker
+        if background:
+            # Kept while an encode is in flight (and for the one this frame may start).
+            self._history.append((frame.index, self.propagator.work(frame.image).detached()))
 
         due = [p for p in self._pending if p.start_frame <= frame.index]
         self._pending = [p for p in self._pending if p.start_frame > frame.index]
@@ -348,14 +408,21 @@ class Engine:
             self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
         )
         periodic = bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
-        background = self._submit is not None and self.wants_worker
+        # New prompts go to the worker too, unless discovery encodes this frame anyway.
+        later = due if background and not discovery_due else []
+        if later:
+            due = []
         encode = bool(due) or discovery_due or (periodic and not background)
 
-        if encode and self._job is not None:
-            # The runner holds one image at a time and this encode is newer:
-            # let the background one finish (errors still surface), then drop it.
-            job, self._job = self._job, None
-            job.future.result()
+        if encode and self._jobs:
+            # The runner holds one image at a time and this encode is newer: let the
+            # background ones finish (errors still surface); those with new prompts
+            # land first, the others are dropped (this encode refreshes every track).
+            while self._jobs:
+                job = self._jobs.popleft()
+                job.future.result()
+                if job.new:
+                    self._land(job, frame.index, (h, w), timings)
 
         if encode:
             t = time.perf_counter()
@@ -388,12 +455,22 @@ class Engine:
             if self._since_discovery is not None:
                 self._since_discovery += 1
             if background:
-                if self._job is not None and self._job.future.done():
-                    encode = self._finish_background(frame.index, (h, w), timings)
+                while self._jobs and self._jobs[0].future.done():
+                    self._land(self._jobs.popleft(), frame.index, (h, w), timings)
+                    encode = True
                     live = tracker.prompts()  # the corrected tracks prompt the next encode
-                if self._job is None and periodic and live:
-                    self._job = _BackgroundJob(frame.index, tuple(live), self._submit(self.runner.embed, frame.image))
+                if later or (not self._jobs and periodic and live):
+                    job = _BackgroundJob(frame.index, tuple(live), self._submit(self.runner.embed, frame.image), later)
+                    self._jobs.append(job)
                     self._since_encode = 0
+        # Only new prompts are replayed (tracks move by their own motion): keep the
+        # frames since the oldest encode that carries some.
+        waiting = [j.frame_index for j in self._jobs if j.new]
+        if waiting:
+            while self._history and self._history[0][0] < waiting[0]:
+                self._history.popleft()
+        else:
+            self._history.clear()
 
         tracks = tracker.results(frame.index)
         self._last_tracks = tracks
@@ -402,60 +479,62 @@ class Engine:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _finish_background(self, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> bool:
-        """Decode the tracks against the finished background embedding, carry the masks here, associate.
+    def _drop_jobs(self) -> None:
+        """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""
+        for job in self._jobs:
+            self._pending.extend(job.new)
+        self._jobs.clear()
+        self._history.clear()
 
-        Returns True (the result counts as encoded). Re-raises the worker's error.
+    def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
+        """Decode against a finished background embedding, move the masks to this frame, associate.
+
+        Re-raises the worker's error.
         """
-        job, self._job = self._job, None
         self.runner.use(job.future.result())  # type: ignore[attr-defined]
         self.last_encode_index = job.frame_index
         t = time.perf_counter()
         prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
         detections = self._decode_tracks(prompts, size)
-        then = {p.track_id: p.box for p in prompts}
-        carried = [self._carry(d, then[d.source_track]) for d in detections if d.source_track in then]
-        timings["decode"] = (time.perf_counter() - t) * 1e3
+        new = [(p, self._decode_prompt(p, size)) for p in job.new]
+        timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t) * 1e3
+
         t = time.perf_counter()
-        self.tracker.update(carried, frame_index)
-        timings["associate"] = (time.perf_counter() - t) * 1e3
-        return True
+        # Tracks: moved by their own motion since (flow on every frame, coasting
+        # behind occluders); new objects have none yet: replayed through the kept frames.
+        then = {p.track_id: p.box for p in prompts}
+        carried = []
+        for d in detections:
+            track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+            if track is not None and d.source_track in then:
+                d = _moved(d, then[d.source_track], track.box if track.mask is not None else track.predicted_box)
+            carried.append(d)
+        fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
+        moved = self._replay(job.frame_index, {j: (d.mask, d.box) for j, d in fresh.items() if d.mask.any()})
+        fresh = {j: _moved(d, d.box, moved[j][1], moved[j][0]) if j in moved else d for j, d in fresh.items()}
+        timings["propagate"] = timings.get("propagate", 0.0) + (time.perf_counter() - t) * 1e3
 
-    def _carry(self, d: Detection, box_then: np.ndarray) -> Detection:
-        """Move a mask decoded on an earlier frame to where its track is now.
+        t = time.perf_counter()
+        refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
+        self.tracker.update(carried + refined, frame_index)
+        for j, (p, _) in enumerate(new):
+            if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
+                self.tracker.add(fresh[j], frame_index)
+        timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
 
-        The track's box then (its prompt) and now (after optical flow) define a
-        translation and a uniform scale, applied to the mask and its logits.
+    def _replay(self, since: int, masks: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
+        """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame.
+
+        Empty when the frame ``since`` is no longer kept (the masks then stay as decoded).
         """
-        track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
-        if track is None:
-            return d
-        now = track.box if track.mask is not None else track.predicted_box
-        b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(now, dtype=np.float64)
-        w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
-        w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
-        scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
-        c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
-        c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
-        if abs(c1[0] - c0[0]) < 0.5 and abs(c1[1] - c0[1]) < 0.5 and abs(scale - 1.0) < 1e-3:
-            return d
-        h, w = d.mask.shape
-        m = np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
-        mask = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-        logits = d.logits
-        if logits is not None:
-            # Low-res logits cover the padded square of side max(H, W).
-            k = logits.shape[-1] / float(max(h, w))
-            ml = np.array([[scale, 0.0, m[0, 2] * k], [0.0, scale, m[1, 2] * k]])
-            fill = float(min(logits.min(), -10.0))
-            logits = cv2.warpAffine(
-                logits, ml, logits.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
-            )
-        box = mask_to_box(mask)
-        return Detection(
-            mask=mask, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
-            source_track=d.source_track, label=d.label,
-        )
+        if not masks or not self._history or self._history[0][0] > since:
+            return {}
+        frames = [w for i, w in self._history if i >= since]
+        if len(frames) > _REPLAY_STEPS + 1:
+            picks = np.unique(np.linspace(0, len(frames) - 1, _REPLAY_STEPS + 1).round().astype(int))
+            frames = [frames[i] for i in picks]
+        out = self.propagator.replay(frames, masks)
+        return {k: (o.mask, o.box) for k, o in out.items()}
 
     def _apply_commands(self) -> None:
         with self._lock:
@@ -468,6 +547,8 @@ class Engine:
             elif kind == "clear":
                 self.tracker.clear()
                 self._pending.clear()
+                for job in self._jobs:
+                    job.new.clear()
             elif kind == "auto":
                 self._auto = bool(arg)
                 self._since_discovery = None

@@ -377,6 +377,8 @@ class Pipeline:
                     # Paused: show the user's new prompts on the frozen frame.
                     if last is not None and getattr(self.engine, "has_pending", False):
                         self._emit(self.engine.process(last), write=False)
+                        if getattr(self.engine, "has_pending", False):
+                            time.sleep(0.02)  # a background encode for the new prompt is still running
                     else:
                         time.sleep(0.02)
                     continue

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping, NamedTuple
+from typing import Literal, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -40,7 +40,7 @@ import numpy as np
 from .association import mask_to_box
 from .errors import ConfigError
 
-__all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator"]
+__all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,17 @@ _NEAR_IDENTITY = 0.005
 
 
 @dataclass
-class _WorkFrame:
-    image: np.ndarray  # the source frame it was made from (identity check)
+class WorkFrame:
+    """A frame as flow sees it (from :meth:`MaskPropagator.work`)."""
+
+    image: np.ndarray | None  # the source frame it was made from (identity check); None once detached
     sample: np.ndarray  # a sparse copy of its pixels, to notice a reused buffer
     gray: np.ndarray  # grey, at work resolution
     scale: float  # work pixels per source pixel
+
+    def detached(self) -> "WorkFrame":
+        """The same without its reference to the source frame (to keep many of them small)."""
+        return WorkFrame(None, self.sample, self.gray, self.scale)
 
 
 class MaskPropagator:
@@ -150,7 +156,7 @@ class MaskPropagator:
 
     def __init__(self, config: PropagationConfig | None = None) -> None:
         self.config = config if config is not None else PropagationConfig()
-        self._last: _WorkFrame | None = None
+        self._last: WorkFrame | None = None
         self._residual: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -193,12 +199,68 @@ class MaskPropagator:
         self._last = cur_w
         if not tracks:
             return {}
-
-        s = prev_w.scale
-        gray0 = prev_w.gray
         for tid, (mask, _) in tracks.items():
             if np.shape(mask) != cur.shape[:2]:
                 raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
+        return self._step_work(prev_w, cur_w, tracks, self._residual)
+
+    def work(self, image: np.ndarray) -> WorkFrame:
+        """The grey, shrunk copy of ``image`` that flow runs on (cached: the next :meth:`step` from it reuses it).
+
+        Keep these to :meth:`replay` masks through frames later.
+        """
+        if not self._is_cached(image):
+            self._last = self._work(image)
+        return self._last  # type: ignore[return-value]
+
+    def replay(
+        self,
+        frames: Sequence[WorkFrame],
+        masks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+    ) -> dict[int, PropagatedMask]:
+        """Move masks of ``frames[0]`` through ``frames[1:]`` to the last one, step by step.
+
+        For masks decoded on an earlier frame (a background encode): the
+        frames since are known only as :meth:`work` copies. ``ok`` is False for
+        a mask that could not be followed on some step; on such a step it keeps
+        its last measured motion. The per-track state of :meth:`step` is not touched.
+        """
+        out = {k: PropagatedMask(np.asarray(m, dtype=bool), _box(b), True) for k, (m, b) in masks.items()}
+        if self.config.method == "none" or len(frames) < 2 or not masks:
+            return out
+        residual: dict[int, np.ndarray] = {}
+        last_shift: dict[int, tuple[int, int]] = {}
+        for prev_w, cur_w in zip(frames[:-1], frames[1:]):
+            if prev_w.gray.shape != cur_w.gray.shape:
+                continue  # a resolution change: nothing to compare across it
+            moved = self._step_work(prev_w, cur_w, {k: (o.mask, o.box) for k, o in out.items()}, residual)
+            for k, o in moved.items():
+                before = out[k]
+                if o.ok:
+                    c0, c1 = before.box[:2] + before.box[2:], o.box[:2] + o.box[2:]
+                    last_shift[k] = (int(round((c1[0] - c0[0]) / 2.0)), int(round((c1[1] - c0[1]) / 2.0)))
+                    out[k] = PropagatedMask(o.mask, o.box, before.ok)
+                elif k in last_shift:
+                    # Unmeasured on this step (e.g. behind another mask): keep its last
+                    # motion, as the engine coasts a live track on its motion model.
+                    dx, dy = last_shift[k]
+                    shifted = _shift_mask(before.mask, dx, dy)
+                    box = mask_to_box(shifted)
+                    out[k] = PropagatedMask(shifted, box, False) if box is not None else PropagatedMask(before.mask, before.box, False)
+                else:
+                    out[k] = PropagatedMask(before.mask, before.box, False)
+        return out
+
+    def _step_work(
+        self,
+        prev_w: WorkFrame,
+        cur_w: WorkFrame,
+        tracks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+        residual: dict[int, np.ndarray],
+    ) -> dict[int, PropagatedMask]:
+        cfg = self.config
+        s = prev_w.scale
+        gray0 = prev_w.gray
         claimed = _claims(tracks)
         ids: list[int] = []
         starts: list[np.ndarray] = []
@@ -224,10 +286,10 @@ class MaskPropagator:
             a, b = p0[sel][good[sel]], p1[sel][good[sel]]
             transform = self._fit(a, b) if len(a) >= cfg.min_points else None
             if transform is None:
-                self._residual.pop(tid, None)
+                residual.pop(tid, None)
                 out[tid] = _unchanged(mask, box)
                 continue
-            out[tid] = self._warp(tid, np.asarray(mask, dtype=bool), _box(box), _to_source(transform, s))
+            out[tid] = _warp(residual, tid, np.asarray(mask, dtype=bool), _box(box), _to_source(transform, s))
         return out
 
     # ------------------------------------------------------------------ internals
@@ -237,7 +299,7 @@ class MaskPropagator:
         # Identity alone is not enough: a capture loop may decode into the same buffer.
         return last is not None and last.image is image and np.array_equal(last.sample, _sample(image))
 
-    def _work(self, image: np.ndarray) -> _WorkFrame:
+    def _work(self, image: np.ndarray) -> WorkFrame:
         cfg = self.config
         if image.ndim == 3:
             gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -255,7 +317,7 @@ class MaskPropagator:
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
             # Use the exact ratio that resize applied along x (y differs by rounding only).
             scale = size[0] / w
-        return _WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale))
+        return WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale))
 
     def _features(
         self, gray: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float, others: np.ndarray | None = None
@@ -349,23 +411,25 @@ class MaskPropagator:
         deformation = float(np.linalg.norm(m[:, :2] - np.eye(2), ord=2)) * radius
         return m if deformation >= cfg.min_deformation else translation
 
-    def _warp(self, tid: int, mask: np.ndarray, box: np.ndarray, m: np.ndarray) -> PropagatedMask:
-        h, w = mask.shape
-        a = m[:, :2]
-        near_identity = np.abs(a - np.eye(2)).max() < _NEAR_IDENTITY
-        if near_identity:
-            t = m[:, 2] + self._residual.get(tid, np.zeros(2))
-            shift = np.round(t)
-            self._residual[tid] = t - shift
-            new = _shift_mask(mask, int(shift[0]), int(shift[1]))
-        else:
-            self._residual.pop(tid, None)
-            extent = mask_to_box(mask)  # the caller's box may be loose; the warp must not crop the mask
-            new = _warp_mask(mask, extent if extent is not None else box, m)
-        new_box = mask_to_box(new)
-        if new_box is None:
-            return _unchanged(mask, box, ok=False)
-        return PropagatedMask(new, new_box, True)
+
+
+def _warp(residual: dict[int, np.ndarray], tid: int, mask: np.ndarray, box: np.ndarray, m: np.ndarray) -> PropagatedMask:
+    """Apply the 2x3 source-pixel transform ``m``; ``residual`` carries sub-pixel remainders per track."""
+    a = m[:, :2]
+    near_identity = np.abs(a - np.eye(2)).max() < _NEAR_IDENTITY
+    if near_identity:
+        t = m[:, 2] + residual.get(tid, np.zeros(2))
+        shift = np.round(t)
+        residual[tid] = t - shift
+        new = _shift_mask(mask, int(shift[0]), int(shift[1]))
+    else:
+        residual.pop(tid, None)
+        extent = mask_to_box(mask)  # the caller's box may be loose; the warp must not crop the mask
+        new = _warp_mask(mask, extent if extent is not None else box, m)
+    new_box = mask_to_box(new)
+    if new_box is None:
+        return _unchanged(mask, box, ok=False)
+    return PropagatedMask(new, new_box, True)
 
 
 def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:

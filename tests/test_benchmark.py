@@ -8,10 +8,7 @@ last test runs the whole script once with the real model on a tiny clip.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +16,9 @@ import pytest
 from realtime_sam.engine import low_res_to_masks
 from realtime_sam.sources import open_source
 from realtime_sam.transforms import preprocess_shape
+from script_loader import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load_benchmark():
-    sys.path.insert(0, str(SCRIPTS))  # benchmark.py imports its neighbours _common and benchmark_model
-    spec = importlib.util.spec_from_file_location("rtsam_benchmark_script", SCRIPTS / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_script("benchmark")
 
 
 class FreeRunner:
@@ -135,13 +121,17 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     bench.score_quality(scene, kept, q)
     assert len(q.ious) == 80  # 2 objects, visible in every frame
     s = q.summary()
-    # Object 1 passes behind object 2 mid-clip (frames ~16-24): only those frames may score low.
+    # Object 1 passes behind object 2 mid-clip (frames ~16-24): only those frames may score low,
+    # and, in background mode, the frame before the prompts' encode lands (no masks yet: 0).
+    start = 2 * next(i for i, masks in kept if masks)
+    assert (start >= 2) if background else start == 0
+    assert q.ious[:start] == [0.0] * start
     assert s["mean"] > 0.8 and s["recall"] > 0.85, s
-    assert min(q.ious[:28] + q.ious[52:]) > 0.9, [round(v, 2) for v in q.ious]
+    assert min(q.ious[start:28] + q.ious[52:]) > 0.9, [round(v, 2) for v in q.ious]
     assert s["mean"] <= ceiling["mean"] + 0.02
 
     # Take the second object's track away after frame 9: those frames score 0.
-    lost_id = max(kept[0][1])
+    lost_id = max(next(masks for _, masks in kept if masks))
     dropped = [(i, {tid: m for tid, m in masks.items() if i < 10 or tid != lost_id}) for i, masks in kept]
     q2 = bench.Quality()
     bench.score_quality(scene, dropped, q2)
@@ -157,11 +147,14 @@ def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
     ])
     assert rc == 0
     report = capsys.readouterr().out
-    for heading in ("**Model**", "**End to end**", "**Engine stages**", "**Tracking quality**"):
+    for heading in ("**Model**", "**End to end**", "**Engine stages**", "**Live**"):
         assert heading in report
     raw = json.loads(out.read_text())
     assert set(raw["end_to_end"]) == {"naive", "2", "bg2"}
-    assert set(raw["quality"]) == {"ceiling", "2", "bg2"}
+    assert set(raw["live"]) == {"ceiling", "2", "bg2"}
     assert raw["end_to_end"]["2"]["encodes"][0] >= 2 and raw["matmul_gflops"] > 0
+    # The engine's masks are scored (the oracle's); in a 4-frame clip objects cross the frame in
+    # strides no flow follows, so only the range is checked here (the tests above check the values).
+    assert 0.0 < raw["end_to_end"]["2"]["quality"]["mean"] <= 1.0 and raw["end_to_end"]["naive"]["quality"] is None
     for name in ("2", "bg2"):
-        assert 0.0 <= raw["quality"][name]["mean"] <= 1.0
+        assert 0.0 < raw["live"][name]["processed"] <= 1.0 and 0.0 <= raw["live"][name]["mean"] <= 1.0

@@ -217,3 +217,30 @@ def test_an_object_sliding_behind_another_is_not_dragged_by_the_occluder():
         state = {k: (o.mask, o.box) for k, o in out.items()}
         prev = cur
     assert measured[1] >= 10 and measured[2] >= 18, measured
+
+
+def test_replay_moves_masks_through_kept_frames_and_coasts_behind_an_occluder():
+    scene = standard_scene(num_frames=150, num_objects=2)
+    prop = MaskPropagator(PropagationConfig())
+    works = [prop.work(scene.render(i)[0]).detached() for i in range(0, 101)]
+    assert all(w.image is None for w in works)  # kept copies do not hold on to the frames
+
+    def replay(start, end, step):
+        _, gt = scene.render(start)
+        out = prop.replay(works[start : end + 1 : step], {k: (gt[k], mask_to_box(gt[k])) for k in (1, 2)})
+        return out, scene.render(end)[1]
+
+    # Two seconds of free motion in 12 steps of 5 frames.
+    out, gt = replay(0, 60, 5)
+    for k in (1, 2):
+        assert out[k].ok and iou(out[k].mask, gt[k]) > 0.9, k
+        assert out[k].box.tolist() == mask_to_box(out[k].mask).tolist()
+    # Through the crossing: the circle is unmeasurable behind the rectangle for a
+    # while and keeps its last motion, coming out where the object does.
+    out, _ = replay(50, 100, 5)
+    full = scene.full_mask(100, 1)
+    assert not out[1].ok and iou(out[1].mask, full) > 0.7
+    # Nothing to replay through: unchanged.
+    _, gt = scene.render(0)
+    same = prop.replay(works[:1], {1: (gt[1], mask_to_box(gt[1]))})
+    assert same[1].ok and np.array_equal(same[1].mask, gt[1])

@@ -10,28 +10,16 @@ would take longer than a test to show in the resident size.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from realtime_sam.errors import SourceError
 from realtime_sam.sinks import load_jsonl
+from script_loader import SCRIPTS, load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load_soak():
-    spec = importlib.util.spec_from_file_location("rtsam_soak_script", SCRIPTS / "soak.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-soak = _load_soak()
+soak = load_script("soak")
 
 LIVE = "lavfi:testsrc2=size=160x120:rate=250"
 
