@@ -552,10 +552,11 @@ class Tracker:
             t.mask_frame = frame
             return True
         moved = _shift(t.mask, dx, dy, False)
-        if not moved.any():
+        box = mask_to_box(moved)  # the mask's own box: part of it may have left the frame
+        if box is None:
             return False
         t.mask = moved
-        t.box = t.box + np.array([dx, dy, dx, dy], dtype=np.float64)
+        t.box = np.asarray(box, dtype=np.float64)
         t.mask_frame = frame
         return True
 

@@ -599,6 +599,9 @@ class LiveWindow:
         latency_ms = (now - self._last.frame.capture_time) * 1e3
         age = self._last.index - self._last_encoded if self._last_encoded is not None else 0
         message = self._message
+        if message is None and getattr(engine, "has_pending", False):
+            # With a background encode a new object's mask comes 1-3 s after the click (CPU).
+            message = "segmenting..."
         if message is None and self.selection.selected is not None:
             message = f"selected {self.selection.selected}"
         return HudInfo(

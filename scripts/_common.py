@@ -100,6 +100,16 @@ class BoxRunner:
         self._input = preprocess_shape(h, w, _IMG)
         self.encodes += 1
 
+    def embed(self, image_bgr: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Like :meth:`encode` without making it current (the engine's background worker calls this)."""
+        h, w = image_bgr.shape[:2]
+        self.encodes += 1
+        return (int(h), int(w)), preprocess_shape(h, w, _IMG)
+
+    def use(self, embedding: tuple[tuple[int, int], tuple[int, int]]) -> None:
+        """Make an :meth:`embed` result current."""
+        self._size, self._input = embedding
+
     def _check(self, values: np.ndarray, what: str) -> None:
         if not self.strict:
             return

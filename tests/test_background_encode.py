@@ -385,3 +385,32 @@ def test_cpu_preset_encodes_the_real_model_in_the_background(checkpoint_path, tm
     first = results.index(landed[0])
     assert len(results[first].tracks) == 2 and not any(r.tracks for r in results[:first])
     assert not any(t.name == "rtsam-encode" for t in threading.enumerate())
+
+
+def test_a_prompt_given_while_paused_lands_on_the_frozen_frame():
+    scene = standard_scene(320, 240, num_frames=400, num_objects=2, seed=3)
+    runner = SlowEmbedRunner(scene, delay_s=0.3)
+    engine = Engine(runner, EngineConfig(reencode_every=8, background_encode=True))
+    source = SceneSource(scene, runner, 400)
+    with Pipeline(source, engine) as pipe:
+        first = pipe.poll(5.0)
+        assert first is not None and first.tracks == ()
+        pipe.pause()
+        time.sleep(0.2)  # the inference thread is parked on the frozen frame
+        while pipe.poll(0.05) is not None:  # results made before the pause
+            pass
+        frozen = source.i
+        _, gt = scene.render(0)
+        engine.add_object(ObjectPrompt(box=_box(gt[1])))
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (seen and seen[-1].tracks):
+            r = pipe.poll(0.1)
+            if r is not None:
+                seen.append(r)
+        assert seen and seen[-1].tracks, "the prompt never landed while paused"
+        assert seen[-1].encoded and "encode" not in seen[-1].timings
+        # While paused the same frame was shown again, a few times, not in a tight loop.
+        assert len({r.index for r in seen}) == 1 and len(seen) < 60
+        assert source.i <= frozen + pipe.config.queue_size + 2  # reading stopped with the pause
+        pipe.stop()

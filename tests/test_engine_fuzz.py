@@ -17,6 +17,7 @@ import functools
 import math
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -159,18 +160,66 @@ def frames_of(size: tuple[int, int]) -> tuple[np.ndarray, ...]:
 SIZES = [(64, 96), (48, 80)]  # (H, W): the stream may switch resolution
 
 
+class _TickFuture(Future):
+    """Done after some frames, or at once for whoever blocks on it (the call already ran)."""
+
+    def __init__(self, value, exc):
+        super().__init__()
+        self.value, self.exc = value, exc
+        self.set_running_or_notify_cancel()
+
+    def finish(self) -> None:
+        if not self.done():
+            if self.exc is not None:
+                self.set_exception(self.exc)
+            else:
+                self.set_result(self.value)
+
+    def result(self, timeout=None):
+        self.finish()
+        return super().result(timeout)
+
+
+class TickWorker:
+    """Stands in for the pipeline's encode thread: each call finishes ``delay`` frames after it was submitted."""
+
+    def __init__(self, delay: int) -> None:
+        self.delay = delay
+        self.pending: list[list] = []
+
+    def submit(self, fn, *args) -> Future:
+        try:
+            future = _TickFuture(fn(*args), None)
+        except Exception as exc:  # handed to whoever waits, as the real worker does
+            future = _TickFuture(None, exc)
+        self.pending.append([self.delay, future])
+        return future
+
+    def tick(self) -> None:
+        for item in self.pending:
+            item[0] -= 1
+            if item[0] <= 0:
+                item[1].finish()
+        self.pending = [item for item in self.pending if item[0] > 0]
+
+
 class EngineMachine(RuleBasedStateMachine):
     """Random add/remove/clear/auto/track_at sequences interleaved with frames."""
 
-    @initialize(reencode=st.integers(1, 4), auto=st.booleans())
-    def start(self, reencode: int, auto: bool) -> None:
+    @initialize(reencode=st.integers(1, 4), auto=st.booleans(), background=st.sampled_from([None, 0, 1, 3]))
+    def start(self, reencode: int, auto: bool, background: int | None) -> None:
         self.runner = BoxRunner(strict=True)
         self.engine = Engine(
             self.runner,
-            EngineConfig(reencode_every=reencode, auto=auto, max_tracks=6),
+            EngineConfig(reencode_every=reencode, auto=auto, max_tracks=6, background_encode=background is not None),
             tracker_config=TrackerConfig(max_lost_frames=4, min_hits=2),
             discovery_config=DiscoveryConfig(points_per_side=3, every_k_frames=3, pred_iou_thresh=0.5, stability_score_thresh=0.5),
         )
+        # With background encoding: a worker whose encodes land ``background`` frames later.
+        self.worker = TickWorker(background) if background is not None else None
+        if self.worker is not None:
+            assert self.engine.wants_worker
+            self.engine.attach_worker(self.worker.submit)
         self.ledger = IdLedger()
         self.index = 0
         self.size = SIZES[0]
@@ -211,6 +260,8 @@ class EngineMachine(RuleBasedStateMachine):
     def frames(self, n: int) -> None:
         images = frames_of(self.size)
         for _ in range(n):
+            if self.worker is not None:
+                self.worker.tick()
             image = images[self.index % len(images)]
             self._process(Frame(self.index, image, self.index / 25.0, time.monotonic()))
             self.index += 1
@@ -220,6 +271,12 @@ class EngineMachine(RuleBasedStateMachine):
     def same_frame_again(self) -> None:
         # A paused pipeline shows new prompts on the frozen frame: the same frame is processed twice.
         self._process(self.last)  # type: ignore[arg-type]
+
+    @precondition(lambda self: self.worker is not None)
+    @rule(attached=st.booleans())
+    def lend_or_take_back_the_worker(self, attached: bool) -> None:
+        # The pipeline takes its worker back when it closes; new prompts in flight must survive.
+        self.engine.attach_worker(self.worker.submit if attached else None)  # type: ignore[union-attr]
 
     @rule()
     def switch_resolution(self) -> None:

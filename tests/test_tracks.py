@@ -260,6 +260,10 @@ def test_coast_moves_an_unmeasured_mask_with_the_motion_model_without_correcting
     assert tr.get(tid).state == LOST and tr.coast(tid, 16) is False
     edge = Tracker()
     e = edge.add(det(rect(h, w, 0, 0, 10, 10)), 0)
+    edge.get(e).mean[0] = 2.0  # half of it past the left edge: the box is the part still in the frame
+    assert edge.coast(e, 0) is True
+    (r,) = edge.results(0)
+    assert r.box[0] >= 0.0 and np.asarray(r.box).tolist() == mask_to_box(r.mask).tolist()
     edge.get(e).mean[0] = -500.0  # a prediction far off the left edge
     assert edge.coast(e, 0) is False and edge.get(e).mask.any()
 

@@ -20,6 +20,7 @@ from realtime_sam.ui import (
     AddObject,
     ClearAll,
     Interaction,
+    LiveWindow,
     Quit,
     RefineObject,
     RemoveAt,
@@ -146,6 +147,21 @@ def test_selection_follows_the_newest_added_object():
     assert sel.selected == 4
     sel.observe(_result(4, [1, 5]))  # removed
     assert sel.selected is None
+
+
+def test_hud_says_segmenting_while_a_new_prompt_waits_for_its_encode():
+    from types import SimpleNamespace
+
+    from realtime_sam.types import Frame, FrameResult
+
+    window = LiveWindow(WindowConfig())
+    window._last = FrameResult(frame=Frame(3, np.zeros((48, 64, 3), np.uint8), 0.1, time.monotonic()), tracks=())
+    pipeline = SimpleNamespace(paused=False, stats=None)
+    waiting = SimpleNamespace(auto=False, has_pending=True)
+    idle = SimpleNamespace(auto=False, has_pending=False)
+    assert window._hud(pipeline, waiting, time.monotonic()).message == "segmenting..."
+    assert window._hud(pipeline, idle, time.monotonic()).message is None
+    assert "segmenting..." in window._hud(pipeline, waiting, time.monotonic()).text()
 
 
 def test_window_config_validates():
