@@ -202,7 +202,9 @@ def engine_state(engine: Engine) -> dict[str, int]:
 
     ``tracks``: alive tracks; ``pending``: prompts waiting for their start
     frame; ``commands``: queued commands; ``residuals``: per-track state in
-    the flow propagator; ``last_tracks``: tracks of the last result.
+    the flow propagator; ``last_tracks``: tracks of the last result;
+    ``jobs``: background encodes in flight; ``kept``: frames kept for
+    replaying a background encode's new prompts.
     """
     return {
         "tracks": len(engine.tracker),
@@ -210,6 +212,8 @@ def engine_state(engine: Engine) -> dict[str, int]:
         "commands": len(getattr(engine, "_commands", ())),
         "residuals": len(getattr(engine.propagator, "_residual", {})),
         "last_tracks": len(getattr(engine, "_last_tracks", ())),
+        "jobs": len(getattr(engine, "_jobs", ())),
+        "kept": len(getattr(engine, "_history", ())),
     }
 
 

@@ -34,9 +34,11 @@ def live_source_available() -> None:
         pytest.skip(f"FFmpeg lavfi test source not available in this PyAV build: {exc}")
 
 
-def test_long_live_run_keeps_memory_and_state_bounded_and_drops_instead_of_queueing(tmp_path, live_source_available):
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "background"])
+def test_long_live_run_keeps_memory_and_state_bounded_and_drops_instead_of_queueing(tmp_path, live_source_available, background):
     frames, objects = 1500, 3
     cfg = soak.SoakConfig(
+        background=background,
         source=LIVE,
         frames=frames,
         every=250,
@@ -80,6 +82,11 @@ def test_long_live_run_keeps_memory_and_state_bounded_and_drops_instead_of_queue
         assert s.state["tracks"] <= objects, s
         assert s.state["residuals"] <= objects and s.state["last_tracks"] <= objects, s
         assert s.state["pending"] <= objects and s.state["commands"] <= objects + 1, s
+        # Background encodes: one in flight, maybe one more for new prompts, and the
+        # frames kept for replaying those only while it is in flight.
+        assert s.state["jobs"] <= 2 and s.state["kept"] <= 30, s
+        if not background:
+            assert s.state["jobs"] == 0 and s.state["kept"] == 0, s
 
     # Resident memory after warm-up: flat within a bound far below what keeping
     # per-frame data would cost (one 160x120 frame and its masks per frame: ~70 MB).
