@@ -346,7 +346,9 @@ class Engine:
     def has_pending(self) -> bool:
         """True when commands are queued or new prompts wait for a background encode."""
         with self._lock:
-            return bool(self._commands) or any(j.new for j in self._jobs)
+            # A window's thread asks while the inference thread changes the deque:
+            # tuple() copies it in one step (no Python code runs in between).
+            return bool(self._commands) or any(j.new for j in tuple(self._jobs))
 
     def track_at(self, x: float, y: float) -> int | None:
         """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
@@ -397,9 +399,6 @@ class Engine:
             timings["propagate"] = (time.perf_counter() - t) * 1e3
         self._prev_image = frame.image
         background = self._submit is not None and self.wants_worker
-        if background:
-            # Kept while an encode is in flight (and for the one this frame may start).
-            self._history.append((frame.index, self.propagator.work(frame.image).detached()))
 
         due = [p for p in self._pending if p.start_frame <= frame.index]
         self._pending = [p for p in self._pending if p.start_frame > frame.index]
@@ -412,6 +411,9 @@ class Engine:
         later = due if background and not discovery_due else []
         if later:
             due = []
+        if later or any(job.new for job in self._jobs):
+            # New prompts' masks are replayed from their encoded frame to the current one.
+            self._history.append((frame.index, self.propagator.work(frame.image).detached()))
         encode = bool(due) or discovery_due or (periodic and not background)
 
         if encode and self._jobs:
