@@ -245,7 +245,7 @@ class Quality:
             with the object's visible mask (0 when the track has no mask or is gone).
         fps: frames processed per second once tracking (live rounds).
         first_mask_s: seconds from the start to the first result with a mask (live rounds).
-        shown_from: index into ``ious`` of the first frame with masks.
+        shown: the ``ious`` from the first frame with masks on, in each round.
         processed: share of the clip's frames processed (live rounds drop some).
         encodes: image-encoder runs.
     """
@@ -255,7 +255,7 @@ class Quality:
     processed: float = float("nan")
     encodes: int = 0
     first_mask_s: float = float("nan")
-    shown_from: int = 0  # index into ious of the first frame with masks
+    shown: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float]:
         """``mean`` IoU, ``recall`` (share with IoU >= 0.5), ``p10`` (10th percentile) and
@@ -263,7 +263,7 @@ class Quality:
         a = np.asarray(self.ious, dtype=np.float64)
         if not a.size:
             return {"mean": float("nan"), "recall": float("nan"), "p10": float("nan"), "mean_shown": float("nan")}
-        shown = a[self.shown_from :]
+        shown = np.asarray(self.shown, dtype=np.float64)
         return {
             "mean": float(a.mean()),
             "recall": float((a >= 0.5).mean()),
@@ -286,28 +286,27 @@ def score_quality(scene: Scene, kept: Sequence[tuple[int, Mapping[int, np.ndarra
     before score 0). Frames where an object is not visible at all are
     skipped for that object.
     """
-    started = [k for k in kept if k[1]]
-    if not started:
+    start = next((k for k, (_, masks) in enumerate(kept) if masks), None)
+    if start is None:
         into.ious += [0.0 for index, _ in kept for m in scene.render(index)[1].values() if m.any()]
-        into.shown_from = len(into.ious)
         return
     width = scene.width
     unpack = lambda packed: np.unpackbits(packed, axis=-1, count=width).astype(bool)  # noqa: E731
-    first_index, first_masks = started[0]
-    gt0 = scene.render(first_index)[1]
-    track_of: dict[int, int | None] = {}
-    for oid, m in gt0.items():
-        scores = {tid: _iou(unpack(p), m) for tid, p in first_masks.items()}
-        track_of[oid] = max(scores, key=scores.get) if scores else None  # type: ignore[arg-type]
-    for index, masks in kept:
-        if index == first_index and masks is first_masks:
-            into.shown_from = len(into.ious)
+    first_index, first_masks = kept[start]
+    track_of = {
+        oid: max(first_masks, key=lambda tid: _iou(unpack(first_masks[tid]), m))
+        for oid, m in scene.render(first_index)[1].items()
+    }
+    for k, (index, masks) in enumerate(kept):
         gt = scene.render(index)[1]
         for oid, tid in track_of.items():
             m = gt.get(oid)
             if m is None or not m.any():
                 continue
-            into.ious.append(_iou(unpack(masks[tid]), m) if tid in masks else 0.0)
+            v = _iou(unpack(masks[tid]), m) if tid in masks else 0.0
+            into.ious.append(v)
+            if k >= start:
+                into.shown.append(v)
 
 
 def oracle_ceiling(scene: Scene, frames: int) -> Quality:

@@ -125,7 +125,8 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     # and, in background mode, the frame before the prompts' encode lands (no masks yet: 0).
     start = 2 * next(i for i, masks in kept if masks)
     assert (start >= 2) if background else start == 0
-    assert q.ious[:start] == [0.0] * start
+    assert q.ious[:start] == [0.0] * start and q.shown == q.ious[start:]
+    assert s["mean_shown"] == pytest.approx(float(np.mean(q.ious[start:])))
     assert s["mean"] > 0.8 and s["recall"] > 0.85, s
     assert min(q.ious[start:28] + q.ious[52:]) > 0.9, [round(v, 2) for v in q.ious]
     assert s["mean"] <= ceiling["mean"] + 0.02
