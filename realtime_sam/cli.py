@@ -304,6 +304,7 @@ class _StopOnSignal:
 
 def _run(args: argparse.Namespace) -> int:
     from .prompts import clamp_prompt, prompts_from_args
+    from .render import Renderer
     from .sinks import SinkSpec, open_sinks
     from .sources import open_source
     from .ui import WindowError, display_available
@@ -315,6 +316,8 @@ def _run(args: argparse.Namespace) -> int:
     if windowed and not display_available():
         raise WindowError("no display to show a window on (DISPLAY is not set); add --headless to run without one")
 
+    # One renderer for the window and the video output: what is saved looks like what was shown.
+    renderer = Renderer(config.render)
     reporter = _Reporter(quiet=args.quiet, status_interval_s=args.status_interval)
     source = open_source(args.source, config.source, on_status=reporter.source_event)
     pipeline = None
@@ -329,7 +332,8 @@ def _run(args: argparse.Namespace) -> int:
         sinks = open_sinks(
             specs,
             fps=source.fps or 25.0,
-            config=getattr(config, "output", None),
+            config=config.output,
+            renderer=renderer,
             source_name=source.name,
         )
 
@@ -346,7 +350,7 @@ def _run(args: argparse.Namespace) -> int:
         pipeline = Pipeline(source, engine, sinks=[sinks], config=config.pipeline)
         sinks = None  # the pipeline closes it from now on
         with _StopOnSignal(pipeline.stop) as signals:
-            error = _drive(args, pipeline, engine, source, reporter, windowed)
+            error = _drive(args, pipeline, engine, source, reporter, windowed, renderer)
             pipeline.close()
         reporter.close()
         if signals.received is not None:
@@ -367,14 +371,15 @@ def _run(args: argparse.Namespace) -> int:
         source.close()
 
 
-def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool) -> RealtimeSamError | None:
-    """Run the pipeline to its end (headless or windowed); returns the error that ended it, if any."""
+def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, renderer: Any) -> RealtimeSamError | None:
+    """Run the pipeline to its end (headless or in a window drawn by ``renderer``); returns the error that ended it, if any."""
     reporter.start(source, pipeline.config.max_frames, pipeline.config.realtime)
     try:
         if windowed:
             from .ui import LiveWindow, WindowConfig
 
-            with LiveWindow(WindowConfig(snapshot_dir=args.snapshot_dir), on_message=reporter.line) as window:
+            window_config = WindowConfig(snapshot_dir=args.snapshot_dir)
+            with LiveWindow(window_config, renderer=renderer, on_message=reporter.line) as window:
                 window.run(pipeline, engine, on_result=lambda r: reporter.result(r, pipeline.stats))
         else:
             with pipeline:

@@ -1,6 +1,8 @@
 """Configuration: YAML parsed once into frozen dataclasses, one section per stage.
 
-``configs/default.yaml`` documents every key. A section maps to the config
+The bundled preset ``default`` (``realtime_sam/configs/default.yaml``, package
+data read through :mod:`importlib.resources`) documents every key; ``cpu`` and
+``gpu`` are the other presets. A section maps to the config
 dataclass of the stage that owns it (``source`` -> :class:`SourceConfig`,
 ``tracker`` -> :class:`TrackerConfig`, ...), so each stage receives only its
 own part. Unknown keys, wrong types and out-of-range values are a
@@ -13,15 +15,16 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .checkpoint import MODEL_TYPES
 from .discovery import DiscoveryConfig
 from .engine import EngineConfig
 from .errors import ConfigError
+from .model_config import ModelConfig
 from .pipeline import PipelineConfig
 from .propagation import PropagationConfig
 from .render import RenderConfig
@@ -29,42 +32,10 @@ from .sinks import SinkConfig
 from .sources import SourceConfig
 from .tracks import TrackerConfig
 
-__all__ = ["ModelConfig", "Config", "load_config", "parse_config", "CONFIG_DIR"]
+__all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-_DEVICES = ("auto", "cpu", "cuda", "mps")
-_PRECISIONS = ("fp32", "fp16", "bf16", "auto")
-_BACKENDS = ("eager", "torch", "onnxruntime", "openvino", "auto")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which network, which weights, where it runs.
-
-    Attributes:
-        weights: checkpoint path; ``None`` = ``$REALTIME_SAM_WEIGHTS`` or the per-user cache (downloaded on first use).
-        model_type: ``vit_t`` (MobileSAM) or ``vit_b``/``vit_l``/``vit_h`` (original SAM).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        precision: ``fp32``, ``fp16``/``bf16`` (GPU) or ``auto`` (fp16 on CUDA, else fp32).
-        backend: inference implementation: ``eager`` (plain PyTorch), ``torch`` (fused PyTorch), ``onnxruntime``/``openvino`` (CPU), ``auto``.
-    """
-
-    weights: str | None = None
-    model_type: str = "vit_t"
-    device: str = "auto"
-    precision: str = "fp32"
-    backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)}, not {self.model_type!r}")
-        if self.device.split(":")[0] not in _DEVICES:
-            raise ConfigError(f"model.device must be one of {', '.join(_DEVICES)} (or cuda:N), not {self.device!r}")
-        if self.precision not in _PRECISIONS:
-            raise ConfigError(f"model.precision must be one of {', '.join(_PRECISIONS)}, not {self.precision!r}")
-        if self.backend not in _BACKENDS:
-            raise ConfigError(f"model.backend must be one of {', '.join(_BACKENDS)}, not {self.backend!r}")
+PRESETS = ("default", "cpu", "gpu")
+"""Names of the bundled presets (``realtime_sam/configs/NAME.yaml``), accepted by :func:`load_config`."""
 
 
 @dataclass(frozen=True)
@@ -192,23 +163,39 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     return nested
 
 
+def preset_text(name: str) -> str:
+    """The YAML text of the bundled preset ``name`` (one of :data:`PRESETS`).
+
+    Raises:
+        ConfigError: ``name`` is not a preset.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; the presets are {', '.join(PRESETS)}")
+    return resources.files(__package__).joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (``section.key=value``).
 
-    ``path`` may also name a bundled preset: ``"cpu"``, ``"gpu"`` or ``"default"``.
+    ``path`` may also name a bundled preset: ``"cpu"``, ``"gpu"`` or ``"default"``
+    (an existing file of that name wins).
     """
     config = Config()
     if path is not None:
         p = Path(path)
-        if not p.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-            p = CONFIG_DIR / f"{path}.yaml"
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p} (give a YAML file or a preset: default, cpu, gpu)")
+        if p.exists():
+            where, text = str(p), p.read_text(encoding="utf-8")
+        elif str(path) in PRESETS:
+            where, text = f"preset {path}", preset_text(str(path))
+        else:
+            raise ConfigError(
+                f"config file not found: {p} (give a YAML file or a preset: {', '.join(PRESETS)})"
+            )
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-            raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+            raise ConfigError(f"config file {where} is not valid YAML: {first}") from None
         config = parse_config(data, config)
     if overrides:
         config = parse_config(parse_overrides(overrides), config)

@@ -13,18 +13,30 @@ with random weights predicts noise and few or none of its masks pass.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 
 from .association import box_iou_matrix, masks_to_boxes
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = Union[np.ndarray, torch.Tensor]
+
 __all__ = ["DiscoveryConfig", "point_grid", "stability_score", "nms", "filter_candidates"]
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+
+def _is_tensor(x: object) -> bool:
+    """True for a ``torch.Tensor``, without importing torch (the engine stays torch-free).
+
+    A tensor can only exist once torch is imported, so ``sys.modules`` is enough.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,9 @@ def stability_score(logits: ArrayLike, threshold: float = 0.0, offset: float = 1
         the mask at ``threshold + offset`` with the mask at ``threshold -
         offset``; 0 when even the lower threshold gives an empty mask.
     """
-    if isinstance(logits, torch.Tensor):
+    if _is_tensor(logits):
+        import torch
+
         # Counting in int32 is exact and avoids materialising float masks.
         inter = (logits > threshold + offset).sum(dim=(-1, -2), dtype=torch.int32).float()
         union = (logits > threshold - offset).sum(dim=(-1, -2), dtype=torch.int32).float()
@@ -180,6 +194,6 @@ def filter_candidates(masks: ArrayLike, ious: ArrayLike, logits: ArrayLike, conf
 
 
 def _numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)

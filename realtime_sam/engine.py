@@ -23,6 +23,11 @@ track's mask is carried to the current frame by the track's own motion since
 by flow through the small grey copies of the frames since, which the engine
 keeps while such an encode is in flight. Then they are associated as usual.
 Discovery still encodes at once, on the current frame.
+
+The engine is model-agnostic and imports no torch: it talks to a
+:class:`~realtime_sam.model_runner.ModelRunner` (implementations in
+:mod:`realtime_sam.runners`, loading in :mod:`realtime_sam.loader`); the
+background jobs and kept frames are :class:`~realtime_sam.background.BackgroundEncodes`.
 """
 
 from __future__ import annotations
@@ -33,26 +38,28 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .association import mask_to_box
+from .background import BackgroundEncodes, _BackgroundJob
+from .dense_flow import DenseFlowPropagator, warp_logits
 from .discovery import DiscoveryConfig, filter_candidates, point_grid, stability_score
 from .errors import ConfigError, PromptError
+from .model_runner import ModelRunner
 from .prompts import clamp_prompt, validate_prompt
 from .propagation import MaskPropagator, PropagationConfig, WorkFrame
-from .tracks import Detection, IdCounter, Tracker, TrackerConfig, TrackPrompt
+from .tracks import Detection, IdCounter, Tracker, TrackerConfig, TrackPrompt, appearance_of
 from .types import Frame, FrameResult, ObjectPrompt, TrackResult
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["EngineConfig", "Engine", "ModelRunner", "PredictorRunner", "low_res_to_masks"]
+# ModelRunner lives in the torch-free model_runner module; re-exported here, its historic home.
+__all__ = ["EngineConfig", "Engine", "ModelRunner"]
 
 _log = logging.getLogger(__name__)
 
@@ -98,53 +105,31 @@ class EngineConfig:
             raise ConfigError(f"engine.max_tracks must be >= 1, got {self.max_tracks}")
 
 
-class ModelRunner(Protocol):
-    """What the engine needs from a model: one image embedding at a time, batched decoding.
-
-    Coordinates are source-image pixels; images are ``HxWx3 uint8`` BGR.
-    """
-
-    def encode(self, image_bgr: np.ndarray) -> None: ...
-
-    def decode(
-        self,
-        points: np.ndarray | None,
-        labels: np.ndarray | None,
-        boxes: np.ndarray | None,
-        mask_input: np.ndarray | None,
-        multimask: bool,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``points BxNx2``, ``labels BxN``, ``boxes Bx4``, ``mask_input Bx256x256`` ->
-        ``(low_res_logits BxCx256x256 float32, iou BxC)``."""
-        ...
-
-    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)``."""
-        ...
-
-    # Runners that can embed an image without making it current may also offer
-    # ``embed(image_bgr) -> embedding`` (safe to call from another thread while
-    # the runner decodes) and ``use(embedding)`` (make it current); only those
-    # support ``EngineConfig.background_encode``.
+def _box_motion(box_then, box_now) -> np.ndarray:
+    """The 2x3 translation and uniform scale (source pixels) taking ``box_then`` to ``box_now``."""
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
+    w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
+    scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
+    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
+    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
+    return np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
 
 
-@dataclass(eq=False)
-class _BackgroundJob:
-    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame."""
-
-    frame_index: int
-    prompts: tuple[TrackPrompt, ...]
-    future: Future
-    new: list[ObjectPrompt] = field(default_factory=list)
+# Below this visible fraction of its whole (moved) soft mask, an object counts as partly
+# hidden: its visible box does not correct its motion model.
+_MEASURED_VISIBLE = 0.8
 
 
-# Flow copies of the frames since the oldest background encode (for the replay). At
-# 30 fps that is 10 s, far beyond an encode's 1-3 s on a CPU; at the default 480 px
-# work size a copy is about 170 KB.
-_HISTORY_FRAMES = 300
-# Replay through at most this many of those frames (evenly spaced): flow copes with a
-# few frames' motion per step, and the replay then costs tens of milliseconds.
-_REPLAY_STEPS = 12
+def _disagree(box_a, box_b) -> bool:
+    """Whether two estimates of one object's box now disagree: centres apart by more than a
+    quarter of its size (at least 4 pixels), or sizes by more than a factor 1.5."""
+    a, b = np.asarray(box_a, dtype=np.float64), np.asarray(box_b, dtype=np.float64)
+    wa, ha = max(a[2] - a[0], 1.0), max(a[3] - a[1], 1.0)
+    wb, hb = max(b[2] - b[0], 1.0), max(b[3] - b[1], 1.0)
+    shift = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0)
+    ratio = (wa * ha) / (wb * hb)
+    return shift > max(4.0, 0.25 * math.sqrt(wb * hb)) or not 1.0 / 1.5 <= ratio <= 1.5
 
 
 def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) -> Detection:
@@ -154,88 +139,30 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
     applied to the low-res logits (the next mask prompt) and, unless
     ``mask_now`` (the mask replayed by flow) is given, to the mask.
     """
-    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
-    w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
-    w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
-    scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
-    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
-    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
-    if abs(c1[0] - c0[0]) < 0.5 and abs(c1[1] - c0[1]) < 0.5 and abs(scale - 1.0) < 1e-3 and mask_now is None:
+    m = _box_motion(box_then, box_now)
+    if np.abs(m - np.eye(2, 3)).max() < 1e-3 and mask_now is None:
         return d
     h, w = d.mask.shape
-    m = np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
     if mask_now is None:
         mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-    logits = d.logits
-    if logits is not None:
-        # Low-res logits cover the padded square of side max(H, W).
-        k = logits.shape[-1] / float(max(h, w))
-        ml = np.array([[scale, 0.0, m[0, 2] * k], [0.0, scale, m[1, 2] * k]])
-        fill = float(min(logits.min(), -10.0))
-        logits = cv2.warpAffine(
-            logits, ml, logits.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
-        )
+    logits = None if d.logits is None else warp_logits(d.logits, m, (h, w))
     box = mask_to_box(mask_now)
     return Detection(
         mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
-        source_track=d.source_track, label=d.label,
+        source_track=d.source_track, label=d.label, appearance=d.appearance,
     )
 
 
-class PredictorRunner:
-    """:class:`ModelRunner` over a :class:`~realtime_sam.predictor.SamPredictor`."""
+class _Plan(NamedTuple):
+    """What one frame does, decided after propagation (see :meth:`Engine._plan`)."""
 
-    def __init__(self, predictor) -> None:
-        self.predictor = predictor
-
-    def encode(self, image_bgr: np.ndarray) -> None:
-        self.predictor.set_image(image_bgr, image_format="BGR")
-
-    @torch.no_grad()
-    def decode(self, points, labels, boxes, mask_input, multimask):
-        p = self.predictor
-        dev = p.device
-        pts = None
-        if points is not None:
-            coords = p.transform.apply_coords(np.asarray(points, dtype=np.float64), p.original_size)
-            pts = (
-                torch.as_tensor(coords, dtype=torch.float32, device=dev),
-                torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=dev),
-            )
-        bx = None
-        if boxes is not None:
-            bx = torch.as_tensor(p.transform.apply_boxes(np.asarray(boxes), p.original_size), dtype=torch.float32, device=dev)
-        mi = None
-        if mask_input is not None:
-            mi = torch.as_tensor(np.asarray(mask_input, dtype=np.float32), device=dev)[:, None]
-        low, iou = p.decode(pts, bx, mi, multimask)
-        return low.cpu().numpy(), iou.cpu().numpy()
-
-    def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        p = self.predictor
-        return low_res_to_masks(low_res, p.input_size, p.model.img_size, size)
-
-
-@torch.inference_mode()
-def low_res_to_masks(
-    low_res: np.ndarray, input_size: tuple[int, int], img_size: int, size: tuple[int, int]
-) -> np.ndarray:
-    """Decoder logits ``Bx256x256`` -> ``BxHxW bool`` masks at ``size = (H, W)``.
-
-    ``input_size`` is the image's ``(h, w)`` inside the padded ``img_size``
-    square. The padding is cropped at low resolution and the rest upsampled
-    straight to the source size: one interpolation of the visible region
-    instead of SAM's 1024x1024 round trip (the same masks up to sub-pixel
-    edges, at a fraction of the cost for a 640x480 frame).
-    """
-    if len(low_res) == 0:
-        return np.zeros((0, *size), dtype=bool)
-    scale = low_res.shape[-1] / img_size
-    h = int(np.ceil(input_size[0] * scale))
-    w = int(np.ceil(input_size[1] * scale))
-    t = torch.from_numpy(np.ascontiguousarray(low_res[:, None, :h, :w], dtype=np.float32))
-    up = F.interpolate(t, size, mode="bilinear", align_corners=False)
-    return (up[:, 0] > 0).numpy()
+    live: list[TrackPrompt]  # the tracks' prompts before any landing
+    due: list[ObjectPrompt]  # new prompts decoded on this frame's encode
+    later: list[ObjectPrompt]  # new prompts sent to the worker instead
+    periodic: bool  # the periodic re-encode is due
+    discovery_due: bool  # auto mode's point grid runs on this frame
+    background: bool  # a worker is lent and the runner can embed off-thread
+    encode: bool  # encode on the calling thread now
 
 
 class Engine:
@@ -255,7 +182,16 @@ class Engine:
         self.config = config
         self.discovery_config = discovery_config
         self.tracker = Tracker(tracker_config, ids or IdCounter())
+        # The sparse propagator also replays new prompts' masks in background mode.
         self.propagator = MaskPropagator(propagation_config)
+        self.dense: DenseFlowPropagator | None = None
+        if propagation_config.method == "dense":
+            self.dense = DenseFlowPropagator(
+                max_side=propagation_config.max_side, preset=propagation_config.flow_preset,
+                fb_tolerance=propagation_config.fb_tolerance,
+            )
+        self._order: list[int] = []  # track ids, front to back (who hides whom)
+        self._amodal: dict[int, np.ndarray] = {}  # each track's whole soft mask (cells > 0) after the last propagation
         self._lock = threading.Lock()
         self._commands: list[tuple[str, object]] = []
         self._pending: list[ObjectPrompt] = []
@@ -265,16 +201,21 @@ class Engine:
         self._since_discovery: int | None = None
         self._last_tracks: tuple[TrackResult, ...] = ()
         self.last_encode_index: int | None = None
-        self._submit: Callable[..., Future] | None = None
-        self._jobs: deque[_BackgroundJob] = deque()  # in submission order; the worker runs them in order
-        self._history: deque[tuple[int, WorkFrame]] = deque(maxlen=_HISTORY_FRAMES)
+        self.background = BackgroundEncodes()
 
     @classmethod
-    def from_config(cls, config: "Config", *, progress: bool = True) -> "Engine":
-        """Load the model named by ``config.model`` (downloading weights if needed) and build an engine."""
-        from .loader import load_runner
+    def from_config(cls, config: Config, *, runner: ModelRunner | None = None, progress: bool = True) -> Engine:
+        """An engine with the ``engine``, ``tracker``, ``propagation`` and ``discovery`` sections of ``config``.
 
-        runner = load_runner(config.model, progress=progress)
+        Around ``runner`` when given; else the model named by ``config.model``
+        is loaded (weights downloaded if needed, with a progress bar unless
+        ``progress`` is false).
+        """
+        if runner is None:
+            # Imported here: the loader pulls in torch, the engine itself stays free of it.
+            from .loader import load_runner
+
+            runner = load_runner(config.model, progress=progress)
         return cls(
             runner,
             config.engine,
@@ -296,9 +237,22 @@ class Engine:
         ``None`` takes it back; an encode still running is then forgotten (its
         new prompts are kept and encode on the next frame).
         """
-        self._submit = submit
+        self.background.submit = submit
         if submit is None:
             self._drop_jobs()
+
+    # Older names of the background state, kept for tests and diagnostics that read them.
+    @property
+    def _submit(self) -> Callable[..., Future] | None:
+        return self.background.submit
+
+    @property
+    def _history(self) -> deque[tuple[int, WorkFrame]]:
+        return self.background.history
+
+    @_history.setter
+    def _history(self, kept: deque[tuple[int, WorkFrame]]) -> None:
+        self.background.history = kept
 
     # -- commands (any thread) ---------------------------------------------------------
 
@@ -346,9 +300,7 @@ class Engine:
     def has_pending(self) -> bool:
         """True when commands are queued or new prompts wait for a background encode."""
         with self._lock:
-            # A window's thread asks while the inference thread changes the deque:
-            # tuple() copies it in one step (no Python code runs in between).
-            return bool(self._commands) or any(j.new for j in tuple(self._jobs))
+            return bool(self._commands) or self.background.has_pending
 
     def track_at(self, x: float, y: float) -> int | None:
         """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
@@ -371,38 +323,85 @@ class Engine:
         """Advance every track to ``frame`` and return what is visible in it."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
+        self._start_frame(frame)
+        self._propagate(frame, timings)
+        plan = self._plan(frame)
+        if plan.encode:
+            self._encode_now(frame, plan, timings)
+            encoded = True
+        else:
+            encoded = self._background_step(frame, plan, timings)
+        return self._finish(frame, encoded, t_start, timings)
+
+    # -- the steps of a frame ----------------------------------------------------------
+
+    def _start_frame(self, frame: Frame) -> None:
+        """Apply queued commands, start over on a resolution change, predict every track's motion."""
         self._apply_commands()
-        h, w = frame.height, frame.width
-        tracker = self.tracker
-        if self._prev_image is not None and self._prev_image.shape != frame.image.shape:
+        prev = self._prev_image
+        if prev is not None and prev.shape != frame.image.shape:
             # The stream changed resolution (e.g. an RTSP renegotiation): masks of
             # the old size cannot be matched against new ones, so start over.
             _log.warning(
                 "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)",
-                self._prev_image.shape[1], self._prev_image.shape[0], w, h, frame.index, len(tracker),
+                prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
             )
-            tracker.clear()
+            self.tracker.clear()
             self.propagator.reset()
+            if self.dense is not None:
+                self.dense.reset()
             self._since_encode = None
             self._drop_jobs()
-        tracker.predict(frame.index)
+        self.tracker.predict(frame.index)
 
+    def _propagate(self, frame: Frame, timings: dict[str, float]) -> None:
+        """Carry every track's mask from the previous frame by optical flow (coast where flow fails).
+
+        Dense flow moves each track's low-res logits per pixel, tracks in front
+        hiding those behind them; tracks without logits, and every track with
+        ``propagation.method: flow``, move as one piece by sparse flow.
+        """
+        tracker = self.tracker
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
             t = time.perf_counter()
             items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
-            if items:
-                for tid, (mask, box, ok) in self.propagator.step(self._prev_image, frame.image, items).items():
-                    if ok:
-                        tracker.apply_propagation(tid, mask, box, frame.index)
-                    else:
-                        tracker.coast(tid, frame.index)
+            sparse = self.propagator.step(self._prev_image, frame.image, items) if items else {}
+            if self.dense is not None:
+                soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
+                moved = self.dense.step(self._prev_image, frame.image, soft, self._order)
+                self._amodal = {tid: r.logits > 0 for tid, r in moved.items()}
+                for tid, r in moved.items():
+                    check = sparse[tid]
+                    if not r.measured or (check.ok and r.box is not None and _disagree(r.box, check.box)):
+                        # Dense flow found nothing reliable on it, or moved it unlike the corners
+                        # tracked inside it (periodic textures fool it): sparse flow below.
+                        continue
+                    del sparse[tid]
+                    # A partly hidden object's visible box says little of its motion.
+                    whole = r.visible >= _MEASURED_VISIBLE
+                    if r.box is None or not tracker.apply_propagation(
+                        tid, r.mask, r.box, frame.index, logits=r.logits, measured=whole
+                    ):
+                        tracker.coast(tid, frame.index)  # wholly hidden or out of the frame
+            for tid, (mask, box, ok) in sparse.items():
+                if ok:
+                    tr = tracker.get(tid)
+                    logits = None
+                    if tr is not None and tr.logits is not None and tr.logits_box is None:
+                        # Logits that dense flow moved so far have no decode box to be shifted from: move them now.
+                        logits = warp_logits(tr.logits, _box_motion(tr.box, box), mask.shape)
+                    tracker.apply_propagation(tid, mask, box, frame.index, logits=logits)
+                else:
+                    tracker.coast(tid, frame.index)
             timings["propagate"] = (time.perf_counter() - t) * 1e3
         self._prev_image = frame.image
-        background = self._submit is not None and self.wants_worker
 
+    def _plan(self, frame: Frame) -> _Plan:
+        """Decide what this frame encodes, here or on the worker; takes the prompts due off the queue."""
+        background = self.background.attached and self.wants_worker
         due = [p for p in self._pending if p.start_frame <= frame.index]
         self._pending = [p for p in self._pending if p.start_frame > frame.index]
-        live = tracker.prompts()
+        live = self.tracker.prompts()
         discovery_due = self._auto and (
             self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
         )
@@ -411,82 +410,77 @@ class Engine:
         later = due if background and not discovery_due else []
         if later:
             due = []
-        if later or any(job.new for job in self._jobs):
+        if self.background.wants_frame(bool(later)):
             # New prompts' masks are replayed from their encoded frame to the current one.
-            self._history.append((frame.index, self.propagator.work(frame.image).detached()))
+            self.background.keep(frame.index, self.propagator.work(frame.image).detached())
         encode = bool(due) or discovery_due or (periodic and not background)
+        return _Plan(live, due, later, periodic, discovery_due, background, encode)
 
-        if encode and self._jobs:
-            # The runner holds one image at a time and this encode is newer: let the
-            # background ones finish (errors still surface); those with new prompts
-            # land first, the others are dropped (this encode refreshes every track).
-            while self._jobs:
-                job = self._jobs.popleft()
-                job.future.result()
-                if job.new:
-                    self._land(job, frame.index, (h, w), timings)
-
-        if encode:
+    def _encode_now(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> None:
+        """Encode this frame on the calling thread: decode every track, the new prompts and discovery; associate."""
+        size = (frame.height, frame.width)
+        # Background encodes are older than this one: let them finish, landing those with new prompts.
+        for job in self.background.settle():
+            self._land(job, frame.index, size, timings)
+        t = time.perf_counter()
+        self.runner.encode(frame.image)
+        timings["encode"] = (time.perf_counter() - t) * 1e3
+        self._since_encode = 0
+        self.last_encode_index = frame.index
+        t = time.perf_counter()
+        detections = self._decode_tracks(plan.live, size)
+        new_objects = [(p, self._decode_prompt(p, size)) for p in plan.due]
+        timings["decode"] = (time.perf_counter() - t) * 1e3
+        candidates: list[Detection] = []
+        if plan.discovery_due:
             t = time.perf_counter()
-            self.runner.encode(frame.image)
-            timings["encode"] = (time.perf_counter() - t) * 1e3
+            candidates = self._discover(size)
+            self._since_discovery = 0
+            timings["discover"] = (time.perf_counter() - t) * 1e3
+        elif self._since_discovery is not None:
+            self._since_discovery += 1
+        t = time.perf_counter()
+        tracker = self.tracker
+        refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
+        tracker.update(detections + refined, frame.index, candidates)
+        for p, d in new_objects:
+            if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
+                tracker.add(d, frame.index)
+        self._update_order()
+        timings["associate"] = (time.perf_counter() - t) * 1e3
+
+    def _background_step(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> bool:
+        """No encode here: land the finished background encodes, submit the next one. True if any landed."""
+        if self._since_encode is not None:
+            self._since_encode += 1
+        if self._since_discovery is not None:
+            self._since_discovery += 1
+        if not plan.background:
+            return False
+        landed = False
+        live = plan.live
+        while (job := self.background.next_finished()) is not None:
+            self._land(job, frame.index, (frame.height, frame.width), timings)
+            landed = True
+            live = self.tracker.prompts()  # the corrected tracks prompt the next encode
+        if plan.later or (not self.background.busy and plan.periodic and live):
+            self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later)  # type: ignore[attr-defined]
             self._since_encode = 0
-            self.last_encode_index = frame.index
-            t = time.perf_counter()
-            detections = self._decode_tracks(live, (h, w))
-            new_objects = [(p, self._decode_prompt(p, (h, w))) for p in due]
-            timings["decode"] = (time.perf_counter() - t) * 1e3
-            candidates: list[Detection] = []
-            if discovery_due:
-                t = time.perf_counter()
-                candidates = self._discover((h, w))
-                self._since_discovery = 0
-                timings["discover"] = (time.perf_counter() - t) * 1e3
-            elif self._since_discovery is not None:
-                self._since_discovery += 1
-            t = time.perf_counter()
-            refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
-            tracker.update(detections + refined, frame.index, candidates)
-            for p, d in new_objects:
-                if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
-                    tracker.add(d, frame.index)
-            timings["associate"] = (time.perf_counter() - t) * 1e3
-        else:
-            if self._since_encode is not None:
-                self._since_encode += 1
-            if self._since_discovery is not None:
-                self._since_discovery += 1
-            if background:
-                while self._jobs and self._jobs[0].future.done():
-                    self._land(self._jobs.popleft(), frame.index, (h, w), timings)
-                    encode = True
-                    live = tracker.prompts()  # the corrected tracks prompt the next encode
-                if later or (not self._jobs and periodic and live):
-                    job = _BackgroundJob(frame.index, tuple(live), self._submit(self.runner.embed, frame.image), later)
-                    self._jobs.append(job)
-                    self._since_encode = 0
-        # Only new prompts are replayed (tracks move by their own motion): keep the
-        # frames since the oldest encode that carries some.
-        waiting = [j.frame_index for j in self._jobs if j.new]
-        if waiting:
-            while self._history and self._history[0][0] < waiting[0]:
-                self._history.popleft()
-        else:
-            self._history.clear()
+        return landed
 
-        tracks = tracker.results(frame.index)
+    def _finish(self, frame: Frame, encoded: bool, t_start: float, timings: dict[str, float]) -> FrameResult:
+        """Forget frames no encode in flight needs; the tracks visible in ``frame``."""
+        self.background.trim()
+        tracks = self.tracker.results(frame.index)
         self._last_tracks = tracks
         timings["total"] = (time.perf_counter() - t_start) * 1e3
-        return FrameResult(frame=frame, tracks=tracks, encoded=encode, timings=timings)
+        return FrameResult(frame=frame, tracks=tracks, encoded=encoded, timings=timings)
 
     # -- internals ---------------------------------------------------------------------
 
     def _drop_jobs(self) -> None:
         """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""
-        for job in self._jobs:
-            self._pending.extend(job.new)
-        self._jobs.clear()
-        self._history.clear()
+        self._pending.extend(self.background.drop())
 
     def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
         """Decode against a finished background embedding, move the masks to this frame, associate.
@@ -522,19 +516,47 @@ class Engine:
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
                 self.tracker.add(fresh[j], frame_index)
+        self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _update_order(self) -> None:
+        """Who is in front, from the decode that just landed: where two tracks' moved
+        masks overlapped, the one whose new mask took more of the overlap is in front.
+
+        New tracks start in front (a user clicks what is visible); pairs whose
+        masks did not overlap keep their order.
+        """
+        alive = [t.id for t in self.tracker.tracks()]
+        order = [tid for tid in self._order if tid in alive]
+        order = [tid for tid in alive if tid not in order] + order
+        before = self._amodal
+        if len(before) >= 2:
+            now = {}
+            for tid in before:
+                t = self.tracker.get(tid)
+                if t is not None and t.logits is not None and t.mask is not None:
+                    rows, cols = before[tid].shape[0], before[tid].shape[1]
+                    now[tid] = t.logits[:rows, :cols] > 0
+            ids = [tid for tid in order if tid in now]
+            for i, a in enumerate(ids):
+                for b in ids[i + 1 :]:
+                    both = before[a][: now[a].shape[0]] & before[b][: now[b].shape[0]]
+                    if int(both.sum()) < 2:
+                        continue
+                    if int((now[b] & both).sum()) > int((now[a] & both).sum()):  # b won: b goes in front of a
+                        order.remove(b)
+                        order.insert(order.index(a), b)
+        self._order = order
+        self._amodal = {}
 
     def _replay(self, since: int, masks: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
         """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame.
 
         Empty when the frame ``since`` is no longer kept (the masks then stay as decoded).
         """
-        if not masks or not self._history or self._history[0][0] > since:
+        frames = self.background.replay_frames(since) if masks else None
+        if frames is None:
             return {}
-        frames = [w for i, w in self._history if i >= since]
-        if len(frames) > _REPLAY_STEPS + 1:
-            picks = np.unique(np.linspace(0, len(frames) - 1, _REPLAY_STEPS + 1).round().astype(int))
-            frames = [frames[i] for i in picks]
         out = self.propagator.replay(frames, masks)
         return {k: (o.mask, o.box) for k, o in out.items()}
 
@@ -549,8 +571,7 @@ class Engine:
             elif kind == "clear":
                 self.tracker.clear()
                 self._pending.clear()
-                for job in self._jobs:
-                    job.new.clear()
+                self.background.forget_new()
             elif kind == "auto":
                 self._auto = bool(arg)
                 self._since_discovery = None
@@ -562,6 +583,7 @@ class Engine:
         if masks is None:
             masks = self.runner.masks(low, size)
         out = []
+        image = self._prev_image  # the frame being processed (set before any decode)
         for i, src in enumerate(sources):
             box = mask_to_box(masks[i])
             out.append(
@@ -572,6 +594,7 @@ class Engine:
                     logits=low[i],
                     source_track=src,
                     label=labels[i] if labels else None,
+                    appearance=appearance_of(image, masks[i]) if image is not None and image.shape[:2] == masks[i].shape else None,
                 )
             )
         return out

@@ -17,6 +17,7 @@ __all__ = [
     "StreamInterrupted",
     "PromptError",
     "SinkError",
+    "describe_error",
 ]
 
 
@@ -50,3 +51,24 @@ class PromptError(RealtimeSamError):
 
 class SinkError(RealtimeSamError):
     """An output cannot be written."""
+
+
+def describe_error(exc: BaseException | str) -> str:
+    """A short one-line reason for ``exc``, to end a user-facing message with.
+
+    The OS's or FFmpeg's own text (``strerror``, e.g. ``"Permission denied"``)
+    where there is one, since the message around it already names the file;
+    never the text of an exception that carries a ``filename`` (it would repeat
+    the path, or a stream URL with its password); otherwise the exception's
+    message with its line breaks folded into spaces; the type's name when all
+    of these are empty. A plain string (``URLError.reason`` can be one) is
+    folded the same way.
+    """
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror.strip():
+        text = strerror
+    elif getattr(exc, "filename", None) is not None:
+        text = ""
+    else:
+        text = str(exc)
+    return " ".join(text.split()) or type(exc).__name__

@@ -48,10 +48,21 @@ class PropagationConfig:
     """How masks move between re-encodes.
 
     Attributes:
-        method: ``"flow"`` (sparse optical flow) or ``"none"`` (masks stay
-            where they were decoded until the next re-encode).
-        max_side: flow runs on frames shrunk so their longest side is at most
-            this many pixels (``0``: full resolution). Smaller is faster and
+        method: ``"dense"`` (dense optical flow warps each track's low-res
+            logits per pixel, :mod:`realtime_sam.dense_flow`), ``"flow"``
+            (sparse optical flow moves each mask as one piece: a similarity
+            transform fitted to corners tracked inside it; the keys below
+            from ``max_points`` to ``min_deformation`` tune it) or ``"none"``
+            (masks stay where they were decoded until the next re-encode).
+        flow_preset: the dense flow's DIS preset: ``"ultrafast"``, ``"fast"``
+            or ``"medium"`` (slower, follows fast small objects far better).
+        fb_tolerance: dense flow that does not come back to its start
+            (forward then backward) within this many low-res cells (plus 10 %
+            of its length) is unreliable there: occluded or newly revealed
+            pixels; such pixels move with the object's own fitted motion.
+        max_side: flow runs on frames (dense: on a crop around each object)
+            shrunk so their longest side is at most this many pixels (``0``:
+            full resolution). Smaller is faster and
             copes with larger motion, larger follows small objects better.
         max_points: most corners tracked per mask.
         min_points: fewer surviving corners than this and the mask is
@@ -75,8 +86,10 @@ class PropagationConfig:
             pixels inside the mask's outline (less when the mask is too thin).
     """
 
-    method: Literal["flow", "none"] = "flow"
+    method: Literal["dense", "flow", "none"] = "dense"
     max_side: int = 480
+    flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    fb_tolerance: float = 0.5
     max_points: int = 50
     min_points: int = 6
     win_size: int = 11
@@ -94,7 +107,9 @@ class PropagationConfig:
             if not ok:
                 raise ConfigError(f"propagation: {message}")
 
-        check(self.method in ("flow", "none"), f"method must be 'flow' or 'none', got {self.method!r}")
+        check(self.method in ("dense", "flow", "none"), f"method must be 'dense', 'flow' or 'none', got {self.method!r}")
+        check(self.flow_preset in ("ultrafast", "fast", "medium"), f"flow_preset must be ultrafast, fast or medium, got {self.flow_preset!r}")
+        check(self.fb_tolerance > 0, f"fb_tolerance must be > 0 cells, got {self.fb_tolerance}")
         check(self.max_side == 0 or self.max_side >= 32, f"max_side must be 0 (full size) or >= 32 pixels, got {self.max_side}")
         check(self.min_points >= 3, f"min_points must be >= 3, got {self.min_points}")
         check(self.max_points >= self.min_points, f"max_points ({self.max_points}) must be >= min_points ({self.min_points})")

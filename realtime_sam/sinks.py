@@ -45,7 +45,7 @@ import av
 import cv2
 import numpy as np
 
-from .errors import ConfigError, SinkError
+from .errors import ConfigError, SinkError, describe_error
 from .render import Renderer
 from .rle import encode_rle, mask_to_box
 from .types import FrameResult, TrackResult
@@ -166,12 +166,6 @@ class SinkConfig:
 # -- shared helpers ----------------------------------------------------------------
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 def _prepare_file(path: str | os.PathLike[str], what: str, example: str) -> Path:
     """Check that ``path`` can be a file we write, creating its folder.
 
@@ -187,14 +181,14 @@ def _prepare_file(path: str | os.PathLike[str], what: str, example: str) -> Path
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SinkError(f"cannot create the folder {p.parent} for the {what} output: {_reason(exc)}") from None
+        raise SinkError(f"cannot create the folder {p.parent} for the {what} output: {describe_error(exc)}") from None
     try:
         # Opening for append creates the file without destroying anything yet;
         # each sink truncates when it really starts.
         with open(p, "ab"):
             pass
     except OSError as exc:
-        raise SinkError(f"cannot write the {what} output {p}: {_reason(exc)}") from None
+        raise SinkError(f"cannot write the {what} output {p}: {describe_error(exc)}") from None
     return p
 
 
@@ -204,7 +198,7 @@ def _open_for_lines(path: Path, what: str) -> Any:
         # a crash can leave at most the line being written incomplete.
         return open(path, "wb", buffering=0)
     except OSError as exc:
-        raise SinkError(f"cannot write the {what} output {path}: {_reason(exc)}") from None
+        raise SinkError(f"cannot write the {what} output {path}: {describe_error(exc)}") from None
 
 
 def _write_all(file: Any, data: bytes, path: Path, what: str) -> None:
@@ -214,7 +208,7 @@ def _write_all(file: Any, data: bytes, path: Path, what: str) -> None:
             n = file.write(view)
             view = view[n:]
     except OSError as exc:
-        raise SinkError(f"writing the {what} output {path} failed: {_reason(exc)}") from None
+        raise SinkError(f"writing the {what} output {path} failed: {describe_error(exc)}") from None
 
 
 def _map_id(track_id: int, max_id: int, overflow: IdOverflow, what: str) -> int:
@@ -481,7 +475,7 @@ class VideoSink(_SinkBase):
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except (OSError, av.FFmpegError) as exc:
-            raise SinkError(f"writing the video output {self.path} failed: {_reason(exc)}") from None
+            raise SinkError(f"writing the video output {self.path} failed: {describe_error(exc)}") from None
         self._last_pts = pts
         self.frames_written += 1
 
@@ -516,7 +510,7 @@ class VideoSink(_SinkBase):
             stream.options = codec_options
         except (OSError, ValueError, av.FFmpegError) as exc:
             self._abort_container()
-            raise SinkError(f"cannot start the video output {self.path}: {_reason(exc)}") from None
+            raise SinkError(f"cannot start the video output {self.path}: {describe_error(exc)}") from None
         self._stream = stream
 
     def _abort_container(self) -> None:
@@ -556,7 +550,7 @@ class VideoSink(_SinkBase):
             error = error or exc
         self._container = None
         if error is not None:
-            raise SinkError(f"finishing the video output {self.path} failed: {_reason(error)}")
+            raise SinkError(f"finishing the video output {self.path} failed: {describe_error(error)}")
 
 
 # -- JSON lines --------------------------------------------------------------------
@@ -781,7 +775,7 @@ class PngSink(_SinkBase):
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise SinkError(f"cannot write the png output folder {p}: {_reason(exc)}") from None
+            raise SinkError(f"cannot write the png output folder {p}: {describe_error(exc)}") from None
         super().__init__(p)
         self.id_overflow = id_overflow
         self.compression = int(compression)
@@ -809,7 +803,7 @@ class PngSink(_SinkBase):
                     pass
                 raise
         except OSError as exc:
-            raise SinkError(f"writing {final} failed: {_reason(exc)}") from None
+            raise SinkError(f"writing {final} failed: {describe_error(exc)}") from None
         self.frames_written += 1
 
     def close(self) -> None:

@@ -55,7 +55,7 @@ import av
 import cv2
 import numpy as np
 
-from .errors import ConfigError, SourceError, StreamInterrupted
+from .errors import ConfigError, SourceError, StreamInterrupted, describe_error
 from .types import Frame
 
 __all__ = [
@@ -343,17 +343,6 @@ class _TooManyErrors(Exception):
     """Too many packets in a row could not be decoded."""
 
 
-def _reason(exc: BaseException) -> str:
-    """A short, filename-free description of an exception."""
-    if isinstance(exc, av.FFmpegError):
-        text = exc.strerror or type(exc).__name__
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
-
-
 class _AVDecoder:
     """Packet-by-packet decoding of one video stream of an open container.
 
@@ -397,7 +386,7 @@ class _AVDecoder:
                 return None
             except (av.FFmpegError, OSError) as exc:
                 if not recover_demux:
-                    raise _ReadFailed(_reason(exc)) from exc
+                    raise _ReadFailed(describe_error(exc)) from exc
                 self._count_error(exc)
                 # A generator that raised is finished; the container keeps
                 # its position, so a new one resumes after the bad data.
@@ -417,7 +406,7 @@ class _AVDecoder:
     def _count_error(self, exc: BaseException) -> None:
         self.decode_errors += 1
         self.consecutive_errors += 1
-        self.last_error = _reason(exc)
+        self.last_error = describe_error(exc)
         if self.consecutive_errors >= self._max:
             raise _TooManyErrors(self.last_error)
 
@@ -480,7 +469,7 @@ class VideoFileSource(Source):
         except (av.FFmpegError, OSError, ValueError) as exc:
             if isinstance(exc, PermissionError):
                 raise SourceError(f"cannot read {self.path}: permission denied") from None
-            raise SourceError(f"{self.path} is not a video FFmpeg can read ({_reason(exc)})") from None
+            raise SourceError(f"{self.path} is not a video FFmpeg can read ({describe_error(exc)})") from None
         stream = _first_video_stream(container)
         if stream is None:
             container.close()
@@ -736,7 +725,7 @@ class StreamSource(_LiveSource):
             if self._format is None and time.monotonic() - started >= 0.9 * cfg.open_timeout_s:
                 # FFmpeg reports an open timeout as "invalid data" or "exit requested".
                 raise _ConnectFailed(f"no answer within {cfg.open_timeout_s:g} s (source.open_timeout_s)") from None
-            raise _ConnectFailed(_reason(exc)) from None
+            raise _ConnectFailed(describe_error(exc)) from None
         stream = _first_video_stream(container)
         if stream is None:
             container.close()
@@ -783,7 +772,7 @@ class StreamSource(_LiveSource):
             except (av.FFmpegError, ValueError) as exc:
                 # A frame that decodes but cannot be converted is a decode error.
                 self._decoder.decode_errors += 1
-                self._decoder.last_error = _reason(exc)
+                self._decoder.last_error = describe_error(exc)
                 continue
             return Frame(
                 index=self._delivered,

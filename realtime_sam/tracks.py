@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
+import cv2
 import numpy as np
 
 from .association import box_iou_matrix, linear_assignment, mask_iou_matrix, mask_to_box
@@ -46,6 +47,8 @@ __all__ = [
     "Track",
     "TrackPrompt",
     "Tracker",
+    "appearance_of",
+    "similarity",
 ]
 
 _LOWRES = 256  # side of SAM's low-resolution mask logits
@@ -89,7 +92,8 @@ class TrackerConfig:
         min_hits: consecutive good frames that turn a ``TENTATIVE`` track
             (started by discovery) into a ``CONFIRMED`` one.
         max_lost_frames: frames a ``LOST`` track is kept (and prompted at its
-            predicted box) for re-acquisition before it is ``REMOVED``.
+            predicted box, slid inside the frame) for re-acquisition before it
+            is ``REMOVED``; 300 is 10 s at 30 fps.
         min_score: decoder predicted IoU below which a mask counts as a miss.
         min_area_frac: masks covering less than this fraction of the frame
             are implausible (a miss).
@@ -103,17 +107,22 @@ class TrackerConfig:
         max_new_overlap: a discovery candidate with more than this fraction of
             its area already covered by live tracks' masks does not start a
             track (it is a part of a tracked object).
+        min_appearance: a ``LOST`` track takes a mask back only when their
+            appearance descriptors (colour histograms, see
+            :attr:`Detection.appearance`) are at least this similar (histogram
+            intersection, ``0..1``); masks or tracks without one are not checked.
     """
 
     match_iou_thresh: float = 0.3
     min_hits: int = 3
-    max_lost_frames: int = 30
+    max_lost_frames: int = 300
     min_score: float = 0.5
     min_area_frac: float = 0.0002
     max_area_frac: float = 0.9
     max_area_change: float = 4.0
     duplicate_iou: float = 0.85
     max_new_overlap: float = 0.5
+    min_appearance: float = 0.5
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -135,6 +144,7 @@ class TrackerConfig:
         check(self.max_area_change >= 1.0, f"max_area_change must be >= 1, got {self.max_area_change}")
         check(0.0 < self.duplicate_iou <= 1.0, f"duplicate_iou must be in (0, 1], got {self.duplicate_iou}")
         check(0.0 < self.max_new_overlap <= 1.0, f"max_new_overlap must be in (0, 1], got {self.max_new_overlap}")
+        check(0.0 <= self.min_appearance <= 1.0, f"min_appearance must be in [0, 1], got {self.min_appearance}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +160,8 @@ class Detection:
         source_track: id of the track whose prompt produced this mask;
             ``None`` for discovery candidates and new user prompts.
         label: optional user label for a new track.
+        appearance: a normalised descriptor of the pixels under the mask
+            (the engine's colour histogram, :func:`appearance_of`), or ``None``.
     """
 
     mask: np.ndarray
@@ -158,6 +170,7 @@ class Detection:
     logits: np.ndarray | None = None
     source_track: int | None = None
     label: str | None = None
+    appearance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -303,11 +316,13 @@ class Track:
         mean, cov: motion model state (see :class:`BoxKalmanFilter`).
         pred_frame: frame index ``mean`` refers to.
         label: optional user label.
+        appearance: running mean of its masks' appearance descriptors (kept while lost).
     """
 
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
+        "appearance",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -329,6 +344,7 @@ class Track:
         self.cov = cov
         self.pred_frame = frame_index
         self.label: str | None = None
+        self.appearance: np.ndarray | None = None
 
     @property
     def age(self) -> int:
@@ -403,7 +419,9 @@ class Tracker:
         out: list[TrackPrompt] = []
         for t in self.tracks():
             if t.state == TrackState.LOST:
-                box, logits = t.predicted_box, None
+                # Where it is predicted, slid back inside the frame: an object that left
+                # is looked for at the edge it left by, where it most likely comes back.
+                box, logits = self._inside(t.predicted_box), None
             else:
                 box = t.box.copy() if t.mask_frame >= t.pred_frame else t.predicted_box
                 logits = self._aligned_logits(t, box)
@@ -504,19 +522,36 @@ class Tracker:
                 t.mean, t.cov, t.pred_frame = m, c, frame_index
         self._expire(frame_index)
 
-    def apply_propagation(self, track_id: int, mask: np.ndarray, box: np.ndarray | Box, frame_index: int | None = None) -> bool:
+    def apply_propagation(
+        self,
+        track_id: int,
+        mask: np.ndarray,
+        box: np.ndarray | Box,
+        frame_index: int | None = None,
+        logits: np.ndarray | None = None,
+        measured: bool = True,
+    ) -> bool:
         """Replace a live track's mask and box with ones propagated to the current frame.
 
         Neither a hit nor a miss; the motion model is corrected with the new
         box. ``frame_index`` defaults to the frame of the last :meth:`predict`.
-        Returns False (and changes nothing) for unknown or ``LOST`` tracks and
-        for an empty mask.
+        ``logits`` (``256x256``, the soft mask moved along with it, e.g. by
+        dense flow) become the track's mask prompt as they are; without them
+        the last decoded logits are shifted to the new box when prompted.
+        ``measured=False`` (the box is that of a partly hidden object) leaves
+        the motion model as it is: a shrinking visible part would drag it.
+        Returns False (and changes nothing but the logits) for unknown or
+        ``LOST`` tracks and for an empty mask (e.g. an object wholly hidden:
+        its moved logits are kept, the caller coasts its mask).
         """
         t = self._tracks.get(track_id)
         if t is None or t.state == TrackState.LOST:
             return False
         mask = np.asarray(mask).astype(bool, copy=False)
         self._check_shape(mask)
+        if logits is not None:
+            t.logits = np.asarray(logits, dtype=np.float32)
+            t.logits_box = None  # already where the object is: prompted as they are
         if not mask.any():
             return False
         frame = t.pred_frame if frame_index is None else int(frame_index)
@@ -524,8 +559,12 @@ class Tracker:
             self.predict(frame)
         b = np.asarray(box, dtype=np.float64).reshape(4)
         t.mask, t.box, t.mask_frame = mask, b.copy(), frame
-        if b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
+        if measured and b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
             t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
+            if t.ref_area > 0:
+                # The object's size as followed since the last decode: the next decoded
+                # mask is judged against it (real objects may double in size between encodes).
+                t.ref_area = 0.5 * t.ref_area + 0.5 * float(np.count_nonzero(mask))
         return True
 
     def coast(self, track_id: int, frame_index: int | None = None) -> bool:
@@ -611,14 +650,26 @@ class Tracker:
             if t.ref_area > 0:
                 ratio = areas / t.ref_area
                 plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
+            if t.state == TrackState.LOST and t.appearance is not None:
+                # Re-acquisition: what comes back must look like what was lost.
+                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
 
-        # 1) A decoded mask belongs to the track that prompted it, when it is good.
+        # 1) A decoded mask belongs to the track that prompted it, when it is good and
+        #    where the track is: its mask overlaps the track's (which may have drifted
+        #    since the last decode: that is what the decode corrects) or its box the
+        #    track's box.
         row_of = {t.id: r for r, t in enumerate(live)}
         pairs: dict[int, int] = {}  # row -> item
         for j, d in enumerate(dets):
             r = row_of.get(d.source_track) if d.source_track is not None else None
-            if r is None or not linkable[r, j]:
+            if r is None or not good[j] or not plausible[r, j]:
+                continue
+            near = iou[r, j] >= cfg.match_iou_thresh or (
+                live[r].state != TrackState.LOST
+                and (iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh)
+            )
+            if not near:
                 continue
             if r not in pairs or iou[r, j] > iou[r, pairs[r]]:
                 pairs[r] = j
@@ -691,6 +742,16 @@ class Tracker:
         h, w = self._shape
         return np.array([np.clip(box[0], 0, w), np.clip(box[1], 0, h), np.clip(box[2], 0, w), np.clip(box[3], 0, h)])
 
+    def _inside(self, box: np.ndarray) -> np.ndarray:
+        """``box`` moved (not shrunk) to lie inside the frame as far as its size allows."""
+        if self._shape is None:
+            return box
+        h, w = self._shape
+        b = np.asarray(box, dtype=np.float64).copy()
+        dx = max(0.0, -b[0]) - max(0.0, b[2] - w)
+        dy = max(0.0, -b[1]) - max(0.0, b[3] - h)
+        return b + np.array([dx, dy, dx, dy])
+
     def _display_box(self, t: Track) -> np.ndarray:
         if t.state == TrackState.LOST or t.mask is None:
             return self._clip(t.predicted_box)
@@ -725,6 +786,9 @@ class Tracker:
             t.logits_box = t.box.copy()
         else:
             t.logits = t.logits_box = None
+        if d.appearance is not None:
+            a = np.asarray(d.appearance, dtype=np.float32)
+            t.appearance = a if t.appearance is None or t.appearance.shape != a.shape else 0.7 * t.appearance + 0.3 * a
         t.hits += 1
         t.misses = 0
         t.last_update = t.mask_frame = frame_index
@@ -807,7 +871,10 @@ class Tracker:
         return float(np.count_nonzero(covered & window)) > cfg.max_new_overlap * area
 
     def _aligned_logits(self, t: Track, box: np.ndarray) -> np.ndarray | None:
-        """The track's last logits translated from where they were decoded to ``box``."""
+        """The track's last logits translated from where they were decoded to ``box``.
+
+        Logits without a box (``logits_box is None``) were moved with the object already.
+        """
         if t.logits is None or t.logits_box is None or self._shape is None:
             return t.logits
         cell = max(self._shape) / float(_LOWRES)
@@ -816,6 +883,37 @@ class Tracker:
         if dx == 0 and dy == 0:
             return t.logits
         return _shift(t.logits, dx, dy, float(min(t.logits.min(), -10.0)))
+
+
+def appearance_of(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """A colour descriptor of the pixels of ``image`` (``HxWx3 uint8`` BGR) under ``mask`` (``HxW bool``).
+
+    A hue-saturation histogram (16x4 bins; dark and grey pixels in 4 bins of
+    their own, by brightness) normalised to sum 1: cheap, and steady under the
+    lighting changes and deformation that defeat a template. ``None`` for an
+    empty mask.
+    """
+    ext = mask_to_box(mask)
+    if ext is None:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in ext)
+    step = max(1, int(max(x1 - x0, y1 - y0) // 64))  # a few thousand pixels are plenty
+    crop = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
+    m = np.ascontiguousarray(mask[y0:y1:step, x0:x1:step]).astype(np.uint8)
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    chroma = (hsv[..., 1] >= 40) & (hsv[..., 2] >= 40)
+    colour = cv2.calcHist([hsv], [0, 1], (m & chroma).astype(np.uint8), [16, 4], [0, 180, 40, 256]).reshape(-1)
+    grey = cv2.calcHist([hsv], [2], (m & ~chroma).astype(np.uint8), [4], [0, 256]).reshape(-1)
+    hist = np.concatenate([colour, grey]).astype(np.float32)
+    total = float(hist.sum())
+    return hist / total if total > 0 else None
+
+
+def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Histogram intersection of two :func:`appearance_of` descriptors in ``[0, 1]``; 1 when either is missing."""
+    if a is None or b is None or np.shape(a) != np.shape(b):
+        return 1.0
+    return float(np.minimum(a, b).sum())
 
 
 def _box_of(d: Detection) -> np.ndarray:

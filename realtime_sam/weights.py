@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
 from . import checkpoint
-from .errors import CheckpointError, RealtimeSamError, WeightsDownloadError
+from .errors import CheckpointError, RealtimeSamError, WeightsDownloadError, describe_error
 
 __all__ = [
     "ENV_CACHE",
@@ -244,7 +244,7 @@ def _describe_connect_error(exc: BaseException) -> _TransferFailed:
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return _TransferFailed("timed out connecting", offline=True)
     if isinstance(reason, ssl.SSLError):
-        return _TransferFailed(f"TLS error ({_one_line(reason)})")
+        return _TransferFailed(f"TLS error ({describe_error(reason)})")
     if isinstance(reason, OSError) and reason.errno in (
         errno.ENETUNREACH,
         errno.EHOSTUNREACH,
@@ -253,12 +253,7 @@ def _describe_connect_error(exc: BaseException) -> _TransferFailed:
         return _TransferFailed("network unreachable", offline=True)
     if isinstance(reason, http.client.HTTPException):
         return _TransferFailed(f"bad HTTP response ({type(reason).__name__})")
-    return _TransferFailed(_one_line(reason))
-
-
-def _one_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return _TransferFailed(describe_error(reason))
 
 
 def _content_length(resp: http.client.HTTPResponse) -> int | None:
@@ -282,7 +277,7 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
     try:
         resp = urllib.request.urlopen(request, timeout=timeout)
     except ValueError as exc:  # unknown url type, malformed URL
-        raise _TransferFailed(f"not a usable URL ({_one_line(exc)})") from exc
+        raise _TransferFailed(f"not a usable URL ({describe_error(exc)})") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _describe_connect_error(exc) from exc
 
@@ -310,14 +305,14 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
                     raise _TransferFailed(f"timed out after {received} bytes") from exc
                 except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
                     raise _TransferFailed(
-                        f"transfer interrupted after {received} bytes ({_one_line(exc)})"
+                        f"transfer interrupted after {received} bytes ({describe_error(exc)})"
                     ) from exc
                 if not chunk:
                     break
                 try:
                     out.write(chunk)
                 except OSError as exc:
-                    raise _WriteFailed(_one_line(exc)) from exc
+                    raise _WriteFailed(describe_error(exc)) from exc
                 received += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -376,7 +371,7 @@ def download_weights(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsDownloadError(
-            f"cannot create {dest.parent} ({_one_line(exc)}); set {ENV_CACHE} to a writable "
+            f"cannot create {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
             f"directory or pass another destination"
         ) from exc
 
@@ -389,7 +384,7 @@ def download_weights(
             fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         except OSError as exc:
             raise WeightsDownloadError(
-                f"cannot write to {dest.parent} ({_one_line(exc)}); set {ENV_CACHE} to a writable "
+                f"cannot write to {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
                 f"directory or pass another destination"
             ) from exc
         tmp = Path(tmp_name)
@@ -404,7 +399,7 @@ def download_weights(
                 ) from exc
             except OSError as exc:  # closing (flushing) the temp file failed
                 raise WeightsDownloadError(
-                    f"cannot write the download to {tmp.parent} ({_one_line(exc)}); free some "
+                    f"cannot write the download to {tmp.parent} ({describe_error(exc)}); free some "
                     f"space or set {ENV_CACHE} to another directory"
                 ) from exc
             try:

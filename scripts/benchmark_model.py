@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from realtime_sam.device import configure_cpu_threads, resolve_device, resolve_precision
-from realtime_sam.runtime import BACKENDS, InferenceConfig, InferenceModel, load_inference_model
+from realtime_sam.runtime import BACKENDS, InferenceModel, InferenceOptions, ModelConfig, load_inference_model
 
 GOLDEN_CKPT = REPO.parent / "shared" / "golden" / "mobile_sam_random_seed0.pt"
 ENCODER_GFLOP = 77.5
@@ -192,7 +192,7 @@ class BaselineWorker:
 
 def _run_baseline_worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
-    model = load_inference_model(args.weights or None, "vit_t", _config(args, "eager", tune_allocator=False))
+    model = _load(args, args.weights or None, "eager", tune_allocator=False)
     load_s = time.perf_counter() - t
     cases = build_cases(model, _image())
     run = _timer(cases, model.device)
@@ -222,7 +222,7 @@ def memory_probe(args: argparse.Namespace, backend: str) -> float:
 def _run_probe(args: argparse.Namespace) -> None:
     plain = args.memory_probe == PLAIN
     backend = "eager" if plain else args.memory_probe
-    model = load_inference_model(args.weights or None, "vit_t", _config(args, backend, tune_allocator=not plain))
+    model = _load(args, args.weights or None, backend, tune_allocator=not plain)
     emb = model.encode(_image())
     model.decode(emb, boxes=_boxes(16))
     print(_peak_rss_mib())
@@ -241,15 +241,10 @@ def _peak_rss_mib() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 1024.0)  # bytes on macOS, KiB elsewhere
 
 
-def _config(args: argparse.Namespace, backend: str, *, tune_allocator: bool = True) -> InferenceConfig:
-    return InferenceConfig(
-        device=args.device,
-        precision=args.precision,
-        backend=backend,
-        num_threads=args.threads,
-        cache_dir=args.cache_dir,
-        tune_allocator=tune_allocator,
-    )
+def _load(args: argparse.Namespace, weights, backend: str, *, tune_allocator: bool = True) -> InferenceModel:
+    model = ModelConfig(device=args.device, precision=args.precision, backend=backend)
+    options = InferenceOptions(num_threads=args.threads, cache_dir=args.cache_dir, tune_allocator=tune_allocator)
+    return load_inference_model(weights, model, options)
 
 
 def _installed(backend: str) -> bool:
@@ -314,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts: dict[str, int] = {}
     for b in local:
         t = time.perf_counter()
-        model = load_inference_model(args.weights, "vit_t", _config(args, b))
+        model = _load(args, args.weights, b)
         load_s[b] = time.perf_counter() - t
         cases = build_cases(model, image)
         names = [c.name for c in cases]

@@ -212,8 +212,8 @@ def engine_state(engine: Engine) -> dict[str, int]:
         "commands": len(getattr(engine, "_commands", ())),
         "residuals": len(getattr(engine.propagator, "_residual", {})),
         "last_tracks": len(getattr(engine, "_last_tracks", ())),
-        "jobs": len(getattr(engine, "_jobs", ())),
-        "kept": len(getattr(engine, "_history", ())),
+        "jobs": len(engine.background.jobs),
+        "kept": len(engine.background.history),
     }
 
 

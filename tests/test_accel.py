@@ -19,7 +19,7 @@ from realtime_sam.device import cpu_has_fast_bf16
 from realtime_sam.errors import ConfigError, PromptError
 from realtime_sam.modeling import TinyViT
 from realtime_sam.predictor import SamPredictor
-from realtime_sam.runtime import Embedding, InferenceConfig, load_inference_model
+from realtime_sam.runtime import Embedding, InferenceOptions, ModelConfig, load_inference_model
 from realtime_sam.runtime import export as export_mod
 from realtime_sam.runtime.fast_decoder import FastMaskDecoder
 from realtime_sam.runtime.fast_encoder import FastTinyViT, build_fast_tiny_vit
@@ -128,7 +128,7 @@ def _check_encoder_and_masks(model, golden_arrays, golden_cases, image_index):
 @pytest.mark.slow
 @pytest.mark.parametrize("image_index", [0])  # the exported backends check image 1
 def test_torch_backend_matches_golden(golden_dir, golden_arrays, golden_cases, image_index):
-    model = load_inference_model(golden_dir / "mobile_sam_random_seed0.pt", "vit_t", InferenceConfig(device="cpu", backend="torch"))
+    model = load_inference_model(golden_dir / "mobile_sam_random_seed0.pt", ModelConfig(device="cpu", backend="torch"))
     assert isinstance(model.encoder, FastTinyViT)
     assert isinstance(model.decoder, FastMaskDecoder)
     _check_encoder_and_masks(model, golden_arrays, golden_cases, image_index)
@@ -138,8 +138,8 @@ def test_torch_backend_matches_golden(golden_dir, golden_arrays, golden_cases, i
 @pytest.mark.parametrize("backend", EXPORTED)
 def test_exported_encoder_matches_golden_and_is_cached(backend, golden_dir, golden_arrays, golden_cases, onnx_cache):
     weights = golden_dir / "mobile_sam_random_seed0.pt"
-    config = InferenceConfig(device="cpu", backend=backend, cache_dir=onnx_cache, num_threads=1)
-    model = load_inference_model(weights, "vit_t", config)
+    options = InferenceOptions(cache_dir=onnx_cache, num_threads=1)
+    model = load_inference_model(weights, ModelConfig(device="cpu", backend=backend), options)
     assert model.backend == backend
     _check_encoder_and_masks(model, golden_arrays, golden_cases, 1)
     # The export is cached under a name keyed by the weights' hash.
@@ -153,7 +153,7 @@ def test_exported_encoder_matches_golden_and_is_cached(backend, golden_dir, gold
 
 @pytest.fixture(scope="module")
 def golden_torch_model(golden_dir):
-    return load_inference_model(golden_dir / "mobile_sam_random_seed0.pt", "vit_t", InferenceConfig(device="cpu", backend="torch"))
+    return load_inference_model(golden_dir / "mobile_sam_random_seed0.pt", ModelConfig(device="cpu", backend="torch"))
 
 
 @pytest.mark.parametrize("chunk", [None, 2])
@@ -177,7 +177,7 @@ def test_fast_decoder_matches_golden_logits(golden_torch_model, golden_arrays, g
 
 def test_bf16_decoder_masks_agree_with_fp32_golden(golden_dir, golden_arrays, golden_cases):
     model = load_inference_model(
-        golden_dir / "mobile_sam_random_seed0.pt", "vit_t", InferenceConfig(device="cpu", backend="torch", precision="bf16")
+        golden_dir / "mobile_sam_random_seed0.pt", ModelConfig(device="cpu", backend="torch", precision="bf16")
     )
     assert model.dtype == torch.bfloat16
     # Two of image 1's cases only: emulated bf16 decodes take seconds each on AVX2 CPUs.
@@ -199,7 +199,7 @@ def test_bf16_decoder_masks_agree_with_fp32_golden(golden_dir, golden_arrays, go
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="bf16 is emulated on this CPU: one encode takes minutes")
 def test_bf16_encoder_masks_agree_with_fp32_golden(golden_dir, golden_arrays, golden_cases):
     model = load_inference_model(
-        golden_dir / "mobile_sam_random_seed0.pt", "vit_t", InferenceConfig(device="cpu", backend="torch", precision="bf16")
+        golden_dir / "mobile_sam_random_seed0.pt", ModelConfig(device="cpu", backend="torch", precision="bf16")
     )
     info = golden_cases["images"][0]
     resized = torch.from_numpy(golden_arrays["img0_resized"]).permute(2, 0, 1)[None]
@@ -295,7 +295,7 @@ def test_fast_decoder_equals_eager(random_sam, batch, with_mask, multimask, chun
 
 @pytest.fixture(scope="module")
 def torch_model(random_checkpoint):
-    return load_inference_model(random_checkpoint, "vit_t", InferenceConfig(device="cpu", backend="torch"))
+    return load_inference_model(random_checkpoint, ModelConfig(device="cpu", backend="torch"))
 
 
 def _fake_embedding(hw=(480, 640)) -> Embedding:
@@ -380,7 +380,7 @@ def test_sam_view_drives_sam_predictor(torch_model):
 
 
 def test_eager_backend_is_the_reference_model(random_checkpoint, random_sam):
-    model = load_inference_model(random_checkpoint, "vit_t", InferenceConfig(device="cpu", backend="eager"))
+    model = load_inference_model(random_checkpoint, ModelConfig(device="cpu", backend="eager"))
     assert type(model.encoder) is TinyViT and type(model.decoder).__name__ == "MaskDecoder"
     assert all(torch.equal(a, b) for a, b in zip(model.sam_reference.state_dict().values(), random_sam.state_dict().values()))
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from realtime_sam.engine import low_res_to_masks
+from realtime_sam.runners import low_res_to_masks
 from realtime_sam.sources import open_source
 from realtime_sam.transforms import preprocess_shape
 from script_loader import load_script

@@ -302,6 +302,86 @@ def test_damaged_file_keeps_frames_then_exits_1(tmp_path, checkpoint_path):
     assert str(len(frames)) in lines[0]  # the message says how many frames were read
 
 
+# ------------------------------------------------------------------ the render: section
+
+
+# Every render key set away from its default; each changes the pixels of RENDER_SCENE.
+RENDER_SETTINGS = {
+    "alpha": 0.9,
+    "contour_thickness": 6,
+    "show_labels": False,
+    "show_lost": False,
+    "font_scale": 0.6,
+    "hud_alpha": 0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def app_renderers(checkpoint_path, small_clip, tmp_path_factory):
+    """``{"video": ..., "window": ...}``: the renderers one windowed run with ``--set render.*`` builds.
+
+    The video sink is opened for real; the window stops the run as it is built, before it opens.
+    """
+    from realtime_sam import sinks, ui
+    from realtime_sam.errors import SinkError
+
+    found = {}
+    real_open_sinks = sinks.open_sinks
+
+    def open_sinks(*args, **kwargs):
+        opened = real_open_sinks(*args, **kwargs)
+        found["video"] = next(s for s in opened.sinks if isinstance(s, sinks.VideoSink)).renderer
+        return opened
+
+    class Window(ui.LiveWindow):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            found["window"] = self.renderer
+            raise SinkError("stop before the window opens")
+
+    settings = [f"render.{key}={str(value).lower()}" for key, value in RENDER_SETTINGS.items()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("render"))
+        mp.setattr(sinks, "open_sinks", open_sinks)
+        mp.setattr(ui, "LiveWindow", Window)
+        mp.setattr(ui, "display_available", lambda: True)
+        argv = ["--source", str(small_clip), "--weights", str(checkpoint_path), "--device", "cpu", "--quiet",
+                "--output", "out.mp4"]
+        for item in settings:
+            argv += ["--set", item]
+        assert cli.main(argv) == 2  # the window's stop
+    return found
+
+
+def _render_scene():
+    from test_render import circle, gradient, rect, result, track
+
+    from realtime_sam.render import HudInfo
+    from realtime_sam.types import TrackState
+
+    h, w = 360, 960  # wide enough for the HUD line at either font scale
+    img = gradient(h, w)
+    lost = track(9, np.zeros((h, w), bool), TrackState.LOST, box=(300.0, 100.0, 400.0, 200.0))
+    scene = result(img, track(1, circle(100, 200, 50, h, w), label="cup"), lost, track(2, rect(500, 150, 600, 250, h, w)))
+    return img, scene, HudInfo(12.0, 8.0, 40.0, 3, False, True, 2)
+
+
+@pytest.mark.parametrize("where", ["video", "window"])
+@pytest.mark.parametrize("key", list(RENDER_SETTINGS))
+def test_every_render_key_reaches_the_app_renderers(app_renderers, where, key):
+    import dataclasses
+
+    from realtime_sam.render import RenderConfig, Renderer
+
+    renderer = app_renderers[where]
+    img, scene, hud = _render_scene()
+    drawn = renderer.annotate(img, scene, hud)
+    # The same renderer with only this key back at its default draws something else.
+    reset = dataclasses.replace(renderer.config, **{key: getattr(RenderConfig(), key)})
+    assert reset != renderer.config, f"render.{key} did not reach the {where} renderer"
+    assert not np.array_equal(drawn, Renderer(reset).annotate(img, scene, hud)), f"render.{key} changes no pixel"
+
+
 # ------------------------------------------------------------------ signals
 
 

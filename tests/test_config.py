@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from realtime_sam.config import CONFIG_DIR, Config, load_config, parse_config, parse_overrides
+from realtime_sam.config import PRESETS, Config, load_config, parse_config, parse_overrides, preset_text
 from realtime_sam.errors import ConfigError
 
 
 def test_default_yaml_is_exactly_the_built_in_defaults():
-    assert load_config(CONFIG_DIR / "default.yaml") == Config()
+    assert load_config("default") == Config()
 
 
 def test_default_yaml_covers_every_key_and_comments_each_one():
-    text = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+    text = preset_text("default").splitlines()
     data = yaml.safe_load("\n".join(text))
     cfg = Config()
     for section in dataclasses.fields(cfg):
@@ -30,11 +30,13 @@ def test_default_yaml_covers_every_key_and_comments_each_one():
 
 
 @pytest.mark.parametrize("preset", ["cpu", "gpu"])
-def test_presets_parse_and_differ_from_defaults(preset):
+def test_presets_parse_and_differ_from_defaults(preset, tmp_path: Path):
     cfg = load_config(preset)
-    assert cfg == load_config(CONFIG_DIR / f"{preset}.yaml")
+    copy = tmp_path / f"{preset}.yaml"
+    copy.write_text(preset_text(preset))
+    assert cfg == load_config(copy)
     assert cfg != Config()
-    lines = (CONFIG_DIR / f"{preset}.yaml").read_text().splitlines()
+    lines = preset_text(preset).splitlines()
     for i, line in enumerate(lines):
         if line.startswith("  ") and not line.strip().startswith("#"):
             assert lines[i - 1].strip().startswith("#"), f"{preset}.yaml line {i + 1} has no comment"
@@ -97,8 +99,21 @@ def test_bad_override_syntax(item):
         parse_overrides([item])
 
 
+def test_presets_are_package_data_and_files_win_over_them(tmp_path: Path, monkeypatch):
+    from importlib import resources
+
+    bundled = resources.files("realtime_sam").joinpath("configs")
+    assert sorted(p.name for p in bundled.iterdir() if p.name.endswith(".yaml")) == sorted(f"{n}.yaml" for n in PRESETS)
+    with pytest.raises(ConfigError, match="unknown preset 'laptop'; the presets are default, cpu, gpu"):
+        preset_text("laptop")
+    # A file called like a preset in the working folder is the user's file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu").write_text("engine:\n  reencode_every: 13\n")
+    assert load_config("cpu").engine.reencode_every == 13
+
+
 def test_missing_and_invalid_files(tmp_path: Path):
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="config file not found.*a preset: default, cpu, gpu"):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("engine: [\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from realtime_sam.device import (
     usable_cpu_count,
 )
 from realtime_sam.errors import ConfigError
-from realtime_sam.runtime import InferenceConfig, resolve_backend
+from realtime_sam.runtime import InferenceOptions, ModelConfig, resolve_backend
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)  # constructing a device object needs no GPU
@@ -138,18 +139,29 @@ def test_threads_bad_counts(n):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "cls, kwargs",
     [
-        {"backend": "tensorrt"},
-        {"precision": "fp64"},
-        {"num_threads": 0},
-        {"decoder_chunk": 0},
-        {"decoder_chunk": True},
+        (ModelConfig, {"backend": "tensorrt"}),
+        (ModelConfig, {"precision": "fp64"}),
+        (InferenceOptions, {"num_threads": 0}),
+        (InferenceOptions, {"decoder_chunk": 0}),
+        (InferenceOptions, {"decoder_chunk": True}),
     ],
 )
-def test_inference_config_validation(kwargs):
+def test_inference_config_validation(cls, kwargs):
     with pytest.raises(ConfigError):
-        InferenceConfig(**kwargs)
+        cls(**kwargs)
+
+
+def test_the_runtime_and_the_config_share_one_model_section():
+    """One set of device/precision/backend defaults: the documented ``model:`` section's."""
+    import inspect
+
+    from realtime_sam import config, runtime
+
+    assert runtime.ModelConfig is config.ModelConfig
+    assert inspect.signature(runtime.load_inference_model).parameters["model"].default == config.Config().model
+    assert not {"device", "precision", "backend"} & {f.name for f in dataclasses.fields(InferenceOptions)}
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

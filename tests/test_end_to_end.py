@@ -11,9 +11,10 @@ import pytest
 from realtime_sam.api import track
 from realtime_sam.association import mask_to_box
 from realtime_sam.config import load_config
-from realtime_sam.engine import Engine, PredictorRunner
+from realtime_sam.engine import Engine
 from realtime_sam.predictor import SamPredictor
 from realtime_sam.rle import decode_rle
+from realtime_sam.runners import PredictorRunner
 from realtime_sam.sinks import load_jsonl, open_sinks
 from realtime_sam.synthetic import standard_scene, write_video
 from realtime_sam.types import ObjectPrompt, TrackState

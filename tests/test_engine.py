@@ -269,3 +269,14 @@ def test_bad_prompts_are_refused(prompt, message):
     engine, _ = _engine(standard_scene(64, 48, num_frames=4))
     with pytest.raises(PromptError, match=message):
         engine.add_object(prompt)
+
+
+def test_from_config_builds_around_a_given_runner_without_loading_a_model():
+    from realtime_sam.config import parse_config
+
+    cfg = parse_config({"engine": {"reencode_every": 3}, "tracker": {"max_lost_frames": 7}, "discovery": {"points_per_side": 4}})
+    runner = GroundTruthRunner(standard_scene(64, 48, num_frames=4, num_objects=1, seed=0))
+    engine = Engine.from_config(cfg, runner=runner)
+    assert engine.runner is runner
+    assert engine.config == cfg.engine and engine.config.reencode_every == 3
+    assert engine.tracker.config == cfg.tracker and engine.discovery_config == cfg.discovery

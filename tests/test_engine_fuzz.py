@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from realtime_sam.discovery import DiscoveryConfig
-from realtime_sam.engine import Engine, EngineConfig, PredictorRunner
+from realtime_sam.engine import Engine, EngineConfig
 from realtime_sam.errors import PromptError
 from realtime_sam.predictor import SamPredictor
 from realtime_sam.prompts import MAX_COORD
+from realtime_sam.runners import PredictorRunner
 from realtime_sam.synthetic import standard_scene
 from realtime_sam.tracks import TrackerConfig
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackState

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from realtime_sam.config import ModelConfig
-from realtime_sam.engine import PredictorRunner
 from realtime_sam.errors import CheckpointError, ConfigError
 from realtime_sam.loader import InferenceRunner, load_predictor, load_runner
 from realtime_sam.predictor import SamPredictor
+from realtime_sam.runners import PredictorRunner
 from realtime_sam.synthetic import standard_scene
 
 

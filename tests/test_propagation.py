@@ -172,7 +172,9 @@ def test_grey_input_works_like_colour():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"method": "dense"},
+        {"method": "lk"},
+        {"flow_preset": "slow"},
+        {"fb_tolerance": 0.0},
         {"max_side": 10},
         {"min_points": 2},
         {"max_points": 4, "min_points": 6},

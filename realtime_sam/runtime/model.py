@@ -1,6 +1,6 @@
 """One entry point for inference: :class:`InferenceModel` and :func:`load_inference_model`.
 
-Backends (``InferenceConfig.backend``):
+Backends (``ModelConfig.backend``):
 
 * ``eager``: the plain :class:`~realtime_sam.modeling.Sam` (the parity reference).
 * ``torch``: rearranged PyTorch modules with the same weights: for ``vit_t``
@@ -31,7 +31,6 @@ from torch import nn
 
 from ..build import build_sam
 from ..device import (
-    PRECISION_CHOICES,
     configure_cpu_threads,
     precision_name,
     resolve_device,
@@ -39,6 +38,7 @@ from ..device import (
     tune_cpu_allocator,
 )
 from ..errors import ConfigError, PromptError
+from ..model_config import BACKENDS, ModelConfig
 from ..modeling import Sam, TinyViT
 from ..transforms import ResizeLongestSide, check_image
 from .fast_decoder import FastMaskDecoder
@@ -46,27 +46,22 @@ from .fast_encoder import build_fast_tiny_vit
 from .kernels import fused_cpu_ops_available
 
 __all__ = [
-    "BACKENDS",
     "Embedding",
-    "InferenceConfig",
     "InferenceModel",
+    "InferenceOptions",
     "load_inference_model",
     "resolve_backend",
 ]
 
-BACKENDS = ("auto", "eager", "torch", "onnxruntime", "openvino")
 _EXPORTED = ("onnxruntime", "openvino")
 _CPU_DECODER_CHUNK = 2  # see fast_decoder's module docstring for the measurement
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
-    """Where and how the networks run.
+class InferenceOptions:
+    """Tuning of the runtime; where and in which precision it runs is the :class:`ModelConfig`'s.
 
     Attributes:
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-        precision: ``auto`` (fp16 on a GPU, fp32 on the CPU), ``fp32``, ``fp16`` (GPU only) or ``bf16``.
-        backend: one of :data:`BACKENDS` (see the module docstring).
         num_threads: CPU threads for PyTorch and the exported encoders; ``None`` keeps PyTorch's choice.
         decoder_chunk: prompts per decoder pass; ``None`` = 2 on the CPU, all at once on a GPU.
         cache_dir: where exported encoders are kept; ``None`` = beside the weights file.
@@ -74,19 +69,12 @@ class InferenceConfig:
             (process-wide; the encoder's large activations stop page-faulting on every call).
     """
 
-    device: str = "auto"
-    precision: str = "auto"
-    backend: str = "auto"
     num_threads: int | None = None
     decoder_chunk: int | None = None
     cache_dir: str | None = None
     tune_allocator: bool = True
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
         if self.num_threads is not None and (isinstance(self.num_threads, bool) or self.num_threads < 1):
             raise ConfigError(f"num_threads must be a positive integer or None, not {self.num_threads!r}")
         if self.decoder_chunk is not None and (isinstance(self.decoder_chunk, bool) or self.decoder_chunk < 1):
@@ -378,24 +366,31 @@ def _resample_axis(x: torch.Tensor, dim: int, size: int, crop: int, out_len: int
 
 def load_inference_model(
     weights: str | os.PathLike | None,
-    model_type: str = "vit_t",
-    config: InferenceConfig = InferenceConfig(),
+    model: ModelConfig = ModelConfig(),
+    options: InferenceOptions = InferenceOptions(),
 ) -> InferenceModel:
-    """Build the model, load ``weights`` strictly (``None``: random) and prepare ``config.backend``.
+    """Build ``model.model_type``, load ``weights`` strictly and prepare ``model.backend`` on ``model.device``.
+
+    Args:
+        weights: the checkpoint file, already resolved; ``None`` builds random weights. ``model.weights``
+            is not read here: :func:`realtime_sam.loader.load_model` resolves it (cache, download) into this.
+        model: model type, device, precision and backend.
+        options: threads, decoder chunking, export cache.
 
     Raises:
         ConfigError: unknown or unavailable device/precision/backend, or a missing optional package.
         CheckpointError: the weights file is missing, damaged or of another model.
     """
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device)
-    backend = resolve_backend(config.backend, device, model_type, dtype)
+    model_type = model.model_type
+    device = resolve_device(model.device)
+    dtype = resolve_precision(model.precision, device)
+    backend = resolve_backend(model.backend, device, model_type, dtype)
     if device.type == "cpu":
-        configure_cpu_threads(config.num_threads)
-        if config.tune_allocator:
+        configure_cpu_threads(options.num_threads)
+        if options.tune_allocator:
             tune_cpu_allocator()
     sam = build_sam(model_type, weights)  # fp32, CPU, eval
-    chunk = config.decoder_chunk
+    chunk = options.decoder_chunk
     if chunk is None and device.type == "cpu":
         chunk = _CPU_DECODER_CHUNK
 
@@ -404,10 +399,10 @@ def load_inference_model(
         from .export import OnnxRuntimeEncoder, OpenVinoEncoder, ensure_encoder_onnx
 
         onnx_path = ensure_encoder_onnx(
-            sam.image_encoder, img_size=sam.img_size, weights=weights, model_type=model_type, cache_dir=config.cache_dir
+            sam.image_encoder, img_size=sam.img_size, weights=weights, model_type=model_type, cache_dir=options.cache_dir
         )
         cls = OpenVinoEncoder if backend == "openvino" else OnnxRuntimeEncoder
-        encoder = cls(onnx_path, img_size=sam.img_size, num_threads=config.num_threads)
+        encoder = cls(onnx_path, img_size=sam.img_size, num_threads=options.num_threads)
     elif backend == "torch" and isinstance(sam.image_encoder, TinyViT):
         encoder = build_fast_tiny_vit(sam.image_encoder, device=device, dtype=dtype)
     else:

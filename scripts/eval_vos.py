@@ -1,0 +1,804 @@
+"""Score the tracking engine on DAVIS-layout video against ground truth, with a dense-flow baseline.
+
+::
+
+    python scripts/eval_vos.py                                   # ../shared/davis, every configuration
+    python scripts/eval_vos.py --network none --no-live          # tracking quality only, fast
+    python scripts/eval_vos.py --root DAVIS --sequences goat,camel --reencode 1,5 --json out.json
+    python scripts/eval_vos.py --set tracker.max_lost_frames=60 --save-masks masks/
+
+**Data** (``--root``, default ``../shared/davis``), either layout:
+
+* ``<root>/<seq>.mp4`` + ``<root>/Annotations/480p/<seq>/NNNNN.png`` (the shared folder);
+* ``<root>/JPEGImages/480p/<seq>/NNNNN.jpg`` + the same annotations (standard DAVIS;
+  ``--fps`` gives its frame rate, default 24).
+
+Annotations are DAVIS-2016 binary (0/255) or DAVIS-2017 indexed PNGs: every
+non-zero value is an object id, 0 is background; a sequence may hold several
+objects. ``--sequences a,b`` selects; ``--max-frames K`` cuts every sequence.
+
+**Protocol.** Each object is prompted at the first frame where its ground
+truth has at least 150 pixels, with that mask's bounding box
+(``ObjectPrompt(box=..., start_frame=...)``). The track created from the
+prompt (the first new track id that appears after it) is the object's
+prediction from then on, empty in frames where that track is absent. Every
+frame where the object's ground truth has >= 150 pixels is scored, the first
+one included. The decoder is :class:`_oracle.GroundTruthOracle`: the real
+MobileSAM network runs on every call for its cost (``--network real``, the
+default; ``--weights`` or the golden checkpoint or a random one), but each
+prompt is answered with the ground truth of the frame that was encoded, a
+perfect decoder; ``--network none`` skips the network (same quality figures,
+much faster). The errors left are the engine's own: frames between encodes,
+optical flow, association, losing and re-finding objects.
+
+**Configurations** (rows):
+
+* ``engine N=..`` (``--reencode``, default 1,5,15,30): the engine with
+  ``engine.reencode_every = N`` and no background encode, every frame of the
+  file in turn (config from ``--config`` and ``--set section.key=value``);
+* ``live`` (unless ``--no-live``; needs ``--network real``): the CPU preset
+  (background encode) through :class:`~realtime_sam.pipeline.Pipeline` with
+  ``pipeline.realtime``: the file played at its frame rate, frames the engine
+  is too slow for dropped as with a camera, real model costs. Every source
+  frame is scored with the newest result at or before it (what a viewer
+  sees); frames before the first result count as empty;
+* ``flow N=..`` (``--flow``, default 5,15,30): a dense optical-flow baseline:
+  OpenCV DIS flow (preset medium) on grey frames whose longest side is 480 px;
+  every object's mask is warped per pixel on every frame (backward flow scaled
+  to full resolution, :func:`cv2.remap` with nearest-neighbour sampling), and every N frames from its first it is re-prompted with
+  the same oracle using the warped mask's bounding box (the ground-truth box
+  at its first frame).
+
+**Figures** (per sequence, then the mean over sequences):
+
+* J: region IoU; F: boundary F-measure (DAVIS: one-pixel boundary maps,
+  matched within a disk of radius ``ceil(0.008 * image diagonal)``); J&F
+  their mean. Per object the mean over its scored frames, per sequence the
+  mean over its objects. They agree with TrackEval's ``JAndF`` on the same masks.
+* recall: share of scored frames with J >= 0.5 (per object, then means);
+* id switches: per object, how often the track id that best covers its
+  ground truth (IoU >= 0.5) changes among the scored frames it is covered in;
+  summed;
+* re-acquisition: for each object whose ground truth disappears (< 150 px)
+  for at least one frame and comes back, the delay in seconds from the first
+  frame it has at least half its median visible area again to the first frame
+  where the track with its original id has IoU >= 0.7, searched until it
+  disappears again or the sequence ends ("never" otherwise).
+
+**Output**: markdown tables on stdout (per-sequence J for every configuration,
+then the summary), progress on stderr; ``--json FILE`` writes every figure;
+``--save-masks DIR`` writes each configuration's per-frame masks as DAVIS
+indexed PNGs, ``DIR/<config>/<seq>/NNNNN.png`` with the ground truth's object
+ids, readable by TrackEval's DAVIS loader. Bad input (a missing folder, no
+sequences, an unknown sequence name) is a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the realtime-sam command does, before torch loads
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from _common import REPO, weights_or_random  # noqa: E402
+from _oracle import GroundTruthOracle  # noqa: E402
+from realtime_sam.association import mask_to_box  # noqa: E402
+from realtime_sam.types import Frame, ObjectPrompt  # noqa: E402
+
+__all__ = [
+    "MIN_AREA",
+    "EvalError",
+    "VosSequence",
+    "find_sequences",
+    "load_sequence",
+    "region_j",
+    "boundary_map",
+    "boundary_f",
+    "ObjectRecord",
+    "SequenceScorer",
+    "run_engine_file",
+    "run_engine_live",
+    "run_flow",
+    "main",
+]
+
+MIN_AREA = 150  # pixels: an object is visible (scored, prompted) from this area on
+BOUND_TH = 0.008  # F's boundary tolerance, as a fraction of the image diagonal
+REACQ_IOU = 0.7
+COVER_IOU = 0.5
+FLOW_SIDE = 480
+
+
+class EvalError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class VosSequence:
+    """One sequence in memory: ``frames`` (``HxWx3 uint8`` BGR), ``labels`` (``HxW`` object-id maps)."""
+
+    name: str
+    frames: list[np.ndarray]
+    labels: list[np.ndarray]
+    fps: float
+    objects: tuple[int, ...] = ()
+    areas: dict[int, np.ndarray] = field(default_factory=dict)  # per object, pixels per frame
+    start: dict[int, int] = field(default_factory=dict)  # per object, its first frame with >= MIN_AREA pixels
+
+    def __post_init__(self) -> None:
+        if not self.objects:
+            ids: set[int] = set()
+            for lab in self.labels:
+                ids.update(int(v) for v in np.unique(lab))
+            ids.discard(0)
+            self.objects = tuple(sorted(ids))
+        for oid in self.objects:
+            a = np.array([np.count_nonzero(lab == oid) for lab in self.labels], dtype=np.int64)
+            self.areas[oid] = a
+            visible = np.flatnonzero(a >= MIN_AREA)
+            if len(visible):
+                self.start[oid] = int(visible[0])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.frames[0].shape[0]), int(self.frames[0].shape[1])
+
+    def gt(self, index: int) -> dict[int, np.ndarray]:
+        """``{object id: HxW bool}`` of frame ``index``."""
+        lab = self.labels[index]
+        return {oid: lab == oid for oid in self.objects}
+
+
+def _annotations_dir(root: Path) -> Path:
+    return root / "Annotations" / "480p"
+
+
+def find_sequences(root: Path) -> dict[str, Path | None]:
+    """``{name: video file or None}`` (``None``: frames in ``JPEGImages/480p/<name>``) of every annotated sequence."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvalError(f"data folder not found: {root} (give --root with Annotations/480p/ and <seq>.mp4 or JPEGImages/480p/)")
+    ann = _annotations_dir(root)
+    if not ann.is_dir():
+        raise EvalError(f"no Annotations/480p/ in {root}: expected a DAVIS-layout folder")
+    out: dict[str, Path | None] = {}
+    for d in sorted(p for p in ann.iterdir() if p.is_dir()):
+        if not any(d.glob("*.png")):
+            continue
+        if (root / f"{d.name}.mp4").is_file():
+            out[d.name] = root / f"{d.name}.mp4"
+        elif (root / "JPEGImages" / "480p" / d.name).is_dir():
+            out[d.name] = None
+    if not out:
+        raise EvalError(f"no sequences found in {root}: need Annotations/480p/<seq>/*.png with <seq>.mp4 or JPEGImages/480p/<seq>/")
+    return out
+
+
+def _read_label(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L", "I", "I;16", "1"):
+            raise EvalError(f"{path}: annotation PNG must be indexed or greyscale (object ids), not {im.mode}")
+        return np.asarray(im).astype(np.uint16 if im.mode.startswith("I") else np.uint8)
+
+
+def load_sequence(root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0) -> VosSequence:
+    """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0)."""
+    frames: list[np.ndarray] = []
+    if video is not None:
+        from realtime_sam.sources import open_source
+
+        source = open_source(video)
+        try:
+            fps = float(getattr(source, "fps", None) or fps)
+            while (fr := source.read()) is not None and not (max_frames and len(frames) >= max_frames):
+                image = np.ascontiguousarray(fr.image)
+                image.setflags(write=False)
+                frames.append(image)
+        finally:
+            source.close()
+    else:
+        folder = Path(root) / "JPEGImages" / "480p" / name
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        for p in files[: max_frames or None]:
+            image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if image is None:
+                raise EvalError(f"cannot read frame {p}")
+            image.setflags(write=False)
+            frames.append(image)
+    ann = sorted((_annotations_dir(Path(root)) / name).glob("*.png"))
+    n = min(len(frames), len(ann))
+    if n == 0:
+        raise EvalError(f"sequence {name}: no frames or no annotations")
+    if len(frames) != len(ann) and not (max_frames and n == max_frames):
+        print(f"warning: {name}: {len(frames)} frames but {len(ann)} annotations; scoring the first {n}", file=sys.stderr)
+    labels = [_read_label(p) for p in ann[:n]]
+    if labels[0].shape != frames[0].shape[:2]:
+        raise EvalError(f"sequence {name}: annotations are {labels[0].shape[::-1]} but frames {frames[0].shape[1::-1]}")
+    return VosSequence(name, frames[:n], labels, fps)
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def region_j(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Region similarity J: IoU of two ``HxW bool`` masks (1 when both are empty, as DAVIS)."""
+    union = np.count_nonzero(pred | gt)
+    return float(np.count_nonzero(pred & gt) / union) if union else 1.0
+
+
+def boundary_map(mask: np.ndarray) -> np.ndarray:
+    """DAVIS's one-pixel boundary map of a mask: pixels that differ from their east, south or
+    south-east neighbour (the last row compares with the east one only, the last column with the
+    south one only, the bottom-right corner is never a boundary)."""
+    seg = np.asarray(mask, dtype=bool)
+    east = np.zeros_like(seg)
+    south = np.zeros_like(seg)
+    diag = np.zeros_like(seg)
+    east[:, :-1] = seg[:, 1:]
+    south[:-1, :] = seg[1:, :]
+    diag[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ east) | (seg ^ south) | (seg ^ diag)
+    b[-1, :] = seg[-1, :] ^ east[-1, :]
+    b[:, -1] = seg[:, -1] ^ south[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+_DISKS: dict[int, np.ndarray] = {}
+
+
+def _disk(radius: int) -> np.ndarray:
+    if radius not in _DISKS:
+        r = np.arange(-radius, radius + 1)
+        _DISKS[radius] = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius).astype(np.uint8)
+    return _DISKS[radius]
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:
+    """Boundary F-measure (DAVIS): boundary precision and recall, each boundary pixel matched
+    when the other mask's boundary lies within a disk of radius ``ceil(bound_th * diagonal)``.
+
+    No boundary in either mask gives 1; in just one of them, 0.
+    """
+    pred = np.asarray(pred, dtype=bool)
+    gt = np.asarray(gt, dtype=bool)
+    h, w = gt.shape
+    radius = int(bound_th) if bound_th >= 1 else int(math.ceil(bound_th * math.hypot(h, w)))
+    # Work on the region around both masks (identical figures: boundaries only lie next to mask
+    # pixels and the margin holds the whole dilation; a crop that reaches the bottom or right edge
+    # keeps that edge's special rule).
+    any_rows = np.flatnonzero((pred | gt).any(axis=1))
+    if len(any_rows) == 0:
+        return 1.0
+    any_cols = np.flatnonzero((pred | gt).any(axis=0))
+    m = radius + 2
+    y0, y1 = max(0, any_rows[0] - m), min(h, any_rows[-1] + 1 + m)
+    x0, x1 = max(0, any_cols[0] - m), min(w, any_cols[-1] + 1 + m)
+    pb = boundary_map(pred[y0:y1, x0:x1])
+    gb = boundary_map(gt[y0:y1, x0:x1])
+    n_p, n_g = int(np.count_nonzero(pb)), int(np.count_nonzero(gb))
+    if n_p == 0 and n_g == 0:
+        return 1.0
+    if n_p == 0 or n_g == 0:
+        return 0.0
+    disk = _disk(radius)
+    p_dil = cv2.dilate(pb.astype(np.uint8), disk).astype(bool)
+    g_dil = cv2.dilate(gb.astype(np.uint8), disk).astype(bool)
+    precision = np.count_nonzero(pb & g_dil) / n_p
+    recall = np.count_nonzero(gb & p_dil) / n_g
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+@dataclass
+class ObjectRecord:
+    """One object's per-frame figures in one run."""
+
+    j: dict[int, float] = field(default_factory=dict)  # scored frames
+    f: dict[int, float] = field(default_factory=dict)  # scored frames
+    iou: dict[int, float] = field(default_factory=dict)  # every frame from its start: IoU of the original track
+    best: dict[int, int | None] = field(default_factory=dict)  # scored frames: best-covering track id (IoU >= 0.5)
+
+
+class SequenceScorer:
+    """Scores one run over one sequence, frame by frame (``add``), then sums it up (``summary``)."""
+
+    def __init__(self, seq: VosSequence) -> None:
+        self.seq = seq
+        self.records = {oid: ObjectRecord() for oid in seq.start}
+
+    def add(self, index: int, tracks: Mapping[int, np.ndarray], original: Mapping[int, int]) -> None:
+        """Frame ``index``'s predictions: ``tracks`` ``{track id: HxW bool}``, ``original`` ``{object: track id}``."""
+        gt = self.seq.gt(index)
+        empty = None
+        for oid, rec in self.records.items():
+            if index < self.seq.start[oid]:
+                continue
+            m = gt[oid]
+            tid = original.get(oid)
+            pred = tracks.get(tid) if tid is not None else None
+            if pred is None:
+                empty = np.zeros(m.shape, bool) if empty is None else empty
+                pred = empty
+            j = region_j(pred, m)
+            rec.iou[index] = j
+            if self.seq.areas[oid][index] >= MIN_AREA:
+                rec.j[index] = j
+                rec.f[index] = boundary_f(pred, m)
+                best_tid, best = None, COVER_IOU
+                for t, tm in tracks.items():
+                    v = j if t == tid else region_j(tm, m)
+                    if v >= best:
+                        best_tid, best = t, v
+                rec.best[index] = best_tid
+
+    def reacquisitions(self, oid: int) -> list[dict]:
+        """The object's disappearances and how long its original track took to find it again."""
+        a = self.seq.areas[oid]
+        rec = self.records[oid]
+        visible = a >= MIN_AREA
+        if not visible.any():
+            return []
+        half = 0.5 * float(np.median(a[visible]))
+        out = []
+        n = len(a)
+        i = self.seq.start[oid]
+        while i < n:
+            if visible[i]:
+                i += 1
+                continue
+            g0 = i
+            while i < n and not visible[i]:
+                i += 1
+            if i >= n:
+                break  # gone until the end: it never came back
+            g1 = i
+            nxt = g1
+            while nxt < n and visible[nxt]:
+                nxt += 1  # the next disappearance (or the end) bounds this event
+            back = next((k for k in range(g1, nxt) if a[k] >= half), None)
+            if back is None:
+                continue
+            found = next((k for k in range(back, nxt) if rec.iou.get(k, 0.0) >= REACQ_IOU), None)
+            out.append({
+                "object": oid, "gone": [g0, g1 - 1], "back": back,
+                "delay_s": None if found is None else (found - back) / self.seq.fps,
+            })
+        return out
+
+    def summary(self) -> dict:
+        objects = {}
+        for oid, rec in self.records.items():
+            js = np.array([rec.j[k] for k in sorted(rec.j)], dtype=np.float64)
+            fs = np.array([rec.f[k] for k in sorted(rec.f)], dtype=np.float64)
+            covered = [rec.best[k] for k in sorted(rec.best) if rec.best[k] is not None]
+            switches = sum(1 for a, b in zip(covered, covered[1:]) if a != b)
+            objects[oid] = {
+                "J": float(js.mean()) if js.size else float("nan"),
+                "F": float(fs.mean()) if fs.size else float("nan"),
+                "recall": float((js >= 0.5).mean()) if js.size else float("nan"),
+                "frames": int(js.size),
+                "id_switches": switches,
+                "reacquisition": self.reacquisitions(oid),
+            }
+        vals = list(objects.values())
+        mean = lambda key: float(np.mean([o[key] for o in vals])) if vals else float("nan")  # noqa: E731
+        j, f = mean("J"), mean("F")
+        return {
+            "J": j, "F": f, "J&F": (j + f) / 2, "recall": mean("recall"),
+            "id_switches": int(sum(o["id_switches"] for o in vals)),
+            "reacquisition": [e for o in vals for e in o["reacquisition"]],
+            "objects": {str(k): v for k, v in objects.items()},
+        }
+
+
+# -- masks out -----------------------------------------------------------------------------
+
+
+def _palette() -> list[int]:
+    """The usual 256-colour segmentation palette (bits of the index spread over R, G, B)."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for k in range(8):
+            r |= ((c >> 0) & 1) << (7 - k)
+            g |= ((c >> 1) & 1) << (7 - k)
+            b |= ((c >> 2) & 1) << (7 - k)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+class MaskWriter:
+    """Writes one configuration's masks of one sequence as DAVIS indexed PNGs (object ids as values)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, index: int, shape: tuple[int, int], tracks: Mapping[int, np.ndarray], original: Mapping[int, int]) -> None:
+        if self.folder is None:
+            return
+        from PIL import Image
+
+        out = np.zeros(shape, np.uint8)
+        for oid in sorted(original):
+            m = tracks.get(original[oid])
+            if m is not None:
+                out[m] = min(oid, 255)
+        im = Image.fromarray(out, mode="P")
+        im.putpalette(_palette())
+        im.save(self.folder / f"{index:05d}.png")
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def make_engine(config, runner):
+    """An engine for ``config`` over ``runner``: ``Engine.from_config(config, runner=...)`` when it takes one."""
+    from realtime_sam.engine import Engine
+
+    factory = getattr(Engine, "from_config", None)
+    if factory is not None:
+        try:
+            takes_runner = "runner" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_runner = False
+        if takes_runner:
+            return factory(config, runner=runner)
+    return Engine(
+        runner, config.engine, tracker_config=config.tracker,
+        propagation_config=config.propagation, discovery_config=config.discovery,
+    )
+
+
+def _prompt_all(engine, seq: VosSequence) -> deque[int]:
+    """Queue every object's ground-truth box at its first visible frame; the objects in prompt order."""
+    order = sorted(seq.start, key=lambda oid: (seq.start[oid], oid))
+    for oid in order:
+        s = seq.start[oid]
+        box = mask_to_box(seq.labels[s] == oid)
+        engine.add_object(ObjectPrompt(box=tuple(float(v) for v in box), start_frame=s))  # type: ignore[arg-type]
+    return deque(order)
+
+
+class _Ids:
+    """Maps objects to the tracks created from their prompts: the new track ids, in prompt order."""
+
+    def __init__(self, seq: VosSequence, pending: deque[int]) -> None:
+        self.seq, self.pending = seq, pending
+        self.seen = 0
+        self.original: dict[int, int] = {}
+
+    def update(self, index: int, track_ids: Iterable[int]) -> None:
+        for tid in sorted(t for t in track_ids if t > self.seen):
+            self.seen = tid
+            if self.pending and self.seq.start[self.pending[0]] <= index:
+                self.original[self.pending.popleft()] = tid
+
+
+def _track_masks(result) -> dict[int, np.ndarray]:
+    return {t.track_id: np.asarray(t.mask, dtype=bool) for t in result.tracks if t.mask is not None}
+
+
+def run_engine_file(seq: VosSequence, runner, config, *, masks_dir: Path | None = None) -> SequenceScorer:
+    """The engine over every frame of ``seq`` in turn (no pipeline, no background encode); scored."""
+    engine = make_engine(config, runner)
+    ids = _Ids(seq, _prompt_all(engine, seq))
+    scorer = SequenceScorer(seq)
+    writer = MaskWriter(masks_dir)
+    for i, image in enumerate(seq.frames):
+        result = engine.process(Frame(i, image, i / seq.fps, time.monotonic()))
+        tracks = _track_masks(result)
+        ids.update(i, tracks)
+        scorer.add(i, tracks, ids.original)
+        writer.write(i, seq.size, tracks, ids.original)
+    return scorer
+
+
+class MemorySource:
+    """A sequence's decoded frames as a file source (``live`` false: ``pipeline.realtime`` paces it
+    by the timestamps, ``index / fps``)."""
+
+    live = False
+
+    def __init__(self, frames: Sequence[np.ndarray], fps: float) -> None:
+        self.frames, self.fps = frames, float(fps)
+        self.size = (int(frames[0].shape[1]), int(frames[0].shape[0]))
+        self.name = "memory"
+        self.num_frames = len(frames)
+        self._i = 0
+        self._stopped = False
+
+    def read(self) -> Frame | None:
+        if self._stopped or self._i >= len(self.frames):
+            return None
+        i = self._i
+        self._i += 1
+        return Frame(i, self.frames[i], i / self.fps, time.monotonic())
+
+    def interrupt(self) -> None:
+        self._stopped = True
+
+    def close(self) -> None:
+        self._stopped = True
+
+
+def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None = None) -> tuple[SequenceScorer, dict]:
+    """The engine through a real-time pipeline (frames dropped when it is busy); every source frame
+    scored with the newest result at or before it. Returns the scorer and run statistics."""
+    from realtime_sam.pipeline import Pipeline
+
+    engine = make_engine(config, runner)
+    ids = _Ids(seq, _prompt_all(engine, seq))
+    kept: list[tuple[int, dict[int, np.ndarray]]] = []
+    t0 = time.perf_counter()
+    pcfg = dataclasses.replace(config.pipeline, realtime=True)
+    with Pipeline(MemorySource(seq.frames, seq.fps), engine, config=pcfg) as pipe:
+        for result in pipe:
+            packed = {t.track_id: np.packbits(t.mask, axis=-1) for t in result.tracks if t.mask is not None}
+            kept.append((result.index, packed))
+    wall = time.perf_counter() - t0
+    scorer = SequenceScorer(seq)
+    writer = MaskWriter(masks_dir)
+    h, w = seq.size
+    tracks: dict[int, np.ndarray] = {}
+    k = 0
+    for i in range(len(seq)):
+        while k < len(kept) and kept[k][0] <= i:
+            index, packed = kept[k]
+            tracks = {tid: np.unpackbits(p, axis=-1, count=w).astype(bool) for tid, p in packed.items()}
+            ids.update(index, tracks)
+            k += 1
+        scorer.add(i, tracks, ids.original)
+        writer.write(i, seq.size, tracks, ids.original)
+    stats = {"processed": len(kept), "frames": len(seq), "wall_s": wall}
+    return scorer, stats
+
+
+def run_flow(seq: VosSequence, oracle: GroundTruthOracle, every: int, *, masks_dir: Path | None = None) -> SequenceScorer:
+    """The dense-flow baseline: masks warped by DIS flow every frame, re-prompted every ``every`` frames."""
+    h, w = seq.size
+    s = FLOW_SIDE / max(h, w)
+    small = (max(1, round(w * s)), max(1, round(h * s)))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    masks: dict[int, np.ndarray] = {}
+    scorer = SequenceScorer(seq)
+    writer = MaskWriter(masks_dir)
+    prev = None
+    for i, image in enumerate(seq.frames):
+        grey = cv2.cvtColor(cv2.resize(image, small, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        if prev is not None and masks:
+            flow = dis.calc(grey, prev, None)  # backward: where each pixel of this frame was in the last one
+            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+            mx = gx + flow[..., 0] * np.float32(w / small[0])
+            my = gy + flow[..., 1] * np.float32(h / small[1])
+            for oid, m in masks.items():
+                masks[oid] = cv2.remap(m.view(np.uint8), mx, my, cv2.INTER_NEAREST, borderValue=0) > 0
+        prev = grey
+        prompts: list[tuple[int, np.ndarray]] = []
+        for oid, start in seq.start.items():
+            if i == start:
+                prompts.append((oid, mask_to_box(seq.labels[i] == oid)))
+            elif i > start and (i - start) % every == 0:
+                box = mask_to_box(masks[oid])
+                if box is not None:
+                    prompts.append((oid, box))
+        if prompts:
+            oracle.encode(image, index=i)
+            low, _ = oracle.decode(None, None, np.stack([b for _, b in prompts]), None, False)
+            out = oracle.masks(low[:, 0], (h, w))
+            for (oid, _), m in zip(prompts, out):
+                masks[oid] = m
+        scorer.add(i, masks, {oid: oid for oid in masks})
+        writer.write(i, seq.size, masks, {oid: oid for oid in masks})
+    return scorer
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _reacq_cell(events: list[dict]) -> str:
+    if not events:
+        return "-"
+    return f"{len(events)}: " + ", ".join("never" if e["delay_s"] is None else f"{e['delay_s']:.2f} s" for e in events)
+
+
+def summarize(per_seq: Mapping[str, dict]) -> dict:
+    """Mean over sequences of J, F, J&F and recall; id switches and re-acquisitions summed / listed."""
+    vals = list(per_seq.values())
+    mean = lambda key: float(np.nanmean([v[key] for v in vals])) if vals else float("nan")  # noqa: E731
+    events = [dict(e, sequence=name) for name, v in per_seq.items() for e in v["reacquisition"]]
+    delays = [e["delay_s"] for e in events if e["delay_s"] is not None]
+    return {
+        "J": mean("J"), "F": mean("F"), "J&F": mean("J&F"), "recall": mean("recall"),
+        "id_switches": int(sum(v["id_switches"] for v in vals)),
+        "reacquisition": events,
+        "reacquisition_median_s": float(np.median(delays)) if delays else None,
+        "reacquisition_never": sum(1 for e in events if e["delay_s"] is None),
+    }
+
+
+def report(results: Mapping[str, Mapping[str, dict]], sequences: Sequence[str]) -> str:
+    """Markdown: per-sequence J per configuration, then the summary per configuration."""
+    names = list(results)
+    lines = ["**J per sequence**", "", "| sequence | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for seq in sequences:
+        lines.append(f"| {seq} | " + " | ".join(_fmt(results[n]["sequences"][seq]["J"]) if seq in results[n]["sequences"] else "-" for n in names) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{_fmt(results[n]['mean']['J'])}**" for n in names) + " |")
+    lines += [
+        "", "**Summary** (means over sequences; id switches summed; re-acquisition: events and delays)", "",
+        "| configuration | J | F | J&F | recall | id switches | re-acquisition |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in names:
+        m = results[n]["mean"]
+        lines.append(
+            f"| {n} | {_fmt(m['J'])} | {_fmt(m['F'])} | {_fmt(m['J&F'])} | {_fmt(100 * m['recall'], 1)} % | "
+            f"{m['id_switches']} | {_reacq_cell(m['reacquisition'])} |"
+        )
+    for n in names:
+        stats = results[n].get("live")
+        if stats:
+            done, total = sum(v["processed"] for v in stats.values()), sum(v["frames"] for v in stats.values())
+            lines += ["", f"{n}: {done} of {total} frames processed ({100 * done / max(total, 1):.0f} %), the rest dropped as a camera drops them"]
+    return "\n".join(lines)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,5,15, got {text!r}") from None
+    if any(v < 1 for v in out):
+        raise argparse.ArgumentTypeError(f"every value must be >= 1, got {text!r}")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eval_vos.py", description="Score the tracking engine on DAVIS-layout video (see the module docstring).",
+    )
+    p.add_argument("--root", type=Path, default=REPO.parent / "shared" / "davis", help="data folder (default ../shared/davis)")
+    p.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
+    p.add_argument("--reencode", type=_ints, default=(1, 5, 15, 30), help="engine.reencode_every values (default 1,5,15,30)")
+    p.add_argument("--flow", type=_ints, default=(5, 15, 30), help="flow baseline re-prompt periods (default 5,15,30; '' for none)")
+    p.add_argument("--no-live", action="store_true", help="skip the live (real-time, CPU preset) configuration")
+    p.add_argument("--network", choices=("real", "none"), default="real",
+                   help="run the real network on every oracle call (default) or skip it (same figures, fast)")
+    p.add_argument("--weights", default=None, help="checkpoint (default: the golden one, else a random one)")
+    p.add_argument("--device", default="cpu", help="model device (default cpu)")
+    p.add_argument("--config", default=None, help="config file or preset for the engine rows")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, repeatable (applies to every engine configuration)")
+    p.add_argument("--max-frames", type=int, default=0, help="cut every sequence to its first K frames")
+    p.add_argument("--fps", type=float, default=24.0, help="frame rate of JPEG sequences (default 24)")
+    p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
+    p.add_argument("--save-masks", type=Path, default=None, help="write per-frame masks as DAVIS PNGs under this folder")
+    return p
+
+
+def _config_dir(name: str) -> str:
+    return name.replace(" N=", "-N").replace(" ", "-")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        from realtime_sam.config import load_config
+        from realtime_sam.errors import RealtimeSamError
+
+        live = not args.no_live
+        if live and args.network != "real":
+            raise EvalError("the live configuration needs --network real (add --no-live to skip it)")
+        if args.max_frames < 0:
+            raise EvalError("--max-frames must be >= 0")
+        found = find_sequences(args.root)
+        names = [s.strip() for s in args.sequences.split(",") if s.strip()] or list(found)
+        unknown = [s for s in names if s not in found]
+        if unknown:
+            raise EvalError(f"unknown sequence(s) {', '.join(unknown)} in {args.root}; available: {', '.join(found)}")
+        try:
+            base = load_config(args.config, args.overrides)
+            live_cfg = load_config("cpu", args.overrides) if live else None
+        except RealtimeSamError as exc:
+            raise EvalError(str(exc)) from None
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    configs: dict[str, object] = {}
+    for n in args.reencode:
+        configs[f"engine N={n}"] = dataclasses.replace(
+            base, engine=dataclasses.replace(base.engine, reencode_every=n, background_encode=False)
+        )
+    if live_cfg is not None:
+        configs["live"] = dataclasses.replace(live_cfg, engine=dataclasses.replace(live_cfg.engine, background_encode=True))
+    for n in args.flow:
+        configs[f"flow N={n}"] = n
+
+    inner = None
+    with tempfile.TemporaryDirectory(prefix="rtsam-eval-") as tmp:
+        if args.network == "real":
+            from realtime_sam.config import ModelConfig
+            from realtime_sam.loader import load_runner
+
+            weights = weights_or_random(args.weights, Path(tmp))
+            log(f"loading the model ({weights}) on {args.device} ...")
+            inner = load_runner(ModelConfig(weights=str(weights), device=args.device), progress=False)
+
+        results: dict[str, dict] = {name: {"sequences": {}} for name in configs}
+        extra: dict[str, dict] = {}
+        warm = False
+        for name in names:
+            t = time.perf_counter()
+            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps)
+            log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
+            oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
+            if inner is not None and not warm:
+                inner.embed(seq.frames[0])  # first calls allocate and pick kernels: keep that out of the rounds
+                warm = True
+            for cname, cfg in configs.items():
+                t = time.perf_counter()
+                masks_dir = args.save_masks / _config_dir(cname) / name if args.save_masks is not None else None
+                if cname.startswith("flow"):
+                    scorer = run_flow(seq, oracle, int(cfg), masks_dir=masks_dir)  # type: ignore[arg-type]
+                elif cname == "live":
+                    scorer, stats = run_engine_live(seq, oracle, cfg, masks_dir=masks_dir)
+                    extra.setdefault(cname, {})[name] = stats
+                else:
+                    scorer = run_engine_file(seq, oracle, cfg, masks_dir=masks_dir)
+                s = results[cname]["sequences"][name] = scorer.summary()
+                log(f"  {cname:<12} J {s['J']:.3f}  F {s['F']:.3f}  ({time.perf_counter() - t:.1f} s)")
+            del seq, oracle
+    for cname in configs:
+        results[cname]["mean"] = summarize(results[cname]["sequences"])
+        if cname in extra:
+            results[cname]["live"] = extra[cname]
+    print(report(results, names))
+    if args.json is not None:
+        payload = {
+            "root": str(args.root), "network": args.network, "sequences": names, "max_frames": args.max_frames,
+            "configurations": results,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

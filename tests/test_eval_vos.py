@@ -1,0 +1,360 @@
+"""scripts/eval_vos.py: DAVIS figures (and their agreement with TrackEval), the ground-truth
+oracle, and end-to-end runs on a DAVIS-layout folder written here and on ../shared/davis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from script_loader import load_script
+
+ev = load_script("eval_vos")
+oracle_mod = load_script("_oracle")
+
+SHARED_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis"
+
+
+def _square(shape, y, x, side):
+    m = np.zeros(shape, bool)
+    m[y : y + side, x : x + side] = True
+    return m
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def test_identical_masks_score_one_and_disjoint_masks_zero():
+    a = _square((120, 160), 20, 30, 40)
+    b = _square((120, 160), 70, 100, 30)
+    assert ev.region_j(a, a) == 1.0 and ev.boundary_f(a, a) == 1.0
+    assert ev.region_j(a, b) == 0.0 and ev.boundary_f(a, b) == 0.0
+    empty = np.zeros_like(a)
+    assert ev.region_j(empty, empty) == 1.0 and ev.boundary_f(empty, empty) == 1.0  # DAVIS: nothing vs nothing
+    assert ev.boundary_f(empty, a) == 0.0 and ev.boundary_f(a, empty) == 0.0
+    assert ev.region_j(a, _square((120, 160), 20, 30, 20)) == pytest.approx(400 / 1600)
+
+
+def test_boundary_map_is_a_one_pixel_ring():
+    b = ev.boundary_map(_square((50, 50), 10, 10, 20))
+    # The ring sits half a pixel towards the origin: rows/cols 9..29, 4 * 20 pixels.
+    assert np.count_nonzero(b) == 80
+    ys, xs = np.nonzero(b)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (9, 29, 9, 29)
+
+
+def test_shifted_square_boundary_f():
+    # 200x200: tolerance ceil(0.008 * 282.8) = 3 px. A 40 px square.
+    gt = _square((200, 200), 80, 60, 40)
+    # Shifted by 2 px: every boundary pixel lies within 3 px of the other boundary.
+    assert ev.boundary_f(_square((200, 200), 80, 62, 40), gt) == 1.0
+    # Shifted by 10 px: of each 4*40-pixel ring, the top and bottom rows match over
+    # 40 + 3 - 10 + 1 = 34 pixels each and the near side only within 3 px of the corners:
+    # 2 * 34 + 2 * 3 = 74 of 160, for precision and recall alike.
+    assert ev.boundary_f(_square((200, 200), 80, 70, 40), gt) == pytest.approx(74 / 160)
+    # J of the same pair: 30 * 40 overlap over 50 * 40 union.
+    assert ev.region_j(_square((200, 200), 80, 70, 40), gt) == pytest.approx(30 / 50)
+
+
+def _blob(shape, cy, cx, ry, rx, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    r = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+    wobble = rng.normal(0, 0.15, shape)
+    wobble = cv2.GaussianBlur(wobble, (0, 0), 3)
+    return r + wobble < 1.0
+
+
+def _mask_pairs():
+    shape = (96, 128)  # tolerance ceil(0.008 * 160) = 2 px
+    pairs = [
+        (_blob(shape, 48, 64, 20, 30, 0), _blob(shape, 50, 60, 22, 28, 1)),
+        (_blob(shape, 10, 10, 25, 25, 2), _blob(shape, 12, 14, 20, 30, 3)),  # touches the top-left edge
+        (_blob(shape, 90, 120, 30, 30, 4), _blob(shape, 85, 118, 25, 20, 5)),  # bottom-right edge and corner
+        (np.zeros(shape, bool), _blob(shape, 48, 64, 10, 10, 6)),  # nothing predicted
+        (_blob(shape, 30, 30, 8, 8, 7), _blob(shape, 70, 100, 8, 8, 8)),  # disjoint
+        (_square(shape, 0, 0, 96) , _square(shape, 0, 0, 96)),  # fills the left part to the bottom edge
+    ]
+    return pairs
+
+
+def test_figures_agree_with_trackeval():
+    pytest.importorskip("trackeval")
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    from trackeval.metrics import JAndF
+
+    pairs = _mask_pairs()
+    # Frame by frame against TrackEval's own F (and J through its sequence evaluation below).
+    enc = lambda m: mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))  # noqa: E731
+    f_theirs = JAndF._compute_f([[enc(g)] for _, g in pairs], [[enc(p)] for p, _ in pairs], 0, 0, 0.008)
+    f_ours = [ev.boundary_f(p, g) for p, g in pairs]
+    np.testing.assert_allclose(f_ours, f_theirs, rtol=0, atol=1e-12)
+    assert 0.0 < np.mean(f_ours) < 1.0
+
+    data = {
+        "num_timesteps": len(pairs), "num_tracker_ids": 1, "num_gt_ids": 1,
+        "gt_dets": [[enc(g)] for _, g in pairs], "tracker_dets": [[enc(p)] for p, _ in pairs],
+        "gt_ids": [np.array([0]) for _ in pairs], "tracker_ids": [np.array([0]) for _ in pairs],
+    }
+    res = JAndF().eval_sequence(data)
+    j_ours = [ev.region_j(p, g) for p, g in pairs]
+    assert res["J-Mean"] == pytest.approx(np.mean(j_ours), abs=1e-9)
+    assert res["F-Mean"] == pytest.approx(np.mean(f_ours), abs=1e-9)
+    assert res["J&F"] == pytest.approx((np.mean(j_ours) + np.mean(f_ours)) / 2, abs=1e-9)
+
+
+def _toy_sequence(areas_visible, fps=10.0):
+    """A one-object sequence of 40x40 frames: a 20x20 square where ``areas_visible`` is true, else nothing."""
+    labels = []
+    for v in areas_visible:
+        lab = np.zeros((40, 40), np.uint8)
+        if v:
+            lab[10:30, 10:30] = 1
+        labels.append(lab)
+    frames = [np.zeros((40, 40, 3), np.uint8) for _ in labels]
+    return ev.VosSequence("toy", frames, labels, fps)
+
+
+def test_reacquisition_delay_and_id_switches():
+    vis = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1]
+    seq = _toy_sequence(vis)
+    assert seq.objects == (1,) and seq.start == {1: 0}
+    scorer = ev.SequenceScorer(seq)
+    gt = seq.labels[0] == 1
+    for i in range(len(vis)):
+        if i in (6, 7):
+            tracks = {7: gt}  # a new track covers it; the original (3) is absent
+        else:
+            tracks = {3: gt if vis[i] else np.zeros_like(gt)}
+        scorer.add(i, tracks, {1: 3})
+    s = scorer.summary()
+    assert s["J"] == pytest.approx(6 / 8)  # 8 scored frames, the original track right in 6
+    assert s["recall"] == pytest.approx(6 / 8)
+    assert s["id_switches"] == 2  # 3 -> 7 -> 3
+    (event,) = s["reacquisition"]
+    assert event["gone"] == [4, 5] and event["back"] == 6
+    assert event["delay_s"] == pytest.approx(2 / 10)  # found again at frame 8, at 10 fps
+
+    # Never found again: "never" (None).
+    scorer = ev.SequenceScorer(seq)
+    for i in range(len(vis)):
+        scorer.add(i, {3: gt} if i < 4 else {}, {1: 3})
+    (event,) = scorer.summary()["reacquisition"]
+    assert event["delay_s"] is None
+
+
+# -- the oracle ----------------------------------------------------------------------------
+
+
+def _oracle_scene():
+    h, w = 120, 160
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, : w // 2] = (40, 160, 40)  # two flat background halves
+    image[:, w // 2 :] = (200, 60, 60)
+    a = np.zeros((h, w), bool)
+    a[40:50, 10:150] = True  # a long bar
+    b = np.zeros((h, w), bool)
+    b[80:110, 100:130] = True  # a square
+    image[a] = (255, 255, 255)
+    image[b] = (0, 0, 255)
+    return image, {1: a, 2: b}
+
+
+def test_oracle_box_picks_the_object_and_clips_to_the_grown_box():
+    image, gt = _oracle_scene()
+    oracle = oracle_mod.GroundTruthOracle(lambda i: gt, [image])
+    oracle.encode(image)
+    box = np.array([10.0, 38.0, 90.0, 52.0])  # the bar's left part; IoU with its box 80*10/(80*14+140*10-800) > 0.1
+    mask, iou, oid = oracle.answer(box=box)
+    assert oid == 1 and iou == pytest.approx(0.92)
+    grown = oracle_mod.grow_box(box, 0.15)  # x: 10 - 12 = -2 .. 90 + 12 = 102
+    assert grown[2] == pytest.approx(102.0)
+    expected = gt[1].copy()
+    expected[:, 102:] = False
+    np.testing.assert_array_equal(mask, expected)
+    # Through the decoder's 256x256 logits and back: the same mask up to resampling, C=1 or 3.
+    low, ious = oracle.decode(None, None, box[None], np.zeros((1, 256, 256), np.float32), False)
+    assert low.shape == (1, 1, 256, 256) and low.dtype == np.float32 and ious.shape == (1, 1)
+    up = oracle.masks(low[:, 0], (120, 160))[0]
+    assert ev.region_j(up, expected) > 0.9
+    low3, ious3 = oracle.decode(None, None, np.stack([box, [95.0, 78.0, 135.0, 112.0]]), None, True)
+    assert low3.shape == (2, 3, 256, 256) and np.allclose(ious3, 0.92)
+    sq = oracle.masks(low3[1], (120, 160))
+    assert all(ev.region_j(m, gt[2]) > 0.9 for m in sq)  # the square, three copies
+
+
+def test_oracle_point_and_background_answers():
+    image, gt = _oracle_scene()
+    oracle = oracle_mod.GroundTruthOracle(lambda i: gt, [image])
+    oracle.encode(image)
+    mask, iou, oid = oracle.answer(points=np.array([[20.0, 20.0], [110.0, 95.0]]), labels=np.array([0, 1]))
+    assert oid == 2 and iou == pytest.approx(0.92)  # the first label-1 point, on the square
+    np.testing.assert_array_equal(mask, gt[2])
+    # A point on no object: the background segment under it, less the objects, IoU 0.85.
+    mask, iou, oid = oracle.answer(points=np.array([[20.0, 90.0]]), labels=np.array([1]))
+    assert oid is None and iou == pytest.approx(0.85)
+    assert mask[90, 20] and not (mask & (gt[1] | gt[2])).any()
+    assert mask[:, :80].mean() > 0.8 and not mask[:, 82:].any()  # the left half, not the right
+    # A box on no object: the segment under its centre; the runner reports 0.85.
+    low, ious = oracle.decode(None, None, np.array([[100.0, 5.0, 150.0, 30.0]]), None, False)
+    assert ious[0, 0] == pytest.approx(0.85)
+    m = oracle.masks(low[:, 0], (120, 160))[0]
+    assert m[15, 125] and not m[:, :70].any()
+    assert oracle.answers["background"] == 2
+
+
+def test_oracle_recognises_frames_and_serves_background_embeddings():
+    image, gt = _oracle_scene()
+    other = image.copy()
+    other[0, 0] = 1
+    seen = []
+    oracle = oracle_mod.GroundTruthOracle(lambda i: seen.append(i) or (gt if i == 1 else {}), [image, other])
+    emb = oracle.embed(other)
+    oracle.encode(image)  # frame 0: no objects
+    _, iou, oid = oracle.answer(box=np.array([95.0, 78.0, 135.0, 112.0]))
+    assert oid is None
+    oracle.use(emb)  # frame 1 current
+    assert oracle.current_index == 1
+    assert oracle.answer(box=np.array([95.0, 78.0, 135.0, 112.0]))[2] == 2
+    assert sorted(seen) == [0, 1]
+    with pytest.raises(RuntimeError, match="not among the images"):
+        oracle.encode(np.zeros_like(image))
+    oracle.encode(np.zeros_like(image), index=1)  # an index passed in instead
+    assert oracle.current_index == 1
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+
+def _texture(h, w, seed):
+    rng = np.random.default_rng(seed)
+    t = cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return cv2.GaussianBlur(t, (0, 0), 1.0)
+
+
+def _write_davis(root: Path, frames: int = 12):
+    """A DAVIS-layout folder: 'one' (a binary 0/255 PNG, one object) and 'two' (an indexed PNG, two
+    objects, object 2 hidden in frames 5-6)."""
+    from PIL import Image
+
+    h, w = 120, 160
+    bg = _texture(h, w, 0)
+    obj = _texture(h, w, 1)
+    yy, xx = np.mgrid[:h, :w]
+    for name in ("one", "two"):
+        (root / "JPEGImages" / "480p" / name).mkdir(parents=True)
+        (root / "Annotations" / "480p" / name).mkdir(parents=True)
+        for i in range(frames):
+            image = bg.copy()
+            lab = np.zeros((h, w), np.uint8)
+            disk = (yy - 60) ** 2 + (xx - (40 + 4 * i)) ** 2 < 18**2
+            image[disk] = np.roll(obj, 4 * i, axis=1)[disk]  # the texture moves with the disk
+            if name == "one":
+                lab[disk] = 255
+                png = Image.fromarray(lab, mode="L")
+            else:
+                lab[disk] = 1
+                if i not in (5, 6):
+                    sq = (yy >= 85) & (yy < 110) & (xx >= 110 - 2 * i) & (xx < 135 - 2 * i)
+                    image[sq] = 255 - np.roll(obj, -2 * i, axis=1)[sq]
+                    lab[sq] = 2
+                png = Image.fromarray(lab, mode="P")
+                png.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (253 * 3))
+            cv2.imwrite(str(root / "JPEGImages" / "480p" / name / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            png.save(root / "Annotations" / "480p" / name / f"{i:05d}.png")
+
+
+def test_end_to_end_on_a_davis_layout_folder(tmp_path, capsys):
+    from PIL import Image
+
+    _write_davis(tmp_path / "data")
+    out = tmp_path / "out.json"
+    rc = ev.main([
+        "--root", str(tmp_path / "data"), "--network", "none", "--no-live", "--reencode", "1,5", "--flow", "5",
+        "--json", str(out), "--save-masks", str(tmp_path / "masks"),
+    ])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| engine N=1 |" in text and "| flow N=5 |" in text and "| two |" in text
+    res = json.loads(out.read_text())
+    assert res["sequences"] == ["one", "two"]
+    confs = res["configurations"]
+    assert list(confs) == ["engine N=1", "engine N=5", "flow N=5"]
+    for name, conf in confs.items():
+        for seq in ("one", "two"):
+            s = conf["sequences"][seq]
+            assert 0.0 <= s["J"] <= 1.0 and 0.0 <= s["F"] <= 1.0 and s["J&F"] == pytest.approx((s["J"] + s["F"]) / 2)
+        assert set(conf["sequences"]["two"]["objects"]) == {"1", "2"}
+        assert set(conf["sequences"]["one"]["objects"]) == {"255"}
+    n1 = confs["engine N=1"]
+    assert n1["sequences"]["one"]["J"] > 0.8 and n1["sequences"]["two"]["J"] > 0.8
+    assert n1["mean"]["recall"] > 0.9
+    assert confs["flow N=5"]["mean"]["J"] > 0.7
+    two = n1["sequences"]["two"]["objects"]["2"]
+    assert two["frames"] == 10  # hidden in 2 of 12 frames
+    (event,) = n1["sequences"]["two"]["reacquisition"]
+    assert event["object"] == 2 and event["gone"] == [5, 6] and event["back"] == 7
+    assert event["delay_s"] is None or event["delay_s"] >= 0
+    # The masks as DAVIS indexed PNGs with the ground truth's ids.
+    png = tmp_path / "masks" / "engine-N1" / "two" / "00003.png"
+    with Image.open(png) as im:
+        assert im.mode == "P"
+        values = set(np.unique(np.asarray(im)).tolist())
+    assert values == {0, 1, 2}
+    assert len(list((tmp_path / "masks" / "flow-N5" / "one").glob("*.png"))) == 12
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert ev.main(["--root", str(tmp_path / "nope"), "--no-live"]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert ev.main(["--root", str(tmp_path / "empty"), "--no-live"]) == 2
+    assert "Annotations/480p" in capsys.readouterr().err
+    (tmp_path / "empty" / "Annotations" / "480p").mkdir(parents=True)
+    assert ev.main(["--root", str(tmp_path / "empty"), "--no-live"]) == 2
+    assert "no sequences found" in capsys.readouterr().err
+    _write_davis(tmp_path / "data", frames=2)
+    assert ev.main(["--root", str(tmp_path / "data"), "--no-live", "--sequences", "one,zzz"]) == 2
+    assert "unknown sequence(s) zzz" in capsys.readouterr().err
+    assert ev.main(["--root", str(tmp_path / "data"), "--network", "none"]) == 2
+    assert "--no-live" in capsys.readouterr().err
+
+
+def test_shared_davis_first_frames(tmp_path):
+    if not (SHARED_DAVIS / "goat.mp4").exists():
+        pytest.skip(f"the shared DAVIS sequences are not at {SHARED_DAVIS} (they exist only on the project's machines)")
+    out = tmp_path / "out.json"
+    rc = ev.main([
+        "--root", str(SHARED_DAVIS), "--sequences", "goat", "--max-frames", "10", "--network", "none", "--no-live",
+        "--reencode", "1", "--flow", "5", "--json", str(out),
+    ])
+    assert rc == 0
+    confs = json.loads(out.read_text())["configurations"]
+    goat = confs["engine N=1"]["sequences"]["goat"]
+    assert goat["objects"]["255"]["frames"] == 10
+    assert goat["J"] > 0.85 and goat["F"] > 0.85
+    assert confs["flow N=5"]["sequences"]["goat"]["J"] > 0.8
+
+
+def test_live_round_with_the_real_network(tmp_path, checkpoint_path):
+    # The file played at 4 fps through a real-time pipeline, the real (random-weight) network
+    # paying every cost: frames are dropped while it encodes, every frame is still scored.
+    _write_davis(tmp_path / "data", frames=12)
+    out = tmp_path / "out.json"
+    rc = ev.main([
+        "--root", str(tmp_path / "data"), "--sequences", "two", "--network", "real", "--weights", str(checkpoint_path),
+        "--reencode", "5", "--flow", "", "--fps", "4", "--json", str(out),
+    ])
+    assert rc == 0
+    confs = json.loads(out.read_text())["configurations"]
+    assert list(confs) == ["engine N=5", "live"]
+    live = confs["live"]
+    stats = live["live"]["two"]
+    assert 1 <= stats["processed"] <= stats["frames"] == 12
+    objects = live["sequences"]["two"]["objects"]
+    assert objects["1"]["frames"] == 12 and objects["2"]["frames"] == 10  # every source frame scored
+    assert 0.0 < live["mean"]["J"] <= 1.0  # the prompts' background encode landed within the 3 s clip
+    assert confs["engine N=5"]["mean"]["J"] > 0.8  # the oracle answers alike over the real network
