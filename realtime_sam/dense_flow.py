@@ -19,7 +19,14 @@ new frame, per pixel, with dense optical flow:
 4. the fields are composed since the track's last decode (the *key*
    logits), so the key logits are resampled once, not once per frame (no
    blur accumulates);
-5. the visible mask is the warped logits above 0 minus what tracks in front
+5. appearance refinement: at each decode, colour histograms (Lab,
+   ``app_bins`` per channel, on the frame shrunk to the logit grid) of the
+   track's mask and of a ring around it (its box grown ``app_ring`` per
+   side); each frame, within ``app_band`` cells of the warped mask's edge,
+   the logits are replaced by signed distance to the edge (cells) plus
+   ``app_lambda`` times the clipped colour log-likelihood ratio (the key and
+   the composition are left as they are, so nothing accumulates);
+6. the visible mask is the warped logits above 0 minus what tracks in front
    cover, upsampled to the source size as the decoder's masks are.
 
 Who is in front is the caller's knowledge (``order``, front first); the
@@ -35,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Sequence
+from typing import Collection, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -123,6 +130,7 @@ class _State:
     out: np.ndarray  # the logits last returned (to notice a new decode by identity)
     motion: np.ndarray  # 2x3 forward similarity of the last measured step, grid units
     fill: float
+    llr: np.ndarray | None = None  # per colour bin: clipped log(p_fg / p_bg) at the key frame, or None
 
 
 class DenseFlowPropagator:
@@ -138,12 +146,21 @@ class DenseFlowPropagator:
             ``fb_relative`` times the flow's magnitude.
         min_cells: fewer reliable visible cells than this and a track's motion
             is not measured this frame.
+        app_lambda: weight of the colour log-likelihood ratio near the mask's
+            edge, in cells of signed distance per nat (0 turns it off).
+        app_bins: colour histogram bins per Lab channel.
+        app_band: cells either side of the warped mask's edge that may change.
+        app_clip: the log-likelihood ratio is clipped to ``[-app_clip, app_clip]``.
+        app_ring: background ring = the mask's box grown this much per side (plus 2 cells), minus the mask.
     """
 
     def __init__(
         self, *, max_side: int = 480, preset: str = "fast", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
-        min_cells: int = 4, max_deviation: float = float("inf"),
+        min_cells: int = 4, max_deviation: float = float("inf"), rigid_tolerance: float = 0.0,
+        app_lambda: float = 1.0, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
     ) -> None:
+        self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
+        self.app_clip, self.app_ring = float(app_clip), float(app_ring)
         if preset not in _PRESETS:
             raise ValueError(f"preset must be one of {', '.join(_PRESETS)}, got {preset!r}")
         self.max_side = int(max_side)
@@ -152,6 +169,7 @@ class DenseFlowPropagator:
         self.fb_relative = float(fb_relative)
         self.min_cells = int(min_cells)
         self.max_deviation = float(max_deviation)
+        self.rigid_tolerance = float(rigid_tolerance)
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (source image, grey work image)
         self._states: dict[int, _State] = {}
@@ -192,6 +210,49 @@ class DenseFlowPropagator:
     def _grey(image: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
+    # -- appearance -------------------------------------------------------------------
+
+    def _bins(self, image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        """``(rows, cols) int32`` Lab colour bin of every low-res cell (the frame shrunk to the grid)."""
+        small = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA)
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2Lab)
+        else:
+            small = np.repeat(small[..., None], 3, axis=2)
+        q = (small.astype(np.int32) * self.app_bins) >> 8
+        return (q[..., 0] * self.app_bins + q[..., 1]) * self.app_bins + q[..., 2]
+
+    def _llr(self, idx: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
+        """Clipped per-bin ``log(p_fg / p_bg)``, foreground ``fg`` vs a ring around it; None when either is tiny."""
+        ys, xs = np.nonzero(fg)
+        if len(xs) < 20:
+            return None
+        rows, cols = fg.shape
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        gx, gy = self.app_ring * (x1 - x0) + 2, self.app_ring * (y1 - y0) + 2
+        ring = np.zeros_like(fg)
+        ring[max(0, int(y0 - gy)):min(rows, int(math.ceil(y1 + gy))), max(0, int(x0 - gx)):min(cols, int(math.ceil(x1 + gx)))] = True
+        ring &= ~fg
+        if ring.sum() < 20:
+            return None
+        nb = self.app_bins**3
+        hf = np.bincount(idx[fg], minlength=nb).astype(np.float64)
+        hb = np.bincount(idx[ring], minlength=nb).astype(np.float64)
+        eps = 1.0 / 2000
+        return np.clip(np.log((hf / hf.sum() + eps) / (hb / hb.sum() + eps)), -self.app_clip, self.app_clip).astype(np.float32)
+
+    def _refine(self, llr: np.ndarray, warped: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Near the edge of ``warped > 0``: logits = 10 * (signed distance to the edge + app_lambda * llr), clipped to +-10."""
+        m = (warped > 0).astype(np.uint8)
+        din = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+        dout = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
+        sd = np.where(m > 0, din - 0.5, 0.5 - dout)
+        band = np.abs(sd) <= self.app_band
+        score = sd[band] + self.app_lambda * llr[idx[band]]
+        out = warped.copy()
+        out[band] = np.clip(score * 10.0, -10.0, 10.0)
+        return out
+
     # -- the step ---------------------------------------------------------------------
 
     def step(
@@ -200,6 +261,7 @@ class DenseFlowPropagator:
         cur: np.ndarray,
         tracks: Mapping[int, np.ndarray],
         order: Sequence[int] = (),
+        decoded: Collection[int] | None = None,
     ) -> dict[int, FlowResult]:
         """Move every track's logits from ``prev`` to ``cur``.
 
@@ -212,6 +274,10 @@ class DenseFlowPropagator:
                 composition from it (a fresh decode).
             order: track ids front to back (tracks not named are behind all
                 named ones, in id order).
+            decoded: the tracks whose new logits are a fresh decode: their
+                colour model is rebuilt from them. Others handed new logits
+                (moved some other way) keep theirs, so a refined mask never
+                teaches the model its own errors. ``None``: every new array is a decode.
 
         Returns:
             ``{track_id: FlowResult}`` for every input track.
@@ -235,25 +301,37 @@ class DenseFlowPropagator:
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
         covered_src: np.ndarray | None = None
+        idx_prev: np.ndarray | None = None  # colour bins of prev (only needed at a fresh decode)
+        idx_cur = self._bins(cur, rows, cols) if self.app_lambda > 0 else None
         out: dict[int, FlowResult] = {}
         for tid in ranked:
             logits = tracks[tid]
             st = self._states.get(tid)
             if st is None or st.out is not logits:
                 fill = float(min(float(np.min(logits)), -10.0))
+                old = st
                 st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
                 self._states[tid] = st
+                if old is not None and decoded is not None and tid not in decoded:
+                    st.motion, st.llr = old.motion, old.llr
+                elif self.app_lambda > 0:
+                    if idx_prev is None:
+                        idx_prev = self._bins(prev, rows, cols)
+                    st.llr = self._llr(idx_prev, st.key[:rows, :cols] > 0)
             b, f, tx, ty, reliable, reliable_prev = fields[tid]
             prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
             own = (prev_logits > 0) & reliable_prev
             motion, measured = self._fit(own, f, st.motion)
             st.motion = motion
+            rigid = measured and self.rigid_tolerance > 0 and self._residual(own, f, motion) <= self.rigid_tolerance
             # Backward field: dense flow where it is reliable and the track is not
             # behind another one; the track's own motion elsewhere.
             inv = cv2.invertAffineTransform(motion)
             px = inv[0, 0] * ident[..., 0] + inv[0, 1] * ident[..., 1] + inv[0, 2]
             py = inv[1, 0] * ident[..., 0] + inv[1, 1] * ident[..., 1] + inv[1, 2]
-            use_flow = reliable & ~covered
+            # A rigid object (its flow is its fitted motion, give or take) moves as one
+            # piece: per-pixel flow would only add noise at its edges.
+            use_flow = reliable & ~covered & (not rigid)
             if math.isfinite(self.max_deviation):
                 use_flow &= np.hypot(tx - px, ty - py) <= self.max_deviation
             sx = np.where(use_flow, tx, px).astype(np.float32)
@@ -262,6 +340,8 @@ class DenseFlowPropagator:
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
             )
+            if st.llr is not None and idx_cur is not None:
+                warped = self._refine(st.llr, warped, idx_cur)
             full = np.full((LOWRES, LOWRES), st.fill, np.float32)
             full[:rows, :cols] = warped
             st.out = full
@@ -326,6 +406,16 @@ class DenseFlowPropagator:
         fmag = np.sqrt((f**2).sum(-1))
         reliable_prev = (np.sqrt(((f + b_at) ** 2).sum(-1)) <= self.fb_tolerance + self.fb_relative * fmag) & in_crop
         return b, f, tx.astype(np.float32), ty.astype(np.float32), reliable, reliable_prev
+
+    @staticmethod
+    def _residual(own: np.ndarray, f: np.ndarray, motion: np.ndarray) -> float:
+        """Median distance (cells) between the forward flow of the cells ``own`` and where ``motion`` takes them."""
+        ys, xs = np.nonzero(own)
+        if not len(xs):
+            return float("inf")
+        px = motion[0, 0] * xs + motion[0, 1] * ys + motion[0, 2] - xs
+        py = motion[1, 0] * xs + motion[1, 1] * ys + motion[1, 2] - ys
+        return float(np.median(np.hypot(f[ys, xs, 0] - px, f[ys, xs, 1] - py)))
 
     def _fit(self, own: np.ndarray, f: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, bool]:
         """A 2x3 similarity (grid units) from the forward flow of the reliable cells ``own``; ``last`` when too few."""

@@ -121,6 +121,14 @@ def _box_motion(box_then, box_now) -> np.ndarray:
 _MEASURED_VISIBLE = 0.8
 
 
+# A mask whose box grows more than this in one frame has picked up stray islands.
+_MAX_GROWTH = 2.0
+
+
+def _area(box) -> float:
+    return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
+
+
 def _disagree(box_a, box_b) -> bool:
     """Whether two estimates of one object's box now disagree: centres apart by more than a
     quarter of its size (at least 4 pixels), or sizes by more than a factor 1.5."""
@@ -188,7 +196,7 @@ class Engine:
         if propagation_config.method == "dense":
             self.dense = DenseFlowPropagator(
                 max_side=propagation_config.max_side, preset=propagation_config.flow_preset,
-                fb_tolerance=propagation_config.fb_tolerance,
+                fb_tolerance=propagation_config.fb_tolerance, rigid_tolerance=propagation_config.rigid_tolerance,
             )
         self._order: list[int] = []  # track ids, front to back (who hides whom)
         self._amodal: dict[int, np.ndarray] = {}  # each track's whole soft mask (cells > 0) after the last propagation
@@ -368,13 +376,18 @@ class Engine:
             sparse = self.propagator.step(self._prev_image, frame.image, items) if items else {}
             if self.dense is not None:
                 soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
-                moved = self.dense.step(self._prev_image, frame.image, soft, self._order)
+                decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
+                moved = self.dense.step(self._prev_image, frame.image, soft, self._order, decoded)
                 self._amodal = {tid: r.logits > 0 for tid, r in moved.items()}
                 for tid, r in moved.items():
                     check = sparse[tid]
-                    if not r.measured or (check.ok and r.box is not None and _disagree(r.box, check.box)):
-                        # Dense flow found nothing reliable on it, or moved it unlike the corners
-                        # tracked inside it (periodic textures fool it): sparse flow below.
+                    before = tracker.get(tid).box  # type: ignore[union-attr]
+                    if not r.measured or (r.box is not None and (
+                        _area(r.box) > _MAX_GROWTH * _area(before) or (check.ok and _disagree(r.box, check.box))
+                    )):
+                        # Dense flow found nothing reliable on it, moved it unlike the corners
+                        # tracked inside it (periodic textures fool it), or blew it up in one
+                        # frame (stray islands of look-alike colour): sparse flow below.
                         continue
                     del sparse[tid]
                     # A partly hidden object's visible box says little of its motion.

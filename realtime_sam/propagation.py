@@ -60,6 +60,10 @@ class PropagationConfig:
             (forward then backward) within this many low-res cells (plus 10 %
             of its length) is unreliable there: occluded or newly revealed
             pixels; such pixels move with the object's own fitted motion.
+        rigid_tolerance: an object whose dense flow is within this many
+            low-res cells (median) of its fitted similarity motion is taken
+            as rigid and moved as one piece by that motion (per-pixel flow
+            would only add noise at its edges); ``0`` always warps per pixel.
         max_side: flow runs on frames (dense: on a crop around each object)
             shrunk so their longest side is at most this many pixels (``0``:
             full resolution). Smaller is faster and
@@ -90,6 +94,7 @@ class PropagationConfig:
     max_side: int = 480
     flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     fb_tolerance: float = 0.5
+    rigid_tolerance: float = 0.3
     max_points: int = 50
     min_points: int = 6
     win_size: int = 11
@@ -110,6 +115,7 @@ class PropagationConfig:
         check(self.method in ("dense", "flow", "none"), f"method must be 'dense', 'flow' or 'none', got {self.method!r}")
         check(self.flow_preset in ("ultrafast", "fast", "medium"), f"flow_preset must be ultrafast, fast or medium, got {self.flow_preset!r}")
         check(self.fb_tolerance > 0, f"fb_tolerance must be > 0 cells, got {self.fb_tolerance}")
+        check(self.rigid_tolerance >= 0, f"rigid_tolerance must be >= 0 cells, got {self.rigid_tolerance}")
         check(self.max_side == 0 or self.max_side >= 32, f"max_side must be 0 (full size) or >= 32 pixels, got {self.max_side}")
         check(self.min_points >= 3, f"min_points must be >= 3, got {self.min_points}")
         check(self.max_points >= self.min_points, f"max_points ({self.max_points}) must be >= min_points ({self.min_points})")

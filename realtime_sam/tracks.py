@@ -317,12 +317,14 @@ class Track:
         pred_frame: frame index ``mean`` refers to.
         label: optional user label.
         appearance: running mean of its masks' appearance descriptors (kept while lost).
+        full_size: ``(w, h)`` of its last box not cut by the frame's edge (the size
+            it is looked for at while lost), or ``None``.
     """
 
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
-        "appearance",
+        "appearance", "full_size",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -345,6 +347,7 @@ class Track:
         self.pred_frame = frame_index
         self.label: str | None = None
         self.appearance: np.ndarray | None = None
+        self.full_size: np.ndarray | None = None
 
     @property
     def age(self) -> int:
@@ -520,6 +523,15 @@ class Tracker:
             means, covs = self._kf.predict(means, covs, steps)
             for t, m, c in zip(todo, means, covs):
                 t.mean, t.cov, t.pred_frame = m, c, frame_index
+                if t.state == TrackState.LOST and self._shape is not None:
+                    box = t.predicted_box
+                    h, w = self._shape
+                    if box[2] <= 0 or box[0] >= w or box[3] <= 0 or box[1] >= h:
+                        # Left the frame: wait at the edge it left by (where it most likely returns).
+                        inside = self._inside(box)
+                        t.mean = t.mean.copy()
+                        t.mean[0:2] = (inside[0] + inside[2]) / 2.0, (inside[1] + inside[3]) / 2.0
+                        t.mean[4:6] = 0.0
         self._expire(frame_index)
 
     def apply_propagation(
@@ -561,6 +573,7 @@ class Tracker:
         t.mask, t.box, t.mask_frame = mask, b.copy(), frame
         if measured and b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
             t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
+            self._note_size(t, b)
             if t.ref_area > 0:
                 # The object's size as followed since the last decode: the next decoded
                 # mask is judged against it (real objects may double in size between encodes).
@@ -665,10 +678,14 @@ class Tracker:
             r = row_of.get(d.source_track) if d.source_track is not None else None
             if r is None or not good[j] or not plausible[r, j]:
                 continue
+            others = np.delete(iou[:, j], r)
             near = iou[r, j] >= cfg.match_iou_thresh or (
                 live[r].state != TrackState.LOST
                 and (iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh)
+                and not (others >= cfg.match_iou_thresh).any()  # not another track's object
             )
+            # And it must look like what the track followed (not, say, the background around it).
+            near = near and similarity(live[r].appearance, d.appearance) >= cfg.min_appearance
             if not near:
                 continue
             if r not in pairs or iou[r, j] > iou[r, pairs[r]]:
@@ -780,6 +797,7 @@ class Tracker:
             t.ref_area = area
         t.mask = d.mask
         t.box = np.asarray(box, dtype=np.float64).copy()
+        self._note_size(t, t.box)
         t.score = d.score
         if d.logits is not None:
             t.logits = np.asarray(d.logits, dtype=np.float32)
@@ -805,15 +823,26 @@ class Tracker:
             t.mask = None
             t.logits = t.logits_box = None
             # Coast at constant size: a size trend extrapolated blindly for
-            # many frames would shrink or blow up the search box.
+            # many frames would shrink or blow up the search box. The size is
+            # the object's whole size, not that of the sliver an edge left.
             t.mean = t.mean.copy()
             t.mean[6:8] = 0.0
+            if t.full_size is not None:
+                t.mean[2:4] = t.full_size
 
     def _expire(self, frame_index: int) -> None:
         limit = self.config.max_lost_frames
         for t in list(self._tracks.values()):
             if t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > limit:
                 del self._tracks[t.id]
+
+    def _note_size(self, t: Track, box: np.ndarray) -> None:
+        """Remember the box's size unless the frame's edge cuts it."""
+        if self._shape is None:
+            return
+        h, w = self._shape
+        if box[0] >= 2 and box[1] >= 2 and box[2] <= w - 2 and box[3] <= h - 2 and box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
+            t.full_size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
 
     def _reference_mask(self, t: Track) -> np.ndarray | None:
         """The track's mask moved to its predicted position (``None`` without a mask)."""

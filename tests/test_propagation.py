@@ -175,6 +175,7 @@ def test_grey_input_works_like_colour():
         {"method": "lk"},
         {"flow_preset": "slow"},
         {"fb_tolerance": 0.0},
+        {"rigid_tolerance": -1.0},
         {"max_side": 10},
         {"min_points": 2},
         {"max_points": 4, "min_points": 6},

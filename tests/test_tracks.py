@@ -395,7 +395,7 @@ def test_prompts_follow_propagation_and_shift_the_mask_prompt():
     assert tr.get(tid).hits == 1  # ...nor a hit
 
 
-def test_lost_tracks_are_prompted_without_a_mask_prompt_and_not_once_off_frame():
+def test_lost_tracks_are_prompted_without_a_mask_prompt_and_at_the_edge_they_left_by():
     h, w = 100, 100
     tr = Tracker(TrackerConfig(max_lost_frames=50))
     logits = np.zeros((256, 256), np.float32)
@@ -405,21 +405,21 @@ def test_lost_tracks_are_prompted_without_a_mask_prompt_and_not_once_off_frame()
     for i in range(1, 5):  # the runner heads left at 6 px/frame, then vanishes
         tr.predict(i)
         tr.update([det(still_mask, source=still, logits=logits), det(rect(h, w, 40 - 6 * i, 40, 50 - 6 * i, 50))], i)
-    seen_lost_prompt = False
+    lefts = []
     for i in range(5, 20):
         tr.predict(i)
         tr.update([det(still_mask, source=still, logits=logits)], i)
         assert tr.get(runner).state == LOST
         prompts = {p.track_id: p for p in tr.prompts()}
         assert prompts[still].logits is not None
-        if runner in prompts:
-            seen_lost_prompt = True
-            assert prompts[runner].logits is None  # its old mask would pull the decoder back
-            assert prompts[runner].box[0] < 40 - 6 * 4  # coasting left
-        else:
-            break
-    assert seen_lost_prompt and runner not in prompts  # off the frame: no longer prompted
-    assert tr.get(runner) is not None  # ...but kept until max_lost_frames
+        p = prompts[runner]  # always prompted while kept
+        assert p.logits is None  # its old mask would pull the decoder back
+        assert p.box[0] < 40 - 6 * 4  # coasting left...
+        assert p.box[2] - p.box[0] == pytest.approx(10.0, abs=1.0)  # ...at its size...
+        lefts.append(float(p.box[0]))
+    # ...until it reaches the frame's edge, where it waits for the object to come back.
+    assert lefts[0] > 0.0 and lefts[-1] == 0.0
+    assert tr.get(runner) is not None  # kept until max_lost_frames
 
 
 def test_track_at_prefers_the_small_mask_in_front_then_boxes():
