@@ -317,7 +317,8 @@ class DenseFlowPropagator:
                 elif self.app_lambda > 0:
                     if idx_prev is None:
                         idx_prev = self._bins(prev, rows, cols)
-                    st.llr = self._llr(idx_prev, st.key[:rows, :cols] > 0)
+                    # Not the cells tracks in front cover: there the key is this track's hidden part.
+                    st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
             b, f, tx, ty, reliable, reliable_prev = fields[tid]
             prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
             own = (prev_logits > 0) & reliable_prev

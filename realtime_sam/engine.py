@@ -125,6 +125,14 @@ _MEASURED_VISIBLE = 0.8
 _MAX_GROWTH = 2.0
 
 
+def _same_size(box_then, box_now) -> np.ndarray:
+    """``box_then``'s size centred where ``box_now`` is."""
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    c = (b1[:2] + b1[2:]) / 2.0
+    half = (b0[2:] - b0[:2]) / 2.0
+    return np.concatenate([c - half, c + half])
+
+
 def _area(box) -> float:
     return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
 
@@ -199,7 +207,8 @@ class Engine:
                 fb_tolerance=propagation_config.fb_tolerance, rigid_tolerance=propagation_config.rigid_tolerance,
             )
         self._order: list[int] = []  # track ids, front to back (who hides whom)
-        self._amodal: dict[int, np.ndarray] = {}  # each track's whole soft mask (cells > 0) after the last propagation
+        self._hidden: dict[int, bool] = {}  # partly hidden behind a track in front, at the last propagation
+        self._amodal: dict[int, np.ndarray] = {}  # each track's whole (amodal) logits after the last propagation
         self._lock = threading.Lock()
         self._commands: list[tuple[str, object]] = []
         self._pending: list[ObjectPrompt] = []
@@ -378,7 +387,8 @@ class Engine:
                 soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
                 decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
                 moved = self.dense.step(self._prev_image, frame.image, soft, self._order, decoded)
-                self._amodal = {tid: r.logits > 0 for tid, r in moved.items()}
+                self._amodal = {tid: r.logits for tid, r in moved.items()}
+                self._hidden = {tid: r.visible < _MEASURED_VISIBLE for tid, r in moved.items()}
                 for tid, r in moved.items():
                     check = sparse[tid]
                     before = tracker.get(tid).box  # type: ignore[union-attr]
@@ -516,7 +526,11 @@ class Engine:
         for d in detections:
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
             if track is not None and d.source_track in then:
-                d = _moved(d, then[d.source_track], track.box if track.mask is not None else track.predicted_box)
+                now = track.box if track.mask is not None else track.predicted_box
+                if self._hidden.get(track.id, False):
+                    # Its visible box shrank behind another object, its size did not: move, don't scale.
+                    now = _same_size(then[d.source_track], now)
+                d = _moved(d, then[d.source_track], now)
             carried.append(d)
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
         moved = self._replay(job.frame_index, {j: (d.mask, d.box) for j, d in fresh.items() if d.mask.any()})
@@ -537,28 +551,42 @@ class Engine:
         masks overlapped, the one whose new mask took more of the overlap is in front.
 
         New tracks start in front (a user clicks what is visible); pairs whose
-        masks did not overlap keep their order.
+        masks did not overlap keep their order. A track behind another keeps
+        the part of its moved mask that the one in front now covers: the
+        decoder sees only its visible part, and without the hidden rest its
+        mask could not grow back as it comes out.
         """
         alive = [t.id for t in self.tracker.tracks()]
         order = [tid for tid in self._order if tid in alive]
         order = [tid for tid in alive if tid not in order] + order
-        before = self._amodal
+        before = {tid: lg > 0 for tid, lg in self._amodal.items()}
         if len(before) >= 2:
             now = {}
             for tid in before:
                 t = self.tracker.get(tid)
                 if t is not None and t.logits is not None and t.mask is not None:
-                    rows, cols = before[tid].shape[0], before[tid].shape[1]
-                    now[tid] = t.logits[:rows, :cols] > 0
+                    now[tid] = t.logits > 0
             ids = [tid for tid in order if tid in now]
             for i, a in enumerate(ids):
                 for b in ids[i + 1 :]:
-                    both = before[a][: now[a].shape[0]] & before[b][: now[b].shape[0]]
+                    both = before[a] & before[b]
                     if int(both.sum()) < 2:
                         continue
                     if int((now[b] & both).sum()) > int((now[a] & both).sum()):  # b won: b goes in front of a
                         order.remove(b)
                         order.insert(order.index(a), b)
+            ids = [tid for tid in order if tid in now]
+            for i, back in enumerate(ids):
+                t = self.tracker.get(back)
+                if t is None or t.logits_box is None:  # not decoded this time
+                    continue
+                hidden = np.zeros_like(before[back])
+                for front in ids[:i]:
+                    hidden |= before[back] & now[front]
+                if hidden.any():
+                    merged = t.logits.copy()  # type: ignore[union-attr]
+                    merged[hidden] = np.maximum(merged[hidden], self._amodal[back][hidden])
+                    t.logits = merged
         self._order = order
         self._amodal = {}
 

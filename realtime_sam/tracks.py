@@ -574,10 +574,12 @@ class Tracker:
         if measured and b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
             t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
             self._note_size(t, b)
-            if t.ref_area > 0:
+            area = float(np.count_nonzero(mask))
+            if t.ref_area > 0 and area >= 0.85 * t.ref_area:
                 # The object's size as followed since the last decode: the next decoded
-                # mask is judged against it (real objects may double in size between encodes).
-                t.ref_area = 0.5 * t.ref_area + 0.5 * float(np.count_nonzero(mask))
+                # mask is judged against it (real objects may double in size between
+                # encodes). A sudden shrink is more likely an occluder: not followed.
+                t.ref_area = 0.5 * t.ref_area + 0.5 * area
         return True
 
     def coast(self, track_id: int, frame_index: int | None = None) -> bool:
@@ -837,12 +839,19 @@ class Tracker:
                 del self._tracks[t.id]
 
     def _note_size(self, t: Track, box: np.ndarray) -> None:
-        """Remember the box's size unless the frame's edge cuts it."""
+        """Remember the box's size unless the frame's edge cuts it or it shrank suddenly.
+
+        A box that lost more than 15 % of its area since the last one noted is
+        most likely an object going behind another: its whole size is the one before.
+        """
         if self._shape is None:
             return
         h, w = self._shape
-        if box[0] >= 2 and box[1] >= 2 and box[2] <= w - 2 and box[3] <= h - 2 and box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
-            t.full_size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
+        size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
+        if not (box[0] >= 2 and box[1] >= 2 and box[2] <= w - 2 and box[3] <= h - 2 and size.min() >= 1):
+            return
+        if t.full_size is None or size.prod() >= 0.85 * t.full_size.prod():
+            t.full_size = size
 
     def _reference_mask(self, t: Track) -> np.ndarray | None:
         """The track's mask moved to its predicted position (``None`` without a mask)."""

