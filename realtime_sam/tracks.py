@@ -570,15 +570,16 @@ class Tracker:
         if frame > t.pred_frame:
             self.predict(frame)
         b = np.asarray(box, dtype=np.float64).reshape(4)
+        before = float(np.count_nonzero(t.mask)) if t.mask is not None else 0.0
         t.mask, t.box, t.mask_frame = mask, b.copy(), frame
         if measured and b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
             t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
             self._note_size(t, b)
             area = float(np.count_nonzero(mask))
-            if t.ref_area > 0 and area >= 0.85 * t.ref_area:
+            if t.ref_area > 0 and area >= 0.75 * before:
                 # The object's size as followed since the last decode: the next decoded
-                # mask is judged against it (real objects may double in size between
-                # encodes). A sudden shrink is more likely an occluder: not followed.
+                # mask is judged against it (real objects may double or halve in size
+                # between encodes). A sudden shrink is more likely an occluder: not followed.
                 t.ref_area = 0.5 * t.ref_area + 0.5 * area
         return True
 
