@@ -6,8 +6,9 @@ Each frame, :class:`DenseFlowPropagator` moves every track's logits to the
 new frame, per pixel, with dense optical flow:
 
 1. DIS optical flow (OpenCV) between the previous and current frame, both
-   ways, on grey frames shrunk so the longest side is ``max_side`` pixels,
-   sampled at the centre of every low-res logit cell;
+   ways, on a crop around the objects shrunk so its longest side is at most
+   ``max_side`` pixels (small objects get full-resolution flow), sampled at
+   the centre of every low-res logit cell;
 2. forward-backward consistency marks the cells where flow is unreliable
    (occluded or newly revealed pixels, flow errors);
 3. each track gets its own backward displacement field: the dense flow where
@@ -293,10 +294,11 @@ class DenseFlowPropagator:
         if not tracks:
             return {}
 
-        # The previous logits' extent, per track: flow is computed around each object.
-        fields = {}
-        for tid, logits in tracks.items():
-            fields[tid] = self._fields(g0, g1, np.asarray(logits)[:rows, :cols] > 0, (h, w))
+        # Flow is computed once, on a crop around all the objects (the previous logits' extent).
+        extent = np.zeros((rows, cols), bool)
+        for logits in tracks.values():
+            extent |= np.asarray(logits)[:rows, :cols] > 0
+        shared = self._fields(g0, g1, extent, (h, w))
 
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
@@ -319,7 +321,7 @@ class DenseFlowPropagator:
                         idx_prev = self._bins(prev, rows, cols)
                     # Not the cells tracks in front cover: there the key is this track's hidden part.
                     st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
-            b, f, tx, ty, reliable, reliable_prev = fields[tid]
+            b, f, tx, ty, reliable, reliable_prev = shared
             prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
             own = (prev_logits > 0) & reliable_prev
             motion, measured = self._fit(own, f, st.motion)
@@ -359,11 +361,11 @@ class DenseFlowPropagator:
         return out
 
     def _fields(self, g0: np.ndarray, g1: np.ndarray, extent: np.ndarray, size: tuple[int, int]):
-        """Flow both ways around one object, at the low-res cells.
+        """Flow both ways around the objects, at the low-res cells.
 
         ``g0``, ``g1``: full-size grey frames; ``extent``: ``(rows, cols) bool``
-        cells of the object. The flow runs on a crop around it (grown by the
-        motion it may make), shrunk so its longest side is at most
+        cells of the objects. The flow runs on a crop around them (grown by the
+        motion they may make), shrunk so its longest side is at most
         ``max_side``: small objects get full-resolution flow, large ones the
         same as a whole-frame flow. Returns ``(b, f, tx, ty, reliable,
         reliable_prev)``: backward/forward displacement in cells, the cells
