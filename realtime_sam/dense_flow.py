@@ -6,7 +6,7 @@ Each frame, :class:`DenseFlowPropagator` moves every track's logits to the
 new frame, per pixel, with dense optical flow:
 
 1. DIS optical flow (OpenCV) between the previous and current frame, both
-   ways, on a crop around the objects shrunk so its longest side is at most
+   ways, on a crop around each object shrunk so its longest side is at most
    ``max_side`` pixels (small objects get full-resolution flow), sampled at
    the centre of every low-res logit cell;
 2. forward-backward consistency marks the cells where flow is unreliable
@@ -294,11 +294,12 @@ class DenseFlowPropagator:
         if not tracks:
             return {}
 
-        # Flow is computed once, on a crop around all the objects (the previous logits' extent).
-        extent = np.zeros((rows, cols), bool)
-        for logits in tracks.values():
-            extent |= np.asarray(logits)[:rows, :cols] > 0
-        shared = self._fields(g0, g1, extent, (h, w))
+        # The previous logits' extent, per track: flow is computed around each object
+        # (one crop for all of them was measured: cheaper, but it lost an object
+        # passing behind another in the tests' crossing clip).
+        fields = {}
+        for tid, logits in tracks.items():
+            fields[tid] = self._fields(g0, g1, np.asarray(logits)[:rows, :cols] > 0, (h, w))
 
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
@@ -321,7 +322,7 @@ class DenseFlowPropagator:
                         idx_prev = self._bins(prev, rows, cols)
                     # Not the cells tracks in front cover: there the key is this track's hidden part.
                     st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
-            b, f, tx, ty, reliable, reliable_prev = shared
+            b, f, tx, ty, reliable, reliable_prev = fields[tid]
             prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
             own = (prev_logits > 0) & reliable_prev
             motion, measured = self._fit(own, f, st.motion)
@@ -361,11 +362,11 @@ class DenseFlowPropagator:
         return out
 
     def _fields(self, g0: np.ndarray, g1: np.ndarray, extent: np.ndarray, size: tuple[int, int]):
-        """Flow both ways around the objects, at the low-res cells.
+        """Flow both ways around one object, at the low-res cells.
 
         ``g0``, ``g1``: full-size grey frames; ``extent``: ``(rows, cols) bool``
-        cells of the objects. The flow runs on a crop around them (grown by the
-        motion they may make), shrunk so its longest side is at most
+        cells of the object. The flow runs on a crop around it (grown by the
+        motion it may make), shrunk so its longest side is at most
         ``max_side``: small objects get full-resolution flow, large ones the
         same as a whole-frame flow. Returns ``(b, f, tx, ty, reliable,
         reliable_prev)``: backward/forward displacement in cells, the cells

@@ -62,19 +62,10 @@ def frame_digest(image: np.ndarray) -> str:
 
 
 def upsample_logits(low_res: np.ndarray, input_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Decoder logits ``Bx256x256`` -> ``BxHxW bool`` at ``size``, as the real runner upsamples them:
-    the padding cropped at low resolution, the rest resized bilinearly (half-pixel centres) to ``size``."""
-    import torch
-    import torch.nn.functional as F
+    """Decoder logits ``Bx256x256`` -> ``BxHxW bool`` at ``size``, exactly as the real runner upsamples them."""
+    from realtime_sam.runners import low_res_to_masks
 
-    if len(low_res) == 0:
-        return np.zeros((0, *size), dtype=bool)
-    scale = low_res.shape[-1] / _IMG
-    h, w = int(np.ceil(input_size[0] * scale)), int(np.ceil(input_size[1] * scale))
-    t = torch.from_numpy(np.ascontiguousarray(np.asarray(low_res)[:, None, :h, :w], dtype=np.float32))
-    with torch.inference_mode():
-        up = F.interpolate(t, size, mode="bilinear", align_corners=False)
-    return (up[:, 0] > 0).numpy()
+    return low_res_to_masks(np.asarray(low_res), input_size, _IMG, size)
 
 
 def grow_box(box: Sequence[float], frac: float) -> np.ndarray:
