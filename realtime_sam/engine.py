@@ -8,10 +8,14 @@ applied at the start of the next ``process`` call.
 Per frame::
 
     commands -> motion predict -> optical-flow propagation of every mask
+         (dense flow warps each track's low-res logits, tracks in front hiding
+         those behind; sparse flow where dense flow is fooled)
       -> [re-encode due?] encode image, decode all tracks in one batched call
-         (box prompt from the propagated mask, last low-res logits as mask
+         (box prompt from the propagated mask, its propagated logits as mask
          prompt), decode new user prompts, discovery grid in auto mode
-      -> Hungarian association + lifecycle (Tracker) -> FrameResult
+      -> association + lifecycle (Tracker; lost tracks are looked for where
+         they went and taken back on appearance) -> who is in front
+      -> FrameResult
 
 With ``background_encode`` (and a worker lent by the
 :class:`~realtime_sam.pipeline.Pipeline`), the periodic re-encode and the
