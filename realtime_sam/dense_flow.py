@@ -147,6 +147,8 @@ class DenseFlowPropagator:
             ``fb_relative`` times the flow's magnitude.
         min_cells: fewer reliable visible cells than this and a track's motion
             is not measured this frame.
+        rigid_tolerance: a track whose flow is within this many cells (median)
+            of its fitted similarity moves as one piece by it (0: never).
         app_lambda: weight of the colour log-likelihood ratio near the mask's
             edge, in cells of signed distance per nat (0 turns it off).
         app_bins: colour histogram bins per Lab channel.
@@ -156,8 +158,8 @@ class DenseFlowPropagator:
     """
 
     def __init__(
-        self, *, max_side: int = 480, preset: str = "fast", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
-        min_cells: int = 4, max_deviation: float = float("inf"), rigid_tolerance: float = 0.0,
+        self, *, max_side: int = 480, preset: str = "medium", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
+        min_cells: int = 4, rigid_tolerance: float = 0.0,
         app_lambda: float = 1.0, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
     ) -> None:
         self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
@@ -169,10 +171,9 @@ class DenseFlowPropagator:
         self.fb_tolerance = float(fb_tolerance)
         self.fb_relative = float(fb_relative)
         self.min_cells = int(min_cells)
-        self.max_deviation = float(max_deviation)
         self.rigid_tolerance = float(rigid_tolerance)
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (source image, grey work image)
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (the last frame, its grey copy)
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
 
@@ -188,24 +189,16 @@ class DenseFlowPropagator:
 
     # -- geometry ---------------------------------------------------------------------
 
-    def _setup(self, h: int, w: int) -> tuple:
-        """Work scale and the work-image coordinates of every valid low-res cell centre (cached per size)."""
+    def _setup(self, h: int, w: int) -> tuple[int, int, np.ndarray]:
+        """``(rows, cols, ident)`` for a ``h x w`` frame: the valid low-res grid and each
+        cell's own ``(x, y)`` as a ``(rows, cols, 2) float32`` map (cached per size)."""
         if self._geometry is not None and self._geometry[0] == (h, w):
-            return self._geometry
-        longest = max(h, w)
-        s = 1.0 if self.max_side <= 0 or longest <= self.max_side else self.max_side / longest
-        ww, wh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+            return self._geometry[1]
         rows, cols = grid_shape(h, w)
-        cell_x, cell_y = w / cols, h / rows  # source pixels per cell, as logits_to_mask upsamples
         gx, gy = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))
-        # cell centre -> source pixel centre -> work pixel centre
-        wx = ((gx + 0.5) * cell_x) * (ww / w) - 0.5
-        wy = ((gy + 0.5) * cell_y) * (wh / h) - 0.5
-        # flow in work pixels -> low-res cells
-        to_cells = np.array([w / ww / cell_x, h / wh / cell_y], np.float32)
         ident = np.dstack([gx, gy]).astype(np.float32)
-        self._geometry = ((h, w), (ww, wh), (rows, cols), wx.astype(np.float32), wy.astype(np.float32), to_cells, ident)
-        return self._geometry
+        self._geometry = ((h, w), (rows, cols, ident))
+        return self._geometry[1]
 
     @staticmethod
     def _grey(image: np.ndarray) -> np.ndarray:
@@ -286,7 +279,7 @@ class DenseFlowPropagator:
         if prev.shape != cur.shape:
             self.reset()
         h, w = cur.shape[:2]
-        (_, (ww, wh), (rows, cols), wx, wy, to_cells, ident) = self._setup(h, w)
+        rows, cols, ident = self._setup(h, w)
         g0 = self._last[1] if self._last is not None and self._last[0] is prev else self._grey(prev)
         g1 = self._grey(cur)
         self._last = (cur, g1)
@@ -336,8 +329,6 @@ class DenseFlowPropagator:
             # A rigid object (its flow is its fitted motion, give or take) moves as one
             # piece: per-pixel flow would only add noise at its edges.
             use_flow = reliable & ~covered & (not rigid)
-            if math.isfinite(self.max_deviation):
-                use_flow &= np.hypot(tx - px, ty - py) <= self.max_deviation
             sx = np.where(use_flow, tx, px).astype(np.float32)
             sy = np.where(use_flow, ty, py).astype(np.float32)
             st.map = cv2.remap(st.map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
@@ -374,7 +365,7 @@ class DenseFlowPropagator:
         current and the previous frame's side (cells outside the crop are unreliable).
         """
         h, w = size
-        (_, _, (rows, cols), _, _, _, ident) = self._setup(h, w)
+        rows, cols, ident = self._setup(h, w)
         cell_x, cell_y = w / cols, h / rows
         ys, xs = np.nonzero(extent)
         if len(xs):
