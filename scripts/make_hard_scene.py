@@ -21,7 +21,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from realtime_sam.errors import RealtimeSamError  # noqa: E402
+from realtime_sam.errors import RealtimeSamError, describe_error  # noqa: E402
 from realtime_sam.hard_scene import hard_scene, write_davis  # noqa: E402
 
 
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         video, folder = write_davis(scene, args.out_dir, args.name, crf=args.crf)
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the scene to {args.out_dir}: {describe_error(exc)} (give a writable folder)", file=sys.stderr)
         return 2
     print(f"wrote {video} and {scene.num_frames} annotations in {folder} ({time.perf_counter() - t:.1f} s)")
     out = scene.out_of_frame

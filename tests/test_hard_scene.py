@@ -233,3 +233,14 @@ def test_make_hard_scene_script(tmp_path, capsys) -> None:
     assert (tmp_path / "tiny.mp4").stat().st_size > 0
     assert len(list((tmp_path / "Annotations" / "480p" / "tiny").glob("*.png"))) == 15
     assert "tiny.mp4" in capsys.readouterr().out
+
+
+def test_make_hard_scene_script_refuses_an_unwritable_folder_in_one_line(tmp_path, capsys) -> None:
+    from script_loader import load_script
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    script = load_script("make_hard_scene")
+    assert script.main([str(blocker / "out"), "--seconds", "0.2", "--size", "160x120"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write the scene to") and "writable folder" in err[0]
