@@ -3,6 +3,9 @@
 The SAM-compatible API (``sam_model_registry``, ``SamPredictor``) mirrors
 ``segment_anything`` so existing code switches with an import change.
 Names are imported lazily so ``import realtime_sam.types`` stays light.
+
+What this module exports is the public API; the modules below it
+(``capture``, ``model``, ``tracking``, ``output``, ``app``) may move.
 """
 
 from __future__ import annotations
@@ -13,18 +16,31 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "sam_model_registry": "build",
-    "build_sam_vit_t": "build",
-    "build_sam_vit_b": "build",
-    "build_sam_vit_l": "build",
-    "build_sam_vit_h": "build",
-    "build_sam": "build",
-    "SamPredictor": "predictor",
-    "track": "api",
-    "Engine": "engine",
-    "Pipeline": "pipeline",
+    # SAM-compatible model API (a drop-in for ``segment_anything``)
+    "sam_model_registry": "model.build",
+    "build_sam_vit_t": "model.build",
+    "build_sam_vit_b": "model.build",
+    "build_sam_vit_l": "model.build",
+    "build_sam_vit_h": "model.build",
+    "build_sam": "model.build",
+    "SamPredictor": "model.predictor",
+    "load_model": "model.loader",
+    "ModelConfig": "model.config",
+    # configuration
     "load_config": "config",
+    "Config": "config",
+    # streaming tracking
+    "track": "app.api",
+    "Pipeline": "app.pipeline",
+    "Engine": "tracking.engine",
+    "ModelRunner": "tracking.model_runner",
+    "open_source": "capture.sources",
+    # values passed between stages and returned to users
     "ObjectPrompt": "types",
+    "Frame": "types",
+    "FrameResult": "types",
+    "TrackResult": "types",
+    "TrackState": "types",
 }
 
 __all__ = ["__version__", *_LAZY]

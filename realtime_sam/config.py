@@ -21,16 +21,16 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .discovery import DiscoveryConfig
-from .engine import EngineConfig
-from .errors import ConfigError
-from .model_config import ModelConfig
-from .pipeline import PipelineConfig
-from .propagation import PropagationConfig
-from .render import RenderConfig
-from .sinks import SinkConfig
-from .sources import SourceConfig
-from .tracks import TrackerConfig
+from realtime_sam.app.pipeline import PipelineConfig
+from realtime_sam.capture.base import SourceConfig
+from realtime_sam.errors import ConfigError
+from realtime_sam.model.config import ModelConfig
+from realtime_sam.output.render import RenderConfig
+from realtime_sam.output.sink_base import SinkConfig
+from realtime_sam.tracking.discovery import DiscoveryConfig
+from realtime_sam.tracking.engine import EngineConfig
+from realtime_sam.tracking.propagation import PropagationConfig
+from realtime_sam.tracking.tracks import TrackerConfig
 
 __all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config"]
 

@@ -9,18 +9,18 @@
 In one run it prints markdown tables (medians over ``--repeats`` rounds):
 
 1. **Model**: the image encoder and the decoder for 1/4/16 box prompts in
-   one call, through the same :class:`~realtime_sam.engine.ModelRunner`
+   one call, through the same :class:`~realtime_sam.tracking.engine.ModelRunner`
    interface the engine uses, for the configured model
-   (:func:`realtime_sam.loader.load_runner` with ``--backend``) and for the
-   baseline (plain eager PyTorch :class:`~realtime_sam.predictor.SamPredictor`).
+   (:func:`realtime_sam.model.loader.load_runner` with ``--backend``) and for the
+   baseline (plain eager PyTorch :class:`~realtime_sam.model.predictor.SamPredictor`).
    Each figure is given as a ratio to the baseline and to the FLOP floor:
    the time this machine's measured fp32 matrix-multiply rate would need for
    the network's FLOPs (encoder 77.5 GFLOP, decoder 3.6 GFLOP per prompt).
 2. **End to end**, headless, on a synthetic ``--size`` clip written to a
-   file (``--scene standard``, or ``hard``: :mod:`realtime_sam.hard_scene`),
+   file (``--scene standard``, or ``hard``: :mod:`realtime_sam.testing.hard_scene`),
    with ``--objects`` objects prompted by their ground-truth boxes at
    frame 0: frames per second and per-frame latency of the engine (through
-   :class:`~realtime_sam.pipeline.Pipeline`, no sinks, every frame of the
+   :class:`~realtime_sam.app.pipeline.Pipeline`, no sinks, every frame of the
    file as fast as it goes; FPS counted from the first frame with masks,
    i.e. once the prompts' encode is done, which in background mode does not
    hold the first frame: there the reader waits for it) for each
@@ -63,26 +63,32 @@ from typing import Callable, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(1, str(Path(__file__).resolve().parent))
-# As the realtime-sam command does (realtime_sam/cli.py), before torch loads:
+# As the realtime-sam command does (realtime_sam/app/cli.py), before torch loads:
 # the engine's threads share the cores with PyTorch's OpenMP workers.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _common import median, percentile, weights_or_random  # noqa: E402
-from realtime_sam.association import mask_to_box  # noqa: E402
-from realtime_sam.build import build_sam  # noqa: E402
+
+from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from realtime_sam.capture.sources import open_source  # noqa: E402
 from realtime_sam.config import ModelConfig  # noqa: E402
-from realtime_sam.engine import Engine, EngineConfig, ModelRunner  # noqa: E402
 from realtime_sam.errors import RealtimeSamError  # noqa: E402
-from realtime_sam.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from realtime_sam.predictor import SamPredictor  # noqa: E402
-from realtime_sam.runners import PredictorRunner, low_res_to_masks  # noqa: E402
-from realtime_sam.sources import open_source  # noqa: E402
-from realtime_sam.synthetic import Scene, mask_logits, pick_object, standard_scene, write_video  # noqa: E402
-from realtime_sam.transforms import preprocess_shape  # noqa: E402
-from realtime_sam.tracks import TrackerConfig  # noqa: E402
+from realtime_sam.model.build import build_sam  # noqa: E402
+from realtime_sam.model.predictor import SamPredictor  # noqa: E402
+from realtime_sam.model.runners import PredictorRunner, low_res_to_masks  # noqa: E402
+from realtime_sam.model.transforms import preprocess_shape  # noqa: E402
+from realtime_sam.testing.synthetic import (  # noqa: E402
+    Scene,
+    mask_logits,
+    pick_object,
+    standard_scene,
+    write_video,
+)
+from realtime_sam.tracking.association import mask_to_box  # noqa: E402
+from realtime_sam.tracking.engine import Engine, EngineConfig, ModelRunner  # noqa: E402
+from realtime_sam.tracking.tracks import TrackerConfig  # noqa: E402
 from realtime_sam.types import FrameResult, ObjectPrompt  # noqa: E402
 
 __all__ = [
@@ -123,7 +129,7 @@ class BenchConfig:
     objects: int = 3
     size: tuple[int, int] = (640, 480)  # (width, height)
     live: bool = True  # the rounds paced as a 30 fps camera (section 4 of the module docstring)
-    scene: str = "standard"  # the synthetic clip: "standard" (easy) or "hard" (realtime_sam.hard_scene)
+    scene: str = "standard"  # the synthetic clip: "standard" (easy) or "hard" (realtime_sam.testing.hard_scene)
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
@@ -171,14 +177,14 @@ def frame_digest(image: np.ndarray) -> str:
 
 
 class OracleRunner:
-    """A :class:`~realtime_sam.engine.ModelRunner` with a perfect decoder over a real model.
+    """A :class:`~realtime_sam.tracking.engine.ModelRunner` with a perfect decoder over a real model.
 
     ``encode``/``embed`` and ``decode`` run ``inner`` (the real network, so
     the engine pays every real cost, background encodes included), then each
     prompt row's answer is replaced by the ground truth of the frame that was
     encoded: the object the box (or first point) picks
-    (:func:`~realtime_sam.synthetic.pick_object`), as ``+-10`` logits
-    (:func:`~realtime_sam.synthetic.mask_logits`), predicted IoU 0.95; no
+    (:func:`~realtime_sam.testing.synthetic.pick_object`), as ``+-10`` logits
+    (:func:`~realtime_sam.testing.synthetic.mask_logits`), predicted IoU 0.95; no
     object: an empty mask, predicted IoU 0.05.
 
     Frames are recognised by :func:`frame_digest` through ``index_of``
@@ -371,11 +377,11 @@ def make_clip(
 ) -> tuple[Path, list[tuple[float, ...]], Scene]:
     """Write a synthetic clip; returns its path, the objects' ground-truth boxes (``XYXY``) at frame 0 and the scene.
 
-    ``kind``: ``"standard"`` (:func:`~realtime_sam.synthetic.standard_scene`) or ``"hard"``: the first
-    ``frames`` frames of the 10 s :func:`~realtime_sam.hard_scene.hard_scene` (at most 5 objects, H.264 at its crf).
+    ``kind``: ``"standard"`` (:func:`~realtime_sam.testing.synthetic.standard_scene`) or ``"hard"``: the first
+    ``frames`` frames of the 10 s :func:`~realtime_sam.testing.hard_scene.hard_scene` (at most 5 objects, H.264 at its crf).
     """
     if kind == "hard":
-        from realtime_sam.hard_scene import hard_scene
+        from realtime_sam.testing.hard_scene import hard_scene
 
         n = max(frames, 4)
         scene = hard_scene(size[0], size[1], fps=30, seconds=max(10.0, n / 30), seed=0, num_objects=min(objects, 5), frames=n)
@@ -612,8 +618,8 @@ def _report(
 
 def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[str, dict]:
     """Run the whole benchmark; returns the markdown report and the raw numbers."""
-    from realtime_sam.device import resolve_device
-    from realtime_sam.loader import load_runner
+    from realtime_sam.model.device import resolve_device
+    from realtime_sam.model.loader import load_runner
 
     with tempfile.TemporaryDirectory(prefix="rtsam-bench-") as tmp:
         weights = weights_or_random(cfg.weights, Path(tmp))

@@ -10,7 +10,7 @@ The baseline, ``plain``, is the eager model in a separate worker process
 with the default memory allocator: what the project ran before any
 optimisation. In this process every backend runs as ``load_inference_model``
 sets it up on the CPU (allocator tuned, see
-:func:`realtime_sam.device.tune_cpu_allocator`), so ``eager`` here shows what
+:func:`realtime_sam.model.device.tune_cpu_allocator`), so ``eager`` here shows what
 the allocator alone gives. For every backend it prints, as medians over
 ``--repeats`` rounds (min in brackets):
 
@@ -50,8 +50,18 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import numpy as np
 import torch
 
-from realtime_sam.device import configure_cpu_threads, resolve_device, resolve_precision
-from realtime_sam.runtime import BACKENDS, InferenceModel, InferenceOptions, ModelConfig, load_inference_model
+from realtime_sam.model.device import (
+    configure_cpu_threads,
+    resolve_device,
+    resolve_precision,
+)
+from realtime_sam.model.runtime import (
+    BACKENDS,
+    InferenceModel,
+    InferenceOptions,
+    ModelConfig,
+    load_inference_model,
+)
 
 GOLDEN_CKPT = REPO.parent / "shared" / "golden" / "mobile_sam_random_seed0.pt"
 ENCODER_GFLOP = 77.5

@@ -23,7 +23,7 @@ truth has at least 150 pixels, with that mask's bounding box
 prompt (the first new track id that appears after it) is the object's
 prediction from then on, empty in frames where that track is absent. Every
 frame where the object's ground truth has >= 150 pixels is scored, the first
-one included. The decoder is :class:`_oracle.GroundTruthOracle`: the real
+one included. The decoder is :class:`realtime_sam.testing.oracle.GroundTruthOracle`: the real
 MobileSAM network runs on every call for its cost (``--network real``, the
 default; ``--weights`` or the golden checkpoint or a random one), but each
 prompt is answered with the ground truth of the frame that was encoded, a
@@ -37,7 +37,7 @@ optical flow, association, losing and re-finding objects.
   ``engine.reencode_every = N`` and no background encode, every frame of the
   file in turn (config from ``--config`` and ``--set section.key=value``);
 * ``live`` (unless ``--no-live``; needs ``--network real``): the CPU preset
-  (background encode) through :class:`~realtime_sam.pipeline.Pipeline` with
+  (background encode) through :class:`~realtime_sam.app.pipeline.Pipeline` with
   ``pipeline.realtime``: the file played at its frame rate, frames the engine
   is too slow for dropped as with a camera, real model costs. Every source
   frame is scored with the newest result at or before it (what a viewer
@@ -95,10 +95,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the realtime-sam comma
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _common import REPO, weights_or_random  # noqa: E402
-from _oracle import GroundTruthOracle  # noqa: E402
-from realtime_sam.association import mask_to_box  # noqa: E402
+
+from realtime_sam.testing.oracle import GroundTruthOracle  # noqa: E402
+from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.types import Frame, ObjectPrompt  # noqa: E402
 
 __all__ = [
@@ -209,7 +209,7 @@ def load_sequence(root: Path, name: str, video: Path | None, *, max_frames: int 
     """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0)."""
     frames: list[np.ndarray] = []
     if video is not None:
-        from realtime_sam.sources import open_source
+        from realtime_sam.capture.sources import open_source
 
         source = open_source(video)
         try:
@@ -461,7 +461,7 @@ class MaskWriter:
 
 def make_engine(config, runner):
     """An engine for ``config`` over ``runner``: ``Engine.from_config(config, runner=...)`` when it takes one."""
-    from realtime_sam.engine import Engine
+    from realtime_sam.tracking.engine import Engine
 
     factory = getattr(Engine, "from_config", None)
     if factory is not None:
@@ -552,7 +552,7 @@ class MemorySource:
 def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None = None) -> tuple[SequenceScorer, dict]:
     """The engine through a real-time pipeline (frames dropped when it is busy); every source frame
     scored with the newest result at or before it. Returns the scorer and run statistics."""
-    from realtime_sam.pipeline import Pipeline
+    from realtime_sam.app.pipeline import Pipeline
 
     engine = make_engine(config, runner)
     ids = _Ids(seq, _prompt_all(engine, seq))
@@ -755,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rtsam-eval-") as tmp:
         if args.network == "real":
             from realtime_sam.config import ModelConfig
-            from realtime_sam.loader import load_runner
+            from realtime_sam.model.loader import load_runner
 
             weights = weights_or_random(args.weights, Path(tmp))
             log(f"loading the model ({weights}) on {args.device} ...")

@@ -5,7 +5,7 @@
     python scripts/make_hard_scene.py OUT_DIR                 # OUT_DIR/hard.mp4 + OUT_DIR/Annotations/480p/hard/
     python scripts/make_hard_scene.py OUT_DIR --name hard_s1 --seed 1 --seconds 6
 
-The clip is :func:`realtime_sam.hard_scene.hard_scene` (photo textures, a
+The clip is :func:`realtime_sam.testing.hard_scene.hard_scene` (photo textures, a
 moving camera, deforming objects, crossings, an object that leaves the frame
 and comes back, flicker, noise) encoded as H.264; the annotations are
 8-bit palette PNGs whose pixel values are the object ids (0: background).
@@ -22,7 +22,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from realtime_sam.errors import RealtimeSamError, describe_error  # noqa: E402
-from realtime_sam.hard_scene import hard_scene, write_davis  # noqa: E402
+from realtime_sam.testing.hard_scene import hard_scene, write_davis  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:

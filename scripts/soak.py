@@ -8,7 +8,7 @@
 
 A live source (default an FFmpeg ``testsrc2`` graph paced at 30 fps; or
 ``synthetic`` / ``synthetic:WxH``, a synthetic scene played in a loop) feeds
-:class:`~realtime_sam.pipeline.Pipeline` + :class:`~realtime_sam.engine.Engine`
+:class:`~realtime_sam.app.pipeline.Pipeline` + :class:`~realtime_sam.tracking.engine.Engine`
 with a few tracked objects and, unless ``--no-sinks``, a JSONL and a video
 sink writing into a temporary folder. To exercise track creation and removal
 the objects are cleared and prompted again every ``--churn-every`` frames, and
@@ -36,13 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from _common import (  # noqa: E402
+    KEEP_EVERY_MASK,
+    BoxRunner,
+    LoopingSceneSource,
+    rss_mb,
+    weights_or_random,
+)
 
-from _common import KEEP_EVERY_MASK, BoxRunner, LoopingSceneSource, rss_mb, weights_or_random  # noqa: E402
-from realtime_sam.discovery import DiscoveryConfig  # noqa: E402
-from realtime_sam.engine import Engine, EngineConfig  # noqa: E402
+from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from realtime_sam.errors import RealtimeSamError, SourceError  # noqa: E402
-from realtime_sam.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from realtime_sam.synthetic import standard_scene  # noqa: E402
+from realtime_sam.testing.synthetic import standard_scene  # noqa: E402
+from realtime_sam.tracking.discovery import DiscoveryConfig  # noqa: E402
+from realtime_sam.tracking.engine import Engine, EngineConfig  # noqa: E402
 from realtime_sam.types import FrameResult, ObjectPrompt  # noqa: E402
 
 __all__ = ["SoakConfig", "MemorySample", "SoakReport", "engine_state", "run_soak", "main"]
@@ -228,7 +234,7 @@ def _open(cfg: SoakConfig):
             except ValueError:
                 raise SourceError(f"--source synthetic:WxH expects a size such as synthetic:640x480, got {spec!r}") from None
         return LoopingSceneSource(standard_scene(w, h, num_frames=120, num_objects=3, seed=cfg.seed), fps=cfg.fps)
-    from realtime_sam.sources import open_source
+    from realtime_sam.capture.sources import open_source
 
     return open_source(spec)
 
@@ -237,7 +243,7 @@ def _runner(cfg: SoakConfig, scratch: Path):
     if cfg.fake_model:
         return BoxRunner()
     from realtime_sam.config import ModelConfig
-    from realtime_sam.loader import load_runner
+    from realtime_sam.model.loader import load_runner
 
     weights = weights_or_random(cfg.weights, scratch)
     return load_runner(ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend), progress=False)
@@ -285,7 +291,7 @@ def run_soak(
         width, height = source.size
         sinks = []
         if cfg.sinks:
-            from realtime_sam.sinks import make_sink
+            from realtime_sam.output.sinks import make_sink
 
             fps = source.fps or (cfg.fps if cfg.fps > 0 else 30.0)
             sinks = [

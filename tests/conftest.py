@@ -47,7 +47,7 @@ def golden_arrays(golden_dir: Path):
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A ``vit_t`` checkpoint in the official format with random weights."""
-    from realtime_sam.build import build_sam
+    from realtime_sam.model.build import build_sam
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "mobile_sam_random.pt"
@@ -63,6 +63,6 @@ def checkpoint_path(random_checkpoint: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sam_model(checkpoint_path: Path):
-    from realtime_sam.build import build_sam
+    from realtime_sam.model.build import build_sam
 
     return build_sam("vit_t", checkpoint_path)

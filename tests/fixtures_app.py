@@ -17,7 +17,7 @@ WIDTH, HEIGHT = 320, 240
 @pytest.fixture(scope="session")
 def small_clip(tmp_path_factory) -> Path:
     """A 10-frame 320x240 synthetic clip (3 objects) at 25 fps."""
-    from realtime_sam.synthetic import standard_scene, write_video
+    from realtime_sam.testing.synthetic import standard_scene, write_video
 
     path = tmp_path_factory.mktemp("clips") / "small.mp4"
     return write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=10), path)

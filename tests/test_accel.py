@@ -14,16 +14,21 @@ import pytest
 import torch
 from torch import nn
 
-from realtime_sam.build import build_sam
-from realtime_sam.device import cpu_has_fast_bf16
 from realtime_sam.errors import ConfigError, PromptError
-from realtime_sam.modeling import TinyViT
-from realtime_sam.predictor import SamPredictor
-from realtime_sam.runtime import Embedding, InferenceOptions, ModelConfig, load_inference_model
-from realtime_sam.runtime import export as export_mod
-from realtime_sam.runtime.fast_decoder import FastMaskDecoder
-from realtime_sam.runtime.fast_encoder import FastTinyViT, build_fast_tiny_vit
-from realtime_sam.runtime.kernels import fused_cpu_ops_available
+from realtime_sam.model.build import build_sam
+from realtime_sam.model.device import cpu_has_fast_bf16
+from realtime_sam.model.modeling import TinyViT
+from realtime_sam.model.predictor import SamPredictor
+from realtime_sam.model.runtime import (
+    Embedding,
+    InferenceOptions,
+    ModelConfig,
+    load_inference_model,
+)
+from realtime_sam.model.runtime import export as export_mod
+from realtime_sam.model.runtime.fast_decoder import FastMaskDecoder
+from realtime_sam.model.runtime.fast_encoder import FastTinyViT, build_fast_tiny_vit
+from realtime_sam.model.runtime.kernels import fused_cpu_ops_available
 
 # README tolerances: encoder <= 1e-3 from img{i}_resized, logits/IoU <= 1e-4 from the golden
 # embedding, >= 99.9 % of mask pixels equal. The exported encoders measured 1.5e-5..2.6e-5.
@@ -299,7 +304,7 @@ def torch_model(random_checkpoint):
 
 
 def _fake_embedding(hw=(480, 640)) -> Embedding:
-    from realtime_sam.transforms import preprocess_shape
+    from realtime_sam.model.transforms import preprocess_shape
 
     return Embedding(
         features=torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(3)),

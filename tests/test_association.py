@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from realtime_sam.association import (
+from realtime_sam.tracking.association import (
     box_iou_matrix,
     linear_assignment,
     mask_iou_matrix,

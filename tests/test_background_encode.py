@@ -8,19 +8,19 @@ case is exact; the last tests run the real :class:`Pipeline` worker thread.
 from __future__ import annotations
 
 import threading
-from collections import deque
 import time
+from collections import deque
 from concurrent.futures import Future
 
 import numpy as np
 import pytest
+from test_engine import _box, _iou
 
-from realtime_sam.engine import Engine, EngineConfig
-from realtime_sam.pipeline import Pipeline
-from realtime_sam.synthetic import standard_scene
+from realtime_sam.app.pipeline import Pipeline
+from realtime_sam.testing.fakes import GroundTruthRunner
+from realtime_sam.testing.synthetic import standard_scene
+from realtime_sam.tracking.engine import Engine, EngineConfig
 from realtime_sam.types import Frame, ObjectPrompt
-
-from test_engine import GroundTruthRunner, _box, _iou
 
 
 class EmbeddingGroundTruthRunner(GroundTruthRunner):
@@ -48,7 +48,7 @@ class EmbeddingGroundTruthRunner(GroundTruthRunner):
         index, gt, (h, w) = embedding
         self.encoded.append(index)
         self._gt = gt
-        from realtime_sam.transforms import preprocess_shape
+        from realtime_sam.model.transforms import preprocess_shape
 
         self._input = preprocess_shape(h, w, 1024)
 
@@ -166,7 +166,7 @@ def test_landed_masks_are_carried_to_the_current_frame_not_left_on_the_encoded_o
         ]
 
     carried = landing_ious()
-    import realtime_sam.engine as engine_module
+    import realtime_sam.tracking.engine as engine_module
 
     monkeypatch.setattr(engine_module, "_moved", lambda d, *args: d)  # masks stay where they were decoded
     stale = landing_ious()
@@ -355,8 +355,8 @@ def test_a_background_encode_error_reaches_the_consumer():
 @pytest.mark.slow
 def test_cpu_preset_encodes_the_real_model_in_the_background(checkpoint_path, tmp_path):
     from realtime_sam import track
-    from realtime_sam.association import mask_to_box
-    from realtime_sam.synthetic import write_video
+    from realtime_sam.testing.synthetic import write_video
+    from realtime_sam.tracking.association import mask_to_box
 
     scene = standard_scene(320, 240, num_frames=125, num_objects=2, seed=2)
     clip = write_video(scene, tmp_path / "clip.mp4", fps=25)

@@ -12,11 +12,11 @@ import json
 
 import numpy as np
 import pytest
-
-from realtime_sam.runners import low_res_to_masks
-from realtime_sam.sources import open_source
-from realtime_sam.transforms import preprocess_shape
 from script_loader import load_script
+
+from realtime_sam.capture.sources import open_source
+from realtime_sam.model.runners import low_res_to_masks
+from realtime_sam.model.transforms import preprocess_shape
 
 bench = load_script("benchmark")
 

@@ -18,11 +18,19 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from fixtures_app import (  # noqa: F401
+    HEIGHT,
+    WIDTH,
+    app_command,
+    app_env,
+    frame_lines,
+    run_app,
+    small_clip,
+)
 
-from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, run_app, small_clip  # noqa: F401
-from realtime_sam import cli
+from realtime_sam.app import cli
 from realtime_sam.config import Config
-from realtime_sam.sinks import load_jsonl
+from realtime_sam.output.jsonl import load_jsonl
 
 LIVE = "lavfi:testsrc2=size=320x240:rate=25"
 
@@ -284,7 +292,7 @@ def test_live_source_prints_periodic_status(run, capsys, tmp_path):
 
 
 def test_damaged_file_keeps_frames_then_exits_1(tmp_path, checkpoint_path):
-    from realtime_sam.synthetic import standard_scene, write_video
+    from realtime_sam.testing.synthetic import standard_scene, write_video
 
     clip = write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=40), tmp_path / "c.mp4", faststart=True)
     data = clip.read_bytes()
@@ -322,8 +330,9 @@ def app_renderers(checkpoint_path, small_clip, tmp_path_factory):
 
     The video sink is opened for real; the window stops the run as it is built, before it opens.
     """
-    from realtime_sam import sinks, ui
+    from realtime_sam.app import ui
     from realtime_sam.errors import SinkError
+    from realtime_sam.output import sinks
 
     found = {}
     real_open_sinks = sinks.open_sinks
@@ -356,7 +365,7 @@ def app_renderers(checkpoint_path, small_clip, tmp_path_factory):
 def _render_scene():
     from test_render import circle, gradient, rect, result, track
 
-    from realtime_sam.render import HudInfo
+    from realtime_sam.output.render import HudInfo
     from realtime_sam.types import TrackState
 
     h, w = 360, 960  # wide enough for the HUD line at either font scale
@@ -371,7 +380,7 @@ def _render_scene():
 def test_every_render_key_reaches_the_app_renderers(app_renderers, where, key):
     import dataclasses
 
-    from realtime_sam.render import RenderConfig, Renderer
+    from realtime_sam.output.render import RenderConfig, Renderer
 
     renderer = app_renderers[where]
     img, scene, hud = _render_scene()

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from realtime_sam.config import PRESETS, Config, load_config, parse_config, parse_overrides, preset_text
+from realtime_sam.config import (
+    PRESETS,
+    Config,
+    load_config,
+    parse_config,
+    parse_overrides,
+    preset_text,
+)
 from realtime_sam.errors import ConfigError
 
 

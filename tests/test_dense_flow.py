@@ -1,4 +1,4 @@
-"""Dense-flow propagation of low-res logits (realtime_sam.dense_flow), on photo-textured video.
+"""Dense-flow propagation of low-res logits (realtime_sam.tracking.dense_flow), on photo-textured video.
 
 The hard scene (real photographs, a moving camera, deforming objects) stands
 in for real footage; the shared DAVIS sequences, when present, are real footage.
@@ -9,12 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime_sam.dense_flow import DenseFlowPropagator, grid_shape, logits_to_mask, warp_logits
-from realtime_sam.engine import _area
-from realtime_sam.hard_scene import hard_scene
-from realtime_sam.runners import low_res_to_masks
-from realtime_sam.synthetic import mask_logits
-from realtime_sam.transforms import preprocess_shape
+from realtime_sam.model.runners import low_res_to_masks
+from realtime_sam.model.transforms import preprocess_shape
+from realtime_sam.testing.hard_scene import hard_scene
+from realtime_sam.testing.synthetic import mask_logits
+from realtime_sam.tracking.dense_flow import (
+    DenseFlowPropagator,
+    grid_shape,
+    logits_to_mask,
+    warp_logits,
+)
+from realtime_sam.tracking.engine import _area
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from realtime_sam.device import (
+from realtime_sam.errors import ConfigError
+from realtime_sam.model.device import (
     available_devices,
     configure_cpu_threads,
     cpu_has_fast_bf16,
@@ -19,8 +20,7 @@ from realtime_sam.device import (
     resolve_precision,
     usable_cpu_count,
 )
-from realtime_sam.errors import ConfigError
-from realtime_sam.runtime import InferenceOptions, ModelConfig, resolve_backend
+from realtime_sam.model.runtime import InferenceOptions, ModelConfig, resolve_backend
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)  # constructing a device object needs no GPU
@@ -100,7 +100,7 @@ def test_fp16_on_cpu_is_refused_with_what_to_use_instead():
 
 
 def test_bf16_on_cpu_is_allowed_and_warns_when_emulated(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime_sam.device"):
+    with caplog.at_level(logging.WARNING, logger="realtime_sam.model.device"):
         assert resolve_precision("bf16", CPU) == torch.bfloat16
     warned = any("bf16" in r.getMessage() for r in caplog.records)
     assert warned == (not cpu_has_fast_bf16())
@@ -157,7 +157,8 @@ def test_the_runtime_and_the_config_share_one_model_section():
     """One set of device/precision/backend defaults: the documented ``model:`` section's."""
     import inspect
 
-    from realtime_sam import config, runtime
+    from realtime_sam import config
+    from realtime_sam.model import runtime
 
     assert runtime.ModelConfig is config.ModelConfig
     assert inspect.signature(runtime.load_inference_model).parameters["model"].default == config.Config().model
@@ -185,7 +186,7 @@ def test_auto_backend_is_torch(device, model_type, dtype):
 
 
 def test_missing_optional_runtime_names_the_extra(monkeypatch):
-    from realtime_sam.runtime import export
+    from realtime_sam.model.runtime import export
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes ``import openvino`` fail
     with pytest.raises(ConfigError, match=r"realtime-sam\[openvino\]"):
@@ -196,7 +197,7 @@ _FAULTS_SCRIPT = """
 import resource, sys
 import torch
 sys.path.insert(0, {repo!r})
-from realtime_sam.device import tune_cpu_allocator
+from realtime_sam.model.device import tune_cpu_allocator
 if {tune}:
     assert tune_cpu_allocator()
 faults = []

@@ -8,8 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime_sam.discovery import DiscoveryConfig, filter_candidates, nms, point_grid, stability_score
 from realtime_sam.errors import ConfigError
+from realtime_sam.tracking.discovery import (
+    DiscoveryConfig,
+    filter_candidates,
+    nms,
+    point_grid,
+    stability_score,
+)
 
 
 class TestPointGrid:

@@ -8,15 +8,16 @@ import av
 import numpy as np
 import pytest
 
-from realtime_sam.api import track
-from realtime_sam.association import mask_to_box
+from realtime_sam.app.api import track
 from realtime_sam.config import load_config
-from realtime_sam.engine import Engine
-from realtime_sam.predictor import SamPredictor
-from realtime_sam.rle import decode_rle
-from realtime_sam.runners import PredictorRunner
-from realtime_sam.sinks import load_jsonl, open_sinks
-from realtime_sam.synthetic import standard_scene, write_video
+from realtime_sam.model.predictor import SamPredictor
+from realtime_sam.model.runners import PredictorRunner
+from realtime_sam.output.jsonl import load_jsonl
+from realtime_sam.output.rle import decode_rle
+from realtime_sam.output.sinks import open_sinks
+from realtime_sam.testing.synthetic import standard_scene, write_video
+from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.engine import Engine
 from realtime_sam.types import ObjectPrompt, TrackState
 
 pytestmark = pytest.mark.slow
@@ -101,7 +102,7 @@ def test_golden_checkpoint_end_to_end_writes_every_sink(clip, sam_model, tmp_pat
         decoded = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
     assert len(decoded) == NUM_FRAMES and decoded[0].shape == (240, 320, 3)
     # The video holds the annotated frames: it matches our renderer's drawing of each result (up to codec loss).
-    from realtime_sam.render import Renderer
+    from realtime_sam.output.render import Renderer
 
     for k in (0, NUM_FRAMES - 1):
         drawn = Renderer().annotate(scene.render(k)[0], results[k])

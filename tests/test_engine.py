@@ -10,68 +10,27 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 import pytest
 
-from realtime_sam.association import mask_to_box
-from realtime_sam.discovery import DiscoveryConfig
-from realtime_sam.engine import Engine, EngineConfig
 from realtime_sam.errors import PromptError
-from realtime_sam.propagation import PropagationConfig
-from realtime_sam.synthetic import appearing_scene, crossing_scene, mask_logits, pick_object, standard_scene
-from realtime_sam.tracks import TrackerConfig
-from realtime_sam.transforms import preprocess_shape
+from realtime_sam.testing.fakes import GroundTruthRunner
+from realtime_sam.testing.synthetic import (
+    appearing_scene,
+    crossing_scene,
+    standard_scene,
+)
+from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.discovery import DiscoveryConfig
+from realtime_sam.tracking.engine import Engine, EngineConfig
+from realtime_sam.tracking.propagation import PropagationConfig
+from realtime_sam.tracking.tracks import TrackerConfig
 from realtime_sam.types import Frame, ObjectPrompt, TrackState
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-class GroundTruthRunner:
-    """A :class:`ModelRunner` that answers from the scene's ground truth of the encoded frame."""
-
-    def __init__(self, scene):
-        self.scene = scene
-        self.current = 0
-        self.encoded: list[int] = []
-        self.decode_batches: list[int] = []
-        self._gt: dict[int, np.ndarray] = {}
-
-    def encode(self, image_bgr):
-        self.encoded.append(self.current)
-        self._gt = self.scene.render(self.current)[1]
-        h, w = image_bgr.shape[:2]
-        self._input = preprocess_shape(h, w, 1024)
-
-    def _logits(self, mask):
-        return mask_logits(mask, self._input)
-
-    def _pick(self, point=None, box=None):
-        return pick_object(self._gt, box=box, point=point)
-
-    def decode(self, points, labels, boxes, mask_input, multimask):
-        n = len(boxes) if boxes is not None else len(points)
-        self.decode_batches.append(n)
-        c = 3 if multimask else 1
-        low = np.full((n, c, 256, 256), -10.0, np.float32)
-        iou = np.full((n, c), 0.05, np.float32)
-        for i in range(n):
-            oid = self._pick(box=boxes[i]) if boxes is not None else self._pick(point=points[i][0])
-            if oid is not None:
-                low[i, :] = self._logits(self._gt[oid])
-                iou[i, :] = 0.95
-        return low, iou
-
-    def masks(self, low_res, size):
-        h, w = self._input
-        out = []
-        for lr in low_res:
-            up = cv2.resize(lr, (1024, 1024), interpolation=cv2.INTER_LINEAR)[:h, :w]
-            out.append(cv2.resize(up, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) > 0)
-        return np.stack(out) if out else np.zeros((0, *size), bool)
 
 
 def _box(mask):

@@ -2,7 +2,7 @@
 
 Whatever a user (a click, a prompts file, the API) sends, the engine either
 refuses it at once with :class:`PromptError` -- exactly when it breaks the
-rules of :mod:`realtime_sam.prompts` -- or takes it, and then every frame
+rules of :mod:`realtime_sam.tracking.prompts` -- or takes it, and then every frame
 still yields masks of the frame's shape, boxes inside the frame, and track
 ids that are unique, increase, and never come back once gone.
 
@@ -26,18 +26,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from realtime_sam.discovery import DiscoveryConfig
-from realtime_sam.engine import Engine, EngineConfig
 from realtime_sam.errors import PromptError
-from realtime_sam.predictor import SamPredictor
-from realtime_sam.prompts import MAX_COORD
-from realtime_sam.runners import PredictorRunner
-from realtime_sam.synthetic import standard_scene
-from realtime_sam.tracks import TrackerConfig
+from realtime_sam.model.predictor import SamPredictor
+from realtime_sam.model.runners import PredictorRunner
+from realtime_sam.testing.synthetic import standard_scene
+from realtime_sam.tracking.discovery import DiscoveryConfig
+from realtime_sam.tracking.engine import Engine, EngineConfig
+from realtime_sam.tracking.prompts import MAX_COORD
+from realtime_sam.tracking.tracks import TrackerConfig
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from _common import BoxRunner  # noqa: E402
+from realtime_sam.testing.fakes import BoxRunner  # noqa: E402
 
 # -- prompts: mostly plausible, with every kind of garbage mixed in ---------------------
 
@@ -84,7 +84,7 @@ def _coord_ok(v: object) -> bool:
 
 
 def expected_valid(p: ObjectPrompt, size: tuple[int, int] | None) -> bool:
-    """The rules of :mod:`realtime_sam.prompts`, restated; ``size`` = ``(H, W)`` of the last frame or ``None``."""
+    """The rules of :mod:`realtime_sam.tracking.prompts`, restated; ``size`` = ``(H, W)`` of the last frame or ``None``."""
     if not p.points and p.box is None:
         return False
     if len(p.points) != len(p.labels):

@@ -9,11 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from script_loader import load_script
 
 ev = load_script("eval_vos")
-oracle_mod = load_script("_oracle")
+import realtime_sam.testing.oracle as oracle_mod
 
 SHARED_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis"
 

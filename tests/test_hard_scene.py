@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realtime_sam.association import mask_to_box
 from realtime_sam.errors import ConfigError
-from realtime_sam.hard_scene import HardScene, hard_scene, write_davis
-from realtime_sam.synthetic import pick_object, read_gt, write_gt, write_video
+from realtime_sam.testing.hard_scene import HardScene, hard_scene, write_davis
+from realtime_sam.testing.synthetic import pick_object, read_gt, write_gt, write_video
+from realtime_sam.tracking.association import mask_to_box
 
 
 @pytest.fixture(scope="module")

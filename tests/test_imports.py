@@ -111,11 +111,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_relative_and_absolute_imports():
     graph = import_graph()
-    assert "realtime_sam.association" in graph["realtime_sam.engine"]  # from .association import ...
-    assert "realtime_sam.checkpoint" in graph["realtime_sam.weights"]  # from . import checkpoint
-    assert "realtime_sam.runtime.model" in graph["realtime_sam.runtime"]  # a package's __init__
-    assert "realtime_sam.config" not in graph["realtime_sam.engine"]  # only under TYPE_CHECKING
-    assert "realtime_sam.loader" not in graph["realtime_sam.engine"]  # only inside a function
+    assert "realtime_sam.tracking.association" in graph["realtime_sam.tracking.engine"]  # from realtime_sam.tracking.association import ...
+    assert "realtime_sam.model.checkpoint" in graph["realtime_sam.model.weights"]  # from realtime_sam.model import checkpoint
+    assert "realtime_sam.model.runtime.model" in graph["realtime_sam.model.runtime"]  # a package's __init__
+    assert "realtime_sam.config" not in graph["realtime_sam.tracking.engine"]  # only under TYPE_CHECKING
+    assert "realtime_sam.model.loader" not in graph["realtime_sam.tracking.engine"]  # only inside a function
 
 
 def test_find_cycle_names_the_circle():
@@ -129,6 +129,33 @@ def test_no_module_level_import_circle():
 
 
 def test_the_engine_imports_without_torch():
-    code = "import sys, realtime_sam.engine; print('torch' in sys.modules)"
+    code = "import sys, realtime_sam.tracking.engine; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False", "importing realtime_sam.engine imported torch"
+    assert out.stdout.strip() == "False", "importing realtime_sam.tracking.engine imported torch"
+
+
+# The public API (README, "What the package exports"): these names, importable from the top-level package.
+PUBLIC = [
+    "sam_model_registry", "SamPredictor", "track", "ObjectPrompt", "Engine", "Pipeline", "open_source",
+    "load_config", "Config", "ModelConfig", "load_model", "ModelRunner",
+    "Frame", "FrameResult", "TrackResult", "TrackState",
+]
+
+
+def test_the_public_api_is_exported_by_the_top_level_package():
+    missing = [name for name in PUBLIC if name not in realtime_sam.__all__]
+    assert not missing, f"not in realtime_sam.__all__: {missing}"
+    for name in PUBLIC:
+        obj = getattr(realtime_sam, name)
+        assert getattr(obj, "__name__", name) == name or name == "sam_model_registry", name
+    readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### What the package exports") :]
+    section = section[: section.index("\n## ")]
+    undocumented = [name for name in PUBLIC if f"`{name}`" not in section]
+    assert not undocumented, f"exported but not in README's table: {undocumented}"
+
+
+def test_importing_the_package_stays_light():
+    code = "import sys, realtime_sam; print(sorted(m for m in ('torch', 'cv2', 'av') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"import realtime_sam loaded {out.stdout.strip()}"

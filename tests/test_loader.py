@@ -7,10 +7,10 @@ import pytest
 
 from realtime_sam.config import ModelConfig
 from realtime_sam.errors import CheckpointError, ConfigError
-from realtime_sam.loader import InferenceRunner, load_predictor, load_runner
-from realtime_sam.predictor import SamPredictor
-from realtime_sam.runners import PredictorRunner
-from realtime_sam.synthetic import standard_scene
+from realtime_sam.model.loader import InferenceRunner, load_predictor, load_runner
+from realtime_sam.model.predictor import SamPredictor
+from realtime_sam.model.runners import PredictorRunner
+from realtime_sam.testing.synthetic import standard_scene
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def frame() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runners(checkpoint_path):
-    from realtime_sam.build import build_sam
+    from realtime_sam.model.build import build_sam
 
     fast = load_runner(ModelConfig(weights=str(checkpoint_path), device="cpu", backend="torch"), progress=False)
     eager = PredictorRunner(SamPredictor(build_sam("vit_t", checkpoint_path)))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from realtime_sam.predictor import SamPredictor
-from realtime_sam.transforms import ResizeLongestSide
+from realtime_sam.model.predictor import SamPredictor
+from realtime_sam.model.transforms import ResizeLongestSide
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def _run_cases(predictor, golden_cases, image_index):
 
 @pytest.fixture(scope="module")
 def golden_predictor(golden_dir):
-    from realtime_sam.build import build_sam
+    from realtime_sam.model.build import build_sam
 
     return SamPredictor(build_sam("vit_t", golden_dir / "mobile_sam_random_seed0.pt"))
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from realtime_sam.app.pipeline import Pipeline, PipelineConfig
 from realtime_sam.errors import ConfigError, StreamInterrupted
-from realtime_sam.pipeline import Pipeline, PipelineConfig
 from realtime_sam.types import Frame, FrameResult
 
 

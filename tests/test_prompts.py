@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime_sam.errors import PromptError, RealtimeSamError
-from realtime_sam.prompts import (
+from realtime_sam.tracking.prompts import (
     MAX_COORD,
     PROMPT_FIELDS,
     clamp_prompt,

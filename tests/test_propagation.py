@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime_sam.association import mask_iou_matrix, mask_to_box
 from realtime_sam.errors import ConfigError
-from realtime_sam.propagation import MaskPropagator, PropagationConfig
-from realtime_sam.synthetic import Scene, SceneObject, standard_scene
+from realtime_sam.testing.synthetic import Scene, SceneObject, standard_scene
+from realtime_sam.tracking.association import mask_iou_matrix, mask_to_box
+from realtime_sam.tracking.propagation import MaskPropagator, PropagationConfig
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 Engine-level checks run the hard scene (photo textures, moving camera) and,
 when ``../shared/davis`` is present, real DAVIS footage, both under the
-evaluation's oracle decoder (scripts/_oracle.py): each prompt is answered with
+evaluation's oracle decoder (realtime_sam/testing/oracle.py): each prompt is answered with
 the ground truth of the encoded frame, a prompt on no object with a
 background segment (a distractor the tracker must not take).
 """
@@ -14,13 +14,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 from realtime_sam.config import load_config
-from realtime_sam.engine import Engine
-from realtime_sam.hard_scene import hard_scene
-from realtime_sam.tracks import Detection, Tracker, TrackerConfig, appearance_of, similarity
+from realtime_sam.testing.hard_scene import hard_scene
+from realtime_sam.testing.oracle import GroundTruthOracle
+from realtime_sam.tracking.engine import Engine
+from realtime_sam.tracking.tracks import (
+    Detection,
+    Tracker,
+    TrackerConfig,
+    appearance_of,
+    similarity,
+)
 from realtime_sam.types import Frame, ObjectPrompt, TrackState
-from script_loader import load_script
 
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis"
 
@@ -103,14 +110,14 @@ def _run(engine, frames, prompts, gt_of):
 
 
 def test_the_object_that_leaves_the_hard_scene_comes_back_with_its_old_id():
-    oracle_mod = load_script("_oracle")
+    import realtime_sam.testing.oracle as oracle_mod
     scene = hard_scene(320, 240, fps=15, seed=0)
     frames, gts = zip(*[scene.render(i) for i in range(scene.num_frames)])
     oracle = oracle_mod.GroundTruthOracle(lambda i: gts[i], frames)
     engine = Engine.from_config(load_config(None, ["engine.reencode_every=5"]), runner=oracle)
     leaving = scene.leaving_object
     gone = scene.out_of_frame
-    from realtime_sam.association import mask_to_box
+    from realtime_sam.tracking.association import mask_to_box
 
     prompts = {oid: (0, tuple(float(v) for v in mask_to_box(gts[0][oid]))) for oid in scene.ids if gts[0][oid].any()}
     assert leaving in prompts
@@ -136,7 +143,7 @@ def test_the_object_that_leaves_the_hard_scene_comes_back_with_its_old_id():
 def test_on_real_footage_the_engine_beats_plain_dense_flow_between_sparse_encodes():
     ev = load_script("eval_vos")
     seq = ev.load_sequence(DAVIS, "libby", DAVIS / "libby.mp4")
-    oracle = load_script("_oracle").GroundTruthOracle(seq.gt, seq.frames)
+    oracle = GroundTruthOracle(seq.gt, seq.frames)
     config = load_config(None, ["engine.reencode_every=15"])
     engine_j = ev.run_engine_file(seq, oracle, config).summary()["J"]
     flow_j = ev.run_flow(seq, oracle, 15).summary()["J"]

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from realtime_sam.errors import ConfigError
-from realtime_sam.render import LOST_COLOR, HudInfo, RenderConfig, Renderer, track_color
-from realtime_sam.rle import mask_to_box
+from realtime_sam.output.render import (
+    LOST_COLOR,
+    HudInfo,
+    RenderConfig,
+    Renderer,
+    track_color,
+)
+from realtime_sam.output.rle import mask_to_box
 from realtime_sam.types import Frame, FrameResult, TrackResult, TrackState
 
 H, W = 120, 160

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from realtime_sam.association import mask_to_box as association_mask_to_box
-from realtime_sam.rle import (
+from realtime_sam.output.rle import (
     compress_counts,
     decode_rle,
     decompress_counts,
@@ -18,6 +17,7 @@ from realtime_sam.rle import (
     mask_to_counts,
     rle_area,
 )
+from realtime_sam.tracking.association import mask_to_box as association_mask_to_box
 
 try:
     from pycocotools import mask as coco_mask

@@ -20,24 +20,20 @@ import numpy as np
 import pytest
 
 from realtime_sam.errors import ConfigError, SinkError
-from realtime_sam.render import Renderer
-from realtime_sam.rle import decode_rle, mask_to_box
-from realtime_sam.sinks import (
-    JsonlSink,
-    MotsSink,
+from realtime_sam.output.jsonl import JsonlSink, load_jsonl
+from realtime_sam.output.mots import MotsSink
+from realtime_sam.output.png import PngSink, davis_palette
+from realtime_sam.output.render import Renderer
+from realtime_sam.output.rle import decode_rle, mask_to_box
+from realtime_sam.output.sink_base import Sink, SinkConfig, label_image
+from realtime_sam.output.sinks import (
     MultiSink,
-    PngSink,
-    Sink,
-    SinkConfig,
     SinkSpec,
-    VideoSink,
-    davis_palette,
-    label_image,
-    load_jsonl,
     make_sink,
     open_sinks,
     parse_sink_spec,
 )
+from realtime_sam.output.video import VideoSink
 from realtime_sam.types import Frame, FrameResult, TrackResult, TrackState
 
 try:
@@ -193,7 +189,7 @@ _KILLED_WRITER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {repo!r})
     from tests_scene import scene
-    from realtime_sam.sinks import VideoSink
+    from realtime_sam.output.video import VideoSink
     sink = VideoSink({path!r}, fps=30, fragmented={fragmented}, keyframe_interval_s=1.0)
     for i in range(150):
         sink.write(scene(i % 40))

@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
+from script_loader import SCRIPTS, load_script
 
 from realtime_sam.errors import SourceError
-from realtime_sam.sinks import load_jsonl
-from script_loader import SCRIPTS, load_script
+from realtime_sam.output.jsonl import load_jsonl
 
 soak = load_script("soak")
 
@@ -26,7 +26,7 @@ LIVE = "lavfi:testsrc2=size=160x120:rate=250"
 
 @pytest.fixture(scope="module")
 def live_source_available() -> None:
-    from realtime_sam.sources import open_source
+    from realtime_sam.capture.sources import open_source
 
     try:
         open_source(LIVE).close()

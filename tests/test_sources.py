@@ -12,19 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
+from realtime_sam.capture.base import Source, SourceConfig, StatusEvent, redact_url
+from realtime_sam.capture.camera import CameraSource
+from realtime_sam.capture.images import ImageSequenceSource
+from realtime_sam.capture.sources import open_source
+from realtime_sam.capture.stream import StreamSource
+from realtime_sam.capture.video_file import VideoFileSource
 from realtime_sam.errors import ConfigError, SourceError, StreamInterrupted
-from realtime_sam.sources import (
-    CameraSource,
-    ImageSequenceSource,
-    Source,
-    SourceConfig,
-    StatusEvent,
-    StreamSource,
-    VideoFileSource,
-    open_source,
-    redact_url,
-)
-from realtime_sam.synthetic import standard_scene, write_video
+from realtime_sam.testing.synthetic import standard_scene, write_video
 from realtime_sam.types import Frame
 
 W, H = 320, 240

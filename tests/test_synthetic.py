@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realtime_sam.errors import ConfigError
-from realtime_sam.synthetic import (
+from realtime_sam.testing.synthetic import (
     Scene,
     SceneObject,
     appearing_scene,

@@ -7,10 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime_sam.association import box_iou_matrix, mask_iou_matrix, mask_to_box
 from realtime_sam.errors import ConfigError
-from realtime_sam.synthetic import Scene, appearing_scene, crossing_scene, standard_scene
-from realtime_sam.tracks import Detection, IdCounter, Tracker, TrackerConfig
+from realtime_sam.testing.synthetic import (
+    Scene,
+    appearing_scene,
+    crossing_scene,
+    standard_scene,
+)
+from realtime_sam.tracking.association import (
+    box_iou_matrix,
+    mask_iou_matrix,
+    mask_to_box,
+)
+from realtime_sam.tracking.tracks import Detection, IdCounter, Tracker, TrackerConfig
 from realtime_sam.types import TrackState
 
 CONFIRMED, TENTATIVE, LOST = TrackState.CONFIRMED, TrackState.TENTATIVE, TrackState.LOST

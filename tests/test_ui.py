@@ -15,8 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
-from realtime_sam.ui import (
+from realtime_sam.app.ui import (
     AddObject,
     ClearAll,
     Interaction,
@@ -33,6 +32,7 @@ from realtime_sam.ui import (
     display_available,
 )
 from realtime_sam.errors import ConfigError
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 REPO = Path(__file__).resolve().parents[1]
 DOWN, UP, MOVE, RDOWN = cv2.EVENT_LBUTTONDOWN, cv2.EVENT_LBUTTONUP, cv2.EVENT_MOUSEMOVE, cv2.EVENT_RBUTTONDOWN
@@ -248,7 +248,7 @@ def xvfb_display():
 
 @pytest.fixture(scope="module")
 def slow_scene_clip(tmp_path_factory):
-    from realtime_sam.synthetic import standard_scene, write_video
+    from realtime_sam.testing.synthetic import standard_scene, write_video
 
     scene = standard_scene(width=320, height=240, num_frames=CLIP_FRAMES)
     path = write_video(scene, tmp_path_factory.mktemp("ui") / "scene.mp4", fps=CLIP_FPS)
@@ -303,8 +303,9 @@ def _decode_frame(path: Path, index: int) -> np.ndarray:
 
 def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, checkpoint_path, tmp_path):
     from fixtures_app import app_command, app_env, frame_lines
-    from realtime_sam.render import Renderer
-    from realtime_sam.rle import decode_rle
+
+    from realtime_sam.output.render import Renderer
+    from realtime_sam.output.rle import decode_rle
 
     scene, clip = slow_scene_clip
     weights = checkpoint_path
@@ -440,7 +441,8 @@ def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, 
     """
     import window_demo
     from fixtures_app import app_env
-    from realtime_sam.synthetic import standard_scene
+
+    from realtime_sam.testing.synthetic import standard_scene
 
     out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:

@@ -24,15 +24,15 @@ from typing import Iterator
 import pytest
 import torch
 
-from realtime_sam import checkpoint
-from realtime_sam.checkpoint import (
+from realtime_sam.errors import CheckpointError, WeightsDownloadError
+from realtime_sam.model import checkpoint
+from realtime_sam.model.checkpoint import (
     check_against_manifest,
     identify_model_type,
     load_checkpoint,
     manifest,
 )
-from realtime_sam.errors import CheckpointError, WeightsDownloadError
-from realtime_sam.weights import (
+from realtime_sam.model.weights import (
     ENV_CACHE,
     ENV_URLS,
     ENV_WEIGHTS,
@@ -573,7 +573,7 @@ def test_module_is_runnable(tmp_path: Path) -> None:
     env = {**os.environ, ENV_CACHE: str(tmp_path / "c")}
     env.pop(ENV_WEIGHTS, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "realtime_sam.weights", "path"],
+        [sys.executable, "-m", "realtime_sam.model.weights", "path"],
         cwd=REPO,
         env=env,
         capture_output=True,

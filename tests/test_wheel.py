@@ -60,7 +60,9 @@ def test_wheel_ships_the_presets_and_data(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     for preset in ("default", "cpu", "gpu"):
         assert f"realtime_sam/configs/{preset}.yaml" in names
-    assert "realtime_sam/data/state_dict_manifest_vit_t.json" in names
+    assert "realtime_sam/model/data/state_dict_manifest_vit_t.json" in names
+    for package in ("capture", "model", "model/modeling", "model/runtime", "tracking", "output", "app", "testing"):
+        assert f"realtime_sam/{package}/__init__.py" in names, package
 
 
 def test_installed_copy_loads_the_presets(installed):
@@ -71,6 +73,7 @@ from importlib import resources
 
 import realtime_sam
 from realtime_sam.config import load_config, preset_text
+from realtime_sam.model.checkpoint import manifest
 
 cpu = load_config("cpu")
 print(json.dumps({
@@ -80,6 +83,7 @@ print(json.dumps({
     "cpu_background_encode": cpu.engine.background_encode,
     "default_text": preset_text("default").splitlines()[0],
     "gpu_device": load_config("gpu").model.device,
+    "manifest_keys": len(manifest("vit_t")),
 }))
 """
     proc = _run_installed(target, "-c", script)
@@ -91,6 +95,7 @@ print(json.dumps({
     assert got["presets"] == ["cpu.yaml", "default.yaml", "gpu.yaml"]
     assert (got["cpu_device"], got["cpu_background_encode"], got["gpu_device"]) == ("cpu", True, "cuda")
     assert got["default_text"] == "# realtime-sam default configuration."
+    assert got["manifest_keys"] > 100  # the state-dict manifests ship too
 
 
 def test_installed_command_accepts_a_preset(installed):

@@ -11,24 +11,24 @@ association, lifecycle), the renderer and the OpenCV window.
 
 from __future__ import annotations
 
-import cv2  # before PyAV (see realtime_sam/cli.py)
-
 import hashlib
 import sys
 from pathlib import Path
 
+import cv2  # before PyAV (see realtime_sam/app/cli.py)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realtime_sam.association import mask_to_box  # noqa: E402
+from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from realtime_sam.app.ui import LiveWindow, WindowConfig  # noqa: E402
+from realtime_sam.capture.sources import open_source  # noqa: E402
 from realtime_sam.config import SourceConfig  # noqa: E402
-from realtime_sam.engine import Engine, EngineConfig  # noqa: E402
-from realtime_sam.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from realtime_sam.sources import open_source  # noqa: E402
-from realtime_sam.synthetic import standard_scene  # noqa: E402
+from realtime_sam.testing.fakes import GroundTruthRunner  # noqa: E402
+from realtime_sam.testing.synthetic import standard_scene  # noqa: E402
+from realtime_sam.tracking.association import mask_to_box  # noqa: E402
+from realtime_sam.tracking.engine import Engine, EngineConfig  # noqa: E402
 from realtime_sam.types import ObjectPrompt  # noqa: E402
-from realtime_sam.ui import LiveWindow, WindowConfig  # noqa: E402
-from test_engine import GroundTruthRunner  # noqa: E402
 
 WIDTH, HEIGHT, FRAMES = 640, 360, 150
 

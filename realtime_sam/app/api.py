@@ -1,0 +1,57 @@
+"""The streaming tracking API: one call from a source to per-frame results.
+
+::
+
+    from realtime_sam import track
+    for result in track("video.mp4", prompts=[ObjectPrompt(box=(10, 20, 200, 220))]):
+        for t in result.tracks:
+            print(result.index, t.track_id, t.box, t.score, t.mask.sum())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from realtime_sam.app.pipeline import Pipeline
+from realtime_sam.config import Config, load_config
+from realtime_sam.tracking.engine import Engine
+from realtime_sam.types import FrameResult, ObjectPrompt
+
+__all__ = ["track"]
+
+
+def track(
+    source: str | int,
+    *,
+    prompts: Iterable[ObjectPrompt] = (),
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    engine: Engine | None = None,
+    sinks: Sequence = (),
+) -> Iterator[FrameResult]:
+    """Yield one :class:`FrameResult` per processed frame of ``source``.
+
+    Args:
+        source: a webcam index, a video file, an ``rtsp://``/``http(s)://`` URL, an image folder or glob.
+        prompts: objects to track (each applied at its ``start_frame``).
+        config: a :class:`Config`, a YAML path or a preset name (``cpu``, ``gpu``); ``None`` = defaults.
+        overrides: ``section.key=value`` strings applied on top.
+        engine: reuse an existing engine (and its loaded model) instead of building one.
+        sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
+
+    Breaking out of the loop stops the workers and finalises the sinks.
+    """
+    from realtime_sam.capture.sources import open_source
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if isinstance(config, Config) and overrides:
+        from realtime_sam.config import parse_config, parse_overrides
+
+        cfg = parse_config(parse_overrides(overrides), cfg)
+    eng = engine or Engine.from_config(cfg)
+    for p in prompts:
+        eng.add_object(p)
+    src = open_source(source, cfg.source)
+    with Pipeline(src, eng, sinks=sinks, config=cfg.pipeline) as pipe:
+        yield from pipe

@@ -1,0 +1,418 @@
+"""The ``realtime-sam`` command: track objects in a webcam, file or stream.
+
+Windowed by default (click objects to track them, see :mod:`realtime_sam.app.ui`);
+``--headless`` runs without a window and writes the outputs. ``realtime-sam
+weights ...`` manages the model weights (:func:`realtime_sam.model.weights.weights_main`).
+
+Settings are applied in this order, later winning: the built-in defaults,
+``--config FILE``, ``--set section.key=value``, then the dedicated flags
+(``--device``, ``--reencode-every``, ...).
+
+Exit status: 0 when the source ended or the user quit; 1 when an input file
+turned out damaged part-way (every frame before the damage is processed and
+saved first); 2 for a bad argument, input or setting (one ``error:`` line on
+stderr); 130 after Ctrl-C and 143 after SIGTERM, with outputs finalised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Sequence, TextIO
+
+# Before torch is imported (it cannot be changed afterwards): PyTorch's OpenMP
+# workers otherwise spin while they wait, and the app's capture, inference and
+# window threads share few cores; with spinning workers a small network ran
+# 25x slower on a busy 2-core machine (see realtime_sam/model/device.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# OpenCV before PyAV, always: PyAV's Linux wheel bundles its own libxcb, and
+# when it is loaded first, OpenCV's Qt backend hangs for good in the first
+# namedWindow (measured under Xvfb with av 18 / opencv-python 5.0).
+import cv2  # noqa: F401  (the import order is the point)
+
+from realtime_sam.errors import RealtimeSamError, SinkError, StreamInterrupted
+
+__all__ = ["build_parser", "build_config", "main", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_ERROR = 2
+_EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_MASK_FORMATS = ("jsonl", "png", "mots")
+
+_EPILOG = """\
+examples:
+  realtime-sam --source 0
+      webcam in a window: click an object to track it, drag a box, h for help
+  realtime-sam --source clip.mp4 --headless --box 100,80,300,260 --output out.mp4
+      track the object in the box, write the annotated video
+  realtime-sam --source clip.mp4 --headless --prompts objects.yaml --save-masks tracks.jsonl
+      objects from a file (YAML/JSON list of {points, labels, box, label, start_frame})
+  realtime-sam --source rtsp://user:pass@camera/stream --auto --save-masks masks/ --mask-format png
+      find objects by themselves; one indexed PNG per frame
+  realtime-sam --source clip.mp4 --config cpu --set engine.reencode_every=10 --max-frames 300
+  realtime-sam weights download
+      fetch the MobileSAM weights (40 MB) before going offline
+
+prompts: each --box is one object; all --point flags together form one object
+(x,y,1 on it, x,y,0 not on it). Points and boxes outside the frame are clamped;
+a value starting with "-" needs the = form: --box=-5,0,100,80.
+
+exit status: 0 done, 1 input file damaged part-way (what was read is saved),
+2 bad argument or input, 130 Ctrl-C, 143 SIGTERM (outputs are finalised).
+"""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``realtime-sam`` (without the ``weights`` sub-command)."""
+    p = _Parser(
+        prog="realtime-sam",
+        description="Segment and track objects in live video with MobileSAM.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("input")
+    src.add_argument(
+        "--source",
+        required=True,
+        metavar="SRC",
+        help="webcam index (0), video file, image folder or glob, rtsp://, rtmp://, http(s):// URL, or lavfi:GRAPH",
+    )
+    src.add_argument("--realtime", action="store_true", help="play files at their frame rate, dropping frames the model cannot keep up with")
+    src.add_argument("--max-frames", type=_int_at_least(1), metavar="N", help="stop after N processed frames")
+
+    pr = p.add_argument_group("what to track")
+    pr.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="an object's box in pixels (repeatable: one object each)")
+    pr.add_argument("--point", action="append", default=[], metavar="X,Y[,L]", help="a point on (L=1, default) or off (L=0) the object; all points form one object")
+    pr.add_argument("--prompts", metavar="FILE", help="YAML/JSON list of objects: {points, labels, box, label, start_frame}")
+    pr.add_argument("--auto", action="store_true", help="discover objects automatically (a point grid every few frames)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--headless", action="store_true", help="no window (required where there is no display)")
+    out.add_argument("--output", metavar="VIDEO", help="write the annotated video (.mp4, .mov or .mkv)")
+    out.add_argument("--save-masks", metavar="PATH", help="write every frame's masks: a .jsonl file, a .txt (MOTS) file or a folder of PNGs")
+    out.add_argument("--mask-format", choices=_MASK_FORMATS, help="format of --save-masks (default: from the path: .jsonl, .txt = mots, folder = png)")
+    out.add_argument("--snapshot-dir", type=Path, default=Path("."), metavar="DIR", help="where the window's s key saves PNG snapshots (default: .)")
+    out.add_argument("--quiet", action="store_true", help="no progress or status output, only errors")
+    out.add_argument("--status-interval", type=_positive_float, default=5.0, metavar="S", help="seconds between status lines for live sources (default: 5)")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--weights", metavar="FILE", help="checkpoint file (default: $REALTIME_SAM_WEIGHTS or the cache, downloaded on first use)")
+    # Checked with the rest of the configuration (listing the choices here would import torch for --help).
+    m.add_argument("--model-type", metavar="TYPE", help="vit_t = MobileSAM (default); vit_b, vit_l, vit_h = original SAM")
+    m.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
+    m.add_argument("--backend", metavar="NAME", help="inference backend: auto (default), eager, torch, onnxruntime, openvino")
+    m.add_argument("--reencode-every", type=_int_at_least(1), metavar="N", help="run the image encoder every N frames; masks follow motion in between")
+
+    c = p.add_argument_group("configuration")
+    c.add_argument("--config", metavar="FILE", help="YAML config file, or a preset: default, cpu, gpu")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting, e.g. engine.reencode_every=5 (repeatable)")
+    return p
+
+
+def build_config(args: argparse.Namespace):
+    """The run's :class:`~realtime_sam.config.Config`: defaults, ``--config``, ``--set``, then dedicated flags.
+
+    Raises:
+        ConfigError: an unknown key or a bad value, naming the valid ones.
+    """
+    from realtime_sam.config import load_config, parse_config
+
+    config = load_config(args.config, args.set)
+    flags: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+
+    put("model", "weights", args.weights)
+    put("model", "model_type", args.model_type)
+    put("model", "device", args.device)
+    put("model", "backend", args.backend)
+    put("engine", "reencode_every", args.reencode_every)
+    put("engine", "auto", True if args.auto else None)
+    put("pipeline", "max_frames", args.max_frames)
+    put("pipeline", "realtime", True if args.realtime else None)
+    return parse_config(flags, config) if flags else config
+
+
+def _mask_spec(args: argparse.Namespace):
+    from realtime_sam.output.sinks import SinkSpec, parse_sink_spec
+
+    if args.save_masks is None:
+        if args.mask_format is not None:
+            raise SinkError("--mask-format needs --save-masks PATH")
+        return None
+    if args.mask_format is not None:
+        return SinkSpec(args.mask_format, Path(args.save_masks))
+    spec = parse_sink_spec(args.save_masks)
+    if spec.kind not in _MASK_FORMATS:
+        raise SinkError(
+            f"--save-masks {args.save_masks} looks like a video; give a .jsonl or .txt file or a folder, "
+            "or set --mask-format (use --output for the annotated video)"
+        )
+    return spec
+
+
+# ---------------------------------------------------------------- progress and status
+
+
+class _Reporter:
+    """Everything the run prints to stderr: progress bar (files), status lines (live), events."""
+
+    def __init__(self, *, quiet: bool, status_interval_s: float, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.status_interval_s = status_interval_s
+        self.stream = stream if stream is not None else sys.stderr
+        self._bar: Any = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._next_status = self._started + status_interval_s
+        self.frames = 0
+        self.tracks = 0
+
+    def line(self, text: str, *, important: bool = False) -> None:
+        """Print one line (kept clear of the progress bar); ``important`` lines show even with --quiet."""
+        if self.quiet and not important:
+            return
+        with self._lock:
+            if self._bar is not None:
+                self._bar.write(text, file=self.stream)
+            else:
+                print(text, file=self.stream, flush=True)
+
+    def source_event(self, event: Any) -> None:
+        """``on_status`` callback of live sources (called on the capture thread)."""
+        important = getattr(event, "kind", "") in ("disconnected", "gave_up", "reconnected")
+        self.line(f"source: {event.message}", important=important)
+
+    def start(self, source: Any, max_frames: int | None, realtime: bool = False) -> None:
+        if self.quiet or source.live:
+            return
+        from tqdm import tqdm
+
+        total = source.num_frames
+        if max_frames and not realtime:  # with --realtime, frames are skipped: max_frames is no position
+            total = min(total, max_frames) if total else max_frames
+        self._bar = tqdm(total=total, unit="frame", file=self.stream, dynamic_ncols=True, desc=Path(source.name).name[:30], leave=True)
+
+    def result(self, result: Any, stats: Any) -> None:
+        self.frames += 1
+        self.tracks = len(result.tracks)
+        if self.quiet:
+            return
+        if self._bar is not None:
+            # The frame's position, not a count: with --realtime, frames the
+            # model could not keep up with are skipped.
+            self._bar.update(max(0, result.index + 1 - self._bar.n))
+            self._bar.set_postfix(tracks=self.tracks, refresh=False)
+            return
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + self.status_interval_s
+            self.line(self.status_text(stats, now))
+
+    def status_text(self, stats: Any, now: float | None = None) -> str:
+        elapsed = (now or time.monotonic()) - self._started
+        return (
+            f"[{elapsed:7.1f}s] frames {stats.frames_read} read, {stats.frames_processed} processed, "
+            f"{stats.frames_dropped} dropped | model {stats.model_fps:.1f} fps | tracks {self.tracks}"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
+
+
+# ---------------------------------------------------------------- signals
+
+
+class _StopOnSignal:
+    """While active, SIGINT/SIGTERM stop the pipeline gracefully; a second signal exits at once."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.received is not None:
+            # The user insists: give up on finalising.
+            raise SystemExit(_EXIT_BY_SIGNAL.get(signal.Signals(signum), 128 + signum))
+        self.received = signum
+        self._stop()
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in _EXIT_BY_SIGNAL:
+                # A signal the parent told us to ignore (nohup, `cmd &` in a script) stays ignored.
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _run(args: argparse.Namespace) -> int:
+    from realtime_sam.app.ui import WindowError, display_available
+    from realtime_sam.capture.sources import open_source
+    from realtime_sam.output.render import Renderer
+    from realtime_sam.output.sinks import SinkSpec, open_sinks
+    from realtime_sam.tracking.prompts import clamp_prompt, prompts_from_args
+
+    config = build_config(args)
+    prompts = prompts_from_args(args.box, args.point, args.prompts)
+    mask_spec = _mask_spec(args)
+    windowed = not args.headless
+    if windowed and not display_available():
+        raise WindowError("no display to show a window on (DISPLAY is not set); add --headless to run without one")
+
+    # One renderer for the window and the video output: what is saved looks like what was shown.
+    renderer = Renderer(config.render)
+    reporter = _Reporter(quiet=args.quiet, status_interval_s=args.status_interval)
+    source = open_source(args.source, config.source, on_status=reporter.source_event)
+    pipeline = None
+    sinks = None
+    try:
+        width, height = source.size
+        prompts = [clamp_prompt(p, width, height) for p in prompts]
+        # Outputs before the model: a bad path fails in a second, not after a download.
+        specs = [SinkSpec("video", Path(args.output))] if args.output else []
+        if mask_spec is not None:
+            specs.append(mask_spec)
+        sinks = open_sinks(
+            specs,
+            fps=source.fps or 25.0,
+            config=config.output,
+            renderer=renderer,
+            source_name=source.name,
+        )
+
+        from realtime_sam.tracking.engine import Engine
+
+        engine = Engine.from_config(config, progress=not args.quiet)
+        for prompt in prompts:
+            engine.add_object(prompt)
+        if not specs and args.headless:
+            reporter.line("note: nothing is saved; add --output VIDEO and/or --save-masks PATH")
+
+        from realtime_sam.app.pipeline import Pipeline
+
+        pipeline = Pipeline(source, engine, sinks=[sinks], config=config.pipeline)
+        sinks = None  # the pipeline closes it from now on
+        with _StopOnSignal(pipeline.stop) as signals:
+            error = _drive(args, pipeline, engine, source, reporter, windowed, renderer)
+            pipeline.close()
+        reporter.close()
+        if signals.received is not None:
+            reporter.line(f"stopped by {signal.Signals(signals.received).name}: {reporter.frames} frames processed, outputs saved")
+            return _EXIT_BY_SIGNAL[signal.Signals(signals.received)]
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_DAMAGED if isinstance(error, StreamInterrupted) else EXIT_ERROR
+        outputs = ", ".join(str(s.path) for s in specs)
+        reporter.line(f"done: {reporter.frames} frames" + (f"; saved {outputs}" if outputs else ""))
+        return EXIT_OK
+    finally:
+        reporter.close()
+        if pipeline is not None:
+            pipeline.close()
+        if sinks is not None:
+            sinks.close()
+        source.close()
+
+
+def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, renderer: Any) -> RealtimeSamError | None:
+    """Run the pipeline to its end (headless or in a window drawn by ``renderer``); returns the error that ended it, if any."""
+    reporter.start(source, pipeline.config.max_frames, pipeline.config.realtime)
+    try:
+        if windowed:
+            from realtime_sam.app.ui import LiveWindow, WindowConfig
+
+            window_config = WindowConfig(snapshot_dir=args.snapshot_dir)
+            with LiveWindow(window_config, renderer=renderer, on_message=reporter.line) as window:
+                window.run(pipeline, engine, on_result=lambda r: reporter.result(r, pipeline.stats))
+        else:
+            with pipeline:
+                for result in pipeline:
+                    reporter.result(result, pipeline.stats)
+    except RealtimeSamError as exc:
+        return exc
+    finally:
+        reporter.close()
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``realtime-sam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "weights":
+        from realtime_sam.model.weights import weights_main
+
+        return weights_main(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed it
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return _run(args)
+    except RealtimeSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before the pipeline started (e.g. while the model loads)
+        print("error: interrupted", file=sys.stderr)
+        return _EXIT_BY_SIGNAL[signal.SIGINT]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

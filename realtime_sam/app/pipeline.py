@@ -1,0 +1,436 @@
+"""The only module that owns threads: capture -> inference -> (sinks, consumer).
+
+::
+
+    capture thread                 inference thread                  caller
+    source.read() --> buffer --> engine.process() --> sinks.write() --> result queue --> for r in pipeline
+                                       |  ^
+                          encode thread (engines with background_encode)
+
+* Live sources (cameras, streams, ``realtime`` pacing) keep only the newest
+  frame: a slow model sees fresh frames and drops are counted. Files use a
+  bounded queue: nothing is lost, the reader waits for the model.
+* Workers stop on an event plus a sentinel; a worker's exception is kept and
+  re-raised in the caller after every result produced before it; threads are
+  joined with a timeout in ``close()``. Sinks are closed by the inference
+  thread itself, so an interrupted run still leaves valid files.
+* An engine that asks for a worker (``engine.wants_worker``) is lent one more
+  thread for its background encodes (``engine.attach_worker(submit)``).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
+
+from realtime_sam.errors import ConfigError
+from realtime_sam.types import Frame, FrameResult
+
+__all__ = ["PipelineConfig", "PipelineStats", "Pipeline"]
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Buffering and pacing between the stages.
+
+    Attributes:
+        realtime: pace files at their frame rate and keep only the newest frame (like a live camera).
+        queue_size: frames buffered between capture and inference for files (back-pressure beyond).
+        max_frames: stop after this many processed frames (0 = no limit).
+        join_timeout_s: how long ``close()`` waits for each worker thread.
+    """
+
+    realtime: bool = False
+    queue_size: int = 8
+    max_frames: int = 0
+    join_timeout_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1:
+            raise ConfigError(f"pipeline.queue_size must be >= 1, got {self.queue_size}")
+        if self.max_frames < 0:
+            raise ConfigError(f"pipeline.max_frames must be >= 0 (0 = no limit), got {self.max_frames}")
+        if self.join_timeout_s <= 0:
+            raise ConfigError(f"pipeline.join_timeout_s must be > 0, got {self.join_timeout_s}")
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of the pipeline's counters (safe to read from any thread)."""
+
+    frames_read: int
+    frames_dropped: int
+    frames_processed: int
+    model_fps: float
+    latency_ms: float
+    last_encode_index: int | None
+
+
+class _Sink(Protocol):
+    def write(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _LatestSlot:
+    """A one-frame buffer: ``put`` replaces the unread frame (counted as dropped)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: object = None
+        self._has = False
+        self.dropped = 0
+
+    def put(self, item: object) -> None:
+        with self._cond:
+            if self._has and self._item is not _END:
+                self.dropped += 1
+            if not (self._has and self._item is _END):
+                self._item, self._has = item, True
+            self._cond.notify()
+
+    def get(self, timeout: float) -> object:
+        with self._cond:
+            if not self._has:
+                self._cond.wait(timeout)
+            if not self._has:
+                raise queue.Empty
+            item, self._item, self._has = self._item, None, False
+            return item
+
+
+class _FifoBuffer:
+    """A bounded FIFO whose ``put`` waits for room but gives up when ``stop`` is set."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = stop
+        self.dropped = 0
+
+    def put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def put_final(self, item: object) -> None:
+        """The end marker always arrives: it waits for room, or makes room once stopping."""
+        while True:
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._stop.is_set():
+                    continue
+                try:
+                    self._q.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def get(self, timeout: float) -> object:
+        return self._q.get(timeout=timeout)
+
+
+class _Worker:
+    """One thread that runs submitted calls in order; each call's outcome comes back as a Future."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def close(self, timeout: float) -> None:
+        self._jobs.put(None)
+        self.thread.join(timeout)
+
+
+class Pipeline:
+    """Runs a source through an engine on worker threads and yields one result per processed frame.
+
+    Use as a context manager and iterate::
+
+        with Pipeline(source, engine, sinks=[JsonlSink("out.jsonl")]) as pipe:
+            for result in pipe:
+                ...
+
+    ``stop()`` may be called from any thread (a signal handler, a UI) and
+    iteration ends soon after, with sinks finalised.
+    """
+
+    def __init__(
+        self,
+        source,
+        engine,
+        *,
+        sinks: Sequence[_Sink] = (),
+        config: PipelineConfig = PipelineConfig(),
+        on_status: Callable[[object], None] | None = None,
+        result_queue_size: int = 2,
+    ) -> None:
+        self.source = source
+        self.engine = engine
+        self.sinks = list(sinks)
+        self.config = config
+        self.on_status = on_status
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._live = bool(getattr(source, "live", False)) or config.realtime
+        self._frames = _LatestSlot() if self._live else _FifoBuffer(config.queue_size, self._stop)
+        self._results: queue.Queue = queue.Queue(maxsize=max(1, result_queue_size))
+        self._errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._worker: _Worker | None = None
+        self._frames_read = 0
+        self._frames_processed = 0
+        self._proc_times: collections.deque[float] = collections.deque(maxlen=30)
+        self._latency_ms = 0.0
+        self._started = False
+        self._ended = False
+        self._closed = False
+
+    # -- control (any thread) ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask every stage to finish; safe from any thread and from signal handlers."""
+        self._stop.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
+
+    def pause(self) -> None:
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def stats(self) -> PipelineStats:
+        times = list(self._proc_times)
+        fps = len(times) / sum(times) if times and sum(times) > 0 else 0.0
+        return PipelineStats(
+            frames_read=self._frames_read,
+            frames_dropped=self._frames.dropped,
+            frames_processed=self._frames_processed,
+            model_fps=fps,
+            latency_ms=self._latency_ms,
+            last_encode_index=getattr(self.engine, "last_encode_index", None),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> "Pipeline":
+        if self._started:
+            return self
+        self._started = True
+        if getattr(self.engine, "wants_worker", False):
+            self._worker = _Worker("rtsam-encode")
+            self.engine.attach_worker(self._worker.submit)
+        for name, target in (("rtsam-capture", self._capture_loop), ("rtsam-inference", self._inference_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def close(self) -> None:
+        """Stop, join the workers (bounded), close the source. Sinks are closed by the inference thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        deadline = time.monotonic() + self.config.join_timeout_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._worker is not None:
+            # An encode may be running (seconds on a CPU); it is a daemon and its result is not needed.
+            self.engine.attach_worker(None)
+            self._worker.close(max(0.0, deadline - time.monotonic()))
+            self._worker = None
+        if not self._started:
+            self._close_sinks()
+        close = getattr(self.source, "close", None)
+        if callable(close) and not any(t.is_alive() and t.name == "rtsam-capture" for t in self._threads):
+            close()
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        while True:
+            result = self.poll(0.1)
+            if result is not None:
+                yield result
+            elif self._ended:
+                return
+
+    def poll(self, timeout: float = 0.0) -> FrameResult | None:
+        """The next result if one comes within ``timeout`` seconds, else ``None``; starts the workers.
+
+        For loops that must not block (a GUI serving its window while an
+        encode takes seconds): after the last result it returns ``None`` and
+        :attr:`ended` is true.
+
+        Raises:
+            BaseException: a worker's error (e.g. :class:`SourceError`), once
+                every result before it was returned.
+        """
+        self.start()
+        if self._ended:
+            return None
+        try:
+            item = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        except queue.Empty:
+            if any(t.is_alive() for t in self._threads) or not self._results.empty():
+                return None
+            item = _END  # workers gone without an end marker
+        if item is not _END:
+            return item  # type: ignore[return-value]
+        self._ended = True
+        for t in self._threads:
+            t.join(self.config.join_timeout_s)
+        if self._errors:
+            raise self._errors[0]
+        return None
+
+    @property
+    def ended(self) -> bool:
+        """True once :meth:`poll` (or iteration) has passed the last result."""
+        return self._ended
+
+    def run(self) -> int:
+        """Process everything without yielding (headless); returns the number of frames processed."""
+        n = 0
+        for _ in self:
+            n += 1
+        return n
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        paced_start: float | None = None
+        first_ts: float | None = None
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self._frames_read += 1
+                if self.config.realtime and not getattr(self.source, "live", False):
+                    # Pace a file at its own clock so it behaves like a camera.
+                    if paced_start is None:
+                        paced_start, first_ts = time.monotonic(), frame.timestamp
+                    delay = (frame.timestamp - first_ts) - (time.monotonic() - paced_start)
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                    frame = Frame(frame.index, frame.image, frame.timestamp, time.monotonic())
+                self._frames.put(frame)
+        except BaseException as exc:  # re-raised in the consumer
+            self._errors.append(exc)
+        finally:
+            if isinstance(self._frames, _FifoBuffer):
+                self._frames.put_final(_END)
+            else:
+                self._frames.put(_END)
+
+    def _inference_loop(self) -> None:
+        last: Frame | None = None
+        try:
+            while not self._stop.is_set():
+                if self._pause.is_set():
+                    # Paused: show the user's new prompts on the frozen frame.
+                    if last is not None and getattr(self.engine, "has_pending", False):
+                        self._emit(self.engine.process(last), write=False)
+                        if getattr(self.engine, "has_pending", False):
+                            time.sleep(0.02)  # a background encode for the new prompt is still running
+                    else:
+                        time.sleep(0.02)
+                    continue
+                try:
+                    item = self._frames.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                frame: Frame = item  # type: ignore[assignment]
+                t0 = time.perf_counter()
+                result = self.engine.process(frame)
+                self._proc_times.append(time.perf_counter() - t0)
+                self._frames_processed += 1
+                last = frame
+                self._emit(result, write=True)
+                if self.config.max_frames and self._frames_processed >= self.config.max_frames:
+                    self._stop.set()
+                    break
+        except BaseException as exc:
+            self._errors.append(exc)
+            self._stop.set()
+        finally:
+            self._close_sinks()
+            self._put_result(_END, force=True)
+
+    def _emit(self, result: FrameResult, *, write: bool) -> None:
+        if write:
+            for sink in self.sinks:
+                sink.write(result)
+        self._latency_ms = (time.monotonic() - result.frame.capture_time) * 1e3
+        self._put_result(result)
+
+    def _put_result(self, item: object, force: bool = False) -> None:
+        while True:
+            try:
+                self._results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    if not force:
+                        return
+                    # Make room for the end marker: the consumer may be gone.
+                    try:
+                        self._results.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    def _close_sinks(self) -> None:
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            try:
+                sink.close()
+            except BaseException as exc:
+                self._errors.append(exc)

@@ -1,0 +1,629 @@
+"""The live window: show the tracked video and turn clicks and keys into commands.
+
+Mouse (window and image coordinates match 1:1, thanks to
+``WINDOW_AUTOSIZE | WINDOW_GUI_NORMAL``, which drops Qt's toolbar):
+
+* **click** (left button, moved less than ``drag_threshold_px``): a new object
+  from a positive point;
+* **drag** (left button, moved further): a new object from the dragged box,
+  previewed while dragging;
+* **right-click** or **shift-click**: a negative point ("not this") added to
+  the *selected* object -- the one most recently added (or, when none is
+  selected, the one under the cursor).
+
+Keys: ``space`` pause/resume, ``a`` auto-discovery on/off, ``d`` or
+``Delete`` remove the object under the cursor, ``c`` clear all, ``s`` save a
+snapshot PNG, ``h`` show/hide the key help, ``q`` or ``Esc`` quit. Closing
+the window quits too.
+
+The code is split so the event handling can be tested without a window:
+:class:`Interaction` is a pure state machine from OpenCV mouse/key events to
+:data:`Command` values, :class:`Selection` follows which object is selected,
+and :class:`LiveWindow` owns the OpenCV window and applies the commands to
+the pipeline and engine.
+
+Import OpenCV before PyAV in any program that opens this window: PyAV's
+Linux wheel bundles its own ``libxcb``, and when it is loaded first, OpenCV's
+Qt backend blocks forever in the first ``namedWindow`` (measured under Xvfb
+with av 18 and opencv-python 5.0). The ``realtime-sam`` command does so.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Protocol, Union
+
+import cv2
+import numpy as np
+
+from realtime_sam.errors import ConfigError, PromptError, RealtimeSamError
+from realtime_sam.output.render import HudInfo, Renderer
+from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
+from realtime_sam.types import Box, FrameResult, ObjectPrompt
+
+__all__ = [
+    "WindowConfig",
+    "HELP_KEYS",
+    "AddObject",
+    "RefineObject",
+    "RemoveAt",
+    "ClearAll",
+    "TogglePause",
+    "ToggleAuto",
+    "SaveSnapshot",
+    "ToggleHelp",
+    "Quit",
+    "Command",
+    "Interaction",
+    "Selection",
+    "LiveWindow",
+    "WindowError",
+    "display_available",
+]
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("click", "track a new object (positive point)"),
+    ("drag", "track a new object (box)"),
+    ("r-click", "exclude a point from the selected object"),
+    ("space", "pause / resume"),
+    ("a", "auto-discovery on / off"),
+    ("d / Del", "remove the object under the cursor"),
+    ("c", "clear all objects"),
+    ("s", "save a snapshot PNG"),
+    ("h", "show / hide this help"),
+    ("q / Esc", "quit"),
+)
+
+# Key codes from cv2.waitKeyEx: Delete is 0xFFFF under Qt/GTK on X11 (measured
+# under Xvfb), 0x2E0000 on Windows, 127 on macOS.
+_DELETE_CODES = frozenset({0xFFFF, 0x2E0000, 127})
+_ESC = 27
+
+
+class WindowError(RealtimeSamError):
+    """The live window cannot be opened (no display, or OpenCV without a GUI)."""
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: always on Windows/macOS; on other systems, X11 or Wayland must be set."""
+    import os
+
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How the live window looks and reacts.
+
+    Attributes:
+        title: window title (also how tests and window managers find it).
+        snapshot_dir: folder where ``s`` saves PNG snapshots.
+        drag_threshold_px: a left-button press that moves further than this
+            before release is a box, else a click.
+        message_s: how long a status message stays on the HUD line.
+        show_help: start with the key help shown.
+    """
+
+    title: str = "realtime-sam"
+    snapshot_dir: Path = Path(".")
+    drag_threshold_px: float = 5.0
+    message_s: float = 3.0
+    show_help: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            raise ConfigError("the window title must not be empty")
+        if not (math.isfinite(self.drag_threshold_px) and self.drag_threshold_px >= 0):
+            raise ConfigError(f"window.drag_threshold_px must be >= 0, got {self.drag_threshold_px}")
+        if not (math.isfinite(self.message_s) and self.message_s >= 0):
+            raise ConfigError(f"window.message_s must be >= 0, got {self.message_s}")
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class AddObject:
+    """Track a new object from ``prompt`` (a point or a box, image pixels)."""
+
+    prompt: ObjectPrompt
+
+
+@dataclass(frozen=True)
+class RefineObject:
+    """Add a negative point at ``(x, y)`` to the selected object."""
+
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class RemoveAt:
+    """Remove the object under ``(x, y)``."""
+
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class ClearAll:
+    """Remove every object."""
+
+
+@dataclass(frozen=True)
+class TogglePause:
+    """Pause or resume the video."""
+
+
+@dataclass(frozen=True)
+class ToggleAuto:
+    """Switch auto-discovery on or off."""
+
+
+@dataclass(frozen=True)
+class SaveSnapshot:
+    """Save the frame as shown to a PNG."""
+
+
+@dataclass(frozen=True)
+class ToggleHelp:
+    """Show or hide the key help."""
+
+
+@dataclass(frozen=True)
+class Quit:
+    """Stop and close the window."""
+
+
+Command = Union[AddObject, RefineObject, RemoveAt, ClearAll, TogglePause, ToggleAuto, SaveSnapshot, ToggleHelp, Quit]
+
+
+# ---------------------------------------------------------------- event handling
+
+
+class Interaction:
+    """Turns OpenCV mouse and key events into :data:`Command` values.
+
+    Holds only the left-button drag in progress and the last cursor
+    position; knows nothing of windows, engines or threads, so it can be
+    driven by synthetic events in tests.
+    """
+
+    def __init__(self, drag_threshold_px: float = 5.0) -> None:
+        self.drag_threshold_px = float(drag_threshold_px)
+        self.cursor: tuple[int, int] | None = None
+        self._press: tuple[int, int] | None = None
+        self._press_negative = False
+        self._dragging = False
+
+    @property
+    def preview_box(self) -> Box | None:
+        """The box being dragged, ``XYXY`` with ordered corners, or ``None``."""
+        if not self._dragging or self._press is None or self.cursor is None:
+            return None
+        (x0, y0), (x1, y1) = self._press, self.cursor
+        return (float(min(x0, x1)), float(min(y0, y1)), float(max(x0, x1)), float(max(y0, y1)))
+
+    def _moved_far(self, x: int, y: int) -> bool:
+        assert self._press is not None
+        return math.hypot(x - self._press[0], y - self._press[1]) > self.drag_threshold_px
+
+    def on_mouse(self, event: int, x: int, y: int, flags: int) -> list[Command]:
+        """Handle one ``cv2.setMouseCallback`` event; returns the commands it completes."""
+        self.cursor = (int(x), int(y))
+        if event == cv2.EVENT_LBUTTONDOWN:
+            self._press = (int(x), int(y))
+            self._press_negative = bool(flags & cv2.EVENT_FLAG_SHIFTKEY)
+            self._dragging = False
+            return []
+        if event == cv2.EVENT_MOUSEMOVE:
+            if self._press is not None and not self._press_negative and not self._dragging and self._moved_far(x, y):
+                self._dragging = True
+            return []
+        if event == cv2.EVENT_LBUTTONUP:
+            if self._press is None:  # a release whose press we never saw (e.g. pressed outside)
+                return []
+            press, negative, self._press = self._press, self._press_negative, None
+            dragging, self._dragging = self._dragging, False
+            if negative:
+                return [RefineObject(float(press[0]), float(press[1]))]
+            if dragging or math.hypot(x - press[0], y - press[1]) > self.drag_threshold_px:
+                box = (
+                    float(min(press[0], x)),
+                    float(min(press[1], y)),
+                    float(max(press[0], x)),
+                    float(max(press[1], y)),
+                )
+                return [AddObject(ObjectPrompt(box=box))]
+            return [AddObject(ObjectPrompt(points=((float(press[0]), float(press[1])),), labels=(1,)))]
+        if event == cv2.EVENT_RBUTTONDOWN:
+            return [RefineObject(float(x), float(y))]
+        return []
+
+    def on_key(self, code: int) -> list[Command]:
+        """Handle one ``cv2.waitKeyEx`` code (``-1``: no key)."""
+        if code == -1 or code is None:
+            return []
+        if code in _DELETE_CODES:
+            return [RemoveAt(*map(float, self.cursor))] if self.cursor is not None else []
+        if code == _ESC:
+            return [Quit()]
+        if not 0 < code < 256:
+            return []  # modifiers, arrows, function keys
+        key = chr(code).lower()
+        if key == "q":
+            return [Quit()]
+        if key == " ":
+            return [TogglePause()]
+        if key == "a":
+            return [ToggleAuto()]
+        if key == "d":
+            return [RemoveAt(*map(float, self.cursor))] if self.cursor is not None else []
+        if key == "c":
+            return [ClearAll()]
+        if key == "s":
+            return [SaveSnapshot()]
+        if key == "h":
+            return [ToggleHelp()]
+        return []
+
+
+class Selection:
+    """Which object a negative point refines: the most recently added one.
+
+    The engine assigns ids when it applies a prompt (on a later frame), so an
+    add only *arms* the selection; the first id not seen before that then
+    appears in a result becomes selected. A selected object that leaves the
+    results (removed, cleared) is deselected.
+    """
+
+    def __init__(self) -> None:
+        self.selected: int | None = None
+        self._armed = False
+        self._seen: set[int] = set()
+
+    def object_added(self) -> None:
+        """Call when an :class:`AddObject` was sent to the engine."""
+        self._armed = True
+
+    def observe(self, result: FrameResult) -> None:
+        """Update from a new result."""
+        ids = {t.track_id for t in result.tracks}
+        new = ids - self._seen
+        self._seen |= ids
+        if self._armed and new:
+            self.selected = max(new)
+            self._armed = False
+        elif self.selected is not None and self.selected not in ids:
+            self.selected = None
+
+
+# ---------------------------------------------------------------- the window
+
+
+class _Pipeline(Protocol):
+    def poll(self, timeout: float = 0.0) -> FrameResult | None: ...
+
+    @property
+    def ended(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+
+class _Engine(Protocol):
+    def add_object(self, prompt: ObjectPrompt) -> None: ...
+
+    def remove_object(self, track_id: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def set_auto(self, enabled: bool) -> None: ...
+
+    @property
+    def auto(self) -> bool: ...
+
+    def track_at(self, x: float, y: float) -> int | None: ...
+
+
+ExitReason = Literal["quit", "closed", "ended"]
+
+
+class LiveWindow:
+    """The interactive OpenCV window; it owns the window and nothing else.
+
+    Typical use (the CLI's windowed mode)::
+
+        with LiveWindow(WindowConfig()) as window:
+            reason = window.run(pipeline, engine)
+
+    :meth:`run` shows every result of the pipeline, applies the user's
+    commands to the engine (prompts, removal, auto mode) and the pipeline
+    (pause, quit), and returns why it stopped.
+    """
+
+    def __init__(
+        self,
+        config: WindowConfig = WindowConfig(),
+        *,
+        renderer: Renderer | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.renderer = renderer if renderer is not None else Renderer()
+        self.on_message = on_message if on_message is not None else (lambda text: print(text, file=sys.stderr))
+        self.interaction = Interaction(config.drag_threshold_px)
+        self.selection = Selection()
+        self.show_help = config.show_help
+        self.snapshots: list[Path] = []
+        self._pending: list[Command] = []
+        self._open = False
+        self._message: str | None = None
+        self._message_until = 0.0
+        self._display_times: collections.deque[float] = collections.deque(maxlen=30)
+        self._last: FrameResult | None = None
+        self._last_encoded: int | None = None
+        self._shown: np.ndarray | None = None
+
+    # -- window lifecycle ------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the window.
+
+        Raises:
+            WindowError: no display, or OpenCV built without GUI support.
+        """
+        if self._open:
+            return
+        if not display_available():
+            raise WindowError("no display to show a window on (DISPLAY is not set); run with --headless")
+        try:
+            cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+            cv2.setMouseCallback(self.config.title, self._on_mouse)
+        except cv2.error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+            raise WindowError(
+                f"cannot open a window ({reason}); install opencv-python (not -headless) or run with --headless"
+            ) from None
+        self._open = True
+
+    def close(self) -> None:
+        """Destroy the window; idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            cv2.destroyWindow(self.config.title)
+            cv2.waitKey(1)  # lets the GUI backend process the destroy
+        except cv2.error:
+            pass
+
+    def __enter__(self) -> "LiveWindow":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object = None) -> None:
+        # Called by OpenCV inside waitKey, on the GUI thread: just queue the commands.
+        self._pending.extend(self.interaction.on_mouse(event, x, y, flags))
+
+    def _closed_by_user(self) -> bool:
+        try:
+            return cv2.getWindowProperty(self.config.title, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(
+        self,
+        pipeline: _Pipeline,
+        engine: _Engine,
+        *,
+        on_result: Callable[[FrameResult], None] | None = None,
+        poll_s: float = 0.01,
+    ) -> ExitReason:
+        """Show results until the pipeline ends or the user quits.
+
+        Args:
+            pipeline: iterated for results; paused, resumed and stopped by the user.
+            engine: receives the user's prompts and removals.
+            on_result: called with every new result (progress reporting).
+            poll_s: longest wait for a result before serving the GUI again.
+
+        Returns:
+            ``"quit"`` (``q``/``Esc``), ``"closed"`` (window closed), or
+            ``"ended"`` (the pipeline ended by itself: end of the source,
+            ``max_frames``, or ``stop()`` called elsewhere, e.g. on Ctrl-C).
+
+        Raises:
+            Whatever the pipeline raises (e.g. :class:`SourceError`), after
+            showing every result before it.
+        """
+        self.open()
+        try:
+            while True:
+                # Never block on the model: the window must keep serving
+                # events while an encode takes seconds on a CPU.
+                item = pipeline.poll(poll_s)
+                dirty = False
+                if item is None and pipeline.ended:
+                    break
+                if item is not None:
+                    self._take(item)
+                    if on_result is not None:
+                        on_result(item)
+                    dirty = True
+                key = cv2.waitKeyEx(1)
+                self._pending.extend(self.interaction.on_key(key))
+                commands, self._pending = self._pending, []
+                for command in commands:
+                    dirty = True
+                    if isinstance(command, Quit):
+                        pipeline.stop()
+                        return "quit"
+                    self._apply(command, pipeline, engine)
+                if self.interaction.preview_box is not None:
+                    dirty = True  # follow the cursor while dragging
+                if self._message is not None and time.monotonic() > self._message_until:
+                    self._message = None
+                    dirty = True
+                if dirty:
+                    self._draw(pipeline, engine)
+                if self._closed_by_user():
+                    pipeline.stop()
+                    return "closed"
+        finally:
+            pipeline.stop()
+            self.close()  # the window goes at once; Pipeline.close() waits for the outputs
+        return "ended"
+
+    def _take(self, result: FrameResult) -> None:
+        self._last = result
+        self._display_times.append(time.monotonic())
+        if result.encoded:
+            self._last_encoded = result.index
+        self.selection.observe(result)
+
+    def _say(self, text: str) -> None:
+        self._message = text
+        self._message_until = time.monotonic() + self.config.message_s
+        self.on_message(text)
+
+    def _frame_size(self) -> tuple[int, int] | None:
+        if self._last is None:
+            return None
+        return self._last.frame.width, self._last.frame.height
+
+    def _apply(self, command: Command, pipeline: _Pipeline, engine: _Engine) -> None:
+        try:
+            if isinstance(command, AddObject):
+                size = self._frame_size()
+                if size is None:
+                    self._say("no frame yet; wait for the video before clicking")
+                    return
+                prompt = clamp_prompt(validate_prompt(command.prompt, "click"), *size)
+                engine.add_object(prompt)
+                self.selection.object_added()
+                if prompt.box is not None:
+                    x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
+                    self._say(f"new object from box {x0},{y0},{x1},{y1}")
+                else:
+                    x, y = (int(round(v)) for v in prompt.points[0])
+                    self._say(f"new object from point {x},{y}")
+            elif isinstance(command, RefineObject):
+                target = self.selection.selected
+                if target is None:
+                    target = engine.track_at(command.x, command.y)
+                if target is None:
+                    self._say("no object selected: click an object first, then right-click to exclude areas")
+                    return
+                size = self._frame_size()
+                prompt = ObjectPrompt(points=((command.x, command.y),), labels=(0,), track_id=target)
+                if size is not None:
+                    prompt = clamp_prompt(prompt, *size)
+                engine.add_object(validate_prompt(prompt, "right-click"))
+                self._say(f"excluded point {int(command.x)},{int(command.y)} from object {target}")
+            elif isinstance(command, RemoveAt):
+                target = engine.track_at(command.x, command.y)
+                if target is None:
+                    self._say("no object under the cursor to remove")
+                    return
+                engine.remove_object(target)
+                if self.selection.selected == target:
+                    self.selection.selected = None
+                self._say(f"removed object {target}")
+            elif isinstance(command, ClearAll):
+                engine.clear()
+                self.selection.selected = None
+                self._say("cleared all objects")
+            elif isinstance(command, TogglePause):
+                if pipeline.paused:
+                    pipeline.resume()
+                    self._say("resumed")
+                else:
+                    pipeline.pause()
+                    self._say("paused: click to add objects, space to resume")
+            elif isinstance(command, ToggleAuto):
+                enabled = not engine.auto
+                engine.set_auto(enabled)
+                self._say(f"auto-discovery {'on' if enabled else 'off'}")
+            elif isinstance(command, SaveSnapshot):
+                self._snapshot()
+            elif isinstance(command, ToggleHelp):
+                self.show_help = not self.show_help
+        except PromptError as exc:
+            self._say(str(exc))
+
+    def _snapshot(self) -> None:
+        if self._shown is None or self._last is None:
+            self._say("nothing to save yet")
+            return
+        folder = Path(self.config.snapshot_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"realtime-sam-{stamp}-f{self._last.index:06d}.png"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok = cv2.imwrite(str(path), self._shown)
+        except (OSError, cv2.error) as exc:
+            ok, reason = False, str(exc).strip().splitlines()[-1]
+        else:
+            reason = "cv2.imwrite failed"
+        if ok:
+            self.snapshots.append(path)
+            self._say(f"snapshot saved: {path}")
+        else:
+            self._say(f"cannot save snapshot {path}: {reason}")
+
+    def _hud(self, pipeline: _Pipeline, engine: _Engine, now: float) -> HudInfo:
+        times = self._display_times
+        display_fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+        stats = getattr(pipeline, "stats", None)
+        model_fps = getattr(stats, "model_fps", None) or None
+        assert self._last is not None
+        latency_ms = (now - self._last.frame.capture_time) * 1e3
+        age = self._last.index - self._last_encoded if self._last_encoded is not None else 0
+        message = self._message
+        if message is None and getattr(engine, "has_pending", False):
+            # With a background encode a new object's mask comes 1-3 s after the click (CPU).
+            message = "segmenting..."
+        if message is None and self.selection.selected is not None:
+            message = f"selected {self.selection.selected}"
+        return HudInfo(
+            display_fps=display_fps,
+            model_fps=model_fps,
+            latency_ms=latency_ms,
+            encode_age_frames=max(0, age),
+            paused=bool(pipeline.paused),
+            auto_mode=bool(engine.auto),
+            num_tracks=len(self._last.tracks),
+            message=message,
+        )
+
+    def _draw(self, pipeline: _Pipeline, engine: _Engine) -> None:
+        if self._last is None:
+            return
+        now = time.monotonic()
+        image = self.renderer.annotate(self._last.frame.image, self._last, hud=self._hud(pipeline, engine, now))
+        self._shown = image
+        box = self.interaction.preview_box
+        if box is not None:
+            image = self.renderer.draw_box_preview(image, box)
+        if self.show_help:
+            image = self.renderer.draw_help(image, HELP_KEYS, title="Keys (h to hide)")
+        cv2.imshow(self.config.title, image)

@@ -1,0 +1,370 @@
+"""What every source shares: :class:`Source`, its settings (:class:`SourceConfig`),
+status events of live sources, URL redaction and :class:`LiveSource`, the
+reconnect-with-backoff loop of cameras and network streams.
+
+The failure and threading policy of all sources is described in
+:mod:`realtime_sam.capture.sources`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+from realtime_sam.errors import (
+    ConfigError,
+    SourceError,
+)
+from realtime_sam.types import Frame
+
+__all__ = ["StatusKind", "SourceConfig", "StatusEvent", "StatusCallback", "redact_url", "Source", "LiveSource"]
+
+_RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+
+
+StatusKind = Literal["disconnected", "reconnecting", "reconnected", "gave_up"]
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How sources open, time out and recover.
+
+    Attributes:
+        open_timeout_s: longest wait for a stream to open (connect + probe).
+        read_timeout_s: longest wait for the next packet of a stream; a stall
+            longer than this is a disconnect.
+        reconnect: reopen a live source (stream, webcam) that drops.
+        reconnect_max_tries: reopen attempts per disconnect before giving up
+            with :class:`SourceError` (0: try forever).
+        backoff_initial_s: wait before the first reopen attempt; doubles after
+            each failed attempt...
+        backoff_max_s: ...up to this.
+        max_consecutive_decode_errors: undecodable packets in a row after
+            which a file counts as damaged beyond recovery (and a live stream
+            as disconnected).
+        rtsp_transport: RTSP lower transport: ``"tcp"`` (reliable through
+            NAT and firewalls), ``"udp"``, ``"udp_multicast"``, ``"http"``
+            or ``"https"``.
+        image_fps: frame rate assumed for image sequences' timestamps.
+    """
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    reconnect: bool = True
+    reconnect_max_tries: int = 0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    max_consecutive_decode_errors: int = 50
+    rtsp_transport: str = "tcp"
+    image_fps: float = 25.0
+
+    def __post_init__(self) -> None:
+        for name in ("open_timeout_s", "read_timeout_s", "image_fps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"source.{name} must be a number > 0, got {value!r}")
+        for name in ("backoff_initial_s", "backoff_max_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"source.{name} must be a number >= 0, got {value!r}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ConfigError(
+                f"source.backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"
+            )
+        if not isinstance(self.reconnect, bool):
+            raise ConfigError(f"source.reconnect must be true or false, got {self.reconnect!r}")
+        if not isinstance(self.reconnect_max_tries, int) or self.reconnect_max_tries < 0:
+            raise ConfigError(f"source.reconnect_max_tries must be an int >= 0 (0 = forever), got {self.reconnect_max_tries!r}")
+        if not isinstance(self.max_consecutive_decode_errors, int) or self.max_consecutive_decode_errors < 1:
+            raise ConfigError(
+                f"source.max_consecutive_decode_errors must be an int >= 1, got {self.max_consecutive_decode_errors!r}"
+            )
+        if self.rtsp_transport not in _RTSP_TRANSPORTS:
+            raise ConfigError(f"source.rtsp_transport must be one of {', '.join(_RTSP_TRANSPORTS)}, got {self.rtsp_transport!r}")
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A change in a live source's connection, for logs and on-screen status.
+
+    Attributes:
+        kind: ``"disconnected"`` (the source dropped), ``"reconnecting"``
+            (an attempt is about to start), ``"reconnected"`` or ``"gave_up"``
+            (reading ends with :class:`SourceError`).
+        time: ``time.monotonic()`` when it happened (the clock of
+            :attr:`Frame.capture_time`).
+        message: one line, credentials redacted.
+        source: the source's redacted display name.
+        attempt: 1-based reconnect attempt for ``"reconnecting"`` and
+            ``"reconnected"`` / the number made for ``"gave_up"``; else 0.
+    """
+
+    kind: StatusKind
+    time: float
+    message: str
+    source: str
+    attempt: int = 0
+
+
+StatusCallback = Callable[[StatusEvent], None]
+
+
+# FFmpeg splits a URL's authority at the first "/", "?" or "#" and takes the
+# user info up to the authority's *last* "@"; do the same so a password that
+# contains "@" is hidden whole.
+_URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<authority>[^/?#\s'\"]*)(?P<rest>[^\s'\"]*)")
+
+
+_SECRET_QUERY_RE = re.compile(
+    r"(?i)([?&;](?:password|passwd|pass|pwd|user|username|token|access_token|auth|key|api_key|apikey|secret|signature|sig)=)[^&#;\s'\"]*"
+)
+
+
+def redact_url(url: str) -> str:
+    """Hide credentials in a URL (or in any text containing URLs).
+
+    ``rtsp://user:pass@host:554/x`` becomes ``rtsp://***@host:554/x``; query
+    parameters that carry secrets (``password=``, ``token=``, ``key=``...)
+    have their values replaced by ``***``. Text without URLs is returned
+    unchanged.
+    """
+
+    def one(m: re.Match[str]) -> str:
+        authority = m.group("authority")
+        if "@" in authority:
+            authority = "***@" + authority.rsplit("@", 1)[1]
+        return m.group("scheme") + authority + _SECRET_QUERY_RE.sub(r"\1***", m.group("rest"))
+
+    return _URL_RE.sub(one, url)
+
+
+def secrets_of(url: str) -> list[str]:
+    """Credential strings in ``url`` that must not appear in any message (raw and percent-decoded)."""
+    from urllib.parse import unquote
+
+    m = _URL_RE.match(url)
+    if not m or "@" not in m.group("authority"):
+        return []
+    userinfo = m.group("authority").rsplit("@", 1)[0]
+    found = {userinfo, unquote(userinfo)}
+    for part in userinfo.split(":", 1)[1:]:  # the password alone, if it is long enough to be unambiguous
+        if len(part) >= 4:
+            found.update({part, unquote(part)})
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+class Source(abc.ABC):
+    """A sequence of frames from a camera, file, stream or image sequence.
+
+    Attributes:
+        live: True for cameras, streams and lavfi graphs (frames arrive in
+            real time and old ones are worthless); False for files and image
+            sequences (every frame should be processed).
+        fps: nominal frame rate, ``None`` when unknown.
+        size: ``(width, height)`` of delivered images (after rotation).
+        name: display name, credentials redacted.
+        num_frames: total frames when known (files), else ``None``.
+
+    Use as a context manager, or iterate: ``for frame in source`` stops at the
+    end and lets :class:`SourceError` / :class:`StreamInterrupted` propagate.
+    """
+
+    live: bool
+    fps: float | None
+    size: tuple[int, int]
+    name: str
+    num_frames: int | None
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._io_lock = threading.Lock()
+        self._closed = False
+        self._close_pending = False
+        self._delivered = 0
+
+    @abc.abstractmethod
+    def _read(self) -> Frame | None:
+        """Read the next frame (called with the I/O lock held)."""
+
+    @abc.abstractmethod
+    def _release(self) -> None:
+        """Free decoders and devices (called once, with the I/O lock held)."""
+
+    def read(self) -> Frame | None:
+        """The next frame, or ``None`` when the source has ended for good or was interrupted.
+
+        Blocks at most about ``read_timeout_s`` per attempt on streams (a live
+        source that drops blocks while it reconnects, until it is back,
+        :meth:`interrupt` is called, or it gives up with :class:`SourceError`).
+
+        Raises:
+            StreamInterrupted: a file or image sequence turned out damaged;
+                every frame before the damage was delivered first.
+            SourceError: a live source gave up reconnecting.
+        """
+        with self._io_lock:
+            try:
+                if self._closed or self._stop.is_set():
+                    return None
+                frame = self._read()
+                if frame is not None:
+                    self._delivered += 1
+                return frame
+            finally:
+                if self._close_pending:
+                    self._close_locked()
+
+    def interrupt(self) -> None:
+        """Ask a blocked or future :meth:`read` to return ``None`` soon; safe from any thread."""
+        self._stop.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Stop and release the source; idempotent, safe from any thread."""
+        self.interrupt()
+        # A read in progress finishes within about read_timeout_s; if it takes
+        # longer, the reader releases the source itself when it leaves read().
+        if self._io_lock.acquire(timeout=self._close_wait_s()):
+            try:
+                self._close_locked()
+            finally:
+                self._io_lock.release()
+        else:
+            self._close_pending = True
+
+    def _close_wait_s(self) -> float:
+        return 1.0
+
+    def _close_locked(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_pending = False
+            self._release()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read()
+            if frame is None:
+                return
+            yield frame
+
+    def __repr__(self) -> str:
+        w, h = self.size
+        return f"<{type(self).__name__} {self.name} {w}x{h} live={self.live} fps={self.fps}>"
+
+
+class _Stopped(Exception):
+    """The stop flag was set between packets."""
+
+
+class _ReadFailed(Exception):
+    """Reading packets failed (timeout, connection lost, I/O error)."""
+
+
+class _TooManyErrors(Exception):
+    """Too many packets in a row could not be decoded."""
+
+
+class _ConnectFailed(Exception):
+    """One attempt to (re)open a live source failed; the message is the reason."""
+
+
+class LiveSource(Source):
+    """Shared disconnect / backoff / reconnect logic for live sources."""
+
+    live = True
+
+    def __init__(self, config: SourceConfig, on_status: StatusCallback | None) -> None:
+        super().__init__()
+        self.config = config
+        self._on_status = on_status
+        self._secrets: list[str] = []
+        self._t_open = time.monotonic()
+        self._last_ts: float | None = None
+
+    # subclasses implement these three
+    @abc.abstractmethod
+    def _connect(self) -> None:
+        """Open the device/stream; raise :class:`_ConnectFailed` on failure."""
+
+    @abc.abstractmethod
+    def _disconnect(self) -> None:
+        """Release the current connection (idempotent)."""
+
+    @property
+    @abc.abstractmethod
+    def _connected(self) -> bool: ...
+
+    def _scrub(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _emit(self, kind: StatusKind, message: str, attempt: int = 0) -> None:
+        if self._on_status is None:
+            return
+        self._on_status(StatusEvent(kind, time.monotonic(), self._scrub(message), self.name, attempt))
+
+    def _close_wait_s(self) -> float:
+        return self.config.read_timeout_s + 1.0
+
+    def _dropped(self, reason: str) -> None:
+        """Handle a disconnect: report it, then reconnect or give up."""
+        self._disconnect()
+        reason = self._scrub(reason)
+        self._emit("disconnected", f"{self.name} disconnected: {reason}")
+        if not self.config.reconnect:
+            self._emit("gave_up", f"{self.name}: reconnecting is off", 0)
+            raise SourceError(f"{self.name} disconnected ({reason}); reconnecting is off (source.reconnect: false)")
+        self._reconnect(reason)
+
+    def _reconnect(self, reason: str) -> None:
+        """Reopen with exponential backoff; returns when connected or interrupted, raises on giving up."""
+        cfg = self.config
+        attempt = 0
+        delay = cfg.backoff_initial_s
+        while True:
+            attempt += 1
+            self._emit("reconnecting", f"reconnecting to {self.name} in {delay:.1f} s (attempt {attempt})", attempt)
+            # Event.wait doubles as an interruptible sleep.
+            if self._stop.wait(delay):
+                return
+            try:
+                self._connect()
+            except _ConnectFailed as exc:
+                reason = self._scrub(str(exc))
+                if self._stop.is_set():
+                    return
+                if cfg.reconnect_max_tries and attempt >= cfg.reconnect_max_tries:
+                    self._emit("gave_up", f"gave up on {self.name} after {attempt} attempts: {reason}", attempt)
+                    raise SourceError(
+                        f"lost {self.name} and could not reconnect after {attempt} attempts ({reason}); "
+                        "check that the source is up, or raise source.reconnect_max_tries (0 = forever)"
+                    ) from None
+                delay = min(max(delay * 2.0, 0.05), cfg.backoff_max_s)
+                continue
+            self._emit("reconnected", f"reconnected to {self.name} (attempt {attempt})", attempt)
+            return
+
+    def _next_timestamp(self) -> float:
+        """Seconds since the source opened, never below the previous frame's timestamp."""
+        ts = time.monotonic() - self._t_open
+        if self._last_ts is not None and ts <= self._last_ts:
+            ts = self._last_ts + 1e-6
+        self._last_ts = ts
+        return ts

@@ -1,0 +1,119 @@
+"""Image sequences: a folder, a glob or one image (:class:`ImageSequenceSource`).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from realtime_sam.capture.base import Source, SourceConfig
+from realtime_sam.errors import (
+    SourceError,
+    StreamInterrupted,
+)
+from realtime_sam.types import Frame
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageSequenceSource"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """Any 8-bit OpenCV image as ``HxWx3 uint8`` BGR, C-contiguous."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1.0, float(np.iinfo(image.dtype).max)))
+    return np.ascontiguousarray(image)
+
+
+def _natural_key(path: Path) -> list[Any]:
+    """Sort key that puts ``frame2`` before ``frame10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+
+
+class ImageSequenceSource(Source):
+    """A folder of images or a glob pattern, in natural sort order, read with ``cv2.imread``.
+
+    Timestamps are ``position / config.image_fps``, where position is the
+    image's place in the sorted list. Unreadable images are skipped, and
+    after the last image :class:`StreamInterrupted` reports how many were
+    skipped. Images must all have the first one's size.
+    """
+
+    live = False
+
+    def __init__(self, spec: str | Path, config: SourceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SourceConfig()
+        self.name = str(spec)
+        path = Path(spec)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not files:
+                raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        elif path.is_file():
+            files = [path]
+        else:
+            files = [Path(p) for p in globmod.glob(str(spec)) if Path(p).is_file()]
+            if not files:
+                raise SourceError(f"no files match {spec}; check the pattern (quote it so the shell does not expand it)")
+        self._files = sorted(files, key=_natural_key)
+        self.fps = float(self.config.image_fps)
+        self.num_frames = len(self._files)
+        self._pos = 0
+        self._skipped: list[Path] = []
+        first = self._next_image()
+        if first is None:
+            raise SourceError(f"none of the {len(self._files)} files in {self.name} is a readable image")
+        self._first: tuple[int, np.ndarray] | None = first
+        h, w = first[1].shape[:2]
+        self.size = (int(w), int(h))
+
+    def _next_image(self) -> tuple[int, np.ndarray] | None:
+        while self._pos < len(self._files):
+            pos, path = self._pos, self._files[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self._skipped.append(path)
+                continue
+            return pos, np.ascontiguousarray(image)
+        return None
+
+    def _read(self) -> Frame | None:
+        if self._first is not None:
+            item, self._first = self._first, None
+        else:
+            if self._pos >= len(self._files) and not self._skipped:
+                return None
+            item = self._next_image()
+            if item is None:
+                if self._skipped:
+                    skipped, self._skipped = self._skipped, []
+                    raise StreamInterrupted(
+                        f"{self.name}: {len(skipped)} of {len(self._files)} files could not be read as images "
+                        f"(first: {skipped[0]}); the other {self._delivered} were delivered"
+                    )
+                return None
+        pos, image = item
+        h, w = image.shape[:2]
+        if (w, h) != self.size:
+            self._pos = len(self._files)
+            self._skipped = []
+            raise SourceError(
+                f"{self._files[pos]} is {w}x{h} but the sequence started at {self.size[0]}x{self.size[1]}; "
+                "all images must have the same size"
+            )
+        return Frame(self._delivered, image, pos / self.fps, time.monotonic())
+
+    def _release(self) -> None:
+        self._first = None

@@ -1,0 +1,214 @@
+"""Network streams (RTSP, RTMP, HTTP) and ``lavfi:`` graphs through PyAV, reopened when they drop (:class:`StreamSource`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import av
+
+from realtime_sam.capture.base import (
+    LiveSource,
+    SourceConfig,
+    StatusCallback,
+    _ConnectFailed,
+    _ReadFailed,
+    _Stopped,
+    _TooManyErrors,
+    redact_url,
+    secrets_of,
+)
+from realtime_sam.capture.decoding import (
+    AVDecoder,
+    first_video_stream,
+    stream_fps,
+    to_bgr,
+)
+from realtime_sam.errors import (
+    SourceError,
+    StreamInterrupted,
+    describe_error,
+)
+from realtime_sam.types import Frame
+
+__all__ = ["StreamSource"]
+
+
+class StreamSource(LiveSource):
+    """A network stream (RTSP, RTMP, HTTP) or FFmpeg filter graph read with PyAV.
+
+    RTSP uses ``config.rtsp_transport`` (TCP by default). Opening and every
+    packet read are bounded by ``open_timeout_s`` / ``read_timeout_s``. A
+    live stream that ends, fails or stalls is reopened with backoff (see
+    :class:`SourceConfig`); frame indices keep increasing across reconnects.
+
+    Timestamps follow the stream's clock (``pts``) within one connection,
+    anchored to the seconds elapsed since the source opened when each
+    connection starts, so they increase across reconnects too. An HTTP(S)
+    URL with a known duration (a file served over HTTP) is not live: it has
+    the file's timestamps and ends (``None``, or :class:`StreamInterrupted`
+    when the connection fails) instead of reconnecting, as does a lavfi
+    graph with a duration.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        config: SourceConfig | None = None,
+        *,
+        on_status: StatusCallback | None = None,
+        format: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        super().__init__(config or SourceConfig(), on_status)
+        self._url = url
+        self._format = format
+        self._secrets = secrets_of(url)
+        self.name = display_name or redact_url(url)
+        self._scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        self._decoder: AVDecoder | None = None
+        self.num_frames = None
+        try:
+            self._connect()
+        except _ConnectFailed as exc:
+            hint = "check the filter graph" if format == "lavfi" else "check the address, credentials and that the server is up"
+            raise SourceError(f"cannot open {self.name}: {self._scrub(str(exc))}; {hint}") from None
+        stream = self._decoder.stream  # type: ignore[union-attr]
+        self.fps = stream_fps(stream)
+        container = self._decoder.container  # type: ignore[union-attr]
+        # Only a served file (HTTP with a duration) or a finite lavfi graph ends;
+        # RTSP/RTMP always count as live.
+        self.live = True
+        self._reconnects = self._scheme in ("rtsp", "rtsps", "rtmp") or (
+            self._scheme in ("http", "https") and container.duration is None
+        )
+        if self._scheme in ("http", "https") and container.duration is not None:
+            self.live = False
+        # Read one frame now: a stream that opens but sends nothing fails at
+        # open, and the size is known.
+        first = self._next_frame_or_none(first=True)
+        if first is None:
+            self._disconnect()
+            raise SourceError(f"{self.name} opened but sent no video frame within {self.config.read_timeout_s:g} s")
+        self._first: Frame | None = first
+        self.size = (first.width, first.height)
+
+    # -- connection
+    @property
+    def _connected(self) -> bool:
+        return self._decoder is not None
+
+    def _connect(self) -> None:
+        cfg = self.config
+        options: dict[str, str] = {}
+        kwargs: dict[str, Any] = {}
+        if self._scheme in ("rtsp", "rtsps"):
+            options["rtsp_transport"] = cfg.rtsp_transport
+        if self._format is None:
+            kwargs["timeout"] = (cfg.open_timeout_s, cfg.read_timeout_s)
+        started = time.monotonic()
+        try:
+            container = av.open(self._url, mode="r", format=self._format, options=options, **kwargs)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            if self._format is None and time.monotonic() - started >= 0.9 * cfg.open_timeout_s:
+                # FFmpeg reports an open timeout as "invalid data" or "exit requested".
+                raise _ConnectFailed(f"no answer within {cfg.open_timeout_s:g} s (source.open_timeout_s)") from None
+            raise _ConnectFailed(describe_error(exc)) from None
+        stream = first_video_stream(container)
+        if stream is None:
+            container.close()
+            raise _ConnectFailed("it carries no video stream")
+        self._decoder = AVDecoder(container, stream, self._stop, self.config.max_consecutive_decode_errors)
+        self._conn_anchor: tuple[float, int] | None = None  # (timestamp, pts) at the connection's first pts
+
+    def _disconnect(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+
+    # -- reading
+    def _next_frame_or_none(self, *, first: bool = False) -> Frame | None:
+        """Next frame; handles disconnects (on the first read, any failure returns ``None``)."""
+        while True:
+            if self._stop.is_set() or self._decoder is None:
+                return None
+            try:
+                av_frame = self._decoder.next_frame(recover_demux=False)
+            except _Stopped:
+                return None
+            except _ReadFailed as exc:
+                reason = str(exc)
+                if isinstance(exc.__cause__, (av.ExitError, av.error.TimeoutError)):
+                    # The read deadline fired: FFmpeg calls it "Immediate exit requested".
+                    reason = f"no data for {self.config.read_timeout_s:g} s (source.read_timeout_s)"
+                if first:
+                    return None
+                self._failed(reason)
+                continue
+            except _TooManyErrors as exc:
+                if first:
+                    return None
+                self._failed(f"{self.config.max_consecutive_decode_errors} packets in a row could not be decoded ({exc})")
+                continue
+            if av_frame is None:
+                if first or not self._reconnects:
+                    return None
+                self._dropped("the stream ended")
+                continue
+            try:
+                image = to_bgr(av_frame)
+            except (av.FFmpegError, ValueError) as exc:
+                # A frame that decodes but cannot be converted is a decode error.
+                self._decoder.decode_errors += 1
+                self._decoder.last_error = describe_error(exc)
+                continue
+            return Frame(
+                index=self._delivered,
+                image=image,
+                timestamp=self._stream_timestamp(av_frame),
+                capture_time=time.monotonic(),
+            )
+
+    def _failed(self, reason: str) -> None:
+        """A read failed: a disconnect for live streams; for a finite one (an HTTP file, a lavfi graph) the end."""
+        if self._reconnects:
+            self._dropped(reason)
+            return
+        self._disconnect()
+        # Reopening a finite stream would replay it from the start: stop instead.
+        raise StreamInterrupted(f"{self.name} stopped after {self._delivered} frames: {self._scrub(reason)}")
+
+    def _stream_timestamp(self, av_frame: Any) -> float:
+        tb = self._decoder.stream.time_base if self._decoder is not None else None  # type: ignore[union-attr]
+        pts = av_frame.pts
+        if not self.live:  # a file served over HTTP: its own clock, like a local file
+            if pts is not None and tb is not None:
+                return float(pts * tb)
+            return self._delivered / self.fps if self.fps else 0.0
+        if pts is None or tb is None:
+            return self._next_timestamp()
+        if self._conn_anchor is None:
+            self._conn_anchor = (self._next_timestamp(), pts)
+            return self._conn_anchor[0]
+        base_ts, base_pts = self._conn_anchor
+        ts = base_ts + float((pts - base_pts) * tb)
+        if self._last_ts is not None and ts <= self._last_ts:
+            # The clock jumped back (wrap-around, a restarted encoder): re-anchor.
+            self._conn_anchor = (self._next_timestamp(), pts)
+            return self._conn_anchor[0]
+        self._last_ts = ts
+        return ts
+
+    def _read(self) -> Frame | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        if self._decoder is None:
+            if not self._reconnects or self._stop.is_set():
+                return None
+            self._reconnect("not connected")
+        return self._next_frame_or_none()
+
+    def _release(self) -> None:
+        self._disconnect()

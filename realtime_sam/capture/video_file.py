@@ -1,0 +1,134 @@
+"""Video files through PyAV (:class:`VideoFileSource`): every decodable frame, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from realtime_sam.capture.base import Source, SourceConfig, _Stopped, _TooManyErrors
+from realtime_sam.capture.decoding import (
+    AVDecoder,
+    first_video_stream,
+    stream_fps,
+    to_bgr,
+)
+from realtime_sam.errors import (
+    SourceError,
+    StreamInterrupted,
+    describe_error,
+)
+from realtime_sam.types import Frame
+
+__all__ = ["VideoFileSource"]
+
+
+class VideoFileSource(Source):
+    """A video file in any container FFmpeg reads, decoded with PyAV.
+
+    Timestamps are ``pts * time_base`` (seconds), or ``index / fps`` for
+    frames without a pts. Rotation metadata is applied, so ``size`` and the
+    images are upright. A damaged file delivers every decodable frame, then
+    raises :class:`StreamInterrupted`.
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, config: SourceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SourceConfig()
+        self.path = Path(path)
+        self.name = str(self.path)
+        if not self.path.exists():
+            raise SourceError(f"video file not found: {self.path}; check the path")
+        if not self.path.is_file():
+            raise SourceError(f"{self.path} is not a file")
+        try:
+            container = av.open(str(self.path), mode="r")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            if isinstance(exc, PermissionError):
+                raise SourceError(f"cannot read {self.path}: permission denied") from None
+            raise SourceError(f"{self.path} is not a video FFmpeg can read ({describe_error(exc)})") from None
+        stream = first_video_stream(container)
+        if stream is None:
+            container.close()
+            raise SourceError(f"{self.path} has no video stream; give a video file")
+        # Keep FFmpeg's default (slice) threading: frame threading drops the
+        # last decodable frames before damage in a truncated file.
+        self._decoder = AVDecoder(container, stream, self._stop, self.config.max_consecutive_decode_errors)
+        self._time_base = stream.time_base
+        self.fps = stream_fps(stream)
+        self.num_frames = int(stream.frames) or None
+        self._finished = False
+        self._last_pts: int | None = None
+        # Decode the first frame now: a file with no decodable frame fails at
+        # open, and the size is known after rotation.
+        try:
+            first = self._next_av_frame()
+        except StreamInterrupted as exc:
+            self._decoder.close()
+            raise SourceError(f"{self.path} has no decodable video frames: {exc}") from exc
+        if first is None:
+            self._decoder.close()
+            raise SourceError(f"{self.path} has no decodable video frames (empty or damaged file)")
+        self._first: Frame | None = self._make_frame(first)
+        self.size = (self._first.width, self._first.height)
+
+    def _next_av_frame(self) -> Any | None:
+        d = self._decoder
+        try:
+            frame = d.next_frame(recover_demux=True)
+        except _TooManyErrors:
+            self._finished = True
+            raise StreamInterrupted(
+                f"{self.name} is damaged: read {self._delivered}{self._of_total()} frames, then "
+                f"{d.consecutive_errors} packets in a row could not be decoded ({d.last_error})"
+            ) from None
+        except _Stopped:
+            return None
+        if frame is not None:
+            return frame
+        self._finished = True
+        # The index promised more samples than the file holds: it was cut short.
+        truncated = self.num_frames is not None and d.packets < self.num_frames
+        if d.decode_errors or truncated:
+            parts = [f"{d.decode_errors} undecodable packets skipped"] if d.decode_errors else []
+            if truncated:
+                parts.append(f"it ends early, after {d.packets} of the {self.num_frames} packets its index lists")
+            detail = "; ".join(parts)
+            raise StreamInterrupted(f"{self.name} is damaged: read {self._delivered}{self._of_total()} frames ({detail})")
+        return None
+
+    def _of_total(self) -> str:
+        return f" of {self.num_frames}" if self.num_frames else ""
+
+    def _make_frame(self, av_frame: Any) -> Frame:
+        index = self._delivered
+        if av_frame.pts is not None:
+            self._last_pts = av_frame.pts
+        if av_frame.pts is not None and self._time_base is not None:
+            timestamp = float(av_frame.pts * self._time_base)
+        else:
+            timestamp = index / self.fps if self.fps else 0.0
+        return Frame(index=index, image=to_bgr(av_frame), timestamp=timestamp, capture_time=time.monotonic())
+
+    def _read(self) -> Frame | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        while not self._finished:
+            av_frame = self._next_av_frame()
+            if av_frame is None:
+                return None
+            if av_frame.pts is not None and self._last_pts is not None and av_frame.pts <= self._last_pts:
+                # After damage the decoder can emit a stale frame out of order;
+                # consumers (trackers) rely on time only going forward.
+                continue
+            return self._make_frame(av_frame)
+        return None
+
+    def _release(self) -> None:
+        self._decoder.close()

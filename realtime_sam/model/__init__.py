@@ -1,0 +1,11 @@
+"""The model: MobileSAM's networks and everything needed to run them.
+
+``modeling/`` holds the faithful SAM / MobileSAM modules (the reference
+layout, strict checkpoint loading); ``runtime/`` the fast inference path
+(fused encoder, batched decoder, export). ``weights`` downloads and verifies
+checkpoints, ``build`` makes models (``sam_model_registry``), ``predictor`` is
+the SAM-compatible ``SamPredictor``, ``loader`` turns a
+:class:`~realtime_sam.model.config.ModelConfig` into a ready model, and
+``runners`` adapts a model to the engine's
+:class:`~realtime_sam.tracking.model_runner.ModelRunner` protocol.
+"""

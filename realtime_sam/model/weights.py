@@ -1,0 +1,615 @@
+"""Finding, downloading and checking the model weights.
+
+Where the weights come from, in order:
+
+1. an explicit path (``--weights PATH``),
+2. ``$REALTIME_SAM_WEIGHTS``,
+3. ``<cache>/mobile_sam.pt`` (for ``vit_t``), downloaded on first use from the
+   official MobileSAM repository, falling back to the Ultralytics mirror.
+
+``<cache>`` is ``$REALTIME_SAM_CACHE`` if set, else the per-user cache
+directory (see :func:`default_cache_dir`). The SAM ViT-B/L/H checkpoints are
+large (375 MB to 2.5 GB) and are never fetched behind the user's back: the
+error says where to put the file and where Meta publishes it.
+
+A download streams into a temporary file next to the destination, checks the
+byte count against ``Content-Length`` and the contents against the model's
+manifest (:func:`realtime_sam.model.checkpoint.load_checkpoint`), and only then
+renames it into place, so an interrupted or corrupt transfer never leaves a
+file that a later run would trust.
+
+This module is also the ``realtime-sam weights`` sub-command
+(:func:`weights_main`), runnable as ``python -m realtime_sam.model.weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import http.client
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Mapping, Sequence
+
+from realtime_sam.errors import (
+    CheckpointError,
+    RealtimeSamError,
+    WeightsDownloadError,
+    describe_error,
+)
+from realtime_sam.model import checkpoint
+
+__all__ = [
+    "ENV_CACHE",
+    "ENV_WEIGHTS",
+    "ENV_URLS",
+    "WEIGHTS_FILENAMES",
+    "OFFICIAL_URLS",
+    "OFFICIAL_SAM_URLS",
+    "VerifyReport",
+    "default_cache_dir",
+    "default_weights_path",
+    "weights_urls",
+    "resolve_weights",
+    "download_weights",
+    "verify_weights",
+    "weights_main",
+]
+
+ENV_CACHE = "REALTIME_SAM_CACHE"
+ENV_WEIGHTS = "REALTIME_SAM_WEIGHTS"
+ENV_URLS = "REALTIME_SAM_WEIGHTS_URL"
+
+#: File name of the official checkpoint of each model type (also the cache file name).
+WEIGHTS_FILENAMES: Mapping[str, str] = {
+    "vit_t": "mobile_sam.pt",
+    "vit_b": "sam_vit_b_01ec64.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_h": "sam_vit_h_4b8939.pth",
+}
+
+#: Where ``mobile_sam.pt`` is fetched from, tried in this order.
+OFFICIAL_URLS: tuple[str, ...] = (
+    "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+    "https://github.com/ultralytics/assets/releases/download/v8.2.0/mobile_sam.pt",
+)
+
+#: Meta's segment-anything release files; only named in messages, never auto-downloaded.
+OFFICIAL_SAM_URLS: Mapping[str, str] = {
+    mt: f"https://dl.fbaipublicfiles.com/segment_anything/{WEIGHTS_FILENAMES[mt]}"
+    for mt in ("vit_b", "vit_l", "vit_h")
+}
+
+_CHUNK = 1 << 20
+_USER_AGENT = "realtime-sam (weights download; python urllib)"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def default_cache_dir(
+    *, environ: Mapping[str, str] | None = None, platform: str | None = None
+) -> Path:
+    """The directory that holds downloaded weights.
+
+    ``$REALTIME_SAM_CACHE`` if set; otherwise ``%LOCALAPPDATA%\\realtime-sam`` on
+    Windows, ``~/Library/Caches/realtime-sam`` on macOS and
+    ``$XDG_CACHE_HOME/realtime-sam`` (default ``~/.cache/realtime-sam``) elsewhere.
+    ``environ`` and ``platform`` default to ``os.environ`` and ``sys.platform``.
+    The directory is not created here.
+    """
+    env = os.environ if environ is None else environ
+    plat = sys.platform if platform is None else platform
+    override = env.get(ENV_CACHE, "").strip()
+    if override:
+        return Path(override).expanduser()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    if plat.startswith("win"):
+        base = env.get("LOCALAPPDATA", "").strip()
+        return (Path(base) if base else home / "AppData" / "Local") / "realtime-sam"
+    if plat == "darwin":
+        return home / "Library" / "Caches" / "realtime-sam"
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "realtime-sam"
+    return home / ".cache" / "realtime-sam"
+
+
+def default_weights_path(model_type: str = "vit_t") -> tuple[Path, str]:
+    """Where the weights are looked for when no path is given, and why.
+
+    Returns ``(path, source)`` where ``source`` is ``"$REALTIME_SAM_WEIGHTS"`` or
+    ``"cache"``. The file may not exist yet.
+    """
+    _check_model_type(model_type)
+    env_path = os.environ.get(ENV_WEIGHTS, "").strip()
+    if env_path:
+        return Path(env_path).expanduser(), f"${ENV_WEIGHTS}"
+    return default_cache_dir() / WEIGHTS_FILENAMES[model_type], "cache"
+
+
+def weights_urls() -> tuple[str, ...]:
+    """The MobileSAM download URLs, in order.
+
+    ``$REALTIME_SAM_WEIGHTS_URL`` (comma-separated) when set, else :data:`OFFICIAL_URLS`.
+    """
+    raw = os.environ.get(ENV_URLS, "")
+    urls = tuple(u.strip() for u in raw.split(",") if u.strip())
+    return urls or OFFICIAL_URLS
+
+
+def _check_model_type(model_type: str) -> None:
+    if model_type not in WEIGHTS_FILENAMES:
+        raise CheckpointError(
+            f"unknown model type {model_type!r}; choose one of {', '.join(WEIGHTS_FILENAMES)}"
+        )
+
+
+def _existing_file(path: Path, model_type: str, where: str, fix: str) -> Path:
+    """``path`` itself, or the official file name inside it when it is a directory."""
+    if path.is_dir():
+        inner = path / WEIGHTS_FILENAMES[model_type]
+        if inner.is_file():
+            return inner
+        raise CheckpointError(
+            f"weights path {path} ({where}) is a directory without {inner.name} in it; {fix}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path} ({where}); {fix}")
+    return path
+
+
+def resolve_weights(
+    weights: str | os.PathLike[str] | None,
+    *,
+    model_type: str = "vit_t",
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """The checkpoint file to load for ``model_type``.
+
+    Order: ``weights`` if given, else ``$REALTIME_SAM_WEIGHTS``, else the cache
+    file (``<cache>/mobile_sam.pt`` for ``vit_t``). Only the cache file is ever
+    downloaded, only for ``vit_t`` and only when ``download`` is true; a given
+    path that does not exist is an error naming the absolute path looked at.
+    The file's contents are not checked here (loading does that).
+
+    Raises:
+        CheckpointError: no usable file and none may be downloaded.
+        WeightsDownloadError: the download was attempted and failed.
+    """
+    _check_model_type(model_type)
+    cache_path = default_cache_dir() / WEIGHTS_FILENAMES[model_type]
+    if weights is not None and str(weights).strip():
+        path = Path(weights).expanduser().absolute()
+        return _existing_file(
+            path,
+            model_type,
+            "given with --weights",
+            f"check the path, or leave --weights out to use {cache_path}",
+        )
+    env_path = os.environ.get(ENV_WEIGHTS, "").strip()
+    if env_path:
+        path = Path(env_path).expanduser().absolute()
+        fix = f"fix or unset {ENV_WEIGHTS}"
+        if model_type == "vit_t":
+            fix += ", or run `realtime-sam weights download` to fetch it there"
+        return _existing_file(path, model_type, f"from ${ENV_WEIGHTS}", fix)
+    if cache_path.is_file():
+        return cache_path
+    if model_type != "vit_t":
+        raise CheckpointError(
+            f"no {checkpoint.MODEL_NAMES[model_type]} weights at {cache_path}: download "
+            f"{OFFICIAL_SAM_URLS[model_type]} (Meta's segment-anything release) to that path, "
+            f"or pass --weights PATH"
+        )
+    if not download:
+        raise CheckpointError(
+            f"MobileSAM weights not found at {cache_path} and downloading is off; "
+            f"run `realtime-sam weights download` or pass --weights PATH"
+        )
+    return download_weights(cache_path, model_type=model_type, progress=progress)
+
+
+# --------------------------------------------------------------------------- download
+
+
+class _TransferFailed(Exception):
+    """One URL failed; ``reason`` is a short phrase, ``offline`` whether no server answered."""
+
+    def __init__(self, reason: str, *, offline: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.offline = offline
+
+
+class _WriteFailed(Exception):
+    """Writing the temporary file failed: another mirror would not help."""
+
+
+def _describe_connect_error(exc: BaseException) -> _TransferFailed:
+    """Turn a failure to get a response into a reason, flagging 'nobody answered'."""
+    if isinstance(exc, urllib.error.HTTPError):
+        exc.close()
+        return _TransferFailed(f"HTTP {exc.code} {exc.reason}".strip())
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return _TransferFailed("host name not found", offline=True)
+    if isinstance(reason, ConnectionRefusedError):
+        return _TransferFailed("connection refused", offline=True)
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return _TransferFailed("timed out connecting", offline=True)
+    if isinstance(reason, ssl.SSLError):
+        return _TransferFailed(f"TLS error ({describe_error(reason)})")
+    if isinstance(reason, OSError) and reason.errno in (
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+    ):
+        return _TransferFailed("network unreachable", offline=True)
+    if isinstance(reason, http.client.HTTPException):
+        return _TransferFailed(f"bad HTTP response ({type(reason).__name__})")
+    return _TransferFailed(describe_error(reason))
+
+
+def _content_length(resp: http.client.HTTPResponse) -> int | None:
+    value = resp.headers.get("Content-Length")
+    try:
+        n = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return n if n is not None and n >= 0 else None
+
+
+def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: float) -> int:
+    """Stream ``url`` into ``out``; return the byte count.
+
+    Raises:
+        _TransferFailed: the server could not be reached, answered with an error,
+            or the transfer stopped before ``Content-Length`` bytes arrived.
+        _WriteFailed: ``out`` could not be written (disk full, ...).
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        resp = urllib.request.urlopen(request, timeout=timeout)
+    except ValueError as exc:  # unknown url type, malformed URL
+        raise _TransferFailed(f"not a usable URL ({describe_error(exc)})") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _describe_connect_error(exc) from exc
+
+    received = 0
+    bar = None
+    with resp:
+        length = _content_length(resp)
+        if progress and length is not None:
+            from tqdm import tqdm  # imported lazily: only a download needs it
+
+            bar = tqdm(
+                total=length,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                file=sys.stderr,
+                leave=False,
+            )
+        try:
+            while True:
+                try:
+                    chunk = resp.read(_CHUNK)
+                except (TimeoutError, socket.timeout) as exc:
+                    raise _TransferFailed(f"timed out after {received} bytes") from exc
+                except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
+                    raise _TransferFailed(
+                        f"transfer interrupted after {received} bytes ({describe_error(exc)})"
+                    ) from exc
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise _WriteFailed(describe_error(exc)) from exc
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    # http.client returns b"" when the peer closes early instead of raising, so
+    # a short body is only visible by counting.
+    if length is not None and received != length:
+        raise _TransferFailed(f"transfer interrupted: got {received} of {length} bytes")
+    return received
+
+
+def download_weights(
+    dest: str | os.PathLike[str],
+    *,
+    urls: Sequence[str] | None = None,
+    model_type: str = "vit_t",
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """Download the ``model_type`` checkpoint to ``dest``, verified, atomically.
+
+    Each URL in ``urls`` is tried in order (default: :func:`weights_urls`, i.e.
+    ``$REALTIME_SAM_WEIGHTS_URL`` or :data:`OFFICIAL_URLS`; only ``vit_t`` has
+    default URLs). A URL is accepted only when the byte count matches
+    ``Content-Length`` and the file passes
+    :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
+    ``dest`` (replacing any old file). The temporary file lives next to
+    ``dest`` and is removed on every failure, Ctrl-C included. ``progress``
+    draws a progress bar and status lines on stderr. ``timeout`` (seconds)
+    bounds connecting and each read.
+
+    Returns ``dest`` as a :class:`Path`.
+
+    Raises:
+        WeightsDownloadError: every URL failed, or ``dest`` cannot be written;
+            the one-line message names the URLs tried and the manual command.
+    """
+    _check_model_type(model_type)
+    dest = Path(dest).expanduser().absolute()
+    if urls is None:
+        if model_type != "vit_t":
+            raise WeightsDownloadError(
+                f"{checkpoint.MODEL_NAMES[model_type]} weights are not downloaded automatically; "
+                f"fetch {OFFICIAL_SAM_URLS[model_type]} by hand: curl -L -o {dest} "
+                f"{OFFICIAL_SAM_URLS[model_type]}"
+            )
+        urls = weights_urls()
+    urls = [u for u in urls if u]
+    if not urls:
+        raise WeightsDownloadError("no download URL given")
+    if dest.is_dir():
+        raise WeightsDownloadError(f"cannot download to {dest}: it is a directory; give a file path")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsDownloadError(
+            f"cannot create {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
+            f"directory or pass another destination"
+        ) from exc
+
+    name = checkpoint.MODEL_NAMES[model_type]
+    failures: list[tuple[str, _TransferFailed]] = []
+    for i, url in enumerate(urls):
+        if progress:
+            print(f"downloading {name} weights from {url}", file=sys.stderr, flush=True)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        except OSError as exc:
+            raise WeightsDownloadError(
+                f"cannot write to {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
+                f"directory or pass another destination"
+            ) from exc
+        tmp = Path(tmp_name)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    _fetch(url, out, label=dest.name, progress=progress, timeout=timeout)
+            except _WriteFailed as exc:
+                raise WeightsDownloadError(
+                    f"cannot write the download to {tmp.parent} ({exc}); free some space or "
+                    f"set {ENV_CACHE} to another directory"
+                ) from exc
+            except OSError as exc:  # closing (flushing) the temp file failed
+                raise WeightsDownloadError(
+                    f"cannot write the download to {tmp.parent} ({describe_error(exc)}); free some "
+                    f"space or set {ENV_CACHE} to another directory"
+                ) from exc
+            try:
+                checkpoint.load_checkpoint(tmp, model_type)
+            except CheckpointError as exc:
+                raise _TransferFailed(
+                    f"the file is not a valid {name} checkpoint ({_checkpoint_reason(exc, tmp)})"
+                ) from exc
+            os.replace(tmp, dest)
+        except _TransferFailed as exc:
+            failures.append((url, exc))
+            if progress and i + 1 < len(urls):
+                print(f"  failed: {exc.reason}; trying the next mirror", file=sys.stderr, flush=True)
+            continue
+        finally:
+            # Also reached on KeyboardInterrupt: a half-written file must not survive.
+            tmp.unlink(missing_ok=True)
+        if progress:
+            print(f"saved verified weights to {dest}", file=sys.stderr, flush=True)
+        return dest
+
+    tried = "; ".join(f"{u} ({f.reason})" for u, f in failures)
+    offline = (
+        " This machine looks offline (no server could be reached)."
+        if all(f.offline for _, f in failures)
+        else ""
+    )
+    raise WeightsDownloadError(
+        f"could not download the {name} weights, nothing was saved. Tried: {tried}.{offline} "
+        f"Download it by hand: curl -L -o {dest} {urls[0]}"
+    )
+
+
+def _checkpoint_reason(exc: CheckpointError, tmp: Path) -> str:
+    """The checker's message without the temporary file's name, which means nothing to the user."""
+    text = str(exc).replace(f"cannot read checkpoint {tmp}: ", "").replace(str(tmp), "it")
+    # "use --model-type ..." advice is for a user's own file, not for a download.
+    return text.split("; use --model-type", 1)[0]
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify_weights` found in a good checkpoint.
+
+    Attributes:
+        path: the absolute path of the file.
+        model_type: the model the file matches (``"vit_t"``, ``"vit_b"``, ...).
+        num_tensors: number of tensors in the state dict.
+        num_parameters: total number of elements over all tensors.
+        sha256: hex SHA-256 of the file bytes.
+        size_bytes: file size in bytes.
+    """
+
+    path: Path
+    model_type: str
+    num_tensors: int
+    num_parameters: int
+    sha256: str
+    size_bytes: int
+
+
+def verify_weights(path: str | os.PathLike[str], model_type: str | None = "vit_t") -> VerifyReport:
+    """Check that ``path`` is a complete checkpoint of ``model_type`` and summarise it.
+
+    ``model_type=None`` accepts whichever known model the file matches.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not an exact match.
+    """
+    p = Path(path).expanduser().absolute()
+    if model_type is None:
+        state = checkpoint.read_state_dict(p)
+        model_type = checkpoint.identify_model_type(state) or "vit_t"
+        checkpoint.check_against_manifest(state, model_type, str(p))
+    else:
+        _check_model_type(model_type)
+        state = checkpoint.load_checkpoint(p, model_type)
+    digest = hashlib.sha256()
+    with p.open("rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return VerifyReport(
+        path=p,
+        model_type=model_type,
+        num_tensors=len(state),
+        num_parameters=sum(int(t.numel()) for t in state.values()),
+        sha256=digest.hexdigest(),
+        size_bytes=p.stat().st_size,
+    )
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="realtime-sam weights",
+        description="Find, download and check the model weights.",
+        epilog=(
+            f"Lookup order: --weights PATH, ${ENV_WEIGHTS}, then the cache "
+            f"(${ENV_CACHE} or the per-user cache directory). "
+            f"${ENV_URLS} (comma-separated) replaces the download URLs."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_path = sub.add_parser("path", help="print where the weights are (or would be downloaded to)")
+    p_path.add_argument(
+        "--model-type", choices=list(WEIGHTS_FILENAMES), default="vit_t", help="default: vit_t"
+    )
+
+    p_dl = sub.add_parser("download", help="download and verify the MobileSAM weights")
+    p_dl.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        help=f"file or existing directory to save to (default: ${ENV_WEIGHTS} or the cache)",
+    )
+    p_dl.add_argument("--force", action="store_true", help="download even if a valid file is already there")
+    p_dl.add_argument("--quiet", action="store_true", help="no progress output")
+    p_dl.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read (default: 30)")
+
+    p_verify = sub.add_parser("verify", help="check that a file is a complete checkpoint")
+    p_verify.add_argument(
+        "file", type=Path, nargs="?", default=None, help="default: where `path` points"
+    )
+    p_verify.add_argument(
+        "--model-type",
+        choices=["auto", *WEIGHTS_FILENAMES],
+        default="auto",
+        help="model the file must match (default: auto, any known model)",
+    )
+    return parser
+
+
+def _cmd_path(args: argparse.Namespace) -> int:
+    path, source = default_weights_path(args.model_type)
+    print(path)
+    if path.is_file():
+        print(f"present ({path.stat().st_size / 1e6:.1f} MB, from {source})", file=sys.stderr)
+    elif args.model_type == "vit_t":
+        print("not there yet; `realtime-sam weights download` fetches it", file=sys.stderr)
+    else:
+        print(f"not there yet; download it from {OFFICIAL_SAM_URLS[args.model_type]}", file=sys.stderr)
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise WeightsDownloadError(f"--timeout must be positive, got {args.timeout}")
+    dest = args.dest.expanduser() if args.dest is not None else default_weights_path("vit_t")[0]
+    if dest.is_dir():
+        dest = dest / WEIGHTS_FILENAMES["vit_t"]
+    dest = dest.absolute()
+    if dest.is_file() and not args.force:
+        try:
+            checkpoint.load_checkpoint(dest, "vit_t")
+        except CheckpointError as exc:
+            print(f"replacing {dest}: {exc}", file=sys.stderr)
+        else:
+            print(dest)
+            print("already present and valid (use --force to download again)", file=sys.stderr)
+            return 0
+    download_weights(dest, progress=not args.quiet, timeout=args.timeout)
+    print(dest)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    model_type = None if args.model_type == "auto" else args.model_type
+    path = args.file if args.file is not None else default_weights_path(model_type or "vit_t")[0]
+    report = verify_weights(path, model_type)
+    print(f"ok: {report.path}")
+    print(f"model:      {checkpoint.MODEL_NAMES[report.model_type]} ({report.model_type})")
+    print(f"tensors:    {report.num_tensors}")
+    print(f"parameters: {report.num_parameters:,}")
+    print(f"size:       {report.size_bytes:,} bytes")
+    print(f"sha256:     {report.sha256}")
+    return 0
+
+
+def weights_main(argv: Sequence[str]) -> int:
+    """Run ``realtime-sam weights <path|download|verify> ...``; return the exit status.
+
+    0 on success, 2 on a usage error or a :class:`RealtimeSamError` (printed as
+    ``error: <message>`` on stderr), 130 on Ctrl-C.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # --help or a usage error; argparse already printed it
+        return exc.code if isinstance(exc.code, int) else 2
+    handler = {"path": _cmd_path, "download": _cmd_download, "verify": _cmd_verify}[args.command]
+    try:
+        return handler(args)
+    except RealtimeSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no partial file was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(weights_main(sys.argv[1:]))

@@ -1,0 +1,279 @@
+"""Annotated video (:class:`VideoSink`): H.264 in ``.mp4`` (fragmented, so a
+killed run leaves a playable file), ``.mov`` or ``.mkv``, through PyAV.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from realtime_sam.errors import SinkError, describe_error
+from realtime_sam.output.render import Renderer
+from realtime_sam.output.sink_base import X264_PRESETS, SinkBase, prepare_file
+from realtime_sam.types import FrameResult
+
+__all__ = ["VideoSink"]
+
+# Container format for each accepted video extension.
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+_MP4_FRAGMENTED = "frag_keyframe+empty_moov+default_base_moof"
+
+
+# FFmpeg enum values (libavutil/pixfmt.h): BT.601 matrix, limited ("TV") range.
+_AVCOL_SPC_SMPTE170M = 6
+
+
+_AVCOL_RANGE_MPEG = 1
+
+
+def _frame_rate(fps: float | Fraction) -> Fraction:
+    """``fps`` as an exact fraction; NTSC rates (29.97, 23.976, ...) become N*1000/1001."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        try:
+            value = float(fps)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise SinkError(f"the video output needs a frame rate > 0 fps, got {fps}")
+        ntsc = value * 1.001
+        if abs(value - round(value)) < 1e-6:
+            rate = Fraction(round(value))
+        elif abs(ntsc - round(ntsc)) < 1e-3:
+            rate = Fraction(round(ntsc) * 1000, 1001)
+        else:
+            rate = Fraction(value).limit_denominator(1001)
+    if not 0 < rate <= 1000:
+        raise SinkError(f"the video output needs a frame rate in (0, 1000] fps, got {fps}")
+    return rate
+
+
+class VideoSink(SinkBase):
+    """Annotated frames as an H.264 video at the source's frame rate.
+
+    Each frame is drawn with the renderer, converted to ``yuv420p`` (odd
+    widths/heights are padded with black to even, as 4:2:0 needs) and
+    encoded with PyAV. A frame whose size differs from the first is resized
+    to the video's size. Timestamps come from the frame index: frame ``i``
+    is shown at ``(i - first_index) / fps`` seconds, so the file's duration
+    is right and frames the pipeline skipped show as the previous frame held
+    (an index that does not increase is placed one frame after the last).
+
+    Surviving interruptions -- measured here with x264 ``veryfast``:
+
+    * ``close()`` (called by the pipeline on Ctrl-C and errors, and by the
+      context manager) flushes the encoder and finalises the container, so
+      every frame written is in the file;
+    * a hard kill (SIGKILL, out of memory, power loss) skips ``close()``.
+      A plain MP4 keeps its index for the end, so it is then unreadable
+      ("moov atom not found"). Hence ``.mp4``/``.mov`` are written
+      **fragmented** by default (``movflags=frag_keyframe+empty_moov``,
+      packets flushed as written): each keyframe starts a self-contained
+      fragment; a process killed after writing 150 frames at 30 fps with
+      1 s keyframes leaves a file that plays its first 120 (the test suite
+      checks this). The cost is a keyframe every ``keyframe_interval_s`` and
+      no B-frames (with B-frames a fragmented MP4, having no edit list,
+      starts its first frame at 2/fps s instead of 0): on a near-static
+      synthetic 720p clip the file is ~45 % bigger than a classic MP4 with
+      2 s keyframes; footage whose inter frames cost more pays less.
+      Players, ffprobe, OpenCV and PyAV read the result normally; only
+      PyAV's ``stream.frames`` header count reads 0. ``fragmented=False``
+      writes a classic MP4 (B-frames, default GOP), smallest but lost on a
+      hard kill. Matroska (``.mkv``) needs no fragmenting: with the same
+      keyframe interval a killed file keeps all but the last interval.
+
+    A run that wrote no frame leaves nothing behind: the empty placeholder
+    created at open (to prove the path writable) is removed, and a file that
+    already existed there is left as it was.
+
+    Args:
+        path: ``.mp4``, ``.m4v``, ``.mov`` or ``.mkv`` file; its folder is created.
+        fps: frames per second of the source, ``> 0`` (a float or a
+            ``Fraction``; 29.97, 23.976, 59.94 are stored as N*1000/1001).
+        size: ``(width, height)`` of the video; ``None`` takes the first frame's.
+        codec: FFmpeg encoder (``libx264``); crf/preset apply to x264/x265.
+        crf: quality, ``0``-``51``.
+        preset: x264 speed preset.
+        renderer: draws the overlays; ``None`` uses a default :class:`Renderer`.
+        fragmented: see above; ignored for ``.mkv``.
+        keyframe_interval_s: seconds between keyframes in fragmented MP4 and
+            Matroska (a classic MP4 keeps x264's default of 250 frames).
+
+    Raises:
+        SinkError: at construction, for a path that cannot be written, an
+            unknown extension, an unavailable codec or a bad frame rate.
+    """
+
+    kind = "video"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float | Fraction,
+        size: tuple[int, int] | None = None,
+        *,
+        codec: str = "libx264",
+        crf: int = 23,
+        preset: str = "veryfast",
+        renderer: Renderer | None = None,
+        fragmented: bool = True,
+        keyframe_interval_s: float = 2.0,
+    ) -> None:
+        suffix = Path(path).suffix.lower()
+        if suffix not in VIDEO_FORMATS:
+            raise SinkError(
+                f"the video output {path} must end in {', '.join(VIDEO_FORMATS)} (got {suffix or 'no extension'})"
+            )
+        rate = _frame_rate(fps)
+        if size is not None and (len(size) != 2 or min(int(size[0]), int(size[1])) < 1):
+            raise SinkError(f"the video size must be (width, height) >= 1, got {size}")
+        if not 0 <= int(crf) <= 51:
+            raise SinkError(f"the video crf must be in [0, 51], got {crf}")
+        if not (math.isfinite(keyframe_interval_s) and keyframe_interval_s > 0):
+            raise SinkError(f"the keyframe interval must be > 0 seconds, got {keyframe_interval_s}")
+        if codec in ("libx264", "libx265") and preset not in X264_PRESETS:
+            raise SinkError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
+        try:
+            av.codec.Codec(codec, "w")
+        except Exception:
+            raise SinkError(f"the video encoder {codec!r} is not available in this PyAV build; use libx264") from None
+        super().__init__(prepare_file(path, "video", "out.mp4"))
+        self.fps = rate
+        self.size = (int(size[0]), int(size[1])) if size is not None else None
+        self.codec = codec
+        self.crf = int(crf)
+        self.preset = preset
+        self.renderer = renderer if renderer is not None else Renderer()
+        self.format = VIDEO_FORMATS[suffix]
+        self.fragmented = bool(fragmented) and self.format in ("mp4", "mov")
+        self.keyframe_interval_s = float(keyframe_interval_s)
+        self._container: Any = None
+        self._stream: Any = None
+        self._first_index: int | None = None
+        self._last_pts = -1
+
+    def write(self, result: FrameResult) -> None:
+        """Draw ``result`` on its frame and encode it."""
+        self._check_open()
+        image = self.renderer.annotate(result.frame.image, result)
+        self.write_image(image, result.index)
+
+    def write_image(self, image_bgr: np.ndarray, index: int) -> None:
+        """Encode an already drawn frame (lets a UI reuse the image it shows).
+
+        Args:
+            image_bgr: ``HxWx3 uint8`` BGR.
+            index: the frame's index, which sets its timestamp.
+        """
+        self._check_open()
+        image = np.asarray(image_bgr)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"video frames must be HxWx3 uint8 BGR, got {image.shape} {image.dtype}")
+        if self._stream is None:
+            self._start(image)
+        width, height = self.size  # type: ignore[misc]
+        if image.shape[1] != width or image.shape[0] != height:
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        pad_w, pad_h = self._stream.width - width, self._stream.height - height
+        if pad_w or pad_h:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        if self._first_index is None:
+            self._first_index = int(index)
+        pts = int(index) - self._first_index
+        if pts <= self._last_pts:
+            pts = self._last_pts + 1
+        # OpenCV's BGR->I420 (BT.601, limited range, what swscale would do too)
+        # takes ~1 ms at 720p; PyAV's bgr24 import plus swscale takes ~10 ms.
+        yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = pts
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except (OSError, av.FFmpegError) as exc:
+            raise SinkError(f"writing the video output {self.path} failed: {describe_error(exc)}") from None
+        self._last_pts = pts
+        self.frames_written += 1
+
+    def _start(self, image: np.ndarray) -> None:
+        if self.size is None:
+            self.size = (int(image.shape[1]), int(image.shape[0]))
+        width, height = self.size
+        options: dict[str, str] = {}
+        if self.fragmented:
+            options = {"movflags": _MP4_FRAGMENTED, "flush_packets": "1"}
+        elif self.format == "matroska":
+            options = {"flush_packets": "1"}
+        try:
+            self._container = av.open(str(self.path), "w", format=self.format, options=options)
+            stream = self._container.add_stream(self.codec, rate=self.fps)
+            # 4:2:0 chroma needs even dimensions; pad rather than crop a pixel.
+            stream.width = width + width % 2
+            stream.height = height + height % 2
+            stream.pix_fmt = "yuv420p"
+            # Say which matrix the pixels use, or players guess BT.709 for HD.
+            stream.codec_context.colorspace = _AVCOL_SPC_SMPTE170M
+            stream.codec_context.color_range = _AVCOL_RANGE_MPEG
+            codec_options: dict[str, str] = {}
+            if self.fragmented or self.format == "matroska":
+                # What survives a hard kill ends at the last keyframe.
+                gop = max(1, int(round(float(self.fps) * self.keyframe_interval_s)))
+                codec_options["g"] = str(gop)
+            if self.fragmented:
+                codec_options["bf"] = "0"
+            if self.codec in ("libx264", "libx265"):
+                codec_options.update({"crf": str(self.crf), "preset": self.preset})
+            stream.options = codec_options
+        except (OSError, ValueError, av.FFmpegError) as exc:
+            self._abort_container()
+            raise SinkError(f"cannot start the video output {self.path}: {describe_error(exc)}") from None
+        self._stream = stream
+
+    def _abort_container(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the file; idempotent.
+
+        Raises:
+            SinkError: when the final writes fail (the container is still closed).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream is None:
+            # Nothing was encoded: remove the empty placeholder we created.
+            try:
+                if self.path.exists() and self.path.stat().st_size == 0:
+                    self.path.unlink()
+            except OSError:
+                pass
+            return
+        error: BaseException | None = None
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        except (OSError, av.FFmpegError) as exc:
+            error = exc
+        try:
+            self._container.close()
+        except (OSError, av.FFmpegError) as exc:
+            error = error or exc
+        self._container = None
+        if error is not None:
+            raise SinkError(f"finishing the video output {self.path} failed: {describe_error(error)}")

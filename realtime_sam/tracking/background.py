@@ -1,0 +1,146 @@
+"""Bookkeeping for the engine's background encodes: jobs in flight, frames kept for replay.
+
+With ``EngineConfig.background_encode`` a :class:`~realtime_sam.app.pipeline.Pipeline`
+lends the engine a worker; :class:`BackgroundEncodes` holds what that needs
+between frames: the worker's ``submit``, the encodes in flight (oldest first,
+the worker runs them in order) and small grey copies of the frames since the
+oldest encode that carries new prompts, through which those prompts' masks
+are replayed when it lands. It decides which jobs land and when frames are
+forgotten; decoding, moving masks and associating stay in the engine.
+Nothing here touches the model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from realtime_sam.tracking.propagation import WorkFrame
+    from realtime_sam.tracking.tracks import TrackPrompt
+    from realtime_sam.types import ObjectPrompt
+
+__all__ = ["BackgroundEncodes"]
+
+# Flow copies of the frames since the oldest background encode (for the replay). At
+# 30 fps that is 10 s, far beyond an encode's 1-3 s on a CPU; at the default 480 px
+# work size a copy is about 170 KB.
+_HISTORY_FRAMES = 300
+# Replay through at most this many of those frames (evenly spaced): flow copes with a
+# few frames' motion per step, and the replay then costs tens of milliseconds.
+_REPLAY_STEPS = 12
+
+
+@dataclass(eq=False)
+class _BackgroundJob:
+    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame."""
+
+    frame_index: int
+    prompts: tuple[TrackPrompt, ...]
+    future: Future
+    new: list[ObjectPrompt] = field(default_factory=list)
+
+
+class BackgroundEncodes:
+    """The encodes in flight on a lent worker and the frames kept to replay their new prompts.
+
+    Not thread-safe, except :attr:`has_pending` (read from a window's thread).
+    """
+
+    def __init__(self) -> None:
+        self.submit: Callable[..., Future] | None = None  # the worker's ``submit(fn, *args) -> Future``
+        self.jobs: deque[_BackgroundJob] = deque()  # in submission order; the worker runs them in order
+        self.history: deque[tuple[int, WorkFrame]] = deque(maxlen=_HISTORY_FRAMES)  # (frame index, flow copy)
+
+    @property
+    def attached(self) -> bool:
+        """True while a worker is lent."""
+        return self.submit is not None
+
+    @property
+    def busy(self) -> bool:
+        """True while any encode is in flight."""
+        return bool(self.jobs)
+
+    @property
+    def has_pending(self) -> bool:
+        """True when new prompts wait for an encode in flight."""
+        # A window's thread asks while the inference thread changes the deque:
+        # tuple() copies it in one step (no Python code runs in between).
+        return any(j.new for j in tuple(self.jobs))
+
+    def start(
+        self, embed: Callable, image: np.ndarray, frame_index: int, prompts: Sequence[TrackPrompt], new: list[ObjectPrompt]
+    ) -> None:
+        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``."""
+        assert self.submit is not None, "no worker attached"
+        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new))
+
+    def next_finished(self) -> _BackgroundJob | None:
+        """The oldest job, taken off the queue, if its encode is done; else ``None`` (later ones wait their turn)."""
+        if self.jobs and self.jobs[0].future.done():
+            return self.jobs.popleft()
+        return None
+
+    def settle(self) -> Iterator[_BackgroundJob]:
+        """Before an encode on the calling thread: empty the queue, waiting for each job in turn.
+
+        The runner holds one image at a time and that encode is newer: jobs with
+        new prompts are yielded (oldest first) to land, the others are dropped
+        (the newer encode refreshes every track). A worker's error is re-raised.
+        """
+        while self.jobs:
+            job = self.jobs.popleft()
+            job.future.result()
+            if job.new:
+                yield job
+
+    def drop(self) -> list[ObjectPrompt]:
+        """Forget the jobs in flight and the kept frames; returns their new prompts (to encode again)."""
+        prompts = [p for job in self.jobs for p in job.new]
+        self.jobs.clear()
+        self.history.clear()
+        return prompts
+
+    def forget_new(self) -> None:
+        """Drop the new prompts of the jobs in flight (the user cleared everything)."""
+        for job in self.jobs:
+            job.new.clear()
+
+    def wants_frame(self, new_now: bool) -> bool:
+        """Whether to keep this frame for replay: new prompts go to the worker now or are in flight."""
+        return new_now or any(job.new for job in self.jobs)
+
+    def keep(self, frame_index: int, work: WorkFrame) -> None:
+        """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
+        self.history.append((frame_index, work))
+
+    def replay_frames(self, since: int) -> list[WorkFrame] | None:
+        """The kept frames from ``since`` to the newest, thinned to at most ``_REPLAY_STEPS`` steps.
+
+        ``None`` when the frame ``since`` is no longer kept (nothing to replay through).
+        """
+        if not self.history or self.history[0][0] > since:
+            return None
+        frames = [w for i, w in self.history if i >= since]
+        if len(frames) > _REPLAY_STEPS + 1:
+            picks = np.unique(np.linspace(0, len(frames) - 1, _REPLAY_STEPS + 1).round().astype(int))
+            frames = [frames[i] for i in picks]
+        return frames
+
+    def trim(self) -> None:
+        """Forget the frames no job in flight will replay through.
+
+        Only new prompts are replayed (tracks move by their own motion): keep the
+        frames since the oldest encode that carries some.
+        """
+        waiting = [j.frame_index for j in self.jobs if j.new]
+        if waiting:
+            while self.history and self.history[0][0] < waiting[0]:
+                self.history.popleft()
+        else:
+            self.history.clear()

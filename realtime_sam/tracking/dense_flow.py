@@ -1,0 +1,432 @@
+"""Dense optical flow that carries each track's soft mask (SAM's low-res logits) between encodes.
+
+Between two runs of the image encoder, a track is its ``256x256`` low-res
+logits, the same array the decoder gives and takes back as a mask prompt.
+Each frame, :class:`DenseFlowPropagator` moves every track's logits to the
+new frame, per pixel, with dense optical flow:
+
+1. DIS optical flow (OpenCV) between the previous and current frame, both
+   ways, on a crop around each object shrunk so its longest side is at most
+   ``max_side`` pixels (small objects get full-resolution flow), sampled at
+   the centre of every low-res logit cell;
+2. forward-backward consistency marks the cells where flow is unreliable
+   (occluded or newly revealed pixels, flow errors);
+3. each track gets its own backward displacement field: the dense flow where
+   it is reliable and not covered by a track in front of it, elsewhere the
+   track's own motion (a similarity transform fitted to the reliable flow
+   inside its visible mask), so a mask is not dragged along by an object
+   passing in front, and the background revealed behind a moving object is
+   not smeared into its mask;
+4. the fields are composed since the track's last decode (the *key*
+   logits), so the key logits are resampled once, not once per frame (no
+   blur accumulates);
+5. appearance refinement: at each decode, colour histograms (Lab,
+   ``app_bins`` per channel, on the frame shrunk to the logit grid) of the
+   track's mask and of a ring around it (its box grown ``app_ring`` per
+   side); each frame, within ``app_band`` cells of the warped mask's edge,
+   the logits are replaced by signed distance to the edge (cells) plus
+   ``app_lambda`` times the clipped colour log-likelihood ratio (the key and
+   the composition are left as they are, so nothing accumulates);
+6. the visible mask is the warped logits above 0 minus what tracks in front
+   cover, upsampled to the source size as the decoder's masks are.
+
+Who is in front is the caller's knowledge (``order``, front first); the
+engine takes it from which mask won the overlap at the last decode.
+
+Conventions: images ``HxWx3 uint8`` BGR; logits ``256x256 float32`` cover the
+source image resized so its longest side is 1024 and padded bottom/right
+(one cell is ``max(H, W) / 256`` source pixels); masks ``HxW bool`` at source
+size; boxes ``XYXY`` float pixels, exclusive far edges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Collection, Mapping, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from realtime_sam.tracking.association import mask_to_box
+
+__all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", "warp_logits"]
+
+LOWRES = 256  # side of SAM's low-res logits
+_IMG = 1024  # side of SAM's padded input square
+_FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
+_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def grid_shape(height: int, width: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the low-res logit cells that cover a ``height x width`` image (the rest is padding)."""
+    scale = _IMG / max(height, width)
+    h1, w1 = int(height * scale + 0.5), int(width * scale + 0.5)
+    return int(math.ceil(h1 * LOWRES / _IMG)), int(math.ceil(w1 * LOWRES / _IMG))
+
+
+def logits_to_mask(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``256x256`` logits -> ``HxW bool`` at ``size = (H, W)``, as the decoder's masks are made.
+
+    The padding is cropped at low resolution and the rest upsampled
+    bilinearly (half-pixel centres) straight to the source size, as
+    :func:`realtime_sam.tracking.engine.low_res_to_masks` does.
+    """
+    h, w = size
+    rows, cols = grid_shape(h, w)
+    valid = np.ascontiguousarray(logits[:rows, :cols], dtype=np.float32)
+    up = cv2.resize(valid, (w, h), interpolation=cv2.INTER_LINEAR)
+    return up > 0
+
+
+def warp_logits(logits: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``256x256`` logits moved by the 2x3 affine ``m`` given in source pixels of a ``size = (H, W)`` frame.
+
+    Cells moved in from outside take the logits' own background level (at most -10).
+    """
+    h, w = size
+    rows, cols = grid_shape(h, w)
+    sx, sy = cols / w, rows / h  # cells per source pixel
+    # In cell units: x_cell = (x_src + 0.5) * s - 0.5.
+    a = np.asarray(m, dtype=np.float64)[:, :2] * np.array([[1.0, sx / sy], [sy / sx, 1.0]])
+    kx, ky = 0.5 * sx - 0.5, 0.5 * sy - 0.5
+    t = np.array([m[0, 2] * sx, m[1, 2] * sy]) + np.array([kx, ky]) - a @ np.array([kx, ky])
+    ml = np.concatenate([a, t[:, None]], axis=1)
+    fill = float(min(float(np.min(logits)), -10.0))
+    return cv2.warpAffine(
+        np.asarray(logits, np.float32), ml, (LOWRES, LOWRES), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
+    )
+
+
+class FlowResult(NamedTuple):
+    """One track moved to the current frame.
+
+    Attributes:
+        logits: ``256x256 float32``, the track's whole (amodal) soft mask now;
+            hidden parts move with the track's own motion.
+        mask: ``HxW bool`` visible mask (``logits > 0`` minus tracks in front).
+        box: ``(4,)`` float64 XYXY box of ``mask``, or ``None`` when nothing is visible.
+        measured: False when too little of the object was visible and
+            reliably tracked to measure its motion (it moved on its last
+            measured motion).
+        visible: visible fraction of the whole soft mask (cells), in ``[0, 1]``.
+    """
+
+    logits: np.ndarray
+    mask: np.ndarray
+    box: np.ndarray | None
+    measured: bool
+    visible: float
+
+
+@dataclass
+class _State:
+    key: np.ndarray  # 256x256 logits at the last decode
+    map: np.ndarray  # (rows, cols, 2) float32: where each current cell was in the key grid
+    out: np.ndarray  # the logits last returned (to notice a new decode by identity)
+    motion: np.ndarray  # 2x3 forward similarity of the last measured step, grid units
+    fill: float
+    llr: np.ndarray | None = None  # per colour bin: clipped log(p_fg / p_bg) at the key frame, or None
+
+
+class DenseFlowPropagator:
+    """Moves tracks' low-res logits from frame to frame (see the module docstring).
+
+    Not thread-safe: one per video stream. Keeps the last frame's grey image
+    and each track's composition state.
+
+    Args:
+        max_side: flow runs on frames shrunk so the longest side is at most this.
+        preset: DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
+        fb_tolerance: forward-backward error allowed, in low-res cells, plus
+            ``fb_relative`` times the flow's magnitude.
+        min_cells: fewer reliable visible cells than this and a track's motion
+            is not measured this frame.
+        rigid_tolerance: a track whose flow is within this many cells (median)
+            of its fitted similarity moves as one piece by it (0: never).
+        app_lambda: weight of the colour log-likelihood ratio near the mask's
+            edge, in cells of signed distance per nat (0 turns it off).
+        app_bins: colour histogram bins per Lab channel.
+        app_band: cells either side of the warped mask's edge that may change.
+        app_clip: the log-likelihood ratio is clipped to ``[-app_clip, app_clip]``.
+        app_ring: background ring = the mask's box grown this much per side (plus 2 cells), minus the mask.
+    """
+
+    def __init__(
+        self, *, max_side: int = 480, preset: str = "medium", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
+        min_cells: int = 4, rigid_tolerance: float = 0.0,
+        app_lambda: float = 1.0, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
+    ) -> None:
+        self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
+        self.app_clip, self.app_ring = float(app_clip), float(app_ring)
+        if preset not in _PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(_PRESETS)}, got {preset!r}")
+        self.max_side = int(max_side)
+        self.preset = preset
+        self.fb_tolerance = float(fb_tolerance)
+        self.fb_relative = float(fb_relative)
+        self.min_cells = int(min_cells)
+        self.rigid_tolerance = float(rigid_tolerance)
+        self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (the last frame, its grey copy)
+        self._states: dict[int, _State] = {}
+        self._geometry: tuple | None = None
+
+    def reset(self) -> None:
+        """Forget the cached frame and every track's state."""
+        self._last = None
+        self._states.clear()
+
+    def forget(self, keep: Sequence[int]) -> None:
+        """Drop the state of tracks not in ``keep``."""
+        for tid in [t for t in self._states if t not in keep]:
+            del self._states[tid]
+
+    # -- geometry ---------------------------------------------------------------------
+
+    def _setup(self, h: int, w: int) -> tuple[int, int, np.ndarray]:
+        """``(rows, cols, ident)`` for a ``h x w`` frame: the valid low-res grid and each
+        cell's own ``(x, y)`` as a ``(rows, cols, 2) float32`` map (cached per size)."""
+        if self._geometry is not None and self._geometry[0] == (h, w):
+            return self._geometry[1]
+        rows, cols = grid_shape(h, w)
+        gx, gy = np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32))
+        ident = np.dstack([gx, gy]).astype(np.float32)
+        self._geometry = ((h, w), (rows, cols, ident))
+        return self._geometry[1]
+
+    @staticmethod
+    def _grey(image: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+    # -- appearance -------------------------------------------------------------------
+
+    def _bins(self, image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+        """``(rows, cols) int32`` Lab colour bin of every low-res cell (the frame shrunk to the grid)."""
+        small = cv2.resize(image, (cols, rows), interpolation=cv2.INTER_AREA)
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2Lab)
+        else:
+            small = np.repeat(small[..., None], 3, axis=2)
+        q = (small.astype(np.int32) * self.app_bins) >> 8
+        return (q[..., 0] * self.app_bins + q[..., 1]) * self.app_bins + q[..., 2]
+
+    def _llr(self, idx: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
+        """Clipped per-bin ``log(p_fg / p_bg)``, foreground ``fg`` vs a ring around it; None when either is tiny."""
+        ys, xs = np.nonzero(fg)
+        if len(xs) < 20:
+            return None
+        rows, cols = fg.shape
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        gx, gy = self.app_ring * (x1 - x0) + 2, self.app_ring * (y1 - y0) + 2
+        ring = np.zeros_like(fg)
+        ring[max(0, int(y0 - gy)):min(rows, int(math.ceil(y1 + gy))), max(0, int(x0 - gx)):min(cols, int(math.ceil(x1 + gx)))] = True
+        ring &= ~fg
+        if ring.sum() < 20:
+            return None
+        nb = self.app_bins**3
+        hf = np.bincount(idx[fg], minlength=nb).astype(np.float64)
+        hb = np.bincount(idx[ring], minlength=nb).astype(np.float64)
+        eps = 1.0 / 2000
+        return np.clip(np.log((hf / hf.sum() + eps) / (hb / hb.sum() + eps)), -self.app_clip, self.app_clip).astype(np.float32)
+
+    def _refine(self, llr: np.ndarray, warped: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Near the edge of ``warped > 0``: logits = 10 * (signed distance to the edge + app_lambda * llr), clipped to +-10."""
+        m = (warped > 0).astype(np.uint8)
+        din = cv2.distanceTransform(m, cv2.DIST_L2, 3)
+        dout = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
+        sd = np.where(m > 0, din - 0.5, 0.5 - dout)
+        band = np.abs(sd) <= self.app_band
+        score = sd[band] + self.app_lambda * llr[idx[band]]
+        out = warped.copy()
+        out[band] = np.clip(score * 10.0, -10.0, 10.0)
+        return out
+
+    # -- the step ---------------------------------------------------------------------
+
+    def step(
+        self,
+        prev: np.ndarray,
+        cur: np.ndarray,
+        tracks: Mapping[int, np.ndarray],
+        order: Sequence[int] = (),
+        decoded: Collection[int] | None = None,
+    ) -> dict[int, FlowResult]:
+        """Move every track's logits from ``prev`` to ``cur``.
+
+        Args:
+            prev, cur: consecutive frames, ``HxWx3 uint8`` BGR, same size.
+                Pass the ``cur`` of the previous call as ``prev`` to reuse its
+                conversion.
+            tracks: ``{track_id: 256x256 logits}``; an array other than the one
+                this propagator returned for the track last time starts a new
+                composition from it (a fresh decode).
+            order: track ids front to back (tracks not named are behind all
+                named ones, in id order).
+            decoded: the tracks whose new logits are a fresh decode: their
+                colour model is rebuilt from them. Others handed new logits
+                (moved some other way) keep theirs, so a refined mask never
+                teaches the model its own errors. ``None``: every new array is a decode.
+
+        Returns:
+            ``{track_id: FlowResult}`` for every input track.
+        """
+        if prev.shape != cur.shape:
+            self.reset()
+        h, w = cur.shape[:2]
+        rows, cols, ident = self._setup(h, w)
+        g0 = self._last[1] if self._last is not None and self._last[0] is prev else self._grey(prev)
+        g1 = self._grey(cur)
+        self._last = (cur, g1)
+        self.forget(list(tracks))
+        if not tracks:
+            return {}
+
+        # The previous logits' extent, per track: flow is computed around each object
+        # (one crop for all of them was measured: cheaper, but it lost an object
+        # passing behind another in the tests' crossing clip).
+        fields = {}
+        for tid, logits in tracks.items():
+            fields[tid] = self._fields(g0, g1, np.asarray(logits)[:rows, :cols] > 0, (h, w))
+
+        ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
+        covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
+        covered_src: np.ndarray | None = None
+        idx_prev: np.ndarray | None = None  # colour bins of prev (only needed at a fresh decode)
+        idx_cur = self._bins(cur, rows, cols) if self.app_lambda > 0 else None
+        out: dict[int, FlowResult] = {}
+        for tid in ranked:
+            logits = tracks[tid]
+            st = self._states.get(tid)
+            if st is None or st.out is not logits:
+                fill = float(min(float(np.min(logits)), -10.0))
+                old = st
+                st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
+                self._states[tid] = st
+                if old is not None and decoded is not None and tid not in decoded:
+                    st.motion, st.llr = old.motion, old.llr
+                elif self.app_lambda > 0:
+                    if idx_prev is None:
+                        idx_prev = self._bins(prev, rows, cols)
+                    # Not the cells tracks in front cover: there the key is this track's hidden part.
+                    st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
+            b, f, tx, ty, reliable, reliable_prev = fields[tid]
+            prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
+            own = (prev_logits > 0) & reliable_prev
+            motion, measured = self._fit(own, f, st.motion)
+            st.motion = motion
+            rigid = measured and self.rigid_tolerance > 0 and self._residual(own, f, motion) <= self.rigid_tolerance
+            # Backward field: dense flow where it is reliable and the track is not
+            # behind another one; the track's own motion elsewhere.
+            inv = cv2.invertAffineTransform(motion)
+            px = inv[0, 0] * ident[..., 0] + inv[0, 1] * ident[..., 1] + inv[0, 2]
+            py = inv[1, 0] * ident[..., 0] + inv[1, 1] * ident[..., 1] + inv[1, 2]
+            # A rigid object (its flow is its fitted motion, give or take) moves as one
+            # piece: per-pixel flow would only add noise at its edges.
+            use_flow = reliable & ~covered & (not rigid)
+            sx = np.where(use_flow, tx, px).astype(np.float32)
+            sy = np.where(use_flow, ty, py).astype(np.float32)
+            st.map = cv2.remap(st.map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+            warped = cv2.remap(
+                st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
+            )
+            if st.llr is not None and idx_cur is not None:
+                warped = self._refine(st.llr, warped, idx_cur)
+            full = np.full((LOWRES, LOWRES), st.fill, np.float32)
+            full[:rows, :cols] = warped
+            st.out = full
+            whole = warped > 0
+            visible_cells = whole & ~covered
+            frac = float(visible_cells.sum()) / max(1.0, float(whole.sum()))
+            mask = logits_to_mask(full, (h, w))
+            if covered_src is not None:
+                mask &= ~covered_src
+            covered_src = mask.copy() if covered_src is None else covered_src | mask
+            covered |= whole
+            box = mask_to_box(mask)
+            out[tid] = FlowResult(full, mask, box, measured, frac)
+        return out
+
+    def _fields(self, g0: np.ndarray, g1: np.ndarray, extent: np.ndarray, size: tuple[int, int]):
+        """Flow both ways around one object, at the low-res cells.
+
+        ``g0``, ``g1``: full-size grey frames; ``extent``: ``(rows, cols) bool``
+        cells of the object. The flow runs on a crop around it (grown by the
+        motion it may make), shrunk so its longest side is at most
+        ``max_side``: small objects get full-resolution flow, large ones the
+        same as a whole-frame flow. Returns ``(b, f, tx, ty, reliable,
+        reliable_prev)``: backward/forward displacement in cells, the cells
+        the backward flow points to, and the forward-backward checks from the
+        current and the previous frame's side (cells outside the crop are unreliable).
+        """
+        h, w = size
+        rows, cols, ident = self._setup(h, w)
+        cell_x, cell_y = w / cols, h / rows
+        ys, xs = np.nonzero(extent)
+        if len(xs):
+            x0, x1 = xs.min() * cell_x, (xs.max() + 1) * cell_x
+            y0, y1 = ys.min() * cell_y, (ys.max() + 1) * cell_y
+            margin = max(48.0, 0.5 * max(x1 - x0, y1 - y0))
+            x0, y0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
+            x1, y1 = min(w, int(math.ceil(x1 + margin))), min(h, int(math.ceil(y1 + margin)))
+        else:
+            x0, y0, x1, y1 = 0, 0, w, h
+        cw, ch = x1 - x0, y1 - y0
+        s = min(1.0, self.max_side / max(cw, ch)) if self.max_side > 0 else 1.0
+        size_w = (max(16, int(round(cw * s))), max(16, int(round(ch * s))))
+        sx, sy = size_w[0] / cw, size_w[1] / ch
+        c0 = cv2.resize(g0[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
+        c1 = cv2.resize(g1[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
+        back = self._dis.calc(c1, c0, None)
+        fwd = self._dis.calc(c0, c1, None)
+        # cell centre -> source pixel -> crop work pixel
+        wx = (((ident[..., 0] + 0.5) * cell_x - x0) * sx - 0.5).astype(np.float32)
+        wy = (((ident[..., 1] + 0.5) * cell_y - y0) * sy - 0.5).astype(np.float32)
+        to_cells = np.array([1.0 / sx / cell_x, 1.0 / sy / cell_y], np.float32)
+        in_crop = (wx >= 0) & (wx <= size_w[0] - 1) & (wy >= 0) & (wy <= size_w[1] - 1)
+        b = cv2.remap(back, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
+        f = cv2.remap(fwd, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
+        tx, ty = ident[..., 0] + b[..., 0], ident[..., 1] + b[..., 1]
+        f_at = cv2.remap(f, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mag = np.sqrt((b**2).sum(-1))
+        inside = (tx >= -0.5) & (tx <= cols - 0.5) & (ty >= -0.5) & (ty <= rows - 0.5)
+        reliable = (np.sqrt(((b + f_at) ** 2).sum(-1)) <= self.fb_tolerance + self.fb_relative * mag) & inside & in_crop
+        bx, by = ident[..., 0] + f[..., 0], ident[..., 1] + f[..., 1]
+        b_at = cv2.remap(b, bx, by, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fmag = np.sqrt((f**2).sum(-1))
+        reliable_prev = (np.sqrt(((f + b_at) ** 2).sum(-1)) <= self.fb_tolerance + self.fb_relative * fmag) & in_crop
+        return b, f, tx.astype(np.float32), ty.astype(np.float32), reliable, reliable_prev
+
+    @staticmethod
+    def _residual(own: np.ndarray, f: np.ndarray, motion: np.ndarray) -> float:
+        """Median distance (cells) between the forward flow of the cells ``own`` and where ``motion`` takes them."""
+        ys, xs = np.nonzero(own)
+        if not len(xs):
+            return float("inf")
+        px = motion[0, 0] * xs + motion[0, 1] * ys + motion[0, 2] - xs
+        py = motion[1, 0] * xs + motion[1, 1] * ys + motion[1, 2] - ys
+        return float(np.median(np.hypot(f[ys, xs, 0] - px, f[ys, xs, 1] - py)))
+
+    def _fit(self, own: np.ndarray, f: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, bool]:
+        """A 2x3 similarity (grid units) from the forward flow of the reliable cells ``own``; ``last`` when too few."""
+        ys, xs = np.nonzero(own)
+        if len(xs) < self.min_cells:
+            return last, False
+        a = np.stack([xs, ys], axis=1).astype(np.float32)
+        d = f[ys, xs]
+        t = np.median(d, axis=0)
+        translation = np.array([[1.0, 0.0, t[0]], [0.0, 1.0, t[1]]])
+        if len(xs) < 3 * self.min_cells:
+            return translation, True
+        m, inl = cv2.estimateAffinePartial2D(a, a + d, method=cv2.RANSAC, ransacReprojThreshold=0.5, maxIters=200)
+        if m is None or inl is None or int(inl.sum()) < self.min_cells:
+            return translation, True
+        scale = math.hypot(m[0, 0], m[1, 0])
+        if not 0.8 <= scale <= 1.25:
+            return translation, True
+        return m, True

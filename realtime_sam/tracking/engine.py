@@ -1,0 +1,732 @@
+"""The per-frame tracking engine: encode every N frames, propagate, decode, associate.
+
+One call of :meth:`Engine.process` turns a :class:`Frame` into a
+:class:`FrameResult`. The engine knows nothing of threads; user commands
+(add / remove / clear / auto) may come from any thread and are queued, then
+applied at the start of the next ``process`` call.
+
+Per frame::
+
+    commands -> motion predict -> optical-flow propagation of every mask
+         (dense flow warps each track's low-res logits, tracks in front hiding
+         those behind; sparse flow where dense flow is fooled)
+      -> [re-encode due?] encode image, decode all tracks in one batched call
+         (box prompt from the propagated mask, its propagated logits as mask
+         prompt), decode new user prompts, discovery grid in auto mode
+      -> association + lifecycle (Tracker; lost tracks are looked for where
+         they went and taken back on appearance) -> who is in front
+      -> FrameResult
+
+With ``background_encode`` (and a worker lent by the
+:class:`~realtime_sam.app.pipeline.Pipeline`), the periodic re-encode and the
+encode for new prompts run on the worker instead, while frames keep flowing
+on optical flow alone. When an embedding is ready, every track (and every
+new prompt) is decoded against it, i.e. on the frame it was taken from; a
+track's mask is carried to the current frame by the track's own motion since
+(flow on every frame, coasting behind occluders), a new object's is replayed
+by flow through the small grey copies of the frames since, which the engine
+keeps while such an encode is in flight. Then they are associated as usual.
+Discovery still encodes at once, on the current frame.
+
+The engine is model-agnostic and imports no torch: it talks to a
+:class:`~realtime_sam.tracking.model_runner.ModelRunner` (implementations in
+:mod:`realtime_sam.model.runners`, loading in :mod:`realtime_sam.model.loader`); the
+background jobs and kept frames are :class:`~realtime_sam.tracking.background.BackgroundEncodes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from realtime_sam.errors import ConfigError, PromptError
+from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
+from realtime_sam.tracking.dense_flow import DenseFlowPropagator, warp_logits
+from realtime_sam.tracking.discovery import (
+    DiscoveryConfig,
+    filter_candidates,
+    point_grid,
+    stability_score,
+)
+from realtime_sam.tracking.model_runner import ModelRunner
+from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
+from realtime_sam.tracking.propagation import (
+    MaskPropagator,
+    PropagationConfig,
+    WorkFrame,
+)
+from realtime_sam.tracking.tracks import (
+    Detection,
+    IdCounter,
+    Tracker,
+    TrackerConfig,
+    TrackPrompt,
+    appearance_of,
+)
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult
+
+if TYPE_CHECKING:
+    from realtime_sam.config import Config
+
+# ModelRunner lives in the torch-free model_runner module; re-exported here, its historic home.
+__all__ = ["EngineConfig", "Engine", "ModelRunner"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How often to run the image encoder and how to prompt the decoder.
+
+    Attributes:
+        reencode_every: run the image encoder every N processed frames (1 = every frame);
+            in between, masks follow the motion by optical flow. New prompts encode at once
+            (on the worker with ``background_encode``).
+        mask_prompt: feed each track's last low-res logits back as the decoder's mask prompt.
+        multimask_single_point: a lone click decodes SAM's three candidate masks and keeps the best.
+        decode_batch: most prompts per decoder call (bounds memory on many tracks / discovery).
+        auto: start with auto-discovery on (point grid every ``discovery.every_k_frames``).
+        max_tracks: refuse new objects beyond this many live tracks.
+        background_encode: run the encoder on a background worker (when a
+            :class:`~realtime_sam.app.pipeline.Pipeline` runs the engine), for the
+            periodic re-encodes and for new prompts, while masks keep following
+            the motion by optical flow; a finished encode's masks are moved to
+            the current frame (by each track's motion since; a new object's by
+            replaying flow through the frames since). Frames
+            then never wait for the encoder: the way to live speed on a CPU,
+            where one encode takes seconds (a new object appears when its
+            encode lands, already where it is now).
+    """
+
+    reencode_every: int = 5
+    mask_prompt: bool = True
+    multimask_single_point: bool = True
+    decode_batch: int = 32
+    auto: bool = False
+    max_tracks: int = 64
+    background_encode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reencode_every < 1:
+            raise ConfigError(f"engine.reencode_every must be >= 1, got {self.reencode_every}")
+        if self.decode_batch < 1:
+            raise ConfigError(f"engine.decode_batch must be >= 1, got {self.decode_batch}")
+        if self.max_tracks < 1:
+            raise ConfigError(f"engine.max_tracks must be >= 1, got {self.max_tracks}")
+
+
+def _box_motion(box_then, box_now) -> np.ndarray:
+    """The 2x3 translation and uniform scale (source pixels) taking ``box_then`` to ``box_now``."""
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
+    w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
+    scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
+    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
+    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
+    return np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
+
+
+# Below this visible fraction of its whole (moved) soft mask, an object counts as partly
+# hidden: its visible box does not correct its motion model.
+_MEASURED_VISIBLE = 0.8
+
+
+# A mask whose box grows more than this in one frame has picked up stray islands.
+_MAX_GROWTH = 2.0
+
+
+def _same_size(box_then, box_now) -> np.ndarray:
+    """``box_then``'s size centred where ``box_now`` is."""
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    c = (b1[:2] + b1[2:]) / 2.0
+    half = (b0[2:] - b0[:2]) / 2.0
+    return np.concatenate([c - half, c + half])
+
+
+def _area(box) -> float:
+    return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
+
+
+def _disagree(box_a, box_b) -> bool:
+    """Whether two estimates of one object's box now disagree: centres apart by more than a
+    quarter of its size (at least 4 pixels), or sizes by more than a factor 1.5."""
+    a, b = np.asarray(box_a, dtype=np.float64), np.asarray(box_b, dtype=np.float64)
+    wa, ha = max(a[2] - a[0], 1.0), max(a[3] - a[1], 1.0)
+    wb, hb = max(b[2] - b[0], 1.0), max(b[3] - b[1], 1.0)
+    shift = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0)
+    ratio = (wa * ha) / (wb * hb)
+    return shift > max(4.0, 0.25 * math.sqrt(wb * hb)) or not 1.0 / 1.5 <= ratio <= 1.5
+
+
+def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) -> Detection:
+    """A detection decoded on an earlier frame, moved to now.
+
+    ``box_then`` -> ``box_now`` define a translation and a uniform scale,
+    applied to the low-res logits (the next mask prompt) and, unless
+    ``mask_now`` (the mask replayed by flow) is given, to the mask.
+    """
+    m = _box_motion(box_then, box_now)
+    if np.abs(m - np.eye(2, 3)).max() < 1e-3 and mask_now is None:
+        return d
+    h, w = d.mask.shape
+    if mask_now is None:
+        mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    logits = None if d.logits is None else warp_logits(d.logits, m, (h, w))
+    box = mask_to_box(mask_now)
+    return Detection(
+        mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
+        source_track=d.source_track, label=d.label, appearance=d.appearance,
+    )
+
+
+class _Plan(NamedTuple):
+    """What one frame does, decided after propagation (see :meth:`Engine._plan`)."""
+
+    live: list[TrackPrompt]  # the tracks' prompts before any landing
+    due: list[ObjectPrompt]  # new prompts decoded on this frame's encode
+    later: list[ObjectPrompt]  # new prompts sent to the worker instead
+    periodic: bool  # the periodic re-encode is due
+    discovery_due: bool  # auto mode's point grid runs on this frame
+    background: bool  # a worker is lent and the runner can embed off-thread
+    encode: bool  # encode on the calling thread now
+
+
+class Engine:
+    """Tracks objects through a stream of frames. Not thread-safe except for the command methods."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        config: EngineConfig = EngineConfig(),
+        *,
+        tracker_config: TrackerConfig = TrackerConfig(),
+        propagation_config: PropagationConfig = PropagationConfig(),
+        discovery_config: DiscoveryConfig = DiscoveryConfig(),
+        ids: IdCounter | None = None,
+    ) -> None:
+        self.runner = runner
+        self.config = config
+        self.discovery_config = discovery_config
+        self.tracker = Tracker(tracker_config, ids or IdCounter())
+        # The sparse propagator also replays new prompts' masks in background mode.
+        self.propagator = MaskPropagator(propagation_config)
+        self.dense: DenseFlowPropagator | None = None
+        if propagation_config.method == "dense":
+            self.dense = DenseFlowPropagator(
+                max_side=propagation_config.max_side, preset=propagation_config.flow_preset,
+                fb_tolerance=propagation_config.fb_tolerance, rigid_tolerance=propagation_config.rigid_tolerance,
+            )
+        self._order: list[int] = []  # track ids, front to back (who hides whom)
+        self._hidden: dict[int, bool] = {}  # partly hidden behind a track in front, at the last propagation
+        self._amodal: dict[int, np.ndarray] = {}  # each track's whole (amodal) logits after the last propagation
+        self._lock = threading.Lock()
+        self._commands: list[tuple[str, object]] = []
+        self._pending: list[ObjectPrompt] = []
+        self._auto = config.auto
+        self._prev_image: np.ndarray | None = None
+        self._since_encode: int | None = None
+        self._since_discovery: int | None = None
+        self._last_tracks: tuple[TrackResult, ...] = ()
+        self.last_encode_index: int | None = None
+        self.background = BackgroundEncodes()
+
+    @classmethod
+    def from_config(cls, config: Config, *, runner: ModelRunner | None = None, progress: bool = True) -> Engine:
+        """An engine with the ``engine``, ``tracker``, ``propagation`` and ``discovery`` sections of ``config``.
+
+        Around ``runner`` when given; else the model named by ``config.model``
+        is loaded (weights downloaded if needed, with a progress bar unless
+        ``progress`` is false).
+        """
+        if runner is None:
+            # Imported here: the loader pulls in torch, the engine itself stays free of it.
+            from realtime_sam.model.loader import load_runner
+
+            runner = load_runner(config.model, progress=progress)
+        return cls(
+            runner,
+            config.engine,
+            tracker_config=config.tracker,
+            propagation_config=config.propagation,
+            discovery_config=config.discovery,
+        )
+
+    # -- background encoding (called by the Pipeline) -----------------------------------
+
+    @property
+    def wants_worker(self) -> bool:
+        """True when ``background_encode`` is on and the runner can embed off-thread."""
+        return self.config.background_encode and callable(getattr(self.runner, "embed", None))
+
+    def attach_worker(self, submit: Callable[..., Future] | None) -> None:
+        """Lend the engine a worker: ``submit(fn, *args) -> Future`` runs ``fn`` on another thread.
+
+        ``None`` takes it back; an encode still running is then forgotten (its
+        new prompts are kept and encode on the next frame).
+        """
+        self.background.submit = submit
+        if submit is None:
+            self._drop_jobs()
+
+    # Older names of the background state, kept for tests and diagnostics that read them.
+    @property
+    def _submit(self) -> Callable[..., Future] | None:
+        return self.background.submit
+
+    @property
+    def _history(self) -> deque[tuple[int, WorkFrame]]:
+        return self.background.history
+
+    @_history.setter
+    def _history(self, kept: deque[tuple[int, WorkFrame]]) -> None:
+        self.background.history = kept
+
+    # -- commands (any thread) ---------------------------------------------------------
+
+    def add_object(self, prompt: ObjectPrompt) -> None:
+        """Queue a new object (or a refinement when ``prompt.track_id`` is set).
+
+        The prompt is checked by :func:`~realtime_sam.tracking.prompts.validate_prompt`
+        (finite coordinates, 0/1 labels, no inverted or zero-area box, a box
+        or a label-1 point). Points and boxes outside the frame are clamped
+        into it when decoded; once a frame has been seen, a box lying wholly
+        outside it is refused here.
+
+        Raises:
+            PromptError: the prompt breaks one of those rules.
+        """
+        if not prompt.points and prompt.box is None:
+            raise PromptError("a prompt needs at least one point or a box")
+        if len(prompt.points) != len(prompt.labels):
+            raise PromptError(f"{len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
+        prompt = validate_prompt(prompt)
+        prev = self._prev_image
+        if prev is not None:
+            # Fail at the call (a clear error to the user) rather than drop it later.
+            clamp_prompt(prompt, int(prev.shape[1]), int(prev.shape[0]))
+        with self._lock:
+            self._commands.append(("add", prompt))
+
+    def remove_object(self, track_id: int) -> None:
+        with self._lock:
+            self._commands.append(("remove", int(track_id)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._commands.append(("clear", None))
+
+    def set_auto(self, enabled: bool) -> None:
+        with self._lock:
+            self._commands.append(("auto", bool(enabled)))
+
+    @property
+    def auto(self) -> bool:
+        return self._auto
+
+    @property
+    def has_pending(self) -> bool:
+        """True when commands are queued or new prompts wait for a background encode."""
+        with self._lock:
+            return bool(self._commands) or self.background.has_pending
+
+    def track_at(self, x: float, y: float) -> int | None:
+        """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
+        xi, yi = int(x), int(y)
+        for t in sorted(self._last_tracks, key=lambda t: -t.track_id):
+            m = t.mask
+            if 0 <= yi < m.shape[0] and 0 <= xi < m.shape[1] and m[yi, xi]:
+                return t.track_id
+        for t in self._last_tracks:
+            x0, y0, x1, y1 = t.box
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                return t.track_id
+        return None
+
+    # -- the frame loop ----------------------------------------------------------------
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Advance every track to ``frame`` and return what is visible in it."""
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        self._start_frame(frame)
+        self._propagate(frame, timings)
+        plan = self._plan(frame)
+        if plan.encode:
+            self._encode_now(frame, plan, timings)
+            encoded = True
+        else:
+            encoded = self._background_step(frame, plan, timings)
+        return self._finish(frame, encoded, t_start, timings)
+
+    # -- the steps of a frame ----------------------------------------------------------
+
+    def _start_frame(self, frame: Frame) -> None:
+        """Apply queued commands, start over on a resolution change, predict every track's motion."""
+        self._apply_commands()
+        prev = self._prev_image
+        if prev is not None and prev.shape != frame.image.shape:
+            # The stream changed resolution (e.g. an RTSP renegotiation): masks of
+            # the old size cannot be matched against new ones, so start over.
+            _log.warning(
+                "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)",
+                prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
+            )
+            self.tracker.clear()
+            self.propagator.reset()
+            if self.dense is not None:
+                self.dense.reset()
+            self._since_encode = None
+            self._drop_jobs()
+        self.tracker.predict(frame.index)
+
+    def _propagate(self, frame: Frame, timings: dict[str, float]) -> None:
+        """Carry every track's mask from the previous frame by optical flow (coast where flow fails).
+
+        Dense flow moves each track's low-res logits per pixel, tracks in front
+        hiding those behind them; tracks without logits, and every track with
+        ``propagation.method: flow``, move as one piece by sparse flow.
+        """
+        tracker = self.tracker
+        if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
+            t = time.perf_counter()
+            items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
+            sparse = self.propagator.step(self._prev_image, frame.image, items) if items else {}
+            if self.dense is not None:
+                soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
+                decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
+                moved = self.dense.step(self._prev_image, frame.image, soft, self._order, decoded)
+                self._amodal = {tid: r.logits for tid, r in moved.items()}
+                self._hidden = {tid: r.visible < _MEASURED_VISIBLE for tid, r in moved.items()}
+                for tid, r in moved.items():
+                    check = sparse[tid]
+                    before = tracker.get(tid).box  # type: ignore[union-attr]
+                    if not r.measured or (r.box is not None and (
+                        _area(r.box) > _MAX_GROWTH * _area(before) or (check.ok and _disagree(r.box, check.box))
+                    )):
+                        # Dense flow found nothing reliable on it, moved it unlike the corners
+                        # tracked inside it (periodic textures fool it), or blew it up in one
+                        # frame (stray islands of look-alike colour): sparse flow below.
+                        continue
+                    del sparse[tid]
+                    # A partly hidden object's visible box says little of its motion.
+                    whole = r.visible >= _MEASURED_VISIBLE
+                    if r.box is None or not tracker.apply_propagation(
+                        tid, r.mask, r.box, frame.index, logits=r.logits, measured=whole
+                    ):
+                        tracker.coast(tid, frame.index)  # wholly hidden or out of the frame
+            for tid, (mask, box, ok) in sparse.items():
+                if ok:
+                    tr = tracker.get(tid)
+                    logits = None
+                    if tr is not None and tr.logits is not None and tr.logits_box is None:
+                        # Logits that dense flow moved so far have no decode box to be shifted from: move them now.
+                        logits = warp_logits(tr.logits, _box_motion(tr.box, box), mask.shape)
+                    tracker.apply_propagation(tid, mask, box, frame.index, logits=logits)
+                else:
+                    tracker.coast(tid, frame.index)
+            timings["propagate"] = (time.perf_counter() - t) * 1e3
+        self._prev_image = frame.image
+
+    def _plan(self, frame: Frame) -> _Plan:
+        """Decide what this frame encodes, here or on the worker; takes the prompts due off the queue."""
+        background = self.background.attached and self.wants_worker
+        due = [p for p in self._pending if p.start_frame <= frame.index]
+        self._pending = [p for p in self._pending if p.start_frame > frame.index]
+        live = self.tracker.prompts()
+        discovery_due = self._auto and (
+            self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
+        )
+        periodic = bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
+        # New prompts go to the worker too, unless discovery encodes this frame anyway.
+        later = due if background and not discovery_due else []
+        if later:
+            due = []
+        if self.background.wants_frame(bool(later)):
+            # New prompts' masks are replayed from their encoded frame to the current one.
+            self.background.keep(frame.index, self.propagator.work(frame.image).detached())
+        encode = bool(due) or discovery_due or (periodic and not background)
+        return _Plan(live, due, later, periodic, discovery_due, background, encode)
+
+    def _encode_now(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> None:
+        """Encode this frame on the calling thread: decode every track, the new prompts and discovery; associate."""
+        size = (frame.height, frame.width)
+        # Background encodes are older than this one: let them finish, landing those with new prompts.
+        for job in self.background.settle():
+            self._land(job, frame.index, size, timings)
+        t = time.perf_counter()
+        self.runner.encode(frame.image)
+        timings["encode"] = (time.perf_counter() - t) * 1e3
+        self._since_encode = 0
+        self.last_encode_index = frame.index
+        t = time.perf_counter()
+        detections = self._decode_tracks(plan.live, size)
+        new_objects = [(p, self._decode_prompt(p, size)) for p in plan.due]
+        timings["decode"] = (time.perf_counter() - t) * 1e3
+        candidates: list[Detection] = []
+        if plan.discovery_due:
+            t = time.perf_counter()
+            candidates = self._discover(size)
+            self._since_discovery = 0
+            timings["discover"] = (time.perf_counter() - t) * 1e3
+        elif self._since_discovery is not None:
+            self._since_discovery += 1
+        t = time.perf_counter()
+        tracker = self.tracker
+        refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
+        tracker.update(detections + refined, frame.index, candidates)
+        for p, d in new_objects:
+            if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
+                tracker.add(d, frame.index)
+        self._update_order()
+        timings["associate"] = (time.perf_counter() - t) * 1e3
+
+    def _background_step(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> bool:
+        """No encode here: land the finished background encodes, submit the next one. True if any landed."""
+        if self._since_encode is not None:
+            self._since_encode += 1
+        if self._since_discovery is not None:
+            self._since_discovery += 1
+        if not plan.background:
+            return False
+        landed = False
+        live = plan.live
+        while (job := self.background.next_finished()) is not None:
+            self._land(job, frame.index, (frame.height, frame.width), timings)
+            landed = True
+            live = self.tracker.prompts()  # the corrected tracks prompt the next encode
+        if plan.later or (not self.background.busy and plan.periodic and live):
+            self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later)  # type: ignore[attr-defined]
+            self._since_encode = 0
+        return landed
+
+    def _finish(self, frame: Frame, encoded: bool, t_start: float, timings: dict[str, float]) -> FrameResult:
+        """Forget frames no encode in flight needs; the tracks visible in ``frame``."""
+        self.background.trim()
+        tracks = self.tracker.results(frame.index)
+        self._last_tracks = tracks
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return FrameResult(frame=frame, tracks=tracks, encoded=encoded, timings=timings)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _drop_jobs(self) -> None:
+        """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""
+        self._pending.extend(self.background.drop())
+
+    def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
+        """Decode against a finished background embedding, move the masks to this frame, associate.
+
+        Re-raises the worker's error.
+        """
+        self.runner.use(job.future.result())  # type: ignore[attr-defined]
+        self.last_encode_index = job.frame_index
+        t = time.perf_counter()
+        prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
+        detections = self._decode_tracks(prompts, size)
+        new = [(p, self._decode_prompt(p, size)) for p in job.new]
+        timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        # Tracks: moved by their own motion since (flow on every frame, coasting
+        # behind occluders); new objects have none yet: replayed through the kept frames.
+        then = {p.track_id: p.box for p in prompts}
+        carried = []
+        for d in detections:
+            track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+            if track is not None and d.source_track in then:
+                now = track.box if track.mask is not None else track.predicted_box
+                if self._hidden.get(track.id, False):
+                    # Its visible box shrank behind another object, its size did not: move, don't scale.
+                    now = _same_size(then[d.source_track], now)
+                d = _moved(d, then[d.source_track], now)
+            carried.append(d)
+        fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
+        moved = self._replay(job.frame_index, {j: (d.mask, d.box) for j, d in fresh.items() if d.mask.any()})
+        fresh = {j: _moved(d, d.box, moved[j][1], moved[j][0]) if j in moved else d for j, d in fresh.items()}
+        timings["propagate"] = timings.get("propagate", 0.0) + (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
+        self.tracker.update(carried + refined, frame_index)
+        for j, (p, _) in enumerate(new):
+            if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
+                self.tracker.add(fresh[j], frame_index)
+        self._update_order()
+        timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _update_order(self) -> None:
+        """Who is in front, from the decode that just landed: where two tracks' moved
+        masks overlapped, the one whose new mask took more of the overlap is in front.
+
+        New tracks start in front (a user clicks what is visible); pairs whose
+        masks did not overlap keep their order. A track behind another keeps
+        the part of its moved mask that the one in front now covers: the
+        decoder sees only its visible part, and without the hidden rest its
+        mask could not grow back as it comes out.
+        """
+        alive = [t.id for t in self.tracker.tracks()]
+        order = [tid for tid in self._order if tid in alive]
+        order = [tid for tid in alive if tid not in order] + order
+        before = {tid: lg > 0 for tid, lg in self._amodal.items()}
+        if len(before) >= 2:
+            now = {}
+            for tid in before:
+                t = self.tracker.get(tid)
+                if t is not None and t.logits is not None and t.mask is not None:
+                    now[tid] = t.logits > 0
+            ids = [tid for tid in order if tid in now]
+            for i, a in enumerate(ids):
+                for b in ids[i + 1 :]:
+                    both = before[a] & before[b]
+                    if int(both.sum()) < 2:
+                        continue
+                    if int((now[b] & both).sum()) > int((now[a] & both).sum()):  # b won: b goes in front of a
+                        order.remove(b)
+                        order.insert(order.index(a), b)
+            ids = [tid for tid in order if tid in now]
+            for i, back in enumerate(ids):
+                t = self.tracker.get(back)
+                if t is None or t.logits_box is None:  # not decoded this time
+                    continue
+                hidden = np.zeros_like(before[back])
+                for front in ids[:i]:
+                    hidden |= before[back] & now[front]
+                if hidden.any():
+                    merged = t.logits.copy()  # type: ignore[union-attr]
+                    merged[hidden] = np.maximum(merged[hidden], self._amodal[back][hidden])
+                    t.logits = merged
+        self._order = order
+        self._amodal = {}
+
+    def _replay(self, since: int, masks: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
+        """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame.
+
+        Empty when the frame ``since`` is no longer kept (the masks then stay as decoded).
+        """
+        frames = self.background.replay_frames(since) if masks else None
+        if frames is None:
+            return {}
+        out = self.propagator.replay(frames, masks)
+        return {k: (o.mask, o.box) for k, o in out.items()}
+
+    def _apply_commands(self) -> None:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        for kind, arg in commands:
+            if kind == "add":
+                self._pending.append(arg)  # type: ignore[arg-type]
+            elif kind == "remove":
+                self.tracker.remove(arg)  # type: ignore[arg-type]
+            elif kind == "clear":
+                self.tracker.clear()
+                self._pending.clear()
+                self.background.forget_new()
+            elif kind == "auto":
+                self._auto = bool(arg)
+                self._since_discovery = None
+
+    def _detections(
+        self, low: np.ndarray, iou: np.ndarray, size, sources: Sequence[int | None], labels=None, masks=None
+    ) -> list[Detection]:
+        """One detection per row of ``low`` (``Bx256x256``); ``masks`` when already upsampled."""
+        if masks is None:
+            masks = self.runner.masks(low, size)
+        out = []
+        image = self._prev_image  # the frame being processed (set before any decode)
+        for i, src in enumerate(sources):
+            box = mask_to_box(masks[i])
+            out.append(
+                Detection(
+                    mask=masks[i],
+                    box=box if box is not None else (0.0, 0.0, 0.0, 0.0),
+                    score=float(iou[i]),
+                    logits=low[i],
+                    source_track=src,
+                    label=labels[i] if labels else None,
+                    appearance=appearance_of(image, masks[i]) if image is not None and image.shape[:2] == masks[i].shape else None,
+                )
+            )
+        return out
+
+    def _decode_tracks(self, live, size) -> list[Detection]:
+        """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
+        if not live:
+            return []
+        with_logits = [p for p in live if self.config.mask_prompt and p.logits is not None]
+        without = [p for p in live if not (self.config.mask_prompt and p.logits is not None)]
+        out: list[Detection] = []
+        bs = self.config.decode_batch
+        for group, use_mask in ((with_logits, True), (without, False)):
+            for i in range(0, len(group), bs):
+                chunk = group[i : i + bs]
+                boxes = np.array([p.box for p in chunk], dtype=np.float64).reshape(-1, 4)
+                mask_in = np.stack([p.logits for p in chunk]).astype(np.float32) if use_mask else None
+                low, iou = self.runner.decode(None, None, boxes, mask_in, False)
+                out += self._detections(low[:, 0], iou[:, 0], size, [p.track_id for p in chunk])
+        return out
+
+    def _decode_prompt(self, prompt: ObjectPrompt, size) -> Detection | None:
+        """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask.
+
+        Points and the box are clamped into the frame first; a prompt whose box
+        lies wholly outside this frame decodes to nothing (``None``).
+        """
+        try:
+            prompt = clamp_prompt(prompt, size[1], size[0])
+        except PromptError as exc:
+            _log.warning("prompt dropped: %s", exc)
+            return None
+        pts = lbl = None
+        if prompt.points:
+            pts = np.asarray(prompt.points, dtype=np.float64).reshape(1, -1, 2)
+            lbl = np.asarray(prompt.labels, dtype=np.int64).reshape(1, -1)
+        box = np.asarray(prompt.box, dtype=np.float64).reshape(1, 4) if prompt.box is not None else None
+        mask_in = None
+        if prompt.track_id is not None:
+            tr = self.tracker.get(prompt.track_id)
+            if tr is None:
+                return None
+            if box is None and tr.box is not None:
+                box = np.asarray(tr.box, dtype=np.float64).reshape(1, 4)
+            if tr.logits is not None:
+                mask_in = tr.logits[None].astype(np.float32)
+        multimask = self.config.multimask_single_point and box is None and pts is not None and pts.shape[1] == 1
+        low, iou = self.runner.decode(pts, lbl, box, mask_in, multimask)
+        best = int(np.argmax(iou[0]))
+        return self._detections(low[:, best], iou[:, best], size, [prompt.track_id], [prompt.label])[0]
+
+    def _discover(self, size) -> list[Detection]:
+        """Auto mode: a point grid over the frame, SAM's quality filters, then NMS."""
+        cfg = self.discovery_config
+        h, w = size
+        grid = point_grid(cfg.points_per_side) * np.array([w, h], dtype=np.float64)
+        lows, ious = [], []
+        bs = max(1, cfg.batch_size)
+        for i in range(0, len(grid), bs):
+            chunk = grid[i : i + bs]
+            low, iou = self.runner.decode(chunk[:, None, :], np.ones((len(chunk), 1), np.int64), None, None, True)
+            lows.append(low.reshape(-1, *low.shape[-2:]))
+            ious.append(iou.reshape(-1))
+        low = np.concatenate(lows)
+        iou = np.concatenate(ious)
+        # Cheap filters on the low-res logits first, so only survivors are upsampled.
+        stab = np.asarray(stability_score(low, cfg.mask_threshold, cfg.stability_offset)).reshape(-1)
+        pre = np.flatnonzero((iou >= cfg.pred_iou_thresh) & (stab >= cfg.stability_score_thresh))
+        if len(pre) == 0:
+            return []
+        low, iou = low[pre], iou[pre]
+        masks = self.runner.masks(low, size)
+        keep = filter_candidates(masks, iou, low, cfg)
+        return self._detections(low[keep], iou[keep], size, [None] * len(keep), masks=masks[keep])

@@ -1,0 +1,340 @@
+"""Initial prompts: parse and check the objects a run starts with.
+
+Where they come from and how they group into objects:
+
+* ``--box x0,y0,x1,y1`` (repeatable): each box is **one object**;
+* ``--point x,y[,label]`` (repeatable): **all** points together form **one**
+  object (``label`` 1 = on the object, the default; 0 = not on it). To give
+  several point-prompted objects, or a box refined by points, use a file;
+* ``--prompts FILE`` (YAML or JSON): a list of objects, each a mapping with
+  ``points: [[x, y], ...]``, ``labels: [1, 0, ...]`` (default: all 1),
+  ``box: [x0, y0, x1, y1]``, ``label: "name"`` and ``start_frame: N``
+  (default 0). A mapping ``{objects: [...]}`` is accepted too.
+
+Objects from a file come first, then one per ``--box``, then the points.
+
+Rules (each broken rule is a :class:`~realtime_sam.errors.PromptError` whose
+one line says what to fix):
+
+* coordinates are finite numbers with magnitude at most :data:`MAX_COORD`;
+* a box is ``XYXY`` with ``x1 > x0`` and ``y1 > y0`` (inverted or zero-area
+  boxes are rejected rather than guessed at);
+* labels are 0 or 1, one per point, and an object needs a box or at least one
+  label-1 point;
+* ``start_frame`` is an integer >= 0.
+
+Points and boxes outside the frame are legal here because the frame size is
+not known yet; :func:`clamp_prompt` later clamps them into the frame, and
+rejects a box that lies entirely outside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from realtime_sam.errors import PromptError
+from realtime_sam.types import Box, ObjectPrompt
+
+__all__ = [
+    "MAX_COORD",
+    "PROMPT_FIELDS",
+    "parse_box",
+    "parse_point",
+    "points_prompt",
+    "prompt_from_mapping",
+    "load_prompts_file",
+    "prompts_from_args",
+    "validate_prompt",
+    "clamp_prompt",
+]
+
+MAX_COORD = 100_000.0
+"""Largest accepted coordinate magnitude in pixels (far beyond any real frame;
+larger values are almost certainly a typo or a unit mix-up)."""
+
+PROMPT_FIELDS: tuple[str, ...] = ("points", "labels", "box", "label", "start_frame")
+"""The keys an object in a prompts file may have."""
+
+_MAX_FILE_BYTES = 10_000_000
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite coordinate within ``MAX_COORD`` from a number or numeric text."""
+    if isinstance(value, bool):  # bool is an int subclass; true/false in YAML is a mistake
+        raise PromptError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise PromptError(f"{what} must be a number, got {value!r}") from None
+    elif isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise PromptError(f"{what} is too large ({value!r}); coordinates are pixels within ±{MAX_COORD:g}") from None
+    else:
+        raise PromptError(f"{what} must be a number, got {type(value).__name__} {_short(value)}")
+    if not math.isfinite(number):
+        raise PromptError(f"{what} must be a finite number, got {value!r}")
+    if abs(number) > MAX_COORD:
+        raise PromptError(f"{what} is too large ({number:g}); coordinates are pixels within ±{MAX_COORD:g}")
+    return number
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_box(box: Sequence[float], what: str) -> Box:
+    x0, y0, x1, y1 = box
+    if x1 < x0 or y1 < y0:
+        raise PromptError(
+            f"{what} ({x0:g},{y0:g},{x1:g},{y1:g}) is inverted; give x0,y0,x1,y1 with the top-left corner first"
+        )
+    if x1 == x0 or y1 == y0:
+        raise PromptError(f"{what} ({x0:g},{y0:g},{x1:g},{y1:g}) has zero area; give x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+    return (x0, y0, x1, y1)
+
+
+def _label_value(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
+        raise PromptError(f"{what} must be 1 (on the object) or 0 (not on it), got {_short(value)}")
+    return int(value)
+
+
+def parse_box(text: str) -> Box:
+    """Parse ``"x0,y0,x1,y1"`` (pixels, top-left then bottom-right) into an ``XYXY`` box.
+
+    Raises:
+        PromptError: not four numbers, a non-finite or huge number, or an
+            inverted or zero-area box.
+    """
+    parts = str(text).split(",")
+    if len(parts) != 4:
+        raise PromptError(f"--box expects x0,y0,x1,y1 (four numbers), got {_short(text)}")
+    values = [_number(p, f"--box value {i + 1}") for i, p in enumerate(parts)]
+    return _check_box(values, f"--box {text.strip()}")
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """Parse ``"x,y"`` or ``"x,y,label"`` into ``(x, y, label)``; label 1 (default) or 0.
+
+    Raises:
+        PromptError: wrong number of fields, a bad number, or a label other than 0/1.
+    """
+    parts = str(text).split(",")
+    if len(parts) not in (2, 3):
+        raise PromptError(f"--point expects x,y or x,y,label (label 1 = object, 0 = not object), got {_short(text)}")
+    x = _number(parts[0], "--point x")
+    y = _number(parts[1], "--point y")
+    label = 1
+    if len(parts) == 3:
+        raw = parts[2].strip()
+        if raw not in ("0", "1"):
+            raise PromptError(f"--point label must be 1 (on the object) or 0 (not on it), got {_short(raw)}")
+        label = int(raw)
+    return (x, y, label)
+
+
+def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
+    """Check an :class:`ObjectPrompt` built elsewhere (e.g. from a click) against the rules above.
+
+    Returns the prompt with coordinates as floats and labels as ints.
+    """
+    if len(prompt.points) != len(prompt.labels):
+        raise PromptError(f"{what}: {len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
+    points = tuple(
+        (_number(p[0], f"{what}: point {i + 1} x"), _number(p[1], f"{what}: point {i + 1} y"))
+        for i, p in enumerate(prompt.points)
+    )
+    labels = tuple(_label_value(v, f"{what}: label {i + 1}") for i, v in enumerate(prompt.labels))
+    box = None
+    if prompt.box is not None:
+        box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(prompt.box)], f"{what}: box")
+    if box is None and 1 not in labels and prompt.track_id is None:
+        raise PromptError(f"{what} needs a box or at least one point with label 1 (points with label 0 only exclude areas)")
+    if isinstance(prompt.start_frame, bool) or not isinstance(prompt.start_frame, int) or prompt.start_frame < 0:
+        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(prompt.start_frame)}")
+    if prompt.label is not None and not isinstance(prompt.label, str):
+        raise PromptError(f"{what}: label must be text, got {_short(prompt.label)}")
+    return ObjectPrompt(
+        points=points,
+        labels=labels,
+        box=box,
+        label=prompt.label,
+        start_frame=prompt.start_frame,
+        track_id=prompt.track_id,
+    )
+
+
+def points_prompt(points: Iterable[tuple[float, float, int]]) -> ObjectPrompt | None:
+    """Join ``(x, y, label)`` triples (from :func:`parse_point`) into one object, or ``None`` if there are none."""
+    triples = list(points)
+    if not triples:
+        return None
+    prompt = ObjectPrompt(points=tuple((x, y) for x, y, _ in triples), labels=tuple(l for _, _, l in triples))
+    return validate_prompt(prompt, "--point")
+
+
+def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
+    """Build one :class:`ObjectPrompt` from a prompts-file entry (see the module docstring)."""
+    if not isinstance(obj, Mapping):
+        raise PromptError(f"{what} must be a mapping with keys {', '.join(PROMPT_FIELDS)}, got {_short(obj)}")
+    unknown = [str(k) for k in obj if k not in PROMPT_FIELDS]
+    if unknown:
+        raise PromptError(f"{what}: unknown key {_short(unknown[0])}; valid keys: {', '.join(PROMPT_FIELDS)}")
+
+    raw_points = obj.get("points")
+    if raw_points is None:
+        raw_points = []
+    if not isinstance(raw_points, (list, tuple)):
+        raise PromptError(f"{what}: points must be a list of [x, y] pairs, got {_short(raw_points)}")
+    points = []
+    for i, p in enumerate(raw_points):
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise PromptError(f"{what}: point {i + 1} must be [x, y], got {_short(p)}")
+        points.append((_number(p[0], f"{what}: point {i + 1} x"), _number(p[1], f"{what}: point {i + 1} y")))
+
+    raw_labels = obj.get("labels")
+    if raw_labels is None:
+        labels = [1] * len(points)
+    elif not isinstance(raw_labels, (list, tuple)):
+        raise PromptError(f"{what}: labels must be a list of 0/1, one per point, got {_short(raw_labels)}")
+    else:
+        labels = [_label_value(v, f"{what}: label {i + 1}") for i, v in enumerate(raw_labels)]
+    if len(labels) != len(points):
+        raise PromptError(f"{what}: {len(points)} points but {len(labels)} labels; give one label per point")
+
+    box = None
+    raw_box = obj.get("box")
+    if raw_box is not None:
+        if not isinstance(raw_box, (list, tuple)) or len(raw_box) != 4:
+            raise PromptError(f"{what}: box must be [x0, y0, x1, y1], got {_short(raw_box)}")
+        box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(raw_box)], f"{what}: box")
+
+    label = obj.get("label")
+    if label is not None:
+        if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+            raise PromptError(f"{what}: label must be text, got {_short(label)}")
+        label = str(label).strip() or None
+        if label is not None and ("\n" in label or len(label) > 100):
+            raise PromptError(f"{what}: label must be one line of at most 100 characters")
+
+    start = obj.get("start_frame", 0)
+    if start is None:
+        start = 0
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(start)}")
+
+    return validate_prompt(
+        ObjectPrompt(points=tuple(points), labels=tuple(labels), box=box, label=label, start_frame=start), what
+    )
+
+
+def load_prompts_file(path: str | Path) -> list[ObjectPrompt]:
+    """Read a YAML or JSON prompts file (see the module docstring) into prompts, in file order.
+
+    Raises:
+        PromptError: the file is missing, unreadable, unparseable, or any
+            entry breaks a rule (the message names the entry and the key).
+    """
+    p = Path(path)
+    name = str(path)
+    if not p.exists():
+        raise PromptError(f"prompts file not found: {name}")
+    if not p.is_file():
+        raise PromptError(f"prompts file is not a file: {name}")
+    try:
+        if p.stat().st_size > _MAX_FILE_BYTES:
+            raise PromptError(f"prompts file {name} is larger than {_MAX_FILE_BYTES // 1_000_000} MB; is it the right file?")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PromptError(f"prompts file {name} is not UTF-8 text; give a YAML or JSON file") from None
+    except OSError as exc:
+        raise PromptError(f"cannot read prompts file {name}: {exc.strerror or exc}") from None
+    data = _parse_text(text, name, json_first=p.suffix.lower() == ".json")
+    if isinstance(data, Mapping) and set(data) == {"objects"}:
+        data = data["objects"]
+    if not isinstance(data, list):
+        raise PromptError(
+            f"prompts file {name} must hold a list of objects (each with points/labels/box/label/start_frame), "
+            f"got {type(data).__name__}"
+        )
+    if not data:
+        raise PromptError(f"prompts file {name} lists no objects")
+    return [prompt_from_mapping(obj, f"{name}: object {i + 1}") for i, obj in enumerate(data)]
+
+
+def _parse_text(text: str, name: str, *, json_first: bool) -> Any:
+    if json_first:
+        try:
+            return json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise PromptError(f"prompts file {name} is not valid JSON{where}: {detail}") from None
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise PromptError(f"prompts file {name} is not valid YAML{where}: {problem}") from None
+
+
+def prompts_from_args(
+    boxes: Sequence[str] = (), points: Sequence[str] = (), prompts_file: str | Path | None = None
+) -> list[ObjectPrompt]:
+    """All initial objects from the command line: file objects, then one per box, then one for all points."""
+    prompts: list[ObjectPrompt] = []
+    if prompts_file is not None:
+        prompts.extend(load_prompts_file(prompts_file))
+    prompts.extend(ObjectPrompt(box=parse_box(b)) for b in boxes)
+    joined = points_prompt(parse_point(p) for p in points)
+    if joined is not None:
+        prompts.append(joined)
+    return prompts
+
+
+def _clamp(v: float, hi: float) -> float:
+    return min(max(v, 0.0), hi)
+
+
+def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
+    """Clamp a prompt's points and box into a ``width x height`` frame.
+
+    Points outside move to the nearest pixel inside (``0..width-1``,
+    ``0..height-1``); a box is cut to the frame. A box that lies entirely
+    outside (nothing left after cutting) raises :class:`PromptError`, since
+    clamping it would invent an object on the frame's edge.
+    """
+    if width < 1 or height < 1:
+        raise PromptError(f"frame size must be positive, got {width}x{height}")
+    xmax, ymax = float(width - 1), float(height - 1)
+    points = tuple((_clamp(x, xmax), _clamp(y, ymax)) for x, y in prompt.points)
+    box = prompt.box
+    if box is not None:
+        x0, y0, x1, y1 = box
+        cut = (_clamp(x0, xmax), _clamp(y0, ymax), _clamp(x1, xmax), _clamp(y1, ymax))
+        if cut[2] <= cut[0] or cut[3] <= cut[1]:
+            raise PromptError(
+                f"box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the {width}x{height} frame; "
+                f"give coordinates within 0..{width - 1} x 0..{height - 1}"
+            )
+        box = cut
+    if points == prompt.points and box == prompt.box:
+        return prompt
+    return ObjectPrompt(
+        points=points,
+        labels=prompt.labels,
+        box=box,
+        label=prompt.label,
+        start_frame=prompt.start_frame,
+        track_id=prompt.track_id,
+    )

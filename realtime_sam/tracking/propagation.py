@@ -1,0 +1,531 @@
+"""Move track masks between re-encodes with sparse optical flow.
+
+Running SAM's image encoder on every frame is too slow for live video, so the
+engine encodes every few frames and, in between, moves each track's mask with
+the motion of the pixels inside it:
+
+1. the previous and current frames are converted to grey and shrunk so their
+   longest side is at most ``max_side`` pixels (flow is about coarse motion;
+   the small image makes it cheap);
+2. up to ``max_points`` corners (``cv2.goodFeaturesToTrack``) are picked
+   inside each mask and tracked with pyramidal Lucas-Kanade, forwards and
+   then backwards; points that do not come back to where they started are
+   dropped. Where two tracks' masks overlap, one object hides the other and
+   which one is in front is unknown, so corners come from the part of a mask
+   no other track claims (the whole mask when that part is too small):
+   otherwise an object sliding behind another is dragged along by the
+   occluder's motion;
+3. a similarity transform (translation, rotation, uniform scale) is fitted
+   to the surviving points with RANSAC (median translation when that fails)
+   and applied to the mask and box.
+
+The previous frame's work image is kept, so each frame is converted and
+shrunk once. (OpenCV's Python binding of ``calcOpticalFlowPyrLK`` takes single
+images only, not pyramids from ``buildOpticalFlowPyramid``, so the pyramid
+itself is rebuilt inside each LK call; at work resolution that is cheap.)
+
+Conventions: images ``HxWx3 uint8`` BGR (or ``HxW uint8`` grey); masks ``HxW
+bool`` at source resolution; boxes ``XYXY`` float pixels, exclusive far edges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Mapping, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from realtime_sam.errors import ConfigError
+from realtime_sam.tracking.association import mask_to_box
+
+__all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """How masks move between re-encodes.
+
+    Attributes:
+        method: ``"dense"`` (dense optical flow warps each track's low-res
+            logits per pixel, :mod:`realtime_sam.tracking.dense_flow`), ``"flow"``
+            (sparse optical flow moves each mask as one piece: a similarity
+            transform fitted to corners tracked inside it; the keys below
+            from ``max_points`` to ``min_deformation`` tune it) or ``"none"``
+            (masks stay where they were decoded until the next re-encode).
+        flow_preset: the dense flow's DIS preset: ``"ultrafast"``, ``"fast"``
+            or ``"medium"`` (slower, follows fast small objects far better).
+        fb_tolerance: dense flow that does not come back to its start
+            (forward then backward) within this many low-res cells (plus 10 %
+            of its length) is unreliable there: occluded or newly revealed
+            pixels; such pixels move with the object's own fitted motion.
+        rigid_tolerance: an object whose dense flow is within this many
+            low-res cells (median) of its fitted similarity motion is taken
+            as rigid and moved as one piece by that motion (per-pixel flow
+            would only add noise at its edges); ``0`` always warps per pixel.
+        max_side: flow runs on frames (dense: on a crop around each object)
+            shrunk so their longest side is at most this many pixels (``0``:
+            full resolution). Smaller is faster and
+            copes with larger motion, larger follows small objects better.
+        max_points: most corners tracked per mask.
+        min_points: fewer surviving corners than this and the mask is
+            reported not ok (left where it was).
+        win_size: Lucas-Kanade window side, in work-resolution pixels.
+        max_level: Lucas-Kanade pyramid levels above the base (0: none); each
+            level doubles the motion the flow can follow.
+        fb_max_error: a point tracked forwards then backwards must land within
+            this many work-resolution pixels of where it started.
+        quality_level: ``cv2.goodFeaturesToTrack`` corner quality, relative to
+            the best corner in the mask.
+        min_distance: minimum spacing of corners, work-resolution pixels.
+        ransac_thresh: RANSAC inlier distance, work-resolution pixels.
+        max_scale_change: a fitted transform scaling the mask by more than
+            this factor per frame (either way) is rejected as implausible.
+        min_deformation: rotation and scale are applied only when they move
+            the tracked points by at least this many work-resolution pixels
+            (see :meth:`MaskPropagator._fit`); otherwise the motion is taken
+            as a pure translation.
+        edge_margin: corners are picked at least this many work-resolution
+            pixels inside the mask's outline (less when the mask is too thin).
+    """
+
+    method: Literal["dense", "flow", "none"] = "dense"
+    max_side: int = 480
+    flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    fb_tolerance: float = 0.5
+    rigid_tolerance: float = 0.3
+    max_points: int = 50
+    min_points: int = 6
+    win_size: int = 11
+    max_level: int = 3
+    fb_max_error: float = 1.0
+    quality_level: float = 0.01
+    min_distance: float = 3.0
+    ransac_thresh: float = 1.0
+    max_scale_change: float = 1.25
+    edge_margin: int = 3
+    min_deformation: float = 0.5
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"propagation: {message}")
+
+        check(self.method in ("dense", "flow", "none"), f"method must be 'dense', 'flow' or 'none', got {self.method!r}")
+        check(self.flow_preset in ("ultrafast", "fast", "medium"), f"flow_preset must be ultrafast, fast or medium, got {self.flow_preset!r}")
+        check(self.fb_tolerance > 0, f"fb_tolerance must be > 0 cells, got {self.fb_tolerance}")
+        check(self.rigid_tolerance >= 0, f"rigid_tolerance must be >= 0 cells, got {self.rigid_tolerance}")
+        check(self.max_side == 0 or self.max_side >= 32, f"max_side must be 0 (full size) or >= 32 pixels, got {self.max_side}")
+        check(self.min_points >= 3, f"min_points must be >= 3, got {self.min_points}")
+        check(self.max_points >= self.min_points, f"max_points ({self.max_points}) must be >= min_points ({self.min_points})")
+        check(self.win_size >= 5, f"win_size must be >= 5 pixels, got {self.win_size}")
+        check(0 <= self.max_level <= 8, f"max_level must be in 0..8, got {self.max_level}")
+        check(self.fb_max_error > 0, f"fb_max_error must be > 0 pixels, got {self.fb_max_error}")
+        check(0.0 < self.quality_level < 1.0, f"quality_level must be in (0, 1), got {self.quality_level}")
+        check(self.min_distance >= 0, f"min_distance must be >= 0 pixels, got {self.min_distance}")
+        check(self.ransac_thresh > 0, f"ransac_thresh must be > 0 pixels, got {self.ransac_thresh}")
+        check(self.max_scale_change > 1.0, f"max_scale_change must be > 1, got {self.max_scale_change}")
+        check(self.min_deformation >= 0, f"min_deformation must be >= 0 pixels, got {self.min_deformation}")
+        check(self.edge_margin >= 0, f"edge_margin must be >= 0 pixels, got {self.edge_margin}")
+
+
+class PropagatedMask(NamedTuple):
+    """One track's mask moved to the current frame.
+
+    Attributes:
+        mask: ``HxW bool``; the input mask unchanged when ``ok`` is False.
+        box: ``(4,)`` float64 XYXY, the mask's box (the input box when not ok).
+        ok: False when the motion could not be measured (too few trackable
+            points, e.g. a textureless or tiny object, or one mostly covered by
+            another track's mask) or the mask left the frame; the caller
+            decides what to do with such a track (the engine coasts it on its
+            motion model, :meth:`~realtime_sam.tracking.tracks.Tracker.coast`).
+    """
+
+    mask: np.ndarray
+    box: np.ndarray
+    ok: bool
+
+
+# Transforms this close to a pure translation are applied as an integer
+# shift with the sub-pixel remainder carried to the next frame, so slow
+# motion (< 0.5 px/frame) is not rounded away frame after frame.
+_NEAR_IDENTITY = 0.005
+
+
+@dataclass
+class WorkFrame:
+    """A frame as flow sees it (from :meth:`MaskPropagator.work`)."""
+
+    image: np.ndarray | None  # the source frame it was made from (identity check); None once detached
+    sample: np.ndarray  # a sparse copy of its pixels, to notice a reused buffer
+    gray: np.ndarray  # grey, at work resolution
+    scale: float  # work pixels per source pixel
+
+    def detached(self) -> "WorkFrame":
+        """The same without its reference to the source frame (to keep many of them small)."""
+        return WorkFrame(None, self.sample, self.gray, self.scale)
+
+
+class MaskPropagator:
+    """Moves masks from one frame to the next (see the module docstring).
+
+    Not thread-safe: one propagator per video stream. It keeps the last
+    frame's work image and each track's sub-pixel remainder between calls.
+    """
+
+    def __init__(self, config: PropagationConfig | None = None) -> None:
+        self.config = config if config is not None else PropagationConfig()
+        self._last: WorkFrame | None = None
+        self._residual: dict[int, np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget the cached frame and per-track state (e.g. after a seek)."""
+        self._last = None
+        self._residual.clear()
+
+    def step(
+        self,
+        prev: np.ndarray,
+        cur: np.ndarray,
+        tracks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+    ) -> dict[int, PropagatedMask]:
+        """Move each track's mask from ``prev`` to ``cur``.
+
+        Args:
+            prev: the frame the masks belong to, ``HxWx3 uint8`` BGR or ``HxW
+                uint8`` grey. Pass the same (unmodified) array that was ``cur``
+                on the previous call to reuse its conversion.
+            cur: the frame to move them to, same size and format.
+            tracks: ``{track_id: (mask HxW bool, box XYXY)}``.
+
+        Returns:
+            ``{track_id: PropagatedMask}`` for every input track.
+        """
+        cfg = self.config
+        # Remainders of tracks that are gone would only leak.
+        for tid in list(self._residual):
+            if tid not in tracks:
+                del self._residual[tid]
+        if prev.shape != cur.shape:
+            # A resolution change (e.g. an RTSP renegotiation): nothing to compare.
+            self.reset()
+            return {tid: _unchanged(m, b) for tid, (m, b) in tracks.items()}
+        if cfg.method == "none":
+            return {tid: PropagatedMask(np.asarray(m, dtype=bool), _box(b), True) for tid, (m, b) in tracks.items()}
+
+        prev_w = self._last if self._last is not None and self._is_cached(prev) else self._work(prev)
+        cur_w = self._work(cur)
+        self._last = cur_w
+        if not tracks:
+            return {}
+        for tid, (mask, _) in tracks.items():
+            if np.shape(mask) != cur.shape[:2]:
+                raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
+        return self._step_work(prev_w, cur_w, tracks, self._residual)
+
+    def work(self, image: np.ndarray) -> WorkFrame:
+        """The grey, shrunk copy of ``image`` that flow runs on (cached: the next :meth:`step` from it reuses it).
+
+        Keep these to :meth:`replay` masks through frames later.
+        """
+        if not self._is_cached(image):
+            self._last = self._work(image)
+        return self._last  # type: ignore[return-value]
+
+    def replay(
+        self,
+        frames: Sequence[WorkFrame],
+        masks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+    ) -> dict[int, PropagatedMask]:
+        """Move masks of ``frames[0]`` through ``frames[1:]`` to the last one, step by step.
+
+        For masks decoded on an earlier frame (a background encode): the
+        frames since are known only as :meth:`work` copies. ``ok`` is False for
+        a mask that could not be followed on some step; on such a step it keeps
+        its last measured motion. The per-track state of :meth:`step` is not touched.
+        """
+        out = {k: PropagatedMask(np.asarray(m, dtype=bool), _box(b), True) for k, (m, b) in masks.items()}
+        if self.config.method == "none" or len(frames) < 2 or not masks:
+            return out
+        residual: dict[int, np.ndarray] = {}
+        last_shift: dict[int, tuple[int, int]] = {}
+        for prev_w, cur_w in zip(frames[:-1], frames[1:]):
+            if prev_w.gray.shape != cur_w.gray.shape:
+                continue  # a resolution change: nothing to compare across it
+            moved = self._step_work(prev_w, cur_w, {k: (o.mask, o.box) for k, o in out.items()}, residual)
+            for k, o in moved.items():
+                before = out[k]
+                if o.ok:
+                    c0, c1 = before.box[:2] + before.box[2:], o.box[:2] + o.box[2:]
+                    last_shift[k] = (int(round((c1[0] - c0[0]) / 2.0)), int(round((c1[1] - c0[1]) / 2.0)))
+                    out[k] = PropagatedMask(o.mask, o.box, before.ok)
+                elif k in last_shift:
+                    # Unmeasured on this step (e.g. behind another mask): keep its last
+                    # motion, as the engine coasts a live track on its motion model.
+                    dx, dy = last_shift[k]
+                    shifted = _shift_mask(before.mask, dx, dy)
+                    box = mask_to_box(shifted)
+                    out[k] = PropagatedMask(shifted, box, False) if box is not None else PropagatedMask(before.mask, before.box, False)
+                else:
+                    out[k] = PropagatedMask(before.mask, before.box, False)
+        return out
+
+    def _step_work(
+        self,
+        prev_w: WorkFrame,
+        cur_w: WorkFrame,
+        tracks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+        residual: dict[int, np.ndarray],
+    ) -> dict[int, PropagatedMask]:
+        cfg = self.config
+        s = prev_w.scale
+        gray0 = prev_w.gray
+        claimed = _claims(tracks)
+        ids: list[int] = []
+        starts: list[np.ndarray] = []
+        for tid, (mask, box) in tracks.items():
+            mask = np.asarray(mask, dtype=bool)
+            others = None if claimed is None else claimed > mask  # covered by another track's mask
+            ids.append(tid)
+            starts.append(self._features(gray0, mask, _box(box), s, others))
+        counts = [len(p) for p in starts]
+        out: dict[int, PropagatedMask] = {}
+        if sum(counts) == 0:
+            return {tid: _unchanged(m, b) for tid, (m, b) in tracks.items()}
+
+        p0 = np.concatenate([p for p in starts if len(p)]).astype(np.float32).reshape(-1, 1, 2)
+        p1, good = self._track(prev_w.gray, cur_w.gray, p0)
+        p0, p1 = p0.reshape(-1, 2), p1.reshape(-1, 2)
+
+        offset = 0
+        for tid, n in zip(ids, counts):
+            mask, box = tracks[tid]
+            sel = slice(offset, offset + n)
+            offset += n
+            a, b = p0[sel][good[sel]], p1[sel][good[sel]]
+            transform = self._fit(a, b) if len(a) >= cfg.min_points else None
+            if transform is None:
+                residual.pop(tid, None)
+                out[tid] = _unchanged(mask, box)
+                continue
+            out[tid] = _warp(residual, tid, np.asarray(mask, dtype=bool), _box(box), _to_source(transform, s))
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _is_cached(self, image: np.ndarray) -> bool:
+        last = self._last
+        # Identity alone is not enough: a capture loop may decode into the same buffer.
+        return last is not None and last.image is image and np.array_equal(last.sample, _sample(image))
+
+    def _work(self, image: np.ndarray) -> WorkFrame:
+        cfg = self.config
+        if image.ndim == 3:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif image.ndim == 2:
+            gray = image
+        else:
+            raise ValueError(f"expected an HxWx3 BGR or HxW grey image, got shape {image.shape}")
+        if gray.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image, got {gray.dtype}")
+        h, w = gray.shape
+        longest = max(h, w)
+        scale = 1.0 if cfg.max_side == 0 or longest <= cfg.max_side else cfg.max_side / longest
+        if scale < 1.0:
+            size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+            # Use the exact ratio that resize applied along x (y differs by rounding only).
+            scale = size[0] / w
+        return WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale))
+
+    def _features(
+        self, gray: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float, others: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(K, 2)`` float32 corners inside the mask, work-resolution ``(x, y)``.
+
+        ``others`` (``HxW bool``, pixels other tracks' masks cover): corners
+        keep an LK window's distance from them when enough of the mask is left.
+        """
+        cfg = self.config
+        gh, gw = gray.shape
+        u0, v0 = max(0, int(math.floor(box[0] * s)) - 1), max(0, int(math.floor(box[1] * s)) - 1)
+        u1, v1 = min(gw, int(math.ceil(box[2] * s)) + 1), min(gh, int(math.ceil(box[3] * s)) + 1)
+        if u1 - u0 < 3 or v1 - v0 < 3:
+            return np.empty((0, 2), np.float32)
+        # Nearest sampling of the source mask at each work pixel's centre.
+        rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
+        cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
+        work = mask[np.ix_(rows, cols)].astype(np.uint8)
+        if others is not None:
+            taken = others[np.ix_(rows, cols)].astype(np.uint8)
+            if taken.any():
+                # A corner whose LK window reaches into another object follows that
+                # object's edge; an occluder sliding over this one would drag it along.
+                r = cfg.win_size // 2 + 1
+                near = cv2.dilate(taken, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
+                own = work & (1 - near)
+                if int(own.sum()) >= 4 * cfg.min_points:
+                    work = own
+                elif (work & taken).any():
+                    # Mostly behind (or in front of) another tracked object: its own
+                    # motion cannot be told apart here, so report it unmeasured.
+                    return np.empty((0, 2), np.float32)
+        area = int(work.sum())
+        if area < cfg.min_points:
+            return np.empty((0, 2), np.float32)
+        # Corners near the outline see background inside their LK window and
+        # are dragged by it (the trailing side most, which reads as a bogus
+        # expansion): keep to the interior, as deep as the mask allows.
+        for radius in range(cfg.edge_margin, 0, -1):
+            eroded = cv2.erode(work, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+            if eroded.sum() >= max(cfg.min_points, area // 4):
+                work = eroded
+                break
+        pts = cv2.goodFeaturesToTrack(
+            gray[v0:v1, u0:u1], cfg.max_points, cfg.quality_level, cfg.min_distance, mask=work, blockSize=3
+        )
+        if pts is None:
+            return np.empty((0, 2), np.float32)
+        return pts.reshape(-1, 2) + np.array([u0, v0], np.float32)
+
+    def _track(self, prev: np.ndarray, cur: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Forward-backward LK between work images; returns new points ``(N, 1, 2)`` and a ``(N,)`` good flag."""
+        cfg = self.config
+        level = cfg.max_level
+        win = (cfg.win_size, cfg.win_size)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, winSize=win, maxLevel=level, criteria=criteria)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, winSize=win, maxLevel=level, criteria=criteria)
+        fb = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
+        h, w = cur.shape[:2]
+        q = p1.reshape(-1, 2)
+        inside = (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+        good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < cfg.fb_max_error) & inside
+        return p1, good
+
+    def _fit(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """2x3 transform mapping points ``a`` to ``b`` (work pixels).
+
+        A pure translation (the median displacement, robust to a minority of
+        bad tracks) unless a RANSAC similarity fit says the object clearly
+        turns or changes size: its rotation/scale part must move the points
+        by at least ``min_deformation`` pixels at their typical distance
+        from their centre. Smaller fitted deformations are measurement noise,
+        and applying them frame after frame makes a mask swell or shrink.
+        """
+        cfg = self.config
+        t = np.median(b - a, axis=0)
+        translation = np.array([[1.0, 0.0, t[0]], [0.0, 1.0, t[1]]])
+        m, inliers = cv2.estimateAffinePartial2D(
+            a, b, method=cv2.RANSAC, ransacReprojThreshold=cfg.ransac_thresh, maxIters=500, confidence=0.99
+        )
+        if m is None or inliers is None or int(inliers.sum()) < cfg.min_points:
+            return translation
+        scale = math.hypot(m[0, 0], m[1, 0])
+        if not 1.0 / cfg.max_scale_change <= scale <= cfg.max_scale_change:
+            return translation
+        inl = a[inliers.reshape(-1).astype(bool)]
+        radius = float(np.median(np.linalg.norm(inl - inl.mean(axis=0), axis=1)))
+        # Largest displacement the linear part adds at that radius: ||A - I||_2 * r.
+        deformation = float(np.linalg.norm(m[:, :2] - np.eye(2), ord=2)) * radius
+        return m if deformation >= cfg.min_deformation else translation
+
+
+
+def _warp(residual: dict[int, np.ndarray], tid: int, mask: np.ndarray, box: np.ndarray, m: np.ndarray) -> PropagatedMask:
+    """Apply the 2x3 source-pixel transform ``m``; ``residual`` carries sub-pixel remainders per track."""
+    a = m[:, :2]
+    near_identity = np.abs(a - np.eye(2)).max() < _NEAR_IDENTITY
+    if near_identity:
+        t = m[:, 2] + residual.get(tid, np.zeros(2))
+        shift = np.round(t)
+        residual[tid] = t - shift
+        new = _shift_mask(mask, int(shift[0]), int(shift[1]))
+    else:
+        residual.pop(tid, None)
+        extent = mask_to_box(mask)  # the caller's box may be loose; the warp must not crop the mask
+        new = _warp_mask(mask, extent if extent is not None else box, m)
+    new_box = mask_to_box(new)
+    if new_box is None:
+        return _unchanged(mask, box, ok=False)
+    return PropagatedMask(new, new_box, True)
+
+
+def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:
+    """``HxW uint8``: how many tracks' masks cover each pixel; ``None`` when no two boxes overlap."""
+    boxes = [_box(b) for _, b in tracks.values()]
+    overlap = any(
+        min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+    )
+    if not overlap:
+        return None
+    count: np.ndarray | None = None
+    for mask, _ in tracks.values():
+        m = np.asarray(mask, dtype=np.uint8)
+        count = m.copy() if count is None else cv2.add(count, m)
+    return count
+
+
+def _sample(image: np.ndarray) -> np.ndarray:
+    return image[::16, ::16].copy()
+
+
+def _box(box) -> np.ndarray:
+    return np.asarray(box, dtype=np.float64).reshape(4)
+
+
+def _unchanged(mask, box, ok: bool = False) -> PropagatedMask:
+    return PropagatedMask(np.asarray(mask, dtype=bool), _box(box), ok)
+
+
+def _to_source(m: np.ndarray, s: float) -> np.ndarray:
+    """A 2x3 transform between work pixels -> the same motion between source pixels.
+
+    Pixel centres map as ``p_work = s * p_src + k`` with ``k = (s - 1) / 2``.
+    """
+    if s == 1.0:
+        return m.astype(np.float64)
+    a = m[:, :2].astype(np.float64)
+    k = np.full(2, (s - 1.0) / 2.0)
+    t = (a @ k + m[:, 2] - k) / s
+    return np.concatenate([a, t[:, None]], axis=1)
+
+
+def _shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] = mask[
+        max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
+    ]
+    return out
+
+
+def _warp_mask(mask: np.ndarray, box: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Warp only the mask's neighbourhood: cost follows the object's size, not the frame's."""
+    h, w = mask.shape
+    x0, y0 = max(0, int(math.floor(box[0])) - 2), max(0, int(math.floor(box[1])) - 2)
+    x1, y1 = min(w, int(math.ceil(box[2])) + 2), min(h, int(math.ceil(box[3])) + 2)
+    out = np.zeros_like(mask)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64)
+    moved = corners @ m[:, :2].T + m[:, 2]
+    dx0, dy0 = max(0, int(math.floor(moved[:, 0].min())) - 1), max(0, int(math.floor(moved[:, 1].min())) - 1)
+    dx1, dy1 = min(w, int(math.ceil(moved[:, 0].max())) + 2), min(h, int(math.ceil(moved[:, 1].max())) + 2)
+    if dx1 <= dx0 or dy1 <= dy0:
+        return out  # moved entirely off the frame
+    # Source crop at (x0, y0), destination window at (dx0, dy0).
+    local = m.astype(np.float64).copy()
+    local[:, 2] = m[:, :2] @ np.array([x0, y0], dtype=np.float64) + m[:, 2] - np.array([dx0, dy0], dtype=np.float64)
+    crop = mask[y0:y1, x0:x1].astype(np.uint8)
+    warped = cv2.warpAffine(
+        crop, local, (dx1 - dx0, dy1 - dy0), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    out[dy0:dy1, dx0:dx1] = warped.astype(bool)
+    return out

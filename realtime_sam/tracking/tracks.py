@@ -1,0 +1,983 @@
+"""Track lifecycle: link per-frame masks to persistent ids.
+
+The engine drives a :class:`Tracker` once per frame:
+
+1. :meth:`Tracker.predict` advances every track's constant-velocity motion
+   model to the new frame;
+2. between re-encodes, :meth:`Tracker.apply_propagation` moves a track's
+   mask and box by optical flow (neither a hit nor a miss);
+3. on a re-encode frame the engine prompts the decoder with
+   :meth:`Tracker.prompts`, wraps each decoded mask in a :class:`Detection`
+   and calls :meth:`Tracker.update`, which matches detections (and, in auto
+   mode, discovery candidates) to tracks and runs the lifecycle;
+4. :meth:`Tracker.results` reports the tracks that are alive.
+
+Lifecycle (see :class:`~realtime_sam.types.TrackState`): user prompts start
+``CONFIRMED`` tracks, discovery candidates start ``TENTATIVE`` ones, confirmed
+after ``min_hits`` consecutive hits and removed at their first miss. A miss
+turns a ``CONFIRMED`` track ``LOST``; a lost track keeps being prompted at its
+motion-predicted box and comes back with the same id when a good mask matches
+it, or is ``REMOVED`` after ``max_lost_frames`` frames. Ids come from an
+:class:`IdCounter` and are never reused.
+
+Conventions: masks are ``HxW bool`` at source resolution; boxes ``XYXY``
+float pixels (exclusive far edges, see :mod:`realtime_sam.tracking.association`);
+``logits`` are SAM's ``256x256 float32`` low-resolution mask logits, which
+cover the source image resized so its longest side is 1024 and padded
+bottom/right (one low-res cell = ``max(H, W) / 256`` source pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from realtime_sam.errors import ConfigError
+from realtime_sam.tracking.association import (
+    box_iou_matrix,
+    linear_assignment,
+    mask_iou_matrix,
+    mask_to_box,
+)
+from realtime_sam.types import Box, TrackResult, TrackState
+
+__all__ = [
+    "IdCounter",
+    "TrackerConfig",
+    "Detection",
+    "BoxKalmanFilter",
+    "Track",
+    "TrackPrompt",
+    "Tracker",
+    "appearance_of",
+    "similarity",
+]
+
+_LOWRES = 256  # side of SAM's low-resolution mask logits
+CHI2_GATE_4DOF = 9.4877
+"""95th percentile of the chi-square distribution with 4 degrees of freedom."""
+
+
+class IdCounter:
+    """Hands out track ids ``1, 2, 3, ...``; an id is never handed out twice.
+
+    Passed to a :class:`Tracker` (rather than being a global) so that two
+    engines never share ids by accident and tests can start from a known id.
+    """
+
+    def __init__(self, start: int = 1) -> None:
+        if start < 1:
+            raise ValueError(f"track ids start at 1 or more, got {start}")
+        self._next = int(start)
+
+    def next(self) -> int:
+        """The next unused id."""
+        value = self._next
+        self._next += 1
+        return value
+
+    @property
+    def peek(self) -> int:
+        """The id :meth:`next` will return (not consumed)."""
+        return self._next
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Association gate and lifecycle rules.
+
+    Attributes:
+        match_iou_thresh: minimum IoU between a track and a mask for them to
+            be linked (mask IoU against the track's current mask, or box IoU
+            against its motion-predicted box when it has no mask); also the
+            overlap below which a discovery candidate counts as a new object.
+        min_hits: consecutive good frames that turn a ``TENTATIVE`` track
+            (started by discovery) into a ``CONFIRMED`` one.
+        max_lost_frames: frames a ``LOST`` track is kept (and prompted at its
+            predicted box, slid inside the frame) for re-acquisition before it
+            is ``REMOVED``; 300 is 10 s at 30 fps.
+        min_score: decoder predicted IoU below which a mask counts as a miss.
+        min_area_frac: masks covering less than this fraction of the frame
+            are implausible (a miss).
+        max_area_frac: masks covering more than this fraction of the frame
+            are implausible (a miss), e.g. the decoder grabbing the whole scene.
+        max_area_change: a mask whose area differs from the track's reference
+            area by more than this factor (either way) is implausible (a miss).
+        duplicate_iou: when two tracks' new masks overlap more than this, the
+            weaker one (lower ``score * IoU with its own track``) counts as a
+            miss, so two ids never follow one object.
+        max_new_overlap: a discovery candidate with more than this fraction of
+            its area already covered by live tracks' masks does not start a
+            track (it is a part of a tracked object).
+        min_appearance: a ``LOST`` track takes a mask back only when their
+            appearance descriptors (colour histograms, see
+            :attr:`Detection.appearance`) are at least this similar (histogram
+            intersection, ``0..1``); masks or tracks without one are not checked.
+    """
+
+    match_iou_thresh: float = 0.3
+    min_hits: int = 3
+    max_lost_frames: int = 300
+    min_score: float = 0.5
+    min_area_frac: float = 0.0002
+    max_area_frac: float = 0.9
+    max_area_change: float = 4.0
+    duplicate_iou: float = 0.85
+    max_new_overlap: float = 0.5
+    min_appearance: float = 0.5
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(f"tracker: {message}")
+
+        check(0.0 < self.match_iou_thresh <= 1.0, f"match_iou_thresh must be in (0, 1], got {self.match_iou_thresh}")
+        check(int(self.min_hits) == self.min_hits and self.min_hits >= 1, f"min_hits must be an integer >= 1, got {self.min_hits}")
+        check(
+            int(self.max_lost_frames) == self.max_lost_frames and self.max_lost_frames >= 0,
+            f"max_lost_frames must be an integer >= 0, got {self.max_lost_frames}",
+        )
+        check(0.0 <= self.min_score <= 1.0, f"min_score must be in [0, 1], got {self.min_score}")
+        check(
+            0.0 <= self.min_area_frac < self.max_area_frac <= 1.0,
+            "min_area_frac and max_area_frac must satisfy 0 <= min_area_frac < max_area_frac <= 1, "
+            f"got {self.min_area_frac} and {self.max_area_frac}",
+        )
+        check(self.max_area_change >= 1.0, f"max_area_change must be >= 1, got {self.max_area_change}")
+        check(0.0 < self.duplicate_iou <= 1.0, f"duplicate_iou must be in (0, 1], got {self.duplicate_iou}")
+        check(0.0 < self.max_new_overlap <= 1.0, f"max_new_overlap must be in (0, 1], got {self.max_new_overlap}")
+        check(0.0 <= self.min_appearance <= 1.0, f"min_appearance must be in [0, 1], got {self.min_appearance}")
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One decoded mask offered to the tracker.
+
+    Attributes:
+        mask: ``HxW bool`` at source resolution.
+        box: ``XYXY`` float pixels, normally the mask's bounding box.
+        score: the decoder's predicted IoU in ``[0, 1]``.
+        logits: the decoder's ``256x256 float32`` low-res logits for this mask
+            (fed back as the next mask prompt), or ``None``.
+        source_track: id of the track whose prompt produced this mask;
+            ``None`` for discovery candidates and new user prompts.
+        label: optional user label for a new track.
+        appearance: a normalised descriptor of the pixels under the mask
+            (the engine's colour histogram, :func:`appearance_of`), or ``None``.
+    """
+
+    mask: np.ndarray
+    box: Box
+    score: float
+    logits: np.ndarray | None = None
+    source_track: int | None = None
+    label: str | None = None
+    appearance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.mask)
+        if mask.ndim != 2:
+            raise ValueError(f"Detection.mask must be HxW, got shape {mask.shape}")
+        box = np.asarray(self.box, dtype=np.float64).reshape(-1)
+        if box.size != 4:
+            raise ValueError(f"Detection.box must be 4 numbers (XYXY), got {self.box!r}")
+        if self.logits is not None and np.ndim(self.logits) != 2:
+            raise ValueError(f"Detection.logits must be a 2-D array, got shape {np.shape(self.logits)}")
+        # Frozen: normalise through object.__setattr__ so consumers can rely on
+        # dtypes without copying again.
+        object.__setattr__(self, "mask", mask.astype(bool, copy=False))
+        object.__setattr__(self, "box", tuple(float(v) for v in box))
+        object.__setattr__(self, "score", float(self.score))
+
+
+class BoxKalmanFilter:
+    """Constant-velocity Kalman filter on a box's centre and size.
+
+    State ``[cx, cy, w, h, vcx, vcy, vw, vh]`` (pixels, pixels/frame),
+    measurement ``[cx, cy, w, h]``. The filter holds only the model's
+    constants; each track owns its mean ``(8,)`` and covariance ``(8, 8)``.
+    Noise standard deviations scale with the box size, so the same settings
+    suit small and large objects.
+
+    Args:
+        std_position: position noise as a fraction of the box size per frame.
+        std_velocity: velocity noise as a fraction of the box size per frame.
+        std_measurement: measurement noise as a fraction of the box size.
+        std_initial_velocity: a new track's velocity uncertainty, as a
+            fraction of its size per frame: a new object may move a good part
+            of its own size per frame, and a wide prior lets the first
+            measurements set the velocity.
+    """
+
+    def __init__(
+        self,
+        *,
+        std_position: float = 1.0 / 20.0,
+        std_velocity: float = 1.0 / 160.0,
+        std_measurement: float = 1.0 / 20.0,
+        std_initial_velocity: float = 0.5,
+    ) -> None:
+        self.std_position = std_position
+        self.std_velocity = std_velocity
+        self.std_measurement = std_measurement
+        self.std_initial_velocity = std_initial_velocity
+        self._h = np.eye(4, 8)
+
+    @staticmethod
+    def _scale(size: np.ndarray) -> np.ndarray:
+        """``[w, h, w, h]`` per box, never below one pixel. ``size``: ``(..., 2)``."""
+        s = np.maximum(size, 1.0)
+        return np.concatenate([s, s], axis=-1)
+
+    def initiate(self, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean ``(8,)`` and covariance ``(8, 8)`` for a new track at ``box`` (XYXY)."""
+        z = _xyxy_to_cxcywh(np.asarray(box, dtype=np.float64))
+        mean = np.concatenate([z, np.zeros(4)])
+        s = self._scale(z[2:4])
+        std = np.concatenate([2.0 * self.std_position * s, self.std_initial_velocity * s])
+        return mean, np.diag(std**2)
+
+    def predict(self, means: np.ndarray, covs: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance ``N`` tracks by ``steps`` frames each (vectorised).
+
+        Args:
+            means: ``(N, 8)``; covs: ``(N, 8, 8)``; steps: ``(N,)`` frames (>= 0).
+        """
+        steps = np.asarray(steps, dtype=np.float64)
+        n = means.shape[0]
+        f = np.tile(np.eye(8), (n, 1, 1))
+        f[:, np.arange(4), np.arange(4) + 4] = steps[:, None]
+        s = self._scale(means[:, 2:4])
+        std = np.concatenate([self.std_position * s, self.std_velocity * s], axis=1)
+        q = np.zeros((n, 8, 8))
+        q[:, np.arange(8), np.arange(8)] = std**2 * steps[:, None]
+        new_means = np.einsum("nij,nj->ni", f, means)
+        new_covs = f @ covs @ f.transpose(0, 2, 1) + q
+        # A shrinking box must not invert: keep at least one pixel.
+        new_means[:, 2:4] = np.maximum(new_means[:, 2:4], 1.0)
+        return new_means, new_covs
+
+    def gating_distance(self, mean: np.ndarray, cov: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of ``(M, 4)`` XYXY boxes from one track's prediction.
+
+        Compare with :data:`CHI2_GATE_4DOF` (95 % of a 4-dof chi-square): the
+        gate widens as the track's uncertainty grows while it coasts.
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        z = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0, boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+        r = np.diag((self.std_measurement * self._scale(mean[2:4])) ** 2)
+        s = self._h @ cov @ self._h.T + r
+        d = z - mean[:4]
+        return np.einsum("mi,mi->m", d, np.linalg.solve(s, d.T).T)
+
+    def update(
+        self, mean: np.ndarray, cov: np.ndarray, box: np.ndarray, noise_scale: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Correct one track with a measured ``box`` (XYXY).
+
+        ``noise_scale`` multiplies the measurement standard deviation: callers
+        raise it for measurements they trust less (a partly hidden object).
+        """
+        z = _xyxy_to_cxcywh(np.asarray(box, dtype=np.float64))
+        r = np.diag((noise_scale * self.std_measurement * self._scale(mean[2:4])) ** 2)
+        h = self._h
+        innovation_cov = h @ cov @ h.T + r
+        gain = np.linalg.solve(innovation_cov, h @ cov).T  # cov H^T S^-1, S symmetric
+        new_mean = mean + gain @ (z - h @ mean)
+        new_cov = cov - gain @ innovation_cov @ gain.T
+        new_mean[2:4] = np.maximum(new_mean[2:4], 1.0)
+        return new_mean, new_cov
+
+
+def _xyxy_to_cxcywh(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0, box[2] - box[0], box[3] - box[1]])
+
+
+def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
+    return np.array([z[0] - z[2] / 2.0, z[1] - z[3] / 2.0, z[0] + z[2] / 2.0, z[1] + z[3] / 2.0])
+
+
+class Track:
+    """One tracked object. Internal and mutable: only its :class:`Tracker` changes it.
+
+    Attributes:
+        id: the track id (positive, never reused).
+        state: lifecycle state.
+        mask: ``HxW bool`` last mask (decoded or propagated); ``None`` while lost.
+        box: ``XYXY`` box of ``mask`` (last known box while lost).
+        score: last decoder predicted IoU.
+        logits: last ``256x256`` low-res logits, or ``None``.
+        logits_box: the box at which ``logits`` were decoded.
+        hits: frames with a good, matched mask.
+        misses: consecutive frames without one.
+        lost_since: frame index at which it became ``LOST`` (``None`` otherwise).
+        start_frame: frame index at which it was created.
+        last_update: frame index of the last hit.
+        mask_frame: frame index the current ``mask`` belongs to.
+        ref_area: typical mask area (pixels), the reference for plausibility.
+        mean, cov: motion model state (see :class:`BoxKalmanFilter`).
+        pred_frame: frame index ``mean`` refers to.
+        label: optional user label.
+        appearance: running mean of its masks' appearance descriptors (kept while lost).
+        full_size: ``(w, h)`` of its last box not cut by the frame's edge (the size
+            it is looked for at while lost), or ``None``.
+    """
+
+    __slots__ = (
+        "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
+        "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
+        "appearance", "full_size",
+    )
+
+    def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
+        self.id = track_id
+        self.state = state
+        self.mask: np.ndarray | None = None
+        self.box = np.zeros(4)
+        self.score = 0.0
+        self.logits: np.ndarray | None = None
+        self.logits_box: np.ndarray | None = None
+        self.hits = 0
+        self.misses = 0
+        self.lost_since: int | None = None
+        self.start_frame = frame_index
+        self.last_update = frame_index
+        self.mask_frame = frame_index
+        self.ref_area = 0.0
+        self.mean = mean
+        self.cov = cov
+        self.pred_frame = frame_index
+        self.label: str | None = None
+        self.appearance: np.ndarray | None = None
+        self.full_size: np.ndarray | None = None
+
+    @property
+    def age(self) -> int:
+        """Frames since the track was created."""
+        return self.pred_frame - self.start_frame
+
+    @property
+    def predicted_box(self) -> np.ndarray:
+        """``(4,)`` XYXY box from the motion model at frame ``pred_frame``."""
+        return _cxcywh_to_xyxy(self.mean[:4])
+
+    def __repr__(self) -> str:
+        return f"Track(id={self.id}, state={self.state.value}, hits={self.hits}, misses={self.misses})"
+
+
+class TrackPrompt(NamedTuple):
+    """What the engine sends to the decoder for one track.
+
+    Attributes:
+        track_id: the track.
+        box: ``(4,)`` float64 XYXY source pixels, clipped to the frame.
+        logits: ``256x256 float32`` mask prompt aligned to the track's current
+            position, or ``None`` (new or lost tracks).
+    """
+
+    track_id: int
+    box: np.ndarray
+    logits: np.ndarray | None
+
+
+class Tracker:
+    """Links decoded masks to persistent track ids (see the module docstring).
+
+    Args:
+        config: association and lifecycle rules.
+        ids: id source; a fresh :class:`IdCounter` when ``None``.
+        motion: motion model; a default :class:`BoxKalmanFilter` when ``None``.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, ids: IdCounter | None = None, motion: BoxKalmanFilter | None = None) -> None:
+        self.config = config if config is not None else TrackerConfig()
+        self._ids = ids if ids is not None else IdCounter()
+        self._kf = motion if motion is not None else BoxKalmanFilter()
+        self._tracks: dict[int, Track] = {}
+        self._shape: tuple[int, int] | None = None
+        self._empty: np.ndarray | None = None
+        self._frame = -1
+
+    # ------------------------------------------------------------------ queries
+
+    def tracks(self) -> list[Track]:
+        """Alive tracks (not removed), ordered by id. Do not modify them."""
+        return [self._tracks[k] for k in sorted(self._tracks)]
+
+    def get(self, track_id: int) -> Track | None:
+        """The alive track with this id, or ``None``."""
+        return self._tracks.get(track_id)
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def prompts(self) -> list[TrackPrompt]:
+        """Prompts for every live track, ordered by id.
+
+        ``CONFIRMED`` and ``TENTATIVE`` tracks are prompted at their current
+        box (propagated to this frame, else motion-predicted) with their last
+        logits shifted to that position; ``LOST`` tracks at their predicted box
+        with no mask prompt (their old mask would pull the decoder to where the
+        object was). Tracks whose box lies entirely outside the frame are left
+        out.
+        """
+        out: list[TrackPrompt] = []
+        for t in self.tracks():
+            if t.state == TrackState.LOST:
+                # Where it is predicted, slid back inside the frame: an object that left
+                # is looked for at the edge it left by, where it most likely comes back.
+                box, logits = self._inside(t.predicted_box), None
+            else:
+                box = t.box.copy() if t.mask_frame >= t.pred_frame else t.predicted_box
+                logits = self._aligned_logits(t, box)
+            box = self._clip(box)
+            if box[2] - box[0] < 1.0 or box[3] - box[1] < 1.0:
+                continue
+            out.append(TrackPrompt(t.id, box, logits))
+        return out
+
+    def track_at(self, x: float, y: float) -> int | None:
+        """The track under pixel ``(x, y)``, or ``None``.
+
+        Among masks containing the point, the smallest one wins (the object in
+        front, since a renderer draws larger masks first); failing that, the
+        box containing the point whose centre is nearest (lost tracks use
+        their predicted box).
+        """
+        best: tuple[float, int] | None = None
+        col, row = int(np.floor(x)), int(np.floor(y))
+        for t in self.tracks():
+            m = t.mask
+            if m is None or not (0 <= row < m.shape[0] and 0 <= col < m.shape[1]) or not m[row, col]:
+                continue
+            area = float(m.sum())
+            if best is None or area < best[0]:
+                best = (area, t.id)
+        if best is not None:
+            return best[1]
+        for t in self.tracks():
+            b = self._display_box(t)
+            if b[0] <= x <= b[2] and b[1] <= y <= b[3]:
+                d = float(np.hypot(x - (b[0] + b[2]) / 2.0, y - (b[1] + b[3]) / 2.0))
+                if best is None or d < best[0]:
+                    best = (d, t.id)
+        return best[1] if best is not None else None
+
+    def results(self, frame_index: int) -> tuple[TrackResult, ...]:
+        """Every alive track as a :class:`TrackResult`, ordered by id.
+
+        ``LOST`` tracks get an all-False mask, their predicted box and score 0;
+        the others their current (decoded or propagated) mask, its box and the
+        last decoder score.
+        """
+        out = []
+        for t in self.tracks():
+            if t.state == TrackState.LOST or t.mask is None:
+                mask, score = self._empty_mask(), 0.0
+            else:
+                mask, score = t.mask, t.score
+            box = self._display_box(t)
+            out.append(TrackResult(t.id, mask, tuple(float(v) for v in box), float(score), t.state, t.label))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ edits
+
+    def add(self, detection: Detection, frame_index: int) -> int:
+        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its new id.
+
+        No quality checks: the user asked for this object. (A track started
+        from an empty mask has nothing to follow and goes ``LOST`` at its
+        next update.)
+        """
+        self._check_shape(detection.mask)
+        box = mask_to_box(detection.mask)
+        if box is None:
+            box = np.asarray(detection.box, dtype=np.float64)
+        t = self._new_track(TrackState.CONFIRMED, frame_index, box)
+        self._hit(t, detection, box, frame_index)
+        t.label = detection.label
+        return t.id
+
+    def remove(self, track_id: int) -> bool:
+        """Remove a track for good; returns False when no such alive track."""
+        return self._tracks.pop(track_id, None) is not None
+
+    def clear(self) -> None:
+        """Remove every track (ids keep counting up) and forget the frame size."""
+        self._tracks.clear()
+        self._shape = None
+        self._empty = None
+
+    # ------------------------------------------------------------------ per frame
+
+    def predict(self, frame_index: int) -> None:
+        """Advance every track's motion model to ``frame_index`` and expire old lost tracks.
+
+        Call once per frame, before propagation or update. Calling it again
+        for the same frame does nothing.
+        """
+        self._frame = max(self._frame, frame_index)
+        todo = [t for t in self._tracks.values() if t.pred_frame < frame_index]
+        if todo:
+            means = np.stack([t.mean for t in todo])
+            covs = np.stack([t.cov for t in todo])
+            steps = np.array([frame_index - t.pred_frame for t in todo], dtype=np.float64)
+            means, covs = self._kf.predict(means, covs, steps)
+            for t, m, c in zip(todo, means, covs):
+                t.mean, t.cov, t.pred_frame = m, c, frame_index
+                if t.state == TrackState.LOST and self._shape is not None:
+                    box = t.predicted_box
+                    h, w = self._shape
+                    if box[2] <= 0 or box[0] >= w or box[3] <= 0 or box[1] >= h:
+                        # Left the frame: wait at the edge it left by (where it most likely returns).
+                        inside = self._inside(box)
+                        t.mean = t.mean.copy()
+                        t.mean[0:2] = (inside[0] + inside[2]) / 2.0, (inside[1] + inside[3]) / 2.0
+                        t.mean[4:6] = 0.0
+        self._expire(frame_index)
+
+    def apply_propagation(
+        self,
+        track_id: int,
+        mask: np.ndarray,
+        box: np.ndarray | Box,
+        frame_index: int | None = None,
+        logits: np.ndarray | None = None,
+        measured: bool = True,
+    ) -> bool:
+        """Replace a live track's mask and box with ones propagated to the current frame.
+
+        Neither a hit nor a miss; the motion model is corrected with the new
+        box. ``frame_index`` defaults to the frame of the last :meth:`predict`.
+        ``logits`` (``256x256``, the soft mask moved along with it, e.g. by
+        dense flow) become the track's mask prompt as they are; without them
+        the last decoded logits are shifted to the new box when prompted.
+        ``measured=False`` (the box is that of a partly hidden object) leaves
+        the motion model as it is: a shrinking visible part would drag it.
+        Returns False (and changes nothing but the logits) for unknown or
+        ``LOST`` tracks and for an empty mask (e.g. an object wholly hidden:
+        its moved logits are kept, the caller coasts its mask).
+        """
+        t = self._tracks.get(track_id)
+        if t is None or t.state == TrackState.LOST:
+            return False
+        mask = np.asarray(mask).astype(bool, copy=False)
+        self._check_shape(mask)
+        if logits is not None:
+            t.logits = np.asarray(logits, dtype=np.float32)
+            t.logits_box = None  # already where the object is: prompted as they are
+        if not mask.any():
+            return False
+        frame = t.pred_frame if frame_index is None else int(frame_index)
+        if frame > t.pred_frame:
+            self.predict(frame)
+        b = np.asarray(box, dtype=np.float64).reshape(4)
+        before = float(np.count_nonzero(t.mask)) if t.mask is not None else 0.0
+        t.mask, t.box, t.mask_frame = mask, b.copy(), frame
+        if measured and b[2] - b[0] >= 1.0 and b[3] - b[1] >= 1.0:
+            t.mean, t.cov = self._kf.update(t.mean, t.cov, b)
+            self._note_size(t, b)
+            area = float(np.count_nonzero(mask))
+            if t.ref_area > 0 and area >= 0.75 * before:
+                # The object's size as followed since the last decode: the next decoded
+                # mask is judged against it (real objects may double or halve in size
+                # between encodes). A sudden shrink is more likely an occluder: not followed.
+                t.ref_area = 0.5 * t.ref_area + 0.5 * area
+        return True
+
+    def coast(self, track_id: int, frame_index: int | None = None) -> bool:
+        """Move a live track's mask and box to where its motion model predicts them.
+
+        For tracks whose motion could not be measured this frame (e.g. mostly
+        hidden behind another object): the mask is shifted by whole pixels so
+        its box centre follows the predicted one; the motion model itself is
+        not corrected (nothing was observed). ``frame_index`` defaults to the
+        frame of the last :meth:`predict`. Returns False (and changes nothing)
+        for unknown or ``LOST`` tracks, tracks without a mask, and when the
+        shifted mask would leave the frame.
+        """
+        t = self._tracks.get(track_id)
+        if t is None or t.state == TrackState.LOST or t.mask is None:
+            return False
+        frame = t.pred_frame if frame_index is None else int(frame_index)
+        if frame > t.pred_frame:
+            self.predict(frame)
+        # Absolute, not per-frame: a slow object still moves once the prediction is a pixel ahead.
+        dx = int(round(float(t.mean[0]) - (t.box[0] + t.box[2]) / 2.0))
+        dy = int(round(float(t.mean[1]) - (t.box[1] + t.box[3]) / 2.0))
+        if dx == 0 and dy == 0:
+            t.mask_frame = frame
+            return True
+        moved = _shift(t.mask, dx, dy, False)
+        box = mask_to_box(moved)  # the mask's own box: part of it may have left the frame
+        if box is None:
+            return False
+        t.mask = moved
+        t.box = np.asarray(box, dtype=np.float64)
+        t.mask_frame = frame
+        return True
+
+    def update(self, detections: Sequence[Detection], frame_index: int, candidates: Iterable[Detection] = ()) -> None:
+        """Match this frame's decoded masks to tracks and run the lifecycle.
+
+        Args:
+            detections: masks decoded from :meth:`prompts`; ``source_track``
+                names the prompting track.
+            frame_index: the current frame.
+            candidates: auto-mode discovery masks (``source_track=None``);
+                unmatched ones that overlap no live track start ``TENTATIVE``
+                tracks.
+
+        A detection keeps its source track when it is good (score, area,
+        area change) and overlaps the track's current position at least
+        ``match_iou_thresh`` (mask IoU against the track's mask moved to its
+        predicted position; box IoU against the predicted box for lost
+        tracks). Remaining tracks and good masks are matched by the Hungarian
+        algorithm on ``1 - IoU`` with the same gate, then tracks still
+        unmatched by the Hungarian algorithm on the motion model's
+        Mahalanobis distance (95 % gate), which catches fast motion and
+        lost tracks that drifted from their object. Among the matched masks,
+        near-duplicates are resolved in favour of the stronger track.
+        Unmatched tracks get a miss.
+        """
+        cfg = self.config
+        self.predict(frame_index)
+        dets = list(detections)
+        cands = list(candidates)
+        items = dets + cands
+        n_det = len(dets)
+        for d in items:
+            self._check_shape(d.mask)
+        live = self.tracks()
+        if not items:
+            for t in live:
+                self._miss(t, frame_index)
+            return
+
+        h, w = self._shape  # type: ignore[misc]  # set by _check_shape
+        masks = [d.mask for d in items]  # not stacked: full-resolution copies are costly
+        areas = np.array([np.count_nonzero(m) for m in masks], dtype=np.float64)
+        boxes = np.stack([_box_of(d) for d in items])
+        frame_area = float(h * w)
+        good = np.array([d.score >= cfg.min_score for d in items]) & (areas >= cfg.min_area_frac * frame_area) & (
+            areas <= cfg.max_area_frac * frame_area
+        )
+        iou = self._track_iou(live, masks, boxes)
+        plausible = np.ones_like(iou, dtype=bool)
+        for r, t in enumerate(live):
+            if t.ref_area > 0:
+                ratio = areas / t.ref_area
+                plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
+            if t.state == TrackState.LOST and t.appearance is not None:
+                # Re-acquisition: what comes back must look like what was lost.
+                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
+        linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
+
+        # 1) A decoded mask belongs to the track that prompted it, when it is good and
+        #    where the track is: its mask overlaps the track's (which may have drifted
+        #    since the last decode: that is what the decode corrects) or its box the
+        #    track's box.
+        row_of = {t.id: r for r, t in enumerate(live)}
+        pairs: dict[int, int] = {}  # row -> item
+        for j, d in enumerate(dets):
+            r = row_of.get(d.source_track) if d.source_track is not None else None
+            if r is None or not good[j] or not plausible[r, j]:
+                continue
+            others = np.delete(iou[:, j], r)
+            near = iou[r, j] >= cfg.match_iou_thresh or (
+                live[r].state != TrackState.LOST
+                and (iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh)
+                and not (others >= cfg.match_iou_thresh).any()  # not another track's object
+            )
+            # And it must look like what the track followed (not, say, the background around it).
+            near = near and similarity(live[r].appearance, d.appearance) >= cfg.min_appearance
+            if not near:
+                continue
+            if r not in pairs or iou[r, j] > iou[r, pairs[r]]:
+                pairs[r] = j
+        # 2) Everything else by IoU, Hungarian, gated.
+        free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
+        used = set(pairs.values())
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used], dtype=np.int64)
+        if free_rows.size and free_cols.size:
+            sub = iou[np.ix_(free_rows, free_cols)]
+            cost = np.where(linkable[np.ix_(free_rows, free_cols)], 1.0 - sub, np.inf)
+            matches, _, _ = linear_assignment(cost, 1.0 - cfg.match_iou_thresh)
+            for a, b in matches:
+                pairs[int(free_rows[a])] = int(free_cols[b])
+        # 3) Tracks still unmatched (lost ones coasting, or fast motion against a
+        #    stale mask) may take a leftover good mask that their motion model
+        #    finds likely, nearest first.
+        free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
+        used = set(pairs.values())
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used], dtype=np.int64)
+        if free_rows.size and free_cols.size:
+            dist = np.stack([self._kf.gating_distance(live[r].mean, live[r].cov, boxes[free_cols]) for r in free_rows])
+            dist = np.where(plausible[np.ix_(free_rows, free_cols)], dist / CHI2_GATE_4DOF, np.inf)
+            matches, _, _ = linear_assignment(dist, 1.0)
+            for a, b in matches:
+                pairs[int(free_rows[a])] = int(free_cols[b])
+        # 4) Two tracks on one object: the weaker one misses.
+        pairs = self._suppress_duplicates(pairs, masks, iou, items)
+
+        for r, t in enumerate(live):
+            j = pairs.get(r)
+            if j is None:
+                self._miss(t, frame_index)
+            else:
+                self._hit(t, items[j], boxes[j], frame_index, area=float(areas[j]))
+                if t.state == TrackState.TENTATIVE and t.hits >= cfg.min_hits:
+                    t.state = TrackState.CONFIRMED
+                elif t.state == TrackState.LOST:
+                    t.state, t.lost_since = TrackState.CONFIRMED, None
+
+        # 5) New objects: good, unmatched candidates over no live track.
+        matched = set(pairs.values())
+        order = sorted((j for j in range(n_det, len(items)) if good[j] and j not in matched), key=lambda j: -items[j].score)
+        for j in order:
+            if self._overlaps_live(masks[j], boxes[j], float(areas[j])):
+                continue
+            t = self._new_track(TrackState.TENTATIVE, frame_index, boxes[j])
+            self._hit(t, items[j], boxes[j], frame_index, area=float(areas[j]))
+            t.label = items[j].label
+            if t.hits >= cfg.min_hits:
+                t.state = TrackState.CONFIRMED
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_shape(self, mask: np.ndarray) -> None:
+        shape = (int(mask.shape[0]), int(mask.shape[1]))
+        if self._shape is None:
+            self._shape = shape
+        elif shape != self._shape:
+            raise ValueError(f"mask size {shape} differs from the tracker's frame size {self._shape}; clear() the tracker first")
+
+    def _empty_mask(self) -> np.ndarray:
+        if self._empty is None or self._empty.shape != self._shape:
+            self._empty = np.zeros(self._shape if self._shape else (0, 0), dtype=bool)
+            self._empty.setflags(write=False)
+        return self._empty
+
+    def _clip(self, box: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            return box
+        h, w = self._shape
+        return np.array([np.clip(box[0], 0, w), np.clip(box[1], 0, h), np.clip(box[2], 0, w), np.clip(box[3], 0, h)])
+
+    def _inside(self, box: np.ndarray) -> np.ndarray:
+        """``box`` moved (not shrunk) to lie inside the frame as far as its size allows."""
+        if self._shape is None:
+            return box
+        h, w = self._shape
+        b = np.asarray(box, dtype=np.float64).copy()
+        dx = max(0.0, -b[0]) - max(0.0, b[2] - w)
+        dy = max(0.0, -b[1]) - max(0.0, b[3] - h)
+        return b + np.array([dx, dy, dx, dy])
+
+    def _display_box(self, t: Track) -> np.ndarray:
+        if t.state == TrackState.LOST or t.mask is None:
+            return self._clip(t.predicted_box)
+        return t.box
+
+    def _new_track(self, state: TrackState, frame_index: int, box: np.ndarray) -> Track:
+        mean, cov = self._kf.initiate(box)
+        t = Track(self._ids.next(), state, frame_index, mean, cov)
+        t.pred_frame = max(frame_index, self._frame)
+        self._tracks[t.id] = t
+        return t
+
+    def _hit(self, t: Track, d: Detection, box: np.ndarray, frame_index: int, area: float | None = None) -> None:
+        area = float(np.count_nonzero(d.mask)) if area is None else area
+        if t.hits > 0 and t.ref_area > 0:
+            # A mask much smaller than usual is most likely a partly hidden
+            # object: trust its box less so occlusion does not drag the
+            # velocity estimate (which lost tracks coast on) towards zero.
+            noise = max(1.0, t.ref_area / max(area, 1.0)) ** 2
+            t.mean, t.cov = self._kf.update(t.mean, t.cov, box, noise_scale=noise)
+            # Slowly adapting reference: gradual change is fine, sudden is not.
+            t.ref_area = 0.7 * t.ref_area + 0.3 * area if area < t.ref_area else 0.5 * t.ref_area + 0.5 * area
+        else:
+            t.mean, t.cov = self._kf.initiate(box)
+            t.pred_frame = max(frame_index, t.pred_frame)
+            t.ref_area = area
+        t.mask = d.mask
+        t.box = np.asarray(box, dtype=np.float64).copy()
+        self._note_size(t, t.box)
+        t.score = d.score
+        if d.logits is not None:
+            t.logits = np.asarray(d.logits, dtype=np.float32)
+            t.logits_box = t.box.copy()
+        else:
+            t.logits = t.logits_box = None
+        if d.appearance is not None:
+            a = np.asarray(d.appearance, dtype=np.float32)
+            t.appearance = a if t.appearance is None or t.appearance.shape != a.shape else 0.7 * t.appearance + 0.3 * a
+        t.hits += 1
+        t.misses = 0
+        t.last_update = t.mask_frame = frame_index
+        if t.label is None and d.label is not None:
+            t.label = d.label
+
+    def _miss(self, t: Track, frame_index: int) -> None:
+        t.misses += 1
+        if t.state == TrackState.TENTATIVE:
+            del self._tracks[t.id]
+        elif t.state == TrackState.CONFIRMED:
+            t.state = TrackState.LOST
+            t.lost_since = frame_index
+            t.mask = None
+            t.logits = t.logits_box = None
+            # Coast at constant size: a size trend extrapolated blindly for
+            # many frames would shrink or blow up the search box. The size is
+            # the object's whole size, not that of the sliver an edge left.
+            t.mean = t.mean.copy()
+            t.mean[6:8] = 0.0
+            if t.full_size is not None:
+                t.mean[2:4] = t.full_size
+
+    def _expire(self, frame_index: int) -> None:
+        limit = self.config.max_lost_frames
+        for t in list(self._tracks.values()):
+            if t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > limit:
+                del self._tracks[t.id]
+
+    def _note_size(self, t: Track, box: np.ndarray) -> None:
+        """Remember the box's size unless the frame's edge cuts it or it shrank suddenly.
+
+        A box that lost more than 15 % of its area since the last one noted is
+        most likely an object going behind another: its whole size is the one before.
+        """
+        if self._shape is None:
+            return
+        h, w = self._shape
+        size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
+        if not (box[0] >= 2 and box[1] >= 2 and box[2] <= w - 2 and box[3] <= h - 2 and size.min() >= 1):
+            return
+        if t.full_size is None or size.prod() >= 0.85 * t.full_size.prod():
+            t.full_size = size
+
+    def _reference_mask(self, t: Track) -> np.ndarray | None:
+        """The track's mask moved to its predicted position (``None`` without a mask)."""
+        if t.state == TrackState.LOST or t.mask is None or t.ref_area <= 0:
+            return None
+        if t.mask_frame >= t.pred_frame:
+            return t.mask
+        dx = int(round(t.mean[0] - (t.box[0] + t.box[2]) / 2.0))
+        dy = int(round(t.mean[1] - (t.box[1] + t.box[3]) / 2.0))
+        return _shift(t.mask, dx, dy, False)
+
+    def _track_iou(self, live: list[Track], masks: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+        """``(T, D)`` IoU of each track's reference (mask, else predicted box) with each item."""
+        iou = np.zeros((len(live), len(masks)), dtype=np.float64)
+        refs = [self._reference_mask(t) for t in live]
+        mask_rows = [r for r, m in enumerate(refs) if m is not None]
+        box_rows = [r for r, m in enumerate(refs) if m is None]
+        if mask_rows:
+            iou[mask_rows] = mask_iou_matrix([refs[r] for r in mask_rows], masks)
+        if box_rows:
+            iou[box_rows] = box_iou_matrix(np.stack([live[r].predicted_box for r in box_rows]), boxes)
+        return iou
+
+    def _suppress_duplicates(
+        self, pairs: dict[int, int], masks: list[np.ndarray], iou: np.ndarray, items: list[Detection]
+    ) -> dict[int, int]:
+        if len(pairs) < 2:
+            return pairs
+        rows = sorted(pairs, key=lambda r: -(items[pairs[r]].score * iou[r, pairs[r]]))
+        chosen = [masks[pairs[r]] for r in rows]
+        overlap = mask_iou_matrix(chosen, chosen)
+        kept: list[int] = []
+        for k, r in enumerate(rows):
+            if all(overlap[k, q] <= self.config.duplicate_iou for q in kept):
+                kept.append(k)
+        return {rows[k]: pairs[rows[k]] for k in kept}
+
+    def _overlaps_live(self, mask: np.ndarray, box: np.ndarray, area: float) -> bool:
+        """Whether a would-be new track is already covered by an alive track."""
+        cfg = self.config
+        extent = mask_to_box(mask)
+        if extent is None:
+            return True
+        x0, y0, x1, y1 = (int(v) for v in extent)
+        window = mask[y0:y1, x0:x1]
+        covered = np.zeros_like(window)
+        for t in self._tracks.values():
+            if t.state == TrackState.LOST or t.mask is None:
+                if box_iou_matrix(t.predicted_box, box)[0, 0] >= cfg.match_iou_thresh:
+                    return True
+                continue
+            if mask_iou_matrix([t.mask], [mask])[0, 0] >= cfg.match_iou_thresh:
+                return True
+            covered |= t.mask[y0:y1, x0:x1]
+        return float(np.count_nonzero(covered & window)) > cfg.max_new_overlap * area
+
+    def _aligned_logits(self, t: Track, box: np.ndarray) -> np.ndarray | None:
+        """The track's last logits translated from where they were decoded to ``box``.
+
+        Logits without a box (``logits_box is None``) were moved with the object already.
+        """
+        if t.logits is None or t.logits_box is None or self._shape is None:
+            return t.logits
+        cell = max(self._shape) / float(_LOWRES)
+        dx = int(round(((box[0] + box[2]) - (t.logits_box[0] + t.logits_box[2])) / 2.0 / cell))
+        dy = int(round(((box[1] + box[3]) - (t.logits_box[1] + t.logits_box[3])) / 2.0 / cell))
+        if dx == 0 and dy == 0:
+            return t.logits
+        return _shift(t.logits, dx, dy, float(min(t.logits.min(), -10.0)))
+
+
+def appearance_of(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """A colour descriptor of the pixels of ``image`` (``HxWx3 uint8`` BGR) under ``mask`` (``HxW bool``).
+
+    A hue-saturation histogram (16x4 bins; dark and grey pixels in 4 bins of
+    their own, by brightness) normalised to sum 1: cheap, and steady under the
+    lighting changes and deformation that defeat a template. ``None`` for an
+    empty mask.
+    """
+    ext = mask_to_box(mask)
+    if ext is None:
+        return None
+    x0, y0, x1, y1 = (int(v) for v in ext)
+    step = max(1, int(max(x1 - x0, y1 - y0) // 64))  # a few thousand pixels are plenty
+    crop = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
+    m = np.ascontiguousarray(mask[y0:y1:step, x0:x1:step]).astype(np.uint8)
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    chroma = (hsv[..., 1] >= 40) & (hsv[..., 2] >= 40)
+    colour = cv2.calcHist([hsv], [0, 1], (m & chroma).astype(np.uint8), [16, 4], [0, 180, 40, 256]).reshape(-1)
+    grey = cv2.calcHist([hsv], [2], (m & ~chroma).astype(np.uint8), [4], [0, 256]).reshape(-1)
+    hist = np.concatenate([colour, grey]).astype(np.float32)
+    total = float(hist.sum())
+    return hist / total if total > 0 else None
+
+
+def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Histogram intersection of two :func:`appearance_of` descriptors in ``[0, 1]``; 1 when either is missing."""
+    if a is None or b is None or np.shape(a) != np.shape(b):
+        return 1.0
+    return float(np.minimum(a, b).sum())
+
+
+def _box_of(d: Detection) -> np.ndarray:
+    """A detection's box; the mask's own box when the given one is degenerate."""
+    b = np.asarray(d.box, dtype=np.float64)
+    if b[2] - b[0] > 0 and b[3] - b[1] > 0:
+        return b
+    mb = mask_to_box(d.mask)
+    return mb if mb is not None else b
+
+
+def _shift(a: np.ndarray, dx: int, dy: int, fill) -> np.ndarray:
+    """``a`` translated by ``(dx, dy)`` cells, uncovered cells set to ``fill``."""
+    h, w = a.shape
+    out = np.full_like(a, fill)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    src_y = slice(max(0, -dy), h - max(0, dy))
+    src_x = slice(max(0, -dx), w - max(0, dx))
+    dst_y = slice(max(0, dy), h - max(0, -dy))
+    dst_x = slice(max(0, dx), w - max(0, -dx))
+    out[dst_y, dst_x] = a[src_y, src_x]
+    return out
