@@ -42,6 +42,17 @@ optical flow, association, losing and re-finding objects.
   is too slow for dropped as with a camera, real model costs. Every source
   frame is scored with the newest result at or before it (what a viewer
   sees); frames before the first result count as empty;
+* ``live-sim`` (``--live-sim``): the same CPU preset on a simulated clock, so
+  the figure does not depend on what else the machine is doing. Each
+  background encode takes ``--encode-ms`` (default 500: the encoder's 0.4 s
+  on two quiet cores, plus its share of the cores the inference thread also
+  uses) and runs while frames go on; each frame costs the engine the CPU time
+  its thread actually spent on it (``time.thread_time``: close to the wall
+  time on a quiet machine, and hardly changed by other processes; the
+  network's decoder runs for real with ``--network real``; the oracle's own
+  work on its answers is not counted). The newest frame
+  whose time has come is processed next, older ones are dropped, and scoring
+  is as for ``live``;
 * ``flow N=..`` (``--flow``, default 5,15,30): a dense optical-flow baseline:
   OpenCV DIS flow (preset medium) on grey frames whose longest side is 480 px;
   every object's mask is warped per pixel on every frame (backward flow scaled
@@ -114,6 +125,7 @@ __all__ = [
     "SequenceScorer",
     "run_engine_file",
     "run_engine_live",
+    "run_engine_simulated",
     "run_flow",
     "main",
 ]
@@ -581,6 +593,79 @@ def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None 
     return scorer, stats
 
 
+class _SimFuture:
+    """A background encode on the simulated clock: computed at once, done when the clock reaches ``due`` (ms)."""
+
+    def __init__(self, clock: _SimClock, value, due: float) -> None:
+        self.clock, self.value, self.due = clock, value, due
+
+    def done(self) -> bool:
+        return self.clock.now >= self.due
+
+    def result(self, timeout=None):
+        self.clock.now = max(self.clock.now, self.due)  # the inference thread waits for it
+        return self.value
+
+
+class _SimClock:
+    """Simulated time (ms) for :func:`run_engine_simulated`; one worker that runs encodes in order."""
+
+    def __init__(self, encode_ms: float) -> None:
+        self.now = 0.0
+        self.encode_ms = float(encode_ms)
+        self.worker_free = 0.0
+        self.excluded = 0.0  # thread CPU seconds spent inside submitted calls (not the engine's cost)
+
+    def submit(self, fn, *args) -> _SimFuture:
+        start = max(self.now, self.worker_free)
+        t = time.thread_time()
+        value = fn(*args)
+        self.excluded += time.thread_time() - t
+        self.worker_free = start + self.encode_ms
+        return _SimFuture(self, value, self.worker_free)
+
+
+def run_engine_simulated(
+    seq: VosSequence, runner, config, *, encode_ms: float = 500.0, masks_dir: Path | None = None
+) -> tuple[SequenceScorer, dict]:
+    """The CPU preset played live on a simulated clock (see the module docstring); scored like :func:`run_engine_live`."""
+    engine = make_engine(config, runner)
+    clock = _SimClock(encode_ms)
+    engine.attach_worker(clock.submit)
+    ids = _Ids(seq, _prompt_all(engine, seq))
+    period = 1000.0 / seq.fps
+    kept: list[tuple[int, dict[int, np.ndarray]]] = []
+    costs: list[float] = []
+    i = 0
+    while i < len(seq):
+        # The newest frame that has arrived; the engine waits for the next one when it is ahead.
+        clock.now = max(clock.now, i * period)
+        i = max(i, min(len(seq) - 1, int(math.floor(clock.now / period + 1e-9))))
+        clock.excluded = 0.0
+        own = getattr(runner, "own_time_s", 0.0)  # the oracle's answers are not a decoder's cost
+        t = time.thread_time()
+        result = engine.process(Frame(i, seq.frames[i], i / seq.fps, time.monotonic()))
+        cost = (time.thread_time() - t - clock.excluded - (getattr(runner, "own_time_s", 0.0) - own)) * 1e3
+        costs.append(cost)
+        clock.now += cost
+        kept.append((i, _track_masks(result)))
+        i += 1
+    engine.attach_worker(None)
+    scorer = SequenceScorer(seq)
+    writer = MaskWriter(masks_dir)
+    tracks: dict[int, np.ndarray] = {}
+    k = 0
+    for j in range(len(seq)):
+        while k < len(kept) and kept[k][0] <= j:
+            tracks = kept[k][1]
+            ids.update(kept[k][0], tracks)
+            k += 1
+        scorer.add(j, tracks, ids.original)
+        writer.write(j, seq.size, tracks, ids.original)
+    stats = {"processed": len(kept), "frames": len(seq), "median_ms": float(np.median(costs)) if costs else 0.0}
+    return scorer, stats
+
+
 def run_flow(seq: VosSequence, oracle: GroundTruthOracle, every: int, *, masks_dir: Path | None = None) -> SequenceScorer:
     """The dense-flow baseline: masks warped by DIS flow every frame, re-prompted every ``every`` frames."""
     h, w = seq.size
@@ -697,6 +782,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reencode", type=_ints, default=(1, 5, 15, 30), help="engine.reencode_every values (default 1,5,15,30)")
     p.add_argument("--flow", type=_ints, default=(5, 15, 30), help="flow baseline re-prompt periods (default 5,15,30; '' for none)")
     p.add_argument("--no-live", action="store_true", help="skip the live (real-time, CPU preset) configuration")
+    p.add_argument("--live-sim", action="store_true",
+                   help="add the live configuration on a simulated clock (independent of machine load)")
+    p.add_argument("--encode-ms", type=float, default=500.0,
+                   help="simulated time of one background encode for --live-sim (default 500)")
     p.add_argument("--network", choices=("real", "none"), default="real",
                    help="run the real network on every oracle call (default) or skip it (same figures, fast)")
     p.add_argument("--weights", default=None, help="checkpoint (default: the golden one, else a random one)")
@@ -725,6 +814,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         live = not args.no_live
         if live and args.network != "real":
             raise EvalError("the live configuration needs --network real (add --no-live to skip it)")
+        if args.encode_ms <= 0:
+            raise EvalError("--encode-ms must be > 0")
         if args.max_frames < 0:
             raise EvalError("--max-frames must be >= 0")
         found = find_sequences(args.root)
@@ -735,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             base = load_config(args.config, args.overrides)
             live_cfg = load_config("cpu", args.overrides) if live else None
+            sim_cfg = load_config("cpu", args.overrides) if args.live_sim else None
         except RealtimeSamError as exc:
             raise EvalError(str(exc)) from None
     except EvalError as exc:
@@ -748,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if live_cfg is not None:
         configs["live"] = dataclasses.replace(live_cfg, engine=dataclasses.replace(live_cfg.engine, background_encode=True))
+    if sim_cfg is not None:
+        configs["live-sim"] = dataclasses.replace(sim_cfg, engine=dataclasses.replace(sim_cfg.engine, background_encode=True))
     for n in args.flow:
         configs[f"flow N={n}"] = n
 
@@ -779,6 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     scorer = run_flow(seq, oracle, int(cfg), masks_dir=masks_dir)  # type: ignore[arg-type]
                 elif cname == "live":
                     scorer, stats = run_engine_live(seq, oracle, cfg, masks_dir=masks_dir)
+                    extra.setdefault(cname, {})[name] = stats
+                elif cname == "live-sim":
+                    scorer, stats = run_engine_simulated(seq, oracle, cfg, encode_ms=args.encode_ms, masks_dir=masks_dir)
                     extra.setdefault(cname, {})[name] = stats
                 else:
                     scorer = run_engine_file(seq, oracle, cfg, masks_dir=masks_dir)

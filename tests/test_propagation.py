@@ -247,3 +247,27 @@ def test_replay_moves_masks_through_kept_frames_and_coasts_behind_an_occluder():
     _, gt = scene.render(0)
     same = prop.replay(works[:1], {1: (gt[1], mask_to_box(gt[1]))})
     assert same[1].ok and np.array_equal(same[1].mask, gt[1])
+
+
+@pytest.mark.parametrize("velocity", [(16.0, 4.0), (-9.0, 12.0)])
+def test_a_small_fast_object_is_followed_by_its_patch(velocity):
+    # 24 px at 640 wide is 12 work pixels at max_side 320: too small for corners, and it
+    # moves more than its own size per frame. Its patch is found again in each frame.
+    scene = moving_scene("rect", velocity, size=24.0, frames=12)
+    config = PropagationConfig(method="flow", max_side=320)
+    flow = follow(scene, config, 12)[1]
+    still = follow(scene, PropagationConfig(method="none"), 12)[1]
+    assert min(flow) > 0.6, [round(v, 3) for v in flow]
+    assert flow[-1] > still[-1] + 0.5
+
+
+def test_a_flat_small_patch_is_not_matched_anywhere():
+    # Nothing to match in a uniform patch on a uniform background: reported not ok, left in place.
+    prev = np.full((240, 320, 3), 90, np.uint8)
+    cur = prev.copy()
+    mask = np.zeros((240, 320), bool)
+    mask[100:110, 100:110] = True
+    prev[mask] = cur[mask] = 140
+    out = MaskPropagator(PropagationConfig(method="flow", max_side=320)).step(prev, cur, {1: (mask, mask_to_box(mask))})
+    assert not out[1].ok
+    assert np.array_equal(out[1].mask, mask)

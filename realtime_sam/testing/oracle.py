@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from typing import Callable, Mapping, Sequence
 
 import cv2
@@ -147,7 +148,10 @@ class GroundTruthOracle:
 
     Attributes:
         encodes: number of encode/embed calls; decoded: prompt rows answered;
-        answers: ``{"object": n, "background": n, "empty": n}``.
+        answers: ``{"object": n, "background": n, "empty": n}``;
+        own_time_s: CPU seconds (of the calling threads) the oracle spent on
+            its answers, which a real decoder does not spend (background
+            segments above all): a simulated clock subtracts them.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class GroundTruthOracle:
         self.encodes = 0
         self.decoded = 0
         self.answers = {"object": 0, "background": 0, "empty": 0}
+        self.own_time_s = 0.0
         self._current: _Encoded | None = None
 
     # -- encoding ------------------------------------------------------------------------
@@ -284,6 +289,7 @@ class GroundTruthOracle:
             raise RuntimeError("GroundTruthOracle.decode before encode")
         if self.inner is not None:
             self.inner.decode(points, labels, boxes, mask_input, multimask)  # for its cost only
+        t = time.thread_time()
         n = len(boxes) if boxes is not None else len(points)  # type: ignore[arg-type]
         c = 3 if multimask else 1
         low = np.full((n, c, _LOWRES, _LOWRES), -10.0, np.float32)
@@ -298,6 +304,7 @@ class GroundTruthOracle:
                 low[i, :] = mask_logits(mask, self._current.input_size)
             iou[i, :] = score
         self.decoded += n
+        self.own_time_s += time.thread_time() - t
         return low, iou
 
     def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -4,8 +4,8 @@ With ``EngineConfig.background_encode`` a :class:`~realtime_sam.app.pipeline.Pip
 lends the engine a worker; :class:`BackgroundEncodes` holds what that needs
 between frames: the worker's ``submit``, the encodes in flight (oldest first,
 the worker runs them in order) and small grey copies of the frames since the
-oldest encode that carries new prompts, through which those prompts' masks
-are replayed when it lands. It decides which jobs land and when frames are
+oldest encode that carries new prompts or lost tracks, through which their
+masks are replayed when it lands. It decides which jobs land and when frames are
 forgotten; decoding, moving masks and associating stay in the engine.
 Nothing here touches the model.
 """
@@ -37,12 +37,21 @@ _REPLAY_STEPS = 12
 
 @dataclass(eq=False)
 class _BackgroundJob:
-    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame."""
+    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame.
+
+    ``image`` is the embedded frame (``HxWx3 uint8`` BGR): masks decoded against
+    the embedding describe it, so their appearance is measured on it. ``lost``
+    holds the ids of the prompted tracks that were lost then: a mask found for
+    one is replayed to the current frame like a new prompt's (it has no motion
+    of its own to be carried by).
+    """
 
     frame_index: int
     prompts: tuple[TrackPrompt, ...]
     future: Future
     new: list[ObjectPrompt] = field(default_factory=list)
+    image: np.ndarray | None = None
+    lost: frozenset[int] = frozenset()
 
 
 class BackgroundEncodes:
@@ -74,11 +83,17 @@ class BackgroundEncodes:
         return any(j.new for j in tuple(self.jobs))
 
     def start(
-        self, embed: Callable, image: np.ndarray, frame_index: int, prompts: Sequence[TrackPrompt], new: list[ObjectPrompt]
+        self,
+        embed: Callable,
+        image: np.ndarray,
+        frame_index: int,
+        prompts: Sequence[TrackPrompt],
+        new: list[ObjectPrompt],
+        lost: frozenset[int] = frozenset(),
     ) -> None:
         """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``."""
         assert self.submit is not None, "no worker attached"
-        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new))
+        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new, image, lost))
 
     def next_finished(self) -> _BackgroundJob | None:
         """The oldest job, taken off the queue, if its encode is done; else ``None`` (later ones wait their turn)."""
@@ -111,9 +126,10 @@ class BackgroundEncodes:
         for job in self.jobs:
             job.new.clear()
 
-    def wants_frame(self, new_now: bool) -> bool:
-        """Whether to keep this frame for replay: new prompts go to the worker now or are in flight."""
-        return new_now or any(job.new for job in self.jobs)
+    def wants_frame(self, new_now: bool, lost_now: bool = False) -> bool:
+        """Whether to keep this frame for replay: new prompts or lost tracks' prompts go to the worker
+        now (``new_now``, ``lost_now``) or are in flight."""
+        return new_now or lost_now or any(job.new or job.lost for job in self.jobs)
 
     def keep(self, frame_index: int, work: WorkFrame) -> None:
         """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
@@ -135,10 +151,10 @@ class BackgroundEncodes:
     def trim(self) -> None:
         """Forget the frames no job in flight will replay through.
 
-        Only new prompts are replayed (tracks move by their own motion): keep the
-        frames since the oldest encode that carries some.
+        Only new prompts and lost tracks are replayed (the others move by their
+        own motion): keep the frames since the oldest encode that carries some.
         """
-        waiting = [j.frame_index for j in self.jobs if j.new]
+        waiting = [j.frame_index for j in self.jobs if j.new or j.lost]
         if waiting:
             while self.history and self.history[0][0] < waiting[0]:
                 self.history.popleft()

@@ -43,7 +43,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Hashable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -73,7 +73,7 @@ from realtime_sam.tracking.tracks import (
     TrackPrompt,
     appearance_of,
 )
-from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 if TYPE_CHECKING:
     from realtime_sam.config import Config
@@ -234,6 +234,7 @@ class Engine:
         self._pending: list[ObjectPrompt] = []
         self._auto = config.auto
         self._prev_image: np.ndarray | None = None
+        self._decoded_image: np.ndarray | None = None  # set while a background encode's masks are decoded
         self._since_encode: int | None = None
         self._since_discovery: int | None = None
         self._last_tracks: tuple[TrackResult, ...] = ()
@@ -453,8 +454,11 @@ class Engine:
         later = due if background and not discovery_due else []
         if later:
             due = []
-        if self.background.wants_frame(bool(later)):
-            # New prompts' masks are replayed from their encoded frame to the current one.
+        lost_now = background and any(
+            (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST for p in live
+        )
+        if self.background.wants_frame(bool(later), lost_now):
+            # New prompts' and lost tracks' masks are replayed from their encoded frame to the current one.
             self.background.keep(frame.index, self.propagator.work(frame.image).detached())
         encode = bool(due) or discovery_due or (periodic and not background)
         return _Plan(live, due, later, periodic, discovery_due, background, encode)
@@ -507,7 +511,10 @@ class Engine:
             landed = True
             live = self.tracker.prompts()  # the corrected tracks prompt the next encode
         if plan.later or (not self.background.busy and plan.periodic and live):
-            self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later)  # type: ignore[attr-defined]
+            lost = frozenset(
+                p.track_id for p in live if (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST
+            )
+            self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later, lost)  # type: ignore[attr-defined]
             self._since_encode = 0
         return landed
 
@@ -534,8 +541,12 @@ class Engine:
         self.last_encode_index = job.frame_index
         t = time.perf_counter()
         prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
-        detections = self._decode_tracks(prompts, size)
-        new = [(p, self._decode_prompt(p, size)) for p in job.new]
+        self._decoded_image = job.image  # the masks describe the embedded frame: measure their looks there
+        try:
+            detections = self._decode_tracks(prompts, size)
+            new = [(p, self._decode_prompt(p, size)) for p in job.new]
+        finally:
+            self._decoded_image = None
         timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
@@ -543,8 +554,15 @@ class Engine:
         # behind occluders); new objects have none yet: replayed through the kept frames.
         then = {p.track_id: p.box for p in prompts}
         carried = []
+        found: dict[int, Detection] = {}  # lost then and now, and found on the encoded frame: replayed below
         for d in detections:
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+            if (
+                track is not None and d.source_track in job.lost and track.state == TrackState.LOST
+                and d.mask.any() and self.background.replay_frames(job.frame_index) is not None
+            ):
+                found[track.id] = d
+                continue
             if track is not None and d.source_track in then:
                 now = track.box if track.mask is not None else track.predicted_box
                 if self._hidden.get(track.id, False):
@@ -553,8 +571,15 @@ class Engine:
                 d = _moved(d, then[d.source_track], now)
             carried.append(d)
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
-        moved = self._replay(job.frame_index, {j: (d.mask, d.box) for j, d in fresh.items() if d.mask.any()})
-        fresh = {j: _moved(d, d.box, moved[j][1], moved[j][0]) if j in moved else d for j, d in fresh.items()}
+        replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any()}
+        replay.update({("lost", tid): (d.mask, d.box) for tid, d in found.items()})
+        moved = self._replay(job.frame_index, replay)
+        fresh = {j: _moved(d, d.box, moved[("new", j)][1], moved[("new", j)][0]) if ("new", j) in moved else d
+                 for j, d in fresh.items()}
+        carried += [
+            _moved(d, d.box, moved[("lost", tid)][1], moved[("lost", tid)][0]) if ("lost", tid) in moved else d
+            for tid, d in found.items()
+        ]
         timings["propagate"] = timings.get("propagate", 0.0) + (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
@@ -610,7 +635,7 @@ class Engine:
         self._order = order
         self._amodal = {}
 
-    def _replay(self, since: int, masks: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict:
+    def _replay(self, since: int, masks: dict[Hashable, tuple[np.ndarray, np.ndarray]]) -> dict:
         """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame.
 
         Empty when the frame ``since`` is no longer kept (the masks then stay as decoded).
@@ -644,7 +669,8 @@ class Engine:
         if masks is None:
             masks = self.runner.masks(low, size)
         out = []
-        image = self._prev_image  # the frame being processed (set before any decode)
+        # The frame the masks were decoded on: the one being processed, or a background encode's.
+        image = self._decoded_image if self._decoded_image is not None else self._prev_image
         for i, src in enumerate(sources):
             box = mask_to_box(masks[i])
             out.append(

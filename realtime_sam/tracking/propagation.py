@@ -43,6 +43,19 @@ from realtime_sam.tracking.association import mask_to_box
 __all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 
 
+# A mask whose box is at most this many work pixels on each side, and this area, is small: when its
+# corners cannot be followed (too few, or blurred by fast motion), it is followed by
+# matching its patch instead (MaskPropagator._match).
+_SMALL_SIDE = 48
+_SMALL_AREA = 600  # work pixels: e.g. 24x24, or 40x15 (a far-off car)
+# Patch matching searches four box sides around the box, at least _MATCH_REACH and at
+# most _MATCH_MAX_REACH work pixels ...
+_MATCH_REACH = 24
+_MATCH_MAX_REACH = 64
+# ... and accepts a normalised cross-correlation peak of at least this.
+_MATCH_SCORE = 0.65
+
+
 @dataclass(frozen=True)
 class PropagationConfig:
     """How masks move between re-encodes.
@@ -292,20 +305,29 @@ class MaskPropagator:
             starts.append(self._features(gray0, mask, _box(box), s, others))
         counts = [len(p) for p in starts]
         out: dict[int, PropagatedMask] = {}
-        if sum(counts) == 0:
-            return {tid: _unchanged(m, b) for tid, (m, b) in tracks.items()}
-
-        p0 = np.concatenate([p for p in starts if len(p)]).astype(np.float32).reshape(-1, 1, 2)
-        p1, good = self._track(prev_w.gray, cur_w.gray, p0)
-        p0, p1 = p0.reshape(-1, 2), p1.reshape(-1, 2)
+        if sum(counts):
+            p0 = np.concatenate([p for p in starts if len(p)]).astype(np.float32).reshape(-1, 1, 2)
+            p1, good = self._track(prev_w.gray, cur_w.gray, p0)
+            p0, p1 = p0.reshape(-1, 2), p1.reshape(-1, 2)
 
         offset = 0
         for tid, n in zip(ids, counts):
             mask, box = tracks[tid]
             sel = slice(offset, offset + n)
             offset += n
-            a, b = p0[sel][good[sel]], p1[sel][good[sel]]
-            transform = self._fit(a, b) if len(a) >= cfg.min_points else None
+            transform = None
+            if self._small(mask, box, s) and not _overlapped(claimed, mask):
+                # A small object (a ball, a far-off car) has few corners, and often moves
+                # more than its size per frame: find its patch in the next frame. Not when
+                # another mask overlaps it: the patch would hold the other object too.
+                transform = self._match(prev_w.gray, cur_w.gray, np.asarray(mask, dtype=bool), _box(box), s)
+            if n:
+                a, b = p0[sel][good[sel]], p1[sel][good[sel]]
+                fitted = self._fit(a, b) if len(a) >= cfg.min_points else None
+                # Corners also see turns and zooms: theirs wins when it moves the box's centre
+                # where the patch went (or when there was no match).
+                if fitted is not None and (transform is None or _agree(fitted, transform, _box(box), s)):
+                    transform = fitted
             if transform is None:
                 residual.pop(tid, None)
                 out[tid] = _unchanged(mask, box)
@@ -390,6 +412,48 @@ class MaskPropagator:
             return np.empty((0, 2), np.float32)
         return pts.reshape(-1, 2) + np.array([u0, v0], np.float32)
 
+    def _small(self, mask: np.ndarray, box, s: float) -> bool:
+        """Whether a mask is too small at work resolution for :meth:`_features` to find corners in it."""
+        b = _box(box)
+        w, h = (b[2] - b[0]) * s, (b[3] - b[1]) * s
+        return 0 < w <= _SMALL_SIDE and 0 < h <= _SMALL_SIDE and w * h <= _SMALL_AREA
+
+    def _match(self, prev: np.ndarray, cur: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float) -> np.ndarray | None:
+        """The translation (2x3, work pixels) of the mask's patch from ``prev`` to ``cur``, or ``None``.
+
+        Normalised cross-correlation of the pixels under the mask (``HxW bool``,
+        source resolution; its ``box``) over a search window four box sides (from
+        ``_MATCH_REACH`` to ``_MATCH_MAX_REACH`` work pixels) around it: small objects move many
+        times their size between frames, far beyond what corners could follow.
+        Only the mask's own pixels count (the background around a moving
+        object changes). The match must be clearly good (``_MATCH_SCORE``) and
+        the patch must have texture (a flat patch matches anywhere).
+        """
+        gh, gw = prev.shape
+        u0, v0 = int(math.floor(box[0] * s)), int(math.floor(box[1] * s))
+        u1, v1 = int(math.ceil(box[2] * s)), int(math.ceil(box[3] * s))
+        u0, v0, u1, v1 = max(0, u0), max(0, v0), min(gw, u1), min(gh, v1)
+        if u1 - u0 < 3 or v1 - v0 < 3:
+            return None
+        patch = prev[v0:v1, u0:u1]
+        rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
+        cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
+        inside = mask[np.ix_(rows, cols)]
+        if int(inside.sum()) < 9 or float(patch[inside].std()) < 4.0:
+            return None
+        reach = max(_MATCH_REACH, min(4 * max(u1 - u0, v1 - v0), _MATCH_MAX_REACH))
+        x0, y0 = max(0, u0 - reach), max(0, v0 - reach)
+        x1, y1 = min(gw, u1 + reach), min(gh, v1 + reach)
+        window = cur[y0:y1, x0:x1]
+        if window.shape[0] < patch.shape[0] or window.shape[1] < patch.shape[1]:
+            return None
+        score = cv2.matchTemplate(window, patch, cv2.TM_CCOEFF_NORMED, mask=inside.astype(np.uint8))
+        _, best, _, (bx, by) = cv2.minMaxLoc(score)
+        if not np.isfinite(best) or best < _MATCH_SCORE:
+            return None
+        dx, dy = float(x0 + bx - u0), float(y0 + by - v0)
+        return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
     def _track(self, prev: np.ndarray, cur: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forward-backward LK between work images; returns new points ``(N, 1, 2)`` and a ``(N,)`` good flag."""
         cfg = self.config
@@ -451,6 +515,17 @@ def _warp(residual: dict[int, np.ndarray], tid: int, mask: np.ndarray, box: np.n
     if new_box is None:
         return _unchanged(mask, box, ok=False)
     return PropagatedMask(new, new_box, True)
+
+
+def _agree(a: np.ndarray, b: np.ndarray, box: np.ndarray, s: float) -> bool:
+    """Whether two 2x3 work-pixel transforms move the centre of ``box`` (source pixels) within 2 work pixels."""
+    c = np.array([(box[0] + box[2]) / 2.0 * s, (box[1] + box[3]) / 2.0 * s, 1.0])
+    return float(np.linalg.norm(a @ c - b @ c)) <= 2.0
+
+
+def _overlapped(claimed: np.ndarray | None, mask: np.ndarray) -> bool:
+    """Whether another track's mask covers part of ``mask`` (``claimed``: :func:`_claims`)."""
+    return claimed is not None and bool((claimed[np.asarray(mask, dtype=bool)] > 1).any())
 
 
 def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:
