@@ -138,14 +138,13 @@ def test_selection_follows_the_newest_added_object():
     sel = Selection()
     sel.observe(_result(0, [1]))  # an object from the command line: not selected
     assert sel.selected is None
-    sel.object_added()
-    sel.observe(_result(1, [1]))  # the engine has not applied it yet
-    assert sel.selected is None
-    sel.observe(_result(2, [1, 4]))
+    sel.object_added(4)  # the id add_object returned
+    assert sel.selected == 4  # selected at once, before the engine applied it
+    sel.observe(_result(1, [1]))  # not applied yet: still selected
     assert sel.selected == 4
-    sel.observe(_result(3, [1, 4, 5]))  # not armed: a discovered object does not steal the selection
+    sel.observe(_result(2, [1, 5, 4]))  # a discovered object (5) does not steal the selection
     assert sel.selected == 4
-    sel.observe(_result(4, [1, 5]))  # removed
+    sel.observe(_result(3, [1, 5]))  # removed
     assert sel.selected is None
 
 

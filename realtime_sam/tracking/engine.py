@@ -42,7 +42,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import cv2
@@ -189,6 +189,17 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
     )
 
 
+@dataclass(frozen=True)
+class _NewObject(ObjectPrompt):
+    """A new object's prompt with the track id :meth:`Engine.add_object` reserved for it."""
+
+    new_id: int = 0
+
+
+def _reserved_id(prompt: ObjectPrompt) -> int | None:
+    return prompt.new_id if isinstance(prompt, _NewObject) else None
+
+
 class _Plan(NamedTuple):
     """What one frame does, decided after propagation (see :meth:`Engine._plan`)."""
 
@@ -293,8 +304,16 @@ class Engine:
 
     # -- commands (any thread) ---------------------------------------------------------
 
-    def add_object(self, prompt: ObjectPrompt) -> None:
-        """Queue a new object (or a refinement when ``prompt.track_id`` is set).
+    def add_object(self, prompt: ObjectPrompt) -> int:
+        """Queue a new object (or a refinement when ``prompt.track_id`` is set); returns its track id.
+
+        The id of a new object is reserved here, at the call, so calls from
+        different threads get different ids; the track it starts (on the
+        frame the prompt is decoded, ``start_frame`` or later) has that id in
+        every :class:`~realtime_sam.types.FrameResult`. An object that never
+        becomes a track (its box lies outside the frame, ``max_tracks`` is
+        reached, :meth:`clear` came first) leaves its id unused; ids are never
+        reused. A refinement returns ``prompt.track_id``.
 
         The prompt is checked by :func:`~realtime_sam.tracking.prompts.validate_prompt`
         (finite coordinates, 0/1 labels, no inverted or zero-area box, a box
@@ -314,8 +333,11 @@ class Engine:
         if prev is not None:
             # Fail at the call (a clear error to the user) rather than drop it later.
             clamp_prompt(prompt, int(prev.shape[1]), int(prev.shape[0]))
+        if prompt.track_id is None:
+            prompt = _NewObject(**{f.name: getattr(prompt, f.name) for f in fields(ObjectPrompt)}, new_id=self.tracker.reserve_id())
         with self._lock:
             self._commands.append(("add", prompt))
+        return prompt.new_id if isinstance(prompt, _NewObject) else int(prompt.track_id)  # type: ignore[arg-type]
 
     def remove_object(self, track_id: int) -> None:
         with self._lock:
@@ -488,7 +510,7 @@ class Engine:
         tracker.update(detections + refined, frame.index, candidates)
         for p, d in new_objects:
             if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
-                tracker.add(d, frame.index)
+                tracker.add(d, frame.index, _reserved_id(p))
         self._update_order()
         timings["associate"] = (time.perf_counter() - t) * 1e3
 
@@ -562,7 +584,7 @@ class Engine:
         self.tracker.update(carried + refined, frame_index)
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
-                self.tracker.add(fresh[j], frame_index)
+                self.tracker.add(fresh[j], frame_index, _reserved_id(p))
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
 

@@ -29,6 +29,7 @@ bottom/right (one low-res cell = ``max(H, W) / 256`` source pixels).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
@@ -66,17 +67,21 @@ class IdCounter:
 
     Passed to a :class:`Tracker` (rather than being a global) so that two
     engines never share ids by accident and tests can start from a known id.
+    Thread-safe: the engine reserves ids for new objects on the caller's
+    thread while the tracker takes ids on the inference thread.
     """
 
     def __init__(self, start: int = 1) -> None:
         if start < 1:
             raise ValueError(f"track ids start at 1 or more, got {start}")
         self._next = int(start)
+        self._lock = threading.Lock()
 
     def next(self) -> int:
         """The next unused id."""
-        value = self._next
-        self._next += 1
+        with self._lock:
+            value = self._next
+            self._next += 1
         return value
 
     @property
@@ -485,18 +490,25 @@ class Tracker:
 
     # ------------------------------------------------------------------ edits
 
-    def add(self, detection: Detection, frame_index: int) -> int:
-        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its new id.
+    def reserve_id(self) -> int:
+        """An id for a track that :meth:`add` will start later (``add(..., track_id=...)``); never handed out again."""
+        return self._ids.next()
 
+    def add(self, detection: Detection, frame_index: int, track_id: int | None = None) -> int:
+        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its id.
+
+        ``track_id``: an id from :meth:`reserve_id` (default: the next one).
         No quality checks: the user asked for this object. (A track started
         from an empty mask has nothing to follow and goes ``LOST`` at its
         next update.)
         """
+        if track_id is not None and track_id in self._tracks:
+            raise ValueError(f"track {track_id} exists already; reserve ids with reserve_id()")
         self._check_shape(detection.mask)
         box = mask_to_box(detection.mask)
         if box is None:
             box = np.asarray(detection.box, dtype=np.float64)
-        t = self._new_track(TrackState.CONFIRMED, frame_index, box)
+        t = self._new_track(TrackState.CONFIRMED, frame_index, box, track_id)
         self._hit(t, detection, box, frame_index)
         t.label = detection.label
         return t.id
@@ -782,9 +794,9 @@ class Tracker:
             return self._clip(t.predicted_box)
         return t.box
 
-    def _new_track(self, state: TrackState, frame_index: int, box: np.ndarray) -> Track:
+    def _new_track(self, state: TrackState, frame_index: int, box: np.ndarray, track_id: int | None = None) -> Track:
         mean, cov = self._kf.initiate(box)
-        t = Track(self._ids.next(), state, frame_index, mean, cov)
+        t = Track(self._ids.next() if track_id is None else track_id, state, frame_index, mean, cov)
         t.pred_frame = max(frame_index, self._frame)
         self._tracks[t.id] = t
         return t
