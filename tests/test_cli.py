@@ -318,6 +318,25 @@ def test_demo_prompts_on_the_command_line_replace_the_presets(run, capsys, tmp_p
     assert [[(t["id"], t.get("label")) for t in f["tracks"]] for f in frames] == [[(1, None)], [(1, None)]]
 
 
+def test_a_sink_failing_mid_run_is_one_error_line_exit_2_with_earlier_frames_kept(run, capsys, small_clip, tmp_path, monkeypatch):
+    from realtime_sam.errors import SinkError
+    from realtime_sam.output.jsonl import JsonlSink
+
+    real_write = JsonlSink.write
+
+    def disk_fills_at_frame_3(self, result):
+        if result.index == 3:
+            raise SinkError(f"cannot write {self.path.name}: No space left on device (free some space)")
+        real_write(self, result)
+
+    monkeypatch.setattr(JsonlSink, "write", disk_fills_at_frame_3)
+    rc = run("--headless", "--quiet", "--source", str(small_clip), "--box", "10,60,70,120", "--save-masks", "m.jsonl")
+    assert rc == 2
+    assert single_error(capsys) == "error: cannot write m.jsonl: No space left on device (free some space)"
+    _, frames = load_jsonl(tmp_path / "m.jsonl")
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+
+
 def test_damaged_file_keeps_frames_then_exits_1(tmp_path, checkpoint_path):
     from realtime_sam.testing.synthetic import standard_scene, write_video
 
