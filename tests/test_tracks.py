@@ -431,7 +431,7 @@ def test_lost_tracks_are_prompted_without_a_mask_prompt_and_at_the_edge_they_lef
     assert tr.get(runner) is not None  # kept until max_lost_frames
 
 
-def test_track_at_prefers_the_small_mask_in_front_then_boxes():
+def test_track_at_is_the_mask_drawn_on_top_then_boxes():
     h, w = 100, 100
     tr = Tracker()
     big = tr.add(det(rect(h, w, 10, 10, 90, 90)), 0)
@@ -446,6 +446,9 @@ def test_track_at_prefers_the_small_mask_in_front_then_boxes():
     assert tr.track_at(95, 95) is None
     tr.remove(big)
     assert tr.track_at(70, 70) == holed  # no mask there any more: the ring's box
+    # A larger mask added later is drawn over the small one (id order): it is the one on top there.
+    cover = tr.add(det(rect(h, w, 30, 30, 60, 60)), 0)
+    assert tr.track_at(45, 45) == cover
 
 
 # ---------------------------------------------------------------- properties
