@@ -299,3 +299,52 @@ def test_add_object_id_holds_when_the_prompt_waits_for_a_background_encode():
             assert _iou(t.mask, gt[oid]) > 0.6
             seen.add(t.track_id)
     assert seen == {1, 2}
+
+
+
+# ------------------------------------------------------------------ engine settings
+
+
+class _RecordingRunner(GroundTruthRunner):
+    """Records the ``multimask`` flag and whether a mask prompt came with each decode call."""
+
+    def __init__(self, scene):
+        super().__init__(scene)
+        self.calls: list[tuple[int, bool, bool]] = []  # (batch, multimask, mask_input given)
+
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        n = len(boxes) if boxes is not None else len(points)
+        self.calls.append((n, bool(multimask), mask_input is not None))
+        return super().decode(points, labels, boxes, mask_input, multimask)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_multimask_single_point_decodes_three_candidates_for_a_lone_click(on):
+    scene = standard_scene(320, 240, num_frames=60, num_objects=1)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(multimask_single_point=on, reencode_every=100))
+    cy, cx = np.argwhere(scene.render(0)[1][1]).mean(axis=0)
+    engine.add_object(ObjectPrompt(points=((float(cx), float(cy)),), labels=(1,)))
+    (r, gt), = _run(engine, runner, scene, [0])
+    assert runner.calls == [(1, on, False)]
+    assert _iou(r.tracks[0].mask, gt[1]) > 0.9
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_mask_prompt_feeds_the_last_logits_back_on_re_encode(on):
+    scene = standard_scene(320, 240, num_frames=60, num_objects=1)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(mask_prompt=on, reencode_every=2))
+    engine.add_object(ObjectPrompt(box=_box(scene.render(0)[1][1])))
+    _run(engine, runner, scene, range(3))
+    assert runner.calls[0] == (1, False, False)  # the box prompt itself
+    assert runner.calls[1:] == [(1, False, on)]  # frame 2 re-encodes the track: with its logits or without
+
+
+def test_max_tracks_refuses_objects_beyond_it():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=3)
+    engine, runner = _engine(scene, engine={"max_tracks": 2})
+    gt0 = scene.render(0)[1]
+    ids = [engine.add_object(ObjectPrompt(box=_box(gt0[oid]))) for oid in (1, 2, 3)]
+    results = _run(engine, runner, scene, range(3))
+    assert all([t.track_id for t in r.tracks] == ids[:2] for r, _ in results)  # the third never becomes a track

@@ -258,3 +258,46 @@ def test_a_sink_error_on_the_sink_thread_stops_the_run_and_reaches_the_consumer(
     assert failing.indices == list(range(5)) and other.indices == list(range(5))  # the sinks stop at the failure
     assert failing.closed == 1 and other.closed == 1  # and are still closed
     assert len(engine.seen) < 1000  # the run stopped
+
+
+# ------------------------------------------------------------------ pipeline settings
+
+
+class BlockingEngine(SlowEngine):
+    """Holds its first frame until ``release`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def process(self, frame):
+        self.entered.set()
+        self.release.wait()
+        return super().process(frame)
+
+
+@pytest.mark.parametrize("queue_size", [1, 5])
+def test_queue_size_is_how_far_a_file_is_read_ahead_of_the_model(queue_size):
+    src = ListSource(100)
+    engine = BlockingEngine()
+    with Pipeline(src, engine, config=PipelineConfig(queue_size=queue_size)) as pipe:
+        pipe.poll(0.01)
+        _until(engine.entered.is_set, "the first frame in the engine")
+        _until(lambda: src.i >= 1 + queue_size + 1, "the reader to fill the queue")
+        time.sleep(0.2)
+        # One frame in the engine, queue_size waiting, one read and held until there is room.
+        assert src.i == 1 + queue_size + 1
+        engine.release.set()
+        assert [r.index for r in pipe] == list(range(100))
+
+
+def test_join_timeout_s_bounds_how_long_close_waits_for_a_busy_worker():
+    engine = BlockingEngine()  # never lets go of its frame by itself, like an encode that hangs
+    pipe = Pipeline(ListSource(10), engine, config=PipelineConfig(join_timeout_s=0.2))
+    pipe.start()
+    _until(engine.entered.is_set, "the first frame in the engine")
+    pipe.close()  # returns after the timeout, the worker still busy ...
+    assert any(t.is_alive() for t in pipe._threads)
+    engine.release.set()  # ... which then ends by itself (stop was set)
+    _until(lambda: not any(t.is_alive() for t in pipe._threads), "the worker to end")

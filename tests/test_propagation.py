@@ -247,3 +247,24 @@ def test_replay_moves_masks_through_kept_frames_and_coasts_behind_an_occluder():
     _, gt = scene.render(0)
     same = prop.replay(works[:1], {1: (gt[1], mask_to_box(gt[1]))})
     assert same[1].ok and np.array_equal(same[1].mask, gt[1])
+
+
+
+def test_min_distance_spaces_the_corners_flow_follows():
+    rng = np.random.default_rng(0)
+    gray = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (3, 3), 0)  # corners everywhere
+    mask = np.zeros((120, 160), bool)
+    mask[20:100, 30:130] = True
+    box = np.array([30.0, 20.0, 130.0, 100.0])
+
+    def corners(min_distance: float) -> np.ndarray:
+        prop = MaskPropagator(PropagationConfig(min_distance=min_distance, max_points=500, edge_margin=1))
+        return prop._features(gray, mask, box, 1.0)
+
+    def closest(pts: np.ndarray) -> float:
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        return float(d[~np.eye(len(pts), dtype=bool)].min())
+
+    near, far = corners(3.0), corners(12.0)
+    assert closest(near) >= 3.0 and closest(far) >= 12.0
+    assert len(far) < len(near)

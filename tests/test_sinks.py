@@ -539,6 +539,28 @@ def test_open_sinks_writes_all_outputs(tmp_path):
     assert {r[0] for r in parse_mots(tmp_path / "s.txt")} == {"0", "1", "2"}
 
 
+@pytest.mark.parametrize("codec, name", [("libx264", "h264"), ("mpeg4", "mpeg4")])
+def test_output_video_codec_is_the_encoder_used(tmp_path, codec, name):
+    path = tmp_path / f"{codec}.mp4"
+    with make_sink("video", path, fps=25, config=SinkConfig(video_codec=codec)) as sink:
+        for i in range(3):
+            sink.write(scene(i))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == name
+    assert len(decode_video(path)[0]) == 3
+
+
+@pytest.mark.parametrize("fragmented", [True, False])
+def test_output_video_fragmented_writes_movie_fragments_or_one_index(tmp_path, fragmented):
+    path = tmp_path / "v.mp4"
+    with make_sink("video", path, fps=25, config=SinkConfig(video_fragmented=fragmented)) as sink:
+        for i in range(3):
+            sink.write(scene(i))
+    data = path.read_bytes()
+    assert (b"moof" in data) == fragmented  # movie fragments: playable however the run ends
+    assert len(decode_video(path)[0]) == 3
+
+
 def test_unwritable_outputs_fail_at_open_with_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
