@@ -348,3 +348,23 @@ def test_max_tracks_refuses_objects_beyond_it():
     ids = [engine.add_object(ObjectPrompt(box=_box(gt0[oid]))) for oid in (1, 2, 3)]
     results = _run(engine, runner, scene, range(3))
     assert all([t.track_id for t in r.tracks] == ids[:2] for r, _ in results)  # the third never becomes a track
+
+
+def test_decode_batch_bounds_the_prompts_per_decoder_call():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=3)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(decode_batch=2, reencode_every=2))
+    gt0 = scene.render(0)[1]
+    for oid in (1, 2, 3):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid])))
+    _run(engine, runner, scene, range(3))
+    assert [n for n, _, _ in runner.calls[3:]] == [2, 1]  # frame 2 decodes the three tracks: 2, then 1
+
+
+def test_discovery_batch_size_bounds_the_grid_points_per_decoder_call():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=2)
+    runner = _RecordingRunner(scene)
+    disc = DiscoveryConfig(points_per_side=4, batch_size=5)
+    engine = Engine(runner, EngineConfig(auto=True), discovery_config=disc)
+    _run(engine, runner, scene, [0])
+    assert runner.calls == [(5, True, False), (5, True, False), (5, True, False), (1, True, False)]  # 16 points

@@ -250,16 +250,31 @@ def test_replay_moves_masks_through_kept_frames_and_coasts_behind_an_occluder():
 
 
 
-def test_min_distance_spaces_the_corners_flow_follows():
+def _corners(mask=None, **settings) -> np.ndarray:
+    """The corners the propagator picks on a noise texture (corners everywhere) inside ``mask``."""
     rng = np.random.default_rng(0)
-    gray = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (3, 3), 0)  # corners everywhere
-    mask = np.zeros((120, 160), bool)
-    mask[20:100, 30:130] = True
-    box = np.array([30.0, 20.0, 130.0, 100.0])
+    gray = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (3, 3), 0)
+    if mask is None:
+        mask = np.zeros((120, 160), bool)
+        mask[20:100, 30:130] = True
+    box = mask_to_box(mask) if mask.any() else np.array([30.0, 20.0, 130.0, 100.0])
+    settings = {"max_points": 500, "edge_margin": 1, **settings}
+    return MaskPropagator(PropagationConfig(**settings))._features(gray, mask, box, 1.0)
 
+
+def test_max_points_quality_level_and_min_points_bound_the_corners():
+    many = _corners()
+    assert len(_corners(max_points=20)) == 20 < len(many)
+    assert 0 < len(_corners(quality_level=0.5)) < len(many)  # only the strongest corners
+    small = np.zeros((120, 160), bool)
+    small[50:53, 60:63] = True  # 9 pixels
+    assert len(_corners(small, edge_margin=0, min_points=6, min_distance=1)) > 0
+    assert len(_corners(small, edge_margin=0, min_points=12, max_points=20, min_distance=1)) == 0  # too small to measure
+
+
+def test_min_distance_spaces_the_corners_flow_follows():
     def corners(min_distance: float) -> np.ndarray:
-        prop = MaskPropagator(PropagationConfig(min_distance=min_distance, max_points=500, edge_margin=1))
-        return prop._features(gray, mask, box, 1.0)
+        return _corners(min_distance=min_distance)
 
     def closest(pts: np.ndarray) -> float:
         d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))

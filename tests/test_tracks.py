@@ -522,3 +522,33 @@ def test_random_sequences_never_crash_and_ids_are_never_reused(frames, min_hits,
             if r.state == LOST:
                 assert not r.mask.any()
         assert [p.track_id for p in tr.prompts()] == sorted(p.track_id for p in tr.prompts())
+
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("duplicate_iou, both", [(0.85, False), (1.0, True)])
+def test_duplicate_iou_is_when_two_tracks_new_masks_count_as_one_object(duplicate_iou, both):
+    h = w = 100
+    tr = Tracker(TrackerConfig(duplicate_iou=duplicate_iou))
+    a = tr.add(det(rect(h, w, 20, 20, 50, 50)), 0)
+    b = tr.add(det(rect(h, w, 30, 30, 60, 60)), 0)
+    tr.predict(1)
+    same = rect(h, w, 25, 25, 55, 55)  # both decodes landed on one object
+    tr.update([det(same, score=0.95, source=a), det(same, score=0.9, source=b)], 1)
+    hit = {tid: tr.get(tid).mask_frame == 1 and iou(tr.get(tid).mask, same) == 1.0 for tid in (a, b)}
+    assert hit[a]  # the better one keeps it
+    assert hit[b] == both  # above duplicate_iou the other is a miss, not a second copy of the object
+
+
+@pytest.mark.parametrize("max_new_overlap, new", [(0.5, True), (0.3, False)])
+def test_max_new_overlap_is_how_much_of_a_candidate_may_already_be_tracked(max_new_overlap, new):
+    h = w = 100
+    tr = Tracker(TrackerConfig(max_new_overlap=max_new_overlap, match_iou_thresh=0.5))
+    old = rect(h, w, 10, 10, 50, 50)
+    a = tr.add(det(old), 0)
+    tr.predict(1)
+    candidate = rect(h, w, 40, 10, 65, 50)  # 40 % of it lies on the tracked object (IoU 0.17: no match)
+    tr.update([det(old, source=a)], 1, candidates=[det(candidate)])
+    assert (len(tr.tracks()) == 2) == new
