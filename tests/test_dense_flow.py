@@ -146,3 +146,28 @@ def test_move_logits_translates_and_scales_with_the_box():
     assert (grown > 0).sum() == pytest.approx(4 * (logits > 0).sum(), rel=0.15)
     same_size = move_logits(logits, (120, 80, 140, 100), (110, 70, 150, 110), size, scale=False)
     np.testing.assert_allclose(same_size, logits, atol=1e-5)  # no scaling: the centres agree, nothing moves
+
+
+def test_the_propagation_sections_dense_settings_reach_the_engines_flow():
+    from realtime_sam.testing.fakes import BoxRunner
+    from realtime_sam.tracking.engine import Engine, EngineConfig
+    from realtime_sam.tracking.propagation import PropagationConfig
+
+    cfg = PropagationConfig(method="dense", max_side=320, flow_preset="fast", fb_tolerance=2.0, rigid_tolerance=0.7)
+    dense = Engine(BoxRunner(), EngineConfig(), propagation_config=cfg).dense
+    assert (dense.max_side, dense.preset, dense.fb_tolerance, dense.rigid_tolerance) == (320, "fast", 2.0, 0.7)
+
+
+def test_flow_preset_and_fb_tolerance_change_what_flow_measures(scene):
+    oid, frames = 1, [10, 11]
+    h, w = scene.height, scene.width
+    img0, gt0 = scene.render(frames[0])
+    img1, _ = scene.render(frames[1])
+    logits = mask_logits(gt0[oid], preprocess_shape(h, w, 1024))
+
+    def step(**kw):
+        return DenseFlowPropagator(**kw).step(img0, img1, {oid: logits}, ())[oid]
+
+    medium, ultrafast = step(preset="medium"), step(preset="ultrafast")
+    assert not np.array_equal(medium.logits, ultrafast.logits)  # a different DIS preset, a different field
+    assert medium.measured and not step(fb_tolerance=1e-6, fb_relative=0.0).measured  # nothing passes the check

@@ -311,6 +311,44 @@ def test_a_poor_mask_makes_the_track_lost_instead_of_being_drawn(bad, with_sourc
     assert (r.track_id, r.state) == (tid, CONFIRMED) and iou(r.mask, good) == 1.0
 
 
+SQUARE = (30, 30, 61, 61)
+
+
+@pytest.mark.parametrize(
+    "first, then, score, relaxed",
+    [
+        pytest.param(SQUARE, (30, 30, 60, 60), 0.2, {"min_score": 0.1}, id="min_score"),
+        pytest.param((0, 0, 160, 118), (0, 0, 160, 118), 0.95, {"max_area_frac": 1.0}, id="max_area_frac"),
+        pytest.param((40, 40, 41, 41), (40, 40, 41, 41), 0.95, {"min_area_frac": 1e-5}, id="min_area_frac"),
+        pytest.param(SQUARE, (30, 30, 100, 100), 0.95, {"max_area_change": 8.0}, id="max_area_change"),
+    ],
+)
+@pytest.mark.parametrize("relax", [False, True])
+def test_the_quality_gates_follow_their_settings(first, then, score, relaxed, relax):
+    h, w = 120, 160
+    tr = Tracker(TrackerConfig(**relaxed) if relax else TrackerConfig())
+    tid = tr.add(det(rect(h, w, *first)), 0)
+    tr.predict(1)
+    mask = rect(h, w, *then)
+    tr.update([det(mask, score=score, source=tid)], 1)
+    (r,) = tr.results(1)
+    # The default refuses the mask (a miss: lost); the relaxed setting lets it through.
+    assert (r.state == CONFIRMED and iou(r.mask, mask) == 1.0) == relax
+    assert (r.state == LOST) == (not relax)
+
+
+@pytest.mark.parametrize("thresh, new", [(0.3, False), (0.5, True)])
+def test_match_iou_thresh_is_the_overlap_at_which_a_candidate_is_a_tracked_object(thresh, new):
+    h, w = 120, 160
+    tr = Tracker(TrackerConfig(match_iou_thresh=thresh, max_new_overlap=1.0))
+    old = rect(h, w, 30, 30, 60, 60)
+    tid = tr.add(det(old), 0)
+    tr.predict(1)
+    candidate = rect(h, w, 42, 30, 72, 60)  # IoU 0.43 with the tracked object
+    tr.update([det(old, source=tid)], 1, candidates=[det(candidate)])
+    assert (len(tr.tracks()) == 2) == new
+
+
 def test_lost_tracks_are_removed_after_max_lost_frames():
     h, w = 60, 60
     tr = Tracker(TrackerConfig(max_lost_frames=5))
