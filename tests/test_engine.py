@@ -368,3 +368,17 @@ def test_discovery_batch_size_bounds_the_grid_points_per_decoder_call():
     engine = Engine(runner, EngineConfig(auto=True), discovery_config=disc)
     _run(engine, runner, scene, [0])
     assert runner.calls == [(5, True, False), (5, True, False), (5, True, False), (1, True, False)]  # 16 points
+
+
+def test_discovery_every_k_frames_is_the_discovery_cadence():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=2)
+    runner = _RecordingRunner(scene)
+    disc = DiscoveryConfig(points_per_side=2, every_k_frames=3)
+    engine = Engine(runner, EngineConfig(auto=True, reencode_every=1000), discovery_config=disc)
+    grid_calls = []
+    for i in range(8):
+        before = len(runner.calls)
+        _run(engine, runner, scene, [i])
+        if (4, True, False) in runner.calls[before:]:  # the 2x2 point grid, decoded with multimask
+            grid_calls.append(i)
+    assert grid_calls == [0, 3, 6]

@@ -329,3 +329,15 @@ def test_fit_settings_max_scale_change_min_deformation_and_ransac_thresh():
     noisy = (grown + rng.normal(0, 2.0, grown.shape)).astype(np.float32)  # 2 px of noise on every point
     assert scale_of(MaskPropagator(PropagationConfig(ransac_thresh=0.05))._fit(a, noisy)) == 1.0  # too few inliers
     assert scale_of(MaskPropagator(PropagationConfig(ransac_thresh=8.0))._fit(a, noisy)) == pytest.approx(1.2, abs=0.05)
+
+
+def test_edge_margin_keeps_corners_off_the_outline():
+    mask = np.zeros((120, 160), bool)
+    mask[20:100, 30:130] = True
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)  # pixels to the outline
+
+    def shallowest(margin: int) -> float:
+        pts = np.round(_corners(mask, edge_margin=margin)).astype(int)
+        return float(depth[pts[:, 1], pts[:, 0]].min())
+
+    assert shallowest(0) < 4 and shallowest(10) >= 10
