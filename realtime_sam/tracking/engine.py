@@ -49,9 +49,18 @@ import cv2
 import numpy as np
 
 from realtime_sam.errors import ConfigError, PromptError
-from realtime_sam.tracking.association import box_area, box_motion, mask_to_box, track_under
+from realtime_sam.tracking.association import (
+    box_area,
+    box_motion,
+    mask_to_box,
+    track_under,
+)
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
-from realtime_sam.tracking.dense_flow import DenseFlowPropagator, move_logits, warp_logits
+from realtime_sam.tracking.dense_flow import (
+    DenseFlowPropagator,
+    move_logits,
+    warp_logits,
+)
 from realtime_sam.tracking.discovery import (
     DiscoveryConfig,
     filter_candidates,
