@@ -5,13 +5,15 @@
   :mod:`realtime_sam.testing.fakes`, their home;
 * :func:`weights_or_random`: the golden checkpoint when present, else a
   random ``vit_t`` checkpoint written once;
-* :func:`median`, :func:`percentile`: plain statistics for timings.
+* :func:`median`, :func:`percentile`: plain statistics for timings;
+* :func:`frame_size`: the ``--size WIDTHxHEIGHT`` argument type.
 
 Nothing here runs on import.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 from pathlib import Path
@@ -31,6 +33,7 @@ __all__ = [
     "weights_or_random",
     "median",
     "percentile",
+    "frame_size",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,3 +97,12 @@ KEEP_EVERY_MASK = TrackerConfig(
     match_iou_thresh=0.01, min_score=0.0, min_area_frac=0.0, max_area_frac=1.0, max_area_change=1e9,
     max_lost_frames=10_000,
 )
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. ``640x480``) as ``(width, height)``: an ``argparse`` type."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    return w, h

@@ -69,7 +69,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import median, percentile, weights_or_random  # noqa: E402
+from _common import frame_size, median, percentile, weights_or_random  # noqa: E402
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from realtime_sam.capture.sources import open_source  # noqa: E402
@@ -704,14 +704,6 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         return report, raw
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    return w, h
-
-
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
@@ -735,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--naive-frames", type=int, default=d.naive_frames, help="frames the naive baseline runs (0: all)")
     p.add_argument("--objects", type=int, default=d.objects, help="tracked objects")
-    p.add_argument("--size", type=_size, default=d.size, help="clip size WIDTHxHEIGHT")
+    p.add_argument("--size", type=frame_size, default=d.size, help="clip size WIDTHxHEIGHT")
     p.add_argument(
         "--scene", choices=("standard", "hard"), default=d.scene,
         help="synthetic clip: standard (flat shapes, still camera) or hard (photo textures, moving camera, "

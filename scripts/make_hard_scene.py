@@ -20,17 +20,12 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
+
+from _common import frame_size  # noqa: E402
 
 from realtime_sam.errors import RealtimeSamError, describe_error  # noqa: E402
 from realtime_sam.testing.hard_scene import hard_scene, write_davis  # noqa: E402
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    return w, h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="scene seed (looks, camera, lighting, noise)")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate")
-    p.add_argument("--size", type=_size, default=(640, 480), help="frame size WIDTHxHEIGHT")
+    p.add_argument("--size", type=frame_size, default=(640, 480), help="frame size WIDTHxHEIGHT")
     p.add_argument("--crf", type=int, default=None, help="H.264 quality (default: the scene's, 23)")
     args = p.parse_args(argv)
     try:

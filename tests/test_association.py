@@ -11,11 +11,15 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from realtime_sam.tracking.association import (
+    box_area,
     box_iou_matrix,
+    box_motion,
     linear_assignment,
     mask_iou_matrix,
     mask_to_box,
     masks_to_boxes,
+    shift_array,
+    track_under,
 )
 
 
@@ -161,3 +165,48 @@ class TestBoxes:
             ys, xs = np.nonzero(m)
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             assert single.tolist() == box.tolist()
+
+
+# ------------------------------------------------------------------ shared mask and box helpers
+
+
+@pytest.mark.parametrize("dx, dy", [(0, 0), (3, 0), (-2, 1), (1, -4), (9, 0), (0, -7)])
+def test_shift_array_moves_cells_and_fills_what_it_uncovers(dx, dy):
+    a = np.arange(8 * 9, dtype=np.float32).reshape(8, 9)
+    out = shift_array(a, dx, dy, -1.0)
+    assert out.shape == a.shape and out.dtype == a.dtype
+    for y in range(8):
+        for x in range(9):
+            sy, sx = y - dy, x - dx
+            expected = a[sy, sx] if 0 <= sy < 8 and 0 <= sx < 9 else -1.0
+            assert out[y, x] == expected
+    mask = np.zeros((5, 5), bool)
+    mask[1, 1] = True
+    assert shift_array(mask, 2, 3, False)[4, 3] and shift_array(mask, 2, 3, False).sum() == 1
+
+
+def test_box_area_and_box_motion():
+    assert box_area((10, 10, 30, 20)) == 200.0
+    assert box_area((5, 5, 5, 9)) == 4.0  # a degenerate side counts as 1 pixel
+    m = box_motion((0, 0, 10, 10), (20, 10, 40, 30))  # twice the size, centre (5, 5) -> (30, 20)
+    np.testing.assert_allclose(m, [[2, 0, 20], [0, 2, 10]])
+    np.testing.assert_allclose(box_motion((0, 0, 10, 10), (20, 10, 40, 30), scale=False), [[1, 0, 25], [0, 1, 15]])
+    assert box_motion((0, 0, 10, 10), (0, 0, 100, 100))[0, 0] == 2.0  # clipped to [0.5, 2]
+
+
+def test_track_under_is_the_mask_drawn_on_top_then_the_nearest_box():
+    h = w = 100
+    big = np.zeros((h, w), bool)
+    big[10:90, 10:90] = True
+    small = np.zeros((h, w), bool)
+    small[40:50, 40:50] = True
+    # The renderer draws in id order: where masks overlap, the higher id is on top, whatever its size.
+    assert track_under(45, 45, [(1, small, (40, 40, 50, 50)), (2, big, (10, 10, 90, 90))]) == 2
+    assert track_under(45, 45, [(1, big, (10, 10, 90, 90)), (2, small, (40, 40, 50, 50))]) == 2
+    assert track_under(20, 20, [(1, big, (10, 10, 90, 90)), (2, small, (40, 40, 50, 50))]) == 1
+    # No mask there (lost tracks show none): the box whose centre is nearest.
+    lost = [(3, None, (0, 0, 60, 60)), (4, np.zeros((h, w), bool), (20, 20, 100, 100))]
+    assert track_under(25, 25, lost) == 3 and track_under(55, 55, lost) == 4
+    assert track_under(95, 5, lost) is None
+    assert track_under(float("nan"), 5, lost) is None and track_under(5, float("inf"), lost) is None
+    assert track_under(-1, -1, [(1, big, (10, 10, 90, 90))]) is None  # outside every mask and box

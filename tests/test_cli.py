@@ -291,6 +291,52 @@ def test_live_source_prints_periodic_status(run, capsys, tmp_path):
     assert len(load_jsonl(tmp_path / "live.jsonl")[1]) == 20
 
 
+def test_demo_source_plays_the_bundled_clip_with_its_preset_objects(run, capsys, tmp_path):
+    from realtime_sam.app.demo import demo_clip, demo_prompts
+
+    rc = run("--headless", "--source", "demo", "--max-frames", "4", "--output", "demo.mp4", "--save-masks", "demo.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    header, frames = load_jsonl(tmp_path / "demo.jsonl")
+    with demo_clip() as clip:
+        assert header["source"] == str(clip)
+    assert (header["width"], header["height"]) == (640, 480)
+    presets = demo_prompts()
+    assert [p.label for p in presets] == ["cat", "astronaut", "cup"] and all(p.box for p in presets)
+    assert [f["frame"] for f in frames] == list(range(4))
+    # every preset object is tracked from the first frame on, under its label, inside its box
+    for f in frames:
+        assert [(t["id"], t["label"]) for t in f["tracks"]] == [(1, "cat"), (2, "astronaut"), (3, "cup")]
+    assert decoded_frames(tmp_path / "demo.mp4") == 4
+
+
+def test_demo_prompts_on_the_command_line_replace_the_presets(run, capsys, tmp_path):
+    rc = run("--headless", "--quiet", "--source", "demo", "--max-frames", "2", "--box", "100,100,200,200",
+             "--save-masks", "mine.jsonl")
+    assert rc == 0, capsys.readouterr().err
+    _, frames = load_jsonl(tmp_path / "mine.jsonl")
+    assert [[(t["id"], t.get("label")) for t in f["tracks"]] for f in frames] == [[(1, None)], [(1, None)]]
+
+
+def test_a_sink_failing_mid_run_is_one_error_line_exit_2_with_earlier_frames_kept(run, capsys, small_clip, tmp_path, monkeypatch):
+    from realtime_sam.errors import SinkError
+    from realtime_sam.output.jsonl import JsonlSink
+
+    real_write = JsonlSink.write
+
+    def disk_fills_at_frame_3(self, result):
+        if result.index == 3:
+            raise SinkError(f"cannot write {self.path.name}: No space left on device (free some space)")
+        real_write(self, result)
+
+    monkeypatch.setattr(JsonlSink, "write", disk_fills_at_frame_3)
+    rc = run("--headless", "--quiet", "--source", str(small_clip), "--box", "10,60,70,120", "--save-masks", "m.jsonl")
+    assert rc == 2
+    assert single_error(capsys) == "error: cannot write m.jsonl: No space left on device (free some space)"
+    _, frames = load_jsonl(tmp_path / "m.jsonl")
+    assert [f["frame"] for f in frames] == [0, 1, 2]
+
+
 def test_damaged_file_keeps_frames_then_exits_1(tmp_path, checkpoint_path):
     from realtime_sam.testing.synthetic import standard_scene, write_video
 

@@ -13,13 +13,14 @@ from realtime_sam.model.runners import low_res_to_masks
 from realtime_sam.model.transforms import preprocess_shape
 from realtime_sam.testing.hard_scene import hard_scene
 from realtime_sam.testing.synthetic import mask_logits
+from realtime_sam.tracking.association import box_area
 from realtime_sam.tracking.dense_flow import (
     DenseFlowPropagator,
     grid_shape,
     logits_to_mask,
+    move_logits,
     warp_logits,
 )
-from realtime_sam.tracking.engine import _area
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,7 +121,7 @@ def test_a_track_in_front_hides_the_one_behind(scene):
     assert out[b].logits.max() > 0 and (out[b].logits[:192] > 0).sum() > (out[a].logits[:192] > 0).sum()  # kept whole
     swapped = DenseFlowPropagator(preset="medium").step(img0, img1, {a: la, b: lb}, order=[b, a])
     assert swapped[a].visible < 0.2 and not swapped[a].mask.any() or swapped[a].mask.sum() < 0.2 * out[a].mask.sum()
-    assert _area(out[a].box) > 0
+    assert box_area(out[a].box) > 0
 
 
 def test_unreliable_flow_falls_back_to_the_objects_own_motion():
@@ -132,3 +133,41 @@ def test_unreliable_flow_falls_back_to_the_objects_own_motion():
     logits = mask_logits(mask, preprocess_shape(h, w, 1024))
     r = DenseFlowPropagator(preset="medium", app_lambda=0).step(flat, flat.copy(), {7: logits})[7]
     assert _iou(r.mask, mask) > 0.95
+
+
+def test_move_logits_translates_and_scales_with_the_box():
+    size = (512, 512)  # one low-res cell = 2 px
+    logits = np.full((256, 256), -12.0, np.float32)
+    logits[40:50, 60:70] = 8.0  # the box (120, 80, 140, 100) in pixels
+    moved = move_logits(logits, (120, 80, 140, 100), (140, 90, 160, 110), size)  # +20 px, +10 px
+    np.testing.assert_array_equal(np.argwhere(moved > 0).min(axis=0), [45, 70])
+    assert moved.min() == pytest.approx(-12.0)  # uncovered cells take the background level
+    grown = move_logits(logits, (120, 80, 140, 100), (110, 70, 150, 110), size)  # same centre, twice the size
+    assert (grown > 0).sum() == pytest.approx(4 * (logits > 0).sum(), rel=0.15)
+    same_size = move_logits(logits, (120, 80, 140, 100), (110, 70, 150, 110), size, scale=False)
+    np.testing.assert_allclose(same_size, logits, atol=1e-5)  # no scaling: the centres agree, nothing moves
+
+
+def test_the_propagation_sections_dense_settings_reach_the_engines_flow():
+    from realtime_sam.testing.fakes import BoxRunner
+    from realtime_sam.tracking.engine import Engine, EngineConfig
+    from realtime_sam.tracking.propagation import PropagationConfig
+
+    cfg = PropagationConfig(method="dense", max_side=320, flow_preset="fast", fb_tolerance=2.0, rigid_tolerance=0.7)
+    dense = Engine(BoxRunner(), EngineConfig(), propagation_config=cfg).dense
+    assert (dense.max_side, dense.preset, dense.fb_tolerance, dense.rigid_tolerance) == (320, "fast", 2.0, 0.7)
+
+
+def test_flow_preset_and_fb_tolerance_change_what_flow_measures(scene):
+    oid, frames = 1, [10, 11]
+    h, w = scene.height, scene.width
+    img0, gt0 = scene.render(frames[0])
+    img1, _ = scene.render(frames[1])
+    logits = mask_logits(gt0[oid], preprocess_shape(h, w, 1024))
+
+    def step(**kw):
+        return DenseFlowPropagator(**kw).step(img0, img1, {oid: logits}, ())[oid]
+
+    medium, ultrafast = step(preset="medium"), step(preset="ultrafast")
+    assert not np.array_equal(medium.logits, ultrafast.logits)  # a different DIS preset, a different field
+    assert medium.measured and not step(fb_tolerance=1e-6, fb_relative=0.0).measured  # nothing passes the check

@@ -147,6 +147,21 @@ class TestFilterCandidates:
         loose = DiscoveryConfig(pred_iou_thresh=0.0, stability_score_thresh=0.0, min_mask_area_frac=0.0, box_nms_thresh=0.99)
         assert sorted(filter_candidates(np.stack(masks), np.array(ious), np.stack(logits), loose).tolist()) == list(range(6))
 
+    def test_mask_threshold_is_where_stability_is_measured(self):
+        # Logits 10 inside a square, -10 outside: stable around 0, a cliff around 9.5.
+        m, lg = _blob(64, 64, 10, 10, 40, 40)
+        args = (m[None], np.array([0.95]), lg[None])
+        assert filter_candidates(*args, DiscoveryConfig()).tolist() == [0]
+        # Thresholded at 9.5 +/- 1 the mask is all or nothing: unstable, dropped.
+        assert filter_candidates(*args, DiscoveryConfig(mask_threshold=9.5)).tolist() == []
+
+    def test_stability_offset_is_how_far_the_threshold_is_moved(self):
+        m, _ = _blob(64, 64, 10, 10, 40, 40)
+        lg = np.where(m, 3.0, -3.0).astype(np.float32)  # the mask holds for thresholds within +/-3
+        args = (m[None], np.array([0.95]), lg[None])
+        assert filter_candidates(*args, DiscoveryConfig(stability_offset=1.0)).tolist() == [0]
+        assert filter_candidates(*args, DiscoveryConfig(stability_offset=4.0)).tolist() == []
+
     def test_empty_input_and_shape_errors(self):
         cfg = DiscoveryConfig()
         assert filter_candidates(np.zeros((0, 8, 8), bool), np.zeros(0), np.zeros((0, 4, 4)), cfg).size == 0

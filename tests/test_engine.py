@@ -239,3 +239,146 @@ def test_from_config_builds_around_a_given_runner_without_loading_a_model():
     assert engine.runner is runner
     assert engine.config == cfg.engine and engine.config.reencode_every == 3
     assert engine.tracker.config == cfg.tracker and engine.discovery_config == cfg.discovery
+
+
+# ------------------------------------------------------------------ add_object's id
+
+
+def test_add_object_returns_the_id_its_track_has_even_from_other_threads():
+    import threading
+
+    scene = standard_scene(320, 240, num_frames=100, num_objects=3)  # slow enough for flow alone
+    engine, runner = _engine(scene, engine={"reencode_every": 100})
+    _, gt0 = scene.render(0)
+    got: dict[int, int] = {}  # scene object -> the id add_object returned
+    barrier = threading.Barrier(2)
+
+    def add(oid: int) -> None:
+        barrier.wait()  # both calls race
+        got[oid] = engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+
+    # An object due from frame 3 on, added first: its id is known now, before the others', its track starts later.
+    late = engine.add_object(ObjectPrompt(box=_box(scene.render(3)[1][3]), start_frame=3))
+    assert late == 1
+    threads = [threading.Thread(target=add, args=(oid,)) for oid in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got[1] != got[2] and {got[1], got[2]} == {2, 3}
+    results = _run(engine, runner, scene, range(6))
+    for r, gt in results:
+        by_id = {t.track_id: t for t in r.tracks}
+        assert set(by_id) == ({got[1], got[2], late} if r.index >= 3 else {got[1], got[2]})
+        for oid in (1, 2):  # each id follows the object its call pointed at
+            assert by_id[got[oid]].label == str(oid) and _iou(by_id[got[oid]].mask, gt[oid]) > 0.8
+        if r.index >= 3:
+            assert _iou(by_id[late].mask, gt[3]) > 0.8
+    # A refinement answers with the track it refines; a discovered or new object never takes a reserved id.
+    assert engine.add_object(ObjectPrompt(points=((1.0, 1.0),), labels=(0,), track_id=got[1])) == got[1]
+    assert engine.add_object(ObjectPrompt(box=_box(gt0[1]))) == 4
+
+
+def test_add_object_id_holds_when_the_prompt_waits_for_a_background_encode():
+    from test_background_encode import _setup, _step
+
+    scene, runner, engine, worker = _setup(delay=3)
+    _, gt0 = scene.render(0)
+    keep = []
+    r, _, img = _step(engine, runner, worker, scene, 0)
+    keep.append(img)
+    # Added while the engine runs: decoded on the worker, landed a few frames later.
+    ids = {oid: engine.add_object(ObjectPrompt(box=_box(scene.render(1)[1][oid]), start_frame=1)) for oid in (2, 1)}
+    assert ids == {2: 1, 1: 2}  # call order, not scene order
+    seen: set[int] = set()
+    for i in range(1, 10):
+        r, gt, img = _step(engine, runner, worker, scene, i)
+        keep.append(img)
+        for t in r.tracks:
+            oid = {v: k for k, v in ids.items()}[t.track_id]
+            assert _iou(t.mask, gt[oid]) > 0.6
+            seen.add(t.track_id)
+    assert seen == {1, 2}
+
+
+
+# ------------------------------------------------------------------ engine settings
+
+
+class _RecordingRunner(GroundTruthRunner):
+    """Records the ``multimask`` flag and whether a mask prompt came with each decode call."""
+
+    def __init__(self, scene):
+        super().__init__(scene)
+        self.calls: list[tuple[int, bool, bool]] = []  # (batch, multimask, mask_input given)
+
+    def decode(self, points, labels, boxes, mask_input, multimask):
+        n = len(boxes) if boxes is not None else len(points)
+        self.calls.append((n, bool(multimask), mask_input is not None))
+        return super().decode(points, labels, boxes, mask_input, multimask)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_multimask_single_point_decodes_three_candidates_for_a_lone_click(on):
+    scene = standard_scene(320, 240, num_frames=60, num_objects=1)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(multimask_single_point=on, reencode_every=100))
+    cy, cx = np.argwhere(scene.render(0)[1][1]).mean(axis=0)
+    engine.add_object(ObjectPrompt(points=((float(cx), float(cy)),), labels=(1,)))
+    (r, gt), = _run(engine, runner, scene, [0])
+    assert runner.calls == [(1, on, False)]
+    assert _iou(r.tracks[0].mask, gt[1]) > 0.9
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_mask_prompt_feeds_the_last_logits_back_on_re_encode(on):
+    scene = standard_scene(320, 240, num_frames=60, num_objects=1)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(mask_prompt=on, reencode_every=2))
+    engine.add_object(ObjectPrompt(box=_box(scene.render(0)[1][1])))
+    _run(engine, runner, scene, range(3))
+    assert runner.calls[0] == (1, False, False)  # the box prompt itself
+    assert runner.calls[1:] == [(1, False, on)]  # frame 2 re-encodes the track: with its logits or without
+
+
+def test_max_tracks_refuses_objects_beyond_it():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=3)
+    engine, runner = _engine(scene, engine={"max_tracks": 2})
+    gt0 = scene.render(0)[1]
+    ids = [engine.add_object(ObjectPrompt(box=_box(gt0[oid]))) for oid in (1, 2, 3)]
+    results = _run(engine, runner, scene, range(3))
+    assert all([t.track_id for t in r.tracks] == ids[:2] for r, _ in results)  # the third never becomes a track
+
+
+def test_decode_batch_bounds_the_prompts_per_decoder_call():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=3)
+    runner = _RecordingRunner(scene)
+    engine = Engine(runner, EngineConfig(decode_batch=2, reencode_every=2))
+    gt0 = scene.render(0)[1]
+    for oid in (1, 2, 3):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid])))
+    _run(engine, runner, scene, range(3))
+    assert [n for n, _, _ in runner.calls[3:]] == [2, 1]  # frame 2 decodes the three tracks: 2, then 1
+
+
+def test_discovery_batch_size_bounds_the_grid_points_per_decoder_call():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=2)
+    runner = _RecordingRunner(scene)
+    disc = DiscoveryConfig(points_per_side=4, batch_size=5)
+    engine = Engine(runner, EngineConfig(auto=True), discovery_config=disc)
+    _run(engine, runner, scene, [0])
+    assert runner.calls == [(5, True, False), (5, True, False), (5, True, False), (1, True, False)]  # 16 points
+
+
+def test_discovery_every_k_frames_is_the_discovery_cadence():
+    scene = standard_scene(320, 240, num_frames=60, num_objects=2)
+    runner = _RecordingRunner(scene)
+    disc = DiscoveryConfig(points_per_side=2, every_k_frames=3)
+    engine = Engine(runner, EngineConfig(auto=True, reencode_every=1000), discovery_config=disc)
+    grid_calls = []
+    for i in range(8):
+        before = len(runner.calls)
+        _run(engine, runner, scene, [i])
+        if (4, True, False) in runner.calls[before:]:  # the 2x2 point grid, decoded with multimask
+            grid_calls.append(i)
+    assert grid_calls == [0, 3, 6]

@@ -155,3 +155,149 @@ def test_breaking_out_of_the_loop_finalises_sinks():
 def test_config_ranges_are_checked(kwargs):
     with pytest.raises(ConfigError):
         PipelineConfig(**kwargs)
+
+
+# ------------------------------------------------------------------ sinks on their own thread
+
+
+class GatedSink:
+    """Writes through to ``inner`` (a real sink or a recorder) only once ``gate`` is open; records the thread."""
+
+    def __init__(self, inner, gate: threading.Event):
+        self.inner, self.gate = inner, gate
+        self.threads: set[str] = set()
+        self.waiting = threading.Event()  # set while a write waits at the gate
+
+    def write(self, result):
+        self.threads.add(threading.current_thread().name)
+        if not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait()
+        self.inner.write(result)
+
+    def close(self):
+        self.inner.close()
+
+
+def _until(condition, what: str, timeout: float = 20.0):
+    """Wait for ``condition`` (a guard against hanging, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def test_a_blocked_sink_does_not_hold_inference_until_its_queue_is_full():
+    gate = threading.Event()
+    recorder = RecordingSink()
+    sink = GatedSink(recorder, gate)
+    engine = SlowEngine()
+    got: list[int] = []
+    with Pipeline(ListSource(40), engine, sinks=[sink], sink_queue_size=4) as pipe:
+        # The sink holds result 0; results 1-4 fill its queue; result 5 waits for room.
+
+        def five_results() -> bool:
+            r = pipe.poll(0.05)
+            if r is not None:
+                got.append(r.index)
+            return len(got) >= 5
+
+        _until(five_results, "5 results")
+        _until(lambda: len(engine.seen) >= 6, "frame 5 processed")
+        assert sink.waiting.is_set() and recorder.indices == []  # nothing written yet ...
+        assert got == [0, 1, 2, 3, 4]  # ... yet the consumer has results: inference went on
+        time.sleep(0.3)
+        assert engine.seen == list(range(6))  # back-pressure: no more frames while the queue is full
+        assert pipe.poll(0.1) is None
+        gate.set()
+        got += [r.index for r in pipe]
+    assert got == list(range(40))
+    assert recorder.indices == list(range(40)) and recorder.closed == 1  # nothing dropped, in order
+    assert sink.threads == {"rtsam-sinks"}  # written off the inference thread
+
+
+def test_stop_with_a_full_sink_queue_still_writes_every_result_to_valid_files(tmp_path):
+    from realtime_sam.output.jsonl import JsonlSink, load_jsonl
+
+    gate = threading.Event()
+    engine = SlowEngine()
+    sink = GatedSink(JsonlSink(tmp_path / "out.jsonl", source="list", fps=25.0), gate)
+    with Pipeline(ListSource(1000, live=True, period=0.001), engine, sinks=[sink], sink_queue_size=4) as pipe:
+        _until(lambda: (pipe.poll(0.05), len(engine.seen) >= 6)[1], "the sink queue to fill")
+        pipe.stop()  # Ctrl-C: the sink is still blocked, its queue full
+        threading.Timer(0.2, gate.set).start()
+        for _ in pipe:
+            pass
+    _, frames = load_jsonl(tmp_path / "out.jsonl")
+    assert [f["frame"] for f in frames] == engine.seen  # every processed frame, in order, whole lines
+    assert len(engine.seen) >= 6 and sink.inner.closed
+
+
+class FailingSink(RecordingSink):
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def write(self, result):
+        if result.index == self.fail_at:
+            from realtime_sam.errors import SinkError
+
+            raise SinkError("cannot write out.jsonl: No space left on device")
+        super().write(result)
+
+
+def test_a_sink_error_on_the_sink_thread_stops_the_run_and_reaches_the_consumer():
+    from realtime_sam.errors import SinkError
+
+    failing, other = FailingSink(fail_at=5), RecordingSink()
+    engine = SlowEngine(delay=0.002)
+    with pytest.raises(SinkError, match="No space left"):
+        with Pipeline(ListSource(10_000), engine, sinks=[failing, other], sink_queue_size=4) as pipe:
+            for _ in pipe:
+                pass
+    assert failing.indices == list(range(5)) and other.indices == list(range(5))  # the sinks stop at the failure
+    assert failing.closed == 1 and other.closed == 1  # and are still closed
+    assert len(engine.seen) < 1000  # the run stopped
+
+
+# ------------------------------------------------------------------ pipeline settings
+
+
+class BlockingEngine(SlowEngine):
+    """Holds its first frame until ``release`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def process(self, frame):
+        self.entered.set()
+        self.release.wait()
+        return super().process(frame)
+
+
+@pytest.mark.parametrize("queue_size", [1, 5])
+def test_queue_size_is_how_far_a_file_is_read_ahead_of_the_model(queue_size):
+    src = ListSource(100)
+    engine = BlockingEngine()
+    with Pipeline(src, engine, config=PipelineConfig(queue_size=queue_size)) as pipe:
+        pipe.poll(0.01)
+        _until(engine.entered.is_set, "the first frame in the engine")
+        _until(lambda: src.i >= 1 + queue_size + 1, "the reader to fill the queue")
+        time.sleep(0.2)
+        # One frame in the engine, queue_size waiting, one read and held until there is room.
+        assert src.i == 1 + queue_size + 1
+        engine.release.set()
+        assert [r.index for r in pipe] == list(range(100))
+
+
+def test_join_timeout_s_bounds_how_long_close_waits_for_a_busy_worker():
+    engine = BlockingEngine()  # never lets go of its frame by itself, like an encode that hangs
+    pipe = Pipeline(ListSource(10), engine, config=PipelineConfig(join_timeout_s=0.2))
+    pipe.start()
+    _until(engine.entered.is_set, "the first frame in the engine")
+    pipe.close()  # returns after the timeout, the worker still busy ...
+    assert any(t.is_alive() for t in pipe._threads)
+    engine.release.set()  # ... which then ends by itself (stop was set)
+    _until(lambda: not any(t.is_alive() for t in pipe._threads), "the worker to end")

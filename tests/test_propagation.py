@@ -271,3 +271,96 @@ def test_a_flat_small_patch_is_not_matched_anywhere():
     out = MaskPropagator(PropagationConfig(method="flow", max_side=320)).step(prev, cur, {1: (mask, mask_to_box(mask))})
     assert not out[1].ok
     assert np.array_equal(out[1].mask, mask)
+
+
+def _corners(mask=None, **settings) -> np.ndarray:
+    """The corners the propagator picks on a noise texture (corners everywhere) inside ``mask``."""
+    rng = np.random.default_rng(0)
+    gray = cv2.GaussianBlur((rng.random((120, 160)) * 255).astype(np.uint8), (3, 3), 0)
+    if mask is None:
+        mask = np.zeros((120, 160), bool)
+        mask[20:100, 30:130] = True
+    box = mask_to_box(mask) if mask.any() else np.array([30.0, 20.0, 130.0, 100.0])
+    settings = {"max_points": 500, "edge_margin": 1, **settings}
+    return MaskPropagator(PropagationConfig(**settings))._features(gray, mask, box, 1.0)
+
+
+def test_max_points_quality_level_and_min_points_bound_the_corners():
+    many = _corners()
+    assert len(_corners(max_points=20)) == 20 < len(many)
+    assert 0 < len(_corners(quality_level=0.5)) < len(many)  # only the strongest corners
+    small = np.zeros((120, 160), bool)
+    small[50:53, 60:63] = True  # 9 pixels
+    assert len(_corners(small, edge_margin=0, min_points=6, min_distance=1)) > 0
+    assert len(_corners(small, edge_margin=0, min_points=12, max_points=20, min_distance=1)) == 0  # too small to measure
+
+
+def test_min_distance_spaces_the_corners_flow_follows():
+    def corners(min_distance: float) -> np.ndarray:
+        return _corners(min_distance=min_distance)
+
+    def closest(pts: np.ndarray) -> float:
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        return float(d[~np.eye(len(pts), dtype=bool)].min())
+
+    near, far = corners(3.0), corners(12.0)
+    assert closest(near) >= 3.0 and closest(far) >= 12.0
+    assert len(far) < len(near)
+
+
+@pytest.mark.parametrize("max_side, shape", [(0, (480, 640)), (480, (360, 480)), (160, (120, 160))])
+def test_max_side_is_the_work_resolution(max_side, shape):
+    image = np.zeros((480, 640, 3), np.uint8)
+    assert MaskPropagator(PropagationConfig(max_side=max_side)).work(image).gray.shape == shape
+
+
+def _textured_pair(dx: int):
+    rng = np.random.default_rng(1)
+    big = cv2.GaussianBlur((rng.random((160, 240)) * 255).astype(np.uint8), (5, 5), 0)
+    prev, cur = big[20:140, 40:200].copy(), big[20:140, 40 - dx : 200 - dx].copy()  # the texture moves dx px right
+    ys, xs = np.mgrid[40:80:8, 60:100:8]
+    return prev, cur, np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32).reshape(-1, 1, 2)
+
+
+def test_lucas_kanade_settings_max_level_fb_max_error_and_win_size():
+    prev, cur, p0 = _textured_pair(dx=16)  # beyond one 11 px window: needs the pyramid
+    pyramid, good = MaskPropagator(PropagationConfig(max_level=3))._track(prev, cur, p0)
+    assert good.mean() > 0.8 and np.allclose((pyramid - p0).reshape(-1, 2)[good], (16, 0), atol=0.5)
+    _, flat_good = MaskPropagator(PropagationConfig(max_level=0))._track(prev, cur, p0)
+    assert flat_good.mean() < good.mean()
+    _, strict = MaskPropagator(PropagationConfig(max_level=3, fb_max_error=1e-4))._track(prev, cur, p0)
+    assert strict.sum() < good.sum()  # hardly any point comes back to within 1e-4 px
+    # Without a pyramid, a wider window reaches further.
+    prev, cur, p0 = _textured_pair(dx=4)
+    narrow = MaskPropagator(PropagationConfig(max_level=0, win_size=5))._track(prev, cur, p0)[1]
+    wide = MaskPropagator(PropagationConfig(max_level=0, win_size=31))._track(prev, cur, p0)[1]
+    assert wide.mean() > narrow.mean() + 0.2
+
+
+def test_fit_settings_max_scale_change_min_deformation_and_ransac_thresh():
+    rng = np.random.default_rng(2)
+    a = (rng.random((40, 2)) * 60 + 20).astype(np.float32)
+    centre = a.mean(axis=0)
+    grown = ((a - centre) * 1.2 + centre).astype(np.float32)  # the object grows by 20 %
+
+    def scale_of(m):
+        return float(np.hypot(m[0, 0], m[1, 0]))
+
+    assert scale_of(MaskPropagator(PropagationConfig(max_scale_change=1.25))._fit(a, grown)) == pytest.approx(1.2, abs=1e-3)
+    assert scale_of(MaskPropagator(PropagationConfig(max_scale_change=1.1))._fit(a, grown)) == 1.0  # beyond: translation only
+    assert scale_of(MaskPropagator(PropagationConfig(min_deformation=100.0))._fit(a, grown)) == 1.0  # too small to apply
+    noisy = (grown + rng.normal(0, 2.0, grown.shape)).astype(np.float32)  # 2 px of noise on every point
+    assert scale_of(MaskPropagator(PropagationConfig(ransac_thresh=0.05))._fit(a, noisy)) == 1.0  # too few inliers
+    assert scale_of(MaskPropagator(PropagationConfig(ransac_thresh=8.0))._fit(a, noisy)) == pytest.approx(1.2, abs=0.05)
+
+
+def test_edge_margin_keeps_corners_off_the_outline():
+    mask = np.zeros((120, 160), bool)
+    mask[20:100, 30:130] = True
+    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)  # pixels to the outline
+
+    def shallowest(margin: int) -> float:
+        pts = np.round(_corners(mask, edge_margin=margin)).astype(int)
+        return float(depth[pts[:, 1], pts[:, 0]].min())
+
+    assert shallowest(0) < 4 and shallowest(10) >= 10

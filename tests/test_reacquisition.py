@@ -78,6 +78,21 @@ def test_a_lost_track_takes_back_only_a_mask_that_looks_like_it():
     assert tr.get(tid).state is TrackState.CONFIRMED and tr.get(tid).id == tid
 
 
+@pytest.mark.parametrize("min_appearance, taken", [(0.5, False), (0.0, True)])
+def test_min_appearance_is_how_alike_a_returning_mask_must_look(min_appearance, taken):
+    h, w = 100, 120
+    red, blue = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    blue[...] = (200, 30, 30)
+    m = _rect(h, w, 40, 40, 60, 60)
+    tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
+    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    for i in range(1, 3):
+        tr.update([], i)
+    tr.update([Detection(m, (40, 40, 60, 60), 0.95, source_track=tid, appearance=appearance_of(blue, m))], 3)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken  # 0: appearance no longer vetoes
+
+
 def test_a_lost_track_waits_at_its_whole_size_where_it_left():
     h, w = 100, 120
     tr = Tracker(TrackerConfig(max_lost_frames=50))

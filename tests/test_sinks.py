@@ -539,6 +539,71 @@ def test_open_sinks_writes_all_outputs(tmp_path):
     assert {r[0] for r in parse_mots(tmp_path / "s.txt")} == {"0", "1", "2"}
 
 
+@pytest.mark.parametrize("codec, name", [("libx264", "h264"), ("mpeg4", "mpeg4")])
+def test_output_video_codec_is_the_encoder_used(tmp_path, codec, name):
+    path = tmp_path / f"{codec}.mp4"
+    with make_sink("video", path, fps=25, config=SinkConfig(video_codec=codec)) as sink:
+        for i in range(3):
+            sink.write(scene(i))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == name
+    assert len(decode_video(path)[0]) == 3
+
+
+@pytest.mark.parametrize("fragmented", [True, False])
+def test_output_video_fragmented_writes_movie_fragments_or_one_index(tmp_path, fragmented):
+    path = tmp_path / "v.mp4"
+    with make_sink("video", path, fps=25, config=SinkConfig(video_fragmented=fragmented)) as sink:
+        for i in range(3):
+            sink.write(scene(i))
+    data = path.read_bytes()
+    assert (b"moof" in data) == fragmented  # movie fragments: playable however the run ends
+    assert len(decode_video(path)[0]) == 3
+
+
+def _written(tmp_path, kind: str, name: str, frames: int, **settings) -> Path:
+    path = tmp_path / name
+    with make_sink(kind, path, fps=25, config=SinkConfig(**settings)) as sink:
+        for i in range(frames):
+            sink.write(scene(i))
+    return path
+
+
+def test_output_video_crf_preset_and_keyframe_interval_reach_the_encoder(tmp_path):
+    fine = _written(tmp_path, "video", "fine.mp4", 10, video_crf=5)
+    coarse = _written(tmp_path, "video", "coarse.mp4", 10, video_crf=45)
+    assert coarse.stat().st_size < fine.stat().st_size
+    fast = _written(tmp_path, "video", "fast.mp4", 10, video_preset="ultrafast")
+    assert fast.read_bytes() != _written(tmp_path, "video", "slow.mp4", 10, video_preset="veryslow").read_bytes()
+
+    def keyframes(path: Path) -> int:
+        with av.open(str(path)) as container:
+            return sum(p.is_keyframe for p in container.demux(video=0) if p.size)
+
+    assert keyframes(_written(tmp_path, "video", "k02.mp4", 20, video_keyframe_interval_s=0.2)) == 4  # every 5 frames
+    assert keyframes(_written(tmp_path, "video", "k10.mp4", 20, video_keyframe_interval_s=10.0)) == 1
+
+
+def test_output_png_compression_reaches_the_png_writer(tmp_path):
+    stored = _written(tmp_path, "png", "stored", 1, png_compression=0) / "00000.png"
+    packed = _written(tmp_path, "png", "packed", 1, png_compression=9) / "00000.png"
+    assert packed.stat().st_size < stored.stat().st_size
+    assert np.array_equal(cv2.imread(str(stored), cv2.IMREAD_UNCHANGED), cv2.imread(str(packed), cv2.IMREAD_UNCHANGED))
+
+
+def test_output_mots_and_id_settings_reach_their_sinks(tmp_path):
+    mots = _written(tmp_path, "mots", "m.txt", 2, mots_class_id=1, mots_frame_offset=1)
+    rows = parse_mots(mots)
+    assert {r[0] for r in rows} == {"1", "2"}  # frames counted from 1
+    assert {int(r[1]) // 1000 for r in rows} == {1}  # class 1 (car): ids 1001, 1002...
+    with pytest.raises(SinkError):
+        with make_sink("png", tmp_path / "err", fps=25, config=SinkConfig(id_overflow="error")) as sink:
+            sink.write(FrameResult(scene(0).frame, (track(300, rect(1, 1, 10, 10, H, W)),)))
+    with make_sink("png", tmp_path / "wrap", fps=25, config=SinkConfig(id_overflow="wrap")) as sink:
+        sink.write(FrameResult(scene(0).frame, (track(300, rect(1, 1, 10, 10, H, W)),)))
+    assert (tmp_path / "wrap" / "00000.png").exists()
+
+
 def test_unwritable_outputs_fail_at_open_with_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

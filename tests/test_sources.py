@@ -195,6 +195,41 @@ def test_garbage_in_the_middle_is_skipped(clip: Path, tmp_path: Path) -> None:
     assert [f.index for f in frames] == list(range(len(frames)))
 
 
+def test_max_consecutive_decode_errors_is_how_much_damage_a_file_may_have_in_a_row(clip: Path, tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    at = len(data) // 3
+    damaged = tmp_path / "garbage.mp4"
+    damaged.write_bytes(data[:at] + bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)) + data[at + 4096 :])
+
+    def frames_read(limit: int) -> int:
+        got = 0
+        with pytest.raises(StreamInterrupted):
+            with open_source(damaged, SourceConfig(max_consecutive_decode_errors=limit)) as src:
+                for _ in src:
+                    got += 1
+        return got
+
+    # One bad packet ends a strict read at the garbage; the default reads on past it.
+    assert frames_read(1) < frames_read(50)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_transport_is_what_ffmpeg_is_asked_for(monkeypatch, transport: str) -> None:
+    import av
+
+    asked: list[dict] = []
+
+    def refuse(url, *args, **kwargs):
+        asked.append(dict(kwargs.get("options") or {}))
+        raise av.error.ConnectionRefusedError(111, "Connection refused", url)
+
+    monkeypatch.setattr("realtime_sam.capture.stream.av.open", refuse)
+    cfg = SourceConfig(rtsp_transport=transport, reconnect=False, open_timeout_s=1)
+    with pytest.raises(SourceError):
+        open_source("rtsp://127.0.0.1:9/cam", cfg)
+    assert asked and all(o.get("rtsp_transport") == transport for o in asked)
+
+
 def test_not_a_video_fails_at_open_with_one_line(tmp_path: Path) -> None:
     text = tmp_path / "notes.mp4"
     text.write_text("these are not frames\n" * 50)

@@ -311,6 +311,44 @@ def test_a_poor_mask_makes_the_track_lost_instead_of_being_drawn(bad, with_sourc
     assert (r.track_id, r.state) == (tid, CONFIRMED) and iou(r.mask, good) == 1.0
 
 
+SQUARE = (30, 30, 61, 61)
+
+
+@pytest.mark.parametrize(
+    "first, then, score, relaxed",
+    [
+        pytest.param(SQUARE, (30, 30, 60, 60), 0.2, {"min_score": 0.1}, id="min_score"),
+        pytest.param((0, 0, 160, 118), (0, 0, 160, 118), 0.95, {"max_area_frac": 1.0}, id="max_area_frac"),
+        pytest.param((40, 40, 41, 41), (40, 40, 41, 41), 0.95, {"min_area_frac": 1e-5}, id="min_area_frac"),
+        pytest.param(SQUARE, (30, 30, 100, 100), 0.95, {"max_area_change": 8.0}, id="max_area_change"),
+    ],
+)
+@pytest.mark.parametrize("relax", [False, True])
+def test_the_quality_gates_follow_their_settings(first, then, score, relaxed, relax):
+    h, w = 120, 160
+    tr = Tracker(TrackerConfig(**relaxed) if relax else TrackerConfig())
+    tid = tr.add(det(rect(h, w, *first)), 0)
+    tr.predict(1)
+    mask = rect(h, w, *then)
+    tr.update([det(mask, score=score, source=tid)], 1)
+    (r,) = tr.results(1)
+    # The default refuses the mask (a miss: lost); the relaxed setting lets it through.
+    assert (r.state == CONFIRMED and iou(r.mask, mask) == 1.0) == relax
+    assert (r.state == LOST) == (not relax)
+
+
+@pytest.mark.parametrize("thresh, new", [(0.3, False), (0.5, True)])
+def test_match_iou_thresh_is_the_overlap_at_which_a_candidate_is_a_tracked_object(thresh, new):
+    h, w = 120, 160
+    tr = Tracker(TrackerConfig(match_iou_thresh=thresh, max_new_overlap=1.0))
+    old = rect(h, w, 30, 30, 60, 60)
+    tid = tr.add(det(old), 0)
+    tr.predict(1)
+    candidate = rect(h, w, 42, 30, 72, 60)  # IoU 0.43 with the tracked object
+    tr.update([det(old, source=tid)], 1, candidates=[det(candidate)])
+    assert (len(tr.tracks()) == 2) == new
+
+
 def test_lost_tracks_are_removed_after_max_lost_frames():
     h, w = 60, 60
     tr = Tracker(TrackerConfig(max_lost_frames=5))
@@ -431,7 +469,7 @@ def test_lost_tracks_are_prompted_without_a_mask_prompt_and_at_the_edge_they_lef
     assert tr.get(runner) is not None  # kept until max_lost_frames
 
 
-def test_track_at_prefers_the_small_mask_in_front_then_boxes():
+def test_track_at_is_the_mask_drawn_on_top_then_boxes():
     h, w = 100, 100
     tr = Tracker()
     big = tr.add(det(rect(h, w, 10, 10, 90, 90)), 0)
@@ -446,6 +484,9 @@ def test_track_at_prefers_the_small_mask_in_front_then_boxes():
     assert tr.track_at(95, 95) is None
     tr.remove(big)
     assert tr.track_at(70, 70) == holed  # no mask there any more: the ring's box
+    # A larger mask added later is drawn over the small one (id order): it is the one on top there.
+    cover = tr.add(det(rect(h, w, 30, 30, 60, 60)), 0)
+    assert tr.track_at(45, 45) == cover
 
 
 # ---------------------------------------------------------------- properties
@@ -519,3 +560,33 @@ def test_random_sequences_never_crash_and_ids_are_never_reused(frames, min_hits,
             if r.state == LOST:
                 assert not r.mask.any()
         assert [p.track_id for p in tr.prompts()] == sorted(p.track_id for p in tr.prompts())
+
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("duplicate_iou, both", [(0.85, False), (1.0, True)])
+def test_duplicate_iou_is_when_two_tracks_new_masks_count_as_one_object(duplicate_iou, both):
+    h = w = 100
+    tr = Tracker(TrackerConfig(duplicate_iou=duplicate_iou))
+    a = tr.add(det(rect(h, w, 20, 20, 50, 50)), 0)
+    b = tr.add(det(rect(h, w, 30, 30, 60, 60)), 0)
+    tr.predict(1)
+    same = rect(h, w, 25, 25, 55, 55)  # both decodes landed on one object
+    tr.update([det(same, score=0.95, source=a), det(same, score=0.9, source=b)], 1)
+    hit = {tid: tr.get(tid).mask_frame == 1 and iou(tr.get(tid).mask, same) == 1.0 for tid in (a, b)}
+    assert hit[a]  # the better one keeps it
+    assert hit[b] == both  # above duplicate_iou the other is a miss, not a second copy of the object
+
+
+@pytest.mark.parametrize("max_new_overlap, new", [(0.5, True), (0.3, False)])
+def test_max_new_overlap_is_how_much_of_a_candidate_may_already_be_tracked(max_new_overlap, new):
+    h = w = 100
+    tr = Tracker(TrackerConfig(max_new_overlap=max_new_overlap, match_iou_thresh=0.5))
+    old = rect(h, w, 10, 10, 50, 50)
+    a = tr.add(det(old), 0)
+    tr.predict(1)
+    candidate = rect(h, w, 40, 10, 65, 50)  # 40 % of it lies on the tracked object (IoU 0.17: no match)
+    tr.update([det(old, source=a)], 1, candidates=[det(candidate)])
+    assert (len(tr.tracks()) == 2) == new

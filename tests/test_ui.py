@@ -138,14 +138,13 @@ def test_selection_follows_the_newest_added_object():
     sel = Selection()
     sel.observe(_result(0, [1]))  # an object from the command line: not selected
     assert sel.selected is None
-    sel.object_added()
-    sel.observe(_result(1, [1]))  # the engine has not applied it yet
-    assert sel.selected is None
-    sel.observe(_result(2, [1, 4]))
+    sel.object_added(4)  # the id add_object returned
+    assert sel.selected == 4  # selected at once, before the engine applied it
+    sel.observe(_result(1, [1]))  # not applied yet: still selected
     assert sel.selected == 4
-    sel.observe(_result(3, [1, 4, 5]))  # not armed: a discovered object does not steal the selection
+    sel.observe(_result(2, [1, 5, 4]))  # a discovered object (5) does not steal the selection
     assert sel.selected == 4
-    sel.observe(_result(4, [1, 5]))  # removed
+    sel.observe(_result(3, [1, 5]))  # removed
     assert sel.selected is None
 
 
@@ -432,6 +431,34 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
     frames = frame_lines(masks)
     # the removed id never comes back once the removal was applied (at most one frame was in flight)
     assert all(removed not in _ids(f) for f in frames if f["frame"] > removed_before + 1)
+
+
+def test_demo_source_opens_the_window_with_the_preset_objects(xvfb_display, checkpoint_path, tmp_path):
+    """``realtime-sam --source demo`` with a display: the window shows the bundled clip, three objects tracked."""
+    from fixtures_app import app_command, app_env, frame_lines
+
+    masks = tmp_path / "demo.jsonl"
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command(
+                "--source", "demo", "--max-frames", "8", "--save-masks", str(masks),
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
+            ),
+            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+        # The window takes the demo clip's size once its first frame is shown.
+        _wait(lambda: "Geometry: 640x480" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        assert app.wait(timeout=120) == 0, err_path.read_text()[-2000:]  # the 8 frames, then the window closes
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    frames = frame_lines(masks)
+    assert [f["frame"] for f in frames] == list(range(8))
+    assert all([(t["id"], t["label"]) for t in f["tracks"]] == [(1, "cat"), (2, "astronaut"), (3, "cup")] for f in frames)
 
 
 def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, tmp_path):

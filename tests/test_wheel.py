@@ -61,6 +61,7 @@ def test_wheel_ships_the_presets_and_data(installed):
     for preset in ("default", "cpu", "gpu"):
         assert f"realtime_sam/configs/{preset}.yaml" in names
     assert "realtime_sam/model/data/state_dict_manifest_vit_t.json" in names
+    assert {"realtime_sam/demo/clip.mp4", "realtime_sam/demo/prompts.yaml"} <= names  # --source demo
     for package in ("capture", "model", "model/modeling", "model/runtime", "tracking", "output", "app", "testing"):
         assert f"realtime_sam/{package}/__init__.py" in names, package
 
@@ -105,3 +106,17 @@ def test_installed_command_accepts_a_preset(installed):
     assert proc.returncode == 2, proc.stderr
     assert "config file not found" not in proc.stderr
     assert "no_such_clip.mp4" in proc.stderr, proc.stderr
+
+
+def test_installed_command_plays_the_demo(installed, checkpoint_path):
+    _, target = installed
+    masks = target.parent / "demo.jsonl"
+    proc = _run_installed(
+        target, "-m", "realtime_sam", "--source", "demo", "--headless", "--quiet", "--max-frames", "2",
+        "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000", "--save-masks", str(masks),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header, *frames = (json.loads(line) for line in masks.read_text().splitlines())
+    clip = Path(header["source"]).resolve()
+    assert clip == (target / "realtime_sam" / "demo" / "clip.mp4").resolve(), clip  # the installed copy's clip
+    assert [[t["label"] for t in f["tracks"]] for f in frames] == [["cat", "astronaut", "cup"]] * 2

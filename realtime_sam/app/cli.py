@@ -49,6 +49,8 @@ _MASK_FORMATS = ("jsonl", "png", "mots")
 
 _EPILOG = """\
 examples:
+  realtime-sam --source demo
+      the built-in demo clip with three objects tracked (add --headless --output demo.mp4 without a display)
   realtime-sam --source 0
       webcam in a window: click an object to track it, drag a box, h for help
   realtime-sam --source clip.mp4 --headless --box 100,80,300,260 --output out.mp4
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         required=True,
         metavar="SRC",
-        help="webcam index (0), video file, image folder or glob, rtsp://, rtmp://, http(s):// URL, or lavfi:GRAPH",
+        help="webcam index (0), video file, image folder or glob, rtsp://, rtmp://, http(s):// URL, lavfi:GRAPH, "
+        "or demo (a short clip that ships with the package, three objects preset)",
     )
     src.add_argument("--realtime", action="store_true", help="play files at their frame rate, dropping frames the model cannot keep up with")
     src.add_argument("--max-frames", type=_int_at_least(1), metavar="N", help="stop after N processed frames")
@@ -303,6 +306,16 @@ class _StopOnSignal:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from realtime_sam.app.demo import demo_clip, demo_prompts, is_demo
+
+    if not is_demo(args.source):
+        return _run_on(args, args.source)
+    # The demo: its clip, and its preset objects unless the command line gives objects of its own.
+    with demo_clip() as clip:
+        return _run_on(args, str(clip), default_prompts=demo_prompts())
+
+
+def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequence[Any] = ()) -> int:
     from realtime_sam.app.ui import WindowError, display_available
     from realtime_sam.capture.sources import open_source
     from realtime_sam.output.render import Renderer
@@ -310,7 +323,7 @@ def _run(args: argparse.Namespace) -> int:
     from realtime_sam.tracking.prompts import clamp_prompt, prompts_from_args
 
     config = build_config(args)
-    prompts = prompts_from_args(args.box, args.point, args.prompts)
+    prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
     mask_spec = _mask_spec(args)
     windowed = not args.headless
     if windowed and not display_available():
@@ -319,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
     # One renderer for the window and the video output: what is saved looks like what was shown.
     renderer = Renderer(config.render)
     reporter = _Reporter(quiet=args.quiet, status_interval_s=args.status_interval)
-    source = open_source(args.source, config.source, on_status=reporter.source_event)
+    source = open_source(source_spec, config.source, on_status=reporter.source_event)
     pipeline = None
     sinks = None
     try:

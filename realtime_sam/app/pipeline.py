@@ -2,18 +2,26 @@
 
 ::
 
-    capture thread                 inference thread                  caller
-    source.read() --> buffer --> engine.process() --> sinks.write() --> result queue --> for r in pipeline
-                                       |  ^
-                          encode thread (engines with background_encode)
+    capture thread                 inference thread                    caller
+    source.read() --> buffer --> engine.process() --+--> result queue --> for r in pipeline
+                                       |  ^          |
+                          encode thread (engines     +--> sink queue --> sinks.write()
+                          with background_encode)                        sink thread
 
 * Live sources (cameras, streams, ``realtime`` pacing) keep only the newest
   frame: a slow model sees fresh frames and drops are counted. Files use a
   bounded queue: nothing is lost, the reader waits for the model.
+* Sinks (video encoding, RLE, PNG compression: 4-13 ms a frame) run on their
+  own thread, fed in order through a bounded queue (``sink_queue_size``); a
+  full queue makes the inference thread wait (back-pressure), it never
+  drops a result. When the inference thread ends, for any reason (end of
+  source, ``stop()``, Ctrl-C, an error), it waits until every queued result
+  is written and the sinks are closed before it reports the end, so an
+  interrupted run still leaves complete, valid files. A sink's error stops
+  the run like any worker's and reaches the caller.
 * Workers stop on an event plus a sentinel; a worker's exception is kept and
   re-raised in the caller after every result produced before it; threads are
-  joined with a timeout in ``close()``. Sinks are closed by the inference
-  thread itself, so an interrupted run still leaves valid files.
+  joined with a timeout in ``close()``.
 * An engine that asks for a worker (``engine.wants_worker``) is lent one more
   thread for its background encodes (``engine.attach_worker(submit)``).
 """
@@ -140,6 +148,80 @@ class _FifoBuffer:
         return self._q.get(timeout=timeout)
 
 
+class _SinkWriter:
+    """The sinks' own thread: writes each queued result to every sink, in order, then closes them.
+
+    ``put`` waits while the queue is full (back-pressure, nothing dropped).
+    After a sink fails, the error goes to ``on_error`` once, later results
+    are taken off the queue unwritten (the run is stopping) and the sinks
+    are still closed.
+    """
+
+    def __init__(self, sinks: Sequence[_Sink], size: int, on_error: Callable[[BaseException], None]) -> None:
+        self.sinks = list(sinks)
+        self._q: queue.Queue = queue.Queue(maxsize=size)
+        self._on_error = on_error
+        self._failed = False
+        self._finishing = False
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, name="rtsam-sinks", daemon=True)
+        self.thread.start()
+
+    def put(self, result: FrameResult) -> None:
+        """Queue ``result`` for writing; waits for room as long as the sink thread runs."""
+        self._put(result)
+
+    def _put(self, item: object) -> None:
+        while self.thread.is_alive():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """Write everything queued, close the sinks and end the thread; True once done within ``timeout``."""
+        with self._lock:
+            first, self._finishing = not self._finishing, True
+        if first:
+            self._put(_END)
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every result queued so far is written (the thread goes on); True if it was in time."""
+        deadline = time.monotonic() + timeout
+        with self._q.all_tasks_done:
+            while self._q.unfinished_tasks and self.thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._q.all_tasks_done.wait(min(left, 0.1))
+        return True
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                item = self._q.get()
+                try:
+                    if item is _END:
+                        return
+                    if not self._failed:
+                        for sink in self.sinks:
+                            sink.write(item)  # type: ignore[arg-type]
+                except BaseException as exc:  # the run stops; the caller gets it
+                    self._failed = True
+                    self._on_error(exc)
+                finally:
+                    self._q.task_done()
+        finally:
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except BaseException as exc:
+                    self._on_error(exc)
+
+
 class _Worker:
     """One thread that runs submitted calls in order; each call's outcome comes back as a Future."""
 
@@ -193,6 +275,7 @@ class Pipeline:
         config: PipelineConfig = PipelineConfig(),
         on_status: Callable[[object], None] | None = None,
         result_queue_size: int = 2,
+        sink_queue_size: int = 8,
     ) -> None:
         self.source = source
         self.engine = engine
@@ -204,6 +287,8 @@ class Pipeline:
         self._live = bool(getattr(source, "live", False)) or config.realtime
         self._frames = _LatestSlot() if self._live else _FifoBuffer(config.queue_size, self._stop)
         self._results: queue.Queue = queue.Queue(maxsize=max(1, result_queue_size))
+        self._sink_queue_size = max(1, sink_queue_size)
+        self._writer: _SinkWriter | None = None
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._worker: _Worker | None = None
@@ -260,6 +345,9 @@ class Pipeline:
         if getattr(self.engine, "wants_worker", False):
             self._worker = _Worker("rtsam-encode")
             self.engine.attach_worker(self._worker.submit)
+        if self.sinks:
+            sinks, self.sinks = self.sinks, []
+            self._writer = _SinkWriter(sinks, self._sink_queue_size, self._sink_failed)
         for name, target in (("rtsam-capture", self._capture_loop), ("rtsam-inference", self._inference_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -267,7 +355,13 @@ class Pipeline:
         return self
 
     def close(self) -> None:
-        """Stop, join the workers (bounded), close the source. Sinks are closed by the inference thread."""
+        """Stop, join the workers (bounded), close the source.
+
+        Sinks are closed by the inference thread once their queue is written.
+        If that thread is still busy (an encode) when the join times out, the
+        results queued so far are still written before this returns (bounded
+        by ``join_timeout_s`` more); the sink thread finishes the rest.
+        """
         if self._closed:
             return
         self._closed = True
@@ -275,6 +369,8 @@ class Pipeline:
         deadline = time.monotonic() + self.config.join_timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self._writer is not None and self._writer.thread.is_alive():
+            self._writer.drain(self.config.join_timeout_s)
         if self._worker is not None:
             # An encode may be running (seconds on a CPU); it is a daemon and its result is not needed.
             self.engine.attach_worker(None)
@@ -402,13 +498,18 @@ class Pipeline:
             self._errors.append(exc)
             self._stop.set()
         finally:
-            self._close_sinks()
+            if self._writer is not None:
+                self._writer.finish()  # every queued result written, sinks closed: then the end
             self._put_result(_END, force=True)
 
+    def _sink_failed(self, exc: BaseException) -> None:
+        """Called on the sink thread: the error reaches the caller and the run stops."""
+        self._errors.append(exc)
+        self._stop.set()
+
     def _emit(self, result: FrameResult, *, write: bool) -> None:
-        if write:
-            for sink in self.sinks:
-                sink.write(result)
+        if write and self._writer is not None:
+            self._writer.put(result)
         self._latency_ms = (time.monotonic() - result.frame.capture_time) * 1e3
         self._put_result(result)
 

@@ -278,30 +278,26 @@ class Interaction:
 class Selection:
     """Which object a negative point refines: the most recently added one.
 
-    The engine assigns ids when it applies a prompt (on a later frame), so an
-    add only *arms* the selection; the first id not seen before that then
-    appears in a result becomes selected. A selected object that leaves the
-    results (removed, cleared) is deselected.
+    :meth:`Engine.add_object <realtime_sam.tracking.engine.Engine.add_object>`
+    returns the new object's track id at once, so an add selects that id even
+    before its track appears (a discovered object never steals the
+    selection). A selected object that leaves the results after it appeared
+    (removed, cleared) is deselected.
     """
 
     def __init__(self) -> None:
         self.selected: int | None = None
-        self._armed = False
         self._seen: set[int] = set()
 
-    def object_added(self) -> None:
-        """Call when an :class:`AddObject` was sent to the engine."""
-        self._armed = True
+    def object_added(self, track_id: int) -> None:
+        """Call with the id :meth:`add_object` returned for an :class:`AddObject`."""
+        self.selected = track_id
 
     def observe(self, result: FrameResult) -> None:
         """Update from a new result."""
         ids = {t.track_id for t in result.tracks}
-        new = ids - self._seen
         self._seen |= ids
-        if self._armed and new:
-            self.selected = max(new)
-            self._armed = False
-        elif self.selected is not None and self.selected not in ids:
+        if self.selected is not None and self.selected in self._seen and self.selected not in ids:
             self.selected = None
 
 
@@ -325,7 +321,7 @@ class _Pipeline(Protocol):
 
 
 class _Engine(Protocol):
-    def add_object(self, prompt: ObjectPrompt) -> None: ...
+    def add_object(self, prompt: ObjectPrompt) -> int: ...
 
     def remove_object(self, track_id: int) -> None: ...
 
@@ -518,8 +514,7 @@ class LiveWindow:
                     self._say("no frame yet; wait for the video before clicking")
                     return
                 prompt = clamp_prompt(validate_prompt(command.prompt, "click"), *size)
-                engine.add_object(prompt)
-                self.selection.object_added()
+                self.selection.object_added(engine.add_object(prompt))
                 if prompt.box is not None:
                     x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
                     self._say(f"new object from box {x0},{y0},{x1},{y1}")

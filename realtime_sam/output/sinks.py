@@ -19,7 +19,7 @@ can be written *when they are called*, so a bad path is a one-line
 :class:`~realtime_sam.errors.SinkError` before any frame is processed, not
 after the first.
 
-Sinks are driven by one thread (the pipeline's inference thread) and are not
+Sinks are driven by one thread (the pipeline's sink thread) and are not
 safe to share between threads.
 
 Overlapping masks: the PNG and MOTS formats give each pixel one id (the MOTS

@@ -1,4 +1,9 @@
-"""Geometry for linking detections to tracks: IoU matrices and assignment.
+"""Geometry of masks and boxes, and linking detections to tracks: IoU matrices and assignment.
+
+The one home of the small mask and box helpers the tracking modules share:
+:func:`shift_array` (a mask or logits grid moved by whole cells),
+:func:`box_area`, :func:`box_motion` (the affine taking one box to another)
+and :func:`track_under` (which object is at a pixel).
 
 Conventions: masks are ``HxW bool`` (stacks ``NxHxW``); boxes are ``XYXY``
 float pixels with *exclusive* far edges, so the box of a mask whose pixels
@@ -8,7 +13,7 @@ the pixel count of a filled rectangle.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Iterable, Sequence, Union
 
 import lap
 import numpy as np
@@ -19,6 +24,10 @@ __all__ = [
     "box_iou_matrix",
     "mask_to_box",
     "masks_to_boxes",
+    "shift_array",
+    "box_area",
+    "box_motion",
+    "track_under",
     "MaskStack",
 ]
 
@@ -185,3 +194,60 @@ def masks_to_boxes(masks: MaskStack) -> np.ndarray:
         if e is not None:
             out[k] = (e[2], e[0], e[3], e[1])
     return out
+
+
+def shift_array(a: np.ndarray, dx: int, dy: int, fill: object = 0) -> np.ndarray:
+    """``a`` (a ``HxW`` mask or logits grid) translated by ``(dx, dy)`` whole cells; uncovered cells are ``fill``.
+
+    Returns a new array of ``a``'s shape and dtype; cells moved off the edge are dropped.
+    """
+    h, w = a.shape[:2]
+    out = np.full_like(a, fill)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] = a[
+        max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
+    ]
+    return out
+
+
+def box_area(box: Sequence[float] | np.ndarray) -> float:
+    """Area of one ``XYXY`` box, each side taken as at least 1 pixel (so ratios of areas stay finite)."""
+    return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
+
+
+def box_motion(box_then: Sequence[float] | np.ndarray, box_now: Sequence[float] | np.ndarray, *, scale: bool = True) -> np.ndarray:
+    """The ``2x3`` affine (source pixels) taking ``box_then`` to ``box_now``: centre to centre, and
+    with ``scale`` a uniform scale by the square root of their area ratio, clipped to ``[0.5, 2]``."""
+    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
+    s = float(np.clip(np.sqrt(box_area(b1) / box_area(b0)), 0.5, 2.0)) if scale else 1.0
+    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
+    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
+    return np.array([[s, 0.0, c1[0] - s * c0[0]], [0.0, s, c1[1] - s * c0[1]]])
+
+
+def track_under(x: float, y: float, tracks: Iterable[tuple[int, np.ndarray | None, Sequence[float]]]) -> int | None:
+    """Which track is at pixel ``(x, y)``: the rule of the window's ``d`` key and right-click.
+
+    ``tracks`` are ``(track_id, mask, box)``: ``HxW bool`` mask (``None`` or
+    all False when nothing is shown, e.g. a lost track) and ``XYXY`` box.
+    Among the masks that contain the pixel, the highest id wins: the
+    renderer draws tracks in id order, so that is the one on top. Failing
+    that, among the boxes that contain the point, the one whose centre is
+    nearest (ties: the higher id). ``None`` when neither, or for a
+    non-finite point.
+    """
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return None
+    col, row = int(np.floor(x)), int(np.floor(y))
+    items = sorted(tracks, key=lambda item: -item[0])
+    for tid, mask, _ in items:
+        if mask is not None and 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1] and mask[row, col]:
+            return int(tid)
+    best: tuple[float, int] | None = None
+    for tid, _, b in items:
+        if b[0] <= x <= b[2] and b[1] <= y <= b[3]:
+            d = float(np.hypot(x - (b[0] + b[2]) / 2.0, y - (b[1] + b[3]) / 2.0))
+            if best is None or d < best[0]:
+                best = (d, int(tid))
+    return best[1] if best is not None else None

@@ -48,9 +48,9 @@ from typing import Collection, Mapping, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.association import box_motion, mask_to_box
 
-__all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", "warp_logits"]
+__all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", "warp_logits", "move_logits"]
 
 LOWRES = 256  # side of SAM's low-res logits
 _IMG = 1024  # side of SAM's padded input square
@@ -101,6 +101,16 @@ def warp_logits(logits: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.
         np.asarray(logits, np.float32), ml, (LOWRES, LOWRES), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
     )
+
+
+def move_logits(logits: np.ndarray, box_then, box_now, size: tuple[int, int], *, scale: bool = True) -> np.ndarray:
+    """``256x256`` logits decoded where the object's box was ``box_then``, moved to ``box_now``.
+
+    The one way the tracking code re-aligns a mask prompt with a moved box:
+    :func:`warp_logits` by :func:`~realtime_sam.tracking.association.box_motion`
+    (translation, and with ``scale`` the boxes' size ratio). ``size = (H, W)``.
+    """
+    return warp_logits(logits, box_motion(box_then, box_now, scale=scale), size)
 
 
 class FlowResult(NamedTuple):

@@ -42,16 +42,25 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable, Hashable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 
 from realtime_sam.errors import ConfigError, PromptError
-from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.association import (
+    box_area,
+    box_motion,
+    mask_to_box,
+    track_under,
+)
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
-from realtime_sam.tracking.dense_flow import DenseFlowPropagator, warp_logits
+from realtime_sam.tracking.dense_flow import (
+    DenseFlowPropagator,
+    move_logits,
+    warp_logits,
+)
 from realtime_sam.tracking.discovery import (
     DiscoveryConfig,
     filter_candidates,
@@ -125,17 +134,6 @@ class EngineConfig:
             raise ConfigError(f"engine.max_tracks must be >= 1, got {self.max_tracks}")
 
 
-def _box_motion(box_then, box_now) -> np.ndarray:
-    """The 2x3 translation and uniform scale (source pixels) taking ``box_then`` to ``box_now``."""
-    b0, b1 = np.asarray(box_then, dtype=np.float64), np.asarray(box_now, dtype=np.float64)
-    w0, h0 = max(b0[2] - b0[0], 1.0), max(b0[3] - b0[1], 1.0)
-    w1, h1 = max(b1[2] - b1[0], 1.0), max(b1[3] - b1[1], 1.0)
-    scale = float(np.clip(math.sqrt((w1 * h1) / (w0 * h0)), 0.5, 2.0))
-    c0 = ((b0[0] + b0[2]) / 2.0, (b0[1] + b0[3]) / 2.0)
-    c1 = ((b1[0] + b1[2]) / 2.0, (b1[1] + b1[3]) / 2.0)
-    return np.array([[scale, 0.0, c1[0] - scale * c0[0]], [0.0, scale, c1[1] - scale * c0[1]]])
-
-
 # Below this visible fraction of its whole (moved) soft mask, an object counts as partly
 # hidden: its visible box does not correct its motion model.
 _MEASURED_VISIBLE = 0.8
@@ -153,19 +151,13 @@ def _same_size(box_then, box_now) -> np.ndarray:
     return np.concatenate([c - half, c + half])
 
 
-def _area(box) -> float:
-    return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
-
-
 def _disagree(box_a, box_b) -> bool:
     """Whether two estimates of one object's box now disagree: centres apart by more than a
     quarter of its size (at least 4 pixels), or sizes by more than a factor 1.5."""
     a, b = np.asarray(box_a, dtype=np.float64), np.asarray(box_b, dtype=np.float64)
-    wa, ha = max(a[2] - a[0], 1.0), max(a[3] - a[1], 1.0)
-    wb, hb = max(b[2] - b[0], 1.0), max(b[3] - b[1], 1.0)
     shift = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2.0, (a[1] + a[3] - b[1] - b[3]) / 2.0)
-    ratio = (wa * ha) / (wb * hb)
-    return shift > max(4.0, 0.25 * math.sqrt(wb * hb)) or not 1.0 / 1.5 <= ratio <= 1.5
+    ratio = box_area(a) / box_area(b)
+    return shift > max(4.0, 0.25 * math.sqrt(box_area(b))) or not 1.0 / 1.5 <= ratio <= 1.5
 
 
 def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) -> Detection:
@@ -175,7 +167,7 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
     applied to the low-res logits (the next mask prompt) and, unless
     ``mask_now`` (the mask replayed by flow) is given, to the mask.
     """
-    m = _box_motion(box_then, box_now)
+    m = box_motion(box_then, box_now)
     if np.abs(m - np.eye(2, 3)).max() < 1e-3 and mask_now is None:
         return d
     h, w = d.mask.shape
@@ -187,6 +179,17 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
         mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
         source_track=d.source_track, label=d.label, appearance=d.appearance,
     )
+
+
+@dataclass(frozen=True)
+class _NewObject(ObjectPrompt):
+    """A new object's prompt with the track id :meth:`Engine.add_object` reserved for it."""
+
+    new_id: int = 0
+
+
+def _reserved_id(prompt: ObjectPrompt) -> int | None:
+    return prompt.new_id if isinstance(prompt, _NewObject) else None
 
 
 class _Plan(NamedTuple):
@@ -294,8 +297,16 @@ class Engine:
 
     # -- commands (any thread) ---------------------------------------------------------
 
-    def add_object(self, prompt: ObjectPrompt) -> None:
-        """Queue a new object (or a refinement when ``prompt.track_id`` is set).
+    def add_object(self, prompt: ObjectPrompt) -> int:
+        """Queue a new object (or a refinement when ``prompt.track_id`` is set); returns its track id.
+
+        The id of a new object is reserved here, at the call, so calls from
+        different threads get different ids; the track it starts (on the
+        frame the prompt is decoded, ``start_frame`` or later) has that id in
+        every :class:`~realtime_sam.types.FrameResult`. An object that never
+        becomes a track (its box lies outside the frame, ``max_tracks`` is
+        reached, :meth:`clear` came first) leaves its id unused; ids are never
+        reused. A refinement returns ``prompt.track_id``.
 
         The prompt is checked by :func:`~realtime_sam.tracking.prompts.validate_prompt`
         (finite coordinates, 0/1 labels, no inverted or zero-area box, a box
@@ -315,8 +326,11 @@ class Engine:
         if prev is not None:
             # Fail at the call (a clear error to the user) rather than drop it later.
             clamp_prompt(prompt, int(prev.shape[1]), int(prev.shape[0]))
+        if prompt.track_id is None:
+            prompt = _NewObject(**{f.name: getattr(prompt, f.name) for f in fields(ObjectPrompt)}, new_id=self.tracker.reserve_id())
         with self._lock:
             self._commands.append(("add", prompt))
+        return prompt.new_id if isinstance(prompt, _NewObject) else int(prompt.track_id)  # type: ignore[arg-type]
 
     def remove_object(self, track_id: int) -> None:
         with self._lock:
@@ -341,19 +355,9 @@ class Engine:
             return bool(self._commands) or self.background.has_pending
 
     def track_at(self, x: float, y: float) -> int | None:
-        """The id of the object under pixel ``(x, y)`` in the last result (topmost = highest id)."""
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return None
-        xi, yi = int(x), int(y)
-        for t in sorted(self._last_tracks, key=lambda t: -t.track_id):
-            m = t.mask
-            if 0 <= yi < m.shape[0] and 0 <= xi < m.shape[1] and m[yi, xi]:
-                return t.track_id
-        for t in self._last_tracks:
-            x0, y0, x1, y1 = t.box
-            if x0 <= x <= x1 and y0 <= y <= y1:
-                return t.track_id
-        return None
+        """The id of the object under pixel ``(x, y)`` in the last result, by the one rule of
+        :func:`~realtime_sam.tracking.association.track_under` (the mask drawn on top, else the nearest box)."""
+        return track_under(x, y, ((t.track_id, t.mask, t.box) for t in self._last_tracks))
 
     # -- the frame loop ----------------------------------------------------------------
 
@@ -414,7 +418,7 @@ class Engine:
                     check = sparse[tid]
                     before = tracker.get(tid).box  # type: ignore[union-attr]
                     if not r.measured or (r.box is not None and (
-                        _area(r.box) > _MAX_GROWTH * _area(before) or (check.ok and _disagree(r.box, check.box))
+                        box_area(r.box) > _MAX_GROWTH * box_area(before) or (check.ok and _disagree(r.box, check.box))
                     )):
                         # Dense flow found nothing reliable on it, moved it unlike the corners
                         # tracked inside it (periodic textures fool it), or blew it up in one
@@ -433,7 +437,7 @@ class Engine:
                     logits = None
                     if tr is not None and tr.logits is not None and tr.logits_box is None:
                         # Logits that dense flow moved so far have no decode box to be shifted from: move them now.
-                        logits = warp_logits(tr.logits, _box_motion(tr.box, box), mask.shape)
+                        logits = move_logits(tr.logits, tr.box, box, mask.shape)
                     tracker.apply_propagation(tid, mask, box, frame.index, logits=logits)
                 else:
                     tracker.coast(tid, frame.index)
@@ -492,7 +496,7 @@ class Engine:
         tracker.update(detections + refined, frame.index, candidates)
         for p, d in new_objects:
             if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
-                tracker.add(d, frame.index)
+                tracker.add(d, frame.index, _reserved_id(p))
         self._update_order()
         timings["associate"] = (time.perf_counter() - t) * 1e3
 
@@ -587,7 +591,7 @@ class Engine:
         self.tracker.update(carried + refined, frame_index)
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
-                self.tracker.add(fresh[j], frame_index)
+                self.tracker.add(fresh[j], frame_index, _reserved_id(p))
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
 

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.errors import ConfigError
-from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.association import mask_to_box, shift_array
 
 __all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 
@@ -278,7 +278,7 @@ class MaskPropagator:
                     # Unmeasured on this step (e.g. behind another mask): keep its last
                     # motion, as the engine coasts a live track on its motion model.
                     dx, dy = last_shift[k]
-                    shifted = _shift_mask(before.mask, dx, dy)
+                    shifted = shift_array(before.mask, dx, dy, False)
                     box = mask_to_box(shifted)
                     out[k] = PropagatedMask(shifted, box, False) if box is not None else PropagatedMask(before.mask, before.box, False)
                 else:
@@ -506,7 +506,7 @@ def _warp(residual: dict[int, np.ndarray], tid: int, mask: np.ndarray, box: np.n
         t = m[:, 2] + residual.get(tid, np.zeros(2))
         shift = np.round(t)
         residual[tid] = t - shift
-        new = _shift_mask(mask, int(shift[0]), int(shift[1]))
+        new = shift_array(mask, int(shift[0]), int(shift[1]), False)
     else:
         residual.pop(tid, None)
         extent = mask_to_box(mask)  # the caller's box may be loose; the warp must not crop the mask
@@ -568,17 +568,6 @@ def _to_source(m: np.ndarray, s: float) -> np.ndarray:
     k = np.full(2, (s - 1.0) / 2.0)
     t = (a @ k + m[:, 2] - k) / s
     return np.concatenate([a, t[:, None]], axis=1)
-
-
-def _shift_mask(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    h, w = mask.shape
-    out = np.zeros_like(mask)
-    if abs(dx) >= w or abs(dy) >= h:
-        return out
-    out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] = mask[
-        max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
-    ]
-    return out
 
 
 def _warp_mask(mask: np.ndarray, box: np.ndarray, m: np.ndarray) -> np.ndarray:

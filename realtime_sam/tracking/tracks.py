@@ -29,6 +29,7 @@ bottom/right (one low-res cell = ``max(H, W) / 256`` source pixels).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
 
@@ -41,7 +42,10 @@ from realtime_sam.tracking.association import (
     linear_assignment,
     mask_iou_matrix,
     mask_to_box,
+    shift_array,
+    track_under,
 )
+from realtime_sam.tracking.dense_flow import move_logits
 from realtime_sam.types import Box, TrackResult, TrackState
 
 __all__ = [
@@ -66,17 +70,21 @@ class IdCounter:
 
     Passed to a :class:`Tracker` (rather than being a global) so that two
     engines never share ids by accident and tests can start from a known id.
+    Thread-safe: the engine reserves ids for new objects on the caller's
+    thread while the tracker takes ids on the inference thread.
     """
 
     def __init__(self, start: int = 1) -> None:
         if start < 1:
             raise ValueError(f"track ids start at 1 or more, got {start}")
         self._next = int(start)
+        self._lock = threading.Lock()
 
     def next(self) -> int:
         """The next unused id."""
-        value = self._next
-        self._next += 1
+        with self._lock:
+            value = self._next
+            self._next += 1
         return value
 
     @property
@@ -440,31 +448,11 @@ class Tracker:
         return out
 
     def track_at(self, x: float, y: float) -> int | None:
-        """The track under pixel ``(x, y)``, or ``None``.
-
-        Among masks containing the point, the smallest one wins (the object in
-        front, since a renderer draws larger masks first); failing that, the
-        box containing the point whose centre is nearest (lost tracks use
-        their predicted box).
-        """
-        best: tuple[float, int] | None = None
-        col, row = int(np.floor(x)), int(np.floor(y))
-        for t in self.tracks():
-            m = t.mask
-            if m is None or not (0 <= row < m.shape[0] and 0 <= col < m.shape[1]) or not m[row, col]:
-                continue
-            area = float(m.sum())
-            if best is None or area < best[0]:
-                best = (area, t.id)
-        if best is not None:
-            return best[1]
-        for t in self.tracks():
-            b = self._display_box(t)
-            if b[0] <= x <= b[2] and b[1] <= y <= b[3]:
-                d = float(np.hypot(x - (b[0] + b[2]) / 2.0, y - (b[1] + b[3]) / 2.0))
-                if best is None or d < best[0]:
-                    best = (d, t.id)
-        return best[1] if best is not None else None
+        """The track under pixel ``(x, y)``, or ``None``: :func:`~realtime_sam.tracking.association.track_under`
+        on what :meth:`results` shows (lost tracks: no mask, their predicted box)."""
+        return track_under(x, y, (
+            (t.id, None if t.state == TrackState.LOST else t.mask, self._display_box(t)) for t in self.tracks()
+        ))
 
     def results(self, frame_index: int) -> tuple[TrackResult, ...]:
         """Every alive track as a :class:`TrackResult`, ordered by id.
@@ -485,18 +473,25 @@ class Tracker:
 
     # ------------------------------------------------------------------ edits
 
-    def add(self, detection: Detection, frame_index: int) -> int:
-        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its new id.
+    def reserve_id(self) -> int:
+        """An id for a track that :meth:`add` will start later (``add(..., track_id=...)``); never handed out again."""
+        return self._ids.next()
 
+    def add(self, detection: Detection, frame_index: int, track_id: int | None = None) -> int:
+        """Start a ``CONFIRMED`` track from a user prompt's mask; returns its id.
+
+        ``track_id``: an id from :meth:`reserve_id` (default: the next one).
         No quality checks: the user asked for this object. (A track started
         from an empty mask has nothing to follow and goes ``LOST`` at its
         next update.)
         """
+        if track_id is not None and track_id in self._tracks:
+            raise ValueError(f"track {track_id} exists already; reserve ids with reserve_id()")
         self._check_shape(detection.mask)
         box = mask_to_box(detection.mask)
         if box is None:
             box = np.asarray(detection.box, dtype=np.float64)
-        t = self._new_track(TrackState.CONFIRMED, frame_index, box)
+        t = self._new_track(TrackState.CONFIRMED, frame_index, box, track_id)
         self._hit(t, detection, box, frame_index)
         t.label = detection.label
         return t.id
@@ -611,7 +606,7 @@ class Tracker:
         if dx == 0 and dy == 0:
             t.mask_frame = frame
             return True
-        moved = _shift(t.mask, dx, dy, False)
+        moved = shift_array(t.mask, dx, dy, False)
         box = mask_to_box(moved)  # the mask's own box: part of it may have left the frame
         if box is None:
             return False
@@ -782,9 +777,9 @@ class Tracker:
             return self._clip(t.predicted_box)
         return t.box
 
-    def _new_track(self, state: TrackState, frame_index: int, box: np.ndarray) -> Track:
+    def _new_track(self, state: TrackState, frame_index: int, box: np.ndarray, track_id: int | None = None) -> Track:
         mean, cov = self._kf.initiate(box)
-        t = Track(self._ids.next(), state, frame_index, mean, cov)
+        t = Track(self._ids.next() if track_id is None else track_id, state, frame_index, mean, cov)
         t.pred_frame = max(frame_index, self._frame)
         self._tracks[t.id] = t
         return t
@@ -867,7 +862,7 @@ class Tracker:
             return t.mask
         dx = int(round(t.mean[0] - (t.box[0] + t.box[2]) / 2.0))
         dy = int(round(t.mean[1] - (t.box[1] + t.box[3]) / 2.0))
-        return _shift(t.mask, dx, dy, False)
+        return shift_array(t.mask, dx, dy, False)
 
     def _track_iou(self, live: list[Track], masks: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
         """``(T, D)`` IoU of each track's reference (mask, else predicted box) with each item."""
@@ -915,18 +910,17 @@ class Tracker:
         return float(np.count_nonzero(covered & window)) > cfg.max_new_overlap * area
 
     def _aligned_logits(self, t: Track, box: np.ndarray) -> np.ndarray | None:
-        """The track's last logits translated from where they were decoded to ``box``.
+        """The track's last logits translated from where they were decoded to ``box``
+        (:func:`~realtime_sam.tracking.dense_flow.move_logits`, no scaling: a box that
+        shrank behind an occluder does not shrink the object).
 
         Logits without a box (``logits_box is None``) were moved with the object already.
         """
         if t.logits is None or t.logits_box is None or self._shape is None:
             return t.logits
-        cell = max(self._shape) / float(_LOWRES)
-        dx = int(round(((box[0] + box[2]) - (t.logits_box[0] + t.logits_box[2])) / 2.0 / cell))
-        dy = int(round(((box[1] + box[3]) - (t.logits_box[1] + t.logits_box[3])) / 2.0 / cell))
-        if dx == 0 and dy == 0:
+        if np.array_equal(box, t.logits_box):
             return t.logits
-        return _shift(t.logits, dx, dy, float(min(t.logits.min(), -10.0)))
+        return move_logits(t.logits, t.logits_box, box, self._shape, scale=False)
 
 
 def appearance_of(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -967,17 +961,3 @@ def _box_of(d: Detection) -> np.ndarray:
         return b
     mb = mask_to_box(d.mask)
     return mb if mb is not None else b
-
-
-def _shift(a: np.ndarray, dx: int, dy: int, fill) -> np.ndarray:
-    """``a`` translated by ``(dx, dy)`` cells, uncovered cells set to ``fill``."""
-    h, w = a.shape
-    out = np.full_like(a, fill)
-    if abs(dx) >= w or abs(dy) >= h:
-        return out
-    src_y = slice(max(0, -dy), h - max(0, dy))
-    src_x = slice(max(0, -dx), w - max(0, dx))
-    dst_y = slice(max(0, dy), h - max(0, -dy))
-    dst_x = slice(max(0, dx), w - max(0, -dx))
-    out[dst_y, dst_x] = a[src_y, src_x]
-    return out
