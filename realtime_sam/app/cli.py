@@ -2,7 +2,8 @@
 
 Windowed by default (click objects to track them, see :mod:`realtime_sam.app.ui`);
 ``--headless`` runs without a window and writes the outputs. ``realtime-sam
-weights ...`` manages the model weights (:func:`realtime_sam.model.weights.weights_main`).
+weights ...`` manages the model weights (:func:`realtime_sam.model.weights.weights_main`);
+``realtime-sam annotate DATA ...`` labels a dataset (:func:`realtime_sam.app.annotate.annotate_main`).
 
 Settings are applied in this order, later winning: the built-in defaults,
 ``--config FILE``, ``--set section.key=value``, then the dedicated flags
@@ -60,6 +61,10 @@ examples:
   realtime-sam --source clip.mp4 --config cpu --set engine.reencode_every=10 --max-frames 300
   realtime-sam weights download
       fetch the MobileSAM weights (40 MB) before going offline
+  realtime-sam --source clip.mp4 --headless --detect yolo11n.pt --classes person,car --save-masks tracks.jsonl
+      track every person and car a YOLO detector finds; tracks carry the class name
+  realtime-sam annotate images/ --det-model yolo11n.pt
+      YOLO segmentation labels for a folder of images (see realtime-sam annotate --help)
 
 prompts: each --box is one object; all --point flags together form one object
 (x,y,1 on it, x,y,0 not on it). Points and boxes outside the frame are clamped;
@@ -105,7 +110,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``realtime-sam`` (without the ``weights`` sub-command)."""
+    """The argument parser of ``realtime-sam`` (without the ``weights`` and ``annotate`` sub-commands)."""
     p = _Parser(
         prog="realtime-sam",
         description="Segment and track objects in live video with MobileSAM.",
@@ -399,6 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from realtime_sam.model.weights import weights_main
 
         return weights_main(argv[1:])
+    if argv and argv[0] == "annotate":
+        from realtime_sam.app.annotate import annotate_main
+
+        return annotate_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
