@@ -22,12 +22,13 @@ from typing import Callable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from realtime_sam.output.polygons import SEGMENTS, join_parts, mask_to_polygons
-from realtime_sam.output.labels import FORMATS, CocoWriter, LabeledObject, YoloLabelWriter
 from realtime_sam.capture.images import IMAGE_EXTENSIONS, _as_bgr, _natural_key
 from realtime_sam.errors import ConfigError, SinkError, SourceError, describe_error
-from realtime_sam.model.detector import Detector, load_yolo, parse_classes, select_detections
+from realtime_sam.model.detector import load_yolo, ultralytics_device
+from realtime_sam.output.labels import FORMATS, CocoWriter, LabeledObject, YoloLabelWriter
+from realtime_sam.output.polygons import SEGMENTS, join_parts, mask_to_polygons
 from realtime_sam.output.rle import encode_rle, mask_to_box
+from realtime_sam.tracking.detection import Detector, parse_classes, select_detections
 
 __all__ = ["annotate", "AnnotateSummary", "default_output_dir", "build_annotate_parser", "annotate_main"]
 
@@ -258,7 +259,7 @@ def annotate(
         if "detector" not in loaded:
             loaded["detector"] = detector if detector is not None else load_yolo(
                 det_model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes,
-                device=None if _torch_device(device) == "auto" else _resolved_device(device),
+                device=ultralytics_device(_torch_device(device)),
             )
         return loaded["detector"]  # type: ignore[return-value]
 
@@ -330,12 +331,6 @@ def annotate(
         too_small=stats["too_small"],
         unreadable=stats["unreadable"],
     )
-
-
-def _resolved_device(device: str) -> str:
-    from realtime_sam.model.device import resolve_device
-
-    return str(resolve_device(_torch_device(device)))
 
 
 def _load_sam(sam_model, device: str, progress: bool):

@@ -1,8 +1,9 @@
 """Object detectors whose boxes prompt SAM (``realtime-sam annotate``, ``--detect``).
 
 A detector is any callable ``detector(image_bgr) -> BoxDetections`` with a
-``names`` mapping (class index -> name); :class:`~realtime_sam.testing.fakes.FixedBoxDetector`
-is one for tests. :func:`load_yolo` wraps an Ultralytics YOLO detection
+``names`` mapping (class index -> name), the
+:class:`~realtime_sam.tracking.detection.Detector` protocol;
+:class:`~realtime_sam.testing.fakes.FixedBoxDetector` is one for tests. :func:`load_yolo` wraps an Ultralytics YOLO detection
 checkpoint (``yolo11n.pt``, ``yolo26n.pt``, ... or a model YAML such as
 ``yolo11n.yaml`` for random weights); it needs the optional extra
 ``realtime-sam[detect]``. :func:`select_detections` applies the confidence,
@@ -16,87 +17,17 @@ import os
 import sys
 import types
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from realtime_sam.errors import DetectorError, describe_error
+from realtime_sam.tracking.detection import DetectConfig, Detector, parse_classes, select_detections
 from realtime_sam.types import BoxDetections
 
-__all__ = ["Detector", "YoloDetector", "load_yolo", "parse_classes", "select_detections"]
+__all__ = ["Detector", "YoloDetector", "load_yolo", "load_detector", "parse_classes", "select_detections", "ultralytics_device"]
 
 _ASSETS = "https://github.com/ultralytics/assets/releases/download"
-
-
-class Detector(Protocol):
-    """What the annotator and the engine need of a detector."""
-
-    names: Mapping[int, str]
-
-    def __call__(self, image_bgr: np.ndarray) -> BoxDetections:
-        """Boxes in ``image_bgr`` (``HxWx3 uint8`` BGR), in its pixels."""
-        ...
-
-
-def parse_classes(classes: str | Sequence[str | int] | None, names: Mapping[int, str]) -> tuple[int, ...] | None:
-    """Class ids from ids or names (``"person,car"``, ``[0, 2]``, ``["person", 2]``); ``None`` = every class.
-
-    Raises:
-        DetectorError: a name or id the detector does not know (the message lists some it does).
-    """
-    if classes is None:
-        return None
-    items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
-    items = [c for c in items if not (isinstance(c, str) and not c)]
-    if not items:
-        return None
-    by_name = {str(n).lower(): int(i) for i, n in names.items()}
-    out: list[int] = []
-    for item in items:
-        text = str(item).strip()
-        if text.lstrip("-").isdigit():
-            cid = int(text)
-            if names and cid not in names:
-                raise DetectorError(f"class id {cid} is not one of the detector's classes 0-{max(names)}")
-        elif text.lower() in by_name:
-            cid = by_name[text.lower()]
-        else:
-            known = ", ".join(str(n) for n in list(names.values())[:12])
-            more = ", ..." if len(names) > 12 else ""
-            raise DetectorError(f"the detector has no class {text!r}; give ids or names such as {known}{more}")
-        if cid not in out:
-            out.append(cid)
-    return tuple(out)
-
-
-def select_detections(
-    detections: BoxDetections,
-    *,
-    conf: float = 0.0,
-    classes: Sequence[int] | None = None,
-    max_det: int | None = None,
-    size: tuple[int, int] | None = None,
-) -> BoxDetections:
-    """The rows with ``confidence >= conf`` of the ``classes`` (all when ``None``), best ``max_det`` first.
-
-    With ``size = (H, W)`` boxes are clipped into the image and those left
-    without area are dropped.
-    """
-    keep = detections.confidence >= conf
-    if classes is not None:
-        keep &= np.isin(detections.class_id, np.asarray(list(classes), dtype=np.int64))
-    d = detections.select(keep)
-    if size is not None and len(d):
-        h, w = size
-        xyxy = d.xyxy.copy()
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-        d = BoxDetections(xyxy, d.confidence, d.class_id, d.names)
-        d = d.select((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]))
-    order = np.argsort(-d.confidence, kind="stable")
-    if max_det is not None:
-        order = order[: max(0, int(max_det))]
-    return d.select(order)
 
 
 class YoloDetector:
@@ -195,6 +126,27 @@ def load_yolo(
     return YoloDetector(
         model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=parse_classes(classes, names), device=device
     )
+
+
+def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:
+    """The detector of a ``detect`` config section, on ``device`` (``auto``, ``cpu``, ``cuda:N``, ``mps``).
+
+    Every class is kept here; :class:`~realtime_sam.tracking.detection.DetectorPrompts`
+    applies ``classes`` and ``conf`` (Ultralytics gets the score threshold too, so it keeps fewer boxes).
+    """
+    if not config.model:
+        raise DetectorError("no detector model given; pass --detect MODEL (e.g. yolo11n.pt)")
+    return load_yolo(config.model, conf=config.conf, device=ultralytics_device(device))
+
+
+def ultralytics_device(device: str) -> str:
+    """This project's device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) resolved, as Ultralytics takes it."""
+    from realtime_sam.model.device import resolve_device
+
+    d = resolve_device(device)
+    if d.type == "cuda":
+        return str(d.index or 0)
+    return d.type
 
 
 def _ensure_nms() -> None:

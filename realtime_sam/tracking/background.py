@@ -43,6 +43,7 @@ class _BackgroundJob:
     prompts: tuple[TrackPrompt, ...]
     future: Future
     new: list[ObjectPrompt] = field(default_factory=list)
+    detect: bool = False  # the future gives ``(embedding, BoxDetections)``: the detector ran on this frame too
 
 
 class BackgroundEncodes:
@@ -74,11 +75,20 @@ class BackgroundEncodes:
         return any(j.new for j in tuple(self.jobs))
 
     def start(
-        self, embed: Callable, image: np.ndarray, frame_index: int, prompts: Sequence[TrackPrompt], new: list[ObjectPrompt]
+        self,
+        embed: Callable,
+        image: np.ndarray,
+        frame_index: int,
+        prompts: Sequence[TrackPrompt],
+        new: list[ObjectPrompt],
+        detect: bool = False,
     ) -> None:
-        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``."""
+        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``.
+
+        With ``detect``, ``embed`` also runs the detector and returns ``(embedding, detections)``.
+        """
         assert self.submit is not None, "no worker attached"
-        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new))
+        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new, detect))
 
     def next_finished(self) -> _BackgroundJob | None:
         """The oldest job, taken off the queue, if its encode is done; else ``None`` (later ones wait their turn)."""
@@ -96,7 +106,7 @@ class BackgroundEncodes:
         while self.jobs:
             job = self.jobs.popleft()
             job.future.result()
-            if job.new:
+            if job.new or job.detect:
                 yield job
 
     def drop(self) -> list[ObjectPrompt]:
@@ -113,7 +123,7 @@ class BackgroundEncodes:
 
     def wants_frame(self, new_now: bool) -> bool:
         """Whether to keep this frame for replay: new prompts go to the worker now or are in flight."""
-        return new_now or any(job.new for job in self.jobs)
+        return new_now or any(job.new or job.detect for job in self.jobs)
 
     def keep(self, frame_index: int, work: WorkFrame) -> None:
         """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
@@ -138,7 +148,7 @@ class BackgroundEncodes:
         Only new prompts are replayed (tracks move by their own motion): keep the
         frames since the oldest encode that carries some.
         """
-        waiting = [j.frame_index for j in self.jobs if j.new]
+        waiting = [j.frame_index for j in self.jobs if j.new or j.detect]
         if waiting:
             while self.history and self.history[0][0] < waiting[0]:
                 self.history.popleft()
