@@ -18,13 +18,16 @@ This module is torch-free: the detector is any callable
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from realtime_sam.errors import ConfigError, DetectorError
-from realtime_sam.types import BoxDetections
+from realtime_sam.tracking.association import mask_iou_matrix
+from realtime_sam.tracking.tracks import Detection, Track
+from realtime_sam.types import BoxDetections, TrackState
 
 __all__ = [
     "DetectConfig",
@@ -33,6 +36,8 @@ __all__ = [
     "parse_classes",
     "select_detections",
     "class_numbers",
+    "yield_to_prompts",
+    "name_tracks",
 ]
 
 
@@ -142,6 +147,47 @@ def class_numbers(names: Mapping[int, str], classes: Sequence[int] | None) -> di
     if classes:
         return {names.get(c, str(c)): k + 1 for k, c in enumerate(classes)}
     return {name: int(i) + 1 for i, name in names.items()}
+
+
+def yield_to_prompts(
+    candidates: Sequence[Detection], prompted: Sequence[Detection], iou_thresh: float
+) -> tuple[list[Detection], list[Detection]]:
+    """Candidates decoded on the same encode as new user prompts give way to them.
+
+    The tracker adds a user's new object after it has matched the candidates,
+    so a candidate on the same object would start a second track. Returns the
+    candidates that overlap no prompted mask by ``iou_thresh`` (mask IoU) or
+    more, and the prompted detections, an unlabelled one taking the label of
+    the best-overlapping candidate it displaced.
+    """
+    if not candidates or not prompted:
+        return list(candidates), list(prompted)
+    iou = mask_iou_matrix([d.mask for d in prompted], [c.mask for c in candidates])
+    covered = (iou >= iou_thresh).any(axis=0)
+    out = []
+    for r, d in enumerate(prompted):
+        if d.label is None and (iou[r] >= iou_thresh).any():
+            best = candidates[int(np.argmax(iou[r]))]
+            d = dataclasses.replace(d, label=best.label)
+        out.append(d)
+    return [c for c, hit in zip(candidates, covered) if not hit], out
+
+
+def name_tracks(tracks: Sequence[Track], candidates: Sequence[Detection], iou_thresh: float) -> None:
+    """Give each visible unlabelled track the label of the labelled candidate that overlaps it most (mask IoU >= ``iou_thresh``).
+
+    A detection on an object already tracked (say, clicked by the user) starts
+    no track; the track takes its class name instead.
+    """
+    named = [c for c in candidates if c.label is not None]
+    bare = [t for t in tracks if t.label is None and t.mask is not None and t.state is not TrackState.LOST]
+    if not named or not bare:
+        return
+    iou = mask_iou_matrix([t.mask for t in bare], [c.mask for c in named])
+    for r, t in enumerate(bare):
+        j = int(np.argmax(iou[r]))
+        if iou[r, j] >= iou_thresh:
+            t.label = named[j].label
 
 
 class DetectorPrompts:

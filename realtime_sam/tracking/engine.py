@@ -52,7 +52,7 @@ from realtime_sam.errors import ConfigError, PromptError
 from realtime_sam.tracking.association import mask_to_box
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import DenseFlowPropagator, warp_logits
-from realtime_sam.tracking.detection import DetectConfig, Detector, DetectorPrompts
+from realtime_sam.tracking.detection import DetectConfig, Detector, DetectorPrompts, name_tracks, yield_to_prompts
 from realtime_sam.tracking.discovery import (
     DiscoveryConfig,
     filter_candidates,
@@ -518,8 +518,15 @@ class Engine:
                 self.detection.tick()
         t = time.perf_counter()
         tracker = self.tracker
+        if candidates:
+            # Found on the object a user prompts on this frame: the user's track, not a second one.
+            added = [(p, d) for p, d in new_objects if p.track_id is None and d is not None]
+            candidates, kept = yield_to_prompts(candidates, [d for _, d in added], tracker.config.match_iou_thresh)
+            swap = {id(d): k for d, k in zip([d for _, d in added], kept)}
+            new_objects = [(p, swap.get(id(d), d)) for p, d in new_objects]
         refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
         tracker.update(detections + refined, frame.index, candidates)
+        name_tracks(tracker.tracks(), candidates, tracker.config.match_iou_thresh)
         for p, d in new_objects:
             if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
                 tracker.add(d, frame.index)
@@ -611,11 +618,15 @@ class Engine:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
             moved = self._replay(job.frame_index, {j: (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
             found = [_moved(d, d.box, moved[j][1], moved[j][0]) if j in moved else d for j, d in enumerate(found)]
+            added = [j for j, (p, _) in enumerate(new) if p.track_id is None and j in fresh]
+            found, kept = yield_to_prompts(found, [fresh[j] for j in added], self.tracker.config.match_iou_thresh)
+            fresh.update(zip(added, kept))
         timings["propagate"] = timings.get("propagate", 0.0) + (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
         refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
         self.tracker.update(carried + refined, frame_index, found)
+        name_tracks(self.tracker.tracks(), found, self.tracker.config.match_iou_thresh)
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
                 self.tracker.add(fresh[j], frame_index)
