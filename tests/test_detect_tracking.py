@@ -187,6 +187,17 @@ def test_cli_detect_flags_errors(tmp_path: Path, capsys):
     assert "--detect-every" in capsys.readouterr().err
 
 
+
+def test_without_ultralytics_the_error_says_what_to_install(tmp_path: Path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # as if not installed
+    video = write_video(standard_scene(64, 48, num_frames=4, num_objects=1), tmp_path / "c.mp4")
+    assert main(["--source", str(video), "--headless", "--detect", "yolo11n.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'pip install "realtime-sam[detect]"' in err and "\n" not in err
+
+
 def test_yolo_from_bundled_yaml_prompts_tracks(tmp_path: Path):
     pytest.importorskip("ultralytics")
     from realtime_sam.model.detector import YoloDetector

@@ -95,6 +95,12 @@ def load_yolo(
         DetectorError: Ultralytics is not installed, the file is missing or
             not a detection model, or a class is unknown.
     """
+    spec = str(det_model)
+    path = Path(spec).expanduser()
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    if not is_yaml and not path.is_file():
+        if path.parent != Path(".") or path.suffix.lower() != ".pt":
+            raise DetectorError(f"detector checkpoint not found: {path.absolute()}; check the path or give a release name such as yolo11n.pt")
     try:
         from ultralytics import YOLO
     except ImportError as exc:
@@ -103,12 +109,6 @@ def load_yolo(
             "`pip install \"realtime-sam[detect]\"` (or `pip install ultralytics`)"
         ) from None
     _ensure_nms()
-    spec = str(det_model)
-    path = Path(spec).expanduser()
-    is_yaml = path.suffix.lower() in (".yaml", ".yml")
-    if not is_yaml and not path.is_file():
-        if path.parent != Path(".") or path.suffix.lower() != ".pt":
-            raise DetectorError(f"detector checkpoint not found: {path.absolute()}; check the path or give a release name such as yolo11n.pt")
     try:
         model = YOLO(spec if is_yaml or not path.is_file() else str(path), task=None)
     except (ConnectionError, OSError) as exc:
