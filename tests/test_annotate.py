@@ -172,6 +172,31 @@ def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
     assert (out / "img1.txt").read_text() == first and not list(out.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+def test_ctrl_c_keeps_complete_labels_and_the_run_resumes(tmp_path: Path, fmt: str):
+    data = tmp_path / "d"
+    _images(data, 3)
+    out = tmp_path / "l"
+    inner = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+
+    def interrupted(image):
+        if inner.calls == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the second image is being detected
+        return inner(image)
+
+    interrupted.names = NAMES
+    with pytest.raises(KeyboardInterrupt):
+        annotate(data, detector=interrupted, model=BoxModel(), output_dir=out, format=fmt, progress=False)
+    assert not list(out.glob("*.tmp"))
+    if fmt == "yolo":
+        assert sorted(p.name for p in out.iterdir()) == ["img0.txt"] and len(_read_yolo(out / "img0.txt")) == 1
+    else:
+        coco = json.loads((out / "annotations.json").read_text())
+        assert [im["file_name"] for im in coco["images"]] == [str(data / "img0.png")] and len(coco["annotations"]) == 1
+    summary = annotate(data, detector=inner, model=BoxModel(), output_dir=out, format=fmt, progress=False)
+    assert (summary.skipped, summary.annotated, inner.calls) == (1, 2, 3)
+
+
 def test_empty_images_get_an_empty_label_and_are_counted(tmp_path: Path):
     data = tmp_path / "d"
     _images(data, 2)

@@ -167,9 +167,12 @@ def _ensure_nms() -> None:
         return  # not installed: Ultralytics uses its own NMS
     except Exception:  # noqa: BLE001  (a binary built for another PyTorch raises RuntimeError/OSError)
         pass
+    try:
+        from ultralytics.utils.nms import TorchNMS
+    except ImportError:  # an Ultralytics without its own NMS: nothing to fall back on
+        return
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
-    from ultralytics.utils.nms import TorchNMS
 
     shim = types.ModuleType("torchvision")
     shim.__doc__ = "Stand-in registered by realtime_sam.model.detector: the installed torchvision does not load."
