@@ -35,6 +35,8 @@ _LAZY = {
     "Engine": "tracking.engine",
     "ModelRunner": "tracking.model_runner",
     "open_source": "capture.sources",
+    # auto-annotation (detector boxes -> SAM masks -> YOLO / COCO labels)
+    "annotate": "app.annotate",
     # values passed between stages and returned to users
     "ObjectPrompt": "types",
     "Frame": "types",

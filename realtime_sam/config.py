@@ -27,6 +27,7 @@ from realtime_sam.errors import ConfigError
 from realtime_sam.model.config import ModelConfig
 from realtime_sam.output.render import RenderConfig
 from realtime_sam.output.sink_base import SinkConfig
+from realtime_sam.tracking.detection import DetectConfig
 from realtime_sam.tracking.discovery import DiscoveryConfig
 from realtime_sam.tracking.engine import EngineConfig
 from realtime_sam.tracking.propagation import PropagationConfig
@@ -49,6 +50,7 @@ class Config:
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     output: SinkConfig = field(default_factory=SinkConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
 

@@ -17,6 +17,7 @@ __all__ = [
     "StreamInterrupted",
     "PromptError",
     "SinkError",
+    "DetectorError",
     "describe_error",
 ]
 
@@ -51,6 +52,10 @@ class PromptError(RealtimeSamError):
 
 class SinkError(RealtimeSamError):
     """An output cannot be written."""
+
+
+class DetectorError(RealtimeSamError):
+    """The object detector (``--detect``, ``annotate``) cannot be loaded or run."""
 
 
 def describe_error(exc: BaseException | str) -> str:

@@ -22,7 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Frame", "TrackState", "TrackResult", "FrameResult", "ObjectPrompt", "Box"]
+__all__ = ["Frame", "TrackState", "TrackResult", "FrameResult", "ObjectPrompt", "Box", "BoxDetections"]
 
 Box = tuple[float, float, float, float]
 """``(x0, y0, x1, y1)`` in pixels, ``x1 >= x0`` and ``y1 >= y0``."""
@@ -144,3 +144,44 @@ class ObjectPrompt:
     label: str | None = None
     start_frame: int = 0
     track_id: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class BoxDetections:
+    """One image's detector output, as a struct of arrays (row ``i`` is one object).
+
+    Attributes:
+        xyxy: ``Nx4 float64`` boxes, ``XYXY`` source pixels.
+        confidence: ``N float64`` detector scores in ``[0, 1]``.
+        class_id: ``N int64`` class indices into ``names``.
+        names: class index -> class name, for every class the detector knows
+            (not only those present).
+    """
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    names: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4)
+        conf = np.asarray(self.confidence, dtype=np.float64).reshape(-1)
+        cls = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        if not len(xyxy) == len(conf) == len(cls):
+            raise ValueError(f"BoxDetections: {len(xyxy)} boxes, {len(conf)} scores and {len(cls)} class ids")
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "confidence", conf)
+        object.__setattr__(self, "class_id", cls)
+        object.__setattr__(self, "names", dict(self.names))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Each row's class name (its index as text when ``names`` lacks it)."""
+        return tuple(self.names.get(int(c), str(int(c))) for c in self.class_id)
+
+    def select(self, keep: np.ndarray) -> "BoxDetections":
+        """The rows picked by ``keep`` (a boolean mask or indices)."""
+        return BoxDetections(self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.names)

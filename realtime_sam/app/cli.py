@@ -2,7 +2,8 @@
 
 Windowed by default (click objects to track them, see :mod:`realtime_sam.app.ui`);
 ``--headless`` runs without a window and writes the outputs. ``realtime-sam
-weights ...`` manages the model weights (:func:`realtime_sam.model.weights.weights_main`).
+weights ...`` manages the model weights (:func:`realtime_sam.model.weights.weights_main`);
+``realtime-sam annotate DATA ...`` labels a dataset (:func:`realtime_sam.app.annotate.annotate_main`).
 
 Settings are applied in this order, later winning: the built-in defaults,
 ``--config FILE``, ``--set section.key=value``, then the dedicated flags
@@ -37,7 +38,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # namedWindow (measured under Xvfb with av 18 / opencv-python 5.0).
 import cv2  # noqa: F401  (the import order is the point)
 
-from realtime_sam.errors import RealtimeSamError, SinkError, StreamInterrupted
+from realtime_sam.errors import ConfigError, RealtimeSamError, SinkError, StreamInterrupted
 
 __all__ = ["build_parser", "build_config", "main", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
 
@@ -62,6 +63,10 @@ examples:
   realtime-sam --source clip.mp4 --config cpu --set engine.reencode_every=10 --max-frames 300
   realtime-sam weights download
       fetch the MobileSAM weights (40 MB) before going offline
+  realtime-sam --source clip.mp4 --headless --detect yolo11n.pt --classes person,car --save-masks tracks.jsonl
+      track every person and car a YOLO detector finds; tracks carry the class name
+  realtime-sam annotate images/ --det-model yolo11n.pt
+      YOLO segmentation labels for a folder of images (see realtime-sam annotate --help)
 
 prompts: each --box is one object; all --point flags together form one object
 (x,y,1 on it, x,y,0 not on it). Points and boxes outside the frame are clamped;
@@ -107,7 +112,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``realtime-sam`` (without the ``weights`` sub-command)."""
+    """The argument parser of ``realtime-sam`` (without the ``weights`` and ``annotate`` sub-commands)."""
     p = _Parser(
         prog="realtime-sam",
         description="Segment and track objects in live video with MobileSAM.",
@@ -130,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--point", action="append", default=[], metavar="X,Y[,L]", help="a point on (L=1, default) or off (L=0) the object; all points form one object")
     pr.add_argument("--prompts", metavar="FILE", help="YAML/JSON list of objects: {points, labels, box, label, start_frame}")
     pr.add_argument("--auto", action="store_true", help="discover objects automatically (a point grid every few frames)")
+    pr.add_argument("--detect", metavar="MODEL", help="track what a YOLO detector finds (e.g. yolo11n.pt; needs realtime-sam[detect]); tracks carry the class name")
+    pr.add_argument("--classes", metavar="LIST", help="with --detect: class names or ids to track, comma-separated, e.g. person,car (default: all)")
+    pr.add_argument("--detect-every", type=_int_at_least(1), metavar="K", help="with --detect: run the detector every K frames (default: 15)")
 
     out = p.add_argument_group("output")
     out.add_argument("--headless", action="store_true", help="no window (required where there is no display)")
@@ -175,6 +183,10 @@ def build_config(args: argparse.Namespace):
     put("model", "backend", args.backend)
     put("engine", "reencode_every", args.reencode_every)
     put("engine", "auto", True if args.auto else None)
+    put("detect", "model", args.detect)
+    if args.classes is not None:
+        put("detect", "classes", [c.strip() for c in args.classes.split(",") if c.strip()])
+    put("detect", "every_k_frames", args.detect_every)
     put("pipeline", "max_frames", args.max_frames)
     put("pipeline", "realtime", True if args.realtime else None)
     return parse_config(flags, config) if flags else config
@@ -323,6 +335,8 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     from realtime_sam.tracking.prompts import clamp_prompt, prompts_from_args
 
     config = build_config(args)
+    if (args.classes is not None or args.detect_every is not None) and not config.detect.model:
+        raise ConfigError("--classes and --detect-every need --detect MODEL (e.g. --detect yolo11n.pt)")
     prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
     mask_spec = _mask_spec(args)
     windowed = not args.headless
@@ -338,6 +352,15 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     try:
         width, height = source.size
         prompts = [clamp_prompt(p, width, height) for p in prompts]
+        detector = None
+        class_ids = None
+        if config.detect.model:
+            # Before the outputs: MOTS files number the detector's classes.
+            from realtime_sam.model.detector import load_detector
+            from realtime_sam.tracking.detection import DetectorPrompts
+
+            detector = load_detector(config.detect, config.model.device)
+            class_ids = DetectorPrompts(detector, config.detect).class_numbers()
         # Outputs before the model: a bad path fails in a second, not after a download.
         specs = [SinkSpec("video", Path(args.output))] if args.output else []
         if mask_spec is not None:
@@ -348,11 +371,12 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             config=config.output,
             renderer=renderer,
             source_name=source.name,
+            class_ids=class_ids,
         )
 
         from realtime_sam.tracking.engine import Engine
 
-        engine = Engine.from_config(config, progress=not args.quiet)
+        engine = Engine.from_config(config, progress=not args.quiet, detector=detector)
         for prompt in prompts:
             engine.add_object(prompt)
         if not specs and args.headless:
@@ -412,6 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from realtime_sam.model.weights import weights_main
 
         return weights_main(argv[1:])
+    if argv and argv[0] == "annotate":
+        from realtime_sam.app.annotate import annotate_main
+
+        return annotate_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 from realtime_sam.errors import SinkError
 from realtime_sam.output.rle import encode_rle
@@ -11,6 +12,7 @@ from realtime_sam.output.sink_base import (
     IdOverflow,
     SinkBase,
     label_image_and_ids,
+    map_id,
     open_for_lines,
     prepare_file,
     write_all,
@@ -35,6 +37,8 @@ class MotsSink(SinkBase):
     Args:
         path: the ``.txt`` file; its folder is created.
         class_id: class of every track, 1-9 (1 car, 2 pedestrian).
+        class_ids: track label -> class id, for tracks labelled with a
+            detector's class name (``--detect``); other tracks get ``class_id``.
         frame_offset: added to the frame index (``1`` for 1-based numbering).
         id_overflow: ``error`` or ``wrap`` (see :class:`SinkConfig`).
     """
@@ -49,7 +53,10 @@ class MotsSink(SinkBase):
         class_id: int = 1,
         frame_offset: int = 0,
         id_overflow: IdOverflow = "error",
+        class_ids: Mapping[str, int] | None = None,
     ) -> None:
+        if class_ids and min(class_ids.values()) < 1:
+            raise SinkError(f"MOTS class ids must be >= 1, got {dict(class_ids)}")
         if not 1 <= int(class_id) <= 9:
             raise SinkError(f"the MOTS class id must be in 1-9, got {class_id}")
         if int(frame_offset) < 0:
@@ -58,6 +65,7 @@ class MotsSink(SinkBase):
         self.class_id = int(class_id)
         self.frame_offset = int(frame_offset)
         self.id_overflow = id_overflow
+        self.class_ids = dict(class_ids or {})
         self._file = open_for_lines(self.path, "mots")
 
     def frame_lines(self, result: FrameResult) -> list[str]:
@@ -65,13 +73,19 @@ class MotsSink(SinkBase):
         h, w = result.frame.height, result.frame.width
         labels, ids = label_image_and_ids(result.tracks, (h, w), max_id=self.MAX_ID, overflow=self.id_overflow, what="MOTS")
         frame_no = int(result.index) + self.frame_offset
+        classes = {}
+        if self.class_ids:
+            for t in result.tracks:
+                if t.label is not None and t.label in self.class_ids:
+                    classes[map_id(t.track_id, self.MAX_ID, self.id_overflow, "MOTS")] = self.class_ids[t.label]
         lines = []
         for tid in ids:
             mask = labels == tid
             if not mask.any():  # wholly covered by smaller masks
                 continue
             counts = encode_rle(mask)["counts"]
-            lines.append(f"{frame_no} {self.class_id * 1000 + int(tid)} {self.class_id} {h} {w} {counts}")
+            cid = classes.get(int(tid), self.class_id)
+            lines.append(f"{frame_no} {cid * 1000 + int(tid)} {cid} {h} {w} {counts}")
         return lines
 
     def write(self, result: FrameResult) -> None:

@@ -75,7 +75,8 @@ class SinkConfig:
             ``wrap`` reuses ids (``(id - 1) % max + 1``), which may merge two
             objects into one id.
         mots_class_id: MOTS class written for every track (1 car,
-            2 pedestrian in KITTI MOTS / MOTSChallenge; 1-9 allowed).
+            2 pedestrian in KITTI MOTS / MOTSChallenge; 1-9 allowed); tracks
+            of a detector's class get their class's number instead.
         mots_frame_offset: added to the 0-based frame index in MOTS files
             (``0`` as KITTI MOTS and TrackEval's loader expect).
     """

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from realtime_sam.errors import SinkError
 from realtime_sam.output.jsonl import JsonlSink
@@ -152,6 +152,7 @@ def make_sink(
     renderer: Renderer | None = None,
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
+    class_ids: Mapping[str, int] | None = None,
 ) -> Sink:
     """Build one sink, checking now that its output can be written.
 
@@ -163,6 +164,7 @@ def make_sink(
         renderer: overlay drawing for ``video``.
         source_name: recorded in the ``jsonl`` header.
         size: ``(width, height)`` for ``video``; ``None`` = the frames' size.
+        class_ids: for ``mots``: track label -> class id (a detector's classes, see :class:`MotsSink`).
 
     Raises:
         SinkError: unknown kind, or an output that cannot be written.
@@ -189,7 +191,8 @@ def make_sink(
         return PngSink(path, id_overflow=cfg.id_overflow, compression=cfg.png_compression)
     if kind == "mots":
         return MotsSink(
-            path, class_id=cfg.mots_class_id, frame_offset=cfg.mots_frame_offset, id_overflow=cfg.id_overflow
+            path, class_id=cfg.mots_class_id, frame_offset=cfg.mots_frame_offset, id_overflow=cfg.id_overflow,
+            class_ids=class_ids,
         )
     raise SinkError(f"unknown output kind {kind!r}; use one of {', '.join(SINK_KINDS)}")
 
@@ -202,13 +205,14 @@ def open_sinks(
     renderer: Renderer | None = None,
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
+    class_ids: Mapping[str, int] | None = None,
 ) -> MultiSink:
     """Open several outputs at once (all or none).
 
     Args:
         outputs: :class:`SinkSpec` objects or ``KIND:PATH`` strings
             (:func:`parse_sink_spec`).
-        fps, config, renderer, source_name, size: as for :func:`make_sink`.
+        fps, config, renderer, source_name, size, class_ids: as for :func:`make_sink`.
 
     Returns:
         A :class:`MultiSink` (possibly empty) that writes to and closes them all.
@@ -236,6 +240,7 @@ def open_sinks(
                     renderer=renderer,
                     source_name=source_name,
                     size=size,
+                    class_ids=class_ids,
                 )
             )
     except BaseException:

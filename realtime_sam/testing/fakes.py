@@ -7,13 +7,17 @@
   ground truth of the encoded frame (a perfect decoder for easy scenes; for
   real video see :class:`realtime_sam.testing.oracle.GroundTruthOracle`);
 * :class:`LoopingSceneSource`: a synthetic scene played in a loop as a paced
-  live source (like a camera that never ends).
+  live source (like a camera that never ends);
+* :class:`FixedBoxDetector`: a detector (``--detect``, ``annotate``) that
+  returns given boxes, for exact tests without Ultralytics.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -25,9 +29,9 @@ from realtime_sam.testing.synthetic import (
     pick_object,
     standard_scene,
 )
-from realtime_sam.types import Frame
+from realtime_sam.types import BoxDetections, Frame
 
-__all__ = ["BoxRunner", "GroundTruthRunner", "LoopingSceneSource"]
+__all__ = ["BoxRunner", "GroundTruthRunner", "LoopingSceneSource", "FixedBoxDetector"]
 
 _LOWRES = 256  # side of SAM's low-resolution logits
 _IMG = 1024  # side of SAM's padded input image
@@ -252,3 +256,41 @@ class LoopingSceneSource:
 
     def close(self) -> None:
         self._stopped = True
+
+
+class FixedBoxDetector:
+    """A :class:`~realtime_sam.tracking.detection.Detector` that returns given boxes.
+
+    Args:
+        boxes: ``Nx4`` XYXY pixels, the same for every image; or a callable
+            ``boxes(image_bgr) -> Nx4`` (e.g. a scene's ground truth of the frame shown).
+        class_ids: ``N`` class indices (with a callable ``boxes``: one per row it returns, or one for all).
+        names: class index -> name.
+        scores: ``N`` confidences (default 0.9 each).
+
+    Attributes:
+        calls: images seen; threads: the name of the thread of each call.
+    """
+
+    def __init__(
+        self,
+        boxes: Sequence[Sequence[float]] | Callable[[np.ndarray], Sequence[Sequence[float]]],
+        class_ids: Sequence[int],
+        names: Mapping[int, str],
+        scores: Sequence[float] | None = None,
+    ) -> None:
+        self.boxes = boxes
+        self.class_ids = list(class_ids)
+        self.names = dict(names)
+        self.scores = None if scores is None else list(scores)
+        self.calls = 0
+        self.threads: list[str] = []
+
+    def __call__(self, image_bgr: np.ndarray) -> BoxDetections:
+        self.calls += 1
+        self.threads.append(threading.current_thread().name)
+        xyxy = np.asarray(self.boxes(image_bgr) if callable(self.boxes) else self.boxes, dtype=np.float64).reshape(-1, 4)
+        n = len(xyxy)
+        cls = self.class_ids if len(self.class_ids) == n else self.class_ids[:1] * n
+        scores = self.scores if self.scores is not None and len(self.scores) == n else [0.9] * n
+        return BoxDetections(xyxy, scores, cls, self.names)

@@ -52,6 +52,7 @@ class _BackgroundJob:
     new: list[ObjectPrompt] = field(default_factory=list)
     image: np.ndarray | None = None
     lost: frozenset[int] = frozenset()
+    detect: bool = False  # the future gives ``(embedding, BoxDetections)``: the detector ran on this frame too
 
 
 class BackgroundEncodes:
@@ -90,10 +91,16 @@ class BackgroundEncodes:
         prompts: Sequence[TrackPrompt],
         new: list[ObjectPrompt],
         lost: frozenset[int] = frozenset(),
+        detect: bool = False,
     ) -> None:
-        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``."""
+        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``.
+
+        With ``detect``, ``embed`` also runs the detector and returns ``(embedding, detections)``.
+        """
         assert self.submit is not None, "no worker attached"
-        self.jobs.append(_BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new, image, lost))
+        self.jobs.append(
+            _BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new, image, lost, detect)
+        )
 
     def next_finished(self) -> _BackgroundJob | None:
         """The oldest job, taken off the queue, if its encode is done; else ``None`` (later ones wait their turn)."""
@@ -111,7 +118,7 @@ class BackgroundEncodes:
         while self.jobs:
             job = self.jobs.popleft()
             job.future.result()
-            if job.new:
+            if job.new or job.detect:
                 yield job
 
     def drop(self) -> list[ObjectPrompt]:
@@ -127,9 +134,9 @@ class BackgroundEncodes:
             job.new.clear()
 
     def wants_frame(self, new_now: bool, lost_now: bool = False) -> bool:
-        """Whether to keep this frame for replay: new prompts or lost tracks' prompts go to the worker
-        now (``new_now``, ``lost_now``) or are in flight."""
-        return new_now or lost_now or any(job.new or job.lost for job in self.jobs)
+        """Whether to keep this frame for replay: new prompts (or a detector run) or lost tracks' prompts
+        go to the worker now (``new_now``, ``lost_now``) or are in flight."""
+        return new_now or lost_now or any(job.new or job.lost or job.detect for job in self.jobs)
 
     def keep(self, frame_index: int, work: WorkFrame) -> None:
         """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
@@ -154,7 +161,7 @@ class BackgroundEncodes:
         Only new prompts and lost tracks are replayed (the others move by their
         own motion): keep the frames since the oldest encode that carries some.
         """
-        waiting = [j.frame_index for j in self.jobs if j.new or j.lost]
+        waiting = [j.frame_index for j in self.jobs if j.new or j.lost or j.detect]
         if waiting:
             while self.history and self.history[0][0] < waiting[0]:
                 self.history.popleft()

@@ -61,6 +61,7 @@ from realtime_sam.tracking.dense_flow import (
     move_logits,
     warp_logits,
 )
+from realtime_sam.tracking.detection import DetectConfig, Detector, DetectorPrompts, name_tracks, yield_to_prompts
 from realtime_sam.tracking.discovery import (
     DiscoveryConfig,
     filter_candidates,
@@ -82,7 +83,7 @@ from realtime_sam.tracking.tracks import (
     TrackPrompt,
     appearance_of,
 )
-from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
+from realtime_sam.types import BoxDetections, Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 if TYPE_CHECKING:
     from realtime_sam.config import Config
@@ -192,6 +193,16 @@ def _reserved_id(prompt: ObjectPrompt) -> int | None:
     return prompt.new_id if isinstance(prompt, _NewObject) else None
 
 
+class _EmbedAndDetect:
+    """The worker's job when the detector runs: ``(embedding, detections)`` of one frame."""
+
+    def __init__(self, embed: Callable, detect: DetectorPrompts) -> None:
+        self.embed, self.detect = embed, detect
+
+    def __call__(self, image: np.ndarray) -> tuple[object, BoxDetections]:
+        return self.embed(image), self.detect(image)
+
+
 class _Plan(NamedTuple):
     """What one frame does, decided after propagation (see :meth:`Engine._plan`)."""
 
@@ -202,6 +213,7 @@ class _Plan(NamedTuple):
     discovery_due: bool  # auto mode's point grid runs on this frame
     background: bool  # a worker is lent and the runner can embed off-thread
     encode: bool  # encode on the calling thread now
+    detect_due: bool = False  # the detector runs on this frame (here, or on the worker with its encode)
 
 
 class Engine:
@@ -216,6 +228,8 @@ class Engine:
         propagation_config: PropagationConfig = PropagationConfig(),
         discovery_config: DiscoveryConfig = DiscoveryConfig(),
         ids: IdCounter | None = None,
+        detector: Detector | None = None,
+        detect_config: DetectConfig = DetectConfig(),
     ) -> None:
         self.runner = runner
         self.config = config
@@ -243,15 +257,24 @@ class Engine:
         self._last_tracks: tuple[TrackResult, ...] = ()
         self.last_encode_index: int | None = None
         self.background = BackgroundEncodes()
+        # Detector-prompted tracking (see tracking/detection.py): its boxes start labelled tracks.
+        self.detection = DetectorPrompts(detector, detect_config) if detector is not None else None
 
     @classmethod
-    def from_config(cls, config: Config, *, runner: ModelRunner | None = None, progress: bool = True) -> Engine:
-        """An engine with the ``engine``, ``tracker``, ``propagation`` and ``discovery`` sections of ``config``.
+    def from_config(
+        cls, config: Config, *, runner: ModelRunner | None = None, progress: bool = True, detector: Detector | None = None
+    ) -> Engine:
+        """An engine with the ``engine``, ``tracker``, ``propagation``, ``discovery`` and ``detect`` sections of ``config``.
 
         Around ``runner`` when given; else the model named by ``config.model``
         is loaded (weights downloaded if needed, with a progress bar unless
-        ``progress`` is false).
+        ``progress`` is false). ``detector`` prompts tracks with its boxes;
+        when it is ``None`` and ``config.detect.model`` names one, that is loaded.
         """
+        if detector is None and config.detect.model:
+            from realtime_sam.model.detector import load_detector
+
+            detector = load_detector(config.detect, config.model.device)
         if runner is None:
             # Imported here: the loader pulls in torch, the engine itself stays free of it.
             from realtime_sam.model.loader import load_runner
@@ -263,6 +286,8 @@ class Engine:
             tracker_config=config.tracker,
             propagation_config=config.propagation,
             discovery_config=config.discovery,
+            detector=detector,
+            detect_config=config.detect,
         )
 
     # -- background encoding (called by the Pipeline) -----------------------------------
@@ -454,6 +479,7 @@ class Engine:
             self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
         )
         periodic = bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
+        detect_due = self.detection is not None and self.detection.due()
         # New prompts go to the worker too, unless discovery encodes this frame anyway.
         later = due if background and not discovery_due else []
         if later:
@@ -461,11 +487,11 @@ class Engine:
         lost_now = background and any(
             (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST for p in live
         )
-        if self.background.wants_frame(bool(later), lost_now):
-            # New prompts' and lost tracks' masks are replayed from their encoded frame to the current one.
+        if self.background.wants_frame(bool(later) or (detect_due and background and not discovery_due), lost_now):
+            # New prompts', detections' and lost tracks' masks are replayed from their encoded frame to the current one.
             self.background.keep(frame.index, self.propagator.work(frame.image).detached())
-        encode = bool(due) or discovery_due or (periodic and not background)
-        return _Plan(live, due, later, periodic, discovery_due, background, encode)
+        encode = bool(due) or discovery_due or ((periodic or detect_due) and not background)
+        return _Plan(live, due, later, periodic, discovery_due, background, encode, detect_due)
 
     def _encode_now(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> None:
         """Encode this frame on the calling thread: decode every track, the new prompts and discovery; associate."""
@@ -490,10 +516,25 @@ class Engine:
             timings["discover"] = (time.perf_counter() - t) * 1e3
         elif self._since_discovery is not None:
             self._since_discovery += 1
+        if self.detection is not None:
+            if plan.detect_due:
+                t = time.perf_counter()
+                self.detection.started()
+                candidates += self._decode_detections(self.detection(frame.image), size)
+                timings["detect"] = (time.perf_counter() - t) * 1e3
+            else:
+                self.detection.tick()
         t = time.perf_counter()
         tracker = self.tracker
+        if candidates:
+            # Found on the object a user prompts on this frame: the user's track, not a second one.
+            added = [(p, d) for p, d in new_objects if p.track_id is None and d is not None]
+            candidates, kept = yield_to_prompts(candidates, [d for _, d in added], tracker.config.match_iou_thresh)
+            swap = {id(d): k for d, k in zip([d for _, d in added], kept)}
+            new_objects = [(p, swap.get(id(d), d)) for p, d in new_objects]
         refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
         tracker.update(detections + refined, frame.index, candidates)
+        name_tracks(tracker.tracks(), candidates, tracker.config.match_iou_thresh)
         for p, d in new_objects:
             if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
                 tracker.add(d, frame.index, _reserved_id(p))
@@ -506,6 +547,9 @@ class Engine:
             self._since_encode += 1
         if self._since_discovery is not None:
             self._since_discovery += 1
+        detect = self.detection is not None and plan.detect_due and plan.background
+        if self.detection is not None and not detect:
+            self.detection.tick()
         if not plan.background:
             return False
         landed = False
@@ -514,10 +558,17 @@ class Engine:
             self._land(job, frame.index, (frame.height, frame.width), timings)
             landed = True
             live = self.tracker.prompts()  # the corrected tracks prompt the next encode
-        if plan.later or (not self.background.busy and plan.periodic and live):
-            lost = frozenset(
-                p.track_id for p in live if (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST
-            )
+        lost = frozenset(
+            p.track_id for p in live if (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST
+        )
+        if detect:
+            # The detector and the encode of this frame on the worker; its boxes are decoded when it lands.
+            self.detection.started()  # type: ignore[union-attr]
+            self.detection.in_flight = True  # type: ignore[union-attr]
+            embed = _EmbedAndDetect(self.runner.embed, self.detection)  # type: ignore[attr-defined, arg-type]
+            self.background.start(embed, frame.image, frame.index, live, plan.later, lost, detect=True)
+            self._since_encode = 0
+        elif plan.later or (not self.background.busy and plan.periodic and live):
             self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later, lost)  # type: ignore[attr-defined]
             self._since_encode = 0
         return landed
@@ -535,13 +586,20 @@ class Engine:
     def _drop_jobs(self) -> None:
         """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""
         self._pending.extend(self.background.drop())
+        if self.detection is not None:
+            self.detection.in_flight = False  # a detector run in flight is forgotten with its encode
 
     def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
         """Decode against a finished background embedding, move the masks to this frame, associate.
 
         Re-raises the worker's error.
         """
-        self.runner.use(job.future.result())  # type: ignore[attr-defined]
+        result = job.future.result()
+        boxes = None
+        if job.detect:
+            result, boxes = result
+            self.detection.in_flight = False  # type: ignore[union-attr]
+        self.runner.use(result)  # type: ignore[attr-defined]
         self.last_encode_index = job.frame_index
         t = time.perf_counter()
         prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
@@ -549,6 +607,7 @@ class Engine:
         try:
             detections = self._decode_tracks(prompts, size)
             new = [(p, self._decode_prompt(p, size)) for p in job.new]
+            found = self._decode_detections(boxes, size) if boxes is not None else []
         finally:
             self._decoded_image = None
         timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t) * 1e3
@@ -558,14 +617,14 @@ class Engine:
         # behind occluders); new objects have none yet: replayed through the kept frames.
         then = {p.track_id: p.box for p in prompts}
         carried = []
-        found: dict[int, Detection] = {}  # lost then and now, and found on the encoded frame: replayed below
+        regained: dict[int, Detection] = {}  # lost then and now, and found on the encoded frame: replayed below
         for d in detections:
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
             if (
                 track is not None and d.source_track in job.lost and track.state == TrackState.LOST
                 and d.mask.any() and self.background.replay_frames(job.frame_index) is not None
             ):
-                found[track.id] = d
+                regained[track.id] = d
                 continue
             if track is not None and d.source_track in then:
                 now = track.box if track.mask is not None else track.predicted_box
@@ -576,19 +635,27 @@ class Engine:
             carried.append(d)
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
         replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any()}
-        replay.update({("lost", tid): (d.mask, d.box) for tid, d in found.items()})
+        replay.update({("lost", tid): (d.mask, d.box) for tid, d in regained.items()})
+        replay.update({("found", j): (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
         moved = self._replay(job.frame_index, replay)
-        fresh = {j: _moved(d, d.box, moved[("new", j)][1], moved[("new", j)][0]) if ("new", j) in moved else d
-                 for j, d in fresh.items()}
-        carried += [
-            _moved(d, d.box, moved[("lost", tid)][1], moved[("lost", tid)][0]) if ("lost", tid) in moved else d
-            for tid, d in found.items()
-        ]
+
+        def now(d: Detection, key) -> Detection:
+            return _moved(d, d.box, moved[key][1], moved[key][0]) if key in moved else d
+
+        fresh = {j: now(d, ("new", j)) for j, d in fresh.items()}
+        carried += [now(d, ("lost", tid)) for tid, d in regained.items()]
+        if found:
+            # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
+            found = [now(d, ("found", j)) for j, d in enumerate(found)]
+            added = [j for j, (p, _) in enumerate(new) if p.track_id is None and j in fresh]
+            found, kept = yield_to_prompts(found, [fresh[j] for j in added], self.tracker.config.match_iou_thresh)
+            fresh.update(zip(added, kept))
         timings["propagate"] = timings.get("propagate", 0.0) + (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
         refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
-        self.tracker.update(carried + refined, frame_index)
+        self.tracker.update(carried + refined, frame_index, found)
+        name_tracks(self.tracker.tracks(), found, self.tracker.config.match_iou_thresh)
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
                 self.tracker.add(fresh[j], frame_index, _reserved_id(p))
@@ -705,6 +772,17 @@ class Engine:
                 mask_in = np.stack([p.logits for p in chunk]).astype(np.float32) if use_mask else None
                 low, iou = self.runner.decode(None, None, boxes, mask_in, False)
                 out += self._detections(low[:, 0], iou[:, 0], size, [p.track_id for p in chunk])
+        return out
+
+    def _decode_detections(self, boxes: BoxDetections, size) -> list[Detection]:
+        """A detector's boxes in batched decoder calls (box prompts), labelled with their class names."""
+        out: list[Detection] = []
+        labels = boxes.labels
+        bs = self.config.decode_batch
+        for i in range(0, len(boxes), bs):
+            chunk = boxes.xyxy[i : i + bs]
+            low, iou = self.runner.decode(None, None, chunk, None, False)
+            out += self._detections(low[:, 0], iou[:, 0], size, [None] * len(chunk), list(labels[i : i + bs]))
         return out
 
     def _decode_prompt(self, prompt: ObjectPrompt, size) -> Detection | None:

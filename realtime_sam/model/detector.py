@@ -1,0 +1,183 @@
+"""Object detectors whose boxes prompt SAM (``realtime-sam annotate``, ``--detect``).
+
+A detector is any callable ``detector(image_bgr) -> BoxDetections`` with a
+``names`` mapping (class index -> name), the
+:class:`~realtime_sam.tracking.detection.Detector` protocol;
+:class:`~realtime_sam.testing.fakes.FixedBoxDetector` is one for tests. :func:`load_yolo` wraps an Ultralytics YOLO detection
+checkpoint (``yolo11n.pt``, ``yolo26n.pt``, ... or a model YAML such as
+``yolo11n.yaml`` for random weights); it needs the optional extra
+``realtime-sam[detect]``. :func:`select_detections` applies the confidence,
+class and count limits to any detector's output, so every detector obeys
+the same flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from realtime_sam.errors import DetectorError, describe_error
+from realtime_sam.tracking.detection import DetectConfig, Detector, parse_classes, select_detections
+from realtime_sam.types import BoxDetections
+
+__all__ = ["Detector", "YoloDetector", "load_yolo", "load_detector", "parse_classes", "select_detections", "ultralytics_device"]
+
+_ASSETS = "https://github.com/ultralytics/assets/releases/download"
+
+
+class YoloDetector:
+    """An Ultralytics YOLO detection model as a :class:`Detector`.
+
+    Args:
+        model: an ``ultralytics.YOLO`` (detect task).
+        conf, iou, imgsz, max_det: Ultralytics' predict arguments (score
+            threshold, NMS IoU, inference size, most boxes per image).
+        classes: class ids to keep (``None``: all).
+        device: ``"cpu"``, ``"cuda:0"``, ``"mps"``... (``None``: Ultralytics' choice).
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        imgsz: int = 640,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.model = model
+        self.names: dict[int, str] = {int(k): str(v) for k, v in dict(model.names).items()}
+        self.conf, self.iou, self.imgsz, self.max_det = float(conf), float(iou), int(imgsz), int(max_det)
+        self.classes = None if classes is None else tuple(int(c) for c in classes)
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"YoloDetector({getattr(self.model, 'ckpt_path', None) or 'yaml'}, conf={self.conf}, classes={self.classes})"
+
+    def __call__(self, image_bgr: np.ndarray) -> BoxDetections:
+        """Boxes in ``image_bgr`` (``HxWx3 uint8`` BGR, as Ultralytics takes numpy images)."""
+        result = self.model.predict(
+            image_bgr, conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det,
+            classes=list(self.classes) if self.classes is not None else None,
+            device=self.device, verbose=False,
+        )[0]
+        boxes = result.boxes
+        if boxes is None or len(boxes) == 0:
+            return BoxDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), self.names)
+        return BoxDetections(
+            boxes.xyxy.float().cpu().numpy(), boxes.conf.float().cpu().numpy(), boxes.cls.cpu().numpy().astype(np.int64), self.names
+        )
+
+
+def load_yolo(
+    det_model: str | os.PathLike[str],
+    *,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    imgsz: int = 640,
+    max_det: int = 300,
+    classes: str | Sequence[str | int] | None = None,
+    device: str | None = None,
+) -> YoloDetector:
+    """Load an Ultralytics detection checkpoint (a path, a release name such as ``yolo11n.pt``, or a model YAML).
+
+    A release name that is not on disk is downloaded by Ultralytics; offline,
+    the error says where to put the file. ``classes`` are ids or names.
+
+    Raises:
+        DetectorError: Ultralytics is not installed, the file is missing or
+            not a detection model, or a class is unknown.
+    """
+    spec = str(det_model)
+    path = Path(spec).expanduser()
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    if not is_yaml and not path.is_file():
+        if path.parent != Path(".") or path.suffix.lower() != ".pt":
+            raise DetectorError(f"detector checkpoint not found: {path.absolute()}; check the path or give a release name such as yolo11n.pt")
+    try:
+        from ultralytics import YOLO
+    except ImportError as exc:
+        raise DetectorError(
+            f"the detector needs Ultralytics ({describe_error(exc)}); install it with "
+            "`pip install \"realtime-sam[detect]\"` (or `pip install ultralytics`)"
+        ) from None
+    _ensure_nms()
+    try:
+        model = YOLO(spec if is_yaml or not path.is_file() else str(path), task=None)
+    except (ConnectionError, OSError) as exc:
+        if not path.is_file() and not is_yaml:
+            raise DetectorError(
+                f"cannot download the detector checkpoint {path.name} (offline?): fetch {_ASSETS}/v8.4.0/{path.name} "
+                f"(or any Ultralytics detection .pt) and put it at {Path.cwd() / path.name}, or give its path with --det-model"
+            ) from None
+        raise DetectorError(f"cannot load the detector {spec}: {describe_error(exc)}") from None
+    except Exception as exc:  # Ultralytics raises many types for a foreign or damaged file
+        raise DetectorError(f"cannot load the detector {spec}: {describe_error(exc)}") from None
+    if getattr(model, "task", "detect") != "detect":
+        raise DetectorError(f"{spec} is an Ultralytics {model.task} model; give a detection model such as yolo11n.pt")
+    names = {int(k): str(v) for k, v in dict(model.names).items()}
+    return YoloDetector(
+        model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=parse_classes(classes, names), device=device
+    )
+
+
+def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:
+    """The detector of a ``detect`` config section, on ``device`` (``auto``, ``cpu``, ``cuda:N``, ``mps``).
+
+    Every class is kept here; :class:`~realtime_sam.tracking.detection.DetectorPrompts`
+    applies ``classes`` and ``conf`` (Ultralytics gets the score threshold too, so it keeps fewer boxes).
+    """
+    if not config.model:
+        raise DetectorError("no detector model given; pass --detect MODEL (e.g. yolo11n.pt)")
+    return load_yolo(config.model, conf=config.conf, device=ultralytics_device(device))
+
+
+def ultralytics_device(device: str) -> str:
+    """This project's device name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) resolved, as Ultralytics takes it."""
+    from realtime_sam.model.device import resolve_device
+
+    d = resolve_device(device)
+    if d.type == "cuda":
+        return str(d.index or 0)
+    return d.type
+
+
+def _ensure_nms() -> None:
+    """Let Ultralytics run where torchvision is installed but cannot load.
+
+    Ultralytics imports torchvision only for its NMS kernel. A torchvision
+    wheel built for another PyTorch (the PyPI wheel, linked against CUDA,
+    beside a CPU-only PyTorch) fails on import; Ultralytics then fails
+    although it has an NMS of its own. In that case (only), ``torchvision``
+    is registered as a small module whose ``ops.nms`` is Ultralytics' own.
+    """
+    if "torchvision" in sys.modules:
+        return
+    try:
+        import torchvision  # noqa: F401
+        return
+    except ImportError:
+        return  # not installed: Ultralytics uses its own NMS
+    except Exception:  # noqa: BLE001  (a binary built for another PyTorch raises RuntimeError/OSError)
+        pass
+    try:
+        from ultralytics.utils.nms import TorchNMS
+    except ImportError:  # an Ultralytics without its own NMS: nothing to fall back on
+        return
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+
+    shim = types.ModuleType("torchvision")
+    shim.__doc__ = "Stand-in registered by realtime_sam.model.detector: the installed torchvision does not load."
+    ops = types.ModuleType("torchvision.ops")
+    ops.nms = TorchNMS.nms  # type: ignore[attr-defined]
+    shim.ops = ops  # type: ignore[attr-defined]
+    sys.modules["torchvision"] = shim
+    sys.modules["torchvision.ops"] = ops

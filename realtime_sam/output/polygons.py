@@ -1,0 +1,94 @@
+"""Masks to polygons, for YOLO segmentation labels and COCO annotations.
+
+:func:`mask_to_polygons` traces a ``HxW bool`` mask's outer contours
+(OpenCV, 8-connected, holes ignored as YOLO labels cannot hold them) and
+simplifies each with Douglas-Peucker within ``epsilon`` pixels. With
+``segments="largest"`` only the part of largest area is kept (a mask's
+stray specks are decoder noise, not object); with ``"all"`` every part is
+kept. :func:`join_parts` turns several parts into the single closed ring a
+YOLO label line holds, joined by zero-width bridges between their nearest
+points (filled, the ring covers the same pixels as the parts).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+__all__ = ["SEGMENTS", "mask_to_polygons", "join_parts", "normalised"]
+
+SEGMENTS = ("largest", "all")
+Segments = Literal["largest", "all"]
+
+
+def mask_to_polygons(
+    mask: np.ndarray, *, segments: Segments = "largest", epsilon: float = 1.0, min_area: float = 0.0
+) -> list[np.ndarray]:
+    """The outer contours of ``mask`` as ``Kx2 float64`` pixel ``(x, y)`` rings (not closed: last != first).
+
+    Args:
+        mask: ``HxW`` bool (or 0/1).
+        segments: ``"largest"`` (the part of largest area) or ``"all"`` (every part, largest first).
+        epsilon: Douglas-Peucker tolerance in pixels (0: the traced contour unchanged).
+        min_area: parts whose traced contour encloses fewer pixels than this are dropped.
+
+    Returns:
+        The polygons, each with at least 3 points; empty for an empty or too small mask.
+    """
+    if segments not in SEGMENTS:
+        raise ValueError(f"segments must be one of {SEGMENTS}, not {segments!r}")
+    m = np.ascontiguousarray(np.asarray(mask).astype(np.uint8, copy=False))
+    if m.ndim != 2:
+        raise ValueError(f"mask must be HxW, got shape {m.shape}")
+    if not m.any():
+        return []
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    # A one-pixel-wide part has zero contour area: count its pixels instead, so a thin object is not lost.
+    parts = []
+    for c in contours:
+        area = max(float(cv2.contourArea(c)), float(len(c)))
+        if area >= min_area:
+            parts.append((area, c))
+    parts.sort(key=lambda p: -p[0])
+    if segments == "largest":
+        parts = parts[:1]
+    out = []
+    for _, c in parts:
+        ring = cv2.approxPolyDP(c, float(epsilon), True) if epsilon > 0 else c
+        ring = ring.reshape(-1, 2).astype(np.float64)
+        if len(ring) >= 3:
+            out.append(ring)
+    return out
+
+
+def join_parts(parts: list[np.ndarray]) -> np.ndarray:
+    """One ring from several: each further part hangs off the first by a bridge between their nearest points.
+
+    The ring walks the first part; at the point nearest to another part it
+    crosses to that part's nearest point, walks it all the way round and
+    comes back the same way. ``parts[0]`` alone is returned unchanged.
+    """
+    if not parts:
+        return np.zeros((0, 2))
+    base = parts[0]
+    detours: dict[int, list[np.ndarray]] = {}
+    for p in parts[1:]:
+        d = ((base[:, None, :] - p[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        loop = np.concatenate([p[j:], p[: j + 1]])  # round the part, back to its bridge point
+        detours.setdefault(int(i), []).append(loop)
+    pieces = []
+    for i, point in enumerate(base):
+        pieces.append(point[None])
+        for loop in detours.get(i, []):
+            pieces.append(loop)
+            pieces.append(point[None])  # back across the bridge
+    return np.concatenate(pieces)
+
+
+def normalised(ring: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pixel ``(x, y)`` -> ``[0, 1]`` by the image ``size = (H, W)``, as YOLO labels hold them."""
+    h, w = size
+    return np.clip(ring / np.array([w, h], dtype=np.float64), 0.0, 1.0)

@@ -1,0 +1,359 @@
+"""Auto-annotation: ``realtime-sam annotate`` and ``realtime_sam.annotate``.
+
+Exact behaviour with a fixed-box detector and a model whose mask of a box is
+the box (so every polygon, count and file is known in advance); the real
+model (random checkpoint) for the one-batched-decode-per-image contract; an
+Ultralytics YOLO built from its bundled YAML (random weights: a very low
+``--conf`` makes it return boxes) for the integration, with the labels read
+back by Ultralytics' own dataset loader.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import realtime_sam
+from realtime_sam.app.annotate import annotate, default_output_dir
+from realtime_sam.app.cli import main
+from realtime_sam.errors import DetectorError, SourceError
+from realtime_sam.output.polygons import join_parts, mask_to_polygons
+from realtime_sam.output.rle import decode_rle
+from realtime_sam.testing.fakes import FixedBoxDetector
+
+NAMES = {0: "person", 1: "bicycle", 2: "car"}
+
+
+class BoxModel:
+    """``InferenceModel``'s encode/decode/upscale where the mask of a box prompt is the box."""
+
+    def __init__(self) -> None:
+        self.decode_batches: list[int] = []
+        self.encodes = 0
+
+    def encode(self, image, image_format="RGB"):
+        self.encodes += 1
+        return image.shape[:2]
+
+    def decode(self, embedding, boxes=None, multimask_output=False, **_):
+        self.decode_batches.append(len(boxes))
+        # The "logits" carry the boxes; upscale turns them into filled boxes.
+        return torch.as_tensor(np.asarray(boxes, dtype=np.float32))[:, None, :], torch.ones(len(boxes), 1)
+
+    def upscale(self, low, embedding):
+        h, w = embedding
+        out = torch.full((len(low), 1, h, w), -1.0)
+        for i, (x0, y0, x1, y1) in enumerate(low[:, 0].round().int().tolist()):
+            out[i, 0, y0:y1, x0:x1] = 1.0
+        return out
+
+
+def _images(folder: Path, n: int = 3, size=(120, 160)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        img = np.full((*size, 3), 60 + 40 * i, np.uint8)
+        cv2.rectangle(img, (10, 20), (60, 80), (20, 200, 30), -1)
+        p = folder / f"img{i}.png"
+        cv2.imwrite(str(p), img)
+        paths.append(p)
+    return paths
+
+
+def _read_yolo(path: Path) -> list[tuple[int, np.ndarray]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        rows.append((int(parts[0]), np.array([float(v) for v in parts[1:]]).reshape(-1, 2)))
+    return rows
+
+
+# ---------------------------------------------------------------- polygons
+
+
+def test_largest_part_simplified_within_a_pixel_and_all_parts_on_request():
+    mask = np.zeros((100, 120), bool)
+    mask[10:60, 20:90] = True  # a rectangle: 4 corners once simplified
+    mask[80:90, 100:110] = True  # a smaller second part
+    largest = mask_to_polygons(mask)
+    assert len(largest) == 1 and len(largest[0]) == 4
+    assert {tuple(p) for p in largest[0].astype(int)} == {(20, 10), (89, 10), (89, 59), (20, 59)}
+    both = mask_to_polygons(mask, segments="all")
+    assert len(both) == 2 and len(both[1]) == 4
+    # A disc: the simplified ring stays within 1 px of the traced contour.
+    disc = np.zeros((200, 200), np.uint8)
+    cv2.circle(disc, (100, 100), 60, 1, -1)
+    ring = mask_to_polygons(disc.astype(bool))[0]
+    traced = cv2.findContours(disc, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0].reshape(-1, 2)
+    assert len(ring) < len(traced) / 5
+    poly = ring.astype(np.float32).reshape(-1, 1, 2)
+    assert max(abs(cv2.pointPolygonTest(poly, (float(x), float(y)), True)) for x, y in traced) <= 1.0 + 1e-6
+
+
+def test_parts_joined_into_one_ring_cover_the_same_pixels():
+    mask = np.zeros((100, 120), bool)
+    mask[10:40, 10:40] = True
+    mask[60:90, 70:110] = True
+    mask[10:30, 80:100] = True
+    ring = join_parts(mask_to_polygons(mask, segments="all", epsilon=0))
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(filled, [ring.round().astype(np.int32)], 1)
+    inter = (filled.astype(bool) & mask).sum()
+    assert inter == mask.sum()  # every pixel of every part
+    assert filled.sum() - inter < 0.05 * mask.sum()  # plus the zero-width bridges' pixels only
+
+
+def test_tiny_and_empty_masks_give_no_polygon():
+    assert mask_to_polygons(np.zeros((10, 10), bool)) == []
+    speck = np.zeros((50, 50), bool)
+    speck[5:7, 5:7] = True
+    assert mask_to_polygons(speck, min_area=10) == []
+
+
+# ---------------------------------------------------------------- the dataset flow
+
+
+def test_yolo_labels_one_batched_decode_per_image_and_a_summary(tmp_path: Path):
+    data = tmp_path / "shots"
+    _images(data, 3)
+    boxes = [[10, 20, 61, 81], [80, 10, 150, 110], [100, 100, 102, 102]]  # the last one is tiny
+    detector = FixedBoxDetector(boxes, [0, 2, 2], NAMES, scores=[0.9, 0.8, 0.7])
+    model = BoxModel()
+    summary = annotate(data, detector=detector, model=model, progress=False)
+    out = tmp_path / "shots_auto_annotate_labels"
+    assert summary.output_dir == out == default_output_dir(data)
+    assert model.decode_batches == [3, 3, 3]  # every box of an image in one decoder call
+    assert sorted(p.name for p in out.iterdir()) == ["img0.txt", "img1.txt", "img2.txt"]
+    rows = _read_yolo(out / "img0.txt")
+    assert [c for c, _ in rows] == [0, 2]
+    # The filled box, as normalised corners (x / W, y / H).
+    expected = {(10 / 160, 20 / 120), (60 / 160, 20 / 120), (60 / 160, 80 / 120), (10 / 160, 80 / 120)}
+    assert {tuple(np.round(p, 5)) for p in rows[0][1]} == {tuple(np.round(p, 5)) for p in expected}
+    assert all((xy >= 0).all() and (xy <= 1).all() for _, xy in rows)
+    assert summary.images == summary.annotated == 3 and summary.skipped == 0
+    assert summary.objects == {"person": 3, "car": 3}
+    assert summary.too_small == 3 and summary.empty == 0
+    assert "masks too small to keep: 3" in summary.text() and "person: 3" in summary.text()
+
+
+def test_conf_classes_and_max_det_apply_to_any_detector(tmp_path: Path):
+    data = tmp_path / "d"
+    _images(data, 1)
+    boxes = [[0, 0, 40, 40], [50, 0, 90, 40], [100, 0, 140, 40], [0, 60, 40, 100]]
+    detector = FixedBoxDetector(boxes, [0, 2, 2, 1], NAMES, scores=[0.9, 0.3, 0.8, 0.95])
+    out = tmp_path / "o"
+    annotate(data, detector=detector, model=BoxModel(), output_dir=out, conf=0.5, classes="person,car", progress=False)
+    assert [c for c, _ in _read_yolo(out / "img0.txt")] == [0, 2]  # bicycle: not asked for; car 0.3: below conf
+    out2 = tmp_path / "o2"
+    annotate(data, detector=detector, model=BoxModel(), output_dir=out2, conf=0.0, classes=[2, 0], max_det=2, progress=False)
+    assert [c for c, _ in _read_yolo(out2 / "img0.txt")] == [0, 2]  # the two best of those classes
+    with pytest.raises(DetectorError, match="no class 'zebra'"):
+        annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "o3", classes="zebra", progress=False)
+
+
+def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
+    data = tmp_path / "d"
+    _images(data, 3)
+    out = tmp_path / "labels"
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+    annotate(data, detector=detector, model=BoxModel(), output_dir=out, progress=False)
+    assert detector.calls == 3
+    first = (out / "img0.txt").read_text()
+    (out / "img1.txt").unlink()  # as if the run had stopped before img1
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=out, progress=False)
+    assert detector.calls == 4  # only img1 again
+    assert (summary.skipped, summary.annotated) == (2, 1)
+    assert (out / "img1.txt").read_text() == first and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+def test_ctrl_c_keeps_complete_labels_and_the_run_resumes(tmp_path: Path, fmt: str):
+    data = tmp_path / "d"
+    _images(data, 3)
+    out = tmp_path / "l"
+    inner = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+
+    def interrupted(image):
+        if inner.calls == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the second image is being detected
+        return inner(image)
+
+    interrupted.names = NAMES
+    with pytest.raises(KeyboardInterrupt):
+        annotate(data, detector=interrupted, model=BoxModel(), output_dir=out, format=fmt, progress=False)
+    assert not list(out.glob("*.tmp"))
+    if fmt == "yolo":
+        assert sorted(p.name for p in out.iterdir()) == ["img0.txt"] and len(_read_yolo(out / "img0.txt")) == 1
+    else:
+        coco = json.loads((out / "annotations.json").read_text())
+        assert [im["file_name"] for im in coco["images"]] == [str(data / "img0.png")] and len(coco["annotations"]) == 1
+    summary = annotate(data, detector=inner, model=BoxModel(), output_dir=out, format=fmt, progress=False)
+    assert (summary.skipped, summary.annotated, inner.calls) == (1, 2, 3)
+
+
+def test_empty_images_get_an_empty_label_and_are_counted(tmp_path: Path):
+    data = tmp_path / "d"
+    _images(data, 2)
+    (data / "broken.jpg").write_bytes(b"not an image")
+    detector = FixedBoxDetector(lambda img: [] if img[0, 0, 0] == 60 else [[10, 20, 61, 81]], [0], NAMES)
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "l", progress=False)
+    assert (tmp_path / "l" / "img0.txt").read_text() == ""
+    assert (summary.empty, summary.unreadable, summary.annotated) == (1, 1, 2)
+    assert not (tmp_path / "l" / "broken.txt").exists()
+
+
+def test_segments_all_writes_every_part_in_one_line(tmp_path: Path):
+    class TwoParts(BoxModel):
+        def upscale(self, low, embedding):
+            out = super().upscale(low, embedding)
+            out[:, 0, 100:110, 140:150] = 1.0  # a second part far from the box
+            return out
+
+    data = tmp_path / "d"
+    _images(data, 1)
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+    for segments, parts in (("largest", 1), ("all", 2)):
+        out = tmp_path / segments
+        annotate(data, detector=detector, model=TwoParts(), output_dir=out, segments=segments, progress=False)
+        (cls, xy), = _read_yolo(out / "img0.txt")
+        filled = np.zeros((120, 160), np.uint8)
+        cv2.fillPoly(filled, [(xy * [160, 120]).round().astype(np.int32)], 1)
+        assert bool(filled[105, 145]) == (parts == 2) and filled[50, 30] == 1
+
+
+def test_coco_json_with_images_categories_polygons_and_rle(tmp_path: Path):
+    pycocotools = pytest.importorskip("pycocotools.mask")
+    data = tmp_path / "d"
+    _images(data, 2)
+    detector = FixedBoxDetector([[10, 20, 61, 81], [80, 10, 150, 110]], [0, 2], NAMES, scores=[0.9, 0.6])
+    out = tmp_path / "coco"
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=out, format="coco", classes="person,car", progress=False)
+    coco = json.loads((out / "annotations.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["person", "car"] and [c["id"] for c in coco["categories"]] == [1, 3]
+    assert [im["file_name"] for im in coco["images"]] == [str(data / "img0.png"), str(data / "img1.png")]
+    assert len(coco["annotations"]) == 4 and summary.objects == {"person": 2, "car": 2}
+    a = coco["annotations"][0]
+    assert a["category_id"] == 1 and a["bbox"] == [10.0, 20.0, 51.0, 61.0] and a["area"] == 51 * 61
+    mask = decode_rle(a["rle"])
+    assert mask.sum() == a["area"] and pycocotools.decode(a["rle"]).sum() == a["area"]
+    assert len(a["segmentation"]) == 1 and len(a["segmentation"][0]) == 8
+    # Resumed: nothing is done twice, the file keeps every image once.
+    annotate(data, detector=detector, model=BoxModel(), output_dir=out, format="coco", progress=False)
+    again = json.loads((out / "annotations.json").read_text())
+    assert len(again["images"]) == 2 and len(again["annotations"]) == 4
+
+
+def test_a_video_gives_every_kth_frame_as_images_and_labels(tmp_path: Path):
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    video = write_video(standard_scene(160, 120, num_frames=10, num_objects=1), tmp_path / "clip.mp4")
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [2], NAMES)
+    summary = annotate(video, detector=detector, model=BoxModel(), every=3, progress=False)
+    out = tmp_path / "clip_auto_annotate_labels"
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"clip_{i:06d}.txt" for i in (0, 3, 6, 9)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"clip_{i:06d}.jpg" for i in (0, 3, 6, 9)]
+    assert cv2.imread(str(out / "images" / "clip_000003.jpg")).shape == (120, 160, 3)
+    assert summary.images == 4 and summary.objects == {"car": 4}
+
+
+def test_the_real_model_decodes_all_boxes_of_an_image_in_one_call(tmp_path: Path, random_checkpoint: Path):
+    from realtime_sam.model.config import ModelConfig
+    from realtime_sam.model.loader import load_model
+
+    model = load_model(ModelConfig(weights=str(random_checkpoint), device="cpu"), progress=False)
+    calls = []
+    decode = model.decode
+
+    def counting(embedding, **kw):
+        calls.append(len(kw["boxes"]))
+        return decode(embedding, **kw)
+
+    model.decode = counting
+    data = tmp_path / "d"
+    _images(data, 1)
+    detector = FixedBoxDetector([[10, 20, 61, 81], [80, 10, 150, 110], [5, 5, 50, 50]], [0, 1, 2], NAMES)
+    summary = annotate(data, detector=detector, model=model, output_dir=tmp_path / "l", min_area=0, progress=False)
+    assert calls == [3]
+    rows = _read_yolo(tmp_path / "l" / "img0.txt")
+    assert len(rows) + summary.too_small == 3 and all(len(xy) >= 3 for _, xy in rows)
+
+
+def test_python_api_has_auto_annotates_parameters():
+    assert realtime_sam.annotate is annotate
+    params = list(inspect.signature(annotate).parameters)
+    assert params[:10] == ["data", "det_model", "sam_model", "device", "conf", "iou", "imgsz", "max_det", "classes", "output_dir"]
+    defaults = {k: v.default for k, v in inspect.signature(annotate).parameters.items()}
+    assert (defaults["conf"], defaults["iou"], defaults["imgsz"], defaults["max_det"]) == (0.25, 0.45, 640, 300)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, capsys):
+    assert main(["annotate", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not found" in err and "\n" not in err
+    assert main(["annotate", str(tmp_path), "--conf", "2"]) == 2
+    assert "must be in [0, 1]" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        annotate(tmp_path / "empty", detector=FixedBoxDetector([], [], NAMES), model=BoxModel(), progress=False)
+    assert main(["annotate", "--help"]) == 0
+    assert "--det-model" in capsys.readouterr().out
+
+
+def test_a_missing_detector_checkpoint_offline_says_where_to_put_it(tmp_path: Path, monkeypatch):
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.downloads as downloads
+
+    def offline(*a, **k):  # what Ultralytics raises without a network (measured here: after 10 s of retries)
+        raise ConnectionError("Download failure for https://github.com/... Environment may be offline.")
+
+    monkeypatch.setattr(downloads, "safe_download", offline)
+    monkeypatch.chdir(tmp_path)
+    from realtime_sam.model.detector import load_yolo
+
+    with pytest.raises(DetectorError) as info:
+        load_yolo("yolo11n.pt")
+    message = str(info.value)
+    assert str(tmp_path / "yolo11n.pt") in message and "releases/download" in message and "\n" not in message
+    with pytest.raises(DetectorError, match="not found"):
+        load_yolo(str(tmp_path / "sub" / "mine.pt"))
+
+
+def test_yolo_from_bundled_yaml_end_to_end_labels_read_by_ultralytics(tmp_path: Path, random_checkpoint: Path, capsys):
+    pytest.importorskip("ultralytics")
+    from ultralytics.data.dataset import YOLODataset
+
+    images = tmp_path / "ds" / "images"
+    _images(images, 2, size=(240, 320))
+    labels = tmp_path / "ds" / "labels"
+    argv = [
+        "annotate", str(images), "--det-model", "yolo26n.yaml", "--sam-model", str(random_checkpoint),
+        "--conf", "0.0001", "--imgsz", "160", "--max-det", "3", "--device", "cpu", "--output-dir", str(labels),
+        "--min-area", "0",
+    ]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "images: 2 (2 annotated, 0 already labelled)" in err and "masks too small to keep:" in err
+    written = {p.stem: _read_yolo(p) for p in labels.glob("*.txt")}
+    assert set(written) == {"img0", "img1"} and sum(len(r) for r in written.values()) > 0
+    dataset = YOLODataset(
+        img_path=str(images), imgsz=160, augment=False, task="segment",
+        data={"names": {i: str(i) for i in range(80)}, "nc": 80, "channels": 3},
+    )
+    for label in dataset.labels:
+        rows = written[Path(label["im_file"]).stem]
+        assert label["cls"].ravel().astype(int).tolist() == [c for c, _ in rows]
+        assert len(label["segments"]) == len(rows)
+        for seg, (_, xy) in zip(label["segments"], rows):
+            assert np.allclose(seg, xy, atol=1e-6)
+    # The same command again: everything is skipped.
+    assert main(argv) == 0
+    assert "(0 annotated, 2 already labelled)" in capsys.readouterr().err
