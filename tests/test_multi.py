@@ -341,3 +341,28 @@ def test_open_streams_closes_what_it_opened_when_a_source_fails(clips, tmp_path)
     # The first stream's sink was finalised: its file is a valid (header-only) JSONL.
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "realtime_sam" in json.loads(lines[0])
+
+
+def test_track_many_shares_one_model_and_tags_results(clips, checkpoint_path):
+    import realtime_sam
+    from realtime_sam.config import load_config
+    from realtime_sam.model.loader import load_model
+
+    cfg = load_config(None, [f"model.weights={checkpoint_path}", "model.device=cpu", "engine.reencode_every=1000"])
+    model = load_model(cfg.model, progress=False)
+    calls = []
+    encode_batch = model.encode_batch
+    model.encode_batch = lambda images, fmt: calls.append(len(images)) or encode_batch(images, fmt)
+    sources = [str(clips["a"]), StreamSpec("second", str(clips["b"]), prompts=(ObjectPrompt(box=(10, 10, 60, 60)),))]
+    got: dict[str, list[int]] = {}
+    for r in realtime_sam.track_many(sources, config=cfg, model=model, prompts=[ObjectPrompt(box=(5, 5, 40, 40))]):
+        assert isinstance(r, realtime_sam.StreamResult)
+        got.setdefault(r.stream, []).append(r.index)
+        ids = [t.track_id for t in r.tracks]
+        # Per-stream ids: "a" has the shared prompt (1); "second" its own (1), then the shared one (2).
+        if r.index == 0:
+            assert ids == ([1] if r.stream == "a" else [1, 2])
+        assert set(ids) <= ({1} if r.stream == "a" else {1, 2})
+        assert r.encode_age_s is not None and r.encode_age_s >= 0
+    assert got == {"a": list(range(12)), "second": list(range(9))}
+    assert calls == [1, 1]  # one encode per stream (re-encode interval 1000), one image at a time on the CPU
