@@ -24,13 +24,15 @@ def _err_lines(capsys) -> list[str]:
     [
         (["--source", "a.mp4", "--source", "b.mp4", "--headless", "--save-masks", "m.jsonl"], "put {name} in it"),
         (["--source", "a.mp4", "--source", "b.mp4", "--headless", "--output", "v.mp4"], "--output v.mp4 would be written by every stream"),
-        (["--source", "a.mp4", "--source", "b.mp4"], "add --headless"),
+        (["--source", "a.mp4", "--source", "b.mp4"], "(DISPLAY is not set); add --headless"),
         (["--sources", "missing.yaml", "--headless"], "--sources file not found"),
         (["--source", "x/a.mp4", "--sources", "s.yaml", "--headless"], "stream name(s) a used twice"),
     ],
 )
 def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     (tmp_path / "s.yaml").write_text("- {source: a.mp4}\n")
     assert cli.main(argv) == 2
     lines = _err_lines(capsys)

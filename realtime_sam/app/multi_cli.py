@@ -41,15 +41,19 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
 
 
 def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
-    """Run several streams headless; returns the exit status (see the module docstring)."""
+    """Run several streams (in a grid window unless ``--headless``); returns the exit status (see the module docstring)."""
     from realtime_sam.app import cli
     from realtime_sam.app.multi import open_streams
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.sinks import SinkSpec, open_sinks
     from realtime_sam.tracking.prompts import prompts_from_args
 
-    if not args.headless:
-        raise ConfigError("several streams run headless for now (no grid window yet); add --headless")
+    windowed = not args.headless
+    if windowed:
+        from realtime_sam.app.ui import WindowError, display_available
+
+        if not display_available():
+            raise WindowError("no display to show a window on (DISPLAY is not set); add --headless to run without one")
     config = cli.build_config(args)
     prompts = prompts_from_args(args.box, args.point, args.prompts)
     several = len(specs) > 1
@@ -92,15 +96,30 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     with cli._StopOnSignal(multi.stop) as signals:
         try:
             with multi:
-                next_status = time.monotonic() + args.status_interval
-                while not multi.ended:
-                    if multi.poll(0.05) is not None:
-                        frames += 1
+                next_status = [time.monotonic() + args.status_interval]
+
+                def tick() -> None:  # each stream's status line, every --status-interval
                     now = time.monotonic()
-                    if now >= next_status:
-                        next_status = now + args.status_interval
+                    if now >= next_status[0]:
+                        next_status[0] = now + args.status_interval
                         for st in multi.status():
                             say(st.line())
+
+                def took(_item: Any) -> None:
+                    nonlocal frames
+                    frames += 1
+                    tick()
+
+                if windowed:
+                    from realtime_sam.app.grid import GridWindow
+
+                    with GridWindow(renderer=renderer, on_message=say, snapshot_dir=args.snapshot_dir) as window:
+                        window.run(multi, on_result=took)
+                else:
+                    while not multi.ended:
+                        if multi.poll(0.05) is not None:
+                            frames += 1
+                        tick()
         finally:
             multi.close()
     for st in multi.status():
