@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeat for several streams in one process, one model: then {name} goes in --output/--save-masks)",
     )
     src.add_argument("--sources", metavar="FILE", help="YAML list of streams: name, source, prompts, settings (see README, Several cameras)")
+    src.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the streams on Ray actors (pip install 'realtime-sam[ray]'); no ADDRESS = a local cluster")
+    src.add_argument("--workers", type=_int_at_least(1), default=2, metavar="K", help="Ray actors, each holding one model (default: 2)")
     src.add_argument("--realtime", action="store_true", help="play files at their frame rate, dropping frames the model cannot keep up with")
     src.add_argument("--max-frames", type=_int_at_least(1), metavar="N", help="stop after N processed frames")
 
@@ -411,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed it
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
-        if args.sources or len(args.source or []) > 1:
+        if args.sources or len(args.source or []) > 1 or args.ray is not None:
             from realtime_sam.app.multi_cli import run_streams, stream_specs
 
             return run_streams(args, stream_specs(args))

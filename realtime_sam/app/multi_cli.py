@@ -48,6 +48,8 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     from realtime_sam.output.sinks import SinkSpec, open_sinks
     from realtime_sam.tracking.prompts import prompts_from_args
 
+    if getattr(args, "ray", None) is not None:
+        return _run_on_ray(args, specs)
     windowed = not args.headless
     if windowed:
         from realtime_sam.app.ui import WindowError, display_available
@@ -134,3 +136,37 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         return cli.EXIT_DAMAGED
     say(f"done: {frames} frames over {len(specs)} streams")
     return cli.EXIT_OK
+
+
+def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
+    """``--ray``: the streams on a pool of Ray actors, JSONL outputs appended across restarts (see :mod:`realtime_sam.app.cluster`)."""
+    from realtime_sam.app import cli
+    from realtime_sam.app.cluster import StreamJob, run_on_ray
+    from realtime_sam.tracking.prompts import prompts_from_args
+
+    if args.output:
+        raise ConfigError("--output is not available with --ray (a video cannot be appended to after a worker dies); use --save-masks 'out/{name}.jsonl'")
+    if not args.save_masks and not all(s.save_masks for s in specs):
+        raise ConfigError("--ray needs --save-masks 'out/{name}.jsonl': the workers' results go to files")
+    config = cli.build_config(args)
+    prompts = tuple(prompts_from_args(args.box, args.point, args.prompts))
+    several = len(specs) > 1
+    jobs = []
+    for spec in specs:
+        path = spec.save_masks or expand_path(args.save_masks, spec.name, several=several, flag="--save-masks")
+        if not str(path).endswith(".jsonl") or (args.mask_format not in (None, "jsonl")):
+            raise ConfigError(f"--ray writes JSONL masks (appended after a restart); give a .jsonl path, not {path}")
+        jobs.append(StreamJob(spec=spec, masks_path=str(Path(path).resolve()), prompts=prompts, config=config))
+    if len({j.masks_path for j in jobs}) != len(jobs):
+        raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    outcomes = run_on_ray(jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say)
+    failed = [o for o in outcomes if o.state == "failed"]
+    for o in failed:
+        print(f"error: {o.name}: {o.error}", file=sys.stderr)
+    say("done: " + ", ".join(f"{o.name} {o.state} ({o.frames} frames)" for o in outcomes))
+    return cli.EXIT_DAMAGED if failed else cli.EXIT_OK
