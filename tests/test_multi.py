@@ -148,6 +148,28 @@ def test_encoder_errors_reach_every_caller_of_the_batch_and_withdraw_cancels():
     assert bad.stats("a").encodes == 0 and bad.stats("a").age_s is None
 
 
+def test_with_a_serial_worker_every_encode_runs_on_its_one_thread():
+    from realtime_sam.app.pipeline import SerialWorker
+
+    threads = []
+
+    def enc(images):
+        threads.append(threading.current_thread().name)
+        return [None] * len(images)
+
+    worker = SerialWorker("the-encoder")
+    try:
+        sched = EncodeScheduler(enc, submit=worker.submit)
+        out: dict = {}
+        callers = [_ask(sched, k, i, out) for i, k in enumerate(["a", "b", "c", "a"])]
+        for t in callers:
+            t.join(5)
+    finally:
+        worker.close(1.0)
+    assert len(threads) == 4 and set(threads) == {"the-encoder"}
+    assert len(out) == 4 and sched.stats("a").encodes == 2
+
+
 def test_shared_runner_makes_the_scheduled_embedding_current():
     sched = EncodeScheduler(lambda images: [BoxRunner().embed(im) for im in images])
     runner = SharedRunner(BoxRunner(), sched, "cam")

@@ -100,3 +100,11 @@ def test_file_lavfi_and_rtsp_at_once_with_the_rtsp_server_killed(tmp_path, check
     for name in ("cam", "pattern", "small"):
         assert any(x.startswith(f"{name}: ") and "encode age" in x for x in lines), text
     assert any(x.startswith("small: done") for x in lines) and any(x.startswith("cam: failed") for x in lines)
+
+
+def test_name_placeholder_with_one_source_is_its_name(tmp_path, monkeypatch, checkpoint_path, small_clip):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["--source", str(small_clip), "--headless", "--save-masks", "o/{name}.jsonl", "--weights",
+                     str(checkpoint_path), "--device", "cpu", "--max-frames", "3", "--quiet"])
+    assert code == 0
+    assert [f["frame"] for f in frame_lines(tmp_path / "o" / "small.jsonl")] == [0, 1, 2]

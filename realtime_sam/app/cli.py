@@ -420,6 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.source:
             parser.error("the following arguments are required: --source (or --sources FILE)")
         args.source = args.source[0]
+        if "{name}" in f"{args.output or ''}{args.save_masks or ''}":
+            from realtime_sam.app.streams import expand_path, stream_name
+
+            name = stream_name(args.source)
+            args.output = expand_path(args.output, name, several=False, flag="--output")
+            args.save_masks = expand_path(args.save_masks, name, several=False, flag="--save-masks")
         return _run(args)
     except SystemExit as exc:  # parser.error above
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR

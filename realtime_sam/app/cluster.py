@@ -218,8 +218,11 @@ class StreamWorker:
             from realtime_sam.model.loader import load_model
             from realtime_sam.model.runners import InferenceRunner
 
+            from realtime_sam.app.pipeline import SerialWorker
+
             model = load_model(model_config, progress=False)
-            scheduler = shared_scheduler(model, 8)
+            self._encoder = SerialWorker("rtsam-shared-encoder")  # lives as long as the actor
+            scheduler = shared_scheduler(model, 8, submit=self._encoder.submit)
             runner_for = lambda: InferenceRunner(model)  # noqa: E731
         self._runner_for = runner_for
         self._scheduler = scheduler

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from realtime_sam.app.pipeline import Pipeline, PipelineConfig
+from realtime_sam.app.pipeline import Pipeline, SerialWorker
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.types import FrameResult, ObjectPrompt
@@ -124,12 +124,15 @@ class MultiPipeline:
     until every stream has ended.
     """
 
-    def __init__(self, runs: Sequence[StreamRun], scheduler: EncodeScheduler | None = None) -> None:
+    def __init__(
+        self, runs: Sequence[StreamRun], scheduler: EncodeScheduler | None = None, *, workers: Sequence[SerialWorker] = ()
+    ) -> None:
         names = [r.name for r in runs]
         if len(set(names)) != len(names):
             raise ValueError(f"stream names must be unique, got {names}")
         self.runs = list(runs)
         self.scheduler = scheduler
+        self._workers = list(workers)  # the shared encoder's thread, closed with the run
         self._next = 0
         self._stopped = False
         self._closed = False
@@ -164,6 +167,8 @@ class MultiPipeline:
         self.stop()
         for r in self.runs:
             r.pipeline.close()
+        for w in self._workers:
+            w.close(timeout=1.0)  # an encode still running is a daemon's; its result is not needed
 
     def __enter__(self) -> "MultiPipeline":
         return self.start()
@@ -253,16 +258,19 @@ class MultiPipeline:
 # ---------------------------------------------------------------- building the streams
 
 
-def shared_scheduler(model: Any, streams: int) -> EncodeScheduler:
+def shared_scheduler(model: Any, streams: int, submit: Callable[..., Any] | None = None) -> EncodeScheduler:
     """An :class:`EncodeScheduler` over an :class:`~realtime_sam.model.runtime.InferenceModel`.
 
     On a CUDA GPU up to ``streams`` images go in one encoder call
     (:meth:`~realtime_sam.model.runtime.InferenceModel.encode_batch`); elsewhere
     they run one at a time (a CPU gains nothing from batching and a stream
-    would wait for the others' encodes too).
+    would wait for the others' encodes too). ``submit``: a
+    :class:`~realtime_sam.app.pipeline.SerialWorker`'s, to run every encode on its one thread.
     """
     batched = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
-    return EncodeScheduler(lambda images: model.encode_batch(images, "BGR"), max_batch=max(1, streams) if batched else 1)
+    return EncodeScheduler(
+        lambda images: model.encode_batch(images, "BGR"), max_batch=max(1, streams) if batched else 1, submit=submit
+    )
 
 
 def stream_config(base: Config, spec: StreamSpec) -> Config:
@@ -307,13 +315,15 @@ def open_streams(
     from realtime_sam.tracking.prompts import clamp_prompt
 
     common = list(prompts)
+    workers: list[SerialWorker] = []
     if runner_for is None:
         if model is None:
             from realtime_sam.model.loader import load_model
 
             model = load_model(config.model, progress=progress)
         if scheduler is None:
-            scheduler = shared_scheduler(model, len(specs))
+            workers.append(SerialWorker("rtsam-shared-encoder"))
+            scheduler = shared_scheduler(model, len(specs), submit=workers[0].submit)
         from realtime_sam.model.runners import InferenceRunner
 
         runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
@@ -337,8 +347,10 @@ def open_streams(
             r.pipeline.close()  # closes its sinks and source
         for s in sources[len(runs):]:
             s.close()
+        for w in workers:
+            w.close(timeout=1.0)
         raise
-    return MultiPipeline(runs, scheduler)
+    return MultiPipeline(runs, scheduler, workers=workers)
 
 
 def track_many(

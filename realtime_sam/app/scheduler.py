@@ -14,9 +14,11 @@ streams:
   (on a GPU one call for several images costs little more than one); with
   ``max_batch=1`` (the CPU) they run in turn.
 
-The scheduler starts no thread: the caller that finds the encoder free runs
-the next batch on its own thread (for itself and for the others waiting),
-while the rest wait on a condition. Threads are the pipeline's
+The scheduler starts no thread: the caller that finds the encoder free
+takes the next batch (for itself and for the others waiting), while the rest
+wait on a condition; with ``submit`` (a
+:class:`~realtime_sam.app.pipeline.SerialWorker`'s) the batch runs on that
+one thread, else on the caller's. Threads are the pipeline's
 (:mod:`realtime_sam.app.pipeline`): each stream's inference thread or its
 background-encode worker calls :meth:`EncodeScheduler.encode`.
 """
@@ -79,6 +81,9 @@ class EncodeScheduler:
     Args:
         encode_many: ``[HxWx3 uint8 BGR] -> [embedding]``, one embedding per image, in order.
         max_batch: most requests per ``encode_many`` call (1 = one at a time, the CPU's way).
+        submit: ``submit(fn, *args) -> Future`` running ``encode_many`` on one dedicated thread
+            (every encode in one thread's heap; see :class:`~realtime_sam.app.pipeline.SerialWorker`);
+            ``None`` runs it on the calling thread.
         clock: monotonic seconds (injected by tests).
 
     Attributes:
@@ -91,6 +96,7 @@ class EncodeScheduler:
         encode_many: Callable[[Sequence[np.ndarray]], Sequence[Any]],
         *,
         max_batch: int = 1,
+        submit: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch < 1:
@@ -98,6 +104,7 @@ class EncodeScheduler:
         self._encode_many = encode_many
         self.max_batch = int(max_batch)
         self._clock = clock
+        self._submit = submit
         self._cond = threading.Condition()
         self._waiting: list[_Request] = []
         self._streams: dict[str, _Stream] = {}
@@ -131,7 +138,11 @@ class EncodeScheduler:
                 self._cond.release()
                 try:
                     try:
-                        out = list(self._encode_many([r.image for r in batch]))
+                        images = [r.image for r in batch]
+                        if self._submit is not None:
+                            out = list(self._submit(self._encode_many, images).result())
+                        else:
+                            out = list(self._encode_many(images))
                         if len(out) != len(batch):
                             raise RuntimeError(f"encode_many returned {len(out)} embeddings for {len(batch)} images")
                         error = None
