@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
-import pytest
 
 from realtime_sam.app.grid import GridLayout, route
 from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt

@@ -20,7 +20,6 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,7 +31,6 @@ from realtime_sam.types import FrameResult, ObjectPrompt
 
 if TYPE_CHECKING:
     from realtime_sam.config import Config
-    from realtime_sam.tracking.engine import Engine
 
 __all__ = ["StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "shared_scheduler", "open_streams", "track_many"]
 
@@ -388,10 +386,3 @@ def track_many(
     with multi:
         yield from multi
 
-
-def wait_ended(multi: MultiPipeline, timeout_s: float) -> bool:
-    """Drain ``multi`` until every stream ended or ``timeout_s`` passed; True when all ended (for scripts)."""
-    deadline = time.monotonic() + timeout_s
-    while not multi.ended and time.monotonic() < deadline:
-        multi.poll(0.05)
-    return multi.ended
