@@ -313,28 +313,34 @@ def open_streams(
     from realtime_sam.tracking.prompts import clamp_prompt
 
     common = list(prompts)
-    workers: list[SerialWorker] = []
-    if runner_for is None:
-        if model is None:
-            from realtime_sam.model.loader import load_model
-
-            model = load_model(config.model, progress=progress)
-        if scheduler is None:
-            workers.append(SerialWorker("rtsam-shared-encoder"))
-            scheduler = shared_scheduler(model, len(specs), submit=workers[0].submit)
-        from realtime_sam.model.runners import InferenceRunner
-
-        runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
-    elif scheduler is None:
+    if runner_for is not None and scheduler is None:
         raise ValueError("open_streams: runner_for needs a scheduler")
+    workers: list[SerialWorker] = []
+    opened: list[tuple[StreamSpec, Config, Any, list[Any]]] = []  # (spec, its config, source, sinks)
     runs: list[StreamRun] = []
-    sources: list[Any] = []
     try:
+        # Sources, prompts and outputs before the model: a bad one fails in a second, not after a download.
         for spec in specs:
             cfg = stream_config(config, spec)
             source = open_source(spec.source, cfg.source, on_status=on_status(spec) if on_status else None)
-            sources.append(source)
-            sinks = list(sinks_for(spec, source, cfg)) if sinks_for is not None else []
+            opened.append((spec, cfg, source, []))
+            w, h = source.size
+            for p in (*spec.prompts, *common):
+                clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
+            if sinks_for is not None:
+                opened[-1][3].extend(sinks_for(spec, source, cfg))
+        if runner_for is None:
+            if model is None:
+                from realtime_sam.model.loader import load_model
+
+                model = load_model(config.model, progress=progress)
+            if scheduler is None:
+                workers.append(SerialWorker("rtsam-shared-encoder"))
+                scheduler = shared_scheduler(model, len(specs), submit=workers[0].submit)
+            from realtime_sam.model.runners import InferenceRunner
+
+            runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
+        for spec, cfg, source, sinks in opened:
             engine = Engine.from_config(cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name))
             w, h = source.size
             for p in (*spec.prompts, *common):
@@ -343,8 +349,10 @@ def open_streams(
     except BaseException:
         for r in runs:
             r.pipeline.close()  # closes its sinks and source
-        for s in sources[len(runs):]:
-            s.close()
+        for _spec, _cfg, source, sinks in opened[len(runs):]:
+            for sink in sinks:
+                sink.close()
+            source.close()
         for w in workers:
             w.close(timeout=1.0)
         raise

@@ -72,8 +72,6 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     paths = [str(Path(s.path).resolve()) for v in plans.values() for s in v]
     if len(set(paths)) != len(paths):
         raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
-    if not any(plans.values()):
-        print("note: nothing is saved; add --output 'out/{name}.mp4' and/or --save-masks 'out/{name}.jsonl'", file=sys.stderr)
 
     renderer = Renderer(config.render)
     quiet = args.quiet
@@ -93,6 +91,8 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         return [open_sinks(plans[spec.name], fps=source.fps or 25.0, config=cfg.output, renderer=renderer, source_name=source.name)]
 
     multi = open_streams(specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet)
+    if not any(plans.values()):
+        say("note: nothing is saved; add --output 'out/{name}.mp4' and/or --save-masks 'out/{name}.jsonl'")
     say(f"streams: {', '.join(s.name for s in specs)} (one model, {multi.scheduler.max_batch if multi.scheduler else 1} image(s) per encode)")
     frames = 0
     with cli._StopOnSignal(multi.stop) as signals:
