@@ -388,3 +388,25 @@ def test_track_many_shares_one_model_and_tags_results(clips, checkpoint_path):
         assert r.encode_age_s is not None and r.encode_age_s >= 0
     assert got == {"a": list(range(12)), "second": list(range(9))}
     assert calls == [1, 1]  # one encode per stream (re-encode interval 1000), one image at a time on the CPU
+
+
+def test_an_endless_live_stream_beside_a_file_can_be_stopped_alone(clips, tmp_path):
+    from realtime_sam.testing.fakes import LoopingSceneSource
+    from realtime_sam.testing.synthetic import standard_scene
+
+    multi = _fake_streams([StreamSpec("a", str(clips["a"]), prompts=(ObjectPrompt(box=(5, 5, 40, 40)),))], tmp_path)
+    live_source = LoopingSceneSource(standard_scene(160, 120, num_frames=10), fps=30)
+    engine = Engine(SharedRunner(BoxRunner(), multi.scheduler, "live"))
+    engine.add_object(ObjectPrompt(box=(5, 5, 40, 40)))
+    live = StreamRun("live", live_source, engine, Pipeline(live_source, engine))
+    counts = {"a": 0, "live": 0}
+    with MultiPipeline([*multi.runs, live], multi.scheduler) as both:
+        for r in both:
+            counts[r.stream] += 1
+            if r.stream == "live" and counts["live"] == 5:
+                both.stop_stream("live")
+        status = {s.name: s for s in both.status()}
+    assert counts["a"] == 12 and 5 <= counts["live"] <= 7  # at most what was already in flight after the stop
+    assert status["live"].live and not status["a"].live
+    assert status["live"].state == "done" and status["live"].error is None and both.errors == {}
+    assert status["live"].encodes >= 1
