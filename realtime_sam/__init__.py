@@ -31,6 +31,9 @@ _LAZY = {
     "Config": "config",
     # streaming tracking
     "track": "app.api",
+    "track_many": "app.multi",
+    "StreamResult": "app.multi",
+    "StreamSpec": "app.streams",
     "Pipeline": "app.pipeline",
     "Engine": "tracking.engine",
     "ModelRunner": "tracking.model_runner",

@@ -218,7 +218,9 @@ def test_no_display_suggests_headless(capsys, monkeypatch, small_clip):
 )
 def test_source_output_and_weights_errors(capsys, tmp_path, monkeypatch, small_clip, extra, fragment):
     monkeypatch.chdir(tmp_path)
-    argv = ["--headless", "--device", "cpu", "--source", str(small_clip), *extra]
+    # A --source in extra replaces the clip (a repeated --source would be a second stream).
+    base = [] if "--source" in extra else ["--source", str(small_clip)]
+    argv = ["--headless", "--device", "cpu", *base, *extra]
     assert cli.main(argv) == 2
     line = single_error(capsys)
     assert line.startswith("error: ") and fragment in line

@@ -138,7 +138,7 @@ def test_the_engine_imports_without_torch():
 PUBLIC = [
     "sam_model_registry", "SamPredictor", "track", "annotate", "ObjectPrompt", "Engine", "Pipeline", "open_source",
     "load_config", "Config", "ModelConfig", "load_model", "ModelRunner",
-    "Frame", "FrameResult", "TrackResult", "TrackState",
+    "Frame", "FrameResult", "TrackResult", "TrackState", "track_many", "StreamResult", "StreamSpec",
 ]
 
 

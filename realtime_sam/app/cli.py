@@ -61,6 +61,10 @@ examples:
   realtime-sam --source rtsp://user:pass@camera/stream --auto --save-masks masks/ --mask-format png
       find objects by themselves; one indexed PNG per frame
   realtime-sam --source clip.mp4 --config cpu --set engine.reencode_every=10 --max-frames 300
+  realtime-sam --headless --source a.mp4 --source rtsp://cam/live --save-masks 'out/{name}.jsonl'
+      several streams, one model; {name} = file stem, camera index (cam0), URL slug
+  realtime-sam --headless --sources streams.yaml --output 'out/{name}.mp4'
+      streams with their own names, prompts and settings
   realtime-sam weights download
       fetch the MobileSAM weights (40 MB) before going offline
   realtime-sam --source clip.mp4 --headless --detect yolo11n.pt --classes person,car --save-masks tracks.jsonl
@@ -122,11 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("input")
     src.add_argument(
         "--source",
-        required=True,
+        action="append",
         metavar="SRC",
         help="webcam index (0), video file, image folder or glob, rtsp://, rtmp://, http(s):// URL, lavfi:GRAPH, "
-        "or demo (a short clip that ships with the package, three objects preset)",
+        "or demo (a short clip that ships with the package, three objects preset); "
+        "repeat for several streams in one process, one model: then {name} goes in --output/--save-masks",
     )
+    src.add_argument("--sources", metavar="FILE", help="YAML list of streams: name, source, prompts, settings (see README, Several cameras)")
+    src.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the streams on Ray actors (pip install 'realtime-sam[ray]'); no ADDRESS = a local cluster")
+    src.add_argument("--workers", type=_int_at_least(1), default=2, metavar="K", help="Ray actors, each holding one model (default: 2)")
     src.add_argument("--realtime", action="store_true", help="play files at their frame rate, dropping frames the model cannot keep up with")
     src.add_argument("--max-frames", type=_int_at_least(1), metavar="N", help="stop after N processed frames")
 
@@ -446,7 +454,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed it
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
+        if args.sources or len(args.source or []) > 1 or args.ray is not None:
+            from realtime_sam.app.multi_cli import run_streams, stream_specs
+
+            return run_streams(args, stream_specs(args))
+        if not args.source:
+            parser.error("the following arguments are required: --source (or --sources FILE)")
+        args.source = args.source[0]
+        if "{name}" in f"{args.output or ''}{args.save_masks or ''}":
+            from realtime_sam.app.streams import expand_path, stream_name
+
+            name = stream_name(args.source)
+            args.output = expand_path(args.output, name, several=False, flag="--output")
+            args.save_masks = expand_path(args.save_masks, name, several=False, flag="--save-masks")
         return _run(args)
+    except SystemExit as exc:  # parser.error above
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -39,7 +39,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult
 
-__all__ = ["PipelineConfig", "PipelineStats", "Pipeline"]
+__all__ = ["PipelineConfig", "PipelineStats", "Pipeline", "SerialWorker"]
 
 _END = object()
 
@@ -535,3 +535,14 @@ class Pipeline:
                 sink.close()
             except BaseException as exc:
                 self._errors.append(exc)
+
+
+class SerialWorker(_Worker):
+    """One daemon thread that runs submitted calls in order: ``submit(fn, *args) -> Future``; ``close(timeout)``.
+
+    Public for the shared encoder of several streams
+    (:class:`~realtime_sam.app.scheduler.EncodeScheduler`): every encode runs
+    on this one thread, so the encoder's large activations are allocated in
+    one thread's heap arena (with :func:`~realtime_sam.model.device.tune_cpu_allocator`
+    each arena keeps its peak: encodes spread over K threads kept K peaks).
+    """

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -185,6 +186,36 @@ class InferenceModel:
             input_size=(int(resized.shape[2]), int(resized.shape[3])),
             original_size=(int(original_size[0]), int(original_size[1])),
         )
+
+    @torch.inference_mode()
+    def encode_batch(self, images: Sequence[np.ndarray], image_format: str = "RGB") -> list[Embedding]:
+        """Embed several images (each ``HxWx3 uint8`` in ``image_format`` order; sizes may differ) in one encoder call.
+
+        Each image is resized and padded to the ``img_size`` square as in
+        :meth:`encode`, the ``Bx3xSxS`` batch goes through the encoder once,
+        and embedding ``i`` is that of ``images[i]`` (the same as
+        ``encode(images[i])`` up to float rounding). The exported encoders
+        take one image at a time: they, and a single image, are encoded in turn.
+        """
+        if len(images) <= 1 or self.backend in _EXPORTED:
+            return [self.encode(im, image_format) for im in images]
+        xs, inputs, originals = [], [], []
+        for image in images:
+            check_image(image, image_format, "encode_batch")
+            if image_format == "BGR":
+                image = image[..., ::-1]
+            h, w = image.shape[:2]
+            target = self.transform.get_preprocess_shape(h, w, self.img_size)
+            t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
+            resized = self.transform.apply_image_torch_uint8(t, target)
+            xs.append(self.sam_reference.preprocess(resized.to(self.device, torch.float32)))  # padded to SxS
+            inputs.append((int(resized.shape[2]), int(resized.shape[3])))
+            originals.append((int(h), int(w)))
+        features = self.encoder(torch.cat(xs).to(self.dtype)).to(self.device, torch.float32)
+        return [
+            Embedding(features=features[i : i + 1], input_size=inputs[i], original_size=originals[i])
+            for i in range(len(images))
+        ]
 
     # -- decoding ------------------------------------------------------------------------
 

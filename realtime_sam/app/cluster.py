@@ -1,0 +1,388 @@
+"""Streams on a pool of Ray actors: ``--ray [ADDRESS] --workers K`` (needs ``pip install 'realtime-sam[ray]'``).
+
+::
+
+    driver (this process)                      actor 1 (one model)              actor 2 (one model)
+    jobs -> pin each stream to an actor  --->  run(job) per stream, on its  ..  run(job) ...
+         <- outcome, or "actor died"           own Pipeline threads, encodes
+            -> restart its streams on          through the actor's shared
+               another actor                   EncodeScheduler
+
+* Each actor holds one model and runs the streams pinned to it side by side
+  (a threaded actor: one :meth:`StreamWorker.run` call per stream, each a
+  :class:`~realtime_sam.app.pipeline.Pipeline` of its own).
+* A stream is pinned to one actor, since its engine state lives there. When
+  an actor dies, its streams start again on the least-loaded live actor (a
+  new one when none is left): they reopen their source and encode afresh.
+* Outputs are JSONL mask files (``--save-masks`` with ``{name}``) on storage
+  every actor can reach. A restarted stream **appends** to its file: a line
+  cut short by the crash is dropped first, a file resumes after its last
+  complete frame (frames before it are read and skipped), a live stream's
+  frame numbers go on from there, and new track ids start above every id
+  the file already holds, so none is reused. The objects it tracked are
+  prompted again from their last boxes.
+* A stream whose source ended cleanly gets ``NAME.jsonl.done`` beside its
+  output; a run over recorded files skips every file whose output has it,
+  so a batch job can be stopped and resumed.
+
+The driver imports Ray only inside :func:`run_on_ray`; without Ray installed
+``--ray`` is a one-line error that says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from realtime_sam.app.streams import StreamSpec
+from realtime_sam.errors import ConfigError, SinkError
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt
+
+__all__ = ["StreamJob", "StreamOutcome", "ResumePoint", "resume_point", "done_marker", "AppendingJsonl", "StreamWorker", "run_on_ray"]
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    """One stream for an actor (picklable).
+
+    Attributes:
+        spec: the stream (name, source, its prompts and settings).
+        masks_path: its JSONL output (``{name}`` already replaced).
+        prompts: objects added to every stream (the command line's).
+        config: the run's configuration (the stream's settings go over it on the actor).
+    """
+
+    spec: StreamSpec
+    masks_path: str
+    prompts: tuple[ObjectPrompt, ...] = ()
+    config: Any = None
+
+
+@dataclass(frozen=True)
+class StreamOutcome:
+    """How one stream ended.
+
+    Attributes:
+        name: the stream.
+        state: ``done`` (source ended, output complete), ``stopped`` (max_frames or stop), ``skipped``
+            (its output was already complete) or ``failed``.
+        frames: frames in its output file now.
+        attempts: actors it ran on (more than 1 after restarts).
+        error: why it failed.
+    """
+
+    name: str
+    state: str
+    frames: int
+    attempts: int = 1
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a stream's output file leaves off.
+
+    Attributes:
+        next_frame: one past the last complete frame's index (0 for a new file).
+        next_id: one above the highest track id in the file (1 for a new file).
+        frames: complete frame lines in the file.
+        last_tracks: ``(box, label)`` of the tracks alive in the last frame, to prompt them again.
+        complete: the stream finished cleanly before (``.done`` marker present).
+    """
+
+    next_frame: int = 0
+    next_id: int = 1
+    frames: int = 0
+    last_tracks: tuple[tuple[tuple[float, float, float, float], str | None], ...] = ()
+    complete: bool = False
+
+
+def done_marker(masks_path: str | os.PathLike[str]) -> Path:
+    """The file that says a stream's output is complete: ``PATH.done``."""
+    p = Path(masks_path)
+    return p.with_name(p.name + ".done")
+
+
+def resume_point(masks_path: str | os.PathLike[str]) -> ResumePoint:
+    """Read a stream's JSONL output (if any) to see where a restart takes over."""
+    from realtime_sam.output.jsonl import load_jsonl
+
+    p = Path(masks_path)
+    if not p.exists() or p.stat().st_size == 0:
+        return ResumePoint()
+    _header, frames = load_jsonl(p)
+    complete = done_marker(p).exists()
+    if not frames:
+        return ResumePoint(complete=complete)
+    ids = [t["id"] for f in frames for t in f["tracks"]]
+    last = frames[-1]
+    alive = tuple(
+        (tuple(float(v) for v in t["box"]), t.get("label"))
+        for t in last["tracks"]
+        if t.get("state") != "lost" and t["box"][2] > t["box"][0] and t["box"][3] > t["box"][1]
+    )
+    return ResumePoint(
+        next_frame=int(last["frame"]) + 1, next_id=max(ids, default=0) + 1, frames=len(frames),
+        last_tracks=alive, complete=complete,  # type: ignore[arg-type]
+    )
+
+
+class AppendingJsonl:
+    """The :class:`~realtime_sam.output.jsonl.JsonlSink` format, appended to an existing file.
+
+    A last line cut short by a crash is cut off first; the header is written
+    only when the file is new. Each frame is one unbuffered write, complete
+    on disk when :meth:`write` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, source: str | None = None, fps: float | None = None) -> None:
+        from realtime_sam.output.sink_base import prepare_file
+
+        self.path = prepare_file(path, "jsonl", "tracks.jsonl")
+        data = self.path.read_bytes()
+        keep = data.rfind(b"\n") + 1  # whatever follows the last newline is a line the crash cut short
+        if keep != len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(keep)
+        self._new = keep == 0
+        self.source, self.fps = source, fps
+        self._file = open(self.path, "ab", buffering=0)
+        self.frames_written = 0
+        self._closed = False
+
+    def write(self, result: FrameResult) -> None:
+        from realtime_sam import __version__
+        from realtime_sam.output.jsonl import JsonlSink
+        from realtime_sam.output.sink_base import write_all
+
+        if self._closed:
+            raise SinkError(f"write to the closed jsonl output {self.path}")
+        data = (json.dumps(JsonlSink.frame_record(result), separators=(",", ":")) + "\n").encode("utf-8")
+        if self._new:
+            header = {"realtime_sam": __version__, "source": self.source, "width": result.frame.width,
+                      "height": result.frame.height, "fps": self.fps}
+            data = (json.dumps(header) + "\n").encode("utf-8") + data
+            self._new = False
+        write_all(self._file, data, self.path, "jsonl")
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._file.close()
+
+
+class _Resumed:
+    """A source picking up where an output file left off: a file skips the frames already written,
+    a live source numbers its frames from there on."""
+
+    def __init__(self, source: Any, next_frame: int) -> None:
+        self.source = source
+        self.next_frame = next_frame
+        self.live = bool(getattr(source, "live", False))
+        self.size, self.fps, self.name = source.size, source.fps, source.name
+        self.num_frames = getattr(source, "num_frames", None)
+
+    def read(self) -> Frame | None:
+        while True:
+            frame = self.source.read()
+            if frame is None or self.next_frame == 0:
+                return frame
+            if self.live:
+                return Frame(frame.index + self.next_frame, frame.image, frame.timestamp, frame.capture_time)
+            if frame.index >= self.next_frame:
+                return frame
+
+    def interrupt(self) -> None:
+        fn = getattr(self.source, "interrupt", None)
+        if callable(fn):
+            fn()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class StreamWorker:
+    """What each Ray actor is: one model, and any number of streams run on it side by side.
+
+    Plain Python (tested without Ray); :func:`run_on_ray` wraps it with ``ray.remote``.
+    """
+
+    def __init__(self, model_config: Any, *, runner_for: Callable[[], Any] | None = None, scheduler: Any = None) -> None:
+        from realtime_sam.app.multi import shared_scheduler
+
+        if runner_for is None:
+            from realtime_sam.model.loader import load_model
+            from realtime_sam.model.runners import InferenceRunner
+
+            from realtime_sam.app.pipeline import SerialWorker
+
+            model = load_model(model_config, progress=False)
+            self._encoder = SerialWorker("rtsam-shared-encoder")  # lives as long as the actor
+            scheduler = shared_scheduler(model, 8, submit=self._encoder.submit)
+            runner_for = lambda: InferenceRunner(model)  # noqa: E731
+        self._runner_for = runner_for
+        self._scheduler = scheduler
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, job: StreamJob) -> StreamOutcome:
+        """Run one stream to its end, appending to its output; returns how it ended (errors raise)."""
+        from realtime_sam.app.multi import stream_config
+        from realtime_sam.app.pipeline import Pipeline
+        from realtime_sam.app.scheduler import SharedRunner
+        from realtime_sam.capture.sources import open_source
+        from realtime_sam.tracking.engine import Engine
+        from realtime_sam.tracking.prompts import clamp_prompt
+        from realtime_sam.tracking.tracks import IdCounter
+
+        spec = job.spec
+        cfg = stream_config(job.config, spec)
+        start = resume_point(job.masks_path)
+        if start.complete:
+            return StreamOutcome(spec.name, "skipped", start.frames)
+        pipe_cfg = cfg.pipeline
+        if pipe_cfg.max_frames and start.next_frame:
+            left = pipe_cfg.max_frames - start.frames
+            if left <= 0:
+                return StreamOutcome(spec.name, "stopped", start.frames)
+            pipe_cfg = replace(pipe_cfg, max_frames=left)
+        source = _Resumed(open_source(spec.source, cfg.source), start.next_frame)
+        try:
+            runner = SharedRunner(self._runner_for(), self._scheduler, f"{spec.name}@{start.next_frame}")
+            engine = Engine(
+                runner, cfg.engine, tracker_config=cfg.tracker, propagation_config=cfg.propagation,
+                discovery_config=cfg.discovery, ids=IdCounter(start.next_id),
+            )
+            w, h = source.size
+            prompts = [p for p in (*spec.prompts, *job.prompts) if start.next_frame == 0 or p.start_frame >= start.next_frame]
+            # After a restart, the objects it was tracking are prompted again where they were last seen.
+            prompts = [ObjectPrompt(box=box, label=label) for box, label in start.last_tracks] + prompts
+            for p in prompts:
+                try:
+                    engine.add_object(clamp_prompt(p, w, h))
+                except Exception:  # a box gone out of the frame: that object is not taken up again
+                    continue
+            sink = AppendingJsonl(job.masks_path, source=source.name, fps=source.fps)
+        except BaseException:
+            source.close()
+            raise
+        with Pipeline(source, engine, sinks=[sink], config=pipe_cfg) as pipeline:
+            pipeline.run()  # a source or engine error raises here, the output complete up to it
+            stopped = pipeline.stopped
+        end = resume_point(job.masks_path)
+        if stopped or source.live:
+            return StreamOutcome(spec.name, "stopped", end.frames)
+        done_marker(job.masks_path).write_text(json.dumps({"frames": end.frames}) + "\n")
+        return StreamOutcome(spec.name, "done", end.frames)
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    alive: bool = True
+    streams: set[str] = field(default_factory=set)
+
+
+def run_on_ray(
+    jobs: Sequence[StreamJob],
+    *,
+    model_config: Any,
+    workers: int,
+    address: str | None = None,
+    max_restarts: int = 3,
+    on_event: Callable[[str], None] = lambda text: None,
+    on_started: Callable[[list[Any]], None] | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+) -> list[StreamOutcome]:
+    """Run ``jobs`` on ``workers`` Ray actors; restart a dead actor's streams elsewhere.
+
+    Args:
+        jobs: one per stream; a job whose output is already complete is skipped.
+        model_config: the model every actor loads (``config.model``).
+        workers: actors in the pool.
+        address: a running cluster (``ray://host:10001``, ``auto``); ``None`` starts a local one
+            (or uses the one this process already joined).
+        max_restarts: how often one stream may be restarted after its actor died.
+        on_event: receives one line per event (started on, restarted, done, failed).
+        on_started: called with the actor handles once they exist (tests kill one).
+        num_cpus, num_gpus: each actor's Ray resources.
+
+    Returns:
+        One :class:`StreamOutcome` per job, in job order.
+
+    Raises:
+        ConfigError: Ray is not installed.
+    """
+    try:
+        import ray
+        from ray.exceptions import RayActorError
+    except ImportError:
+        raise ConfigError("--ray needs the ray package: pip install 'realtime-sam[ray]'") from None
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    outcomes: dict[str, StreamOutcome] = {}
+    todo = []
+    for job in jobs:
+        start = resume_point(job.masks_path)
+        if start.complete:
+            outcomes[job.spec.name] = StreamOutcome(job.spec.name, "skipped", start.frames, attempts=0)
+            on_event(f"{job.spec.name}: output already complete, skipped")
+        else:
+            todo.append(job)
+    if not todo:
+        return [outcomes[j.spec.name] for j in jobs]
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max(2, len(todo) + 1), max_restarts=0)(StreamWorker)
+    actors = [_Actor(remote.remote(model_config)) for _ in range(min(workers, max(1, len(todo))))]
+    if on_started is not None:
+        on_started([a.handle for a in actors])
+    attempts: dict[str, int] = {}
+    pending: dict[Any, tuple[StreamJob, _Actor]] = {}
+
+    def submit(job: StreamJob, actor: _Actor) -> None:
+        attempts[job.spec.name] = attempts.get(job.spec.name, 0) + 1
+        actor.streams.add(job.spec.name)
+        pending[actor.handle.run.remote(job)] = (job, actor)
+
+    for i, job in enumerate(todo):
+        submit(job, actors[i % len(actors)])
+        on_event(f"{job.spec.name}: on worker {i % len(actors) + 1}")
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        ref = ready[0]
+        job, actor = pending.pop(ref)
+        name = job.spec.name
+        actor.streams.discard(name)
+        try:
+            outcome = ray.get(ref)
+            outcomes[name] = replace(outcome, attempts=attempts[name])
+            on_event(f"{name}: {outcome.state}, {outcome.frames} frames")
+        except RayActorError:
+            actor.alive = False
+            if attempts[name] > max_restarts:
+                outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], "its workers kept dying")
+                on_event(f"{name}: failed, its workers kept dying")
+                continue
+            live = [a for a in actors if a.alive]
+            if not live:
+                actors.append(_Actor(remote.remote(model_config)))
+                live = actors[-1:]
+            target = min(live, key=lambda a: len(a.streams))
+            on_event(f"{name}: worker died, restarting on worker {actors.index(target) + 1}")
+            submit(job, target)
+        except Exception as exc:  # the stream's own failure (a damaged file, a source that gave up)
+            cause = getattr(exc, "cause", None) or exc
+            text = str(cause).strip().splitlines()
+            outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], text[-1] if text else type(cause).__name__)
+            on_event(f"{name}: failed: {outcomes[name].error}")
+    for a in actors:
+        if a.alive:
+            ray.kill(a.handle)
+    return [outcomes[j.spec.name] for j in jobs]

@@ -1,0 +1,345 @@
+"""The window for several streams: a grid of tiles, each click going to the stream under it.
+
+::
+
+    +-----------+-----------+
+    | 1 door    | 2 yard    |     keys 1-9: show that stream alone (full size)
+    |           |           |     0 or g:   back to the grid
+    +-----------+-----------+     click / drag / right-click / d: as in the single-stream
+    | 3 cam0    |           |     window, on the stream under the cursor
+    +-----------+-----------+     space pause all, c clear all, a auto on/off (all), q / Esc quit
+
+Each stream's frame is scaled to fit a cell (at most ``max_cell`` pixels,
+never enlarged); clicks are mapped back to that stream's pixels
+(:meth:`GridLayout.locate`). The mouse and key handling is
+:class:`~realtime_sam.app.ui.Interaction`'s, shared with the single-stream
+window; :class:`GridLayout` and :func:`route` are pure and tested without a
+window. The window itself runs on the caller's thread and starts none.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from realtime_sam.app.ui import (
+    AddObject,
+    ClearAll,
+    Interaction,
+    Quit,
+    RefineObject,
+    RemoveAt,
+    SaveSnapshot,
+    ToggleAuto,
+    ToggleHelp,
+    TogglePause,
+    WindowError,
+    display_available,
+)
+from realtime_sam.errors import PromptError
+from realtime_sam.output.render import Renderer
+from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
+from realtime_sam.types import ObjectPrompt
+
+__all__ = ["GridLayout", "route", "GridWindow"]
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where each stream's tile sits in the window.
+
+    Attributes:
+        sizes: each stream's frame ``(width, height)``.
+        cell: ``(width, height)`` of a grid cell.
+        cols: cells per row.
+    """
+
+    sizes: tuple[tuple[int, int], ...]
+    cell: tuple[int, int]
+    cols: int
+
+    @classmethod
+    def for_sizes(cls, sizes: Sequence[tuple[int, int]], max_cell: tuple[int, int] = (640, 480)) -> "GridLayout":
+        """A near-square grid (``ceil(sqrt(K))`` columns) whose cells fit the largest scaled frame."""
+        sizes = tuple((int(w), int(h)) for w, h in sizes)
+        if not sizes:
+            raise ValueError("a grid needs at least one stream")
+        cols = math.ceil(math.sqrt(len(sizes)))
+        scaled = [(round(w * cls._fit(w, h, max_cell)), round(h * cls._fit(w, h, max_cell))) for w, h in sizes]
+        cell = (max(w for w, _ in scaled), max(h for _, h in scaled))
+        return cls(sizes, cell, cols)
+
+    @staticmethod
+    def _fit(w: int, h: int, box: tuple[int, int]) -> float:
+        return min(1.0, box[0] / max(w, 1), box[1] / max(h, 1))
+
+    def scale(self, i: int) -> float:
+        """Tile ``i``'s pixels per stream pixel (<= 1)."""
+        w, h = self.sizes[i]
+        return self._fit(w, h, self.cell)
+
+    def origin(self, i: int) -> tuple[int, int]:
+        """Top-left corner of tile ``i`` in the window."""
+        return (i % self.cols) * self.cell[0], (i // self.cols) * self.cell[1]
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        """The window's ``(width, height)``."""
+        rows = math.ceil(len(self.sizes) / self.cols)
+        return self.cols * self.cell[0], rows * self.cell[1]
+
+    def locate(self, x: float, y: float) -> tuple[int, float, float] | None:
+        """Window pixel ``(x, y)`` -> ``(stream index, x, y in that stream's pixels)``; ``None`` off every tile."""
+        for i, (w, h) in enumerate(self.sizes):
+            ox, oy = self.origin(i)
+            s = self.scale(i)
+            if ox <= x < ox + w * s and oy <= y < oy + h * s:
+                return i, (x - ox) / s, (y - oy) / s
+        return None
+
+    def compose(self, tiles: Sequence[np.ndarray | None]) -> np.ndarray:
+        """The window image (``HxWx3 uint8``) from one ``HxWx3`` image per stream (``None``: not shown yet)."""
+        W, H = self.canvas_size
+        canvas = np.zeros((H, W, 3), np.uint8)
+        for i, tile in enumerate(tiles):
+            if tile is None:
+                continue
+            w, h = self.sizes[i]
+            s = self.scale(i)
+            tw, th = max(1, round(w * s)), max(1, round(h * s))
+            if tile.shape[:2] != (th, tw):
+                tile = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_AREA)
+            ox, oy = self.origin(i)
+            canvas[oy : oy + th, ox : ox + tw] = tile[: H - oy, : W - ox]
+        return canvas
+
+
+def route(command: object, layout: GridLayout, shown: Sequence[int]) -> tuple[int, object] | None:
+    """A window command -> ``(stream position, command in that stream's pixels)``; ``None`` when it hits no tile.
+
+    ``shown`` maps tile positions to stream positions (all streams in the
+    grid, or the one stream shown alone). A box goes to the stream under
+    its centre, clamped to that stream's frame later.
+    """
+    if isinstance(command, AddObject):
+        p = command.prompt
+        if p.box is not None:
+            x0, y0, x1, y1 = p.box
+            hit = layout.locate((x0 + x1) / 2, (y0 + y1) / 2)
+        else:
+            hit = layout.locate(*p.points[0])
+        if hit is None:
+            return None
+        i = hit[0]
+        s = layout.scale(i)
+        ox, oy = layout.origin(i)
+
+        def back(x: float, y: float) -> tuple[float, float]:
+            return (x - ox) / s, (y - oy) / s
+
+        box = None if p.box is None else (*back(p.box[0], p.box[1]), *back(p.box[2], p.box[3]))
+        points = tuple(back(x, y) for x, y in p.points)
+        return shown[i], AddObject(replace(p, box=box, points=points))
+    if isinstance(command, (RemoveAt, RefineObject)):
+        hit = layout.locate(command.x, command.y)
+        if hit is None:
+            return None
+        return shown[hit[0]], type(command)(hit[1], hit[2])
+    return None
+
+
+class GridWindow:
+    """The OpenCV window over a :class:`~realtime_sam.app.multi.MultiPipeline`; it owns the window and nothing else."""
+
+    def __init__(
+        self,
+        *,
+        title: str = "realtime-sam",
+        renderer: Renderer | None = None,
+        max_cell: tuple[int, int] = (640, 480),
+        on_message: Callable[[str], None] | None = None,
+        snapshot_dir=".",
+    ) -> None:
+        self.title = title
+        self.renderer = renderer if renderer is not None else Renderer()
+        self.max_cell = max_cell
+        self.on_message = on_message if on_message is not None else (lambda text: print(text, file=sys.stderr))
+        self.snapshot_dir = snapshot_dir
+        self.interaction = Interaction()
+        self.focus: int | None = None  # a stream shown alone, or None for the grid
+        self.show_help = False
+        self._pending: list[object] = []
+        self._open = False
+
+    def open(self) -> None:
+        if self._open:
+            return
+        if not display_available():
+            raise WindowError("no display to show a window on (DISPLAY is not set); run with --headless")
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+            cv2.setMouseCallback(self.title, lambda e, x, y, f, _p=None: self._pending.extend(self.interaction.on_mouse(e, x, y, f)))
+        except cv2.error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+            raise WindowError(f"cannot open a window ({reason}); install opencv-python (not -headless) or run with --headless") from None
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass
+
+    def __enter__(self) -> "GridWindow":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def layout(self, sizes: Sequence[tuple[int, int]]) -> tuple[GridLayout, list[int]]:
+        """The layout for the current view and which stream each tile shows."""
+        if self.focus is not None and self.focus < len(sizes):
+            return GridLayout.for_sizes([sizes[self.focus]], max_cell=sizes[self.focus]), [self.focus]
+        return GridLayout.for_sizes(sizes, self.max_cell), list(range(len(sizes)))
+
+    def run(self, multi, *, on_result: Callable[[object], None] | None = None) -> str:
+        """Show every stream until all end (``"ended"``), ``q``/``Esc`` (``"quit"``) or the window closes (``"closed"``)."""
+        self.open()
+        runs = multi.runs
+        sizes = [tuple(r.source.size) for r in runs]
+        last: list = [None] * len(runs)
+        index = {r.name: i for i, r in enumerate(runs)}
+        try:
+            while True:
+                item = multi.poll(0.01)
+                dirty = False
+                if item is None and multi.ended:
+                    return "ended"
+                if item is not None:
+                    last[index[item.stream]] = item
+                    dirty = True
+                    if on_result is not None:
+                        on_result(item)
+                key = cv2.waitKeyEx(1)
+                if ord("1") <= key <= ord("9") and key - ord("1") < len(runs):
+                    self.focus, dirty = key - ord("1"), True
+                elif key in (ord("0"), ord("g")):
+                    self.focus, dirty = None, True
+                else:
+                    self._pending.extend(self.interaction.on_key(key))
+                layout, shown = self.layout(sizes)
+                commands, self._pending = self._pending, []
+                for command in commands:
+                    dirty = True
+                    if isinstance(command, Quit):
+                        multi.stop()
+                        return "quit"
+                    self._apply(command, layout, shown, runs, last)
+                if dirty:
+                    self._draw(layout, shown, runs, last)
+                try:
+                    if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                        multi.stop()
+                        return "closed"
+                except cv2.error:
+                    multi.stop()
+                    return "closed"
+        finally:
+            multi.stop()
+            self.close()
+
+    def _apply(self, command, layout: GridLayout, shown: list[int], runs, last) -> None:
+        try:
+            if isinstance(command, TogglePause):
+                paused = any(r.pipeline.paused for r in runs)
+                for r in runs:
+                    r.pipeline.resume() if paused else r.pipeline.pause()
+                self.on_message("resumed" if paused else "paused")
+                return
+            if isinstance(command, ClearAll):
+                for r in runs:
+                    r.engine.clear()
+                return
+            if isinstance(command, ToggleAuto):
+                enabled = not any(r.engine.auto for r in runs)
+                for r in runs:
+                    r.engine.set_auto(enabled)
+                return
+            if isinstance(command, ToggleHelp):
+                self.show_help = not self.show_help
+                return
+            if isinstance(command, SaveSnapshot):
+                self._snapshot(layout, shown, runs, last)
+                return
+            routed = route(command, layout, shown)
+            if routed is None:
+                return
+            i, cmd = routed
+            run, result = runs[i], last[i]
+            if result is None:
+                self.on_message(f"{run.name}: no frame yet; wait for the video before clicking")
+                return
+            w, h = result.result.frame.width, result.result.frame.height
+            if isinstance(cmd, AddObject):
+                run.engine.add_object(clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h))
+                self.on_message(f"{run.name}: new object")
+            elif isinstance(cmd, RemoveAt):
+                target = run.engine.track_at(cmd.x, cmd.y)
+                if target is not None:
+                    run.engine.remove_object(target)
+                    self.on_message(f"{run.name}: removed object {target}")
+            elif isinstance(cmd, RefineObject):
+                target = run.engine.track_at(cmd.x, cmd.y)
+                if target is not None:
+                    prompt = clamp_prompt(ObjectPrompt(points=((cmd.x, cmd.y),), labels=(0,), track_id=target), w, h)
+                    run.engine.add_object(prompt)
+        except PromptError as exc:
+            self.on_message(str(exc))
+
+    def _image(self, layout: GridLayout, shown: list[int], runs, last) -> np.ndarray:
+        tiles = []
+        for i in shown:
+            item = last[i]
+            if item is None:
+                tiles.append(None)
+                continue
+            image = self.renderer.annotate(item.result.frame.image, item.result)
+            age = "-" if item.encode_age_s is None else f"{item.encode_age_s:.1f}s"
+            label = f"{i + 1} {runs[i].name}  tracks {len(item.tracks)}  encode age {age}"
+            cv2.putText(image, label, (6, image.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(image, label, (6, image.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(image)
+        return layout.compose(tiles)
+
+    def _draw(self, layout: GridLayout, shown: list[int], runs, last) -> None:
+        image = self._image(layout, shown, runs, last)
+        box = self.interaction.preview_box
+        if box is not None:
+            image = self.renderer.draw_box_preview(image, box)
+        if self.show_help:
+            keys = (("1-9", "show one stream"), ("0 / g", "back to the grid"), ("click/drag", "new object in that stream"),
+                    ("d", "remove object under cursor"), ("space", "pause all"), ("q / Esc", "quit"))
+            image = self.renderer.draw_help(image, keys, title="Keys (h to hide)")
+        cv2.imshow(self.title, image)
+
+    def _snapshot(self, layout, shown, runs, last) -> None:
+        from pathlib import Path
+
+        folder = Path(self.snapshot_dir)
+        path = folder / f"realtime-sam-grid-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok = cv2.imwrite(str(path), self._image(layout, shown, runs, last))
+        except (OSError, cv2.error):
+            ok = False
+        self.on_message(f"snapshot saved: {path}" if ok else f"cannot save snapshot {path}")

@@ -1,0 +1,396 @@
+"""Several streams in one process: one model, one engine per stream, results tagged with their stream.
+
+::
+
+    stream "door":  Pipeline(source, Engine(SharedRunner)) --+
+    stream "yard":  Pipeline(source, Engine(SharedRunner)) --+--> MultiPipeline --> StreamResult(stream, result)
+                             |  encodes                       |
+                             +--> EncodeScheduler (one model, stalest stream first)
+
+Each stream is a :class:`~realtime_sam.app.pipeline.Pipeline` of its own
+(its capture and inference threads, its sinks, its engine with its own
+tracks and ids), so a stream that stalls or reconnects holds up nobody
+else: the only thing shared is the image encoder, whose
+:class:`~realtime_sam.app.scheduler.EncodeScheduler` serves the stalest
+waiting stream first. :class:`MultiPipeline` starts no thread of its own:
+it polls the streams' pipelines in turn from the caller's thread. A stream
+that fails ends alone (its outputs finalised up to then, its error kept in
+:attr:`StreamStatus.error`); the others go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from realtime_sam.app.pipeline import Pipeline, SerialWorker
+from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
+from realtime_sam.app.streams import StreamSpec, specs_from_sources
+from realtime_sam.types import FrameResult, ObjectPrompt
+
+if TYPE_CHECKING:
+    from realtime_sam.config import Config
+
+__all__ = ["StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "shared_scheduler", "open_streams", "track_many"]
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One processed frame of one stream.
+
+    Attributes:
+        stream: the stream's name.
+        result: the frame's :class:`~realtime_sam.types.FrameResult` (tracks, masks, timings).
+        encode_age_s: seconds since the frame behind the stream's newest embedding went to the encoder.
+    """
+
+    stream: str
+    result: FrameResult
+    encode_age_s: float | None = None
+
+    @property
+    def index(self) -> int:
+        return self.result.index
+
+    @property
+    def tracks(self):
+        return self.result.tracks
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """A snapshot of one stream.
+
+    Attributes:
+        name: the stream's name.
+        live: a camera, network stream or paced source (not a file read as fast as the model goes).
+        state: ``running``, ``done`` (its source ended or the run was stopped) or ``failed``.
+        frames_read, frames_processed, frames_dropped, model_fps: the stream's pipeline counters.
+        encodes: embeddings the shared encoder made for it.
+        encode_age_s: seconds since the frame behind its newest embedding went to the encoder (``None`` before the first).
+        tracks: objects in its latest result.
+        error: the one-line error that ended it (``state == "failed"``).
+    """
+
+    name: str
+    live: bool
+    state: str
+    frames_read: int
+    frames_processed: int
+    frames_dropped: int
+    model_fps: float
+    encodes: int
+    encode_age_s: float | None
+    tracks: int
+    error: str | None = None
+
+    def line(self) -> str:
+        """The stream's status line."""
+        age = "-" if self.encode_age_s is None else f"{self.encode_age_s:.1f} s"
+        text = (
+            f"{self.name}: {self.state}, frames {self.frames_read} read, {self.frames_processed} processed, "
+            f"{self.frames_dropped} dropped | model {self.model_fps:.1f} fps | encodes {self.encodes}, "
+            f"encode age {age} | tracks {self.tracks}"
+        )
+        return text + (f" | error: {self.error}" if self.error else "")
+
+
+class StreamRun:
+    """One stream of a :class:`MultiPipeline`: its source, engine and pipeline (sinks belong to the pipeline)."""
+
+    def __init__(self, name: str, source: Any, engine: Any, pipeline: Pipeline) -> None:
+        self.name = name
+        self.source = source
+        self.engine = engine
+        self.pipeline = pipeline
+        self.ended = False
+        self.error: BaseException | None = None
+        self.tracks = 0
+
+    @property
+    def live(self) -> bool:
+        return bool(getattr(self.source, "live", False)) or self.pipeline.config.realtime
+
+
+class MultiPipeline:
+    """Runs several streams side by side and yields :class:`StreamResult` values as they come.
+
+    Use as a context manager and iterate; :meth:`stop` may be called from any
+    thread (a signal handler). A stream whose pipeline raises ends alone:
+    its error is in :meth:`status` and :attr:`errors`; iteration goes on
+    until every stream has ended.
+    """
+
+    def __init__(
+        self, runs: Sequence[StreamRun], scheduler: EncodeScheduler | None = None, *, workers: Sequence[SerialWorker] = ()
+    ) -> None:
+        names = [r.name for r in runs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names must be unique, got {names}")
+        self.runs = list(runs)
+        self.scheduler = scheduler
+        self._workers = list(workers)  # the shared encoder's thread, closed with the run
+        self._next = 0
+        self._stopped = False
+        self._closed = False
+
+    # -- control ---------------------------------------------------------------------------
+
+    def start(self) -> "MultiPipeline":
+        for r in self.runs:
+            r.pipeline.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask every stream to finish (outputs are finalised); safe from any thread."""
+        self._stopped = True
+        for r in self.runs:
+            r.pipeline.stop()
+            if self.scheduler is not None:
+                self.scheduler.withdraw(r.name)
+
+    def stop_stream(self, name: str) -> None:
+        """Finish one stream (its outputs are finalised); the others go on."""
+        r = self.run(name)
+        r.pipeline.stop()
+        if self.scheduler is not None:
+            self.scheduler.withdraw(name)
+
+    def close(self) -> None:
+        """Stop every stream and join its workers (bounded); sources closed."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        for r in self.runs:
+            r.pipeline.close()
+        for w in self._workers:
+            w.close(timeout=1.0)  # an encode still running is a daemon's; its result is not needed
+
+    def __enter__(self) -> "MultiPipeline":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, name: str) -> StreamRun:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(f"no stream named {name!r}; streams: {', '.join(x.name for x in self.runs)}")
+
+    # -- results ---------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return all(r.ended for r in self.runs)
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """The error that ended each failed stream, by name."""
+        return {r.name: r.error for r in self.runs if r.error is not None}
+
+    def __iter__(self) -> Iterator[StreamResult]:
+        while not self.ended:
+            item = self.poll(0.01)
+            if item is not None:
+                yield item
+
+    def poll(self, timeout: float = 0.0) -> StreamResult | None:
+        """The next result of any stream (taking them in turn), or ``None`` if none came within ``timeout``."""
+        self.start()
+        n = len(self.runs)
+        for k in range(n):
+            r = self.runs[(self._next + k) % n]
+            item = self._poll_one(r, 0.0)
+            if item is not None:
+                self._next = (self._next + k + 1) % n
+                return item
+        live = [r for r in self.runs if not r.ended]
+        if live and timeout > 0:
+            # Nothing ready anywhere: wait on one stream (in turn) rather than spin.
+            r = live[self._next % len(live)]
+            self._next = (self._next + 1) % n
+            return self._poll_one(r, timeout)
+        return None
+
+    def _poll_one(self, r: StreamRun, timeout: float) -> StreamResult | None:
+        if r.ended:
+            return None
+        try:
+            result = r.pipeline.poll(timeout)
+        except BaseException as exc:  # this stream's failure, not the run's
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            r.error, r.ended = exc, True
+            return None
+        if result is None:
+            if r.pipeline.ended:
+                r.ended = True
+            return None
+        r.tracks = len(result.tracks)
+        age = self.scheduler.stats(r.name).age_s if self.scheduler is not None else None
+        return StreamResult(r.name, result, age)
+
+    def status(self) -> list[StreamStatus]:
+        """Every stream's :class:`StreamStatus`, in the order given."""
+        out = []
+        for r in self.runs:
+            s = r.pipeline.stats
+            enc = self.scheduler.stats(r.name) if self.scheduler is not None else None
+            state = "failed" if r.error is not None else ("done" if r.ended else "running")
+            out.append(
+                StreamStatus(
+                    name=r.name, live=r.live, state=state,
+                    frames_read=s.frames_read, frames_processed=s.frames_processed,
+                    frames_dropped=s.frames_dropped, model_fps=s.model_fps,
+                    # An ended stream's embedding ages for nothing: its age is reported while it runs.
+                    encodes=enc.encodes if enc else 0, encode_age_s=enc.age_s if enc and state == "running" else None,
+                    tracks=r.tracks, error=None if r.error is None else str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__,
+                )
+            )
+        return out
+
+
+# ---------------------------------------------------------------- building the streams
+
+
+def shared_scheduler(model: Any, streams: int, submit: Callable[..., Any] | None = None) -> EncodeScheduler:
+    """An :class:`EncodeScheduler` over an :class:`~realtime_sam.model.runtime.InferenceModel`.
+
+    On a CUDA GPU up to ``streams`` images go in one encoder call
+    (:meth:`~realtime_sam.model.runtime.InferenceModel.encode_batch`); elsewhere
+    they run one at a time (a CPU gains nothing from batching and a stream
+    would wait for the others' encodes too). ``submit``: a
+    :class:`~realtime_sam.app.pipeline.SerialWorker`'s, to run every encode on its one thread.
+    """
+    batched = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+    return EncodeScheduler(
+        lambda images: model.encode_batch(images, "BGR"), max_batch=max(1, streams) if batched else 1, submit=submit
+    )
+
+
+def stream_config(base: Config, spec: StreamSpec) -> Config:
+    """``base`` with the stream's own settings applied over it."""
+    if not spec.settings:
+        return base
+    from realtime_sam.config import parse_config
+
+    return parse_config({k: dict(v) for k, v in spec.settings.items()}, base)
+
+
+def open_streams(
+    specs: Sequence[StreamSpec],
+    config: Config,
+    *,
+    prompts: Iterable[ObjectPrompt] = (),
+    sinks_for: Callable[[StreamSpec, Any, Config], Sequence[Any]] | None = None,
+    model: Any = None,
+    runner_for: Callable[[StreamSpec], Any] | None = None,
+    scheduler: EncodeScheduler | None = None,
+    on_status: Callable[[StreamSpec], Callable[[object], None] | None] | None = None,
+    progress: bool = False,
+) -> MultiPipeline:
+    """Open every stream's source, engine and sinks around one shared model; all or nothing.
+
+    Args:
+        specs: the streams (names unique).
+        config: the run's configuration; each stream's ``settings`` go over it.
+        prompts: objects added to every stream (after its own).
+        sinks_for: ``(spec, source, config) -> sinks`` for each stream (closed by its pipeline).
+        model: the shared :class:`~realtime_sam.model.runtime.InferenceModel`; loaded from
+            ``config.model`` when neither it nor ``runner_for`` is given.
+        runner_for: ``spec -> runner`` with ``embed``/``use`` (tests pass fakes); then ``scheduler`` is required.
+        scheduler: the encoder's scheduler (default: :func:`shared_scheduler` over ``model``).
+        on_status: ``spec -> callback`` for the live source's status events.
+
+    Raises:
+        RealtimeSamError: a source that does not open, a bad setting or output; whatever was opened is closed.
+    """
+    from realtime_sam.capture.sources import open_source
+    from realtime_sam.tracking.engine import Engine
+    from realtime_sam.tracking.prompts import clamp_prompt
+
+    common = list(prompts)
+    if runner_for is not None and scheduler is None:
+        raise ValueError("open_streams: runner_for needs a scheduler")
+    workers: list[SerialWorker] = []
+    opened: list[tuple[StreamSpec, Config, Any, list[Any]]] = []  # (spec, its config, source, sinks)
+    runs: list[StreamRun] = []
+    try:
+        # Sources, prompts and outputs before the model: a bad one fails in a second, not after a download.
+        for spec in specs:
+            cfg = stream_config(config, spec)
+            source = open_source(spec.source, cfg.source, on_status=on_status(spec) if on_status else None)
+            opened.append((spec, cfg, source, []))
+            w, h = source.size
+            for p in (*spec.prompts, *common):
+                clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
+            if sinks_for is not None:
+                opened[-1][3].extend(sinks_for(spec, source, cfg))
+        if runner_for is None:
+            if model is None:
+                from realtime_sam.model.loader import load_model
+
+                model = load_model(config.model, progress=progress)
+            if scheduler is None:
+                workers.append(SerialWorker("rtsam-shared-encoder"))
+                scheduler = shared_scheduler(model, len(specs), submit=workers[0].submit)
+            from realtime_sam.model.runners import InferenceRunner
+
+            runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
+        for spec, cfg, source, sinks in opened:
+            engine = Engine.from_config(cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name))
+            w, h = source.size
+            for p in (*spec.prompts, *common):
+                engine.add_object(clamp_prompt(p, w, h))
+            runs.append(StreamRun(spec.name, source, engine, Pipeline(source, engine, sinks=sinks, config=cfg.pipeline)))
+    except BaseException:
+        for r in runs:
+            r.pipeline.close()  # closes its sinks and source
+        for _spec, _cfg, source, sinks in opened[len(runs):]:
+            for sink in sinks:
+                sink.close()
+            source.close()
+        for w in workers:
+            w.close(timeout=1.0)
+        raise
+    return MultiPipeline(runs, scheduler, workers=workers)
+
+
+def track_many(
+    sources: Sequence[str | int | StreamSpec],
+    *,
+    prompts: Iterable[ObjectPrompt] = (),
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    sinks: Mapping[str, Sequence[Any]] | None = None,
+    model: Any = None,
+) -> Iterator[StreamResult]:
+    """Track objects in several sources at once with one model; yields :class:`StreamResult` values.
+
+    Args:
+        sources: webcam indices, files, URLs, ``lavfi:`` graphs, or :class:`StreamSpec` values
+            (name, prompts and settings per stream). Plain sources are named by
+            :func:`~realtime_sam.app.streams.stream_name` (``result.stream``).
+        prompts: objects to track in every stream.
+        config, overrides: as for :func:`realtime_sam.track`.
+        sinks: ``{stream name: [sink, ...]}`` fed that stream's results.
+        model: a loaded :class:`~realtime_sam.model.runtime.InferenceModel` to share (default: loaded from ``config``).
+
+    Breaking out of the loop stops every stream and finalises the sinks.
+    """
+    from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
+
+    cfg = config if isinstance(config, _Config) else load_config(config, overrides)
+    if isinstance(config, _Config) and overrides:
+        cfg = parse_config(parse_overrides(overrides), cfg)
+    plain = [s for s in sources if not isinstance(s, StreamSpec)]
+    named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
+    specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
+    given = dict(sinks or {})
+    multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
+    with multi:
+        yield from multi
+

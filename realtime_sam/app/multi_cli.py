@@ -1,0 +1,174 @@
+"""``realtime-sam`` with several sources: ``--source A --source B ...`` or ``--sources streams.yaml``.
+
+One model serves every stream (see :mod:`realtime_sam.app.multi`). Outputs
+are per stream through ``{name}`` in ``--output`` / ``--save-masks``. Each
+stream prints its own status line every ``--status-interval`` seconds, and
+its events (disconnected, reconnecting ...) prefixed with its name.
+
+Exit status: 0 when every stream finished cleanly (its source ended, or
+``--max-frames``, or the user stopped the run with nothing failed); 1 when
+at least one stream failed part-way (a damaged file, a stream that gave up
+reconnecting; each failure is one ``error: NAME: ...`` line, its outputs
+are complete up to the failure, and the other streams ran on); 2 for a
+bad argument, input or setting before the run started; 130/143 after
+Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from realtime_sam.app.streams import StreamSpec, expand_path, load_streams_file, specs_from_sources
+from realtime_sam.errors import ConfigError
+
+__all__ = ["stream_specs", "run_streams"]
+
+
+def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
+    """The run's streams: the ``--sources`` file's, then one per ``--source`` (names unique)."""
+    specs = load_streams_file(args.sources) if args.sources else []
+    specs += specs_from_sources(args.source or [])
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"stream name(s) {', '.join(dup)} used twice; name the streams in the --sources file")
+    return specs
+
+
+def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
+    """Run several streams (in a grid window unless ``--headless``); returns the exit status (see the module docstring)."""
+    from realtime_sam.app import cli
+    from realtime_sam.app.multi import open_streams
+    from realtime_sam.output.render import Renderer
+    from realtime_sam.output.sinks import SinkSpec, open_sinks
+    from realtime_sam.tracking.prompts import prompts_from_args
+
+    if getattr(args, "ray", None) is not None:
+        return _run_on_ray(args, specs)
+    windowed = not args.headless
+    if windowed:
+        from realtime_sam.app.ui import WindowError, display_available
+
+        if not display_available():
+            raise WindowError("no display to show a window on (DISPLAY is not set); add --headless to run without one")
+    config = cli.build_config(args)
+    prompts = prompts_from_args(args.box, args.point, args.prompts)
+    several = len(specs) > 1
+    # Check every path before opening anything: a missing {name} is a usage error, not a half-run.
+    plans: dict[str, list[SinkSpec]] = {}
+    for spec in specs:
+        video = expand_path(spec.output or args.output, spec.name, several=several and spec.output is None, flag="--output")
+        out = [SinkSpec("video", Path(video))] if video else []
+        masks = spec.save_masks or args.save_masks
+        if masks is not None:
+            sub = argparse.Namespace(**{**vars(args), "save_masks": expand_path(masks, spec.name, several=several and spec.save_masks is None, flag="--save-masks")})
+            out.append(cli._mask_spec(sub))
+        plans[spec.name] = out
+    paths = [str(Path(s.path).resolve()) for v in plans.values() for s in v]
+    if len(set(paths)) != len(paths):
+        raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
+
+    renderer = Renderer(config.render)
+    quiet = args.quiet
+
+    def say(text: str, important: bool = False) -> None:
+        if important or not quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def events(spec: StreamSpec):
+        def on(event: Any) -> None:
+            important = getattr(event, "kind", "") in ("disconnected", "gave_up", "reconnected")
+            say(f"{spec.name}: source: {event.message}", important)
+
+        return on
+
+    def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
+        return [open_sinks(plans[spec.name], fps=source.fps or 25.0, config=cfg.output, renderer=renderer, source_name=source.name)]
+
+    multi = open_streams(specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet)
+    if not any(plans.values()):
+        say("note: nothing is saved; add --output 'out/{name}.mp4' and/or --save-masks 'out/{name}.jsonl'")
+    say(f"streams: {', '.join(s.name for s in specs)} (one model, {multi.scheduler.max_batch if multi.scheduler else 1} image(s) per encode)")
+    frames = 0
+    with cli._StopOnSignal(multi.stop) as signals:
+        try:
+            with multi:
+                next_status = [time.monotonic() + args.status_interval]
+
+                def tick() -> None:  # each stream's status line, every --status-interval
+                    now = time.monotonic()
+                    if now >= next_status[0]:
+                        next_status[0] = now + args.status_interval
+                        for st in multi.status():
+                            say(st.line())
+
+                def took(_item: Any) -> None:
+                    nonlocal frames
+                    frames += 1
+                    tick()
+
+                if windowed:
+                    from realtime_sam.app.grid import GridWindow
+
+                    with GridWindow(renderer=renderer, on_message=say, snapshot_dir=args.snapshot_dir) as window:
+                        window.run(multi, on_result=took)
+                else:
+                    while not multi.ended:
+                        if multi.poll(0.05) is not None:
+                            frames += 1
+                        tick()
+        finally:
+            multi.close()
+    for st in multi.status():
+        say(st.line())
+    errors = multi.errors
+    for name, exc in errors.items():
+        print(f"error: {name}: {exc}", file=sys.stderr)
+    if signals.received is not None:
+        say(f"stopped by {signal.Signals(signals.received).name}: {frames} frames processed, outputs saved")
+        return cli._EXIT_BY_SIGNAL[signal.Signals(signals.received)]
+    if errors:
+        return cli.EXIT_DAMAGED
+    say(f"done: {frames} frames over {len(specs)} streams")
+    return cli.EXIT_OK
+
+
+def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
+    """``--ray``: the streams on a pool of Ray actors, JSONL outputs appended across restarts (see :mod:`realtime_sam.app.cluster`)."""
+    from realtime_sam.app import cli
+    from realtime_sam.app.cluster import StreamJob, run_on_ray
+    from realtime_sam.tracking.prompts import prompts_from_args
+
+    if args.output:
+        raise ConfigError("--output is not available with --ray (a video cannot be appended to after a worker dies); use --save-masks 'out/{name}.jsonl'")
+    if not args.save_masks and not all(s.save_masks for s in specs):
+        raise ConfigError("--ray needs --save-masks 'out/{name}.jsonl': the workers' results go to files")
+    config = cli.build_config(args)
+    prompts = tuple(prompts_from_args(args.box, args.point, args.prompts))
+    several = len(specs) > 1
+    jobs = []
+    for spec in specs:
+        path = spec.save_masks or expand_path(args.save_masks, spec.name, several=several, flag="--save-masks")
+        if not str(path).endswith(".jsonl") or (args.mask_format not in (None, "jsonl")):
+            raise ConfigError(f"--ray writes JSONL masks (appended after a restart); give a .jsonl path, not {path}")
+        jobs.append(StreamJob(spec=spec, masks_path=str(Path(path).resolve()), prompts=prompts, config=config))
+    if len({j.masks_path for j in jobs}) != len(jobs):
+        raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    # Each actor: one CPU, and one GPU when the model runs on CUDA.
+    gpus = 1.0 if str(config.model.device).startswith("cuda") else 0.0
+    outcomes = run_on_ray(jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say, num_gpus=gpus)
+    failed = [o for o in outcomes if o.state == "failed"]
+    for o in failed:
+        print(f"error: {o.name}: {o.error}", file=sys.stderr)
+    say("done: " + ", ".join(f"{o.name} {o.state} ({o.frames} frames)" for o in outcomes))
+    return cli.EXIT_DAMAGED if failed else cli.EXIT_OK

@@ -1,0 +1,148 @@
+"""Streams on Ray actors: resuming outputs after a worker dies (no Ray needed), and a real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from realtime_sam.app.cluster import AppendingJsonl, StreamJob, StreamWorker, done_marker, resume_point
+from realtime_sam.app.scheduler import EncodeScheduler
+from realtime_sam.app.streams import StreamSpec
+from realtime_sam.config import load_config
+from realtime_sam.output.jsonl import load_jsonl
+from realtime_sam.testing.fakes import BoxRunner
+from realtime_sam.types import ObjectPrompt
+
+RAY_MISSING = "ray is not installed (optional: pip install 'realtime-sam[ray]'); the Ray cluster test needs it"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    folder = tmp_path_factory.mktemp("cluster_clips")
+    return [
+        write_video(standard_scene(width=160, height=120, num_frames=n, seed=i), folder / f"clip{i}.mp4")
+        for i, n in enumerate((60, 50, 60, 50))
+    ]
+
+
+def _fake_worker() -> StreamWorker:
+    sched = EncodeScheduler(lambda images: [BoxRunner().embed(im) for im in images])
+    return StreamWorker(None, runner_for=BoxRunner, scheduler=sched)
+
+
+def test_a_restarted_stream_appends_continues_ids_and_marks_completion(clips, tmp_path):
+    out = tmp_path / "out" / "clip0.jsonl"
+    prompt = ObjectPrompt(box=(10, 10, 60, 60), label="thing")
+    cut = load_config(None, ["pipeline.max_frames=20", "engine.reencode_every=4"])
+    job = StreamJob(StreamSpec("clip0", str(clips[0])), str(out), (prompt,), cut)
+    first = _fake_worker().run(job)
+    assert first.state == "stopped" and first.frames == 20 and not done_marker(out).exists()
+    # A crash in the middle of a line: the restart drops the half line.
+    with open(out, "ab") as f:
+        f.write(b'{"frame": 20, "tracks": [{"id"')
+    before = resume_point(out)
+    assert (before.next_frame, before.frames, before.next_id) == (20, 20, 2)
+    assert before.last_tracks and before.last_tracks[0][1] == "thing"
+    whole = StreamJob(job.spec, str(out), (prompt,), load_config(None, ["engine.reencode_every=4"]))
+    second = _fake_worker().run(whole)
+    assert second.state == "done" and second.frames == 60
+    header, frames = load_jsonl(out)
+    assert header is not None and header["width"] == 160
+    assert [f["frame"] for f in frames] == list(range(60))  # every frame once, in order
+    assert out.read_text().count('"realtime_sam"') == 1  # one header: appended, not rewritten
+    ids_before = {t["id"] for f in frames[:20] for t in f["tracks"]}
+    ids_after = {t["id"] for f in frames[20:] for t in f["tracks"]}
+    assert ids_before == {1} and ids_after and min(ids_after) >= 2  # ids continue, none reused
+    assert {t.get("label") for f in frames[20:] for t in f["tracks"]} == {"thing"}  # taken up again from its last box
+    assert json.loads(done_marker(out).read_text()) == {"frames": 60}
+    # Complete: a further run skips it.
+    assert _fake_worker().run(whole).state == "skipped"
+
+
+def test_appending_to_a_new_file_writes_the_header_once(tmp_path):
+    import numpy as np
+
+    from realtime_sam.types import Frame, FrameResult
+
+    path = tmp_path / "a.jsonl"
+    for i in range(2):
+        sink = AppendingJsonl(path, source="x", fps=25.0)
+        sink.write(FrameResult(frame=Frame(i, np.zeros((4, 6, 3), np.uint8), i / 25, 0.0), tracks=()))
+        sink.close()
+    header, frames = load_jsonl(path)
+    assert header["source"] == "x" and header["width"] == 6 and [f["frame"] for f in frames] == [0, 1]
+
+
+def test_ray_flag_without_save_masks_or_with_video_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    from realtime_sam.app import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--source", "a.mp4", "--ray", "--headless"]) == 2
+    assert "--ray needs --save-masks" in capsys.readouterr().err
+    assert cli.main(["--source", "a.mp4", "--ray", "--headless", "--output", "o/{name}.mp4"]) == 2
+    assert "--output is not available with --ray" in capsys.readouterr().err
+
+
+@pytest.fixture
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason=RAY_MISSING)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def test_four_files_over_two_actors_with_one_killed(ray_cluster, clips, tmp_path, checkpoint_path):
+    from realtime_sam.app.cluster import run_on_ray
+
+    ray = ray_cluster
+    config = load_config(None, [f"model.weights={checkpoint_path}", "model.device=cpu", "engine.reencode_every=1000"])
+    outs = [tmp_path / f"clip{i}.jsonl" for i in range(4)]
+    jobs = [
+        StreamJob(StreamSpec(f"clip{i}", str(c)), str(o), (ObjectPrompt(box=(20, 20, 80, 80)),), config)
+        for i, (c, o) in enumerate(zip(clips, outs))
+    ]
+    # A finished file from an earlier run: skipped (the job resumes).
+    events: list[str] = []
+    killed: list[int] = []
+
+    def kill_first(actors) -> None:
+        pid = ray.get(actors[0].pid.remote())
+
+        def watch() -> None:  # actor 1 runs clip0 and clip2: kill it once clip0 is under way
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if outs[0].exists() and len(load_jsonl(outs[0])[1]) >= 3:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.02)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    outcomes = run_on_ray(jobs, model_config=config.model, workers=2, on_event=events.append, on_started=kill_first)
+    assert killed, events
+    by_name = {o.name: o for o in outcomes}
+    assert by_name["clip0"].attempts == 2 and "clip0: worker died, restarting on worker 2" in events
+    for i, (n, o) in enumerate(zip((60, 50, 60, 50), outs)):
+        assert by_name[f"clip{i}"].state == "done", (events, outcomes)
+        _, frames = load_jsonl(o)
+        assert [f["frame"] for f in frames] == list(range(n)), f"clip{i}"  # complete: every frame once
+        assert done_marker(o).exists()
+    # clip0's ids continue past the crash: the restarted run never reuses an id.
+    _, frames = load_jsonl(outs[0])
+    seen = [t["id"] for f in frames for t in f["tracks"]]
+    first_ids = {t["id"] for t in frames[0]["tracks"]}
+    assert first_ids == {1} and max(seen) >= 2
+    # Run again: everything is complete, so every file is skipped.
+    again = run_on_ray(jobs, model_config=config.model, workers=2)
+    assert [o.state for o in again] == ["skipped"] * 4

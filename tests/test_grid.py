@@ -1,0 +1,85 @@
+"""The window for several streams: layout and click routing (pure), and a real grid window under Xvfb."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from realtime_sam.app.grid import GridLayout, route
+from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt
+from realtime_sam.types import ObjectPrompt
+from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
+
+
+def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
+    layout = GridLayout.for_sizes([(320, 240), (1280, 960), (160, 120)], max_cell=(640, 480))
+    assert layout.cols == 2 and layout.cell == (640, 480) and layout.canvas_size == (1280, 960)
+    assert layout.scale(0) == 1.0 and layout.scale(1) == 0.5 and layout.scale(2) == 1.0  # never enlarged
+    assert [layout.origin(i) for i in range(3)] == [(0, 0), (640, 0), (0, 480)]
+    assert layout.locate(10, 20) == (0, 10, 20)
+    assert layout.locate(640 + 100, 50) == (1, 200, 100)  # back in the big stream's pixels
+    assert layout.locate(400, 100) is None  # right of stream 0's 320-pixel tile
+    assert layout.locate(700, 700) is None  # the empty fourth cell
+    assert layout.locate(20, 500) == (2, 20, 20)
+
+
+def test_compose_puts_each_stream_in_its_tile():
+    layout = GridLayout.for_sizes([(40, 30), (80, 60)], max_cell=(40, 30))
+    a = np.full((30, 40, 3), 50, np.uint8)
+    b = np.full((60, 80, 3), 200, np.uint8)
+    canvas = layout.compose([a, b])
+    assert canvas.shape == (30, 80, 3)
+    assert (canvas[:, :40] == 50).all() and (canvas[:, 40:] == 200).all()
+    assert (layout.compose([None, b])[:, :40] == 0).all()  # not shown yet: black
+
+
+def test_clicks_and_boxes_go_to_the_stream_under_them():
+    layout = GridLayout.for_sizes([(320, 240), (640, 480)], max_cell=(320, 240))
+    shown = [0, 1]
+    click = AddObject(ObjectPrompt(points=((330.0, 20.0),), labels=(1,)))
+    assert route(click, layout, shown) == (1, AddObject(ObjectPrompt(points=((20.0, 40.0),), labels=(1,))))
+    box = AddObject(ObjectPrompt(box=(10.0, 10.0, 110.0, 60.0)))
+    assert route(box, layout, shown) == (0, box)
+    assert route(RemoveAt(400.0, 100.0), layout, shown) == (1, RemoveAt(160.0, 200.0))
+    assert route(ClearAll(), layout, shown) is None
+    # One stream shown alone (key 2): the whole window is stream 1 at full size.
+    alone = GridLayout.for_sizes([(640, 480)], max_cell=(640, 480))
+    assert route(click, alone, [1]) == (1, click)
+
+
+def test_a_click_in_a_real_grid_window_goes_to_that_stream(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
+    from fixtures_app import app_command, app_env, frame_lines
+
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    clips = [write_video(standard_scene(320, 240, num_frames=300, seed=s), tmp_path / f"{n}.mp4", fps=5) for s, n in ((1, "left"), (2, "right"))]
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command(
+                "--source", str(clips[0]), "--source", str(clips[1]), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
+            ),
+            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    display = xvfb_display
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
+        # Two 320x240 streams side by side.
+        _wait(lambda: "Geometry: 640x240" in _xdo(display, "getwindowgeometry", wid), 60, "the grid", app, err_path)
+        _wait(lambda: frame_lines(tmp_path / "right.jsonl") and frame_lines(tmp_path / "left.jsonl"), 60, "frames", app, err_path)
+        _xdo(display, "mousemove", "--window", wid, "480", "120", "click", "1")  # the right tile's centre
+        _wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object", app, err_path)
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    right = frame_lines(tmp_path / "right.jsonl")
+    left = frame_lines(tmp_path / "left.jsonl")
+    assert all(not f["tracks"] for f in left)  # the click went to the right stream only
+    first = next(f for f in right if f["tracks"])
+    assert [t["id"] for t in first["tracks"]] == [1]
+    assert "error" not in err_path.read_text().lower()

@@ -1,0 +1,412 @@
+"""Several streams in one process: the shared encoder's scheduling, per-stream engines, names and stream files."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime_sam.app.multi import MultiPipeline, StreamRun, open_streams
+from realtime_sam.app.pipeline import Pipeline
+from realtime_sam.app.scheduler import EncodeCancelled, EncodeScheduler, SharedRunner
+from realtime_sam.app.streams import (
+    StreamSpec,
+    expand_path,
+    load_streams_file,
+    specs_from_sources,
+    stream_name,
+    unique_names,
+)
+from realtime_sam.config import Config
+from realtime_sam.errors import ConfigError, SinkError, SourceError
+from realtime_sam.output.sinks import open_sinks
+from realtime_sam.testing.fakes import BoxRunner
+from realtime_sam.tracking.engine import Engine
+from realtime_sam.types import Frame, ObjectPrompt
+
+# ------------------------------------------------------------------ the scheduler
+
+
+def _image(value: int) -> np.ndarray:
+    return np.full((4, 4, 3), value, np.uint8)
+
+
+def _wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+class _GatedEncoder:
+    """``encode_many`` that returns each image's fill value, and holds its calls until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls: list[list[int]] = []
+
+    def __call__(self, images):
+        values = [int(im[0, 0, 0]) for im in images]
+        self.calls.append(values)
+        self.gate.wait(5)
+        return values
+
+
+def _ask(sched: EncodeScheduler, key: str, value: int, out: dict) -> threading.Thread:
+    def go() -> None:
+        try:
+            out[(key, value)] = sched.encode(key, _image(value))
+        except BaseException as exc:
+            out[(key, value)] = exc
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("max_batch, calls", [(1, [[1], [2], [3], [4]]), (3, [[1], [2, 3, 4]])])
+def test_the_stalest_stream_encodes_first_and_waiting_streams_batch(max_batch, calls):
+    enc = _GatedEncoder()
+    sched = EncodeScheduler(enc, max_batch=max_batch)
+    out: dict = {}
+    threads = [_ask(sched, "a", 1, out)]
+    _wait_until(lambda: enc.calls)  # "a" is in the encoder
+    # While it runs: "a" again (it has an embedding now), then two streams that have none yet.
+    threads.append(_ask(sched, "a", 4, out))
+    _wait_until(lambda: len(sched._waiting) == 1)
+    threads.append(_ask(sched, "b", 2, out))
+    _wait_until(lambda: len(sched._waiting) == 2)
+    threads.append(_ask(sched, "c", 3, out))
+    _wait_until(lambda: len(sched._waiting) == 3)
+    enc.gate.set()
+    for t in threads:
+        t.join(5)
+    assert enc.calls == calls  # b and c (never encoded) before a's second encode
+    assert sched.order == ["a", "b", "c", "a"]
+    assert out == {("a", 1): 1, ("a", 4): 4, ("b", 2): 2, ("c", 3): 3}  # each caller gets its own embedding
+    assert sched.stats("a").encodes == 2 and sched.stats("b").encodes == 1
+    assert sched.batches == [len(c) for c in calls]
+
+
+def test_a_file_read_flat_out_does_not_starve_a_live_stream():
+    def enc(images):
+        time.sleep(0.005)
+        return [None] * len(images)
+
+    sched = EncodeScheduler(enc)
+    stop = threading.Event()
+    file_encodes = [0]
+
+    def file_loop() -> None:  # a file: asks again the moment it gets an embedding
+        while not stop.is_set():
+            sched.encode("file", _image(0))
+            file_encodes[0] += 1
+
+    t = threading.Thread(target=file_loop, daemon=True)
+    t.start()
+    _wait_until(lambda: file_encodes[0] >= 3)
+    ahead = []
+    for _ in range(6):  # a camera: one encode every few frames
+        time.sleep(0.02)
+        before = len(sched.order)
+        sched.encode("live", _image(1))
+        ahead.append(sched.order.index("live", before) - before)
+    stop.set()
+    t.join(5)
+    # Only the file encode already running when the camera asked can go before it.
+    assert max(ahead) <= 1, ahead
+    assert file_encodes[0] > 6
+    st = sched.stats("live")
+    assert st.encodes == 6 and st.age_s is not None and st.age_s >= 0
+
+
+def test_encoder_errors_reach_every_caller_of_the_batch_and_withdraw_cancels():
+    enc = _GatedEncoder()
+    sched = EncodeScheduler(enc)
+    out: dict = {}
+    t1 = _ask(sched, "a", 1, out)
+    _wait_until(lambda: enc.calls)
+    t2 = _ask(sched, "b", 2, out)
+    _wait_until(lambda: len(sched._waiting) == 1)
+    sched.withdraw("b")
+    t2.join(5)
+    assert isinstance(out[("b", 2)], EncodeCancelled)
+    enc.gate.set()
+    t1.join(5)
+    assert out[("a", 1)] == 1
+
+    def broken(images):
+        raise RuntimeError("encoder exploded")
+
+    bad = EncodeScheduler(broken)
+    with pytest.raises(RuntimeError, match="exploded"):
+        bad.encode("a", _image(0))
+    assert bad.stats("a").encodes == 0 and bad.stats("a").age_s is None
+
+
+def test_with_a_serial_worker_every_encode_runs_on_its_one_thread():
+    from realtime_sam.app.pipeline import SerialWorker
+
+    threads = []
+
+    def enc(images):
+        threads.append(threading.current_thread().name)
+        return [None] * len(images)
+
+    worker = SerialWorker("the-encoder")
+    try:
+        sched = EncodeScheduler(enc, submit=worker.submit)
+        out: dict = {}
+        callers = [_ask(sched, k, i, out) for i, k in enumerate(["a", "b", "c", "a"])]
+        for t in callers:
+            t.join(5)
+    finally:
+        worker.close(1.0)
+    assert len(threads) == 4 and set(threads) == {"the-encoder"}
+    assert len(out) == 4 and sched.stats("a").encodes == 2
+
+
+def test_shared_runner_makes_the_scheduled_embedding_current():
+    sched = EncodeScheduler(lambda images: [BoxRunner().embed(im) for im in images])
+    runner = SharedRunner(BoxRunner(), sched, "cam")
+    runner.encode(np.zeros((240, 320, 3), np.uint8))
+    low, iou = runner.decode(None, None, np.array([[10.0, 10.0, 100.0, 80.0]]), None, False)
+    mask = runner.masks(low[:, 0], (240, 320))[0]
+    ys, xs = np.nonzero(mask)
+    assert abs(xs.min() - 10) <= 2 and abs(xs.max() - 100) <= 2 and abs(ys.max() - 80) <= 2
+    assert sched.stats("cam").encodes == 1
+    with pytest.raises(TypeError, match="use"):
+        SharedRunner(object(), sched, "x")
+
+
+def test_encode_batch_gives_each_image_its_own_embedding(checkpoint_path):
+    from realtime_sam.model.config import ModelConfig
+    from realtime_sam.model.runtime import load_inference_model
+
+    model = load_inference_model(checkpoint_path, ModelConfig(device="cpu"))
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    batch = model.encode_batch([a, b], "BGR")
+    for image, got in zip([a, b], batch):
+        alone = model.encode(image, "BGR")
+        assert got.input_size == alone.input_size and got.original_size == alone.original_size
+        assert got.features.shape == alone.features.shape == (1, 256, 64, 64)
+        np.testing.assert_allclose(got.features.numpy(), alone.features.numpy(), atol=1e-4)
+    assert not np.allclose(batch[0].features.numpy(), batch[1].features.numpy())
+
+
+# ------------------------------------------------------------------ names, paths, the streams file
+
+
+def test_stream_names():
+    assert stream_name(0) == "cam0" and stream_name("2") == "cam2"
+    assert stream_name("/data/clips/door.mp4") == "door"
+    assert stream_name("rtsp://user:secret@10.0.0.5:554/live/main?token=abc") == "10_0_0_5_554_live_main"
+    assert stream_name("lavfi:testsrc2=size=320x240") == "lavfi_testsrc2_size_320x240"
+    assert "secret" not in stream_name("rtsp://user:secret@host/x")
+    assert unique_names(["a", "b", "a", "a"]) == ["a", "b", "a-2", "a-3"]
+    assert [s.name for s in specs_from_sources(["x/a.mp4", "y/a.mp4", "0"])] == ["a", "a-2", "cam0"]
+
+
+def test_name_placeholder_is_required_with_several_streams():
+    assert expand_path("out/{name}.jsonl", "door", several=True, flag="--save-masks") == "out/door.jsonl"
+    assert expand_path("out.jsonl", "door", several=False, flag="--save-masks") == "out.jsonl"
+    assert expand_path(None, "door", several=True, flag="--output") is None
+    with pytest.raises(SinkError, match=r"put \{name\} in it"):
+        expand_path("out.jsonl", "door", several=True, flag="--save-masks")
+
+
+def test_streams_file(tmp_path):
+    (tmp_path / "yard.yaml").write_text("- box: [1, 2, 30, 40]\n")
+    (tmp_path / "streams.yaml").write_text(
+        "streams:\n"
+        "  - name: door\n    source: clips/door.mp4\n    prompts: [{box: [10, 10, 50, 50], label: person}]\n"
+        "    settings: {engine: {reencode_every: 3}}\n    save_masks: elsewhere/door.jsonl\n"
+        "  - url: rtsp://cam/live\n    prompts: yard.yaml\n"
+        "  - 0\n"
+    )
+    specs = load_streams_file(tmp_path / "streams.yaml")
+    assert [s.name for s in specs] == ["door", "cam_live", "cam0"]
+    assert specs[0].source == str(tmp_path / "clips" / "door.mp4")  # relative to the file
+    assert specs[0].prompts == (ObjectPrompt(box=(10.0, 10.0, 50.0, 50.0), label="person"),)
+    assert specs[0].settings == {"engine": {"reencode_every": 3}} and specs[0].save_masks == "elsewhere/door.jsonl"
+    assert specs[1].source == "rtsp://cam/live" and specs[1].prompts[0].box == (1.0, 2.0, 30.0, 40.0)
+    assert specs[2].source == 0
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[]", "non-empty list of streams"),
+        ("- {name: a}\n", "exactly one of source:, url: or path:"),
+        ("- {source: a.mp4, colour: red}\n", "unknown key(s) colour"),
+        ("- {source: a.mp4, settings: {model: {device: cpu}}}\n", "one model serves every stream"),
+        ("- {source: a.mp4, settings: {engine: {reencode_every: 0}}}\n", "reencode_every"),
+        ("- {source: a.mp4, name: 'a b'}\n", "must be 1-64 of letters"),
+        ("- {source: a.mp4, name: x}\n- {source: b.mp4, name: x}\n", "used twice"),
+        ("- {source: a.mp4, prompts: {box: 3}}\n", "prompts must be a list"),
+        ("- [unclosed\n", "not readable YAML"),
+    ],
+)
+def test_bad_streams_files_are_one_clear_error(tmp_path, text, fragment):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_streams_file(path)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ streams side by side (fake model, real files)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    folder = tmp_path_factory.mktemp("multi_clips")
+    return {
+        "a": write_video(standard_scene(width=160, height=120, num_frames=12, seed=1), folder / "a.mp4"),
+        "b": write_video(standard_scene(width=200, height=150, num_frames=9, seed=2), folder / "b.mp4"),
+    }
+
+
+def _fake_streams(specs, tmp_path, prompts=(), config=Config()):
+    sched = EncodeScheduler(lambda images: [BoxRunner().embed(im) for im in images])
+
+    def sinks_for(spec, source, cfg):
+        return [open_sinks([f"jsonl:{tmp_path / (spec.name + '.jsonl')}"], fps=source.fps, config=cfg.output)]
+
+    return open_streams(specs, config, prompts=prompts, runner_for=lambda spec: BoxRunner(), scheduler=sched, sinks_for=sinks_for)
+
+
+def _jsonl_frames(path: Path) -> list[dict]:
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    return [x for x in lines if "frame" in x]
+
+
+def test_streams_share_one_encoder_and_keep_their_own_tracks_and_outputs(clips, tmp_path):
+    specs = [
+        StreamSpec("a", str(clips["a"]), prompts=(ObjectPrompt(box=(5, 5, 40, 40)),), settings={"engine": {"reencode_every": 4}}),
+        StreamSpec("b", str(clips["b"])),
+    ]
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    ids: dict[str, set[int]] = {"a": set(), "b": set()}
+    with _fake_streams(specs, tmp_path, prompts=[ObjectPrompt(box=(60, 50, 100, 90))]) as multi:
+        for r in multi:
+            seen[r.stream].append(r.index)
+            ids[r.stream] |= {t.track_id for t in r.tracks}
+            assert r.result.frame.width == {"a": 160, "b": 200}[r.stream]
+        status = {s.name: s for s in multi.status()}
+    assert seen == {"a": list(range(12)), "b": list(range(9))}
+    # Ids are per stream: each stream numbers its own objects from 1.
+    assert ids == {"a": {1, 2}, "b": {1}}
+    # The stream's own setting took effect: a re-encode every 4 frames (0, 4, 8) against the default 5 (0, 5).
+    assert status["a"].encodes == 3 and status["b"].encodes == 2
+    assert all(s.state == "done" and s.error is None for s in status.values())
+    assert multi.scheduler.order.count("a") == 3
+    for name, n in (("a", 12), ("b", 9)):
+        frames = _jsonl_frames(tmp_path / f"{name}.jsonl")
+        assert [f["frame"] for f in frames] == list(range(n))
+
+
+class _BreaksAfter:
+    """A file-like source that fails (a damaged file) after ``n`` frames."""
+
+    live = False
+    fps = 25.0
+    num_frames = None
+    name = "breaks"
+
+    def __init__(self, n: int) -> None:
+        self.n, self.i = n, 0
+        self.size = (160, 120)
+
+    def read(self):
+        if self.i >= self.n:
+            raise SourceError("breaks: damaged after 3 frames")
+        self.i += 1
+        return Frame(self.i - 1, np.zeros((120, 160, 3), np.uint8), self.i / 25.0, time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failing_stream_ends_alone_and_the_others_finish(clips, tmp_path):
+    good = _fake_streams([StreamSpec("a", str(clips["a"]), prompts=(ObjectPrompt(box=(5, 5, 40, 40)),))], tmp_path)
+    sched = good.scheduler
+    engine = Engine(SharedRunner(BoxRunner(), sched, "broken"))
+    engine.add_object(ObjectPrompt(box=(5, 5, 40, 40)))
+    sink = open_sinks([f"jsonl:{tmp_path / 'broken.jsonl'}"])
+    bad = StreamRun("broken", _BreaksAfter(3), engine, Pipeline(_BreaksAfter(3), engine, sinks=[sink]))
+    counts = {"a": 0, "broken": 0}
+    with MultiPipeline([*good.runs, bad], sched) as multi:
+        for r in multi:
+            counts[r.stream] += 1
+    assert counts == {"a": 12, "broken": 3}
+    assert set(multi.errors) == {"broken"} and "damaged after 3 frames" in str(multi.errors["broken"])
+    status = {s.name: s for s in multi.status()}
+    assert status["broken"].state == "failed" and "damaged" in status["broken"].error
+    assert status["a"].state == "done"
+    assert [f["frame"] for f in _jsonl_frames(tmp_path / "broken.jsonl")] == [0, 1, 2]  # complete up to the fault
+    assert len(_jsonl_frames(tmp_path / "a.jsonl")) == 12
+
+
+def test_open_streams_closes_what_it_opened_when_a_source_fails(clips, tmp_path):
+    specs = [StreamSpec("a", str(clips["a"])), StreamSpec("missing", str(tmp_path / "nope.mp4"))]
+    with pytest.raises(SourceError):
+        _fake_streams(specs, tmp_path)
+    # The first stream's sink was finalised: its file is a valid (header-only) JSONL.
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "realtime_sam" in json.loads(lines[0])
+
+
+def test_track_many_shares_one_model_and_tags_results(clips, checkpoint_path):
+    import realtime_sam
+    from realtime_sam.config import load_config
+    from realtime_sam.model.loader import load_model
+
+    cfg = load_config(None, [f"model.weights={checkpoint_path}", "model.device=cpu", "engine.reencode_every=1000"])
+    model = load_model(cfg.model, progress=False)
+    calls = []
+    encode_batch = model.encode_batch
+    model.encode_batch = lambda images, fmt: calls.append(len(images)) or encode_batch(images, fmt)
+    sources = [str(clips["a"]), StreamSpec("second", str(clips["b"]), prompts=(ObjectPrompt(box=(10, 10, 60, 60)),))]
+    got: dict[str, list[int]] = {}
+    for r in realtime_sam.track_many(sources, config=cfg, model=model, prompts=[ObjectPrompt(box=(5, 5, 40, 40))]):
+        assert isinstance(r, realtime_sam.StreamResult)
+        got.setdefault(r.stream, []).append(r.index)
+        ids = [t.track_id for t in r.tracks]
+        # Per-stream ids: "a" has the shared prompt (1); "second" its own (1), then the shared one (2).
+        if r.index == 0:
+            assert ids == ([1] if r.stream == "a" else [1, 2])
+        assert set(ids) <= ({1} if r.stream == "a" else {1, 2})
+        assert r.encode_age_s is not None and r.encode_age_s >= 0
+    assert got == {"a": list(range(12)), "second": list(range(9))}
+    assert calls == [1, 1]  # one encode per stream (re-encode interval 1000), one image at a time on the CPU
+
+
+def test_an_endless_live_stream_beside_a_file_can_be_stopped_alone(clips, tmp_path):
+    from realtime_sam.testing.fakes import LoopingSceneSource
+    from realtime_sam.testing.synthetic import standard_scene
+
+    multi = _fake_streams([StreamSpec("a", str(clips["a"]), prompts=(ObjectPrompt(box=(5, 5, 40, 40)),))], tmp_path)
+    live_source = LoopingSceneSource(standard_scene(160, 120, num_frames=10), fps=30)
+    engine = Engine(SharedRunner(BoxRunner(), multi.scheduler, "live"))
+    engine.add_object(ObjectPrompt(box=(5, 5, 40, 40)))
+    live = StreamRun("live", live_source, engine, Pipeline(live_source, engine))
+    counts = {"a": 0, "live": 0}
+    with MultiPipeline([*multi.runs, live], multi.scheduler) as both:
+        for r in both:
+            counts[r.stream] += 1
+            if r.stream == "live" and counts["live"] == 5:
+                both.stop_stream("live")
+        status = {s.name: s for s in both.status()}
+    assert counts["a"] == 12 and 5 <= counts["live"] <= 7  # at most what was already in flight after the stop
+    assert status["live"].live and not status["a"].live
+    assert status["live"].state == "done" and status["live"].error is None and both.errors == {}
+    assert status["live"].encodes >= 1

@@ -1,0 +1,112 @@
+"""``realtime-sam`` with several real sources at once: a file, a lavfi graph and an RTSP stream killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures_app import app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
+from realtime_sam.app import cli
+
+LAVFI = "lavfi:testsrc2=size=320x240:rate=25"
+
+
+def _err_lines(capsys) -> list[str]:
+    return [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--source", "a.mp4", "--source", "b.mp4", "--headless", "--save-masks", "m.jsonl"], "put {name} in it"),
+        (["--source", "a.mp4", "--source", "b.mp4", "--headless", "--output", "v.mp4"], "--output v.mp4 would be written by every stream"),
+        (["--source", "a.mp4", "--source", "b.mp4"], "(DISPLAY is not set); add --headless"),
+        (["--sources", "missing.yaml", "--headless"], "--sources file not found"),
+        # Sources open before the model loads: a missing one fails at once, not after a download.
+        (["--source", "b.mp4", "--source", "a.mp4", "--headless", "--weights", "nope.pt"], "source not found: b.mp4"),
+        (["--source", "x/a.mp4", "--sources", "s.yaml", "--headless"], "stream name(s) a used twice"),
+    ],
+)
+def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, fragment):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    (tmp_path / "s.yaml").write_text("- {source: a.mp4}\n")
+    assert cli.main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and fragment in lines[0], lines
+
+
+def _wait_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(frame_lines(path)) < n:
+        assert proc.poll() is None, f"the app exited early with {proc.returncode}"
+        assert time.monotonic() < deadline, f"fewer than {n} frames in {path} after {timeout} s"
+        time.sleep(0.1)
+
+
+def test_file_lavfi_and_rtsp_at_once_with_the_rtsp_server_killed(tmp_path, checkpoint_path, rtsp_server, small_clip):  # noqa: F811
+    server = rtsp_server()
+    (tmp_path / "streams.yaml").write_text(
+        "streams:\n"
+        f"  - name: cam\n    source: {server.url('live')}\n"
+        # This stream runs until its server dies, and gives up after one failed reconnect.
+        "    settings: {pipeline: {max_frames: 0}, source: {reconnect_max_tries: 1, backoff_initial_s: 0.2}}\n"
+        f"  - name: pattern\n    source: '{LAVFI}'\n"
+        "    prompts: [{box: [40, 40, 120, 120], label: square}]\n"
+    )
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            app_command(
+                "--headless", "--sources", "streams.yaml", "--source", str(small_clip),
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000",
+                "--box", "20,20,120,100", "--max-frames", "15", "--status-interval", "1",
+                "--save-masks", "out/{name}.jsonl",
+            ),
+            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        _wait_frames(tmp_path / "out" / "cam.jsonl", 5, proc, timeout=150)
+        server.kill()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err_path.read_text()
+    assert code == 1, text  # one stream did not finish cleanly
+    lines = text.splitlines()
+    # The killed stream: reported by name, its outputs valid and complete up to the kill.
+    assert any(x.startswith("cam: source:") and "disconnected" in x for x in lines), text
+    assert any(x.startswith("error: cam:") for x in lines), text
+    cam = [f["frame"] for f in frame_lines(tmp_path / "out" / "cam.jsonl")]
+    assert len(cam) >= 5 and cam == sorted(set(cam))
+    assert (tmp_path / "out" / "cam.jsonl").read_text().endswith("\n")
+    # The others were not affected: every frame asked for, their own objects and ids.
+    small = frame_lines(tmp_path / "out" / "small.jsonl")
+    assert [f["frame"] for f in small] == list(range(10))
+    assert {t["id"] for f in small for t in f["tracks"]} == {1}
+    pattern = frame_lines(tmp_path / "out" / "pattern.jsonl")
+    assert len(pattern) == 15
+    # Its own prompt first (id 1), then the command line's (id 2).
+    assert {t["id"]: t.get("label") for t in pattern[0]["tracks"]} == {1: "square", 2: None}
+    for name in ("small", "pattern"):
+        header = json.loads((tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()[0])
+        assert "realtime_sam" in header
+    # Each stream has its own status line, with its encode age.
+    for name in ("cam", "pattern", "small"):
+        assert any(x.startswith(f"{name}: ") and "encode age" in x for x in lines), text
+    assert any(x.startswith("small: done") for x in lines) and any(x.startswith("cam: failed") for x in lines)
+
+
+def test_name_placeholder_with_one_source_is_its_name(tmp_path, monkeypatch, checkpoint_path, small_clip):  # noqa: F811
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["--source", str(small_clip), "--headless", "--save-masks", "o/{name}.jsonl", "--weights",
+                     str(checkpoint_path), "--device", "cpu", "--max-frames", "3", "--quiet"])
+    assert code == 0
+    assert [f["frame"] for f in frame_lines(tmp_path / "o" / "small.jsonl")] == [0, 1, 2]
