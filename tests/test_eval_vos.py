@@ -357,3 +357,37 @@ def test_live_round_with_the_real_network(tmp_path, checkpoint_path):
     assert objects["1"]["frames"] == 12 and objects["2"]["frames"] == 10  # every source frame scored
     assert 0.0 < live["mean"]["J"] <= 1.0  # the prompts' background encode landed within the 3 s clip
     assert confs["engine N=5"]["mean"]["J"] > 0.8  # the oracle answers alike over the real network
+
+
+def test_simulated_live_clock_drops_frames_while_encodes_run(tmp_path):
+    # The CPU preset on the simulated clock: at 10 fps an encode of 50 ms lands before the next
+    # frame, one of 450 ms lands 5 frames later. Frames before the first landing show nothing;
+    # the figures do not depend on the machine's load.
+    _write_davis(tmp_path / "data", frames=12)
+    seq = ev.load_sequence(tmp_path / "data", "one", None, fps=10.0)
+    from realtime_sam.config import load_config
+
+    config = load_config("cpu")
+    quick, slow = [
+        ev.run_engine_simulated(seq, oracle_mod.GroundTruthOracle(seq.gt, seq.frames), config, encode_ms=ms)
+        for ms in (50.0, 450.0)
+    ]
+    q, s = quick[0].summary(), slow[0].summary()
+    assert q["objects"]["255"]["frames"] == s["objects"]["255"]["frames"] == 12  # every source frame scored
+    assert q["J"] > 0.8
+    assert s["J"] < q["J"] - 0.2  # about 5 of 12 frames pass before the first mask
+    assert 1 <= slow[1]["processed"] <= quick[1]["processed"] <= 12
+    # With the oracle's own work left out, the same run gives the same figures again.
+    again = ev.run_engine_simulated(seq, oracle_mod.GroundTruthOracle(seq.gt, seq.frames), config, encode_ms=450.0)
+    assert again[0].summary()["J"] == pytest.approx(s["J"], abs=0.05)
+
+
+def test_live_sim_row_in_the_report(tmp_path, capsys):
+    _write_davis(tmp_path / "data", frames=8)
+    rc = ev.main(["--root", str(tmp_path / "data"), "--sequences", "one", "--network", "none", "--no-live",
+                  "--live-sim", "--encode-ms", "100", "--reencode", "1", "--flow", "", "--fps", "10"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| live-sim |" in out and "live-sim: " in out
+    assert ev.main(["--root", str(tmp_path / "data"), "--no-live", "--live-sim", "--encode-ms", "0"]) == 2
+    assert "--encode-ms must be > 0" in capsys.readouterr().err

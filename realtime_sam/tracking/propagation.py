@@ -316,10 +316,11 @@ class MaskPropagator:
             sel = slice(offset, offset + n)
             offset += n
             transform = None
-            if self._small(mask, box, s) and not _overlapped(claimed, mask):
+            if cfg.method == "flow" and self._small(mask, box, s) and not _overlapped(claimed, mask):
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Not when
-                # another mask overlaps it: the patch would hold the other object too.
+                # another mask overlaps it: the patch would hold the other object too. (With
+                # dense flow, which follows small objects itself, corners are only its check.)
                 transform = self._match(prev_w.gray, cur_w.gray, np.asarray(mask, dtype=bool), _box(box), s)
             if n:
                 a, b = p0[sel][good[sel]], p1[sel][good[sel]]
