@@ -171,3 +171,14 @@ def test_flow_preset_and_fb_tolerance_change_what_flow_measures(scene):
     medium, ultrafast = step(preset="medium"), step(preset="ultrafast")
     assert not np.array_equal(medium.logits, ultrafast.logits)  # a different DIS preset, a different field
     assert medium.measured and not step(fb_tolerance=1e-6, fb_relative=0.0).measured  # nothing passes the check
+
+
+def test_rigid_tolerance_moves_an_object_as_one_piece_or_per_pixel(scene):
+    # Object 1 of the hard scene is a rigid photo (it turns and scales). With a huge tolerance
+    # it counts as rigid and moves by its fitted similarity alone, and stays on; with 0 its
+    # noisy per-pixel flow warps it (no colour model here to pull the edge back) and it frays.
+    oid, frames = 1, list(range(10, 16))
+    rigid = _follow(scene, DenseFlowPropagator(rigid_tolerance=1e6, app_lambda=0.0), oid, frames)
+    per_pixel = _follow(scene, DenseFlowPropagator(rigid_tolerance=0.0, app_lambda=0.0), oid, frames)
+    assert min(rigid) > 0.85, rigid
+    assert np.mean(rigid) > np.mean(per_pixel) + 0.1, (rigid, per_pixel)
