@@ -461,6 +461,13 @@ def test_demo_source_opens_the_window_with_the_preset_objects(xvfb_display, chec
     assert all([(t["id"], t["label"]) for t in f["tracks"]] == [(1, "cat"), (2, "astronaut"), (3, "cup")] for f in frames)
 
 
+def _no_new_frames(shown) -> bool:
+    """True once no new frame has been shown for a second (the pipeline is paused)."""
+    first = len(shown())
+    time.sleep(1.0)
+    return first > 0 and len(shown()) == first
+
+
 def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, tmp_path):
     """The real window, pipeline, engine and renderer, with the decoder answering from the scene's ground truth.
 
@@ -487,6 +494,10 @@ def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, 
         geometry = f"Geometry: {window_demo.WIDTH}x{window_demo.HEIGHT}"
         _wait(lambda: geometry in _xdo(display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
         _wait(lambda: [s for s in shown() if s[0] >= 40], 60, "frame 40", app, err_path)
+        # Paused, the window holds its last frame: the screenshot shows a known frame even
+        # when a busy machine takes seconds over it.
+        _xdo(display, "key", "--window", wid, "space")
+        _wait(lambda: _no_new_frames(shown), 60, "the pause", app, err_path)
         before = shown()[-1][0]
         shot_path = tmp_path / "shot.png"
         subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
