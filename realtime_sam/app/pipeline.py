@@ -22,12 +22,21 @@
 * Workers stop on an event plus a sentinel; a worker's exception is kept and
   re-raised in the caller after every result produced before it; threads are
   joined with a timeout in ``close()``.
+* A thread still busy when ``close()`` gives up (an encode that takes longer
+  than ``join_timeout_s``, a hung call) is not forgotten: the process waits
+  for it once more before it exits (:func:`wait_for_lingering`, run at exit).
+  On Python <= 3.13 a daemon thread that comes back from native code (a torch
+  op, an FFmpeg call) while the interpreter finalizes is ended by
+  ``pthread_exit``, whose forced unwinding through the library's C++ frames
+  aborts the process ("terminate called without an active exception", exit
+  status 134).
 * An engine that asks for a worker (``engine.wants_worker``) is lent one more
   thread for its background encodes (``engine.attach_worker(submit)``).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import queue
 import threading
@@ -39,9 +48,54 @@ from typing import Callable, Iterator, Protocol, Sequence
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult
 
-__all__ = ["PipelineConfig", "PipelineStats", "Pipeline", "SerialWorker"]
+__all__ = ["PipelineConfig", "PipelineStats", "Pipeline", "SerialWorker", "wait_for_lingering"]
 
 _END = object()
+
+# Threads that close() had to leave running, each with how long the process waits for it at exit.
+_lingering: list[tuple[threading.Thread, float]] = []
+_lingering_lock = threading.Lock()
+_wait_at_exit_registered = False
+
+
+def _linger(thread: threading.Thread, wait_s: float) -> None:
+    """Remember ``thread`` (still running after its join timed out) to be waited for before the process exits."""
+    global _wait_at_exit_registered
+    with _lingering_lock:
+        _lingering.append((thread, wait_s))
+        if not _wait_at_exit_registered:
+            # Registered on first use, so it runs before the handlers of the libraries
+            # imported earlier (atexit runs last-registered first), torch's among them.
+            atexit.register(wait_for_lingering)
+            _wait_at_exit_registered = True
+
+
+def wait_for_lingering(timeout: float | None = None) -> bool:
+    """Wait for the worker threads that ``close()`` left running; True once none is left.
+
+    Runs by itself at exit (an :mod:`atexit` handler); the ``realtime-sam``
+    command calls it first and, when it returns False, ends the process without
+    finalizing the interpreter (see :func:`realtime_sam.app.cli.entry`).
+
+    Args:
+        timeout: the longest wait in seconds, for all of them together; ``None``
+            = the longest ``join_timeout_s`` among the pipelines that left them.
+
+    Returns:
+        False when a thread is still running after the wait (a hung call):
+        finalizing the interpreter under it may abort the process once that
+        call returns (see the module docstring).
+    """
+    with _lingering_lock:
+        waiting = [(t, s) for t, s in _lingering if t.is_alive()]
+    if waiting:
+        wait_s = max(s for _, s in waiting) if timeout is None else timeout
+        deadline = time.monotonic() + wait_s
+        for thread, _ in waiting:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    with _lingering_lock:
+        _lingering[:] = [(t, s) for t, s in _lingering if t.is_alive()]
+        return not _lingering
 
 
 @dataclass(frozen=True)
@@ -227,6 +281,7 @@ class _Worker:
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = False
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
@@ -241,6 +296,8 @@ class _Worker:
             if job is None:
                 return
             future, fn, args = job
+            if self._closing:
+                future.cancel()  # closed: calls not started yet are not run (an encode takes seconds)
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -248,9 +305,19 @@ class _Worker:
             except BaseException as exc:  # handed to whoever waits on the future
                 future.set_exception(exc)
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, *, linger_s: float | None = None) -> bool:
+        """Cancel the calls not started, let the running one finish; True if the thread ended within ``timeout``.
+
+        A thread still running then is waited for once more, up to ``linger_s``
+        (default ``timeout``), before the process exits (:func:`wait_for_lingering`).
+        """
+        self._closing = True
         self._jobs.put(None)
         self.thread.join(timeout)
+        if self.thread.is_alive():
+            _linger(self.thread, timeout if linger_s is None else linger_s)
+            return False
+        return True
 
 
 class Pipeline:
@@ -360,7 +427,10 @@ class Pipeline:
         Sinks are closed by the inference thread once their queue is written.
         If that thread is still busy (an encode) when the join times out, the
         results queued so far are still written before this returns (bounded
-        by ``join_timeout_s`` more); the sink thread finishes the rest.
+        by ``join_timeout_s`` more); the sink thread finishes the rest. Encodes
+        queued on the encode worker and not started are cancelled. A thread
+        still running when this returns is waited for once more, up to
+        ``join_timeout_s``, before the process exits (:func:`wait_for_lingering`).
         """
         if self._closed:
             return
@@ -372,10 +442,15 @@ class Pipeline:
         if self._writer is not None and self._writer.thread.is_alive():
             self._writer.drain(self.config.join_timeout_s)
         if self._worker is not None:
-            # An encode may be running (seconds on a CPU); it is a daemon and its result is not needed.
+            # An encode may be running (seconds on a CPU); its result is not needed, but
+            # the thread must not be inside torch when the interpreter finalizes: if it
+            # outlasts the timeout, it is waited for again at exit.
             self.engine.attach_worker(None)
-            self._worker.close(max(0.0, deadline - time.monotonic()))
+            self._worker.close(max(0.0, deadline - time.monotonic()), linger_s=self.config.join_timeout_s)
             self._worker = None
+        for t in self._threads + ([self._writer.thread] if self._writer is not None else []):
+            if t.is_alive():
+                _linger(t, self.config.join_timeout_s)
         if not self._started:
             self._close_sinks()
         close = getattr(self.source, "close", None)
@@ -539,6 +614,9 @@ class Pipeline:
 
 class SerialWorker(_Worker):
     """One daemon thread that runs submitted calls in order: ``submit(fn, *args) -> Future``; ``close(timeout)``.
+
+    ``close`` cancels the calls not started yet; a call still running after
+    ``timeout`` is waited for again before the process exits (:func:`wait_for_lingering`).
 
     Public for the shared encoder of several streams
     (:class:`~realtime_sam.app.scheduler.EncodeScheduler`): every encode runs
