@@ -33,22 +33,32 @@ FINALIZED = "interpreter finalized"
 # model, whose background encode stays inside torch until ``release`` is set.
 _DRIVER = textwrap.dedent(
     """
-    import atexit, sys, threading
+    import atexit, sys, threading, time
     # Registered first, so it runs last (after the pipeline's own exit handler), and
     # only when the interpreter finalizes: an exit that skips finalizing skips it.
     atexit.register(lambda: print("{finalized}", file=sys.stderr, flush=True))
     import torch
     from realtime_sam.model.runners import InferenceRunner
 
-    release = threading.Event()
+    looping, release = threading.Event(), threading.Event()
     real_embed = InferenceRunner.embed
 
     def embed(self, image):
         out = real_embed(self, image)
         a = torch.rand(256, 256)
-        while not release.is_set():  # an encode that lasts: always inside a torch call
+        looping.set()
+        # An encode that lasts, always inside a torch call: until released, then 0.3 s more
+        # (the rest of the encode: it is still running when the process begins to exit).
+        while not release.is_set() or time.monotonic() < ends_at[0]:
             a = torch.tanh(a @ a)
         return out
+
+    ends_at = [0.0]
+
+    def end_the_encode():
+        looping.wait()  # (the real encode before the loop can take seconds on a busy machine)
+        ends_at[0] = time.monotonic() + 0.3
+        release.set()
 
     InferenceRunner.embed = embed
     mode, args = sys.argv[1], sys.argv[2:]
@@ -61,11 +71,11 @@ _DRIVER = textwrap.dedent(
         from realtime_sam.output.render import Renderer
         from realtime_sam.config import load_config
 
-        cfg = load_config("cpu", ["pipeline.join_timeout_s=0.5", "model.weights=" + weights, "tracker.min_score=0"])
+        cfg = load_config("cpu", ["pipeline.join_timeout_s=1.0", "model.weights=" + weights, "tracker.min_score=0"])
         sinks = open_sinks([SinkSpec("jsonl", jsonl)], fps=25.0, config=cfg.output, renderer=Renderer(cfg.render), source_name=clip)
         n = sum(1 for _ in track(clip, prompts=[ObjectPrompt(box=(10, 60, 70, 120))], config=cfg, sinks=[sinks]))
         print(f"frames {{n}}", file=sys.stderr, flush=True)
-        release.set()  # after close() gave up on the encode: it ends while the process exits
+        end_the_encode()  # after close() gave up on it: it ends while the process exits
     else:
         from realtime_sam.app import cli
 
@@ -74,7 +84,7 @@ _DRIVER = textwrap.dedent(
         def main():
             code = run(args)
             if mode == "ends":
-                release.set()  # after close() gave up on the encode: it ends while the process exits
+                end_the_encode()  # after close() gave up on it: it ends while the process exits
             return code
 
         cli.main = main
@@ -106,7 +116,7 @@ def test_command_exits_0_when_an_encode_outlasts_the_run(mode, tmp_path, random_
     """``ends``: the encode ends after ``close()`` gave up on it; ``hangs``: it never ends."""
     proc = _drive(
         tmp_path, mode, "--source", str(small_clip), "--headless", "--weights", str(random_checkpoint),
-        "--config", "cpu", *BOXES, "--set", "tracker.min_score=0", "--set", "pipeline.join_timeout_s=0.5",
+        "--config", "cpu", *BOXES, "--set", "tracker.min_score=0", "--set", "pipeline.join_timeout_s=1.0",
         "--save-masks", "x.jsonl", "--output", "x.mp4", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -136,7 +146,7 @@ def test_cpu_preset_with_two_tracks_exits_0_with_complete_outputs(run, tmp_path,
     _assert_complete(tmp_path)
 
 
-def test_serial_worker_close_cancels_calls_not_started_and_leaves_the_running_one_to_the_exit():
+def test_serial_worker_close_cancels_calls_not_started_and_the_exit_waits_for_the_running_one():
     started, release = threading.Event(), threading.Event()
     ran: list[str] = []
 
@@ -146,14 +156,14 @@ def test_serial_worker_close_cancels_calls_not_started_and_leaves_the_running_on
         ran.append("busy")
         return "done"
 
-    worker = SerialWorker("test-worker")
+    worker = SerialWorker("test-worker", exit_wait_s=10)
     first = worker.submit(busy)
     second = worker.submit(ran.append, "second")
     assert started.wait(10)
-    assert worker.close(0.05, linger_s=10) is False  # still busy: left running
+    assert worker.close(0.05) is False  # still busy: left running ...
     assert wait_for_lingering(timeout=0.05) is False  # ... and still waited for
-    release.set()
-    assert wait_for_lingering() is True  # joined (within linger_s)
+    threading.Timer(0.3, release.set).start()
+    wait_for_lingering()  # waits (up to exit_wait_s) until the call ends
     assert not worker.thread.is_alive()
     assert first.result(0) == "done"
     with pytest.raises(CancelledError):

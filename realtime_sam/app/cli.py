@@ -296,6 +296,8 @@ class _Reporter:
 class _StopOnSignal:
     """While active, SIGINT/SIGTERM stop the pipeline gracefully; a second signal exits at once."""
 
+    insisted = False  # a second signal came: the exit does not wait for busy threads either (see entry)
+
     def __init__(self, stop: Callable[[], None]) -> None:
         self._stop = stop
         self.received: int | None = None
@@ -304,6 +306,7 @@ class _StopOnSignal:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
             # The user insists: give up on finalising.
+            _StopOnSignal.insisted = True
             raise SystemExit(_EXIT_BY_SIGNAL.get(signal.Signals(signum), 128 + signum))
         self.received = signum
         self._stop()
@@ -487,15 +490,17 @@ def entry() -> None:
     one coming back then aborts the process on Python <= 3.13 ("terminate
     called without an active exception", exit status 134; see
     :mod:`realtime_sam.app.pipeline`). If one is still running after that (a
-    hung call), or Ctrl-C comes during the wait, the process ends without
-    finalizing the interpreter, with the run's exit status; the outputs were
-    closed by then, unless the hung call is the inference thread's.
+    hung call), or the user insisted (a second Ctrl-C, before or during the
+    wait), the process ends without finalizing the interpreter, with the
+    run's exit status; the outputs were closed by then, unless the hung call
+    is the inference thread's.
     """
     code = main()
     from realtime_sam.app.pipeline import wait_for_lingering
 
     try:
-        clean = wait_for_lingering()
+        # The user insisted: no wait, and no finalizing (a thread may still be in torch).
+        clean = not _StopOnSignal.insisted and wait_for_lingering()
     except KeyboardInterrupt:  # Ctrl-C while waiting: leave at once
         clean, code = False, code or _EXIT_BY_SIGNAL[signal.SIGINT]
     if not clean:

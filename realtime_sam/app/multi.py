@@ -165,10 +165,8 @@ class MultiPipeline:
         self.stop()
         for r in self.runs:
             r.pipeline.close()
-        # An encode still running is not needed; it is waited for again at exit (pipeline.wait_for_lingering).
-        linger_s = max((r.pipeline.config.join_timeout_s for r in self.runs), default=1.0)
         for w in self._workers:
-            w.close(timeout=1.0, linger_s=linger_s)
+            w.close(timeout=1.0)  # an encode still running is a daemon's; its result is not needed
 
     def __enter__(self) -> "MultiPipeline":
         return self.start()
