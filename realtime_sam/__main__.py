@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from realtime_sam.app.cli import main
+from realtime_sam.app.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

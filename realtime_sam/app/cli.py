@@ -40,7 +40,7 @@ import cv2  # noqa: F401  (the import order is the point)
 
 from realtime_sam.errors import ConfigError, RealtimeSamError, SinkError, StreamInterrupted
 
-__all__ = ["build_parser", "build_config", "main", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
+__all__ = ["build_parser", "build_config", "main", "entry", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -296,6 +296,8 @@ class _Reporter:
 class _StopOnSignal:
     """While active, SIGINT/SIGTERM stop the pipeline gracefully; a second signal exits at once."""
 
+    insisted = False  # a second signal came: the exit does not wait for busy threads either (see entry)
+
     def __init__(self, stop: Callable[[], None]) -> None:
         self._stop = stop
         self.received: int | None = None
@@ -304,6 +306,7 @@ class _StopOnSignal:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None:
             # The user insists: give up on finalising.
+            _StopOnSignal.insisted = True
             raise SystemExit(_EXIT_BY_SIGNAL.get(signal.Signals(signum), 128 + signum))
         self.received = signum
         self._stop()
@@ -478,5 +481,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_BY_SIGNAL[signal.SIGINT]
 
 
+def entry() -> None:
+    """The ``realtime-sam`` program (and ``python -m realtime_sam``): :func:`main`, then a safe exit.
+
+    A worker thread still busy when the run closed (an encode that outlasted
+    ``pipeline.join_timeout_s``) is waited for once more (as long again), so
+    that no torch or FFmpeg call is running when the interpreter finalizes:
+    one coming back then aborts the process on Python <= 3.13 ("terminate
+    called without an active exception", exit status 134; see
+    :mod:`realtime_sam.app.pipeline`). If one is still running after that (a
+    hung call), or the user insisted (a second Ctrl-C, before or during the
+    wait), the process ends without finalizing the interpreter, with the
+    run's exit status; the outputs were closed by then, unless the hung call
+    is the inference thread's.
+    """
+    code = main()
+    from realtime_sam.app.pipeline import wait_for_lingering
+
+    try:
+        # The user insisted: no wait, and no finalizing (a thread may still be in torch).
+        clean = not _StopOnSignal.insisted and wait_for_lingering()
+    except KeyboardInterrupt:  # Ctrl-C while waiting: leave at once
+        clean, code = False, code or _EXIT_BY_SIGNAL[signal.SIGINT]
+    if not clean:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -22,12 +22,25 @@
 * Workers stop on an event plus a sentinel; a worker's exception is kept and
   re-raised in the caller after every result produced before it; threads are
   joined with a timeout in ``close()``.
+* Every thread here is a daemon (a hung call cannot hang the exit), but none is
+  forgotten: one still running at exit (``close()`` gave up on an encode that
+  took longer than ``join_timeout_s``, or was interrupted) is waited for once
+  more, up to ``join_timeout_s``, before the interpreter finalizes
+  (:func:`wait_for_lingering`, an :mod:`atexit` handler; the ``realtime-sam``
+  command calls it first and, if a thread is still running after it, exits
+  without finalizing).
+  On Python <= 3.13 a daemon thread that comes back from native code (a torch
+  op, an FFmpeg call) while the interpreter finalizes is ended by
+  ``pthread_exit``, whose forced unwinding through the library's C++ frames
+  aborts the process ("terminate called without an active exception", exit
+  status 134).
 * An engine that asks for a worker (``engine.wants_worker``) is lent one more
   thread for its background encodes (``engine.attach_worker(submit)``).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import queue
 import threading
@@ -39,9 +52,69 @@ from typing import Callable, Iterator, Protocol, Sequence
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult
 
-__all__ = ["PipelineConfig", "PipelineStats", "Pipeline", "SerialWorker"]
+__all__ = ["PipelineConfig", "PipelineStats", "Pipeline", "SerialWorker", "wait_for_lingering"]
 
 _END = object()
+
+# The worker threads started here and not finished: each one's "finished" event and how
+# long the process waits for it at exit. An event, not Thread.is_alive(): on Python 3.11
+# a join() interrupted by a signal handler's exception (a second Ctrl-C) can mark a
+# thread that still runs as stopped.
+_running: dict[threading.Event, float] = {}
+_running_lock = threading.Lock()
+_wait_at_exit_registered = False
+
+
+def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> threading.Thread:
+    """Start a daemon thread that the process waits for (up to ``exit_wait_s``) before it exits."""
+    global _wait_at_exit_registered
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            finished.set()
+            with _running_lock:
+                _running.pop(finished, None)
+
+    with _running_lock:
+        _running[finished] = exit_wait_s
+        if not _wait_at_exit_registered:
+            # Registered on first use, after torch was imported: atexit runs the last
+            # registered first, so the threads are waited for before torch's handlers run.
+            atexit.register(wait_for_lingering)
+            _wait_at_exit_registered = True
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for_lingering(timeout: float | None = None) -> bool:
+    """Wait for this module's worker threads that are still running; True once none is left.
+
+    Such a thread is one ``close()`` gave up on (an encode longer than
+    ``join_timeout_s``), or one whose pipeline was never closed. Runs by itself
+    at exit (an :mod:`atexit` handler); the ``realtime-sam`` command calls it
+    first and, when it returns False, ends the process without finalizing the
+    interpreter (:func:`realtime_sam.app.cli.entry`).
+
+    Args:
+        timeout: the longest wait in seconds, for all of them together; ``None``
+            = the longest ``join_timeout_s`` of the pipelines they belong to.
+
+    Returns:
+        False when a thread is still running after the wait (a hung call):
+        finalizing the interpreter under it aborts the process if that call
+        returns meanwhile (see the module docstring).
+    """
+    with _running_lock:
+        waiting = list(_running.items())
+    if waiting:
+        deadline = time.monotonic() + (max(s for _, s in waiting) if timeout is None else timeout)
+        for finished, _ in waiting:
+            finished.wait(max(0.0, deadline - time.monotonic()))
+    return all(finished.is_set() for finished, _ in waiting)
 
 
 @dataclass(frozen=True)
@@ -52,7 +125,8 @@ class PipelineConfig:
         realtime: pace files at their frame rate and keep only the newest frame (like a live camera).
         queue_size: frames buffered between capture and inference for files (back-pressure beyond).
         max_frames: stop after this many processed frames (0 = no limit).
-        join_timeout_s: how long ``close()`` waits for each worker thread.
+        join_timeout_s: how long ``close()`` waits for the worker threads; one still busy
+            then is waited for once more, as long again, before the process exits.
     """
 
     realtime: bool = False
@@ -157,15 +231,16 @@ class _SinkWriter:
     are still closed.
     """
 
-    def __init__(self, sinks: Sequence[_Sink], size: int, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(
+        self, sinks: Sequence[_Sink], size: int, on_error: Callable[[BaseException], None], exit_wait_s: float = 3.0
+    ) -> None:
         self.sinks = list(sinks)
         self._q: queue.Queue = queue.Queue(maxsize=size)
         self._on_error = on_error
         self._failed = False
         self._finishing = False
         self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._loop, name="rtsam-sinks", daemon=True)
-        self.thread.start()
+        self.thread = _start_thread(self._loop, "rtsam-sinks", exit_wait_s)
 
     def put(self, result: FrameResult) -> None:
         """Queue ``result`` for writing; waits for room as long as the sink thread runs."""
@@ -225,10 +300,11 @@ class _SinkWriter:
 class _Worker:
     """One thread that runs submitted calls in order; each call's outcome comes back as a Future."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, exit_wait_s: float = 3.0) -> None:
+        """``exit_wait_s``: how long the process waits at exit for a call still running (see :func:`wait_for_lingering`)."""
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self.thread.start()
+        self._closing = False
+        self.thread = _start_thread(self._loop, name, exit_wait_s)
 
     def submit(self, fn: Callable[..., object], *args: object) -> Future:
         future: Future = Future()
@@ -241,6 +317,8 @@ class _Worker:
             if job is None:
                 return
             future, fn, args = job
+            if self._closing:
+                future.cancel()  # closed: calls not started yet are not run (an encode takes seconds)
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -248,9 +326,15 @@ class _Worker:
             except BaseException as exc:  # handed to whoever waits on the future
                 future.set_exception(exc)
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float) -> bool:
+        """Cancel the calls not started, let the running one finish; True if the thread ended within ``timeout``.
+
+        A call still running then is waited for again before the process exits (:func:`wait_for_lingering`).
+        """
+        self._closing = True
         self._jobs.put(None)
         self.thread.join(timeout)
+        return not self.thread.is_alive()
 
 
 class Pipeline:
@@ -343,15 +427,13 @@ class Pipeline:
             return self
         self._started = True
         if getattr(self.engine, "wants_worker", False):
-            self._worker = _Worker("rtsam-encode")
+            self._worker = _Worker("rtsam-encode", exit_wait_s=self.config.join_timeout_s)
             self.engine.attach_worker(self._worker.submit)
         if self.sinks:
             sinks, self.sinks = self.sinks, []
-            self._writer = _SinkWriter(sinks, self._sink_queue_size, self._sink_failed)
+            self._writer = _SinkWriter(sinks, self._sink_queue_size, self._sink_failed, self.config.join_timeout_s)
         for name, target in (("rtsam-capture", self._capture_loop), ("rtsam-inference", self._inference_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+            self._threads.append(_start_thread(target, name, self.config.join_timeout_s))
         return self
 
     def close(self) -> None:
@@ -360,7 +442,10 @@ class Pipeline:
         Sinks are closed by the inference thread once their queue is written.
         If that thread is still busy (an encode) when the join times out, the
         results queued so far are still written before this returns (bounded
-        by ``join_timeout_s`` more); the sink thread finishes the rest.
+        by ``join_timeout_s`` more); the sink thread finishes the rest. Encodes
+        queued on the encode worker and not started are cancelled. A thread
+        still running when this returns is waited for once more, up to
+        ``join_timeout_s``, before the process exits (:func:`wait_for_lingering`).
         """
         if self._closed:
             return
@@ -372,7 +457,9 @@ class Pipeline:
         if self._writer is not None and self._writer.thread.is_alive():
             self._writer.drain(self.config.join_timeout_s)
         if self._worker is not None:
-            # An encode may be running (seconds on a CPU); it is a daemon and its result is not needed.
+            # An encode may be running (seconds on a CPU); its result is not needed, but
+            # the thread must not be inside torch when the interpreter finalizes: if it
+            # outlasts the timeout, it is waited for again at exit.
             self.engine.attach_worker(None)
             self._worker.close(max(0.0, deadline - time.monotonic()))
             self._worker = None
@@ -539,6 +626,10 @@ class Pipeline:
 
 class SerialWorker(_Worker):
     """One daemon thread that runs submitted calls in order: ``submit(fn, *args) -> Future``; ``close(timeout)``.
+
+    ``close`` cancels the calls not started yet; a call still running after
+    ``timeout`` is waited for again, up to ``exit_wait_s``, before the process
+    exits (:func:`wait_for_lingering`).
 
     Public for the shared encoder of several streams
     (:class:`~realtime_sam.app.scheduler.EncodeScheduler`): every encode runs

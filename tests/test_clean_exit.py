@@ -1,0 +1,171 @@
+"""The process exits cleanly while a background encode is still running.
+
+With ``--config cpu`` the encoder runs on the pipeline's encode thread. A
+short clip ends long before an encode does, and when ``close()`` gave up
+on that thread (``pipeline.join_timeout_s``) the interpreter finalized
+under it: the encode's next torch call, coming back, ended the thread with
+``pthread_exit``, whose unwinding through torch's C++ frames aborted the
+process ("terminate called without an active exception", exit status 134
+instead of 0). It happened when an encode outlasted the timeout (a busy
+machine); here a runner whose ``embed`` keeps calling into torch until told
+to stop makes that happen on every run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import av
+import pytest
+from fixtures_app import app_env, frame_lines, run_app, small_clip  # noqa: F401
+
+from realtime_sam.app.pipeline import SerialWorker, wait_for_lingering
+
+BOXES = ("--box", "10,60,70,120", "--box", "250,70,310,120")
+FINALIZED = "interpreter finalized"
+
+# Runs the command (realtime_sam.app.cli.entry) or the track() API with the real
+# model, whose background encode stays inside torch until ``release`` is set.
+_DRIVER = textwrap.dedent(
+    """
+    import atexit, sys, threading, time
+    # Registered first, so it runs last (after the pipeline's own exit handler), and
+    # only when the interpreter finalizes: an exit that skips finalizing skips it.
+    atexit.register(lambda: print("{finalized}", file=sys.stderr, flush=True))
+    import torch
+    from realtime_sam.model.runners import InferenceRunner
+
+    looping, release = threading.Event(), threading.Event()
+    real_embed = InferenceRunner.embed
+
+    def embed(self, image):
+        out = real_embed(self, image)
+        a = torch.rand(256, 256)
+        looping.set()
+        # An encode that lasts, always inside a torch call: until released, then 0.3 s more
+        # (the rest of the encode: it is still running when the process begins to exit).
+        while not release.is_set() or time.monotonic() < ends_at[0]:
+            a = torch.tanh(a @ a)
+        return out
+
+    ends_at = [0.0]
+
+    def end_the_encode():
+        looping.wait()  # (the real encode before the loop can take seconds on a busy machine)
+        ends_at[0] = time.monotonic() + 0.3
+        release.set()
+
+    InferenceRunner.embed = embed
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "api":
+        from realtime_sam import track
+        from realtime_sam.types import ObjectPrompt
+
+        clip, weights, jsonl = args
+        from realtime_sam.output.sinks import SinkSpec, open_sinks
+        from realtime_sam.output.render import Renderer
+        from realtime_sam.config import load_config
+
+        cfg = load_config("cpu", ["pipeline.join_timeout_s=1.0", "model.weights=" + weights, "tracker.min_score=0"])
+        sinks = open_sinks([SinkSpec("jsonl", jsonl)], fps=25.0, config=cfg.output, renderer=Renderer(cfg.render), source_name=clip)
+        n = sum(1 for _ in track(clip, prompts=[ObjectPrompt(box=(10, 60, 70, 120))], config=cfg, sinks=[sinks]))
+        print(f"frames {{n}}", file=sys.stderr, flush=True)
+        end_the_encode()  # after close() gave up on it: it ends while the process exits
+    else:
+        from realtime_sam.app import cli
+
+        run = cli.main
+
+        def main():
+            code = run(args)
+            if mode == "ends":
+                end_the_encode()  # after close() gave up on it: it ends while the process exits
+            return code
+
+        cli.main = main
+        cli.entry()
+    """
+).format(finalized=FINALIZED)
+
+
+def _drive(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, env=app_env(), cwd=tmp_path
+    )
+
+
+def _decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def _assert_complete(tmp_path: Path, frames: int = 10) -> None:
+    assert [r["frame"] for r in frame_lines(tmp_path / "x.jsonl")] == list(range(frames))
+    assert _decoded_frames(tmp_path / "x.mp4") == frames
+
+
+@pytest.mark.parametrize("mode", ["ends", "hangs"])
+def test_command_exits_0_when_an_encode_outlasts_the_run(mode, tmp_path, random_checkpoint, small_clip):
+    """``ends``: the encode ends after ``close()`` gave up on it; ``hangs``: it never ends."""
+    proc = _drive(
+        tmp_path, mode, "--source", str(small_clip), "--headless", "--weights", str(random_checkpoint),
+        "--config", "cpu", *BOXES, "--set", "tracker.min_score=0", "--set", "pipeline.join_timeout_s=1.0",
+        "--save-masks", "x.jsonl", "--output", "x.mp4", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "terminate called" not in proc.stderr
+    _assert_complete(tmp_path)
+    # An encode that ends is waited for and the interpreter finalizes normally; a hung one
+    # cannot be waited for, so the process ends without finalizing (which would abort).
+    assert (FINALIZED in proc.stderr) == (mode == "ends"), proc.stderr
+
+
+def test_track_api_waits_at_exit_for_an_encode_that_outlasted_close(tmp_path, random_checkpoint, small_clip):
+    proc = _drive(tmp_path, "api", str(small_clip), str(random_checkpoint), str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    assert "frames 10" in proc.stderr and FINALIZED in proc.stderr, proc.stderr
+    assert [r["frame"] for r in frame_lines(tmp_path / "x.jsonl")] == list(range(10))
+
+
+@pytest.mark.parametrize("run", range(2))
+def test_cpu_preset_with_two_tracks_exits_0_with_complete_outputs(run, tmp_path, random_checkpoint, small_clip):
+    """The reported command, unmodified (the encode of the two boxes is in flight when the clip ends)."""
+    proc = run_app(
+        "--source", str(small_clip), "--headless", "--weights", str(random_checkpoint), "--config", "cpu",
+        *BOXES, "--set", "tracker.min_score=0", "--save-masks", "x.jsonl", "--output", "x.mp4", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "terminate called" not in proc.stderr
+    _assert_complete(tmp_path)
+
+
+def test_serial_worker_close_cancels_calls_not_started_and_the_exit_waits_for_the_running_one():
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def busy():
+        started.set()
+        release.wait()
+        ran.append("busy")
+        return "done"
+
+    worker = SerialWorker("test-worker", exit_wait_s=10)
+    first = worker.submit(busy)
+    second = worker.submit(ran.append, "second")
+    assert started.wait(10)
+    assert worker.close(0.05) is False  # still busy: left running ...
+    assert wait_for_lingering(timeout=0.05) is False  # ... and still waited for
+    threading.Timer(0.3, release.set).start()
+    wait_for_lingering()  # waits (up to exit_wait_s) until the call ends
+    assert not worker.thread.is_alive()
+    assert first.result(0) == "done"
+    with pytest.raises(CancelledError):
+        second.result(0)
+    assert ran == ["busy"]
