@@ -14,10 +14,13 @@ answers are replaced:
   width and height on each side;
 * a **point** prompt (no box) means the object under its first label-1 point;
 * a prompt on **no object** gets a background region under its centre: the
-  Felzenszwalb segment (:func:`skimage.segmentation.felzenszwalb`, computed
-  lazily once per encoded frame) holding the centre, less every object's
-  pixels, clipped like an object's answer when the prompt has a box; so
-  discovery and re-acquisition meet distractors;
+  Felzenszwalb segment (:func:`skimage.segmentation.felzenszwalb`) holding
+  the centre, less every object's pixels; so discovery and re-acquisition
+  meet distractors. It is segmented within the prompt box grown like an
+  object's answer (a point: a square a third of the frame's longer side
+  around it), which is also where it is clipped: segmenting the whole frame
+  took about a second, which a live round would have counted as the
+  engine's time;
 * predicted IoU: ``object_iou`` (0.92) for an object, ``background_iou``
   (0.85) for a background region, 0.05 for an empty answer;
 * the answer goes through SAM's ``256x256`` low-resolution logits of the
@@ -111,12 +114,25 @@ class _Encoded:
         self._objects: np.ndarray | None = None
 
     def segments(self) -> np.ndarray:
+        """Felzenszwalb segments of the whole frame (computed once; only without clipping)."""
         if self._segments is None:
             from skimage.segmentation import felzenszwalb
 
             rgb = cv2.cvtColor(self.image, cv2.COLOR_BGR2RGB)
             self._segments = felzenszwalb(rgb, **self._felz)
         return self._segments
+
+    def segment_at(self, x: int, y: int, region: tuple[int, int, int, int]) -> np.ndarray:
+        """``HxW bool``: the Felzenszwalb segment holding ``(x, y)`` of the crop ``region``
+        (``x0, y0, x1, y1``, pixels, containing the point)."""
+        from skimage.segmentation import felzenszwalb
+
+        x0, y0, x1, y1 = region
+        rgb = cv2.cvtColor(np.ascontiguousarray(self.image[y0:y1, x0:x1]), cv2.COLOR_BGR2RGB)
+        seg = felzenszwalb(rgb, **self._felz)
+        out = np.zeros(self.size, dtype=bool)
+        out[y0:y1, x0:x1] = seg == seg[y - y0, x - x0]
+        return out
 
     def objects(self) -> np.ndarray:
         """Union of every object's ground truth."""
@@ -265,10 +281,18 @@ class GroundTruthOracle:
             return np.zeros((h, w), dtype=bool), 0.05, None
         x = min(max(int(centre[0]), 0), w - 1)
         y = min(max(int(centre[1]), 0), h - 1)
-        seg = st.segments()
-        mask = (seg == seg[y, x]) & ~st.objects()
-        if box is not None and self.clip_background:
-            mask = _clip_to_box(mask, grow_box(box, self.grow))
+        if box is not None and not self.clip_background:
+            seg = st.segments()
+            mask = (seg == seg[y, x]) & ~st.objects()
+        else:
+            if box is not None:
+                region = grow_box(box, self.grow)
+            else:
+                half = max(h, w) / 6.0
+                region = np.array([x - half, y - half, x + half + 1, y + half + 1])
+            x0, y0 = max(0, min(x, int(np.floor(region[0])))), max(0, min(y, int(np.floor(region[1]))))
+            x1, y1 = min(w, max(x + 1, int(np.ceil(region[2])))), min(h, max(y + 1, int(np.ceil(region[3]))))
+            mask = st.segment_at(x, y, (x0, y0, x1, y1)) & ~st.objects()
         if not mask.any():
             self.answers["empty"] += 1
             return mask, 0.05, None
