@@ -575,12 +575,26 @@ def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None 
     pcfg = dataclasses.replace(config.pipeline, realtime=True)
     with Pipeline(MemorySource(seq.frames, seq.fps), engine, config=pcfg) as pipe:
         for result in pipe:
-            packed = {t.track_id: np.packbits(t.mask, axis=-1) for t in result.tracks if t.mask is not None}
-            kept.append((result.index, packed))
+            kept.append((result.index, _packed(result)))
     wall = time.perf_counter() - t0
+    scorer = _score_as_seen(seq, kept, ids, masks_dir)
+    stats = {"processed": len(kept), "frames": len(seq), "wall_s": wall}
+    return scorer, stats
+
+
+def _packed(result) -> dict[int, np.ndarray]:
+    """A result's masks, bit-packed along rows (a clip's worth of full masks would take gigabytes)."""
+    return {t.track_id: np.packbits(t.mask, axis=-1) for t in result.tracks if t.mask is not None}
+
+
+def _score_as_seen(
+    seq: VosSequence, kept: Sequence[tuple[int, dict[int, np.ndarray]]], ids: _Ids, masks_dir: Path | None
+) -> SequenceScorer:
+    """Score every source frame with the newest result at or before it (``kept``: frame index and
+    :func:`_packed` masks, in order), as a viewer of a live stream sees them."""
     scorer = SequenceScorer(seq)
     writer = MaskWriter(masks_dir)
-    h, w = seq.size
+    w = seq.size[1]
     tracks: dict[int, np.ndarray] = {}
     k = 0
     for i in range(len(seq)):
@@ -591,8 +605,7 @@ def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None 
             k += 1
         scorer.add(i, tracks, ids.original)
         writer.write(i, seq.size, tracks, ids.original)
-    stats = {"processed": len(kept), "frames": len(seq), "wall_s": wall}
-    return scorer, stats
+    return scorer
 
 
 class _SimFuture:
@@ -650,20 +663,10 @@ def run_engine_simulated(
         cost = (time.thread_time() - t - clock.excluded - (getattr(runner, "own_time_s", 0.0) - own)) * 1e3
         costs.append(cost)
         clock.now += cost
-        kept.append((i, _track_masks(result)))
+        kept.append((i, _packed(result)))
         i += 1
     engine.attach_worker(None)
-    scorer = SequenceScorer(seq)
-    writer = MaskWriter(masks_dir)
-    tracks: dict[int, np.ndarray] = {}
-    k = 0
-    for j in range(len(seq)):
-        while k < len(kept) and kept[k][0] <= j:
-            tracks = kept[k][1]
-            ids.update(kept[k][0], tracks)
-            k += 1
-        scorer.add(j, tracks, ids.original)
-        writer.write(j, seq.size, tracks, ids.original)
+    scorer = _score_as_seen(seq, kept, ids, masks_dir)
     stats = {"processed": len(kept), "frames": len(seq), "median_ms": float(np.median(costs)) if costs else 0.0}
     return scorer, stats
 

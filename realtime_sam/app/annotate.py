@@ -11,7 +11,6 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import glob as globmod
 import os
 import sys
 from collections import Counter
@@ -22,10 +21,15 @@ from typing import Callable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from realtime_sam.capture.images import IMAGE_EXTENSIONS, _as_bgr, _natural_key
+from realtime_sam.capture.images import IMAGE_EXTENSIONS, _as_bgr, image_files
 from realtime_sam.errors import ConfigError, SinkError, SourceError, describe_error
 from realtime_sam.model.detector import load_yolo, ultralytics_device
-from realtime_sam.output.labels import FORMATS, CocoWriter, LabeledObject, YoloLabelWriter
+from realtime_sam.output.labels import (
+    FORMATS,
+    CocoWriter,
+    LabeledObject,
+    YoloLabelWriter,
+)
 from realtime_sam.output.polygons import SEGMENTS, join_parts, mask_to_polygons
 from realtime_sam.output.rle import encode_rle, mask_to_box
 from realtime_sam.tracking.detection import Detector, parse_classes, select_detections
@@ -111,18 +115,9 @@ def default_output_dir(data: str | os.PathLike[str]) -> Path:
 
 
 def _image_items(data: str) -> list[_Item]:
-    path = Path(data)
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not files:
-            raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-    elif path.is_file():
-        files = [path]
-    else:
-        files = [Path(p) for p in globmod.glob(data) if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS]
-        if not files:
-            raise SourceError(f"no images match {data}; give a folder, a glob (quoted) or a video file")
-    files.sort(key=_natural_key)
+    files = image_files(
+        data, glob_images_only=True, no_match=f"no images match {data}; give a folder, a glob (quoted) or a video file"
+    )
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems:

@@ -19,7 +19,7 @@ from realtime_sam.errors import (
 )
 from realtime_sam.types import Frame
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSequenceSource"]
+__all__ = ["image_files", "IMAGE_EXTENSIONS", "ImageSequenceSource"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -40,6 +40,30 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
+def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = False) -> list[Path]:
+    """The files ``spec`` names, in natural order: a folder's images, one file, or a glob's files.
+
+    A glob keeps every file it matches unless ``glob_images_only``. Raises
+    :class:`SourceError` for an empty folder, or with ``no_match`` when a glob
+    matches nothing.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:
+            raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+    elif path.is_file():
+        files = [path]
+    else:
+        files = [
+            Path(p) for p in globmod.glob(str(spec))
+            if Path(p).is_file() and (not glob_images_only or Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+        ]
+        if not files:
+            raise SourceError(no_match)
+    return sorted(files, key=_natural_key)
+
+
 class ImageSequenceSource(Source):
     """A folder of images or a glob pattern, in natural sort order, read with ``cv2.imread``.
 
@@ -55,18 +79,9 @@ class ImageSequenceSource(Source):
         super().__init__()
         self.config = config or SourceConfig()
         self.name = str(spec)
-        path = Path(spec)
-        if path.is_dir():
-            files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-            if not files:
-                raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        elif path.is_file():
-            files = [path]
-        else:
-            files = [Path(p) for p in globmod.glob(str(spec)) if Path(p).is_file()]
-            if not files:
-                raise SourceError(f"no files match {spec}; check the pattern (quote it so the shell does not expand it)")
-        self._files = sorted(files, key=_natural_key)
+        self._files = image_files(
+            spec, no_match=f"no files match {spec}; check the pattern (quote it so the shell does not expand it)"
+        )
         self.fps = float(self.config.image_fps)
         self.num_frames = len(self._files)
         self._pos = 0

@@ -484,9 +484,7 @@ class Engine:
         later = due if background and not discovery_due else []
         if later:
             due = []
-        lost_now = background and any(
-            (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST for p in live
-        )
+        lost_now = background and bool(self._lost_ids(live))
         if self.background.wants_frame(bool(later) or (detect_due and background and not discovery_due), lost_now):
             # New prompts', detections' and lost tracks' masks are replayed from their encoded frame to the current one.
             self.background.keep(frame.index, self.propagator.work(frame.image).detached())
@@ -558,18 +556,17 @@ class Engine:
             self._land(job, frame.index, (frame.height, frame.width), timings)
             landed = True
             live = self.tracker.prompts()  # the corrected tracks prompt the next encode
-        lost = frozenset(
-            p.track_id for p in live if (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST
-        )
         if detect:
             # The detector and the encode of this frame on the worker; its boxes are decoded when it lands.
             self.detection.started()  # type: ignore[union-attr]
             self.detection.in_flight = True  # type: ignore[union-attr]
             embed = _EmbedAndDetect(self.runner.embed, self.detection)  # type: ignore[attr-defined, arg-type]
-            self.background.start(embed, frame.image, frame.index, live, plan.later, lost, detect=True)
+            self.background.start(embed, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect=True)
             self._since_encode = 0
         elif plan.later or (not self.background.busy and plan.periodic and live):
-            self.background.start(self.runner.embed, frame.image, frame.index, live, plan.later, lost)  # type: ignore[attr-defined]
+            self.background.start(  # type: ignore[attr-defined]
+                self.runner.embed, frame.image, frame.index, live, plan.later, self._lost_ids(live)
+            )
             self._since_encode = 0
         return landed
 
@@ -661,6 +658,12 @@ class Engine:
                 self.tracker.add(fresh[j], frame_index, _reserved_id(p))
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _lost_ids(self, prompts: Sequence[TrackPrompt]) -> frozenset[int]:
+        """The ids of the prompted tracks that are lost (their masks are replayed when an encode finds them)."""
+        return frozenset(
+            p.track_id for p in prompts if (tr := self.tracker.get(p.track_id)) is not None and tr.state == TrackState.LOST
+        )
 
     def _update_order(self) -> None:
         """Who is in front, from the decode that just landed: where two tracks' moved

@@ -377,12 +377,9 @@ class MaskPropagator:
         u1, v1 = min(gw, int(math.ceil(box[2] * s)) + 1), min(gh, int(math.ceil(box[3] * s)) + 1)
         if u1 - u0 < 3 or v1 - v0 < 3:
             return np.empty((0, 2), np.float32)
-        # Nearest sampling of the source mask at each work pixel's centre.
-        rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
-        cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
-        work = mask[np.ix_(rows, cols)].astype(np.uint8)
+        work = _at_work(mask, (u0, v0, u1, v1), s).astype(np.uint8)
         if others is not None:
-            taken = others[np.ix_(rows, cols)].astype(np.uint8)
+            taken = _at_work(others, (u0, v0, u1, v1), s).astype(np.uint8)
             if taken.any():
                 # A corner whose LK window reaches into another object follows that
                 # object's edge; an occluder sliding over this one would drag it along.
@@ -437,9 +434,7 @@ class MaskPropagator:
         if u1 - u0 < 3 or v1 - v0 < 3:
             return None
         patch = prev[v0:v1, u0:u1]
-        rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
-        cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
-        inside = mask[np.ix_(rows, cols)]
+        inside = _at_work(mask, (u0, v0, u1, v1), s)
         if int(inside.sum()) < 9 or float(patch[inside].std()) < 4.0:
             return None
         reach = max(_MATCH_REACH, min(4 * max(u1 - u0, v1 - v0), _MATCH_MAX_REACH))
@@ -516,6 +511,15 @@ def _warp(residual: dict[int, np.ndarray], tid: int, mask: np.ndarray, box: np.n
     if new_box is None:
         return _unchanged(mask, box, ok=False)
     return PropagatedMask(new, new_box, True)
+
+
+def _at_work(mask: np.ndarray, region: tuple[int, int, int, int], s: float) -> np.ndarray:
+    """``mask`` (``HxW bool``, source pixels) sampled at the centre of each work pixel of
+    ``region`` (``u0, v0, u1, v1``, work pixels; ``s`` = work / source scale), nearest."""
+    u0, v0, u1, v1 = region
+    rows = np.clip(((np.arange(v0, v1) + 0.5) / s).astype(np.int64), 0, mask.shape[0] - 1)
+    cols = np.clip(((np.arange(u0, u1) + 0.5) / s).astype(np.int64), 0, mask.shape[1] - 1)
+    return mask[np.ix_(rows, cols)]
 
 
 def _agree(a: np.ndarray, b: np.ndarray, box: np.ndarray, s: float) -> bool:
