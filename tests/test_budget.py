@@ -220,7 +220,7 @@ def _run(k: int, encode_s: float, overrides=(), seconds: float = 2.5) -> dict:
 
 
 def test_live_streams_on_a_slow_shared_encoder_are_capped_and_report_it():
-    run = _run(3, 0.1)  # three streams asking without rest: the encoder is busy all the time
+    run = _run(3, 0.15)  # three streams asking every 8 frames (0.27 s): the encoder is busy all the time
     assert run["behind"]
     assert 10.0 in run["caps"]  # 30 fps / 3 streams
     assert any(line.startswith("s1: running") and ", capped at 10.0 fps (encoder behind) |" in line for line in run["lines"])
@@ -229,15 +229,41 @@ def test_live_streams_on_a_slow_shared_encoder_are_capped_and_report_it():
 
 
 def test_with_the_budget_off_the_streams_process_what_they_can():
-    run = _run(3, 0.1, ["streams.frame_budget=0"])
+    run = _run(3, 0.15, ["streams.frame_budget=0"])
     assert run["caps"] == {None} and not any("capped" in line for line in run["lines"])
     for n, r in zip(run["processed"], run["read"]):
         assert n > 10.0 * run["elapsed"] + 2 and n >= r // 2  # past the cap the budget would have set
 
 
-@pytest.mark.parametrize("k, encode_s", [(1, 0.1), (3, 0.0)], ids=["one stream, slow encoder", "three streams, quick encoder"])
+@pytest.mark.parametrize("k, encode_s", [(1, 0.15), (3, 0.0)], ids=["one stream, slow encoder", "three streams, quick encoder"])
 def test_one_stream_alone_or_a_quick_encoder_is_never_capped(k, encode_s):
     run = _run(k, encode_s, seconds=2.0)
     assert not run["behind"] and run["caps"] == {None}
     for n, r in zip(run["processed"], run["read"]):
         assert n >= r // 2 and n > 10.0 * run["elapsed"] + 2
+
+
+def test_streams_on_one_ray_actor_share_its_frame_budget(tmp_path):
+    import threading
+
+    from realtime_sam.app.cluster import StreamJob, StreamWorker
+
+    def encode_many(images):  # two streams asking every 8 frames (0.27 s at 30 fps): behind
+        time.sleep(0.2)
+        return [BoxRunner().embed(im) for im in images]
+
+    worker = StreamWorker(None, runner_for=BoxRunner, scheduler=EncodeScheduler(encode_many))  # plain Python, no Ray
+    config = load_config("cpu", ["pipeline.max_frames=45"])
+    prompt = ObjectPrompt(box=(20, 20, 80, 80))
+    jobs = [StreamJob(StreamSpec(f"s{i}", _GRAPH), str(tmp_path / f"s{i}.jsonl"), (prompt,), config) for i in range(2)]
+    outcomes: list = []
+    threads = [threading.Thread(target=lambda j=j: outcomes.append(worker.run(j)), daemon=True) for j in jobs]
+    for t in threads:
+        t.start()
+    caps = set()
+    while any(t.is_alive() for t in threads):
+        caps |= {worker.budget.cap_fps(f"s{i}@0") for i in range(2)}
+        time.sleep(0.02)
+    assert sorted(o.frames for o in outcomes) == [45, 45]
+    assert 15.0 in caps  # 30 fps / 2 streams while the encoder was behind
+    assert worker.budget.cap_fps("s0@0") is None  # ended: no longer counted

@@ -85,11 +85,10 @@ class EncoderCall:
     waiting: tuple[str, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Stream:
     live: bool
-    fps: float
-    running: bool = True
+    fps: float  # nominal frames per second
 
 
 class FrameBudget:
@@ -120,6 +119,11 @@ class FrameBudget:
         self._recent: collections.deque[frozenset[str]] = collections.deque(maxlen=self.RECENT_CALLS)
         self._behind = False
 
+    def configure(self, config: StreamsConfig) -> None:
+        """Use ``config`` from now on (a Ray actor learns the run's settings with its first stream)."""
+        with self._lock:
+            self.config = config
+
     # -- streams -------------------------------------------------------------------------------
 
     def add(self, key: str, *, live: bool, fps: float | None = None) -> None:
@@ -131,9 +135,7 @@ class FrameBudget:
     def end(self, key: str) -> None:
         """Stream ``key`` has ended: the others share the budget."""
         with self._lock:
-            s = self._streams.get(key)
-            if s is not None:
-                s.running = False
+            self._streams.pop(key, None)
 
     # -- the encoder ---------------------------------------------------------------------------
 
@@ -186,9 +188,9 @@ class FrameBudget:
 
     def _budgeted(self, s: _Stream) -> float | None:
         """``s``'s cap while the encoder is behind (``None``: none)."""
-        if not s.live or not s.running or self.config.frame_budget <= 0:
+        if not s.live or self.config.frame_budget <= 0:
             return None
-        k = sum(1 for x in self._streams.values() if x.live and x.running)
+        k = sum(1 for x in self._streams.values() if x.live)
         if k < 2:
             return None  # one stream alone: as it always was
         cap = max(self.config.min_fps, self.config.frame_budget * s.fps / k)
