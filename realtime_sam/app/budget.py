@@ -115,6 +115,7 @@ class FrameBudget:
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._duty = 0.0
+        self._samples = 0
         self._last_end: float | None = None
         self._recent: collections.deque[frozenset[str]] = collections.deque(maxlen=self.RECENT_CALLS)
         self._behind = False
@@ -142,13 +143,16 @@ class FrameBudget:
     def observe(self, call: EncoderCall) -> None:
         """Take one encoder call into account (the scheduler calls this after each)."""
         with self._lock:
-            busy = max(0.0, call.end - call.start)
-            idle = 0.0 if self._last_end is None else max(0.0, call.start - self._last_end)
-            self._last_end = call.end
-            sample = busy / (busy + idle) if busy + idle > 0 else 1.0
-            a = self.DUTY_SMOOTHING
-            self._duty = a * sample + (1 - a) * self._duty
             self._recent.append(frozenset(call.keys) | frozenset(call.waiting))
+            last_end, self._last_end = self._last_end, call.end
+            if last_end is None:
+                return  # the idle time before the first call means nothing (the streams were opening)
+            busy = max(0.0, call.end - call.start)
+            idle = max(0.0, call.start - last_end)
+            sample = busy / (busy + idle) if busy + idle > 0 else 1.0
+            a = 1.0 if self._samples == 0 else self.DUTY_SMOOTHING
+            self._duty = a * sample + (1 - a) * self._duty
+            self._samples += 1
             shared = len(frozenset().union(*self._recent)) >= 2
             if not self._behind:
                 self._behind = shared and bool(call.waiting) and self._duty >= self.ENGAGE_DUTY
