@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -37,8 +38,8 @@ class _Encoder:
             self.now += busy
 
 
-def _budget(config: StreamsConfig = StreamsConfig(), live=("a", "b", "c"), fps=30.0) -> FrameBudget:
-    b = FrameBudget(config)
+def _budget(config: StreamsConfig | None = None, live=("a", "b", "c"), fps=30.0) -> FrameBudget:
+    b = FrameBudget(config or StreamsConfig())
     for key in live:
         b.add(key, live=True, fps=fps)
     return b
@@ -150,7 +151,7 @@ def test_the_command_line_refuses_a_bad_budget_with_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "realtime_sam", "--headless", "--source", "lavfi:testsrc2", "--source", "lavfi:testsrc",
          "--set", "streams.min_fps=-2", "--save-masks", str(tmp_path / "{name}.jsonl")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: streams.min_fps must be > 0 (frames per second), got -2.0"]
@@ -174,7 +175,7 @@ def test_a_paced_live_pipeline_processes_the_newest_frame_at_most_once_per_inter
         elapsed = time.monotonic() - start
         stats = pipe.stats
     assert len(indices) <= elapsed / 0.2 + 1  # the pace is a ceiling, whatever the load
-    gaps = sorted(b - a for a, b in zip(indices, indices[1:]))
+    gaps = sorted(b - a for a, b in itertools.pairwise(indices))
     assert gaps[len(gaps) // 2] >= 3  # ~6 frames come in 0.2 s: the newest is taken, the others dropped
     assert stats.frames_dropped >= sum(gaps) - len(gaps) - 2
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from realtime_sam.errors import ConfigError
 
-__all__ = ["StreamsConfig", "EncoderCall", "FrameBudget"]
+__all__ = ["EncoderCall", "FrameBudget", "StreamsConfig"]
 
 
 @dataclass(frozen=True)
