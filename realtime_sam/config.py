@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from realtime_sam.app.budget import StreamsConfig
 from realtime_sam.app.pipeline import PipelineConfig
 from realtime_sam.capture.base import SourceConfig
 from realtime_sam.errors import ConfigError
@@ -53,6 +54,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     output: SinkConfig = field(default_factory=SinkConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
 
 def _section_types() -> dict[str, type]:

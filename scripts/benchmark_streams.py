@@ -4,6 +4,7 @@
 
     python scripts/benchmark_streams.py                       # K = 1, 2, 4, 8; 20 s each
     python scripts/benchmark_streams.py --streams 1 2 4 --seconds 15 --config cpu
+    python scripts/benchmark_streams.py --streams 1 8 --config cpu --set streams.frame_budget=0   # no cap
 
 For each K, K live 640x480 streams at 30 fps (FFmpeg ``testsrc2`` graphs
 paced in real time, each tracking two boxes) run
@@ -16,8 +17,12 @@ and the script prints, per K and mode: processed frames per second per
 stream (median over streams), the median encode age per stream (seconds
 since the frame behind its newest embedding went to the encoder, sampled
 every 0.5 s), the resident memory (the one process's, or the K processes'
-sum), and the ratios the issue's targets are about: memory against one
-process with one stream, encode age against one stream alone.
+sum), the cap the shared encoder's frame budget put on each stream's
+processed frame rate (median over the samples and streams where it was
+capped, and the share of those samples; ``-`` when never capped, see
+``realtime_sam.app.budget``), and the ratios the issue's targets
+are about: memory against one process with one stream, encode age against
+one stream alone.
 
 Weights default to the golden checkpoint or a random one (speed and memory
 do not depend on the values). ``--inner K`` is the worker mode the script
@@ -45,7 +50,7 @@ GRAPH = "lavfi:testsrc2=size=640x480:rate=30"
 BOXES = ((100.0, 100.0, 260.0, 240.0), (360.0, 220.0, 560.0, 420.0))
 
 
-def inner(k: int, seconds: float, weights: str, config_name: str | None, device: str) -> dict:
+def inner(k: int, seconds: float, weights: str, config_name: str | None, device: str, overrides: list[str]) -> dict:
     """Run ``k`` live streams in this process for ``seconds``; the figures as a dict."""
     import cv2  # noqa: F401  (before PyAV, as in the app)
 
@@ -54,13 +59,14 @@ def inner(k: int, seconds: float, weights: str, config_name: str | None, device:
     from realtime_sam.config import load_config
     from realtime_sam.types import ObjectPrompt
 
-    config = load_config(config_name, [f"model.weights={weights}", f"model.device={device}"])
+    config = load_config(config_name, [f"model.weights={weights}", f"model.device={device}", *overrides])
     config = replace(config, tracker=KEEP_EVERY_MASK)  # random weights: keep every mask, so the work is real
     specs = [StreamSpec(f"s{i}", GRAPH) for i in range(k)]
     prompts = [ObjectPrompt(box=b) for b in BOXES]
     multi = open_streams(specs, config, prompts=prompts)
     ages: dict[str, list[float]] = {s.name: [] for s in specs}
     rss: list[float] = []
+    caps: list[float] = []
     with multi:
         # Warm-up: until every stream has its first encode.
         deadline = time.monotonic() + 300
@@ -76,6 +82,7 @@ def inner(k: int, seconds: float, weights: str, config_name: str | None, device:
                 for st in multi.status():
                     if st.encode_age_s is not None:
                         ages[st.name].append(st.encode_age_s)
+                    caps.append(st.fps_cap or 0.0)
                 rss.append(rss_mb())
         elapsed = time.monotonic() - t0
         end = {st.name: st.frames_processed for st in multi.status()}
@@ -83,6 +90,8 @@ def inner(k: int, seconds: float, weights: str, config_name: str | None, device:
         "fps": [(end[n] - start[n]) / elapsed for n in ages],
         "age": [median(v) for v in ages.values()],
         "rss_mb": max(rss) if rss else rss_mb(),
+        "cap": median([c for c in caps if c]) if any(caps) else None,
+        "capped": sum(1 for c in caps if c) / len(caps) if caps else 0.0,
     }
 
 
@@ -90,6 +99,8 @@ def run_inner(k: int, args, weights: Path) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--inner", str(k), "--seconds", str(args.seconds), "--weights", str(weights), "--device", args.device]
     if args.config:
         cmd += ["--config", args.config]
+    for item in args.set:
+        cmd += ["--set", item]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
@@ -110,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="checkpoint (default: golden or a random one)")
     p.add_argument("--config", help="preset or YAML (default: the defaults; 'cpu' = background encodes)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a config override (repeats)")
     p.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.inner:
-        print(json.dumps(inner(args.inner, args.seconds, args.weights, args.config, args.device)), flush=True)
+        print(json.dumps(inner(args.inner, args.seconds, args.weights, args.config, args.device, args.set)), flush=True)
         # A background encode still running in torch (seconds on a busy CPU; its result is not needed)
         # would abort a normal interpreter exit: the figures are out, leave at once.
         sys.stderr.flush()
@@ -127,17 +139,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((k, together, apart))
             print(f"K={k} done", file=sys.stderr, flush=True)
     base = next((t for k, t, _ in rows if k == 1), None)
-    print(f"{'K':>2} {'mode':<9} {'fps/stream':>10} {'encode age':>10} {'RSS MB':>8} {'RSS vs 1':>8} {'age vs 1':>8}")
+    print(f"{'K':>2} {'mode':<9} {'fps/stream':>10} {'fps cap':>9} {'encode age':>10} {'RSS MB':>8} {'RSS vs 1':>8} {'age vs 1':>8}")
     for k, together, apart in rows:
-        for mode, fps, age, rss in (
-            ("together", together["fps"], together["age"], together["rss_mb"]),
-            ("apart", [f for a in apart for f in a["fps"]], [x for a in apart for x in a["age"]], sum(a["rss_mb"] for a in apart)),
+        for mode, fps, cap, age, rss in (
+            ("together", together["fps"], together.get("cap") and f"{together['cap']:.1f} {together['capped']:.0%}",
+             together["age"], together["rss_mb"]),
+            ("apart", [f for a in apart for f in a["fps"]], None, [x for a in apart for x in a["age"]], sum(a["rss_mb"] for a in apart)),
         ):
             mem = f"{rss / base['rss_mb']:.2f}x" if base else "-"
             worst = max(age) if age else float("nan")
             ratio = f"{worst / base['age'][0]:.2f}x" if base and base["age"] and base["age"][0] > 0 else "-"
-            print(f"{k:>2} {mode:<9} {median(fps):>10.1f} {median(age):>9.2f}s {rss:>8.0f} {mem:>8} {ratio:>8}")
+            capped = cap or "-"
+            print(f"{k:>2} {mode:<9} {median(fps):>10.1f} {capped:>9} {median(age):>9.2f}s {rss:>8.0f} {mem:>8} {ratio:>8}")
     print("encode age: median per stream, then the median over streams; 'age vs 1': the worst stream's against one stream alone")
+    print("fps cap: the frame budget's cap on each stream's processed rate (median while capped, share of samples capped; '-': never)")
     return 0
 
 

@@ -11,6 +11,9 @@
 * Each actor holds one model and runs the streams pinned to it side by side
   (a threaded actor: one :meth:`StreamWorker.run` call per stream, each a
   :class:`~realtime_sam.app.pipeline.Pipeline` of its own).
+* The streams on one actor share its encoder as in one process: encodes go
+  stalest stream first, and its :class:`~realtime_sam.app.budget.FrameBudget`
+  caps the live streams' processed frame rate while the encoder is behind.
 * A stream is pinned to one actor, since its engine state lives there. When
   an actor dies, its streams start again on the least-loaded live actor (a
   new one when none is left): they reopen their source and encode afresh.
@@ -212,6 +215,7 @@ class StreamWorker:
     """
 
     def __init__(self, model_config: Any, *, runner_for: Callable[[], Any] | None = None, scheduler: Any = None) -> None:
+        from realtime_sam.app.budget import FrameBudget
         from realtime_sam.app.multi import shared_scheduler
 
         if runner_for is None:
@@ -226,12 +230,16 @@ class StreamWorker:
             runner_for = lambda: InferenceRunner(model)  # noqa: E731
         self._runner_for = runner_for
         self._scheduler = scheduler
+        self.budget = FrameBudget()  # configured from the jobs (config.streams: the run's)
+        scheduler.add_observer(self.budget.observe)
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, job: StreamJob) -> StreamOutcome:
         """Run one stream to its end, appending to its output; returns how it ended (errors raise)."""
+        from functools import partial
+
         from realtime_sam.app.multi import stream_config
         from realtime_sam.app.pipeline import Pipeline
         from realtime_sam.app.scheduler import SharedRunner
@@ -252,8 +260,9 @@ class StreamWorker:
                 return StreamOutcome(spec.name, "stopped", start.frames)
             pipe_cfg = replace(pipe_cfg, max_frames=left)
         source = _Resumed(open_source(spec.source, cfg.source), start.next_frame)
+        key = f"{spec.name}@{start.next_frame}"
         try:
-            runner = SharedRunner(self._runner_for(), self._scheduler, f"{spec.name}@{start.next_frame}")
+            runner = SharedRunner(self._runner_for(), self._scheduler, key)
             engine = Engine(
                 runner, cfg.engine, tracker_config=cfg.tracker, propagation_config=cfg.propagation,
                 discovery_config=cfg.discovery, ids=IdCounter(start.next_id),
@@ -271,9 +280,15 @@ class StreamWorker:
         except BaseException:
             source.close()
             raise
-        with Pipeline(source, engine, sinks=[sink], config=pipe_cfg) as pipeline:
-            pipeline.run()  # a source or engine error raises here, the output complete up to it
-            stopped = pipeline.stopped
+        self.budget.configure(job.config.streams)
+        self.budget.add(key, live=source.live or pipe_cfg.realtime, fps=source.fps)
+        try:
+            with Pipeline(source, engine, sinks=[sink], config=pipe_cfg) as pipeline:
+                pipeline.pace_with(partial(self.budget.interval_s, key))
+                pipeline.run()  # a source or engine error raises here, the output complete up to it
+                stopped = pipeline.stopped
+        finally:
+            self.budget.end(key)
         end = resume_point(job.masks_path)
         if stopped or source.live:
             return StreamOutcome(spec.name, "stopped", end.frames)

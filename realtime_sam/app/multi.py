@@ -21,9 +21,11 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
@@ -71,6 +73,8 @@ class StreamStatus:
         encode_age_s: seconds since the frame behind its newest embedding went to the encoder (``None`` before the first).
         tracks: objects in its latest result.
         error: the one-line error that ended it (``state == "failed"``).
+        fps_cap: its processed frames per second are capped at this while the shared encoder is behind
+            (``None``: not capped; see :class:`~realtime_sam.app.budget.FrameBudget`).
     """
 
     name: str
@@ -84,13 +88,15 @@ class StreamStatus:
     encode_age_s: float | None
     tracks: int
     error: str | None = None
+    fps_cap: float | None = None
 
     def line(self) -> str:
         """The stream's status line."""
         age = "-" if self.encode_age_s is None else f"{self.encode_age_s:.1f} s"
+        cap = "" if self.fps_cap is None else f", capped at {self.fps_cap:.1f} fps (encoder behind)"
         text = (
             f"{self.name}: {self.state}, frames {self.frames_read} read, {self.frames_processed} processed, "
-            f"{self.frames_dropped} dropped | model {self.model_fps:.1f} fps | encodes {self.encodes}, "
+            f"{self.frames_dropped} dropped{cap} | model {self.model_fps:.1f} fps | encodes {self.encodes}, "
             f"encode age {age} | tracks {self.tracks}"
         )
         return text + (f" | error: {self.error}" if self.error else "")
@@ -120,10 +126,19 @@ class MultiPipeline:
     thread (a signal handler). A stream whose pipeline raises ends alone:
     its error is in :meth:`status` and :attr:`errors`; iteration goes on
     until every stream has ended.
+
+    With a ``scheduler``, ``budget`` (default: a :class:`~realtime_sam.app.budget.FrameBudget`
+    with the default settings) watches its encoder calls and paces every
+    stream's pipeline (:meth:`~realtime_sam.app.pipeline.Pipeline.pace_with`).
     """
 
     def __init__(
-        self, runs: Sequence[StreamRun], scheduler: EncodeScheduler | None = None, *, workers: Sequence[SerialWorker] = ()
+        self,
+        runs: Sequence[StreamRun],
+        scheduler: EncodeScheduler | None = None,
+        *,
+        workers: Sequence[SerialWorker] = (),
+        budget: FrameBudget | None = None,
     ) -> None:
         names = [r.name for r in runs]
         if len(set(names)) != len(names):
@@ -131,6 +146,13 @@ class MultiPipeline:
         self.runs = list(runs)
         self.scheduler = scheduler
         self._workers = list(workers)  # the shared encoder's thread, closed with the run
+        self.budget = budget if budget is not None or scheduler is None else FrameBudget()
+        if self.budget is not None:
+            if scheduler is not None:
+                scheduler.add_observer(self.budget.observe)
+            for r in self.runs:
+                self.budget.add(r.name, live=r.live, fps=getattr(r.source, "fps", None))
+                r.pipeline.pace_with(partial(self.budget.interval_s, r.name))
         self._next = 0
         self._stopped = False
         self._closed = False
@@ -165,6 +187,8 @@ class MultiPipeline:
         self.stop()
         for r in self.runs:
             r.pipeline.close()
+        if self.budget is not None and self.scheduler is not None:
+            self.scheduler.remove_observer(self.budget.observe)
         for w in self._workers:
             w.close(timeout=1.0)  # an encode still running is a daemon's; its result is not needed
 
@@ -223,15 +247,21 @@ class MultiPipeline:
         except BaseException as exc:  # this stream's failure, not the run's
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            r.error, r.ended = exc, True
+            r.error = exc
+            self._ended(r)
             return None
         if result is None:
             if r.pipeline.ended:
-                r.ended = True
+                self._ended(r)
             return None
         r.tracks = len(result.tracks)
         age = self.scheduler.stats(r.name).age_s if self.scheduler is not None else None
         return StreamResult(r.name, result, age)
+
+    def _ended(self, r: StreamRun) -> None:
+        r.ended = True
+        if self.budget is not None:
+            self.budget.end(r.name)  # the streams still running share its budget
 
     def status(self) -> list[StreamStatus]:
         """Every stream's :class:`StreamStatus`, in the order given."""
@@ -248,6 +278,7 @@ class MultiPipeline:
                     # An ended stream's embedding ages for nothing: its age is reported while it runs.
                     encodes=enc.encodes if enc else 0, encode_age_s=enc.age_s if enc and state == "running" else None,
                     tracks=r.tracks, error=None if r.error is None else str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__,
+                    fps_cap=self.budget.cap_fps(r.name) if self.budget is not None and state == "running" else None,
                 )
             )
         return out
@@ -302,7 +333,8 @@ def open_streams(
         model: the shared :class:`~realtime_sam.model.runtime.InferenceModel`; loaded from
             ``config.model`` when neither it nor ``runner_for`` is given.
         runner_for: ``spec -> runner`` with ``embed``/``use`` (tests pass fakes); then ``scheduler`` is required.
-        scheduler: the encoder's scheduler (default: :func:`shared_scheduler` over ``model``).
+        scheduler: the encoder's scheduler (default: :func:`shared_scheduler` over ``model``); its calls
+            drive the run's :class:`~realtime_sam.app.budget.FrameBudget` (``config.streams``).
         on_status: ``spec -> callback`` for the live source's status events.
 
     Raises:
@@ -356,7 +388,7 @@ def open_streams(
         for w in workers:
             w.close(timeout=1.0)
         raise
-    return MultiPipeline(runs, scheduler, workers=workers)
+    return MultiPipeline(runs, scheduler, workers=workers, budget=FrameBudget(config.streams))
 
 
 def track_many(

@@ -36,6 +36,10 @@
   status 134).
 * An engine that asks for a worker (``engine.wants_worker``) is lent one more
   thread for its background encodes (``engine.attach_worker(submit)``).
+* A pace (:meth:`Pipeline.pace_with`, several streams sharing one encoder)
+  sets the least time between two processed frames: the inference thread
+  waits that long before it takes the next frame, and a live source's
+  frames that arrive meanwhile are dropped, the newest kept.
 """
 
 from __future__ import annotations
@@ -376,6 +380,7 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._worker: _Worker | None = None
+        self._pace: Callable[[], float] | None = None
         self._frames_read = 0
         self._frames_processed = 0
         self._proc_times: collections.deque[float] = collections.deque(maxlen=30)
@@ -392,6 +397,15 @@ class Pipeline:
         interrupt = getattr(self.source, "interrupt", None)
         if callable(interrupt):
             interrupt()
+
+    def pace_with(self, interval_s: Callable[[], float] | None) -> None:
+        """Process at most one frame per ``interval_s()`` seconds (asked before each frame; 0 = no limit).
+
+        For several streams sharing one encoder (:class:`~realtime_sam.app.budget.FrameBudget`):
+        frames of a live source that come in the meantime are dropped (the newest is kept),
+        a file's wait in its queue. May be set or cleared (``None``) at any time.
+        """
+        self._pace = interval_s
 
     def pause(self) -> None:
         self._pause.set()
@@ -554,6 +568,7 @@ class Pipeline:
 
     def _inference_loop(self) -> None:
         last: Frame | None = None
+        last_start: float | None = None
         try:
             while not self._stop.is_set():
                 if self._pause.is_set():
@@ -565,6 +580,13 @@ class Pipeline:
                     else:
                         time.sleep(0.02)
                     continue
+                pace = self._pace
+                if pace is not None and last_start is not None:
+                    # Capped: wait before taking a frame, so the one taken is the newest.
+                    wait = last_start + pace() - time.perf_counter()
+                    if wait > 0:
+                        self._stop.wait(min(wait, 0.05))  # short slices: a new cap, pause or stop counts soon
+                        continue
                 try:
                     item = self._frames.get(timeout=0.1)
                 except queue.Empty:
@@ -572,7 +594,7 @@ class Pipeline:
                 if item is _END:
                     break
                 frame: Frame = item  # type: ignore[assignment]
-                t0 = time.perf_counter()
+                t0 = last_start = time.perf_counter()
                 result = self.engine.process(frame)
                 self._proc_times.append(time.perf_counter() - t0)
                 self._frames_processed += 1

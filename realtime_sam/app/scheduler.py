@@ -21,6 +21,11 @@ wait on a condition; with ``submit`` (a
 one thread, else on the caller's. Threads are the pipeline's
 (:mod:`realtime_sam.app.pipeline`): each stream's inference thread or its
 background-encode worker calls :meth:`EncodeScheduler.encode`.
+
+After each encoder call the scheduler tells its observers
+(:meth:`EncodeScheduler.add_observer`) how long it took and which other
+streams were waiting: the :class:`~realtime_sam.app.budget.FrameBudget`
+caps the live streams' frame rate from that while the encoder is behind.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from realtime_sam.app.budget import EncoderCall
 
 __all__ = ["EncodeCancelled", "EncodeScheduler", "EncodeStats", "SharedRunner"]
 
@@ -110,8 +117,19 @@ class EncodeScheduler:
         self._streams: dict[str, _Stream] = {}
         self._busy = False
         self._seq = itertools.count()
+        self._observers: list[Callable[[EncoderCall], None]] = []
         self.order: list[str] = []
         self.batches: list[int] = []
+
+    def add_observer(self, fn: Callable[[EncoderCall], None]) -> None:
+        """Call ``fn(EncoderCall)`` after every encoder call (under the scheduler's lock: ``fn`` must be quick)."""
+        with self._cond:
+            self._observers.append(fn)
+
+    def remove_observer(self, fn: Callable[[EncoderCall], None]) -> None:
+        with self._cond:
+            if fn in self._observers:
+                self._observers.remove(fn)
 
     def register(self, key: str) -> None:
         """Make ``key`` known (its stats exist before its first encode)."""
@@ -135,6 +153,7 @@ class EncodeScheduler:
                     continue
                 batch = self._pick()
                 self._busy = True
+                started = self._clock()
                 self._cond.release()
                 try:
                     try:
@@ -151,6 +170,7 @@ class EncodeScheduler:
                 finally:
                     self._cond.acquire()
                 self._busy = False
+                ended = self._clock()
                 self.batches.append(len(batch))
                 for r, emb in zip(batch, out):
                     r.done, r.result, r.error = True, emb, error
@@ -159,7 +179,11 @@ class EncodeScheduler:
                         s.encodes += 1
                         s.last_asked = r.since
                     self.order.append(r.key)
+                keys = tuple(dict.fromkeys(r.key for r in batch))
+                call = EncoderCall(started, ended, keys, tuple(sorted({r.key for r in self._waiting} - set(keys))))
                 self._cond.notify_all()
+                for fn in self._observers:
+                    fn(call)
             stream.last_wait_s = max(0.0, self._clock() - req.since)
             if req.error is not None:
                 raise req.error

@@ -8,7 +8,7 @@ file::
         source: rtsp://cam1/live  # or url: / path: ; a webcam index, a file, lavfi:GRAPH ...
         prompts:                  # optional: a list of objects as in a --prompts file, or that file's path
           - box: [100, 80, 300, 260]
-        settings:                 # optional: this stream's own settings (any section but model)
+        settings:                 # optional: this stream's own settings (any section but model and streams)
           engine: {reencode_every: 3}
         output: out/door.mp4      # optional: overrides --output for this stream
         save_masks: out/door.jsonl  # optional: overrides --save-masks
@@ -146,6 +146,8 @@ def _settings(value: Any, where: str) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{where}: settings must map sections to keys, e.g. settings: {{engine: {{reencode_every: 3}}}}")
     if "model" in value:
         raise ConfigError(f"{where}: settings cannot change the model section: one model serves every stream")
+    if "streams" in value:
+        raise ConfigError(f"{where}: settings cannot change the streams section: it is the run's (--set streams.KEY=VALUE)")
     from realtime_sam.config import parse_config
 
     data = {str(k): dict(v) for k, v in value.items()}
