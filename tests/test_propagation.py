@@ -364,3 +364,35 @@ def test_edge_margin_keeps_corners_off_the_outline():
         return float(depth[pts[:, 1], pts[:, 0]].min())
 
     assert shallowest(0) < 4 and shallowest(10) >= 10
+
+
+def test_with_dense_flow_a_larger_fast_object_is_followed_by_its_patch():
+    # 40 px at 640 wide is 30 work pixels at max_side 480 (900 in area): corners' territory with
+    # sparse flow, but dense flow (DIS) loses an object this small that moves over half its size
+    # per frame, so with method "dense" the patch match is its check too.
+    scene = moving_scene("rect", (22.0, 6.0), size=40.0, frames=10)
+    dense = follow(scene, PropagationConfig(method="dense", max_side=480), 10)[1]
+    still = follow(scene, PropagationConfig(method="none"), 10)[1]
+    assert min(dense) > 0.6, [round(v, 3) for v in dense]
+    assert dense[-1] > still[-1] + 0.5
+
+
+def test_with_dense_flow_a_vanished_object_is_not_matched_to_one_of_its_look_alikes():
+    # A small textured object disappears where two look-alikes of it sit nearby (a repeated
+    # texture, the same product on a shelf): both match about equally well, no match stands
+    # out, and with dense flow none is taken (sparse flow, alone, takes the best one).
+    rng = np.random.default_rng(3)
+    bg = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (0, 0), 1.5)
+    obj = cv2.GaussianBlur(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8), (0, 0), 1.5)
+    after = bg.copy()
+    for y, x in ((100, 195), (110, 105)):
+        noise = rng.integers(-6, 7, obj.shape)
+        after[y : y + 24, x : x + 24] = np.clip(obj.astype(int) + noise, 0, 255).astype(np.uint8)
+    before = after.copy()
+    before[100:124, 150:174] = obj
+    m = np.zeros((240, 320), bool)
+    m[100:124, 150:174] = True
+    for method, jumps in (("dense", False), ("flow", True)):
+        out = MaskPropagator(PropagationConfig(method=method, max_side=320)).step(before, after, {1: (m, mask_to_box(m))})
+        moved = out[1].ok and iou(out[1].mask, m) < 0.5
+        assert moved == jumps, (method, out[1].box)

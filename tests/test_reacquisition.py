@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from script_loader import load_script
@@ -215,3 +216,109 @@ def test_with_background_encodes_the_object_that_leaves_comes_back_where_it_is_n
     ]
     assert back and back[0] - half <= 30, (half, back[:3])  # within 2 s
     assert len({t.track_id for r in results for t in r.tracks}) == len({t.label for r in results for t in r.tracks})
+
+
+def _textured(h, w, seed):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 2.0)
+
+
+def test_the_appearance_search_finds_where_a_frame_looks_like_the_object():
+    from realtime_sam.tracking.appearance import search_boxes
+
+    h, w = 240, 320
+    frame = (_textured(h, w, 0) // 4 + 20).astype(np.uint8)  # dull greys and browns
+    red = np.zeros((30, 30, 3), np.uint8)
+    red[...] = (40, 40, 210)
+    frame[150:180, 240:270] = red
+    look = appearance_of(red, np.ones((30, 30), bool))
+    boxes = search_boxes(frame, look, (30.0, 30.0))
+    assert boxes and abs((boxes[0][0] + boxes[0][2]) / 2 - 255) < 8 and abs((boxes[0][1] + boxes[0][3]) / 2 - 165) < 8
+    # Where it is excluded (another track's object), or where nothing looks like it, nothing.
+    taken = np.zeros((h, w), bool)
+    taken[140:190, 230:280] = True
+    assert search_boxes(frame, look, (30.0, 30.0), exclude=taken) == []
+
+
+def _lost_red_track(h, w, *, at=(40, 40, 60, 60), **config):
+    red = np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    m = _rect(h, w, *at)
+    tr = Tracker(TrackerConfig(max_lost_frames=100, **config))
+    tid = tr.add(Detection(m, at, 0.95, appearance=appearance_of(red, m)), 0)
+    for i in range(1, 3):
+        tr.update([], i)
+    assert tr.get(tid).state is TrackState.LOST
+    return tr, tid, red
+
+
+def test_a_lost_track_takes_a_searched_mask_far_away_only_where_it_may_be_and_when_it_looks_like_it():
+    h, w = 200, 300
+    tr, tid, red = _lost_red_track(h, w)
+    blue = red[..., ::-1].copy()
+    far = _rect(h, w, 240, 150, 260, 170)  # ~230 px away: within reach some 60 frames later
+
+    def searched(image, mask, frame):
+        box = tuple(float(v) for v in (240, 150, 260, 170))
+        tr.update([Detection(mask, box, 0.92, source_track=tid, appearance=appearance_of(image, mask), searched=True)], frame)
+
+    searched(red, far, 3)  # one frame after it was lost: it cannot have got that far
+    assert tr.get(tid).state is TrackState.LOST
+    searched(blue, far, 60)  # later, but it does not look like it
+    assert tr.get(tid).state is TrackState.LOST
+    searched(red, far, 61)
+    t = tr.get(tid)
+    assert t.state is TrackState.CONFIRMED and t.box.tolist() == [240, 150, 260, 170]
+
+
+def test_a_searched_mask_that_looks_more_like_another_track_is_not_taken():
+    h, w = 200, 300
+    tr, tid, red = _lost_red_track(h, w)
+    # A second track, live, whose looks are closer to the mask found than the lost track's are.
+    orange = np.zeros((h, w, 3), np.uint8)
+    orange[...] = (30, 90, 220)
+    other = _rect(h, w, 150, 20, 180, 50)
+    tr.add(Detection(other, (150, 20, 180, 50), 0.95, appearance=appearance_of(orange, other)), 30)
+    found = _rect(h, w, 100, 120, 120, 140)
+    tr.update([
+        Detection(other, (150, 20, 180, 50), 0.95, source_track=tid + 1, appearance=appearance_of(orange, other)),
+        Detection(found, (100, 120, 120, 140), 0.92, source_track=tid, appearance=appearance_of(orange, found), searched=True),
+    ], 31)
+    assert tr.get(tid).state is TrackState.LOST
+
+
+def test_an_object_lost_at_the_edge_is_searched_for_along_that_edge():
+    h, w = 200, 300
+    tr, tid, _ = _lost_red_track(h, w, at=(280, 80, 300, 100))  # left by the right edge
+    region = tr.search_region(tr.get(tid), 200)
+    assert region[90, 295] and region[10, 290] and not region[90, 150] and not region[90, 5]
+    inside, tid2, _ = _lost_red_track(h, w, at=(140, 80, 160, 100))
+    near = inside.search_region(inside.get(tid2), 3)
+    later = inside.search_region(inside.get(tid2), 60)
+    assert near[90, 150] and not near[90, 290] and later[90, 290]
+
+
+@pytest.mark.parametrize("candidates", [2, 0])
+def test_search_candidates_finds_an_object_that_came_back_elsewhere(candidates):
+    # A red square is hidden for a while and comes back far from where its motion model waits
+    # (the oracle answers boxes with the ground truth). The search finds it at the next encode;
+    # with search_candidates 0 the track waits where it was lost.
+    h, w = 180, 240
+    bg = (_textured(h, w, 1) // 4 + 20).astype(np.uint8)
+    frames, gts = [], []
+    for i in range(56):
+        image, gt = bg.copy(), {1: np.zeros((h, w), bool)}
+        if i < 8 or i >= 40:
+            x0, y0 = (30, 30) if i < 8 else (170, 120)
+            image[y0 : y0 + 30, x0 : x0 + 30] = (40, 40, 210)
+            gt[1][y0 : y0 + 30, x0 : x0 + 30] = True
+        frames.append(image)
+        gts.append(gt)
+    oracle = GroundTruthOracle(lambda i: gts[i], frames)
+    config = load_config(None, ["engine.reencode_every=4", f"tracker.search_candidates={candidates}"])
+    engine = Engine.from_config(config, runner=oracle)
+    tid = engine.add_object(ObjectPrompt(box=(30.0, 30.0, 60.0, 60.0)))
+    results = [engine.process(Frame(i, f, i / 15.0, time.monotonic())) for i, f in enumerate(frames)]
+    back = [_iou(next((t.mask for t in r.tracks if t.track_id == tid), np.zeros((h, w), bool)), gts[i][1]) for i, r in enumerate(results)]
+    assert back[5] > 0.9  # followed before it hid
+    assert (max(back[40:]) > 0.9) == (candidates > 0), [round(v, 2) for v in back]

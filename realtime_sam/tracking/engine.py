@@ -43,6 +43,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
+from dataclasses import replace as dataclass_replace
 from typing import TYPE_CHECKING, Callable, Hashable, NamedTuple, Sequence
 
 import cv2
@@ -55,6 +56,7 @@ from realtime_sam.tracking.association import (
     mask_to_box,
     track_under,
 )
+from realtime_sam.tracking.appearance import search_boxes
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import (
     DenseFlowPropagator,
@@ -504,6 +506,7 @@ class Engine:
         self.last_encode_index = frame.index
         t = time.perf_counter()
         detections = self._decode_tracks(plan.live, size)
+        detections += self._search(frame.image, plan.live, size)
         new_objects = [(p, self._decode_prompt(p, size)) for p in plan.due]
         timings["decode"] = (time.perf_counter() - t) * 1e3
         candidates: list[Detection] = []
@@ -603,6 +606,7 @@ class Engine:
         self._decoded_image = job.image  # the masks describe the embedded frame: measure their looks there
         try:
             detections = self._decode_tracks(prompts, size)
+            detections += self._search(job.image, prompts, size)
             new = [(p, self._decode_prompt(p, size)) for p in job.new]
             found = self._decode_detections(boxes, size) if boxes is not None else []
         finally:
@@ -614,14 +618,14 @@ class Engine:
         # behind occluders); new objects have none yet: replayed through the kept frames.
         then = {p.track_id: p.box for p in prompts}
         carried = []
-        regained: dict[int, Detection] = {}  # lost then and now, and found on the encoded frame: replayed below
+        regained: list[Detection] = []  # lost then and now, and found on the encoded frame: replayed below
         for d in detections:
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
             if (
                 track is not None and d.source_track in job.lost and track.state == TrackState.LOST
                 and d.mask.any() and self.background.replay_frames(job.frame_index) is not None
             ):
-                regained[track.id] = d
+                regained.append(d)
                 continue
             if track is not None and d.source_track in then:
                 now = track.box if track.mask is not None else track.predicted_box
@@ -632,15 +636,18 @@ class Engine:
             carried.append(d)
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
         replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any()}
-        replay.update({("lost", tid): (d.mask, d.box) for tid, d in regained.items()})
         replay.update({("found", j): (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
         moved = self._replay(job.frame_index, replay)
+        for k, d in enumerate(regained):
+            # One at a time: a lost track's candidates (where it was expected, where the search
+            # looked) may be one object, and masks replayed together keep off each other.
+            moved.update(self._replay(job.frame_index, {("lost", k): (d.mask, d.box)}))
 
         def now(d: Detection, key) -> Detection:
             return _moved(d, d.box, moved[key][1], moved[key][0]) if key in moved else d
 
         fresh = {j: now(d, ("new", j)) for j, d in fresh.items()}
-        carried += [now(d, ("lost", tid)) for tid, d in regained.items()]
+        carried += [now(d, ("lost", k)) for k, d in enumerate(regained)]
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
             found = [now(d, ("found", j)) for j, d in enumerate(found)]
@@ -776,6 +783,45 @@ class Engine:
                 low, iou = self.runner.decode(None, None, boxes, mask_in, False)
                 out += self._detections(low[:, 0], iou[:, 0], size, [p.track_id for p in chunk])
         return out
+
+    def _search(self, image: np.ndarray | None, prompts: Sequence[TrackPrompt], size) -> list[Detection]:
+        """Lost tracks looked for anywhere in ``image`` (the frame just encoded): their
+        ``tracker.search_candidates`` best boxes by looks within where each may
+        plausibly be (:meth:`~realtime_sam.tracking.tracks.Tracker.search_region`),
+        decoded as box prompts.
+
+        The masks come back marked ``searched``: the tracker takes one back
+        only when it looks like the track and covers no live track. Live
+        tracks' masks are left out of the search (they are other objects).
+        """
+        count = self.tracker.config.search_candidates
+        lost = [t for p in prompts if (t := self.tracker.get(p.track_id)) is not None and t.state == TrackState.LOST]
+        lost = [t for t in lost if t.appearance is not None]
+        if count <= 0 or not lost or image is None or image.shape[:2] != tuple(size):
+            return []
+        taken = None
+        for t in self.tracker.tracks():
+            if t.state != TrackState.LOST and t.mask is not None and t.mask.shape == tuple(size):
+                taken = t.mask.copy() if taken is None else taken | t.mask
+        ids, boxes = [], []
+        for t in lost:
+            region = self.tracker.search_region(t, self.tracker.frame)
+            if region is None or region.shape != tuple(size):
+                continue
+            extent = t.full_size if t.full_size is not None else t.mean[2:4]
+            outside = ~region if taken is None else taken | ~region
+            for box in search_boxes(image, t.appearance, (float(extent[0]), float(extent[1])), exclude=outside, count=count):
+                # Half as large again: the colour peak is seldom the object's centre, and a
+                # box holding only part of it would decode only that part.
+                c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.asarray(extent, dtype=np.float64)
+                ids.append(t.id)
+                boxes.append(np.clip(np.concatenate([c - half, c + half]), 0, [size[1], size[0], size[1], size[0]]))
+        out: list[Detection] = []
+        bs = self.config.decode_batch
+        for i in range(0, len(boxes), bs):
+            low, iou = self.runner.decode(None, None, np.stack(boxes[i : i + bs]), None, False)
+            out += self._detections(low[:, 0], iou[:, 0], size, ids[i : i + bs])
+        return [dataclass_replace(d, searched=True) for d in out]
 
     def _decode_detections(self, boxes: BoxDetections, size) -> list[Detection]:
         """A detector's boxes in batched decoder calls (box prompts), labelled with their class names."""

@@ -48,12 +48,20 @@ __all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 # matching its patch instead (MaskPropagator._match).
 _SMALL_SIDE = 48
 _SMALL_AREA = 600  # work pixels: e.g. 24x24, or 40x15 (a far-off car)
+# With dense flow, up to this (DIS loses objects this small that move most of their size per frame;
+# the patch match is then checked against the dense flow, see Engine._propagate).
+_DENSE_SMALL_SIDE = 64
+_DENSE_SMALL_AREA = 2000
 # Patch matching searches four box sides around the box, at least _MATCH_REACH and at
 # most _MATCH_MAX_REACH work pixels ...
 _MATCH_REACH = 24
 _MATCH_MAX_REACH = 64
 # ... and accepts a normalised cross-correlation peak of at least this.
 _MATCH_SCORE = 0.65
+# With dense flow the match overrules the flow where they disagree: it must also stand out,
+# this much above the best match elsewhere in the window (an object that vanished, or a
+# repeated texture, matches about equally well in several places).
+_DENSE_MATCH_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -316,7 +324,7 @@ class MaskPropagator:
             sel = slice(offset, offset + n)
             offset += n
             transform = None
-            if cfg.method == "flow" and self._small(mask, box, s) and not _overlapped(claimed, mask):
+            if self._small(mask, box, s) and not _overlapped(claimed, mask):
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Not when
                 # another mask overlaps it: the patch would hold the other object too. (With
@@ -414,7 +422,8 @@ class MaskPropagator:
         """Whether a mask is too small at work resolution for :meth:`_features` to find corners in it."""
         b = _box(box)
         w, h = (b[2] - b[0]) * s, (b[3] - b[1]) * s
-        return 0 < w <= _SMALL_SIDE and 0 < h <= _SMALL_SIDE and w * h <= _SMALL_AREA
+        side, area = (_DENSE_SMALL_SIDE, _DENSE_SMALL_AREA) if self.config.method == "dense" else (_SMALL_SIDE, _SMALL_AREA)
+        return 0 < w <= side and 0 < h <= side and w * h <= area
 
     def _match(self, prev: np.ndarray, cur: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float) -> np.ndarray | None:
         """The translation (2x3, work pixels) of the mask's patch from ``prev`` to ``cur``, or ``None``.
@@ -447,6 +456,12 @@ class MaskPropagator:
         _, best, _, (bx, by) = cv2.minMaxLoc(score)
         if not np.isfinite(best) or best < _MATCH_SCORE:
             return None
+        if self.config.method == "dense":
+            ph, pw = patch.shape
+            rest = np.nan_to_num(score, nan=-1.0, posinf=-1.0, neginf=-1.0)
+            rest[max(0, by - ph // 2):by + ph // 2 + 1, max(0, bx - pw // 2):bx + pw // 2 + 1] = -1.0
+            if best - float(rest.max()) < _DENSE_MATCH_MARGIN:
+                return None
         dx, dy = float(x0 + bx - u0), float(y0 + by - v0)
         return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
 

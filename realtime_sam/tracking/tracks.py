@@ -45,6 +45,7 @@ from realtime_sam.tracking.association import (
     shift_array,
     track_under,
 )
+from realtime_sam.tracking.appearance import appearance_of, similarity
 from realtime_sam.tracking.dense_flow import move_logits
 from realtime_sam.types import Box, TrackResult, TrackState
 
@@ -124,6 +125,14 @@ class TrackerConfig:
             appearance descriptors (colour histograms, see
             :attr:`Detection.appearance`) are at least this similar (histogram
             intersection, ``0..1``); masks or tracks without one are not checked.
+        search_candidates: at each encode, a ``LOST`` track is also looked for
+            anywhere in the frame: this many boxes where the frame looks most
+            like it (:func:`~realtime_sam.tracking.appearance.search_boxes`) are
+            decoded too (0 turns the search off).
+        search_appearance: a mask found by that search is taken back wherever
+            it is when it looks at least this much like the track (and covers
+            no live track); stricter than ``min_appearance``, which applies
+            where the track was expected.
     """
 
     match_iou_thresh: float = 0.3
@@ -136,6 +145,8 @@ class TrackerConfig:
     duplicate_iou: float = 0.85
     max_new_overlap: float = 0.5
     min_appearance: float = 0.5
+    search_candidates: int = 2
+    search_appearance: float = 0.65
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -158,6 +169,8 @@ class TrackerConfig:
         check(0.0 < self.duplicate_iou <= 1.0, f"duplicate_iou must be in (0, 1], got {self.duplicate_iou}")
         check(0.0 < self.max_new_overlap <= 1.0, f"max_new_overlap must be in (0, 1], got {self.max_new_overlap}")
         check(0.0 <= self.min_appearance <= 1.0, f"min_appearance must be in [0, 1], got {self.min_appearance}")
+        check(self.search_candidates >= 0, f"search_candidates must be >= 0, got {self.search_candidates}")
+        check(0.0 <= self.search_appearance <= 1.0, f"search_appearance must be in [0, 1], got {self.search_appearance}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +188,9 @@ class Detection:
         label: optional user label for a new track.
         appearance: a normalised descriptor of the pixels under the mask
             (the engine's colour histogram, :func:`appearance_of`), or ``None``.
+        searched: decoded at a box the appearance search chose for its
+            ``LOST`` source track (anywhere in the frame): the track takes it
+            on looks alone (``TrackerConfig.search_appearance``).
     """
 
     mask: np.ndarray
@@ -184,6 +200,7 @@ class Detection:
     source_track: int | None = None
     label: str | None = None
     appearance: np.ndarray | None = None
+    searched: bool = False
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -332,12 +349,14 @@ class Track:
         appearance: running mean of its masks' appearance descriptors (kept while lost).
         full_size: ``(w, h)`` of its last box not cut by the frame's edge (the size
             it is looked for at while lost), or ``None``.
+        lost_box, lost_speed: while lost, its last box and speed (pixels per
+            frame) when it was lost: where the search may find it (:meth:`Tracker.search_region`).
     """
 
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
-        "appearance", "full_size",
+        "appearance", "full_size", "lost_box", "lost_speed",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -358,6 +377,8 @@ class Track:
         self.mean = mean
         self.cov = cov
         self.pred_frame = frame_index
+        self.lost_box: np.ndarray | None = None
+        self.lost_speed = 0.0
         self.label: str | None = None
         self.appearance: np.ndarray | None = None
         self.full_size: np.ndarray | None = None
@@ -410,6 +431,11 @@ class Tracker:
         self._frame = -1
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def frame(self) -> int:
+        """The newest frame index the tracker has seen (-1 before the first)."""
+        return self._frame
 
     def tracks(self) -> list[Track]:
         """Alive tracks (not removed), ordered by id. Do not modify them."""
@@ -666,8 +692,9 @@ class Tracker:
             if t.ref_area > 0:
                 ratio = areas / t.ref_area
                 plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
-            if t.state == TrackState.LOST and t.appearance is not None:
-                # Re-acquisition: what comes back must look like what was lost.
+            if t.appearance is not None:
+                # What a track takes must look like what it followed (re-acquisition: like what
+                # was lost), wherever the mask came from; not, say, the background where it hid.
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
 
@@ -677,9 +704,29 @@ class Tracker:
         #    track's box.
         row_of = {t.id: r for r, t in enumerate(live)}
         pairs: dict[int, int] = {}  # row -> item
+        found: dict[int, tuple[float, int]] = {}  # row -> (similarity, item): lost tracks found by the search
         for j, d in enumerate(dets):
             r = row_of.get(d.source_track) if d.source_track is not None else None
-            if r is None or not good[j] or not plausible[r, j]:
+            if r is None or not good[j]:
+                continue
+            if d.searched:
+                # Its size is checked against the object's whole size, not the reference
+                # area: that shrank with the sliver the object was when it left the view.
+                if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j]):
+                    look = similarity(live[r].appearance, d.appearance)
+                    region = self.search_region(live[r], frame_index)
+                    cx, cy = int((boxes[j, 0] + boxes[j, 2]) / 2), int((boxes[j, 1] + boxes[j, 3]) / 2)
+                    if (
+                        look >= cfg.search_appearance and look > found.get(r, (-1.0, -1))[0]
+                        and region is not None and region[min(cy, h - 1), min(cx, w - 1)]
+                        # It must look more like this track than like any other (a look-alike of
+                        # another object is that object, or its double).
+                        and all(similarity(o.appearance, d.appearance) < look for o in live if o is not live[r] and o.appearance is not None)
+                        and not self._covers_live(masks[j], float(areas[j]))
+                    ):
+                        found[r] = (look, j)
+                continue
+            if not plausible[r, j]:
                 continue
             others = np.delete(iou[:, j], r)
             near = iou[r, j] >= cfg.match_iou_thresh or (
@@ -693,10 +740,12 @@ class Tracker:
                 continue
             if r not in pairs or iou[r, j] > iou[r, pairs[r]]:
                 pairs[r] = j
+        for r, (_, j) in found.items():
+            pairs.setdefault(r, j)  # where it was expected first; else where the search found it
         # 2) Everything else by IoU, Hungarian, gated.
         free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
         used = set(pairs.values())
-        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used], dtype=np.int64)
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not _searched(items[j])], dtype=np.int64)
         if free_rows.size and free_cols.size:
             sub = iou[np.ix_(free_rows, free_cols)]
             cost = np.where(linkable[np.ix_(free_rows, free_cols)], 1.0 - sub, np.inf)
@@ -708,10 +757,16 @@ class Tracker:
         #    finds likely, nearest first.
         free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
         used = set(pairs.values())
-        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used], dtype=np.int64)
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not _searched(items[j])], dtype=np.int64)
         if free_rows.size and free_cols.size:
             dist = np.stack([self._kf.gating_distance(live[r].mean, live[r].cov, boxes[free_cols]) for r in free_rows])
-            dist = np.where(plausible[np.ix_(free_rows, free_cols)], dist / CHI2_GATE_4DOF, np.inf)
+            allowed = plausible[np.ix_(free_rows, free_cols)].copy()
+            for a_, r in enumerate(free_rows):
+                if live[r].state == TrackState.LOST:
+                    # A lost track's motion gate widens every frame it coasts: it would take
+                    # whatever another track's prompt found. Only its own, or a new candidate.
+                    allowed[a_] &= np.array([items[j].source_track in (None, live[r].id) for j in free_cols])
+            dist = np.where(allowed, dist / CHI2_GATE_4DOF, np.inf)
             matches, _, _ = linear_assignment(dist, 1.0)
             for a, b in matches:
                 pairs[int(free_rows[a])] = int(free_cols[b])
@@ -823,6 +878,7 @@ class Tracker:
         elif t.state == TrackState.CONFIRMED:
             t.state = TrackState.LOST
             t.lost_since = frame_index
+            t.lost_box, t.lost_speed = t.box.copy(), float(np.hypot(t.mean[4], t.mean[5]))
             t.mask = None
             t.logits = t.logits_box = None
             # Coast at constant size: a size trend extrapolated blindly for
@@ -890,8 +946,52 @@ class Tracker:
                 kept.append(k)
         return {rows[k]: pairs[rows[k]] for k in kept}
 
-    def _overlaps_live(self, mask: np.ndarray, box: np.ndarray, area: float) -> bool:
-        """Whether a would-be new track is already covered by an alive track."""
+    def _whole_size(self, t: Track, box: np.ndarray) -> bool:
+        """Whether ``box`` is within a factor 2 of the track's whole size in both sides
+        (less where the frame's edge cuts it: an object coming back is half out of view)."""
+        if t.full_size is None:
+            return True
+        w, h = box[2] - box[0], box[3] - box[1]
+        cut = self._shape is not None and (box[0] < 2 or box[1] < 2 or box[2] > self._shape[1] - 2 or box[3] > self._shape[0] - 2)
+        low = 0.1 if cut else 0.5
+        return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
+
+    def search_region(self, t: Track, frame_index: int) -> np.ndarray | None:
+        """``HxW bool``: where a ``LOST`` track may plausibly be now (``None`` if not lost or unknown).
+
+        An object lost at the frame's edge left the view: it comes back through
+        that edge, so its centre is within one object size of it. One lost
+        inside the frame (hidden, or the flow let go of it) is within two object
+        sizes of where it was lost, plus what it can have travelled since: its
+        speed then, plus 1 % of the frame's diagonal, per frame.
+        """
+        if t.state != TrackState.LOST or t.lost_box is None or self._shape is None or t.lost_since is None:
+            return None
+        h, w = self._shape
+        size = t.full_size if t.full_size is not None else t.lost_box[2:] - t.lost_box[:2]
+        side = int(max(4.0, float(max(size))))
+        b = t.lost_box
+        region = np.zeros((h, w), bool)
+        edges = (b[0] < 2, b[1] < 2, b[2] > w - 2, b[3] > h - 2)
+        if any(edges):
+            left, top, right, bottom = edges
+            if left:
+                region[:, :side] = True
+            if top:
+                region[:side, :] = True
+            if right:
+                region[:, max(0, w - side):] = True
+            if bottom:
+                region[max(0, h - side):, :] = True
+            return region
+        radius = 2 * side + (t.lost_speed + 0.01 * float(np.hypot(h, w))) * max(0, frame_index - t.lost_since)
+        cx, cy = int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)
+        cv2.circle(region.view(np.uint8), (cx, cy), int(radius), 1, thickness=-1)
+        return region
+
+    def _covers_live(self, mask: np.ndarray, area: float) -> bool:
+        """Whether a mask is mostly another live track's object: IoU with a visible
+        track's mask of at least ``match_iou_thresh``, or more than ``max_new_overlap`` of it covered."""
         cfg = self.config
         extent = mask_to_box(mask)
         if extent is None:
@@ -901,13 +1001,18 @@ class Tracker:
         covered = np.zeros_like(window)
         for t in self._tracks.values():
             if t.state == TrackState.LOST or t.mask is None:
-                if box_iou_matrix(t.predicted_box, box)[0, 0] >= cfg.match_iou_thresh:
-                    return True
                 continue
             if mask_iou_matrix([t.mask], [mask])[0, 0] >= cfg.match_iou_thresh:
                 return True
             covered |= t.mask[y0:y1, x0:x1]
         return float(np.count_nonzero(covered & window)) > cfg.max_new_overlap * area
+
+    def _overlaps_live(self, mask: np.ndarray, box: np.ndarray, area: float) -> bool:
+        """Whether a would-be new track is already covered by an alive track (a lost one: its predicted box)."""
+        for t in self._tracks.values():
+            if (t.state == TrackState.LOST or t.mask is None) and box_iou_matrix(t.predicted_box, box)[0, 0] >= self.config.match_iou_thresh:
+                return True
+        return self._covers_live(mask, area)
 
     def _aligned_logits(self, t: Track, box: np.ndarray) -> np.ndarray | None:
         """The track's last logits translated from where they were decoded to ``box``
@@ -923,35 +1028,9 @@ class Tracker:
         return move_logits(t.logits, t.logits_box, box, self._shape, scale=False)
 
 
-def appearance_of(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """A colour descriptor of the pixels of ``image`` (``HxWx3 uint8`` BGR) under ``mask`` (``HxW bool``).
-
-    A hue-saturation histogram (16x4 bins; dark and grey pixels in 4 bins of
-    their own, by brightness) normalised to sum 1: cheap, and steady under the
-    lighting changes and deformation that defeat a template. ``None`` for an
-    empty mask.
-    """
-    ext = mask_to_box(mask)
-    if ext is None:
-        return None
-    x0, y0, x1, y1 = (int(v) for v in ext)
-    step = max(1, int(max(x1 - x0, y1 - y0) // 64))  # a few thousand pixels are plenty
-    crop = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
-    m = np.ascontiguousarray(mask[y0:y1:step, x0:x1:step]).astype(np.uint8)
-    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
-    chroma = (hsv[..., 1] >= 40) & (hsv[..., 2] >= 40)
-    colour = cv2.calcHist([hsv], [0, 1], (m & chroma).astype(np.uint8), [16, 4], [0, 180, 40, 256]).reshape(-1)
-    grey = cv2.calcHist([hsv], [2], (m & ~chroma).astype(np.uint8), [4], [0, 256]).reshape(-1)
-    hist = np.concatenate([colour, grey]).astype(np.float32)
-    total = float(hist.sum())
-    return hist / total if total > 0 else None
-
-
-def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """Histogram intersection of two :func:`appearance_of` descriptors in ``[0, 1]``; 1 when either is missing."""
-    if a is None or b is None or np.shape(a) != np.shape(b):
-        return 1.0
-    return float(np.minimum(a, b).sum())
+def _searched(d: Detection) -> bool:
+    """Found by a lost track's appearance search: that track's or nobody's (never a new object)."""
+    return d.searched
 
 
 def _box_of(d: Detection) -> np.ndarray:
