@@ -300,25 +300,27 @@ def test_an_object_lost_at_the_edge_is_searched_for_along_that_edge():
 
 @pytest.mark.parametrize("candidates", [2, 0])
 def test_search_candidates_finds_an_object_that_came_back_elsewhere(candidates):
-    # A red square is hidden for a while and comes back far from where its motion model waits
-    # (the oracle answers boxes with the ground truth). The search finds it at the next encode;
+    # A red square leaves the frame by its left edge and comes back through that edge far
+    # below where it left (the oracle answers boxes with the ground truth), while its lost
+    # track waits where it left. The search along that edge finds it at the next encode;
     # with search_candidates 0 the track waits where it was lost.
     h, w = 180, 240
     bg = (_textured(h, w, 1) // 4 + 20).astype(np.uint8)
     frames, gts = [], []
-    for i in range(56):
+    for i in range(40):
         image, gt = bg.copy(), {1: np.zeros((h, w), bool)}
-        if i < 8 or i >= 40:
-            x0, y0 = (30, 30) if i < 8 else (170, 120)
-            image[y0 : y0 + 30, x0 : x0 + 30] = (40, 40, 210)
-            gt[1][y0 : y0 + 30, x0 : x0 + 30] = True
+        x0, y0 = (40 - 10 * i, 20) if i < 8 else (0, 130)
+        if i < 8 or i >= 20:
+            xa, xb = max(0, x0), max(0, x0 + 30)
+            image[y0 : y0 + 30, xa:xb] = (40, 40, 210)
+            gt[1][y0 : y0 + 30, xa:xb] = True
         frames.append(image)
         gts.append(gt)
     oracle = GroundTruthOracle(lambda i: gts[i], frames)
     config = load_config(None, ["engine.reencode_every=4", f"tracker.search_candidates={candidates}"])
     engine = Engine.from_config(config, runner=oracle)
-    tid = engine.add_object(ObjectPrompt(box=(30.0, 30.0, 60.0, 60.0)))
+    tid = engine.add_object(ObjectPrompt(box=(40.0, 20.0, 70.0, 50.0)))
     results = [engine.process(Frame(i, f, i / 15.0, time.monotonic())) for i, f in enumerate(frames)]
     back = [_iou(next((t.mask for t in r.tracks if t.track_id == tid), np.zeros((h, w), bool)), gts[i][1]) for i, r in enumerate(results)]
-    assert back[5] > 0.9  # followed before it hid
-    assert (max(back[40:]) > 0.9) == (candidates > 0), [round(v, 2) for v in back]
+    assert back[2] > 0.8  # followed before it left
+    assert (max(back[20:]) > 0.9) == (candidates > 0), [round(v, 2) for v in back]

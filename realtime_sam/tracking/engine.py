@@ -480,7 +480,11 @@ class Engine:
         discovery_due = self._auto and (
             self._since_discovery is None or self._since_discovery + 1 >= self.discovery_config.every_k_frames
         )
-        periodic = bool(live) and (self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every)
+        # Tracks with nothing to prompt (one that flow carried out of the frame) still count: the
+        # encode is what turns them lost, and then looks for them.
+        periodic = bool(self.tracker.tracks()) and (
+            self._since_encode is None or self._since_encode + 1 >= self.config.reencode_every
+        )
         detect_due = self.detection is not None and self.detection.due()
         # New prompts go to the worker too, unless discovery encodes this frame anyway.
         later = due if background and not discovery_due else []

@@ -324,7 +324,11 @@ class MaskPropagator:
             sel = slice(offset, offset + n)
             offset += n
             transform = None
-            if self._small(mask, box, s) and not _overlapped(claimed, mask):
+            if self._small(mask, box, s) and not _overlapped(claimed, mask) and not (
+                # With dense flow, not a sliver beside another object either (one going behind
+                # it, or coming out): its patch is mostly the other object's edge.
+                cfg.method == "dense" and _beside(tid, tracks)
+            ):
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Not when
                 # another mask overlaps it: the patch would hold the other object too. (With
@@ -546,6 +550,16 @@ def _agree(a: np.ndarray, b: np.ndarray, box: np.ndarray, s: float) -> bool:
 def _overlapped(claimed: np.ndarray | None, mask: np.ndarray) -> bool:
     """Whether another track's mask covers part of ``mask`` (``claimed``: :func:`_claims`)."""
     return claimed is not None and bool((claimed[np.asarray(mask, dtype=bool)] > 1).any())
+
+
+def _beside(tid: int, tracks: Mapping[int, tuple[np.ndarray, object]], margin: float = 8.0) -> bool:
+    """Whether track ``tid``'s box, grown ``margin`` pixels, meets another track's box."""
+    a = _box(tracks[tid][1])
+    for other, (_, box) in tracks.items():
+        b = _box(box)
+        if other != tid and min(a[2], b[2]) + margin > max(a[0], b[0]) and min(a[3], b[3]) + margin > max(a[1], b[1]):
+            return True
+    return False
 
 
 def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:

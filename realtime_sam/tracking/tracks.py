@@ -692,9 +692,8 @@ class Tracker:
             if t.ref_area > 0:
                 ratio = areas / t.ref_area
                 plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
-            if t.appearance is not None:
-                # What a track takes must look like what it followed (re-acquisition: like what
-                # was lost), wherever the mask came from; not, say, the background where it hid.
+            if t.state == TrackState.LOST and t.appearance is not None:
+                # Re-acquisition: what comes back must look like what was lost.
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
 
