@@ -395,25 +395,10 @@ def build_annotate_parser():
     """The argument parser of ``realtime-sam annotate``."""
     import argparse
 
-    from realtime_sam.app.cli import _int_at_least, _Parser
+    from realtime_sam.app.cli import _float_where, _int_at_least, _Parser
 
-    def unit_float(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-        return value
-
-    def non_negative(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value >= 0.0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
+    unit_float = _float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+    non_negative = _float_where(lambda v: v >= 0.0, ">= 0")
 
     p = _Parser(
         prog="realtime-sam annotate",

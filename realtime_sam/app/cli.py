@@ -98,14 +98,23 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ``ok`` holds, else ``must be <rule>``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = f"number {rule}"
+    return parse
+
+
+_positive_float = _float_where(lambda v: 0 < v < float("inf"), "a number > 0")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -552,21 +552,22 @@ def _overlapped(claimed: np.ndarray | None, mask: np.ndarray) -> bool:
     return claimed is not None and bool((claimed[np.asarray(mask, dtype=bool)] > 1).any())
 
 
+def _meet(a: np.ndarray, b: np.ndarray, margin: float = 0.0) -> bool:
+    """Whether two XYXY boxes overlap, or (``margin`` > 0) come within ``margin`` pixels of it on both axes."""
+    return min(a[2], b[2]) + margin > max(a[0], b[0]) and min(a[3], b[3]) + margin > max(a[1], b[1])
+
+
 def _beside(tid: int, tracks: Mapping[int, tuple[np.ndarray, object]], margin: float = 8.0) -> bool:
     """Whether track ``tid``'s box, grown ``margin`` pixels, meets another track's box."""
     a = _box(tracks[tid][1])
-    for other, (_, box) in tracks.items():
-        b = _box(box)
-        if other != tid and min(a[2], b[2]) + margin > max(a[0], b[0]) and min(a[3], b[3]) + margin > max(a[1], b[1]):
-            return True
-    return False
+    return any(other != tid and _meet(a, _box(box), margin) for other, (_, box) in tracks.items())
 
 
 def _claims(tracks: Mapping[int, tuple[np.ndarray, object]]) -> np.ndarray | None:
     """``HxW uint8``: how many tracks' masks cover each pixel; ``None`` when no two boxes overlap."""
     boxes = [_box(b) for _, b in tracks.values()]
     overlap = any(
-        min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+        _meet(a, b)
         for i, a in enumerate(boxes)
         for b in boxes[i + 1 :]
     )

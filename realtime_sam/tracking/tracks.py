@@ -704,6 +704,7 @@ class Tracker:
         row_of = {t.id: r for r, t in enumerate(live)}
         pairs: dict[int, int] = {}  # row -> item
         found: dict[int, tuple[float, int]] = {}  # row -> (similarity, item): lost tracks found by the search
+        regions: dict[int, np.ndarray | None] = {}  # row -> where that lost track may be (once per track)
         for j, d in enumerate(dets):
             r = row_of.get(d.source_track) if d.source_track is not None else None
             if r is None or not good[j]:
@@ -713,7 +714,9 @@ class Tracker:
                 # area: that shrank with the sliver the object was when it left the view.
                 if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j]):
                     look = similarity(live[r].appearance, d.appearance)
-                    region = self.search_region(live[r], frame_index)
+                    if r not in regions:
+                        regions[r] = self.search_region(live[r], frame_index)
+                    region = regions[r]
                     cx, cy = int((boxes[j, 0] + boxes[j, 2]) / 2), int((boxes[j, 1] + boxes[j, 3]) / 2)
                     if (
                         look >= cfg.search_appearance and look > found.get(r, (-1.0, -1))[0]
@@ -744,7 +747,7 @@ class Tracker:
         # 2) Everything else by IoU, Hungarian, gated.
         free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
         used = set(pairs.values())
-        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not _searched(items[j])], dtype=np.int64)
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not items[j].searched], dtype=np.int64)
         if free_rows.size and free_cols.size:
             sub = iou[np.ix_(free_rows, free_cols)]
             cost = np.where(linkable[np.ix_(free_rows, free_cols)], 1.0 - sub, np.inf)
@@ -756,7 +759,7 @@ class Tracker:
         #    finds likely, nearest first.
         free_rows = np.array([r for r in range(len(live)) if r not in pairs], dtype=np.int64)
         used = set(pairs.values())
-        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not _searched(items[j])], dtype=np.int64)
+        free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not items[j].searched], dtype=np.int64)
         if free_rows.size and free_cols.size:
             dist = np.stack([self._kf.gating_distance(live[r].mean, live[r].cov, boxes[free_cols]) for r in free_rows])
             allowed = plausible[np.ix_(free_rows, free_cols)].copy()
@@ -904,7 +907,7 @@ class Tracker:
             return
         h, w = self._shape
         size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
-        if not (box[0] >= 2 and box[1] >= 2 and box[2] <= w - 2 and box[3] <= h - 2 and size.min() >= 1):
+        if any(_edges(box, (h, w))) or size.min() < 1:
             return
         if t.full_size is None or size.prod() >= 0.85 * t.full_size.prod():
             t.full_size = size
@@ -951,8 +954,7 @@ class Tracker:
         if t.full_size is None:
             return True
         w, h = box[2] - box[0], box[3] - box[1]
-        cut = self._shape is not None and (box[0] < 2 or box[1] < 2 or box[2] > self._shape[1] - 2 or box[3] > self._shape[0] - 2)
-        low = 0.1 if cut else 0.5
+        low = 0.1 if self._shape is not None and any(_edges(box, self._shape)) else 0.5
         return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
 
     def search_region(self, t: Track, frame_index: int) -> np.ndarray | None:
@@ -971,7 +973,7 @@ class Tracker:
         side = int(max(4.0, float(max(size))))
         b = t.lost_box
         region = np.zeros((h, w), bool)
-        edges = (b[0] < 2, b[1] < 2, b[2] > w - 2, b[3] > h - 2)
+        edges = _edges(b, (h, w))
         if any(edges):
             left, top, right, bottom = edges
             if left:
@@ -1027,9 +1029,11 @@ class Tracker:
         return move_logits(t.logits, t.logits_box, box, self._shape, scale=False)
 
 
-def _searched(d: Detection) -> bool:
-    """Found by a lost track's appearance search: that track's or nobody's (never a new object)."""
-    return d.searched
+def _edges(box, shape: tuple[int, int]) -> tuple[bool, bool, bool, bool]:
+    """Which sides of the frame (``shape = (H, W)``) an XYXY box touches, within 2 pixels:
+    ``(left, top, right, bottom)``."""
+    h, w = shape
+    return (box[0] < 2, box[1] < 2, box[2] > w - 2, box[3] > h - 2)
 
 
 def _box_of(d: Detection) -> np.ndarray:
