@@ -526,12 +526,22 @@ def run_engine_file(seq: VosSequence, runner, config, *, masks_dir: Path | None 
     ids = _Ids(seq, _prompt_all(engine, seq))
     scorer = SequenceScorer(seq)
     writer = MaskWriter(masks_dir)
+    # As the Pipeline runs a file: two-way when the config and the engine have it.
+    make = getattr(engine, "two_way", None)
+    two_way = make() if getattr(config.pipeline, "two_way", False) and callable(make) else None
+
+    def score(result) -> None:
+        tracks = _track_masks(result)
+        ids.update(result.frame.index, tracks)
+        scorer.add(result.frame.index, tracks, ids.original)
+        writer.write(result.frame.index, seq.size, tracks, ids.original)
+
     for i, image in enumerate(seq.frames):
         result = engine.process(Frame(i, image, i / seq.fps, time.monotonic()))
-        tracks = _track_masks(result)
-        ids.update(i, tracks)
-        scorer.add(i, tracks, ids.original)
-        writer.write(i, seq.size, tracks, ids.original)
+        for done in two_way.push(result, engine.soft_masks()) if two_way is not None else (result,):
+            score(done)
+    for done in two_way.flush() if two_way is not None else ():
+        score(done)
     return scorer
 
 

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Sequence, TextIO
@@ -404,7 +405,10 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
 
         from realtime_sam.app.pipeline import Pipeline
 
-        pipeline = Pipeline(source, engine, sinks=[sinks], config=config.pipeline)
+        # A window shows each frame as it is processed (a click lands on what is on screen):
+        # results cannot wait for the next encode there.
+        pipe_cfg = dataclass_replace(config.pipeline, two_way=False) if windowed else config.pipeline
+        pipeline = Pipeline(source, engine, sinks=[sinks], config=pipe_cfg)
         sinks = None  # the pipeline closes it from now on
         with _StopOnSignal(pipeline.stop) as signals:
             error = _drive(args, pipeline, engine, source, reporter, windowed, renderer)

@@ -17,6 +17,7 @@ Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
@@ -57,6 +58,9 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         if not display_available():
             raise WindowError("no display to show a window on (DISPLAY is not set); add --headless to run without one")
     config = cli.build_config(args)
+    if windowed:
+        # The grid shows each frame as it is processed: results cannot wait for the next encode.
+        config = dataclasses.replace(config, pipeline=dataclasses.replace(config.pipeline, two_way=False))
     prompts = prompts_from_args(args.box, args.point, args.prompts)
     several = len(specs) > 1
     # Check every path before opening anything: a missing {name} is a usage error, not a half-run.

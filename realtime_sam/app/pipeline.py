@@ -131,12 +131,18 @@ class PipelineConfig:
         max_frames: stop after this many processed frames (0 = no limit).
         join_timeout_s: how long ``close()`` waits for the worker threads; one still busy
             then is waited for once more, as long again, before the process exits.
+        two_way: for a file read as fast as the model goes (not live, not ``realtime``),
+            hold each result until the next encoded frame and blend that frame's masks,
+            carried back by dense flow, into the held ones
+            (:mod:`realtime_sam.tracking.two_way`); results come out up to one encode
+            interval late. Needs ``propagation.method: dense``; the window turns it off.
     """
 
     realtime: bool = False
     queue_size: int = 8
     max_frames: int = 0
     join_timeout_s: float = 3.0
+    two_way: bool = True
 
     def __post_init__(self) -> None:
         if self.queue_size < 1:
@@ -388,6 +394,9 @@ class Pipeline:
         self._started = False
         self._ended = False
         self._closed = False
+        # Two-way propagation (files only): live results cannot wait for the next encode.
+        make = getattr(engine, "two_way", None)
+        self._two_way = make() if config.two_way and not self._live and callable(make) else None
 
     # -- control (any thread) ------------------------------------------------------------
 
@@ -599,7 +608,11 @@ class Pipeline:
                 self._proc_times.append(time.perf_counter() - t0)
                 self._frames_processed += 1
                 last = frame
-                self._emit(result, write=True)
+                if self._two_way is not None:
+                    for done in self._two_way.push(result, self.engine.soft_masks()):
+                        self._emit(done, write=True)
+                else:
+                    self._emit(result, write=True)
                 if self.config.max_frames and self._frames_processed >= self.config.max_frames:
                     self._stop.set()
                     break
@@ -607,6 +620,10 @@ class Pipeline:
             self._errors.append(exc)
             self._stop.set()
         finally:
+            if self._two_way is not None:
+                # Stopped or ended between encodes: the held results go out one-way, none is lost.
+                for done in self._two_way.flush():
+                    self._emit(done, write=True)
             if self._writer is not None:
                 self._writer.finish()  # every queued result written, sinks closed: then the end
             self._put_result(_END, force=True)

@@ -54,7 +54,9 @@ __all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", 
 
 LOWRES = 256  # side of SAM's low-res logits
 _IMG = 1024  # side of SAM's padded input square
-_FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
+_FAR = -1.0e4
+_HIDDEN = 0.3  # a track with less than this fraction of its cells clear of others coasts
+_DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front  # map coordinate of cells with no source (samples the fill value)
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -186,6 +188,7 @@ class DenseFlowPropagator:
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # (the last frame, its grey copy)
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
+        self.order: tuple[int, ...] = ()  # the order the last step used, front first (see _depth)
 
     def reset(self) -> None:
         """Forget the cached frame and every track's state."""
@@ -304,7 +307,31 @@ class DenseFlowPropagator:
         for tid, logits in tracks.items():
             fields[tid] = self._fields(g0, g1, np.asarray(logits)[:rows, :cols] > 0, (h, w))
 
+        # Each track's own motion, fitted to its reliable flow away from other tracks
+        # (where two overlap, the flow is the front one's).
+        prev_whole = {tid: np.asarray(lg, np.float32)[:rows, :cols] > 0 for tid, lg in tracks.items()}
+        motions: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
+        for tid in tracks:
+            st = self._states.get(tid)
+            # Too little to fit: the last measured motion, unless a fresh decode starts it over.
+            fresh = st is None or (st.out is not tracks[tid] and (decoded is None or tid in decoded))
+            last = np.eye(2, 3) if fresh else st.motion
+            own = prev_whole[tid] & fields[tid][5]
+            others = np.zeros_like(own)
+            for other, m in prev_whole.items():
+                if other != tid:
+                    others |= m
+            apart = own & ~others
+            if others.any() and st is not None and not fresh and apart.sum() < _HIDDEN * prev_whole[tid].sum():
+                # Mostly behind another object: what is left in view is a sliver at the other's
+                # edge whose flow is the other's. It moves on its last motion (coasts).
+                motion, measured = last, True
+            else:
+                motion, measured = self._fit(apart if apart.sum() >= self.min_cells else own, fields[tid][1], last)
+            motions[tid] = (motion, measured, own)
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
+        ranked = self._depth(ranked, prev_whole, motions, fields, ident)
+        self.order = tuple(ranked)
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
         covered_src: np.ndarray | None = None
         idx_prev: np.ndarray | None = None  # colour bins of prev (only needed at a fresh decode)
@@ -319,16 +346,14 @@ class DenseFlowPropagator:
                 st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
                 self._states[tid] = st
                 if old is not None and decoded is not None and tid not in decoded:
-                    st.motion, st.llr = old.motion, old.llr
+                    st.llr = old.llr
                 elif self.app_lambda > 0:
                     if idx_prev is None:
                         idx_prev = self._bins(prev, rows, cols)
                     # Not the cells tracks in front cover: there the key is this track's hidden part.
                     st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
             b, f, tx, ty, reliable, reliable_prev = fields[tid]
-            prev_logits = np.asarray(logits, np.float32)[:rows, :cols]
-            own = (prev_logits > 0) & reliable_prev
-            motion, measured = self._fit(own, f, st.motion)
+            motion, measured, own = motions[tid]
             st.motion = motion
             rigid = measured and self.rigid_tolerance > 0 and self._residual(own, f, motion) <= self.rigid_tolerance
             # Backward field: dense flow where it is reliable and the track is not
@@ -361,6 +386,49 @@ class DenseFlowPropagator:
             box = mask_to_box(mask)
             out[tid] = FlowResult(full, mask, box, measured, frac)
         return out
+
+    def _depth(self, ranked, whole, motions, fields, ident) -> list[int]:
+        """``ranked`` (front first) with pairs whose whole masks now meet put in the order the flow shows.
+
+        Where two objects overlap, only the front one is seen, so the flow there
+        follows its motion: the track whose fitted motion explains the backward
+        flow of the shared cells better (median error, cells, by ``_DEPTH_MARGIN``)
+        goes in front. Pairs that do not meet, move alike, or share too few
+        reliable cells keep their order.
+        """
+        ranked = list(ranked)
+        ids = [t for t in ranked if motions[t][1]]
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                both = whole[a] & whole[b]
+                if int(both.sum()) < self.min_cells:
+                    continue
+                ma, mb = motions[a][0], motions[b][0]
+                # The shared cells as seen now: where each track's motion takes them.
+                ys, xs = np.nonzero(both)
+                bk, _, tx, ty, rel, _ = fields[a]
+                err = []
+                for m in (ma, mb):
+                    nx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+                    ny = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+                    ix = np.clip(np.rint(nx).astype(int), 0, bk.shape[1] - 1)
+                    iy = np.clip(np.rint(ny).astype(int), 0, bk.shape[0] - 1)
+                    ok = rel[iy, ix]
+                    if int(ok.sum()) < self.min_cells:
+                        err = []
+                        break
+                    # Backward flow at the moved cell should bring it back to where it was.
+                    err.append(np.hypot(tx[iy, ix] - xs, ty[iy, ix] - ys)[ok])
+                if not err:
+                    continue
+                ea, eb = float(np.median(err[0])), float(np.median(err[1]))
+                if abs(ea - eb) < _DEPTH_MARGIN:
+                    continue
+                front, back = (a, b) if ea < eb else (b, a)
+                if ranked.index(front) > ranked.index(back):
+                    ranked.remove(front)
+                    ranked.insert(ranked.index(back), front)
+        return ranked
 
     def _fields(self, g0: np.ndarray, g1: np.ndarray, extent: np.ndarray, size: tuple[int, int]):
         """Flow both ways around one object, at the low-res cells.

@@ -85,6 +85,7 @@ from realtime_sam.tracking.tracks import (
     TrackPrompt,
     appearance_of,
 )
+from realtime_sam.tracking.two_way import SoftMasks, TwoWay
 from realtime_sam.types import BoxDetections, Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 if TYPE_CHECKING:
@@ -322,6 +323,31 @@ class Engine:
     def _history(self, kept: deque[tuple[int, WorkFrame]]) -> None:
         self.background.history = kept
 
+    # -- two-way propagation (files; called by the Pipeline) -----------------------------
+
+    def soft_masks(self) -> SoftMasks:
+        """Every track's ``256x256`` low-res logits after the last ``process`` call, and who is in front.
+
+        With dense flow the logits are the whole object, hidden parts included;
+        tracks with no logits yet are absent. The arrays are the tracker's own:
+        copy them before keeping them past the next ``process`` call.
+        """
+        logits = {tr.id: tr.logits for tr in self.tracker.tracks() if tr.logits is not None}
+        return SoftMasks(logits, tuple(self._order))
+
+    def two_way(self, *, max_held: int = 120) -> TwoWay | None:
+        """A :class:`~realtime_sam.tracking.two_way.TwoWay` for this engine's results (same flow settings), or
+        ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``)."""
+        if self.dense is None:
+            return None
+        d = self.dense
+        back = DenseFlowPropagator(
+            max_side=d.max_side, preset=d.preset, fb_tolerance=d.fb_tolerance, fb_relative=d.fb_relative,
+            min_cells=d.min_cells, rigid_tolerance=d.rigid_tolerance,
+            app_lambda=d.app_lambda, app_bins=d.app_bins, app_band=d.app_band, app_clip=d.app_clip, app_ring=d.app_ring,
+        )
+        return TwoWay(back, max_held=max_held)
+
     # -- commands (any thread) ---------------------------------------------------------
 
     def add_object(self, prompt: ObjectPrompt) -> int:
@@ -434,11 +460,16 @@ class Engine:
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
             t = time.perf_counter()
             items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
-            sparse = self.propagator.step(self._prev_image, frame.image, items) if items else {}
+            hidden = [tid for tid, h in self._hidden.items() if h]
+            sparse = self.propagator.step(self._prev_image, frame.image, items, hidden) if items else {}
             if self.dense is not None:
                 soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
                 decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
                 moved = self.dense.step(self._prev_image, frame.image, soft, self._order, decoded)
+                # The flow may have shown a new depth order where two objects met: keep it.
+                seen = iter(self.dense.order)
+                self._order = [next(seen) if tid in moved else tid for tid in self._order]
+                self._order += [tid for tid in seen]
                 self._amodal = {tid: r.logits for tid, r in moved.items()}
                 self._hidden = {tid: r.visible < _MEASURED_VISIBLE for tid, r in moved.items()}
                 for tid, r in moved.items():
@@ -462,9 +493,12 @@ class Engine:
                 if ok:
                     tr = tracker.get(tid)
                     logits = None
-                    if tr is not None and tr.logits is not None and tr.logits_box is None:
-                        # Logits that dense flow moved so far have no decode box to be shifted from: move them now.
-                        logits = move_logits(tr.logits, tr.box, box, mask.shape)
+                    if tr is not None and tr.logits is not None and self.dense is not None:
+                        # Move the logits with the mask now (from where they are: their decode box, or
+                        # last frame's box once dense flow moved them): dense flow takes them up again
+                        # next frame as they stand, and stale ones would put the object a frame back.
+                        src = tr.logits_box if tr.logits_box is not None else tr.box
+                        logits = move_logits(tr.logits, src, box, mask.shape)
                     tracker.apply_propagation(tid, mask, box, frame.index, logits=logits)
                 else:
                     tracker.coast(tid, frame.index)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping, NamedTuple, Sequence
+from typing import Collection, Literal, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -211,6 +211,7 @@ class MaskPropagator:
         prev: np.ndarray,
         cur: np.ndarray,
         tracks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
+        partly_hidden: Collection[int] = (),
     ) -> dict[int, PropagatedMask]:
         """Move each track's mask from ``prev`` to ``cur``.
 
@@ -220,6 +221,8 @@ class MaskPropagator:
                 on the previous call to reuse its conversion.
             cur: the frame to move them to, same size and format.
             tracks: ``{track_id: (mask HxW bool, box XYXY)}``.
+            partly_hidden: tracks partly behind another one (with dense flow, their
+                patch is not matched when beside another object: see ``_step_work``).
 
         Returns:
             ``{track_id: PropagatedMask}`` for every input track.
@@ -244,7 +247,7 @@ class MaskPropagator:
         for tid, (mask, _) in tracks.items():
             if np.shape(mask) != cur.shape[:2]:
                 raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
-        return self._step_work(prev_w, cur_w, tracks, self._residual)
+        return self._step_work(prev_w, cur_w, tracks, self._residual, partly_hidden)
 
     def work(self, image: np.ndarray) -> WorkFrame:
         """The grey, shrunk copy of ``image`` that flow runs on (cached: the next :meth:`step` from it reuses it).
@@ -299,6 +302,7 @@ class MaskPropagator:
         cur_w: WorkFrame,
         tracks: Mapping[int, tuple[np.ndarray, np.ndarray | tuple[float, float, float, float]]],
         residual: dict[int, np.ndarray],
+        partly_hidden: Collection[int] = (),
     ) -> dict[int, PropagatedMask]:
         cfg = self.config
         s = prev_w.scale
@@ -326,8 +330,9 @@ class MaskPropagator:
             transform = None
             if self._small(mask, box, s) and not _overlapped(claimed, mask) and not (
                 # With dense flow, not a sliver beside another object either (one going behind
-                # it, or coming out): its patch is mostly the other object's edge.
-                cfg.method == "dense" and _beside(tid, tracks)
+                # it, or coming out): its patch is mostly the other object's edge. One wholly in
+                # view passing over another is matched.
+                cfg.method == "dense" and tid in partly_hidden and _beside(tid, tracks)
             ):
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Not when

@@ -1,0 +1,234 @@
+"""Two-way propagation for files (realtime_sam.tracking.two_way): masks carried back from the next encode.
+
+The engine runs a photo-textured, deforming clip (the hard scene) with the
+ground-truth oracle as its decoder, so the masks between encodes can be scored
+against exact ground truth; the same engine results are scored one-way (as
+live) and two-way (as a file).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from realtime_sam.app.pipeline import Pipeline, PipelineConfig
+from realtime_sam.config import load_config
+from realtime_sam.testing.hard_scene import hard_scene
+from realtime_sam.testing.oracle import GroundTruthOracle
+from realtime_sam.tracking.association import mask_to_box
+from realtime_sam.tracking.dense_flow import DenseFlowPropagator
+from realtime_sam.tracking.engine import Engine
+from realtime_sam.tracking.two_way import SoftMasks, TwoWay
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
+
+EVERY = 10
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / u) if u else 1.0
+
+
+@pytest.fixture(scope="module")
+def clip():
+    scene = hard_scene(320, 240, seconds=2, seed=1, num_objects=2)
+    rendered = [scene.render(i) for i in range(scene.num_frames)]
+    return [f for f, _ in rendered], [g for _, g in rendered]
+
+
+def _engine(frames, gts, *overrides: str) -> Engine:
+    cfg = load_config(None, [f"engine.reencode_every={EVERY}", *overrides])
+    oracle = GroundTruthOracle(lambda i: gts[i], frames, inner=None)
+    engine = Engine.from_config(cfg, runner=oracle)
+    for oid in (1, 2):
+        box = mask_to_box(gts[0][oid])
+        engine.add_object(ObjectPrompt(box=tuple(float(v) for v in box)))
+    return engine
+
+
+def _score(results, gts) -> dict[int, dict[int, float]]:
+    """``{frame: {object: IoU}}`` (track ids 1, 2 are objects 1, 2: prompted in that order)."""
+    out = {}
+    for r in results:
+        masks = {t.track_id: t.mask for t in r.tracks}
+        out[r.index] = {oid: _iou(masks.get(oid, np.zeros_like(g)), g) for oid, g in gts[r.index].items() if oid in (1, 2)}
+    return out
+
+
+def test_two_way_beats_one_way_between_encodes_and_keeps_every_frame_in_order(clip):
+    frames, gts = clip
+    engine = _engine(frames, gts)
+    two_way = engine.two_way()
+    assert two_way is not None
+    one, both = [], []
+    for i, image in enumerate(frames):
+        r = engine.process(Frame(i, image, i / 30.0, time.monotonic()))
+        one.append(r)
+        out = two_way.push(r, engine.soft_masks())
+        # Held until the next encode, then all at once, in order.
+        assert two_way.held == (0 if r.encoded else i % EVERY)
+        both.extend(out)
+    both.extend(two_way.flush())
+    assert [r.index for r in both] == list(range(len(frames)))
+    # Ids, states and scores are the forward run's; only masks between encodes change.
+    for a, b in zip(one, both):
+        assert [(t.track_id, t.state, t.score) for t in a.tracks] == [(t.track_id, t.state, t.score) for t in b.tracks]
+        if a.encoded:
+            assert b is a
+    # Scored where the forward run is on the object both at the frame and at the next encode
+    # (an object lost in a crossing is lost either way).
+    s1, s2 = _score(one, gts), _score(both, gts)
+    pairs = [
+        (i, oid) for i in range((len(frames) - 1) // EVERY * EVERY) for oid in (1, 2)
+        if i % EVERY and s1[i][oid] > 0.5 and s1[(i // EVERY + 1) * EVERY][oid] > 0.5
+    ]
+    assert len(pairs) > 20
+    j1, j2 = np.mean([s1[i][o] for i, o in pairs]), np.mean([s2[i][o] for i, o in pairs])
+    assert j2 > j1 + 0.01, (j1, j2)
+    # The frame just before an encode gains most: it is one frame from the backward decode.
+    last = [(i, o) for i, o in pairs if (i + 1) % EVERY == 0]
+    assert np.mean([s2[i][o] for i, o in last]) > np.mean([s1[i][o] for i, o in last]) + 0.03
+
+
+def _result(index: int, masks: dict[int, np.ndarray], encoded: bool, image: np.ndarray) -> FrameResult:
+    tracks = tuple(
+        TrackResult(tid, m, tuple(float(v) for v in (mask_to_box(m) if m.any() else (0, 0, 1, 1))), 0.9, TrackState.CONFIRMED)
+        for tid, m in masks.items()
+    )
+    return FrameResult(Frame(index, image, index / 30.0, 0.0), tracks, encoded)
+
+
+def _logits(mask: np.ndarray) -> np.ndarray:
+    from realtime_sam.model.transforms import preprocess_shape
+    from realtime_sam.testing.synthetic import mask_logits
+
+    return mask_logits(mask, preprocess_shape(*mask.shape, 1024))
+
+
+def test_only_tracks_with_a_mask_at_both_ends_are_blended_and_the_front_one_hides_the_other():
+    h, w = 120, 160
+    image = np.full((h, w, 3), 90, np.uint8)
+    a = np.zeros((h, w), bool)
+    a[30:70, 30:70] = True
+    b = np.zeros((h, w), bool)
+    b[40:80, 60:100] = True  # overlaps a
+    lone = np.zeros((h, w), bool)
+    lone[90:110, 120:150] = True
+    tw = TwoWay(DenseFlowPropagator(), max_held=10)
+    assert tw.push(_result(0, {1: a, 2: b}, True, image), SoftMasks({1: _logits(a), 2: _logits(b)}, (1, 2)))[0].index == 0
+    # Frame 1: track 3 appears between encodes; frame 2's encode no longer has it.
+    held = _result(1, {1: a, 2: b, 3: lone}, False, image)
+    assert tw.push(held, SoftMasks({1: _logits(a), 2: _logits(b), 3: _logits(lone)}, (2, 1, 3))) == []
+    # The anchor decodes track 1 shifted right and track 2 where it was.
+    a2 = np.roll(a, 20, axis=1)
+    out = tw.push(_result(2, {1: a2, 2: b}, True, image), SoftMasks({1: _logits(a2), 2: _logits(b)}, (2, 1)))
+    assert [r.index for r in out] == [1, 2]
+    got = {t.track_id: t.mask for t in out[0].tracks}
+    # Track 3 had no mask at the anchor: its forward mask, untouched.
+    assert got[3] is held.tracks[2].mask
+    # Track 2 is in front (order at frame 1): whole; track 1 loses the overlap to it.
+    assert _iou(got[2], b) > 0.97
+    assert not (got[1] & got[2]).any()
+    # Track 1 halfway (weight 0.5) between a and a2 (a still frame: flow moves nothing): the
+    # logits are +-10 inside/outside each, so the blend is positive where both are.
+    assert _iou(got[1], a & a2 & ~b) > 0.9
+    assert out[0].tracks[0].box == tuple(float(v) for v in mask_to_box(got[1]))
+
+
+def test_max_held_bounds_the_wait():
+    h, w = 60, 80
+    image = np.zeros((h, w, 3), np.uint8)
+    m = np.zeros((h, w), bool)
+    m[10:30, 10:30] = True
+    tw = TwoWay(DenseFlowPropagator(), max_held=3)
+    got = []
+    for i in range(6):
+        got += tw.push(_result(i, {1: m}, False, image), SoftMasks({1: _logits(m)}, (1,)))
+        assert tw.held <= 3
+    assert [r.index for r in got] == [0, 1, 2]
+    assert [r.index for r in tw.flush()] == [3, 4, 5]
+    with pytest.raises(ValueError, match="max_held"):
+        TwoWay(DenseFlowPropagator(), max_held=0)
+
+
+def test_no_two_way_without_dense_flow(clip):
+    frames, gts = clip
+    assert _engine(frames, gts, "propagation.method=flow").two_way() is None
+
+
+class _ListSource:
+    """A file source over rendered frames."""
+
+    live = False
+    fps = 30.0
+    name = "clip"
+
+    def __init__(self, frames) -> None:
+        self._frames = list(frames)
+        self._i = 0
+        self.size = (frames[0].shape[1], frames[0].shape[0])
+
+    def read(self):
+        if self._i >= len(self._frames):
+            return None
+        i, self._i = self._i, self._i + 1
+        return Frame(i, self._frames[i], i / self.fps, time.monotonic())
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+        self.closed = False
+
+    def write(self, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("two_way", [True, False])
+def test_pipeline_on_a_file_writes_every_frame_once_in_order_also_when_stopped_between_encodes(clip, two_way):
+    frames, gts = clip
+    stop_at = 25  # mid-interval: frames 21-24 are held when the run stops
+    sink = _Collect()
+    engine = _engine(frames, gts)
+    cfg = PipelineConfig(max_frames=stop_at, two_way=two_way)
+    with Pipeline(_ListSource(frames[:40]), engine, sinks=[sink], config=cfg) as pipe:
+        yielded = [r.index for r in pipe]
+    assert sink.closed
+    assert [r.index for r in sink.results] == list(range(stop_at))
+    assert yielded == list(range(stop_at))
+    direct = _engine(frames, gts)
+    plain = [direct.process(Frame(i, frames[i], i / 30.0, 0.0)) for i in range(stop_at)]
+    same = [all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks)) for r, p in zip(sink.results, plain)]
+    if two_way:
+        # Frames 1-9 and 11-19 blended; 21-24 went out one-way at the stop.
+        assert not any(same[1:10]) and not any(same[11:20])
+        assert all(same[20:])
+    else:
+        assert all(same)
+
+
+def test_pipeline_two_way_is_off_for_live_and_realtime_sources(clip):
+    frames, gts = clip
+
+    class _Live(_ListSource):
+        live = True
+
+    for source, cfg in ((_Live(frames[:12]), PipelineConfig()), (_ListSource(frames[:12]), PipelineConfig(realtime=True))):
+        engine = _engine(frames, gts)
+        direct = _engine(frames, gts)
+        with Pipeline(source, engine, config=cfg) as pipe:
+            for r in pipe:
+                # One result per frame as it is processed: the live order and masks, unchanged.
+                p = direct.process(Frame(r.index, frames[r.index], 0.0, 0.0))
+                assert all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks))
