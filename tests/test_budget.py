@@ -114,6 +114,49 @@ def test_min_fps_is_the_floor_of_the_cap():
     assert caps == {4.0: 4.0, 6.0: 6.0, 30.0: None}  # a floor at the source's rate is no cap
 
 
+def test_engage_duty_decides_whether_a_busy_but_not_saturated_encoder_is_behind():
+    behind = {}
+    for engage in (0.9, 0.75):
+        b = _budget(StreamsConfig(engage_duty=engage, lift_duty=0.5))
+        _Encoder(b).calls(8, busy=1.0, idle=0.25)  # busy 80 % of the time, the others always waiting
+        assert b.duty == pytest.approx(0.8)
+        behind[engage] = (b.behind, b.cap_fps("a"))
+    assert behind == {0.9: (False, None), 0.75: (True, 10.0)}
+
+
+def test_lift_duty_decides_when_the_cap_is_lifted():
+    lifted = {}
+    for lift in (0.6, 0.4):
+        b = _budget(StreamsConfig(lift_duty=lift))
+        enc = _Encoder(b)
+        enc.calls(5)
+        assert b.behind
+        # Idle five sixths of the time under the cap; uncapped the streams would ask three times as often:
+        # 1/6 x 3 = 0.5, below 0.6 but not below 0.4, however long it goes on.
+        enc.calls(12, busy=1.0, idle=5.0)
+        lifted[lift] = (b.behind, b.cap_fps("a"))
+    assert lifted == {0.6: (False, None), 0.4: (True, 10.0)}
+
+
+def test_duty_smoothing_sets_how_fast_the_duty_follows_the_encoders_calls():
+    after_one_quiet_call = {}
+    for smoothing in (0.5, 1.0):
+        b = _budget(StreamsConfig(duty_smoothing=smoothing))
+        enc = _Encoder(b)
+        enc.calls(5)
+        assert b.behind and b.duty == pytest.approx(1.0)
+        enc.calls(1, busy=1.0, idle=9.0)  # one call busy a tenth of the time since the last
+        after_one_quiet_call[smoothing] = (round(b.duty, 6), b.behind)
+    # 0.5: halfway to 0.1 (0.55 x 3 is still behind); 1: the last call alone (0.1 x 3 < 0.6, lifted).
+    assert after_one_quiet_call == {0.5: (0.55, True), 1.0: (0.1, False)}
+
+
+def test_the_default_thresholds_are_the_ones_the_budget_always_had():
+    config = StreamsConfig()
+    assert (config.engage_duty, config.lift_duty, config.duty_smoothing) == (0.9, 0.6, 0.5)
+    assert load_config("cpu").streams == config
+
+
 def test_a_source_without_a_frame_rate_counts_as_30_fps():
     b = FrameBudget()
     b.add("a", live=True, fps=None)
@@ -128,7 +171,24 @@ def test_a_source_without_a_frame_rate_counts_as_30_fps():
         ({"streams": {"frame_budget": -1}}, "streams.frame_budget must be >= 0 (0 = no cap), got -1.0"),
         ({"streams": {"min_fps": 0}}, "streams.min_fps must be > 0 (frames per second), got 0.0"),
         ({"streams": {"min_fps": "fast"}}, "streams.min_fps must be a number, not 'fast'"),
-        ({"streams": {"cap": 3}}, "unknown key streams.cap; valid keys in streams: frame_budget, min_fps"),
+        ({"streams": {"engage_duty": 2}}, "streams.engage_duty must be > 0 and <= 1 (a share of the encoder's time), got 2.0"),
+        ({"streams": {"engage_duty": 0}}, "streams.engage_duty must be > 0 and <= 1 (a share of the encoder's time), got 0.0"),
+        (
+            {"streams": {"engage_duty": 0.5}},
+            "streams.lift_duty must be > 0 and below streams.engage_duty (0.5), got 0.6: lower lift_duty or raise engage_duty",
+        ),
+        (
+            {"streams": {"lift_duty": 0}},
+            "streams.lift_duty must be > 0 and below streams.engage_duty (0.9), got 0.0: lower lift_duty or raise engage_duty",
+        ),
+        (
+            {"streams": {"duty_smoothing": 1.5}},
+            "streams.duty_smoothing must be > 0 and <= 1 (weight of the newest encoder call), got 1.5",
+        ),
+        (
+            {"streams": {"cap": 3}},
+            "unknown key streams.cap; valid keys in streams: frame_budget, min_fps, engage_duty, lift_duty, duty_smoothing",
+        ),
     ],
 )
 def test_bad_settings_are_one_clear_line(data, message):
@@ -144,17 +204,29 @@ def test_the_budget_is_the_runs_not_a_streams(tmp_path):
         load_streams_file(path)
 
 
-def test_the_command_line_refuses_a_bad_budget_with_one_line(tmp_path):
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("streams.min_fps=-2", "streams.min_fps must be > 0 (frames per second), got -2.0"),
+        ("streams.engage_duty=2", "streams.engage_duty must be > 0 and <= 1 (a share of the encoder's time), got 2.0"),
+        (
+            "streams.lift_duty=0.95",
+            "streams.lift_duty must be > 0 and below streams.engage_duty (0.9), got 0.95: lower lift_duty or raise engage_duty",
+        ),
+    ],
+)
+def test_the_command_line_refuses_a_bad_budget_with_one_line(tmp_path, setting, message):
     import subprocess
     import sys
 
     proc = subprocess.run(
         [sys.executable, "-m", "realtime_sam", "--headless", "--source", "lavfi:testsrc2", "--source", "lavfi:testsrc",
-         "--set", "streams.min_fps=-2", "--save-masks", str(tmp_path / "{name}.jsonl")],
+         "--set", setting, "--save-masks", str(tmp_path / "{name}.jsonl")],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: streams.min_fps must be > 0 (frames per second), got -2.0"]
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not list(tmp_path.iterdir())  # refused before anything was opened or written
 
 
 # ------------------------------------------------------------------ the pipeline's pace

@@ -16,16 +16,17 @@ streams together do no more than that while the encoder is behind:
   cap allows the next one and drops the rest, as it does for any live
   source the model cannot keep up with (:meth:`~realtime_sam.app.pipeline.Pipeline.pace_with`);
 * **behind**: the encoder is behind when it works without rest (its
-  duty, the share of time it is busy, smoothed over its recent calls, is at
-  least :attr:`FrameBudget.ENGAGE_DUTY`) for more than one stream, and
+  duty, the share of time it is busy, smoothed over its recent calls with
+  weight ``streams.duty_smoothing`` on the newest, is at least
+  ``streams.engage_duty``, 0.9 by default) for more than one stream, and
   another stream's request is already waiting when a call ends. It keeps up
   again when only one stream has used it in its last
   :attr:`FrameBudget.RECENT_CALLS` calls, or when it would have time to
   spare without the cap: its duty, scaled by how much faster the streams
   would go uncapped (they ask for encodes every so many processed frames),
-  below :attr:`FrameBudget.LIFT_DUTY`. The cap is then lifted. (Judging by
-  the duty under the cap alone, the cap would be lifted as soon as it
-  worked, and come back with the next encodes.)
+  below ``streams.lift_duty`` (0.6 by default). The cap is then lifted.
+  (Judging by the duty under the cap alone, the cap would be lifted as soon
+  as it worked, and come back with the next encodes.)
 
 One stream alone is never capped (nobody else waits for the encoder), nor
 are streams on an encoder that keeps up (a GPU encoding the streams in one
@@ -57,16 +58,40 @@ class StreamsConfig:
             this many times one stream's frame rate: each is capped at ``frame_budget x source fps / K``.
             1.0 = what one stream alone does; 0 = no cap (every stream processes what it can).
         min_fps: the cap never goes below this many processed frames per second per stream.
+        engage_duty: the encoder is behind (and the cap engages) when its smoothed duty, the share of
+            time it is busy, is at least this while another stream's request waits; in (0, 1].
+        lift_duty: the cap is lifted when the duty the encoder would have uncapped falls below this;
+            in (0, engage_duty): the gap between the two is a dead band that keeps the cap from flapping.
+        duty_smoothing: weight of the newest encoder call in the duty's moving average, in (0, 1];
+            1 = the last call alone (the cap follows every call), smaller = steadier and slower to react.
     """
 
     frame_budget: float = 1.0
     min_fps: float = 4.0
+    engage_duty: float = 0.9
+    lift_duty: float = 0.6
+    duty_smoothing: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.frame_budget >= 0:
             raise ConfigError(f"streams.frame_budget must be >= 0 (0 = no cap), got {self.frame_budget}")
         if not self.min_fps > 0:
             raise ConfigError(f"streams.min_fps must be > 0 (frames per second), got {self.min_fps}")
+        # `not 0 < x <= 1` rather than `x <= 0 or x > 1`: NaN fails it too.
+        if not 0 < self.engage_duty <= 1:
+            raise ConfigError(
+                f"streams.engage_duty must be > 0 and <= 1 (a share of the encoder's time), got {self.engage_duty}"
+            )
+        if not 0 < self.lift_duty < self.engage_duty:
+            raise ConfigError(
+                f"streams.lift_duty must be > 0 and below streams.engage_duty ({self.engage_duty}), got"
+                f" {self.lift_duty}: lower lift_duty or raise engage_duty"
+            )
+        if not 0 < self.duty_smoothing <= 1:
+            raise ConfigError(
+                f"streams.duty_smoothing must be > 0 and <= 1 (weight of the newest encoder call), got"
+                f" {self.duty_smoothing}"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,15 +123,8 @@ class FrameBudget:
         config: the run's :class:`StreamsConfig`.
     """
 
-    ENGAGE_DUTY = 0.9
-    """Duty at or above which an encoder with another stream waiting is behind."""
-    LIFT_DUTY = 0.6
-    """Duty the encoder would have uncapped below which it keeps up (a dead band below ENGAGE_DUTY:
-    no flapping on the edge)."""
     RECENT_CALLS = 3
     """Calls looked back on to tell whether more than one stream uses the encoder."""
-    DUTY_SMOOTHING = 0.5
-    """Weight of the newest call in the duty's moving average."""
     DEFAULT_FPS = 30.0
     """A live source's frame rate when it does not say."""
 
@@ -150,13 +168,13 @@ class FrameBudget:
             busy = max(0.0, call.end - call.start)
             idle = max(0.0, call.start - last_end)
             sample = busy / (busy + idle) if busy + idle > 0 else 1.0
-            a = 1.0 if self._samples == 0 else self.DUTY_SMOOTHING
+            a = 1.0 if self._samples == 0 else self.config.duty_smoothing
             self._duty = a * sample + (1 - a) * self._duty
             self._samples += 1
             shared = len(frozenset().union(*self._recent)) >= 2
             if not self._behind:
-                self._behind = shared and bool(call.waiting) and self._duty >= self.ENGAGE_DUTY
-            elif not shared or min(1.0, self._duty * self._speedup()) < self.LIFT_DUTY:
+                self._behind = shared and bool(call.waiting) and self._duty >= self.config.engage_duty
+            elif not shared or min(1.0, self._duty * self._speedup()) < self.config.lift_duty:
                 self._behind = False
 
     @property
