@@ -13,8 +13,8 @@ optical flow, and blends the two soft masks per track::
     backward logits from k, carried backward <-   weight (t - j) / (k - j)
 
 so every frame is at most half an encode interval of drift from a decode.
-On DAVIS with the oracle decoder this took mean J at N = 5 / 15 / 30 from
-0.822 / 0.685 / 0.604 to 0.847 / 0.732 / 0.636 (README, "Tracking quality").
+On DAVIS with the oracle decoder this takes mean J at N = 5 / 15 / 30 from
+0.822 / 0.693 / 0.611 (one-way) to 0.849 / 0.744 / 0.662 (README, "Tracking quality").
 
 What is blended, and what is not:
 
