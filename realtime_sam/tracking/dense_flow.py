@@ -30,8 +30,14 @@ new frame, per pixel, with dense optical flow:
 6. the visible mask is the warped logits above 0 minus what tracks in front
    cover, upsampled to the source size as the decoder's masks are.
 
-Who is in front is the caller's knowledge (``order``, front first); the
-engine takes it from which mask won the overlap at the last decode.
+Who is in front starts as the caller's knowledge (``order``, front first;
+the engine takes it from which mask won the overlap at the last decode).
+Where two tracks' whole masks meet between decodes, the flow decides: only
+the front object is seen there, so the track whose fitted motion explains
+the shared cells' flow better goes in front (:attr:`DenseFlowPropagator.order`
+is the order used). A track with less than 30 % of its cells clear of
+others is mostly behind one: it coasts on its last motion, not on the flow
+of the sliver left in view (which is the other object's edge).
 
 Conventions: images ``HxWx3 uint8`` BGR; logits ``256x256 float32`` cover the
 source image resized so its longest side is 1024 and padded bottom/right
@@ -54,9 +60,9 @@ __all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", 
 
 LOWRES = 256  # side of SAM's low-res logits
 _IMG = 1024  # side of SAM's padded input square
-_FAR = -1.0e4
-_HIDDEN = 0.3  # a track with less than this fraction of its cells clear of others coasts
-_DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front  # map coordinate of cells with no source (samples the fill value)
+_FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
+_HIDDEN = 0.3  # a track with less than this fraction of its cells clear of other tracks coasts
+_DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -330,7 +336,7 @@ class DenseFlowPropagator:
                 motion, measured = self._fit(apart if apart.sum() >= self.min_cells else own, fields[tid][1], last)
             motions[tid] = (motion, measured, own)
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
-        ranked = self._depth(ranked, prev_whole, motions, fields, ident)
+        ranked = self._depth(ranked, prev_whole, motions, fields)
         self.order = tuple(ranked)
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
         covered_src: np.ndarray | None = None
@@ -387,7 +393,7 @@ class DenseFlowPropagator:
             out[tid] = FlowResult(full, mask, box, measured, frac)
         return out
 
-    def _depth(self, ranked, whole, motions, fields, ident) -> list[int]:
+    def _depth(self, ranked: list[int], whole, motions, fields) -> list[int]:
         """``ranked`` (front first) with pairs whose whole masks now meet put in the order the flow shows.
 
         Where two objects overlap, only the front one is seen, so the flow there
@@ -406,13 +412,13 @@ class DenseFlowPropagator:
                 ma, mb = motions[a][0], motions[b][0]
                 # The shared cells as seen now: where each track's motion takes them.
                 ys, xs = np.nonzero(both)
-                bk, _, tx, ty, rel, _ = fields[a]
+                _, _, tx, ty, rel, _ = fields[a]  # a's crop covers the shared cells
                 err = []
                 for m in (ma, mb):
                     nx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
                     ny = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-                    ix = np.clip(np.rint(nx).astype(int), 0, bk.shape[1] - 1)
-                    iy = np.clip(np.rint(ny).astype(int), 0, bk.shape[0] - 1)
+                    ix = np.clip(np.rint(nx).astype(int), 0, tx.shape[1] - 1)
+                    iy = np.clip(np.rint(ny).astype(int), 0, tx.shape[0] - 1)
                     ok = rel[iy, ix]
                     if int(ok.sum()) < self.min_cells:
                         err = []
