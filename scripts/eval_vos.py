@@ -540,7 +540,7 @@ def run_engine_file(seq: VosSequence, runner, config, *, masks_dir: Path | None 
         result = engine.process(Frame(i, image, i / seq.fps, time.monotonic()))
         for done in two_way.push(result, engine.soft_masks()) if two_way is not None else (result,):
             score(done)
-    for done in two_way.flush() if two_way is not None else ():
+    for done in two_way.finish(engine) if two_way is not None else ():
         score(done)
     return scorer
 

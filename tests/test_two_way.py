@@ -70,10 +70,16 @@ def test_two_way_beats_one_way_between_encodes_and_keeps_every_frame_in_order(cl
         # Held until the next encode, then all at once, in order.
         assert two_way.held == (0 if r.encoded else i % EVERY)
         both.extend(out)
-    both.extend(two_way.flush())
+    # The end of the clip: its last frame is encoded once more and anchors the frames since
+    # the last periodic encode (51-58), whose results come out now.
+    tail = two_way.finish(engine)
+    assert [r.index for r in tail] == list(range(len(frames) // EVERY * EVERY - EVERY + 1, len(frames)))
+    assert tail[-1].encoded and not one[-1].encoded
+    both.extend(tail)
+    assert two_way.held == 0 and two_way.finish(engine) == []
     assert [r.index for r in both] == list(range(len(frames)))
     # Ids, states and scores are the forward run's; only masks between encodes change.
-    for a, b in zip(one, both):
+    for a, b in zip(one[:-1], both):
         assert [(t.track_id, t.state, t.score) for t in a.tracks] == [(t.track_id, t.state, t.score) for t in b.tracks]
         if a.encoded:
             assert b is a
@@ -90,6 +96,9 @@ def test_two_way_beats_one_way_between_encodes_and_keeps_every_frame_in_order(cl
     # The frame just before an encode gains most: it is one frame from the backward decode.
     last = [(i, o) for i, o in pairs if (i + 1) % EVERY == 0]
     assert np.mean([s2[i][o] for i, o in last]) > np.mean([s1[i][o] for i, o in last]) + 0.03
+    # The tail too, anchored by the extra encode of the last frame.
+    tail_pairs = [(i, o) for i in range(51, 59) for o in (1, 2) if s1[i][o] > 0.5]
+    assert np.mean([s2[i][o] for i, o in tail_pairs]) > np.mean([s1[i][o] for i, o in tail_pairs]) + 0.005
 
 
 def _result(index: int, masks: dict[int, np.ndarray], encoded: bool, image: np.ndarray) -> FrameResult:
@@ -216,6 +225,19 @@ def test_pipeline_on_a_file_writes_every_frame_once_in_order_also_when_stopped_b
         assert all(same[20:])
     else:
         assert all(same)
+
+
+def test_pipeline_on_a_file_that_ends_blends_the_frames_after_the_last_encode_too(clip):
+    frames, gts = clip
+    sink = _Collect()
+    with Pipeline(_ListSource(frames[:25]), _engine(frames, gts), sinks=[sink]) as pipe:
+        yielded = [r.index for r in pipe]
+    assert yielded == [r.index for r in sink.results] == list(range(25))
+    direct = _engine(frames, gts)
+    plain = [direct.process(Frame(i, frames[i], i / 30.0, 0.0)) for i in range(25)]
+    same = [all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks)) for r, p in zip(sink.results, plain)]
+    # 21-23 blended with the re-encoded last frame (24), which is now an encoded result.
+    assert not any(same[21:24]) and sink.results[24].encoded and not plain[24].encoded
 
 
 def test_pipeline_two_way_is_off_for_live_and_realtime_sources(clip):

@@ -601,6 +601,10 @@ class Pipeline:
                 except queue.Empty:
                     continue
                 if item is _END:
+                    if self._two_way is not None:
+                        # A file that ended cleanly: its last frame anchors the held results.
+                        for done in self._two_way.finish(self.engine):
+                            self._emit(done, write=True)
                     break
                 frame: Frame = item  # type: ignore[assignment]
                 t0 = last_start = time.perf_counter()

@@ -335,6 +335,15 @@ class Engine:
         logits = {tr.id: tr.logits for tr in self.tracker.tracks() if tr.logits is not None}
         return SoftMasks(logits, tuple(self._order))
 
+    def encode_next(self) -> None:
+        """Make the next ``process`` call encode (when there are tracks), whatever ``reencode_every`` says.
+
+        Called from the thread that calls ``process`` (:meth:`TwoWay.finish
+        <realtime_sam.tracking.two_way.TwoWay.finish>` at the end of a file).
+        With background encodes the encode goes to the worker as usual.
+        """
+        self._since_encode = None
+
     def two_way(self, *, max_held: int = 120) -> TwoWay | None:
         """A :class:`~realtime_sam.tracking.two_way.TwoWay` for this engine's results (same flow settings), or
         ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``)."""

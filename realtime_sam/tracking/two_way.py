@@ -28,7 +28,9 @@ What is blended, and what is not:
   changes which track is which.
 
 Results come out in frame order, up to one encode interval late (at most
-``max_held`` frames). The :class:`~realtime_sam.app.pipeline.Pipeline`
+``max_held`` frames). At the end of a file, :meth:`TwoWay.finish` encodes
+the last frame once more so that the frames after the last periodic
+encode are two-way too. The :class:`~realtime_sam.app.pipeline.Pipeline`
 uses it for file sources read as fast as the model goes (not live, not
 ``pipeline.realtime``, no window), when ``pipeline.two_way`` is on and the
 engine propagates with dense flow.
@@ -38,17 +40,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from realtime_sam.tracking.association import mask_to_box
 from realtime_sam.tracking.dense_flow import DenseFlowPropagator, logits_to_mask
-from realtime_sam.types import FrameResult, TrackResult
+from realtime_sam.types import Frame, FrameResult, TrackResult
 
 __all__ = ["SoftMasks", "TwoWay"]
 
 _CLIP = 10.0  # logits are blended within +-_CLIP: a decode's -30 background must not outvote a warped +5
+
+
+class _Engine(Protocol):
+    """What :meth:`TwoWay.finish` needs of the engine (:class:`~realtime_sam.tracking.engine.Engine`)."""
+
+    def encode_next(self) -> None: ...
+
+    def process(self, frame: Frame) -> FrameResult: ...
+
+    def soft_masks(self) -> SoftMasks: ...
 
 
 class SoftMasks(NamedTuple):
@@ -97,7 +109,12 @@ class TwoWay:
         return len(self._held)
 
     def push(self, result: FrameResult, soft: SoftMasks) -> list[FrameResult]:
-        """Take the engine's result for the next frame (and its soft masks); return those now final, in order."""
+        """Take the engine's result for the next frame (and its soft masks); return those now final, in order.
+
+        A second result for the frame held last (see :meth:`finish`) replaces it.
+        """
+        if self._held and result.index == self._held[-1].result.index:
+            self._held.pop()
         if not result.encoded:
             if not self._held and not any(t.mask.any() for t in result.tracks):
                 return [result]  # nothing to blend: no reason to wait
@@ -117,6 +134,22 @@ class TwoWay:
         self._anchor = result.index
         out.append(result)
         return out
+
+    def finish(self, engine: _Engine) -> list[FrameResult]:
+        """The end of a file: its last frame is encoded once more, as the anchor of the held results.
+
+        Without it the frames after the last periodic encode (up to
+        ``reencode_every - 1``) would go out one-way. ``engine`` (the one whose
+        results were pushed) processes the last frame again with an encode;
+        that result replaces the held one of the same frame. When the encode
+        does not land at once (background encodes), the rest goes out one-way.
+        Not for a stop or a fault: use :meth:`flush` there.
+        """
+        if not self._held:
+            return []
+        engine.encode_next()
+        result = engine.process(self._held[-1].result.frame)
+        return self.push(result, engine.soft_masks()) + self.flush()
 
     def flush(self) -> list[FrameResult]:
         """The held results as they are (the stream ended, or stopped, before another encode)."""
