@@ -14,7 +14,7 @@ optical flow, and blends the two soft masks per track::
 
 so every frame is at most half an encode interval of drift from a decode.
 On DAVIS with the oracle decoder this takes mean J at N = 5 / 15 / 30 from
-0.822 / 0.693 / 0.611 (one-way) to 0.849 / 0.744 / 0.662 (README, "Tracking quality").
+0.822 / 0.693 / 0.611 (one-way) to 0.852 / 0.755 / 0.686 (README, "Tracking quality").
 
 What is blended, and what is not:
 
