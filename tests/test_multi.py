@@ -305,10 +305,11 @@ def test_streams_share_one_encoder_and_keep_their_own_tracks_and_outputs(clips, 
     assert seen == {"a": list(range(12)), "b": list(range(9))}
     # Ids are per stream: each stream numbers its own objects from 1.
     assert ids == {"a": {1, 2}, "b": {1}}
-    # The stream's own setting took effect: a re-encode every 4 frames (0, 4, 8) against the default 5 (0, 5).
-    assert status["a"].encodes == 3 and status["b"].encodes == 2
+    # The stream's own setting took effect: a re-encode every 4 frames (0, 4, 8) against the default 5
+    # (0, 5); each file's last frame is encoded once more at its end (two-way's last anchor).
+    assert status["a"].encodes == 4 and status["b"].encodes == 3
     assert all(s.state == "done" and s.error is None for s in status.values())
-    assert multi.scheduler.order.count("a") == 3
+    assert multi.scheduler.order.count("a") == 4
     for name, n in (("a", 12), ("b", 9)):
         frames = _jsonl_frames(tmp_path / f"{name}.jsonl")
         assert [f["frame"] for f in frames] == list(range(n))
@@ -387,7 +388,9 @@ def test_track_many_shares_one_model_and_tags_results(clips, checkpoint_path):
         assert set(ids) <= ({1} if r.stream == "a" else {1, 2})
         assert r.encode_age_s is not None and r.encode_age_s >= 0
     assert got == {"a": list(range(12)), "second": list(range(9))}
-    assert calls == [1, 1]  # one encode per stream (re-encode interval 1000), one image at a time on the CPU
+    # One encode per stream at its start (re-encode interval 1000) and one at its end (two-way's
+    # anchor for the frames since), one image at a time on the CPU.
+    assert calls == [1, 1, 1, 1]
 
 
 def test_an_endless_live_stream_beside_a_file_can_be_stopped_alone(clips, tmp_path):
