@@ -172,8 +172,12 @@ def test_the_propagation_sections_dense_settings_reach_the_engines_flow():
     from realtime_sam.tracking.propagation import PropagationConfig
 
     cfg = PropagationConfig(method="dense", max_side=320, flow_preset="fast", fb_tolerance=2.0, rigid_tolerance=0.7)
-    dense = Engine(BoxRunner(), EngineConfig(), propagation_config=cfg).dense
+    engine = Engine(BoxRunner(), EngineConfig(), propagation_config=cfg)
+    dense = engine.dense
     assert (dense.max_side, dense.preset, dense.fb_tolerance, dense.rigid_tolerance) == (320, "fast", 2.0, 0.7)
+    # Two-way's backward flow has the same settings, in a propagator of its own.
+    back = engine.two_way().propagator
+    assert back is not dense and (back.max_side, back.preset, back.fb_tolerance, back.rigid_tolerance) == (320, "fast", 2.0, 0.7)
 
 
 def test_flow_preset_and_fb_tolerance_change_what_flow_measures(scene):

@@ -180,6 +180,12 @@ class DenseFlowPropagator:
         min_cells: int = 4, rigid_tolerance: float = 0.0,
         app_lambda: float = 1.0, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
     ) -> None:
+        # The arguments as given, for fresh(): one list of settings, not a copy of it elsewhere.
+        self._settings = dict(
+            max_side=max_side, preset=preset, fb_tolerance=fb_tolerance, fb_relative=fb_relative, min_cells=min_cells,
+            rigid_tolerance=rigid_tolerance, app_lambda=app_lambda, app_bins=app_bins, app_band=app_band,
+            app_clip=app_clip, app_ring=app_ring,
+        )
         self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
         self.app_clip, self.app_ring = float(app_clip), float(app_ring)
         if preset not in _PRESETS:
@@ -195,6 +201,10 @@ class DenseFlowPropagator:
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
         self.order: tuple[int, ...] = ()  # the order the last step used, front first (see _depth)
+
+    def fresh(self) -> "DenseFlowPropagator":
+        """A new propagator with the same settings and no state (e.g. to carry masks backwards)."""
+        return DenseFlowPropagator(**self._settings)
 
     def reset(self) -> None:
         """Forget the cached frame and every track's state."""

@@ -349,13 +349,7 @@ class Engine:
         ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``)."""
         if self.dense is None:
             return None
-        d = self.dense
-        back = DenseFlowPropagator(
-            max_side=d.max_side, preset=d.preset, fb_tolerance=d.fb_tolerance, fb_relative=d.fb_relative,
-            min_cells=d.min_cells, rigid_tolerance=d.rigid_tolerance,
-            app_lambda=d.app_lambda, app_bins=d.app_bins, app_band=d.app_band, app_clip=d.app_clip, app_ring=d.app_ring,
-        )
-        return TwoWay(back, max_held=max_held)
+        return TwoWay(self.dense.fresh(), max_held=max_held)
 
     # -- commands (any thread) ---------------------------------------------------------
 
