@@ -273,6 +273,33 @@ def test_a_flat_small_patch_is_not_matched_anywhere():
     assert np.array_equal(out[1].mask, mask)
 
 
+def test_a_sliver_at_the_frame_edge_is_not_matched_to_a_look_alike_inside():
+    # The last strip of a large object leaving by the right edge: its cut-off patch shows up
+    # again inside the frame (any edge-like texture will do). Its patch is not matched there:
+    # the track does not jump inwards, and coasts out instead. The same patch away from the
+    # edge is matched (the rule is about the edge, not the patch).
+    rng = np.random.default_rng(3)
+    h, w = 240, 320
+    bg = cv2.GaussianBlur((rng.random((h, w)) * 120 + 40).astype(np.uint8), (5, 5), 0)
+    stripes = np.tile(np.array([30, 230] * 3, np.uint8), (20, 1))  # 20x6, flat down each column
+
+    def pair(x0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        prev, cur = bg.copy(), bg.copy()
+        prev[100:120, x0 : x0 + 6] = stripes
+        cur[100:120, x0 - 24 : x0 - 18] = stripes  # gone from where it was, a look-alike inside
+        mask = np.zeros((h, w), bool)
+        mask[100:120, x0 : x0 + 6] = True
+        return cv2.cvtColor(prev, cv2.COLOR_GRAY2BGR), cv2.cvtColor(cur, cv2.COLOR_GRAY2BGR), mask
+
+    prop = MaskPropagator(PropagationConfig(method="flow", max_side=320))
+    prev, cur, mask = pair(w - 6)
+    out = prop.step(prev, cur, {1: (mask, mask_to_box(mask))})
+    assert out[1].box[0] > w - 12, out[1].box  # not at the look-alike (x 290)
+    prev, cur, mask = pair(150)
+    out = MaskPropagator(PropagationConfig(method="flow", max_side=320)).step(prev, cur, {1: (mask, mask_to_box(mask))})
+    assert out[1].ok and abs(out[1].box[0] - 126) <= 2, out[1].box
+
+
 def _corners(mask=None, **settings) -> np.ndarray:
     """The corners the propagator picks on a noise texture (corners everywhere) inside ``mask``."""
     rng = np.random.default_rng(0)

@@ -289,9 +289,17 @@ def test_a_searched_mask_that_looks_more_like_another_track_is_not_taken():
 
 def test_an_object_lost_at_the_edge_is_searched_for_along_that_edge():
     h, w = 200, 300
-    tr, tid, _ = _lost_red_track(h, w, at=(280, 80, 300, 100))  # left by the right edge
-    region = tr.search_region(tr.get(tid), 200)
+    tr, tid, _ = _lost_red_track(h, w, at=(280, 80, 300, 100))  # left by the right edge; last looked for at frame 2
+    region = tr.search_region(tr.get(tid), 3)
     assert region[90, 295] and region[10, 290] and not region[90, 150] and not region[90, 5]
+    # Not looked for since: it may have come back and travelled (3.6 px per frame here, 1 % of
+    # the diagonal): the band widens, while its near part stays where it is looked for first.
+    later = tr.search_region(tr.get(tid), 40)
+    assert later[90, 150] and not later[90, 5]
+    first = tr.search_region(tr.get(tid), 40, grown=False)  # one object size along the edge, at any time
+    assert np.array_equal(first, tr.search_region(tr.get(tid), 3, grown=False)) and first[90, 281] and not first[90, 270]
+    tr.update([], 40)  # looked for at frame 40 and not found: only what it can travel since then
+    assert not tr.search_region(tr.get(tid), 41)[90, 150]
     inside, tid2, _ = _lost_red_track(h, w, at=(140, 80, 160, 100))
     near = inside.search_region(inside.get(tid2), 3)
     later = inside.search_region(inside.get(tid2), 60)
@@ -324,3 +332,40 @@ def test_search_candidates_finds_an_object_that_came_back_elsewhere(candidates):
     back = [_iou(next((t.mask for t in r.tracks if t.track_id == tid), np.zeros((h, w), bool)), gts[i][1]) for i, r in enumerate(results)]
     assert back[2] > 0.8  # followed before it left
     assert (max(back[20:]) > 0.9) == (candidates > 0), [round(v, 2) for v in back]
+
+
+def _searched_at(tr, tid, image, box, frame, score=0.92):
+    h, w = image.shape[:2]
+    m = _rect(h, w, *box)
+    return Detection(m, tuple(float(v) for v in box), score, source_track=tid, appearance=appearance_of(image, m), searched=True)
+
+
+def test_a_candidate_near_the_edge_it_left_by_beats_a_better_looking_one_farther_off():
+    h, w = 200, 300
+    tr, tid, red = _lost_red_track(h, w, at=(280, 80, 300, 100))
+    # Near: in the band along the right edge; far: in the widened band only. The far one
+    # looks exactly like the object, the near one a little less (a fifth of it another colour).
+    near_img = red.copy()
+    near_img[90:100, 282:290] = (200, 30, 30)
+    near = _searched_at(tr, tid, near_img, (280, 90, 300, 110), 60)
+    far = _searched_at(tr, tid, red, (100, 90, 120, 110), 60)
+    assert tr.search_region(tr.get(tid), 60)[100, 110] and not tr.search_region(tr.get(tid), 60, grown=False)[100, 110]
+    assert similarity(tr.get(tid).appearance, far.appearance) > similarity(tr.get(tid).appearance, near.appearance)
+    assert similarity(tr.get(tid).appearance, near.appearance) >= tr.config.search_appearance
+    tr.update([far, near], 60)
+    t = tr.get(tid)
+    assert t.state is TrackState.CONFIRMED and t.box.tolist() == [280, 90, 300, 110]
+
+
+@pytest.mark.parametrize("extra, taken", [(0.12, True), (0.05, False)])
+def test_a_candidate_farther_off_must_look_more_like_the_object(extra, taken):
+    # The appearance threshold is set so the far candidate's looks clear it by ``extra``: a far
+    # candidate is taken only with 0.1 to spare (a near one needs none).
+    h, w = 200, 300
+    tr, tid, red = _lost_red_track(h, w, at=(280, 80, 300, 100))
+    far = _searched_at(tr, tid, red, (100, 90, 120, 110), 60)
+    look = similarity(tr.get(tid).appearance, far.appearance)
+    tr.config = TrackerConfig(**{**tr.config.__dict__, "search_appearance": look - extra})
+    assert tr.search_region(tr.get(tid), 60)[100, 110] and not tr.search_region(tr.get(tid), 60, grown=False)[100, 110]
+    tr.update([far], 60)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken

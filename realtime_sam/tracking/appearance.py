@@ -90,6 +90,7 @@ def search_boxes(
     exclude: np.ndarray | None = None,
     count: int = 2,
     min_ratio: float = 2.0,
+    partly_out: bool = False,
 ) -> list[np.ndarray]:
     """Up to ``count`` boxes of ``size = (w, h)`` source pixels where ``image`` looks most like ``appearance``.
 
@@ -100,7 +101,10 @@ def search_boxes(
     score is at least ``min_ratio`` (colours at least that much more typical
     of the object than of the frame). ``exclude`` (``HxW bool``, e.g. what
     the live tracks' masks cover) scores 0: another track's object is not
-    this one. Boxes are clipped to the frame.
+    this one. Boxes are clipped to the frame. ``partly_out``: an object that
+    may be partly out of view (it left by an edge): a window is scored by its
+    mean over the part of it inside the frame, so one half out of view at the
+    edge scores as its visible half does.
     """
     h, w = image.shape[:2]
     s = min(1.0, _SEARCH_SIDE / max(h, w))
@@ -114,7 +118,14 @@ def search_boxes(
     if exclude is not None and exclude.any():
         score[cv2.resize(exclude.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0] = 0.0
     bw, bh = max(1, int(round(size[0] * s))), max(1, int(round(size[1] * s)))
-    mean = cv2.boxFilter(score, -1, (bw, bh), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    if partly_out:
+        # Over the part of the window inside the frame: an object coming back into view is
+        # partly out of it, and what lies beyond the edge is no evidence against it.
+        total = cv2.boxFilter(score, -1, (bw, bh), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        inside = cv2.boxFilter(np.ones_like(score), -1, (bw, bh), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        mean = total / np.maximum(inside, 1.0)
+    else:
+        mean = cv2.boxFilter(score, -1, (bw, bh), normalize=True, borderType=cv2.BORDER_CONSTANT)
     out: list[np.ndarray] = []
     for _ in range(count):
         _, best, _, (cx, cy) = cv2.minMaxLoc(mean)

@@ -849,14 +849,23 @@ class Engine:
             region = self.tracker.search_region(t, self.tracker.frame)
             if region is None or region.shape != tuple(size):
                 continue
+            # Where it is most likely first (an edge's band of one object size), then the rest
+            # of where it may be: look-alikes farther off must not crowd out the near candidates.
+            near = self.tracker.search_region(t, self.tracker.frame, grown=False)
+            rings = [region] if near is None or np.array_equal(near, region) else [near, region & ~near]
             extent = t.full_size if t.full_size is not None else t.mean[2:4]
-            outside = ~region if taken is None else taken | ~region
-            for box in search_boxes(image, t.appearance, (float(extent[0]), float(extent[1])), exclude=outside, count=count):
-                # Half as large again: the colour peak is seldom the object's centre, and a
-                # box holding only part of it would decode only that part.
-                c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.asarray(extent, dtype=np.float64)
-                ids.append(t.id)
-                boxes.append(np.clip(np.concatenate([c - half, c + half]), 0, [size[1], size[0], size[1], size[0]]))
+            for ring in rings:
+                outside = ~ring if taken is None else taken | ~ring
+                for box in search_boxes(
+                    image, t.appearance, (float(extent[0]), float(extent[1])), exclude=outside, count=count,
+                    # Lost at an edge, it comes back partly out of view: score the window's part inside.
+                    partly_out=ring is rings[0] and self.tracker.left_view(t),
+                ):
+                    # Half as large again: the colour peak is seldom the object's centre, and a
+                    # box holding only part of it would decode only that part.
+                    c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.asarray(extent, dtype=np.float64)
+                    ids.append(t.id)
+                    boxes.append(np.clip(np.concatenate([c - half, c + half]), 0, [size[1], size[0], size[1], size[0]]))
         out: list[Detection] = []
         bs = self.config.decode_batch
         for i in range(0, len(boxes), bs):

@@ -328,7 +328,7 @@ class MaskPropagator:
             sel = slice(offset, offset + n)
             offset += n
             transform = None
-            if self._small(mask, box, s) and not _overlapped(claimed, mask) and not (
+            if self._small(mask, box, s) and not _overlapped(claimed, mask) and not _cut(box, np.shape(mask)) and not (
                 # With dense flow, not a sliver beside another object either (one going behind
                 # it, or coming out): its patch is mostly the other object's edge. One wholly in
                 # view passing over another is matched.
@@ -336,7 +336,9 @@ class MaskPropagator:
             ):
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Not when
-                # another mask overlaps it: the patch would hold the other object too. (With
+                # another mask overlaps it: the patch would hold the other object too. Not
+                # at the frame's edge: there it may be the sliver of a large object leaving
+                # the view, whose cut-off patch matches any edge-like texture. (With
                 # dense flow, which follows small objects itself, corners are only its check.)
                 transform = self._match(prev_w.gray, cur_w.gray, np.asarray(mask, dtype=bool), _box(box), s)
             if n:
@@ -550,6 +552,12 @@ def _agree(a: np.ndarray, b: np.ndarray, box: np.ndarray, s: float) -> bool:
     """Whether two 2x3 work-pixel transforms move the centre of ``box`` (source pixels) within 2 work pixels."""
     c = np.array([(box[0] + box[2]) / 2.0 * s, (box[1] + box[3]) / 2.0 * s, 1.0])
     return float(np.linalg.norm(a @ c - b @ c)) <= 2.0
+
+
+def _cut(box, shape: tuple[int, ...]) -> bool:
+    """Whether ``box`` (XYXY, exclusive far edges) touches the edge of a frame of ``shape`` (``(H, W)``)."""
+    b = _box(box)
+    return bool(b[0] <= 0.5 or b[1] <= 0.5 or b[2] >= shape[1] - 0.5 or b[3] >= shape[0] - 0.5)
 
 
 def _overlapped(claimed: np.ndarray | None, mask: np.ndarray) -> bool:

@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 _LOWRES = 256  # side of SAM's low-resolution mask logits
+# A lost object's candidate beyond where it most likely is (Tracker.search_region's
+# near band) must look this much more like it than ``search_appearance`` asks.
+_FAR_LOOK = 0.1
 CHI2_GATE_4DOF = 9.4877
 """95th percentile of the chi-square distribution with 4 degrees of freedom."""
 
@@ -351,12 +354,13 @@ class Track:
             it is looked for at while lost), or ``None``.
         lost_box, lost_speed: while lost, its last box and speed (pixels per
             frame) when it was lost: where the search may find it (:meth:`Tracker.search_region`).
+        looked_at: while lost, the frame of the last update that did not find it.
     """
 
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
-        "appearance", "full_size", "lost_box", "lost_speed",
+        "appearance", "full_size", "lost_box", "lost_speed", "looked_at",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -379,6 +383,7 @@ class Track:
         self.pred_frame = frame_index
         self.lost_box: np.ndarray | None = None
         self.lost_speed = 0.0
+        self.looked_at: int | None = None
         self.label: str | None = None
         self.appearance: np.ndarray | None = None
         self.full_size: np.ndarray | None = None
@@ -703,8 +708,10 @@ class Tracker:
         #    track's box.
         row_of = {t.id: r for r, t in enumerate(live)}
         pairs: dict[int, int] = {}  # row -> item
-        found: dict[int, tuple[float, int]] = {}  # row -> (similarity, item): lost tracks found by the search
-        regions: dict[int, np.ndarray | None] = {}  # row -> where that lost track may be (once per track)
+        # row -> ((in the near region, similarity), item): lost tracks found by the search
+        found: dict[int, tuple[tuple[bool, float], int]] = {}
+        # row -> where that lost track may be, and where first (once per track)
+        regions: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
         for j, d in enumerate(dets):
             r = row_of.get(d.source_track) if d.source_track is not None else None
             if r is None or not good[j]:
@@ -715,18 +722,24 @@ class Tracker:
                 if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j]):
                     look = similarity(live[r].appearance, d.appearance)
                     if r not in regions:
-                        regions[r] = self.search_region(live[r], frame_index)
-                    region = regions[r]
-                    cx, cy = int((boxes[j, 0] + boxes[j, 2]) / 2), int((boxes[j, 1] + boxes[j, 3]) / 2)
+                        regions[r] = (
+                            self.search_region(live[r], frame_index), self.search_region(live[r], frame_index, grown=False)
+                        )
+                    region, first = regions[r]
+                    cx, cy = min(int((boxes[j, 0] + boxes[j, 2]) / 2), w - 1), min(int((boxes[j, 1] + boxes[j, 3]) / 2), h - 1)
+                    # A candidate where it most likely is beats a better-looking one farther off.
+                    key = (first is not None and bool(first[cy, cx]), look)
+                    # Farther off, more look-alikes: it must look more like the object there.
+                    need = cfg.search_appearance + (0.0 if key[0] else _FAR_LOOK)
                     if (
-                        look >= cfg.search_appearance and look > found.get(r, (-1.0, -1))[0]
-                        and region is not None and region[min(cy, h - 1), min(cx, w - 1)]
+                        look >= need and key > found.get(r, ((False, -1.0), -1))[0]
+                        and region is not None and region[cy, cx]
                         # It must look more like this track than like any other (a look-alike of
                         # another object is that object, or its double).
                         and all(similarity(o.appearance, d.appearance) < look for o in live if o is not live[r] and o.appearance is not None)
                         and not self._covers_live(masks[j], float(areas[j]))
                     ):
-                        found[r] = (look, j)
+                        found[r] = (key, j)
                 continue
             if not plausible[r, j]:
                 continue
@@ -875,6 +888,7 @@ class Tracker:
 
     def _miss(self, t: Track, frame_index: int) -> None:
         t.misses += 1
+        t.looked_at = frame_index
         if t.state == TrackState.TENTATIVE:
             del self._tracks[t.id]
         elif t.state == TrackState.CONFIRMED:
@@ -957,14 +971,27 @@ class Tracker:
         low = 0.1 if self._shape is not None and any(_edges(box, self._shape)) else 0.5
         return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
 
-    def search_region(self, t: Track, frame_index: int) -> np.ndarray | None:
+    def left_view(self, t: Track) -> bool:
+        """Whether a ``LOST`` track was lost at the frame's edge (it left the view, and comes back through that edge)."""
+        return (
+            t.state == TrackState.LOST and t.lost_box is not None and self._shape is not None
+            and any(_edges(t.lost_box, self._shape))
+        )
+
+    def search_region(self, t: Track, frame_index: int, grown: bool = True) -> np.ndarray | None:
         """``HxW bool``: where a ``LOST`` track may plausibly be now (``None`` if not lost or unknown).
 
         An object lost at the frame's edge left the view: it comes back through
-        that edge, so its centre is within one object size of it. One lost
+        that edge, so its centre is within one object size of it, plus what it
+        can have travelled since the last update that did not find it (its speed
+        then, plus 1 % of the frame's diagonal, per frame: encodes far apart,
+        as live on a CPU, see it only after it came back). One lost
         inside the frame (hidden, or the flow let go of it) is within two object
         sizes of where it was lost, plus what it can have travelled since: its
         speed then, plus 1 % of the frame's diagonal, per frame.
+
+        ``grown=False``: at an edge, the band of one object size alone (where it is
+        looked for first: the wider band holds more look-alikes).
         """
         if t.state != TrackState.LOST or t.lost_box is None or self._shape is None or t.lost_since is None:
             return None
@@ -974,7 +1001,10 @@ class Tracker:
         b = t.lost_box
         region = np.zeros((h, w), bool)
         edges = _edges(b, (h, w))
+        speed = t.lost_speed + 0.01 * float(np.hypot(h, w))
         if any(edges):
+            looked = t.looked_at if t.looked_at is not None else t.lost_since
+            side = int(side + speed * max(0, frame_index - looked)) if grown else side
             left, top, right, bottom = edges
             if left:
                 region[:, :side] = True
@@ -985,7 +1015,7 @@ class Tracker:
             if bottom:
                 region[max(0, h - side):, :] = True
             return region
-        radius = 2 * side + (t.lost_speed + 0.01 * float(np.hypot(h, w))) * max(0, frame_index - t.lost_since)
+        radius = 2 * side + speed * max(0, frame_index - t.lost_since)
         cx, cy = int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)
         cv2.circle(region.view(np.uint8), (cx, cy), int(radius), 1, thickness=-1)
         return region
