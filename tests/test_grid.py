@@ -14,11 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
 from realtime_sam.app.grid import GridLayout, route
 from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt
 from realtime_sam.types import ObjectPrompt
-from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
 
 def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
