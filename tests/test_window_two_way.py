@@ -67,7 +67,7 @@ def test_headless_two_way_changes_the_masks_between_encodes(headless):
 
 
 @pytest.mark.parametrize("kind", ["single", "grid"])
-def test_a_window_over_a_file_writes_the_one_way_masks(kind, headless, golden_checkpoint, xvfb_display, small_clip, tmp_path):  # noqa: F811
+def test_a_window_over_a_file_writes_the_one_way_masks(kind, xvfb_display, headless, golden_checkpoint, small_clip, tmp_path):  # noqa: F811
     if kind == "single":
         source = ["--source", str(small_clip)]  # app/cli.py's LiveWindow
     else:
