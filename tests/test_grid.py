@@ -1,15 +1,24 @@
-"""The window for several streams: layout and click routing (pure), and a real grid window under Xvfb."""
+"""The window for several streams: layout and click routing (pure), and a real grid window under Xvfb.
+
+The window tests run ``python -m realtime_sam`` with two real video files,
+press keys and click with xdotool, and read what the window shows from a
+screenshot of it (ImageMagick's ``import``).
+"""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from fractions import Fraction
+from pathlib import Path
 
+import cv2
 import numpy as np
+from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
 from realtime_sam.app.grid import GridLayout, route
 from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt
 from realtime_sam.types import ObjectPrompt
-from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
 
 def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
@@ -83,3 +92,121 @@ def test_a_click_in_a_real_grid_window_goes_to_that_stream(xvfb_display, tmp_pat
     first = next(f for f in right if f["tracks"])
     assert [t["id"] for t in first["tracks"]] == [1]
     assert "error" not in err_path.read_text().lower()
+
+
+# Two flat colours far apart in every channel (BGR), each stream's whole picture.
+LEFT_BGR, RIGHT_BGR = (40, 40, 200), (200, 160, 40)
+LABEL_ROWS = 24  # each tile's bottom band, where its "1 left  tracks ..." label is drawn
+
+
+def _flat_clip(path: Path, bgr: tuple[int, int, int], *, seconds: int = 200, fps: int = 5) -> Path:
+    """A 320x240 H.264 file of one flat colour, long enough to outlast the test when played in real time."""
+    import av
+
+    image = np.empty((240, 320, 3), np.uint8)
+    image[:] = bgr
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        for i in range(seconds * fps):
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def _screenshot(display: str, wid: str, path: Path) -> np.ndarray:
+    """The window's pixels (``HxWx3 uint8`` BGR) as the X server has them."""
+    subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
+    shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if shot.max() == 0:
+        # Qt on a bare X server now and then misses the Expose event of a new or
+        # resized window (see test_ui.py); mapping it again makes it paint.
+        _xdo(display, "windowunmap", "--sync", wid)
+        _xdo(display, "windowmap", "--sync", wid)
+        time.sleep(0.5)
+        subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
+        shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return shot
+
+
+def _share(image: np.ndarray, bgr: tuple[int, int, int]) -> float:
+    """The fraction of ``image``'s pixels within 25 of ``bgr`` in every channel (H.264 shifts flat colours a little)."""
+    return float(np.mean((np.abs(image.astype(int) - np.array(bgr)) <= 25).all(axis=2)))
+
+
+def test_keys_show_one_stream_alone_and_back_to_the_grid_in_a_real_window(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
+    from fixtures_app import app_command, app_env, frame_lines
+
+    left = _flat_clip(tmp_path / "left.mp4", LEFT_BGR)
+    right = _flat_clip(tmp_path / "right.mp4", RIGHT_BGR)
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command(
+                "--source", str(left), "--source", str(right), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
+            ),
+            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    display = xvfb_display
+
+    def geometry(size: str, what: str) -> None:
+        _wait(lambda: f"Geometry: {size}" in _xdo(display, "getwindowgeometry", wid), 30, what, app, err_path)
+
+    def press(key: str) -> None:
+        _xdo(display, "key", "--window", wid, key)
+
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
+        geometry("640x240", "the grid")
+        _wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames", app, err_path)
+        body = np.s_[: 240 - LABEL_ROWS]
+
+        def shows(name: str, width: int, want, what: str) -> np.ndarray:
+            """The window's screenshot once it is ``width`` x 240 and ``want(shot)`` holds (the next paint may lag a key)."""
+
+            def check() -> list[np.ndarray]:
+                shot = _screenshot(display, wid, tmp_path / name)
+                return [shot] if shot.shape == (240, width, 3) and want(shot) else []
+
+            return _wait(check, 30, what, app, err_path)[0]
+
+        def grid_shows_both(name: str) -> None:
+            shows(name, 640, lambda s: _share(s[body][:, :320], LEFT_BGR) > 0.95 and _share(s[body][:, 320:], RIGHT_BGR) > 0.95,
+                  f"each stream's colour in its own cell ({name})")
+
+        grid_shows_both("grid.png")
+
+        # 2: stream 2 alone, at its own size, over the whole window.
+        press("2")
+        geometry("320x240", "stream 2 alone")
+        alone = shows("alone.png", 320, lambda s: _share(s[body], RIGHT_BGR) > 0.95, "stream 2's colour over the window")
+        assert _share(alone[body], LEFT_BGR) == 0.0
+        assert _share(alone, RIGHT_BGR) > 0.85  # the label band too, but for its text
+
+        # g: the grid again, each stream in its cell.
+        press("g")
+        geometry("640x240", "the grid after g")
+        grid_shows_both("grid_again.png")
+
+        # A click at the window's centre while stream 2 is shown alone is a click on stream 2
+        # (in the grid the same window pixel is in stream 1's tile).
+        press("2")
+        geometry("320x240", "stream 2 alone again")
+        _xdo(display, "mousemove", "--window", wid, "160", "120", "click", "1")
+        _wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object in stream 2", app, err_path)
+        # 0: back to the grid as well.
+        press("0")
+        geometry("640x240", "the grid after 0")
+        press("q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert frame_lines(tmp_path / "left.jsonl") and all(not f["tracks"] for f in frame_lines(tmp_path / "left.jsonl"))
+    first = next(f for f in frame_lines(tmp_path / "right.jsonl") if f["tracks"])
+    assert [t["id"] for t in first["tracks"]] == [1]
+    assert "right: new object" in err_path.read_text()
