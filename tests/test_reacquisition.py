@@ -240,6 +240,25 @@ def test_the_appearance_search_finds_where_a_frame_looks_like_the_object():
     assert search_boxes(frame, look, (30.0, 30.0), exclude=taken) == []
 
 
+def test_an_object_half_out_of_view_is_found_when_the_search_allows_for_it():
+    from realtime_sam.tracking.appearance import search_boxes
+
+    # A 60x60 red object, its left 8 px in view at the right edge, among red specks elsewhere.
+    h, w = 240, 320
+    frame = (_textured(h, w, 0) // 4 + 20).astype(np.uint8)
+    red = (40, 40, 210)
+    frame[100:160, w - 8 :] = red
+    for y, x in ((30, 40), (180, 90), (60, 200)):
+        frame[y : y + 12, x : x + 12] = red
+    look = appearance_of(np.full((60, 60, 3), red, np.uint8), np.ones((60, 60), bool))
+    band = np.zeros((h, w), bool)
+    band[:, w - 60 :] = True  # where an object that left by the right edge comes back
+    # Averaged over the whole window, most of it beyond the edge: too weak.
+    assert search_boxes(frame, look, (60.0, 60.0), exclude=~band) == []
+    boxes = search_boxes(frame, look, (60.0, 60.0), exclude=~band, partly_out=True)
+    assert boxes and boxes[0][2] == w and abs((boxes[0][1] + boxes[0][3]) / 2 - 130) < 8
+
+
 def _lost_red_track(h, w, *, at=(40, 40, 60, 60), **config):
     red = np.zeros((h, w, 3), np.uint8)
     red[...] = (30, 30, 200)
