@@ -8,13 +8,11 @@ screenshot of it (ImageMagick's ``import``).
 from __future__ import annotations
 
 import subprocess
-import time
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
-from test_ui import _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
+from test_ui import _screenshot, _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
 from realtime_sam.app.grid import GridLayout, route
 from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt
@@ -114,21 +112,6 @@ def _flat_clip(path: Path, bgr: tuple[int, int, int], *, seconds: int = 200, fps
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
-
-
-def _screenshot(display: str, wid: str, path: Path) -> np.ndarray:
-    """The window's pixels (``HxWx3 uint8`` BGR) as the X server has them."""
-    subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
-    shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if shot.max() == 0:
-        # Qt on a bare X server now and then misses the Expose event of a new or
-        # resized window (see test_ui.py); mapping it again makes it paint.
-        _xdo(display, "windowunmap", "--sync", wid)
-        _xdo(display, "windowmap", "--sync", wid)
-        time.sleep(0.5)
-        subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
-        shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return shot
 
 
 def _share(image: np.ndarray, bgr: tuple[int, int, int]) -> float:

@@ -254,6 +254,22 @@ def slow_scene_clip(tmp_path_factory):
     return scene, path
 
 
+def _screenshot(display: str, wid: str, path: Path) -> np.ndarray:
+    """The window's pixels (``HxWx3 uint8`` BGR) as the X server has them (saved to ``path``)."""
+    subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
+    shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if shot.max() == 0:
+        # Qt on a bare X server (no window manager) now and then never paints a new
+        # window at all (about 1 launch in 10 here, with a plain imshow loop too), nor
+        # a resized one; mapping it again delivers the Expose event it missed.
+        _xdo(display, "windowunmap", "--sync", wid)
+        _xdo(display, "windowmap", "--sync", wid)
+        time.sleep(0.5)
+        subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
+        shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return shot
+
+
 def _xdo(display: str, *args: str) -> str:
     out = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=10, env={**os.environ, "DISPLAY": display})
     return out.stdout
@@ -361,18 +377,7 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
         )[0]
         snap = Path(said.split("snapshot saved: ", 1)[1].strip())
         assert snap.parent == snaps and snap.is_file()
-        shot_path = tmp_path / "shot.png"
-        subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
-        shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
-        if shot.max() == 0:
-            # Qt on a bare X server (no window manager) now and then never paints a
-            # new window at all (about 1 launch in 10 here, with a plain imshow loop
-            # too); mapping it again delivers the Expose event it missed.
-            _xdo(display, "windowunmap", "--sync", wid)
-            _xdo(display, "windowmap", "--sync", wid)
-            time.sleep(0.5)
-            subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
-            shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
+        shot = _screenshot(display, wid, tmp_path / "shot.png")
         assert shot.shape == (240, 320, 3)
 
         # The window shows the last written frame with each mask tinted in its track's colour.

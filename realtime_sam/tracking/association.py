@@ -26,6 +26,7 @@ __all__ = [
     "masks_to_boxes",
     "shift_array",
     "box_area",
+    "box_edges",
     "box_motion",
     "track_under",
     "MaskStack",
@@ -214,6 +215,14 @@ def shift_array(a: np.ndarray, dx: int, dy: int, fill: object = 0) -> np.ndarray
 def box_area(box: Sequence[float] | np.ndarray) -> float:
     """Area of one ``XYXY`` box, each side taken as at least 1 pixel (so ratios of areas stay finite)."""
     return max(float(box[2] - box[0]), 1.0) * max(float(box[3] - box[1]), 1.0)
+
+
+def box_edges(box: Sequence[float] | np.ndarray, shape: tuple[int, ...], margin: float = 2.0) -> tuple[bool, bool, bool, bool]:
+    """Which sides of a frame of ``shape`` (``(H, W)``) an ``XYXY`` box touches, within ``margin``
+    pixels: ``(left, top, right, bottom)``. With ``margin`` 1 a mask's box touches a side only when
+    the mask reaches the frame's last pixel there."""
+    h, w = shape[0], shape[1]
+    return (box[0] < margin, box[1] < margin, box[2] > w - margin, box[3] > h - margin)
 
 
 def box_motion(box_then: Sequence[float] | np.ndarray, box_now: Sequence[float] | np.ndarray, *, scale: bool = True) -> np.ndarray:

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.errors import ConfigError
-from realtime_sam.tracking.association import mask_to_box, shift_array
+from realtime_sam.tracking.association import box_edges, mask_to_box, shift_array
 
 __all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 
@@ -328,7 +328,8 @@ class MaskPropagator:
             sel = slice(offset, offset + n)
             offset += n
             transform = None
-            if self._small(mask, box, s) and not _overlapped(claimed, mask) and not _cut(box, np.shape(mask)) and not (
+            at_edge = any(box_edges(_box(box), np.shape(mask), margin=1.0))
+            if self._small(mask, box, s) and not _overlapped(claimed, mask) and not at_edge and not (
                 # With dense flow, not a sliver beside another object either (one going behind
                 # it, or coming out): its patch is mostly the other object's edge. One wholly in
                 # view passing over another is matched.
@@ -552,12 +553,6 @@ def _agree(a: np.ndarray, b: np.ndarray, box: np.ndarray, s: float) -> bool:
     """Whether two 2x3 work-pixel transforms move the centre of ``box`` (source pixels) within 2 work pixels."""
     c = np.array([(box[0] + box[2]) / 2.0 * s, (box[1] + box[3]) / 2.0 * s, 1.0])
     return float(np.linalg.norm(a @ c - b @ c)) <= 2.0
-
-
-def _cut(box, shape: tuple[int, ...]) -> bool:
-    """Whether ``box`` (XYXY, exclusive far edges) touches the edge of a frame of ``shape`` (``(H, W)``)."""
-    b = _box(box)
-    return bool(b[0] <= 0.5 or b[1] <= 0.5 or b[2] >= shape[1] - 0.5 or b[3] >= shape[0] - 0.5)
 
 
 def _overlapped(claimed: np.ndarray | None, mask: np.ndarray) -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 
 from realtime_sam.errors import ConfigError
 from realtime_sam.tracking.association import (
+    box_edges,
     box_iou_matrix,
     linear_assignment,
     mask_iou_matrix,
@@ -921,7 +922,7 @@ class Tracker:
             return
         h, w = self._shape
         size = np.array([box[2] - box[0], box[3] - box[1]], dtype=np.float64)
-        if any(_edges(box, (h, w))) or size.min() < 1:
+        if any(box_edges(box, (h, w))) or size.min() < 1:
             return
         if t.full_size is None or size.prod() >= 0.85 * t.full_size.prod():
             t.full_size = size
@@ -968,14 +969,14 @@ class Tracker:
         if t.full_size is None:
             return True
         w, h = box[2] - box[0], box[3] - box[1]
-        low = 0.1 if self._shape is not None and any(_edges(box, self._shape)) else 0.5
+        low = 0.1 if self._shape is not None and any(box_edges(box, self._shape)) else 0.5
         return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
 
     def left_view(self, t: Track) -> bool:
         """Whether a ``LOST`` track was lost at the frame's edge (it left the view, and comes back through that edge)."""
         return (
             t.state == TrackState.LOST and t.lost_box is not None and self._shape is not None
-            and any(_edges(t.lost_box, self._shape))
+            and any(box_edges(t.lost_box, self._shape))
         )
 
     def search_region(self, t: Track, frame_index: int, grown: bool = True) -> np.ndarray | None:
@@ -1000,7 +1001,7 @@ class Tracker:
         side = int(max(4.0, float(max(size))))
         b = t.lost_box
         region = np.zeros((h, w), bool)
-        edges = _edges(b, (h, w))
+        edges = box_edges(b, (h, w))
         speed = t.lost_speed + 0.01 * float(np.hypot(h, w))
         if any(edges):
             looked = t.looked_at if t.looked_at is not None else t.lost_since
@@ -1057,13 +1058,6 @@ class Tracker:
         if np.array_equal(box, t.logits_box):
             return t.logits
         return move_logits(t.logits, t.logits_box, box, self._shape, scale=False)
-
-
-def _edges(box, shape: tuple[int, int]) -> tuple[bool, bool, bool, bool]:
-    """Which sides of the frame (``shape = (H, W)``) an XYXY box touches, within 2 pixels:
-    ``(left, top, right, bottom)``."""
-    h, w = shape
-    return (box[0] < 2, box[1] < 2, box[2] > w - 2, box[3] > h - 2)
 
 
 def _box_of(d: Detection) -> np.ndarray:
