@@ -106,8 +106,9 @@ class FrameResult:
             an encode of an earlier frame landed here, its masks carried to this
             frame (``Engine.last_encode_index`` names the encoded frame).
         timings: milliseconds per stage (``"encode"``, ``"decode"``,
-            ``"propagate"``, ``"associate"``, ``"total"``), stages that did
-            not run are absent.
+            ``"propagate"``, ``"associate"``, ``"total"``) on the thread that
+            called ``process``; stages that did not run there are absent (with
+            ``background_encode`` a landing's encode and decode ran on the worker).
     """
 
     frame: Frame

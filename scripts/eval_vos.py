@@ -46,9 +46,10 @@ optical flow, association, losing and re-finding objects.
   the figure does not depend on what else the machine is doing. Each
   background encode takes ``--encode-ms`` (default 1400: in the live round
   on two quiet cores an encode lands every 1.6 s, 0.2 s of it the landing's
-  decode on the inference thread; the encoder alone takes 0.4 s there, but
-  it shares the cores with the inference and capture threads) and runs
-  while frames go on; each frame costs the engine the CPU time
+  decode; the encoder alone takes 0.4 s there, but it shares the cores
+  with the inference and capture threads) plus the CPU time the worker
+  then spends decoding what will land (the real decoder's with
+  ``--network real``), and runs while frames go on; each frame costs the engine the CPU time
   its thread actually spent on it (``time.thread_time``: close to the wall
   time on a quiet machine, and hardly changed by other processes; the
   network's decoder runs for real with ``--network real``; the oracle's own
@@ -588,8 +589,14 @@ def run_engine_live(seq: VosSequence, runner, config, *, masks_dir: Path | None 
             kept.append((result.index, _packed(result)))
     wall = time.perf_counter() - t0
     scorer = _score_as_seen(seq, kept, ids, masks_dir)
-    stats = {"processed": len(kept), "frames": len(seq), "wall_s": wall}
+    stats = {"processed": len(kept), "frames": len(seq), "wall_s": wall, "longest_drop": _longest_drop(kept)}
     return scorer, stats
+
+
+def _longest_drop(kept: Sequence[tuple[int, object]]) -> int:
+    """The most source frames dropped in a row between two processed ones (a stall a viewer sees)."""
+    idx = [i for i, _ in kept]
+    return max((b - a - 1 for a, b in zip(idx, idx[1:])), default=0)
 
 
 def _packed(result) -> dict[int, np.ndarray]:
@@ -633,29 +640,59 @@ class _SimFuture:
 
 
 class _SimClock:
-    """Simulated time (ms) for :func:`run_engine_simulated`; one worker that runs encodes in order."""
+    """Simulated time (ms) for :func:`run_engine_simulated`; one worker that runs encodes in order.
 
-    def __init__(self, encode_ms: float) -> None:
+    A submitted call (the engine's embed, then the decode of what will land)
+    takes ``encode_ms`` plus the CPU time its decoding actually spent: the
+    call's thread time less the embedding's (``runner.embed_s``, which
+    ``encode_ms`` stands for) and the oracle's own work on its answers.
+    """
+
+    def __init__(self, encode_ms: float, runner) -> None:
         self.now = 0.0
         self.encode_ms = float(encode_ms)
+        self.runner = runner
         self.worker_free = 0.0
-        self.excluded = 0.0  # thread CPU seconds spent inside submitted calls (not the engine's cost)
+        self.excluded = 0.0  # thread CPU seconds spent inside submitted calls (not the engine's cost), less the oracle's
 
     def submit(self, fn, *args) -> _SimFuture:
         start = max(self.now, self.worker_free)
+        own, embed = getattr(self.runner, "own_time_s", 0.0), self.runner.embed_s
         t = time.thread_time()
         value = fn(*args)
-        self.excluded += time.thread_time() - t
-        self.worker_free = start + self.encode_ms
+        spent = time.thread_time() - t
+        own = getattr(self.runner, "own_time_s", 0.0) - own
+        self.excluded += spent - own  # the oracle's answers in here are subtracted with the others
+        decode = spent - (self.runner.embed_s - embed) - own
+        self.worker_free = start + self.encode_ms + max(0.0, decode) * 1e3
         return _SimFuture(self, value, self.worker_free)
+
+
+class _TimedEmbed:
+    """``runner`` with the thread time of its ``embed`` calls summed in ``embed_s``."""
+
+    def __init__(self, runner) -> None:
+        self._runner = runner
+        self.embed_s = 0.0
+
+    def embed(self, image):
+        t = time.thread_time()
+        try:
+            return self._runner.embed(image)
+        finally:
+            self.embed_s += time.thread_time() - t
+
+    def __getattr__(self, name):
+        return getattr(self._runner, name)
 
 
 def run_engine_simulated(
     seq: VosSequence, runner, config, *, encode_ms: float = 1400.0, masks_dir: Path | None = None
 ) -> tuple[SequenceScorer, dict]:
     """The CPU preset played live on a simulated clock (see the module docstring); scored like :func:`run_engine_live`."""
+    runner = _TimedEmbed(runner)
     engine = make_engine(config, runner)
-    clock = _SimClock(encode_ms)
+    clock = _SimClock(encode_ms, runner)
     engine.attach_worker(clock.submit)
     ids = _Ids(seq, _prompt_all(engine, seq))
     period = 1000.0 / seq.fps
@@ -677,7 +714,10 @@ def run_engine_simulated(
         i += 1
     engine.attach_worker(None)
     scorer = _score_as_seen(seq, kept, ids, masks_dir)
-    stats = {"processed": len(kept), "frames": len(seq), "median_ms": float(np.median(costs)) if costs else 0.0}
+    stats = {
+        "processed": len(kept), "frames": len(seq), "median_ms": float(np.median(costs)) if costs else 0.0,
+        "longest_drop": _longest_drop(kept),
+    }
     return scorer, stats
 
 
@@ -771,7 +811,11 @@ def report(results: Mapping[str, Mapping[str, dict]], sequences: Sequence[str]) 
         stats = results[n].get("live")
         if stats:
             done, total = sum(v["processed"] for v in stats.values()), sum(v["frames"] for v in stats.values())
-            lines += ["", f"{n}: {done} of {total} frames processed ({100 * done / max(total, 1):.0f} %), the rest dropped as a camera drops them"]
+            longest = max(v.get("longest_drop", 0) for v in stats.values())
+            lines += ["", (
+                f"{n}: {done} of {total} frames processed ({100 * done / max(total, 1):.0f} %), the rest dropped as a "
+                f"camera drops them; at most {longest} in a row"
+            )]
     return "\n".join(lines)
 
 

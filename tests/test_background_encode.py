@@ -144,12 +144,37 @@ def test_prompts_and_periodic_encodes_run_in_the_background_and_land_later():
     assert runner.embedded == [0, 7, 13, 19, 25]
     landed = [r.index for r, _ in results if r.encoded]
     assert landed == [6, 13, 19, 25]
-    # The decodes used the embedded frame's image (the runner's ground truth of that frame).
-    assert runner.encoded == [0, 7, 13, 19]
+    # The decodes used the embedded frame's image (the runner's ground truth of that frame),
+    # each on the worker right after its embedding: frame 25's too, which lands later.
+    assert runner.encoded == [0, 7, 13, 19, 25]
     assert engine.last_encode_index == 19
     assert runner.overlaps == 0
     # The objects appear when their encode lands, not before.
     assert [len(r.tracks) for r, _ in results] == [0] * 6 + [3] * 24
+
+
+def test_an_encode_is_decoded_on_the_worker_and_a_landing_frame_calls_no_decoder():
+    # The decoding of a landing (every track, the searches, new prompts: 200-550 ms on
+    # two CPU cores) would stall the frames: it runs on the worker after the embedding.
+    scene, runner, engine, worker = _setup(delay=6)
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+    keep, landings = [], 0
+    for i in range(26):
+        worker.tick()
+        img, _ = scene.render(i)
+        runner.frame_of[id(img)] = i
+        keep.append(img)
+        before = len(runner.decode_batches)
+        submitted = len(worker.submitted)
+        r = engine.process(Frame(i, img, i / 25.0, time.monotonic()))
+        if len(worker.submitted) == submitted:
+            assert len(runner.decode_batches) == before, f"frame {i} decoded on the inference thread"
+        landings += r.encoded
+        if r.encoded:
+            assert len(r.tracks) == 3
+    assert landings == 4 and len(runner.decode_batches) > 0
 
 
 def test_landed_masks_are_carried_to_the_current_frame_not_left_on_the_encoded_one(monkeypatch):
@@ -379,9 +404,10 @@ def test_cpu_preset_encodes_the_real_model_in_the_background(checkpoint_path, tm
     # Even the prompts' encode runs in the background: frame 0 does not wait for it.
     assert not results[0].encoded and "encode" not in results[0].timings and results[0].tracks == ()
     landed = [r for r in results if r.encoded]
-    # The prompts' encode and one or more periodic ones landed, none ran on the inference thread.
+    # The prompts' encode and one or more periodic ones landed; neither their encode nor
+    # their decode ran on the inference thread (both run on the worker).
     assert len(landed) >= 2, "fewer than two background encodes landed"
-    assert all("encode" not in r.timings and "decode" in r.timings for r in landed)
+    assert all("encode" not in r.timings and "decode" not in r.timings for r in landed)
     first = results.index(landed[0])
     assert len(results[first].tracks) == 2 and not any(r.tracks for r in results[:first])
     assert not any(t.name == "rtsam-encode" for t in threading.enumerate())

@@ -423,3 +423,48 @@ def test_with_dense_flow_a_vanished_object_is_not_matched_to_one_of_its_look_ali
         out = MaskPropagator(PropagationConfig(method=method, max_side=320)).step(before, after, {1: (m, mask_to_box(m))})
         moved = out[1].ok and iou(out[1].mask, m) < 0.5
         assert moved == jumps, (method, out[1].box)
+
+
+def test_a_mask_cut_by_the_frame_edge_grows_as_its_object_comes_into_view():
+    # A textured square 80 px wide, 35 px of it in view at the left edge, moving in at 3 px
+    # a frame. Without filling in what comes into view the mask would stay the sliver it
+    # was (35 px of the 71 in view after 12 frames: IoU about 0.5).
+    h, w = 240, 320
+    background, texture = _smooth_noise(h, w, 3, 1), _smooth_noise(80, 80, 2, 2)
+
+    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
+        x0 = -45 + 3 * i  # the square's left side, out of view
+        image, mask = background.copy(), np.zeros((h, w), bool)
+        image[80:160, 0 : x0 + 80] = texture[:, -x0:]
+        mask[80:160, 0 : x0 + 80] = True
+        return image, mask
+
+    prop = MaskPropagator(PropagationConfig(method="flow"))  # (dense flow's check does not fill in)
+    prev, m0 = render(0)
+    state = {1: (m0, mask_to_box(m0))}
+    for i in range(1, 13):
+        cur, gt = render(i)
+        out = prop.step(prev, cur, state)[1]
+        assert out.ok, f"frame {i}"
+        assert iou(out.mask, gt) > 0.85, (i, round(iou(out.mask, gt), 3))
+        state = {1: (out.mask, out.box)}
+        prev = cur
+    assert gt.sum() > 1.9 * m0.sum()  # twice as much in view by the end
+
+def test_extend_fills_what_moves_in_from_the_edge_and_only_there():
+    from realtime_sam.tracking.association import shift_array
+
+    m = np.zeros((6, 8), bool)
+    m[1:4, 0:2] = True  # touches the left edge
+    m[3, 4] = True  # clear of every edge
+    out = shift_array(m, 3, 1, False, extend=True)
+    want = np.zeros_like(m)
+    want[2:5, 0:5] = True  # moved right and down, the cut-off part filled in from the edge
+    want[4, 7] = True
+    assert np.array_equal(out, want)
+    assert np.array_equal(shift_array(m, 3, 1, False), want & ~((np.arange(8) < 3)[None, :] & want))
+    # Moving out of view, or with nothing at the edge, is a plain shift.
+    assert np.array_equal(shift_array(m, -1, 0, False, extend=True), shift_array(m, -1, 0, False))
+    inner = np.zeros_like(m)
+    inner[2:4, 3:5] = True
+    assert np.array_equal(shift_array(inner, 2, -1, False, extend=True), shift_array(inner, 2, -1, False))

@@ -255,6 +255,12 @@ def test_hd_frame_with_five_masks_performance_report():
         assert np.abs(out[inner].astype(np.float64) - want).max() <= 1.0
 
 
+def _text_lines(image: np.ndarray, band: int) -> int:
+    """Runs of rows in the top ``band`` rows that hold white (HUD text) pixels."""
+    white = (image[:band] >= 200).all(axis=2).any(axis=1)
+    return int(np.count_nonzero(white[1:] & ~white[:-1]) + white[0])
+
+
 def test_hud_wraps_on_a_narrow_frame_instead_of_running_off_it():
     img = gradient(240, 320)
     hud = HudInfo(29.97, 12.3, 1732.0, 8, True, True, 2, "snapshot saved: snapshot-000123.png")
@@ -263,6 +269,9 @@ def test_hud_wraps_on_a_narrow_frame_instead_of_running_off_it():
     cols = np.nonzero(changed.any(axis=0))[0]
     rows = np.nonzero(changed.any(axis=1))[0]
     assert cols.max() < 320 - 1  # the band (and so the text) ends inside the frame
-    one_line = Renderer().annotate(img, result(img), HudInfo(1.0, 1.0, 1.0, 0, False, False, 0))
-    one_rows = np.nonzero((one_line != img).any(axis=(1, 2)))[0]
-    assert rows.max() > 1.8 * one_rows.max()  # wrapped onto more lines
+    # Wrapped onto more lines than the same HUD on a frame wide enough for it (font
+    # metrics vary between OpenCV versions: the same text, lines counted as runs of
+    # rows holding white text in the band).
+    wide = gradient(240, 1600)
+    one_line = Renderer().annotate(wide, result(wide), hud)
+    assert _text_lines(out, rows.max() + 1) >= 2 and _text_lines(one_line, rows.max() + 1) == 1

@@ -197,10 +197,14 @@ def masks_to_boxes(masks: MaskStack) -> np.ndarray:
     return out
 
 
-def shift_array(a: np.ndarray, dx: int, dy: int, fill: object = 0) -> np.ndarray:
+def shift_array(a: np.ndarray, dx: int, dy: int, fill: object = 0, *, extend: bool = False) -> np.ndarray:
     """``a`` (a ``HxW`` mask or logits grid) translated by ``(dx, dy)`` whole cells; uncovered cells are ``fill``.
 
-    Returns a new array of ``a``'s shape and dtype; cells moved off the edge are dropped.
+    With ``extend``, uncovered cells repeat the edge row or column that moved
+    away from them instead: a mask cut by the frame's edge goes on beyond it,
+    so an object moving into view grows by what comes in (a mask clear of the
+    edge is unchanged by it). Returns a new array of ``a``'s shape and dtype;
+    cells moved off the edge are dropped.
     """
     h, w = a.shape[:2]
     out = np.full_like(a, fill)
@@ -209,6 +213,15 @@ def shift_array(a: np.ndarray, dx: int, dy: int, fill: object = 0) -> np.ndarray
     out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] = a[
         max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
     ]
+    if extend:
+        if dx > 0:
+            out[:, :dx] = out[:, dx : dx + 1]
+        elif dx < 0:
+            out[:, w + dx :] = out[:, w + dx - 1 : w + dx]
+        if dy > 0:
+            out[:dy] = out[dy : dy + 1]
+        elif dy < 0:
+            out[h + dy :] = out[h + dy - 1 : h + dy]
     return out
 
 

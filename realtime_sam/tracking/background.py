@@ -52,7 +52,7 @@ class _BackgroundJob:
     new: list[ObjectPrompt] = field(default_factory=list)
     image: np.ndarray | None = None
     lost: frozenset[int] = frozenset()
-    detect: bool = False  # the future gives ``(embedding, BoxDetections)``: the detector ran on this frame too
+    detect: bool = False  # the detector ran on this frame too (its boxes are decoded with the rest)
 
 
 class BackgroundEncodes:
@@ -85,7 +85,7 @@ class BackgroundEncodes:
 
     def start(
         self,
-        embed: Callable,
+        job: Callable,
         image: np.ndarray,
         frame_index: int,
         prompts: Sequence[TrackPrompt],
@@ -93,13 +93,14 @@ class BackgroundEncodes:
         lost: frozenset[int] = frozenset(),
         detect: bool = False,
     ) -> None:
-        """Submit ``embed(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``.
+        """Submit ``job(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``.
 
-        With ``detect``, ``embed`` also runs the detector and returns ``(embedding, detections)``.
+        ``job`` is the engine's: it embeds the image and decodes against the
+        embedding (with ``detect``, running the detector too); its result is the job's future's.
         """
         assert self.submit is not None, "no worker attached"
         self.jobs.append(
-            _BackgroundJob(frame_index, tuple(prompts), self.submit(embed, image), new, image, lost, detect)
+            _BackgroundJob(frame_index, tuple(prompts), self.submit(job, image), new, image, lost, detect)
         )
 
     def next_finished(self) -> _BackgroundJob | None:

@@ -94,7 +94,9 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def warp_logits(logits: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``256x256`` logits moved by the 2x3 affine ``m`` given in source pixels of a ``size = (H, W)`` frame.
 
-    Cells moved in from outside take the logits' own background level (at most -10).
+    Cells moved in from beyond the frame's edge repeat the edge cell (an object
+    cut by the edge goes on beyond it); the padding cells take the logits' own
+    background level (at most -10).
     """
     h, w = size
     rows, cols = grid_shape(h, w)
@@ -105,10 +107,12 @@ def warp_logits(logits: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.
     t = np.array([m[0, 2] * sx, m[1, 2] * sy]) + np.array([kx, ky]) - a @ np.array([kx, ky])
     ml = np.concatenate([a, t[:, None]], axis=1)
     fill = float(min(float(np.min(logits)), -10.0))
-    return cv2.warpAffine(
-        np.asarray(logits, np.float32), ml, (LOWRES, LOWRES), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
+    out = np.full((LOWRES, LOWRES), fill, np.float32)
+    out[:rows, :cols] = cv2.warpAffine(
+        np.ascontiguousarray(np.asarray(logits, np.float32)[:rows, :cols]), ml, (cols, rows), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
     )
+    return out
 
 
 def move_logits(logits: np.ndarray, box_then, box_now, size: tuple[int, int], *, scale: bool = True) -> np.ndarray:
@@ -382,6 +386,10 @@ class DenseFlowPropagator:
             use_flow = reliable & ~covered & (not rigid)
             sx = np.where(use_flow, tx, px).astype(np.float32)
             sy = np.where(use_flow, ty, py).astype(np.float32)
+            # Nothing comes in from beyond the frame's edge here, unlike the rigid moves
+            # (warp_logits, sparse flow): filling in from the edge, by the flow or by the
+            # object's own motion, made masks stick to the edge and grow frame after frame
+            # (DAVIS breakdance at N = 30: 0.41 -> 0.16-0.22).
             st.map = cv2.remap(st.map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill

@@ -20,8 +20,10 @@ Per frame::
 With ``background_encode`` (and a worker lent by the
 :class:`~realtime_sam.app.pipeline.Pipeline`), the periodic re-encode and the
 encode for new prompts run on the worker instead, while frames keep flowing
-on optical flow alone. When an embedding is ready, every track (and every
-new prompt) is decoded against it, i.e. on the frame it was taken from; a
+on optical flow alone. The worker decodes too, right after the embedding:
+every track (and every new prompt, and the lost tracks' searches) as it
+stood on the encoded frame (a :class:`_DecodeRequest`, fixed when the encode
+starts), so a landing costs the frame loop no decoder call. When it lands, a
 track's mask is carried to the current frame by the track's own motion since
 (flow on every frame, coasting behind occluders), a new object's is replayed
 by flow through the small grey copies of the frames since, which the engine
@@ -176,7 +178,8 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
         return d
     h, w = d.mask.shape
     if mask_now is None:
-        mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+        # Replicated border: a mask cut by the frame's edge goes on beyond it (what moves into view is filled in).
+        mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
     logits = None if d.logits is None else warp_logits(d.logits, m, (h, w))
     box = mask_to_box(mask_now)
     return Detection(
@@ -196,14 +199,54 @@ def _reserved_id(prompt: ObjectPrompt) -> int | None:
     return prompt.new_id if isinstance(prompt, _NewObject) else None
 
 
-class _EmbedAndDetect:
-    """The worker's job when the detector runs: ``(embedding, detections)`` of one frame."""
+class _Look(NamedTuple):
+    """Where one lost track is looked for on an encoded frame (see :meth:`Engine._request`)."""
 
-    def __init__(self, embed: Callable, detect: DetectorPrompts) -> None:
-        self.embed, self.detect = embed, detect
+    track_id: int
+    rings: tuple[np.ndarray, ...]  # ``HxW bool`` regions, nearest first; each excludes the ones before
+    appearance: np.ndarray  # the track's colour descriptor
+    extent: tuple[float, float]  # the object's whole ``(w, h)``, source pixels
+    partly_out: bool  # lost at an edge: the first ring's windows are scored over their part in view
 
-    def __call__(self, image: np.ndarray) -> tuple[object, BoxDetections]:
-        return self.embed(image), self.detect(image)
+
+class _DecodeRequest(NamedTuple):
+    """All that is decoded against one embedding, fixed when its encode starts.
+
+    Built on the inference thread from the tracker's state at the encoded
+    frame; decoding it (:meth:`Engine._decode`) reads nothing else of the
+    engine, so a background encode's masks are decoded on the worker while
+    frames go on.
+    """
+
+    image: np.ndarray  # the encoded frame, ``HxWx3 uint8`` BGR
+    prompts: tuple[TrackPrompt, ...]  # the tracks' prompts
+    looks: tuple[_Look, ...]  # lost tracks searched for
+    taken: np.ndarray | None  # ``HxW bool``: live tracks' masks, left out of the search
+    new: tuple[tuple[ObjectPrompt, TrackPrompt | None], ...]  # new prompts; a refinement with its track's state
+
+
+class _Decoded(NamedTuple):
+    """The masks of one :class:`_DecodeRequest`, on the encoded frame."""
+
+    tracks: list[Detection]  # one per prompt, ``source_track`` set
+    searched: list[Detection]  # search candidates, ``searched`` set
+    new: list[tuple[ObjectPrompt, Detection | None]]  # ``None``: the prompt decoded to nothing
+    found: list[Detection]  # the detector's boxes, labelled
+
+
+class _EncodeAndDecode:
+    """The worker's job: embed one frame (and run the detector on it), make the embedding
+    current and decode the request against it. Returns ``(embedding, _Decoded)``."""
+
+    def __init__(self, engine: "Engine", request: _DecodeRequest, detect: DetectorPrompts | None = None) -> None:
+        self.engine, self.request, self.detect = engine, request, detect
+
+    def __call__(self, image: np.ndarray) -> tuple[object, _Decoded]:
+        runner = self.engine.runner
+        embedding = runner.embed(image)  # type: ignore[attr-defined]
+        boxes = self.detect(image) if self.detect is not None else None
+        runner.use(embedding)  # type: ignore[attr-defined]
+        return embedding, self.engine._decode(self.request, boxes)
 
 
 class _Plan(NamedTuple):
@@ -254,7 +297,6 @@ class Engine:
         self._pending: list[ObjectPrompt] = []
         self._auto = config.auto
         self._prev_image: np.ndarray | None = None
-        self._decoded_image: np.ndarray | None = None  # set while a background encode's masks are decoded
         self._since_encode: int | None = None
         self._since_discovery: int | None = None
         self._last_tracks: tuple[TrackResult, ...] = ()
@@ -546,14 +588,14 @@ class Engine:
         self._since_encode = 0
         self.last_encode_index = frame.index
         t = time.perf_counter()
-        detections = self._decode_tracks(plan.live, size)
-        detections += self._search(frame.image, plan.live, size)
-        new_objects = [(p, self._decode_prompt(p, size)) for p in plan.due]
+        decoded = self._decode(self._request(frame.image, plan.live, plan.due))
+        detections = decoded.tracks + decoded.searched
+        new_objects = decoded.new
         timings["decode"] = (time.perf_counter() - t) * 1e3
         candidates: list[Detection] = []
         if plan.discovery_due:
             t = time.perf_counter()
-            candidates = self._discover(size)
+            candidates = self._discover(frame.image)
             self._since_discovery = 0
             timings["discover"] = (time.perf_counter() - t) * 1e3
         elif self._since_discovery is not None:
@@ -562,7 +604,7 @@ class Engine:
             if plan.detect_due:
                 t = time.perf_counter()
                 self.detection.started()
-                candidates += self._decode_detections(self.detection(frame.image), size)
+                candidates += self._decode_detections(self.detection(frame.image), frame.image)
                 timings["detect"] = (time.perf_counter() - t) * 1e3
             else:
                 self.detection.tick()
@@ -600,17 +642,14 @@ class Engine:
             self._land(job, frame.index, (frame.height, frame.width), timings)
             landed = True
             live = self.tracker.prompts()  # the corrected tracks prompt the next encode
-        if detect:
-            # The detector and the encode of this frame on the worker; its boxes are decoded when it lands.
-            self.detection.started()  # type: ignore[union-attr]
-            self.detection.in_flight = True  # type: ignore[union-attr]
-            embed = _EmbedAndDetect(self.runner.embed, self.detection)  # type: ignore[attr-defined, arg-type]
-            self.background.start(embed, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect=True)
-            self._since_encode = 0
-        elif plan.later or (not self.background.busy and plan.periodic and live):
-            self.background.start(  # type: ignore[attr-defined]
-                self.runner.embed, frame.image, frame.index, live, plan.later, self._lost_ids(live)
-            )
+        if detect or plan.later or (not self.background.busy and plan.periodic and live):
+            # Encoded and decoded on the worker (with the detector when it is due): the masks
+            # land on a later frame, and this thread goes on with the frames meanwhile.
+            if detect:
+                self.detection.started()  # type: ignore[union-attr]
+                self.detection.in_flight = True  # type: ignore[union-attr]
+            job = _EncodeAndDecode(self, self._request(frame.image, live, plan.later), self.detection if detect else None)
+            self.background.start(job, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect=detect)
             self._since_encode = 0
         return landed
 
@@ -631,28 +670,27 @@ class Engine:
             self.detection.in_flight = False  # a detector run in flight is forgotten with its encode
 
     def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
-        """Decode against a finished background embedding, move the masks to this frame, associate.
+        """Take a finished background encode's masks (decoded on the worker, on the encoded
+        frame), move them to this frame, associate.
 
         Re-raises the worker's error.
         """
-        result = job.future.result()
-        boxes = None
+        _, decoded = job.future.result()  # decoded on the worker, on the encoded frame
         if job.detect:
-            result, boxes = result
             self.detection.in_flight = False  # type: ignore[union-attr]
-        self.runner.use(result)  # type: ignore[attr-defined]
         self.last_encode_index = job.frame_index
-        t = time.perf_counter()
         prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
-        self._decoded_image = job.image  # the masks describe the embedded frame: measure their looks there
-        try:
-            detections = self._decode_tracks(prompts, size)
-            detections += self._search(job.image, prompts, size)
-            new = [(p, self._decode_prompt(p, size)) for p in job.new]
-            found = self._decode_detections(boxes, size) if boxes is not None else []
-        finally:
-            self._decoded_image = None
-        timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t) * 1e3
+        detections = [d for d in decoded.tracks if self.tracker.get(d.source_track) is not None]  # type: ignore[arg-type]
+        # Search candidates only for tracks still lost (one found meanwhile needs none).
+        detections += [
+            d for d in decoded.searched
+            if (tr := self.tracker.get(d.source_track)) is not None and tr.state == TrackState.LOST  # type: ignore[arg-type]
+        ]
+        new = [
+            (p, None if p.track_id is not None and self.tracker.get(p.track_id) is None else d)  # refined track removed since
+            for p, d in decoded.new if any(p is q for q in job.new)  # cleared since: dropped
+        ]
+        found = decoded.found
 
         t = time.perf_counter()
         # Tracks: moved by their own motion since (flow on every frame, coasting
@@ -784,15 +822,62 @@ class Engine:
                 self._auto = bool(arg)
                 self._since_discovery = None
 
+    def _request(self, image: np.ndarray, live: Sequence[TrackPrompt], new: Sequence[ObjectPrompt]) -> _DecodeRequest:
+        """What to decode against ``image``'s embedding, from the tracker's state now.
+
+        Every track's prompt; each lost track's search (where it may plausibly
+        be, :meth:`~realtime_sam.tracking.tracks.Tracker.search_region`: the
+        near band first, then the rest); the new prompts, a refinement with
+        its track's box and logits.
+        """
+        size = image.shape[:2]
+        tracker = self.tracker
+        looks: list[_Look] = []
+        taken = None
+        lost = [t for p in live if (t := tracker.get(p.track_id)) is not None and t.state == TrackState.LOST]
+        lost = [t for t in lost if t.appearance is not None]
+        if tracker.config.search_candidates > 0 and lost:
+            for t in tracker.tracks():
+                if t.state != TrackState.LOST and t.mask is not None and t.mask.shape == tuple(size):
+                    taken = t.mask.copy() if taken is None else taken | t.mask
+            for t in lost:
+                region = tracker.search_region(t, tracker.frame)
+                if region is None or region.shape != tuple(size):
+                    continue
+                # Where it is most likely first (an edge's band of one object size), then the rest
+                # of where it may be: look-alikes farther off must not crowd out the near candidates.
+                near = tracker.search_region(t, tracker.frame, grown=False)
+                rings = (region,) if near is None or np.array_equal(near, region) else (near, region & ~near)
+                extent = t.full_size if t.full_size is not None else t.mean[2:4]
+                looks.append(_Look(t.id, rings, t.appearance, (float(extent[0]), float(extent[1])), tracker.left_view(t)))  # type: ignore[arg-type]
+        refined = []
+        for p in new:
+            tr = tracker.get(p.track_id) if p.track_id is not None else None
+            refined.append((p, None if tr is None else TrackPrompt(tr.id, tr.box, tr.logits)))
+        return _DecodeRequest(image, tuple(live), tuple(looks), taken, tuple(refined))
+
+    def _decode(self, request: _DecodeRequest, boxes: BoxDetections | None = None) -> _Decoded:
+        """Decode ``request`` (and a detector's ``boxes``) against the runner's current embedding.
+
+        Reads only the runner and the settings: safe on the worker while the
+        inference thread goes on.
+        """
+        image = request.image
+        return _Decoded(
+            self._decode_tracks(request.prompts, image),
+            self._search(request, image),
+            [(p, self._decode_prompt(p, refined, image)) for p, refined in request.new],
+            self._decode_detections(boxes, image) if boxes is not None else [],
+        )
+
     def _detections(
-        self, low: np.ndarray, iou: np.ndarray, size, sources: Sequence[int | None], labels=None, masks=None
+        self, low: np.ndarray, iou: np.ndarray, image: np.ndarray, sources: Sequence[int | None], labels=None, masks=None
     ) -> list[Detection]:
-        """One detection per row of ``low`` (``Bx256x256``); ``masks`` when already upsampled."""
+        """One detection per row of ``low`` (``Bx256x256``) decoded on ``image``; ``masks`` when already upsampled."""
+        size = image.shape[:2]
         if masks is None:
             masks = self.runner.masks(low, size)
         out = []
-        # The frame the masks were decoded on: the one being processed, or a background encode's.
-        image = self._decoded_image if self._decoded_image is not None else self._prev_image
         for i, src in enumerate(sources):
             box = mask_to_box(masks[i])
             out.append(
@@ -803,12 +888,13 @@ class Engine:
                     logits=low[i],
                     source_track=src,
                     label=labels[i] if labels else None,
-                    appearance=appearance_of(image, masks[i]) if image is not None and image.shape[:2] == masks[i].shape else None,
+                    # Its looks are measured on the frame it was decoded on (a background encode's is older).
+                    appearance=appearance_of(image, masks[i]),
                 )
             )
         return out
 
-    def _decode_tracks(self, live, size) -> list[Detection]:
+    def _decode_tracks(self, live: Sequence[TrackPrompt], image: np.ndarray) -> list[Detection]:
         """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
         if not live:
             return []
@@ -822,13 +908,12 @@ class Engine:
                 boxes = np.array([p.box for p in chunk], dtype=np.float64).reshape(-1, 4)
                 mask_in = np.stack([p.logits for p in chunk]).astype(np.float32) if use_mask else None
                 low, iou = self.runner.decode(None, None, boxes, mask_in, False)
-                out += self._detections(low[:, 0], iou[:, 0], size, [p.track_id for p in chunk])
+                out += self._detections(low[:, 0], iou[:, 0], image, [p.track_id for p in chunk])
         return out
 
-    def _search(self, image: np.ndarray | None, prompts: Sequence[TrackPrompt], size) -> list[Detection]:
-        """Lost tracks looked for anywhere in ``image`` (the frame just encoded): their
-        ``tracker.search_candidates`` best boxes by looks within where each may
-        plausibly be (:meth:`~realtime_sam.tracking.tracks.Tracker.search_region`),
+    def _search(self, request: _DecodeRequest, image: np.ndarray) -> list[Detection]:
+        """Lost tracks looked for in ``image`` (the frame encoded): each look's
+        ``tracker.search_candidates`` best boxes by looks within its rings,
         decoded as box prompts.
 
         The masks come back marked ``searched``: the tracker takes one back
@@ -836,44 +921,30 @@ class Engine:
         tracks' masks are left out of the search (they are other objects).
         """
         count = self.tracker.config.search_candidates
-        lost = [t for p in prompts if (t := self.tracker.get(p.track_id)) is not None and t.state == TrackState.LOST]
-        lost = [t for t in lost if t.appearance is not None]
-        if count <= 0 or not lost or image is None or image.shape[:2] != tuple(size):
-            return []
-        taken = None
-        for t in self.tracker.tracks():
-            if t.state != TrackState.LOST and t.mask is not None and t.mask.shape == tuple(size):
-                taken = t.mask.copy() if taken is None else taken | t.mask
+        size = image.shape[:2]
         ids, boxes = [], []
-        for t in lost:
-            region = self.tracker.search_region(t, self.tracker.frame)
-            if region is None or region.shape != tuple(size):
-                continue
-            # Where it is most likely first (an edge's band of one object size), then the rest
-            # of where it may be: look-alikes farther off must not crowd out the near candidates.
-            near = self.tracker.search_region(t, self.tracker.frame, grown=False)
-            rings = [region] if near is None or np.array_equal(near, region) else [near, region & ~near]
-            extent = t.full_size if t.full_size is not None else t.mean[2:4]
-            for ring in rings:
-                outside = ~ring if taken is None else taken | ~ring
+        for look in request.looks:
+            w, h = look.extent
+            for ring in look.rings:
+                outside = ~ring if request.taken is None else request.taken | ~ring
                 for box in search_boxes(
-                    image, t.appearance, (float(extent[0]), float(extent[1])), exclude=outside, count=count,
+                    image, look.appearance, look.extent, exclude=outside, count=count,
                     # Lost at an edge, it comes back partly out of view: score the window's part inside.
-                    partly_out=ring is rings[0] and self.tracker.left_view(t),
+                    partly_out=ring is look.rings[0] and look.partly_out,
                 ):
                     # Half as large again: the colour peak is seldom the object's centre, and a
                     # box holding only part of it would decode only that part.
-                    c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.asarray(extent, dtype=np.float64)
-                    ids.append(t.id)
+                    c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.array([w, h], dtype=np.float64)
+                    ids.append(look.track_id)
                     boxes.append(np.clip(np.concatenate([c - half, c + half]), 0, [size[1], size[0], size[1], size[0]]))
         out: list[Detection] = []
         bs = self.config.decode_batch
         for i in range(0, len(boxes), bs):
             low, iou = self.runner.decode(None, None, np.stack(boxes[i : i + bs]), None, False)
-            out += self._detections(low[:, 0], iou[:, 0], size, ids[i : i + bs])
+            out += self._detections(low[:, 0], iou[:, 0], image, ids[i : i + bs])
         return [dataclass_replace(d, searched=True) for d in out]
 
-    def _decode_detections(self, boxes: BoxDetections, size) -> list[Detection]:
+    def _decode_detections(self, boxes: BoxDetections, image: np.ndarray) -> list[Detection]:
         """A detector's boxes in batched decoder calls (box prompts), labelled with their class names."""
         out: list[Detection] = []
         labels = boxes.labels
@@ -881,15 +952,19 @@ class Engine:
         for i in range(0, len(boxes), bs):
             chunk = boxes.xyxy[i : i + bs]
             low, iou = self.runner.decode(None, None, chunk, None, False)
-            out += self._detections(low[:, 0], iou[:, 0], size, [None] * len(chunk), list(labels[i : i + bs]))
+            out += self._detections(low[:, 0], iou[:, 0], image, [None] * len(chunk), list(labels[i : i + bs]))
         return out
 
-    def _decode_prompt(self, prompt: ObjectPrompt, size) -> Detection | None:
+    def _decode_prompt(self, prompt: ObjectPrompt, refined: TrackPrompt | None, image: np.ndarray) -> Detection | None:
         """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask.
 
-        Points and the box are clamped into the frame first; a prompt whose box
-        lies wholly outside this frame decodes to nothing (``None``).
+        ``refined``: for a prompt that refines a track (``prompt.track_id``),
+        that track's state when the encode started (``None``: it was gone;
+        the prompt decodes to nothing). Points and the box are clamped into
+        the frame first; a prompt whose box lies wholly outside this frame
+        decodes to nothing (``None``).
         """
+        size = image.shape[:2]
         try:
             prompt = clamp_prompt(prompt, size[1], size[0])
         except PromptError as exc:
@@ -902,22 +977,21 @@ class Engine:
         box = np.asarray(prompt.box, dtype=np.float64).reshape(1, 4) if prompt.box is not None else None
         mask_in = None
         if prompt.track_id is not None:
-            tr = self.tracker.get(prompt.track_id)
-            if tr is None:
+            if refined is None:
                 return None
-            if box is None and tr.box is not None:
-                box = np.asarray(tr.box, dtype=np.float64).reshape(1, 4)
-            if tr.logits is not None:
-                mask_in = tr.logits[None].astype(np.float32)
+            if box is None and refined.box is not None:
+                box = np.asarray(refined.box, dtype=np.float64).reshape(1, 4)
+            if refined.logits is not None:
+                mask_in = refined.logits[None].astype(np.float32)
         multimask = self.config.multimask_single_point and box is None and pts is not None and pts.shape[1] == 1
         low, iou = self.runner.decode(pts, lbl, box, mask_in, multimask)
         best = int(np.argmax(iou[0]))
-        return self._detections(low[:, best], iou[:, best], size, [prompt.track_id], [prompt.label])[0]
+        return self._detections(low[:, best], iou[:, best], image, [prompt.track_id], [prompt.label])[0]
 
-    def _discover(self, size) -> list[Detection]:
+    def _discover(self, image: np.ndarray) -> list[Detection]:
         """Auto mode: a point grid over the frame, SAM's quality filters, then NMS."""
         cfg = self.discovery_config
-        h, w = size
+        size = h, w = image.shape[:2]
         grid = point_grid(cfg.points_per_side) * np.array([w, h], dtype=np.float64)
         lows, ious = [], []
         bs = max(1, cfg.batch_size)
@@ -936,4 +1010,4 @@ class Engine:
         low, iou = low[pre], iou[pre]
         masks = self.runner.masks(low, size)
         keep = filter_candidates(masks, iou, low, cfg)
-        return self._detections(low[keep], iou[keep], size, [None] * len(keep), masks=masks[keep])
+        return self._detections(low[keep], iou[keep], image, [None] * len(keep), masks=masks[keep])

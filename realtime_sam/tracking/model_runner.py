@@ -25,7 +25,9 @@ class ModelRunner(Protocol):
     * ``embed(image_bgr) -> embedding``: embed an image without making it
       current, safe to call from another thread while the runner decodes; and
       ``use(embedding)``: make such an embedding current. Only runners with
-      both support ``EngineConfig.background_encode``.
+      both support ``EngineConfig.background_encode``; there the worker
+      thread calls ``embed``, ``use``, ``decode`` and ``masks`` in turn (the
+      frame loop then makes no model call, and never at the same time).
     * ``features(...)``: image features for appearance matching (reserved;
       its signature comes with its first use).
     """

@@ -638,7 +638,7 @@ class Tracker:
         if dx == 0 and dy == 0:
             t.mask_frame = frame
             return True
-        moved = shift_array(t.mask, dx, dy, False)
+        moved = shift_array(t.mask, dx, dy, False, extend=True)
         box = mask_to_box(moved)  # the mask's own box: part of it may have left the frame
         if box is None:
             return False
@@ -935,7 +935,7 @@ class Tracker:
             return t.mask
         dx = int(round(t.mean[0] - (t.box[0] + t.box[2]) / 2.0))
         dy = int(round(t.mean[1] - (t.box[1] + t.box[3]) / 2.0))
-        return shift_array(t.mask, dx, dy, False)
+        return shift_array(t.mask, dx, dy, False, extend=True)
 
     def _track_iou(self, live: list[Track], masks: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
         """``(T, D)`` IoU of each track's reference (mask, else predicted box) with each item."""
