@@ -94,6 +94,50 @@ def test_min_appearance_is_how_alike_a_returning_mask_must_look(min_appearance, 
     assert (tr.get(tid).state is TrackState.CONFIRMED) == taken  # 0: appearance no longer vetoes
 
 
+@pytest.mark.parametrize("lost_for, taken", [(5, True), (20, False)])
+def test_lost_for_long_a_track_takes_a_mask_at_its_own_prompt_only_as_alike_as_a_searched_one(lost_for, taken):
+    # Its prompt is where its motion model puts it: lost for long, that is far from the
+    # object and decodes the background there. A mask 0.6 alike (between min_appearance
+    # 0.5 and search_appearance 0.65) is taken back early on, not after 15 frames.
+    h, w = 100, 120
+    red = np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    part = red.copy()
+    part[40:48, 40:60] = (200, 30, 30)  # 40 % of it another colour
+    m = _rect(h, w, 40, 40, 60, 60)
+    assert similarity(appearance_of(red, m), appearance_of(part, m)) == pytest.approx(0.6, abs=0.01)
+    tr = Tracker(TrackerConfig(max_lost_frames=100))
+    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    tr.update([], 1)  # hidden: lost from frame 1
+    for i in range(2, 1 + lost_for):
+        tr.predict(i)
+    assert tr.get(tid).state is TrackState.LOST
+    tr.update([Detection(m, (40, 40, 60, 60), 0.95, source_track=tid, appearance=appearance_of(part, m))], 1 + lost_for)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
+    # Its own colour is taken back at any time.
+    if not taken:
+        tr.update([Detection(m, (40, 40, 60, 60), 0.95, source_track=tid, appearance=appearance_of(red, m))], 2 + lost_for)
+        assert tr.get(tid).state is TrackState.CONFIRMED
+
+
+def test_a_lost_track_does_not_take_a_mask_more_than_twice_its_size():
+    h, w = 100, 120
+    red = np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    m = _rect(h, w, 50, 40, 70, 60)
+    tr = Tracker(TrackerConfig(max_lost_frames=50, max_area_change=100.0, match_iou_thresh=0.1))
+    tid = tr.add(Detection(m, (50, 40, 70, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    tr.update([Detection(m, (50, 40, 70, 60), 0.95, source_track=tid, appearance=appearance_of(red, m))], 1)
+    tr.update([], 2)
+    assert tr.get(tid).state is TrackState.LOST
+    # A red region around where it was, three times its width: a background segment of its colour.
+    big = _rect(h, w, 30, 30, 90, 70)
+    tr.update([Detection(big, (30, 30, 90, 70), 0.95, source_track=tid, appearance=appearance_of(red, big))], 3)
+    assert tr.get(tid).state is TrackState.LOST
+    tr.update([Detection(m, (50, 40, 70, 60), 0.95, source_track=tid, appearance=appearance_of(red, m))], 4)
+    assert tr.get(tid).state is TrackState.CONFIRMED
+
+
 def test_a_lost_track_waits_at_its_whole_size_where_it_left():
     h, w = 100, 120
     tr = Tracker(TrackerConfig(max_lost_frames=50))

@@ -66,6 +66,10 @@ _LOWRES = 256  # side of SAM's low-resolution mask logits
 # A lost object's candidate beyond where it most likely is (Tracker.search_region's
 # near band) must look this much more like it than ``search_appearance`` asks.
 _FAR_LOOK = 0.1
+# Frames lost after which a lost track takes a mask at its own prompt only when it looks as
+# alike as a searched one must (``search_appearance``): hard scene N = 15 0.61 -> 0.67 (CPU
+# preset), where from the start that cost DAVIS breakdance 0.30 -> 0.25 (a dancer's looks change).
+_LONG_LOST = 15
 CHI2_GATE_4DOF = 9.4877
 """95th percentile of the chi-square distribution with 4 degrees of freedom."""
 
@@ -129,6 +133,7 @@ class TrackerConfig:
             appearance descriptors (colour histograms, see
             :attr:`Detection.appearance`) are at least this similar (histogram
             intersection, ``0..1``); masks or tracks without one are not checked.
+            Lost for more than 15 frames, it takes one only at ``search_appearance``.
         search_candidates: at each encode, a ``LOST`` track is also looked for
             anywhere in the frame: this many boxes where the frame looks most
             like it (:func:`~realtime_sam.tracking.appearance.search_boxes`) are
@@ -136,7 +141,7 @@ class TrackerConfig:
         search_appearance: a mask found by that search is taken back wherever
             it is when it looks at least this much like the track (and covers
             no live track); stricter than ``min_appearance``, which applies
-            where the track was expected.
+            where the track was expected (in its first 15 frames lost).
     """
 
     match_iou_thresh: float = 0.3
@@ -699,8 +704,15 @@ class Tracker:
                 ratio = areas / t.ref_area
                 plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
             if t.state == TrackState.LOST and t.appearance is not None:
-                # Re-acquisition: what comes back must look like what was lost.
-                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
+                # Re-acquisition: what comes back must look like what was lost. Lost for long,
+                # its prompt (where its motion model puts it, slid back into the frame) is far
+                # from where it is and decodes whatever is there: as alike as the search asks.
+                long_lost = t.lost_since is not None and frame_index - t.lost_since > _LONG_LOST
+                need = cfg.search_appearance if long_lost else cfg.min_appearance
+                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
+                if t.full_size is not None:
+                    # Nor more than twice its whole size (a background segment around it).
+                    plausible[r] &= ((boxes[:, 2:] - boxes[:, :2]) <= 2 * t.full_size[None, :]).all(axis=1)
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
 
         # 1) A decoded mask belongs to the track that prompted it, when it is good and
