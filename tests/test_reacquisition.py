@@ -284,6 +284,25 @@ def test_the_appearance_search_finds_where_a_frame_looks_like_the_object():
     assert search_boxes(frame, look, (30.0, 30.0), exclude=taken) == []
 
 
+def test_the_search_keeps_the_windows_that_look_most_like_the_object_not_only_the_rarest_colours():
+    from realtime_sam.tracking.appearance import search_boxes
+
+    # The object: half red, half green stripes. Green is everywhere in the frame, so red
+    # alone is what is rare: a red patch of its size scores higher on colour ratio than
+    # the object itself, but looks only half like it.
+    h, w = 240, 320
+    frame = (_textured(h, w, 0) // 4 + 20).astype(np.uint8)
+    green, red = (40, 200, 40), (40, 40, 210)
+    frame[::2] = green  # green rows over the whole frame
+    obj = np.zeros((30, 30, 3), np.uint8)
+    obj[:, :15], obj[:, 15:] = red, green
+    frame[150:180, 240:270] = obj
+    frame[40:70, 60:90] = red  # the distractor
+    look = appearance_of(obj, np.ones((30, 30), bool))
+    box = search_boxes(frame, look, (30.0, 30.0), count=1)[0]
+    assert abs((box[0] + box[2]) / 2 - 255) < 10 and abs((box[1] + box[3]) / 2 - 165) < 10, box
+
+
 def test_an_object_half_out_of_view_is_found_when_the_search_allows_for_it():
     from realtime_sam.tracking.appearance import search_boxes
 

@@ -32,6 +32,7 @@ _HUE_BINS, _SAT_BINS, _GREY_BINS = 16, 4, 4
 NUM_BINS = _HUE_BINS * _SAT_BINS + _GREY_BINS
 """Length of an appearance descriptor."""
 _MIN_SAT = _MIN_VAL = 40  # below either, a pixel counts as grey (its hue is noise)
+_POOL = 4  # windows scored by colour ratio per one kept: the kept ones are the most alike of them
 _SEARCH_SIDE = 160  # the search scores a copy of the frame this long on its longest side
 
 
@@ -97,9 +98,14 @@ def search_boxes(
     Each pixel of a copy of the frame shrunk to 160 px (longest side) scores
     ``p_object(colour) / p_frame(colour)``, clipped to 10; a window of the
     object's size is scored by its mean; the best windows, each at least one
-    object size from the ones before, are returned best first when their
-    score is at least ``min_ratio`` (colours at least that much more typical
-    of the object than of the frame). ``exclude`` (``HxW bool``, e.g. what
+    object size from the ones before and scoring at least ``min_ratio``
+    (colours at least that much more typical of the object than of the
+    frame), are candidates, four per box asked for; of those the ``count``
+    whose middle's colours look most like ``appearance`` are returned, most
+    alike first. (The ratio favours what holds the object's rarest colour
+    alone; a small object's own window, holding all of its colours, was
+    outscored by such look-alikes and never decoded: hard scene N = 5
+    0.804 -> 0.870.) ``exclude`` (``HxW bool``, e.g. what
     the live tracks' masks cover) scores 0: another track's object is not
     this one. Boxes are clipped to the frame. ``partly_out``: an object that
     may be partly out of view (it left by an edge): a window is scored by its
@@ -127,7 +133,7 @@ def search_boxes(
     else:
         mean = cv2.boxFilter(score, -1, (bw, bh), normalize=True, borderType=cv2.BORDER_CONSTANT)
     out: list[np.ndarray] = []
-    for _ in range(count):
+    for _ in range(_POOL * count):
         _, best, _, (cx, cy) = cv2.minMaxLoc(mean)
         if best < min_ratio:
             break
@@ -135,4 +141,18 @@ def search_boxes(
         box = np.array([x - size[0] / 2, y - size[1] / 2, x + size[0] / 2, y + size[1] / 2], dtype=np.float64)
         out.append(np.clip(box, 0, [w, h, w, h]))
         mean[max(0, cy - bh):cy + bh + 1, max(0, cx - bw):cx + bw + 1] = 0.0
+    if len(out) > count:
+        looks = [similarity(appearance, _window_look(image, b)) for b in out]
+        out = [out[i] for i in np.argsort(-np.asarray(looks), kind="stable")[:count]]
     return out
+
+
+def _window_look(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The colours of a window's middle (its central 60 %, less of the background around an object)."""
+    h, w = image.shape[:2]
+    c, half = (box[:2] + box[2:]) / 2.0, 0.3 * (box[2:] - box[:2])
+    x0, y0 = (int(v) for v in np.clip(np.floor(c - half), 0, [w - 1, h - 1]))
+    x1, y1 = (int(v) for v in np.clip(np.ceil(c + half), [x0 + 1, y0 + 1], [w, h]))
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return appearance_of(image, m)
