@@ -578,10 +578,9 @@ class Engine:
 
     def _encode_now(self, frame: Frame, plan: _Plan, timings: dict[str, float]) -> None:
         """Encode this frame on the calling thread: decode every track, the new prompts and discovery; associate."""
-        size = (frame.height, frame.width)
         # Background encodes are older than this one: let them finish, landing those with new prompts.
         for job in self.background.settle():
-            self._land(job, frame.index, size, timings)
+            self._land(job, frame.index, timings)
         t = time.perf_counter()
         self.runner.encode(frame.image)
         timings["encode"] = (time.perf_counter() - t) * 1e3
@@ -639,7 +638,7 @@ class Engine:
         landed = False
         live = plan.live
         while (job := self.background.next_finished()) is not None:
-            self._land(job, frame.index, (frame.height, frame.width), timings)
+            self._land(job, frame.index, timings)
             landed = True
             live = self.tracker.prompts()  # the corrected tracks prompt the next encode
         if detect or plan.later or (not self.background.busy and plan.periodic and live):
@@ -669,7 +668,7 @@ class Engine:
         if self.detection is not None:
             self.detection.in_flight = False  # a detector run in flight is forgotten with its encode
 
-    def _land(self, job: _BackgroundJob, frame_index: int, size: tuple[int, int], timings: dict[str, float]) -> None:
+    def _land(self, job: _BackgroundJob, frame_index: int, timings: dict[str, float]) -> None:
         """Take a finished background encode's masks (decoded on the worker, on the encoded
         frame), move them to this frame, associate.
 
