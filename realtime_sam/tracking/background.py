@@ -39,9 +39,7 @@ _REPLAY_STEPS = 12
 class _BackgroundJob:
     """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame.
 
-    ``image`` is the embedded frame (``HxWx3 uint8`` BGR): masks decoded against
-    the embedding describe it, so their appearance is measured on it. ``lost``
-    holds the ids of the prompted tracks that were lost then: a mask found for
+    ``lost`` holds the ids of the prompted tracks that were lost then: a mask found for
     one is replayed to the current frame like a new prompt's (it has no motion
     of its own to be carried by).
     """
@@ -50,7 +48,6 @@ class _BackgroundJob:
     prompts: tuple[TrackPrompt, ...]
     future: Future
     new: list[ObjectPrompt] = field(default_factory=list)
-    image: np.ndarray | None = None
     lost: frozenset[int] = frozenset()
     detect: bool = False  # the detector ran on this frame too (its boxes are decoded with the rest)
 
@@ -100,7 +97,7 @@ class BackgroundEncodes:
         """
         assert self.submit is not None, "no worker attached"
         self.jobs.append(
-            _BackgroundJob(frame_index, tuple(prompts), self.submit(job, image), new, image, lost, detect)
+            _BackgroundJob(frame_index, tuple(prompts), self.submit(job, image), new, lost, detect)
         )
 
     def next_finished(self) -> _BackgroundJob | None:

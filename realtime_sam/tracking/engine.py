@@ -893,21 +893,28 @@ class Engine:
             )
         return out
 
+    def _decode_boxes(
+        self, boxes: np.ndarray, image: np.ndarray, sources: Sequence[int | None], *, mask_in: np.ndarray | None = None, labels=None
+    ) -> list[Detection]:
+        """Box prompts (``Bx4``; with ``mask_in``, ``Bx256x256`` mask prompts) in decoder calls of ``decode_batch``."""
+        out: list[Detection] = []
+        bs = self.config.decode_batch
+        for i in range(0, len(boxes), bs):
+            low, iou = self.runner.decode(None, None, boxes[i : i + bs], None if mask_in is None else mask_in[i : i + bs], False)
+            chunk_labels = None if labels is None else list(labels[i : i + bs])
+            out += self._detections(low[:, 0], iou[:, 0], image, list(sources[i : i + bs]), chunk_labels)
+        return out
+
     def _decode_tracks(self, live: Sequence[TrackPrompt], image: np.ndarray) -> list[Detection]:
         """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
-        if not live:
-            return []
         with_logits = [p for p in live if self.config.mask_prompt and p.logits is not None]
         without = [p for p in live if not (self.config.mask_prompt and p.logits is not None)]
         out: list[Detection] = []
-        bs = self.config.decode_batch
         for group, use_mask in ((with_logits, True), (without, False)):
-            for i in range(0, len(group), bs):
-                chunk = group[i : i + bs]
-                boxes = np.array([p.box for p in chunk], dtype=np.float64).reshape(-1, 4)
-                mask_in = np.stack([p.logits for p in chunk]).astype(np.float32) if use_mask else None
-                low, iou = self.runner.decode(None, None, boxes, mask_in, False)
-                out += self._detections(low[:, 0], iou[:, 0], image, [p.track_id for p in chunk])
+            if group:
+                boxes = np.array([p.box for p in group], dtype=np.float64).reshape(-1, 4)
+                mask_in = np.stack([p.logits for p in group]).astype(np.float32) if use_mask else None
+                out += self._decode_boxes(boxes, image, [p.track_id for p in group], mask_in=mask_in)
         return out
 
     def _search(self, request: _DecodeRequest, image: np.ndarray) -> list[Detection]:
@@ -936,23 +943,12 @@ class Engine:
                     c, half = (box[:2] + box[2:]) / 2.0, 0.75 * np.array([w, h], dtype=np.float64)
                     ids.append(look.track_id)
                     boxes.append(np.clip(np.concatenate([c - half, c + half]), 0, [size[1], size[0], size[1], size[0]]))
-        out: list[Detection] = []
-        bs = self.config.decode_batch
-        for i in range(0, len(boxes), bs):
-            low, iou = self.runner.decode(None, None, np.stack(boxes[i : i + bs]), None, False)
-            out += self._detections(low[:, 0], iou[:, 0], image, ids[i : i + bs])
+        out = self._decode_boxes(np.stack(boxes), image, ids) if boxes else []
         return [dataclass_replace(d, searched=True) for d in out]
 
     def _decode_detections(self, boxes: BoxDetections, image: np.ndarray) -> list[Detection]:
         """A detector's boxes in batched decoder calls (box prompts), labelled with their class names."""
-        out: list[Detection] = []
-        labels = boxes.labels
-        bs = self.config.decode_batch
-        for i in range(0, len(boxes), bs):
-            chunk = boxes.xyxy[i : i + bs]
-            low, iou = self.runner.decode(None, None, chunk, None, False)
-            out += self._detections(low[:, 0], iou[:, 0], image, [None] * len(chunk), list(labels[i : i + bs]))
-        return out
+        return self._decode_boxes(boxes.xyxy, image, [None] * len(boxes), labels=boxes.labels)
 
     def _decode_prompt(self, prompt: ObjectPrompt, refined: TrackPrompt | None, image: np.ndarray) -> Detection | None:
         """Decode one user prompt; a lone point uses multimask and keeps the best-scored mask.

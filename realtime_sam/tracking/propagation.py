@@ -249,6 +249,14 @@ class MaskPropagator:
                 raise ValueError(f"track {tid}: mask shape {np.shape(mask)} does not match the frame {cur.shape[:2]}")
         return self._step_work(prev_w, cur_w, tracks, self._residual, partly_hidden)
 
+    @property
+    def _fills_edges(self) -> bool:
+        """Whether a mask cut by the frame's edge goes on beyond it as it moves (what comes
+        into view is filled in from the edge): with sparse flow (DAVIS, CPU preset: +0.01 J
+        at N = 5-30). Not as dense flow's check: a box grown so disagreed with dense flow's
+        and overruled it (kite-surf N = 30 0.66 -> 0.61)."""
+        return self.config.method == "flow"
+
     def work(self, image: np.ndarray) -> WorkFrame:
         """The grey, shrunk copy of ``image`` that flow runs on (cached: the next :meth:`step` from it reuses it).
 
@@ -289,7 +297,7 @@ class MaskPropagator:
                     # Unmeasured on this step (e.g. behind another mask): keep its last
                     # motion, as the engine coasts a live track on its motion model.
                     dx, dy = last_shift[k]
-                    shifted = shift_array(before.mask, dx, dy, False, extend=self.config.method == "flow")
+                    shifted = shift_array(before.mask, dx, dy, False, extend=self._fills_edges)
                     box = mask_to_box(shifted)
                     out[k] = PropagatedMask(shifted, box, False) if box is not None else PropagatedMask(before.mask, before.box, False)
                 else:
@@ -353,12 +361,7 @@ class MaskPropagator:
                 residual.pop(tid, None)
                 out[tid] = _unchanged(mask, box)
                 continue
-            # A mask cut by the frame's edge goes on beyond it: with sparse flow, what moves into
-            # view is filled in from the edge (DAVIS, CPU preset: +0.01 J at N = 5-30). Not as
-            # dense flow's check: a box grown so disagreed with dense flow's and overruled it
-            # (kite-surf N = 30 0.66 -> 0.61).
-            extend = cfg.method == "flow"
-            out[tid] = _warp(residual, tid, np.asarray(mask, dtype=bool), _box(box), _to_source(transform, s), extend)
+            out[tid] = _warp(residual, tid, np.asarray(mask, dtype=bool), _box(box), _to_source(transform, s), self._fills_edges)
         return out
 
     # ------------------------------------------------------------------ internals

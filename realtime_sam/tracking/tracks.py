@@ -710,9 +710,8 @@ class Tracker:
                 long_lost = t.lost_since is not None and frame_index - t.lost_since > _LONG_LOST
                 need = cfg.search_appearance if long_lost else cfg.min_appearance
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
-                if t.full_size is not None:
-                    # Nor more than twice its whole size (a background segment around it).
-                    plausible[r] &= ((boxes[:, 2:] - boxes[:, :2]) <= 2 * t.full_size[None, :]).all(axis=1)
+                # Nor more than twice its whole size (a background segment around it).
+                plausible[r] &= np.array([self._whole_size(t, b, smaller=True) for b in boxes])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
 
         # 1) A decoded mask belongs to the track that prompted it, when it is good and
@@ -975,13 +974,14 @@ class Tracker:
                 kept.append(k)
         return {rows[k]: pairs[rows[k]] for k in kept}
 
-    def _whole_size(self, t: Track, box: np.ndarray) -> bool:
+    def _whole_size(self, t: Track, box: np.ndarray, *, smaller: bool = False) -> bool:
         """Whether ``box`` is within a factor 2 of the track's whole size in both sides
-        (less where the frame's edge cuts it: an object coming back is half out of view)."""
+        (less where the frame's edge cuts it: an object coming back is half out of view;
+        any less with ``smaller``: at most twice its size)."""
         if t.full_size is None:
             return True
         w, h = box[2] - box[0], box[3] - box[1]
-        low = 0.1 if self._shape is not None and any(box_edges(box, self._shape)) else 0.5
+        low = 0.0 if smaller else 0.1 if self._shape is not None and any(box_edges(box, self._shape)) else 0.5
         return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
 
     def left_view(self, t: Track) -> bool:
