@@ -153,6 +153,4 @@ def _window_look(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     c, half = (box[:2] + box[2:]) / 2.0, 0.3 * (box[2:] - box[:2])
     x0, y0 = (int(v) for v in np.clip(np.floor(c - half), 0, [w - 1, h - 1]))
     x1, y1 = (int(v) for v in np.clip(np.ceil(c + half), [x0 + 1, y0 + 1], [w, h]))
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return appearance_of(image, m)
+    return appearance_of(image[y0:y1, x0:x1], np.ones((y1 - y0, x1 - x0), bool))
