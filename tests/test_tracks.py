@@ -590,3 +590,31 @@ def test_max_new_overlap_is_how_much_of_a_candidate_may_already_be_tracked(max_n
     candidate = rect(h, w, 40, 10, 65, 50)  # 40 % of it lies on the tracked object (IoU 0.17: no match)
     tr.update([det(old, source=a)], 1, candidates=[det(candidate)])
     assert (len(tr.tracks()) == 2) == new
+
+
+def test_a_track_does_not_take_the_object_of_a_track_it_hides():
+    # Track a (a small object) lost its object and its mask drifted onto object b, which it
+    # now hides in part. At the decode a's box gives most of b. Judged on b's visible part,
+    # the mask overlaps a's own more and a would take it, in front of b; judged on b's whole
+    # (amodal) mask, it is b's object, and a misses.
+    h, w = 120, 160
+    b_whole = rect(h, w, 40, 30, 120, 100)
+    a_mask = rect(h, w, 60, 40, 100, 90)  # drifted onto b
+    b_visible = b_whole & ~a_mask
+    decoded_a = rect(h, w, 50, 35, 115, 95)  # most of b: what a's box holds
+    decoded_b = b_whole.copy()
+
+    def run(whole):
+        tr = Tracker()
+        ta = tr.add(det(rect(h, w, 10, 10, 30, 30)), 0)
+        tb = tr.add(det(b_whole), 0)
+        tr.apply_propagation(ta, a_mask, mask_to_box(a_mask), 1)
+        tr.apply_propagation(tb, b_visible, mask_to_box(b_visible), 1)
+        tr.update([det(decoded_a, source=ta), det(decoded_b, source=tb)], 1, whole=whole)
+        return {r.track_id: r for r in tr.results(1)}, ta, tb
+
+    before, ta, tb = run(None)
+    assert iou(before[ta].mask, decoded_a) == 1.0  # the hidden object's mask, taken by the one hiding it
+    after, ta, tb = run({tb: b_whole})
+    assert after[ta].state == LOST or after[ta].mask is None or iou(after[ta].mask, decoded_a) < 1.0
+    assert iou(after[tb].mask, decoded_b) == 1.0

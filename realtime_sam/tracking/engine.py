@@ -62,6 +62,7 @@ from realtime_sam.tracking.appearance import search_boxes
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import (
     DenseFlowPropagator,
+    logits_to_mask,
     move_logits,
     warp_logits,
 )
@@ -616,7 +617,7 @@ class Engine:
             swap = {id(d): k for d, k in zip([d for _, d in added], kept)}
             new_objects = [(p, swap.get(id(d), d)) for p, d in new_objects]
         refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
-        tracker.update(detections + refined, frame.index, candidates)
+        tracker.update(detections + refined, frame.index, candidates, self._whole_masks())
         name_tracks(tracker.tracks(), candidates, tracker.config.match_iou_thresh)
         for p, d in new_objects:
             if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
@@ -736,13 +737,22 @@ class Engine:
 
         t = time.perf_counter()
         refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
-        self.tracker.update(carried + refined, frame_index, found)
+        self.tracker.update(carried + refined, frame_index, found, self._whole_masks())
         name_tracks(self.tracker.tracks(), found, self.tracker.config.match_iou_thresh)
         for j, (p, _) in enumerate(new):
             if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
                 self.tracker.add(fresh[j], frame_index, _reserved_id(p))
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _whole_masks(self) -> dict[int, np.ndarray]:
+        """``{track id: HxW bool}`` the whole (amodal) masks of tracks partly hidden behind
+        others at the last propagation (dense flow), for :meth:`Tracker.update`."""
+        hidden = [tid for tid, h in self._hidden.items() if h and tid in self._amodal]
+        size = next((t.mask.shape for t in self.tracker.tracks() if t.mask is not None), None)
+        if not hidden or size is None:
+            return {}
+        return {tid: logits_to_mask(self._amodal[tid], size) for tid in hidden}
 
     def _lost_ids(self, prompts: Sequence[TrackPrompt]) -> frozenset[int]:
         """The ids of the prompted tracks that are lost (their masks are replayed when an encode finds them)."""

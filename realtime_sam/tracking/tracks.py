@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -652,7 +652,13 @@ class Tracker:
         t.mask_frame = frame
         return True
 
-    def update(self, detections: Sequence[Detection], frame_index: int, candidates: Iterable[Detection] = ()) -> None:
+    def update(
+        self,
+        detections: Sequence[Detection],
+        frame_index: int,
+        candidates: Iterable[Detection] = (),
+        whole: Mapping[int, np.ndarray] | None = None,
+    ) -> None:
         """Match this frame's decoded masks to tracks and run the lifecycle.
 
         Args:
@@ -662,6 +668,11 @@ class Tracker:
             candidates: auto-mode discovery masks (``source_track=None``);
                 unmatched ones that overlap no live track start ``TENTATIVE``
                 tracks.
+            whole: ``{track id: HxW bool}`` the whole (amodal) mask of tracks
+                partly hidden behind others, where known (dense flow): a
+                decoded mask that overlaps one more than a track's own mask
+                (and more than ``match_iou_thresh``) is not that track's to
+                take, even where the track hides most of the other object.
 
         A detection keeps its source track when it is good (score, area,
         area change) and overlaps the track's current position at least
@@ -713,6 +724,19 @@ class Tracker:
                 # Nor more than twice its whole size (a background segment around it).
                 plausible[r] &= np.array([self._whole_size(t, b, smaller=True) for b in boxes])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
+        # Whose object a mask is, judged on hidden tracks' whole masks too: a track whose
+        # mask drifted onto another object that it hides (a lost small object's, say) would
+        # otherwise take that object at the next decode, in front of the object's own track.
+        # theirs[r, j]: mask j overlaps another, hidden track's whole mask more than track r's.
+        theirs = np.zeros_like(iou, dtype=bool)
+        hid = [r for r, t in enumerate(live) if whole and t.id in whole]
+        if hid:
+            iou_whole = mask_iou_matrix([whole[live[r].id] for r in hid], masks)
+            for r in range(len(live)):
+                rest = [k for k, q in enumerate(hid) if q != r]
+                if rest:
+                    theirs[r] = (iou_whole[rest] > np.maximum(iou[r], cfg.match_iou_thresh)).any(axis=0)
+        linkable &= ~theirs
 
         # 1) A decoded mask belongs to the track that prompted it, when it is good and
         #    where the track is: its mask overlaps the track's (which may have drifted
@@ -761,6 +785,7 @@ class Tracker:
                 and (iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh)
                 and not (others >= cfg.match_iou_thresh).any()  # not another track's object
             )
+            near = near and not theirs[r, j]  # nor, more than this track's, the object of a track it hides
             # And it must look like what the track followed (not, say, the background around it).
             near = near and similarity(live[r].appearance, d.appearance) >= cfg.min_appearance
             if not near:
@@ -787,7 +812,7 @@ class Tracker:
         free_cols = np.array([j for j in range(len(items)) if good[j] and j not in used and not items[j].searched], dtype=np.int64)
         if free_rows.size and free_cols.size:
             dist = np.stack([self._kf.gating_distance(live[r].mean, live[r].cov, boxes[free_cols]) for r in free_rows])
-            allowed = plausible[np.ix_(free_rows, free_cols)].copy()
+            allowed = plausible[np.ix_(free_rows, free_cols)] & ~theirs[np.ix_(free_rows, free_cols)]
             for a_, r in enumerate(free_rows):
                 if live[r].state == TrackState.LOST:
                     # A lost track's motion gate widens every frame it coasts: it would take
