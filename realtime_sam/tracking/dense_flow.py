@@ -344,13 +344,13 @@ class DenseFlowPropagator:
             # holds it is in plain view: taken as hidden, it coasted, its stale motion then
             # lost it the depth test, and the track behind took its place (hard scene, seed 2,
             # N = 5: J 0.50 -> 0.72).
-            others = np.zeros_like(own)
+            pos = ranked.index(tid)
             front = np.zeros_like(own)
-            for k, other in enumerate(ranked):
-                if other != tid:
-                    others |= prev_whole[other]
-                    if k < ranked.index(tid):
-                        front |= prev_whole[other]
+            for other in ranked[:pos]:
+                front |= prev_whole[other]
+            others = front.copy()
+            for other in ranked[pos + 1:]:
+                others |= prev_whole[other]
             apart = own & ~others
             seen = own & ~front
             enough = _HIDDEN * prev_whole[tid].sum()
