@@ -9,6 +9,7 @@ background segment (a distractor the tracker must not take).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def test_min_appearance_is_how_alike_a_returning_mask_must_look(min_appearance, 
     assert (tr.get(tid).state is TrackState.CONFIRMED) == taken  # 0: appearance no longer vetoes
 
 
+@pytest.mark.parametrize("min_appearance, taken", [(0.5, False), (0.0, True)])
+def test_a_visible_track_does_not_take_a_mask_unlike_it_at_its_own_prompt(min_appearance, taken):
+    # Its object just left the view: the prompt at its box decodes the background there,
+    # a region of its size and place. Before, the overlap alone let it take that region
+    # (the Hungarian step had no look check) and follow the background for good, never
+    # lost, never looked for (hard scene seed 2: the object that leaves never came back).
+    h, w = 100, 120
+    red, blue = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    blue[...] = (200, 30, 30)
+    m = _rect(h, w, 40, 40, 60, 60)
+    tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
+    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    shifted = _rect(h, w, 44, 42, 64, 62)  # overlaps the track's mask well over match_iou_thresh
+    tr.update([Detection(shifted, (44, 42, 64, 62), 0.95, source_track=tid, appearance=appearance_of(blue, shifted))], 1)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
+    if not taken:
+        assert tr.get(tid).state is TrackState.LOST
+        # It kept its own looks, and takes back what looks like it.
+        assert similarity(tr.get(tid).appearance, appearance_of(red, m)) == pytest.approx(1.0)
+        tr.update([Detection(shifted, (44, 42, 64, 62), 0.95, source_track=tid, appearance=appearance_of(red, shifted))], 2)
+        assert tr.get(tid).state is TrackState.CONFIRMED
+
+
 @pytest.mark.parametrize("lost_for, taken", [(5, True), (20, False)])
 def test_lost_for_long_a_track_takes_a_mask_at_its_own_prompt_only_as_alike_as_a_searched_one(lost_for, taken):
     # Its prompt is where its motion model puts it: lost for long, that is far from the
@@ -118,6 +143,45 @@ def test_lost_for_long_a_track_takes_a_mask_at_its_own_prompt_only_as_alike_as_a
     if not taken:
         tr.update([Detection(m, (40, 40, 60, 60), 0.95, source_track=tid, appearance=appearance_of(red, m))], 2 + lost_for)
         assert tr.get(tid).state is TrackState.CONFIRMED
+
+
+def test_the_size_a_lost_object_is_looked_for_at_follows_its_decoded_masks():
+    # An object that shrinks by 10 % between decodes, 40 % in all (60 -> 36 px): its whole size (what the
+    # search looks for once it is lost) follows. A propagated mask with stray pixels (a box
+    # half as tall again) is not its size; nor is a decode much smaller than where the flow
+    # put it (going behind another object). Before, the stray box was noted, and every true
+    # size more than 15 % below it was then taken for an occlusion: the search looked for an
+    # object twice its size.
+    h, w = 200, 240
+    red = np.zeros((h, w, 3), np.uint8)
+    red[...] = (30, 30, 200)
+    tr = Tracker(TrackerConfig(max_lost_frames=50, max_area_change=10.0))
+
+    def decoded(side: int) -> Detection:
+        m = _rect(h, w, 60, 60, 60 + side, 60 + side)
+        return Detection(m, (60, 60, 60 + side, 60 + side), 0.95, appearance=appearance_of(red, m))
+
+    tid = tr.add(decoded(60), 0)
+    stray = _rect(h, w, 60, 60, 120, 120) | _rect(h, w, 100, 120, 104, 150)  # 60 x 90 box
+    tr.apply_propagation(tid, stray, (60, 60, 120, 150), 1)
+    assert tuple(tr.get(tid).full_size) == (60, 60)
+    side = 60
+    for i in range(2, 7):
+        side = int(round(side * 0.9))
+        m = decoded(side).mask
+        tr.apply_propagation(tid, m, (60, 60, 60 + side, 60 + side), i)  # the flow follows the shrink
+        tr.update([dataclasses.replace(decoded(side), source_track=tid)], i)
+        assert tr.get(tid).state is TrackState.CONFIRMED
+    assert tuple(tr.get(tid).full_size) == (side, side) == (36, 36)
+    # Half hidden at the next decode: the flow put it at its size, the decode is its visible part.
+    tr.apply_propagation(tid, decoded(side).mask, (60, 60, 60 + side, 60 + side), 7)
+    half = _rect(h, w, 60, 60, 60 + side, 60 + side // 2)
+    tr.update([Detection(half, (60, 60, 60 + side, 60 + side // 2), 0.95, source_track=tid, appearance=appearance_of(red, half))], 7)
+    assert tuple(tr.get(tid).full_size) == (36, 36)
+    tr.update([], 8)  # gone: lost, and looked for at its last whole size
+    assert tr.get(tid).state is TrackState.LOST
+    box = tr.get(tid).predicted_box
+    assert (box[2] - box[0], box[3] - box[1]) == pytest.approx((36, 36), abs=1)
 
 
 def test_a_lost_track_does_not_take_a_mask_more_than_twice_its_size():
