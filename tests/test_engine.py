@@ -382,3 +382,25 @@ def test_discovery_every_k_frames_is_the_discovery_cadence():
         if (4, True, False) in runner.calls[before:]:  # the 2x2 point grid, decoded with multimask
             grid_calls.append(i)
     assert grid_calls == [0, 3, 6]
+
+
+def test_a_mask_that_spills_over_its_prompt_box_is_decoded_again_with_the_box_extended():
+    # An object faster than the masks follow (here: no propagation at all): at each encode
+    # it is 60 % of its width past its old box. SAM segments what is in the box, and the
+    # oracle answers as SAM would (the object clipped to the box grown by 15 %): its part
+    # in the box and a little beyond. That little says the object goes on, so the box is
+    # extended past that side and decoded again: the whole object. Before, the track kept
+    # the part (IoU about 0.5) and lost the object at the next encode.
+    from realtime_sam.testing.oracle import GroundTruthOracle
+    from realtime_sam.testing.synthetic import Scene, SceneObject
+
+    scene = Scene(320, 240, 16, (SceneObject(1, "rect", (40, 160, 220), 40.0, (60.0, 120.0), (5.0, 0.0), aspect=1.0),))
+    rendered = [scene.render(i) for i in range(scene.num_frames)]
+    oracle = GroundTruthOracle(lambda i: rendered[i][1], [f for f, _ in rendered], inner=None)
+    engine = Engine(oracle, EngineConfig(reencode_every=5), propagation_config=PropagationConfig(method="none"))
+    engine.add_object(ObjectPrompt(box=_box(rendered[0][1][1])))
+    ious = {}
+    for i, (image, gt) in enumerate(rendered):
+        r = engine.process(Frame(i, image, i / 25.0, time.monotonic()))
+        ious[i] = _iou(r.tracks[0].mask, gt[1]) if r.tracks else 0.0
+    assert all(ious[i] > 0.95 for i in (0, 5, 10, 15)), ious  # every encode: the whole object

@@ -925,6 +925,42 @@ class Engine:
                 boxes = np.array([p.box for p in group], dtype=np.float64).reshape(-1, 4)
                 mask_in = np.stack([p.logits for p in group]).astype(np.float32) if use_mask else None
                 out += self._decode_boxes(boxes, image, [p.track_id for p in group], mask_in=mask_in)
+        return self._beyond_the_box(live, out, image)
+
+    def _beyond_the_box(self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray) -> list[Detection]:
+        """Masks cut by a side of their prompt box, decoded once more with the box extended past it.
+
+        SAM segments what is in the box. An object that moved faster than the
+        flow followed (a small fast object turning) lies partly beyond its
+        propagated box, and the decode gives only the part inside: the track
+        then shrinks onto a sliver and loses the object. Where a mask spills
+        over a side of its box (:func:`_cut_sides`), the box is extended past
+        that side by half its size and decoded again (one more decoder call,
+        for those tracks only); the new mask is kept when it holds most of the
+        first one (the same object, more of it) and scores about as well.
+        """
+        h, w = image.shape[:2]
+        by_id = {p.track_id: p for p in live}
+        redo: list[tuple[int, np.ndarray, TrackPrompt]] = []
+        for k, d in enumerate(decoded):
+            p = by_id.get(d.source_track)  # type: ignore[arg-type]
+            if p is None or p.box is None or not d.mask.any():
+                continue
+            box = np.asarray(p.box, dtype=np.float64)
+            grown = _cut_sides(d.mask, box, (h, w))
+            if grown is not None:
+                redo.append((k, grown, p))
+        if not redo:
+            return decoded
+        boxes = np.stack([b for _, b, _ in redo])
+        with_logits = self.config.mask_prompt and all(p.logits is not None for _, _, p in redo)
+        mask_in = np.stack([p.logits for _, _, p in redo]).astype(np.float32) if with_logits else None
+        again = self._decode_boxes(boxes, image, [p.track_id for _, _, p in redo], mask_in=mask_in)
+        out = list(decoded)
+        for (k, _, _), d in zip(redo, again):
+            first = decoded[k].mask
+            if d.score >= decoded[k].score - 0.05 and np.count_nonzero(d.mask & first) >= 0.8 * np.count_nonzero(first):
+                out[k] = d
         return out
 
     def _search(self, request: _DecodeRequest, image: np.ndarray) -> list[Detection]:
@@ -1016,3 +1052,41 @@ class Engine:
         masks = self.runner.masks(low, size)
         keep = filter_candidates(masks, iou, low, cfg)
         return self._detections(low[keep], iou[keep], image, [None] * len(keep), masks=masks[keep])
+
+
+def _cut_sides(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """``box`` (``XYXY``) extended by half its size past each side that ``mask`` spills over,
+    ``None`` when it spills over none.
+
+    A mask spills over a side when it goes on beyond it: a 2 px strip starting
+    ``max(2 px, 5 %)`` of the box's size outside that side holds the mask over a
+    quarter of the side's length. (A decoded mask of an object its box holds
+    touches the box's sides but hardly leaves them; SAM takes in a little of an
+    object beyond its box, and that little says the object goes on.) Sides at
+    the frame's edge are left as they are.
+    """
+    h, w = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    bw, bh = x1 - x0, y1 - y0
+    if bw < 4 or bh < 4:
+        return None
+    dx, dy = max(2, int(round(0.05 * bw))), max(2, int(round(0.05 * bh)))
+    ix0, iy0, ix1, iy1 = int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
+    rows = slice(max(0, iy0), min(h, iy1))
+    cols = slice(max(0, ix0), min(w, ix1))
+    grown = np.array([x0, y0, x1, y1], dtype=np.float64)
+    cut = False
+    # (the strip outside the side, the side's length, which coordinate, how far it moves)
+    sides = (
+        (mask[rows, max(0, ix0 - dx - 2):max(0, ix0 - dx)], bh, 0, -0.5 * bw, 1),
+        (mask[max(0, iy0 - dy - 2):max(0, iy0 - dy), cols], bw, 1, -0.5 * bh, 0),
+        (mask[rows, min(w, ix1 + dx):min(w, ix1 + dx + 2)], bh, 2, 0.5 * bw, 1),
+        (mask[min(h, iy1 + dy):min(h, iy1 + dy + 2), cols], bw, 3, 0.5 * bh, 0),
+    )
+    for strip, length, i, step, along in sides:
+        if strip.size and np.count_nonzero(strip.any(axis=along)) >= 0.25 * length:
+            grown[i] += step
+            cut = True
+    if not cut:
+        return None
+    return np.clip(grown, 0, [w, h, w, h])
