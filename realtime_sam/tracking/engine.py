@@ -928,7 +928,8 @@ class Engine:
         return self._beyond_the_box(live, out, image)
 
     def _beyond_the_box(self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray) -> list[Detection]:
-        """Masks cut by a side of their prompt box, decoded once more with the box extended past it.
+        """``decoded`` (one per prompt of ``live``), where a mask spills over its prompt box
+        decoded once more with the box extended past that side.
 
         SAM segments what is in the box. An object that moved faster than the
         flow followed (a small fast object turning) lies partly beyond its
@@ -1076,7 +1077,8 @@ def _cut_sides(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.n
     cols = slice(max(0, ix0), min(w, ix1))
     grown = np.array([x0, y0, x1, y1], dtype=np.float64)
     cut = False
-    # (the strip outside the side, the side's length, which coordinate, how far it moves)
+    # (the strip outside the side, the side's length, the box coordinate it moves, by how
+    # much, the axis across the strip's 2 px)
     sides = (
         (mask[rows, max(0, ix0 - dx - 2):max(0, ix0 - dx)], bh, 0, -0.5 * bw, 1),
         (mask[max(0, iy0 - dy - 2):max(0, iy0 - dy), cols], bw, 1, -0.5 * bh, 0),
