@@ -39,6 +39,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
+_RED, _BLUE = (30, 30, 200), (200, 30, 30)  # BGR
+
+
+def _flat(h: int, w: int, bgr: tuple[int, int, int]) -> np.ndarray:
+    """An ``h x w`` image of one colour."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[...] = bgr
+    return image
+
+
 def _rect(h, w, x0, y0, x1, y1):
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True
@@ -47,8 +57,7 @@ def _rect(h, w, x0, y0, x1, y1):
 
 def test_appearance_descriptors_tell_colours_apart_and_ignore_brightness_jitter():
     h, w = 60, 80
-    red = np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
+    red = _flat(h, w, _RED)
     blue = red[..., ::-1].copy()
     m = _rect(h, w, 10, 10, 50, 40)
     a, b = appearance_of(red, m), appearance_of(blue, m)
@@ -63,9 +72,7 @@ def test_appearance_descriptors_tell_colours_apart_and_ignore_brightness_jitter(
 
 def test_a_lost_track_takes_back_only_a_mask_that_looks_like_it():
     h, w = 100, 120
-    red, blue = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
-    blue[...] = (200, 30, 30)
+    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
     m = _rect(h, w, 40, 40, 60, 60)
     tr = Tracker(TrackerConfig(max_lost_frames=50))
     tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
@@ -83,9 +90,7 @@ def test_a_lost_track_takes_back_only_a_mask_that_looks_like_it():
 @pytest.mark.parametrize("min_appearance, taken", [(0.5, False), (0.0, True)])
 def test_min_appearance_is_how_alike_a_returning_mask_must_look(min_appearance, taken):
     h, w = 100, 120
-    red, blue = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
-    blue[...] = (200, 30, 30)
+    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
     m = _rect(h, w, 40, 40, 60, 60)
     tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
     tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
@@ -102,9 +107,7 @@ def test_a_visible_track_does_not_take_a_mask_unlike_it_at_its_own_prompt(min_ap
     # (the Hungarian step had no look check) and follow the background for good, never
     # lost, never looked for (hard scene seed 2: the object that leaves never came back).
     h, w = 100, 120
-    red, blue = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
-    blue[...] = (200, 30, 30)
+    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
     m = _rect(h, w, 40, 40, 60, 60)
     tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
     tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
@@ -125,8 +128,7 @@ def test_lost_for_long_a_track_takes_a_mask_at_its_own_prompt_only_as_alike_as_a
     # object and decodes the background there. A mask 0.6 alike (between min_appearance
     # 0.5 and search_appearance 0.65) is taken back early on, not after 15 frames.
     h, w = 100, 120
-    red = np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
+    red = _flat(h, w, _RED)
     part = red.copy()
     part[40:48, 40:60] = (200, 30, 30)  # 40 % of it another colour
     m = _rect(h, w, 40, 40, 60, 60)
@@ -153,8 +155,7 @@ def test_the_size_a_lost_object_is_looked_for_at_follows_its_decoded_masks():
     # size more than 15 % below it was then taken for an occlusion: the search looked for an
     # object twice its size.
     h, w = 200, 240
-    red = np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
+    red = _flat(h, w, _RED)
     tr = Tracker(TrackerConfig(max_lost_frames=50, max_area_change=10.0))
 
     def decoded(side: int) -> Detection:
@@ -186,8 +187,7 @@ def test_the_size_a_lost_object_is_looked_for_at_follows_its_decoded_masks():
 
 def test_a_lost_track_does_not_take_a_mask_more_than_twice_its_size():
     h, w = 100, 120
-    red = np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
+    red = _flat(h, w, _RED)
     m = _rect(h, w, 50, 40, 70, 60)
     tr = Tracker(TrackerConfig(max_lost_frames=50, max_area_change=100.0, match_iou_thresh=0.1))
     tid = tr.add(Detection(m, (50, 40, 70, 60), 0.95, appearance=appearance_of(red, m)), 0)
@@ -387,8 +387,7 @@ def test_an_object_half_out_of_view_is_found_when_the_search_allows_for_it():
 
 
 def _lost_red_track(h, w, *, at=(40, 40, 60, 60), **config):
-    red = np.zeros((h, w, 3), np.uint8)
-    red[...] = (30, 30, 200)
+    red = _flat(h, w, _RED)
     m = _rect(h, w, *at)
     tr = Tracker(TrackerConfig(max_lost_frames=100, **config))
     tid = tr.add(Detection(m, at, 0.95, appearance=appearance_of(red, m)), 0)

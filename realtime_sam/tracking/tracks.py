@@ -714,19 +714,18 @@ class Tracker:
             if t.ref_area > 0:
                 ratio = areas / t.ref_area
                 plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
-            if t.state != TrackState.LOST and t.appearance is not None:
+            if t.appearance is not None:
                 # What a track takes must look like what it followed, in every step: the
                 # background a prompt decodes where its object just left the view, say.
-                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= cfg.min_appearance for d in items])
-            if t.state == TrackState.LOST and t.appearance is not None:
-                # Re-acquisition: what comes back must look like what was lost. Lost for long,
-                # its prompt (where its motion model puts it, slid back into the frame) is far
-                # from where it is and decodes whatever is there: as alike as the search asks.
-                long_lost = t.lost_since is not None and frame_index - t.lost_since > _LONG_LOST
+                # Lost for long, its prompt (where its motion model puts it, slid back into
+                # the frame) is far from where it is and decodes whatever is there: what
+                # comes back must look as alike as the search asks.
+                long_lost = t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > _LONG_LOST
                 need = cfg.search_appearance if long_lost else cfg.min_appearance
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
-                # Nor more than twice its whole size (a background segment around it).
-                plausible[r] &= np.array([self._whole_size(t, b, smaller=True) for b in boxes])
+                if t.state == TrackState.LOST:
+                    # Nor more than twice its whole size (a background segment around it).
+                    plausible[r] &= np.array([self._whole_size(t, b, smaller=True) for b in boxes])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
         # Whose object a mask is, judged on hidden tracks' whole masks too: a track whose
         # mask drifted onto another object that it hides (a lost small object's, say) would
