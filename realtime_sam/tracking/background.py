@@ -4,9 +4,9 @@ With ``EngineConfig.background_encode`` a :class:`~realtime_sam.app.pipeline.Pip
 lends the engine a worker; :class:`BackgroundEncodes` holds what that needs
 between frames: the worker's ``submit``, the encodes in flight (oldest first,
 the worker runs them in order) and small grey copies of the frames since the
-oldest encode that carries new prompts or lost tracks, through which their
-masks are replayed when it lands. It decides which jobs land and when frames are
-forgotten; decoding, moving masks and associating stay in the engine.
+oldest encode in flight, through which its masks are replayed when it
+lands. It decides which jobs land and when frames are forgotten; decoding,
+moving masks and associating stay in the engine.
 Nothing here touches the model.
 """
 
@@ -26,12 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["BackgroundEncodes"]
 
-# Flow copies of the frames since the oldest background encode (for the replay). At
+# Flow copies of the frames since the oldest background encode in flight (for the replay). At
 # 30 fps that is 10 s, far beyond an encode's 1-3 s on a CPU; at the default 480 px
 # work size a copy is about 170 KB.
 _HISTORY_FRAMES = 300
 # Replay through at most this many of those frames (evenly spaced): flow copes with a
-# few frames' motion per step, and the replay then costs tens of milliseconds.
+# few frames' motion per step, and the replay then costs tens of milliseconds (5 tracks
+# over a 1.4 s encode add 10-30 ms to a landing on 2 cores). Every frame (42 steps)
+# followed the hard scene no better and cost so much that a simulated live round
+# dropped up to 10 frames in a row.
 _REPLAY_STEPS = 12
 
 
@@ -40,8 +43,7 @@ class _BackgroundJob:
     """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame.
 
     ``lost`` holds the ids of the prompted tracks that were lost then: a mask found for
-    one is replayed to the current frame like a new prompt's (it has no motion
-    of its own to be carried by).
+    one is replayed to the current frame on its own (see ``Engine._land``).
     """
 
     frame_index: int
@@ -131,11 +133,6 @@ class BackgroundEncodes:
         for job in self.jobs:
             job.new.clear()
 
-    def wants_frame(self, new_now: bool, lost_now: bool = False) -> bool:
-        """Whether to keep this frame for replay: new prompts (or a detector run) or lost tracks' prompts
-        go to the worker now (``new_now``, ``lost_now``) or are in flight."""
-        return new_now or lost_now or any(job.new or job.lost or job.detect for job in self.jobs)
-
     def keep(self, frame_index: int, work: WorkFrame) -> None:
         """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
         self.history.append((frame_index, work))
@@ -154,14 +151,9 @@ class BackgroundEncodes:
         return frames
 
     def trim(self) -> None:
-        """Forget the frames no job in flight will replay through.
-
-        Only new prompts and lost tracks are replayed (the others move by their
-        own motion): keep the frames since the oldest encode that carries some.
-        """
-        waiting = [j.frame_index for j in self.jobs if j.new or j.lost or j.detect]
-        if waiting:
-            while self.history and self.history[0][0] < waiting[0]:
+        """Forget the frames no job in flight will replay through: those before the oldest one's frame."""
+        if self.jobs:
+            while self.history and self.history[0][0] < self.jobs[0].frame_index:
                 self.history.popleft()
         else:
             self.history.clear()

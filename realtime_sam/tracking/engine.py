@@ -23,11 +23,11 @@ encode for new prompts run on the worker instead, while frames keep flowing
 on optical flow alone. The worker decodes too, right after the embedding:
 every track (and every new prompt, and the lost tracks' searches) as it
 stood on the encoded frame (a :class:`_DecodeRequest`, fixed when the encode
-starts), so a landing costs the frame loop no decoder call. When it lands, a
-track's mask is carried to the current frame by the track's own motion since
-(flow on every frame, coasting behind occluders), a new object's is replayed
+starts), so a landing costs the frame loop no decoder call. When it lands,
+every mask (a track's, a new object's, a lost track's found again) is replayed
 by flow through the small grey copies of the frames since, which the engine
-keeps while such an encode is in flight. Then they are associated as usual.
+keeps while an encode is in flight (a track whose frames are gone moves by its
+own motion since). Then they are associated as usual.
 Discovery still encodes at once, on the current frame.
 
 The engine is model-agnostic and imports no torch: it talks to a
@@ -117,8 +117,7 @@ class EngineConfig:
             :class:`~realtime_sam.app.pipeline.Pipeline` runs the engine), for the
             periodic re-encodes and for new prompts, while masks keep following
             the motion by optical flow; a finished encode's masks are moved to
-            the current frame (by each track's motion since; a new object's by
-            replaying flow through the frames since). Frames
+            the current frame by replaying flow through the frames since. Frames
             then never wait for the encoder: the way to live speed on a CPU,
             where one encode takes seconds (a new object appears when its
             encode lands, already where it is now).
@@ -570,9 +569,9 @@ class Engine:
         later = due if background and not discovery_due else []
         if later:
             due = []
-        lost_now = background and bool(self._lost_ids(live))
-        if self.background.wants_frame(bool(later) or (detect_due and background and not discovery_due), lost_now):
-            # New prompts', detections' and lost tracks' masks are replayed from their encoded frame to the current one.
+        if background and (later or live or self.background.busy or (detect_due and not discovery_due)):
+            # A background encode's masks are replayed from its frame to the one where it lands
+            # (this frame may start one: kept until no encode in flight needs it).
             self.background.keep(frame.index, self.propagator.work(frame.image).detached())
         encode = bool(due) or discovery_due or ((periodic or detect_due) and not background)
         return _Plan(live, due, later, periodic, discovery_due, background, encode, detect_due)
@@ -693,19 +692,24 @@ class Engine:
         found = decoded.found
 
         t = time.perf_counter()
-        # Tracks: moved by their own motion since (flow on every frame, coasting
-        # behind occluders); new objects have none yet: replayed through the kept frames.
+        # Every mask is replayed by flow through the kept frames, from the encoded frame to this
+        # one. A track's own motion since (its mask carried frame by frame) is the fallback only:
+        # that mask drifted from the object before the encode and after, while the new mask's
+        # corners lie on the object (hard scene live-sim 0.28 -> 0.35 with the replay).
         then = {p.track_id: p.box for p in prompts}
+        replayable = self.background.replay_frames(job.frame_index) is not None
         carried = []
-        regained: list[Detection] = []  # lost then and now, and found on the encoded frame: replayed below
+        regained: list[Detection] = []  # lost then and now, and found on the encoded frame: replayed one by one
+        followed: list[Detection] = []  # visible then and now: replayed together (they keep off each other)
         for d in detections:
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
-            if (
-                track is not None and d.source_track in job.lost and track.state == TrackState.LOST
-                and d.mask.any() and self.background.replay_frames(job.frame_index) is not None
-            ):
-                regained.append(d)
-                continue
+            if track is not None and replayable and d.mask.any():
+                if d.source_track in job.lost and track.state == TrackState.LOST:
+                    regained.append(d)
+                    continue
+                if d.source_track in then and track.mask is not None:
+                    followed.append(d)
+                    continue
             if track is not None and d.source_track in then:
                 now = track.box if track.mask is not None else track.predicted_box
                 if self._hidden.get(track.id, False):
@@ -716,6 +720,7 @@ class Engine:
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
         replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any()}
         replay.update({("found", j): (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
+        replay.update({("track", j): (d.mask, d.box) for j, d in enumerate(followed)})
         moved = self._replay(job.frame_index, replay)
         for k, d in enumerate(regained):
             # One at a time: a lost track's candidates (where it was expected, where the search
@@ -727,6 +732,7 @@ class Engine:
 
         fresh = {j: now(d, ("new", j)) for j, d in fresh.items()}
         carried += [now(d, ("lost", k)) for k, d in enumerate(regained)]
+        carried += [now(d, ("track", k)) for k, d in enumerate(followed)]
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
             found = [now(d, ("found", j)) for j, d in enumerate(found)]
