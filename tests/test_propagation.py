@@ -93,8 +93,9 @@ def _smooth_noise(h: int, w: int, sigma: float, seed: int) -> np.ndarray:
     return cv2.cvtColor((r * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-@pytest.mark.parametrize("zoom,degrees", [(1.03, 0.0), (1.0, 3.0)])
-def test_zoom_and_rotation_are_followed(zoom, degrees):
+def _turning_disc(zoom: float, degrees: float):
+    """``render(i) -> (image, mask)``: a textured elliptic disc on a textured background,
+    zoomed by ``zoom ** i`` and turned by ``degrees * i`` about its centre on frame ``i``."""
     h, w, centre = 360, 480, (240.0, 180.0)
     background, texture = _smooth_noise(h, w, 3, 1), _smooth_noise(h, w, 2, 2)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -108,17 +109,39 @@ def test_zoom_and_rotation_are_followed(zoom, degrees):
         image[mask] = obj[mask]
         return image, mask
 
+    return render
+
+
+def _follow_disc(render, frames: int) -> tuple[float, float]:
+    """IoU with the truth on the last frame of the disc's mask followed from frame 0, and of frame 0's mask."""
     prop = MaskPropagator()
     prev, m0 = render(0)
     state = {7: (m0, mask_to_box(m0))}
-    for i in range(1, 11):
+    for i in range(1, frames + 1):
         cur, gt = render(i)
         out = prop.step(prev, cur, state)[7]
         assert out.ok
         state = {7: (out.mask, out.box)}
         prev = cur
-    assert iou(out.mask, gt) > 0.9
-    assert iou(m0, gt) < 0.8  # the motion was large enough to matter
+    return iou(out.mask, gt), iou(m0, gt)
+
+
+@pytest.mark.parametrize("zoom,degrees", [(1.03, 0.0), (1.0, 3.0)])
+def test_zoom_and_rotation_are_followed(zoom, degrees):
+    followed, still = _follow_disc(_turning_disc(zoom, degrees), 10)
+    assert followed > 0.9
+    assert still < 0.8  # the motion was large enough to matter
+
+
+@pytest.mark.parametrize("zoom,degrees", [(1.006, 0.0), (1.0, 0.4)])
+def test_a_slow_zoom_or_turn_below_min_deformation_per_frame_adds_up_and_is_followed(zoom, degrees):
+    # 0.6 % or 0.4 degrees a frame moves the disc's corners by about 0.2 work pixels: each
+    # frame alone is taken as noise (a translation), but over 40 frames the disc grows by 27 %
+    # or turns by 16 degrees. Added up until they reach min_deformation, they are followed.
+    render = _turning_disc(zoom, degrees)
+    followed, still = _follow_disc(render, 40)
+    assert still < 0.85
+    assert followed > 0.87, round(followed, 3)  # (each frame alone as noise: 0.62 zooming, 0.84 turning)
 
 
 def test_work_image_cache_is_not_fooled_by_a_reused_buffer():
@@ -450,6 +473,31 @@ def test_a_mask_cut_by_the_frame_edge_grows_as_its_object_comes_into_view():
         state = {1: (out.mask, out.box)}
         prev = cur
     assert gt.sum() > 1.9 * m0.sum()  # twice as much in view by the end
+
+def test_a_replay_fills_in_from_the_edge_only_up_to_the_objects_whole_size():
+    # The square of the test above, replayed over 40 frames (10 steps of 4) until it is wholly
+    # in view: filled in from the edge at every step, its mask would reach back to the edge
+    # (0..155 for an object at 75..155); with its whole size known, the fill stops there.
+    h, w = 240, 320
+    background, texture = _smooth_noise(h, w, 3, 1), _smooth_noise(80, 80, 2, 2)
+
+    def render(i: int) -> tuple[np.ndarray, np.ndarray]:
+        x0 = -45 + 3 * i
+        image, mask = background.copy(), np.zeros((h, w), bool)
+        image[80:160, max(0, x0) : x0 + 80] = texture[:, max(0, -x0) :]
+        mask[80:160, max(0, x0) : x0 + 80] = True
+        return image, mask
+
+    prop = MaskPropagator(PropagationConfig(method="flow"))
+    works = [prop.work(render(i)[0]).detached() for i in range(0, 41, 4)]
+    m0, gt = render(0)[1], render(40)[1]
+    assert mask_to_box(gt).tolist() == [75, 80, 155, 160]
+    unbounded = prop.replay(works, {1: (m0, mask_to_box(m0))})[1]
+    bounded = prop.replay(works, {1: (m0, mask_to_box(m0))}, sizes={1: np.array([80.0, 80.0])})[1]
+    assert iou(unbounded.mask, gt) < 0.6 and unbounded.box[0] == 0  # a streak back to the edge
+    assert iou(bounded.mask, gt) > 0.85, round(iou(bounded.mask, gt), 3)
+    assert bounded.box.tolist() == mask_to_box(bounded.mask).tolist()
+
 
 def test_extend_fills_what_moves_in_from_the_edge_and_only_there():
     from realtime_sam.tracking.association import shift_array

@@ -295,17 +295,17 @@ class _DelayedWorker:
         return _Done()
 
 
-def test_with_background_encodes_the_object_that_leaves_comes_back_where_it_is_now():
-    # The CPU preset: encodes on a worker land 6 frames late. A lost track found by such an
-    # encode is replayed from the encoded frame to the current one (the object moved on
-    # meanwhile) and judged on the encoded frame's pixels; it takes its old id back.
+def _play_with_background_encodes(delay: int):
+    """The hard scene (320x240, 15 fps) through the CPU preset with encodes that land ``delay``
+    frames late; ``(results, ground truths, the leaving object's track id, the first frame it
+    is half back in view)``."""
     from realtime_sam.tracking.association import mask_to_box
 
     scene = hard_scene(320, 240, fps=15, seed=0)
     frames, gts = zip(*[scene.render(i) for i in range(scene.num_frames)])
     oracle = GroundTruthOracle(lambda i: gts[i], frames)
     engine = Engine.from_config(load_config("cpu"), runner=oracle)
-    worker = _DelayedWorker(6)
+    worker = _DelayedWorker(delay)
     engine.attach_worker(worker.submit)
     leaving = scene.leaving_object
     for oid in scene.ids:
@@ -318,12 +318,31 @@ def test_with_background_encodes_the_object_that_leaves_comes_back_where_it_is_n
     tid = next(t.track_id for r in results for t in r.tracks if t.label == str(leaving))
     areas = np.array([g[leaving].sum() for g in gts])
     half = next(i for i in range(scene.out_of_frame.stop, len(gts)) if areas[i] >= 0.5 * np.median(areas[areas > 0]))
+    assert len({t.track_id for r in results for t in r.tracks}) == len({t.label for r in results for t in r.tracks})
+    return results, [g[leaving] for g in gts], tid, half
+
+
+def test_with_background_encodes_the_object_that_leaves_comes_back_where_it_is_now():
+    # The CPU preset: encodes on a worker land 6 frames late. A lost track found by such an
+    # encode is replayed from the encoded frame to the current one (the object moved on
+    # meanwhile) and judged on the encoded frame's pixels; it takes its old id back.
+    results, truth, tid, half = _play_with_background_encodes(6)
     back = [
-        i for i in range(half, len(gts))
-        if any(t.track_id == tid and _iou(t.mask, gts[i][leaving]) >= 0.5 for t in results[i].tracks)
+        i for i in range(half, len(truth))
+        if any(t.track_id == tid and _iou(t.mask, truth[i]) >= 0.5 for t in results[i].tracks)
     ]
     assert back and back[0] - half <= 30, (half, back[:3])  # within 2 s
-    assert len({t.track_id for r in results for t in r.tracks}) == len({t.label for r in results for t in r.tracks})
+
+
+def test_a_lost_track_does_not_take_back_a_mask_the_replay_lost():
+    # Encodes that land 21 frames (1.4 s) late: the object, found half in view at the edge,
+    # has crossed a third of the frame by then, and the replay of its sliver does not
+    # follow it. The mask it lands on does not look like the object: the track stays lost
+    # (taken back, it would follow the background from then on).
+    results, truth, tid, half = _play_with_background_encodes(21)
+    for i in range(half, len(truth)):
+        t = next(t for t in results[i].tracks if t.track_id == tid)
+        assert not t.mask.any() or _iou(t.mask, truth[i]) > 0.3, i
 
 
 def _textured(h, w, seed):
@@ -514,3 +533,62 @@ def test_a_candidate_farther_off_must_look_more_like_the_object(extra, taken):
     assert tr.search_region(tr.get(tid), 60)[100, 110] and not tr.search_region(tr.get(tid), 60, grown=False)[100, 110]
     tr.update([far], 60)
     assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
+
+
+@pytest.mark.parametrize("found_at, taken", [(None, False), ((280, 90, 300, 110), True)])
+def test_a_searched_mask_carried_from_an_earlier_frame_is_judged_where_it_was_found(found_at, taken):
+    # A background encode found the object in the band along the edge it left by; by the
+    # frame where the encode lands, the replay has carried the mask far from that edge.
+    # Judged where it is now, it would need the far candidate's extra 0.1 of likeness;
+    # judged where it was found (``found_at``), the near threshold.
+    h, w = 200, 300
+    tr, tid, red = _lost_red_track(h, w, at=(280, 80, 300, 100))
+    moved = _searched_at(tr, tid, red, (100, 90, 120, 110), 60)
+    look = similarity(tr.get(tid).appearance, moved.appearance)
+    tr.config = TrackerConfig(**{**tr.config.__dict__, "search_appearance": look - 0.05})
+    assert not tr.search_region(tr.get(tid), 60, grown=False)[100, 110]
+    tr.update([dataclasses.replace(moved, found_at=found_at)], 60)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
+
+
+def test_a_searched_mask_carried_to_a_later_frame_stays_searched_and_remembers_where_it_was_found():
+    from realtime_sam.tracking.engine import _moved
+
+    h, w = 120, 160
+    m = _rect(h, w, 10, 20, 30, 40)
+    d = Detection(m, (10.0, 20.0, 30.0, 40.0), 0.9, source_track=3, label="cup", searched=True)
+    now = _rect(h, w, 60, 50, 80, 70)
+    out = _moved(d, d.box, (60.0, 50.0, 80.0, 70.0), now)
+    assert out.searched and out.label == "cup" and out.source_track == 3
+    assert np.array_equal(out.mask, now) and out.box == (60.0, 50.0, 80.0, 70.0)
+    assert tuple(out.found_at) == (10.0, 20.0, 30.0, 40.0)
+    # Carried on again: still where it was found first. A track's own mask has no such box.
+    again = _moved(out, out.box, (70.0, 50.0, 90.0, 70.0), _rect(h, w, 70, 50, 90, 70))
+    assert tuple(again.found_at) == (10.0, 20.0, 30.0, 40.0)
+    own = _moved(dataclasses.replace(d, searched=False), d.box, (60.0, 50.0, 80.0, 70.0), now)
+    assert not own.searched and own.found_at is None
+
+
+def test_a_lost_track_found_on_an_encoded_frame_is_checked_on_the_frame_it_lands_on():
+    # The mask of a lost (red) track, found on a background encode's frame and replayed to
+    # the frame where the encode lands: where the replay kept it on the object (red now), it
+    # takes this frame's looks when they are more alike than the encoded frame's (the object
+    # was half out of view there); where the replay lost it (blue now), it is dropped.
+    from realtime_sam.testing.fakes import GroundTruthRunner
+    from realtime_sam.testing.synthetic import standard_scene
+
+    h, w = 200, 300
+    engine = Engine(GroundTruthRunner(standard_scene(w, h, num_frames=4, num_objects=1)))
+    tr, tid, red = _lost_red_track(h, w)
+    engine.tracker = tr
+    m = _rect(h, w, 100, 90, 120, 110)
+    half_red = red.copy()
+    half_red[90:110, 110:120] = _flat(1, 1, _BLUE)[0, 0]
+    d = Detection(m, (100.0, 90.0, 120.0, 110.0), 0.92, source_track=tid, appearance=appearance_of(half_red, m), searched=True)
+    then = similarity(tr.get(tid).appearance, d.appearance)
+    engine._prev_image = red
+    kept = engine._looks_now(d)
+    assert kept is not None and similarity(tr.get(tid).appearance, kept.appearance) > then + 0.3
+    assert kept.searched and np.array_equal(kept.mask, m)
+    engine._prev_image = _flat(h, w, _BLUE)
+    assert engine._looks_now(d) is None

@@ -58,7 +58,7 @@ from realtime_sam.tracking.association import (
     mask_to_box,
     track_under,
 )
-from realtime_sam.tracking.appearance import search_boxes
+from realtime_sam.tracking.appearance import search_boxes, similarity
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import (
     DenseFlowPropagator,
@@ -171,7 +171,8 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
 
     ``box_then`` -> ``box_now`` define a translation and a uniform scale,
     applied to the low-res logits (the next mask prompt) and, unless
-    ``mask_now`` (the mask replayed by flow) is given, to the mask.
+    ``mask_now`` (the mask replayed by flow) is given, to the mask. A
+    searched mask keeps its box then as ``found_at``.
     """
     m = box_motion(box_then, box_now)
     if np.abs(m - np.eye(2, 3)).max() < 1e-3 and mask_now is None:
@@ -182,9 +183,10 @@ def _moved(d: Detection, box_then, box_now, mask_now: np.ndarray | None = None) 
         mask_now = cv2.warpAffine(d.mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
     logits = None if d.logits is None else warp_logits(d.logits, m, (h, w))
     box = mask_to_box(mask_now)
-    return Detection(
-        mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), score=d.score, logits=logits,
-        source_track=d.source_track, label=d.label, appearance=d.appearance,
+    # A searched mask stays one (taken on looks, where the search may find it), judged where it was found.
+    found_at = d.found_at if d.found_at is not None or not d.searched else d.box
+    return dataclass_replace(
+        d, mask=mask_now, box=box if box is not None else (0.0, 0.0, 0.0, 0.0), logits=logits, found_at=found_at
     )
 
 
@@ -725,13 +727,15 @@ class Engine:
         for k, d in enumerate(regained):
             # One at a time: a lost track's candidates (where it was expected, where the search
             # looked) may be one object, and masks replayed together keep off each other.
-            moved.update(self._replay(job.frame_index, {("lost", k): (d.mask, d.box)}))
+            # Its whole size bounds what is filled in from the frame's edge as it comes into view.
+            size = self.tracker.get(d.source_track).full_size  # type: ignore[union-attr]
+            moved.update(self._replay(job.frame_index, {("lost", k): (d.mask, d.box)}, {("lost", k): size}))
 
         def now(d: Detection, key) -> Detection:
             return _moved(d, d.box, moved[key][1], moved[key][0]) if key in moved else d
 
         fresh = {j: now(d, ("new", j)) for j, d in fresh.items()}
-        carried += [now(d, ("lost", k)) for k, d in enumerate(regained)]
+        carried += [d for k, d0 in enumerate(regained) if (d := self._looks_now(now(d0, ("lost", k)))) is not None]
         carried += [now(d, ("track", k)) for k, d in enumerate(followed)]
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
@@ -750,6 +754,27 @@ class Engine:
                 self.tracker.add(fresh[j], frame_index, _reserved_id(p))
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _looks_now(self, d: Detection) -> Detection | None:
+        """A lost track's mask found on an encoded frame and replayed to this one, checked on
+        this frame's pixels under it: ``None`` when they do not look like the track (the
+        replay lost the object), else with the looks of the frame, of the two, more like it.
+
+        An object coming back into view was only partly in view on the encoded
+        frame (hard scene: 0.60-0.62 alike, the search asks 0.65); replayed to
+        the current frame, it may be whole (0.75). Where the replay lost it
+        (a fast object at the frame's edge, replayed over 1.4 s), its mask
+        now lies on something else: taken back, the track would follow that.
+        """
+        track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+        image = self._prev_image  # this frame's (set by the propagation)
+        if track is None or track.appearance is None or image is None or image.shape[:2] != d.mask.shape or not d.mask.any():
+            return d
+        looks = appearance_of(image, d.mask)
+        now = similarity(track.appearance, looks)
+        if now < self.tracker.config.min_appearance:
+            return None
+        return dataclass_replace(d, appearance=looks) if now > similarity(track.appearance, d.appearance) else d
 
     def _whole_masks(self) -> dict[int, np.ndarray]:
         """``{track id: HxW bool}`` the whole (amodal) masks of tracks partly hidden behind
@@ -810,15 +835,18 @@ class Engine:
         self._order = order
         self._amodal = {}
 
-    def _replay(self, since: int, masks: dict[Hashable, tuple[np.ndarray, np.ndarray]]) -> dict:
-        """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame.
+    def _replay(
+        self, since: int, masks: dict[Hashable, tuple[np.ndarray, np.ndarray]], sizes: dict[Hashable, np.ndarray | None] | None = None
+    ) -> dict:
+        """Masks of frame ``since`` -> ``{key: (mask, box)}`` on the newest kept frame
+        (``sizes``: objects' whole ``(w, h)`` where known, see :meth:`MaskPropagator.replay`).
 
         Empty when the frame ``since`` is no longer kept (the masks then stay as decoded).
         """
         frames = self.background.replay_frames(since) if masks else None
         if frames is None:
             return {}
-        out = self.propagator.replay(frames, masks)
+        out = self.propagator.replay(frames, masks, sizes)
         return {k: (o.mask, o.box) for k, o in out.items()}
 
     def _apply_commands(self) -> None:

@@ -200,6 +200,10 @@ class Detection:
         searched: decoded at a box the appearance search chose for its
             ``LOST`` source track (anywhere in the frame): the track takes it
             on looks alone (``TrackerConfig.search_appearance``).
+        found_at: for a searched mask decoded on an earlier frame (a
+            background encode) and carried to this one: its ``XYXY`` box
+            there, where it is judged against the track's search region (it
+            has moved on since); ``None``: judged where it is.
     """
 
     mask: np.ndarray
@@ -210,6 +214,7 @@ class Detection:
     label: str | None = None
     appearance: np.ndarray | None = None
     searched: bool = False
+    found_at: Box | None = None
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -765,7 +770,9 @@ class Tracker:
                             self.search_region(live[r], frame_index), self.search_region(live[r], frame_index, grown=False)
                         )
                     region, first = regions[r]
-                    cx, cy = min(int((boxes[j, 0] + boxes[j, 2]) / 2), w - 1), min(int((boxes[j, 1] + boxes[j, 3]) / 2), h - 1)
+                    # Where it was found: on a background encode's frame, where the search looked.
+                    at = np.asarray(d.found_at if d.found_at is not None else boxes[j], dtype=np.float64)
+                    cx, cy = min(int((at[0] + at[2]) / 2), w - 1), min(int((at[1] + at[3]) / 2), h - 1)
                     # A candidate where it most likely is beats a better-looking one farther off.
                     key = (first is not None and bool(first[cy, cx]), look)
                     # Farther off, more look-alikes: it must look more like the object there.
