@@ -735,7 +735,10 @@ class Engine:
             return _moved(d, d.box, moved[key][1], moved[key][0]) if key in moved else d
 
         fresh = {j: now(d, ("new", j)) for j, d in fresh.items()}
-        carried += [d for k, d0 in enumerate(regained) if (d := self._looks_now(now(d0, ("lost", k)))) is not None]
+        for k, d in enumerate(regained):
+            checked = self._looks_now(now(d, ("lost", k)))
+            if checked is not None:  # None: the replay lost the object
+                carried.append(checked)
         carried += [now(d, ("track", k)) for k, d in enumerate(followed)]
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
