@@ -235,6 +235,31 @@ def test_a_landed_track_mask_is_replayed_through_the_frames_since_not_moved_by_t
     assert replayed > by_motion + 0.05
 
 
+def test_a_landing_replays_tracks_within_their_whole_size(monkeypatch):
+    # What a replay fills in from the frame's edge stops at the object's whole size (see
+    # test_propagation): the engine hands every replayed track's size, and none for a new
+    # object (it has none yet).
+    from realtime_sam.tracking.propagation import MaskPropagator
+
+    calls = []
+    replay = MaskPropagator.replay
+
+    def spy(self, frames, masks, sizes=None):
+        calls.append((set(masks), dict(sizes or {})))
+        return replay(self, frames, masks, sizes)
+
+    monkeypatch.setattr(MaskPropagator, "replay", spy)
+    scene, runner, engine, worker = _setup(delay=8)
+    _track_objects(engine, runner, worker, scene, range(30))
+    assert calls[0][1] == {} and all(k[0] == "new" for k in calls[0][0])  # the first landing: new objects
+    later = [(keys, sizes) for keys, sizes in calls[1:] if any(k[0] == "track" for k in keys)]
+    assert len(later) >= 2
+    for keys, sizes in later:
+        tracks = {k for k in keys if k[0] == "track"}
+        assert set(sizes) == tracks
+        assert all(s is not None and s[0] > 10 and s[1] > 10 for s in sizes.values())
+
+
 @pytest.mark.parametrize("history", [300, 2])
 def test_new_objects_appear_where_they_are_when_their_encode_lands(history):
     scene, runner, engine, worker = _setup(delay=8)

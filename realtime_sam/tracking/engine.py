@@ -723,11 +723,12 @@ class Engine:
         replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any()}
         replay.update({("found", j): (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
         replay.update({("track", j): (d.mask, d.box) for j, d in enumerate(followed)})
-        moved = self._replay(job.frame_index, replay)
+        # A track's whole size bounds what is filled in from the frame's edge as it comes into view.
+        sizes = {("track", j): self.tracker.get(d.source_track).full_size for j, d in enumerate(followed)}  # type: ignore[union-attr]
+        moved = self._replay(job.frame_index, replay, sizes)
         for k, d in enumerate(regained):
             # One at a time: a lost track's candidates (where it was expected, where the search
             # looked) may be one object, and masks replayed together keep off each other.
-            # Its whole size bounds what is filled in from the frame's edge as it comes into view.
             size = self.tracker.get(d.source_track).full_size  # type: ignore[union-attr]
             moved.update(self._replay(job.frame_index, {("lost", k): (d.mask, d.box)}, {("lost", k): size}))
 
