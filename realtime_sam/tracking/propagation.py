@@ -678,13 +678,13 @@ def _bounded(p: PropagatedMask, size) -> PropagatedMask:
     whole ``size`` (``(w, h)``, source pixels): the edge's fill stops where the object ends."""
     h, w = p.mask.shape
     b = p.box
+    left, top, right, bottom = box_edges(b, (h, w), margin=1.0)  # (a mask's box: the mask reaches the edge)
     keep = [0, 0, w, h]
     cut = False
-    for axis, (lo, hi, limit) in enumerate(((b[0], b[2], w), (b[1], b[3], h))):
+    for axis, (lo, hi, at_lo, at_hi) in enumerate(((b[0], b[2], left, right), (b[1], b[3], top, bottom))):
         extent = float(size[axis])
         if hi - lo <= extent + 1.0:
             continue
-        at_lo, at_hi = lo <= 0.5, hi >= limit - 0.5
         if at_hi and not at_lo:  # came in over the far edge: the object ends its size from its near side
             keep[axis], keep[axis + 2] = int(math.floor(lo)), int(math.ceil(lo + extent))
             cut = True
