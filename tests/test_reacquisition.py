@@ -55,6 +55,15 @@ def _rect(h, w, x0, y0, x1, y1):
     return m
 
 
+def _red_track(h, w, *, at=(40, 40, 60, 60), max_lost_frames=100, **config):
+    """A tracker with one track, a red square at ``at`` on frame 0: ``(tracker, track id, red image, its mask)``."""
+    red = _flat(h, w, _RED)
+    m = _rect(h, w, *at)
+    tr = Tracker(TrackerConfig(max_lost_frames=max_lost_frames, **config))
+    tid = tr.add(Detection(m, at, 0.95, appearance=appearance_of(red, m)), 0)
+    return tr, tid, red, m
+
+
 def test_appearance_descriptors_tell_colours_apart_and_ignore_brightness_jitter():
     h, w = 60, 80
     red = _flat(h, w, _RED)
@@ -72,10 +81,8 @@ def test_appearance_descriptors_tell_colours_apart_and_ignore_brightness_jitter(
 
 def test_a_lost_track_takes_back_only_a_mask_that_looks_like_it():
     h, w = 100, 120
-    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
-    m = _rect(h, w, 40, 40, 60, 60)
-    tr = Tracker(TrackerConfig(max_lost_frames=50))
-    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    tr, tid, red, m = _red_track(h, w, max_lost_frames=50)
+    blue = _flat(h, w, _BLUE)
     for i in range(1, 3):
         tr.update([], i)  # hidden: lost
     assert tr.get(tid).state is TrackState.LOST
@@ -90,10 +97,8 @@ def test_a_lost_track_takes_back_only_a_mask_that_looks_like_it():
 @pytest.mark.parametrize("min_appearance, taken", [(0.5, False), (0.0, True)])
 def test_min_appearance_is_how_alike_a_returning_mask_must_look(min_appearance, taken):
     h, w = 100, 120
-    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
-    m = _rect(h, w, 40, 40, 60, 60)
-    tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
-    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    tr, tid, _, m = _red_track(h, w, max_lost_frames=50, min_appearance=min_appearance)
+    blue = _flat(h, w, _BLUE)
     for i in range(1, 3):
         tr.update([], i)
     tr.update([Detection(m, (40, 40, 60, 60), 0.95, source_track=tid, appearance=appearance_of(blue, m))], 3)
@@ -107,10 +112,8 @@ def test_a_visible_track_does_not_take_a_mask_unlike_it_at_its_own_prompt(min_ap
     # (the Hungarian step had no look check) and follow the background for good, never
     # lost, never looked for (hard scene seed 2: the object that leaves never came back).
     h, w = 100, 120
-    red, blue = _flat(h, w, _RED), _flat(h, w, _BLUE)
-    m = _rect(h, w, 40, 40, 60, 60)
-    tr = Tracker(TrackerConfig(max_lost_frames=50, min_appearance=min_appearance))
-    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
+    tr, tid, red, m = _red_track(h, w, max_lost_frames=50, min_appearance=min_appearance)
+    blue = _flat(h, w, _BLUE)
     shifted = _rect(h, w, 44, 42, 64, 62)  # overlaps the track's mask well over match_iou_thresh
     tr.update([Detection(shifted, (44, 42, 64, 62), 0.95, source_track=tid, appearance=appearance_of(blue, shifted))], 1)
     assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
@@ -128,13 +131,10 @@ def test_lost_for_long_a_track_takes_a_mask_at_its_own_prompt_only_as_alike_as_a
     # object and decodes the background there. A mask 0.6 alike (between min_appearance
     # 0.5 and search_appearance 0.65) is taken back early on, not after 15 frames.
     h, w = 100, 120
-    red = _flat(h, w, _RED)
+    tr, tid, red, m = _red_track(h, w)
     part = red.copy()
     part[40:48, 40:60] = (200, 30, 30)  # 40 % of it another colour
-    m = _rect(h, w, 40, 40, 60, 60)
     assert similarity(appearance_of(red, m), appearance_of(part, m)) == pytest.approx(0.6, abs=0.01)
-    tr = Tracker(TrackerConfig(max_lost_frames=100))
-    tid = tr.add(Detection(m, (40, 40, 60, 60), 0.95, appearance=appearance_of(red, m)), 0)
     tr.update([], 1)  # hidden: lost from frame 1
     for i in range(2, 1 + lost_for):
         tr.predict(i)
@@ -406,10 +406,7 @@ def test_an_object_half_out_of_view_is_found_when_the_search_allows_for_it():
 
 
 def _lost_red_track(h, w, *, at=(40, 40, 60, 60), **config):
-    red = _flat(h, w, _RED)
-    m = _rect(h, w, *at)
-    tr = Tracker(TrackerConfig(max_lost_frames=100, **config))
-    tid = tr.add(Detection(m, at, 0.95, appearance=appearance_of(red, m)), 0)
+    tr, tid, red, _ = _red_track(h, w, at=at, **config)
     for i in range(1, 3):
         tr.update([], i)
     assert tr.get(tid).state is TrackState.LOST
