@@ -89,7 +89,7 @@ from realtime_sam.testing.synthetic import (  # noqa: E402
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.tracking.engine import Engine, EngineConfig, ModelRunner  # noqa: E402
 from realtime_sam.tracking.tracks import TrackerConfig  # noqa: E402
-from realtime_sam.types import FrameResult, ObjectPrompt  # noqa: E402
+from realtime_sam.types import FrameResult, ObjectPrompt, TrackState  # noqa: E402
 
 __all__ = [
     "BenchConfig",
@@ -152,14 +152,15 @@ class RunTiming:
 
     Attributes:
         fps: frames per second of each round (wall clock, reading included; engine
-            rounds from the first result with a mask on).
+            rounds from the first result with a decoded mask on).
         latency_ms: processing time of every frame of every round.
         stages_ms: per engine stage, the time of every frame on which it ran.
         encodes: image-encoder runs per round.
         masks_per_frame: per round, the mean number of tracks with a non-empty
             mask in a result (the work propagation and drawing do).
         quality: the masks of every round against the ground truth (engine rounds only).
-        first_mask_s: per round, seconds from the start to the first result with a mask.
+        first_mask_s: per round, seconds from the start to the first result with a decoded mask
+            (not a first look).
     """
 
     fps: list[float] = field(default_factory=list)
@@ -255,7 +256,7 @@ class Quality:
         ious: per visible object per processed frame, IoU of its track's mask
             with the object's visible mask (0 when the track has no mask or is gone).
         fps: frames processed per second once tracking (live rounds).
-        first_mask_s: seconds from the start to the first result with a mask (live rounds).
+        first_mask_s: seconds from the start to the first result with a decoded mask (live rounds).
         shown: the ``ious`` from the first frame with masks on, in each round.
         processed: share of the clip's frames processed (live rounds drop some).
         encodes: image-encoder runs.
@@ -293,9 +294,9 @@ def score_quality(scene: Scene, kept: Sequence[tuple[int, Mapping[int, np.ndarra
 
     Each object is followed by the track whose mask overlaps it most in the
     first result with tracks (the engine starts one track per ground-truth
-    box; with a background encode they appear when it lands, and the frames
-    before score 0). Frames where an object is not visible at all are
-    skipped for that object.
+    box; with a background encode it shows a first look at each until the
+    encode lands; results before the first with a mask score 0). Frames where
+    an object is not visible at all are skipped for that object.
     """
     start = next((k for k, (_, masks) in enumerate(kept) if masks), None)
     if start is None:
@@ -441,7 +442,8 @@ def run_engine(
             encodes += int(result.encoded)
             shown = sum(1 for t in result.tracks if t.mask is not None and t.mask.any())
             masks += shown
-            if first is None and shown:
+            # The first decoded mask (a first look, shown before the prompts' encode lands, is not one).
+            if first is None and any(t.state is not TrackState.TENTATIVE and t.mask.any() for t in result.tracks):
                 first = (n - 1, time.perf_counter())
             if keep is not None:
                 keep.append(_packed(result))

@@ -20,7 +20,7 @@ from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.testing.fakes import GroundTruthRunner
 from realtime_sam.testing.synthetic import standard_scene
 from realtime_sam.tracking.engine import Engine, EngineConfig
-from realtime_sam.types import Frame, ObjectPrompt
+from realtime_sam.types import Frame, ObjectPrompt, TrackState
 
 
 class EmbeddingGroundTruthRunner(GroundTruthRunner):
@@ -128,6 +128,11 @@ def _track_objects(engine, runner, worker, scene, frames, on_frame=None):
     return out
 
 
+def _decoded(result):
+    """The tracks of ``result`` that have a decoded mask (not first looks: those are tentative, score 0)."""
+    return [t for t in result.tracks if t.state is not TrackState.TENTATIVE]
+
+
 def _owner(results):
     """``{track id: scene object id}`` from the first result with tracks (labels are object ids)."""
     first = next(r for r, _ in results if r.tracks)
@@ -149,8 +154,43 @@ def test_prompts_and_periodic_encodes_run_in_the_background_and_land_later():
     assert runner.encoded == [0, 7, 13, 19, 25]
     assert engine.last_encode_index == 19
     assert runner.overlaps == 0
-    # The objects appear when their encode lands, not before.
-    assert [len(r.tracks) for r, _ in results] == [0] * 6 + [3] * 24
+    # Every object is shown at once: until its encode lands by a first look at it
+    # (tentative, not decoded: score 0), from then on by its decoded mask, under one id.
+    assert [len(r.tracks) for r, _ in results] == [3] * 30
+    assert all(t.state is TrackState.TENTATIVE and t.score == 0.0 for r, _ in results[:6] for t in r.tracks)
+    assert all(t.state is TrackState.CONFIRMED and t.score > 0.5 for r, _ in results[6:] for t in r.tracks)
+    assert {t.track_id for t in results[0][0].tracks} == {t.track_id for t in results[-1][0].tracks}
+    owner = _owner(results)
+    for r, gt in results[:6]:
+        for t in r.tracks:
+            assert _iou(t.mask, gt[owner[t.track_id]]) > 0.5, (r.index, t.track_id)
+
+
+def test_without_first_looks_new_objects_appear_when_their_encode_lands():
+    scene = standard_scene(320, 240, num_frames=30, num_objects=3, seed=1)
+    runner = EmbeddingGroundTruthRunner(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=1, background_encode=True, first_look=False))
+    worker = DelayedWorker(6)
+    engine.attach_worker(worker.submit)
+    results = _track_objects(engine, runner, worker, scene, range(12))
+    assert [len(r.tracks) for r, _ in results] == [0] * 6 + [3] * 6
+
+
+def test_an_object_removed_before_its_encode_lands_never_appears():
+    # A click on an object's first look removes it: the encode in flight must not bring it back.
+    scene, runner, engine, worker = _setup(delay=6)
+    _, gt0 = scene.render(0)
+    ids = [engine.add_object(ObjectPrompt(box=_box(gt0[oid]))) for oid in sorted(gt0)]
+    keep, landed = [], []
+    for i in range(14):
+        if i == 3:
+            engine.remove_object(ids[0])
+        r, _, img = _step(engine, runner, worker, scene, i)
+        keep.append(img)
+        landed += [i] if r.encoded else []
+        shown = {t.track_id for t in r.tracks}
+        assert shown == (set(ids) if i < 3 else set(ids[1:])), i
+    assert landed and landed[0] == 6  # the prompts' encode landed after the removal
 
 
 def test_an_encode_is_decoded_on_the_worker_and_a_landing_frame_calls_no_decoder():
@@ -265,8 +305,8 @@ def test_new_objects_appear_where_they_are_when_their_encode_lands(history):
     scene, runner, engine, worker = _setup(delay=8)
     engine._history = deque(maxlen=history)  # 2: the encoded frame is forgotten, nothing to replay
     results = _track_objects(engine, runner, worker, scene, range(9))
-    first = next(r for r, _ in results if r.tracks)
-    assert first.index == 8 and first.encoded
+    first = next(r for r, _ in results if r.encoded)
+    assert first.index == 8 and all(t.state is TrackState.CONFIRMED for t in first.tracks)
     _, gt8 = scene.render(8)
     _, gt0 = scene.render(0)
     owner = _owner(results)
@@ -284,7 +324,7 @@ def test_masks_follow_the_motion_on_every_frame():
     owner = _owner(results)
     assert len(owner) == 3
     ious = [_iou(t.mask, gt[owner[t.track_id]]) for r, gt in results for t in r.tracks if owner[t.track_id] in gt]
-    assert len(ious) == 3 * 32
+    assert len(ious) == 3 * 40  # first looks on the 8 frames before the prompts' encode lands
     assert np.mean(ious) > 0.75
     assert {t.track_id for t in results[-1][0].tracks} == set(owner)  # no id lost or added
 
@@ -322,7 +362,7 @@ def test_a_prompt_while_an_encode_is_in_flight_gets_its_own_encode_of_its_frame(
         results.append((r, gt))
     assert runner.embedded[:3] == [0, 7, 9]
     assert [r.index for r, _ in results if r.encoded][:3] == [6, 13, 15]
-    labels = [sorted(t.label for t in r.tracks) for r, _ in results]
+    labels = [sorted(t.label for t in _decoded(r)) for r, _ in results]
     assert labels[14] == ["1"] and labels[15] == ["1", "2"]
     (new,) = [t for t in results[15][0].tracks if t.label == "2"]
     assert _iou(new.mask, results[15][1][2]) > 0.75  # decoded on frame 9, shown where it is at 15
@@ -335,7 +375,7 @@ def test_clear_drops_prompts_in_flight_and_taking_the_worker_back_keeps_them():
     keep = []
     r, _, img = _step(engine, runner, worker, scene, 0)
     keep.append(img)
-    assert engine.has_pending and r.tracks == ()  # waiting for its encode
+    assert engine.has_pending and len(r.tracks) == 1 and not _decoded(r)  # its first look: waiting for its encode
     engine.clear()
     for i in range(1, 9):
         r, _, img = _step(engine, runner, worker, scene, i)
@@ -345,11 +385,13 @@ def test_clear_drops_prompts_in_flight_and_taking_the_worker_back_keeps_them():
     engine.add_object(ObjectPrompt(box=_box(scene.render(9)[1][1])))
     r, _, img = _step(engine, runner, worker, scene, 9)
     keep.append(img)
-    assert r.tracks == ()
+    (looked,) = r.tracks
+    assert not _decoded(r)
     engine.attach_worker(None)  # e.g. the pipeline closing: the prompt is not lost
     r, _, img = _step(engine, runner, worker, scene, 10)
     keep.append(img)
-    assert "encode" in r.timings and len(r.tracks) == 1 and runner.encoded[-1] == 10
+    assert "encode" in r.timings and runner.encoded[-1] == 10
+    assert [t.track_id for t in _decoded(r)] == [t.track_id for t in r.tracks] == [looked.track_id]
 
 
 def test_without_a_worker_the_engine_encodes_inline():
@@ -462,14 +504,14 @@ def test_cpu_preset_encodes_the_real_model_in_the_background(checkpoint_path, tm
             time.sleep(0.3)
     assert len(results) == 125 and [r.index for r in results] == list(range(125))
     # Even the prompts' encode runs in the background: frame 0 does not wait for it.
-    assert not results[0].encoded and "encode" not in results[0].timings and results[0].tracks == ()
+    assert not results[0].encoded and "encode" not in results[0].timings and not _decoded(results[0])
     landed = [r for r in results if r.encoded]
     # The prompts' encode and one or more periodic ones landed; neither their encode nor
     # their decode ran on the inference thread (both run on the worker).
     assert len(landed) >= 2, "fewer than two background encodes landed"
     assert all("encode" not in r.timings and "decode" not in r.timings for r in landed)
     first = results.index(landed[0])
-    assert len(results[first].tracks) == 2 and not any(r.tracks for r in results[:first])
+    assert len(_decoded(results[first])) == 2 and not any(_decoded(r) for r in results[:first])
     assert not any(t.name == "rtsam-encode" for t in threading.enumerate())
 
 
@@ -490,11 +532,11 @@ def test_a_prompt_given_while_paused_lands_on_the_frozen_frame():
         engine.add_object(ObjectPrompt(box=_box(gt[1])))
         seen = []
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (seen and seen[-1].tracks):
+        while time.monotonic() < deadline and not (seen and _decoded(seen[-1])):
             r = pipe.poll(0.1)
             if r is not None:
                 seen.append(r)
-        assert seen and seen[-1].tracks, "the prompt never landed while paused"
+        assert seen and _decoded(seen[-1]), "the prompt never landed while paused"
         assert seen[-1].encoded and "encode" not in seen[-1].timings
         # While paused the same frame was shown again, a few times, not in a tight loop.
         assert len({r.index for r in seen}) == 1 and len(seen) < 60

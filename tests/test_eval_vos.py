@@ -366,13 +366,13 @@ def test_live_round_with_the_real_network(tmp_path, checkpoint_path):
 
 def test_simulated_live_clock_drops_frames_while_encodes_run(tmp_path):
     # The CPU preset on the simulated clock: at 10 fps an encode of 50 ms lands before the next
-    # frame, one of 450 ms lands 5 frames later. Frames before the first landing show nothing;
-    # the figures do not depend on the machine's load.
+    # frame, one of 450 ms lands 5 frames later. Without first looks, frames before the first
+    # landing show nothing; the figures do not depend on the machine's load.
     _write_davis(tmp_path / "data", frames=12)
     seq = ev.load_sequence(tmp_path / "data", "one", None, fps=10.0)
     from realtime_sam.config import load_config
 
-    config = load_config("cpu")
+    config = load_config("cpu", ["engine.first_look=false"])
     quick, slow = [
         ev.run_engine_simulated(seq, oracle_mod.GroundTruthOracle(seq.gt, seq.frames), config, encode_ms=ms)
         for ms in (50.0, 450.0)
@@ -385,6 +385,9 @@ def test_simulated_live_clock_drops_frames_while_encodes_run(tmp_path):
     # With the oracle's own work left out, the same run gives the same figures again.
     again = ev.run_engine_simulated(seq, oracle_mod.GroundTruthOracle(seq.gt, seq.frames), config, encode_ms=450.0)
     assert again[0].summary()["J"] == pytest.approx(s["J"], abs=0.05)
+    # With first looks (the preset's default) the object is shown meanwhile, by GrabCut in its box.
+    looked = ev.run_engine_simulated(seq, oracle_mod.GroundTruthOracle(seq.gt, seq.frames), load_config("cpu"), encode_ms=450.0)
+    assert looked[0].summary()["J"] > s["J"] + 0.2
 
 
 def test_live_sim_row_in_the_report(tmp_path, capsys):

@@ -133,6 +133,11 @@ class BackgroundEncodes:
         for job in self.jobs:
             job.new.clear()
 
+    def withdraw(self, track_id: int) -> None:
+        """Drop the new prompt that reserved ``track_id`` from the jobs in flight (the user removed it first)."""
+        for job in self.jobs:
+            job.new[:] = [p for p in job.new if getattr(p, "new_id", None) != track_id]
+
     def keep(self, frame_index: int, work: WorkFrame) -> None:
         """Keep the flow copy ``work`` of frame ``frame_index`` (the newest frame)."""
         self.history.append((frame_index, work))

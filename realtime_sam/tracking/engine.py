@@ -28,7 +28,10 @@ every mask (a track's, a new object's, a lost track's found again) is replayed
 by flow through the small grey copies of the frames since, which the engine
 keeps while an encode is in flight (a track whose frames are gone moves by its
 own motion since). Then they are associated as usual.
-Discovery still encodes at once, on the current frame.
+Discovery still encodes at once, on the current frame. Until a new object's
+encode lands, the object is shown by a first look at it
+(:mod:`~realtime_sam.tracking.first_look`: its box's region segmented by
+its colours), moved by flow like the tracks and replaced by the decoded mask.
 
 The engine is model-agnostic and imports no torch: it talks to a
 :class:`~realtime_sam.tracking.model_runner.ModelRunner` (implementations in
@@ -73,6 +76,7 @@ from realtime_sam.tracking.discovery import (
     point_grid,
     stability_score,
 )
+from realtime_sam.tracking.first_look import first_look
 from realtime_sam.tracking.model_runner import ModelRunner
 from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
 from realtime_sam.tracking.propagation import (
@@ -121,6 +125,11 @@ class EngineConfig:
             then never wait for the encoder: the way to live speed on a CPU,
             where one encode takes seconds (a new object appears when its
             encode lands, already where it is now).
+        first_look: with ``background_encode``, a new object prompted with a box is
+            shown at once, until its encode lands, by a rough mask made from the
+            frame's colours inside the box (:func:`~realtime_sam.tracking.first_look.first_look`,
+            10-20 ms): state ``TENTATIVE``, score 0, moved by optical flow like the
+            tracks, then replaced by the decoded mask under the same id.
     """
 
     reencode_every: int = 5
@@ -130,6 +139,7 @@ class EngineConfig:
     auto: bool = False
     max_tracks: int = 64
     background_encode: bool = False
+    first_look: bool = True
 
     def __post_init__(self) -> None:
         if self.reencode_every < 1:
@@ -199,6 +209,21 @@ class _NewObject(ObjectPrompt):
 
 def _reserved_id(prompt: ObjectPrompt) -> int | None:
     return prompt.new_id if isinstance(prompt, _NewObject) else None
+
+
+@dataclass
+class _FirstLook:
+    """A new object shown before its encode lands (see :mod:`~realtime_sam.tracking.first_look`).
+
+    ``mask`` is ``HxW bool`` on the current frame, ``box`` its ``XYXY`` box.
+    """
+
+    mask: np.ndarray
+    box: np.ndarray
+    label: str | None
+
+    def result(self, track_id: int) -> TrackResult:
+        return TrackResult(track_id, self.mask, tuple(float(v) for v in self.box), 0.0, TrackState.TENTATIVE, self.label)
 
 
 class _Look(NamedTuple):
@@ -297,6 +322,8 @@ class Engine:
         self._lock = threading.Lock()
         self._commands: list[tuple[str, object]] = []
         self._pending: list[ObjectPrompt] = []
+        # Reserved id -> first look at a new object whose encode is in flight (shown till it lands).
+        self._first_looks: dict[int, _FirstLook] = {}
         self._auto = config.auto
         self._prev_image: np.ndarray | None = None
         self._since_encode: int | None = None
@@ -489,6 +516,7 @@ class Engine:
                 prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
             )
             self.tracker.clear()
+            self._first_looks.clear()
             self.propagator.reset()
             if self.dense is not None:
                 self.dense.reset()
@@ -504,11 +532,17 @@ class Engine:
         ``propagation.method: flow``, move as one piece by sparse flow.
         """
         tracker = self.tracker
-        if self._prev_image is not None and self._prev_image.shape == frame.image.shape and tracker.tracks():
+        looks = self._first_looks
+        if self._prev_image is not None and self._prev_image.shape == frame.image.shape and (tracker.tracks() or looks):
             t = time.perf_counter()
             items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
             hidden = [tid for tid, h in self._hidden.items() if h]
-            sparse = self.propagator.step(self._prev_image, frame.image, items, hidden) if items else {}
+            everything = {**items, **{tid: (fl.mask, fl.box) for tid, fl in looks.items()}}
+            sparse = self.propagator.step(self._prev_image, frame.image, everything, hidden) if everything else {}
+            for tid, fl in looks.items():
+                mask, box, ok = sparse.pop(tid)
+                if ok:  # else it stays where it was: there is nothing better to show
+                    fl.mask, fl.box = mask, np.asarray(box, dtype=np.float64)
             if self.dense is not None:
                 soft = {tid: tracker.get(tid).logits for tid in items if tracker.get(tid).logits is not None}  # type: ignore[union-attr]
                 decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
@@ -620,9 +654,7 @@ class Engine:
         refined = [d for p, d in new_objects if p.track_id is not None and d is not None]
         tracker.update(detections + refined, frame.index, candidates, self._whole_masks())
         name_tracks(tracker.tracks(), candidates, tracker.config.match_iou_thresh)
-        for p, d in new_objects:
-            if p.track_id is None and d is not None and len(tracker.tracks()) < self.config.max_tracks:
-                tracker.add(d, frame.index, _reserved_id(p))
+        self._start_tracks(new_objects, frame.index)
         self._update_order()
         timings["associate"] = (time.perf_counter() - t) * 1e3
 
@@ -652,12 +684,41 @@ class Engine:
             job = _EncodeAndDecode(self, self._request(frame.image, live, plan.later), self.detection if detect else None)
             self.background.start(job, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect=detect)
             self._since_encode = 0
+            if plan.later and self.config.first_look:
+                t = time.perf_counter()
+                self._look_first(frame.image, plan.later)
+                timings["first_look"] = (time.perf_counter() - t) * 1e3
         return landed
+
+    def _look_first(self, image: np.ndarray, prompts: Sequence[ObjectPrompt]) -> None:
+        """Show the new objects among ``prompts`` at once, by a first look at each (see ``first_look``)."""
+        for p in prompts:
+            tid = _reserved_id(p)
+            if tid is None or tid in self._first_looks:
+                continue
+            mask = first_look(image, p)
+            box = mask_to_box(mask) if mask is not None else None
+            if box is not None:
+                self._first_looks[tid] = _FirstLook(mask, np.asarray(box, dtype=np.float64), p.label)  # type: ignore[arg-type]
+
+    def _start_tracks(self, new: Sequence[tuple[ObjectPrompt, Detection | None]], frame_index: int) -> None:
+        """Start a track for each new object whose prompt decoded a mask (up to ``max_tracks``),
+        under its reserved id; its first look, if any, ends here either way."""
+        for p, d in new:
+            if p.track_id is not None:
+                continue
+            tid = _reserved_id(p)
+            if tid is not None:
+                self._first_looks.pop(tid, None)
+            if d is not None and len(self.tracker.tracks()) < self.config.max_tracks:
+                self.tracker.add(d, frame_index, tid)
 
     def _finish(self, frame: Frame, encoded: bool, t_start: float, timings: dict[str, float]) -> FrameResult:
         """Forget frames no encode in flight needs; the tracks visible in ``frame``."""
         self.background.trim()
         tracks = self.tracker.results(frame.index)
+        if self._first_looks:
+            tracks = tuple(sorted(tracks + tuple(fl.result(tid) for tid, fl in self._first_looks.items()), key=lambda r: r.track_id))
         self._last_tracks = tracks
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return FrameResult(frame=frame, tracks=tracks, encoded=encoded, timings=timings)
@@ -753,9 +814,7 @@ class Engine:
         refined = [fresh[j] for j, (p, _) in enumerate(new) if j in fresh and p.track_id is not None]
         self.tracker.update(carried + refined, frame_index, found, self._whole_masks())
         name_tracks(self.tracker.tracks(), found, self.tracker.config.match_iou_thresh)
-        for j, (p, _) in enumerate(new):
-            if p.track_id is None and j in fresh and len(self.tracker.tracks()) < self.config.max_tracks:
-                self.tracker.add(fresh[j], frame_index, _reserved_id(p))
+        self._start_tracks([(p, fresh.get(j)) for j, (p, _) in enumerate(new)], frame_index)
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
 
@@ -861,8 +920,13 @@ class Engine:
                 self._pending.append(arg)  # type: ignore[arg-type]
             elif kind == "remove":
                 self.tracker.remove(arg)  # type: ignore[arg-type]
+                # An object removed before its encode landed (e.g. by a click on its first look).
+                self._first_looks.pop(arg, None)  # type: ignore[call-overload]
+                self._pending = [p for p in self._pending if _reserved_id(p) != arg]
+                self.background.withdraw(arg)  # type: ignore[arg-type]
             elif kind == "clear":
                 self.tracker.clear()
+                self._first_looks.clear()
                 self._pending.clear()
                 self.background.forget_new()
             elif kind == "auto":
