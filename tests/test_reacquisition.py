@@ -10,6 +10,7 @@ background segment (a distractor the tracker must not take).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -589,3 +590,50 @@ def test_a_lost_track_found_on_an_encoded_frame_is_checked_on_the_frame_it_lands
     assert kept.searched and np.array_equal(kept.mask, m)
     engine._prev_image = _flat(h, w, _BLUE)
     assert engine._looks_now(d) is None
+
+
+
+@functools.lru_cache(maxsize=1)
+def _hard_640(seed: int):
+    """The hard scene at 640x480 and 30 fps: ``(scene, frames, ground truths)``."""
+    scene = hard_scene(640, 480, fps=30, seed=seed)
+    frames, gts = zip(*[scene.render(i) for i in range(scene.num_frames)])
+    return scene, frames, gts
+
+
+@pytest.mark.parametrize("first_look", [True, False])
+def test_a_lost_object_coming_back_into_view_is_shown_before_an_encode_finds_it(first_look):
+    # The CPU preset live on two cores: encodes land 42 frames (1.4 s) after they start, so the
+    # one that finds the leaving object again started after it came back, and lands 1.4 s
+    # later. Meanwhile the edge it left by is watched by its colours; where something there
+    # looks like it, a first look (GrabCut) shows it under its old id, still lost.
+    from realtime_sam.tracking.association import mask_to_box
+
+    scene, frames, gts = _hard_640(1)
+    engine = Engine.from_config(
+        load_config("cpu", [f"engine.first_look={str(first_look).lower()}"]), runner=GroundTruthOracle(lambda i: gts[i], frames)
+    )
+    worker = _DelayedWorker(42)
+    engine.attach_worker(worker.submit)
+    leaving = scene.leaving_object
+    tid = engine.add_object(ObjectPrompt(box=tuple(float(v) for v in mask_to_box(gts[0][leaving]))))  # type: ignore[arg-type]
+    shown = []
+    for i, image in enumerate(frames):
+        worker.now = i
+        result = engine.process(Frame(i, image, i / 30.0, time.monotonic()))
+        shown.append(next((t for t in result.tracks if t.track_id == tid), None))
+    assert all(t is not None for t in shown[42:])  # from its prompt's landing on (before it, too, with a first look)
+    truth = [g[leaving] for g in gts]
+    areas = np.array([t.sum() for t in truth])
+    half = next(i for i in range(scene.out_of_frame.stop, len(truth)) if areas[i] >= 0.5 * np.median(areas[areas > 0]))
+    assert any(t.state is TrackState.LOST for t in shown[scene.out_of_frame.start:half])
+    # Nothing is shown for it while it is out of view (no look-alike taken for it).
+    assert not any(shown[i].state is TrackState.TENTATIVE for i in scene.out_of_frame)  # type: ignore[union-attr]
+    back = next((i for i in range(half, len(truth)) if _iou(shown[i].mask, truth[i]) >= 0.5), None)
+    if first_look:
+        assert back is not None and back - half <= 15, (half, back)  # within half a second
+        assert shown[back].state is TrackState.TENTATIVE  # a first look: no encode found it yet
+        assert np.mean([_iou(shown[i].mask, truth[i]) for i in range(back, back + 30)]) > 0.7
+    else:
+        assert back is None or back - half > 30, (half, back)  # only when an encode found it
+

@@ -31,7 +31,10 @@ own motion since). Then they are associated as usual.
 Discovery still encodes at once, on the current frame. Until a new object's
 encode lands, the object is shown by a first look at it
 (:mod:`~realtime_sam.tracking.first_look`: its box's region segmented by
-its colours), moved by flow like the tracks and replaced by the decoded mask.
+its colours), moved by flow like the tracks and replaced by the decoded mask;
+so is a lost object seen coming back through the edge it left by (the band
+along that edge is searched by its colours every few frames), until an
+encode finds it.
 
 The engine is model-agnostic and imports no torch: it talks to a
 :class:`~realtime_sam.tracking.model_runner.ModelRunner` (implementations in
@@ -129,7 +132,10 @@ class EngineConfig:
             shown at once, until its encode lands, by a rough mask made from the
             frame's colours inside the box (:func:`~realtime_sam.tracking.first_look.first_look`,
             10-20 ms): state ``TENTATIVE``, score 0, moved by optical flow like the
-            tracks, then replaced by the decoded mask under the same id.
+            tracks, then replaced by the decoded mask under the same id. Likewise a
+            lost track coming back into view through the edge it left by, found there
+            by its colours between encodes (``Engine._watch_edges``), until an encode
+            finds it.
     """
 
     reencode_every: int = 5
@@ -157,6 +163,10 @@ _MEASURED_VISIBLE = 0.8
 
 # A mask whose box grows more than this in one frame has picked up stray islands.
 _MAX_GROWTH = 2.0
+
+# With background encodes, the edge a lost track left by is watched every this many processed
+# frames for it coming back (see Engine._watch_edges).
+_WATCH_EVERY = 3
 
 
 def _same_size(box_then, box_now) -> np.ndarray:
@@ -213,7 +223,8 @@ def _reserved_id(prompt: ObjectPrompt) -> int | None:
 
 @dataclass
 class _FirstLook:
-    """A new object shown before its encode lands (see :mod:`~realtime_sam.tracking.first_look`).
+    """An object shown before an encode decodes it (see :mod:`~realtime_sam.tracking.first_look`):
+    a new object, or a lost one seen coming back into view (``since``: the frame it was seen on).
 
     ``mask`` is ``HxW bool`` on the current frame, ``box`` its ``XYXY`` box.
     """
@@ -221,6 +232,7 @@ class _FirstLook:
     mask: np.ndarray
     box: np.ndarray
     label: str | None
+    since: int | None = None  # a lost track's: the frame it was seen coming back on
 
     def result(self, track_id: int) -> TrackResult:
         return TrackResult(track_id, self.mask, tuple(float(v) for v in self.box), 0.0, TrackState.TENTATIVE, self.label)
@@ -324,6 +336,7 @@ class Engine:
         self._pending: list[ObjectPrompt] = []
         # Reserved id -> first look at a new object whose encode is in flight (shown till it lands).
         self._first_looks: dict[int, _FirstLook] = {}
+        self._since_watch = 0  # frames processed since the edges were last watched for lost tracks
         self._auto = config.auto
         self._prev_image: np.ndarray | None = None
         self._since_encode: int | None = None
@@ -655,6 +668,7 @@ class Engine:
         tracker.update(detections + refined, frame.index, candidates, self._whole_masks())
         name_tracks(tracker.tracks(), candidates, tracker.config.match_iou_thresh)
         self._start_tracks(new_objects, frame.index)
+        self._end_lost_looks(frame.index)
         self._update_order()
         timings["associate"] = (time.perf_counter() - t) * 1e3
 
@@ -688,7 +702,87 @@ class Engine:
                 t = time.perf_counter()
                 self._look_first(frame.image, plan.later)
                 timings["first_look"] = (time.perf_counter() - t) * 1e3
+        self._since_watch += 1
+        if self.config.first_look and self._since_watch >= _WATCH_EVERY:
+            self._since_watch = 0
+            t = time.perf_counter()
+            if self._watch_edges(frame):
+                timings["first_look"] = timings.get("first_look", 0.0) + (time.perf_counter() - t) * 1e3
         return landed
+
+    def _watch_edges(self, frame: Frame) -> bool:
+        """Look for lost tracks coming back into view through the edge they left by; True if any were looked for.
+
+        Live on a CPU the encode that finds such an object lands 1-1.5 s after
+        it started, and the one running when the object came back started
+        before: it is found 1.5-3 s after it came back. Meanwhile the band of
+        one object size along that edge is searched by the track's colours
+        (:func:`~realtime_sam.tracking.appearance.search_boxes`, a few ms), and
+        where a window looks like it, a first look at it there (GrabCut in the
+        window) is shown under the track's id, when its pixels look like the
+        track (``tracker.search_appearance``: at 0.5, look-alikes along the
+        edge were shown while the object was away) and it is at most twice the
+        track's whole size. (Asking the look to touch that edge as well
+        measured no different.)
+        The look is taken again the same way every few frames, within one
+        object size of where it was (sparse flow seldom follows a sliver at
+        the edge). The track itself stays lost until an encode finds it; an
+        encode that started after the look and did not find it ends the look.
+        (Putting the lost track's motion model where the look is, so that the
+        next encode prompts it there, measured no better: the search finds it.)
+        """
+        tracker = self.tracker
+        image = frame.image
+        size = image.shape[:2]
+        watched = [t for t in tracker.tracks() if t.appearance is not None and tracker.left_view(t)]
+        watched = [t for t in watched if t.id not in self._first_looks or self._first_looks[t.id].since is not None]
+        if not watched:
+            return False
+        need = tracker.config.search_appearance
+        frame_box = [size[1], size[0], size[1], size[0]]
+        for t in watched:
+            look = self._first_looks.get(t.id)
+            extent = t.full_size if t.full_size is not None else t.lost_box[2:] - t.lost_box[:2]  # type: ignore[index]
+            w, h = float(extent[0]), float(extent[1])
+            if look is None:
+                region = tracker.search_region(t, tracker.frame, grown=False)
+                if region is None or region.shape != size:
+                    continue
+            else:
+                region = np.zeros(size, bool)
+                x0, y0, x1, y1 = (int(v) for v in np.clip(look.box + np.array([-w, -h, w, h]), 0, frame_box))
+                region[y0:y1, x0:x1] = True
+            outside = ~region  # and what the others hold: not this one
+            for o in tracker.tracks():
+                if o.state != TrackState.LOST and o.mask is not None and o.mask.shape == size:
+                    outside |= o.mask
+            for tid, fl in self._first_looks.items():
+                if tid != t.id:
+                    outside |= fl.mask
+            for box in search_boxes(image, t.appearance, (w, h), exclude=outside, count=1, partly_out=True):  # type: ignore[arg-type]
+                # The window itself (the object's size where its colours are), not grown as for a
+                # decoder's prompt: GrabCut's first look is the window's ellipse where it cuts nothing.
+                mask = first_look(image, ObjectPrompt(box=tuple(float(v) for v in box)))  # type: ignore[arg-type]
+                b = mask_to_box(mask) if mask is not None else None
+                if mask is None or b is None:
+                    continue
+                if b[2] - b[0] > 2 * w or b[3] - b[1] > 2 * h:
+                    continue  # larger than the object
+                if similarity(t.appearance, appearance_of(image, mask)) < need:
+                    continue
+                since = frame.index if look is None else look.since
+                self._first_looks[t.id] = _FirstLook(mask, np.asarray(b, dtype=np.float64), t.label, since=since)
+        return True
+
+    def _end_lost_looks(self, job_frame: int | None) -> None:
+        """End the first looks of lost tracks that are gone or found again, and (``job_frame``: the
+        encoded frame that just landed) those an encode of their frame or a later one did not find."""
+        for tid, fl in list(self._first_looks.items()):
+            if fl.since is None:
+                continue
+            t = self.tracker.get(tid)
+            if t is None or t.state != TrackState.LOST or (job_frame is not None and job_frame >= fl.since):
+                del self._first_looks[tid]
 
     def _look_first(self, image: np.ndarray, prompts: Sequence[ObjectPrompt]) -> None:
         """Show the new objects among ``prompts`` at once, by a first look at each (see ``first_look``)."""
@@ -716,8 +810,11 @@ class Engine:
     def _finish(self, frame: Frame, encoded: bool, t_start: float, timings: dict[str, float]) -> FrameResult:
         """Forget frames no encode in flight needs; the tracks visible in ``frame``."""
         self.background.trim()
+        self._end_lost_looks(None)  # a lost track expired meanwhile
         tracks = self.tracker.results(frame.index)
         if self._first_looks:
+            # A lost track seen coming back is shown by its first look instead.
+            tracks = tuple(r for r in tracks if r.track_id not in self._first_looks)
             tracks = tuple(sorted(tracks + tuple(fl.result(tid) for tid, fl in self._first_looks.items()), key=lambda r: r.track_id))
         self._last_tracks = tracks
         timings["total"] = (time.perf_counter() - t_start) * 1e3
@@ -815,6 +912,7 @@ class Engine:
         self.tracker.update(carried + refined, frame_index, found, self._whole_masks())
         name_tracks(self.tracker.tracks(), found, self.tracker.config.match_iou_thresh)
         self._start_tracks([(p, fresh.get(j)) for j, (p, _) in enumerate(new)], frame_index)
+        self._end_lost_looks(job.frame_index)
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
 

@@ -12,7 +12,10 @@ too little of the ellipse (an object that fills its box leaves GrabCut no
 background inside it to tell apart), the ellipse itself is the first look.
 On the first frames of the ten DAVIS sequences, with their ground-truth
 boxes, it scores J 0.55 (the ellipse alone 0.51, the box 0.46); the
-decoder's mask, when it lands, replaces it.
+decoder's mask, when it lands, replaces it. The engine also takes a first
+look at a lost object coming back into view through the edge it left by,
+in the window where the band along that edge looks most like it
+(``Engine._watch_edges``).
 
 Conventions: images ``HxWx3 uint8`` BGR; masks ``HxW bool``; boxes ``XYXY``
 float source pixels.
