@@ -88,6 +88,7 @@ from realtime_sam.tracking.propagation import (
     WorkFrame,
 )
 from realtime_sam.tracking.tracks import (
+    _FAR_LOOK,
     Detection,
     IdCounter,
     Tracker,
@@ -167,6 +168,10 @@ _MAX_GROWTH = 2.0
 # With background encodes, the edge a lost track left by is watched every this many processed
 # frames for it coming back (see Engine._watch_edges).
 _WATCH_EVERY = 3
+# ... when its whole size covers at least this share of the frame: a smaller object has too
+# few colours to tell from look-alikes (the hard scene's 35 px object was "seen" on them for
+# 159 frames in two clips, where the larger ones never were).
+_WATCH_MIN_AREA = 0.01
 
 
 def _same_size(box_then, box_now) -> np.ndarray:
@@ -715,26 +720,37 @@ class Engine:
 
         Live on a CPU the encode that finds such an object lands 1-1.5 s after
         it started, and the one running when the object came back started
-        before: it is found 1.5-3 s after it came back. Meanwhile the band of
-        one object size along that edge is searched by the track's colours
-        (:func:`~realtime_sam.tracking.appearance.search_boxes`, a few ms), and
-        where a window looks like it, a first look at it there (GrabCut in the
-        window) is shown under the track's id, when its pixels look like the
-        track (``tracker.search_appearance``: at 0.5, look-alikes along the
-        edge were shown while the object was away) and it is at most twice the
-        track's whole size. (Asking the look to touch that edge as well
-        measured no different.)
-        The look is taken again the same way every few frames, within one
-        object size of where it was (sparse flow seldom follows a sliver at
-        the edge). The track itself stays lost until an encode finds it; an
-        encode that started after the look and did not find it ends the look.
-        (Putting the lost track's motion model where the look is, so that the
-        next encode prompts it there, measured no better: the search finds it.)
+        before: it was found 1.5-3 s after it came back, or not at all.
+        Meanwhile, for a track whose whole size covers at least 1 % of the
+        frame (a smaller one has too few colours to tell from look-alikes):
+
+        * where it may be by now (:meth:`~realtime_sam.tracking.tracks.Tracker.search_region`:
+          the band of one object size along that edge, widened by what it may
+          have travelled since an encode last looked) is searched by its
+          colours (:func:`~realtime_sam.tracking.appearance.search_boxes`, a few ms);
+        * a first look (GrabCut) in the best window is shown under the track's
+          id when its pixels look like the track (``tracker.search_appearance``;
+          beyond the band 0.1 more, as the tracker asks of the search's masks
+          there) and it is at most twice the track's whole size;
+        * the look is taken again every few frames within one object size of
+          where it was (sparse flow seldom follows a sliver at the edge).
+
+        The track stays lost until an encode finds it; an encode that started
+        after the look and did not find it ends the look. Measured and dropped
+        (README, Tracking quality): looks 0.5 alike (look-alikes along the edge
+        shown while the object was away), the band alone (played live, the
+        object was in beyond it by the time it looked alike enough), putting the
+        lost track's motion model at its look (no better: the search finds it).
         """
         tracker = self.tracker
         image = frame.image
         size = image.shape[:2]
-        watched = [t for t in tracker.tracks() if t.appearance is not None and tracker.left_view(t)]
+        least = _WATCH_MIN_AREA * size[0] * size[1]
+        watched = [
+            t for t in tracker.tracks()
+            if t.appearance is not None and tracker.left_view(t)
+            and t.full_size is not None and float(t.full_size[0] * t.full_size[1]) >= least
+        ]
         watched = [t for t in watched if t.id not in self._first_looks or self._first_looks[t.id].since is not None]
         if not watched:
             return False
@@ -742,10 +758,11 @@ class Engine:
         frame_box = [size[1], size[0], size[1], size[0]]
         for t in watched:
             look = self._first_looks.get(t.id)
-            extent = t.full_size if t.full_size is not None else t.lost_box[2:] - t.lost_box[:2]  # type: ignore[index]
-            w, h = float(extent[0]), float(extent[1])
+            w, h = float(t.full_size[0]), float(t.full_size[1])  # type: ignore[index]
+            near = None  # where it most likely is (the band): beyond it, it must look more alike
             if look is None:
-                region = tracker.search_region(t, tracker.frame, grown=False)
+                region = tracker.search_region(t, tracker.frame, grown=True)
+                near = tracker.search_region(t, tracker.frame, grown=False)
                 if region is None or region.shape != size:
                     continue
             else:
@@ -768,7 +785,9 @@ class Engine:
                     continue
                 if b[2] - b[0] > 2 * w or b[3] - b[1] > 2 * h:
                     continue  # larger than the object
-                if similarity(t.appearance, appearance_of(image, mask)) < need:
+                cx, cy = min(int((box[0] + box[2]) / 2), size[1] - 1), min(int((box[1] + box[3]) / 2), size[0] - 1)
+                far = near is not None and not near[cy, cx]
+                if similarity(t.appearance, appearance_of(image, mask)) < need + (_FAR_LOOK if far else 0.0):
                     continue
                 since = frame.index if look is None else look.since
                 self._first_looks[t.id] = _FirstLook(mask, np.asarray(b, dtype=np.float64), t.label, since=since)
