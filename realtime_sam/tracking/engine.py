@@ -756,6 +756,7 @@ class Engine:
             return False
         need = tracker.config.search_appearance
         frame_box = [size[1], size[0], size[1], size[0]]
+        taken = self._taken(size)  # what the visible tracks hold: not a lost one
         for t in watched:
             look = self._first_looks.get(t.id)
             w, h = float(t.full_size[0]), float(t.full_size[1])  # type: ignore[index]
@@ -769,11 +770,8 @@ class Engine:
                 region = np.zeros(size, bool)
                 x0, y0, x1, y1 = (int(v) for v in np.clip(look.box + np.array([-w, -h, w, h]), 0, frame_box))
                 region[y0:y1, x0:x1] = True
-            outside = ~region  # and what the others hold: not this one
-            for o in tracker.tracks():
-                if o.state != TrackState.LOST and o.mask is not None and o.mask.shape == size:
-                    outside |= o.mask
-            for tid, fl in self._first_looks.items():
+            outside = ~region if taken is None else ~region | taken
+            for tid, fl in self._first_looks.items():  # nor what the other looks hold
                 if tid != t.id:
                     outside |= fl.mask
             for box in search_boxes(image, t.appearance, (w, h), exclude=outside, count=1, partly_out=True):  # type: ignore[arg-type]
@@ -956,6 +954,15 @@ class Engine:
             return None
         return dataclass_replace(d, appearance=looks) if now > similarity(track.appearance, d.appearance) else d
 
+    def _taken(self, size: tuple[int, ...]) -> np.ndarray | None:
+        """``HxW bool``: what the tracks that are not lost cover now (their masks of frame size
+        ``size``), or ``None`` when none does: where a lost object is not looked for."""
+        taken = None
+        for t in self.tracker.tracks():
+            if t.state != TrackState.LOST and t.mask is not None and t.mask.shape == tuple(size):
+                taken = t.mask.copy() if taken is None else taken | t.mask
+        return taken
+
     def _whole_masks(self) -> dict[int, np.ndarray]:
         """``{track id: HxW bool}`` the whole (amodal) masks of tracks partly hidden behind
         others at the last propagation (dense flow), for :meth:`Tracker.update`."""
@@ -1065,9 +1072,7 @@ class Engine:
         lost = [t for p in live if (t := tracker.get(p.track_id)) is not None and t.state == TrackState.LOST]
         lost = [t for t in lost if t.appearance is not None]
         if tracker.config.search_candidates > 0 and lost:
-            for t in tracker.tracks():
-                if t.state != TrackState.LOST and t.mask is not None and t.mask.shape == tuple(size):
-                    taken = t.mask.copy() if taken is None else taken | t.mask
+            taken = self._taken(tuple(size))
             for t in lost:
                 region = tracker.search_region(t, tracker.frame)
                 if region is None or region.shape != tuple(size):

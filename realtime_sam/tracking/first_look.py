@@ -88,10 +88,8 @@ def first_look(image: np.ndarray, prompt: ObjectPrompt) -> np.ndarray | None:
     except cv2.error:
         pass  # too few pixels of one kind to model (a box at the frame's edge, a flat frame): the ellipse
     whole = cv2.resize(kept.astype(np.uint8), (X1 - X0, Y1 - Y0), interpolation=cv2.INTER_LINEAR) > 0
+    # Only the box's part: what it marks outside the box is not what the user boxed.
+    u0, v0, u1, v1 = int(x0), int(y0), int(np.ceil(x1)), int(np.ceil(y1))
     mask = np.zeros((h, w), dtype=bool)
-    mask[Y0:Y1, X0:X1] = whole
-    # What it marks outside the box is not what the user boxed.
-    outside = np.ones((h, w), dtype=bool)
-    outside[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = False
-    mask[outside] = False
+    mask[v0:v1, u0:u1] = whole[v0 - Y0:v1 - Y0, u0 - X0:u1 - X0]
     return mask if mask.any() else None
