@@ -88,6 +88,7 @@ from realtime_sam.testing.synthetic import (  # noqa: E402
 )
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.tracking.engine import Engine, EngineConfig, ModelRunner  # noqa: E402
+from realtime_sam.tracking.propagation import PropagationConfig  # noqa: E402
 from realtime_sam.tracking.tracks import TrackerConfig  # noqa: E402
 from realtime_sam.types import FrameResult, ObjectPrompt, TrackState  # noqa: E402
 
@@ -130,6 +131,9 @@ class BenchConfig:
     size: tuple[int, int] = (640, 480)  # (width, height)
     live: bool = True  # the rounds paced as a 30 fps camera (section 4 of the module docstring)
     scene: str = "standard"  # the synthetic clip: "standard" (easy) or "hard" (realtime_sam.testing.hard_scene)
+    # How the engine moves masks between encodes (propagation.method): "dense", "flow" or "none".
+    # Flow runs on the CPU on every frame; on a GPU encoding every frame, the gpu preset uses none.
+    propagation: str = "dense"
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
@@ -142,6 +146,8 @@ class BenchConfig:
             raise ValueError("--objects must be in 1..8")
         if self.scene not in ("standard", "hard"):
             raise ValueError("--scene must be standard or hard")
+        if self.propagation not in ("dense", "flow", "none"):
+            raise ValueError("--propagation must be dense, flow or none")
         if min(self.size) < 64:
             raise ValueError("--size must be at least 64x64")
 
@@ -416,6 +422,7 @@ def run_engine(
     background: bool = False,
     keep: list[tuple[int, dict[int, np.ndarray]]] | None = None,
     realtime: bool = False,
+    propagation: str = "dense",
 ) -> None:
     """One round of the engine over ``clip`` (every frame, headless); appends to ``into``.
 
@@ -425,8 +432,12 @@ def run_engine(
     ``(frame index, {track id: np.packbits(mask, axis=-1)})``.
     ``realtime``: play the file as a live camera at its frame rate (frames
     the engine is too slow for are dropped).
+    ``propagation``: ``propagation.method`` (``"dense"``, ``"flow"`` or ``"none"``).
     """
-    engine = Engine(runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=TrackerConfig())
+    engine = Engine(
+        runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=TrackerConfig(),
+        propagation_config=PropagationConfig(method=propagation),  # type: ignore[arg-type]
+    )
     for b in boxes:
         engine.add_object(ObjectPrompt(box=b))  # type: ignore[arg-type]
     source = open_source(clip)
@@ -570,7 +581,8 @@ def _report(
         "",
         f"**End to end**, {cfg.size[0]}x{cfg.size[1]} {cfg.scene} synthetic clip, {cfg.frames} frames "
         f"(naive: the first {cfg.naive_frames or cfg.frames}), {cfg.objects} objects "
-        f"(box prompts at frame 0), median of {cfg.repeats} rounds, every frame; latency = processing time per frame; "
+        f"(box prompts at frame 0), propagation `{cfg.propagation}`, median of {cfg.repeats} rounds, every frame; "
+        "latency = processing time per frame; "
         "mean IoU of the engine's masks with the ground truth (perfect decoder over the real model)",
         "",
         "| method | FPS | x naive | latency mean ms | p50 ms | max ms | x naive (mean) | encodes / frame | masks / frame | mean IoU |",
@@ -645,7 +657,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
 
         def engine_round(into: RunTiming, n: int, background: bool) -> None:
             kept: list[tuple[int, dict[int, np.ndarray]]] = []
-            run_engine(oracle, clip, boxes, n, into, background=background, keep=kept)
+            run_engine(oracle, clip, boxes, n, into, background=background, keep=kept, propagation=cfg.propagation)
             into.quality = into.quality or Quality()
             score_quality(scene, kept, into.quality)
 
@@ -672,7 +684,9 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
                 background, n = name.startswith("bg"), int(name.removeprefix("bg"))
                 kept: list[tuple[int, dict[int, np.ndarray]]] = []
                 timing = RunTiming()
-                run_engine(oracle, clip, boxes, n, timing, background=background, keep=kept, realtime=True)
+                run_engine(
+                    oracle, clip, boxes, n, timing, background=background, keep=kept, realtime=True, propagation=cfg.propagation
+                )
                 q = live[name] = Quality(
                     fps=timing.fps[-1], processed=len(kept) / len(index_of), encodes=timing.encodes[-1],
                     first_mask_s=timing.first_mask_s[-1],
@@ -735,6 +749,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="synthetic clip: standard (flat shapes, still camera) or hard (photo textures, moving camera, "
         "deforming objects, crossings, an object leaving the frame; the first --frames of 10 s, up to 5 objects)",
     )
+    p.add_argument(
+        "--propagation", choices=("dense", "flow", "none"), default=d.propagation,
+        help="how the engine moves masks between encodes (propagation.method; the gpu preset, encoding every frame, uses none)",
+    )
     p.add_argument("--no-live", action="store_true", help="skip the rounds with the clip paced as a 30 fps camera")
     p.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = p.parse_args(argv)
@@ -753,6 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             size=tuple(args.size),  # type: ignore[arg-type]
             live=not args.no_live,
             scene=args.scene,
+            propagation=args.propagation,
         )
     except ValueError as exc:
         p.error(str(exc))

@@ -6,6 +6,7 @@
     python scripts/eval_vos.py --network none --no-live          # tracking quality only, fast
     python scripts/eval_vos.py --root DAVIS --sequences goat,camel --reencode 1,5 --json out.json
     python scripts/eval_vos.py --set tracker.max_lost_frames=60 --save-masks masks/
+    python scripts/eval_vos.py --reverse --network none --no-live  # every sequence played backwards
 
 **Data** (``--root``, default ``../shared/davis``), either layout:
 
@@ -220,8 +221,14 @@ def _read_label(path: Path) -> np.ndarray:
         return np.asarray(im).astype(np.uint16 if im.mode.startswith("I") else np.uint8)
 
 
-def load_sequence(root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0) -> VosSequence:
-    """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0)."""
+def load_sequence(
+    root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0, reverse: bool = False
+) -> VosSequence:
+    """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0).
+
+    ``reverse``: the sequence (its first ``max_frames``) played backwards, frames and masks
+    in reverse order: a clip the tracker was not tuned on, from the same footage.
+    """
     frames: list[np.ndarray] = []
     if video is not None:
         from realtime_sam.capture.sources import open_source
@@ -253,7 +260,10 @@ def load_sequence(root: Path, name: str, video: Path | None, *, max_frames: int 
     labels = [_read_label(p) for p in ann[:n]]
     if labels[0].shape != frames[0].shape[:2]:
         raise EvalError(f"sequence {name}: annotations are {labels[0].shape[::-1]} but frames {frames[0].shape[1::-1]}")
-    return VosSequence(name, frames[:n], labels, fps)
+    frames = frames[:n]
+    if reverse:
+        frames, labels = frames[::-1], labels[::-1]
+    return VosSequence(name, frames, labels, fps)
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -853,6 +863,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, repeatable (applies to every engine configuration)")
     p.add_argument("--max-frames", type=int, default=0, help="cut every sequence to its first K frames")
+    p.add_argument(
+        "--reverse", action="store_true",
+        help="play every sequence backwards (new clips for the tracker from the same footage)",
+    )
     p.add_argument("--fps", type=float, default=24.0, help="frame rate of JPEG sequences (default 24)")
     p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     p.add_argument("--save-masks", type=Path, default=None, help="write per-frame masks as DAVIS PNGs under this folder")
@@ -919,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm = False
         for name in names:
             t = time.perf_counter()
-            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps)
+            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse)
             log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
             oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
             if inner is not None and not warm:
@@ -949,6 +963,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         payload = {
             "root": str(args.root), "network": args.network, "sequences": names, "max_frames": args.max_frames,
+            "reverse": args.reverse,
             "configurations": results,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -404,3 +404,29 @@ def test_a_mask_that_spills_over_its_prompt_box_is_decoded_again_with_the_box_ex
         r = engine.process(Frame(i, image, i / 25.0, time.monotonic()))
         ious[i] = _iou(r.tracks[0].mask, gt[1]) if r.tracks else 0.0
     assert all(ious[i] > 0.95 for i in (0, 5, 10, 15)), ious  # every encode: the whole object
+
+
+def test_the_gpu_preset_decodes_every_frame_and_spends_nothing_on_optical_flow(monkeypatch):
+    # Flow runs on the CPU on every frame, encoded or not: dense flow there would hold a GPU
+    # to a few frames per second (README, Performance). Encoding every frame, masks need none.
+    from realtime_sam.config import load_config
+    from realtime_sam.tracking import dense_flow, propagation
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("optical flow ran")
+
+    monkeypatch.setattr(propagation.cv2, "calcOpticalFlowPyrLK", no_flow)
+    monkeypatch.setattr(dense_flow.cv2, "DISOpticalFlow_create", no_flow)
+    scene = crossing_scene(320, 240, num_frames=30, occluded_frames=4)
+    runner = GroundTruthRunner(scene)
+    engine = Engine.from_config(load_config("gpu", ["model.device=cpu"]), runner=runner)
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+    for r, gt in _run(engine, runner, scene, range(30)):
+        assert r.encoded
+        for t in r.tracks:
+            visible = gt.get(int(t.label))
+            if t.state is TrackState.CONFIRMED and visible is not None and visible.sum() > 50:
+                assert _iou(t.mask, visible) > 0.8, (r.index, t.label)
+    assert {t.label for t in r.tracks if t.state is TrackState.CONFIRMED} == {str(o) for o in gt0}

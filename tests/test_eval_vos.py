@@ -311,6 +311,26 @@ def test_end_to_end_on_a_davis_layout_folder(tmp_path, capsys):
     assert len(list((tmp_path / "masks" / "flow-N5" / "one").glob("*.png"))) == 12
 
 
+def test_reverse_plays_each_sequence_backwards(tmp_path, capsys):
+    _write_davis(tmp_path / "data")
+    root = tmp_path / "data"
+    fwd = ev.load_sequence(root, "two", None)
+    back = ev.load_sequence(root, "two", None, reverse=True)
+    assert len(back) == len(fwd) == 12
+    for i in range(12):
+        assert np.array_equal(back.frames[i], fwd.frames[11 - i]) and np.array_equal(back.labels[i], fwd.labels[11 - i])
+    # Object 2 is hidden in frames 5-6 forwards, so in frames 5-6 backwards too; object 1's
+    # disk now moves left, and the engine follows it (its prompt: its box on the last frame).
+    out = tmp_path / "out.json"
+    assert ev.main(["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "", "--reverse", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["reverse"] is True
+    two = res["configurations"]["engine N=5"]["sequences"]["two"]
+    (event,) = two["reacquisition"]
+    assert event["gone"] == [5, 6]
+    assert two["objects"]["1"]["J"] > 0.8
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     assert ev.main(["--root", str(tmp_path / "nope"), "--no-live"]) == 2
     assert "data folder not found" in capsys.readouterr().err

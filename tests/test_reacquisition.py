@@ -203,6 +203,29 @@ def test_a_lost_track_does_not_take_a_mask_more_than_twice_its_size():
     assert tr.get(tid).state is TrackState.CONFIRMED
 
 
+def _outline(h, w, x0, y0, x1, y1, t=2):
+    """The ``t`` px outline of a rectangle: an object that fills little of its box."""
+    return _rect(h, w, x0, y0, x1, y1) & ~_rect(h, w, x0 + t, y0 + t, x1 - t, y1 - t)
+
+
+@pytest.mark.parametrize("searched", [False, True])
+@pytest.mark.parametrize("filled, taken", [(True, False), (False, True)])
+def test_a_lost_track_does_not_take_a_mask_of_many_times_its_area_within_twice_its_box(searched, filled, taken):
+    # DAVIS libby played backwards: the lost dog (5657 px in a box of 144x163) was taken back
+    # as a 47568 px background segment whose box, 193x287, is within twice the dog's each way.
+    h, w = 160, 200
+    red = _flat(h, w, _RED)
+    ring = _outline(h, w, 80, 60, 120, 100)  # 40x40 box, 304 px
+    tr = Tracker(TrackerConfig(max_lost_frames=50, max_area_change=100.0, match_iou_thresh=0.1))
+    tid = tr.add(Detection(ring, (80, 60, 120, 100), 0.95, appearance=appearance_of(red, ring)), 0)
+    tr.update([], 1)
+    assert tr.get(tid).state is TrackState.LOST
+    box = (70, 50, 130, 110)  # 1.5 times as large each way
+    mask = _rect(h, w, *box) if filled else _outline(h, w, *box)  # 3600 px (12x) or 464 px
+    tr.update([Detection(mask, box, 0.95, source_track=tid, appearance=appearance_of(red, mask), searched=searched)], 2)
+    assert (tr.get(tid).state is TrackState.CONFIRMED) == taken
+
+
 def test_a_lost_track_waits_at_its_whole_size_where_it_left():
     h, w = 100, 120
     tr = Tracker(TrackerConfig(max_lost_frames=50))

@@ -364,6 +364,7 @@ class Track:
         full_size: ``(w, h)`` of its last decoded box not cut by the frame's edge
             nor by an object in front (the size it is looked for at while lost),
             or ``None``.
+        full_area: the mask area (pixels) of that decode, or ``0``.
         lost_box, lost_speed: while lost, its last box and speed (pixels per
             frame) when it was lost: where the search may find it (:meth:`Tracker.search_region`).
         looked_at: while lost, the frame of the last update that did not find it.
@@ -372,7 +373,7 @@ class Track:
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
-        "appearance", "full_size", "lost_box", "lost_speed", "looked_at",
+        "appearance", "full_size", "full_area", "lost_box", "lost_speed", "looked_at",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -399,6 +400,7 @@ class Track:
         self.label: str | None = None
         self.appearance: np.ndarray | None = None
         self.full_size: np.ndarray | None = None
+        self.full_area = 0.0
 
     @property
     def age(self) -> int:
@@ -730,7 +732,7 @@ class Tracker:
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
                 if t.state == TrackState.LOST:
                     # Nor more than twice its whole size (a background segment around it).
-                    plausible[r] &= np.array([self._whole_size(t, b, smaller=True) for b in boxes])
+                    plausible[r] &= np.array([self._whole_size(t, b, a, smaller=True) for b, a in zip(boxes, areas)])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
         # Whose object a mask is, judged on hidden tracks' whole masks too: a track whose
         # mask drifted onto another object that it hides (a lost small object's, say) would
@@ -763,7 +765,7 @@ class Tracker:
             if d.searched:
                 # Its size is checked against the object's whole size, not the reference
                 # area: that shrank with the sliver the object was when it left the view.
-                if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j]):
+                if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j], float(areas[j])):
                     look = similarity(live[r].appearance, d.appearance)
                     if r not in regions:
                         regions[r] = (
@@ -923,7 +925,7 @@ class Tracker:
         t.mask = d.mask
         t.box = np.asarray(box, dtype=np.float64).copy()
         if whole_seen:
-            self._note_size(t, t.box, flowed)
+            self._note_size(t, t.box, flowed, area)
         t.score = d.score
         if d.logits is not None:
             t.logits = np.asarray(d.logits, dtype=np.float32)
@@ -964,7 +966,7 @@ class Tracker:
             if t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > limit:
                 del self._tracks[t.id]
 
-    def _note_size(self, t: Track, box: np.ndarray, flowed: np.ndarray | None = None) -> None:
+    def _note_size(self, t: Track, box: np.ndarray, flowed: np.ndarray | None = None, area: float = 0.0) -> None:
         """Remember a decoded box's size as the object's whole size, unless the frame's edge
         cuts it or it is much smaller than the object should be.
 
@@ -989,7 +991,7 @@ class Tracker:
         else:
             ref = t.full_size
         if ref is None or size.prod() >= 0.85 * ref.prod():
-            t.full_size = size
+            t.full_size, t.full_area = size, float(area)
 
     def _reference_mask(self, t: Track) -> np.ndarray | None:
         """The track's mask moved to its predicted position (``None`` without a mask)."""
@@ -1027,12 +1029,17 @@ class Tracker:
                 kept.append(k)
         return {rows[k]: pairs[rows[k]] for k in kept}
 
-    def _whole_size(self, t: Track, box: np.ndarray, *, smaller: bool = False) -> bool:
+    def _whole_size(self, t: Track, box: np.ndarray, area: float = 0.0, *, smaller: bool = False) -> bool:
         """Whether ``box`` is within a factor 2 of the track's whole size in both sides
         (less where the frame's edge cuts it: an object coming back is half out of view;
-        any less with ``smaller``: at most twice its size)."""
+        any less with ``smaller``: at most twice its size), and a mask of ``area`` pixels at
+        most four times the area of the decode that size was noted from (twice as large each
+        way). A box alone let a background segment through: on DAVIS libby played backwards
+        the lost dog (5657 px, 144x163) was taken back as a 47568 px region of 193x287."""
         if t.full_size is None:
             return True
+        if area > 0.0 and t.full_area > 0.0 and area > 4.0 * t.full_area:
+            return False
         w, h = box[2] - box[0], box[3] - box[1]
         low = 0.0 if smaller else 0.1 if self._shape is not None and any(box_edges(box, self._shape)) else 0.5
         return bool(low * t.full_size[0] <= w <= 2 * t.full_size[0] and low * t.full_size[1] <= h <= 2 * t.full_size[1])
