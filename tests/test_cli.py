@@ -280,7 +280,17 @@ def test_mots_masks_from_suffix_and_no_prompts(run, capsys, small_clip, tmp_path
 
 def test_headless_without_outputs_says_nothing_is_saved(run, capsys, small_clip):
     assert run("--headless", "--source", str(small_clip), "--max-frames", "2") == 0
-    assert "nothing is saved" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nothing is saved" in err
+    assert "made for files" not in err  # a file with the default configuration: as meant
+
+
+@pytest.mark.parametrize("preset, noted", [(None, True), ("cpu", False), ("gpu", False)])
+def test_a_live_source_with_the_file_configuration_is_pointed_to_the_presets(run, capsys, preset, noted):
+    extra = ["--config", preset, "--device", "cpu"] if preset else []
+    assert run("--headless", "--source", LIVE, "--max-frames", "2", *extra) == 0
+    err = capsys.readouterr().err
+    assert ("made for files" in err and "--config cpu" in err) == noted, err
 
 
 def test_live_source_prints_periodic_status(run, capsys, tmp_path):

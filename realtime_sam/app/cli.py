@@ -348,6 +348,13 @@ def _run(args: argparse.Namespace) -> int:
         return _run_on(args, str(clip), default_prompts=demo_prompts())
 
 
+def _made_for_files(config) -> bool:
+    """Whether ``config`` carries masks by dense optical flow between encodes on the calling
+    thread (the default): on a live source the flow alone holds it to a few frames a second."""
+    engine = config.engine
+    return config.propagation.method == "dense" and engine.reencode_every > 1 and not engine.background_encode
+
+
 def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequence[Any] = ()) -> int:
     from realtime_sam.app.ui import WindowError, display_available
     from realtime_sam.capture.sources import open_source
@@ -402,6 +409,11 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             engine.add_object(prompt)
         if not specs and args.headless:
             reporter.line("note: nothing is saved; add --output VIDEO and/or --save-masks PATH")
+        if getattr(source, "live", False) and _made_for_files(config):
+            reporter.line(
+                "note: this configuration is made for files (dense optical flow, 70-160 ms a frame on a CPU, "
+                "and frames wait for each encode); for a camera add --config cpu (no GPU) or --config gpu"
+            )
 
         from realtime_sam.app.pipeline import Pipeline
 
