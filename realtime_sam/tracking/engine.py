@@ -88,7 +88,6 @@ from realtime_sam.tracking.propagation import (
     WorkFrame,
 )
 from realtime_sam.tracking.tracks import (
-    _FAR_LOOK,
     Detection,
     IdCounter,
     Tracker,
@@ -754,7 +753,6 @@ class Engine:
         watched = [t for t in watched if t.id not in self._first_looks or self._first_looks[t.id].since is not None]
         if not watched:
             return False
-        need = tracker.config.search_appearance
         frame_box = [size[1], size[0], size[1], size[0]]
         taken = self._taken(size)  # what the visible tracks hold: not a lost one
         for t in watched:
@@ -781,11 +779,11 @@ class Engine:
                 b = mask_to_box(mask) if mask is not None else None
                 if mask is None or b is None:
                     continue
-                if b[2] - b[0] > 2 * w or b[3] - b[1] > 2 * h:
+                if not tracker.fits_whole_size(t, b, smaller=True):
                     continue  # larger than the object
                 cx, cy = min(int((box[0] + box[2]) / 2), size[1] - 1), min(int((box[1] + box[3]) / 2), size[0] - 1)
                 far = near is not None and not near[cy, cx]
-                if similarity(t.appearance, appearance_of(image, mask)) < need + (_FAR_LOOK if far else 0.0):
+                if similarity(t.appearance, appearance_of(image, mask)) < tracker.search_need(near=not far):
                     continue
                 since = frame.index if look is None else look.since
                 self._first_looks[t.id] = _FirstLook(mask, np.asarray(b, dtype=np.float64), t.label, since=since)

@@ -732,7 +732,7 @@ class Tracker:
                 plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
                 if t.state == TrackState.LOST:
                     # Nor more than twice its whole size (a background segment around it).
-                    plausible[r] &= np.array([self._whole_size(t, b, a, smaller=True) for b, a in zip(boxes, areas)])
+                    plausible[r] &= np.array([self.fits_whole_size(t, b, a, smaller=True) for b, a in zip(boxes, areas)])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
         # Whose object a mask is, judged on hidden tracks' whole masks too: a track whose
         # mask drifted onto another object that it hides (a lost small object's, say) would
@@ -765,7 +765,7 @@ class Tracker:
             if d.searched:
                 # Its size is checked against the object's whole size, not the reference
                 # area: that shrank with the sliver the object was when it left the view.
-                if live[r].state == TrackState.LOST and self._whole_size(live[r], boxes[j], float(areas[j])):
+                if live[r].state == TrackState.LOST and self.fits_whole_size(live[r], boxes[j], float(areas[j])):
                     look = similarity(live[r].appearance, d.appearance)
                     if r not in regions:
                         regions[r] = (
@@ -778,7 +778,7 @@ class Tracker:
                     # A candidate where it most likely is beats a better-looking one farther off.
                     key = (first is not None and bool(first[cy, cx]), look)
                     # Farther off, more look-alikes: it must look more like the object there.
-                    need = cfg.search_appearance + (0.0 if key[0] else _FAR_LOOK)
+                    need = self.search_need(near=key[0])
                     if (
                         look >= need and key > found.get(r, ((False, -1.0), -1))[0]
                         and region is not None and region[cy, cx]
@@ -1029,7 +1029,13 @@ class Tracker:
                 kept.append(k)
         return {rows[k]: pairs[rows[k]] for k in kept}
 
-    def _whole_size(self, t: Track, box: np.ndarray, area: float = 0.0, *, smaller: bool = False) -> bool:
+    def search_need(self, *, near: bool) -> float:
+        """How alike (:func:`similarity`) a mask found for a lost track must look to be it:
+        ``search_appearance``, and ``_FAR_LOOK`` more beyond the near band of its search
+        region (farther off, more look-alikes)."""
+        return self.config.search_appearance + (0.0 if near else _FAR_LOOK)
+
+    def fits_whole_size(self, t: Track, box: np.ndarray, area: float = 0.0, *, smaller: bool = False) -> bool:
         """Whether ``box`` is within a factor 2 of the track's whole size in both sides
         (less where the frame's edge cuts it: an object coming back is half out of view;
         any less with ``smaller``: at most twice its size), and a mask of ``area`` pixels at
