@@ -290,3 +290,91 @@ def test_a_track_in_front_of_a_larger_one_is_measured_not_coasted():
         ious.append(_iou(out[1].mask, front))
         assert prop.order[0] == 1
     assert min(ious) > 0.8, [round(v, 2) for v in ious]
+
+
+class _CountingFlow:
+    """Wraps a DIS object and counts its calls (and the pixels they ran on)."""
+
+    def __init__(self, dis) -> None:
+        self.dis, self.calls, self.pixels = dis, 0, 0
+
+    def calc(self, a, b, flow):
+        self.calls += 1
+        self.pixels += a.shape[0] * a.shape[1]
+        return self.dis.calc(a, b, flow)
+
+
+def _two_objects(close: bool):
+    """Two textured 40 px squares, the left one moving left, the right one down (close:
+    35 px apart; else in opposite corners), 8 frames of ``(image, left mask, right mask)``."""
+    h, w = 240, 320
+    background, left, right = _texture(h, w, 4), _texture(40, 40, 5), _texture(40, 40, 6)
+    (ly, rx, ry0) = (100, 175, 100) if close else (10, 270, 160)
+    frames = []
+    for i in range(8):
+        img = background.copy()
+        lx, ry = 100 - 2 * i, ry0 + 2 * i
+        img[ly:ly + 40, lx:lx + 40] = left
+        img[ry:ry + 40, rx:rx + 40] = right
+        a = np.zeros((h, w), bool)
+        a[ly:ly + 40, lx:lx + 40] = True
+        b = np.zeros((h, w), bool)
+        b[ry:ry + 40, rx:rx + 40] = True
+        frames.append((img, a, b))
+    return frames
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_objects_close_together_share_one_flow_and_each_follows_its_own_motion(close):
+    # Their crops (each object grown by the motion it may make) mostly overlap: one
+    # flow each way over the union costs less than one per object, at the same
+    # resolution. Far apart, each has its own. (Not on every frame: a stray cell the
+    # per-pixel warp leaves far off may grow a crop to the whole frame.)
+    frames = _two_objects(close)
+    inp = preprocess_shape(240, 320, 1024)
+    prop = DenseFlowPropagator(preset="medium", rigid_tolerance=0.3)
+    counter = _CountingFlow(prop._dis)
+    prop._dis = counter
+    la, lb = mask_logits(frames[0][1], inp), mask_logits(frames[0][2], inp)
+    prev = frames[0][0]
+    for img, a, b in frames[1:]:
+        out = prop.step(prev, img, {1: la, 2: lb})
+        la, lb, prev = out[1].logits, out[2].logits, img
+        assert _iou(out[1].mask, a) > 0.8 and _iou(out[2].mask, b) > 0.8
+    steps = len(frames) - 1
+    # Most frames: one flow each way (two) close together, one per object (four) apart.
+    assert counter.calls < 3 * steps if close else counter.calls > 3 * steps
+
+
+def test_a_shared_crop_is_never_coarser_than_either_objects_own():
+    prop = DenseFlowPropagator(max_side=200)
+    small, near = (100, 100, 180, 180), (120, 90, 200, 170)  # both under 200 px: full resolution
+    assert prop._share([small, near]) == [(100, 90, 200, 180)] * 2
+    # A large crop (shrunk to 200 px) beside a small one: the union would shrink the
+    # small object's flow too, so each keeps its own, however much they overlap.
+    large = (0, 0, 320, 240)
+    assert prop._share([small, large]) == [small, large]
+    # No shared cost saving (far apart): apart.
+    far = (0, 0, 60, 60), (260, 180, 320, 240)
+    assert prop._share(list(far)) == list(far)
+    # Objects that meet are kept apart (who is in front is decided on their own flow).
+    assert prop._share([small, near], apart={(0, 1)}) == [small, near]
+    third = (110, 95, 190, 175)
+    assert prop._share([small, near, third], apart={(0, 1)}) == [(100, 95, 190, 180), near, (100, 95, 190, 180)]
+
+
+def test_objects_that_meet_get_flow_on_crops_of_their_own():
+    # Two squares touching: their crops would share a union at no extra cost, but who is
+    # in front is decided on the flow where they meet, so each keeps its own crop.
+    h, w = 240, 320
+    inp = preprocess_shape(h, w, 1024)
+    img = _texture(h, w, 7)
+    a = np.zeros((h, w), bool)
+    a[100:140, 100:140] = True
+    b = np.zeros((h, w), bool)
+    b[100:140, 145:185] = True
+    prop = DenseFlowPropagator(preset="medium")
+    counter = _CountingFlow(prop._dis)
+    prop._dis = counter
+    prop.step(img, img.copy(), {1: mask_logits(a, inp), 2: mask_logits(b, inp)})
+    assert counter.calls == 4

@@ -411,7 +411,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             reporter.line("note: nothing is saved; add --output VIDEO and/or --save-masks PATH")
         if getattr(source, "live", False) and _made_for_files(config):
             reporter.line(
-                "note: this configuration is made for files (dense optical flow, 70-160 ms a frame on a CPU, "
+                "note: this configuration is made for files (dense optical flow, 45-100 ms a frame on a CPU, "
                 "and frames wait for each encode); for a camera add --config cpu (no GPU) or --config gpu"
             )
 

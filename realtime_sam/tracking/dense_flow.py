@@ -8,7 +8,8 @@ new frame, per pixel, with dense optical flow:
 1. DIS optical flow (OpenCV) between the previous and current frame, both
    ways, on a crop around each object shrunk so its longest side is at most
    ``max_side`` pixels (small objects get full-resolution flow), sampled at
-   the centre of every low-res logit cell;
+   the centre of every low-res logit cell; objects close together share one
+   crop, their union, where that costs no more and is not shrunk more;
 2. forward-backward consistency marks the cells where flow is unreliable
    (occluded or newly revealed pixels, flow errors);
 3. each track gets its own backward displacement field: the dense flow where
@@ -64,12 +65,25 @@ LOWRES = 256  # side of SAM's low-res logits
 _IMG = 1024  # side of SAM's padded input square
 _FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
 _HIDDEN = 0.3  # a track with less than this fraction of its cells clear of the tracks in front of it coasts
+_MEET = 24.0  # pixels: objects whose boxes come this close get flow on crops of their own (see step)
 _DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+
+
+def _near(a, b, pad: float) -> bool:
+    """Whether boxes ``a`` and ``b`` (XYXY, or None) come within ``pad`` pixels of each other."""
+    if a is None or b is None:
+        return False
+    return a[0] - pad < b[2] and b[0] - pad < a[2] and a[1] - pad < b[3] and b[1] - pad < a[3]
+
+
+def _length(v: np.ndarray) -> np.ndarray:
+    """``(..., 2)`` vectors -> their lengths (two products and a sum: ``sum(-1)`` on a last axis of two is slow)."""
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
 
 
 def grid_shape(height: int, width: int) -> tuple[int, int]:
@@ -323,11 +337,22 @@ class DenseFlowPropagator:
             return {}
 
         # The previous logits' extent, per track: flow is computed around each object
-        # (one crop for all of them was measured: cheaper, but it lost an object
-        # passing behind another in the tests' crossing clip).
+        # (one crop for all of them was measured: cheaper, but it lost an object passing
+        # behind another in the tests' crossing clip), once for objects close together
+        # whose crops share their union at no loss of resolution or cost (_share).
+        ids = list(tracks)
+        boxes = [self._box(np.asarray(tracks[tid])[:rows, :cols] > 0, (h, w)) for tid in ids]
+        # Not for objects that meet (or nearly): DIS over a union crop is not the same
+        # numbers, and who is in front, and how one passing behind the other coasts, is
+        # decided on the flow there (the tests' crossing clip lost the one behind).
+        apart = {(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)) if _near(boxes[i], boxes[j], _MEET)}
+        crops = self._share([self._crop(b, (h, w)) for b in boxes], apart)
+        computed: dict[tuple[int, int, int, int], tuple] = {}
         fields = {}
-        for tid, logits in tracks.items():
-            fields[tid] = self._fields(g0, g1, np.asarray(logits)[:rows, :cols] > 0, (h, w))
+        for tid, crop in zip(ids, crops):
+            if crop not in computed:
+                computed[crop] = self._fields(g0, g1, crop, (h, w))
+            fields[tid] = computed[crop]
 
         # Each track's own motion, fitted to its reliable flow away from other tracks (where
         # two overlap, the flow is the front one's).
@@ -469,14 +494,82 @@ class DenseFlowPropagator:
                     ranked.insert(ranked.index(back), front)
         return ranked
 
-    def _fields(self, g0: np.ndarray, g1: np.ndarray, extent: np.ndarray, size: tuple[int, int]):
-        """Flow both ways around one object, at the low-res cells.
+    def _box(self, extent: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float] | None:
+        """The box, source pixels, of the cells ``extent`` (``(rows, cols) bool``); None when empty."""
+        h, w = size
+        rows, cols, _ = self._setup(h, w)
+        cell_x, cell_y = w / cols, h / rows
+        ys, xs = np.nonzero(extent)
+        if not len(xs):
+            return None
+        return xs.min() * cell_x, ys.min() * cell_y, (xs.max() + 1) * cell_x, (ys.max() + 1) * cell_y
 
-        ``g0``, ``g1``: full-size grey frames; ``extent``: ``(rows, cols) bool``
-        cells of the object. The flow runs on a crop around it (grown by the
-        motion it may make), shrunk so its longest side is at most
-        ``max_side``: small objects get full-resolution flow, large ones the
-        same as a whole-frame flow. Returns ``(b, f, tx, ty, reliable,
+    @staticmethod
+    def _crop(box: tuple[float, float, float, float] | None, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` source pixels the flow for one object runs on: its ``box``
+        grown by the motion it may make (the whole frame when it has none)."""
+        h, w = size
+        if box is None:
+            return 0, 0, w, h
+        x0, y0, x1, y1 = box
+        margin = max(48.0, 0.5 * max(x1 - x0, y1 - y0))
+        x0, y0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
+        x1, y1 = min(w, int(math.ceil(x1 + margin))), min(h, int(math.ceil(y1 + margin)))
+        return x0, y0, x1, y1
+
+    def _work(self, crop: tuple[int, int, int, int]) -> tuple[int, int]:
+        """``(width, height)`` the crop is shrunk to for the flow (longest side at most ``max_side``)."""
+        cw, ch = crop[2] - crop[0], crop[3] - crop[1]
+        s = min(1.0, self.max_side / max(cw, ch)) if self.max_side > 0 else 1.0
+        return max(16, int(round(cw * s))), max(16, int(round(ch * s)))
+
+    def _share(
+        self, crops: list[tuple[int, int, int, int]], apart: set[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int, int, int]]:
+        """Each crop, or the union of it with others, where flow over the union costs no
+        more (fewer work pixels than the crops apart) and is as fine (not shrunk more).
+
+        Objects close together have crops that mostly overlap: one flow each way over
+        their union costs less than one per crop, at the same resolution (DIS gives
+        slightly different numbers on a larger crop, see ``apart``). ``apart``: pairs
+        ``(i, j)``, ``i < j``, never put in one union.
+        """
+        apart = apart or set()
+        groups = [[i] for i in range(len(crops))]
+        rects = list(crops)
+        merged = True
+        while merged and len(rects) > 1:
+            merged = False
+            for i in range(len(rects)):
+                for j in range(i + 1, len(rects)):
+                    if any((min(p, q), max(p, q)) in apart for p in groups[i] for q in groups[j]):
+                        continue
+                    a, b = rects[i], rects[j]
+                    u = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    wa, wb, wu = self._work(a), self._work(b), self._work(u)
+                    finer = wu[0] / (u[2] - u[0]) >= max(wa[0] / (a[2] - a[0]), wb[0] / (b[2] - b[0])) - 1e-9
+                    if finer and wu[0] * wu[1] <= wa[0] * wa[1] + wb[0] * wb[1]:
+                        rects[i] = u
+                        groups[i] += groups[j]
+                        del rects[j], groups[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        out: list[tuple[int, int, int, int]] = list(crops)
+        for rect, members in zip(rects, groups):
+            for k in members:
+                out[k] = rect
+        return out
+
+    def _fields(self, g0: np.ndarray, g1: np.ndarray, crop: tuple[int, int, int, int], size: tuple[int, int]):
+        """Flow both ways on a crop, at the low-res cells.
+
+        ``g0``, ``g1``: full-size grey frames; ``crop``: ``(x0, y0, x1, y1)``
+        source pixels (:meth:`_crop`) around one or more objects. The crop
+        is shrunk so its longest side is at most ``max_side``: small
+        objects get full-resolution flow, large ones the same as a
+        whole-frame flow. Returns ``(b, f, tx, ty, reliable,
         reliable_prev)``: backward/forward displacement in cells, the cells
         the backward flow points to, and the forward-backward checks from the
         current and the previous frame's side (cells outside the crop are unreliable).
@@ -484,40 +577,47 @@ class DenseFlowPropagator:
         h, w = size
         rows, cols, ident = self._setup(h, w)
         cell_x, cell_y = w / cols, h / rows
-        ys, xs = np.nonzero(extent)
-        if len(xs):
-            x0, x1 = xs.min() * cell_x, (xs.max() + 1) * cell_x
-            y0, y1 = ys.min() * cell_y, (ys.max() + 1) * cell_y
-            margin = max(48.0, 0.5 * max(x1 - x0, y1 - y0))
-            x0, y0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
-            x1, y1 = min(w, int(math.ceil(x1 + margin))), min(h, int(math.ceil(y1 + margin)))
-        else:
-            x0, y0, x1, y1 = 0, 0, w, h
+        x0, y0, x1, y1 = crop
         cw, ch = x1 - x0, y1 - y0
-        s = min(1.0, self.max_side / max(cw, ch)) if self.max_side > 0 else 1.0
-        size_w = (max(16, int(round(cw * s))), max(16, int(round(ch * s))))
+        size_w = self._work(crop)
         sx, sy = size_w[0] / cw, size_w[1] / ch
         c0 = cv2.resize(g0[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
         c1 = cv2.resize(g1[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
         back = self._dis.calc(c1, c0, None)
         fwd = self._dis.calc(c0, c1, None)
+        b = np.zeros((rows, cols, 2), np.float32)
+        f = np.zeros((rows, cols, 2), np.float32)
+        tx, ty = ident[..., 0].copy(), ident[..., 1].copy()
+        reliable = np.zeros((rows, cols), bool)
+        reliable_prev = np.zeros((rows, cols), bool)
+        # Only the cells whose centres fall in the crop have flow (the rest stay
+        # unreliable), so the work below is done on that block of cells alone: over
+        # the whole grid it cost more than the flow itself for small objects.
         # cell centre -> source pixel -> crop work pixel
-        wx = (((ident[..., 0] + 0.5) * cell_x - x0) * sx - 0.5).astype(np.float32)
-        wy = (((ident[..., 1] + 0.5) * cell_y - y0) * sy - 0.5).astype(np.float32)
+        wx1 = (((np.arange(cols, dtype=np.float32) + 0.5) * cell_x - x0) * sx - 0.5).astype(np.float32)
+        wy1 = (((np.arange(rows, dtype=np.float32) + 0.5) * cell_y - y0) * sy - 0.5).astype(np.float32)
+        okx = np.flatnonzero((wx1 >= 0) & (wx1 <= size_w[0] - 1))
+        oky = np.flatnonzero((wy1 >= 0) & (wy1 <= size_w[1] - 1))
+        if not len(okx) or not len(oky):
+            return b, f, tx, ty, reliable, reliable_prev
+        cx0, cx1, cy0, cy1 = int(okx[0]), int(okx[-1]) + 1, int(oky[0]), int(oky[-1]) + 1
+        block = (slice(cy0, cy1), slice(cx0, cx1))
+        wx = np.ascontiguousarray(np.broadcast_to(wx1[cx0:cx1], (cy1 - cy0, cx1 - cx0)))
+        wy = np.ascontiguousarray(np.broadcast_to(wy1[cy0:cy1, None], (cy1 - cy0, cx1 - cx0)))
         to_cells = np.array([1.0 / sx / cell_x, 1.0 / sy / cell_y], np.float32)
-        in_crop = (wx >= 0) & (wx <= size_w[0] - 1) & (wy >= 0) & (wy <= size_w[1] - 1)
-        b = cv2.remap(back, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
-        f = cv2.remap(fwd, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
-        tx, ty = ident[..., 0] + b[..., 0], ident[..., 1] + b[..., 1]
-        f_at = cv2.remap(f, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mag = np.sqrt((b**2).sum(-1))
-        inside = (tx >= -0.5) & (tx <= cols - 0.5) & (ty >= -0.5) & (ty <= rows - 0.5)
-        reliable = (np.sqrt(((b + f_at) ** 2).sum(-1)) <= self.fb_tolerance + self.fb_relative * mag) & inside & in_crop
-        bx, by = ident[..., 0] + f[..., 0], ident[..., 1] + f[..., 1]
-        b_at = cv2.remap(b, bx, by, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        fmag = np.sqrt((f**2).sum(-1))
-        reliable_prev = (np.sqrt(((f + b_at) ** 2).sum(-1)) <= self.fb_tolerance + self.fb_relative * fmag) & in_crop
-        return b, f, tx.astype(np.float32), ty.astype(np.float32), reliable, reliable_prev
+        bb = cv2.remap(back, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
+        fb = cv2.remap(fwd, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
+        gx, gy = ident[block][..., 0], ident[block][..., 1]
+        btx, bty = gx + bb[..., 0], gy + bb[..., 1]
+        # The backward flow's end, sampled on the block (its replicated border stands
+        # for the crop's edge, as the crop's own border does for the flow).
+        f_at = cv2.remap(fb, btx - cx0, bty - cy0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = (btx >= -0.5) & (btx <= cols - 0.5) & (bty >= -0.5) & (bty <= rows - 0.5)
+        reliable[block] = (_length(bb + f_at) <= self.fb_tolerance + self.fb_relative * _length(bb)) & inside
+        b_at = cv2.remap(bb, gx + fb[..., 0] - cx0, gy + fb[..., 1] - cy0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        reliable_prev[block] = _length(fb + b_at) <= self.fb_tolerance + self.fb_relative * _length(fb)
+        b[block], f[block], tx[block], ty[block] = bb, fb, btx, bty
+        return b, f, tx, ty, reliable, reliable_prev
 
     @staticmethod
     def _residual(own: np.ndarray, f: np.ndarray, motion: np.ndarray) -> float:
