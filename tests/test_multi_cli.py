@@ -110,3 +110,18 @@ def test_name_placeholder_with_one_source_is_its_name(tmp_path, monkeypatch, che
                      str(checkpoint_path), "--device", "cpu", "--max-frames", "3", "--quiet"])
     assert code == 0
     assert [f["frame"] for f in frame_lines(tmp_path / "o" / "small.jsonl")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("own_settings", [False, True])
+def test_a_live_stream_with_the_file_configuration_is_pointed_to_the_presets(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip, own_settings):  # noqa: F811
+    # As one stream is: a live stream run with the default (file) configuration is told to pick
+    # a preset, by name; a file is not, nor a live stream whose own settings move masks otherwise.
+    monkeypatch.chdir(tmp_path)
+    settings = "    settings: {propagation: {method: flow}}\n" if own_settings else ""
+    (tmp_path / "s.yaml").write_text(f"streams:\n  - name: pattern\n    source: '{LAVFI}'\n" + settings)
+    code = cli.main(["--sources", "s.yaml", "--source", str(small_clip), "--headless", "--weights", str(checkpoint_path),
+                     "--device", "cpu", "--max-frames", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("note: pattern: this configuration is made for files" in err and "--config cpu" in err) != own_settings, err
+    assert "note: small:" not in err, err

@@ -348,7 +348,14 @@ def _run(args: argparse.Namespace) -> int:
         return _run_on(args, str(clip), default_prompts=demo_prompts())
 
 
-def _made_for_files(config) -> bool:
+FILE_CONFIG_NOTE = (
+    "this configuration is made for files (dense optical flow, 45-100 ms a frame on a CPU, "
+    "and frames wait for each encode); for a camera add --config cpu (no GPU) or --config gpu"
+)
+"""What a live source run with a configuration :func:`made_for_files` accepts is told (after ``note: ``)."""
+
+
+def made_for_files(config) -> bool:
     """Whether ``config`` carries masks by dense optical flow between encodes on the calling
     thread (the default): on a live source the flow alone holds it to a few frames a second."""
     engine = config.engine
@@ -409,11 +416,8 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             engine.add_object(prompt)
         if not specs and args.headless:
             reporter.line("note: nothing is saved; add --output VIDEO and/or --save-masks PATH")
-        if getattr(source, "live", False) and _made_for_files(config):
-            reporter.line(
-                "note: this configuration is made for files (dense optical flow, 45-100 ms a frame on a CPU, "
-                "and frames wait for each encode); for a camera add --config cpu (no GPU) or --config gpu"
-            )
+        if getattr(source, "live", False) and made_for_files(config):
+            reporter.line(f"note: {FILE_CONFIG_NOTE}")
 
         from realtime_sam.app.pipeline import Pipeline
 

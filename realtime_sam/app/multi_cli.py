@@ -44,7 +44,7 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
 def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     """Run several streams (in a grid window unless ``--headless``); returns the exit status (see the module docstring)."""
     from realtime_sam.app import cli
-    from realtime_sam.app.multi import open_streams
+    from realtime_sam.app.multi import open_streams, stream_config
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.sinks import SinkSpec, open_sinks
     from realtime_sam.tracking.prompts import prompts_from_args
@@ -98,6 +98,9 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     if not any(plans.values()):
         say("note: nothing is saved; add --output 'out/{name}.mp4' and/or --save-masks 'out/{name}.jsonl'")
     say(f"streams: {', '.join(s.name for s in specs)} (one model, {multi.scheduler.max_batch if multi.scheduler else 1} image(s) per encode)")
+    for spec, r in zip(specs, multi.runs):  # as one stream is told (cli._run_on)
+        if getattr(r.source, "live", False) and cli.made_for_files(stream_config(config, spec)):
+            say(f"note: {spec.name}: {cli.FILE_CONFIG_NOTE}")
     frames = 0
     with cli._StopOnSignal(multi.stop) as signals:
         try:
