@@ -660,3 +660,35 @@ def test_a_lost_object_coming_back_into_view_is_shown_before_an_encode_finds_it(
     else:
         assert back is None or back - half > 30, (half, back)  # only when an encode found it
 
+
+
+@pytest.mark.parametrize("noted_as, shown", [("filled", True), ("outline", False)])
+def test_the_edge_watch_shows_no_look_of_many_times_the_objects_area(noted_as, shown):
+    # A red object left by the frame's left edge; a filled red square of its size is there
+    # now. Noted as a filled square, that is it. Noted as an outline (its decode 1 px
+    # wide), a filled square is over four times its area: not it, as the tracker would
+    # not take it back either (Tracker.fits_whole_size).
+    from realtime_sam.testing.fakes import GroundTruthRunner
+    from realtime_sam.testing.synthetic import standard_scene
+
+    h, w = 200, 300
+    box = (20, 70, 80, 130)  # decoded inside the frame (where its size is noted)
+    mask = _rect(h, w, *box)
+    if noted_as == "outline":
+        mask &= ~_rect(h, w, 21, 71, 79, 129)
+    image = _flat(h, w, _BLUE)
+    image[mask] = _RED
+    tr = Tracker(TrackerConfig(max_lost_frames=100))
+    tid = tr.add(Detection(mask, box, 0.95, appearance=appearance_of(image, mask)), 0)
+    assert tr.get(tid).full_area == pytest.approx(mask.sum())
+    # Carried to the left edge by the flow, then lost there.
+    tr.apply_propagation(tid, np.roll(mask, -20, axis=1), np.array([0.0, 70.0, 60.0, 130.0]), 1)
+    for i in range(2, 4):
+        tr.update([], i)
+    assert tr.get(tid).state is TrackState.LOST and tr.left_view(tr.get(tid))
+    engine = Engine(GroundTruthRunner(standard_scene(w, h, num_frames=4, num_objects=1)))
+    engine.tracker = tr
+    now = _flat(h, w, _BLUE)
+    now[70:130, 0:60] = _RED
+    engine._watch_edges(Frame(4, now, 0.13, time.monotonic()))
+    assert (tid in engine._first_looks) == shown

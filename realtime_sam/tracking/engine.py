@@ -730,7 +730,8 @@ class Engine:
         * a first look (GrabCut) in the best window is shown under the track's
           id when its pixels look like the track (``tracker.search_appearance``;
           beyond the band 0.1 more, as the tracker asks of the search's masks
-          there) and it is at most twice the track's whole size;
+          there) and it is at most twice the track's whole size and four times
+          the area of the decode that size was noted from;
         * the look is taken again every few frames within one object size of
           where it was (sparse flow seldom follows a sliver at the edge).
 
@@ -779,8 +780,8 @@ class Engine:
                 b = mask_to_box(mask) if mask is not None else None
                 if mask is None or b is None:
                     continue
-                if not tracker.fits_whole_size(t, b, smaller=True):
-                    continue  # larger than the object
+                if not tracker.fits_whole_size(t, b, float(np.count_nonzero(mask)), smaller=True):
+                    continue  # larger than the object (or of many times its area, as the tracker asks)
                 cx, cy = min(int((box[0] + box[2]) / 2), size[1] - 1), min(int((box[1] + box[3]) / 2), size[0] - 1)
                 far = near is not None and not near[cy, cx]
                 if similarity(t.appearance, appearance_of(image, mask)) < tracker.search_need(near=not far):
