@@ -340,8 +340,9 @@ class DenseFlowPropagator:
         # (one crop for all of them was measured: cheaper, but it lost an object passing
         # behind another in the tests' crossing clip), once for objects close together
         # whose crops share their union at no loss of resolution or cost (_share).
+        prev_whole = {tid: np.asarray(lg, np.float32)[:rows, :cols] > 0 for tid, lg in tracks.items()}
         ids = list(tracks)
-        boxes = [self._box(np.asarray(tracks[tid])[:rows, :cols] > 0, (h, w)) for tid in ids]
+        boxes = [self._box(prev_whole[tid], (h, w)) for tid in ids]
         # Not for objects that meet (or nearly): DIS over a union crop is not the same
         # numbers, and who is in front, and how one passing behind the other coasts, is
         # decided on the flow there (the tests' crossing clip lost the one behind).
@@ -356,7 +357,6 @@ class DenseFlowPropagator:
 
         # Each track's own motion, fitted to its reliable flow away from other tracks (where
         # two overlap, the flow is the front one's).
-        prev_whole = {tid: np.asarray(lg, np.float32)[:rows, :cols] > 0 for tid, lg in tracks.items()}
         motions: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
         ranked = [t for t in order if t in tracks] + sorted(t for t in tracks if t not in order)
         for tid in tracks:
