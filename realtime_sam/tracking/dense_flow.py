@@ -334,6 +334,7 @@ class DenseFlowPropagator:
         self._last = (cur, g1)
         self.forget(list(tracks))
         if not tracks:
+            self.order = ()  # not the last step's: callers merge it into their own order
             return {}
 
         # The previous logits' extent, per track: flow is computed around each object

@@ -762,7 +762,14 @@ class Tracker:
             r = row_of.get(d.source_track) if d.source_track is not None else None
             if r is None or not good[j]:
                 continue
-            if d.searched:
+            # A lost track's own decode away from where its motion model puts it (the model
+            # coasts on the velocity of a mask that was shrinking as the object went out of
+            # sight) is judged as the search's finds are: on looks, where it may be. DAVIS
+            # libby played backwards: the dog, back from behind a tree trunk in the lost
+            # track's prompt (J 0.69, alike 0.70), was refused at box IoU 0.20 and never
+            # taken back.
+            off = live[r].state == TrackState.LOST and iou[r, j] < cfg.match_iou_thresh
+            if d.searched or off:
                 # Its size is checked against the object's whole size, not the reference
                 # area: that shrank with the sliver the object was when it left the view.
                 if live[r].state == TrackState.LOST and self.fits_whole_size(live[r], boxes[j], float(areas[j])):
