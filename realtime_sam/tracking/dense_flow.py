@@ -334,7 +334,10 @@ class DenseFlowPropagator:
         self._last = (cur, g1)
         self.forget(list(tracks))
         if not tracks:
-            self.order = ()  # not the last step's: callers merge it into their own order
+            # Not the last step's: the engine merges it into its own order, and a stale id
+            # merged in on every frame no track had a mask made a track taken back its own
+            # occluder, with an empty mask to the end (DAVIS libby backwards).
+            self.order = ()
             return {}
 
         # The previous logits' extent, per track: flow is computed around each object

@@ -565,10 +565,8 @@ class Engine:
                 decoded = [tid for tid in soft if tracker.get(tid).logits_box is not None]  # type: ignore[union-attr]
                 moved = self.dense.step(self._prev_image, frame.image, soft, self._order, decoded)
                 # The flow may have shown a new depth order where two objects met: keep it.
-                # (Only the tracks moved now: a stale id merged in twice made a track its own
-                # occluder, with no mask, until the end: DAVIS libby backwards, after its dog
-                # was lost as the only track and taken back.)
-                seen = iter([tid for tid in self.dense.order if tid in moved])
+                # (dense.order names exactly the tracks moved now; see its reset in step.)
+                seen = iter(self.dense.order)
                 self._order = [next(seen) if tid in moved else tid for tid in self._order]
                 self._order += [tid for tid in seen]
                 self._amodal = {tid: r.logits for tid, r in moved.items()}

@@ -397,12 +397,9 @@ class MaskPropagator:
 
     def _work(self, image: np.ndarray) -> WorkFrame:
         cfg = self.config
-        if image.ndim == 3:
-            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        elif image.ndim == 2:
-            gray = image
-        else:
+        if image.ndim not in (2, 3):
             raise ValueError(f"expected an HxWx3 BGR or HxW grey image, got shape {image.shape}")
+        gray = _grey(image)
         if gray.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {gray.dtype}")
         h, w = gray.shape
@@ -626,7 +623,7 @@ def _warp(
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8`` BGR (or already grey) -> ``HxW uint8`` grey, as :meth:`MaskPropagator.work` makes it."""
+    """``HxWx3 uint8`` BGR (or already grey) -> ``HxW uint8`` grey: the work images' and the small-object match's."""
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
