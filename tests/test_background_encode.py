@@ -18,8 +18,9 @@ from test_engine import _box, _iou
 
 from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.testing.fakes import GroundTruthRunner
-from realtime_sam.testing.synthetic import standard_scene
+from realtime_sam.testing.synthetic import Scene, SceneObject, standard_scene
 from realtime_sam.tracking.engine import Engine, EngineConfig
+from realtime_sam.tracking.propagation import MaskPropagator, PropagationConfig
 from realtime_sam.types import Frame, ObjectPrompt, TrackState
 
 
@@ -95,11 +96,11 @@ class DelayedWorker:
         self.pending = keep
 
 
-def _setup(delay=6, num_frames=100, reencode_every=1):
+def _setup(delay=6, num_frames=100, reencode_every=1, first_look=True):
     # Object 1 passes behind object 2 at num_frames // 2; the tests here stop before.
     scene = standard_scene(320, 240, num_frames=num_frames, num_objects=3, seed=1)
     runner = EmbeddingGroundTruthRunner(scene)
-    engine = Engine(runner, EngineConfig(reencode_every=reencode_every, background_encode=True))
+    engine = Engine(runner, EngineConfig(reencode_every=reencode_every, background_encode=True, first_look=first_look))
     worker = DelayedWorker(delay)
     assert engine.wants_worker
     engine.attach_worker(worker.submit)
@@ -302,7 +303,9 @@ def test_a_landing_replays_tracks_within_their_whole_size(monkeypatch):
 
 @pytest.mark.parametrize("history", [300, 2])
 def test_new_objects_appear_where_they_are_when_their_encode_lands(history):
-    scene, runner, engine, worker = _setup(delay=8)
+    # Without first looks: a new object whose look followed it by its patch lands where the
+    # look is (test_a_small_new_object_lands_where_its_first_look_followed_it).
+    scene, runner, engine, worker = _setup(delay=8, first_look=False)
     engine._history = deque(maxlen=history)  # 2: the encoded frame is forgotten, nothing to replay
     results = _track_objects(engine, runner, worker, scene, range(9))
     first = next(r for r, _ in results if r.encoded)
@@ -316,6 +319,63 @@ def test_new_objects_appear_where_they_are_when_their_encode_lands(history):
             assert _iou(t.mask, then) > _iou(t.mask, now) + 0.1
         else:  # replayed through the kept frames
             assert _iou(t.mask, now) > 0.7 and _iou(t.mask, now) > _iou(t.mask, then) + 0.1
+
+
+
+def _small_fast(history: int, reencode_every: int = 1, frames: int = 9):
+    """The CPU preset's flow (sparse, 320 px) on a 24 px textured square crossing at 12 px a frame
+    beside a large still one; encodes land 8 frames after they start. Results and ground truth per frame."""
+    scene = Scene(640, 480, 40, (
+        SceneObject(1, "rect", (40, 40, 230), 24.0, (100.0, 150.0), (12.0, 0.0)),
+        SceneObject(2, "rect", (230, 90, 40), 140.0, (420.0, 330.0)),
+    ))
+    runner = EmbeddingGroundTruthRunner(scene)
+    engine = Engine(
+        runner, EngineConfig(reencode_every=reencode_every, background_encode=True),
+        propagation_config=PropagationConfig(method="flow", max_side=320),
+    )
+    worker = DelayedWorker(8)
+    engine.attach_worker(worker.submit)
+    engine._history = deque(maxlen=history)
+    return scene, _track_objects(engine, runner, worker, scene, range(frames)), engine
+
+
+def test_a_small_new_object_lands_where_its_first_look_followed_it():
+    # Its first look is moved by its patch on every frame. The landed mask (decoded on frame 0)
+    # is moved as the look was, not replayed through the kept grey copies (shrunk, steps apart:
+    # there a 12 px patch matches look-alikes). Here nothing is kept to replay through, so
+    # before, the mask stayed where it was decoded, 96 px behind the object.
+    scene, results, _ = _small_fast(history=2)
+    first = next(r for r, _ in results if r.encoded)
+    assert first.index == 8
+    owner = _owner(results)
+    small = next(t for t in first.tracks if owner[t.track_id] == 1)
+    _, gt = scene.render(8)
+    assert small.state is TrackState.CONFIRMED and _iou(small.mask, gt[1]) > 0.7
+    big = next(t for t in first.tracks if owner[t.track_id] == 2)
+    assert _iou(big.mask, gt[2]) > 0.9  # still, with corners: decoded where it is
+
+
+def test_a_small_track_lands_moved_by_its_own_motion_not_replayed(monkeypatch):
+    replayed: list[set] = []
+    original = MaskPropagator.replay
+
+    def spy(self, frames, masks, sizes=None):
+        replayed.append(set(masks))
+        return original(self, frames, masks, sizes)
+
+    monkeypatch.setattr(MaskPropagator, "replay", spy)
+    scene, results, engine = _small_fast(history=300, reencode_every=4, frames=30)
+    owner = _owner(results)
+    landings = [r for r, _ in results if r.encoded and r.index > 8]
+    assert len(landings) >= 2
+    # Tracks' landings replay the large object only (the keys name the tracks' detections).
+    tracks_replayed = [keys for keys in replayed if any(k[0] == "track" for k in keys)]
+    assert tracks_replayed and all(len([k for k in keys if k[0] == "track"]) == 1 for keys in tracks_replayed)
+    for r, gt in results:
+        if r.encoded and r.index > 8:
+            for t in r.tracks:
+                assert _iou(t.mask, gt[owner[t.track_id]]) > 0.6, (r.index, t.track_id)
 
 
 def test_masks_follow_the_motion_on_every_frame():
