@@ -205,6 +205,12 @@ class MaskPropagator:
 
     Not thread-safe: one propagator per video stream. It keeps the last
     frame's work image and each track's sub-pixel remainder between calls.
+
+    Attributes:
+        patched: the tracks whose patch the last :meth:`step` found again
+            (small objects, followed by matching their pixels: see
+            ``_step_work``); the engine moves their landed masks as they were
+            followed instead of replaying them through kept frames.
     """
 
     def __init__(self, config: PropagationConfig | None = None) -> None:
