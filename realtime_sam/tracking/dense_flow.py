@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.tracking.association import box_motion, mask_to_box
+from realtime_sam.tracking.propagation import _grey
 
 __all__ = ["DenseFlowPropagator", "FlowResult", "grid_shape", "logits_to_mask", "warp_logits", "move_logits"]
 
@@ -249,10 +250,6 @@ class DenseFlowPropagator:
         self._geometry = ((h, w), (rows, cols, ident))
         return self._geometry[1]
 
-    @staticmethod
-    def _grey(image: np.ndarray) -> np.ndarray:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-
     # -- appearance -------------------------------------------------------------------
 
     def _bins(self, image: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -329,8 +326,8 @@ class DenseFlowPropagator:
             self.reset()
         h, w = cur.shape[:2]
         rows, cols, ident = self._setup(h, w)
-        g0 = self._last[1] if self._last is not None and self._last[0] is prev else self._grey(prev)
-        g1 = self._grey(cur)
+        g0 = self._last[1] if self._last is not None and self._last[0] is prev else _grey(prev)
+        g1 = _grey(cur)
         self._last = (cur, g1)
         self.forget(list(tracks))
         if not tracks:

@@ -380,13 +380,16 @@ class MaskPropagator:
             offset += n
             transform = None
             at_edge = any(box_edges(_box(box), np.shape(mask), margin=1.0))
-            own = _uncovered(claimed, np.asarray(mask, dtype=bool), 0.0 if cfg.method == "dense" else _MATCH_COVERED)
-            if self._small(mask, box, s) and own is not None and not at_edge and not (
+            own = None
+            if self._small(mask, box, s) and not at_edge and not (
                 # With dense flow, not a sliver beside another object either (one going behind
                 # it, or coming out): its patch is mostly the other object's edge. One wholly in
                 # view passing over another is matched.
                 cfg.method == "dense" and tid in partly_hidden and _beside(tid, tracks)
             ):
+                # Whole-frame work: only for the small masks that may be matched.
+                own = _uncovered(claimed, np.asarray(mask, dtype=bool), 0.0 if cfg.method == "dense" else _MATCH_COVERED)
+            if own is not None:
                 # A small object (a ball, a far-off car) has few corners, and often moves
                 # more than its size per frame: find its patch in the next frame. Only its
                 # pixels no other mask covers are matched, and not when other masks cover
@@ -654,7 +657,8 @@ def _warp(
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8`` BGR (or already grey) -> ``HxW uint8`` grey: the work images' and the small-object match's."""
+    """``HxWx3 uint8`` BGR (or already grey) -> ``HxW uint8`` grey: the work images', the small-object
+    match's and dense flow's (``DenseFlowPropagator``)."""
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
