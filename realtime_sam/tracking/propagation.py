@@ -194,9 +194,10 @@ class WorkFrame:
     sample: np.ndarray  # a sparse copy of its pixels, to notice a reused buffer
     gray: np.ndarray  # grey, at work resolution
     scale: float  # work pixels per source pixel
+    full: np.ndarray | None = None  # grey at source resolution (small objects' patch match); None once detached
 
     def detached(self) -> "WorkFrame":
-        """The same without its reference to the source frame (to keep many of them small)."""
+        """The same without its references to full-size images (to keep many of them small)."""
         return WorkFrame(None, self.sample, self.gray, self.scale)
 
 
@@ -372,7 +373,6 @@ class MaskPropagator:
             p1, good = self._track(prev_w.gray, cur_w.gray, p0)
             p0, p1 = p0.reshape(-1, 2), p1.reshape(-1, 2)
 
-        full: list[tuple[np.ndarray, np.ndarray]] = []  # source-resolution grey pair, made once if needed
         offset = 0
         for tid, n in zip(ids, counts):
             mask, box = tracks[tid]
@@ -397,7 +397,7 @@ class MaskPropagator:
                 # edge: there it may be the sliver of a large object leaving the view, whose
                 # cut-off patch matches any edge-like texture. (With dense flow, which
                 # follows small objects itself, corners are only its check.)
-                transform = self._match_small(prev_w, cur_w, own, _box(box), full)
+                transform = self._match_small(prev_w, cur_w, own, _box(box))
             matched = transform
             if n:
                 a, b = p0[sel][good[sel]], p1[sel][good[sel]]
@@ -426,7 +426,7 @@ class MaskPropagator:
         cfg = self.config
         if image.ndim not in (2, 3):
             raise ValueError(f"expected an HxWx3 BGR or HxW grey image, got shape {image.shape}")
-        gray = _grey(image)
+        gray = full = _grey(image)
         if gray.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {gray.dtype}")
         h, w = gray.shape
@@ -437,7 +437,7 @@ class MaskPropagator:
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
             # Use the exact ratio that resize applied along x (y differs by rounding only).
             scale = size[0] / w
-        return WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale))
+        return WorkFrame(image, _sample(image), np.ascontiguousarray(gray), float(scale), full)
 
     def _features(
         self, gray: np.ndarray, mask: np.ndarray, box: np.ndarray, s: float, others: np.ndarray | None = None
@@ -494,11 +494,10 @@ class MaskPropagator:
         return 0 < w <= side and 0 < h <= side and w * h <= area
 
     def _match_small(
-        self, prev_w: WorkFrame, cur_w: WorkFrame, mask: np.ndarray, box: np.ndarray, full: list[tuple[np.ndarray, np.ndarray]]
+        self, prev_w: WorkFrame, cur_w: WorkFrame, mask: np.ndarray, box: np.ndarray
     ) -> np.ndarray | None:
-        """:meth:`_match` on the source frames when they are at hand (``full`` caches their grey
-        copies for the step; a replay's kept frames have only the work images), the translation
-        returned in work pixels.
+        """:meth:`_match` on the source frames' grey copies when they are at hand (a replay's
+        kept frames have only the work images), the translation returned in work pixels.
 
         Shrunk, a small object's patch is a few hundred pixels and may match a look-alike
         nearly as well as itself: the hard scene with seed 4's small fast object (31x27 px,
@@ -508,11 +507,9 @@ class MaskPropagator:
         look-alike 27 px away on its first frame.
         """
         s = prev_w.scale
-        if s >= 1.0 or prev_w.image is None or cur_w.image is None:
+        if s >= 1.0 or prev_w.full is None or cur_w.full is None:
             return self._match(prev_w.gray, cur_w.gray, mask, box, s)
-        if not full:
-            full.append((_grey(prev_w.image), _grey(cur_w.image)))
-        m = self._match(full[0][0], full[0][1], mask, box, 1.0, unit=s)
+        m = self._match(prev_w.full, cur_w.full, mask, box, 1.0, unit=s)
         if m is not None:
             m[:, 2] *= s
         return m
