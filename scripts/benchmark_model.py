@@ -15,6 +15,9 @@ the allocator alone gives. For every backend it prints, as medians over
 ``--repeats`` rounds (min in brackets):
 
 * the image encoder at 1024x1024;
+* on a GPU (or with ``--encode-batch``), the encoder over 4 and 8 images in
+  one batched call against the same images one call each, the way
+  several streams share one model (``realtime_sam.app.scheduler``);
 * the decoder for 1, 4, 8 and 16 box prompts in one batched call, for 8 box
   prompts each with a mask prompt (as the tracker decodes), and for 8
   one-prompt calls one after another;
@@ -40,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +77,9 @@ PLAIN = "plain"  # the baseline: eager model, default allocator, own process
 @dataclass
 class Case:
     name: str
-    prompts: int  # for the FLOP floor
+    prompts: int  # for the FLOP floor (0: an encoder case)
     run: Callable[[], object]
+    images: int = 1  # images the encoder case encodes (for the FLOP floor)
 
 
 def sync_device(device: torch.device) -> None:
@@ -120,13 +124,17 @@ def _boxes(n: int, seed: int = 1) -> np.ndarray:
     return np.stack([x0, y0, x0 + rng.uniform(40, 280, n), y0 + rng.uniform(40, 220, n)], axis=1)
 
 
-def build_cases(model: InferenceModel, image: np.ndarray) -> list[Case]:
+def build_cases(model: InferenceModel, image: np.ndarray, encode_batches: Sequence[int] = ()) -> list[Case]:
     emb = model.encode(image)
     dev = model.device
     boxes = {b: _boxes(b) for b in (*BATCHES, SEQUENTIAL)}
     low8, _ = model.decode(emb, boxes=boxes[8])
     mask8 = low8.clone()
     cases = [Case("encoder 1024", 0, lambda: model.encode(image))]
+    for b in encode_batches:
+        images = [_image(seed) for seed in range(b)]  # different images, as from different streams
+        cases.append(Case(f"encode {b} batched", 0, lambda images=images: model.encode_batch(images), images=b))
+        cases.append(Case(f"encode {b} one by one", 0, lambda images=images: [model.encode(i) for i in images], images=b))
     for b in BATCHES:
         cases.append(Case(f"decode {b:>2} batched", b, lambda b=b: model.decode(emb, boxes=boxes[b])))
     cases.append(Case(" 8 batched +mask", 8, lambda: model.decode(emb, boxes=boxes[8], mask_input=mask8)))
@@ -204,7 +212,7 @@ def _run_baseline_worker(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     model = _load(args, args.weights or None, "eager", tune_allocator=False)
     load_s = time.perf_counter() - t
-    cases = build_cases(model, _image())
+    cases = build_cases(model, _image(), args.encode_batch or ())
     run = _timer(cases, model.device)
     print(f"READY {load_s:.2f}", flush=True)
     for line in sys.stdin:
@@ -217,6 +225,8 @@ def _common_args(args: argparse.Namespace) -> list[str]:
         out += ["--cache-dir", args.cache_dir]
     if args.threads:
         out += ["--threads", str(args.threads)]
+    if args.encode_batch:
+        out += ["--encode-batch", *map(str, args.encode_batch)]
     return out
 
 
@@ -276,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None, help="where exported encoders are cached (default: beside the weights)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-backend peak-memory probes")
     p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument(
+        "--encode-batch", type=int, nargs="*", default=None,
+        help="image counts for the batched-encoder cases (default: 4 8 on a GPU, none on the CPU)",
+    )
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -306,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"matmul rate {gflops:.0f} GFLOP/s -> floor: encoder {ENCODER_GFLOP / gflops * 1e3:.0f} ms, "
           f"decoder {DECODER_GFLOP_PER_PROMPT / gflops * 1e3:.1f} ms/prompt")
 
+    encode_batches = args.encode_batch if args.encode_batch is not None else ((4, 8) if device.type != "cpu" else ())
     image = _image()
     runners: dict[str, Callable[[int], float]] = {}
     load_s: dict[str, float] = {}
@@ -317,13 +332,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {PLAIN} in {worker.load_s:.1f} s (eager, default allocator, worker process)")
     names: list[str] = []
     prompts: dict[str, int] = {}
+    images: dict[str, int] = {}
     for b in local:
         t = time.perf_counter()
         model = _load(args, args.weights, b)
         load_s[b] = time.perf_counter() - t
-        cases = build_cases(model, image)
+        cases = build_cases(model, image, encode_batches)
         names = [c.name for c in cases]
         prompts = {c.name: c.prompts for c in cases}
+        images = {c.name: c.images for c in cases}
         runners[b] = _timer(cases, device)
         print(f"loaded {b} in {load_s[b]:.1f} s ({model!r})")
     backends = list(runners)
@@ -348,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             memory[b] = memory_probe(args, b)
 
     base = times[baseline]
-    floor_ms = {n: (ENCODER_GFLOP if prompts[n] == 0 else DECODER_GFLOP_PER_PROMPT * prompts[n]) / gflops * 1e3
+    floor_ms = {n: (ENCODER_GFLOP * images[n] if prompts[n] == 0 else DECODER_GFLOP_PER_PROMPT * prompts[n]) / gflops * 1e3
                 for n in names}
     print()
     print(f"{'case':<22}{'backend':<13}{'median ms':>11}{'(min)':>9}{'x ' + baseline:>9}{'x floor':>9}")
@@ -367,6 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     for b in backends:
         batched = statistics.median(times[b]["decode  8 batched"])
         print(f"{b:<13} 8 prompts batched / 8 one-prompt {baseline} calls: {batched / seq:.2f}")
+    for n in encode_batches:
+        for b in backends:
+            batched = statistics.median(times[b][f"encode {n} batched"])
+            apart = statistics.median(times[b][f"encode {n} one by one"])
+            print(f"{b:<13} encoder, {n} images: one batched call {n / batched:.1f} images/s, one call each "
+                  f"{n / apart:.1f} images/s: {apart / batched:.2f}x the throughput")
+            result.setdefault("encode_batch", {}).setdefault(b, {})[n] = {  # type: ignore[union-attr]
+                "batched_images_per_s": n / batched, "one_by_one_images_per_s": n / apart, "speedup": apart / batched}
     if memory:
         kind = "GPU max allocated" if device.type == "cuda" else "peak RSS of a fresh process"
         print(f"\npeak memory ({kind}): " + ", ".join(f"{b} {m:.0f} MiB" for b, m in memory.items()))

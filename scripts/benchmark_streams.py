@@ -71,6 +71,9 @@ def inner(k: int, seconds: float, weights: str, config_name: str | None, device:
         # Warm-up: until every stream has its first encode.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and any(st.encodes == 0 for st in multi.status()):
+            failed = [st for st in multi.status() if st.state == "failed"]
+            if failed:  # it would never encode: say why instead of waiting out the deadline
+                raise SystemExit(f"stream {failed[0].name} failed: {failed[0].error}")
             multi.poll(0.05)
         start = {st.name: st.frames_processed for st in multi.status()}
         t0 = time.monotonic()

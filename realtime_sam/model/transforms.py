@@ -59,7 +59,12 @@ class ResizeLongestSide:
         """``Bx3xHxW uint8`` -> ``Bx3xhxw uint8``, antialiased bilinear."""
         if tuple(image.shape[-2:]) == tuple(size):
             return image.clone()
-        return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+        if image.device.type == "cpu":
+            return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+        # CUDA has no uint8 kernel for antialiased bilinear (NotImplementedError): resample in float32
+        # and round; the CPU's fixed-point uint8 kernel gives the same image within one grey level.
+        out = F.interpolate(image.float(), size, mode="bilinear", align_corners=False, antialias=True)
+        return out.round_().clamp_(0, 255).to(torch.uint8)
 
     def apply_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """``...x2`` XY in original pixels -> resized pixels (float)."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one run: the GPU tests, then the benchmarks README quotes.
+#
+#   bash scripts/gpu_check.sh [OUTDIR]        # logs and JSON figures land in OUTDIR (default gpu-check/)
+#
+# Steps (each under its own time limit, so one that hangs does not take the rest):
+#   tests       tests/test_gpu.py (GPU fp32/fp16 against the CPU, batched encodes, the gpu preset
+#               end to end) and tests/test_device.py
+#   model_fp32  scripts/benchmark_model.py on CUDA in fp32: encoder, decoder, batched encodes
+#   model_fp16  the same in fp16 (what --config gpu runs)
+#   e2e         scripts/benchmark.py as --config gpu runs: 1280x720, 5 objects, every frame encoded, no flow
+#   streams     scripts/benchmark_streams.py with the gpu preset: K = 1 and 4 live streams, one process
+#               against K processes
+# Weights: the golden checkpoint where ../shared/golden has it, else a random one (speed does not depend on them).
+set -u
+out=${1:-gpu-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi -L 2>&1 | tee "$out/gpu.txt"
+python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())" 2>&1 | tee -a "$out/gpu.txt"
+status=0
+step() {
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit} s): $*"
+    local t0=$SECONDS
+    timeout "$limit" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    tail -n 60 "$out/$name.log"
+    echo "=== $name: exit $rc after $((SECONDS - t0)) s"
+    [ "$rc" -eq 0 ] || status=1
+}
+step tests 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py tests/test_device.py
+step model_fp32 120 python3 scripts/benchmark_model.py --device cuda --precision fp32 --repeats 10 --json "$out/model_fp32.json"
+step model_fp16 120 python3 scripts/benchmark_model.py --device cuda --precision fp16 --repeats 10 --json "$out/model_fp16.json"
+step e2e 180 python3 scripts/benchmark.py --device cuda --propagation none --reencode 1 --background '' \
+    --size 1280x720 --objects 5 --frames 120 --repeats 3 --json "$out/e2e.json"
+step streams 150 python3 scripts/benchmark_streams.py --device cuda --config gpu --streams 1 4 --seconds 8
+exit $status

@@ -1,0 +1,52 @@
+"""``scripts/benchmark_model.py``: the batched-encoder cases time what they say (no model run: a recording fake)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from script_loader import load_script
+
+bm = load_script("benchmark_model")
+
+
+class RecordingModel:
+    """Answers like an :class:`InferenceModel` and records the encoder calls (images per call)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls: list[list[np.ndarray]] = []
+
+    def encode(self, image):
+        self.calls.append([image])
+        return object()
+
+    def encode_batch(self, images):
+        self.calls.append(list(images))
+        return [object() for _ in images]
+
+    def decode(self, emb, boxes=None, mask_input=None):
+        return torch.zeros(len(boxes), 1, 256, 256), torch.zeros(len(boxes), 1)
+
+
+def test_batched_encoder_cases_encode_distinct_images_in_one_call_against_one_call_each():
+    model = RecordingModel()
+    cases = {c.name: c for c in bm.build_cases(model, bm._image(), encode_batches=(4,))}
+    assert cases["encode 4 batched"].images == cases["encode 4 one by one"].images == 4
+    assert cases["encoder 1024"].images == 1 and cases["encoder 1024"].prompts == 0
+
+    model.calls.clear()
+    cases["encode 4 batched"].run()
+    assert [len(c) for c in model.calls] == [4]
+    batch = model.calls[0]
+    assert len({im.tobytes() for im in batch}) == 4  # four streams' images, not one image four times
+
+    model.calls.clear()
+    cases["encode 4 one by one"].run()
+    assert [len(c) for c in model.calls] == [1, 1, 1, 1]
+    assert all(np.array_equal(a[0], b) for a, b in zip(model.calls, batch))  # the same images either way
+
+
+def test_no_batched_encoder_cases_unless_asked():
+    names = [c.name for c in bm.build_cases(RecordingModel(), bm._image())]
+    assert not any(n.startswith("encode ") for n in names)
