@@ -254,3 +254,72 @@ def test_pipeline_two_way_is_off_for_live_and_realtime_sources(clip):
                 # One result per frame as it is processed: the live order and masks, unchanged.
                 p = direct.process(Frame(r.index, frames[r.index], 0.0, 0.0))
                 assert all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks))
+
+
+def test_the_backward_run_reads_the_forward_runs_flow_and_blends_as_it_would_computing_its_own(clip):
+    """Flow shared between the two runs (FlowCache): most backward steps run no DIS, and the masks hardly move."""
+    frames, gts = clip
+
+    def run(share: bool):
+        engine = _engine(frames, gts)
+        two_way = engine.two_way()
+        flows = two_way.propagator.reuse_from
+        assert flows is not None and engine.dense.record_to is flows
+        if not share:
+            engine.dense.record_to = two_way.propagator.reuse_from = None
+        out = []
+        for i, image in enumerate(frames):
+            r = engine.process(Frame(i, image, i / 30.0, time.monotonic()))
+            out.extend(two_way.push(r, engine.soft_masks()))
+            if r.encoded:
+                assert flows.get(frames[i - 1], frames[i]) == {}  # spent at the blend: cleared
+        return out + two_way.finish(engine), flows
+
+    shared, flows = run(True)
+    alone, _ = run(False)
+    assert flows.hits > flows.misses > 0  # most of the backward run's flow is read, not computed
+    assert [r.index for r in shared] == [r.index for r in alone]
+    ious = [
+        _iou(a.mask, b.mask)
+        for ra, rb in zip(shared, alone) for a, b in zip(ra.tracks, rb.tracks)
+        if a.mask.any() or b.mask.any()
+    ]
+    assert len(ious) > 50 and np.mean(ious) > 0.98
+    # Where they differ (another crop, so slightly other flow), no worse against the ground truth.
+    j_shared = np.mean([v for f in _score(shared, gts).values() for v in f.values()])
+    j_alone = np.mean([v for f in _score(alone, gts).values() for v in f.values()])
+    assert j_shared > j_alone - 0.01, (j_shared, j_alone)
+
+
+def test_reversed_flows_are_the_forward_ones_with_roles_swapped(clip):
+    """What makes the reuse exact for a given crop: DIS from b to a is what a forward step from a to b computed."""
+    frames, _ = clip
+    p = DenseFlowPropagator()
+    g0, g1 = (np.ascontiguousarray(f[..., 1]) for f in frames[3:5])
+    size = frames[0].shape[:2]
+    crop = (40, 30, 260, 200)
+    fwd = p._flows(g0, g1, crop, size)
+    rev = p._flows(g1, g0, crop, size)
+    assert np.array_equal(rev.back, fwd.fwd) and np.array_equal(rev.fwd, fwd.back) and rev.block == fwd.block
+    swapped = p._derive(type(fwd)(fwd.fwd, fwd.back, fwd.block), size)
+    for a, b in zip(swapped, p._derive(rev, size)):
+        assert np.array_equal(a, b)
+
+
+def test_the_flow_cache_keeps_the_last_pairs_only():
+    from realtime_sam.tracking.dense_flow import FlowCache
+
+    cache = FlowCache(max_frames=3)
+    images = [np.zeros((4, 4), np.uint8) for _ in range(6)]
+    for i in range(5):
+        cache.put(images[i], images[i + 1], (0, 0, 4, 4), "flows")  # type: ignore[arg-type]
+    assert cache.get(images[1], images[2]) == {}  # dropped: only the last three pairs
+    assert cache.get(images[4], images[5]) == {(0, 0, 4, 4): "flows"}
+    assert cache.get(images[5], images[4]) == {}  # a pair is ordered
+    assert cache.get(images[4].copy(), images[5]) == {}  # frames are matched by identity, not content
+    assert len(cache) == 3
+    # Held weakly: frames nobody else holds take their pairs with them (an engine reused for a
+    # live source, with no backward run left to read them, keeps no frames alive).
+    del images[:5]
+    cache.put(images[0], np.zeros((4, 4), np.uint8), (0, 0, 4, 4), "flows")  # type: ignore[arg-type]
+    assert len(cache) == 1

@@ -68,6 +68,7 @@ from realtime_sam.tracking.appearance import search_boxes, similarity
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import (
     DenseFlowPropagator,
+    FlowCache,
     logits_to_mask,
     move_logits,
     warp_logits,
@@ -439,7 +440,12 @@ class Engine:
         ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``)."""
         if self.dense is None:
             return None
-        return TwoWay(self.dense.fresh(), max_held=max_held)
+        # The backward run reads the flow this engine's forward steps computed over the same
+        # frame pairs (roles swapped) instead of running DIS again.
+        flows = FlowCache(max_frames=min(max_held, 32))
+        back = self.dense.fresh()
+        self.dense.record_to, back.reuse_from = flows, flows
+        return TwoWay(back, max_held=max_held)
 
     # -- commands (any thread) ---------------------------------------------------------
 

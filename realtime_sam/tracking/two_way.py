@@ -155,6 +155,8 @@ class TwoWay:
         """The held results as they are (the stream ended, or stopped, before another encode)."""
         out = [h.result for h in self._held]
         self._held = []
+        if self.propagator.reuse_from is not None:
+            self.propagator.reuse_from.clear()
         return out
 
     def _blend(self, anchor: FrameResult, logits: Mapping[int, np.ndarray], order: Sequence[int]) -> list[FrameResult]:
@@ -178,6 +180,8 @@ class TwoWay:
             back.append(cur)
             nxt = image
         back.reverse()
+        if self.propagator.reuse_from is not None:
+            self.propagator.reuse_from.clear()  # the forward run's flow before this anchor is spent
         return [self._mix(h, b, (h.result.index - j) / span) for h, b in zip(held, back)]
 
     @staticmethod
