@@ -10,7 +10,7 @@
 #   model_fp16  the same in fp16 (what --config gpu runs)
 #   e2e         scripts/benchmark.py as --config gpu runs: 1280x720, 5 objects, every frame encoded, no flow
 #   streams     scripts/benchmark_streams.py with the gpu preset: K = 1 and 4 live streams, one process
-#               against K processes
+#               against K processes; streams_nocap: K = 4 with the frame budget's cap off
 # Weights: the golden checkpoint where ../shared/golden has it, else a random one (speed does not depend on them).
 set -u
 out=${1:-gpu-check}
@@ -36,4 +36,7 @@ step model_fp16 120 python3 scripts/benchmark_model.py --device cuda --precision
 step e2e 180 python3 scripts/benchmark.py --device cuda --propagation none --reencode 1 --background '' \
     --size 1280x720 --objects 5 --frames 120 --repeats 3 --json "$out/e2e.json"
 step streams 150 python3 scripts/benchmark_streams.py --device cuda --config gpu --streams 1 4 --seconds 8
+# The same without the frame budget's cap: whether the cap or the one interpreter limits four streams.
+step streams_nocap 150 python3 scripts/benchmark_streams.py --device cuda --config gpu --streams 4 --seconds 8 \
+    --set streams.frame_budget=0
 exit $status
