@@ -142,6 +142,8 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     settle = start + 2 * 4 if background else start
     assert min(q.ious[start:28]) > 0.8 and min(q.ious[settle:28] + q.ious[back:]) > 0.9, [round(v, 2) for v in q.ious]
     assert s["mean"] <= ceiling["mean"] + 0.02
+    # The stand-in's own work is counted apart, and leaving it out can only raise the frame rate.
+    assert oracle.own_s > 0 and timing.fps_net[-1] >= timing.fps[-1]
 
     # A second round on the same oracle: the reader again holds frame 1 back until the
     # prompts' encode is done, so the round times an engine that is tracking.
@@ -199,11 +201,12 @@ def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
     report = capsys.readouterr().out
     for heading in ("**Model**", "**End to end**", "**Engine stages**", "**Live**"):
         assert heading in report
-    assert "propagation `flow`" in report
+    assert "propagation `flow`" in report and "FPS less stand-in" in report
     raw = json.loads(out.read_text())
     assert set(raw["end_to_end"]) == {"naive", "2", "bg2"}
     assert set(raw["live"]) == {"ceiling", "2", "bg2"}
     assert raw["end_to_end"]["2"]["encodes"][0] >= 2 and raw["matmul_gflops"] > 0
+    assert raw["end_to_end"]["2"]["fps_net"][0] >= raw["end_to_end"]["2"]["fps"][0] and raw["end_to_end"]["naive"]["fps_net"] == []
     # The engine's masks are scored (the oracle's); in a 4-frame clip objects cross the frame in
     # strides no flow follows, so only the range is checked here (the tests above check the values).
     assert 0.0 < raw["end_to_end"]["2"]["quality"]["mean"] <= 1.0 and raw["end_to_end"]["naive"]["quality"] is None
