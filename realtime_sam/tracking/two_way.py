@@ -131,6 +131,8 @@ class TwoWay:
         anchor = {t.track_id for t in result.tracks if t.mask.any()}
         out = self._blend(result, {tid: soft.logits[tid] for tid in anchor if tid in soft.logits}, tuple(soft.order))
         self._held = []
+        if self.propagator.reuse_from is not None:
+            self.propagator.reuse_from.clear()  # the forward run's flow before this anchor is spent
         self._anchor = result.index
         out.append(result)
         return out
@@ -180,8 +182,6 @@ class TwoWay:
             back.append(cur)
             nxt = image
         back.reverse()
-        if self.propagator.reuse_from is not None:
-            self.propagator.reuse_from.clear()  # the forward run's flow before this anchor is spent
         return [self._mix(h, b, (h.result.index - j) / span) for h, b in zip(held, back)]
 
     @staticmethod
