@@ -442,10 +442,10 @@ class Engine:
             return None
         # The backward run reads the flow this engine's forward steps computed over the same
         # frame pairs (roles swapped) instead of running DIS again.
-        flows = FlowCache(max_frames=min(max_held, 32))
-        back = self.dense.fresh()
-        self.dense.record_to, back.reuse_from = flows, flows
-        return TwoWay(back, max_held=max_held)
+        two_way = TwoWay(self.dense.fresh(), max_held=max_held)  # checks max_held, with its own message
+        flows = FlowCache(max_frames=min(two_way.max_held, 32))
+        self.dense.record_to = two_way.propagator.reuse_from = flows
+        return two_way
 
     # -- commands (any thread) ---------------------------------------------------------
 
