@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.encode_batch and min(args.encode_batch) < 2:
+        p.error("--encode-batch needs image counts of 2 or more, e.g. 4 8")
 
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)

@@ -50,3 +50,12 @@ def test_batched_encoder_cases_encode_distinct_images_in_one_call_against_one_ca
 def test_no_batched_encoder_cases_unless_asked():
     names = [c.name for c in bm.build_cases(RecordingModel(), bm._image())]
     assert not any(n.startswith("encode ") for n in names)
+
+
+def test_a_batch_of_fewer_than_two_images_is_refused_in_one_line(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as err:
+        bm.main(["--encode-batch", "4", "1"])
+    assert err.value.code == 2
+    assert "--encode-batch needs image counts of 2 or more" in capsys.readouterr().err
