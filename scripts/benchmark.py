@@ -120,6 +120,8 @@ class BenchConfig:
 
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "auto"  # fp16 on CUDA (as --config gpu), fp32 elsewhere; the naive baseline stays fp32
+    cuda_graphs: bool = False  # model.cuda_graphs (the gpu preset's setting)
     weights: str | None = None
     frames: int = 16
     repeats: int = 2
@@ -578,7 +580,8 @@ def _report(
     cfg: BenchConfig, info: dict, model: dict, gflops: float, e2e: dict[str, RunTiming], live: dict[str, Quality]
 ) -> str:
     lines = [
-        f"device `{info['device']}`, backend `{info['backend']}`, torch {info['torch']}, {info['threads']} threads, "
+        f"device `{info['device']}`, backend `{info['backend']}`, {info.get('precision', 'fp32')}, "
+        f"CUDA graphs {'on' if info.get('cuda_graphs') else 'off'}, torch {info['torch']}, {info['threads']} threads, "
         f"weights `{info['weights']}`",
         f"fp32 matmul rate {gflops:.0f} GFLOP/s -> floor: encoder {ENCODER_GFLOP / gflops * 1e3:.0f} ms, "
         f"decoder {DECODER_GFLOP_PER_PROMPT / gflops * 1e3:.1f} ms per prompt",
@@ -662,7 +665,11 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         weights = weights_or_random(cfg.weights, Path(tmp))
         device = resolve_device(cfg.device)
         log(f"loading the model ({weights}) on {device} ...")
-        this = load_runner(ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend), progress=False)
+        this = load_runner(
+            ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend, precision=cfg.precision,
+                        cuda_graphs=cfg.cuda_graphs),
+            progress=False,
+        )
         base_predictor = SamPredictor(build_sam("vit_t", weights).to(device).eval())
         baseline = PredictorRunner(base_predictor)
         gflops = matmul_gflops(device)
@@ -720,6 +727,8 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         info = {
             "device": str(device),
             "backend": _backend_name(this, cfg.backend),
+            "precision": str(getattr(getattr(this, "model", None), "dtype", cfg.precision)).replace("torch.", ""),
+            "cuda_graphs": getattr(getattr(this, "model", None), "graphs", None) is not None,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "weights": Path(weights).name,
@@ -756,6 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--backend", default=d.backend, help="model backend: eager, torch, onnxruntime, openvino or auto")
     p.add_argument("--weights", default=None, help="vit_t checkpoint (default: the golden one if present, else random)")
+    p.add_argument("--precision", default=d.precision, help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay the model as CUDA graphs (model.cuda_graphs)")
     p.add_argument("--frames", type=int, default=d.frames, help="frames in the synthetic clip")
     p.add_argument("--repeats", type=int, default=d.repeats, help="end-to-end rounds per variant")
     p.add_argument("--model-repeats", type=int, default=d.model_repeats, help="rounds of the encoder/decoder timings")
@@ -783,6 +794,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = BenchConfig(
             device=args.device,
             backend=args.backend,
+            precision=args.precision,
+            cuda_graphs=args.cuda_graphs,
             weights=args.weights,
             frames=args.frames,
             repeats=args.repeats,

@@ -126,3 +126,27 @@ def test_missing_and_invalid_files(tmp_path: Path):
     bad.write_text("engine: [\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_config(bad)
+
+
+def test_cuda_graphs_is_a_gpu_preset_setting_and_a_strict_boolean(tmp_path: Path):
+    from realtime_sam.model.runtime import ModelConfig
+
+    assert load_config("gpu").model.cuda_graphs and not load_config("cpu").model.cuda_graphs
+    assert not Config().model.cuda_graphs
+    with pytest.raises(ConfigError, match="model.cuda_graphs must be true or false"):
+        load_config(None, ["model.cuda_graphs=sometimes"])
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        ModelConfig(cuda_graphs="yes")  # type: ignore[arg-type]
+
+
+def test_cuda_graphs_are_ignored_off_cuda():
+    """The gpu preset moved to the CPU (``--device cpu``) runs as before: graphs are CUDA's alone."""
+    import torch
+
+    from realtime_sam.model.runtime import ModelConfig, load_inference_model
+    from realtime_sam.model.runtime.cuda_graphs import GraphCache
+
+    model = load_inference_model(None, ModelConfig(device="cpu", cuda_graphs=True))
+    assert model.graphs is None
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphCache(torch.device("cpu"))

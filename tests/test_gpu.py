@@ -159,3 +159,77 @@ def test_the_gpu_preset_tracks_a_video_like_the_cpu(checkpoint_path, scene, tmp_
             ious.append(inter / max(union, 1))
     print(f"\ngpu preset (fp16) vs the same on the CPU (fp32), first frame: mask IoU per object {np.round(ious, 4)}")
     assert min(ious) >= 0.95
+
+
+def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to float rounding (a replay is measured bit-identical; a replay of stale inputs is far off)."""
+    if got.shape != want.shape:
+        return False
+    diff = float((got - want).abs().max()) if got.numel() else 0.0
+    if diff:
+        print(f"graph vs eager: max |diff| {diff:.2e}")
+    return diff <= 1e-4 * max(1.0, float(want.abs().max()))
+
+
+@pytest.fixture(scope="module")
+def graphed(checkpoint_path):
+    """fp16 models on the GPU with and without CUDA graphs (same weights)."""
+    load = lambda graphs: load_inference_model(  # noqa: E731
+        checkpoint_path, ModelConfig(device="cuda", precision="fp16", backend="torch", cuda_graphs=graphs)
+    )
+    return load(False), load(True)
+
+
+def test_cuda_graphs_give_the_eager_outputs(graphed, frames, boxes):
+    """Each shape is captured once and replayed; a replay reads the call's own inputs and returns fresh tensors."""
+    eager, fast = graphed
+    assert eager.graphs is None and fast.graphs is not None
+    for f in frames:  # two image sizes: one graph (the encoder input is always padded to 1024 square)
+        a, b = eager.encode(f), fast.encode(f)
+        assert _same(b.features, a.features)
+    assert fast.graphs.captures == 1 and fast.graphs.replays == len(frames)
+    emb_e, emb_f = eager.encode(frames[0]), fast.encode(frames[0])
+    rng = np.random.default_rng(0)
+    kept = []
+    for n in (1, len(boxes), 1):  # a prompt count seen before replays its graph
+        bx = boxes[:n] + rng.uniform(-5, 5, (n, 4)).astype(np.float32)
+        mask = torch.randn(n, 1, 256, 256, device="cuda")
+        for kwargs in ({"boxes": bx}, {"boxes": bx, "mask_input": mask},
+                       {"point_coords": bx[:, None, :2] + 10, "point_labels": np.ones((n, 1))},
+                       {"boxes": bx, "multimask_output": True}):
+            le, ie = eager.decode(emb_e, **kwargs)
+            lf, i_f = fast.decode(emb_f, **kwargs)
+            assert _same(lf, le) and _same(i_f, ie)
+            kept.append((lf, le))
+    for lf, le in kept:  # later replays did not overwrite earlier results
+        assert _same(lf, le)
+    assert fast.graphs.captures == 1 + 2 * 4  # the encoder, then 4 prompt kinds for each of 2 prompt counts
+    many_e, many_f = eager.encode_batch(frames), fast.encode_batch(frames)
+    assert all(_same(b.features, a.features) for a, b in zip(many_e, many_f))
+
+
+def test_cuda_graphs_serve_several_threads(graphed, frames, boxes):
+    """Streams in one process decode from their own threads: replays must not mix their inputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    eager, fast = graphed
+    embs = [(eager.encode(f), fast.encode(f)) for f in frames]
+
+    def job(i):
+        emb_e, emb_f = embs[i % len(embs)]
+        bx = boxes + float(i)
+        out = [fast.decode(emb_f, boxes=bx)[0] for _ in range(20)]
+        ref = eager.decode(emb_e, boxes=bx)[0]
+        return all(_same(o, ref) for o in out)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(job, range(8)))
+
+
+def test_the_gpu_preset_uses_cuda_graphs(checkpoint_path):
+    from realtime_sam.config import load_config
+    from realtime_sam.model.loader import load_model
+
+    cfg = load_config("gpu", [f"model.weights={checkpoint_path}"])
+    model = load_model(cfg.model, progress=False)
+    assert model.graphs is not None

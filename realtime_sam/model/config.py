@@ -32,6 +32,8 @@ class ModelConfig:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``fp32``, ``fp16``/``bf16`` (GPU) or ``auto`` (fp16 on CUDA, else fp32).
         backend: inference implementation: ``eager`` (plain PyTorch), ``torch`` (fused PyTorch), ``onnxruntime``/``openvino`` (CPU), ``auto``.
+        cuda_graphs: on CUDA, replay the encoder and decoder as CUDA graphs, one per input shape
+            (:mod:`realtime_sam.model.runtime.cuda_graphs`); ignored on other devices.
     """
 
     weights: str | None = None
@@ -39,6 +41,7 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "fp32"
     backend: str = "auto"
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -49,3 +52,5 @@ class ModelConfig:
             raise ConfigError(f"model.precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ConfigError(f"model.cuda_graphs must be true or false, not {self.cuda_graphs!r}")

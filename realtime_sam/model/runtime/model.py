@@ -41,6 +41,7 @@ from realtime_sam.model.device import (
     tune_cpu_allocator,
 )
 from realtime_sam.model.modeling import Sam, TinyViT
+from realtime_sam.model.runtime.cuda_graphs import GraphCache
 from realtime_sam.model.runtime.fast_decoder import FastMaskDecoder
 from realtime_sam.model.runtime.fast_encoder import build_fast_tiny_vit
 from realtime_sam.model.runtime.kernels import fused_cpu_ops_available
@@ -134,12 +135,15 @@ class InferenceModel:
         dtype: torch.dtype,
         backend: str,
         model_type: str,
+        graphs: GraphCache | None = None,
     ) -> None:
         """Use :func:`load_inference_model`; this wires already-built parts together.
 
         ``sam`` is the reference model that supplies the prompt encoder and the
-        pre/post-processing; ``encoder`` and ``decoder`` are what run.
+        pre/post-processing; ``encoder`` and ``decoder`` are what run;
+        ``graphs``, on CUDA, replays both as CUDA graphs (see :mod:`.cuda_graphs`).
         """
+        self.graphs = graphs
         self.sam_reference = sam
         self.encoder = encoder
         self.decoder = decoder
@@ -180,7 +184,7 @@ class InferenceModel:
                 f"encode_resized expects 1x3xhxw with the longest side {self.img_size}, got {tuple(resized.shape)}"
             )
         x = self.sam_reference.preprocess(resized.to(self.device, torch.float32))
-        features = self.encoder(x.to(self.dtype)).to(self.device, torch.float32)
+        features = self._encode_tensor(x.to(self.dtype))
         return Embedding(
             features=features,
             input_size=(int(resized.shape[2]), int(resized.shape[3])),
@@ -211,11 +215,19 @@ class InferenceModel:
             xs.append(self.sam_reference.preprocess(resized.to(self.device, torch.float32)))  # padded to SxS
             inputs.append((int(resized.shape[2]), int(resized.shape[3])))
             originals.append((int(h), int(w)))
-        features = self.encoder(torch.cat(xs).to(self.dtype)).to(self.device, torch.float32)
+        features = self._encode_tensor(torch.cat(xs).to(self.dtype))
         return [
             Embedding(features=features[i : i + 1], input_size=inputs[i], original_size=originals[i])
             for i in range(len(images))
         ]
+
+    def _encode_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder on a preprocessed ``Bx3xSxS`` batch in the model's dtype -> ``Bx256x64x64`` float32."""
+        if self.graphs is not None:
+            (features,) = self.graphs.run(("encode", tuple(x.shape), x.dtype), lambda t: (self.encoder(t),), (x,))
+        else:
+            features = self.encoder(x)
+        return features.to(self.device, torch.float32)
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -292,9 +304,28 @@ class InferenceModel:
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`decode` for tensors already in the *resized* input frame (``SamPredictor.predict_torch``'s convention)."""
+        coords, labels = points if points is not None else (None, None)
+        if self.graphs is None:
+            return self._decode_tensors(multimask_output, embedding.features, coords, labels, boxes, mask_input)
+        inputs = (embedding.features, coords, labels, boxes, mask_input)
+        key = ("decode", multimask_output, *(None if t is None else (tuple(t.shape), t.dtype) for t in inputs))
+        low, iou = self.graphs.run(key, lambda *t: self._decode_tensors(multimask_output, *t), inputs)
+        return low, iou
+
+    def _decode_tensors(
+        self,
+        multimask_output: bool,
+        features: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder on tensors alone (what a CUDA graph captures)."""
+        points = (coords, labels) if coords is not None else None
         sparse, dense = self.sam_reference.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         low, iou = self.decoder(
-            image_embeddings=embedding.features.to(self.dtype),
+            image_embeddings=features.to(self.dtype),
             image_pe=self._dense_pe,
             sparse_prompt_embeddings=sparse.to(self.dtype),
             dense_prompt_embeddings=dense[:1].to(self.dtype) if mask_input is None else dense.to(self.dtype),
@@ -455,6 +486,7 @@ def load_inference_model(
     if backend not in _EXPORTED:
         encoder = encoder.to(device=device, dtype=dtype)
     decoder = decoder.to(device=device, dtype=dtype)
+    graphs = GraphCache(device) if model.cuda_graphs and device.type == "cuda" else None
     return InferenceModel(
         sam,
         encoder=encoder.eval(),
@@ -463,4 +495,5 @@ def load_inference_model(
         dtype=dtype,
         backend=backend,
         model_type=model_type,
+        graphs=graphs,
     )
