@@ -4,11 +4,12 @@
 
     python scripts/benchmark_cuda_graphs.py --precision fp16 [--compile] [--json out.json]
 
-An experiment for a GPU session, not a product path: the engine runs neither.
-On a GPU the model is bound by Python and kernel launches, not arithmetic
-(README, "On a GPU"); a CUDA graph replays a captured call's kernels with
-one launch, so the gap between ``eager`` and ``graph`` below is what launch
-overhead costs. For each case it prints medians over ``--repeats`` calls:
+The figures behind ``model.cuda_graphs`` (on in ``--config gpu``;
+:mod:`realtime_sam.model.runtime.cuda_graphs`), measured here on bare
+captures, and torch.compile, which the product does not use. On a GPU the
+model is bound by Python and kernel launches, not arithmetic (README, "On
+a GPU"); a CUDA graph replays a captured call's kernels with one launch, so
+the gap between ``eager`` and ``graph`` below is what launch overhead costs. For each case it prints medians over ``--repeats`` calls:
 
 * the encoder on one 1024x1024 image (``1x3x1024x1024``);
 * the prompt encoder + mask decoder for 1, 5 and 16 box prompts, each with

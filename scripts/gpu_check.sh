@@ -13,8 +13,8 @@
 #               fp16, without CUDA graphs; e2e_graphs: the same with them (the gpu preset's setting)
 #   streams     scripts/benchmark_streams.py with the gpu preset: K = 1 and 4 live streams, one process
 #               against K processes; streams_nocap: K = 4 with the frame budget's cap off
-#   graphs      scripts/benchmark_cuda_graphs.py: CUDA graphs and torch.compile for the encoder and decoder
-#               (an experiment: what launch overhead costs; the engine runs neither)
+#   graphs      scripts/benchmark_cuda_graphs.py: CUDA graphs against eager for the encoder and decoder
+#               on bare captures (model.cuda_graphs' figures); compile: the same with torch.compile
 # Weights: the golden checkpoint where ../shared/golden has it, else a random one (speed does not depend on them).
 set -u
 out=${1:-gpu-check}
