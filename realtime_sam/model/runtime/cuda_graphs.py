@@ -22,6 +22,10 @@ dropped past ``max_graphs``. All graphs share one memory pool: safe because
 replays are serialised by one lock and outputs are cloned before the lock is
 released, so one graph's scratch memory is never live across another's replay.
 
+Memory: each graph keeps its output tensors, and the shared pool keeps
+the largest captured call's scratch (on the gpu preset, discovery's decodes
+of 256 point prompts).
+
 A call whose capture fails (an operation CUDA cannot capture, another
 thread's work in the way) is run eagerly, and its key is not tried again.
 """
@@ -66,7 +70,8 @@ class GraphCache:
         self._graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
         self._failed: set[Hashable] = set()
         self._lock = threading.Lock()
-        self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.device(device):
+            self._pool = torch.cuda.graph_pool_handle()
         self.captures = 0  # graphs captured so far (tests and benchmarks read these)
         self.replays = 0
 
@@ -87,7 +92,8 @@ class GraphCache:
         """
         if key in self._failed:
             return tuple(fn(*inputs))
-        with self._lock:
+        # The graphs' streams are this device's, whichever device is current (cuda:1 beside cuda:0).
+        with self._lock, torch.cuda.device(self.device):
             entry = self._graphs.get(key)
             if entry is None:
                 entry = self._capture(key, fn, inputs)
