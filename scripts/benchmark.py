@@ -11,8 +11,10 @@ In one run it prints markdown tables (medians over ``--repeats`` rounds):
 1. **Model**: the image encoder and the decoder for 1/4/16 box prompts in
    one call, through the same :class:`~realtime_sam.tracking.engine.ModelRunner`
    interface the engine uses, for the configured model
-   (:func:`realtime_sam.model.loader.load_runner` with ``--backend``) and for the
-   baseline (plain eager PyTorch :class:`~realtime_sam.model.predictor.SamPredictor`).
+   (:func:`realtime_sam.model.loader.load_runner` with ``--backend``,
+   ``--precision``, default fp16 on CUDA, and ``--cuda-graphs``) and for the
+   baseline (plain eager PyTorch :class:`~realtime_sam.model.predictor.SamPredictor`,
+   fp32).
    Each figure is given as a ratio to the baseline and to the FLOP floor:
    the time this machine's measured fp32 matrix-multiply rate would need for
    the network's FLOPs (encoder 77.5 GFLOP, decoder 3.6 GFLOP per prompt).
