@@ -11,7 +11,7 @@ In one run it prints markdown tables (medians over ``--repeats`` rounds):
 1. **Model**: the image encoder and the decoder for 1/4/16 box prompts in
    one call, through the same :class:`~realtime_sam.tracking.engine.ModelRunner`
    interface the engine uses, for the configured model
-   (:func:`realtime_sam.model.loader.load_runner` with ``--backend``,
+   (:func:`realtime_sam.model.loader.load_runner`'s runner, with ``--backend``,
    ``--precision``, default fp16 on CUDA, and ``--cuda-graphs``) and for the
    baseline (plain eager PyTorch :class:`~realtime_sam.model.predictor.SamPredictor`,
    fp32).
@@ -79,7 +79,7 @@ from realtime_sam.config import ModelConfig  # noqa: E402
 from realtime_sam.errors import RealtimeSamError  # noqa: E402
 from realtime_sam.model.build import build_sam  # noqa: E402
 from realtime_sam.model.predictor import SamPredictor  # noqa: E402
-from realtime_sam.model.runners import PredictorRunner, low_res_to_masks  # noqa: E402
+from realtime_sam.model.runners import InferenceRunner, PredictorRunner, low_res_to_masks  # noqa: E402
 from realtime_sam.model.transforms import preprocess_shape  # noqa: E402
 from realtime_sam.testing.synthetic import (  # noqa: E402
     Scene,
@@ -660,18 +660,19 @@ def _report(
 
 def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[str, dict]:
     """Run the whole benchmark; returns the markdown report and the raw numbers."""
-    from realtime_sam.model.device import resolve_device
-    from realtime_sam.model.loader import load_runner
+    from realtime_sam.model.device import precision_name, resolve_device
+    from realtime_sam.model.loader import load_model
 
     with tempfile.TemporaryDirectory(prefix="rtsam-bench-") as tmp:
         weights = weights_or_random(cfg.weights, Path(tmp))
         device = resolve_device(cfg.device)
         log(f"loading the model ({weights}) on {device} ...")
-        this = load_runner(
+        inference = load_model(
             ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend, precision=cfg.precision,
                         cuda_graphs=cfg.cuda_graphs),
             progress=False,
         )
+        this = InferenceRunner(inference)  # what load_runner gives the engine
         base_predictor = SamPredictor(build_sam("vit_t", weights).to(device).eval())
         baseline = PredictorRunner(base_predictor)
         gflops = matmul_gflops(device)
@@ -729,8 +730,8 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         info = {
             "device": str(device),
             "backend": _backend_name(this, cfg.backend),
-            "precision": str(getattr(getattr(this, "model", None), "dtype", cfg.precision)).replace("torch.", ""),
-            "cuda_graphs": getattr(getattr(this, "model", None), "graphs", None) is not None,
+            "precision": precision_name(inference.dtype),
+            "cuda_graphs": inference.graphs is not None,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "weights": Path(weights).name,

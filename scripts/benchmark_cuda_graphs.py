@@ -44,6 +44,7 @@ import torch
 
 from realtime_sam.model.device import resolve_device, resolve_precision
 from realtime_sam.model.runtime import InferenceOptions, ModelConfig, load_inference_model
+from realtime_sam.model.runtime.cuda_graphs import capture_graph
 
 GOLDEN_CKPT = REPO.parent / "shared" / "golden" / "mobile_sam_random_seed0.pt"
 PROMPTS = (1, 5, 16)
@@ -59,20 +60,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
-
-
-def capture(fn: Callable[..., object], *static: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, object]:
-    """Capture ``fn(*static)`` as a CUDA graph after warm-up on a side stream; returns the graph and its outputs."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(*static)
-    return graph, out
 
 
 def _max_diff(a: object, b: object) -> float:
@@ -112,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         emb = model.encode(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8))
         try:
             static_x = xs[0].clone()
-            graph, g_out = capture(model.encoder, static_x)
+            graph, (g_out,) = capture_graph(lambda t: (model.encoder(t),), (static_x,), device=device)
             eager = median_ms(lambda: model.encoder(xs[1]), args.repeats)
 
             def replay() -> None:
@@ -134,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     return model.decode_embedded(emb, None, bx, mk, False)
 
                 sb, sm = boxes.clone(), torch.zeros_like(masks)
-                graph, g_out = capture(decode, sb, sm)
+                graph, g_out = capture_graph(decode, (sb, sm), device=device)
                 eager = median_ms(lambda: decode(boxes, masks), args.repeats)
 
                 def replay_dec() -> None:

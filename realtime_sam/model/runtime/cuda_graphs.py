@@ -40,11 +40,38 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GraphCache"]
+__all__ = ["GraphCache", "capture_graph"]
 
 log = logging.getLogger(__name__)
 
 _WARMUP_CALLS = 3  # before capture, on a side stream: lazy initialisation (cuBLAS handles, kernels) must not be captured
+
+
+def capture_graph(
+    fn: Callable[..., Sequence[torch.Tensor]],
+    static: Sequence[torch.Tensor | None],
+    *,
+    device: torch.device,
+    pool: tuple | None = None,
+) -> tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]]:
+    """Capture ``fn(*static)`` on ``device`` as a CUDA graph, after warm-up calls on a side stream.
+
+    Returns the graph, whose ``replay()`` reruns the call on whatever
+    ``static`` holds then, and the tensors it writes (``fn``'s outputs).
+    ``pool``: a memory pool shared with other graphs (``torch.cuda.graph_pool_handle()``).
+    Raises what CUDA raises for a call it cannot capture.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(_WARMUP_CALLS):
+            fn(*static)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: another stream's thread may use CUDA meanwhile; that is not this capture's business.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        outputs = tuple(fn(*static))
+    return graph, outputs
 
 
 @dataclass
@@ -74,9 +101,6 @@ class GraphCache:
             self._pool = torch.cuda.graph_pool_handle()
         self.captures = 0  # graphs captured so far (tests and benchmarks read these)
         self.replays = 0
-
-    def __len__(self) -> int:
-        return len(self._graphs)
 
     def run(
         self,
@@ -113,16 +137,7 @@ class GraphCache:
     ) -> _Graph | None:
         static = tuple(None if x is None else x.detach().clone() for x in inputs)
         try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(_WARMUP_CALLS):
-                    fn(*static)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: another stream's thread may use CUDA meanwhile; that is not this capture's business.
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                outputs = tuple(fn(*static))
+            graph, outputs = capture_graph(fn, static, device=self.device, pool=self._pool)
         except Exception as exc:  # noqa: BLE001 - any capture failure: run this key eagerly from now on
             log.warning("CUDA graph capture failed for %r (%s); running it without a graph", key, exc)
             self._failed.add(key)
