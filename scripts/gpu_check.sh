@@ -20,6 +20,10 @@ set -u
 out=${1:-gpu-check}
 shift $(( $# > 0 ? 1 : 0 ))
 only=" $* "
+steps="tests model_fp32 model_fp16 e2e e2e_graphs streams streams_nocap graphs compile"
+for name in "$@"; do
+    [[ " $steps " == *" $name "* ]] || { echo "gpu_check.sh: unknown step '$name'; the steps: $steps" >&2; exit 2; }
+done
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi -L 2>&1 | tee "$out/gpu.txt"
