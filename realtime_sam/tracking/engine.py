@@ -60,6 +60,7 @@ import numpy as np
 from realtime_sam.errors import ConfigError, PromptError
 from realtime_sam.tracking.association import (
     box_area,
+    box_edges,
     box_motion,
     mask_to_box,
     track_under,
@@ -172,6 +173,10 @@ _WATCH_EVERY = 3
 # few colours to tell from look-alikes (the hard scene's 35 px object was "seen" on them for
 # 159 frames in two clips, where the larger ones never were).
 _WATCH_MIN_AREA = 0.01
+
+# A live track's decode under this share of its last whole decoded area is asked again with
+# the box the track was last decoded at joined to its prompt box (Engine._ask_again).
+_SHRUNK = 0.5
 
 
 def _same_size(box_then, box_now) -> np.ndarray:
@@ -1175,7 +1180,68 @@ class Engine:
                 boxes = np.array([p.box for p in group], dtype=np.float64).reshape(-1, 4)
                 mask_in = np.stack([p.logits for p in group]).astype(np.float32) if use_mask else None
                 out += self._decode_boxes(boxes, image, [p.track_id for p in group], mask_in=mask_in)
-        return self._beyond_the_box(live, out, image)
+        return self._ask_again(live, self._beyond_the_box(live, out, image), image)
+
+    def _ask_again(self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray) -> list[Detection]:
+        """``decoded`` (one per prompt of ``live``), where the flow had carried a track's mask
+        off its object, decoded once more from where the object was last decoded.
+
+        A track's prompt is the box of its propagated mask. Where the flow carried
+        that mask off the object (a dog running as the camera pans with it: the flow
+        inside the blurred dog is the background's), the box holds one end of the
+        object and the decode gives that end, or the mask spread over the background
+        and the decode gives a background region. Either way the track loses the
+        object within a few frames (DAVIS libby). So, for tracks not partly hidden
+        by another, with a box prompt alone (the logits are the drifted mask's):
+
+        * a decode under :data:`_SHRUNK` of the track's last whole decoded area, not
+          at the frame's edge (an object leaving), is asked again with the prompt box
+          joined to the box of the track's last decode, where the object was when
+          the model last saw it; the new mask must hold most of the first (the same
+          object, more of it) and be nearer the object's size;
+        * a decode larger than the object that the track would refuse (unlike it, or
+          too large: :meth:`Tracker.plausible`) is asked again at the last decoded
+          box alone.
+
+        Either way the new mask must be one the track takes, score about as well and
+        take in no other track's mask.
+        """
+        h, w = image.shape[:2]
+        by_id = {p.track_id: p for p in live}
+        redo: list[tuple[int, np.ndarray]] = []
+        for k, d in enumerate(decoded):
+            p = by_id.get(d.source_track)  # type: ignore[arg-type]
+            t = self.tracker.get(d.source_track) if d.source_track is not None else None
+            if (
+                p is None or t is None or t.state == TrackState.LOST  # no flow moved a lost track's prompt
+                or t.decoded_box is None or t.full_area <= 0 or self._hidden.get(t.id, False)
+            ):
+                continue
+            box, n = mask_to_box(d.mask), np.count_nonzero(d.mask)
+            if box is not None and n < _SHRUNK * t.full_area and not any(box_edges(box, (h, w))):
+                ask = np.concatenate([np.minimum(p.box[:2], t.decoded_box[:2]), np.maximum(p.box[2:], t.decoded_box[2:])])
+                if box_area(ask) >= 1.2 * box_area(p.box):  # else the last decode lies inside the prompt: nothing new to ask
+                    redo.append((k, np.clip(ask, 0, [w, h, w, h])))
+            elif n > t.full_area and not self.tracker.plausible(t, float(n), d.appearance):
+                redo.append((k, np.clip(t.decoded_box, 0, [w, h, w, h])))
+        if not redo:
+            return decoded
+        again = self._decode_boxes(np.stack([b for _, b in redo]), image, [decoded[k].source_track for k, _ in redo])
+        out = list(decoded)
+        for (k, _), d in zip(redo, again):
+            first, t = decoded[k].mask, self.tracker.get(d.source_track)
+            n_first, n_new = np.count_nonzero(first), np.count_nonzero(d.mask)
+            better = self.tracker.plausible(t, float(n_new), d.appearance)  # type: ignore[arg-type]
+            if n_first < _SHRUNK * t.full_area:  # type: ignore[union-attr]
+                near = abs(n_new - t.full_area) < abs(n_first - t.full_area)  # type: ignore[union-attr]
+                better = better and near and np.count_nonzero(d.mask & first) >= 0.8 * n_first
+            others = any(
+                np.count_nonzero(d.mask & o.mask) > 0.2 * np.count_nonzero(o.mask)
+                for j, o in enumerate(decoded) if j != k and o.source_track is not None and o.mask.any()
+            )
+            if better and not others and d.score >= decoded[k].score - 0.05:
+                out[k] = d
+        return out
 
     def _beyond_the_box(self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray) -> list[Detection]:
         """``decoded`` (one per prompt of ``live``), where a mask spills over its prompt box

@@ -365,6 +365,7 @@ class Track:
             nor by an object in front (the size it is looked for at while lost),
             or ``None``.
         full_area: the mask area (pixels) of that decode, or ``0``.
+        decoded_box: ``XYXY`` box of its last decoded mask (not moved since), or ``None``.
         lost_box, lost_speed: while lost, its last box and speed (pixels per
             frame) when it was lost: where the search may find it (:meth:`Tracker.search_region`).
         looked_at: while lost, the frame of the last update that did not find it.
@@ -373,7 +374,7 @@ class Track:
     __slots__ = (
         "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
-        "appearance", "full_size", "full_area", "lost_box", "lost_speed", "looked_at",
+        "appearance", "full_size", "full_area", "decoded_box", "lost_box", "lost_speed", "looked_at",
     )
 
     def __init__(self, track_id: int, state: TrackState, frame_index: int, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -401,6 +402,7 @@ class Track:
         self.appearance: np.ndarray | None = None
         self.full_size: np.ndarray | None = None
         self.full_area = 0.0
+        self.decoded_box: np.ndarray | None = None
 
     @property
     def age(self) -> int:
@@ -718,21 +720,10 @@ class Tracker:
         iou = self._track_iou(live, masks, boxes)
         plausible = np.ones_like(iou, dtype=bool)
         for r, t in enumerate(live):
-            if t.ref_area > 0:
-                ratio = areas / t.ref_area
-                plausible[r] = (ratio <= cfg.max_area_change) & (ratio >= 1.0 / cfg.max_area_change)
-            if t.appearance is not None:
-                # What a track takes must look like what it followed, in every step: the
-                # background a prompt decodes where its object just left the view, say.
-                # Lost for long, its prompt (where its motion model puts it, slid back into
-                # the frame) is far from where it is and decodes whatever is there: what
-                # comes back must look as alike as the search asks.
-                long_lost = t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > _LONG_LOST
-                need = cfg.search_appearance if long_lost else cfg.min_appearance
-                plausible[r] &= np.array([similarity(t.appearance, d.appearance) >= need for d in items])
-                if t.state == TrackState.LOST:
-                    # Nor more than twice its whole size (a background segment around it).
-                    plausible[r] &= np.array([self.fits_whole_size(t, b, a, smaller=True) for b, a in zip(boxes, areas)])
+            plausible[r] = [self.plausible(t, float(a), d.appearance, frame_index) for a, d in zip(areas, items)]
+            if t.state == TrackState.LOST and t.appearance is not None:
+                # Nor more than twice its whole size (a background segment around it).
+                plausible[r] &= np.array([self.fits_whole_size(t, b, a, smaller=True) for b, a in zip(boxes, areas)])
         linkable = good[None, :] & plausible & (iou >= cfg.match_iou_thresh)
         # Whose object a mask is, judged on hidden tracks' whole masks too: a track whose
         # mask drifted onto another object that it hides (a lost small object's, say) would
@@ -931,6 +922,7 @@ class Tracker:
             t.ref_area = area
         t.mask = d.mask
         t.box = np.asarray(box, dtype=np.float64).copy()
+        t.decoded_box = t.box.copy()
         if whole_seen:
             self._note_size(t, t.box, flowed, area)
         t.score = d.score
@@ -1041,6 +1033,23 @@ class Tracker:
         ``search_appearance``, and ``_FAR_LOOK`` more beyond the near band of its search
         region (farther off, more look-alikes)."""
         return self.config.search_appearance + (0.0 if near else _FAR_LOOK)
+
+    def plausible(self, t: Track, area: float, appearance: np.ndarray | None, frame_index: int | None = None) -> bool:
+        """Whether track ``t`` may take a mask of ``area`` pixels that looks like ``appearance``
+        (:func:`~realtime_sam.tracking.appearance.appearance_of`): within ``max_area_change``
+        of its reference area, and alike enough. (What a track takes must look like what it
+        followed, in every step: not the background a prompt decodes where its object just
+        left the view, say. Lost for long, its prompt, where its motion model puts it slid
+        back into the frame, is far from where it is and decodes whatever is there: what
+        comes back must look as alike as the search asks.)"""
+        cfg = self.config
+        if t.ref_area > 0 and not (1.0 / cfg.max_area_change <= area / t.ref_area <= cfg.max_area_change):
+            return False
+        if t.appearance is None:
+            return True
+        frame = self._frame if frame_index is None else frame_index
+        long_lost = t.state == TrackState.LOST and t.lost_since is not None and frame - t.lost_since > _LONG_LOST
+        return similarity(t.appearance, appearance) >= (cfg.search_appearance if long_lost else cfg.min_appearance)
 
     def fits_whole_size(self, t: Track, box: np.ndarray, area: float = 0.0, *, smaller: bool = False) -> bool:
         """Whether ``box`` is within a factor 2 of the track's whole size in both sides
