@@ -503,5 +503,5 @@ def test_a_decode_of_the_background_the_track_would_refuse_is_asked_again_at_its
 
     state, iou = run()
     assert state is TrackState.CONFIRMED and iou > 0.95
-    monkeypatch.setattr(Engine, "_ask_again", lambda self, live, decoded, image: decoded)  # never asked again
+    monkeypatch.setattr(Engine, "_ask_again", lambda self, live, decoded, image, anchors: decoded)  # never asked again
     assert run()[0] is TrackState.LOST

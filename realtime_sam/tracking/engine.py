@@ -52,7 +52,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from dataclasses import replace as dataclass_replace
-from typing import TYPE_CHECKING, Callable, Hashable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Hashable, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -96,6 +96,7 @@ from realtime_sam.tracking.tracks import (
     TrackerConfig,
     TrackPrompt,
     appearance_of,
+    plausible_mask,
 )
 from realtime_sam.tracking.two_way import SoftMasks, TwoWay
 from realtime_sam.types import BoxDetections, Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
@@ -260,6 +261,16 @@ class _Look(NamedTuple):
     partly_out: bool  # lost at an edge: the first ring's windows are scored over their part in view
 
 
+class _Anchor(NamedTuple):
+    """Where a live track was last decoded, for asking again where the flow lost it
+    (:meth:`Engine._ask_again`); copied from the tracker when an encode starts."""
+
+    decoded_box: np.ndarray  # ``XYXY`` box of its last decoded mask
+    full_area: float  # pixels: the area of its last whole decoded mask
+    ref_area: float  # pixels: its reference area (what the tracker takes, with ``looks``)
+    looks: np.ndarray | None  # its colour descriptor
+
+
 class _DecodeRequest(NamedTuple):
     """All that is decoded against one embedding, fixed when its encode starts.
 
@@ -274,6 +285,7 @@ class _DecodeRequest(NamedTuple):
     looks: tuple[_Look, ...]  # lost tracks searched for
     taken: np.ndarray | None  # ``HxW bool``: live tracks' masks, left out of the search
     new: tuple[tuple[ObjectPrompt, TrackPrompt | None], ...]  # new prompts; a refinement with its track's state
+    anchors: Mapping[int, _Anchor]  # live tracks not partly hidden: where each was last decoded
 
 
 class _Decoded(NamedTuple):
@@ -1118,7 +1130,13 @@ class Engine:
         for p in new:
             tr = tracker.get(p.track_id) if p.track_id is not None else None
             refined.append((p, None if tr is None else TrackPrompt(tr.id, tr.box, tr.logits)))
-        return _DecodeRequest(image, tuple(live), tuple(looks), taken, tuple(refined))
+        anchors = {
+            t.id: _Anchor(t.decoded_box.copy(), t.full_area, t.ref_area, t.appearance)
+            for p in live
+            if (t := tracker.get(p.track_id)) is not None and t.state != TrackState.LOST  # no flow moved a lost one's prompt
+            and t.decoded_box is not None and t.full_area > 0 and not self._hidden.get(t.id, False)
+        }
+        return _DecodeRequest(image, tuple(live), tuple(looks), taken, tuple(refined), anchors)
 
     def _decode(self, request: _DecodeRequest, boxes: BoxDetections | None = None) -> _Decoded:
         """Decode ``request`` (and a detector's ``boxes``) against the runner's current embedding.
@@ -1128,7 +1146,7 @@ class Engine:
         """
         image = request.image
         return _Decoded(
-            self._decode_tracks(request.prompts, image),
+            self._decode_tracks(request.prompts, image, request.anchors),
             self._search(request, image),
             [(p, self._decode_prompt(p, refined, image)) for p, refined in request.new],
             self._decode_detections(boxes, image) if boxes is not None else [],
@@ -1170,7 +1188,9 @@ class Engine:
             out += self._detections(low[:, 0], iou[:, 0], image, list(sources[i : i + bs]), chunk_labels)
         return out
 
-    def _decode_tracks(self, live: Sequence[TrackPrompt], image: np.ndarray) -> list[Detection]:
+    def _decode_tracks(
+        self, live: Sequence[TrackPrompt], image: np.ndarray, anchors: Mapping[int, _Anchor] | None = None
+    ) -> list[Detection]:
         """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
         with_logits = [p for p in live if self.config.mask_prompt and p.logits is not None]
         without = [p for p in live if not (self.config.mask_prompt and p.logits is not None)]
@@ -1180,9 +1200,11 @@ class Engine:
                 boxes = np.array([p.box for p in group], dtype=np.float64).reshape(-1, 4)
                 mask_in = np.stack([p.logits for p in group]).astype(np.float32) if use_mask else None
                 out += self._decode_boxes(boxes, image, [p.track_id for p in group], mask_in=mask_in)
-        return self._ask_again(live, self._beyond_the_box(live, out, image), image)
+        return self._ask_again(live, self._beyond_the_box(live, out, image), image, anchors or {})
 
-    def _ask_again(self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray) -> list[Detection]:
+    def _ask_again(
+        self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray, anchors: Mapping[int, _Anchor]
+    ) -> list[Detection]:
         """``decoded`` (one per prompt of ``live``), where the flow had carried a track's mask
         off its object, decoded once more from where the object was last decoded.
 
@@ -1191,8 +1213,9 @@ class Engine:
         inside the blurred dog is the background's), the box holds one end of the
         object and the decode gives that end, or the mask spread over the background
         and the decode gives a background region. Either way the track loses the
-        object within a few frames (DAVIS libby). So, for tracks not partly hidden
-        by another, with a box prompt alone (the logits are the drifted mask's):
+        object within a few frames (DAVIS libby). So, for the tracks in ``anchors``
+        (live ones not partly hidden by another), with a box prompt alone (the logits
+        are the drifted mask's):
 
         * a decode under :data:`_SHRUNK` of the track's last whole decoded area, not
           at the frame's edge (an object leaving), is asked again with the prompt box
@@ -1200,40 +1223,39 @@ class Engine:
           the model last saw it; the new mask must hold most of the first (the same
           object, more of it) and be nearer the object's size;
         * a decode larger than the object that the track would refuse (unlike it, or
-          too large: :meth:`Tracker.plausible`) is asked again at the last decoded
-          box alone.
+          too large: :func:`~realtime_sam.tracking.tracks.plausible_mask`) is asked
+          again at the last decoded box alone.
 
         Either way the new mask must be one the track takes, score about as well and
-        take in no other track's mask.
+        take in no other track's mask. Reads only ``anchors`` of the engine's state:
+        safe on the worker.
         """
         h, w = image.shape[:2]
+        cfg = self.tracker.config  # frozen
         by_id = {p.track_id: p for p in live}
         redo: list[tuple[int, np.ndarray]] = []
         for k, d in enumerate(decoded):
             p = by_id.get(d.source_track)  # type: ignore[arg-type]
-            t = self.tracker.get(d.source_track) if d.source_track is not None else None
-            if (
-                p is None or t is None or t.state == TrackState.LOST  # no flow moved a lost track's prompt
-                or t.decoded_box is None or t.full_area <= 0 or self._hidden.get(t.id, False)
-            ):
+            a = anchors.get(d.source_track) if d.source_track is not None else None  # type: ignore[arg-type]
+            if p is None or a is None:
                 continue
             box, n = mask_to_box(d.mask), np.count_nonzero(d.mask)
-            if box is not None and n < _SHRUNK * t.full_area and not any(box_edges(box, (h, w))):
-                ask = np.concatenate([np.minimum(p.box[:2], t.decoded_box[:2]), np.maximum(p.box[2:], t.decoded_box[2:])])
+            if box is not None and n < _SHRUNK * a.full_area and not any(box_edges(box, (h, w))):
+                ask = np.concatenate([np.minimum(p.box[:2], a.decoded_box[:2]), np.maximum(p.box[2:], a.decoded_box[2:])])
                 if box_area(ask) >= 1.2 * box_area(p.box):  # else the last decode lies inside the prompt: nothing new to ask
                     redo.append((k, np.clip(ask, 0, [w, h, w, h])))
-            elif n > t.full_area and not self.tracker.plausible(t, float(n), d.appearance):
-                redo.append((k, np.clip(t.decoded_box, 0, [w, h, w, h])))
+            elif n > a.full_area and not plausible_mask(cfg, a.ref_area, a.looks, float(n), d.appearance):
+                redo.append((k, np.clip(a.decoded_box, 0, [w, h, w, h])))
         if not redo:
             return decoded
         again = self._decode_boxes(np.stack([b for _, b in redo]), image, [decoded[k].source_track for k, _ in redo])
         out = list(decoded)
         for (k, _), d in zip(redo, again):
-            first, t = decoded[k].mask, self.tracker.get(d.source_track)
+            a, first = anchors[d.source_track], decoded[k].mask  # type: ignore[index]
             n_first, n_new = np.count_nonzero(first), np.count_nonzero(d.mask)
-            better = self.tracker.plausible(t, float(n_new), d.appearance)  # type: ignore[arg-type]
-            if n_first < _SHRUNK * t.full_area:  # type: ignore[union-attr]
-                near = abs(n_new - t.full_area) < abs(n_first - t.full_area)  # type: ignore[union-attr]
+            better = plausible_mask(cfg, a.ref_area, a.looks, float(n_new), d.appearance)
+            if n_first < _SHRUNK * a.full_area:
+                near = abs(n_new - a.full_area) < abs(n_first - a.full_area)
                 better = better and near and np.count_nonzero(d.mask & first) >= 0.8 * n_first
             others = any(
                 np.count_nonzero(d.mask & o.mask) > 0.2 * np.count_nonzero(o.mask)

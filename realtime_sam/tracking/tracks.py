@@ -60,6 +60,7 @@ __all__ = [
     "Tracker",
     "appearance_of",
     "similarity",
+    "plausible_mask",
 ]
 
 _LOWRES = 256  # side of SAM's low-resolution mask logits
@@ -431,6 +432,23 @@ class TrackPrompt(NamedTuple):
     track_id: int
     box: np.ndarray
     logits: np.ndarray | None
+
+
+def plausible_mask(
+    config: TrackerConfig, ref_area: float, looks: np.ndarray | None, area: float, appearance: np.ndarray | None,
+    need: float | None = None,
+) -> bool:
+    """Whether a track of reference area ``ref_area`` (pixels; 0: none yet) and colour
+    descriptor ``looks`` may take a mask of ``area`` pixels that looks like ``appearance``:
+    within ``config.max_area_change`` of the reference area either way, and at least
+    ``need`` (default ``config.min_appearance``) alike. What a track takes must look like
+    what it followed, in every step: not the background a prompt decodes where its
+    object just left the view, say."""
+    if ref_area > 0 and not (1.0 / config.max_area_change <= area / ref_area <= config.max_area_change):
+        return False
+    if looks is None:
+        return True
+    return similarity(looks, appearance) >= (config.min_appearance if need is None else need)
 
 
 class Tracker:
@@ -1036,20 +1054,13 @@ class Tracker:
 
     def plausible(self, t: Track, area: float, appearance: np.ndarray | None, frame_index: int | None = None) -> bool:
         """Whether track ``t`` may take a mask of ``area`` pixels that looks like ``appearance``
-        (:func:`~realtime_sam.tracking.appearance.appearance_of`): within ``max_area_change``
-        of its reference area, and alike enough. (What a track takes must look like what it
-        followed, in every step: not the background a prompt decodes where its object just
-        left the view, say. Lost for long, its prompt, where its motion model puts it slid
-        back into the frame, is far from where it is and decodes whatever is there: what
-        comes back must look as alike as the search asks.)"""
-        cfg = self.config
-        if t.ref_area > 0 and not (1.0 / cfg.max_area_change <= area / t.ref_area <= cfg.max_area_change):
-            return False
-        if t.appearance is None:
-            return True
+        (:func:`plausible_mask` with its reference area and looks). Lost for long, its prompt,
+        where its motion model puts it slid back into the frame, is far from where it is and
+        decodes whatever is there: what comes back must look as alike as the search asks."""
         frame = self._frame if frame_index is None else frame_index
         long_lost = t.state == TrackState.LOST and t.lost_since is not None and frame - t.lost_since > _LONG_LOST
-        return similarity(t.appearance, appearance) >= (cfg.search_appearance if long_lost else cfg.min_appearance)
+        need = self.config.search_appearance if long_lost else self.config.min_appearance
+        return plausible_mask(self.config, t.ref_area, t.appearance, area, appearance, need)
 
     def fits_whole_size(self, t: Track, box: np.ndarray, area: float = 0.0, *, smaller: bool = False) -> bool:
         """Whether ``box`` is within a factor 2 of the track's whole size in both sides
