@@ -470,7 +470,6 @@ def test_a_decode_that_comes_back_much_smaller_than_the_object_is_asked_again_fr
     assert run() < 0.5
 
 
-
 def test_a_decode_of_the_background_the_track_would_refuse_is_asked_again_at_its_last_decoded_box(monkeypatch):
     # The other way the flow loses an object: its mask runs out over the background (DAVIS
     # libby at N = 15: the dog's mask spread over the grass). The prompt box is then the
