@@ -1188,10 +1188,9 @@ class Engine:
             out += self._detections(low[:, 0], iou[:, 0], image, list(sources[i : i + bs]), chunk_labels)
         return out
 
-    def _decode_tracks(
-        self, live: Sequence[TrackPrompt], image: np.ndarray, anchors: Mapping[int, _Anchor] | None = None
-    ) -> list[Detection]:
-        """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt)."""
+    def _decode_tracks(self, live: Sequence[TrackPrompt], image: np.ndarray, anchors: Mapping[int, _Anchor]) -> list[Detection]:
+        """All live tracks in batched decoder calls: box prompt (+ last logits as mask prompt);
+        ``anchors`` (:meth:`_ask_again`): where the flow lost one, asked again."""
         with_logits = [p for p in live if self.config.mask_prompt and p.logits is not None]
         without = [p for p in live if not (self.config.mask_prompt and p.logits is not None)]
         out: list[Detection] = []
@@ -1200,7 +1199,7 @@ class Engine:
                 boxes = np.array([p.box for p in group], dtype=np.float64).reshape(-1, 4)
                 mask_in = np.stack([p.logits for p in group]).astype(np.float32) if use_mask else None
                 out += self._decode_boxes(boxes, image, [p.track_id for p in group], mask_in=mask_in)
-        return self._ask_again(live, self._beyond_the_box(live, out, image), image, anchors or {})
+        return self._ask_again(live, self._beyond_the_box(live, out, image), image, anchors)
 
     def _ask_again(
         self, live: Sequence[TrackPrompt], decoded: list[Detection], image: np.ndarray, anchors: Mapping[int, _Anchor]
@@ -1239,8 +1238,8 @@ class Engine:
             a = anchors.get(d.source_track) if d.source_track is not None else None  # type: ignore[arg-type]
             if p is None or a is None:
                 continue
-            box, n = mask_to_box(d.mask), np.count_nonzero(d.mask)
-            if box is not None and n < _SHRUNK * a.full_area and not any(box_edges(box, (h, w))):
+            n = np.count_nonzero(d.mask)  # (d.box is its mask's box: _detections)
+            if 0 < n < _SHRUNK * a.full_area and not any(box_edges(d.box, (h, w))):
                 ask = np.concatenate([np.minimum(p.box[:2], a.decoded_box[:2]), np.maximum(p.box[2:], a.decoded_box[2:])])
                 if box_area(ask) >= 1.2 * box_area(p.box):  # else the last decode lies inside the prompt: nothing new to ask
                     redo.append((k, np.clip(ask, 0, [w, h, w, h])))
