@@ -20,9 +20,9 @@ the gap between ``eager`` and ``graph`` below is what launch overhead costs. For
 
 Every replayed output is compared with the eager output of the same inputs
 (max absolute difference), so a graph that captured the wrong thing shows.
-Graphs need static shapes: a product path would keep one graph per prompt
-count, and copy each call's inputs into the captured tensors (the timing
-includes that copy).
+Graphs need static shapes: the product (``GraphCache``) keeps one graph per
+prompt count and copies each call's inputs into the captured tensors; the
+timing here includes that copy.
 """
 
 from __future__ import annotations
@@ -111,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # an experiment: report and go on to the decoder
             traceback.print_exc()
 
+        def prompts(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """``b`` random 150x150 boxes (``bx4``) and mask prompts (``bx1x256x256``)."""
+            corners = torch.tensor(rng.uniform(0, 600, (b, 2)), dtype=torch.float32, device=device)
+            return torch.cat([corners, corners + 150.0], dim=1), torch.randn(b, 1, 256, 256, device=device)
+
+        def decode(bx: torch.Tensor, mk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return model.decode_embedded(emb, None, bx, mk, False)
+
         for b in PROMPTS:
             try:
-                boxes = torch.tensor(rng.uniform(0, 600, (b, 2)), dtype=torch.float32, device=device)
-                boxes = torch.cat([boxes, boxes + 150.0], dim=1)
-                masks = torch.randn(b, 1, 256, 256, device=device)
-
-                def decode(bx: torch.Tensor, mk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                    return model.decode_embedded(emb, None, bx, mk, False)
-
+                boxes, masks = prompts(b)
                 sb, sm = boxes.clone(), torch.zeros_like(masks)
                 graph, g_out = capture_graph(decode, (sb, sm), device=device)
                 eager = median_ms(lambda: decode(boxes, masks), args.repeats)
@@ -150,23 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             traceback.print_exc()
         try:
-            b = 5
-            boxes = torch.tensor(rng.uniform(0, 600, (b, 2)), dtype=torch.float32, device=device)
-            boxes = torch.cat([boxes, boxes + 150.0], dim=1)
-            masks = torch.randn(b, 1, 256, 256, device=device)
-
-            def decode5(bx: torch.Tensor, mk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                return model.decode_embedded(emb, None, bx, mk, False)
-
+            boxes, masks = prompts(5)
             t = time.perf_counter()
-            dec_c = torch.compile(decode5, mode="reduce-overhead")
+            dec_c = torch.compile(decode, mode="reduce-overhead")
             with torch.inference_mode():
                 for _ in range(3):  # reduce-overhead records its graph on a later call
                     dec_c(boxes, masks)
                 compile_s = time.perf_counter() - t
-                eager = median_ms(lambda: decode5(boxes, masks), args.repeats)
+                eager = median_ms(lambda: decode(boxes, masks), args.repeats)
                 ms = median_ms(lambda: dec_c(boxes, masks), args.repeats)
-                report("decode  5 boxes + mask", eager, "compile-graphs", ms, _max_diff(dec_c(boxes, masks), decode5(boxes, masks)))
+                report("decode  5 boxes + mask", eager, "compile-graphs", ms, _max_diff(dec_c(boxes, masks), decode(boxes, masks)))
             print(f"  (decoder compiled in {compile_s:.0f} s)")
         except Exception:
             traceback.print_exc()
