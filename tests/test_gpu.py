@@ -240,6 +240,7 @@ def test_masks_are_upsampled_on_the_gpu_as_on_the_cpu(models, frames):
     import cv2
 
     from realtime_sam.model.runners import InferenceRunner, low_res_to_masks
+    from realtime_sam.model.transforms import preprocess_shape
 
     rng = np.random.default_rng(0)
     low = np.stack([cv2.GaussianBlur(rng.standard_normal((256, 256)).astype(np.float32), (0, 0), 6) for _ in range(5)])
@@ -247,7 +248,7 @@ def test_masks_are_upsampled_on_the_gpu_as_on_the_cpu(models, frames):
     runner.encode(frames[1])  # 1280x720
     size = frames[1].shape[:2]
     gpu = runner.masks(low, size)
-    cpu = low_res_to_masks(low, runner._embedding.input_size, 1024, size)
+    cpu = low_res_to_masks(low, preprocess_shape(*size, 1024), 1024, size)  # the frame's size inside the padded square
     assert gpu.shape == cpu.shape == (5, *size) and gpu.dtype == bool
     agree = float((gpu == cpu).mean())
     print(f"\nmasks upsampled on the GPU vs the CPU: {agree:.6f} of pixels equal")
