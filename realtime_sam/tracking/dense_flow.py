@@ -24,10 +24,14 @@ new frame, per pixel, with dense optical flow:
 5. appearance refinement: at each decode, colour histograms (Lab,
    ``app_bins`` per channel, on the frame shrunk to the logit grid) of the
    track's mask and of a ring around it (its box grown ``app_ring`` per
-   side); each frame, within ``app_band`` cells of the warped mask's edge,
-   the logits are replaced by signed distance to the edge (cells) plus
-   ``app_lambda`` times the clipped colour log-likelihood ratio (the key and
-   the composition are left as they are, so nothing accumulates);
+   side), for the whole object and for each tile of ``app_tile`` cells near
+   its edge (an object's colours often lie around it elsewhere: one model
+   for the whole object moved correct edges); each frame, within
+   ``app_band`` cells of the warped mask's edge, the logits are replaced by
+   signed distance to the edge (cells) plus ``app_lambda`` times the clipped
+   colour log-likelihood ratio of the tile the cell's content came from (the
+   composed flow says where; the key and the composition are left as they
+   are, so nothing accumulates);
 6. the visible mask is the warped logits above 0 minus what tracks in front
    cover, upsampled to the source size as the decoder's masks are.
 
@@ -77,6 +81,7 @@ _FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
 _HIDDEN = 0.3  # a track with less than this fraction of its cells clear of the tracks in front of it coasts
 _MEET = 24.0  # pixels: objects whose boxes come this close get flow on crops of their own (see step)
 _KNOWN_MARGIN = 0.5  # of the usual crop margin: how much room a reused forward crop must leave around the object
+_TILE_PRIOR = 30.0  # cells: how strongly a tile's colour histograms lean on the whole object's
 _DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -234,6 +239,15 @@ class FlowResult(NamedTuple):
     visible: float
 
 
+class _ColourModel(NamedTuple):
+    """Clipped ``log(p_fg / p_bg)`` per colour bin, from the key frame (see ``DenseFlowPropagator._llr``)."""
+
+    whole: np.ndarray  # (bins,) float32: the whole mask against the whole ring
+    lut: np.ndarray | None  # (tiles_y, tiles_x) int32: each tile's row of table (0: the whole's), or None
+    table: np.ndarray | None  # (n, bins) float32: row 0 the whole object's, then one per tile near the edge
+    tile: int  # tile side, cells
+
+
 @dataclass
 class _State:
     key: np.ndarray  # 256x256 logits at the last decode
@@ -241,7 +255,10 @@ class _State:
     out: np.ndarray  # the logits last returned (to notice a new decode by identity)
     motion: np.ndarray  # 2x3 forward similarity of the last measured step, grid units
     fill: float
-    llr: np.ndarray | None = None  # per colour bin: clipped log(p_fg / p_bg) at the key frame, or None
+    llr: _ColourModel | None = None  # the object's colours at the key frame, or None
+    # (rows, cols, 2) float32: where each current cell was in the grid llr's tiles are laid out on,
+    # when that is not the key's (logits moved some other way since the decode); else None (map).
+    model_map: np.ndarray | None = None
 
 
 class DenseFlowPropagator:
@@ -265,21 +282,25 @@ class DenseFlowPropagator:
         app_band: cells either side of the warped mask's edge that may change.
         app_clip: the log-likelihood ratio is clipped to ``[-app_clip, app_clip]``.
         app_ring: background ring = the mask's box grown this much per side (plus 2 cells), minus the mask.
+        app_tile: side, in cells, of the tiles of the key grid with a colour model of
+            their own near the mask's edge (0: one model for the whole object).
     """
 
     def __init__(
         self, *, max_side: int = 480, preset: str = "medium", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
         min_cells: int = 4, rigid_tolerance: float = 0.0,
         app_lambda: float = 1.0, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
+        app_tile: int = 8,
     ) -> None:
         # The arguments as given, for fresh(): one list of settings, not a copy of it elsewhere.
         self._settings = dict(
             max_side=max_side, preset=preset, fb_tolerance=fb_tolerance, fb_relative=fb_relative, min_cells=min_cells,
             rigid_tolerance=rigid_tolerance, app_lambda=app_lambda, app_bins=app_bins, app_band=app_band,
-            app_clip=app_clip, app_ring=app_ring,
+            app_clip=app_clip, app_ring=app_ring, app_tile=app_tile,
         )
         self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
         self.app_clip, self.app_ring = float(app_clip), float(app_ring)
+        self.app_tile = int(app_tile)
         if preset not in _PRESETS:
             raise ValueError(f"preset must be one of {', '.join(_PRESETS)}, got {preset!r}")
         self.max_side = int(max_side)
@@ -337,8 +358,14 @@ class DenseFlowPropagator:
         q = (small.astype(np.int32) * self.app_bins) >> 8
         return (q[..., 0] * self.app_bins + q[..., 1]) * self.app_bins + q[..., 2]
 
-    def _llr(self, idx: np.ndarray, fg: np.ndarray) -> np.ndarray | None:
-        """Clipped per-bin ``log(p_fg / p_bg)``, foreground ``fg`` vs a ring around it; None when either is tiny."""
+    def _llr(self, idx: np.ndarray, fg: np.ndarray) -> _ColourModel | None:
+        """The colour model of the foreground ``fg`` (key-grid cells) against a ring around it; None when either is tiny.
+
+        A global clipped per-bin ``log(p_fg / p_bg)`` over the whole mask and
+        ring, and one per tile of ``app_tile`` cells (counted over the tile
+        grown by half a tile per side, pulled towards the global histograms by
+        a prior of ``_TILE_PRIOR`` cells) for the tiles near the mask's edge.
+        """
         ys, xs = np.nonzero(fg)
         if len(xs) < 20:
             return None
@@ -353,17 +380,78 @@ class DenseFlowPropagator:
         nb = self.app_bins**3
         hf = np.bincount(idx[fg], minlength=nb).astype(np.float64)
         hb = np.bincount(idx[ring], minlength=nb).astype(np.float64)
+        gf, gb = hf / hf.sum(), hb / hb.sum()
         eps = 1.0 / 2000
-        return np.clip(np.log((hf / hf.sum() + eps) / (hb / hb.sum() + eps)), -self.app_clip, self.app_clip).astype(np.float32)
+        clip = self.app_clip
+        whole = np.clip(np.log((gf + eps) / (gb + eps)), -clip, clip).astype(np.float32)
+        t = self.app_tile
+        if t <= 0:
+            return _ColourModel(whole, None, None, 0)
+        ty, tx = -(-rows // t), -(-cols // t)
+        lut = np.zeros((ty, tx), np.int32)  # each tile's row of table; row 0 is the whole object's
+        table = [whole]
+        # Only tiles whose window holds the key mask's edge get a model of their own: the band
+        # round the warped mask reads tiles there (elsewhere, or off the key grid, the whole's).
+        edge = cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        edge &= cv2.dilate((~fg).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        g = t // 2
+        ey, ex = np.nonzero(edge)
+        for a in range(max(0, (int(ey.min()) - g) // t), min(ty, (int(ey.max()) + g) // t + 1)):
+            for b in range(max(0, (int(ex.min()) - g) // t), min(tx, (int(ex.max()) + g) // t + 1)):
+                sl = (slice(max(0, a * t - g), (a + 1) * t + g), slice(max(0, b * t - g), (b + 1) * t + g))
+                if not edge[sl].any():
+                    continue
+                f = np.bincount(idx[sl][fg[sl]], minlength=nb)
+                k = np.bincount(idx[sl][ring[sl]], minlength=nb)
+                pf = (f + _TILE_PRIOR * gf) / (f.sum() + _TILE_PRIOR)
+                pb = (k + _TILE_PRIOR * gb) / (k.sum() + _TILE_PRIOR)
+                lut[a, b] = len(table)
+                table.append(np.clip(np.log((pf + eps) / (pb + eps)), -clip, clip).astype(np.float32))
+        return _ColourModel(whole, lut, np.stack(table), t)
 
-    def _refine(self, llr: np.ndarray, warped: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Near the edge of ``warped > 0``: logits = 10 * (signed distance to the edge + app_lambda * llr), clipped to +-10."""
+    @staticmethod
+    def _carry_model_map(old: _State, new_whole: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+        """Where each cell of new logits moved some other way was in ``old``'s colour-model grid.
+
+        The engine moves logits box to box (:func:`move_logits`): the cell's
+        place in the old output's box, read through the old composition.
+        None when either mask is empty.
+        """
+        prev = old.out[:rows, :cols] > 0
+        if not prev.any() or not new_whole.any():
+            return None
+        (py, px), (ny, nx) = np.nonzero(prev), np.nonzero(new_whole)
+        sx = (px.max() + 1 - px.min()) / (nx.max() + 1 - nx.min())
+        sy = (py.max() + 1 - py.min()) / (ny.max() + 1 - ny.min())
+        gx = ((np.arange(cols, dtype=np.float32) - nx.min()) * sx + px.min()).astype(np.float32)
+        gy = ((np.arange(rows, dtype=np.float32) - ny.min()) * sy + py.min()).astype(np.float32)
+        mx, my = np.meshgrid(gx, gy)
+        base = old.map if old.model_map is None else old.model_map
+        return cv2.remap(base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+
+    def _refine(self, model: _ColourModel, warped: np.ndarray, idx: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Near the edge of ``warped > 0``: logits = 10 * (signed distance to the edge + app_lambda * llr), clipped to +-10.
+
+        ``where``: ``(rows, cols, 2)`` where each cell was in the key grid (the
+        composed flow), so each band cell reads the colour model of the tile
+        its content came from; cells with no source read the global model.
+        """
         m = (warped > 0).astype(np.uint8)
         din = cv2.distanceTransform(m, cv2.DIST_L2, 3)
         dout = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3)
         sd = np.where(m > 0, din - 0.5, 0.5 - dout)
         band = np.abs(sd) <= self.app_band
-        score = sd[band] + self.app_lambda * llr[idx[band]]
+        bins = idx[band]
+        if model.lut is None:
+            llr = model.whole[bins]
+        else:
+            ty, tx = model.lut.shape
+            src = where[band]
+            a = np.clip((src[:, 1] + 0.5) // model.tile, 0, ty - 1).astype(np.intp)
+            b = np.clip((src[:, 0] + 0.5) // model.tile, 0, tx - 1).astype(np.intp)
+            row = np.where(src[:, 0] > _FAR / 2, model.lut[a, b], 0)  # no source: the whole object's
+            llr = model.table[row, bins]
+        score = sd[band] + self.app_lambda * llr
         out = warped.copy()
         out[band] = np.clip(score * 10.0, -10.0, 10.0)
         return out
@@ -498,6 +586,10 @@ class DenseFlowPropagator:
                 self._states[tid] = st
                 if old is not None and decoded is not None and tid not in decoded:
                     st.llr = old.llr
+                    if old.llr is not None and old.llr.lut is not None:
+                        st.model_map = self._carry_model_map(old, st.key[:rows, :cols] > 0, rows, cols)
+                        if st.model_map is None:
+                            st.llr = old.llr._replace(lut=None, table=None)  # the whole object's alone
                 elif self.app_lambda > 0:
                     if idx_prev is None:
                         idx_prev = self._bins(prev, rows, cols)
@@ -522,11 +614,15 @@ class DenseFlowPropagator:
             # object's own motion, made masks stick to the edge and grow frame after frame
             # (DAVIS breakdance at N = 30: 0.41 -> 0.16-0.22).
             st.map = cv2.remap(st.map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+            if st.model_map is not None:
+                st.model_map = cv2.remap(
+                    st.model_map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR)
+                )
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
             )
             if st.llr is not None and idx_cur is not None:
-                warped = self._refine(st.llr, warped, idx_cur)
+                warped = self._refine(st.llr, warped, idx_cur, st.map if st.model_map is None else st.model_map)
             full = np.full((LOWRES, LOWRES), st.fill, np.float32)
             full[:rows, :cols] = warped
             st.out = full
