@@ -240,7 +240,7 @@ class FlowResult(NamedTuple):
 
 
 class _ColourModel(NamedTuple):
-    """Clipped ``log(p_fg / p_bg)`` per colour bin, from the key frame (see ``DenseFlowPropagator._llr``)."""
+    """Clipped ``log(p_fg / p_bg)`` per colour bin, from the key frame (see ``DenseFlowPropagator._colour_model``)."""
 
     whole: np.ndarray  # (bins,) float32: the whole mask against the whole ring
     lut: np.ndarray | None  # (tiles_y, tiles_x) int32: each tile's row of table (0: the whole's), or None
@@ -255,8 +255,8 @@ class _State:
     out: np.ndarray  # the logits last returned (to notice a new decode by identity)
     motion: np.ndarray  # 2x3 forward similarity of the last measured step, grid units
     fill: float
-    llr: _ColourModel | None = None  # the object's colours at the key frame, or None
-    # (rows, cols, 2) float32: where each current cell was in the grid llr's tiles are laid out on,
+    colours: _ColourModel | None = None  # the object's colours at the key frame, or None
+    # (rows, cols, 2) float32: where each current cell was in the grid the colour model's tiles are laid out on,
     # when that is not the key's (logits moved some other way since the decode); else None (map).
     model_map: np.ndarray | None = None
 
@@ -358,7 +358,7 @@ class DenseFlowPropagator:
         q = (small.astype(np.int32) * self.app_bins) >> 8
         return (q[..., 0] * self.app_bins + q[..., 1]) * self.app_bins + q[..., 2]
 
-    def _llr(self, idx: np.ndarray, fg: np.ndarray) -> _ColourModel | None:
+    def _colour_model(self, idx: np.ndarray, fg: np.ndarray) -> _ColourModel | None:
         """The colour model of the foreground ``fg`` (key-grid cells) against a ring around it; None when either is tiny.
 
         A global clipped per-bin ``log(p_fg / p_bg)`` over the whole mask and
@@ -585,16 +585,16 @@ class DenseFlowPropagator:
                 st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
                 self._states[tid] = st
                 if old is not None and decoded is not None and tid not in decoded:
-                    st.llr = old.llr
-                    if old.llr is not None and old.llr.lut is not None:
+                    st.colours = old.colours
+                    if old.colours is not None and old.colours.lut is not None:
                         st.model_map = self._carry_model_map(old, st.key[:rows, :cols] > 0, rows, cols)
                         if st.model_map is None:
-                            st.llr = old.llr._replace(lut=None, table=None)  # the whole object's alone
+                            st.colours = old.colours._replace(lut=None, table=None)  # the whole object's alone
                 elif self.app_lambda > 0:
                     if idx_prev is None:
                         idx_prev = self._bins(prev, rows, cols)
                     # Not the cells tracks in front cover: there the key is this track's hidden part.
-                    st.llr = self._llr(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
+                    st.colours = self._colour_model(idx_prev, (st.key[:rows, :cols] > 0) & ~covered)
             b, f, tx, ty, reliable, reliable_prev = fields[tid]
             motion, measured, own = motions[tid]
             st.motion = motion
@@ -621,8 +621,8 @@ class DenseFlowPropagator:
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
             )
-            if st.llr is not None and idx_cur is not None:
-                warped = self._refine(st.llr, warped, idx_cur, st.map if st.model_map is None else st.model_map)
+            if st.colours is not None and idx_cur is not None:
+                warped = self._refine(st.colours, warped, idx_cur, st.map if st.model_map is None else st.model_map)
             full = np.full((LOWRES, LOWRES), st.fill, np.float32)
             full[:rows, :cols] = warped
             st.out = full
