@@ -424,21 +424,22 @@ def _two_tone(h: int = 240, w: int = 320) -> tuple[np.ndarray, np.ndarray]:
     return image, obj
 
 
+def _kept_still(image: np.ndarray, obj: np.ndarray, prop: DenseFlowPropagator, steps: int = 3) -> float:
+    """IoU with ``obj`` of its decoded mask after ``steps`` steps of ``prop`` with no motion (``image`` twice)."""
+    logits = mask_logits(obj, preprocess_shape(*obj.shape, 1024))
+    for _ in range(steps):
+        r = prop.step(image, image, {1: logits})[1]
+        logits = r.logits
+    return _iou(r.mask, obj)
+
+
 def test_the_colour_model_is_local_so_colours_found_elsewhere_around_the_object_do_not_move_its_edge():
     # Both of the object's colours lie in the ring around it, each on the far side: one
     # model for the whole object finds them as likely outside as in and moves both edges
     # a cell; a model per tile near the edge sees red inside / blue outside on the left and
     # the reverse on the right. Nothing moves, so the mask should stay as it was decoded.
     image, obj = _two_tone()
-    inp = preprocess_shape(*obj.shape, 1024)
-    kept = {}
-    for tile in (8, 0):
-        prop = DenseFlowPropagator(app_tile=tile)
-        logits = mask_logits(obj, inp)
-        for _ in range(3):
-            r = prop.step(image, image, {1: logits})[1]
-            logits = r.logits
-        kept[tile] = _iou(r.mask, obj)
+    kept = {tile: _kept_still(image, obj, DenseFlowPropagator(app_tile=tile)) for tile in (8, 0)}
     assert kept[8] > 0.995, kept
     assert kept[0] < 0.985, kept  # the whole-object model alone does move it (the test has teeth)
 
@@ -480,14 +481,6 @@ def test_the_colour_evidence_is_smoothed_so_speckled_colours_do_not_fray_the_edg
     # mix, which is right on either side, and the still object's mask stays nearer to
     # what was decoded.
     image, obj = _speckled()
-    inp = preprocess_shape(*obj.shape, 1024)
-    kept = {}
-    for smooth in (0.8, 0.0):
-        prop = DenseFlowPropagator(app_smooth=smooth)
-        logits = mask_logits(obj, inp)
-        for _ in range(3):
-            r = prop.step(image, image, {1: logits})[1]
-            logits = r.logits
-        kept[smooth] = _iou(r.mask, obj)
+    kept = {smooth: _kept_still(image, obj, DenseFlowPropagator(app_smooth=smooth)) for smooth in (0.8, 0.0)}
     assert kept[0.8] > 0.96, kept
     assert kept[0.0] < kept[0.8] - 0.01, kept  # cell by cell it does fray (the test has teeth)
