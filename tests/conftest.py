@@ -9,6 +9,7 @@ random one in the official format.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +23,14 @@ GOLDEN_CKPT = GOLDEN / "mobile_sam_random_seed0.pt"
 SKIP_GOLDEN = "golden parity data not found at ../shared/golden (it exists only on the project's machines)"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The tests that stop the app with SIGINT (Ctrl-C) need it to arrive. A suite started in the
+# background by a script (`cmd &`, nohup) inherits SIGINT ignored, and so would every app it
+# starts; the app rightly keeps an ignored SIGINT ignored, and those tests hung (a CI run
+# started from a script, 2026-12-05). A Python handler, unlike SIG_IGN, is not inherited
+# across exec: with one here the apps start with the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # RTSP server fixtures (they skip themselves where GStreamer is missing).
 from fixtures_rtsp import *  # noqa: E402,F401,F403
