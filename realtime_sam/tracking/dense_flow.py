@@ -104,6 +104,14 @@ def _length(v: np.ndarray) -> np.ndarray:
     return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
 
 
+def _resample_map(coords: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """``coords`` (``(rows, cols, 2)`` source-grid positions) read at ``(mx, my)``: a composition of maps.
+
+    Bilinear; beyond ``coords``' edge the no-source marker ``_FAR``.
+    """
+    return cv2.remap(coords, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+
+
 def grid_shape(height: int, width: int) -> tuple[int, int]:
     """``(rows, cols)`` of the low-res logit cells that cover a ``height x width`` image (the rest is padding)."""
     scale = _IMG / max(height, width)
@@ -433,7 +441,7 @@ class DenseFlowPropagator:
         gy = ((np.arange(rows, dtype=np.float32) - ny.min()) * sy + py.min()).astype(np.float32)
         mx, my = np.meshgrid(gx, gy)
         base = old.map if old.model_map is None else old.model_map
-        return cv2.remap(base, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+        return _resample_map(base, mx, my)
 
     def _refine(self, model: _ColourModel, warped: np.ndarray, idx: np.ndarray, where: np.ndarray) -> np.ndarray:
         """Near the edge of ``warped > 0``: logits = 10 * (signed distance to the edge + app_lambda * llr), clipped to +-10.
@@ -467,8 +475,8 @@ class DenseFlowPropagator:
                 w = (reach & side).astype(np.float32)
                 num = cv2.GaussianBlur(grid * w, (0, 0), self.app_smooth)
                 den = cv2.GaussianBlur(w, (0, 0), self.app_smooth)
-                pick = side[band]
-                llr[pick] = num[band & side] / np.maximum(den[band & side], 1e-3)
+                sel = band & side
+                llr[side[band]] = num[sel] / np.maximum(den[sel], 1e-3)
         score = sd[band] + self.app_lambda * llr
         out = warped.copy()
         out[band] = np.clip(score * 10.0, -10.0, 10.0)
@@ -643,11 +651,9 @@ class DenseFlowPropagator:
             # (warp_logits, sparse flow): filling in from the edge, by the flow or by the
             # object's own motion, made masks stick to the edge and grow frame after frame
             # (DAVIS breakdance at N = 30: 0.41 -> 0.16-0.22).
-            st.map = cv2.remap(st.map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR))
+            st.map = _resample_map(st.map, sx, sy)
             if st.model_map is not None:
-                st.model_map = cv2.remap(
-                    st.model_map, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(_FAR, _FAR)
-                )
+                st.model_map = _resample_map(st.model_map, sx, sy)
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
             )
