@@ -92,6 +92,37 @@ def test_live_source_keeps_only_the_newest_frame():
     assert got[-1] >= 50  # it kept up with the newest frames
 
 
+def test_a_live_stream_converts_only_the_frames_the_engine_takes(monkeypatch):
+    """A real lavfi stream at 50 fps, an engine at about 8: the frames dropped are never converted to BGR."""
+    import realtime_sam.capture.stream as stream_module
+    from realtime_sam.capture.sources import open_source
+
+    converted: list[int] = []
+    failed: list[int] = []
+    real = stream_module.to_bgr
+
+    def counting(av_frame):
+        converted.append(1)
+        if len(converted) == 4:  # one that cannot be converted is skipped, not fatal
+            failed.append(1)
+            raise ValueError("unsupported pixel format")
+        return real(av_frame)
+
+    monkeypatch.setattr(stream_module, "to_bgr", counting)
+    src = open_source("lavfi:testsrc2=size=160x120:rate=50")
+    eng = SlowEngine(delay=0.12)
+    with Pipeline(src, eng, config=PipelineConfig(max_frames=8)) as pipe:
+        got = [r for r in pipe]
+        read = pipe.stats.frames_read
+    assert len(got) == 8 and failed
+    assert all(r.frame.image.shape == (120, 160, 3) for r in got)
+    assert [r.index for r in got] == sorted(r.index for r in got)
+    # One conversion per frame taken (plus the one that failed, and the frame read at open);
+    # eagerly, every frame read would have been converted.
+    assert len(converted) <= len(got) + 2
+    assert read >= 3 * len(got)
+
+
 def test_realtime_pacing_turns_a_file_into_a_live_source():
     src = ListSource(20)  # timestamps at 25 fps -> 0.8 s
     eng = SlowEngine(delay=0.1)

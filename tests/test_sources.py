@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime_sam.capture.base import Source, SourceConfig, StatusEvent, redact_url
+from realtime_sam.capture.base import DeferredFrame, Source, SourceConfig, StatusEvent, redact_url
 from realtime_sam.capture.camera import CameraSource
 from realtime_sam.capture.images import ImageSequenceSource
 from realtime_sam.capture.sources import open_source
@@ -425,6 +425,44 @@ def test_lavfi_is_a_paced_live_source() -> None:
     # Paced by the realtime filter: 9 frame intervals at 25 fps cannot arrive faster than 0.36 s.
     assert frames[9].capture_time - frames[0].capture_time >= 0.3
     assert frames[9].timestamp - frames[0].timestamp == pytest.approx(9 / 25, abs=1e-3)
+
+
+def test_a_stream_leaves_the_conversion_to_whoever_takes_the_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``read_deferred``: the same frames as ``read``, converted only when taken (the pipeline drops most unconverted)."""
+    import realtime_sam.capture.stream as stream_module
+
+    graph = "lavfi:testsrc2=size=160x120:rate=50"
+    with open_source(graph) as src:
+        eager = [src.read() for _ in range(6)]
+    converted: list[int] = []
+    real = stream_module.to_bgr
+
+    def counting(av_frame):
+        converted.append(1)
+        return real(av_frame)
+
+    monkeypatch.setattr(stream_module, "to_bgr", counting)
+    with open_source(graph) as src:
+        got = [src.read_deferred() for _ in range(6)]
+        # The frame read at open (to learn the size) is converted already; the others wait.
+        assert isinstance(got[0], Frame) and all(isinstance(d, DeferredFrame) for d in got[1:])
+        assert len(converted) == 1
+        frames = [got[0]] + [d.frame() for d in got[1:]]  # type: ignore[union-attr]
+        assert len(converted) == 6
+    assert [f.index for f in frames] == list(range(6))
+    for a, b in zip(eager, frames):
+        assert b.image.shape == (120, 160, 3) and np.array_equal(a.image, b.image)
+        assert b.timestamp == pytest.approx(a.timestamp - eager[0].timestamp + frames[0].timestamp, abs=1e-6)
+
+    # A decoded frame that cannot be converted is a decode error: no frame, and no exception.
+    def broken(av_frame):
+        raise ValueError("unsupported pixel format")
+
+    with open_source(graph) as src:
+        deferred = [src.read_deferred() for _ in range(3)][1:]
+        monkeypatch.setattr(stream_module, "to_bgr", broken)
+        assert [d.frame() for d in deferred] == [None, None]  # type: ignore[union-attr]
+        assert src._decoder is not None and src._decoder.decode_errors == 2
 
 
 def test_finite_lavfi_graph_ends() -> None:

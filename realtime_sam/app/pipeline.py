@@ -10,7 +10,10 @@
 
 * Live sources (cameras, streams, ``realtime`` pacing) keep only the newest
   frame: a slow model sees fresh frames and drops are counted. Files use a
-  bounded queue: nothing is lost, the reader waits for the model.
+  bounded queue: nothing is lost, the reader waits for the model. A live
+  source that can (PyAV streams, ``Source.read_deferred``) hands over
+  decoded frames not yet converted to BGR; the inference thread converts the
+  one it takes, so dropped frames cost no conversion.
 * Sinks (video encoding, RLE, PNG compression: 4-13 ms a frame) run on their
   own thread, fed in order through a bounded queue (``sink_queue_size``); a
   full queue makes the inference thread wait (back-pressure), it never
@@ -53,6 +56,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
+from realtime_sam.capture.base import DeferredFrame
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult
 
@@ -552,9 +556,14 @@ class Pipeline:
     def _capture_loop(self) -> None:
         paced_start: float | None = None
         first_ts: float | None = None
+        # Into the newest-frame slot, where most frames of a source faster than the engine are
+        # replaced unread: their conversion to BGR waits until the inference thread takes one.
+        read = self.source.read
+        if isinstance(self._frames, _LatestSlot) and getattr(self.source, "live", False):
+            read = getattr(self.source, "read_deferred", read)
         try:
             while not self._stop.is_set():
-                frame = self.source.read()
+                frame = read()
                 if frame is None:
                     break
                 self._frames_read += 1
@@ -606,8 +615,12 @@ class Pipeline:
                         for done in self._two_way.finish(self.engine):
                             self._emit(done, write=True)
                     break
-                frame: Frame = item  # type: ignore[assignment]
                 t0 = last_start = time.perf_counter()
+                if isinstance(item, DeferredFrame):
+                    item = item.frame()  # converted now, on this thread: the frames dropped never are
+                    if item is None:
+                        continue  # decoded but not convertible: the source counted it as a decode error
+                frame: Frame = item  # type: ignore[assignment]
                 result = self.engine.process(frame)
                 self._proc_times.append(time.perf_counter() - t0)
                 self._frames_processed += 1

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import av
+import numpy as np
 
 from realtime_sam.capture.base import (
+    DeferredFrame,
     LiveSource,
     SourceConfig,
     StatusCallback,
@@ -128,8 +131,11 @@ class StreamSource(LiveSource):
             self._decoder = None
 
     # -- reading
-    def _next_frame_or_none(self, *, first: bool = False) -> Frame | None:
-        """Next frame; handles disconnects (on the first read, any failure returns ``None``)."""
+    def _next_frame_or_none(self, *, first: bool = False, convert: bool = True) -> Frame | DeferredFrame | None:
+        """Next frame; handles disconnects (on the first read, any failure returns ``None``).
+
+        ``convert=False``: a :class:`DeferredFrame` whose conversion to BGR happens when it is taken.
+        """
         while True:
             if self._stop.is_set() or self._decoder is None:
                 return None
@@ -156,19 +162,25 @@ class StreamSource(LiveSource):
                     return None
                 self._dropped("the stream ended")
                 continue
-            try:
-                image = to_bgr(av_frame)
-            except (av.FFmpegError, ValueError) as exc:
-                # A frame that decodes but cannot be converted is a decode error.
-                self._decoder.decode_errors += 1
-                self._decoder.last_error = describe_error(exc)
+            timestamp = self._stream_timestamp(av_frame)
+            if not convert:
+                return DeferredFrame(self._delivered, timestamp, time.monotonic(), functools.partial(self._convert, av_frame))
+            image = self._convert(av_frame)
+            if image is None:
                 continue
-            return Frame(
-                index=self._delivered,
-                image=image,
-                timestamp=self._stream_timestamp(av_frame),
-                capture_time=time.monotonic(),
-            )
+            return Frame(index=self._delivered, image=image, timestamp=timestamp, capture_time=time.monotonic())
+
+    def _convert(self, av_frame: Any) -> np.ndarray | None:
+        """``av_frame`` as BGR, or ``None`` counted as a decode error (a frame that decodes but cannot
+        be converted). Safe on another thread than the reader's: the frame holds its own buffers."""
+        try:
+            return to_bgr(av_frame)
+        except (av.FFmpegError, ValueError) as exc:
+            decoder = self._decoder
+            if decoder is not None:
+                decoder.decode_errors += 1
+                decoder.last_error = describe_error(exc)
+            return None
 
     def _failed(self, reason: str) -> None:
         """A read failed: a disconnect for live streams; for a finite one (an HTTP file, a lavfi graph) the end."""
@@ -201,6 +213,12 @@ class StreamSource(LiveSource):
         return ts
 
     def _read(self) -> Frame | None:
+        return self._next(convert=True)  # type: ignore[return-value]
+
+    def _read_deferred(self) -> Frame | DeferredFrame | None:
+        return self._next(convert=False)
+
+    def _next(self, *, convert: bool) -> Frame | DeferredFrame | None:
         if self._first is not None:
             frame, self._first = self._first, None
             return frame
@@ -208,7 +226,7 @@ class StreamSource(LiveSource):
             if not self._reconnects or self._stop.is_set():
                 return None
             self._reconnect("not connected")
-        return self._next_frame_or_none()
+        return self._next_frame_or_none(convert=convert)
 
     def _release(self) -> None:
         self._disconnect()
