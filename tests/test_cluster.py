@@ -38,6 +38,23 @@ def _fake_worker() -> StreamWorker:
     return StreamWorker(None, runner_for=BoxRunner, scheduler=sched)
 
 
+
+def test_a_resumed_live_stream_numbers_its_frames_on_and_still_defers_their_conversion():
+    """A live stream taken up again after a restart: indices go on from the output's, and the
+    frames the pipeline will drop come unconverted, as from the stream itself."""
+    from realtime_sam.app.cluster import _Resumed
+    from realtime_sam.capture.base import DeferredFrame
+    from realtime_sam.capture.sources import open_source
+
+    with open_source("lavfi:testsrc2=size=96x64:rate=50") as inner:
+        src = _Resumed(inner, 120)
+        got = [src.read_deferred() for _ in range(4)]
+        assert [f.index for f in got] == [120, 121, 122, 123]  # type: ignore[union-attr]
+        assert all(isinstance(f, DeferredFrame) for f in got[1:])
+        frame = got[2].frame()  # type: ignore[union-attr]
+        assert frame is not None and frame.index == 122 and frame.image.shape == (64, 96, 3)
+        assert src.read().index == 124  # type: ignore[union-attr]
+
 def test_a_restarted_stream_appends_continues_ids_and_marks_completion(clips, tmp_path):
     out = tmp_path / "out" / "clip0.jsonl"
     prompt = ObjectPrompt(box=(10, 10, 60, 60), label="thing")

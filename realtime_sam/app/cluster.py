@@ -199,6 +199,16 @@ class _Resumed:
             if frame.index >= self.next_frame:
                 return frame
 
+    def read_deferred(self) -> Any:
+        """As :meth:`read`; a live source's frames may come unconverted (``Source.read_deferred``)."""
+        read = getattr(self.source, "read_deferred", None)
+        if not self.live or read is None:
+            return self.read()
+        frame = read()
+        if frame is None or self.next_frame == 0:
+            return frame
+        return replace(frame, index=frame.index + self.next_frame)  # a Frame or a DeferredFrame alike
+
     def interrupt(self) -> None:
         fn = getattr(self.source, "interrupt", None)
         if callable(fn):
