@@ -192,11 +192,9 @@ class _Resumed:
     def read(self) -> Frame | None:
         while True:
             frame = self.source.read()
-            if frame is None or self.next_frame == 0:
-                return frame
             if self.live:
-                return Frame(frame.index + self.next_frame, frame.image, frame.timestamp, frame.capture_time)
-            if frame.index >= self.next_frame:
+                return self._numbered_on(frame)
+            if frame is None or self.next_frame == 0 or frame.index >= self.next_frame:
                 return frame
 
     def read_deferred(self) -> Any:
@@ -204,10 +202,13 @@ class _Resumed:
         read = getattr(self.source, "read_deferred", None)
         if not self.live or read is None:
             return self.read()
-        frame = read()
+        return self._numbered_on(read())
+
+    def _numbered_on(self, frame: Any) -> Any:
+        """A live source's frame (a Frame or a DeferredFrame alike) numbered on from the output's."""
         if frame is None or self.next_frame == 0:
             return frame
-        return replace(frame, index=frame.index + self.next_frame)  # a Frame or a DeferredFrame alike
+        return replace(frame, index=frame.index + self.next_frame)
 
     def interrupt(self) -> None:
         fn = getattr(self.source, "interrupt", None)

@@ -556,10 +556,11 @@ class Pipeline:
     def _capture_loop(self) -> None:
         paced_start: float | None = None
         first_ts: float | None = None
-        # Into the newest-frame slot, where most frames of a source faster than the engine are
-        # replaced unread: their conversion to BGR waits until the inference thread takes one.
+        # A live source's frames go to the newest-frame slot, where most are replaced unread when
+        # the engine is slower: their conversion to BGR waits until the inference thread takes one.
+        # (A file paced by ``realtime`` is read as it is: its frames are re-stamped below.)
         read = self.source.read
-        if isinstance(self._frames, _LatestSlot) and getattr(self.source, "live", False):
+        if getattr(self.source, "live", False):
             read = getattr(self.source, "read_deferred", read)
         try:
             while not self._stop.is_set():
