@@ -602,3 +602,70 @@ def test_a_prompt_given_while_paused_lands_on_the_frozen_frame():
         assert len({r.index for r in seen}) == 1 and len(seen) < 60
         assert source.i <= frozen + pipe.config.queue_size + 2  # reading stopped with the pause
         pipe.stop()
+
+
+class QueuedWorker:
+    """``submit`` queues the call: it starts ``wait`` ticks later (the encoder busy with other
+    streams), one at a time in order, and is done ``delay`` ticks after it started."""
+
+    def __init__(self, wait: int, delay: int):
+        self.wait, self.delay = wait, delay
+        self.queue: list[tuple[int, Future, object, tuple]] = []  # (submitted at, future, fn, args)
+        self.running: tuple[int, Future, object] | None = None  # (done at, future, value)
+        self.ticks = 0
+        self.started: list[int] = []
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_running_or_notify_cancel()
+        self.queue.append((self.ticks, future, fn, args))
+        return future
+
+    def tick(self):
+        self.ticks += 1
+        if self.running is not None and self.running[0] <= self.ticks:
+            self.running[1].set_result(self.running[2])
+            self.running = None
+        if self.running is None and self.queue and self.queue[0][0] + self.wait <= self.ticks:
+            _, future, fn, args = self.queue.pop(0)
+            self.started.append(self.ticks)
+            self.running = (self.ticks + self.delay, future, fn(*args))
+
+
+def test_an_encode_waiting_for_the_encoder_embeds_the_newest_frame_when_it_starts():
+    # Several streams on one encoder: a stream's periodic encode waits for the others'. It is
+    # moved to each newer frame meanwhile and embeds the one it finds when it starts.
+    scene = standard_scene(320, 240, num_frames=100, num_objects=3, seed=1)  # nothing hidden before frame 50
+    runner = EmbeddingGroundTruthRunner(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=1, background_encode=True))
+    worker = QueuedWorker(wait=5, delay=3)
+    engine.attach_worker(worker.submit)
+    results = _track_objects(engine, runner, worker, scene, range(40))
+    landed = [r.index for r, _ in results if r.encoded]
+    # Frame 0's (new prompts: tied to the frame they were given on) starts at tick 6 and
+    # embeds frame 0. Each later one is submitted on the frame after a landing (9, 17, 25,
+    # 33), waits five ticks and embeds the frame processed just before it starts (tick t
+    # comes before frame t - 1), four frames newer than the one it was submitted on.
+    assert runner.embedded == [0, 13, 21, 29, 37]
+    assert runner.embedded[1:] == [t - 2 for t in worker.started[1:]]
+    assert landed == [8, 17, 25, 33] == [t + 2 for t in worker.started[:4]]
+    assert engine.last_encode_index == 29  # the embedded frame, which the landing replayed from
+    owner = _owner(results)
+    for r, gt in results[8:]:
+        for t in r.tracks:
+            assert _iou(t.mask, gt[owner[t.track_id]]) > 0.8, (r.index, t.track_id)
+
+
+def test_a_waiting_encode_with_new_prompts_keeps_the_frame_they_were_given_on():
+    scene, runner, engine, _ = _setup()
+    worker = QueuedWorker(wait=5, delay=3)
+    engine.attach_worker(worker.submit)
+    _, gt0 = scene.render(0)
+    engine.add_object(ObjectPrompt(box=_box(gt0[1]), label="1"))
+    keep = []
+    for i in range(9):
+        r, _, img = _step(engine, runner, worker, scene, i)
+        keep.append(img)
+    assert runner.embedded == [0] and r.encoded
+    (t,) = _decoded(r)
+    assert _iou(t.mask, scene.render(8)[1][1]) > 0.8

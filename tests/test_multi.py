@@ -124,6 +124,112 @@ def test_a_file_read_flat_out_does_not_starve_a_live_stream():
     assert st.encodes == 6 and st.age_s is not None and st.age_s >= 0
 
 
+def test_a_request_with_latest_embeds_the_streams_newest_image_when_its_turn_comes():
+    enc = _GatedEncoder()
+    now = [100.0]
+    sched = EncodeScheduler(enc, clock=lambda: now[0])
+    out: dict = {}
+    t1 = _ask(sched, "a", 1, out)
+    _wait_until(lambda: enc.calls)  # a's encode holds the encoder
+    newest = [(_image(2), 0.0)]  # b's newest frame and the seconds since it offered it
+    taken = []
+
+    def latest():
+        taken.append(newest[0][0])
+        return newest[0]
+
+    t2 = threading.Thread(target=lambda: out.__setitem__("b", sched.encode("b", latest=latest)), daemon=True)
+    t2.start()
+    _wait_until(lambda: len(sched._waiting) == 1)
+    assert not taken  # nothing is taken while it waits
+    newest[0] = (_image(4), 0.25)  # b's stream went on while it waited: frame 4, offered 0.25 s ago
+    now[0] = 103.0
+    enc.gate.set()
+    t1.join(5)
+    t2.join(5)
+    assert enc.calls == [[1], [4]] and out["b"] == 4 and len(taken) == 1
+    # Its age counts from when frame 4 was offered, not from when b asked (3 s before).
+    assert sched.stats("b").age_s == pytest.approx(0.25)
+    with pytest.raises(TypeError, match="not both or neither"):
+        sched.encode("c")
+    with pytest.raises(TypeError, match="not both or neither"):
+        sched.encode("c", _image(1), latest=latest)
+
+
+def test_a_stream_behind_others_on_the_shared_encoder_embeds_its_newest_frame():
+    # The engine's background encode waits while another stream's encode holds the shared
+    # encoder; the frames go on meanwhile, and the encode embeds the newest when it starts.
+    from test_background_encode import EmbeddingGroundTruthRunner, _box, _iou
+
+    from realtime_sam.app.pipeline import SerialWorker
+    from realtime_sam.testing.synthetic import standard_scene
+    from realtime_sam.tracking.engine import EngineConfig
+
+    scene = standard_scene(320, 240, num_frames=100, num_objects=2, seed=1)
+    gt_runner = EmbeddingGroundTruthRunner(scene)
+    gate, other_running = threading.Event(), threading.Event()
+    gate.set()
+
+    def encode_many(images):
+        if images[0].shape[:2] == (4, 4):  # the other stream's encode: held until the gate opens
+            other_running.set()
+            gate.wait(5)
+            return [None]
+        return [gt_runner.embed(im) for im in images]
+
+    sched = EncodeScheduler(encode_many)
+    engine = Engine(SharedRunner(gt_runner, sched, "cam"), EngineConfig(reencode_every=1, background_encode=True, first_look=False))
+    worker = SerialWorker("cam-background")
+    engine.attach_worker(worker.submit)
+    keep: list[np.ndarray] = []
+
+    def step(i: int):
+        img, gt = scene.render(i)
+        gt_runner.frame_of[id(img)] = i
+        keep.append(img)
+        return engine.process(Frame(i, img, i / 25.0, time.monotonic())), gt
+
+    try:
+        _, gt0 = scene.render(0)
+        for oid in sorted(gt0):
+            engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+        i, landed = 0, 0
+        while landed < 2:  # the prompts' encode and one periodic one, with the encoder free
+            assert i < 60
+            r, _ = step(i)
+            landed += r.encoded
+            i += 1
+            time.sleep(0.01)
+        gate.clear()
+        other = threading.Thread(target=lambda: sched.encode("other", _image(0)), daemon=True)
+        other.start()
+        assert other_running.wait(5)
+        while not sched._waiting:  # our next encode: submitted, waiting behind the other stream's
+            assert i < 90
+            step(i)
+            i += 1
+            time.sleep(0.01)
+        submitted = i - 1
+        for _ in range(5):
+            step(i)
+            i += 1
+        gate.set()
+        other.join(5)
+        _wait_until(lambda: engine.background.jobs and engine.background.jobs[0].future.done())
+        r, gt = step(i)
+    finally:
+        gate.set()
+        worker.close(1.0)
+    assert r.encoded
+    assert gt_runner.embedded[-1] == submitted + 5 == i - 1  # not the frame it was submitted on
+    assert engine.last_encode_index == submitted + 5
+    assert sched.stats("cam").encodes == len(gt_runner.embedded)
+    owner = {t.track_id: int(t.label) for t in r.tracks}
+    assert len(owner) == 2
+    for t in r.tracks:
+        assert _iou(t.mask, gt[owner[t.track_id]]) > 0.8, t.track_id
+
+
 def test_encoder_errors_reach_every_caller_of_the_batch_and_withdraw_cancels():
     enc = _GatedEncoder()
     sched = EncodeScheduler(enc)

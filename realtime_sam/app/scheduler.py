@@ -10,6 +10,9 @@ streams:
   first of all). With K streams always waiting, every stream gets one encode
   in every K, so a live camera's encode age is at most K times its age alone,
   and a file read as fast as the model goes never starves a camera;
+* **fresh**: a request made with ``latest`` (the engine's background
+  encodes) takes its stream's newest frame when the encoder starts on it, so
+  the K - 1 encodes it waited for do not age the frame it embeds;
 * **batched**: up to ``max_batch`` waiting requests go in one encoder call
   (on a GPU one call for several images costs little more than one); with
   ``max_batch=1`` (the CPU) they run in turn.
@@ -66,9 +69,10 @@ class EncodeStats:
 @dataclass
 class _Request:
     key: str
-    image: np.ndarray
-    since: float  # when it was asked for
+    image: np.ndarray | None  # ``None`` until ``latest`` gives it
+    since: float  # when its image was handed over (asked for, or offered to ``latest``)
     seq: int
+    latest: Callable[[], tuple[np.ndarray, float]] | None = None  # the newest image and its age, at pick
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -136,16 +140,31 @@ class EncodeScheduler:
         with self._cond:
             self._streams.setdefault(key, _Stream())
 
-    def encode(self, key: str, image: np.ndarray) -> Any:
+    def encode(
+        self,
+        key: str,
+        image: np.ndarray | None = None,
+        *,
+        latest: Callable[[], tuple[np.ndarray, float]] | None = None,
+    ) -> Any:
         """The embedding of ``image`` for stream ``key``; blocks until the encoder has run it.
+
+        With ``latest`` instead of ``image``, the image is the one ``latest()``
+        returns when the encoder takes this request (``(HxWx3 uint8 BGR, seconds
+        since the stream offered it)``; called off the scheduler's lock): a
+        stream that waited for other streams' encodes is embedded as it is
+        then, not as it was when it asked. Its encode age counts from when that
+        image was offered.
 
         Raises:
             EncodeCancelled: :meth:`withdraw` was called for ``key`` while it waited.
-            BaseException: whatever ``encode_many`` raised for the batch holding it.
+            BaseException: whatever ``encode_many`` (or ``latest``) raised for the batch holding it.
         """
+        if (image is None) == (latest is None):
+            raise TypeError("encode() takes an image or latest=, not both or neither")
         with self._cond:
             stream = self._streams.setdefault(key, _Stream())
-            req = _Request(key, image, self._clock(), next(self._seq))
+            req = _Request(key, image, self._clock(), next(self._seq), latest)
             self._waiting.append(req)
             while not req.done:
                 if self._busy or not self._waiting:
@@ -157,6 +176,10 @@ class EncodeScheduler:
                 self._cond.release()
                 try:
                     try:
+                        for r in batch:
+                            if r.latest is not None:
+                                r.image, age = r.latest()
+                                r.since = self._clock() - age
                         images = [r.image for r in batch]
                         if self._submit is not None:
                             out = list(self._submit(self._encode_many, images).result())
@@ -232,7 +255,9 @@ class SharedRunner:
     current embedding; the model behind it is shared); encoding goes
     through ``scheduler`` under ``key``. ``runner`` needs ``use(embedding)``
     (and the scheduler's ``encode_many`` must make embeddings it accepts).
-    Having ``embed``, it supports the engine's ``background_encode``.
+    Having ``embed``, it supports the engine's ``background_encode``;
+    ``embed_latest`` lets a background encode that waits for the shared encoder
+    take the stream's newest frame when its turn comes.
     """
 
     def __init__(self, runner: Any, scheduler: EncodeScheduler, key: str) -> None:
@@ -250,6 +275,14 @@ class SharedRunner:
     def embed(self, image_bgr: np.ndarray) -> Any:
         """Embed without making it current (the engine's background worker)."""
         return self.scheduler.encode(self.key, image_bgr)
+
+    def embed_latest(self, latest: Callable[[], tuple[np.ndarray, float]]) -> Any:
+        """Embed the image ``latest()`` gives when the encoder takes this stream, without making it current.
+
+        The engine's background worker passes its job's ``take``: an encode
+        that waited behind other streams' embeds the stream's newest frame.
+        """
+        return self.scheduler.encode(self.key, latest=latest)
 
     def use(self, embedding: Any) -> None:
         self.runner.use(embedding)

@@ -8,14 +8,23 @@ oldest encode in flight, through which its masks are replayed when it
 lands. It decides which jobs land and when frames are forgotten; decoding,
 moving masks and associating stay in the engine.
 Nothing here touches the model.
+
+A job whose encode has not started yet (it waits for an encoder that other
+streams share, :class:`~realtime_sam.app.scheduler.EncodeScheduler`) can be
+moved to a newer frame (:meth:`_BackgroundJob.offer`); the worker takes the
+newest frame offered when the encoder starts on it (:meth:`_BackgroundJob.take`).
+With K streams on one encoder a request waits for K - 1 other encodes: the
+embedding is then of a frame one encode old when it lands, not K.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,18 +49,57 @@ _REPLAY_STEPS = 12
 
 @dataclass(eq=False)
 class _BackgroundJob:
-    """An encode running on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame.
+    """An encode on the worker: the frame it embeds, the tracks' prompts and new user prompts at that frame.
 
     ``lost`` holds the ids of the prompted tracks that were lost then: a mask found for
     one is replayed to the current frame on its own (see ``Engine._land``).
+
+    Until the worker starts it (:meth:`take`), the inference thread may move a job
+    without new prompts or a detector run to a newer frame (:meth:`offer`): frame,
+    image, prompts, lost ids and decode request change together. After that they
+    are fixed, and the engine reads them when the job lands.
     """
 
     frame_index: int
     prompts: tuple[TrackPrompt, ...]
-    future: Future
+    future: Future | None = None  # set by :meth:`BackgroundEncodes.start` once submitted
     new: list[ObjectPrompt] = field(default_factory=list)
     lost: frozenset[int] = frozenset()
     detect: bool = False  # the detector ran on this frame too (its boxes are decoded with the rest)
+    image: np.ndarray | None = None  # ``HxWx3 uint8`` BGR: the frame embedded
+    request: Any = None  # what the worker decodes against the embedding (the engine's ``_DecodeRequest``)
+    offered_at: float = field(default_factory=time.monotonic)  # when ``image`` was set (monotonic seconds)
+    started: bool = False  # the worker took it: no more moves
+    moves: int = 0  # times it was moved to a newer frame (diagnostics, tests)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def movable(self) -> bool:
+        """True while it waits and has nothing tied to its frame (new prompts, a detector run)."""
+        return not self.started and not self.new and not self.detect
+
+    def offer(
+        self, frame_index: int, image: np.ndarray, request: Any, prompts: Sequence[TrackPrompt], lost: frozenset[int]
+    ) -> bool:
+        """Move the job to a newer frame if its encode has not started (inference thread). True if moved."""
+        with self._lock:
+            if not self.movable or frame_index <= self.frame_index:
+                return False
+            self.frame_index, self.image, self.request = frame_index, image, request
+            self.prompts, self.lost = tuple(prompts), lost
+            self.offered_at = time.monotonic()
+            self.moves += 1
+            return True
+
+    def take(self) -> tuple[np.ndarray, float]:
+        """Start it (worker thread): the frame to embed and the seconds since it was offered.
+
+        No offer moves it after this; :attr:`request` is the one to decode.
+        """
+        with self._lock:
+            self.started = True
+            assert self.image is not None
+            return self.image, max(0.0, time.monotonic() - self.offered_at)
 
 
 class BackgroundEncodes:
@@ -84,27 +132,35 @@ class BackgroundEncodes:
 
     def start(
         self,
-        job: Callable,
+        run: Callable[[_BackgroundJob], object],
         image: np.ndarray,
         frame_index: int,
         prompts: Sequence[TrackPrompt],
         new: list[ObjectPrompt],
         lost: frozenset[int] = frozenset(),
         detect: bool = False,
-    ) -> None:
-        """Submit ``job(image)`` (``HxWx3 uint8`` BGR) to the worker for frame ``frame_index``.
+        request: Any = None,
+    ) -> _BackgroundJob:
+        """Submit ``run(job)`` to the worker for frame ``frame_index`` (``image``: ``HxWx3 uint8`` BGR).
 
-        ``job`` is the engine's: it embeds the image and decodes against the
-        embedding (with ``detect``, running the detector too); its result is the job's future's.
+        ``run`` is the engine's: it takes the job's frame (:meth:`_BackgroundJob.take`),
+        embeds it and decodes ``request`` against the embedding (with ``detect``,
+        running the detector too); its result is the job's future's.
         """
         assert self.submit is not None, "no worker attached"
-        self.jobs.append(
-            _BackgroundJob(frame_index, tuple(prompts), self.submit(job, image), new, lost, detect)
-        )
+        job = _BackgroundJob(frame_index, tuple(prompts), None, new, lost, detect, image, request)
+        job.future = self.submit(run, job)
+        self.jobs.append(job)
+        return job
+
+    def waiting(self) -> _BackgroundJob | None:
+        """The newest job if it can still be moved to a newer frame (see :meth:`_BackgroundJob.offer`)."""
+        job = self.jobs[-1] if self.jobs else None
+        return job if job is not None and job.movable else None
 
     def next_finished(self) -> _BackgroundJob | None:
         """The oldest job, taken off the queue, if its encode is done; else ``None`` (later ones wait their turn)."""
-        if self.jobs and self.jobs[0].future.done():
+        if self.jobs and self.jobs[0].future is not None and self.jobs[0].future.done():
             return self.jobs.popleft()
         return None
 
@@ -117,6 +173,7 @@ class BackgroundEncodes:
         """
         while self.jobs:
             job = self.jobs.popleft()
+            assert job.future is not None
             job.future.result()
             if job.new or job.detect:
                 yield job

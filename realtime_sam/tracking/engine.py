@@ -299,17 +299,28 @@ class _Decoded(NamedTuple):
 
 class _EncodeAndDecode:
     """The worker's job: embed one frame (and run the detector on it), make the embedding
-    current and decode the request against it. Returns ``(embedding, _Decoded)``."""
+    current and decode the job's request against it. Returns ``(embedding, _Decoded)``.
 
-    def __init__(self, engine: "Engine", request: _DecodeRequest, detect: DetectorPrompts | None = None) -> None:
-        self.engine, self.request, self.detect = engine, request, detect
+    The frame is the job's newest (:meth:`_BackgroundJob.take`): a runner with
+    ``embed_latest`` (a stream's :class:`~realtime_sam.app.scheduler.SharedRunner`)
+    takes it when the shared encoder starts on this stream, after the other
+    streams' encodes ahead of it; any other runner takes it when the worker starts.
+    """
 
-    def __call__(self, image: np.ndarray) -> tuple[object, _Decoded]:
+    def __init__(self, engine: "Engine", detect: DetectorPrompts | None = None) -> None:
+        self.engine, self.detect = engine, detect
+
+    def __call__(self, job: _BackgroundJob) -> tuple[object, _Decoded]:
         runner = self.engine.runner
-        embedding = runner.embed(image)  # type: ignore[attr-defined]
+        embed_latest = getattr(runner, "embed_latest", None)
+        if callable(embed_latest):
+            embedding = embed_latest(job.take)
+        else:
+            embedding = runner.embed(job.take()[0])  # type: ignore[attr-defined]
+        image, request = job.image, job.request  # fixed once taken
         boxes = self.detect(image) if self.detect is not None else None
         runner.use(embedding)  # type: ignore[attr-defined]
-        return embedding, self.engine._decode(self.request, boxes)
+        return embedding, self.engine._decode(request, boxes)
 
 
 class _Plan(NamedTuple):
@@ -727,13 +738,18 @@ class Engine:
             if detect:
                 self.detection.started()  # type: ignore[union-attr]
                 self.detection.in_flight = True  # type: ignore[union-attr]
-            job = _EncodeAndDecode(self, self._request(frame.image, live, plan.later), self.detection if detect else None)
-            self.background.start(job, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect=detect)
+            run = _EncodeAndDecode(self, self.detection if detect else None)
+            request = self._request(frame.image, live, plan.later)
+            self.background.start(run, frame.image, frame.index, live, plan.later, self._lost_ids(live), detect, request)
             self._since_encode = 0
             if plan.later and self.config.first_look:
                 t = time.perf_counter()
                 self._look_first(frame.image, frame.index, plan.later)
                 timings["first_look"] = (time.perf_counter() - t) * 1e3
+        elif live and (waiting := self.background.waiting()) is not None:
+            # Its encode still waits for an encoder other streams share: it embeds this newer
+            # frame instead when its turn comes, so its masks land one encode old, not K.
+            waiting.offer(frame.index, frame.image, self._request(frame.image, live, []), live, self._lost_ids(live))
         self._since_watch += 1
         if self.config.first_look and self._since_watch >= _WATCH_EVERY:
             self._since_watch = 0

@@ -28,6 +28,12 @@ class ModelRunner(Protocol):
       both support ``EngineConfig.background_encode``; there the worker
       thread calls ``embed``, ``use``, ``decode`` and ``masks`` in turn (the
       frame loop then makes no model call, and never at the same time).
+    * ``embed_latest(latest) -> embedding``: like ``embed``, for a runner whose
+      encodes may wait (an encoder shared by several streams): it calls
+      ``latest()`` once, when the encode starts, for the image to embed
+      (``(HxWx3 uint8 BGR, seconds since it was offered)``), so the engine
+      can move a waiting encode to its newest frame. Without it the worker
+      embeds the newest frame when it starts the job.
     * ``features(...)``: image features for appearance matching (reserved;
       its signature comes with its first use).
     """
