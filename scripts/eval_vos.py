@@ -56,7 +56,11 @@ optical flow, association, losing and re-finding objects.
   network's decoder runs for real with ``--network real``; the oracle's own
   work on its answers is not counted). The newest frame
   whose time has come is processed next, older ones are dropped, and scoring
-  is as for ``live``;
+  is as for ``live``. ``--sim-streams K`` plays it as one of K streams on one
+  encoder that is always behind: each encode starts after K - 1 other
+  streams' (``--encode-ms`` each), and the frame budget caps the stream at
+  ``streams.frame_budget x fps / K`` processed frames a second (at least
+  ``streams.min_fps``);
 * ``flow N=..`` (``--flow``, default 5,15,30): a dense optical-flow baseline:
   OpenCV DIS flow (preset medium) on grey frames whose longest side is 480 px;
   every object's mask is warped per pixel on every frame (backward flow scaled
@@ -636,16 +640,23 @@ def _score_as_seen(
 
 
 class _SimFuture:
-    """A background encode on the simulated clock: computed at once, done when the clock reaches ``due`` (ms)."""
+    """A background encode on the simulated clock: done when the clock reaches ``due`` (ms).
+
+    With a queue (:class:`_SimClock` ``queue_ms``) its call runs only when the
+    clock reaches its start; until then ``due`` is infinite.
+    """
 
     def __init__(self, clock: _SimClock, value, due: float) -> None:
         self.clock, self.value, self.due = clock, value, due
 
     def done(self) -> bool:
+        self.clock.run_due()
         return self.clock.now >= self.due
 
     def result(self, timeout=None):
-        self.clock.now = max(self.clock.now, self.due)  # the inference thread waits for it
+        if self.due == math.inf:
+            self.clock.run_due(until=self)  # the inference thread waits for it: to its start, then its end
+        self.clock.now = max(self.clock.now, self.due)
         return self.value
 
 
@@ -656,26 +667,48 @@ class _SimClock:
     takes ``encode_ms`` plus the CPU time its decoding actually spent: the
     call's thread time less the embedding's (``runner.embed_s``, which
     ``encode_ms`` stands for) and the oracle's own work on its answers.
+
+    With ``queue_ms`` (other streams' encodes on a shared encoder, each
+    stalest-first round taking that long before this stream's turn) a call
+    starts ``queue_ms`` after the worker could have started it, and runs only
+    then (the frames processed meanwhile are the engine's to offer it).
     """
 
-    def __init__(self, encode_ms: float, runner) -> None:
+    def __init__(self, encode_ms: float, runner, queue_ms: float = 0.0) -> None:
         self.now = 0.0
         self.encode_ms = float(encode_ms)
+        self.queue_ms = float(queue_ms)
         self.runner = runner
         self.worker_free = 0.0
         self.excluded = 0.0  # thread CPU seconds spent inside submitted calls (not the engine's cost), less the oracle's
+        self.pending: list[tuple[float, _SimFuture, object, tuple]] = []  # (submitted at, future, fn, args)
 
     def submit(self, fn, *args) -> _SimFuture:
-        start = max(self.now, self.worker_free)
-        own, embed = getattr(self.runner, "own_time_s", 0.0), self.runner.embed_s
-        t = time.thread_time()
-        value = fn(*args)
-        spent = time.thread_time() - t
-        own = getattr(self.runner, "own_time_s", 0.0) - own
-        self.excluded += spent - own  # the oracle's answers in here are subtracted with the others
-        decode = spent - (self.runner.embed_s - embed) - own
-        self.worker_free = start + self.encode_ms + max(0.0, decode) * 1e3
-        return _SimFuture(self, value, self.worker_free)
+        future = _SimFuture(self, None, math.inf)
+        self.pending.append((self.now, future, fn, args))
+        self.run_due()
+        return future
+
+    def run_due(self, until: _SimFuture | None = None) -> None:
+        """Run the queued calls whose start has come (and, with ``until``, all up to that one)."""
+        while self.pending:
+            submitted, future, fn, args = self.pending[0]
+            start = max(submitted, self.worker_free) + self.queue_ms
+            if start > self.now and until is None:
+                return
+            self.pending.pop(0)
+            self.now = max(self.now, start)
+            own, embed = getattr(self.runner, "own_time_s", 0.0), self.runner.embed_s
+            t = time.thread_time()
+            future.value = fn(*args)
+            spent = time.thread_time() - t
+            own = getattr(self.runner, "own_time_s", 0.0) - own
+            self.excluded += spent - own  # the oracle's answers in here are subtracted with the others
+            decode = spent - (self.runner.embed_s - embed) - own
+            self.worker_free = start + self.encode_ms + max(0.0, decode) * 1e3
+            future.due = self.worker_free
+            if future is until:
+                return
 
 
 class _TimedEmbed:
@@ -697,12 +730,20 @@ class _TimedEmbed:
 
 
 def run_engine_simulated(
-    seq: VosSequence, runner, config, *, encode_ms: float = 1400.0, masks_dir: Path | None = None
+    seq: VosSequence, runner, config, *, encode_ms: float = 1400.0, streams: int = 1, masks_dir: Path | None = None
 ) -> tuple[SequenceScorer, dict]:
-    """The CPU preset played live on a simulated clock (see the module docstring); scored like :func:`run_engine_live`."""
+    """The CPU preset played live on a simulated clock (see the module docstring); scored like :func:`run_engine_live`.
+
+    ``streams`` > 1: one of that many streams on one encoder that is always
+    behind (see ``--sim-streams``): each encode waits for ``streams - 1``
+    others, and the frame budget caps the processed rate.
+    """
     runner = _TimedEmbed(runner)
     engine = make_engine(config, runner)
-    clock = _SimClock(encode_ms, runner)
+    clock = _SimClock(encode_ms, runner, queue_ms=(streams - 1) * encode_ms)
+    budget = config.streams  # type: ignore[attr-defined]
+    cap_fps = max(budget.min_fps, budget.frame_budget * seq.fps / streams) if streams > 1 and budget.frame_budget else 0.0
+    gap = 1000.0 / cap_fps if cap_fps else 0.0
     engine.attach_worker(clock.submit)
     ids = _Ids(seq, _prompt_all(engine, seq))
     period = 1000.0 / seq.fps
@@ -713,13 +754,14 @@ def run_engine_simulated(
         # The newest frame that has arrived; the engine waits for the next one when it is ahead.
         clock.now = max(clock.now, i * period)
         i = max(i, min(len(seq) - 1, int(math.floor(clock.now / period + 1e-9))))
+        started = clock.now
         clock.excluded = 0.0
         own = getattr(runner, "own_time_s", 0.0)  # the oracle's answers are not a decoder's cost
         t = time.thread_time()
         result = engine.process(Frame(i, seq.frames[i], i / seq.fps, time.monotonic()))
         cost = (time.thread_time() - t - clock.excluded - (getattr(runner, "own_time_s", 0.0) - own)) * 1e3
         costs.append(cost)
-        clock.now += cost
+        clock.now = max(clock.now + cost, started + gap)  # the frame budget's cap: the next frame no sooner
         kept.append((i, _packed(result)))
         i += 1
     engine.attach_worker(None)
@@ -855,6 +897,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="add the live configuration on a simulated clock (independent of machine load)")
     p.add_argument("--encode-ms", type=float, default=1400.0,
                    help="simulated time of one background encode for --live-sim (default 1400, as measured live here)")
+    p.add_argument("--sim-streams", type=int, default=1, metavar="K",
+                   help="--live-sim as one of K streams on one encoder that is always behind: each encode waits"
+                        " for K-1 others of --encode-ms, and the frame budget caps the frames processed (default 1)")
     p.add_argument("--network", choices=("real", "none"), default="real",
                    help="run the real network on every oracle call (default) or skip it (same figures, fast)")
     p.add_argument("--weights", default=None, help="checkpoint (default: the golden one, else a random one)")
@@ -889,6 +934,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvalError("the live configuration needs --network real (add --no-live to skip it)")
         if args.encode_ms <= 0:
             raise EvalError("--encode-ms must be > 0")
+        if args.sim_streams < 1:
+            raise EvalError("--sim-streams must be >= 1")
         if args.max_frames < 0:
             raise EvalError("--max-frames must be >= 0")
         found = find_sequences(args.root)
@@ -948,7 +995,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     scorer, stats = run_engine_live(seq, oracle, cfg, masks_dir=masks_dir)
                     extra.setdefault(cname, {})[name] = stats
                 elif cname == "live-sim":
-                    scorer, stats = run_engine_simulated(seq, oracle, cfg, encode_ms=args.encode_ms, masks_dir=masks_dir)
+                    scorer, stats = run_engine_simulated(
+                        seq, oracle, cfg, encode_ms=args.encode_ms, streams=args.sim_streams, masks_dir=masks_dir
+                    )
                     extra.setdefault(cname, {})[name] = stats
                 else:
                     scorer = run_engine_file(seq, oracle, cfg, masks_dir=masks_dir)

@@ -410,6 +410,26 @@ def test_simulated_live_clock_drops_frames_while_encodes_run(tmp_path):
     assert looked[0].summary()["J"] > s["J"] + 0.2
 
 
+def test_simulated_shared_encoder_queues_encodes_and_caps_the_frames(tmp_path, capsys):
+    # One of four streams on one encoder: an encode starts three encodes (300 ms) after it was
+    # asked for, and the frame budget lets the stream process 4 of its 10 frames a second.
+    _write_davis(tmp_path / "data", frames=30)
+    seq = ev.load_sequence(tmp_path / "data", "one", None, fps=10.0)
+    from realtime_sam.config import load_config
+
+    config = load_config("cpu", ["engine.first_look=false"])
+    oracles = [oracle_mod.GroundTruthOracle(seq.gt, seq.frames) for _ in range(2)]
+    alone = ev.run_engine_simulated(seq, oracles[0], config, encode_ms=100.0)
+    shared = ev.run_engine_simulated(seq, oracles[1], config, encode_ms=100.0, streams=4)
+    assert alone[1]["processed"] >= 25
+    assert 10 <= shared[1]["processed"] <= 13  # 4 frames a second over 3 s
+    # Fewer encodes, the first one later (its start waits 300 ms): fewer frames show the object.
+    assert 1 <= oracles[1].encodes < oracles[0].encodes
+    assert shared[0].summary()["J"] < alone[0].summary()["J"]
+    assert ev.main(["--root", str(tmp_path / "data"), "--no-live", "--live-sim", "--sim-streams", "0"]) == 2
+    assert "--sim-streams must be >= 1" in capsys.readouterr().err
+
+
 def test_live_sim_row_in_the_report(tmp_path, capsys):
     _write_davis(tmp_path / "data", frames=8)
     rc = ev.main(["--root", str(tmp_path / "data"), "--sequences", "one", "--network", "none", "--no-live",
