@@ -57,7 +57,8 @@ class EncodeStats:
     Attributes:
         encodes: embeddings delivered to the stream.
         age_s: seconds since the frame behind its newest embedding was handed to the encoder
-            (``None`` before its first encode).
+            (for a request made with ``latest``: since the stream offered that frame; ``None``
+            before its first encode).
         last_wait_s: how long its last request waited for the encoder (queue time, not encode time).
     """
 
