@@ -103,12 +103,13 @@ def test_long_live_run_keeps_memory_and_state_bounded_and_drops_instead_of_queue
 
 _LEAK_CHECK = """
 import importlib.util, sys
+import numpy as np
 spec = importlib.util.spec_from_file_location("soak", sys.argv[1])
 soak = importlib.util.module_from_spec(spec); sys.modules["soak"] = soak; spec.loader.exec_module(soak)
 kept = []
 cfg = soak.SoakConfig(source="synthetic:160x120", fps=0, frames=700, every=100, warmup=100, fake_model=True,
                       objects=2, churn_every=0, sinks=False, max_growth_mb=5.0, max_growth_pct=1.0)
-report = soak.run_soak(cfg, log=lambda line: None, on_result=lambda r, p: kept.append(r.frame.image.copy()))
+report = soak.run_soak(cfg, log=lambda line: None, on_result=lambda r, p: kept.append(np.concatenate([r.frame.image] * 3)))
 print(len(kept), report.growth_mb, report.flat)
 print(report.verdict())
 """
@@ -122,7 +123,9 @@ def test_soak_detects_a_leak(live_source_available):
     """
     import subprocess
 
-    # 600 frames x 160x120x3 bytes = 33 MiB held after the warm-up. The timeout guards a hang
+    # 600 frames x 3 x 160x120x3 bytes = 99 MiB held after the warm-up; what the run freed
+    # before may take up part of it unseen (one frame's worth per frame measured 25-31 MiB
+    # of 33 here, on a loaded machine under 25), so the check asks for 60. The timeout guards a hang
     # only: 700 frames of dense flow take 100-130 s on two busy cores (over 120 s in a CI run).
     out = subprocess.run(
         [sys.executable, "-c", _LEAK_CHECK, str(SCRIPTS / "soak.py")],
@@ -130,7 +133,7 @@ def test_soak_detects_a_leak(live_source_available):
     ).stdout.splitlines()
     kept, growth_mb, flat = out[0].split()
     assert int(kept) == 700
-    assert float(growth_mb) > 25.0
+    assert float(growth_mb) > 60.0
     assert flat == "False"
     assert out[1].startswith("VERDICT: GROWING")
 
