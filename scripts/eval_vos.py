@@ -642,12 +642,13 @@ def _score_as_seen(
 class _SimFuture:
     """A background encode on the simulated clock: done when the clock reaches ``due`` (ms).
 
-    With a queue (:class:`_SimClock` ``queue_ms``) its call runs only when the
-    clock reaches its start; until then ``due`` is infinite.
+    Its call runs when the clock reaches its start (:meth:`_SimClock.run_due`,
+    at once when the worker is free and nothing queues); until then ``due`` is
+    infinite and ``value`` is ``None``.
     """
 
-    def __init__(self, clock: _SimClock, value, due: float) -> None:
-        self.clock, self.value, self.due = clock, value, due
+    def __init__(self, clock: _SimClock) -> None:
+        self.clock, self.value, self.due = clock, None, math.inf
 
     def done(self) -> bool:
         self.clock.run_due()
@@ -684,7 +685,7 @@ class _SimClock:
         self.pending: list[tuple[float, _SimFuture, object, tuple]] = []  # (submitted at, future, fn, args)
 
     def submit(self, fn, *args) -> _SimFuture:
-        future = _SimFuture(self, None, math.inf)
+        future = _SimFuture(self)
         self.pending.append((self.now, future, fn, args))
         self.run_due()
         return future

@@ -70,7 +70,6 @@ class _BackgroundJob:
     request: Any = None  # what the worker decodes against the embedding (the engine's ``_DecodeRequest``)
     offered_at: float = field(default_factory=time.monotonic)  # when ``image`` was set (monotonic seconds)
     started: bool = False  # the worker took it: no more moves
-    moves: int = 0  # times it was moved to a newer frame (diagnostics, tests)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -88,7 +87,6 @@ class _BackgroundJob:
             self.frame_index, self.image, self.request = frame_index, image, request
             self.prompts, self.lost = tuple(prompts), lost
             self.offered_at = time.monotonic()
-            self.moves += 1
             return True
 
     def take(self) -> tuple[np.ndarray, float]:
@@ -140,7 +138,7 @@ class BackgroundEncodes:
         lost: frozenset[int] = frozenset(),
         detect: bool = False,
         request: Any = None,
-    ) -> _BackgroundJob:
+    ) -> None:
         """Submit ``run(job)`` to the worker for frame ``frame_index`` (``image``: ``HxWx3 uint8`` BGR).
 
         ``run`` is the engine's: it takes the job's frame (:meth:`_BackgroundJob.take`),
@@ -151,7 +149,6 @@ class BackgroundEncodes:
         job = _BackgroundJob(frame_index, tuple(prompts), None, new, lost, detect, image, request)
         job.future = self.submit(run, job)
         self.jobs.append(job)
-        return job
 
     def waiting(self) -> _BackgroundJob | None:
         """The newest job if it can still be moved to a newer frame (see :meth:`_BackgroundJob.offer`)."""
