@@ -226,12 +226,17 @@ def _read_label(path: Path) -> np.ndarray:
 
 
 def load_sequence(
-    root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0, reverse: bool = False
+    root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0, reverse: bool = False,
+    legs: int = 1,
 ) -> VosSequence:
     """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0).
 
     ``reverse``: the sequence (its first ``max_frames``) played backwards, frames and masks
     in reverse order: a clip the tracker was not tuned on, from the same footage.
+    ``legs``: the sequence played there and back, ``legs`` runs in all (forward,
+    backward, forward, ...; each turn's frame shown once): ``n`` frames become
+    ``legs * (n - 1) + 1``. A DAVIS clip (2-4 s) ends before a live CPU's first
+    encodes land; bounced, it is real footage long enough for the live rows.
     """
     frames: list[np.ndarray] = []
     if video is not None:
@@ -267,6 +272,11 @@ def load_sequence(
     frames = frames[:n]
     if reverse:
         frames, labels = frames[::-1], labels[::-1]
+    if legs > 1 and n > 1:
+        order = list(range(n))
+        for leg in range(1, legs):
+            order += list(range(n - 2, -1, -1) if leg % 2 else range(1, n))
+        frames, labels = [frames[i] for i in order], [labels[i] for i in order]
     return VosSequence(name, frames, labels, fps)
 
 
@@ -913,6 +923,10 @@ def _parser() -> argparse.ArgumentParser:
         "--reverse", action="store_true",
         help="play every sequence backwards (new clips for the tracker from the same footage)",
     )
+    p.add_argument(
+        "--bounce", type=int, default=1, metavar="LEGS",
+        help="play every sequence there and back, LEGS runs in all (long real clips for the live rows; default 1: once)",
+    )
     p.add_argument("--fps", type=float, default=24.0, help="frame rate of JPEG sequences (default 24)")
     p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     p.add_argument("--save-masks", type=Path, default=None, help="write per-frame masks as DAVIS PNGs under this folder")
@@ -939,6 +953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvalError("--sim-streams must be >= 1")
         if args.max_frames < 0:
             raise EvalError("--max-frames must be >= 0")
+        if args.bounce < 1:
+            raise EvalError("--bounce must be >= 1 (1: each sequence played once)")
         found = find_sequences(args.root)
         names = [s.strip() for s in args.sequences.split(",") if s.strip()] or list(found)
         unknown = [s for s in names if s not in found]
@@ -981,7 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm = False
         for name in names:
             t = time.perf_counter()
-            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse)
+            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
+                                 legs=args.bounce)
             log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
             oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
             if inner is not None and not warm:
@@ -1014,6 +1031,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "root": str(args.root), "network": args.network, "sequences": names, "max_frames": args.max_frames,
             "reverse": args.reverse,
+            "bounce": args.bounce,
             "configurations": results,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -276,6 +276,41 @@ def test_a_landed_track_mask_is_replayed_through_the_frames_since_not_moved_by_t
     assert replayed > by_motion + 0.05
 
 
+@pytest.mark.parametrize("trust_replay", [False, True])
+def test_a_replay_that_lost_its_object_gives_way_to_the_move_that_followed_it(monkeypatch, trust_replay):
+    # The reverse case of the test above: the flow between frames follows every object,
+    # but the replay through the kept frames loses them (it leaves each mask where it was
+    # decoded, as it left a horse's on DAVIS horsejump-high, live: J 0.22). A landing then
+    # takes the mask moved as the track (or a new object's first look) moved since the
+    # encoded frame: where the two disagree, the one whose pixels look more like the
+    # decoded object (its colour histogram). trust_replay: the replay always taken.
+    import realtime_sam.tracking.engine as engine_module
+    from realtime_sam.tracking.propagation import PropagatedMask
+
+    def lost(self, frames, masks, sizes=None):
+        return {k: PropagatedMask(np.asarray(m, dtype=bool), np.asarray(b, dtype=np.float64), True) for k, (m, b) in masks.items()}
+
+    monkeypatch.setattr(MaskPropagator, "replay", lost)
+    if trust_replay:
+        monkeypatch.setattr(engine_module, "_LIKELIER", float("inf"))
+    scene, runner, engine, worker = _setup(delay=8)
+    results = _track_objects(engine, runner, worker, scene, range(40))
+    owner = _owner(results)
+    landed = {"new": [], "track": []}
+    for r, gt in results:
+        if r.encoded:
+            kind = "new" if r.index == 8 else "track"  # the first landing brings the new objects
+            _, then = scene.render(r.index - 8)
+            landed[kind] += [(_iou(t.mask, gt[o]), _iou(t.mask, then[o])) for t in r.tracks if (o := owner[t.track_id]) in gt and o in then]
+    assert len(landed["new"]) == 3 and len(landed["track"]) >= 9
+    for kind, pairs in landed.items():
+        now, then = np.mean([p[0] for p in pairs]), np.mean([p[1] for p in pairs])
+        if trust_replay:  # left where the encoded frame had them
+            assert then > now + 0.2, (kind, now, then)
+        else:
+            assert now > 0.85 and now > then + 0.2, (kind, now, then)
+
+
 def test_a_landing_replays_tracks_within_their_whole_size(monkeypatch):
     # What a replay fills in from the frame's edge stops at the object's whole size (see
     # test_propagation): the engine hands every replayed track's size, and none for a new

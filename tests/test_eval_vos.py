@@ -331,6 +331,29 @@ def test_reverse_plays_each_sequence_backwards(tmp_path, capsys):
     assert two["objects"]["1"]["J"] > 0.8
 
 
+def test_bounce_plays_each_sequence_there_and_back(tmp_path, capsys):
+    # Three legs: forward, backward, forward, each turn's frame shown once (12 -> 34 frames).
+    _write_davis(tmp_path / "data")
+    root = tmp_path / "data"
+    fwd = ev.load_sequence(root, "two", None)
+    bounced = ev.load_sequence(root, "two", None, legs=3)
+    order = list(range(12)) + list(range(10, -1, -1)) + list(range(1, 12))
+    assert len(bounced) == len(order) == 34
+    for i, k in enumerate(order):
+        assert np.array_equal(bounced.frames[i], fwd.frames[k]) and np.array_equal(bounced.labels[i], fwd.labels[k])
+    # Object 2, hidden in frames 5-6, is hidden three times; each time back, the engine finds it.
+    out = tmp_path / "out.json"
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "", "--bounce", "3"]
+    assert ev.main([*args, "--sequences", "two", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["bounce"] == 3
+    two = res["configurations"]["engine N=5"]["sequences"]["two"]
+    assert [e["gone"] for e in two["reacquisition"]] == [[5, 6], [16, 17], [27, 28]]
+    assert two["objects"]["1"]["frames"] == 34 and two["objects"]["1"]["J"] > 0.8
+    assert ev.main([*args[:-2], "--bounce", "0"]) == 2
+    assert "--bounce must be >= 1" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     assert ev.main(["--root", str(tmp_path / "nope"), "--no-live"]) == 2
     assert "data folder not found" in capsys.readouterr().err

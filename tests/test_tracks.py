@@ -171,6 +171,36 @@ def test_a_mask_decoded_for_one_track_cannot_steal_another_tracks_object():
     assert res[b].state == LOST and not res[b].mask.any()
 
 
+@pytest.mark.parametrize("case", ["matched-then", "not-matched", "other-looks"])
+def test_a_landed_mask_that_matched_its_prompt_then_is_taken_however_far_the_track_drifted(case):
+    # Background mode: a track's prompt was decoded on an encode's frame, and the mask
+    # carried to this one. Meanwhile the track's own mask drifted off its object onto
+    # the background (and shrank): the two no longer overlap, and the object is 9x the
+    # drifted mask's area. Decoded where the prompt was (matched_then), it is still the
+    # track's object: taken, if it looks like the track. Otherwise the track misses.
+    h, w = 200, 300
+    tr = Tracker()
+    looks = np.zeros(68, np.float32)
+    looks[3] = 1.0
+    tid = tr.add(Detection(rect(h, w, 20, 40, 80, 100), (20, 40, 80, 100), 0.95, appearance=looks), 0)
+    sides = [53, 46, 40, 35, 31, 27, 24, 21, 20, 20, 20, 20]  # a gradual shrink (a sudden one is not followed)
+    for i, size in enumerate(sides, start=1):  # drifts right, shrinking to 20x20
+        x = 90 + 12 * i
+        tr.predict(i)
+        assert tr.apply_propagation(tid, rect(h, w, x, 40, x + size, 40 + size), (x, 40, x + size, 40 + size), i)
+    assert tr.get(tid).ref_area < 60 * 60 / 4  # the object's area, 3600 px, now more than 4x it
+    i += 1
+    tr.predict(i)
+    obj = rect(h, w, 20, 40, 80, 100)  # the object, where it stayed
+    seen = looks if case != "other-looks" else np.roll(looks, 7)
+    tr.update([Detection(obj, (20, 40, 80, 100), 0.93, source_track=tid, appearance=seen, matched_then=case != "not-matched")], i)
+    t = tr.get(tid)
+    if case == "matched-then":
+        assert t.state == CONFIRMED and iou(t.mask, obj) == 1.0
+    else:
+        assert t.mask is None or iou(t.mask, obj) == 0.0
+
+
 # ---------------------------------------------------------------- identity through occlusion
 
 

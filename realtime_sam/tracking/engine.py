@@ -27,7 +27,12 @@ starts), so a landing costs the frame loop no decoder call. When it lands,
 every mask (a track's, a new object's, a lost track's found again) is replayed
 by flow through the small grey copies of the frames since, which the engine
 keeps while an encode is in flight (a track whose frames are gone moves by its
-own motion since). Then they are associated as usual.
+own motion since). Where that replay and the move the track (or a new
+object's first look) made since disagree, the one whose pixels look more like
+the decoded object is taken: a replay over a few grey copies can lose a fast
+object. Then they are associated as usual, except that a track's mask decoded
+where its prompt was is its own wherever the track has drifted to since
+(:attr:`~realtime_sam.tracking.tracks.Detection.matched_then`).
 Discovery still encodes at once, on the current frame. Until a new object's
 encode lands, the object is shown by a first look at it
 (:mod:`~realtime_sam.tracking.first_look`: its box's region segmented by
@@ -61,6 +66,7 @@ from realtime_sam.errors import ConfigError, PromptError
 from realtime_sam.tracking.association import (
     box_area,
     box_edges,
+    box_iou_matrix,
     box_motion,
     mask_to_box,
     track_under,
@@ -164,6 +170,9 @@ class EngineConfig:
 _MEASURED_VISIBLE = 0.8
 
 
+# How much more like the decoded object (histogram intersection) a mask moved as its track moved
+# must look than the flow's replay of it, for a landing to take it instead (Engine._likelier).
+_LIKELIER = 0.05
 # A mask whose box grows more than this in one frame has picked up stray islands.
 _MAX_GROWTH = 2.0
 
@@ -901,7 +910,15 @@ class Engine:
             self.detection.in_flight = False  # type: ignore[union-attr]
         self.last_encode_index = job.frame_index
         prompts = [p for p in job.prompts if self.tracker.get(p.track_id) is not None]  # removed since: dropped
-        detections = [d for d in decoded.tracks if self.tracker.get(d.source_track) is not None]  # type: ignore[arg-type]
+        then = {p.track_id: p.box for p in prompts}
+        # Each track's decode that matched its prompt on the encoded frame is its object then,
+        # wherever the track's own mask has drifted to since (Detection.matched_then).
+        thresh = self.tracker.config.match_iou_thresh
+        detections = [
+            dataclass_replace(d, matched_then=True)
+            if d.source_track in then and box_iou_matrix(then[d.source_track], d.box)[0, 0] >= thresh else d
+            for d in decoded.tracks if self.tracker.get(d.source_track) is not None  # type: ignore[arg-type]
+        ]
         # Search candidates only for tracks still lost (one found meanwhile needs none).
         detections += [
             d for d in decoded.searched
@@ -918,7 +935,6 @@ class Engine:
         # one. A track's own motion since (its mask carried frame by frame) is the fallback only:
         # that mask drifted from the object before the encode and after, while the new mask's
         # corners lie on the object (hard scene live-sim 0.28 -> 0.35 with the replay).
-        then = {p.track_id: p.box for p in prompts}
         replayable = self.background.replay_frames(job.frame_index) is not None
         carried = []
         regained: list[Detection] = []  # lost then and now, and found on the encoded frame: replayed one by one
@@ -933,11 +949,7 @@ class Engine:
                     followed.append(d)
                     continue
             if track is not None and d.source_track in then:
-                now = track.box if track.mask is not None else track.predicted_box
-                if self._hidden.get(track.id, False):
-                    # Its visible box shrank behind another object, its size did not: move, don't scale.
-                    now = _same_size(then[d.source_track], now)
-                d = _moved(d, then[d.source_track], now)
+                d = _moved(d, then[d.source_track], self._box_now(track, then[d.source_track]))
             carried.append(d)
         fresh = {j: d for j, (_, d) in enumerate(new) if d is not None}
         # Objects flow follows by their patch (small, without corners: MaskPropagator.patched)
@@ -947,13 +959,14 @@ class Engine:
         # 1.4 s, lost when its encode landed). Tracks go with the carried ones above; a new object
         # by its first look's move since the encoded frame.
         by_look = {}
+        looked = {}  # new objects whose first look flow followed since the encoded frame: its move
         for j, d in fresh.items():
             tid = _reserved_id(new[j][0]) if new[j][0].track_id is None else None
             fl = self._first_looks.get(tid) if tid is not None else None
-            if fl is not None and fl.followed and fl.start is not None and fl.start[0] == job.frame_index and (
-                tid in self.propagator.patched
-            ):
-                by_look[j] = (fl.start[1], fl.box)
+            if fl is not None and fl.followed and fl.start is not None and fl.start[0] == job.frame_index:
+                looked[j] = (fl.start[1], fl.box)
+                if tid in self.propagator.patched:
+                    by_look[j] = looked[j]
         replay = {("new", j): (d.mask, d.box) for j, d in fresh.items() if d.mask.any() and j not in by_look}
         replay.update({("found", j): (d.mask, d.box) for j, d in enumerate(found) if d.mask.any()})
         replay.update({("track", j): (d.mask, d.box) for j, d in enumerate(followed)})
@@ -969,12 +982,24 @@ class Engine:
         def now(d: Detection, key) -> Detection:
             return _moved(d, d.box, moved[key][1], moved[key][0]) if key in moved else d
 
-        fresh = {j: _moved(d, *by_look[j]) if j in by_look else now(d, ("new", j)) for j, d in fresh.items()}
+        # Replayed over the kept frames' grey copies, shrunk and steps apart, a mask can lose its
+        # object (DAVIS horsejump-high bounced, live: the horse's mask stayed where it was 1.4 s
+        # before). Where the move the object was followed by since disagrees, the move whose
+        # pixels look more like the decoded object's is taken.
+        fresh = {
+            j: _moved(d, *by_look[j]) if j in by_look
+            else self._likelier(now(d, ("new", j)), _moved(d, *looked[j])) if j in looked
+            else now(d, ("new", j))
+            for j, d in fresh.items()
+        }
         for k, d in enumerate(regained):
             checked = self._looks_now(now(d, ("lost", k)))
             if checked is not None:  # None: the replay lost the object
                 carried.append(checked)
-        carried += [now(d, ("track", k)) for k, d in enumerate(followed)]
+        for k, d in enumerate(followed):
+            track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
+            alt = _moved(d, then[d.source_track], self._box_now(track, then[d.source_track]))  # type: ignore[arg-type]
+            carried.append(self._likelier(now(d, ("track", k)), alt))
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
             found = [now(d, ("found", j)) for j, d in enumerate(found)]
@@ -991,6 +1016,32 @@ class Engine:
         self._end_lost_looks(job.frame_index)
         self._update_order()
         timings["associate"] = timings.get("associate", 0.0) + (time.perf_counter() - t) * 1e3
+
+    def _box_now(self, track, box_then) -> np.ndarray:
+        """Where ``track`` is now, to move a mask decoded at ``box_then`` to (its box, or its
+        predicted box when it has no mask; behind another object, ``box_then``'s size there)."""
+        now = track.box if track.mask is not None else track.predicted_box
+        if self._hidden.get(track.id, False):
+            # Its visible box shrank behind another object, its size did not: move, don't scale.
+            now = _same_size(box_then, now)
+        return now
+
+    def _likelier(self, replayed: Detection, followed: Detection) -> Detection:
+        """Of two moves of one decoded mask to this frame, ``replayed`` (by flow over the kept
+        frames) unless the two disagree (:func:`_disagree`) and ``followed``'s (box to box, as
+        the track moved since) pixels look more like the decoded object than ``replayed``'s
+        (colour histograms against the decode's, by ``_LIKELIER`` or more)."""
+        image = self._prev_image  # this frame's (set by the propagation)
+        ref = followed.appearance
+        if image is None or ref is None or not followed.mask.any() or image.shape[:2] != followed.mask.shape:
+            return replayed
+        if not replayed.mask.any():
+            return followed
+        if not _disagree(replayed.box, followed.box):
+            return replayed
+        a = similarity(ref, appearance_of(image, replayed.mask))
+        b = similarity(ref, appearance_of(image, followed.mask))
+        return followed if b >= a + _LIKELIER else replayed
 
     def _looks_now(self, d: Detection) -> Detection | None:
         """A lost track's mask found on an encoded frame and replayed to this one, checked on

@@ -205,6 +205,14 @@ class Detection:
             background encode) and carried to this one: its ``XYXY`` box
             there, where it is judged against the track's search region (it
             has moved on since); ``None``: judged where it is.
+        matched_then: decoded on an earlier frame (a background encode) from
+            its source track's prompt, and its box there overlapped the
+            prompt's by at least ``match_iou_thresh``: it is what the track
+            followed then, carried to this frame, however far the track's
+            own mask drifted meanwhile. A visible track may take it where
+            the two no longer overlap, and whatever its area against the
+            track's (its size was checked against the prompt's box); it
+            must still look like the track.
     """
 
     mask: np.ndarray
@@ -216,6 +224,7 @@ class Detection:
     appearance: np.ndarray | None = None
     searched: bool = False
     found_at: Box | None = None
+    matched_then: bool = False
 
     def __post_init__(self) -> None:
         mask = np.asarray(self.mask)
@@ -805,12 +814,23 @@ class Tracker:
                     ):
                         found[r] = (key, j)
                 continue
-            if not plausible[r, j]:
+            # Its size was checked where it was decoded (it matched the prompt's box there): not
+            # against a reference area that shrank as the track's mask drifted off its object
+            # since (scooter-black: 2976 px, the scooter's landed mask 26412 px).
+            then = d.matched_then and live[r].state != TrackState.LOST
+            if not plausible[r, j] and not (then and plausible_mask(cfg, 0.0, live[r].appearance, float(areas[j]), d.appearance)):
                 continue
             others = np.delete(iou[:, j], r)
             near = iou[r, j] >= cfg.match_iou_thresh or (
                 live[r].state != TrackState.LOST
-                and (iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh)
+                and (
+                    iou[r, j] > 0.0 or box_iou_matrix(live[r].box, boxes[j])[0, 0] >= cfg.match_iou_thresh
+                    # Decoded where the track's prompt was, on an encode's frame, and carried here:
+                    # the track drifted off its object since (DAVIS scooter-black bounced, live: its
+                    # mask followed the background and the landed mask, on the scooter, overlapped
+                    # it no more; the track was lost with its object in plain view).
+                    or then
+                )
                 and not (others >= cfg.match_iou_thresh).any()  # not another track's object
             )
             near = near and not theirs[r, j]  # nor, more than this track's, the object of a track it hides
