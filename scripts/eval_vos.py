@@ -7,6 +7,7 @@
     python scripts/eval_vos.py --root DAVIS --sequences goat,camel --reencode 1,5 --json out.json
     python scripts/eval_vos.py --set tracker.max_lost_frames=60 --save-masks masks/
     python scripts/eval_vos.py --reverse --network none --no-live  # every sequence played backwards
+    python scripts/eval_vos.py --bounce 3 --network none --no-live --live-sim  # there and back: 3x as long, for live rows
 
 **Data** (``--root``, default ``../shared/davis``), either layout:
 

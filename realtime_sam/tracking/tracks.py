@@ -714,7 +714,10 @@ class Tracker:
         area change) and overlaps the track's current position at least
         ``match_iou_thresh`` (mask IoU against the track's mask moved to its
         predicted position; box IoU against the predicted box for lost
-        tracks). Remaining tracks and good masks are matched by the Hungarian
+        tracks), or, for a visible track, when it is ``matched_then`` (it
+        matched the track's prompt on an encode's frame: taken wherever the
+        track's mask now is, its area not judged against the track's).
+        Remaining tracks and good masks are matched by the Hungarian
         algorithm on ``1 - IoU`` with the same gate, then tracks still
         unmatched by the Hungarian algorithm on the motion model's
         Mahalanobis distance (95 % gate), which catches fast motion and
@@ -817,8 +820,8 @@ class Tracker:
             # Its size was checked where it was decoded (it matched the prompt's box there): not
             # against a reference area that shrank as the track's mask drifted off its object
             # since (scooter-black: 2976 px, the scooter's landed mask 26412 px).
-            then = d.matched_then and live[r].state != TrackState.LOST
-            if not plausible[r, j] and not (then and plausible_mask(cfg, 0.0, live[r].appearance, float(areas[j]), d.appearance)):
+            landed_own = d.matched_then and live[r].state != TrackState.LOST
+            if not plausible[r, j] and not (landed_own and plausible_mask(cfg, 0.0, live[r].appearance, float(areas[j]), d.appearance)):
                 continue
             others = np.delete(iou[:, j], r)
             near = iou[r, j] >= cfg.match_iou_thresh or (
@@ -829,7 +832,7 @@ class Tracker:
                     # the track drifted off its object since (DAVIS scooter-black bounced, live: its
                     # mask followed the background and the landed mask, on the scooter, overlapped
                     # it no more; the track was lost with its object in plain view).
-                    or then
+                    or landed_own
                 )
                 and not (others >= cfg.match_iou_thresh).any()  # not another track's object
             )
