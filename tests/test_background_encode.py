@@ -293,6 +293,9 @@ def test_a_replay_that_lost_its_object_gives_way_to_the_move_that_followed_it(mo
     monkeypatch.setattr(MaskPropagator, "replay", lost)
     if trust_replay:
         monkeypatch.setattr(engine_module, "_LIKELIER", float("inf"))
+        # Without the reshape too (tests/test_reshape.py): laid over the current frame, the
+        # encoded one's flow pulls a stale mask part way to its object (IoU now 0.57, then 0.75).
+        monkeypatch.setattr(Engine, "_reshaped", lambda self, then, moved, image_then: moved)
     scene, runner, engine, worker = _setup(delay=8)
     results = _track_objects(engine, runner, worker, scene, range(40))
     owner = _owner(results)

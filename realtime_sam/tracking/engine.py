@@ -30,7 +30,11 @@ keeps while an encode is in flight (a track whose frames are gone moves by its
 own motion since). Where that replay and the move the track (or a new
 object's first look) made since disagree, the one whose pixels look more like
 the decoded object is taken: a replay over a few grey copies can lose a fast
-object. Then they are associated as usual, except that a track's mask decoded
+object. A track's mask so moved, as one piece, still has the object's shape
+of the encoded frame; laid over this frame, the encoded frame gives dense
+flow that brings the shape up to date
+(:class:`~realtime_sam.tracking.reshape.Reshaper`), kept where it looks no
+less like the decoded object. Then they are associated as usual, except that a track's mask decoded
 where its prompt was is its own wherever the track has drifted to since
 (:attr:`~realtime_sam.tracking.tracks.Detection.matched_then`).
 Discovery still encodes at once, on the current frame. Until a new object's
@@ -95,6 +99,7 @@ from realtime_sam.tracking.propagation import (
     PropagationConfig,
     WorkFrame,
 )
+from realtime_sam.tracking.reshape import Reshaper
 from realtime_sam.tracking.tracks import (
     Detection,
     IdCounter,
@@ -380,6 +385,7 @@ class Engine:
         self._pending: list[ObjectPrompt] = []
         # Reserved id -> first look at a new object whose encode is in flight (shown till it lands).
         self._first_looks: dict[int, _FirstLook] = {}
+        self._reshaper = Reshaper()  # landed masks' shapes brought up to date (_reshaped)
         self._since_watch = 0  # frames processed since the edges were last watched for lost tracks
         self._auto = config.auto
         self._prev_image: np.ndarray | None = None
@@ -999,7 +1005,9 @@ class Engine:
         for k, d in enumerate(followed):
             track = self.tracker.get(d.source_track)  # type: ignore[arg-type]
             alt = _moved(d, then[d.source_track], self._box_now(track, then[d.source_track]))  # type: ignore[arg-type]
-            carried.append(self._likelier(now(d, ("track", k)), alt))
+            # Moved as one piece, the mask has the object's shape of the encoded frame; the
+            # encoded frame laid over this one, dense flow brings the shape up to date.
+            carried.append(self._reshaped(d, self._likelier(now(d, ("track", k)), alt), job.image))
         if found:
             # Detections were decoded on the encoded frame too: replayed to this one like new prompts.
             found = [now(d, ("found", j)) for j, d in enumerate(found)]
@@ -1042,6 +1050,29 @@ class Engine:
         a = similarity(ref, appearance_of(image, replayed.mask))
         b = similarity(ref, appearance_of(image, followed.mask))
         return followed if b >= a + _LIKELIER else replayed
+
+    def _reshaped(self, then: Detection, moved: Detection, image_then: np.ndarray | None) -> Detection:
+        """``moved`` (``then``, decoded on ``image_then``, moved to this frame as one piece) with
+        its shape brought up to date by :class:`~realtime_sam.tracking.reshape.Reshaper`, where
+        that looks at least as much like the decoded object as ``moved`` does; else ``moved``.
+
+        The logits (the next decode's mask prompt) stay as moved.
+        """
+        image = self._prev_image  # this frame's (set by the propagation)
+        ref = then.appearance
+        if image is None or image_then is None or ref is None or image_then.shape != image.shape:
+            return moved
+        if not moved.mask.any() or not then.mask.any() or moved.mask.shape != image.shape[:2]:
+            return moved
+        mask = self._reshaper(image_then, then.mask, image, moved.mask)
+        box = mask_to_box(mask) if mask is not None else None
+        if mask is None or box is None:
+            return moved
+        # Over 1-1.5 s the flow can lose the object (DAVIS drift-chicane: a car in its own smoke,
+        # J 0.15 -> 0.00 reshaped): kept only where it looks no less like the decode.
+        if similarity(ref, appearance_of(image, mask)) < similarity(ref, appearance_of(image, moved.mask)):
+            return moved
+        return dataclass_replace(moved, mask=mask, box=box)
 
     def _looks_now(self, d: Detection) -> Detection | None:
         """A lost track's mask found on an encoded frame and replayed to this one, checked on
