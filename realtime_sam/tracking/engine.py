@@ -34,8 +34,9 @@ object. A track's mask so moved, as one piece, still has the object's shape
 of the encoded frame; laid over this frame, the encoded frame gives dense
 flow that brings the shape up to date
 (:class:`~realtime_sam.tracking.reshape.Reshaper`), kept where it looks no
-less like the decoded object. Then they are associated as usual, except that a track's mask decoded
-where its prompt was is its own wherever the track has drifted to since
+less like the decoded object. Then they are associated as usual, except
+that a track's mask decoded where its prompt was is its own wherever the
+track has drifted to since
 (:attr:`~realtime_sam.tracking.tracks.Detection.matched_then`).
 Discovery still encodes at once, on the current frame. Until a new object's
 encode lands, the object is shown by a first look at it
