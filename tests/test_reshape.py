@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from test_engine import _iou
 
 from realtime_sam.testing.fakes import GroundTruthRunner
 from realtime_sam.testing.synthetic import standard_scene
@@ -17,10 +18,6 @@ from realtime_sam.tracking.reshape import Reshaper, similarity_between
 from realtime_sam.tracking.tracks import Detection
 
 H, W = 240, 320
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum()) / float((a | b).sum())
 
 
 def _texture(seed: int, tint: tuple[int, int, int]) -> np.ndarray:

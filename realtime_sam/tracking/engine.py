@@ -1063,8 +1063,9 @@ class Engine:
         ref = then.appearance
         if image is None or image_then is None or ref is None or image_then.shape != image.shape:
             return moved
-        if not moved.mask.any() or not then.mask.any() or moved.mask.shape != image.shape[:2]:
+        if moved.mask.shape != image.shape[:2]:
             return moved
+        # None also for an empty mask, either one (nothing to align).
         mask = self._reshaper(image_then, then.mask, image, moved.mask)
         box = mask_to_box(mask) if mask is not None else None
         if mask is None or box is None:
