@@ -10,9 +10,10 @@ import pytest
 from test_engine import _iou
 
 from realtime_sam.testing.fakes import GroundTruthRunner
-from realtime_sam.testing.synthetic import standard_scene
+from realtime_sam.testing.synthetic import mask_logits, standard_scene
 from realtime_sam.tracking.appearance import appearance_of
 from realtime_sam.tracking.association import box_motion, mask_to_box
+from realtime_sam.tracking.dense_flow import logits_to_mask
 from realtime_sam.tracking.engine import Engine, EngineConfig
 from realtime_sam.tracking.reshape import Reshaper, similarity_between
 from realtime_sam.tracking.tracks import Detection
@@ -113,25 +114,43 @@ def _engine_at(now_image: np.ndarray) -> Engine:
     return engine
 
 
-def _detection(image: np.ndarray, mask: np.ndarray) -> Detection:
+def _detection(image: np.ndarray, mask: np.ndarray, logits: np.ndarray | None = None) -> Detection:
     box = mask_to_box(mask)
-    return Detection(mask=mask, box=box, score=0.9, logits=None, source_track=1, appearance=appearance_of(image, mask))
+    return Detection(mask=mask, box=box, score=0.9, logits=logits, source_track=1, appearance=appearance_of(image, mask))
+
+
+def _input_size() -> tuple[int, int]:
+    """``(h, w)`` of an ``H x W`` frame resized to SAM's 1024 longest side."""
+    s = 1024 / max(H, W)
+    return int(H * s + 0.5), int(W * s + 0.5)
+
+
+def _centre(mask: np.ndarray) -> np.ndarray:
+    """``(x, y)`` centre of a mask's box."""
+    b = mask_to_box(mask)
+    return np.array([(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
 
 
 def test_the_engine_keeps_a_reshaped_landing_only_where_it_looks_like_the_decode(monkeypatch):
     then_image, then_mask, now_image, now_mask = _stretching_object()
     engine = _engine_at(now_image)
     then = _detection(then_image, then_mask)
+    # The one-piece move a landing makes, here 20 px short of the object (the track drifted).
+    short = mask_to_box(now_mask) - np.array([20.0, 0.0, 20.0, 0.0])
     rigid = cv2.warpAffine(
-        then_mask.astype(np.uint8), box_motion(mask_to_box(then_mask), mask_to_box(now_mask)), (W, H), flags=cv2.INTER_NEAREST
+        then_mask.astype(np.uint8), box_motion(mask_to_box(then_mask), short), (W, H), flags=cv2.INTER_NEAREST
     ) > 0
-    moved = _detection(now_image, rigid)
+    moved = _detection(now_image, rigid, logits=mask_logits(rigid, _input_size()))
 
     taken = engine._reshaped(then, moved, then_image)
     assert taken is not moved
     assert _iou(taken.mask, now_mask) > 0.9
     assert taken.box == pytest.approx(mask_to_box(taken.mask))
-    assert taken.logits is moved.logits and taken.source_track == 1
+    assert taken.source_track == 1
+    # The logits (the next decode's mask prompt) follow the reshaped box, where the tracker takes
+    # them to lie; as moved they sat 20 px to the left of it.
+    assert _centre(logits_to_mask(taken.logits, (H, W))) == pytest.approx(_centre(taken.mask), abs=2.0)
+    assert abs(_centre(logits_to_mask(moved.logits, (H, W)))[0] - _centre(taken.mask)[0]) > 15.0
 
     # A reshape that went onto the background (the flow lost the object) is refused.
     off = _rectangle(200, 20, 300, 80)

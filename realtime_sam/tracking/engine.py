@@ -1057,7 +1057,9 @@ class Engine:
         its shape brought up to date by :class:`~realtime_sam.tracking.reshape.Reshaper`, where
         that looks at least as much like the decoded object as ``moved`` does; else ``moved``.
 
-        The logits (the next decode's mask prompt) stay as moved.
+        The logits (the next decode's mask prompt) follow the mask's box from the move's
+        (translation and scale): the tracker takes them to lie at the box it is given
+        (``Track.logits_box``), and left as moved they would be off by the reshape's correction.
         """
         image = self._prev_image  # this frame's (set by the propagation)
         ref = then.appearance
@@ -1074,7 +1076,10 @@ class Engine:
         # J 0.15 -> 0.00 reshaped): kept only where it looks no less like the decode.
         if similarity(ref, appearance_of(image, mask)) < similarity(ref, appearance_of(image, moved.mask)):
             return moved
-        return dataclass_replace(moved, mask=mask, box=box)
+        logits = None
+        if moved.logits is not None:
+            logits = move_logits(moved.logits, moved.box, box, mask.shape)
+        return dataclass_replace(moved, mask=mask, box=box, logits=logits)
 
     def _looks_now(self, d: Detection) -> Detection | None:
         """A lost track's mask found on an encoded frame and replayed to this one, checked on
