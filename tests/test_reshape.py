@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_engine import _iou
 
+from realtime_sam.model.transforms import preprocess_shape
 from realtime_sam.testing.fakes import GroundTruthRunner
 from realtime_sam.testing.synthetic import mask_logits, standard_scene
 from realtime_sam.tracking.appearance import appearance_of
@@ -119,12 +120,6 @@ def _detection(image: np.ndarray, mask: np.ndarray, logits: np.ndarray | None = 
     return Detection(mask=mask, box=box, score=0.9, logits=logits, source_track=1, appearance=appearance_of(image, mask))
 
 
-def _input_size() -> tuple[int, int]:
-    """``(h, w)`` of an ``H x W`` frame resized to SAM's 1024 longest side."""
-    s = 1024 / max(H, W)
-    return int(H * s + 0.5), int(W * s + 0.5)
-
-
 def _centre(mask: np.ndarray) -> np.ndarray:
     """``(x, y)`` centre of a mask's box."""
     b = mask_to_box(mask)
@@ -140,7 +135,7 @@ def test_the_engine_keeps_a_reshaped_landing_only_where_it_looks_like_the_decode
     rigid = cv2.warpAffine(
         then_mask.astype(np.uint8), box_motion(mask_to_box(then_mask), short), (W, H), flags=cv2.INTER_NEAREST
     ) > 0
-    moved = _detection(now_image, rigid, logits=mask_logits(rigid, _input_size()))
+    moved = _detection(now_image, rigid, logits=mask_logits(rigid, preprocess_shape(H, W, 1024)))
 
     taken = engine._reshaped(then, moved, then_image)
     assert taken is not moved

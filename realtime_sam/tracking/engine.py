@@ -1076,9 +1076,7 @@ class Engine:
         # J 0.15 -> 0.00 reshaped): kept only where it looks no less like the decode.
         if similarity(ref, appearance_of(image, mask)) < similarity(ref, appearance_of(image, moved.mask)):
             return moved
-        logits = None
-        if moved.logits is not None:
-            logits = move_logits(moved.logits, moved.box, box, mask.shape)
+        logits = None if moved.logits is None else move_logits(moved.logits, moved.box, box, mask.shape)
         return dataclass_replace(moved, mask=mask, box=box, logits=logits)
 
     def _looks_now(self, d: Detection) -> Detection | None:
