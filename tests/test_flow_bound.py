@@ -1,0 +1,94 @@
+"""scripts/flow_bound.py: the ground truth carried by optical flow alone, on a DAVIS-layout folder written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from script_loader import load_script
+
+fb = load_script("flow_bound")
+
+
+def _texture(h: int, w: int, seed: int, block: int = 8) -> np.ndarray:
+    """``HxWx3 uint8``: random colour blocks of ``block`` px, slightly blurred (texture DIS can follow)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // block + 1, w // block + 1, 3), dtype=np.uint8)
+    big = cv2.resize(small, ((w // block + 1) * block, (h // block + 1) * block), interpolation=cv2.INTER_NEAREST)
+    return cv2.GaussianBlur(np.ascontiguousarray(big[:h, :w]), (5, 5), 0)
+
+
+def _write(root: Path, frames: int = 10, speed: int = 10) -> None:
+    """Sequence 'disk' (400x240): a textured disk of radius 50 moving ``speed`` px a frame right
+    over a still textured background, its texture moving with it."""
+    from PIL import Image
+
+    h, w = 240, 400
+    bg, obj = _texture(h, w, 0), _texture(h, w, 1)
+    yy, xx = np.mgrid[:h, :w]
+    (root / "JPEGImages" / "480p" / "disk").mkdir(parents=True)
+    (root / "Annotations" / "480p" / "disk").mkdir(parents=True)
+    for i in range(frames):
+        disk = (yy - h // 2) ** 2 + (xx - (80 + speed * i)) ** 2 < 50**2
+        image = bg.copy()
+        image[disk] = np.roll(obj, speed * i, axis=1)[disk]
+        cv2.imwrite(str(root / "JPEGImages" / "480p" / "disk" / f"{i:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        Image.fromarray((disk * 255).astype(np.uint8), mode="L").save(root / "Annotations" / "480p" / "disk" / f"{i:05d}.png")
+
+
+def test_flow_carries_a_moving_object_far_better_than_leaving_it_still(tmp_path):
+    _write(tmp_path)
+    found = fb.eval_vos.find_sequences(tmp_path)
+    seq = fb.eval_vos.load_sequence(tmp_path, "disk", found["disk"])
+    still = fb.carried(seq, None, every=3, steps=3)
+    moved = fb.carried(seq, fb.FLOWS["medium"](), every=3, steps=3)
+    # Left still, the disk (radius 50, 10 px a frame) overlaps itself less every frame.
+    assert still[0] < 0.8 and still[2] < still[1] < still[0]
+    # The flow follows it (DIS loses a little at the edge each frame, as on real footage).
+    assert moved[0] > 0.85
+    assert all(m > s + 0.08 for m, s in zip(moved, still))
+    assert moved[2] > still[2] + 0.2
+    # Through the logits the mask is quantised to cells: no better, still on the disk.
+    quantised = fb.carried(seq, fb.FLOWS["medium"](), every=3, steps=1, logits=True)
+    assert 0.8 < quantised[0] <= moved[0] + 0.02
+
+
+def test_main_prints_a_row_per_flow(tmp_path, capsys):
+    _write(tmp_path / "data")
+    rc = fb.main(["--root", str(tmp_path / "data"), "--flows", "medium,ultrafast", "--steps", "2", "--every", "4", "--logits"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for row in ("| still |", "| medium |", "| medium, through the logits |", "| ultrafast |", "| disk |"):
+        assert row in out
+    still = float(out.split("| still | ")[1].split(" |")[0])
+    medium = float(out.split("| medium | ")[1].split(" |")[0])
+    assert medium > still + 0.08
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--flows", "raft"], "unknown flow raft"),
+        (["--steps", "0"], "--every and --steps"),
+        (["--sequences", "nope"], "no sequence nope"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    _write(tmp_path / "data", frames=4)
+    assert fb.main(["--root", str(tmp_path / "data"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+SHARED_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis"
+
+
+@pytest.mark.skipif(not SHARED_DAVIS.is_dir(), reason="../shared/davis not found (it exists only on the project's machines)")
+def test_on_real_footage_the_flow_beats_leaving_the_mask_still():
+    # breakdance: fast, non-rigid motion; its first 21 frames.
+    seq = fb.eval_vos.load_sequence(SHARED_DAVIS, "breakdance", SHARED_DAVIS / "breakdance.mp4", max_frames=21)
+    still = fb.carried(seq, None, every=5, steps=2)
+    moved = fb.carried(seq, fb.FLOWS["medium"](), every=5, steps=2)
+    assert moved[0] > still[0] + 0.1 and moved[1] > still[1] + 0.1
