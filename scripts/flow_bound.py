@@ -40,10 +40,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_vos  # noqa: E402  (a neighbour: the DAVIS-layout reader and J)
 
+from realtime_sam.model.transforms import preprocess_shape  # noqa: E402
 from realtime_sam.testing.oracle import upsample_logits  # noqa: E402
 from realtime_sam.testing.synthetic import mask_logits  # noqa: E402
-
-MIN_PIXELS = 150  # as eval_vos.py: smaller objects are not scored
 
 Flow = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``flow(a, b)``: ``HxW uint8`` grey frames -> ``HxWx2 float32`` displacement from ``a`` to ``b``, pixels."""
@@ -72,8 +71,7 @@ FLOWS: Mapping[str, Callable[[], Flow]] = {
 def _logits_round_trip(mask: np.ndarray) -> np.ndarray:
     """``HxW bool`` -> the same mask put through SAM's 256x256 logits and upsampled back."""
     h, w = mask.shape
-    s = 1024 / max(h, w)
-    size = (int(round(h * s)), int(round(w * s)))
+    size = preprocess_shape(h, w, 1024)  # SAM's input size, as the oracle's decoder lays out its logits
     return upsample_logits(mask_logits(mask, size)[None], size, (h, w))[0]
 
 
@@ -90,14 +88,14 @@ def carried(
     n = len(seq.frames)
     h, w = seq.labels[0].shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in seq.frames]
+    grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in seq.frames] if flow is not None else []
     scores: list[list[float]] = [[] for _ in range(steps)]
     for t in range(0, n - steps, every):
         ids = [int(i) for i in np.unique(seq.labels[t]) if i]
         starts = {}
         for i in ids:
             m = seq.labels[t] == i
-            if np.count_nonzero(m) >= MIN_PIXELS:
+            if np.count_nonzero(m) >= eval_vos.MIN_AREA:
                 starts[i] = (_logits_round_trip(m) if logits else m).astype(np.float32)
         if not starts:
             continue
@@ -110,7 +108,7 @@ def carried(
                 my = cv2.remap(my, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             for i, start in starts.items():
                 gt = seq.labels[t + k] == i
-                if np.count_nonzero(gt) < MIN_PIXELS:
+                if np.count_nonzero(gt) < eval_vos.MIN_AREA:
                     continue
                 moved = cv2.remap(start, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
                 scores[k - 1].append(eval_vos.region_j(moved, gt))

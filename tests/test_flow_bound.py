@@ -8,16 +8,10 @@ import cv2
 import numpy as np
 import pytest
 from script_loader import load_script
+from test_dense_flow import _texture
+from test_eval_vos import SHARED_DAVIS
 
 fb = load_script("flow_bound")
-
-
-def _texture(h: int, w: int, seed: int, block: int = 8) -> np.ndarray:
-    """``HxWx3 uint8``: random colour blocks of ``block`` px, slightly blurred (texture DIS can follow)."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // block + 1, w // block + 1, 3), dtype=np.uint8)
-    big = cv2.resize(small, ((w // block + 1) * block, (h // block + 1) * block), interpolation=cv2.INTER_NEAREST)
-    return cv2.GaussianBlur(np.ascontiguousarray(big[:h, :w]), (5, 5), 0)
 
 
 def _write(root: Path, frames: int = 10, speed: int = 10) -> None:
@@ -80,9 +74,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     assert fb.main(["--root", str(tmp_path / "data"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
-
-
-SHARED_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis"
 
 
 @pytest.mark.skipif(not SHARED_DAVIS.is_dir(), reason="../shared/davis not found (it exists only on the project's machines)")
