@@ -242,8 +242,12 @@ def load_sequence(
     frames: list[np.ndarray] = []
     if video is not None:
         from realtime_sam.capture.sources import open_source
+        from realtime_sam.errors import RealtimeSamError
 
-        source = open_source(video)
+        try:
+            source = open_source(video)
+        except RealtimeSamError as exc:  # not a video FFmpeg can read: the one-line error, not a traceback
+            raise EvalError(f"sequence {name}: {exc}") from None
         try:
             fps = float(getattr(source, "fps", None) or fps)
             while (fr := source.read()) is not None and not (max_frames and len(frames) >= max_frames):
@@ -998,8 +1002,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm = False
         for name in names:
             t = time.perf_counter()
-            seq = load_sequence(args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
-                                 legs=args.bounce)
+            try:
+                seq = load_sequence(
+                    args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
+                    legs=args.bounce,
+                )
+            except EvalError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
             oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
             if inner is not None and not warm:

@@ -368,6 +368,15 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert "unknown sequence(s) zzz" in capsys.readouterr().err
     assert ev.main(["--root", str(tmp_path / "data"), "--network", "none"]) == 2
     assert "--no-live" in capsys.readouterr().err
+    # A sequence's video that is not a video: one line naming it, exit 2.
+    broken = tmp_path / "broken"
+    (broken / "Annotations" / "480p" / "x").mkdir(parents=True)
+    label = tmp_path / "data" / "Annotations" / "480p" / "one" / "00000.png"
+    (broken / "Annotations" / "480p" / "x" / "00000.png").write_bytes(label.read_bytes())
+    (broken / "x.mp4").write_bytes(b"\x00" * 4096)
+    assert ev.main(["--root", str(broken), "--network", "none", "--no-live"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: sequence x:") and "x.mp4" in err[-1]
 
 
 def test_shared_davis_first_frames(tmp_path):

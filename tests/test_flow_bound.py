@@ -76,6 +76,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
     assert message in err and "\n" not in err
 
 
+def test_a_video_ffmpeg_cannot_read_exits_2_with_one_line(tmp_path, capsys):
+    _write(tmp_path / "data", frames=2)
+    broken = tmp_path / "broken"
+    (broken / "Annotations" / "480p" / "x").mkdir(parents=True)
+    label = tmp_path / "data" / "Annotations" / "480p" / "disk" / "00000.png"
+    (broken / "Annotations" / "480p" / "x" / "00000.png").write_bytes(label.read_bytes())
+    (broken / "x.mp4").write_bytes(b"\x00" * 4096)
+    assert fb.main(["--root", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sequence x:") and "x.mp4" in err and "\n" not in err
+
+
 @pytest.mark.skipif(not SHARED_DAVIS.is_dir(), reason="../shared/davis not found (it exists only on the project's machines)")
 def test_on_real_footage_the_flow_beats_leaving_the_mask_still():
     # breakdance: fast, non-rigid motion; its first 21 frames.
