@@ -201,10 +201,11 @@ def test_flow_preset_and_fb_tolerance_change_what_flow_measures(scene):
 def test_rigid_tolerance_moves_an_object_as_one_piece_or_per_pixel(scene):
     # Object 1 of the hard scene is a rigid photo (it turns and scales). With a huge tolerance
     # it counts as rigid and moves by its fitted similarity alone, and stays on; with 0 its
-    # noisy per-pixel flow warps it (no colour model here to pull the edge back) and it frays.
+    # noisy per-pixel flow warps it (no colour model here to pull the edge back, nor the flow
+    # straight back to the key frame, which corrects it too: see the key-flow tests) and it frays.
     oid, frames = 1, list(range(10, 16))
-    rigid = _follow(scene, DenseFlowPropagator(rigid_tolerance=1e6, app_lambda=0.0), oid, frames)
-    per_pixel = _follow(scene, DenseFlowPropagator(rigid_tolerance=0.0, app_lambda=0.0), oid, frames)
+    rigid = _follow(scene, DenseFlowPropagator(rigid_tolerance=1e6, app_lambda=0.0, key_flow=False), oid, frames)
+    per_pixel = _follow(scene, DenseFlowPropagator(rigid_tolerance=0.0, app_lambda=0.0, key_flow=False), oid, frames)
     assert min(rigid) > 0.85, rigid
     assert np.mean(rigid) > np.mean(per_pixel) + 0.1, (rigid, per_pixel)
 
@@ -484,3 +485,49 @@ def test_the_colour_evidence_is_smoothed_so_speckled_colours_do_not_fray_the_edg
     kept = {smooth: _kept_still(image, obj, DenseFlowPropagator(app_smooth=smooth)) for smooth in (0.8, 0.0)}
     assert kept[0.8] > 0.96, kept
     assert kept[0.0] < kept[0.8] - 0.01, kept  # cell by cell it does fray (the test has teeth)
+
+
+class _DriftingDis:
+    """DIS whose flow is off by ``bias`` pixels in x, as if each step's flow erred the same way."""
+
+    def __init__(self, bias: float) -> None:
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.bias = bias
+
+    def calc(self, a, b, flow):
+        f = self._dis.calc(a, b, flow)
+        f[..., 0] += self.bias
+        return f
+
+
+def test_key_flow_takes_the_flow_straight_back_to_the_decoded_frame_where_the_composition_drifted():
+    # The whole view pans 3 px a frame (the tracked region is part of the texture, so DIS has
+    # no edge to straddle). Each step's flow errs by 1.5 px the same way, so the composed flow
+    # carries the mask further off each frame; with key_flow, from the second step on, the
+    # cells whose composed source lands on the wrong colours of the decoded frame take the
+    # (unbiased, consistent) flow straight back to it instead.
+    h, w = 240, 320
+    inp = preprocess_shape(h, w, 1024)
+    scene = _texture(h, w + 40, 11)
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def render(k: int):
+        return np.ascontiguousarray(scene[:, 3 * k:3 * k + w]), (xx - (160 - 3 * k)) ** 2 + (yy - 120) ** 2 < 40**2
+
+    def follow(key_flow: bool) -> list[float]:
+        prop = DenseFlowPropagator(key_flow=key_flow, app_lambda=0.0, rigid_tolerance=0.0, fb_tolerance=10.0)
+        prop._dis = _DriftingDis(1.5)  # the step's flow only; the key flow is DIS's own
+        img, disk = render(0)
+        logits, ious = mask_logits(disk, inp), []
+        for k in range(1, 6):
+            nxt, disk = render(k)
+            r = prop.step(img, nxt, {1: logits})[1]
+            logits, img = r.logits, nxt
+            ious.append(_iou(r.mask, disk))
+        return ious
+
+    composed, keyed = follow(False), follow(True)
+    assert composed[-1] < 0.82, composed  # 7.5 px off by the end
+    assert keyed[-1] > 0.9, keyed
+    assert np.mean(keyed[1:]) > np.mean(composed[1:]) + 0.07, (keyed, composed)
+    assert keyed[0] == pytest.approx(composed[0])  # one step on, the composition is the step's own flow

@@ -377,6 +377,7 @@ class Engine:
             self.dense = DenseFlowPropagator(
                 max_side=propagation_config.max_side, preset=propagation_config.flow_preset,
                 fb_tolerance=propagation_config.fb_tolerance, rigid_tolerance=propagation_config.rigid_tolerance,
+                key_flow=propagation_config.key_flow,
             )
         self._order: list[int] = []  # track ids, front to back (who hides whom)
         self._hidden: dict[int, bool] = {}  # partly hidden behind a track in front, at the last propagation

@@ -95,6 +95,13 @@ class PropagationConfig:
             low-res cells (median) of its fitted similarity motion is taken
             as rigid and moved as one piece by that motion (per-pixel flow
             would only add noise at its edges); ``0`` always warps per pixel.
+        key_flow: dense: from the second frame after a decode, each cell's
+            source in the decoded frame is taken from a flow straight back to
+            that frame (DIS ``ultrafast``) instead of the frame-by-frame
+            composition, up to ten frames after the decode, where that flow
+            is forward-backward consistent and matches the decoded frame's
+            colours clearly better (the composition adds up each frame's
+            flow error).
         max_side: flow runs on frames (dense: on a crop around each object)
             shrunk so their longest side is at most this many pixels (``0``:
             full resolution). Smaller is faster and
@@ -127,6 +134,7 @@ class PropagationConfig:
     flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
     fb_tolerance: float = 0.5
     rigid_tolerance: float = 0.3
+    key_flow: bool = True
     max_points: int = 50
     min_points: int = 6
     win_size: int = 11
