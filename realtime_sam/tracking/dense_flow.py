@@ -20,14 +20,13 @@ new frame, per pixel, with dense optical flow:
    not smeared into its mask;
 4. the fields are composed since the track's last decode (the *key*
    logits), so the key logits are resampled once, not once per frame (no
-   blur accumulates); from the second frame after it, a flow straight from
-   the current frame back to the key frame (DIS ``ultrafast``, both ways; up
-   to ten frames after it)
-   stands in for the composition wherever it is forward-backward consistent
-   and matches the key frame's colours clearly better (``key_flow``): the
-   composition adds up each step's error, the direct flow has none to add
-   up (but fails where the key frame is far away), so each cell takes
-   whichever lands on the colours it had;
+   blur accumulates); from the second to the tenth frame after it, a flow
+   straight from the current frame back to the key frame (DIS
+   ``ultrafast``, both ways) stands in for the composition wherever it is
+   forward-backward consistent and matches the key frame's colours clearly
+   better (``key_flow``): the composition adds up each step's error, the
+   direct flow has none to add up (but fails where the key frame is far
+   away), so each cell takes whichever lands on the colours it had;
 5. appearance refinement: at each decode, colour histograms (Lab,
    ``app_bins`` per channel, on the frame shrunk to the logit grid) of the
    track's mask and of a ring around it (its box grown ``app_ring`` per
@@ -696,7 +695,8 @@ class DenseFlowPropagator:
             # One step after the key the composition is the step's own flow; after that it has
             # added up the steps' errors. Not a rigid track: it moves as one piece on purpose.
             # Nor one mostly hidden: what shows of it is the edge of the one in front.
-            if self.key_flow and 1 <= st.steps <= _KEY_HORIZON and st.key_grey is not None and not rigid and tid not in coasting:
+            keyed = self.key_flow and st.key_grey is not None and 1 <= st.steps <= _KEY_HORIZON
+            if keyed and not rigid and tid not in coasting:
                 at = (crop_of[tid], id(st.key_grey))
                 if at not in direct:
                     direct[at] = self._key_flows(st.key_grey, g1, crop_of[tid], (h, w))
@@ -937,15 +937,19 @@ class DenseFlowPropagator:
         return bb, block, consistent
 
     @staticmethod
-    def _take_key_flow(st: _State, key_flow: tuple[np.ndarray, tuple[slice, slice], np.ndarray], lab_cur: np.ndarray, ident: np.ndarray, followed: np.ndarray) -> None:
-        """Put the direct flow's source in ``st.map`` on the cells of its block where it lands clearly closer to the key
-        frame's colours than the composition does (by ``_KEY_MARGIN``, averaged over ``_KEY_SIGMA`` cells).
+    def _take_key_flow(
+        st: _State, key_flow: tuple[np.ndarray, tuple[slice, slice], np.ndarray], lab_cur: np.ndarray,
+        ident: np.ndarray, followed: np.ndarray,
+    ) -> None:
+        """Put the direct flow's source (``key_flow``: :meth:`_key_flows`) in ``st.map`` on the cells of its block
+        where it lands clearly closer to the key frame's colours than the composition does (by
+        ``_KEY_MARGIN``, averaged over ``_KEY_SIGMA`` cells). ``st.map[block]`` is changed in place.
 
-        Only where the direct flow is forward-backward consistent, on the cells ``followed`` (``(rows, cols) bool``: moved by this step's flow, which is
-        reliable there and not under a track in front; elsewhere the track's hidden or doubtful
-        part moves by its own motion, and the colours there are the front object's), where the
-        composition has a source (cells from beyond the frame's edge stay so: see ``step``) and
-        where the direct flow stays on the grid.
+        Only where the direct flow is forward-backward consistent; only on the cells ``followed``
+        (``(rows, cols) bool``: moved by this step's flow, which is reliable there and not under a
+        track in front; elsewhere the track's hidden or doubtful part moves by its own motion, and
+        the colours there are the front object's); where the composition has a source (cells from
+        beyond the frame's edge stay so: see ``step``); and where the direct flow stays on the grid.
         """
         d, block, consistent = key_flow
         rows, cols = ident.shape[:2]
