@@ -852,15 +852,17 @@ class DenseFlowPropagator:
         holding = [c for c in known if c[0] <= need[0] and c[1] <= need[1] and c[2] >= need[2] and c[3] >= need[3]]
         return min(holding, key=lambda c: (c[2] - c[0]) * (c[3] - c[1])) if holding else crop
 
-    def _flows(self, g0: np.ndarray, g1: np.ndarray, crop: Crop, size: tuple[int, int]) -> _Flows | None:
+    def _flows(self, g0: np.ndarray, g1: np.ndarray, crop: Crop, size: tuple[int, int], dis=None) -> _Flows | None:
         """DIS both ways on a crop, sampled at the centres of the low-res cells that fall in it.
 
         ``g0``, ``g1``: full-size grey frames; ``crop``: ``(x0, y0, x1, y1)``
         source pixels (:meth:`_crop`) around one or more objects. The crop
         is shrunk so its longest side is at most ``max_side``: small
         objects get full-resolution flow, large ones the same as a
-        whole-frame flow. ``None`` when no cell centre falls in the crop.
+        whole-frame flow. ``dis``: the DIS instance (default: the step's,
+        ``preset``). ``None`` when no cell centre falls in the crop.
         """
+        dis = self._dis if dis is None else dis
         cells = self._cells_in(crop, size)
         if cells is None:
             return None
@@ -868,8 +870,8 @@ class DenseFlowPropagator:
         x0, y0, x1, y1 = crop
         c0 = cv2.resize(g0[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
         c1 = cv2.resize(g1[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
-        back = self._dis.calc(c1, c0, None)
-        fwd = self._dis.calc(c0, c1, None)
+        back = dis.calc(c1, c0, None)
+        fwd = dis.calc(c0, c1, None)
         bb = cv2.remap(back, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
         fb = cv2.remap(fwd, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
         return _Flows(bb, fb, block)
@@ -906,35 +908,22 @@ class DenseFlowPropagator:
         return size_w, wx, wy, to_cells, (slice(cy0, cy1), slice(cx0, cx1))
 
     def _key_flows(self, gkey: np.ndarray, g1: np.ndarray, crop: Crop, size: tuple[int, int]):
-        """DIS (``ultrafast``) between the current frame and the key frame on ``crop``, both ways, at its cells.
+        """DIS (``ultrafast``) between the key frame and the current frame on ``crop``, both ways, at its cells.
 
-        ``gkey``, ``g1``: full-size grey frames. Returns ``(d, block, consistent)``:
+        ``gkey``, ``g1``: full-size grey frames. Returns ``(d, block, reliable)``:
         ``d`` the ``(len rows, len cols, 2) float32`` displacement in cells of
         each cell of ``block`` (:meth:`_cells_in`) back to the key frame, and
-        ``consistent`` (``bool``, same shape) where the forward flow from there
-        comes back (``fb_tolerance``, ``fb_relative``); ``None`` when no cell
-        centre falls in the crop.
+        ``reliable`` (``bool``, same shape) where it ends on the grid and the
+        forward flow from there comes back (:meth:`_reliable_back`); ``None``
+        when no cell centre falls in the crop.
         """
-        cells = self._cells_in(crop, size)
-        if cells is None:
+        flows = self._flows(gkey, g1, crop, size, self._key_dis)
+        if flows is None:
             return None
-        size_w, wx, wy, to_cells, block = cells
-        x0, y0, x1, y1 = crop
-        ck = cv2.resize(gkey[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
-        c1 = cv2.resize(g1[y0:y1, x0:x1], size_w, interpolation=cv2.INTER_AREA)
-        back = self._key_dis.calc(c1, ck, None)  # type: ignore[union-attr]
-        fwd = self._key_dis.calc(ck, c1, None)  # type: ignore[union-attr]
-        bb = cv2.remap(back, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
-        fb = cv2.remap(fwd, wx, wy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * to_cells
-        # Forward-backward, as for the step's own flow (_derive): over many frames the direct
-        # flow is wrong in places (a zooming camera, an object passing in front), and there it
-        # can still land on similar colours.
-        _, _, ident = self._setup(*size)
-        gx, gy = ident[block][..., 0], ident[block][..., 1]
-        f_at = cv2.remap(fb, gx + bb[..., 0] - block[1].start, gy + bb[..., 1] - block[0].start, cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-        consistent = _length(bb + f_at) <= self.fb_tolerance + self.fb_relative * _length(bb)
-        return bb, block, consistent
+        # Checked as the step's own flow is: over many frames the direct flow is wrong in places
+        # (a zooming camera, an object passing in front), and there it can still land on
+        # similar colours.
+        return flows.back, flows.block, self._reliable_back(flows, self._setup(*size)[2])
 
     @staticmethod
     def _take_key_flow(
@@ -945,14 +934,13 @@ class DenseFlowPropagator:
         where it lands clearly closer to the key frame's colours than the composition does (by
         ``_KEY_MARGIN``, averaged over ``_KEY_SIGMA`` cells). ``st.map[block]`` is changed in place.
 
-        Only where the direct flow is forward-backward consistent; only on the cells ``followed``
+        Only where the direct flow is reliable (ends on the grid, forward-backward consistent); only on the cells ``followed``
         (``(rows, cols) bool``: moved by this step's flow, which is reliable there and not under a
         track in front; elsewhere the track's hidden or doubtful part moves by its own motion, and
-        the colours there are the front object's); where the composition has a source (cells from
-        beyond the frame's edge stay so: see ``step``); and where the direct flow stays on the grid.
+        the colours there are the front object's); and where the composition has a source (cells
+        from beyond the frame's edge stay so: see ``step``).
         """
-        d, block, consistent = key_flow
-        rows, cols = ident.shape[:2]
+        d, block, reliable = key_flow
         composed = st.map[block]
         straight = ident[block] + d
         here = lab_cur[block].astype(np.float32)
@@ -961,10 +949,8 @@ class DenseFlowPropagator:
             then = cv2.remap(st.key_lab, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             return cv2.GaussianBlur(np.abs(then - here).sum(-1), (0, 0), _KEY_SIGMA)
 
-        inside = (straight[..., 0] >= -0.5) & (straight[..., 0] <= cols - 0.5)
-        inside &= (straight[..., 1] >= -0.5) & (straight[..., 1] <= rows - 0.5)
-        take = (mismatch(straight) < mismatch(composed) - _KEY_MARGIN) & inside
-        take &= (composed[..., 0] > _FAR / 2) & followed[block] & consistent
+        take = (mismatch(straight) < mismatch(composed) - _KEY_MARGIN) & reliable
+        take &= (composed[..., 0] > _FAR / 2) & followed[block]
         composed[take] = straight[take]
 
     def _derive(self, flows: _Flows | None, size: tuple[int, int]):
@@ -986,15 +972,26 @@ class DenseFlowPropagator:
         cy0, cx0 = block[0].start, block[1].start
         gx, gy = ident[block][..., 0], ident[block][..., 1]
         btx, bty = gx + bb[..., 0], gy + bb[..., 1]
-        # The backward flow's end, sampled on the block (its replicated border stands
-        # for the crop's edge, as the crop's own border does for the flow).
-        f_at = cv2.remap(fb, btx - cx0, bty - cy0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        inside = (btx >= -0.5) & (btx <= cols - 0.5) & (bty >= -0.5) & (bty <= rows - 0.5)
-        reliable[block] = (_length(bb + f_at) <= self.fb_tolerance + self.fb_relative * _length(bb)) & inside
+        reliable[block] = self._reliable_back(flows, ident)
         b_at = cv2.remap(bb, gx + fb[..., 0] - cx0, gy + fb[..., 1] - cy0, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         reliable_prev[block] = _length(fb + b_at) <= self.fb_tolerance + self.fb_relative * _length(fb)
         b[block], f[block], tx[block], ty[block] = bb, fb, btx, bty
         return b, f, tx, ty, reliable, reliable_prev
+
+    def _reliable_back(self, flows: _Flows, ident: np.ndarray) -> np.ndarray:
+        """``(by, bx) bool`` over ``flows.block``: the cells whose backward flow ends on the grid and whose
+        forward flow, read there, comes back within ``fb_tolerance`` cells plus ``fb_relative`` of its length.
+
+        ``ident``: the grid's own ``(rows, cols, 2)`` cell positions (:meth:`_setup`).
+        """
+        bb, fb, block = flows
+        rows, cols = ident.shape[:2]
+        btx, bty = ident[block][..., 0] + bb[..., 0], ident[block][..., 1] + bb[..., 1]
+        # The backward flow's end, sampled on the block (its replicated border stands
+        # for the crop's edge, as the crop's own border does for the flow).
+        f_at = cv2.remap(fb, btx - block[1].start, bty - block[0].start, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = (btx >= -0.5) & (btx <= cols - 0.5) & (bty >= -0.5) & (bty <= rows - 0.5)
+        return (_length(bb + f_at) <= self.fb_tolerance + self.fb_relative * _length(bb)) & inside
 
     @staticmethod
     def _residual(own: np.ndarray, f: np.ndarray, motion: np.ndarray) -> float:
