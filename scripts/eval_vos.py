@@ -8,6 +8,7 @@
     python scripts/eval_vos.py --set tracker.max_lost_frames=60 --save-masks masks/
     python scripts/eval_vos.py --reverse --network none --no-live  # every sequence played backwards
     python scripts/eval_vos.py --bounce 3 --network none --no-live --live-sim  # there and back: 3x as long, for live rows
+    python scripts/eval_vos.py --stride 2 --scale 0.75 --network none --no-live  # twice the motion a frame, 640x360
 
 **Data** (``--root``, default ``../shared/davis``), either layout:
 
@@ -18,6 +19,15 @@
 Annotations are DAVIS-2016 binary (0/255) or DAVIS-2017 indexed PNGs: every
 non-zero value is an object id, 0 is background; a sequence may hold several
 objects. ``--sequences a,b`` selects; ``--max-frames K`` cuts every sequence.
+
+**Other footage from the same data**, so that settings tuned on the clips
+as they are can be checked on clips they were not tuned on: ``--reverse``
+plays every sequence backwards; ``--stride K`` keeps every K-th frame (the
+clip at 1/K of its frame rate: K times the motion between frames, ``--fps``
+and the file's rate divided by K); ``--scale S`` resizes frames (area
+interpolation) and annotations (nearest) by S, e.g. 0.75 for 640x360, as a
+webcam gives. ``--max-frames`` cuts before the stride; the 150-pixel rule
+below applies to the resized masks.
 
 **Protocol.** Each object is prompted at the first frame where its ground
 truth has at least 150 pixels, with that mask's bounding box
@@ -226,9 +236,14 @@ def _read_label(path: Path) -> np.ndarray:
         return np.asarray(im).astype(np.uint16 if im.mode.startswith("I") else np.uint8)
 
 
+def _frozen(image: np.ndarray) -> np.ndarray:
+    image.setflags(write=False)
+    return image
+
+
 def load_sequence(
     root: Path, name: str, video: Path | None, *, max_frames: int = 0, fps: float = 24.0, reverse: bool = False,
-    legs: int = 1,
+    legs: int = 1, stride: int = 1, scale: float = 1.0,
 ) -> VosSequence:
     """Decode the frames and read the annotations of one sequence (cut to ``max_frames`` when > 0).
 
@@ -238,6 +253,9 @@ def load_sequence(
     backward, forward, ...; each turn's frame shown once): ``n`` frames become
     ``legs * (n - 1) + 1``. A DAVIS clip (2-4 s) ends before a live CPU's first
     encodes land; bounced, it is real footage long enough for the live rows.
+    ``stride``: every ``stride``-th frame from the first (of the first ``max_frames``), at
+    ``fps / stride``. ``scale``: frames resized by it (``INTER_AREA``), annotations
+    (``INTER_NEAREST``) to the same size.
     """
     frames: list[np.ndarray] = []
     if video is not None:
@@ -275,6 +293,13 @@ def load_sequence(
     if labels[0].shape != frames[0].shape[:2]:
         raise EvalError(f"sequence {name}: annotations are {labels[0].shape[::-1]} but frames {frames[0].shape[1::-1]}")
     frames = frames[:n]
+    if stride > 1:
+        frames, labels, fps = frames[::stride], labels[::stride], fps / stride
+    if scale != 1.0:
+        h, w = frames[0].shape[:2]
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        frames = [_frozen(cv2.resize(f, size, interpolation=cv2.INTER_AREA)) for f in frames]
+        labels = [cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST) for lab in labels]
     if reverse:
         frames, labels = frames[::-1], labels[::-1]
     if legs > 1 and n > 1:
@@ -932,6 +957,10 @@ def _parser() -> argparse.ArgumentParser:
         "--bounce", type=int, default=1, metavar="LEGS",
         help="play every sequence there and back, LEGS runs in all (long real clips for the live rows; default 1: once)",
     )
+    p.add_argument("--stride", type=int, default=1, metavar="K",
+                   help="keep every K-th frame: the clip at 1/K of its frame rate, K times the motion a frame (default 1)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="S",
+                   help="resize frames and annotations by S, e.g. 0.75 for 640x360 (default 1)")
     p.add_argument("--fps", type=float, default=24.0, help="frame rate of JPEG sequences (default 24)")
     p.add_argument("--json", type=Path, default=None, help="write every figure to this file")
     p.add_argument("--save-masks", type=Path, default=None, help="write per-frame masks as DAVIS PNGs under this folder")
@@ -960,6 +989,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvalError("--max-frames must be >= 0")
         if args.bounce < 1:
             raise EvalError("--bounce must be >= 1 (1: each sequence played once)")
+        if args.stride < 1:
+            raise EvalError("--stride must be >= 1 (1: every frame)")
+        if not 0.05 <= args.scale <= 4.0:
+            raise EvalError("--scale must be between 0.05 and 4 (1: frames as they are)")
         found = find_sequences(args.root)
         names = [s.strip() for s in args.sequences.split(",") if s.strip()] or list(found)
         unknown = [s for s in names if s not in found]
@@ -1005,7 +1038,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 seq = load_sequence(
                     args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
-                    legs=args.bounce,
+                    legs=args.bounce, stride=args.stride, scale=args.scale,
                 )
             except EvalError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -1043,6 +1076,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "root": str(args.root), "network": args.network, "sequences": names, "max_frames": args.max_frames,
             "reverse": args.reverse,
             "bounce": args.bounce,
+            "stride": args.stride,
+            "scale": args.scale,
             "configurations": results,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

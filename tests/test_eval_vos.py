@@ -354,6 +354,31 @@ def test_bounce_plays_each_sequence_there_and_back(tmp_path, capsys):
     assert "--bounce must be >= 1" in capsys.readouterr().err
 
 
+def test_stride_and_scale_make_faster_smaller_clips_of_the_same_footage(tmp_path, capsys):
+    # Every third frame at a third of the frame rate, and frames and labels at 3/4 size: a clip with
+    # three times the motion a frame at 120x90, that the engine still follows.
+    _write_davis(tmp_path / "data")
+    root = tmp_path / "data"
+    fwd = ev.load_sequence(root, "two", None, fps=24.0)
+    fast = ev.load_sequence(root, "two", None, fps=24.0, stride=3, scale=0.75)
+    assert len(fast) == 4 and fast.fps == 8.0 and fast.size == (90, 120)
+    for i, k in enumerate(range(0, 12, 3)):
+        assert np.array_equal(fast.labels[i], cv2.resize(fwd.labels[k], (120, 90), interpolation=cv2.INTER_NEAREST))
+        assert np.array_equal(fast.frames[i], cv2.resize(fwd.frames[k], (120, 90), interpolation=cv2.INTER_AREA))
+    assert not fast.frames[0].flags.writeable  # as every loaded frame: the engine must not draw on them
+    out = tmp_path / "out.json"
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "", "--sequences", "one"]
+    assert ev.main([*args, "--stride", "2", "--scale", "0.75", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["stride"] == 2 and res["scale"] == 0.75
+    (one,) = res["configurations"]["engine N=5"]["sequences"]["one"]["objects"].values()
+    assert one["frames"] == 6 and one["J"] > 0.8
+    assert ev.main([*args, "--stride", "0"]) == 2
+    assert "--stride must be >= 1" in capsys.readouterr().err
+    assert ev.main([*args, "--scale", "0"]) == 2
+    assert "--scale must be between" in capsys.readouterr().err
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
     assert ev.main(["--root", str(tmp_path / "nope"), "--no-live"]) == 2
     assert "data folder not found" in capsys.readouterr().err
