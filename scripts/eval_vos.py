@@ -237,6 +237,7 @@ def _read_label(path: Path) -> np.ndarray:
 
 
 def _frozen(image: np.ndarray) -> np.ndarray:
+    """``image``, made read-only (the engine must not draw on a sequence's frames); returns it."""
     image.setflags(write=False)
     return image
 
@@ -269,9 +270,7 @@ def load_sequence(
         try:
             fps = float(getattr(source, "fps", None) or fps)
             while (fr := source.read()) is not None and not (max_frames and len(frames) >= max_frames):
-                image = np.ascontiguousarray(fr.image)
-                image.setflags(write=False)
-                frames.append(image)
+                frames.append(_frozen(np.ascontiguousarray(fr.image)))
         finally:
             source.close()
     else:
@@ -281,8 +280,7 @@ def load_sequence(
             image = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if image is None:
                 raise EvalError(f"cannot read frame {p}")
-            image.setflags(write=False)
-            frames.append(image)
+            frames.append(_frozen(image))
     ann = sorted((_annotations_dir(Path(root)) / name).glob("*.png"))
     n = min(len(frames), len(ann))
     if n == 0:

@@ -645,6 +645,7 @@ class DenseFlowPropagator:
         covered = np.zeros((rows, cols), bool)  # cells tracks in front cover now
         covered_src: np.ndarray | None = None
         lab_prev: np.ndarray | None = None  # prev in Lab at the cells (only needed at a fresh decode)
+        key_lab: np.ndarray | None = None  # the same as float32, shared (read only) by the tracks decoded on it
         lab_cur = self._lab(cur, rows, cols) if self.app_lambda > 0 or self.key_flow else None
         idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
         direct: dict[tuple, tuple | None] = {}  # (crop, key frame) -> _key_flows' result
@@ -661,7 +662,9 @@ class DenseFlowPropagator:
                 if lab_prev is None and (self.key_flow or self.app_lambda > 0):
                     lab_prev = self._lab(prev, rows, cols)
                 if self.key_flow:
-                    st.key_grey, st.key_lab = g0, lab_prev.astype(np.float32)
+                    if key_lab is None:
+                        key_lab = lab_prev.astype(np.float32)
+                    st.key_grey, st.key_lab = g0, key_lab
                 if old is not None and decoded is not None and tid not in decoded:
                     st.colours = old.colours
                     if old.colours is not None and old.colours.lut is not None:
