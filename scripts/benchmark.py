@@ -37,6 +37,9 @@ In one run it prints markdown tables (medians over ``--repeats`` rounds):
    scored: mean IoU of each visible object's track mask with its ground
    truth. Their errors are the engine's own (frames between encodes,
    optical flow, carrying a background encode forward, association).
+   ``--propagation`` picks how masks move between encodes and
+   ``--flow-preset`` dense flow's DIS preset (``medium``, the default, or
+   the cheaper ``fast`` and ``ultrafast``).
 3. The engine's per-stage timings (encode, decode, propagate, associate).
 4. **Live** (unless ``--no-live``): each engine variant once more, the
    clip played as a 30 fps camera (``pipeline.realtime``: frames the engine
@@ -138,6 +141,8 @@ class BenchConfig:
     # How the engine moves masks between encodes (propagation.method): "dense", "flow" or "none".
     # Flow runs on the CPU on every frame; on a GPU encoding every frame, the gpu preset uses none.
     propagation: str = "dense"
+    # Dense flow's DIS preset (propagation.flow_preset): "medium" (the default), "fast" or "ultrafast".
+    flow_preset: str = "medium"
 
     def __post_init__(self) -> None:
         if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
@@ -152,6 +157,8 @@ class BenchConfig:
             raise ValueError("--scene must be standard or hard")
         if self.propagation not in ("dense", "flow", "none"):
             raise ValueError("--propagation must be dense, flow or none")
+        if self.flow_preset not in ("ultrafast", "fast", "medium"):
+            raise ValueError("--flow-preset must be ultrafast, fast or medium")
         if min(self.size) < 64:
             raise ValueError("--size must be at least 64x64")
 
@@ -442,6 +449,7 @@ def run_engine(
     keep: list[tuple[int, dict[int, np.ndarray]]] | None = None,
     realtime: bool = False,
     propagation: str = "dense",
+    flow_preset: str = "medium",
 ) -> None:
     """One round of the engine over ``clip`` (every frame, headless); appends to ``into``.
 
@@ -452,10 +460,11 @@ def run_engine(
     ``realtime``: play the file as a live camera at its frame rate (frames
     the engine is too slow for are dropped).
     ``propagation``: ``propagation.method`` (``"dense"``, ``"flow"`` or ``"none"``).
+    ``flow_preset``: ``propagation.flow_preset``, dense flow's DIS preset.
     """
     engine = Engine(
         runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=TrackerConfig(),
-        propagation_config=PropagationConfig(method=propagation),  # type: ignore[arg-type]
+        propagation_config=PropagationConfig(method=propagation, flow_preset=flow_preset),  # type: ignore[arg-type]
     )
     for b in boxes:
         engine.add_object(ObjectPrompt(box=b))  # type: ignore[arg-type]
@@ -606,7 +615,9 @@ def _report(
         "",
         f"**End to end**, {cfg.size[0]}x{cfg.size[1]} {cfg.scene} synthetic clip, {cfg.frames} frames "
         f"(naive: the first {cfg.naive_frames or cfg.frames}), {cfg.objects} objects "
-        f"(box prompts at frame 0), propagation `{cfg.propagation}`, median of {cfg.repeats} rounds, every frame; "
+        f"(box prompts at frame 0), propagation `{cfg.propagation}`"
+        + (f" (DIS preset `{cfg.flow_preset}`)" if cfg.propagation == "dense" else "")
+        + f", median of {cfg.repeats} rounds, every frame; "
         "latency = processing time per frame; "
         "FPS less stand-in: the perfect decoder's own work (frame lookup, ground truth, logits), which the naive "
         "baseline does not do, left out; "
@@ -690,7 +701,9 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
 
         def engine_round(into: RunTiming, n: int, background: bool) -> None:
             kept: list[tuple[int, dict[int, np.ndarray]]] = []
-            run_engine(oracle, clip, boxes, n, into, background=background, keep=kept, propagation=cfg.propagation)
+            run_engine(oracle, clip, boxes, n, into, background=background, keep=kept, propagation=cfg.propagation,
+                flow_preset=cfg.flow_preset,
+            )
             into.quality = into.quality or Quality()
             score_quality(scene, kept, into.quality)
 
@@ -718,7 +731,8 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
                 kept: list[tuple[int, dict[int, np.ndarray]]] = []
                 timing = RunTiming()
                 run_engine(
-                    oracle, clip, boxes, n, timing, background=background, keep=kept, realtime=True, propagation=cfg.propagation
+                    oracle, clip, boxes, n, timing, background=background, keep=kept, realtime=True, propagation=cfg.propagation,
+                    flow_preset=cfg.flow_preset,
                 )
                 q = live[name] = Quality(
                     fps=timing.fps[-1], processed=len(kept) / len(index_of), encodes=timing.encodes[-1],
@@ -790,6 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--propagation", choices=("dense", "flow", "none"), default=d.propagation,
         help="how the engine moves masks between encodes (propagation.method; the gpu preset, encoding every frame, uses none)",
     )
+    p.add_argument(
+        "--flow-preset", choices=("ultrafast", "fast", "medium"), default=d.flow_preset,
+        help="dense flow's DIS preset (propagation.flow_preset): ultrafast halves its time for less accuracy",
+    )
     p.add_argument("--no-live", action="store_true", help="skip the rounds with the clip paced as a 30 fps camera")
     p.add_argument("--json", default=None, help="also write the raw numbers to this file")
     args = p.parse_args(argv)
@@ -811,6 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             live=not args.no_live,
             scene=args.scene,
             propagation=args.propagation,
+            flow_preset=args.flow_preset,
         )
     except ValueError as exc:
         p.error(str(exc))

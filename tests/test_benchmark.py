@@ -189,6 +189,39 @@ def test_engine_rounds_move_masks_the_way_asked(clip, propagation, monkeypatch):
     assert q.summary()["mean"] > 0.85, q.summary()
 
 
+@pytest.mark.parametrize("preset", ["ultrafast", "medium"])
+def test_engine_rounds_use_the_dis_preset_asked(clip, preset, monkeypatch):
+    # --flow-preset times dense flow at a cheaper DIS preset (README, the record's ultrafast entry).
+    from realtime_sam.tracking import dense_flow
+
+    made = []
+    dis = dense_flow.cv2.DISOpticalFlow_create
+
+    def create(p):
+        made.append(p)
+        return dis(p)
+
+    monkeypatch.setattr(dense_flow.cv2, "DISOpticalFlow_create", create)
+    path, boxes, scene, index_of = clip
+    kept = []
+    bench.run_engine(
+        bench.OracleRunner(FreeRunner(), scene, index_of), path, boxes, 1, bench.RunTiming(), keep=kept, flow_preset=preset
+    )
+    want = {"ultrafast": dense_flow.cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "medium": dense_flow.cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    # The engine's own flow (the first made) has the preset; the key flow is always ultrafast.
+    assert made and made[0] == want[preset], made
+    q = bench.Quality()
+    bench.score_quality(scene, kept, q)
+    assert q.summary()["mean"] > 0.85, q.summary()
+
+
+def test_a_bad_flow_preset_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--flow-preset", "slow"])
+    assert exc.value.code == 2
+    assert "--flow-preset" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
