@@ -118,6 +118,11 @@ from benchmark_model import matmul_gflops as _matmul_gflops  # noqa: E402
 PROMPT_COUNTS = (1, 4, 16)
 STAGES = ("encode", "decode", "propagate", "associate")
 
+# propagation.method and propagation.flow_preset values (PropagationConfig checks the same), for
+# BenchConfig's checks and the options' choices alike.
+_METHODS = ("dense", "flow", "none")
+_FLOW_PRESETS = ("ultrafast", "fast", "medium")
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -155,9 +160,9 @@ class BenchConfig:
             raise ValueError("--objects must be in 1..8")
         if self.scene not in ("standard", "hard"):
             raise ValueError("--scene must be standard or hard")
-        if self.propagation not in ("dense", "flow", "none"):
+        if self.propagation not in _METHODS:
             raise ValueError("--propagation must be dense, flow or none")
-        if self.flow_preset not in ("ultrafast", "fast", "medium"):
+        if self.flow_preset not in _FLOW_PRESETS:
             raise ValueError("--flow-preset must be ultrafast, fast or medium")
         if min(self.size) < 64:
             raise ValueError("--size must be at least 64x64")
@@ -701,7 +706,8 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
 
         def engine_round(into: RunTiming, n: int, background: bool) -> None:
             kept: list[tuple[int, dict[int, np.ndarray]]] = []
-            run_engine(oracle, clip, boxes, n, into, background=background, keep=kept, propagation=cfg.propagation,
+            run_engine(
+                oracle, clip, boxes, n, into, background=background, keep=kept, propagation=cfg.propagation,
                 flow_preset=cfg.flow_preset,
             )
             into.quality = into.quality or Quality()
@@ -801,11 +807,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deforming objects, crossings, an object leaving the frame; the first --frames of 10 s, up to 5 objects)",
     )
     p.add_argument(
-        "--propagation", choices=("dense", "flow", "none"), default=d.propagation,
+        "--propagation", choices=_METHODS, default=d.propagation,
         help="how the engine moves masks between encodes (propagation.method; the gpu preset, encoding every frame, uses none)",
     )
     p.add_argument(
-        "--flow-preset", choices=("ultrafast", "fast", "medium"), default=d.flow_preset,
+        "--flow-preset", choices=_FLOW_PRESETS, default=d.flow_preset,
         help="dense flow's DIS preset (propagation.flow_preset): ultrafast halves its time for less accuracy",
     )
     p.add_argument("--no-live", action="store_true", help="skip the rounds with the clip paced as a 30 fps camera")
