@@ -579,9 +579,16 @@ def run_engine_file(seq: VosSequence, runner, config, *, masks_dir: Path | None 
     ids = _Ids(seq, _prompt_all(engine, seq))
     scorer = SequenceScorer(seq)
     writer = MaskWriter(masks_dir)
-    # As the Pipeline runs a file: two-way when the config and the engine have it.
+    # As the Pipeline runs a file: two-way when the config and the engine have it, and
+    # dense flow's thread lent (the same masks, sooner).
     make = getattr(engine, "two_way", None)
     two_way = make() if getattr(config.pipeline, "two_way", False) and callable(make) else None
+    flow_worker = None
+    if getattr(engine, "wants_flow_worker", False):
+        from realtime_sam.app.pipeline import SerialWorker
+
+        flow_worker = SerialWorker("eval-flow")
+        engine.attach_flow_worker(flow_worker.submit)
 
     def score(result) -> None:
         tracks = _track_masks(result)
@@ -589,12 +596,17 @@ def run_engine_file(seq: VosSequence, runner, config, *, masks_dir: Path | None 
         scorer.add(result.frame.index, tracks, ids.original)
         writer.write(result.frame.index, seq.size, tracks, ids.original)
 
-    for i, image in enumerate(seq.frames):
-        result = engine.process(Frame(i, image, i / seq.fps, time.monotonic()))
-        for done in two_way.push(result, engine.soft_masks()) if two_way is not None else (result,):
+    try:
+        for i, image in enumerate(seq.frames):
+            result = engine.process(Frame(i, image, i / seq.fps, time.monotonic()))
+            for done in two_way.push(result, engine.soft_masks()) if two_way is not None else (result,):
+                score(done)
+        for done in two_way.finish(engine) if two_way is not None else ():
             score(done)
-    for done in two_way.finish(engine) if two_way is not None else ():
-        score(done)
+    finally:
+        if flow_worker is not None:
+            engine.attach_flow_worker(None)
+            flow_worker.close(5.0)
     return scorer
 
 

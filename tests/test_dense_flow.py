@@ -6,6 +6,10 @@ in for real footage; the shared DAVIS sequences, when present, are real footage.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
@@ -16,7 +20,9 @@ from realtime_sam.testing.hard_scene import hard_scene
 from realtime_sam.testing.synthetic import mask_logits
 from realtime_sam.tracking.association import box_area
 from realtime_sam.tracking.dense_flow import (
+    _SMOOTH_REACH,
     DenseFlowPropagator,
+    _DisPair,
     grid_shape,
     logits_to_mask,
     move_logits,
@@ -296,14 +302,25 @@ def test_a_track_in_front_of_a_larger_one_is_measured_not_coasted():
 
 
 class _CountingFlow:
-    """Wraps a DIS object and counts its calls (and the pixels they ran on)."""
+    """Counts the DIS calls of a propagator's step flow, both directions (and the pixels they ran on)."""
 
-    def __init__(self, dis) -> None:
-        self.dis, self.calls, self.pixels = dis, 0, 0
+    def __init__(self, prop: DenseFlowPropagator) -> None:
+        self.calls, self.pixels = 0, 0
+        self._lock = threading.Lock()  # the two directions run on two threads
+        prop._dis.back, prop._dis.fwd = _Counted(prop._dis.back, self), _Counted(prop._dis.fwd, self)
+
+    def add(self, a) -> None:
+        with self._lock:
+            self.calls += 1
+            self.pixels += a.shape[0] * a.shape[1]
+
+
+class _Counted:
+    def __init__(self, dis, counter: _CountingFlow) -> None:
+        self.dis, self.counter = dis, counter
 
     def calc(self, a, b, flow):
-        self.calls += 1
-        self.pixels += a.shape[0] * a.shape[1]
+        self.counter.add(a)
         return self.dis.calc(a, b, flow)
 
 
@@ -336,8 +353,7 @@ def test_objects_close_together_share_one_flow_and_each_follows_its_own_motion(c
     frames = _two_objects(close)
     inp = preprocess_shape(240, 320, 1024)
     prop = DenseFlowPropagator(preset="medium", rigid_tolerance=0.3)
-    counter = _CountingFlow(prop._dis)
-    prop._dis = counter
+    counter = _CountingFlow(prop)
     la, lb = mask_logits(frames[0][1], inp), mask_logits(frames[0][2], inp)
     prev = frames[0][0]
     for img, a, b in frames[1:]:
@@ -377,8 +393,7 @@ def test_objects_that_meet_get_flow_on_crops_of_their_own():
     b = np.zeros((h, w), bool)
     b[100:140, 145:185] = True
     prop = DenseFlowPropagator(preset="medium")
-    counter = _CountingFlow(prop._dis)
-    prop._dis = counter
+    counter = _CountingFlow(prop)
     prop.step(img, img.copy(), {1: mask_logits(a, inp), 2: mask_logits(b, inp)})
     assert counter.calls == 4
 
@@ -516,7 +531,7 @@ def test_key_flow_takes_the_flow_straight_back_to_the_decoded_frame_where_the_co
 
     def follow(key_flow: bool) -> list[float]:
         prop = DenseFlowPropagator(key_flow=key_flow, app_lambda=0.0, rigid_tolerance=0.0, fb_tolerance=10.0)
-        prop._dis = _DriftingDis(1.5)  # the step's flow only; the key flow is DIS's own
+        prop._dis.back, prop._dis.fwd = _DriftingDis(1.5), _DriftingDis(1.5)  # the step's flow only, not the key flow
         img, disk = render(0)
         logits, ious = mask_logits(disk, inp), []
         for k in range(1, 6):
@@ -531,3 +546,150 @@ def test_key_flow_takes_the_flow_straight_back_to_the_decoded_frame_where_the_co
     assert keyed[-1] > 0.9, keyed
     assert np.mean(keyed[1:]) > np.mean(composed[1:]) + 0.07, (keyed, composed)
     assert keyed[0] == pytest.approx(composed[0])  # one step on, the composition is the step's own flow
+
+
+def _refine_over_the_whole_grid(prop: DenseFlowPropagator, model, warped, idx, where) -> np.ndarray:
+    """What ``_refine`` computes, worked out over the whole grid (as it was before it took a window)."""
+    m = (warped > 0).astype(np.uint8)
+    sd = np.where(m > 0, cv2.distanceTransform(m, cv2.DIST_L2, 3) - 0.5, 0.5 - cv2.distanceTransform(1 - m, cv2.DIST_L2, 3))
+    band = np.abs(sd) <= prop.app_band
+    reach = np.abs(sd) <= prop.app_band + _SMOOTH_REACH if prop.app_smooth > 0 else band
+    llr = prop._llr(model, idx[reach], where[reach])
+    if prop.app_smooth > 0:
+        grid = np.zeros(warped.shape, np.float32)
+        grid[reach] = llr
+        llr = np.empty(int(band.sum()), np.float32)
+        for side in (m > 0, m == 0):
+            w = (reach & side).astype(np.float32)
+            num = cv2.GaussianBlur(grid * w, (0, 0), prop.app_smooth)
+            den = cv2.GaussianBlur(w, (0, 0), prop.app_smooth)
+            llr[side[band]] = num[band & side] / np.maximum(den[band & side], 1e-3)
+    out = warped.copy()
+    out[band] = np.clip((sd[band] + prop.app_lambda * llr) * 10.0, -10.0, 10.0)
+    return out
+
+
+@pytest.mark.parametrize("settings", [{}, {"app_smooth": 0.0}, {"app_band": 4.0, "app_smooth": 1.7}])
+def test_the_colour_refinement_on_a_window_round_the_mask_gives_the_whole_grids_numbers(settings):
+    # The refinement only changes cells near the mask's edge, so it works on a window round
+    # the mask: to the bit what the whole grid gives, for masks anywhere (at the grid's
+    # edges too), of any size, and on grids of other shapes.
+    rng = np.random.default_rng(3)
+    prop = DenseFlowPropagator(**settings)
+    checked = 0
+    for trial in range(60):
+        rows, cols = [(192, 256), (144, 256), (256, 171), (60, 77)][trial % 4]
+        idx = rng.integers(0, prop.app_bins**3, (rows, cols)).astype(np.int32)
+        key = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 5) > 0
+        model = prop._colour_model(idx, key)
+        if model is None:
+            continue
+        smooth = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), rng.uniform(1, 10))
+        warped = ((smooth - np.quantile(smooth, rng.uniform(0.3, 1.0))) * 50).astype(np.float32)
+        if trial % 10 == 1:
+            warped[:] = -10.0  # nothing inside
+        elif trial % 10 == 2:
+            warped[:] = 3.0  # everything inside
+        where = np.dstack(np.meshgrid(np.arange(cols, dtype=np.float32), np.arange(rows, dtype=np.float32)))
+        where = (where + rng.normal(0, 3, where.shape)).astype(np.float32)
+        where[rng.random((rows, cols)) < 0.05] = -1.0e4  # cells with no source
+        got = prop._refine(model, warped, idx, where)
+        np.testing.assert_array_equal(got, _refine_over_the_whole_grid(prop, model, warped, idx, where))
+        checked += 1
+    assert checked > 40
+
+
+class _Where:
+    """Wraps a DIS instance and records the names of the threads its calls ran on."""
+
+    def __init__(self, dis) -> None:
+        self.dis, self.threads = dis, []
+
+    def calc(self, *args):
+        self.threads.append(threading.current_thread().name)
+        return self.dis.calc(*args)
+
+
+def test_the_flow_both_ways_runs_side_by_side_on_a_lent_thread_with_the_same_numbers(scene):
+    # A crop's two DIS calls run at once, one on the thread lent (one DIS instance each):
+    # the flows are exactly those of one instance called in turn, lent or not.
+    a = cv2.cvtColor(scene.render(10)[0], cv2.COLOR_BGR2GRAY)
+    b = cv2.cvtColor(scene.render(11)[0], cv2.COLOR_BGR2GRAY)
+    one = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    want = one.calc(b, a, None), one.calc(a, b, None)
+    assert np.abs(want[1]).max() > 0.5  # the scene moves: a real flow is compared
+    pair = _DisPair(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    pair.back = _Where(pair.back)
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as lent:
+        for submit in (lent.submit, None):
+            back, fwd = pair.both(a, b, submit)
+            np.testing.assert_array_equal(back, want[0])
+            np.testing.assert_array_equal(fwd, want[1])
+    assert pair.back.threads[0].startswith("lent") and pair.back.threads[1] == threading.current_thread().name
+
+    # A call the thread's owner cancels (closing) runs on the calling thread instead.
+    def cancelled(fn, *args):
+        f = Future()
+        f.cancel()
+        return f
+
+    back, fwd = pair.both(a, b, cancelled)
+    np.testing.assert_array_equal(back, want[0])
+    assert pair.back.threads[2] == threading.current_thread().name
+
+
+def test_the_pipeline_lends_dense_flow_a_thread_of_its_own_and_takes_it_back():
+    from realtime_sam.app.pipeline import Pipeline
+    from realtime_sam.testing.fakes import GroundTruthRunner
+    from realtime_sam.testing.synthetic import standard_scene
+    from realtime_sam.tracking.association import mask_to_box
+    from realtime_sam.tracking.engine import Engine, EngineConfig
+    from realtime_sam.types import Frame, ObjectPrompt
+
+    scene = standard_scene(320, 240, num_frames=12, num_objects=2, seed=3)
+    images = [scene.render(i)[0] for i in range(scene.num_frames)]
+
+    class Runner(GroundTruthRunner):
+        def encode(self, image_bgr):
+            self.current = next(i for i, im in enumerate(images) if im is image_bgr)  # the capture thread reads ahead
+            super().encode(image_bgr)
+
+    runner = Runner(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=5, background_encode=False))
+    assert engine.wants_flow_worker == ((os.cpu_count() or 1) >= 2)
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=tuple(float(v) for v in mask_to_box(gt0[oid]))))
+    engine.dense._dis.back = where = _Where(engine.dense._dis.back)
+
+    class Source:
+        live, i = False, 0
+
+        def read(self):
+            if self.i >= scene.num_frames:
+                return None
+            self.i += 1
+            return Frame(self.i - 1, images[self.i - 1], (self.i - 1) / 25.0, 0.0)
+
+    with Pipeline(Source(), engine) as pipe:
+        results = list(pipe)
+    assert len(results) == scene.num_frames and where.threads
+    lent = "rtsam-flow" if engine.wants_flow_worker else "rtsam-inference"
+    assert set(where.threads) == {lent}, where.threads  # the forward run's and two-way's backward run's
+    assert engine.dense._lent.submit is None and not any(t.name == "rtsam-flow" for t in threading.enumerate())
+
+
+def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_from(scene):
+    # Two-way's backward run is a fresh() copy made before the pipeline lends the thread.
+    prop = DenseFlowPropagator()
+    back = prop.fresh()
+    back._dis.back = where = _Where(back._dis.back)
+    inp = preprocess_shape(scene.height, scene.width, 1024)
+    (img0, gt0), (img1, _) = scene.render(0), scene.render(1)
+    oid = sorted(gt0)[0]
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as lent:
+        prop.lend(lent.submit)
+        back.step(img0, img1, {oid: mask_logits(gt0[oid], inp)})
+        prop.lend(None)
+        back.step(img1, img0, {oid: mask_logits(gt0[oid], inp)})
+    assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads

@@ -318,11 +318,17 @@ class _Worker:
         """``exit_wait_s``: how long the process waits at exit for a call still running (see :func:`wait_for_lingering`)."""
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._closing = False
+        self._lock = threading.Lock()  # a call submitted while closing is cancelled, never left unanswered
         self.thread = _start_thread(self._loop, name, exit_wait_s)
 
     def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        """Run ``fn(*args)`` on the thread; once closing, the Future comes back cancelled."""
         future: Future = Future()
-        self._jobs.put((future, fn, args))
+        with self._lock:
+            if self._closing:
+                future.cancel()
+            else:
+                self._jobs.put((future, fn, args))
         return future
 
     def _loop(self) -> None:
@@ -345,8 +351,9 @@ class _Worker:
 
         A call still running then is waited for again before the process exits (:func:`wait_for_lingering`).
         """
-        self._closing = True
-        self._jobs.put(None)
+        with self._lock:
+            self._closing = True
+            self._jobs.put(None)
         self.thread.join(timeout)
         return not self.thread.is_alive()
 
@@ -389,7 +396,8 @@ class Pipeline:
         self._writer: _SinkWriter | None = None
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
-        self._worker: _Worker | None = None
+        self._worker: _Worker | None = None  # background encodes
+        self._flow_worker: _Worker | None = None  # one direction of dense flow (Engine.attach_flow_worker)
         self._pace: Callable[[], float] | None = None
         self._frames_read = 0
         self._frames_processed = 0
@@ -456,6 +464,9 @@ class Pipeline:
         if getattr(self.engine, "wants_worker", False):
             self._worker = _Worker("rtsam-encode", exit_wait_s=self.config.join_timeout_s)
             self.engine.attach_worker(self._worker.submit)
+        if getattr(self.engine, "wants_flow_worker", False):
+            self._flow_worker = _Worker("rtsam-flow", exit_wait_s=self.config.join_timeout_s)
+            self.engine.attach_flow_worker(self._flow_worker.submit)
         if self.sinks:
             sinks, self.sinks = self.sinks, []
             self._writer = _SinkWriter(sinks, self._sink_queue_size, self._sink_failed, self.config.join_timeout_s)
@@ -490,6 +501,11 @@ class Pipeline:
             self.engine.attach_worker(None)
             self._worker.close(max(0.0, deadline - time.monotonic()))
             self._worker = None
+        if self._flow_worker is not None:
+            # Taken back first: a flow asked for after this runs on the inference thread.
+            self.engine.attach_flow_worker(None)
+            self._flow_worker.close(max(0.0, deadline - time.monotonic()))
+            self._flow_worker = None
         if not self._started:
             self._close_sinks()
         close = getattr(self.source, "close", None)
