@@ -123,6 +123,13 @@ __all__ = ["EngineConfig", "Engine", "ModelRunner"]
 _log = logging.getLogger(__name__)
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How often to run the image encoder and how to prompt the decoder.
@@ -450,7 +457,7 @@ class Engine:
     @property
     def wants_flow_worker(self) -> bool:
         """True when dense flow runs and there is a second core for one direction of its flow (:meth:`attach_flow_worker`)."""
-        return self.dense is not None and (os.cpu_count() or 1) >= 2
+        return self.dense is not None and _usable_cores() >= 2
 
     def attach_flow_worker(self, submit: Callable[..., Future] | None) -> None:
         """Lend dense flow a thread of its own: ``submit(fn, *args) -> Future``; ``None`` takes it back.
