@@ -6,7 +6,6 @@ in for real footage; the shared DAVIS sequences, when present, are real footage.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from realtime_sam.cpus import usable_cpu_count
 from realtime_sam.model.runners import low_res_to_masks
 from realtime_sam.model.transforms import preprocess_shape
 from realtime_sam.testing.hard_scene import hard_scene
@@ -656,7 +656,7 @@ def test_the_pipeline_lends_dense_flow_a_thread_of_its_own_and_takes_it_back():
 
     runner = Runner(scene)
     engine = Engine(runner, EngineConfig(reencode_every=5, background_encode=False))
-    assert engine.wants_flow_worker == (len(os.sched_getaffinity(0)) >= 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) >= 2)
+    assert engine.wants_flow_worker == (usable_cpu_count() >= 2)
     _, gt0 = scene.render(0)
     for oid in sorted(gt0):
         engine.add_object(ObjectPrompt(box=tuple(float(v) for v in mask_to_box(gt0[oid]))))

@@ -32,11 +32,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
 
 import torch
 
+from realtime_sam.cpus import usable_cpu_count  # re-exported: the model's thread settings read it here
 from realtime_sam.errors import ConfigError
 
 __all__ = [
@@ -155,13 +155,6 @@ def cpu_has_fast_bf16() -> bool:
 def precision_name(dtype: torch.dtype) -> str:
     """``torch.float32 -> "fp32"`` etc."""
     return _NAMES[dtype]
-
-
-def usable_cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and ``taskset`` restrict)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def configure_cpu_threads(num_threads: int | None = None) -> int:

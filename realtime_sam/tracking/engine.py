@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -68,6 +67,7 @@ from typing import TYPE_CHECKING, Callable, Hashable, Mapping, NamedTuple, Seque
 import cv2
 import numpy as np
 
+from realtime_sam.cpus import usable_cpu_count
 from realtime_sam.errors import ConfigError, PromptError
 from realtime_sam.tracking.association import (
     box_area,
@@ -121,13 +121,6 @@ if TYPE_CHECKING:
 __all__ = ["EngineConfig", "Engine", "ModelRunner"]
 
 _log = logging.getLogger(__name__)
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -457,7 +450,7 @@ class Engine:
     @property
     def wants_flow_worker(self) -> bool:
         """True when dense flow runs and there is a second core for one direction of its flow (:meth:`attach_flow_worker`)."""
-        return self.dense is not None and _usable_cores() >= 2
+        return self.dense is not None and usable_cpu_count() >= 2
 
     def attach_flow_worker(self, submit: Callable[..., Future] | None) -> None:
         """Lend dense flow a thread of its own: ``submit(fn, *args) -> Future``; ``None`` takes it back.
