@@ -93,7 +93,7 @@ from realtime_sam.testing.synthetic import (  # noqa: E402
 )
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.tracking.engine import Engine, EngineConfig, ModelRunner  # noqa: E402
-from realtime_sam.tracking.propagation import PropagationConfig  # noqa: E402
+from realtime_sam.tracking.propagation import FLOW_PRESETS, METHODS, PropagationConfig  # noqa: E402
 from realtime_sam.tracking.tracks import TrackerConfig  # noqa: E402
 from realtime_sam.types import FrameResult, ObjectPrompt, TrackState  # noqa: E402
 
@@ -117,11 +117,6 @@ from benchmark_model import matmul_gflops as _matmul_gflops  # noqa: E402
 
 PROMPT_COUNTS = (1, 4, 16)
 STAGES = ("encode", "decode", "propagate", "associate")
-
-# propagation.method and propagation.flow_preset values (PropagationConfig checks the same), for
-# BenchConfig's checks and the options' choices alike.
-_METHODS = ("dense", "flow", "none")
-_FLOW_PRESETS = ("ultrafast", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -160,9 +155,9 @@ class BenchConfig:
             raise ValueError("--objects must be in 1..8")
         if self.scene not in ("standard", "hard"):
             raise ValueError("--scene must be standard or hard")
-        if self.propagation not in _METHODS:
+        if self.propagation not in METHODS:
             raise ValueError("--propagation must be dense, flow or none")
-        if self.flow_preset not in _FLOW_PRESETS:
+        if self.flow_preset not in FLOW_PRESETS:
             raise ValueError("--flow-preset must be ultrafast, fast or medium")
         if min(self.size) < 64:
             raise ValueError("--size must be at least 64x64")
@@ -807,11 +802,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deforming objects, crossings, an object leaving the frame; the first --frames of 10 s, up to 5 objects)",
     )
     p.add_argument(
-        "--propagation", choices=_METHODS, default=d.propagation,
+        "--propagation", choices=METHODS, default=d.propagation,
         help="how the engine moves masks between encodes (propagation.method; the gpu preset, encoding every frame, uses none)",
     )
     p.add_argument(
-        "--flow-preset", choices=_FLOW_PRESETS, default=d.flow_preset,
+        "--flow-preset", choices=FLOW_PRESETS, default=d.flow_preset,
         help="dense flow's DIS preset (propagation.flow_preset): ultrafast halves its time for less accuracy",
     )
     p.add_argument("--no-live", action="store_true", help="skip the rounds with the clip paced as a 30 fps camera")

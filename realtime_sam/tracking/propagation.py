@@ -40,7 +40,7 @@ import numpy as np
 from realtime_sam.errors import ConfigError
 from realtime_sam.tracking.association import box_edges, mask_to_box, shift_array
 
-__all__ = ["PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
+__all__ = ["FLOW_PRESETS", "METHODS", "PropagationConfig", "PropagatedMask", "MaskPropagator", "WorkFrame"]
 
 
 # A mask whose box is at most this many work pixels on each side, and this area, is small: when its
@@ -72,6 +72,9 @@ _MATCH_COVERED = 0.25
 # forgetting a tenth of itself a frame (MaskPropagator._fit). With all of it kept (1.0),
 # noise added up as a random walk and was applied now and then as a false zoom.
 _PENDING_MEMORY = 0.9
+
+METHODS = ("dense", "flow", "none")  # PropagationConfig.method's values (its Literal spells them for type checkers)
+FLOW_PRESETS = ("ultrafast", "fast", "medium")  # PropagationConfig.flow_preset's values
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,8 @@ class PropagationConfig:
             if not ok:
                 raise ConfigError(f"propagation: {message}")
 
-        check(self.method in ("dense", "flow", "none"), f"method must be 'dense', 'flow' or 'none', got {self.method!r}")
-        check(self.flow_preset in ("ultrafast", "fast", "medium"), f"flow_preset must be ultrafast, fast or medium, got {self.flow_preset!r}")
+        check(self.method in METHODS, f"method must be 'dense', 'flow' or 'none', got {self.method!r}")
+        check(self.flow_preset in FLOW_PRESETS, f"flow_preset must be ultrafast, fast or medium, got {self.flow_preset!r}")
         check(self.fb_tolerance > 0, f"fb_tolerance must be > 0 cells, got {self.fb_tolerance}")
         check(self.rigid_tolerance >= 0, f"rigid_tolerance must be >= 0 cells, got {self.rigid_tolerance}")
         check(self.max_side == 0 or self.max_side >= 32, f"max_side must be 0 (full size) or >= 32 pixels, got {self.max_side}")
