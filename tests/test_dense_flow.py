@@ -693,3 +693,110 @@ def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_
         prop.lend(None)
         back.step(img1, img0, {oid: mask_logits(gt0[oid], inp)})
     assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads
+
+
+class _Log:
+    """Wraps a DIS instance: records each call, in order, in a log shared with other wrappers."""
+
+    def __init__(self, dis, log: list) -> None:
+        self.dis, self.log = dis, log
+
+    def calc(self, *args):
+        self.log.append("dis")
+        return self.dis.calc(*args)
+
+
+def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):
+    # The engine's sparse flow runs beside the part of a dense step that keeps one core busy:
+    # after the step's last DIS call (the flows straight back to the key frame included),
+    # on the lent thread, once a step, and the step's numbers are those of a step without it.
+    inp = preprocess_shape(scene.height, scene.width, 1024)
+    img0, gt0 = scene.render(0)
+    oid = sorted(gt0)[0]
+    plain, lent_prop = DenseFlowPropagator(), DenseFlowPropagator()
+    log: list = []
+    for pair in (lent_prop._dis, lent_prop._key_dis):
+        pair.back, pair.fwd = _Log(pair.back, log), _Log(pair.fwd, log)
+    ran: list = []
+
+    def beside():
+        ran.append((threading.current_thread().name, len(log)))
+
+    a = b = mask_logits(gt0[oid], inp)
+    prev = img0
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as lent:
+        lent_prop.lend(lent.submit)
+        for i in range(1, 6):
+            img = scene.render(i)[0]
+            before = len(log)
+            a = plain.step(prev, img, {oid: a})[oid].logits
+            b = lent_prop.step(prev, img, {oid: b}, beside=beside)[oid].logits
+            np.testing.assert_array_equal(a, b)
+            assert len(ran) == i and ran[-1] == (ran[-1][0], len(log)), (ran, len(log))
+            assert ran[-1][0].startswith("lent") and len(log) > before + 2 * (i > 1), log  # key flows from step 2
+            prev = img
+        lent_prop.lend(None)
+        lent_prop.step(prev, scene.render(6)[0], {oid: b}, beside=beside)
+    assert ran[-1][0] == threading.current_thread().name and len(ran) == 6
+    # No track: the work still runs, once; a call the thread's owner cancels runs here.
+    lent_prop.step(prev, img0, {}, beside=beside)
+    assert len(ran) == 7
+
+    def cancelled(fn, *args):
+        f = Future()
+        f.cancel()
+        return f
+
+    lent_prop.lend(cancelled)
+    lent_prop.step(img0, scene.render(1)[0], {oid: mask_logits(gt0[oid], inp)}, beside=beside)
+    assert len(ran) == 8 and ran[-1][0] == threading.current_thread().name
+
+    def fails():
+        raise RuntimeError("beside failed")
+
+    with ThreadPoolExecutor(1) as lent, pytest.raises(RuntimeError, match="beside failed"):
+        lent_prop.lend(lent.submit)
+        lent_prop.step(img0, scene.render(1)[0], {oid: mask_logits(gt0[oid], inp)}, beside=fails)
+
+
+def test_the_engine_runs_sparse_flow_beside_dense_flow_on_the_lent_thread_with_the_same_masks():
+    from realtime_sam.testing.fakes import GroundTruthRunner
+    from realtime_sam.tracking.association import mask_to_box
+    from realtime_sam.tracking.engine import Engine, EngineConfig
+    from realtime_sam.types import Frame, ObjectPrompt
+
+    scene = hard_scene(320, 240, seconds=1, seed=2)
+    n = 12
+    images = [scene.render(i)[0] for i in range(n)]
+    _, gt0 = scene.render(0)
+
+    def run(submit):
+        runner = GroundTruthRunner(scene)
+        engine = Engine(runner, EngineConfig(reencode_every=5, background_encode=False))
+        engine.attach_flow_worker(submit)
+        where: list = []
+        sparse = engine.propagator.step
+
+        def step(*args, **kw):
+            where.append(threading.current_thread().name)
+            return sparse(*args, **kw)
+
+        engine.propagator.step = step
+        for oid in sorted(gt0)[:3]:
+            engine.add_object(ObjectPrompt(box=tuple(float(v) for v in mask_to_box(gt0[oid]))))
+        masks = []
+        for i, image in enumerate(images):
+            runner.current = i
+            r = engine.process(Frame(i, image, i / 25.0, 0.0))
+            masks.append({t.track_id: t.mask for t in r.tracks})
+        return masks, where
+
+    alone, here = run(None)
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as lent:
+        beside, there = run(lent.submit)
+    assert len(here) == len(there) == n - 1  # every frame after the first
+    assert set(here) == {threading.current_thread().name} and all(t.startswith("lent") for t in there), there
+    assert [sorted(m) for m in alone] == [sorted(m) for m in beside] and len(alone[-1]) == 3
+    for a, b in zip(alone, beside):
+        for tid in a:
+            np.testing.assert_array_equal(a[tid], b[tid])

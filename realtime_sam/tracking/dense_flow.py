@@ -417,7 +417,8 @@ class DenseFlowPropagator:
 
         Each crop's flow one way then runs there while the other way runs on the
         calling thread (:class:`_DisPair`: about a tenth off a step with ``medium``
-        on 2 cores; the same numbers). The owner of the thread (the app's
+        on 2 cores; the same numbers), and so does the work a step is given to
+        run beside it (:meth:`step`'s ``beside``). The owner of the thread (the app's
         :class:`~realtime_sam.app.pipeline.Pipeline`) lends it and takes it back;
         a call it cancels when closing runs on the calling thread instead.
         """
@@ -606,6 +607,7 @@ class DenseFlowPropagator:
         tracks: Mapping[int, np.ndarray],
         order: Sequence[int] = (),
         decoded: Collection[int] | None = None,
+        beside: Callable[[], object] | None = None,
     ) -> dict[int, FlowResult]:
         """Move every track's logits from ``prev`` to ``cur``.
 
@@ -622,6 +624,11 @@ class DenseFlowPropagator:
                 colour model is rebuilt from them. Others handed new logits
                 (moved some other way) keep theirs, so a refined mask never
                 teaches the model its own errors. ``None``: every new array is a decode.
+            beside: work that needs nothing of this step (the engine's sparse
+                flow): run on the lent thread (:meth:`lend`) once the step's
+                flows are computed, beside the rest of its work, which keeps
+                one core busy; on the calling thread when none is lent. It has
+                run by the time the step returns; what it raises is raised here.
 
         Returns:
             ``{track_id: FlowResult}`` for every input track.
@@ -639,6 +646,8 @@ class DenseFlowPropagator:
             # merged in on every frame no track had a mask made a track taken back its own
             # occluder, with an empty mask to the end (DAVIS libby backwards).
             self.order = ()
+            if beside is not None:
+                beside()
             return {}
 
         # The previous logits' extent, per track: flow is computed around each object
@@ -718,10 +727,27 @@ class DenseFlowPropagator:
         covered_src: np.ndarray | None = None
         lab_prev: np.ndarray | None = None  # prev in Lab at the cells (only needed at a fresh decode)
         key_lab: np.ndarray | None = None  # the same as float32, shared (read only) by the tracks decoded on it
+        crop_of = dict(zip(ids, crops))
+        rigid_of = {
+            tid: measured and self.rigid_tolerance > 0 and self._residual(own, fields[tid][1], motion) <= self.rigid_tolerance
+            for tid, (motion, measured, own) in motions.items()
+        }
+        # The flows straight back to the key frame, made here rather than track by track below
+        # so that no DIS call is left when the work beside starts.
+        direct: dict[tuple, tuple | None] = {}  # (crop, key frame) -> _key_flows' result
+        for tid in ranked:
+            st = self._states.get(tid)
+            if st is None or st.out is not tracks[tid]:
+                continue  # a fresh decode: its first step is this one's own flow
+            if self._keyed(st) and not rigid_of[tid] and tid not in coasting:
+                at = (crop_of[tid], id(st.key_grey))
+                if at not in direct:
+                    direct[at] = self._key_flows(st.key_grey, g1, crop_of[tid], (h, w))
+        # Every DIS call of the step is made (the key flows just above): what is left keeps one
+        # core busy, so work that needs nothing of it runs on the lent thread from here.
+        job = self._lent.submit(beside) if beside is not None and self._lent.submit is not None else None
         lab_cur = self._lab(cur, rows, cols) if self.app_lambda > 0 or self.key_flow else None
         idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
-        direct: dict[tuple, tuple | None] = {}  # (crop, key frame) -> _key_flows' result
-        crop_of = dict(zip(ids, crops))
         out: dict[int, FlowResult] = {}
         for tid in ranked:
             logits = tracks[tid]
@@ -749,7 +775,7 @@ class DenseFlowPropagator:
             b, f, tx, ty, reliable, reliable_prev = fields[tid]
             motion, measured, own = motions[tid]
             st.motion = motion
-            rigid = measured and self.rigid_tolerance > 0 and self._residual(own, f, motion) <= self.rigid_tolerance
+            rigid = rigid_of[tid]
             # Backward field: dense flow where it is reliable and the track is not
             # behind another one; the track's own motion elsewhere.
             inv = cv2.invertAffineTransform(motion)
@@ -770,11 +796,8 @@ class DenseFlowPropagator:
             # One step after the key the composition is the step's own flow; after that it has
             # added up the steps' errors. Not a rigid track: it moves as one piece on purpose.
             # Nor one mostly hidden: what shows of it is the edge of the one in front.
-            keyed = self.key_flow and st.key_grey is not None and 1 <= st.steps <= _KEY_HORIZON
-            if keyed and not rigid and tid not in coasting:
+            if self._keyed(st) and not rigid and tid not in coasting:
                 at = (crop_of[tid], id(st.key_grey))
-                if at not in direct:
-                    direct[at] = self._key_flows(st.key_grey, g1, crop_of[tid], (h, w))
                 if direct[at] is not None:
                     self._take_key_flow(st, direct[at], lab_cur, ident, use_flow)
             st.steps += 1
@@ -796,6 +819,14 @@ class DenseFlowPropagator:
             covered |= whole
             box = mask_to_box(mask)
             out[tid] = FlowResult(full, mask, box, measured, frac)
+        if beside is not None:
+            if job is None:
+                beside()
+            else:
+                try:
+                    job.result()
+                except CancelledError:  # the thread was taken back before it ran it
+                    beside()
         return out
 
     def _depth(self, ranked: list[int], whole, motions, fields) -> list[int]:
@@ -980,6 +1011,10 @@ class DenseFlowPropagator:
         wy = np.ascontiguousarray(np.broadcast_to(wy1[cy0:cy1, None], (cy1 - cy0, cx1 - cx0)))
         to_cells = np.array([1.0 / sx / cell_x, 1.0 / sy / cell_y], np.float32)
         return size_w, wx, wy, to_cells, (slice(cy0, cy1), slice(cx0, cx1))
+
+    def _keyed(self, st: _State) -> bool:
+        """Whether a track's step checks its composition against a flow straight back to its key frame."""
+        return self.key_flow and st.key_grey is not None and 1 <= st.steps <= _KEY_HORIZON
 
     def _key_flows(self, gkey: np.ndarray, g1: np.ndarray, crop: Crop, size: tuple[int, int]):
         """DIS (``ultrafast``) between the key frame and the current frame on ``crop``, both ways, at its cells.
