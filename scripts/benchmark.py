@@ -450,6 +450,7 @@ def run_engine(
     realtime: bool = False,
     propagation: str = "dense",
     flow_preset: str = "medium",
+    landed: list[int] | None = None,
 ) -> None:
     """One round of the engine over ``clip`` (every frame, headless); appends to ``into``.
 
@@ -461,6 +462,9 @@ def run_engine(
     the engine is too slow for are dropped).
     ``propagation``: ``propagation.method`` (``"dense"``, ``"flow"`` or ``"none"``).
     ``flow_preset``: ``propagation.flow_preset``, dense flow's DIS preset.
+    ``landed``: when given, the index of every frame whose masks are fresh
+    from the decoder (``FrameResult.encoded``: an encode done there, or one
+    in the background landed there) is appended to it.
     """
     engine = Engine(
         runner, EngineConfig(reencode_every=reencode, background_encode=background), tracker_config=TrackerConfig(),
@@ -480,6 +484,8 @@ def run_engine(
         for result in pipe:
             n += 1
             encodes += int(result.encoded)
+            if landed is not None and result.encoded:
+                landed.append(result.index)
             shown = sum(1 for t in result.tracks if t.mask is not None and t.mask.any())
             masks += shown
             # The first decoded mask (a first look, shown before the prompts' encode lands, is not one).

@@ -113,10 +113,12 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     assert 0.9 < ceiling["mean"] < 1.0 and ceiling["recall"] == 1.0
 
     oracle = bench.OracleRunner(FreeRunner(), scene, index_of)
-    kept = []
+    kept, landed = [], []
     timing = bench.RunTiming()
-    bench.run_engine(oracle, path, boxes, 4, timing, background=background, keep=kept)
+    bench.run_engine(oracle, path, boxes, 4, timing, background=background, keep=kept, landed=landed)
     assert [i for i, _ in kept] == list(range(40))
+    assert landed == sorted(set(landed)) and (background or set(range(0, 40, 4)) <= set(landed))
+    assert len(landed) >= 2 and landed[0] <= 10, landed  # the prompts' encode lands early (frame 1 waits for it)
     q = bench.Quality(fps=timing.fps[-1], encodes=timing.encodes[-1])
     bench.score_quality(scene, kept, q)
     assert len(q.ious) == 80  # 2 objects, visible in every frame
@@ -139,8 +141,14 @@ def test_quality_rounds_score_the_engine_against_the_ground_truth(clip, backgrou
     back = 60 if background else 52
     # A first background encode that lands late (a cold process: frame 4) gives masks replayed
     # through the frames kept since, a few frames of flow drift (0.86): corrected by the next.
-    settle = start + 2 * 4 if background else start
-    assert min(q.ious[start:28]) > 0.8 and min(q.ious[settle:28] + q.ious[back:]) > 0.9, [round(v, 2) for v in q.ious]
+    settle = 2 * landed[1] if background else start
+    # Nor are frames a whole encode interval or more past the last landing judged so closely:
+    # on a loaded machine a background encode may land a frame or two late, and the masks
+    # before it have drifted for longer (0.84 four frames on). On the calling thread, none.
+    late = {f for f in range(landed[0], 40) if f - max(i for i in landed if i <= f) >= 4}
+    assert len(late) <= 6 and (background or not late), (landed, late)
+    judged = [v for i, v in enumerate(q.ious) if (settle <= i < 28 or i >= back) and i // 2 not in late]
+    assert min(q.ious[start:28]) > 0.8 and min(judged) > 0.9, ([round(v, 2) for v in q.ious], landed)
     assert s["mean"] <= ceiling["mean"] + 0.02
     # The stand-in's own work is counted apart, and leaving it out can only raise the frame rate.
     assert oracle.own_s > 0 and timing.fps_net[-1] >= timing.fps[-1]
