@@ -79,7 +79,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.tracking.association import box_motion, mask_to_box
-from realtime_sam.tracking.propagation import _grey
+from realtime_sam.tracking.propagation import FLOW_PRESETS, _grey
 
 __all__ = ["DenseFlowPropagator", "FlowCache", "FlowResult", "grid_shape", "logits_to_mask", "warp_logits", "move_logits"]
 
@@ -106,11 +106,8 @@ _KEY_SIGMA = 1.0
 # plain surfaces often enough to lose objects (DAVIS scooter-black played backwards, encodes
 # every 30 frames: the scooter lost by frame 30; J 0.761 -> 0.440 with no limit, 0.720 with 10).
 _KEY_HORIZON = 10
-_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
+# DIS's preset by the names PropagationConfig.flow_preset takes (named once, in propagation.py).
+_PRESETS = {name: getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{name.upper()}") for name in FLOW_PRESETS}
 
 
 Submit = Callable[..., Future]  # submit(fn, *args) -> Future: runs fn on a thread lent by the caller
