@@ -600,14 +600,22 @@ def test_the_colour_refinement_on_a_window_round_the_mask_gives_the_whole_grids_
 
 
 class _Where:
-    """Wraps a DIS instance and records the names of the threads its calls ran on."""
+    """Wraps a DIS instance and records the names of the threads its calls ran on, in order
+    (in ``threads``: a list of its own, or one shared with other wrappers)."""
 
-    def __init__(self, dis) -> None:
-        self.dis, self.threads = dis, []
+    def __init__(self, dis, threads: list | None = None) -> None:
+        self.dis, self.threads = dis, [] if threads is None else threads
 
     def calc(self, *args):
         self.threads.append(threading.current_thread().name)
         return self.dis.calc(*args)
+
+
+def _cancelled(fn, *args) -> Future:
+    """A lent thread's ``submit`` once its owner is closing: the call is cancelled, never run."""
+    f = Future()
+    f.cancel()
+    return f
 
 
 def test_the_flow_both_ways_runs_side_by_side_on_a_lent_thread_with_the_same_numbers(scene):
@@ -628,12 +636,7 @@ def test_the_flow_both_ways_runs_side_by_side_on_a_lent_thread_with_the_same_num
     assert pair.back.threads[0].startswith("lent") and pair.back.threads[1] == threading.current_thread().name
 
     # A call the thread's owner cancels (closing) runs on the calling thread instead.
-    def cancelled(fn, *args):
-        f = Future()
-        f.cancel()
-        return f
-
-    back, fwd = pair.both(a, b, cancelled)
+    back, fwd = pair.both(a, b, _cancelled)
     np.testing.assert_array_equal(back, want[0])
     assert pair.back.threads[2] == threading.current_thread().name
 
@@ -695,17 +698,6 @@ def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_
     assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads
 
 
-class _Log:
-    """Wraps a DIS instance: records each call, in order, in a log shared with other wrappers."""
-
-    def __init__(self, dis, log: list) -> None:
-        self.dis, self.log = dis, log
-
-    def calc(self, *args):
-        self.log.append("dis")
-        return self.dis.calc(*args)
-
-
 def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):
     # The engine's sparse flow runs beside the part of a dense step that keeps one core busy:
     # after the step's last DIS call (the flows straight back to the key frame included),
@@ -716,7 +708,7 @@ def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):
     plain, lent_prop = DenseFlowPropagator(), DenseFlowPropagator()
     log: list = []
     for pair in (lent_prop._dis, lent_prop._key_dis):
-        pair.back, pair.fwd = _Log(pair.back, log), _Log(pair.fwd, log)
+        pair.back, pair.fwd = _Where(pair.back, log), _Where(pair.fwd, log)
     ran: list = []
 
     def beside():
@@ -742,12 +734,7 @@ def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):
     lent_prop.step(prev, img0, {}, beside=beside)
     assert len(ran) == 7
 
-    def cancelled(fn, *args):
-        f = Future()
-        f.cancel()
-        return f
-
-    lent_prop.lend(cancelled)
+    lent_prop.lend(_cancelled)
     lent_prop.step(img0, scene.render(1)[0], {oid: mask_logits(gt0[oid], inp)}, beside=beside)
     assert len(ran) == 8 and ran[-1][0] == threading.current_thread().name
 

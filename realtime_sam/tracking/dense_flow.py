@@ -136,11 +136,18 @@ class _DisPair:
             return self.back.calc(b, a, None), self.fwd.calc(a, b, None)
         job = submit(self.back.calc, b, a, None)
         fwd = self.fwd.calc(a, b, None)
+        return _result_or_run(job, self.back.calc, b, a, None), fwd
+
+
+def _result_or_run(job: Future | None, fn: Callable, *args):
+    """``job``'s result (``fn(*args)`` submitted to a lent thread); ``fn(*args)`` run here when there is
+    no ``job``, or the thread was taken back (its owner closing) and the call cancelled before it ran."""
+    if job is not None:
         try:
-            return job.result(), fwd
+            return job.result()
         except CancelledError:
-            # The thread was taken back (its owner closing) before it ran the call.
-            return self.back.calc(b, a, None), fwd
+            pass
+    return fn(*args)
 
 
 @dataclass
@@ -817,13 +824,7 @@ class DenseFlowPropagator:
             box = mask_to_box(mask)
             out[tid] = FlowResult(full, mask, box, measured, frac)
         if beside is not None:
-            if job is None:
-                beside()
-            else:
-                try:
-                    job.result()
-                except CancelledError:  # the thread was taken back before it ran it
-                    beside()
+            _result_or_run(job, beside)
         return out
 
     def _depth(self, ranked: list[int], whole, motions, fields) -> list[int]:
