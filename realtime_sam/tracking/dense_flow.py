@@ -737,14 +737,16 @@ class DenseFlowPropagator:
             for tid, (motion, measured, own) in motions.items()
         }
         # The flows straight back to the key frame, made here rather than track by track below
-        # so that no DIS call is left when the work beside starts.
+        # so that no DIS call is left when the work beside starts. Not for a fresh decode (its
+        # first step is this one's own flow), a rigid track (it moves as one piece on purpose)
+        # or one mostly hidden (what shows of it is the edge of the one in front).
+        continuing = {tid for tid in ranked if (st := self._states.get(tid)) is not None and st.out is tracks[tid]}
         direct: dict[tuple, tuple | None] = {}  # (crop, key frame) -> _key_flows' result
+        key_at: dict[int, tuple] = {}  # track -> its (crop, key frame) in direct
         for tid in ranked:
             st = self._states.get(tid)
-            if st is None or st.out is not tracks[tid]:
-                continue  # a fresh decode: its first step is this one's own flow
-            if self._keyed(st) and not rigid_of[tid] and tid not in coasting:
-                at = (crop_of[tid], id(st.key_grey))
+            if tid in continuing and self._keyed(st) and not rigid_of[tid] and tid not in coasting:
+                at = key_at[tid] = (crop_of[tid], id(st.key_grey))
                 if at not in direct:
                     direct[at] = self._key_flows(st.key_grey, g1, crop_of[tid], (h, w))
         # Every DIS call of the step is made (the key flows just above): what is left keeps one
@@ -756,7 +758,7 @@ class DenseFlowPropagator:
         for tid in ranked:
             logits = tracks[tid]
             st = self._states.get(tid)
-            if st is None or st.out is not logits:
+            if tid not in continuing:
                 fill = float(min(float(np.min(logits)), -10.0))
                 old = st
                 st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
@@ -798,12 +800,10 @@ class DenseFlowPropagator:
             if st.model_map is not None:
                 st.model_map = _resample_map(st.model_map, sx, sy)
             # One step after the key the composition is the step's own flow; after that it has
-            # added up the steps' errors. Not a rigid track: it moves as one piece on purpose.
-            # Nor one mostly hidden: what shows of it is the edge of the one in front.
-            if self._keyed(st) and not rigid and tid not in coasting:
-                at = (crop_of[tid], id(st.key_grey))
-                if direct[at] is not None:
-                    self._take_key_flow(st, direct[at], lab_cur, ident, use_flow)
+            # added up the steps' errors (which tracks are checked: above, where direct is made).
+            at = key_at.get(tid)
+            if at is not None and direct[at] is not None:
+                self._take_key_flow(st, direct[at], lab_cur, ident, use_flow)
             st.steps += 1
             warped = cv2.remap(
                 st.key, st.map[..., 0], st.map[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=st.fill
