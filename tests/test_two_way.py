@@ -323,3 +323,16 @@ def test_the_flow_cache_keeps_the_last_pairs_only():
     del images[:5]
     cache.put(images[0], np.zeros((4, 4), np.uint8), (0, 0, 4, 4), "flows")  # type: ignore[arg-type]
     assert len(cache) == 1
+
+
+def test_held_flows_keep_only_their_crops_cells_and_give_back_the_whole_grid():
+    from realtime_sam.tracking.two_way import _Cells
+
+    rng = np.random.default_rng(0)
+    flow = np.zeros((192, 256, 2), np.float32)
+    flow[10:50, 20:90] = rng.normal(0, 2, (40, 70, 2))
+    kept = _Cells.of(flow)
+    assert kept.part.shape == (40, 70, 2)  # a held frame keeps its crop's cells, not the whole grid
+    assert np.array_equal(kept.whole(), flow)
+    none = np.zeros_like(flow)
+    assert np.array_equal(_Cells.of(none).whole(), none)

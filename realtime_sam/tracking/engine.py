@@ -378,7 +378,7 @@ class Engine:
             self.dense = DenseFlowPropagator(
                 max_side=propagation_config.max_side, preset=propagation_config.flow_preset,
                 fb_tolerance=propagation_config.fb_tolerance, rigid_tolerance=propagation_config.rigid_tolerance,
-                key_flow=propagation_config.key_flow,
+                key_flow=propagation_config.key_flow, edge_motion=propagation_config.edge_motion,
             )
         self._order: list[int] = []  # track ids, front to back (who hides whom)
         self._hidden: dict[int, bool] = {}  # partly hidden behind a track in front, at the last propagation
@@ -395,6 +395,11 @@ class Engine:
         self._since_encode: int | None = None
         self._since_discovery: int | None = None
         self._last_tracks: tuple[TrackResult, ...] = ()
+        # This frame's dense-flow masks as shown, their edges re-decided (FlowResult.shown), by
+        # track: (the mask the tracker was given, the one to show while the tracker still holds it).
+        self._shown: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # This frame's backward flow at the cells of each track dense flow moved (FlowResult.back).
+        self._flow_back: dict[int, np.ndarray] = {}
         self.last_encode_index: int | None = None
         self.background = BackgroundEncodes()
         # Detector-prompted tracking (see tracking/detection.py): its boxes start labelled tracks.
@@ -487,7 +492,7 @@ class Engine:
         copy them before keeping them past the next ``process`` call.
         """
         logits = {tr.id: tr.logits for tr in self.tracker.tracks() if tr.logits is not None}
-        return SoftMasks(logits, tuple(self._order))
+        return SoftMasks(logits, tuple(self._order), dict(self._flow_back))
 
     def encode_next(self) -> None:
         """Make the next ``process`` call encode (when there are tracks), whatever ``reencode_every`` says.
@@ -505,7 +510,9 @@ class Engine:
             return None
         # The backward run reads the flow this engine's forward steps computed over the same
         # frame pairs (roles swapped) instead of running DIS again.
-        two_way = TwoWay(self.dense.fresh(), max_held=max_held)  # checks max_held, with its own message
+        # The backward run's visible masks are not used (its logits are blended): no edges to re-decide
+        # there; the blended masks' edges are re-decided by the two-way itself, as this engine's are.
+        two_way = TwoWay(self.dense.fresh(edge_motion=False), max_held=max_held, edges=self.dense.edge_motion)  # checks max_held
         flows = FlowCache(max_frames=min(two_way.max_held, 32))
         self.dense.record_to = two_way.propagator.reuse_from = flows
         return two_way
@@ -621,6 +628,7 @@ class Engine:
         """
         tracker = self.tracker
         looks = self._first_looks
+        self._flow_back = {}
         if self._prev_image is not None and self._prev_image.shape == frame.image.shape and (tracker.tracks() or looks):
             t = time.perf_counter()
             items = {tr.id: (tr.mask, tr.box) for tr in tracker.tracks() if tr.mask is not None and tr.mask.any()}
@@ -674,6 +682,11 @@ class Engine:
                         tid, r.mask, r.box, frame.index, logits=r.logits, measured=whole
                     ):
                         tracker.coast(tid, frame.index)  # wholly hidden or out of the frame
+                    else:
+                        if r.back is not None:
+                            self._flow_back[tid] = r.back
+                        if r.shown is not None:
+                            self._shown[tid] = (r.mask, r.shown)
             for tid, (mask, box, ok) in sparse.items():
                 if ok:
                     tr = tracker.get(tid)
@@ -922,6 +935,12 @@ class Engine:
         self.background.trim()
         self._end_lost_looks(None)  # a lost track expired meanwhile
         tracks = self.tracker.results(frame.index)
+        if self._shown:
+            # Shown with its edge re-decided where the tracker still holds dense flow's mask of this
+            # frame (not where a decode or a landing replaced it since); tracking goes on with the
+            # flow's own mask, so the edges change what is shown and written, never which track is where.
+            tracks = tuple(self._as_shown(r) for r in tracks)
+            self._shown = {}
         if self._first_looks:
             # A lost track seen coming back is shown by its first look instead.
             tracks = tuple(r for r in tracks if r.track_id not in self._first_looks)
@@ -931,6 +950,13 @@ class Engine:
         return FrameResult(frame=frame, tracks=tracks, encoded=encoded, timings=timings)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _as_shown(self, result: TrackResult) -> TrackResult:
+        """``result`` with dense flow's shown mask (and its box) when its mask is the one that flow gave the tracker."""
+        given, shown = self._shown.get(result.track_id, (None, None))
+        if shown is None or result.mask is not given or (box := mask_to_box(shown)) is None:
+            return result
+        return dataclass_replace(result, mask=shown, box=tuple(float(v) for v in box))
 
     def _drop_jobs(self) -> None:
         """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""

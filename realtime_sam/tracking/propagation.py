@@ -105,6 +105,12 @@ class PropagationConfig:
             is forward-backward consistent and matches the decoded frame's
             colours clearly better (the composition adds up each frame's
             flow error).
+        edge_motion: dense: each frame, the pixels within about half a
+            low-res cell of a visible mask's edge are given to the object or
+            the background by whichever one's motion carries the previous
+            frame's colours onto them better (the flow blurs the two
+            motions together at the edge). Only the masks shown and written
+            change; tracking goes on with the flow's own masks.
         max_side: flow runs on frames (dense: on a crop around each object)
             shrunk so their longest side is at most this many pixels (``0``:
             full resolution). Smaller is faster and
@@ -138,6 +144,7 @@ class PropagationConfig:
     fb_tolerance: float = 0.5
     rigid_tolerance: float = 0.3
     key_flow: bool = True
+    edge_motion: bool = True
     max_points: int = 50
     min_points: int = 6
     win_size: int = 11

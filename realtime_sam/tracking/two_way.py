@@ -23,7 +23,10 @@ What is blended, and what is not:
   forward mask);
 - the blend is of the ``256x256`` low-res logits, clipped to ``[-10, 10]``;
   the visible mask is ``blend > 0`` upsampled as the decoder's masks are,
-  minus the tracks in front of it (the engine's order at that frame);
+  its edge re-decided by the object's and the background's motion from the
+  frame before (``edges``, :func:`~realtime_sam.tracking.dense_flow.edge_by_motion`,
+  with the flow the engine's step to that frame ran), minus the tracks in
+  front of it (the engine's order at that frame);
 - ids, states, scores and labels are the forward run's: nothing here
   changes which track is which.
 
@@ -42,10 +45,11 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from typing import Mapping, NamedTuple, Protocol, Sequence
 
+import cv2
 import numpy as np
 
 from realtime_sam.tracking.association import mask_to_box
-from realtime_sam.tracking.dense_flow import DenseFlowPropagator, logits_to_mask
+from realtime_sam.tracking.dense_flow import DenseFlowPropagator, edge_by_motion, logits_to_mask
 from realtime_sam.types import Frame, FrameResult, TrackResult
 
 __all__ = ["SoftMasks", "TwoWay"]
@@ -70,10 +74,38 @@ class SoftMasks(NamedTuple):
         logits: ``{track_id: 256x256 float32}`` low-res logits (with dense
             flow, the whole object, hidden parts included).
         order: track ids front to back.
+        flow: ``{track_id: (rows, cols, 2) float32}`` the backward flow at the
+            low-res cells of the step to this frame, for the tracks dense flow
+            moved (:attr:`FlowResult.back <realtime_sam.tracking.dense_flow.FlowResult.back>`);
+            ``None``: none.
     """
 
     logits: Mapping[int, np.ndarray]
     order: tuple[int, ...]
+    flow: Mapping[int, np.ndarray] | None = None
+
+
+class _Cells(NamedTuple):
+    """A flow at the low-res cells kept small: the part that is not zero (a crop's), and where it goes."""
+
+    part: np.ndarray  # (h, w, 2) float32
+    at: tuple[int, int]  # its first row and column
+    shape: tuple[int, ...]  # the whole grid's
+
+    @classmethod
+    def of(cls, flow: np.ndarray) -> "_Cells":
+        """``flow`` (``(rows, cols, 2)``, zero outside one rectangle of cells) kept as that rectangle."""
+        rows = np.flatnonzero(flow.any(axis=(1, 2)))
+        cols = np.flatnonzero(flow.any(axis=(0, 2)))
+        if not len(rows):
+            return cls(np.zeros((0, 0, 2), np.float32), (0, 0), flow.shape)
+        return cls(flow[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy(), (int(rows[0]), int(cols[0])), flow.shape)
+
+    def whole(self) -> np.ndarray:
+        out = np.zeros(self.shape, np.float32)
+        y, x = self.at
+        out[y : y + self.part.shape[0], x : x + self.part.shape[1]] = self.part
+        return out
 
 
 @dataclass
@@ -81,6 +113,7 @@ class _Held:
     result: FrameResult
     logits: dict[int, np.ndarray]  # tracks with a non-empty mask in ``result``
     order: tuple[int, ...]
+    flow: Mapping[int, _Cells]  # SoftMasks.flow: the step to this frame's, per track (edges only)
 
 
 class TwoWay:
@@ -93,15 +126,20 @@ class TwoWay:
             (a fresh one, not the engine's: it keeps per-track state).
         max_held: most results held; beyond, the oldest goes out as it is
             (bounds memory and delay when encodes are far apart).
+        edges: re-decide each blended mask's edge by motion from the frame
+            before (``propagation.edge_motion``).
     """
 
-    def __init__(self, propagator: DenseFlowPropagator, *, max_held: int = 120) -> None:
+    def __init__(self, propagator: DenseFlowPropagator, *, max_held: int = 120, edges: bool = True) -> None:
         if max_held < 1:
             raise ValueError(f"max_held must be >= 1, got {max_held}")
         self.propagator = propagator
         self.max_held = int(max_held)
+        self.edges = bool(edges)
         self._held: list[_Held] = []
         self._anchor: int | None = None  # frame index of the last encoded result
+        # The last encoded result's masks and frame: where the first held frame's edges come from.
+        self._then: tuple[dict[int, np.ndarray], np.ndarray] | None = None
 
     @property
     def held(self) -> int:
@@ -122,11 +160,13 @@ class TwoWay:
                 t.track_id: np.array(soft.logits[t.track_id], dtype=np.float32)
                 for t in result.tracks if t.track_id in soft.logits and t.mask.any()
             }
-            self._held.append(_Held(result, logits, tuple(soft.order)))
+            flow = {tid: _Cells.of(f) for tid, f in (soft.flow or {}).items() if tid in logits} if self.edges else {}
+            self._held.append(_Held(result, logits, tuple(soft.order), flow))
             out: list[FrameResult] = []
             while len(self._held) > self.max_held:
                 out.append(self._held.pop(0).result)
                 self._anchor = None  # the blend's far end is gone: weights start afresh
+                self._then = None
             return out
         anchor = {t.track_id for t in result.tracks if t.mask.any()}
         out = self._blend(result, {tid: soft.logits[tid] for tid in anchor if tid in soft.logits}, tuple(soft.order))
@@ -134,6 +174,7 @@ class TwoWay:
         if self.propagator.reuse_from is not None:
             self.propagator.reuse_from.clear()  # the forward run's flow before this anchor is spent
         self._anchor = result.index
+        self._then = ({t.track_id: t.mask for t in result.tracks if t.mask.any()}, result.frame.image)
         out.append(result)
         return out
 
@@ -182,18 +223,40 @@ class TwoWay:
             back.append(cur)
             nxt = image
         back.reverse()
-        return [self._mix(h, b, (h.result.index - j) / span) for h, b in zip(held, back)]
+        # The masks shown on the frame before each held one (first: the last encoded result's),
+        # which its edges are re-decided from, and that frame in Lab.
+        before, image_then = self._then if self._then is not None and self.edges else ({}, None)
+        lab_then = None if image_then is None else _lab(image_then)
+        out = []
+        for h, b in zip(held, back):
+            blended = self._mix(h, b, (h.result.index - j) / span)
+            lab_now = _lab(h.result.frame.image) if self.edges else None
+            if lab_then is not None and lab_now is not None:
+                for tid, mask in blended.items():
+                    if tid in before and tid in h.flow:
+                        blended[tid] = edge_by_motion(before[tid], mask, h.flow[tid].whole(), lab_then, lab_now)
+            before = {**{t.track_id: t.mask for t in h.result.tracks if t.mask.any()}, **blended}
+            lab_then = lab_now
+            out.append(self._shown(h, blended))
+        return out
 
     @staticmethod
-    def _mix(h: _Held, back: Mapping[int, np.ndarray], w_back: float) -> FrameResult:
-        """One held result with its tracks' forward and backward logits blended, ``w_back`` on the backward."""
-        result = h.result
-        size = result.frame.image.shape[:2]
+    def _mix(h: _Held, back: Mapping[int, np.ndarray], w_back: float) -> dict[int, np.ndarray]:
+        """One held result's tracks' forward and backward logits blended, ``w_back`` on the backward:
+        ``{track_id: HxW bool}`` (``blend > 0``), for the tracks carried back to it."""
+        size = h.result.frame.image.shape[:2]
         blended: dict[int, np.ndarray] = {}
         for tid, fwd in h.logits.items():
             if tid in back:
                 mix = (1.0 - w_back) * np.clip(fwd, -_CLIP, _CLIP) + w_back * np.clip(back[tid], -_CLIP, _CLIP)
                 blended[tid] = logits_to_mask(mix, size)
+        return blended
+
+    @staticmethod
+    def _shown(h: _Held, blended: dict[int, np.ndarray]) -> FrameResult:
+        """One held result with the ``blended`` masks in place of its tracks' own, tracks in front hiding those behind."""
+        result = h.result
+        size = result.frame.image.shape[:2]
         if not blended:
             return result
         # Visible masks: tracks in front (the forward run's order then) hide those behind;
@@ -203,7 +266,7 @@ class TwoWay:
         covered = np.zeros(size, bool)
         for tid in ranked:
             if tid in blended:
-                blended[tid] &= ~covered
+                blended[tid] = blended[tid] & ~covered  # (a new array: the caller keeps the whole one)
                 covered |= blended[tid]
             else:
                 covered |= masks[tid]
@@ -216,3 +279,10 @@ class TwoWay:
             box = mask_to_box(mask)
             tracks.append(dataclass_replace(t, mask=mask, box=t.box if box is None else tuple(float(v) for v in box)))
         return dataclass_replace(result, tracks=tuple(tracks))
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    """``HxWx3 uint8``: a frame in Lab (grey: its value thrice), as :func:`edge_by_motion` reads colours."""
+    if image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2Lab)
+    return np.repeat(image[..., None], 3, axis=2)
