@@ -323,7 +323,8 @@ def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: int) -> np.
 
 
 def _full_lab(image: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8``: the frame in Lab (grey: its value thrice)."""
+    """``HxWx3 uint8``: a frame in Lab (grey: its value thrice), as :func:`edge_by_motion` reads colours
+    (the engine's steps and two-way's blended masks alike)."""
     if image.ndim == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2Lab)
     return np.repeat(image[..., None], 3, axis=2)
@@ -567,8 +568,8 @@ class DenseFlowPropagator:
         self._dis = _DisPair(_PRESETS[preset])
         self._key_dis = _DisPair(_KEY_PRESET) if self.key_flow else None
         self._lent = _Lent()
-        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (the last frame, its grey copy)
-        self._last_lab: tuple[np.ndarray, np.ndarray] | None = None  # (the last frame, in Lab) (edge_motion)
+        # (the last frame, its grey copy, its Lab copy when edge_motion made one): the next step's previous
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
         self.order: tuple[int, ...] = ()  # the order the last step used, front first (see _depth)
@@ -600,7 +601,7 @@ class DenseFlowPropagator:
 
     def reset(self) -> None:
         """Forget the cached frame and every track's state."""
-        self._last = self._last_lab = None
+        self._last = None
         self._states.clear()
 
     def forget(self, keep: Sequence[int]) -> None:
@@ -811,9 +812,10 @@ class DenseFlowPropagator:
             self.reset()
         h, w = cur.shape[:2]
         rows, cols, ident = self._setup(h, w)
-        g0 = self._last[1] if self._last is not None and self._last[0] is prev else _grey(prev)
+        cached = self._last if self._last is not None and self._last[0] is prev else None
+        g0 = cached[1] if cached is not None else _grey(prev)
         g1 = _grey(cur)
-        self._last = (cur, g1)
+        self._last = (cur, g1, None)
         self.forget(list(tracks))
         if not tracks:
             # Not the last step's: the engine merges it into its own order, and a stale id
@@ -926,10 +928,9 @@ class DenseFlowPropagator:
         idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
         if self.edge_motion:
             # Whole frames in Lab for the edges' colours (the current one is the next step's previous).
-            last = self._last_lab
-            edge_prev = last[1] if last is not None and last[0] is prev else _full_lab(prev)
+            edge_prev = cached[2] if cached is not None and cached[2] is not None else _full_lab(prev)
             edge_cur = _full_lab(cur)
-            self._last_lab = (cur, edge_cur)
+            self._last = (cur, g1, edge_cur)
         out: dict[int, FlowResult] = {}
         for tid in ranked:
             logits = tracks[tid]

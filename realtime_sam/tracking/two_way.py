@@ -45,11 +45,10 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from typing import Mapping, NamedTuple, Protocol, Sequence
 
-import cv2
 import numpy as np
 
 from realtime_sam.tracking.association import mask_to_box
-from realtime_sam.tracking.dense_flow import DenseFlowPropagator, edge_by_motion, logits_to_mask
+from realtime_sam.tracking.dense_flow import DenseFlowPropagator, _full_lab, edge_by_motion, logits_to_mask
 from realtime_sam.types import Frame, FrameResult, TrackResult
 
 __all__ = ["SoftMasks", "TwoWay"]
@@ -226,11 +225,11 @@ class TwoWay:
         # The masks shown on the frame before each held one (first: the last encoded result's),
         # which its edges are re-decided from, and that frame in Lab.
         before, image_then = self._then if self._then is not None and self.edges else ({}, None)
-        lab_then = None if image_then is None else _lab(image_then)
+        lab_then = None if image_then is None else _full_lab(image_then)
         out = []
         for h, b in zip(held, back):
             blended = self._mix(h, b, (h.result.index - j) / span)
-            lab_now = _lab(h.result.frame.image) if self.edges else None
+            lab_now = _full_lab(h.result.frame.image) if self.edges else None
             if lab_then is not None and lab_now is not None:
                 for tid, mask in blended.items():
                     if tid in before and tid in h.flow:
@@ -280,9 +279,3 @@ class TwoWay:
             tracks.append(dataclass_replace(t, mask=mask, box=t.box if box is None else tuple(float(v) for v in box)))
         return dataclass_replace(result, tracks=tuple(tracks))
 
-
-def _lab(image: np.ndarray) -> np.ndarray:
-    """``HxWx3 uint8``: a frame in Lab (grey: its value thrice), as :func:`edge_by_motion` reads colours."""
-    if image.ndim == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2Lab)
-    return np.repeat(image[..., None], 3, axis=2)
