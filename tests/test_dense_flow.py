@@ -20,7 +20,9 @@ from realtime_sam.testing.hard_scene import hard_scene
 from realtime_sam.testing.synthetic import mask_logits
 from realtime_sam.tracking.association import box_area
 from realtime_sam.tracking.dense_flow import (
+    _APP_EPS,
     _SMOOTH_REACH,
+    _TILE_PRIOR,
     DenseFlowPropagator,
     _DisPair,
     edge_by_motion,
@@ -127,6 +129,7 @@ def test_a_track_in_front_hides_the_one_behind(scene):
     la, lb = mask_logits(gt0[a], inp), mask_logits(gt0[a] | gt0[b], inp)
     out = DenseFlowPropagator(preset="medium").step(img0, img1, {a: la, b: lb}, order=[a, b])
     assert not (out[a].mask & out[b].mask).any()  # one pixel, one object: the one in front
+    assert out[b].shown.any() and not (out[a].mask & out[b].shown).any()  # and so for the masks shown
     assert out[a].visible == 1.0 and out[b].visible < 1.0
     assert out[b].logits.max() > 0 and (out[b].logits[:192] > 0).sum() > (out[a].logits[:192] > 0).sum()  # kept whole
     assert box_area(out[a].box) > 0
@@ -702,6 +705,116 @@ def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_
         prop.lend(None)
         back.step(img1, img0, {oid: mask_logits(gt0[oid], inp)})
     assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads
+
+
+def _stepped(scene, submit, frames: int = 9, every: int = 4):
+    """Three objects of ``scene`` carried by one propagator over ``frames`` frames, the ground truth
+    decoded anew every ``every``: ``([{track: FlowResult}, ...], names of the functions it lent)``."""
+    inp = preprocess_shape(scene.height, scene.width, 1024)
+    shots = [scene.render(i) for i in range(frames)]
+    oids = sorted(shots[0][1])[:3]
+    prop, lent = DenseFlowPropagator(), []
+    if submit is not None:
+        def counted(fn, *args):
+            lent.append(getattr(fn, "__name__", ""))
+            return submit(fn, *args)
+
+        prop.lend(counted)
+    logits, prev, out = {}, shots[0][0], []
+    for i, (image, gt) in enumerate(shots[1:], start=1):
+        decoded = i % every == 1
+        if decoded:
+            logits = {o: mask_logits(gt[o], inp) for o in oids}
+        r = prop.step(prev, image, logits, prop.order, decoded=set(logits) if decoded else ())
+        out.append(r)
+        logits, prev = {o: r[o].logits for o in r}, image
+    return out, lent
+
+
+def test_a_step_lent_a_thread_makes_its_colours_and_edges_there_with_the_same_numbers():
+    # The frame's colour conversions and each track's edge (edge_by_motion) run on the lent
+    # thread beside the step's other work: every number a step gives is the same as without a
+    # thread, or with one whose owner cancels what it is handed (closing).
+    scene = hard_scene(320, 240, seconds=1, seed=2)
+    alone, _ = _stepped(scene, None)
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as pool:
+        shared, lent = _stepped(scene, pool.submit)
+    cancelled, _ = _stepped(scene, _cancelled)
+    assert {"edge_by_motion", "_colours"} <= set(lent), lent
+    re_decided = 0
+    for runs in zip(alone, shared, cancelled):
+        assert len({tuple(sorted(r)) for r in runs}) == 1 and len(runs[0]) == 3
+        for tid, a in runs[0].items():
+            for b in (runs[1][tid], runs[2][tid]):
+                for field in ("logits", "mask", "shown", "back"):
+                    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+                assert np.array_equal(a.box, b.box) and a.measured == b.measured and a.visible == b.visible
+            re_decided += int(not np.array_equal(a.shown, a.mask))
+    assert re_decided > 5  # the edges were re-decided: the shown masks compared are not the warped ones
+
+
+def test_a_decode_reads_the_colours_the_step_before_made_of_its_frame_with_the_same_numbers(scene):
+    # At a decode the colour model is built from the previous frame's colours: the step before
+    # made them (its current frame's) and they are kept, not made again; the numbers are those
+    # of a propagator that makes them afresh.
+    inp = preprocess_shape(scene.height, scene.width, 1024)
+    (img0, gt0), (img1, gt1), (img2, _) = (scene.render(i) for i in (3, 4, 5))
+    oid = sorted(gt0)[0]
+    made: list = []
+
+    def counting(prop):
+        lab = prop._lab
+
+        def counted(image, rows, cols):
+            made.append(image)
+            return lab(image, rows, cols)
+
+        prop._lab = counted
+        return prop
+
+    kept_prop, fresh_prop = counting(DenseFlowPropagator()), counting(DenseFlowPropagator())
+    kept_prop.step(img0, img1, {oid: mask_logits(gt0[oid], inp)})
+    decoded = mask_logits(gt1[oid], inp)
+    made.clear()
+    kept = kept_prop.step(img1, img2, {oid: decoded}, decoded=[oid])[oid]
+    assert len(made) == 1 and made[0] is img2  # only the new frame's colours made
+    fresh = fresh_prop.step(img1, img2, {oid: decoded}, decoded=[oid])[oid]
+    assert len(made) == 3 and made[2] is img1  # a propagator with nothing kept makes both
+    for field in ("logits", "mask", "shown"):
+        np.testing.assert_array_equal(getattr(kept, field), getattr(fresh, field))
+
+
+def test_each_tiles_colour_ratio_is_its_histograms_pulled_towards_the_whole_objects():
+    # Near the key mask's edge each tile has a colour model of its own: the clipped log ratio of
+    # its (grown) window's foreground and ring histograms, each pulled towards the whole object's
+    # by _TILE_PRIOR cells. Worked out here bin by bin for every tile, and read back through _llr.
+    rng = np.random.default_rng(5)
+    prop = DenseFlowPropagator()
+    rows, cols, nb, t = 144, 256, prop.app_bins**3, prop.app_tile
+    idx = rng.integers(0, nb, (rows, cols)).astype(np.int32)
+    blobs = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 8)
+    key = blobs > 0.5 * blobs.std()
+    key[:, 200:] = False
+    model = prop._colour_model(idx, key)
+    ys, xs = np.nonzero(key)
+    gx, gy = prop.app_ring * (xs.max() + 1 - xs.min()) + 2, prop.app_ring * (ys.max() + 1 - ys.min()) + 2
+    ring = np.zeros_like(key)
+    ring[max(0, int(ys.min() - gy)):int(np.ceil(ys.max() + 1 + gy)), max(0, int(xs.min() - gx)):int(np.ceil(xs.max() + 1 + gx))] = True
+    ring &= ~key
+    whole_f, whole_b = np.bincount(idx[key], minlength=nb), np.bincount(idx[ring], minlength=nb)
+    gf, gb = whole_f / whole_f.sum(), whole_b / whole_b.sum()
+    tiles = np.argwhere(model.lut > 0)
+    assert len(tiles) > 10 and len(set(model.lut[model.lut > 0].tolist())) == len(tiles)
+    every_bin = np.arange(nb)
+    for a, b in tiles:
+        sl = (slice(max(0, a * t - t // 2), (a + 1) * t + t // 2), slice(max(0, b * t - t // 2), (b + 1) * t + t // 2))
+        f, k = np.bincount(idx[sl][key[sl]], minlength=nb), np.bincount(idx[sl][ring[sl]], minlength=nb)
+        pf, pb = (f + _TILE_PRIOR * gf) / (f.sum() + _TILE_PRIOR), (k + _TILE_PRIOR * gb) / (k.sum() + _TILE_PRIOR)
+        want = np.clip(np.log((pf + _APP_EPS) / (pb + _APP_EPS)), -prop.app_clip, prop.app_clip).astype(np.float32)
+        # Cells whose content came from this tile read its ratios; cells with no source, the whole's.
+        src = np.tile([(b + 0.5) * t, (a + 0.5) * t], (nb, 1)).astype(np.float32)
+        np.testing.assert_array_equal(prop._llr(model, every_bin, src), want)
+    np.testing.assert_array_equal(prop._llr(model, every_bin, np.full((nb, 2), -1.0e4, np.float32)), model.whole)
 
 
 def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):

@@ -96,6 +96,7 @@ _FAR = -1.0e4  # map coordinate of cells with no source (samples the fill value)
 _HIDDEN = 0.3  # a track with less than this fraction of its cells clear of the tracks in front of it coasts
 _MEET = 24.0  # pixels: objects whose boxes come this close get flow on crops of their own (see step)
 _KNOWN_MARGIN = 0.5  # of the usual crop margin: how much room a reused forward crop must leave around the object
+_APP_EPS = 1.0 / 2000  # added to both histograms' probabilities before their ratio
 _TILE_PRIOR = 30.0  # cells: how strongly a tile's colour histograms lean on the whole object's
 _SMOOTH_REACH = 1.5  # cells beyond the refined band whose colours the smoothing reads (its support at the band's edge)
 _DEPTH_MARGIN = 1.0  # cells: how much better one track's motion must explain shared flow to be in front
@@ -253,16 +254,18 @@ def edge_by_motion(
     k = max(1, int(cell))
     sw, sh = max(1, -(-(x1 - x0) // k)), max(1, -(-(y1 - y0) // k))
     sx, sy = (x1 - x0) / sw, (y1 - y0) / sh  # window pixels per small pixel
-    gy, gx = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    map_x = (x0 + (np.arange(sw, dtype=np.float32) + 0.5) * sx) / cell_x - 0.5
+    map_y = (y0 + (np.arange(sh, dtype=np.float32) + 0.5) * sy) / cell_y - 0.5
     flow = cv2.remap(
-        back, (x0 + (gx + 0.5) * sx) / cell_x - 0.5, (y0 + (gy + 0.5) * sy) / cell_y - 0.5,
+        back, np.ascontiguousarray(np.broadcast_to(map_x, (sh, sw))),
+        np.ascontiguousarray(np.broadcast_to(map_y[:, None], (sh, sw))),
         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
     ) * np.float32([cell_x, cell_y])
     small_inner = cv2.resize(inner.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     small_ring = cv2.resize(ring.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
     inside = small_inner > 0.5
     if inside.any():
-        speed = math.hypot(float(np.median(flow[..., 0][inside])), float(np.median(flow[..., 1][inside])))
+        speed = math.hypot(*(float(v) for v in np.median(flow[inside], axis=0)))
         if speed > _EDGE_FAST * math.sqrt(float(np.count_nonzero(m))):
             # (The hard scenes' small fast object: with its edges re-decided, it was lost for good.)
             return mask.copy()
@@ -283,18 +286,19 @@ def edge_by_motion(
     cur = lab_cur[py + y0, px + x0].astype(np.float32)
     was = before.view(np.uint8)
     patch = (_EDGE_PATCH, _EDGE_PATCH)
-    err, came, weight = [], [], []
-    for where in (small_inner, small_ring):
+    came, weight = [], []
+    e = np.zeros((*near.shape, 2), np.float32)  # each motion's squared colour difference, a channel each
+    for side, where in enumerate((small_inner, small_ring)):
         f = _sample(spread(where), u, v, cv2.BORDER_REPLICATE)
         sx_, sy_ = fx_ + f[:, 0], fy_ + f[:, 1]
         then = _sample(lab_prev, sx_, sy_, cv2.BORDER_REPLICATE).astype(np.float32)
-        e = np.zeros(near.shape, np.float32)
-        e[py, px] = ((cur - then) ** 2).sum(axis=1)
-        err.append(cv2.boxFilter(e, -1, patch, normalize=False)[py, px])
+        e[py, px, side] = ((cur - then) ** 2).sum(axis=1)
         # In the object on the previous frame, where this motion brings the pixel from.
         came.append(_sample(was, sx_, sy_, cv2.BORDER_CONSTANT)[:, 0] > 0)
         weight.append(f[:, 2])
-    err_obj, err_bg = err
+    # Summed over each pixel's patch (both channels at once: the same sums as one by one).
+    err = cv2.boxFilter(e, -1, patch, normalize=False)[py, px]
+    err_obj, err_bg = err[:, 0], err[:, 1]
     in_obj, in_bg = came
     # Both motions must be measured near the pixel, and it must lie in the band.
     ok = tested[py, px] & (weight[0] > 0.05) & (weight[1] > 0.05)
@@ -477,12 +481,32 @@ class FlowResult(NamedTuple):
     back: np.ndarray | None = None
 
 
+class _TileCounts(NamedTuple):
+    """The colour histograms of the tiles near a key mask's edge, counted; their ratios are worked out
+    at the few bins read (:meth:`ratio`): a table of every bin of every tile cost 3-4 ms an object."""
+
+    fg: np.ndarray  # (n, bins) int64: the tile's (grown) foreground cells per colour bin
+    bg: np.ndarray  # (n, bins) int64: the same for the ring's cells
+    fg_total: np.ndarray  # (n,) int64: each row's sum
+    bg_total: np.ndarray
+    prior_fg: np.ndarray  # (bins,) float64: the whole object's histograms, normalised (the prior)
+    prior_bg: np.ndarray
+    clip: float
+
+    def ratio(self, rows: np.ndarray, bins: np.ndarray) -> np.ndarray:
+        """``(n,) float32``: tile ``rows``' (0-based) clipped ``log(p_fg / p_bg)`` at ``bins``, the tile's
+        histograms pulled towards the whole object's by ``_TILE_PRIOR`` cells."""
+        pf = (self.fg[rows, bins] + _TILE_PRIOR * self.prior_fg[bins]) / (self.fg_total[rows] + _TILE_PRIOR)
+        pb = (self.bg[rows, bins] + _TILE_PRIOR * self.prior_bg[bins]) / (self.bg_total[rows] + _TILE_PRIOR)
+        return np.clip(np.log((pf + _APP_EPS) / (pb + _APP_EPS)), -self.clip, self.clip).astype(np.float32)
+
+
 class _ColourModel(NamedTuple):
     """Clipped ``log(p_fg / p_bg)`` per colour bin, from the key frame (see ``DenseFlowPropagator._colour_model``)."""
 
     whole: np.ndarray  # (bins,) float32: the whole mask against the whole ring
-    lut: np.ndarray | None  # (tiles_y, tiles_x) int32: each tile's row of table (0: the whole's), or None
-    table: np.ndarray | None  # (n, bins) float32: row 0 the whole object's, then one per tile near the edge
+    lut: np.ndarray | None  # (tiles_y, tiles_x) int32: each tile's row of tiles plus one (0: the whole's), or None
+    tiles: _TileCounts | None  # one row per tile near the edge
     tile: int  # tile side, cells
 
 
@@ -568,8 +592,9 @@ class DenseFlowPropagator:
         self._dis = _DisPair(_PRESETS[preset])
         self._key_dis = _DisPair(_KEY_PRESET) if self.key_flow else None
         self._lent = _Lent()
-        # (the last frame, its grey copy, its Lab copy when edge_motion made one): the next step's previous
-        self._last: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        # The last frame's conversions, for the next step whose previous frame it is:
+        # (frame, grey, whole frame in Lab or None, its cells in Lab or None).
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
         self.order: tuple[int, ...] = ()  # the order the last step used, front first (see _depth)
@@ -593,7 +618,10 @@ class DenseFlowPropagator:
         Each crop's flow one way then runs there while the other way runs on the
         calling thread (:class:`_DisPair`: about a tenth off a step with ``medium``
         on 2 cores; the same numbers), and so does the work a step is given to
-        run beside it (:meth:`step`'s ``beside``). The owner of the thread (the app's
+        run beside it (:meth:`step`'s ``beside``), the frame's colour conversions
+        and each track's :func:`edge_by_motion` (OpenCV and numpy let go of the
+        GIL for most of both; each needs nothing of the work left on the calling
+        thread). The owner of the thread (the app's
         :class:`~realtime_sam.app.pipeline.Pipeline`) lends it and takes it back;
         a call it cancels when closing runs on the calling thread instead.
         """
@@ -632,6 +660,20 @@ class DenseFlowPropagator:
             return cv2.cvtColor(small, cv2.COLOR_BGR2Lab)
         return np.repeat(small[..., None], 3, axis=2)
 
+    def _colours(self, prev: np.ndarray, cur: np.ndarray, cached, rows: int, cols: int) -> tuple:
+        """A step's colours: ``(lab_cur, idx_cur, edge_prev, edge_cur)``, the current frame's ``rows x cols``
+        cells in Lab (:meth:`_lab`) and their bins (:meth:`_bins`), and both frames whole in Lab for the
+        edges (:func:`_full_lab`; ``cached``: the last step's conversions, ``self._last``, or None);
+        ``None`` each where not used. Reads nothing that changes during a step (it runs on the lent thread)."""
+        lab_cur = self._lab(cur, rows, cols) if self.app_lambda > 0 or self.key_flow else None
+        idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
+        edge_prev = edge_cur = None
+        if self.edge_motion:
+            # Whole frames in Lab for the edges' colours (the current one is the next step's previous).
+            edge_prev = cached[2] if cached is not None and cached[2] is not None else _full_lab(prev)
+            edge_cur = _full_lab(cur)
+        return lab_cur, idx_cur, edge_prev, edge_cur
+
     def _bins(self, small: np.ndarray) -> np.ndarray:
         """``(rows, cols) int32`` colour bin of every low-res cell, from its Lab (:meth:`_lab`)."""
         q = (small.astype(np.int32) * self.app_bins) >> 8
@@ -660,33 +702,38 @@ class DenseFlowPropagator:
         hf = np.bincount(idx[fg], minlength=nb).astype(np.float64)
         hb = np.bincount(idx[ring], minlength=nb).astype(np.float64)
         gf, gb = hf / hf.sum(), hb / hb.sum()
-        eps = 1.0 / 2000
         clip = self.app_clip
-        whole = np.clip(np.log((gf + eps) / (gb + eps)), -clip, clip).astype(np.float32)
+        whole = np.clip(np.log((gf + _APP_EPS) / (gb + _APP_EPS)), -clip, clip).astype(np.float32)
         t = self.app_tile
         if t <= 0:
             return _ColourModel(whole, None, None, 0)
         ty, tx = -(-rows // t), -(-cols // t)
-        lut = np.zeros((ty, tx), np.int32)  # each tile's row of table; row 0 is the whole object's
-        table = [whole]
+        lut = np.zeros((ty, tx), np.int32)  # each tile's row of the tiles' counts plus one; 0 is the whole object's
         # Only tiles whose window holds the key mask's edge get a model of their own: the band
         # round the warped mask reads tiles there (elsewhere, or off the key grid, the whole's).
         edge = cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         edge &= cv2.dilate((~fg).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         g = t // 2
         ey, ex = np.nonzero(edge)
+        keys_f, keys_b = [], []  # each tile's cells' bins, offset by the tile's row: one count for all
         for a in range(max(0, (int(ey.min()) - g) // t), min(ty, (int(ey.max()) + g) // t + 1)):
             for b in range(max(0, (int(ex.min()) - g) // t), min(tx, (int(ex.max()) + g) // t + 1)):
                 sl = (slice(max(0, a * t - g), (a + 1) * t + g), slice(max(0, b * t - g), (b + 1) * t + g))
                 if not edge[sl].any():
                     continue
-                f = np.bincount(idx[sl][fg[sl]], minlength=nb)
-                k = np.bincount(idx[sl][ring[sl]], minlength=nb)
-                pf = (f + _TILE_PRIOR * gf) / (f.sum() + _TILE_PRIOR)
-                pb = (k + _TILE_PRIOR * gb) / (k.sum() + _TILE_PRIOR)
-                lut[a, b] = len(table)
-                table.append(np.clip(np.log((pf + eps) / (pb + eps)), -clip, clip).astype(np.float32))
-        return _ColourModel(whole, lut, np.stack(table), t)
+                keys_f.append(idx[sl][fg[sl]] + len(keys_f) * nb)
+                keys_b.append(idx[sl][ring[sl]] + len(keys_b) * nb)
+                lut[a, b] = len(keys_f)
+        n = len(keys_f)
+        if not n:
+            return _ColourModel(whole, lut, None, t)
+        counts = _TileCounts(
+            np.bincount(np.concatenate(keys_f), minlength=n * nb).reshape(n, nb),
+            np.bincount(np.concatenate(keys_b), minlength=n * nb).reshape(n, nb),
+            np.array([len(k) for k in keys_f], np.int64), np.array([len(k) for k in keys_b], np.int64),
+            gf, gb, clip,
+        )
+        return _ColourModel(whole, lut, counts, t)
 
     @staticmethod
     def _carry_model_map(old: _State, new_whole: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
@@ -771,7 +818,11 @@ class DenseFlowPropagator:
         a = np.clip((src[:, 1] + 0.5) // model.tile, 0, ty - 1).astype(np.intp)
         b = np.clip((src[:, 0] + 0.5) // model.tile, 0, tx - 1).astype(np.intp)
         row = np.where(src[:, 0] > _FAR / 2, model.lut[a, b], 0)  # no source: the whole object's
-        return model.table[row, bins]
+        out = model.whole[bins]
+        tiled = row > 0
+        if tiled.any():
+            out[tiled] = model.tiles.ratio(row[tiled] - 1, bins[tiled])
+        return out
 
     # -- the step ---------------------------------------------------------------------
 
@@ -815,7 +866,7 @@ class DenseFlowPropagator:
         cached = self._last if self._last is not None and self._last[0] is prev else None
         g0 = cached[1] if cached is not None else _grey(prev)
         g1 = _grey(cur)
-        self._last = (cur, g1, None)
+        self._last = (cur, g1, None, None)
         self.forget(list(tracks))
         if not tracks:
             # Not the last step's: the engine merges it into its own order, and a stale id
@@ -860,6 +911,10 @@ class DenseFlowPropagator:
                     computed[crop] = self._derive(flows, (h, w))
             fields[tid] = computed[crop]
 
+        # The current frame's colours on the lent thread (OpenCV makes them without the GIL),
+        # beside the fits and checks here, which keep one core busy; the key flows' DIS calls wait
+        # for them there, but they are short.
+        colours = self._lent.submit(self._colours, prev, cur, cached, rows, cols) if self._lent.submit is not None else None
         # Each track's own motion, fitted to its reliable flow away from other tracks (where
         # two overlap, the flow is the front one's).
         motions: dict[int, tuple[np.ndarray, bool, np.ndarray]] = {}
@@ -924,14 +979,10 @@ class DenseFlowPropagator:
         # Every DIS call of the step is made (the key flows just above): what is left keeps one
         # core busy, so work that needs nothing of it runs on the lent thread from here.
         job = self._lent.submit(beside) if beside is not None and self._lent.submit is not None else None
-        lab_cur = self._lab(cur, rows, cols) if self.app_lambda > 0 or self.key_flow else None
-        idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
-        if self.edge_motion:
-            # Whole frames in Lab for the edges' colours (the current one is the next step's previous).
-            edge_prev = cached[2] if cached is not None and cached[2] is not None else _full_lab(prev)
-            edge_cur = _full_lab(cur)
-            self._last = (cur, g1, edge_cur)
+        lab_cur, idx_cur, edge_prev, edge_cur = _result_or_run(colours, self._colours, prev, cur, cached, rows, cols)
+        self._last = (cur, g1, edge_cur, lab_cur)
         out: dict[int, FlowResult] = {}
+        edges: dict[int, tuple] = {}  # track -> (edge job or None, edge_by_motion's args or None, its mask, covered_src then)
         for tid in ranked:
             logits = tracks[tid]
             st = self._states.get(tid)
@@ -941,7 +992,7 @@ class DenseFlowPropagator:
                 st = _State(np.asarray(logits, np.float32), ident.copy(), logits, np.eye(2, 3), fill)
                 self._states[tid] = st
                 if lab_prev is None and (self.key_flow or self.app_lambda > 0):
-                    lab_prev = self._lab(prev, rows, cols)
+                    lab_prev = cached[3] if cached is not None and cached[3] is not None else self._lab(prev, rows, cols)
                 if self.key_flow:
                     if key_lab is None:
                         key_lab = lab_prev.astype(np.float32)
@@ -951,7 +1002,7 @@ class DenseFlowPropagator:
                     if old.colours is not None and old.colours.lut is not None:
                         st.model_map = self._carry_model_map(old, st.key[:rows, :cols] > 0, rows, cols)
                         if st.model_map is None:
-                            st.colours = old.colours._replace(lut=None, table=None)  # the whole object's alone
+                            st.colours = old.colours._replace(lut=None, tiles=None)  # the whole object's alone
                 elif self.app_lambda > 0:
                     # Not the cells tracks in front cover: there the key is this track's hidden part.
                     st.colours = self._colour_model(self._bins(lab_prev), (st.key[:rows, :cols] > 0) & ~covered)
@@ -962,8 +1013,10 @@ class DenseFlowPropagator:
             # Backward field: dense flow where it is reliable and the track is not
             # behind another one; the track's own motion elsewhere.
             inv = cv2.invertAffineTransform(motion)
-            px = inv[0, 0] * ident[..., 0] + inv[0, 1] * ident[..., 1] + inv[0, 2]
-            py = inv[1, 0] * ident[..., 0] + inv[1, 1] * ident[..., 1] + inv[1, 2]
+            # (Over a row of x and a column of y, broadcast: the grid's own positions are separable.)
+            gx, gy = ident[:1, :, 0], ident[:, :1, 1]
+            px = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
+            py = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
             # A rigid object (its flow is its fitted motion, give or take) moves as one
             # piece: per-pixel flow would only add noise at its edges.
             use_flow = reliable & ~covered & (not rigid)
@@ -994,20 +1047,26 @@ class DenseFlowPropagator:
             visible_cells = whole & ~covered
             frac = float(visible_cells.sum()) / max(1.0, float(whole.sum()))
             mask = logits_to_mask(full, (h, w))
-            shown = None
             if self.edge_motion:
                 # From the mask the step before showed, or after a decode (new logits) the decoded one.
                 before = st.shown if tid in continuing and st.shown is not None else logits_to_mask(logits, (h, w))
-                # (Not for a track whose motion went unmeasured: its flow is not to be trusted.)
-                shown = st.shown = edge_by_motion(before, mask, b, edge_prev, edge_cur) if measured else mask.copy()
+                # (Not for a track whose motion went unmeasured: its flow is not to be trusted.) Needs
+                # nothing of the tracks after this one: on the lent thread, beside their work.
+                args = (before, mask, b, edge_prev, edge_cur) if measured else None
+                lent = self._lent.submit is not None and args is not None
+                edges[tid] = (self._lent.submit(edge_by_motion, *args) if lent else None, args, mask, covered_src)
             if covered_src is not None:
-                mask &= ~covered_src
-                if shown is not None:
-                    shown = shown & ~covered_src
+                mask = mask & ~covered_src  # a new array: the edge job reads the one it was given
             covered_src = mask.copy() if covered_src is None else covered_src | mask
             covered |= whole
             box = mask_to_box(mask)
-            out[tid] = FlowResult(full, mask, box, measured, frac, shown, b)
+            out[tid] = FlowResult(full, mask, box, measured, frac, None, b)
+        for tid, (edge_job, args, warped_mask, hide) in edges.items():
+            st = self._states[tid]
+            shown = st.shown = _result_or_run(edge_job, edge_by_motion, *args) if args is not None else warped_mask.copy()
+            if hide is not None:
+                shown = shown & ~hide
+            out[tid] = out[tid]._replace(shown=shown)
         if beside is not None:
             _result_or_run(job, beside)
         return out
