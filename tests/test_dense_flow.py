@@ -815,6 +815,9 @@ def test_each_tiles_colour_ratio_is_its_histograms_pulled_towards_the_whole_obje
         src = np.tile([(b + 0.5) * t, (a + 0.5) * t], (nb, 1)).astype(np.float32)
         np.testing.assert_array_equal(prop._llr(model, every_bin, src), want)
     np.testing.assert_array_equal(prop._llr(model, every_bin, np.full((nb, 2), -1.0e4, np.float32)), model.whole)
+    # Kept per track until its next decode: the counts take no more memory than the float32
+    # table of every tile's ratios did.
+    assert model.tiles.fg.nbytes + model.tiles.bg.nbytes <= 4 * nb * (len(tiles) + 1)
 
 
 def test_work_beside_a_step_runs_on_the_lent_thread_after_all_its_flow(scene):
