@@ -483,7 +483,7 @@ class FlowResult(NamedTuple):
 
 class _TileCounts(NamedTuple):
     """The colour histograms of the tiles near a key mask's edge, counted; their ratios are worked out
-    at the few bins read (:meth:`ratio`): a table of every bin of every tile cost 3-4 ms an object."""
+    at the few bins read (:meth:`ratio`): a table of every bin of every tile cost 2-8 ms an object."""
 
     fg: np.ndarray  # (n, bins) uint16 (int32 for tiles over 127 cells): the tile's (grown) foreground cells per colour bin
     bg: np.ndarray  # (n, bins), the same for the ring's cells
