@@ -94,11 +94,11 @@ class _Cells(NamedTuple):
     @classmethod
     def of(cls, flow: np.ndarray) -> "_Cells":
         """``flow`` (``(rows, cols, 2)``, zero outside one rectangle of cells) kept as that rectangle."""
-        rows = np.flatnonzero(flow.any(axis=(1, 2)))
-        cols = np.flatnonzero(flow.any(axis=(0, 2)))
-        if not len(rows):
+        box = mask_to_box(flow.any(axis=2))
+        if box is None:
             return cls(np.zeros((0, 0, 2), np.float32), (0, 0), flow.shape)
-        return cls(flow[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy(), (int(rows[0]), int(cols[0])), flow.shape)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        return cls(flow[y0:y1, x0:x1].copy(), (y0, x0), flow.shape)
 
     def whole(self) -> np.ndarray:
         out = np.zeros(self.shape, np.float32)
@@ -278,4 +278,3 @@ class TwoWay:
             box = mask_to_box(mask)
             tracks.append(dataclass_replace(t, mask=mask, box=t.box if box is None else tuple(float(v) for v in box)))
         return dataclass_replace(result, tracks=tuple(tracks))
-
