@@ -25,6 +25,7 @@ from realtime_sam.tracking.dense_flow import (
     _TILE_PRIOR,
     DenseFlowPropagator,
     _DisPair,
+    _full_lab,
     edge_by_motion,
     grid_shape,
     logits_to_mask,
@@ -932,10 +933,6 @@ def _cell_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.resize(full, (cols, rows), interpolation=cv2.INTER_AREA) / np.float32([w / cols, h / rows])
 
 
-def _lab(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(image, cv2.COLOR_BGR2Lab)
-
-
 def test_the_edge_is_given_to_the_motion_that_carries_its_colours():
     (a, before), (b, truth) = _textured_disc(300), _textured_disc(310)
     back = _cell_flow(a, b)
@@ -943,7 +940,7 @@ def test_the_edge_is_given_to_the_motion_that_carries_its_colours():
     # A warped mask 2 px off the object's edge every way it can be: behind, ahead, too large, too small.
     for cx, r in ((308, 60), (312, 60), (310, 62), (310, 58)):
         warped = (xx - cx) ** 2 + (yy - 240) ** 2 <= r * r
-        out = edge_by_motion(before, warped, back, _lab(a), _lab(b))
+        out = edge_by_motion(before, warped, back, _full_lab(a), _full_lab(b))
         assert out is not warped and _iou(out, truth) > max(0.98, _iou(warped, truth) + 0.02), (cx, r)
         # Only the band at the warped edge changes (2 px each side at 640x480).
         far = cv2.distanceTransform((~(warped ^ cv2.erode(warped.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))).astype(np.uint8), cv2.DIST_L2, 3)
@@ -959,7 +956,7 @@ def test_an_object_with_a_long_edge_is_re_decided_too():
     assert np.count_nonzero(cv2.dilate(stripes.astype(np.uint8), np.ones((7, 7))) != cv2.erode(stripes.astype(np.uint8), np.ones((7, 7)))) > 40000
     a = _texture(h, w, 3)
     back = np.zeros((*grid_shape(h, w), 2), np.float32)
-    out = edge_by_motion(stripes, stripes, back, _lab(a), _lab(a))
+    out = edge_by_motion(stripes, stripes, back, _full_lab(a), _full_lab(a))
     assert out.shape == stripes.shape and _iou(out, stripes) > 0.99
 
 
@@ -979,12 +976,12 @@ def test_a_fast_object_keeps_its_edge_as_warped():
     (a, before) = _textured_disc(300, r=12)
     (b, truth) = _textured_disc(306, r=12)
     warped = (xx - 305) ** 2 + (yy - 240) ** 2 <= 144
-    out = edge_by_motion(before, warped, _disc_flow(306, 12, 6.0), _lab(a), _lab(b))
+    out = edge_by_motion(before, warped, _disc_flow(306, 12, 6.0), _full_lab(a), _full_lab(b))
     assert (out == warped).all()
     # Slower, the same object's edge is re-decided, and closer to the truth.
     (b, truth) = _textured_disc(302, r=12)
     warped = (xx - 301) ** 2 + (yy - 240) ** 2 <= 144
-    out = edge_by_motion(before, warped, _disc_flow(302, 12, 2.0), _lab(a), _lab(b))
+    out = edge_by_motion(before, warped, _disc_flow(302, 12, 2.0), _full_lab(a), _full_lab(b))
     assert (out != warped).any() and _iou(out, truth) > _iou(warped, truth)
 
 
