@@ -708,13 +708,13 @@ def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_
     assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads
 
 
-def _stepped(scene, submit, frames: int = 9, every: int = 4):
-    """Three objects of ``scene`` carried by one propagator over ``frames`` frames, the ground truth
-    decoded anew every ``every``: ``([{track: FlowResult}, ...], names of the functions it lent)``."""
+def _stepped(scene, submit, frames: int = 9, every: int = 4, **settings):
+    """Three objects of ``scene`` carried by one propagator (``settings``) over ``frames`` frames, the ground
+    truth decoded anew every ``every``: ``([{track: FlowResult}, ...], names of the functions it lent)``."""
     inp = preprocess_shape(scene.height, scene.width, 1024)
     shots = [scene.render(i) for i in range(frames)]
     oids = sorted(shots[0][1])[:3]
-    prop, lent = DenseFlowPropagator(), []
+    prop, lent = DenseFlowPropagator(**settings), []
     if submit is not None:
         def counted(fn, *args):
             lent.append(getattr(fn, "__name__", ""))
@@ -752,6 +752,26 @@ def test_a_step_lent_a_thread_makes_its_colours_and_edges_there_with_the_same_nu
                 assert np.array_equal(a.box, b.box) and a.measured == b.measured and a.visible == b.visible
             re_decided += int(not np.array_equal(a.shown, a.mask))
     assert re_decided > 5  # the edges were re-decided: the shown masks compared are not the warped ones
+
+
+def test_a_propagator_that_makes_no_masks_moves_the_logits_the_same():
+    # Two-way's backward run reads only the logits: made with masks=False a propagator makes no
+    # full-size masks (nor boxes, nor edges), and every other number is that of one that does.
+    scene = hard_scene(320, 240, seconds=1, seed=2)
+    with_masks, _ = _stepped(scene, None)
+    logits_only, _ = _stepped(scene, None, masks=False)
+    assert len(with_masks) == len(logits_only)
+    for a_step, b_step in zip(with_masks, logits_only):
+        assert list(a_step) == list(b_step) and len(a_step) == 3
+        for tid, a in a_step.items():
+            b = b_step[tid]
+            assert b.mask is None and b.box is None and b.shown is None
+            assert a.mask is not None and a.mask.any()
+            np.testing.assert_array_equal(a.logits, b.logits)
+            np.testing.assert_array_equal(a.back, b.back)
+            assert a.measured == b.measured and a.visible == b.visible
+    assert DenseFlowPropagator(masks=False).edge_motion is False  # no masks, no edges to re-decide
+    assert DenseFlowPropagator(masks=False).fresh(masks=True).edge_motion is True
 
 
 def test_a_decode_reads_the_colours_the_step_before_made_of_its_frame_with_the_same_numbers(scene):

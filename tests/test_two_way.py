@@ -291,6 +291,52 @@ def test_the_backward_run_reads_the_forward_runs_flow_and_blends_as_it_would_com
     assert j_shared > j_alone - 0.01, (j_shared, j_alone)
 
 
+def test_blended_masks_edges_run_on_the_lent_thread_with_the_same_masks(clip):
+    """Two-way re-decides its blended masks' edges track by track, every other one on the thread the
+    engine lends dense flow: the masks are those of a run with no thread lent, or with one whose
+    owner cancels what it is handed (closing)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    frames, gts = clip
+
+    def cancelled(fn, *args) -> Future:
+        f = Future()
+        f.cancel()
+        return f
+
+    def run(submit):
+        engine = _engine(frames, gts)
+        two_way = engine.two_way()
+        at_blend: list[str] = []
+        blending = False
+        if submit is not None:
+            def counted(fn, *args):
+                if blending:
+                    at_blend.append(getattr(fn, "__name__", ""))
+                return submit(fn, *args)
+
+            engine.attach_flow_worker(counted)
+        out = []
+        for i, image in enumerate(frames):
+            r = engine.process(Frame(i, image, i / 30.0, time.monotonic()))
+            blending = True
+            out.extend(two_way.push(r, engine.soft_masks()))
+            blending = False
+        blending = True
+        return out + two_way.finish(engine), at_blend
+
+    alone, _ = run(None)
+    with ThreadPoolExecutor(1, thread_name_prefix="lent") as pool:
+        shared, at_blend = run(pool.submit)
+    closing, _ = run(cancelled)
+    assert at_blend.count("edge_by_motion") > 5  # the blends handed edges to the thread
+    assert [r.index for r in alone] == [r.index for r in shared] == [r.index for r in closing]
+    for a, b, c in zip(alone, shared, closing):
+        for ta, tb, tc in zip(a.tracks, b.tracks, c.tracks):
+            assert ta.track_id == tb.track_id == tc.track_id
+            assert np.array_equal(ta.mask, tb.mask) and np.array_equal(ta.mask, tc.mask)
+
+
 def test_reversed_flows_are_the_forward_ones_with_roles_swapped(clip):
     """What makes the reuse exact for a given crop: DIS from b to a is what a forward step from a to b computed."""
     frames, _ = clip
@@ -336,3 +382,9 @@ def test_held_flows_keep_only_their_crops_cells_and_give_back_the_whole_grid():
     assert np.array_equal(kept.whole(), flow)
     none = np.zeros_like(flow)
     assert np.array_equal(_Cells.of(none).whole(), none)
+    # A cell that moves along one axis only is flow too: the rectangle reaches it.
+    flow[9, 19] = (0.0, 1.5)
+    flow[50, 90] = (-0.5, 0.0)
+    kept = _Cells.of(flow)
+    assert kept.at == (9, 19) and kept.part.shape == (42, 72, 2)
+    assert np.array_equal(kept.whole(), flow)

@@ -456,8 +456,10 @@ class FlowResult(NamedTuple):
     Attributes:
         logits: ``256x256 float32``, the track's whole (amodal) soft mask now;
             hidden parts move with the track's own motion.
-        mask: ``HxW bool`` visible mask (``logits > 0`` minus tracks in front).
-        box: ``(4,)`` float64 XYXY box of ``mask``, or ``None`` when nothing is visible.
+        mask: ``HxW bool`` visible mask (``logits > 0`` minus tracks in front);
+            ``None`` from a propagator made with ``masks=False``.
+        box: ``(4,)`` float64 XYXY box of ``mask``, or ``None`` when nothing is
+            visible (or no mask was made).
         measured: False when too little of the object was visible and
             reliably tracked to measure its motion (it moved on its last
             measured motion).
@@ -473,7 +475,7 @@ class FlowResult(NamedTuple):
     """
 
     logits: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     box: np.ndarray | None
     measured: bool
     visible: float
@@ -560,20 +562,25 @@ class DenseFlowPropagator:
             object's and the background's motion (:func:`edge_by_motion`),
             from the mask the step before made (the decoded one after a decode).
             The logits are left as they are.
+        masks: make each track's full-size visible mask (``FlowResult.mask``,
+            ``box`` and ``shown``). ``False`` for a run whose logits alone are
+            read (two-way's backward run): those three are ``None``, the logits
+            the same numbers, and upsampling the masks (about 0.5 ms a track and
+            step at 640x480) is saved.
     """
 
     def __init__(
         self, *, max_side: int = 480, preset: str = "medium", fb_tolerance: float = 0.5, fb_relative: float = 0.1,
         min_cells: int = 4, rigid_tolerance: float = 0.0,
         app_lambda: float = 1.25, app_bins: int = 16, app_band: float = 2.5, app_clip: float = 3.0, app_ring: float = 0.3,
-        app_tile: int = 8, app_smooth: float = 0.8, key_flow: bool = True, edge_motion: bool = True,
+        app_tile: int = 8, app_smooth: float = 0.8, key_flow: bool = True, edge_motion: bool = True, masks: bool = True,
     ) -> None:
         # The arguments as given, for fresh(): one list of settings, not a copy of it elsewhere.
         self._settings = dict(
             max_side=max_side, preset=preset, fb_tolerance=fb_tolerance, fb_relative=fb_relative, min_cells=min_cells,
             rigid_tolerance=rigid_tolerance, app_lambda=app_lambda, app_bins=app_bins, app_band=app_band,
             app_clip=app_clip, app_ring=app_ring, app_tile=app_tile, app_smooth=app_smooth, key_flow=key_flow,
-            edge_motion=edge_motion,
+            edge_motion=edge_motion, masks=masks,
         )
         self.app_lambda, self.app_bins, self.app_band = float(app_lambda), int(app_bins), float(app_band)
         self.app_clip, self.app_ring = float(app_clip), float(app_ring)
@@ -588,7 +595,8 @@ class DenseFlowPropagator:
         self.min_cells = int(min_cells)
         self.rigid_tolerance = float(rigid_tolerance)
         self.key_flow = bool(key_flow)
-        self.edge_motion = bool(edge_motion)
+        self.masks = bool(masks)
+        self.edge_motion = bool(edge_motion) and self.masks  # (the edges are the masks')
         self._dis = _DisPair(_PRESETS[preset])
         self._key_dis = _DisPair(_KEY_PRESET) if self.key_flow else None
         self._lent = _Lent()
@@ -626,6 +634,11 @@ class DenseFlowPropagator:
         a call it cancels when closing runs on the calling thread instead.
         """
         self._lent.submit = submit
+
+    @property
+    def lent(self) -> Submit | None:
+        """The lent thread's ``submit`` (:meth:`lend`), ``None`` when none is lent: for work beside a step's."""
+        return self._lent.submit
 
     def reset(self) -> None:
         """Forget the cached frame and every track's state."""
@@ -1049,6 +1062,10 @@ class DenseFlowPropagator:
             whole = warped > 0
             visible_cells = whole & ~covered
             frac = float(visible_cells.sum()) / max(1.0, float(whole.sum()))
+            covered |= whole
+            if not self.masks:
+                out[tid] = FlowResult(full, None, None, measured, frac, None, b)
+                continue
             mask = logits_to_mask(full, (h, w))
             if self.edge_motion:
                 # From the mask the step before showed, or after a decode (new logits) the decoded one.
@@ -1061,7 +1078,6 @@ class DenseFlowPropagator:
             if covered_src is not None:
                 mask = mask & ~covered_src  # a new array: the edge job reads the one it was given
             covered_src = mask.copy() if covered_src is None else covered_src | mask
-            covered |= whole
             box = mask_to_box(mask)
             out[tid] = FlowResult(full, mask, box, measured, frac, None, b)
         for tid, (edge_job, args, warped_mask, hide) in edges.items():

@@ -510,9 +510,10 @@ class Engine:
             return None
         # The backward run reads the flow this engine's forward steps computed over the same
         # frame pairs (roles swapped) instead of running DIS again.
-        # The backward run's visible masks are not used (its logits are blended): no edges to re-decide
-        # there; the blended masks' edges are re-decided by the two-way itself, as this engine's are.
-        two_way = TwoWay(self.dense.fresh(edge_motion=False), max_held=max_held, edges=self.dense.edge_motion)  # checks max_held
+        # The backward run's visible masks are not used (its logits are blended): none are made, and
+        # no edges re-decided there; the blended masks' edges are re-decided by the two-way itself,
+        # as this engine's are.
+        two_way = TwoWay(self.dense.fresh(masks=False), max_held=max_held, edges=self.dense.edge_motion)  # checks max_held
         flows = FlowCache(max_frames=min(two_way.max_held, 32))
         self.dense.record_to = two_way.propagator.reuse_from = flows
         return two_way
