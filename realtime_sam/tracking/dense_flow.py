@@ -483,6 +483,12 @@ class FlowResult(NamedTuple):
     back: np.ndarray | None = None
 
 
+def _log_ratio(pf: np.ndarray, pb: np.ndarray, clip: float) -> np.ndarray:
+    """``float32``: the clipped colour log-likelihood ratio ``log(p_fg / p_bg)`` of two histograms' probabilities
+    (each plus ``_APP_EPS``), the whole object's and each tile's alike."""
+    return np.clip(np.log((pf + _APP_EPS) / (pb + _APP_EPS)), -clip, clip).astype(np.float32)
+
+
 class _TileCounts(NamedTuple):
     """The colour histograms of the tiles near a key mask's edge, counted; their ratios are worked out
     at the few bins read (:meth:`ratio`): a table of every bin of every tile cost 2-8 ms an object."""
@@ -500,7 +506,7 @@ class _TileCounts(NamedTuple):
         histograms pulled towards the whole object's by ``_TILE_PRIOR`` cells."""
         pf = (self.fg[rows, bins] + _TILE_PRIOR * self.prior_fg[bins]) / (self.fg_total[rows] + _TILE_PRIOR)
         pb = (self.bg[rows, bins] + _TILE_PRIOR * self.prior_bg[bins]) / (self.bg_total[rows] + _TILE_PRIOR)
-        return np.clip(np.log((pf + _APP_EPS) / (pb + _APP_EPS)), -self.clip, self.clip).astype(np.float32)
+        return _log_ratio(pf, pb, self.clip)
 
 
 class _ColourModel(NamedTuple):
@@ -716,7 +722,7 @@ class DenseFlowPropagator:
         hb = np.bincount(idx[ring], minlength=nb).astype(np.float64)
         gf, gb = hf / hf.sum(), hb / hb.sum()
         clip = self.app_clip
-        whole = np.clip(np.log((gf + _APP_EPS) / (gb + _APP_EPS)), -clip, clip).astype(np.float32)
+        whole = _log_ratio(gf, gb, clip)
         t = self.app_tile
         if t <= 0:
             return _ColourModel(whole, None, None, 0)
