@@ -295,14 +295,11 @@ def test_blended_masks_edges_run_on_the_lent_thread_with_the_same_masks(clip):
     """Two-way re-decides its blended masks' edges track by track, every other one on the thread the
     engine lends dense flow: the masks are those of a run with no thread lent, or with one whose
     owner cancels what it is handed (closing)."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_dense_flow import _cancelled
 
     frames, gts = clip
-
-    def cancelled(fn, *args) -> Future:
-        f = Future()
-        f.cancel()
-        return f
 
     def run(submit):
         engine = _engine(frames, gts)
@@ -328,7 +325,7 @@ def test_blended_masks_edges_run_on_the_lent_thread_with_the_same_masks(clip):
     alone, _ = run(None)
     with ThreadPoolExecutor(1, thread_name_prefix="lent") as pool:
         shared, at_blend = run(pool.submit)
-    closing, _ = run(cancelled)
+    closing, _ = run(_cancelled)
     assert at_blend.count("edge_by_motion") > 5  # the blends handed edges to the thread
     assert [r.index for r in alone] == [r.index for r in shared] == [r.index for r in closing]
     for a, b, c in zip(alone, shared, closing):
