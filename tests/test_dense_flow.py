@@ -708,13 +708,14 @@ def test_a_fresh_propagator_runs_its_flow_on_the_thread_lent_to_the_one_it_came_
     assert where.threads[0].startswith("lent") and where.threads[-1] == threading.current_thread().name, where.threads
 
 
-def _stepped(scene, submit, frames: int = 9, every: int = 4, **settings):
-    """Three objects of ``scene`` carried by one propagator (``settings``) over ``frames`` frames, the ground
-    truth decoded anew every ``every``: ``([{track: FlowResult}, ...], names of the functions it lent)``."""
+def _stepped(scene, submit, frames: int = 9, every: int = 4, defer_edges: bool = False, **settings):
+    """Three objects of ``scene`` carried by one propagator (``settings``, ``defer_edges``) over ``frames`` frames,
+    the ground truth decoded anew every ``every``: ``([{track: FlowResult}, ...], names of the functions it lent)``."""
     inp = preprocess_shape(scene.height, scene.width, 1024)
     shots = [scene.render(i) for i in range(frames)]
     oids = sorted(shots[0][1])[:3]
     prop, lent = DenseFlowPropagator(**settings), []
+    prop.defer_edges = defer_edges
     if submit is not None:
         def counted(fn, *args):
             lent.append(getattr(fn, "__name__", ""))
@@ -772,6 +773,75 @@ def test_a_propagator_that_makes_no_masks_moves_the_logits_the_same():
             assert a.measured == b.measured and a.visible == b.visible
     assert DenseFlowPropagator(masks=False).edge_motion is False  # no masks, no edges to re-decide
     assert DenseFlowPropagator(masks=False).fresh(masks=True).edge_motion is True
+
+
+def test_deferred_edges_are_worked_out_when_asked_for_with_the_masks_made_at_once(monkeypatch):
+    # With defer_edges a step re-decides no edge: each FlowResult.shown is a Deferred that, called,
+    # works out its edge and those of the steps before it back to the decode (once each), and
+    # gives the mask a propagator without it made at once, hidden parts taken off alike.
+    import realtime_sam.tracking.dense_flow as df
+
+    scene = hard_scene(320, 240, seconds=1, seed=2)
+    real, calls = df.edge_by_motion, []
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(df, "edge_by_motion", counted)
+    at_once, _ = _stepped(scene, None, frames=12)
+    made = len(calls)
+    calls.clear()
+    later, _ = _stepped(scene, None, frames=12, defer_edges=True)
+    assert calls == [] and made > 20
+    assert all(isinstance(r.shown, df.Deferred) for step in later for r in step.values() if r.measured)
+    # The last step's three masks: the decode was three steps before (every 4th from frame 1).
+    last = [r.shown() for r in later[-1].values()]
+    assert 0 < len(calls) <= 9
+    for mask, a in zip(last, at_once[-1].values()):
+        np.testing.assert_array_equal(mask, a.shown)
+    for step_a, step_b in zip(at_once, later):
+        assert list(step_a) == list(step_b)
+        for tid, a in step_a.items():
+            b = step_b[tid]
+            got = b.shown() if isinstance(b.shown, df.Deferred) else b.shown
+            np.testing.assert_array_equal(got, a.shown)
+            np.testing.assert_array_equal(b.mask, a.mask)
+            np.testing.assert_array_equal(b.logits, a.logits)
+    assert len(calls) == made  # each worked out once, though asked for by the steps after it too
+    assert any((a.shown != a.mask).any() for step in at_once for a in step.values())  # the edges changed something
+    # A chain nobody asks for is worked out as it grows past _DEFER_DEPTH steps (what it holds stays
+    # bounded), with the same masks.
+    monkeypatch.setattr(df, "_DEFER_DEPTH", 2)
+    calls.clear()
+    long_once, _ = _stepped(scene, None, frames=10, every=100)
+    made = len(calls)
+    calls.clear()
+    long_later, _ = _stepped(scene, None, frames=10, every=100, defer_edges=True)
+    assert 0 < len(calls) < made
+    for step_a, step_b in zip(long_once, long_later):
+        for tid, a in step_a.items():
+            b = step_b[tid].shown
+            assert not isinstance(b, df.Deferred) or b.depth <= 4  # (its own, and the hidden part taken off)
+            np.testing.assert_array_equal(b() if isinstance(b, df.Deferred) else b, a.shown)
+    assert len(calls) == made
+
+
+def test_a_deferred_value_is_worked_out_once_and_lets_go_of_what_it_was_made_from():
+    from realtime_sam.tracking.dense_flow import Deferred
+
+    calls = []
+
+    def add(a, b):
+        calls.append((a, b))
+        return a + b
+
+    one = Deferred(add, 1, 2)
+    two = Deferred(add, one, 10)
+    assert (one.depth, two.depth) == (1, 2) and calls == []
+    assert two() == 13 and two() == 13 and one() == 3
+    assert calls == [(1, 2), (3, 10)]  # each once
+    assert two.depth == 0 and two._args is None and two._fn is None  # the chain before it let go of
 
 
 def test_a_decode_reads_the_colours_the_step_before_made_of_its_frame_with_the_same_numbers(scene):

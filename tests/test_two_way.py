@@ -385,3 +385,56 @@ def test_held_flows_keep_only_their_crops_cells_and_give_back_the_whole_grid():
     kept = _Cells.of(flow)
     assert kept.at == (9, 19) and kept.part.shape == (42, 72, 2)
     assert np.array_equal(kept.whole(), flow)
+
+
+@pytest.mark.parametrize("max_held", [120, 4])
+def test_the_forward_runs_edges_are_worked_out_only_where_two_way_shows_them_with_the_same_masks(clip, monkeypatch, max_held):
+    """The engine leaves its dense-flow masks' edges to the two-way (SoftMasks.shown): the results are
+    those of an engine that re-decides every edge at once, with fewer edges worked out. Track 2 is
+    removed between encodes (its held masks are not blended: shown as the forward run made them),
+    the run stops between encodes (flushed as they are), and with ``max_held`` 4 the oldest held
+    results go out unblended."""
+    import realtime_sam.tracking.dense_flow as df
+
+    frames, gts = clip
+    real, calls = df.edge_by_motion, []
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(df, "edge_by_motion", counted)  # the forward run's (two-way calls its own)
+
+    def run(defer: bool):
+        calls.clear()
+        engine = _engine(frames, gts)
+        two_way = engine.two_way(max_held=max_held)
+        assert engine.dense.defer_edges
+        engine.dense.defer_edges = defer
+        out = []
+        for i, image in enumerate(frames[:47]):
+            if i == 15:
+                engine.remove_object(2)
+            r = engine.process(Frame(i, image, i / 30.0, time.monotonic()))
+            soft = engine.soft_masks()
+            if soft.shown:
+                assert defer and not r.encoded
+                deferred.append(i)
+            out.extend(two_way.push(r, soft))
+        return out + two_way.flush(), len(calls)
+
+    deferred: list[int] = []
+    at_once, made = run(False)
+    later, worked_out = run(True)
+    assert len(deferred) > 20
+    assert [r.index for r in at_once] == [r.index for r in later] == list(range(47))
+    non_blended = 0
+    for a, b in zip(at_once, later):
+        assert [t.track_id for t in a.tracks] == [t.track_id for t in b.tracks]
+        for ta, tb in zip(a.tracks, b.tracks):
+            np.testing.assert_array_equal(ta.mask, tb.mask)
+            assert ta.box == tb.box and ta.state == tb.state
+        non_blended += a.index in (11, 12, 13, 14) and any(t.track_id == 2 for t in a.tracks)
+    assert non_blended == 4
+    # Worked out: track 2's held frames, the frames flushed at the end, and (max_held 4) the oldest held.
+    assert 0 < worked_out < (made / 2 if max_held > EVERY else made), (worked_out, made)

@@ -87,7 +87,7 @@ from realtime_sam.tracking.association import box_motion, mask_to_box
 from realtime_sam.tracking.propagation import FLOW_PRESETS, _grey
 
 __all__ = [
-    "DenseFlowPropagator", "FlowCache", "FlowResult", "edge_by_motion", "grid_shape", "logits_to_mask", "warp_logits", "move_logits",
+    "DenseFlowPropagator", "Deferred", "FlowCache", "FlowResult", "edge_by_motion", "grid_shape", "logits_to_mask", "warp_logits", "move_logits",
 ]
 
 LOWRES = 256  # side of SAM's low-res logits
@@ -114,6 +114,9 @@ _KEY_SIGMA = 1.0
 # plain surfaces often enough to lose objects (DAVIS scooter-black played backwards, encodes
 # every 30 frames: the scooter lost by frame 30; J 0.761 -> 0.440 with no limit, 0.720 with 10).
 _KEY_HORIZON = 10
+# Deferred shown masks (DenseFlowPropagator.defer_edges): a chain this long is worked out as it
+# stands, so that what it holds (a mask and two frames a step) stays bounded when nobody asks.
+_DEFER_DEPTH = 64
 # The edge re-decided by motion (edge_by_motion): the band tested, either side of the warped edge,
 # and the Gaussian that spreads the object's and the background's flow, in low-res cells (on DAVIS,
 # 854x480, about 2 and 4 pixels: a wider band, 3-6 px, gained less, 10 px lost); the colour patch, pixels.
@@ -163,6 +166,44 @@ def _result_or_run(job: Future | None, fn: Callable, *args):
         except CancelledError:
             pass
     return fn(*args)
+
+
+class Deferred:
+    """A value worked out when first asked for (``deferred()``), then kept: ``fn(*args)``, where an
+    argument that is itself a :class:`Deferred` stands for its value.
+
+    Dense flow's shown masks are made so when their edges are left to whoever
+    shows them (:attr:`DenseFlowPropagator.defer_edges`): each is
+    :func:`edge_by_motion` of the one before, and two-way, which blends most
+    of them away, asks only for those it shows as they are. Once worked out it
+    lets go of its arguments (the chain before it). Not thread-safe: ask on
+    the thread that made it.
+
+    Attributes:
+        depth: how many values not yet worked out this one waits on, itself
+            included (0 once worked out).
+    """
+
+    __slots__ = ("_fn", "_args", "_value", "depth")
+
+    def __init__(self, fn: Callable, *args: object) -> None:
+        self._fn: Callable | None = fn
+        self._args: tuple | None = args
+        self._value: object = None
+        self.depth = 1 + max((a.depth for a in args if isinstance(a, Deferred)), default=0)
+
+    def __call__(self):
+        if self._fn is not None:
+            fn, args = self._fn, self._args or ()
+            self._value = fn(*(a() if isinstance(a, Deferred) else a for a in args))
+            self._fn = self._args = None
+            self.depth = 0
+        return self._value
+
+
+def _uncovered(mask: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """``mask & ~cover`` (a new array)."""
+    return mask & ~cover
 
 
 @dataclass
@@ -466,8 +507,9 @@ class FlowResult(NamedTuple):
         visible: visible fraction of the whole soft mask (cells), in ``[0, 1]``.
         shown: ``HxW bool``, ``mask`` with its edge re-decided by the object's
             and the background's motion (:func:`edge_by_motion`), for display
-            and output; ``None`` with ``edge_motion`` off. ``mask`` and ``box``
-            are what tracking reasons with.
+            and output; ``None`` with ``edge_motion`` off; a :class:`Deferred`
+            giving it with ``defer_edges``. ``mask`` and ``box`` are what
+            tracking reasons with.
         back: ``(rows, cols, 2) float32``, the step's backward flow (current ->
             previous frame) at the low-res cells, in cells, on the crop the
             track's flow ran on (zero elsewhere): what :func:`edge_by_motion`
@@ -479,7 +521,7 @@ class FlowResult(NamedTuple):
     box: np.ndarray | None
     measured: bool
     visible: float
-    shown: np.ndarray | None = None
+    shown: np.ndarray | Deferred | None = None
     back: np.ndarray | None = None
 
 
@@ -532,7 +574,7 @@ class _State:
     key_grey: np.ndarray | None = None  # the key frame, grey, full size (key_flow)
     key_lab: np.ndarray | None = None  # (rows, cols, 3) float32: the key frame's Lab, shrunk to the cells (key_flow)
     steps: int = 0  # steps since the key
-    shown: np.ndarray | None = None  # HxW bool: the mask the last step made, its edge re-decided (edge_motion)
+    shown: np.ndarray | Deferred | None = None  # HxW bool: the mask the last step made, its edge re-decided (edge_motion)
 
 
 class DenseFlowPropagator:
@@ -573,6 +615,15 @@ class DenseFlowPropagator:
             read (two-way's backward run): those three are ``None``, the logits
             the same numbers, and upsampling the masks (about 0.5 ms a track and
             step at 640x480) is saved.
+
+    Attributes:
+        defer_edges: with ``edge_motion``, leave each ``FlowResult.shown`` to
+            whoever shows it: a :class:`Deferred` that works the edges out
+            (and those of the steps before it that nobody asked for) when
+            called, the same mask as made at once. Two-way, which shows a
+            blend in place of most of them, sets it (:meth:`Engine.two_way
+            <realtime_sam.tracking.engine.Engine.two_way>`). Off by default;
+            set before the first step and left so.
     """
 
     def __init__(
@@ -603,12 +654,13 @@ class DenseFlowPropagator:
         self.key_flow = bool(key_flow)
         self.masks = bool(masks)
         self.edge_motion = bool(edge_motion) and self.masks  # (the edges are the masks')
+        self.defer_edges = False
         self._dis = _DisPair(_PRESETS[preset])
         self._key_dis = _DisPair(_KEY_PRESET) if self.key_flow else None
         self._lent = _Lent()
         # The last frame's conversions, for the next step whose previous frame it is:
-        # (frame, grey, whole frame in Lab or None, its cells in Lab or None).
-        self._last: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
+        # (frame, grey, whole frame in Lab (Deferred with defer_edges) or None, its cells in Lab or None).
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray | Deferred | None, np.ndarray | None] | None = None
         self._states: dict[int, _State] = {}
         self._geometry: tuple | None = None
         self.order: tuple[int, ...] = ()  # the order the last step used, front first (see _depth)
@@ -688,9 +740,13 @@ class DenseFlowPropagator:
         idx_cur = self._bins(lab_cur) if self.app_lambda > 0 else None
         edge_prev = edge_cur = None
         if self.edge_motion:
-            # Whole frames in Lab for the edges' colours (the current one is the next step's previous).
-            edge_prev = cached[2] if cached is not None and cached[2] is not None else _full_lab(prev)
-            edge_cur = _full_lab(cur)
+            # Whole frames in Lab for the edges' colours (the current one is the next step's previous);
+            # with the edges deferred, converted only when an edge is worked out.
+            if cached is not None and cached[2] is not None:
+                edge_prev = cached[2]
+            else:
+                edge_prev = Deferred(_full_lab, prev) if self.defer_edges else _full_lab(prev)
+            edge_cur = Deferred(_full_lab, cur) if self.defer_edges else _full_lab(cur)
         return lab_cur, idx_cur, edge_prev, edge_cur
 
     def _bins(self, small: np.ndarray) -> np.ndarray:
@@ -1075,11 +1131,16 @@ class DenseFlowPropagator:
             mask = logits_to_mask(full, (h, w))
             if self.edge_motion:
                 # From the mask the step before showed, or after a decode (new logits) the decoded one.
-                before = st.shown if tid in continuing and st.shown is not None else logits_to_mask(logits, (h, w))
+                if tid in continuing and st.shown is not None:
+                    before = st.shown
+                elif self.defer_edges:
+                    before = Deferred(logits_to_mask, np.array(logits, np.float32), (h, w))  # (a copy: the caller's array)
+                else:
+                    before = logits_to_mask(logits, (h, w))
                 # (Not for a track whose motion went unmeasured: its flow is not to be trusted.) Needs
                 # nothing of the tracks after this one: on the lent thread, beside their work.
                 args = (before, mask, b, edge_prev, edge_cur) if measured else None
-                lent = self._lent.submit is not None and args is not None
+                lent = self._lent.submit is not None and args is not None and not self.defer_edges
                 edges[tid] = (self._lent.submit(edge_by_motion, *args) if lent else None, args, mask, covered_src)
             if covered_src is not None:
                 mask = mask & ~covered_src  # a new array: the edge job reads the one it was given
@@ -1088,9 +1149,17 @@ class DenseFlowPropagator:
             out[tid] = FlowResult(full, mask, box, measured, frac, None, b)
         for tid, (edge_job, args, warped_mask, hide) in edges.items():
             st = self._states[tid]
-            shown = st.shown = _result_or_run(edge_job, edge_by_motion, *args) if args is not None else warped_mask.copy()
+            if args is None:
+                st.shown = warped_mask.copy()
+            elif self.defer_edges:
+                if isinstance(args[0], Deferred) and args[0].depth >= _DEFER_DEPTH:
+                    args[0]()
+                st.shown = Deferred(edge_by_motion, *args)
+            else:
+                st.shown = _result_or_run(edge_job, edge_by_motion, *args)
+            shown = st.shown
             if hide is not None:
-                shown = shown & ~hide
+                shown = Deferred(_uncovered, shown, hide) if isinstance(shown, Deferred) else shown & ~hide
             out[tid] = out[tid]._replace(shown=shown)
         if beside is not None:
             _result_or_run(job, beside)

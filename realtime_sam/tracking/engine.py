@@ -80,6 +80,7 @@ from realtime_sam.tracking.association import (
 from realtime_sam.tracking.appearance import search_boxes, similarity
 from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
 from realtime_sam.tracking.dense_flow import (
+    Deferred,
     DenseFlowPropagator,
     FlowCache,
     logits_to_mask,
@@ -111,7 +112,7 @@ from realtime_sam.tracking.tracks import (
     appearance_of,
     plausible_mask,
 )
-from realtime_sam.tracking.two_way import SoftMasks, TwoWay
+from realtime_sam.tracking.two_way import SoftMasks, TwoWay, shown_as
 from realtime_sam.types import BoxDetections, Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 if TYPE_CHECKING:
@@ -397,7 +398,9 @@ class Engine:
         self._last_tracks: tuple[TrackResult, ...] = ()
         # This frame's dense-flow masks as shown, their edges re-decided (FlowResult.shown), by
         # track: (the mask the tracker was given, the one to show while the tracker still holds it).
-        self._shown: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._shown: dict[int, tuple[np.ndarray, np.ndarray | Deferred]] = {}
+        # The last result's tracks whose shown mask is left to the two-way (SoftMasks.shown).
+        self._later: dict[int, Deferred] = {}
         # This frame's backward flow at the cells of each track dense flow moved (FlowResult.back).
         self._flow_back: dict[int, np.ndarray] = {}
         self.last_encode_index: int | None = None
@@ -488,11 +491,13 @@ class Engine:
         """Every track's ``256x256`` low-res logits after the last ``process`` call, and who is in front.
 
         With dense flow the logits are the whole object, hidden parts included;
-        tracks with no logits yet are absent. The arrays are the tracker's own:
-        copy them before keeping them past the next ``process`` call.
+        tracks with no logits yet are absent. After :meth:`two_way`, ``shown``
+        names the result's tracks whose edges are left to the two-way. The
+        arrays are the tracker's own: copy them before keeping them past the
+        next ``process`` call.
         """
         logits = {tr.id: tr.logits for tr in self.tracker.tracks() if tr.logits is not None}
-        return SoftMasks(logits, tuple(self._order), dict(self._flow_back))
+        return SoftMasks(logits, tuple(self._order), dict(self._flow_back), dict(self._later))
 
     def encode_next(self) -> None:
         """Make the next ``process`` call encode (when there are tracks), whatever ``reencode_every`` says.
@@ -505,7 +510,12 @@ class Engine:
 
     def two_way(self, *, max_held: int = 120) -> TwoWay | None:
         """A :class:`~realtime_sam.tracking.two_way.TwoWay` for this engine's results (same flow settings), or
-        ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``)."""
+        ``None`` when masks do not move by dense flow (``propagation.method`` is not ``"dense"``).
+
+        From then on the engine leaves the edges of dense flow's masks to it: push every
+        result, with :meth:`soft_masks`, through the two-way, whose results show them
+        (:attr:`SoftMasks.shown <realtime_sam.tracking.two_way.SoftMasks.shown>`).
+        """
         if self.dense is None:
             return None
         # The backward run reads the flow this engine's forward steps computed over the same
@@ -516,6 +526,11 @@ class Engine:
         two_way = TwoWay(self.dense.fresh(masks=False), max_held=max_held, edges=self.dense.edge_motion)  # checks max_held
         flows = FlowCache(max_frames=min(two_way.max_held, 32))
         self.dense.record_to = two_way.propagator.reuse_from = flows
+        # The forward run's edges are worked out only where the two-way shows its masks (the
+        # tracks it does not blend); it blends the rest, and their edges were made for nothing
+        # (4-4.5 ms a frame for three objects at 640x480). From here this engine's results show
+        # those tracks' masks as warped, and SoftMasks.shown gives the masks with their edges.
+        self.dense.defer_edges = True
         return two_way
 
     # -- commands (any thread) ---------------------------------------------------------
@@ -936,14 +951,20 @@ class Engine:
         self.background.trim()
         self._end_lost_looks(None)  # a lost track expired meanwhile
         tracks = self.tracker.results(frame.index)
+        self._later = {}
         if self._shown:
             # Shown with its edge re-decided where the tracker still holds dense flow's mask of this
             # frame (not where a decode or a landing replaced it since); tracking goes on with the
             # flow's own mask, so the edges change what is shown and written, never which track is where.
-            tracks = tuple(self._as_shown(r) for r in tracks)
+            # Deferred ones (two-way's) are left to the two-way, which works out only those it shows.
+            shown = {r.track_id: s for r in tracks if (s := self._shown_of(r)) is not None}
+            self._later = {tid: s for tid, s in shown.items() if isinstance(s, Deferred)}
+            tracks = tuple(shown_as(r, s) if isinstance(s := shown.get(r.track_id), np.ndarray) else r for r in tracks)
             self._shown = {}
         if self._first_looks:
             # A lost track seen coming back is shown by its first look instead.
+            for tid in self._first_looks:
+                self._later.pop(tid, None)
             tracks = tuple(r for r in tracks if r.track_id not in self._first_looks)
             tracks = tuple(sorted(tracks + tuple(fl.result(tid) for tid, fl in self._first_looks.items()), key=lambda r: r.track_id))
         self._last_tracks = tracks
@@ -952,12 +973,10 @@ class Engine:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _as_shown(self, result: TrackResult) -> TrackResult:
-        """``result`` with dense flow's shown mask (and its box) when its mask is the one that flow gave the tracker."""
+    def _shown_of(self, result: TrackResult) -> np.ndarray | Deferred | None:
+        """Dense flow's shown mask for ``result``'s track when its mask is the one that flow gave the tracker."""
         given, shown = self._shown.get(result.track_id, (None, None))
-        if shown is None or result.mask is not given or (box := mask_to_box(shown)) is None:
-            return result
-        return dataclass_replace(result, mask=shown, box=tuple(float(v) for v in box))
+        return shown if shown is not None and result.mask is given else None
 
     def _drop_jobs(self) -> None:
         """Forget the encodes in flight; their new prompts go back to the queue (they encode next frame)."""

@@ -28,7 +28,13 @@ What is blended, and what is not:
   with the flow the engine's step to that frame ran), minus the tracks in
   front of it (the engine's order at that frame);
 - ids, states, scores and labels are the forward run's: nothing here
-  changes which track is which.
+  changes which track is which;
+- the forward run's own masks are shown, edges re-decided, only where
+  nothing is blended over them: the engine leaves those edges undone
+  (:attr:`SoftMasks.shown`, a :class:`~realtime_sam.tracking.dense_flow.Deferred`
+  a track), and they are worked out for the tracks not blended and the
+  results let go as they are (:meth:`TwoWay.flush`, ``max_held``). The
+  masks are those of edges made at once.
 
 Results come out in frame order, up to one encode interval late (at most
 ``max_held`` frames). At the end of a file, :meth:`TwoWay.finish` encodes
@@ -43,15 +49,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
-from typing import Mapping, NamedTuple, Protocol, Sequence
+from typing import Collection, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
 from realtime_sam.tracking.association import mask_to_box
-from realtime_sam.tracking.dense_flow import DenseFlowPropagator, _full_lab, _result_or_run, edge_by_motion, logits_to_mask
+from realtime_sam.tracking.dense_flow import (
+    DenseFlowPropagator, Deferred, _full_lab, _result_or_run, edge_by_motion, logits_to_mask,
+)
 from realtime_sam.types import Frame, FrameResult, TrackResult
 
-__all__ = ["SoftMasks", "TwoWay"]
+__all__ = ["SoftMasks", "TwoWay", "shown_as"]
 
 _CLIP = 10.0  # logits are blended within +-_CLIP: a decode's -30 background must not outvote a warped +5
 
@@ -77,11 +85,39 @@ class SoftMasks(NamedTuple):
             low-res cells of the step to this frame, for the tracks dense flow
             moved (:attr:`FlowResult.back <realtime_sam.tracking.dense_flow.FlowResult.back>`);
             ``None``: none.
+        shown: ``{track_id: Deferred}`` the tracks of the frame's result whose
+            mask is dense flow's as warped, their edges not yet re-decided
+            (:attr:`DenseFlowPropagator.defer_edges
+            <realtime_sam.tracking.dense_flow.DenseFlowPropagator.defer_edges>`):
+            called, each gives the ``HxW bool`` mask to show instead
+            (:func:`shown_as`); ``None``: none.
     """
 
     logits: Mapping[int, np.ndarray]
     order: tuple[int, ...]
     flow: Mapping[int, np.ndarray] | None = None
+    shown: Mapping[int, Deferred] | None = None
+
+
+def shown_as(track: TrackResult, shown: np.ndarray) -> TrackResult:
+    """``track`` showing ``shown`` (``HxW bool``, its mask with the edge re-decided) and that mask's box;
+    ``track`` as it is when ``shown`` is empty."""
+    box = mask_to_box(shown)
+    if box is None:
+        return track
+    return dataclass_replace(track, mask=shown, box=tuple(float(v) for v in box))
+
+
+def _as_shown(result: FrameResult, shown: Mapping[int, Deferred] | None, skip: Collection[int] = ()) -> FrameResult:
+    """``result`` with each track in ``shown`` (:attr:`SoftMasks.shown`), but those in ``skip``, as
+    :func:`shown_as` makes it: the deferred edges worked out (those alone)."""
+    if not shown:
+        return result
+    todo = {t.track_id for t in result.tracks if t.track_id in shown and t.track_id not in skip}
+    if not todo:
+        return result
+    tracks = tuple(shown_as(t, shown[t.track_id]()) if t.track_id in todo else t for t in result.tracks)
+    return dataclass_replace(result, tracks=tracks)
 
 
 class _Cells(NamedTuple):
@@ -115,6 +151,11 @@ class _Held:
     logits: dict[int, np.ndarray]  # tracks with a non-empty mask in ``result``
     order: tuple[int, ...]
     flow: Mapping[int, _Cells]  # SoftMasks.flow: the step to this frame's, per track (edges only)
+    shown: Mapping[int, Deferred] | None  # SoftMasks.shown: worked out for the tracks shown as the forward run made them
+
+    def forward(self, skip: Collection[int] = ()) -> FrameResult:
+        """The result as the forward run shows it, its deferred edges worked out (not for ``skip``)."""
+        return _as_shown(self.result, self.shown, skip)
 
 
 class TwoWay:
@@ -156,19 +197,20 @@ class TwoWay:
             self._held.pop()
         if not result.encoded:
             if not self._held and not any(t.mask.any() for t in result.tracks):
-                return [result]  # nothing to blend: no reason to wait
+                return [_as_shown(result, soft.shown)]  # nothing to blend: no reason to wait
             logits = {
                 t.track_id: np.array(soft.logits[t.track_id], dtype=np.float32)
                 for t in result.tracks if t.track_id in soft.logits and t.mask.any()
             }
             flow = {tid: _Cells.of(f) for tid, f in (soft.flow or {}).items() if tid in logits} if self.edges else {}
-            self._held.append(_Held(result, logits, tuple(soft.order), flow))
+            self._held.append(_Held(result, logits, tuple(soft.order), flow, soft.shown))
             out: list[FrameResult] = []
             while len(self._held) > self.max_held:
-                out.append(self._held.pop(0).result)
+                out.append(self._held.pop(0).forward())
                 self._anchor = None  # the blend's far end is gone: weights start afresh
                 self._then = None
             return out
+        result = _as_shown(result, soft.shown)  # (tracks the encode did not decode)
         anchor = {t.track_id for t in result.tracks if t.mask.any()}
         out = self._blend(result, {tid: soft.logits[tid] for tid in anchor if tid in soft.logits}, tuple(soft.order))
         self._held = []
@@ -197,7 +239,7 @@ class TwoWay:
 
     def flush(self) -> list[FrameResult]:
         """The held results as they are (the stream ended, or stopped, before another encode)."""
-        out = [h.result for h in self._held]
+        out = [h.forward() for h in self._held]
         self._held = []
         if self.propagator.reuse_from is not None:
             self.propagator.reuse_from.clear()
@@ -209,7 +251,7 @@ class TwoWay:
             return []
         wanted = set(logits) & set().union(*(h.logits.keys() for h in held))
         if not wanted:
-            return [h.result for h in held]
+            return [h.forward() for h in held]
         self.propagator.reset()
         k = anchor.index
         j = self._anchor if self._anchor is not None else held[0].result.index - 1
@@ -234,9 +276,11 @@ class TwoWay:
             lab_now = _full_lab(h.result.frame.image) if self.edges else None
             if lab_then is not None and lab_now is not None:
                 self._edges(blended, before, h.flow, lab_then, lab_now)
-            before = {**{t.track_id: t.mask for t in h.result.tracks if t.mask.any()}, **blended}
+            # The forward run's masks where nothing is blended (the deferred edges worked out for those alone).
+            forward = h.forward(skip=blended)
+            before = {**{t.track_id: t.mask for t in forward.tracks if t.mask.any()}, **blended}
             lab_then = lab_now
-            out.append(self._shown(h, blended))
+            out.append(self._shown(forward, h.order, blended))
         return out
 
     def _edges(
@@ -272,16 +316,16 @@ class TwoWay:
         return blended
 
     @staticmethod
-    def _shown(h: _Held, blended: dict[int, np.ndarray]) -> FrameResult:
-        """One held result with the ``blended`` masks in place of its tracks' own, tracks in front hiding those behind."""
-        result = h.result
+    def _shown(result: FrameResult, order: Sequence[int], blended: dict[int, np.ndarray]) -> FrameResult:
+        """One held result with the ``blended`` masks in place of its tracks' own, tracks in front (``order``,
+        front first) hiding those behind."""
         size = result.frame.image.shape[:2]
         if not blended:
             return result
         # Visible masks: tracks in front (the forward run's order then) hide those behind;
         # a track not blended hides with its forward mask.
         masks = {t.track_id: t.mask for t in result.tracks if t.mask.any()}
-        ranked = [t for t in h.order if t in masks] + sorted(t for t in masks if t not in h.order)
+        ranked = [t for t in order if t in masks] + sorted(t for t in masks if t not in order)
         covered = np.zeros(size, bool)
         for tid in ranked:
             if tid in blended:
