@@ -180,8 +180,9 @@ class Deferred:
     the thread that made it.
 
     Attributes:
-        depth: how many values not yet worked out this one waits on, itself
-            included (0 once worked out).
+        depth: at most how many values not yet worked out this one waits on,
+            itself included (0 once worked out; what was made from it before
+            keeps the count it had then).
     """
 
     __slots__ = ("_fn", "_args", "_value", "depth")
@@ -742,12 +743,15 @@ class DenseFlowPropagator:
         if self.edge_motion:
             # Whole frames in Lab for the edges' colours (the current one is the next step's previous);
             # with the edges deferred, converted only when an edge is worked out.
-            if cached is not None and cached[2] is not None:
-                edge_prev = cached[2]
-            else:
-                edge_prev = Deferred(_full_lab, prev) if self.defer_edges else _full_lab(prev)
-            edge_cur = Deferred(_full_lab, cur) if self.defer_edges else _full_lab(cur)
+            edge_prev = cached[2] if cached is not None and cached[2] is not None else self._for_edges(_full_lab, prev)
+            edge_cur = self._for_edges(_full_lab, cur)
         return lab_cur, idx_cur, edge_prev, edge_cur
+
+    def _for_edges(self, fn: Callable, *args: object):
+        """``fn(*args)``, an input of :func:`edge_by_motion`: made now, or with ``defer_edges`` a :class:`Deferred`
+        made when an edge is worked out. (The arrays in ``args`` are kept as they are: a step's inputs
+        are not changed after it, as ``_State.key`` already assumes.)"""
+        return Deferred(fn, *args) if self.defer_edges else fn(*args)
 
     def _bins(self, small: np.ndarray) -> np.ndarray:
         """``(rows, cols) int32`` colour bin of every low-res cell, from its Lab (:meth:`_lab`)."""
@@ -1133,10 +1137,8 @@ class DenseFlowPropagator:
                 # From the mask the step before showed, or after a decode (new logits) the decoded one.
                 if tid in continuing and st.shown is not None:
                     before = st.shown
-                elif self.defer_edges:
-                    before = Deferred(logits_to_mask, np.array(logits, np.float32), (h, w))  # (a copy: the caller's array)
                 else:
-                    before = logits_to_mask(logits, (h, w))
+                    before = self._for_edges(logits_to_mask, logits, (h, w))
                 # (Not for a track whose motion went unmeasured: its flow is not to be trusted.) Needs
                 # nothing of the tracks after this one: on the lent thread, beside their work.
                 args = (before, mask, b, edge_prev, edge_cur) if measured else None
@@ -1159,7 +1161,7 @@ class DenseFlowPropagator:
                 st.shown = _result_or_run(edge_job, edge_by_motion, *args)
             shown = st.shown
             if hide is not None:
-                shown = Deferred(_uncovered, shown, hide) if isinstance(shown, Deferred) else shown & ~hide
+                shown = Deferred(_uncovered, shown, hide) if isinstance(shown, Deferred) else _uncovered(shown, hide)
             out[tid] = out[tid]._replace(shown=shown)
         if beside is not None:
             _result_or_run(job, beside)
