@@ -775,13 +775,10 @@ def test_a_propagator_that_makes_no_masks_moves_the_logits_the_same():
     assert DenseFlowPropagator(masks=False).fresh(masks=True).edge_motion is True
 
 
-def test_deferred_edges_are_worked_out_when_asked_for_with_the_masks_made_at_once(monkeypatch):
-    # With defer_edges a step re-decides no edge: each FlowResult.shown is a Deferred that, called,
-    # works out its edge and those of the steps before it back to the decode (once each), and
-    # gives the mask a propagator without it made at once, hidden parts taken off alike.
+def _count_edges(monkeypatch) -> list:
+    """dense_flow's ``edge_by_motion`` (the one a step calls) counted: each call appends to the list returned."""
     import realtime_sam.tracking.dense_flow as df
 
-    scene = hard_scene(320, 240, seconds=1, seed=2)
     real, calls = df.edge_by_motion, []
 
     def counted(*args):
@@ -789,6 +786,17 @@ def test_deferred_edges_are_worked_out_when_asked_for_with_the_masks_made_at_onc
         return real(*args)
 
     monkeypatch.setattr(df, "edge_by_motion", counted)
+    return calls
+
+
+def test_deferred_edges_are_worked_out_when_asked_for_with_the_masks_made_at_once(monkeypatch):
+    # With defer_edges a step re-decides no edge: each FlowResult.shown is a Deferred that, called,
+    # works out its edge and those of the steps before it back to the decode (once each), and
+    # gives the mask a propagator without it made at once, hidden parts taken off alike.
+    import realtime_sam.tracking.dense_flow as df
+
+    scene = hard_scene(320, 240, seconds=1, seed=2)
+    calls = _count_edges(monkeypatch)
     at_once, _ = _stepped(scene, None, frames=12)
     made = len(calls)
     calls.clear()

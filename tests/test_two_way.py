@@ -394,16 +394,10 @@ def test_the_forward_runs_edges_are_worked_out_only_where_two_way_shows_them_wit
     removed between encodes (its held masks are not blended: shown as the forward run made them),
     the run stops between encodes (flushed as they are), and with ``max_held`` 4 the oldest held
     results go out unblended."""
-    import realtime_sam.tracking.dense_flow as df
+    from test_dense_flow import _count_edges
 
     frames, gts = clip
-    real, calls = df.edge_by_motion, []
-
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(df, "edge_by_motion", counted)  # the forward run's (two-way calls its own)
+    calls = _count_edges(monkeypatch)  # the forward run's (two-way calls its own)
 
     def run(defer: bool):
         calls.clear()
