@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 320, 240
+
+
+def free_x_display_number() -> int:
+    """A display number no X server answers at here: no lock file, no socket file, no
+    abstract socket (``/proc/net/unix``) and nothing on its TCP port."""
+    listed = Path("/proc/net/unix").read_text() if Path("/proc/net/unix").exists() else ""
+    rng = random.Random()
+    for _ in range(50):
+        n = rng.randrange(5000, 5999)
+        path = f"/tmp/.X11-unix/X{n}"
+        if Path(f"/tmp/.X{n}-lock").exists() or Path(path).exists() or f"@{path}\n" in listed:
+            continue
+        try:
+            socket.create_connection(("localhost", 6000 + n), timeout=1).close()
+        except OSError:
+            return n
+    pytest.skip("no free X display number found")
 
 
 @pytest.fixture(scope="session")

@@ -204,6 +204,22 @@ def test_no_display_suggests_headless(capsys, monkeypatch, small_clip):
     assert "no display" in line and "--headless" in line
 
 
+def test_a_display_with_no_x_server_is_one_line_before_any_output(tmp_path, small_clip, checkpoint_path):
+    from fixtures_app import free_x_display_number
+
+    if cli.sys.platform in ("win32", "darwin"):
+        pytest.skip("a display is always assumed on this platform")
+    n = free_x_display_number()
+    # Run as a user would: OpenCV's Qt aborted the whole process here (signal 6, "could not
+    # connect to display") once the outputs were open.
+    out = run_app("--source", str(small_clip), "--output", "out.mp4", "--save-masks", "masks.jsonl",
+                  "--weights", str(checkpoint_path), "--device", "cpu", cwd=tmp_path, timeout=120, DISPLAY=f":{n}")
+    assert out.returncode == 2, out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert lines == [f"error: no display to show a window on (no X server answers at DISPLAY=:{n}); add --headless to run without one"]
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "masks.jsonl").exists()
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
@@ -411,7 +427,7 @@ def app_renderers(checkpoint_path, small_clip, tmp_path_factory):
         mp.chdir(tmp_path_factory.mktemp("render"))
         mp.setattr(sinks, "open_sinks", open_sinks)
         mp.setattr(ui, "LiveWindow", Window)
-        mp.setattr(ui, "display_available", lambda: True)
+        mp.setattr(ui, "display_problem", lambda: None)
         argv = ["--source", str(small_clip), "--weights", str(checkpoint_path), "--device", "cpu", "--quiet",
                 "--output", "out.mp4"]
         for item in settings:

@@ -41,6 +41,19 @@ def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monk
     assert len(lines) == 1 and fragment in lines[0], lines
 
 
+def test_several_sources_on_a_display_with_no_x_server_is_one_line(capsys, tmp_path, monkeypatch):
+    from fixtures_app import free_x_display_number
+
+    if cli.sys.platform in ("win32", "darwin"):
+        pytest.skip("a display is always assumed on this platform")
+    n = free_x_display_number()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISPLAY", f":{n}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert cli.main(["--source", "a.mp4", "--source", "b.mp4"]) == 2
+    assert _err_lines(capsys) == [f"error: no display to show a window on (no X server answers at DISPLAY=:{n}); add --headless to run without one"]
+
+
 def _wait_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while len(frame_lines(path)) < n:

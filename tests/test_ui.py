@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from realtime_sam.app.ui import (
     TogglePause,
     WindowConfig,
     display_available,
+    display_problem,
 )
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
@@ -170,14 +172,67 @@ def test_window_config_validates():
         WindowConfig(drag_threshold_px=-1)
 
 
-def test_display_available_follows_the_environment(monkeypatch):
+def _x11_platform() -> None:
     if sys.platform in ("win32", "darwin"):
         pytest.skip("windows can always be shown on this platform")
+
+
+def test_display_problem_follows_the_environment(monkeypatch):
+    from fixtures_app import free_x_display_number
+
+    _x11_platform()
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert not display_available()
-    monkeypatch.setenv("DISPLAY", ":0")
-    assert display_available()
+    assert display_problem() == "DISPLAY is not set" and not display_available()
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert display_problem() is None and display_available()
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    # A stale DISPLAY (an SSH session's forwarding gone, a stopped Xvfb): OpenCV's Qt
+    # would abort the process at the first window, after the outputs were opened.
+    n = free_x_display_number()
+    for value in (f":{n}", f":{n}.0", f"unix:{n}", f"localhost:{n}", f"tcp/localhost:{n}"):
+        monkeypatch.setenv("DISPLAY", value)
+        assert display_problem() == f"no X server answers at DISPLAY={value}"
+        assert not display_available()
+    monkeypatch.setenv("DISPLAY", "not-a-display")
+    assert display_problem() is None  # not read here: left to the GUI toolkit
+
+
+def test_a_display_whose_server_takes_connections_has_no_problem(monkeypatch):
+    from fixtures_app import free_x_display_number
+
+    _x11_platform()
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    # On TCP, as an X server forwarded over SSH is (DISPLAY=localhost:10.0): port 6000 + number.
+    for _ in range(20):
+        n = free_x_display_number()
+        server = socket.socket()
+        try:
+            server.bind(("127.0.0.1", 6000 + n))
+            break
+        except OSError:
+            server.close()
+    else:
+        pytest.skip("no free TCP port for a display")
+    with server:
+        server.listen()
+        monkeypatch.setenv("DISPLAY", f"127.0.0.1:{n}.0")
+        assert display_problem() is None
+    assert display_problem() == f"no X server answers at DISPLAY=127.0.0.1:{n}.0"
+    if sys.platform.startswith("linux"):
+        # Locally on the abstract socket, as Xorg and Xvfb listen on Linux.
+        n = free_x_display_number()
+        with socket.socket(socket.AF_UNIX) as local:
+            local.bind(f"\0/tmp/.X11-unix/X{n}")
+            local.listen()
+            monkeypatch.setenv("DISPLAY", f":{n}")
+            assert display_problem() is None
+        assert display_problem() == f"no X server answers at DISPLAY=:{n}"
+
+
+def test_a_real_x_server_has_no_problem(xvfb_display, monkeypatch):
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    assert display_problem() is None
 
 
 # ------------------------------------------------------------------ a real window under Xvfb

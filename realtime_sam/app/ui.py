@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import collections
 import math
+import os
+import re
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -64,6 +67,7 @@ __all__ = [
     "LiveWindow",
     "WindowError",
     "display_available",
+    "display_problem",
 ]
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -90,12 +94,75 @@ class WindowError(RealtimeSamError):
 
 
 def display_available() -> bool:
-    """Whether a window can be shown: always on Windows/macOS; on other systems, X11 or Wayland must be set."""
-    import os
+    """Whether a window can be shown (:func:`display_problem` finds nothing in the way)."""
+    return display_problem() is None
 
+
+def display_problem() -> str | None:
+    """Why no window can be shown here, in a few words; ``None`` when one can, as far as can be told.
+
+    Always ``None`` on Windows and macOS. Elsewhere ``DISPLAY`` or
+    ``WAYLAND_DISPLAY`` must be set, and an X ``DISPLAY`` must have a server
+    that takes connections: with a stale one (an SSH session's forwarding
+    gone, an Xvfb that was stopped) OpenCV's Qt aborts the whole process at
+    the first window ("could not connect to display", signal 6) after the
+    outputs were opened. A server that takes the connection but then refuses
+    it (no authorisation) is not detected here.
+    """
     if sys.platform in ("win32", "darwin"):
+        return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return None if os.environ.get("WAYLAND_DISPLAY") else "DISPLAY is not set"
+    if _x_server_answers(display) is False:
+        return f"no X server answers at DISPLAY={display}"
+    return None
+
+
+_X_TCP_PORT = 6000  # an X server's TCP port is this plus its display number
+_X_CONNECT_TIMEOUT_S = 3.0
+
+
+def _x_server_answers(display: str) -> bool | None:
+    """Whether the X server that ``display`` (``[protocol/][host]:number[.screen]``) names takes a connection.
+
+    Tried as libxcb does: a local display (no host, or ``unix``) on the
+    abstract socket ``@/tmp/.X11-unix/X<number>`` (Linux), then that file,
+    then (no host only) TCP on localhost; a host on TCP port
+    ``6000 + number``. Only the connection is made, no X handshake. ``None``
+    for a ``DISPLAY`` this cannot read (left to the GUI toolkit to judge).
+    """
+    m = re.fullmatch(r"(?:(?P<protocol>[A-Za-z]+)/)?(?P<host>[^:/]*):(?P<number>\d+)(?:\.\d+)?", display)
+    if m is None:
+        return None
+    protocol, host, number = (m["protocol"] or "").lower(), m["host"], int(m["number"])
+    tries: list[tuple[str, object]] = []
+    if protocol in ("", "unix", "local") and host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        if sys.platform.startswith("linux"):
+            tries.append(("unix", "\0" + path))
+        tries.append(("unix", path))
+    if protocol in ("", "tcp", "inet", "inet6") and host != "unix":
+        tries.append(("tcp", (host or "localhost", _X_TCP_PORT + number)))
+    if not tries:
+        return None
+    for kind, address in tries:
+        try:
+            if kind == "tcp":
+                conn = socket.create_connection(address, timeout=_X_CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
+            else:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(_X_CONNECT_TIMEOUT_S)
+                try:
+                    conn.connect(address)
+                except BaseException:
+                    conn.close()
+                    raise
+        except OSError:
+            continue
+        conn.close()
         return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return False
 
 
 @dataclass(frozen=True)
@@ -384,8 +451,9 @@ class LiveWindow:
         """
         if self._open:
             return
-        if not display_available():
-            raise WindowError("no display to show a window on (DISPLAY is not set); run with --headless")
+        problem = display_problem()
+        if problem is not None:
+            raise WindowError(f"no display to show a window on ({problem}); run with --headless")
         try:
             cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.config.title, self._on_mouse)
