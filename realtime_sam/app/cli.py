@@ -363,7 +363,7 @@ def made_for_files(config) -> bool:
 
 
 def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequence[Any] = ()) -> int:
-    from realtime_sam.app.ui import WindowError, display_problem
+    from realtime_sam.app.ui import require_display
     from realtime_sam.capture.sources import open_source
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.sinks import SinkSpec, open_sinks
@@ -375,9 +375,8 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
     mask_spec = _mask_spec(args)
     windowed = not args.headless
-    problem = display_problem() if windowed else None
-    if problem is not None:
-        raise WindowError(f"no display to show a window on ({problem}); add --headless to run without one")
+    if windowed:
+        require_display("add --headless to run without one")
 
     # One renderer for the window and the video output: what is saved looks like what was shown.
     renderer = Renderer(config.render)

@@ -40,7 +40,7 @@ from realtime_sam.app.ui import (
     ToggleHelp,
     TogglePause,
     WindowError,
-    display_problem,
+    require_display,
 )
 from realtime_sam.errors import PromptError
 from realtime_sam.output.render import Renderer
@@ -180,9 +180,7 @@ class GridWindow:
     def open(self) -> None:
         if self._open:
             return
-        problem = display_problem()
-        if problem is not None:
-            raise WindowError(f"no display to show a window on ({problem}); run with --headless")
+        require_display()
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.title, lambda e, x, y, f, _p=None: self._pending.extend(self.interaction.on_mouse(e, x, y, f)))

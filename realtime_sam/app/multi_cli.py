@@ -53,11 +53,9 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         return _run_on_ray(args, specs)
     windowed = not args.headless
     if windowed:
-        from realtime_sam.app.ui import WindowError, display_problem
+        from realtime_sam.app.ui import require_display
 
-        problem = display_problem()
-        if problem is not None:
-            raise WindowError(f"no display to show a window on ({problem}); add --headless to run without one")
+        require_display("add --headless to run without one")
     config = cli.build_config(args)
     if windowed:
         # The grid shows each frame as it is processed: results cannot wait for the next encode.

@@ -68,6 +68,7 @@ __all__ = [
     "WindowError",
     "display_available",
     "display_problem",
+    "require_display",
 ]
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
@@ -96,6 +97,14 @@ class WindowError(RealtimeSamError):
 def display_available() -> bool:
     """Whether a window can be shown (:func:`display_problem` finds nothing in the way)."""
     return display_problem() is None
+
+
+def require_display(hint: str = "run with --headless") -> None:
+    """Raise :class:`WindowError` with why no window can be shown here (:func:`display_problem`) and
+    ``hint``, what to do instead; nothing when one can."""
+    problem = display_problem()
+    if problem is not None:
+        raise WindowError(f"no display to show a window on ({problem}); {hint}")
 
 
 def display_problem() -> str | None:
@@ -149,18 +158,13 @@ def _x_server_answers(display: str) -> bool | None:
     for kind, address in tries:
         try:
             if kind == "tcp":
-                conn = socket.create_connection(address, timeout=_X_CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
+                socket.create_connection(address, timeout=_X_CONNECT_TIMEOUT_S).close()  # type: ignore[arg-type]
             else:
-                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                conn.settimeout(_X_CONNECT_TIMEOUT_S)
-                try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    conn.settimeout(_X_CONNECT_TIMEOUT_S)
                     conn.connect(address)
-                except BaseException:
-                    conn.close()
-                    raise
         except OSError:
             continue
-        conn.close()
         return True
     return False
 
@@ -451,9 +455,7 @@ class LiveWindow:
         """
         if self._open:
             return
-        problem = display_problem()
-        if problem is not None:
-            raise WindowError(f"no display to show a window on ({problem}); run with --headless")
+        require_display()
         try:
             cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.config.title, self._on_mouse)
