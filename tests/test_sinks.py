@@ -190,17 +190,20 @@ _KILLED_WRITER = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from tests_scene import scene
     from realtime_sam.output.video import VideoSink
-    sink = VideoSink({path!r}, fps=30, fragmented={fragmented}, keyframe_interval_s=1.0)
+    sink = VideoSink({path!r}, fps=30, fragmented={fragmented}, keyframe_interval_s=10.0)
     for i in range(150):
-        sink.write(scene(i % 40))
-    print("written", flush=True)
+        sink.write(scene(i))
+    print("written", sink.frames_in_file, flush=True)
     time.sleep(60)
     """
 )
 
 
-def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> Path:
-    """Write 150 frames (5 s) in a child process, then SIGKILL it before close()."""
+def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> tuple[Path, int]:
+    """Write 150 frames (5 s) in a child process, then SIGKILL it before close().
+
+    Returns the file and how many frames the child's encoder had given out to it (``frames_in_file``).
+    """
     # The child rebuilds the same scene from this file's helpers.
     helper = tmp_path / "tests_scene.py"
     helper.write_text(
@@ -209,6 +212,7 @@ def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> Path:
         "def scene(i, h=48, w=64):\n"
         "    yy, xx = np.mgrid[:h, :w]\n"
         "    img = np.stack([(xx * 4 + i * 5) % 256, yy * 5, np.full_like(xx, 90)], -1).astype(np.uint8)\n"
+        "    img[40:, :] = [[[255 * ((i >> (x // 8)) & 1)] * 3 for x in range(w)]]  # i in binary, 8 px a bit\n"
         "    m = (xx - 12 - i) ** 2 + (yy - 24) ** 2 <= 64\n"
         "    t = TrackResult(1, m, (0.0, 0.0, 1.0, 1.0), 0.9, TrackState.CONFIRMED)\n"
         "    return FrameResult(Frame(i, np.ascontiguousarray(img), i / 30, 0.0), (t,))\n"
@@ -219,32 +223,41 @@ def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> Path:
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)
         assert ready, "writer child produced nothing within 60 s"
-        line = child.stdout.readline()
-        assert line.strip() == "written", f"writer child failed (rc={child.poll()})"
+        line = child.stdout.readline().split()
+        assert line[:1] == ["written"], f"writer child failed (rc={child.poll()})"
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
         child.wait(timeout=10)
         child.stdout.close()
-    return path
+    return path, int(line[1])
 
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and select() on pipes need a POSIX system")
 
 
 @posix_only
-def test_fragmented_mp4_survives_a_hard_kill(tmp_path):
-    path = _write_then_kill(tmp_path, "killed.mp4", fragmented=True)
+# A killed file's frames: all the encoder gave out but the last (its fragment or cluster is written
+# when the next comes); Matroska keeps x264's B-frames (3 with veryfast), so a P-frame whose B-frames
+# never came may be missing too.
+@pytest.mark.parametrize("name,held_back", [("killed.mp4", 1), ("killed.mov", 1), ("killed.mkv", 1 + 3)])
+def test_a_hard_kill_loses_only_what_the_encoder_still_held(tmp_path, name, held_back):
+    path, in_file = _write_then_kill(tmp_path, name, fragmented=True)
     frames, times, _ = decode_video(path)
-    # Everything up to the last finished 1 s fragment survives (120 frames
-    # here; x264's lookahead may hold back the last keyframe on a slow box).
-    assert 90 <= len(frames) <= 150
+    # What is lost is what x264 still holds (its lookahead; more frame threads on more cores), not
+    # the last keyframe interval: here a keyframe at the start alone, so a fragment or a cluster a
+    # keyframe kept none of these 150 frames (with 1 s keyframes, 120).
+    assert 0 < in_file < 150
+    assert in_file - held_back <= len(frames) <= in_file
     np.testing.assert_allclose(times, [i / 30 for i in range(len(frames))], atol=1e-3)
+    # The frames are the ones written, in order: each carries its index in binary along its bottom rows.
+    bits = np.stack([f[44, 4::8].mean(-1) > 128 for f in frames])
+    assert (bits @ (1 << np.arange(8))).tolist() == list(range(len(frames)))
 
 
 @posix_only
 def test_plain_mp4_is_lost_on_a_hard_kill_which_is_why_fragmenting_is_default(tmp_path):
-    path = _write_then_kill(tmp_path, "killed_plain.mp4", fragmented=False)
+    path, _ = _write_then_kill(tmp_path, "killed_plain.mp4", fragmented=False)
     with pytest.raises(av.error.InvalidDataError):
         decode_video(path)
 

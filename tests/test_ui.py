@@ -249,9 +249,8 @@ def _need(*tools: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)")
 
 
-@pytest.fixture
-def xvfb_display():
-    """A private X server; yields its DISPLAY name."""
+def _start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A private X server that takes clients: ``(its process, its DISPLAY name)``."""
     _need("Xvfb", "xdotool", "import")
     gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
     if gui is None or gui.group(1).upper() == "NONE":
@@ -284,20 +283,30 @@ def xvfb_display():
         ["xdotool", "getdisplaygeometry"], capture_output=True, timeout=10, env={**os.environ, "DISPLAY": f":{number}"}
     ).returncode != 0:
         if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            server.wait()
+            _stop(server)
             raise AssertionError(f"Xvfb :{number} reported ready but accepts no client")
         time.sleep(0.2)
+    return server, f":{number}"
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
     try:
-        yield f":{number}"
+        server.wait(5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def xvfb_display():
+    """A private X server; yields its DISPLAY name."""
+    server, display = _start_xvfb()
+    try:
+        yield display
         assert server.poll() is None, "Xvfb died during the test"
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -586,3 +595,58 @@ def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, 
     if os.environ.get("REALTIME_SAM_WRITE_SCREENSHOT") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot_path, REPO / "docs" / "screenshot.png")
+
+
+def test_an_x_server_that_goes_away_mid_run_leaves_complete_outputs(slow_scene_clip, checkpoint_path, tmp_path):
+    """Qt ends the process when its X server dies (no close() runs): the masks file keeps every
+    frame written, and the video every frame the encoder had given out (a fragment a frame)."""
+    import av
+    from fixtures_app import app_command, app_env, frame_lines
+
+    scene, clip = slow_scene_clip
+    masks, video, err_path = tmp_path / "masks.jsonl", tmp_path / "out.mp4", tmp_path / "app.err"
+    x0, y0 = (round(v) - 20 for v in scene.center(0, 1))
+    server, display = _start_xvfb()
+    try:
+        with open(err_path, "w") as err:
+            app = subprocess.Popen(
+                app_command(
+                    "--source", str(clip), "--realtime", "--save-masks", str(masks), "--output", str(video),
+                    "--box", f"{x0},{y0},{x0 + 40},{y0 + 40}", "--weights", str(checkpoint_path), "--device", "cpu",
+                    # One keyframe, at the start: a fragment a keyframe would keep no frame at all.
+                    "--set", "output.video_keyframe_interval_s=60",
+                ),
+                cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
+            )
+        # Past the encoder's lookahead (10-12 frames), so that some frames are in the file.
+        _wait(lambda: len(frame_lines(masks)) >= 30, 180, "30 frames", app, err_path)
+    finally:
+        _stop(server)
+    try:
+        rc = app.wait(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert rc == 1 and "X11 connection broke" in err_path.read_text(), (rc, err_path.read_text()[-2000:])
+    written = [f["frame"] for f in frame_lines(masks)]
+    assert len(written) >= 30 and all(f["tracks"] for f in frame_lines(masks))
+    with av.open(str(video)) as container:
+        times = [float(frame.time) for frame in container.decode(video=0)]
+    # The video's frames are the first ones written, at their frames' times; it lacks what x264
+    # still held (its lookahead and frame threads: measured here, as it depends on the cores),
+    # the last frame given out (its fragment is written when the next comes) and, at most, one
+    # frame the masks file got before the video (the sinks write each result in turn).
+    held = _frames_x264_holds(scene.render(0)[0], tmp_path / "probe.mp4")
+    assert len(written) - held - 2 <= len(times) <= len(written), (len(written), held, len(times))
+    np.testing.assert_allclose(times, [(f - written[0]) / CLIP_FPS for f in written[: len(times)]], atol=1e-3)
+
+
+def _frames_x264_holds(image: np.ndarray, path: Path) -> int:
+    """How many frames of ``image``'s size the video output's encoder takes before it gives one out."""
+    from realtime_sam.output.video import VideoSink
+
+    with VideoSink(path, fps=CLIP_FPS) as sink:
+        while not sink.frames_in_file:
+            sink.write_image(image, sink.frames_written)
+        return sink.frames_written - 1

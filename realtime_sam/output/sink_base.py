@@ -67,8 +67,8 @@ class SinkConfig:
             machine; ``medium`` (x264's default) is about 1.5-2x slower.
         video_fragmented: write ``.mp4``/``.mov`` as fragmented MP4 so that
             even a hard kill leaves a playable file (see :class:`VideoSink`).
-        video_keyframe_interval_s: seconds between keyframes; a hard kill
-            loses at most about this much video.
+        video_keyframe_interval_s: seconds between keyframes, where a player
+            can start and seek.
         png_compression: zlib level ``0`` to ``9`` for :class:`PngSink`.
         id_overflow: what the PNG (ids 1-255) and MOTS (ids 1-999) sinks do
             with a larger track id: ``error`` stops with a :class:`SinkError`;
