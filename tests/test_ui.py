@@ -263,7 +263,11 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
         number = rng.randrange(200, 5000)
         read_fd, write_fd = os.pipe()
         server = subprocess.Popen(
-            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+            # -noreset: by default an X server resets when its last client leaves, and a client
+            # connecting just then is cut off (Qt: "could not connect to display", then abort). The
+            # tests poll with xdotool, a client that comes and goes, while the app starts: with a
+            # loop of xdotool, 16 of 159 Qt windows failed to open here; with -noreset 0 of 168.
+            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(write_fd,),
