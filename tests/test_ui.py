@@ -638,7 +638,7 @@ def test_an_x_server_that_goes_away_mid_run_leaves_complete_outputs(slow_scene_c
     with av.open(str(video)) as container:
         times = [float(frame.time) for frame in container.decode(video=0)]
     # The video's frames are the first ones written, at their frames' times; it lacks what x264
-    # still held (its lookahead and frame threads: measured here, as it depends on the cores),
+    # still held (its lookahead: measured here with the same settings, not assumed),
     # the last frame given out (its fragment is written when the next comes) and, at most, one
     # frame the masks file got before the video (the sinks write each result in turn).
     held = _frames_x264_holds(scene.render(0)[0], tmp_path / "probe.mp4")

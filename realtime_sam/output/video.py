@@ -84,8 +84,8 @@ class VideoSink(SinkBase):
       written as a fragment of its own once the next one comes, so a killed
       file keeps every frame in :attr:`frames_in_file` but the last. What it
       loses is the encoder's delay: x264 holds back the frames it is still
-      looking ahead over, 10-12 with ``veryfast`` on 2 cores (0.4 s at
-      30 fps); a process killed after writing 150 frames at 30 fps left 138
+      looking ahead over, 11 with ``veryfast`` (0.4 s at 30 fps; the same
+      with 1 to 24 encoder threads, at 720p); a process killed after writing 150 frames at 30 fps left 138
       (a fragment a keyframe, with 1 s keyframes, kept 120: all but the last
       keyframe interval; the test suite checks what a killed file keeps).
       The cost is a keyframe every ``keyframe_interval_s``, no B-frames
