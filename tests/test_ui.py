@@ -617,12 +617,12 @@ def test_an_x_server_that_goes_away_mid_run_leaves_complete_outputs(slow_scene_c
                 app_command(
                     "--source", str(clip), "--realtime", "--save-masks", str(masks), "--output", str(video),
                     "--box", f"{x0},{y0},{x0 + 40},{y0 + 40}", "--weights", str(checkpoint_path), "--device", "cpu",
-                    # One keyframe, at the start: a fragment a keyframe would keep no frame at all.
+                    # One keyframe, at the start (a fragment a keyframe kept 5 frames of 30 here).
                     "--set", "output.video_keyframe_interval_s=60",
                 ),
                 cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
             )
-        # Past the encoder's lookahead (10-12 frames), so that some frames are in the file.
+        # Past the encoder's lookahead (11 frames), so that some frames are in the file.
         _wait(lambda: len(frame_lines(masks)) >= 30, 180, "30 frames", app, err_path)
     finally:
         _stop(server)
