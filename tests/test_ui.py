@@ -172,15 +172,10 @@ def test_window_config_validates():
         WindowConfig(drag_threshold_px=-1)
 
 
-def _x11_platform() -> None:
-    if sys.platform in ("win32", "darwin"):
-        pytest.skip("windows can always be shown on this platform")
-
-
 def test_display_problem_follows_the_environment(monkeypatch):
-    from fixtures_app import free_x_display_number
+    from fixtures_app import free_x_display_number, skip_unless_x11
 
-    _x11_platform()
+    skip_unless_x11()
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert display_problem() == "DISPLAY is not set" and not display_available()
@@ -201,7 +196,6 @@ def test_display_problem_follows_the_environment(monkeypatch):
 def test_a_display_whose_server_takes_connections_has_no_problem(monkeypatch):
     from fixtures_app import free_x_display_number
 
-    _x11_platform()
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     # On TCP, as an X server forwarded over SSH is (DISPLAY=localhost:10.0): port 6000 + number.
     for _ in range(20):
@@ -633,8 +627,9 @@ def test_an_x_server_that_goes_away_mid_run_leaves_complete_outputs(slow_scene_c
             app.kill()
             app.wait()
     assert rc == 1 and "X11 connection broke" in err_path.read_text(), (rc, err_path.read_text()[-2000:])
-    written = [f["frame"] for f in frame_lines(masks)]
-    assert len(written) >= 30 and all(f["tracks"] for f in frame_lines(masks))
+    records = frame_lines(masks)
+    written = [f["frame"] for f in records]
+    assert len(written) >= 30 and all(f["tracks"] for f in records)
     with av.open(str(video)) as container:
         times = [float(frame.time) for frame in container.decode(video=0)]
     # The video's frames are the first ones written, at their frames' times; it lacks what x264

@@ -85,9 +85,10 @@ class VideoSink(SinkBase):
       file keeps every frame in :attr:`frames_in_file` but the last. What it
       loses is the encoder's delay: x264 holds back the frames it is still
       looking ahead over, 11 with ``veryfast`` (0.4 s at 30 fps; the same
-      with 1 to 24 encoder threads, at 720p); a process killed after writing 150 frames at 30 fps left 138
-      (a fragment a keyframe, with 1 s keyframes, kept 120: all but the last
-      keyframe interval; the test suite checks what a killed file keeps).
+      with 1 to 24 encoder threads, at 720p); a process killed after
+      writing 150 frames at 30 fps left 138 (a fragment a keyframe, with
+      1 s keyframes, kept 120: all but the last keyframe interval; the test
+      suite checks what a killed file keeps).
       The cost is a keyframe every ``keyframe_interval_s``, no B-frames
       (with B-frames a fragmented MP4, having no edit list, starts its first
       frame at 2/fps s instead of 0) and about 120 bytes a frame for the
@@ -216,13 +217,17 @@ class VideoSink(SinkBase):
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = pts
         try:
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-                self.frames_in_file += 1
+            self._mux(self._stream.encode(frame))
         except (OSError, av.FFmpegError) as exc:
             raise SinkError(f"writing the video output {self.path} failed: {describe_error(exc)}") from None
         self._last_pts = pts
         self.frames_written += 1
+
+    def _mux(self, packets) -> None:
+        """Write the encoder's packets (a frame each) to the file, counting them in :attr:`frames_in_file`."""
+        for packet in packets:
+            self._container.mux(packet)
+            self.frames_in_file += 1
 
     def _start(self, image: np.ndarray) -> None:
         if self.size is None:
@@ -286,9 +291,7 @@ class VideoSink(SinkBase):
             return
         error: BaseException | None = None
         try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-                self.frames_in_file += 1
+            self._mux(self._stream.encode(None))
         except (OSError, av.FFmpegError) as exc:
             error = exc
         try:
