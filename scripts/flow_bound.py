@@ -12,7 +12,7 @@ flow and per number of frames carried, and per sequence for the first flow.
 ::
 
     python scripts/flow_bound.py                                   # ../shared/davis, DIS medium/fast/ultrafast
-    python scripts/flow_bound.py --flows medium,farneback --steps 4
+    python scripts/flow_bound.py --flows medium,ultrafast,lk-grid --steps 4
     python scripts/flow_bound.py --root DAVIS --sequences goat,camel --logits
 
 Set it against ``eval_vos.py``'s one-way rows by frames since a decode: where
@@ -20,7 +20,8 @@ the engine scores as much as the ground truth carried by the flow it runs,
 its loss between decodes is the flow's own error. Rows ``still`` (the mask
 left where it was) and, with ``--logits``, the ground truth put through
 SAM's ``256x256`` low-res logits before it is carried (what a decode can
-hold) come with every run.
+hold) come with every run. Each flow's row ends with its median time a
+frame pair, in ms, at the footage's size (time it on a quiet machine).
 
 As in ``eval_vos.py``, an object is scored where it has at least 150 pixels
 (at the start frame and at the frame scored). Flows run on the whole frame
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -59,13 +61,59 @@ def _farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 5, 21, 5, 7, 1.5, 0)
 
 
+def _lk_grid(step: int = 8, win: int = 11) -> Flow:
+    """Dense flow made from sparse flow: pyramidal Lucas-Kanade on a grid of points, spread over every pixel.
+
+    A point every ``step`` px (cell centres), tracked ``a -> b`` and back with a
+    ``win x win`` window and three pyramid levels; a point that does not come
+    back within 1 px carries no weight. The grid's displacements are spread by
+    normalised Gaussian smoothing (sigma one grid cell; where no kept point is
+    near, four cells) and upsampled bilinearly to the frame. Kept to measure the
+    idea against DIS: it is not cheaper for the same quality (README, the record).
+    """
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
+
+    def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        h, w = a.shape
+        gy, gx = np.mgrid[step // 2 : h : step, step // 2 : w : step].astype(np.float32)
+        gh, gw = gx.shape
+        p0 = np.stack([gx.ravel(), gy.ravel()], 1).reshape(-1, 1, 2)
+        lk = dict(winSize=(win, win), maxLevel=3, criteria=criteria)
+        p1, found, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **lk)
+        back, found_back, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **lk)
+        kept = (found.ravel() == 1) & (found_back.ravel() == 1) & (np.linalg.norm((back - p0).reshape(-1, 2), axis=1) < 1.0)
+        weight = kept.reshape(gh, gw).astype(np.float32)
+        shift = (p1 - p0).reshape(gh, gw, 2) * weight[..., None]
+        near = cv2.GaussianBlur(shift, (0, 0), 1.0) / np.maximum(cv2.GaussianBlur(weight, (0, 0), 1.0), 1e-6)[..., None]
+        far = cv2.GaussianBlur(shift, (0, 0), 4.0) / np.maximum(cv2.GaussianBlur(weight, (0, 0), 4.0), 1e-6)[..., None]
+        cells = np.where((cv2.GaussianBlur(weight, (0, 0), 1.0) > 0.05)[..., None], near, far).astype(np.float32)
+        # Cell centres at step/2 + k*step: a resize to gw*step x gh*step puts them there; the edge is repeated.
+        field = cv2.resize(cells, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
+        return np.pad(field[:h, :w], ((0, max(0, h - field.shape[0])), (0, max(0, w - field.shape[1])), (0, 0)), mode="edge")
+
+    return flow
+
+
 FLOWS: Mapping[str, Callable[[], Flow]] = {
     "medium": lambda: _dis(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),  # what the engine's dense propagation runs
     "fast": lambda: _dis(cv2.DISOPTICAL_FLOW_PRESET_FAST),
     "ultrafast": lambda: _dis(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
     "medium-fs0": lambda: _dis(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, FinestScale=0),
     "farneback": lambda: _farneback,
+    "lk-grid": _lk_grid,  # a point every 8 px, an 11 px window
 }
+
+
+def _timed(flow: Flow, seconds: list[float]) -> Flow:
+    """``flow``, appending each call's wall time to ``seconds`` (the flows run one at a time, in turn)."""
+
+    def timed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        field = flow(a, b)
+        seconds.append(time.perf_counter() - start)
+        return field
+
+    return timed
 
 
 def _logits_round_trip(mask: np.ndarray) -> np.ndarray:
@@ -150,9 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     rows: dict[str, list[list[float]]] = {}
+    costs: dict[str, list[float]] = {}  # seconds of each flow call, per flow
     rows["still"] = [carried(q, None, every=args.every, steps=args.steps) for q in seqs]
     for name in names:
-        rows[name] = [carried(q, FLOWS[name](), every=args.every, steps=args.steps) for q in seqs]
+        flow = _timed(FLOWS[name](), costs.setdefault(name, []))
+        rows[name] = [carried(q, flow, every=args.every, steps=args.steps) for q in seqs]
         if name == names[0] and args.logits:
             rows[f"{name}, through the logits"] = [
                 carried(q, FLOWS[name](), every=args.every, steps=args.steps, logits=True) for q in seqs
@@ -160,11 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     head = " | ".join(f"{k} frame{'s' if k > 1 else ''} on" for k in range(1, args.steps + 1))
     print(f"\nThe ground truth carried by the flow alone, mean J over {len(seqs)} sequence(s):\n")
-    print(f"| carried by | {head} |")
-    print("|---|" + "---:|" * args.steps)
+    print(f"| carried by | {head} | ms a frame pair |")
+    print("|---|" + "---:|" * (args.steps + 1))
     for name, per_seq in rows.items():
         means = np.nanmean(np.array(per_seq, dtype=np.float64), axis=0)
-        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) + " |")
+        cost = f"{1000 * float(np.median(costs[name])):.1f}" if costs.get(name) else "-"
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in means) + f" | {cost} |")
     first = names[0]
     print(f"\nPer sequence, {first}:\n")
     print(f"| sequence | {head} |")

@@ -49,16 +49,41 @@ def test_flow_carries_a_moving_object_far_better_than_leaving_it_still(tmp_path)
     assert 0.8 < quantised[0] <= moved[0] + 0.02
 
 
-def test_main_prints_a_row_per_flow(tmp_path, capsys):
+def test_a_grid_of_lucas_kanade_points_spread_over_every_pixel_follows_the_object(tmp_path):
+    _write(tmp_path)
+    found = fb.eval_vos.find_sequences(tmp_path)
+    seq = fb.eval_vos.load_sequence(tmp_path, "disk", found["disk"])
+    still = fb.carried(seq, None, every=3, steps=3)
+    moved = fb.carried(seq, fb.FLOWS["lk-grid"](), every=3, steps=3)
+    assert moved[0] > 0.85
+    assert all(m > s + 0.08 for m, s in zip(moved, still))
+    # The field covers the whole frame, frames of any size: a zero flow on a still pair.
+    a = _texture(101, 203, 2)[..., 0]
+    field = fb.FLOWS["lk-grid"]()(a, a)
+    assert field.shape == (101, 203, 2) and field.dtype == np.float32
+    assert np.abs(field).max() < 0.05
+
+
+def test_main_prints_a_row_per_flow_with_its_time(tmp_path, capsys):
     _write(tmp_path / "data")
-    rc = fb.main(["--root", str(tmp_path / "data"), "--flows", "medium,ultrafast", "--steps", "2", "--every", "4", "--logits"])
+    rc = fb.main(
+        ["--root", str(tmp_path / "data"), "--flows", "medium,ultrafast,lk-grid", "--steps", "2", "--every", "4", "--logits"]
+    )
     assert rc == 0
     out = capsys.readouterr().out
-    for row in ("| still |", "| medium |", "| medium, through the logits |", "| ultrafast |", "| disk |"):
+    for row in ("| still |", "| medium |", "| medium, through the logits |", "| ultrafast |", "| lk-grid |", "| disk |"):
         assert row in out
-    still = float(out.split("| still | ")[1].split(" |")[0])
-    medium = float(out.split("| medium | ")[1].split(" |")[0])
-    assert medium > still + 0.08
+    assert "| ms a frame pair |" in out
+
+    def cells(name: str) -> list[str]:
+        return out.split(f"| {name} | ")[1].split("\n")[0].rstrip(" |").split(" | ")
+
+    still, medium = cells("still"), cells("medium")
+    assert float(medium[0]) > float(still[0]) + 0.08
+    # Two steps' J, then the time: none for leaving the mask still, some for each flow.
+    assert len(still) == 3 and still[2] == "-"
+    for name in ("medium", "ultrafast", "lk-grid"):
+        assert float(cells(name)[2]) > 0
 
 
 @pytest.mark.parametrize(
