@@ -323,8 +323,35 @@ def test_a_missing_detector_checkpoint_offline_says_where_to_put_it(tmp_path: Pa
         load_yolo("yolo11n.pt")
     message = str(info.value)
     assert str(tmp_path / "yolo11n.pt") in message and "releases/download" in message and "\n" not in message
+    # The library is behind two flags (annotate's --det-model, the app's --detect): it names neither.
+    assert "--" not in message
     with pytest.raises(DetectorError, match="not found"):
         load_yolo(str(tmp_path / "sub" / "mine.pt"))
+
+
+def test_a_mistyped_detector_name_is_an_error_without_asking_github(tmp_path: Path, monkeypatch, capsys):
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.downloads as downloads
+
+    def asked(*a, **k):  # offline this printed two long warnings before the error
+        raise AssertionError("Ultralytics was asked to find a name it does not publish")
+
+    monkeypatch.setattr(downloads, "attempt_download_asset", asked)
+    monkeypatch.setattr(downloads, "get_github_assets", asked)
+    monkeypatch.chdir(tmp_path)
+    from realtime_sam.model.detector import load_yolo
+
+    with pytest.raises(DetectorError) as info:
+        load_yolo("yolo11nn.pt")
+    message = str(info.value)
+    assert message.startswith(f"detector checkpoint not found: {tmp_path / 'yolo11nn.pt'}")
+    assert "not an Ultralytics release name" in message and "\n" not in message
+    cv2.imwrite(str(tmp_path / "shot.jpg"), np.full((48, 64, 3), 128, np.uint8))
+    assert main(["annotate", str(tmp_path), "--det-model", "yolo11nn.pt"]) == 2
+    out, err = capsys.readouterr()
+    # What a terminal shows: each line as its last carriage return left it (the progress bar is wiped).
+    shown = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].strip()]
+    assert len(shown) == 1 and shown[0].startswith("error: detector checkpoint not found") and out == ""
 
 
 def test_yolo_from_bundled_yaml_end_to_end_labels_read_by_ultralytics(tmp_path: Path, random_checkpoint: Path, capsys):

@@ -8,6 +8,8 @@ Ultralytics YOLO built from its bundled YAML for the integration.
 
 from __future__ import annotations
 
+import importlib.util
+
 import dataclasses
 import time
 from pathlib import Path
@@ -188,6 +190,11 @@ def test_cli_detect_flags_errors(tmp_path: Path, capsys):
     assert main(["--source", str(video), "--headless", "--detect", str(tmp_path / "nope" / "y.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: detector checkpoint not found") and "\n" not in err
+    if importlib.util.find_spec("ultralytics") is not None:
+        # A bare name Ultralytics does not publish: said at once, naming no other command's flag.
+        assert main(["--source", str(video), "--headless", "--detect", "nosuch.pt"]) == 2
+        out, err = capsys.readouterr()
+        assert "not an Ultralytics release name" in err and "--det-model" not in err and out == ""
     assert main(["--source", str(video), "--headless", "--detect", "y.pt", "--detect-every", "0"]) == 2
     assert "--detect-every" in capsys.readouterr().err
 

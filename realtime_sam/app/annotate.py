@@ -269,10 +269,17 @@ def annotate(
     counts: Counter[str] = Counter()
     stats = Counter()
     bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="image", desc="annotate", file=sys.stderr, dynamic_ncols=True)
+    def progress_bar():
+        # Made once the first image needing the models has them loaded: a missing detector or
+        # SAM checkpoint is then its one error line, not that line under a bar at 0 %.
+        nonlocal bar
+        if bar is None and progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=stats["images"] - 1, unit="image", desc="annotate", file=sys.stderr, dynamic_ncols=True)
+        return bar
+
     try:
         for item in items:
             stats["images"] += 1
@@ -283,21 +290,23 @@ def annotate(
                 writer = CocoWriter(labels_dir, det.names, class_ids)
             if writer.done(item.stem):
                 stats["skipped"] += 1
-                if bar is not None:
+                if progress_bar() is not None:
                     bar.update(1)
                 continue
             image = item.load()
             if image is None:
                 stats["unreadable"] += 1
-                if bar is not None:
+                if progress_bar() is not None:
                     bar.write(f"skipped {item.file_name}: not a readable image")
                     bar.update(1)
                 continue
             det = get_detector()
             if class_ids is None and classes is not None:
                 class_ids = parse_classes(classes, det.names)
+            sam = get_model()
+            progress_bar()
             objects, small = _label_image(
-                image, det, get_model(), conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
+                image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
             )
             if item.save_to is not None and not cv2.imwrite(str(item.save_to), image):
                 raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")

@@ -108,6 +108,13 @@ def load_yolo(
             f"the detector needs Ultralytics ({describe_error(exc)}); install it with "
             "`pip install \"realtime-sam[detect]\"` (or `pip install ultralytics`)"
         ) from None
+    if not is_yaml and not path.is_file() and not _is_release_name(path.name):
+        # Not on disk and not a name Ultralytics could download: a mistyped name or path. Said here,
+        # before Ultralytics asks GitHub's API for the name (two long warnings offline) and fails.
+        raise DetectorError(
+            f"detector checkpoint not found: {path.absolute()}; {path.name} is not an Ultralytics release name "
+            "(such as yolo11n.pt): check the name, or give the file's path"
+        )
     _ensure_nms()
     try:
         model = YOLO(spec if is_yaml or not path.is_file() else str(path), task=None)
@@ -115,7 +122,7 @@ def load_yolo(
         if not path.is_file() and not is_yaml:
             raise DetectorError(
                 f"cannot download the detector checkpoint {path.name} (offline?): fetch {_ASSETS}/v8.4.0/{path.name} "
-                f"(or any Ultralytics detection .pt) and put it at {Path.cwd() / path.name}, or give its path with --det-model"
+                f"(or any Ultralytics detection .pt) and put it at {Path.cwd() / path.name}, or give the file's path instead"
             ) from None
         raise DetectorError(f"cannot load the detector {spec}: {describe_error(exc)}") from None
     except Exception as exc:  # Ultralytics raises many types for a foreign or damaged file
@@ -126,6 +133,15 @@ def load_yolo(
     return YoloDetector(
         model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=parse_classes(classes, names), device=device
     )
+
+
+def _is_release_name(name: str) -> bool:
+    """Whether Ultralytics can download ``name`` from its releases (``True`` where its list cannot be read)."""
+    try:
+        from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+    except ImportError:  # an Ultralytics without the list: let it try
+        return True
+    return name in GITHUB_ASSETS_NAMES
 
 
 def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:
