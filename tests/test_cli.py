@@ -549,3 +549,28 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
     frames = [f["frame"] for f in frame_lines(tmp_path / "live.jsonl")]
     # indices keep increasing across the reconnect (a live source may skip frames the model missed)
     assert frames == sorted(set(frames)) and len(frames) >= before + 5
+
+
+def test_status_lines_keep_their_beat_when_frames_come_late(monkeypatch):
+    # A live source's status line waits for a processed frame. With frames 0.7 s apart and
+    # lines due every 5 s, each line is up to 0.7 s late; the next must still be due on the
+    # 5 s beat, not 5 s after the late one (which made 5 s lines come every 5.6 s on average).
+    import io
+    from types import SimpleNamespace
+
+    clock = [1000.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    reporter = cli._Reporter(quiet=False, status_interval_s=5.0, stream=out)
+    stats = SimpleNamespace(frames_read=0, frames_processed=0, frames_dropped=0, model_fps=0.0)
+    result = SimpleNamespace(tracks=[], index=0)
+    for _ in range(143):  # 100.1 s of frames, 0.7 s apart
+        clock[0] += 0.7
+        reporter.result(result, stats)
+    assert len(out.getvalue().splitlines()) == 20  # 100 s / 5 s
+    # After a 12 s stall the beat starts again from the frame that ends it: one line, not three.
+    clock[0] += 12.0
+    reporter.result(result, stats)
+    clock[0] += 0.7
+    reporter.result(result, stats)
+    assert len(out.getvalue().splitlines()) == 21

@@ -265,6 +265,42 @@ def test_resolve_downloads_into_cache_when_absent(
     assert server.hits["/mobile_sam.pt"] == 1
 
 
+def test_the_sam_registry_finds_the_official_name_where_the_app_keeps_weights(
+    tmp_path: Path, server: _Server, checkpoint_file: Path, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_sam import sam_model_registry
+
+    name = "mask_decoder.iou_prediction_head.layers.2.bias"  # a small tensor to tell checkpoints apart
+    official = torch.load(checkpoint_file, weights_only=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(ENV_URLS, server.serve("/mobile_sam.pt", checkpoint_bytes))
+    # README's snippet, with no such file here: fetched into the cache once, as the app does.
+    sam = sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")
+    assert torch.equal(sam.state_dict()[name], official[name])
+    assert (tmp_path / "cache" / "mobile_sam.pt").read_bytes() == checkpoint_bytes
+    sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")
+    assert server.hits["/mobile_sam.pt"] == 1
+    # $REALTIME_SAM_WEIGHTS comes before the cache, as for the app.
+    mine = dict(official)
+    mine[name] = official[name] + 1.0
+    torch.save(mine, tmp_path / "mine.pt")
+    monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "mine.pt"))
+    assert torch.equal(sam_model_registry["vit_t"](checkpoint="mobile_sam.pt").state_dict()[name], mine[name])
+    # A file of that name in the current folder is what SAM's builders mean: it wins.
+    (work / "mobile_sam.pt").write_bytes(checkpoint_bytes)
+    assert torch.equal(sam_model_registry["vit_t"](checkpoint="mobile_sam.pt").state_dict()[name], official[name])
+    # Any other name is a path, checked as given; SAM's own files are never downloaded.
+    monkeypatch.delenv(ENV_WEIGHTS)
+    with pytest.raises(CheckpointError, match="not found"):
+        sam_model_registry["vit_t"](checkpoint="mobile-sam.pt")
+    with pytest.raises(CheckpointError) as err:
+        sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")
+    assert str(tmp_path / "cache" / "sam_vit_b_01ec64.pth") in str(err.value) and "\n" not in str(err.value)
+    assert server.hits["/mobile_sam.pt"] == 1
+
+
 # --------------------------------------------------------------------------- download
 
 

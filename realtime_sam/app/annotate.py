@@ -341,9 +341,10 @@ def _load_sam(sam_model, device: str, progress: bool):
     from realtime_sam.model.config import ModelConfig
     from realtime_sam.model.loader import load_model
 
-    weights = None if sam_model is None else str(sam_model)
-    if weights is not None and weights == "mobile_sam.pt" and not Path(weights).is_file():
-        weights = None  # the name of the official file: the usual place (cache, $REALTIME_SAM_WEIGHTS)
+    from realtime_sam.model.weights import locate_checkpoint
+
+    # The official file's bare name means the usual place (the cache, $REALTIME_SAM_WEIGHTS).
+    weights = None if sam_model is None else str(locate_checkpoint(sam_model, progress=progress))
     return load_model(ModelConfig(weights=weights, device=_torch_device(device)), progress=progress)
 
 

@@ -283,7 +283,12 @@ class _Reporter:
             return
         now = time.monotonic()
         if now >= self._next_status:
-            self._next_status = now + self.status_interval_s
+            # A line waits for a processed frame; the next is due on the same beat, not an interval
+            # after this late one, or slow frames would stretch every interval (5 s lines came
+            # every 7 s with the file preset on a stream). A gap of more than an interval starts anew.
+            self._next_status += self.status_interval_s
+            if self._next_status <= now:
+                self._next_status = now + self.status_interval_s
             self.line(self.status_text(stats, now))
 
     def status_text(self, stats: Any, now: float | None = None) -> str:

@@ -74,7 +74,7 @@ __all__ = [
 HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("click", "track a new object (positive point)"),
     ("drag", "track a new object (box)"),
-    ("r-click", "exclude a point from the selected object"),
+    ("shift/r-click", "exclude a point from the selected object"),
     ("space", "pause / resume"),
     ("a", "auto-discovery on / off"),
     ("d / Del", "remove the object under the cursor"),

@@ -2,7 +2,8 @@
 
 ``sam_model_registry["vit_t"](checkpoint="mobile_sam.pt")`` returns an
 ``eval()``-mode :class:`~realtime_sam.model.modeling.Sam` on the CPU with the
-checkpoint loaded strictly; ``checkpoint=None`` gives random weights.
+checkpoint loaded strictly (that bare name, when no such file is in the current
+folder, from where the app keeps its weights); ``checkpoint=None`` gives random weights.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from realtime_sam.model.checkpoint import load_checkpoint
+from realtime_sam.model.weights import locate_checkpoint
 from realtime_sam.model.modeling import (
     ImageEncoderViT,
     MaskDecoder,
@@ -69,9 +71,17 @@ _ENCODERS: dict[str, Callable[[], nn.Module]] = {
 def build_sam(model_type: str, checkpoint: str | os.PathLike | None = None) -> Sam:
     """Build ``model_type`` and load ``checkpoint`` strictly (``None``: random init).
 
+    ``checkpoint`` is a path; the official file's bare name (``mobile_sam.pt``) not in
+    the current folder is looked for where the app keeps weights
+    (:func:`~realtime_sam.model.weights.locate_checkpoint`: ``$REALTIME_SAM_WEIGHTS``,
+    the cache, downloaded there for ``vit_t``).
+
     Raises:
         CheckpointError: the file is missing, damaged, or of another model.
+        WeightsDownloadError: the official file had to be downloaded and could not be.
     """
+    if checkpoint is not None:
+        checkpoint = locate_checkpoint(checkpoint, model_type=model_type)
     state = load_checkpoint(checkpoint, model_type) if checkpoint is not None else None
     if model_type not in _ENCODERS:
         raise KeyError(model_type)

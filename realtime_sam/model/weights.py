@@ -52,6 +52,7 @@ __all__ = [
     "ENV_WEIGHTS",
     "ENV_URLS",
     "WEIGHTS_FILENAMES",
+    "locate_checkpoint",
     "OFFICIAL_URLS",
     "OFFICIAL_SAM_URLS",
     "VerifyReport",
@@ -218,6 +219,23 @@ def resolve_weights(
             f"run `realtime-sam weights download` or pass --weights PATH"
         )
     return download_weights(cache_path, model_type=model_type, progress=progress)
+
+
+def locate_checkpoint(
+    checkpoint: str | os.PathLike[str], *, model_type: str = "vit_t", progress: bool = True
+) -> str | os.PathLike[str]:
+    """``checkpoint`` as SAM's builders and ``annotate`` take it: a path, or the official file's name.
+
+    The official file's bare name (``mobile_sam.pt`` for ``vit_t``, ``sam_vit_h_4b8939.pth``
+    for ``vit_h``...) that is not a file in the current folder means the usual place,
+    as the app looks for weights: :func:`resolve_weights` (``$REALTIME_SAM_WEIGHTS``, the
+    cache, downloading ``mobile_sam.pt`` there if missing). Anything else is returned as
+    given, a path for the loader to check.
+    """
+    text = str(checkpoint)
+    if model_type in WEIGHTS_FILENAMES and text == WEIGHTS_FILENAMES[model_type] and not Path(text).exists():
+        return resolve_weights(None, model_type=model_type, progress=progress)
+    return checkpoint
 
 
 # --------------------------------------------------------------------------- download
