@@ -568,9 +568,40 @@ def test_status_lines_keep_their_beat_when_frames_come_late(monkeypatch):
         clock[0] += 0.7
         reporter.result(result, stats)
     assert len(out.getvalue().splitlines()) == 20  # 100 s / 5 s
-    # After a 12 s stall the beat starts again from the frame that ends it: one line, not three.
+    # A loop busy for 12 s (no result): headless, the wait for one ticks, and the lines keep coming.
+    for _ in range(120):
+        clock[0] += 0.1
+        reporter.tick(stats)
+    assert len(out.getvalue().splitlines()) == 22  # at 105 and 110 s
+    # Where nothing ticks meanwhile (a window's loop), the beat starts again after the gap: one line, not three.
     clock[0] += 12.0
     reporter.result(result, stats)
     clock[0] += 0.7
     reporter.result(result, stats)
-    assert len(out.getvalue().splitlines()) == 21
+    assert len(out.getvalue().splitlines()) == 23
+
+
+def test_status_lines_come_on_time_while_the_model_is_busy(run, capsys, monkeypatch):
+    # Headless, the lines do not wait for results: a step that takes 1.5 s (auto discovery's
+    # point grid with the file preset took 7 s on a stream) still gets a line every interval,
+    # showing frames read while none were processed.
+    import re
+
+    from realtime_sam.tracking.engine import Engine
+
+    real = Engine.process
+    calls = [0]
+
+    def slow_third(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            time.sleep(1.5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "process", slow_third)
+    assert run("--headless", "--source", LIVE, "--max-frames", "5", "--status-interval", "0.25") == 0
+    lines = [re.match(r"\[\s*([\d.]+)s\] frames (\d+) read, (\d+) processed", s) for s in capsys.readouterr().err.splitlines()]
+    status = [(float(m[1]), int(m[2]), int(m[3])) for m in lines if m]
+    stalled = [a for a, b in zip(status, status[1:]) if a[2] == b[2]]
+    assert len(stalled) >= 3, status  # 1.5 s with nothing processed: lines kept coming
+    assert all(b[0] - a[0] < 1.0 for a, b in zip(status, status[1:])), status  # not the 1.5 s stall

@@ -281,11 +281,21 @@ class _Reporter:
             self._bar.update(max(0, result.index + 1 - self._bar.n))
             self._bar.set_postfix(tracks=self.tracks, refresh=False)
             return
+        self.tick(stats)
+
+    def tick(self, stats: Any) -> None:
+        """A live source's status line, when one is due (every ``status_interval_s`` seconds).
+
+        Called with each result and, headless, while waiting for one: a loop busy for seconds
+        (auto discovery's point grid with the file preset on a stream: 7 s) still gets its
+        lines on time, showing frames read while none were processed.
+        """
+        if self.quiet or self._bar is not None:
+            return
         now = time.monotonic()
         if now >= self._next_status:
-            # A line waits for a processed frame; the next is due on the same beat, not an interval
-            # after this late one, or slow frames would stretch every interval (5 s lines came
-            # every 7 s with the file preset on a stream). A gap of more than an interval starts anew.
+            # On the same beat, not an interval after a late line; a gap of more than an
+            # interval (a window's loop waits for results) starts the beat anew.
             self._next_status += self.status_interval_s
             if self._next_status <= now:
                 self._next_status = now + self.status_interval_s
@@ -465,8 +475,12 @@ def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, 
                 window.run(pipeline, engine, on_result=lambda r: reporter.result(r, pipeline.stats))
         else:
             with pipeline:
-                for result in pipeline:
-                    reporter.result(result, pipeline.stats)
+                while not pipeline.ended:
+                    result = pipeline.poll(0.1)
+                    if result is not None:
+                        reporter.result(result, pipeline.stats)
+                    else:
+                        reporter.tick(pipeline.stats)
     except RealtimeSamError as exc:
         return exc
     finally:
