@@ -32,10 +32,14 @@ def _write(root: Path, frames: int = 10, speed: int = 10) -> None:
         Image.fromarray((disk * 255).astype(np.uint8), mode="L").save(root / "Annotations" / "480p" / "disk" / f"{i:05d}.png")
 
 
+def _disk(root: Path):
+    """The 'disk' sequence written under ``root`` and read back."""
+    _write(root)
+    return fb.eval_vos.load_sequence(root, "disk", fb.eval_vos.find_sequences(root)["disk"])
+
+
 def test_flow_carries_a_moving_object_far_better_than_leaving_it_still(tmp_path):
-    _write(tmp_path)
-    found = fb.eval_vos.find_sequences(tmp_path)
-    seq = fb.eval_vos.load_sequence(tmp_path, "disk", found["disk"])
+    seq = _disk(tmp_path)
     still = fb.carried(seq, None, every=3, steps=3)
     moved = fb.carried(seq, fb.FLOWS["medium"](), every=3, steps=3)
     # Left still, the disk (radius 50, 10 px a frame) overlaps itself less every frame.
@@ -50,9 +54,7 @@ def test_flow_carries_a_moving_object_far_better_than_leaving_it_still(tmp_path)
 
 
 def test_a_grid_of_lucas_kanade_points_spread_over_every_pixel_follows_the_object(tmp_path):
-    _write(tmp_path)
-    found = fb.eval_vos.find_sequences(tmp_path)
-    seq = fb.eval_vos.load_sequence(tmp_path, "disk", found["disk"])
+    seq = _disk(tmp_path)
     still = fb.carried(seq, None, every=3, steps=3)
     moved = fb.carried(seq, fb.FLOWS["lk-grid"](), every=3, steps=3)
     assert moved[0] > 0.85
