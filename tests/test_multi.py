@@ -467,6 +467,15 @@ def test_open_streams_closes_what_it_opened_when_a_source_fails(clips, tmp_path)
     specs = [StreamSpec("a", str(clips["a"])), StreamSpec("missing", str(tmp_path / "nope.mp4"))]
     with pytest.raises(SourceError):
         _fake_streams(specs, tmp_path)
+    # Every source opens before any output: the first stream's output was never created.
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_open_streams_closes_what_it_opened_when_an_output_fails(clips, tmp_path):
+    (tmp_path / "b.jsonl").mkdir()  # the second stream's output path is a folder
+    specs = [StreamSpec("a", str(clips["a"])), StreamSpec("b", str(clips["b"]))]
+    with pytest.raises(SinkError, match="is a folder"):
+        _fake_streams(specs, tmp_path)
     # The first stream's sink was finalised: its file is a valid (header-only) JSONL.
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "realtime_sam" in json.loads(lines[0])
@@ -519,3 +528,54 @@ def test_an_endless_live_stream_beside_a_file_can_be_stopped_alone(clips, tmp_pa
     assert status["live"].live and not status["a"].live
     assert status["live"].state == "done" and status["live"].error is None and both.errors == {}
     assert status["live"].encodes >= 1
+
+
+def test_a_stop_that_withdraws_a_waiting_encode_ends_that_stream_cleanly(clips, tmp_path):
+    # Two streams on one encoder: one encodes (held), the other waits for it. The stop withdraws
+    # the waiting request; that stream ends because it was stopped, not because it failed.
+    enc = _GatedEncoder()
+    sched = EncodeScheduler(lambda images: enc(images) and [BoxRunner().embed(im) for im in images])
+
+    def sinks_for(spec, source, cfg):
+        return [open_sinks([f"jsonl:{tmp_path / (spec.name + '.jsonl')}"], fps=source.fps, config=cfg.output)]
+
+    box = (ObjectPrompt(box=(5, 5, 40, 40)),)
+    specs = [StreamSpec("a", str(clips["a"]), prompts=box), StreamSpec("b", str(clips["b"]), prompts=box)]
+    multi = open_streams(specs, Config(), runner_for=lambda spec: BoxRunner(), scheduler=sched, sinks_for=sinks_for)
+    with multi:
+        _wait_until(lambda: enc.calls and len(sched._waiting) == 1)
+        multi.stop()
+        enc.gate.set()
+        assert len(list(multi)) <= 1  # the held encode's frame, at most: every stream was stopped
+        status = {s.name: s for s in multi.status()}
+    assert multi.errors == {}
+    assert all(s.state == "done" and s.error is None for s in status.values()), status
+    for name in ("a", "b"):
+        assert (tmp_path / f"{name}.jsonl").read_text().endswith("\n")  # finalised (header only)
+
+
+def test_an_exception_raised_in_the_polling_thread_is_the_runs_not_a_streams(clips, tmp_path):
+    # A second Ctrl-C raises SystemExit (KeyboardInterrupt without a handler) in whatever the main
+    # thread is doing, most often waiting in poll(): it ends the run and fails no stream.
+    import signal
+
+    enc = _GatedEncoder()
+    sched = EncodeScheduler(lambda images: enc(images) and [BoxRunner().embed(im) for im in images])
+    specs = [StreamSpec("a", str(clips["a"]), prompts=(ObjectPrompt(box=(5, 5, 40, 40)),))]
+    multi = open_streams(specs, Config(), runner_for=lambda spec: BoxRunner(), scheduler=sched)
+
+    def insist(signum, _frame):
+        raise SystemExit(130)
+
+    previous = signal.signal(signal.SIGALRM, insist)
+    try:
+        with multi:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)  # while poll() waits for a result the held encode holds back
+            with pytest.raises(SystemExit):
+                multi.poll(5.0)
+            enc.gate.set()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert multi.errors == {}
+    assert [s.state for s in multi.status()] != ["failed"]

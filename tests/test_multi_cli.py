@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from fixtures_app import app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
+from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
 from realtime_sam.app import cli
 
 LAVFI = "lavfi:testsrc2=size=320x240:rate=25"
@@ -136,3 +137,81 @@ def test_a_live_stream_with_the_file_configuration_is_pointed_to_the_presets(tmp
     assert code == 0, err
     assert ("note: pattern: this configuration is made for files" in err and "--config cpu" in err) != own_settings, err
     assert "note: small:" not in err, err
+
+
+@pytest.mark.parametrize(
+    "signals, code",
+    [((signal.SIGINT,), 130), ((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
+def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, rtsp_server, signals, code):
+    # An RTSP stream and a file, each encoding every frame on the one encoder with no frame budget:
+    # one of them is always waiting for the encoder when the signal comes, and the stop withdraws
+    # that request. The twice: a second Ctrl-C (or `timeout -s INT`, which signals the process and
+    # then its group) while the streams finish their encodes exits at once.
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    server = rtsp_server()
+    write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=250), tmp_path / "door.mp4")
+    (tmp_path / "streams.yaml").write_text(
+        f"streams:\n  - name: cam\n    source: {server.url('live')}\n    settings: {{pipeline: {{max_frames: 0}}}}\n"
+    )
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            app_command(
+                "--headless", "--sources", "streams.yaml", "--source", "door.mp4",
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1",
+                "--set", "streams.frame_budget=0", "--box", "100,60,220,180", "--status-interval", "1000",
+                "--save-masks", "out/{name}.jsonl",
+            ),
+            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        for name in ("cam", "door"):
+            _wait_frames(tmp_path / "out" / f"{name}.jsonl", 3, proc, timeout=150)
+        for i, sig in enumerate(signals):
+            if i:
+                time.sleep(0.1)  # the first one handled (not merged with it), an encode still running
+            proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err_path.read_text()
+    lines = text.splitlines()
+    assert proc.returncode == code, text
+    # Stopped, not failed: no stream's error and no failed state.
+    assert not [x for x in lines if x.startswith("error:") or ": failed," in x], text
+    if len(signals) == 1:
+        assert f"stopped by {signals[0].name}" in text
+        for name in ("cam", "door"):
+            assert any(x.startswith(f"{name}: done,") for x in lines), text
+    # Every stream's outputs are finalised.
+    for name in ("cam", "door"):
+        path = tmp_path / "out" / f"{name}.jsonl"
+        assert path.read_text().endswith("\n")
+        frames = [f["frame"] for f in frame_lines(path)]
+        assert len(frames) >= 3 and frames == sorted(set(frames))
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_source_that_does_not_open_leaves_no_outputs(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip, existing):  # noqa: F811
+    # As with one stream: every source opens before any output is created, so a run that cannot
+    # start leaves nothing behind, and a file already at an output path is not touched.
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "out" / "small.jsonl"
+    if existing:
+        old.parent.mkdir()
+        old.write_text("from an earlier run\n")
+    code = cli.main(["--headless", "--source", str(small_clip), "--source", "missing.mp4", "--box", "100,80,300,200",
+                     "--save-masks", "out/{name}.jsonl", "--output", "out/{name}.mp4",
+                     "--weights", str(checkpoint_path), "--device", "cpu"])
+    lines = _err_lines(capsys)
+    assert code == 2 and len(lines) == 1 and "source not found: missing.mp4" in lines[0], lines
+    if existing:
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["small.jsonl"]
+        assert old.read_text() == "from an earlier run\n"
+    else:
+        assert not (tmp_path / "out").exists()

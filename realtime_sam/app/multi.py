@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker
-from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
+from realtime_sam.app.scheduler import EncodeCancelled, EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.types import FrameResult, ObjectPrompt
 
@@ -112,6 +112,7 @@ class StreamRun:
         self.pipeline = pipeline
         self.ended = False
         self.error: BaseException | None = None
+        self.stop_asked = False  # stop() or stop_stream() asked it to finish
         self.tracks = 0
 
     @property
@@ -125,7 +126,9 @@ class MultiPipeline:
     Use as a context manager and iterate; :meth:`stop` may be called from any
     thread (a signal handler). A stream whose pipeline raises ends alone:
     its error is in :meth:`status` and :attr:`errors`; iteration goes on
-    until every stream has ended.
+    until every stream has ended. A stream that was stopped ends ``done``,
+    not failed; a ``KeyboardInterrupt`` or ``SystemExit`` raised in the
+    polling thread leaves :meth:`poll` (the run's, not a stream's).
 
     With a ``scheduler``, ``budget`` (default: a :class:`~realtime_sam.app.budget.FrameBudget`
     with the default settings) watches its encoder calls and paces every
@@ -168,6 +171,7 @@ class MultiPipeline:
         """Ask every stream to finish (outputs are finalised); safe from any thread."""
         self._stopped = True
         for r in self.runs:
+            r.stop_asked = True
             r.pipeline.stop()
             if self.scheduler is not None:
                 self.scheduler.withdraw(r.name)
@@ -175,6 +179,7 @@ class MultiPipeline:
     def stop_stream(self, name: str) -> None:
         """Finish one stream (its outputs are finalised); the others go on."""
         r = self.run(name)
+        r.stop_asked = True
         r.pipeline.stop()
         if self.scheduler is not None:
             self.scheduler.withdraw(name)
@@ -244,10 +249,12 @@ class MultiPipeline:
             return None
         try:
             result = r.pipeline.poll(timeout)
-        except BaseException as exc:  # this stream's failure, not the run's
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            r.error = exc
+        except Exception as exc:  # this stream's failure, not the run's
+            # KeyboardInterrupt and SystemExit (a second Ctrl-C) are raised in this thread, not by
+            # the stream: they end the run. An encode withdrawn because the stream was asked to
+            # stop ends it stopped (its results and outputs complete), not failed.
+            if not (isinstance(exc, EncodeCancelled) and r.stop_asked):
+                r.error = exc
             self._ended(r)
             return None
         if result is None:
@@ -325,6 +332,9 @@ def open_streams(
 ) -> MultiPipeline:
     """Open every stream's source, engine and sinks around one shared model; all or nothing.
 
+    Every source opens (and every prompt is checked against its frame) before
+    any stream's outputs are created, so a source that fails leaves no file behind.
+
     Args:
         specs: the streams (names unique).
         config: the run's configuration; each stream's ``settings`` go over it.
@@ -359,8 +369,11 @@ def open_streams(
             w, h = source.size
             for p in (*spec.prompts, *common):
                 clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
-            if sinks_for is not None:
-                opened[-1][3].extend(sinks_for(spec, source, cfg))
+        # The outputs once every source is open (as for one stream): opening one creates its file,
+        # or truncates one already there, which a later stream's missing camera must not leave behind.
+        if sinks_for is not None:
+            for spec, cfg, source, sinks in opened:
+                sinks.extend(sinks_for(spec, source, cfg))
         if runner_for is None:
             if model is None:
                 from realtime_sam.model.loader import load_model
