@@ -352,6 +352,39 @@ def test_a_mistyped_detector_name_is_an_error_without_asking_github(tmp_path: Pa
     # What a terminal shows: each line as its last carriage return left it (the progress bar is wiped).
     shown = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].strip()]
     assert len(shown) == 1 and shown[0].startswith("error: detector checkpoint not found") and out == ""
+    # Nothing was labelled: the run leaves no empty labels folder behind.
+    assert not default_output_dir(str(tmp_path)).exists()
+
+
+def test_a_run_that_fails_leaves_the_folders_it_made_only_if_it_wrote_in_them(tmp_path: Path):
+    (tmp_path / "shots").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "shots" / f"{i}.jpg"), np.full((48, 64, 3), 60 * i, np.uint8))
+
+    class Failing:  # a detector that fails on its n-th image
+        names = NAMES
+
+        def __init__(self, n: int) -> None:
+            self.n, self.calls = n, 0
+
+        def __call__(self, image):
+            self.calls += 1
+            if self.calls == self.n:
+                raise RuntimeError("detector failed")
+            return FixedBoxDetector([], [], NAMES)(image)
+
+    out = tmp_path / "new" / "labels"
+    with pytest.raises(RuntimeError):
+        annotate(tmp_path / "shots", detector=Failing(1), model=BoxModel(), output_dir=out, progress=False)
+    assert not out.exists()  # made for this run, left empty by it
+    with pytest.raises(RuntimeError):
+        annotate(tmp_path / "shots", detector=Failing(3), model=BoxModel(), output_dir=out, progress=False)
+    assert sorted(f.name for f in out.iterdir()) == ["0.txt", "1.txt"]  # what was written stays
+    # A folder that was there before is the user's: kept, even empty.
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(RuntimeError):
+        annotate(tmp_path / "shots", detector=Failing(1), model=BoxModel(), output_dir=tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()
 
 
 def test_yolo_from_bundled_yaml_end_to_end_labels_read_by_ultralytics(tmp_path: Path, random_checkpoint: Path, capsys):

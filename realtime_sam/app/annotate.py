@@ -11,6 +11,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -235,106 +236,126 @@ def annotate(
     if not path.exists() and not any(ch in text for ch in "*?["):
         raise SourceError(f"{text} not found; give a folder of images, a glob or a video file")
     out = Path(output_dir) if output_dir else default_output_dir(text)
-    total: int | None
-    if _is_video(path):
-        labels_dir, images_dir = out / "labels", out / "images"
+    with _no_empty_folders_left_on_failure(out, out / "images", out / "labels"):
+        total: int | None
+        if _is_video(path):
+            labels_dir, images_dir = out / "labels", out / "images"
+            try:
+                images_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SinkError(f"cannot create {images_dir}: {describe_error(exc)}; give another --output-dir") from None
+            total, items = _video_items(path, every, images_dir)
+        else:
+            labels_dir = out
+            listed = _image_items(text)
+            total, items = len(listed), iter(listed)
+
+        loaded: dict[str, object] = {}
+
+        def get_detector() -> Detector:
+            if "detector" not in loaded:
+                loaded["detector"] = detector if detector is not None else load_yolo(
+                    det_model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes,
+                    device=ultralytics_device(_torch_device(device)),
+                )
+            return loaded["detector"]  # type: ignore[return-value]
+
+        def get_model():
+            if "model" not in loaded:
+                loaded["model"] = model if model is not None else _load_sam(sam_model, device, progress)
+            return loaded["model"]
+
+        # The class filter needs the detector's names; a given detector is checked at once.
+        class_ids = parse_classes(classes, detector.names) if detector is not None else None
+        writer: YoloLabelWriter | CocoWriter | None = YoloLabelWriter(labels_dir) if format == "yolo" else None
+        counts: Counter[str] = Counter()
+        stats = Counter()
+        bar = None
+
+        def progress_bar():
+            # Made once the first image needing the models has them loaded: a missing detector or
+            # SAM checkpoint is then its one error line, not that line under a bar at 0 %.
+            nonlocal bar
+            if bar is None and progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, initial=stats["images"] - 1, unit="image", desc="annotate", file=sys.stderr, dynamic_ncols=True)
+            return bar
+
         try:
-            images_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create {images_dir}: {describe_error(exc)}; give another --output-dir") from None
-        total, items = _video_items(path, every, images_dir)
-    else:
-        labels_dir = out
-        listed = _image_items(text)
-        total, items = len(listed), iter(listed)
-
-    loaded: dict[str, object] = {}
-
-    def get_detector() -> Detector:
-        if "detector" not in loaded:
-            loaded["detector"] = detector if detector is not None else load_yolo(
-                det_model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes,
-                device=ultralytics_device(_torch_device(device)),
-            )
-        return loaded["detector"]  # type: ignore[return-value]
-
-    def get_model():
-        if "model" not in loaded:
-            loaded["model"] = model if model is not None else _load_sam(sam_model, device, progress)
-        return loaded["model"]
-
-    # The class filter needs the detector's names; a given detector is checked at once.
-    class_ids = parse_classes(classes, detector.names) if detector is not None else None
-    writer: YoloLabelWriter | CocoWriter | None = YoloLabelWriter(labels_dir) if format == "yolo" else None
-    counts: Counter[str] = Counter()
-    stats = Counter()
-    bar = None
-
-    def progress_bar():
-        # Made once the first image needing the models has them loaded: a missing detector or
-        # SAM checkpoint is then its one error line, not that line under a bar at 0 %.
-        nonlocal bar
-        if bar is None and progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=stats["images"] - 1, unit="image", desc="annotate", file=sys.stderr, dynamic_ncols=True)
-        return bar
-
-    try:
-        for item in items:
-            stats["images"] += 1
-            if writer is None:  # COCO: the categories need the detector's names
+            for item in items:
+                stats["images"] += 1
+                if writer is None:  # COCO: the categories need the detector's names
+                    det = get_detector()
+                    if class_ids is None:
+                        class_ids = parse_classes(classes, det.names)
+                    writer = CocoWriter(labels_dir, det.names, class_ids)
+                if writer.done(item.stem):
+                    stats["skipped"] += 1
+                    if progress_bar() is not None:
+                        bar.update(1)
+                    continue
+                image = item.load()
+                if image is None:
+                    stats["unreadable"] += 1
+                    if progress_bar() is not None:
+                        bar.write(f"skipped {item.file_name}: not a readable image")
+                        bar.update(1)
+                    continue
                 det = get_detector()
-                if class_ids is None:
+                if class_ids is None and classes is not None:
                     class_ids = parse_classes(classes, det.names)
-                writer = CocoWriter(labels_dir, det.names, class_ids)
-            if writer.done(item.stem):
-                stats["skipped"] += 1
-                if progress_bar() is not None:
+                sam = get_model()
+                progress_bar()
+                objects, small = _label_image(
+                    image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
+                )
+                if item.save_to is not None and not cv2.imwrite(str(item.save_to), image):
+                    raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
+                writer.write(item.stem, item.file_name, image.shape[:2], objects)
+                stats["annotated"] += 1
+                stats["too_small"] += small
+                if not objects:
+                    stats["empty"] += 1
+                for o in objects:
+                    counts[det.names.get(o.class_id, str(o.class_id))] += 1
+                if bar is not None:
+                    bar.set_postfix(objects=sum(counts.values()), refresh=False)
                     bar.update(1)
-                continue
-            image = item.load()
-            if image is None:
-                stats["unreadable"] += 1
-                if progress_bar() is not None:
-                    bar.write(f"skipped {item.file_name}: not a readable image")
-                    bar.update(1)
-                continue
-            det = get_detector()
-            if class_ids is None and classes is not None:
-                class_ids = parse_classes(classes, det.names)
-            sam = get_model()
-            progress_bar()
-            objects, small = _label_image(
-                image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
-            )
-            if item.save_to is not None and not cv2.imwrite(str(item.save_to), image):
-                raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
-            writer.write(item.stem, item.file_name, image.shape[:2], objects)
-            stats["annotated"] += 1
-            stats["too_small"] += small
-            if not objects:
-                stats["empty"] += 1
-            for o in objects:
-                counts[det.names.get(o.class_id, str(o.class_id))] += 1
+        finally:
             if bar is not None:
-                bar.set_postfix(objects=sum(counts.values()), refresh=False)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    return AnnotateSummary(
-        output_dir=labels_dir,
-        images=stats["images"],
-        annotated=stats["annotated"],
-        skipped=stats["skipped"],
-        empty=stats["empty"],
-        objects=dict(counts),
-        too_small=stats["too_small"],
-        unreadable=stats["unreadable"],
-    )
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return AnnotateSummary(
+            output_dir=labels_dir,
+            images=stats["images"],
+            annotated=stats["annotated"],
+            skipped=stats["skipped"],
+            empty=stats["empty"],
+            objects=dict(counts),
+            too_small=stats["too_small"],
+            unreadable=stats["unreadable"],
+        )
+
+
+@contextlib.contextmanager
+def _no_empty_folders_left_on_failure(*folders: Path) -> Iterator[None]:
+    """Folders among ``folders`` that the block creates are removed again if it fails leaving them empty.
+
+    A run that ends on an error before labelling anything (a missing detector, a video
+    that does not decode) leaves the output folder as it found it; anything written stays.
+    """
+    new = [f for f in folders if not f.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):  # the deepest first
+            try:
+                folder.rmdir()  # only an empty one
+            except OSError:
+                pass
+        raise
 
 
 def _load_sam(sam_model, device: str, progress: bool):
