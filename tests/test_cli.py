@@ -242,6 +242,28 @@ def test_source_output_and_weights_errors(capsys, tmp_path, monkeypatch, small_c
     assert "secret" not in line
 
 
+@pytest.mark.parametrize("streams", [1, 2])
+@pytest.mark.parametrize("named", ["flag", "env"])
+def test_weights_that_are_not_there_leave_an_earlier_runs_outputs_as_they_were(
+    capsys, tmp_path, monkeypatch, small_clip, streams, named
+):
+    # The outputs open before the model (a bad output path fails before a download); a
+    # mistyped --weights (or $REALTIME_SAM_WEIGHTS) must fail before they truncate last run's files.
+    monkeypatch.chdir(tmp_path)
+    previous = [Path("small.jsonl"), Path("small.mp4")] if streams == 1 else [Path("out/small.jsonl"), Path("out/small-2.jsonl")]
+    for i, path in enumerate(previous):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"last run's results %d\n" % i)
+    sources = ["--source", str(small_clip)] * streams
+    outputs = ["--save-masks", "small.jsonl", "--output", "small.mp4"] if streams == 1 else ["--save-masks", "out/{name}.jsonl"]
+    weights = ["--weights", "mobile-sam.pt"] if named == "flag" else []
+    if named == "env":
+        monkeypatch.setenv("REALTIME_SAM_WEIGHTS", str(tmp_path / "gone" / "mobile_sam.pt"))
+    assert cli.main(["--headless", "--device", "cpu", *sources, "--box", "10,10,60,60", *outputs, *weights]) == 2
+    assert "not found" in single_error(capsys)
+    assert [path.read_bytes() for path in previous] == [b"last run's results %d\n" % i for i in range(len(previous))]
+
+
 def test_unavailable_device_is_a_clear_error(capsys, run, small_clip):
     import torch
 

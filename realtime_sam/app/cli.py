@@ -411,7 +411,11 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
 
             detector = load_detector(config.detect, config.model.device)
             class_ids = DetectorPrompts(detector, config.detect).class_numbers()
-        # Outputs before the model: a bad path fails in a second, not after a download.
+        # Outputs before the model: a bad path fails in a second, not after a download. But a
+        # --weights path that is not there fails first, before an output truncates an earlier run's.
+        from realtime_sam.model.weights import check_named_weights
+
+        check_named_weights(config.model.weights, model_type=config.model.model_type)
         specs = [SinkSpec("video", Path(args.output))] if args.output else []
         if mask_spec is not None:
             specs.append(mask_spec)

@@ -370,7 +370,12 @@ def open_streams(
             for p in (*spec.prompts, *common):
                 clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
-        # or truncates one already there, which a later stream's missing camera must not leave behind.
+        # or truncates one already there, which a later stream's missing camera must not leave behind,
+        # nor a --weights path that is not there.
+        if runner_for is None and model is None:
+            from realtime_sam.model.weights import check_named_weights
+
+            check_named_weights(config.model.weights, model_type=config.model.model_type)
         if sinks_for is not None:
             for spec, cfg, source, sinks in opened:
                 sinks.extend(sinks_for(spec, source, cfg))

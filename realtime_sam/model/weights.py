@@ -52,6 +52,7 @@ __all__ = [
     "ENV_WEIGHTS",
     "ENV_URLS",
     "WEIGHTS_FILENAMES",
+    "check_named_weights",
     "locate_checkpoint",
     "OFFICIAL_URLS",
     "OFFICIAL_SAM_URLS",
@@ -219,6 +220,20 @@ def resolve_weights(
             f"run `realtime-sam weights download` or pass --weights PATH"
         )
     return download_weights(cache_path, model_type=model_type, progress=progress)
+
+
+def check_named_weights(weights: str | os.PathLike[str] | None, *, model_type: str = "vit_t") -> None:
+    """Raise now if weights the user named (``weights``, else ``$REALTIME_SAM_WEIGHTS``) are not on disk.
+
+    For the app to call before it creates its outputs: a mistyped ``--weights`` then
+    leaves an earlier run's output files as they were. Nothing is downloaded or read;
+    with neither given (the cache, maybe downloaded later) there is nothing to check.
+
+    Raises:
+        CheckpointError: the named file (or the official file in a named folder) is missing.
+    """
+    if (weights is not None and str(weights).strip()) or os.environ.get(ENV_WEIGHTS, "").strip():
+        resolve_weights(weights, model_type=model_type, download=False)
 
 
 def locate_checkpoint(
