@@ -204,9 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flow = _timed(FLOWS[name](), costs.setdefault(name, []))
         rows[name] = [carried(q, flow, every=args.every, steps=args.steps) for q in seqs]
         if name == names[0] and args.logits:
-            rows[f"{name}, through the logits"] = [
-                carried(q, FLOWS[name](), every=args.every, steps=args.steps, logits=True) for q in seqs
-            ]
+            row = f"{name}, through the logits"
+            flow = _timed(FLOWS[name](), costs.setdefault(row, []))
+            rows[row] = [carried(q, flow, every=args.every, steps=args.steps, logits=True) for q in seqs]
 
     head = " | ".join(f"{k} frame{'s' if k > 1 else ''} on" for k in range(1, args.steps + 1))
     print(f"\nThe ground truth carried by the flow alone, mean J over {len(seqs)} sequence(s):\n")

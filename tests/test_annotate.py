@@ -346,6 +346,15 @@ def test_a_mistyped_detector_name_is_an_error_without_asking_github(tmp_path: Pa
     message = str(info.value)
     assert message.startswith(f"detector checkpoint not found: {tmp_path / 'yolo11nn.pt'}")
     assert "not an Ultralytics release name" in message and "\n" not in message
+    # What Ultralytics finds without a path is no typo: yolov5n.pt (its yolov5nu.pt), a file in its weights folder.
+    import ultralytics.utils
+    from realtime_sam.model.detector import _is_release_name
+
+    monkeypatch.setattr(ultralytics.utils, "SETTINGS", {"weights_dir": str(tmp_path / "weights")})
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "mine.pt").write_bytes(b"x")
+    assert _is_release_name("yolov5n.pt") and _is_release_name("yolo11n.pt") and _is_release_name("mine.pt")
+    assert not _is_release_name("yolo11nn.pt") and not _is_release_name("theirs.pt")
     cv2.imwrite(str(tmp_path / "shot.jpg"), np.full((48, 64, 3), 128, np.uint8))
     assert main(["annotate", str(tmp_path), "--det-model", "yolo11nn.pt"]) == 2
     out, err = capsys.readouterr()
@@ -385,6 +394,22 @@ def test_a_run_that_fails_leaves_the_folders_it_made_only_if_it_wrote_in_them(tm
     with pytest.raises(RuntimeError):
         annotate(tmp_path / "shots", detector=Failing(1), model=BoxModel(), output_dir=tmp_path / "mine", progress=False)
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_resumed_run_that_cannot_load_sam_shows_the_error_alone(tmp_path: Path, capsys):
+    # The first image is labelled already (a resumed run): the bar must not start before the
+    # models load, or a missing SAM checkpoint's error prints under a bar at 50 %.
+    pytest.importorskip("ultralytics")
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    _images(images, 2, size=(48, 64))
+    labels.mkdir()
+    (labels / "img0.txt").write_text("")
+    argv = ["annotate", str(images), "--det-model", "yolo26n.yaml", "--sam-model", str(tmp_path / "nope.pt"),
+            "--device", "cpu", "--output-dir", str(labels)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    shown = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].strip()]
+    assert len(shown) == 1 and shown[0].startswith("error:") and "nope.pt" in shown[0], err
 
 
 def test_yolo_from_bundled_yaml_end_to_end_labels_read_by_ultralytics(tmp_path: Path, random_checkpoint: Path, capsys):

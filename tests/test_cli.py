@@ -573,7 +573,7 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
     assert frames == sorted(set(frames)) and len(frames) >= before + 5
 
 
-def test_status_lines_keep_their_beat_when_frames_come_late(monkeypatch):
+def test_status_lines_keep_their_beat_when_frames_come_late():
     # A live source's status line waits for a processed frame. With frames 0.7 s apart and
     # lines due every 5 s, each line is up to 0.7 s late; the next must still be due on the
     # 5 s beat, not 5 s after the late one (which made 5 s lines come every 5.6 s on average).
@@ -581,9 +581,8 @@ def test_status_lines_keep_their_beat_when_frames_come_late(monkeypatch):
     from types import SimpleNamespace
 
     clock = [1000.0]
-    monkeypatch.setattr(cli.time, "monotonic", lambda: clock[0])
     out = io.StringIO()
-    reporter = cli._Reporter(quiet=False, status_interval_s=5.0, stream=out)
+    reporter = cli._Reporter(quiet=False, status_interval_s=5.0, stream=out, clock=lambda: clock[0])
     stats = SimpleNamespace(frames_read=0, frames_processed=0, frames_dropped=0, model_fps=0.0)
     result = SimpleNamespace(tracks=[], index=0)
     for _ in range(143):  # 100.1 s of frames, 0.7 s apart
@@ -626,4 +625,4 @@ def test_status_lines_come_on_time_while_the_model_is_busy(run, capsys, monkeypa
     status = [(float(m[1]), int(m[2]), int(m[3])) for m in lines if m]
     stalled = [a for a, b in zip(status, status[1:]) if a[2] == b[2]]
     assert len(stalled) >= 3, status  # 1.5 s with nothing processed: lines kept coming
-    assert all(b[0] - a[0] < 1.0 for a, b in zip(status, status[1:])), status  # not the 1.5 s stall
+    assert all(b[0] - a[0] < 1.3 for a, b in zip(status, status[1:])), status  # not the 1.5 s stall

@@ -530,14 +530,27 @@ def test_an_endless_live_stream_beside_a_file_can_be_stopped_alone(clips, tmp_pa
     assert status["live"].encodes >= 1
 
 
-def test_a_stop_that_withdraws_a_waiting_encode_ends_that_stream_cleanly(clips, tmp_path):
+class _FailsOnClose:
+    """A sink whose close fails, as a full disk fails a file's last write."""
+
+    def write(self, result) -> None:
+        pass
+
+    def close(self) -> None:
+        raise OSError("no space left on device")
+
+
+@pytest.mark.parametrize("closing", ["fine", "fails"])
+def test_a_stop_that_withdraws_a_waiting_encode_ends_that_stream_cleanly(clips, tmp_path, closing):
     # Two streams on one encoder: one encodes (held), the other waits for it. The stop withdraws
-    # the waiting request; that stream ends because it was stopped, not because it failed.
+    # the waiting request; that stream ends because it was stopped, not because it failed. A sink
+    # that then fails as the outputs close is still that stream's failure, not hidden by the stop.
     enc = _GatedEncoder()
     sched = EncodeScheduler(lambda images: enc(images) and [BoxRunner().embed(im) for im in images])
 
     def sinks_for(spec, source, cfg):
-        return [open_sinks([f"jsonl:{tmp_path / (spec.name + '.jsonl')}"], fps=source.fps, config=cfg.output)]
+        sinks = [open_sinks([f"jsonl:{tmp_path / (spec.name + '.jsonl')}"], fps=source.fps, config=cfg.output)]
+        return sinks + ([_FailsOnClose()] if closing == "fails" else [])
 
     box = (ObjectPrompt(box=(5, 5, 40, 40)),)
     specs = [StreamSpec("a", str(clips["a"]), prompts=box), StreamSpec("b", str(clips["b"]), prompts=box)]
@@ -548,6 +561,9 @@ def test_a_stop_that_withdraws_a_waiting_encode_ends_that_stream_cleanly(clips, 
         enc.gate.set()
         assert len(list(multi)) <= 1  # the held encode's frame, at most: every stream was stopped
         status = {s.name: s for s in multi.status()}
+    if closing == "fails":
+        assert {name: str(e) for name, e in multi.errors.items()} == {n: "no space left on device" for n in ("a", "b")}
+        return
     assert multi.errors == {}
     assert all(s.state == "done" and s.error is None for s in status.values()), status
     for name in ("a", "b"):

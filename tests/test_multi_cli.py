@@ -198,8 +198,10 @@ def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, r
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_a_source_that_does_not_open_leaves_no_outputs(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip, existing):  # noqa: F811
-    # As with one stream: every source opens before any output is created, so a run that cannot
-    # start leaves nothing behind, and a file already at an output path is not touched.
+    # As with one stream: every source opens before any output is created, so a source that does
+    # not open leaves no output behind, and a file already at an output path is not touched. (A
+    # missing --weights path fails before the outputs too: test_cli; a damaged checkpoint, found
+    # only as the model loads after them, still leaves header-only files.)
     monkeypatch.chdir(tmp_path)
     old = tmp_path / "out" / "small.jsonl"
     if existing:

@@ -291,13 +291,14 @@ def test_the_sam_registry_finds_the_official_name_where_the_app_keeps_weights(
     # A file of that name in the current folder is what SAM's builders mean: it wins.
     (work / "mobile_sam.pt").write_bytes(checkpoint_bytes)
     assert torch.equal(sam_model_registry["vit_t"](checkpoint="mobile_sam.pt").state_dict()[name], official[name])
-    # Any other name is a path, checked as given; SAM's own files are never downloaded.
-    monkeypatch.delenv(ENV_WEIGHTS)
+    # Any other name is a path, checked as given; SAM's own files are never downloaded, and
+    # $REALTIME_SAM_WEIGHTS (the app's MobileSAM file here) is not what SAM's file name means.
     with pytest.raises(CheckpointError, match="not found"):
         sam_model_registry["vit_t"](checkpoint="mobile-sam.pt")
     with pytest.raises(CheckpointError) as err:
         sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")
     assert str(tmp_path / "cache" / "sam_vit_b_01ec64.pth") in str(err.value) and "\n" not in str(err.value)
+    assert "mine.pt" not in str(err.value)
     assert server.hits["/mobile_sam.pt"] == 1
 
 

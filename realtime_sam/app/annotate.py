@@ -272,15 +272,15 @@ def annotate(
         stats = Counter()
         bar = None
 
-        def progress_bar():
+        def start_bar() -> None:
             # Made once the first image needing the models has them loaded: a missing detector or
             # SAM checkpoint is then its one error line, not that line under a bar at 0 %.
             nonlocal bar
             if bar is None and progress:
                 from tqdm import tqdm
 
+                # The images before this one (already labelled, unreadable) are counted in its start.
                 bar = tqdm(total=total, initial=stats["images"] - 1, unit="image", desc="annotate", file=sys.stderr, dynamic_ncols=True)
-            return bar
 
         try:
             for item in items:
@@ -292,21 +292,25 @@ def annotate(
                     writer = CocoWriter(labels_dir, det.names, class_ids)
                 if writer.done(item.stem):
                     stats["skipped"] += 1
-                    if progress_bar() is not None:
+                    if bar is not None:  # else counted by the bar's start
                         bar.update(1)
                     continue
                 image = item.load()
                 if image is None:
                     stats["unreadable"] += 1
-                    if progress_bar() is not None:
-                        bar.write(f"skipped {item.file_name}: not a readable image")
-                        bar.update(1)
+                    if progress:
+                        message = f"skipped {item.file_name}: not a readable image"
+                        if bar is not None:
+                            bar.write(message)
+                            bar.update(1)
+                        else:
+                            print(message, file=sys.stderr)
                     continue
                 det = get_detector()
                 if class_ids is None and classes is not None:
                     class_ids = parse_classes(classes, det.names)
                 sam = get_model()
-                progress_bar()
+                start_bar()
                 objects, small = _label_image(
                     image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
                 )

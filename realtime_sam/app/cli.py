@@ -231,17 +231,44 @@ def _mask_spec(args: argparse.Namespace):
 # ---------------------------------------------------------------- progress and status
 
 
+class StatusBeat:
+    """When a status line is due: every ``interval_s`` seconds of ``clock``, on the same beat.
+
+    A line checked for late (it waits for a processed frame, or for the next tick) does not
+    move the next one: that is due an interval after the last was due, so lines come every
+    ``interval_s`` on average. After a gap of more than an interval the beat starts anew.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next = clock() + interval_s
+
+    def due(self) -> bool:
+        """Whether a line is due now; if so, the next one is scheduled."""
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next += self.interval_s
+        if self._next <= now:
+            self._next = now + self.interval_s
+        return True
+
+
 class _Reporter:
     """Everything the run prints to stderr: progress bar (files), status lines (live), events."""
 
-    def __init__(self, *, quiet: bool, status_interval_s: float, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, *, quiet: bool, status_interval_s: float, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.quiet = quiet
         self.status_interval_s = status_interval_s
         self.stream = stream if stream is not None else sys.stderr
         self._bar: Any = None
         self._lock = threading.Lock()
-        self._started = time.monotonic()
-        self._next_status = self._started + status_interval_s
+        self._clock = clock
+        self._started = clock()
+        self._beat = StatusBeat(status_interval_s, clock)
         self.frames = 0
         self.tracks = 0
 
@@ -292,17 +319,11 @@ class _Reporter:
         """
         if self.quiet or self._bar is not None:
             return
-        now = time.monotonic()
-        if now >= self._next_status:
-            # On the same beat, not an interval after a late line; a gap of more than an
-            # interval (a window's loop waits for results) starts the beat anew.
-            self._next_status += self.status_interval_s
-            if self._next_status <= now:
-                self._next_status = now + self.status_interval_s
-            self.line(self.status_text(stats, now))
+        if self._beat.due():
+            self.line(self.status_text(stats))
 
-    def status_text(self, stats: Any, now: float | None = None) -> str:
-        elapsed = (now or time.monotonic()) - self._started
+    def status_text(self, stats: Any) -> str:
+        elapsed = self._clock() - self._started
         return (
             f"[{elapsed:7.1f}s] frames {stats.frames_read} read, {stats.frames_processed} processed, "
             f"{stats.frames_dropped} dropped | model {stats.model_fps:.1f} fps | tracks {self.tracks}"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker
-from realtime_sam.app.scheduler import EncodeCancelled, EncodeScheduler, SharedRunner
+from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.types import FrameResult, ObjectPrompt
 
@@ -112,7 +112,6 @@ class StreamRun:
         self.pipeline = pipeline
         self.ended = False
         self.error: BaseException | None = None
-        self.stop_asked = False  # stop() or stop_stream() asked it to finish
         self.tracks = 0
 
     @property
@@ -171,7 +170,6 @@ class MultiPipeline:
         """Ask every stream to finish (outputs are finalised); safe from any thread."""
         self._stopped = True
         for r in self.runs:
-            r.stop_asked = True
             r.pipeline.stop()
             if self.scheduler is not None:
                 self.scheduler.withdraw(r.name)
@@ -179,7 +177,6 @@ class MultiPipeline:
     def stop_stream(self, name: str) -> None:
         """Finish one stream (its outputs are finalised); the others go on."""
         r = self.run(name)
-        r.stop_asked = True
         r.pipeline.stop()
         if self.scheduler is not None:
             self.scheduler.withdraw(name)
@@ -251,10 +248,9 @@ class MultiPipeline:
             result = r.pipeline.poll(timeout)
         except Exception as exc:  # this stream's failure, not the run's
             # KeyboardInterrupt and SystemExit (a second Ctrl-C) are raised in this thread, not by
-            # the stream: they end the run. An encode withdrawn because the stream was asked to
-            # stop ends it stopped (its results and outputs complete), not failed.
-            if not (isinstance(exc, EncodeCancelled) and r.stop_asked):
-                r.error = exc
+            # the stream: they end the run. (An encode withdrawn by a stop is no failure: its
+            # pipeline does not raise it.)
+            r.error = exc
             self._ended(r)
             return None
         if result is None:

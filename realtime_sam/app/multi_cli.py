@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +103,10 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     with cli._StopOnSignal(multi.stop) as signals:
         try:
             with multi:
-                next_status = [time.monotonic() + args.status_interval]
+                beat = cli.StatusBeat(args.status_interval)
 
                 def tick() -> None:  # each stream's status line, every --status-interval
-                    now = time.monotonic()
-                    if now >= next_status[0]:
-                        next_status[0] = now + args.status_interval
+                    if beat.due():
                         for st in multi.status():
                             say(st.line())
 

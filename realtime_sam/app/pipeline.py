@@ -56,6 +56,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol, Sequence
 
+from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult
@@ -651,7 +652,11 @@ class Pipeline:
                     self._stop.set()
                     break
         except BaseException as exc:
-            self._errors.append(exc)
+            # A stop that withdrew this stream's encode waiting for a shared encoder (several streams)
+            # ends the run stopped, not failed: a later error (a sink's, as the outputs close) is then
+            # the one raised.
+            if not (isinstance(exc, EncodeCancelled) and self._stop.is_set()):
+                self._errors.append(exc)
             self._stop.set()
         finally:
             if self._two_way is not None:

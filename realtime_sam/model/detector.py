@@ -113,7 +113,7 @@ def load_yolo(
         # before Ultralytics asks GitHub's API for the name (two long warnings offline) and fails.
         raise DetectorError(
             f"detector checkpoint not found: {path.absolute()}; {path.name} is not an Ultralytics release name "
-            "(such as yolo11n.pt): check the name, or give the file's path"
+            "known to the installed Ultralytics (such as yolo11n.pt): check the name, or give the file's path"
         )
     _ensure_nms()
     try:
@@ -136,12 +136,21 @@ def load_yolo(
 
 
 def _is_release_name(name: str) -> bool:
-    """Whether Ultralytics can download ``name`` from its releases (``True`` where its list cannot be read)."""
+    """Whether Ultralytics finds ``name`` without a path: a release it publishes, or a file in its weights folder.
+
+    As Ultralytics' ``attempt_download_asset`` looks (``yolov5n.pt`` means ``yolov5nu.pt``), less its
+    question to GitHub's API for releases newer than the installed list. ``True`` where the
+    installed Ultralytics lacks any of these (let it try).
+    """
     try:
+        from ultralytics.utils import SETTINGS
+        from ultralytics.utils.checks import check_yolov5u_filename
         from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
-    except ImportError:  # an Ultralytics without the list: let it try
+
+        mapped = Path(check_yolov5u_filename(name, verbose=False)).name
+        return mapped in GITHUB_ASSETS_NAMES or (Path(SETTINGS["weights_dir"]) / mapped).is_file()
+    except Exception:  # noqa: BLE001  (an Ultralytics laid out otherwise: it decides)
         return True
-    return name in GITHUB_ASSETS_NAMES
 
 
 def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:

@@ -176,10 +176,11 @@ def resolve_weights(
     model_type: str = "vit_t",
     download: bool = True,
     progress: bool = True,
+    use_env: bool = True,
 ) -> Path:
     """The checkpoint file to load for ``model_type``.
 
-    Order: ``weights`` if given, else ``$REALTIME_SAM_WEIGHTS``, else the cache
+    Order: ``weights`` if given, else ``$REALTIME_SAM_WEIGHTS`` (unless ``use_env`` is false), else the cache
     file (``<cache>/mobile_sam.pt`` for ``vit_t``). Only the cache file is ever
     downloaded, only for ``vit_t`` and only when ``download`` is true; a given
     path that does not exist is an error naming the absolute path looked at.
@@ -199,7 +200,7 @@ def resolve_weights(
             "given with --weights",
             f"check the path, or leave --weights out to use {cache_path}",
         )
-    env_path = os.environ.get(ENV_WEIGHTS, "").strip()
+    env_path = os.environ.get(ENV_WEIGHTS, "").strip() if use_env else ""
     if env_path:
         path = Path(env_path).expanduser().absolute()
         fix = f"fix or unset {ENV_WEIGHTS}"
@@ -249,7 +250,9 @@ def locate_checkpoint(
     """
     text = str(checkpoint)
     if model_type in WEIGHTS_FILENAMES and text == WEIGHTS_FILENAMES[model_type] and not Path(text).exists():
-        return resolve_weights(None, model_type=model_type, progress=progress)
+        # $REALTIME_SAM_WEIGHTS is the app's model's file (MobileSAM unless told otherwise), not
+        # what a caller asking for SAM's sam_vit_b_01ec64.pth by name means: for those, the cache only.
+        return resolve_weights(None, model_type=model_type, progress=progress, use_env=model_type == "vit_t")
     return checkpoint
 
 
