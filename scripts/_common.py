@@ -6,7 +6,10 @@
 * :func:`weights_or_random`: the golden checkpoint when present, else a
   random ``vit_t`` checkpoint written once;
 * :func:`median`, :func:`percentile`: plain statistics for timings;
-* :func:`frame_size`: the ``--size WIDTHxHEIGHT`` argument type.
+* :func:`frame_size`: the ``--size WIDTHxHEIGHT`` argument type;
+* :func:`check_model_args`: ``--device``, ``--precision`` and ``--weights``
+  checked before any model loads (a :class:`~realtime_sam.errors.RealtimeSamError`);
+* :func:`fail`: the one-line ``error: ...`` on stderr and exit status 2.
 
 Nothing here runs on import.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +38,8 @@ __all__ = [
     "median",
     "percentile",
     "frame_size",
+    "check_model_args",
+    "fail",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,3 +112,29 @@ def frame_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
     return w, h
+
+
+def check_model_args(device: str | None = None, precision: str | None = None, weights: str | None = None) -> None:
+    """Raise now, before a model loads, if ``device`` is not here, ``precision`` does not fit it, or ``weights`` is missing.
+
+    ``None`` skips that check (``weights=None``: the golden or a random checkpoint, nothing to check).
+
+    Raises:
+        RealtimeSamError: a :class:`~realtime_sam.errors.ConfigError` or
+            :class:`~realtime_sam.errors.CheckpointError` whose message is the one line to print.
+    """
+    from realtime_sam.model.device import resolve_device, resolve_precision
+    from realtime_sam.model.weights import resolve_weights
+
+    if device is not None:
+        resolved = resolve_device(device)
+        if precision is not None:
+            resolve_precision(precision, resolved)
+    if weights is not None and str(weights).strip():
+        resolve_weights(weights, download=False)
+
+
+def fail(message: object) -> int:
+    """Print ``error: <message>`` (one line) on stderr; the exit status for bad input, 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return 2

@@ -119,6 +119,9 @@ PROMPT_COUNTS = (1, 4, 16)
 STAGES = ("encode", "decode", "propagate", "associate")
 
 
+HARD_MAX_OBJECTS = 5  # the hard scene's objects (realtime_sam.testing.hard_scene)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark run (see the module docstring)."""
@@ -155,6 +158,8 @@ class BenchConfig:
             raise ValueError("--objects must be in 1..8")
         if self.scene not in ("standard", "hard"):
             raise ValueError("--scene must be standard or hard")
+        if self.scene == "hard" and self.objects > HARD_MAX_OBJECTS:
+            raise ValueError(f"--scene hard has at most {HARD_MAX_OBJECTS} objects: give --objects 1..{HARD_MAX_OBJECTS}")
         if self.propagation not in METHODS:
             raise ValueError("--propagation must be dense, flow or none")
         if self.flow_preset not in FLOW_PRESETS:
@@ -417,7 +422,7 @@ def make_clip(
         from realtime_sam.testing.hard_scene import hard_scene
 
         n = max(frames, 4)
-        scene = hard_scene(size[0], size[1], fps=30, seconds=max(10.0, n / 30), seed=0, num_objects=min(objects, 5), frames=n)
+        scene = hard_scene(size[0], size[1], fps=30, seconds=max(10.0, n / 30), seed=0, num_objects=objects, frames=n)
         path = write_video(scene, folder / f"bench_hard_{size[0]}x{size[1]}.mp4", fps=30, crf=scene.crf)
     else:
         scene = standard_scene(size[0], size[1], num_frames=max(frames, 4), num_objects=objects, seed=0)
@@ -800,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="engine.reencode_every values to run with engine.background_encode (empty string: none)",
     )
     p.add_argument("--naive-frames", type=int, default=d.naive_frames, help="frames the naive baseline runs (0: all)")
-    p.add_argument("--objects", type=int, default=d.objects, help="tracked objects")
+    p.add_argument("--objects", type=int, default=d.objects, help=f"tracked objects: 1..8, 1..{HARD_MAX_OBJECTS} with --scene hard")
     p.add_argument("--size", type=frame_size, default=d.size, help="clip size WIDTHxHEIGHT")
     p.add_argument(
         "--scene", choices=("standard", "hard"), default=d.scene,

@@ -17,6 +17,10 @@ Rounds alternate (batched, per box, batched, ...), so a change in machine
 load slows both alike. Medians (min in brackets) and the ratio batched /
 per box. Speed does not depend on the weights, so the checkpoint is random
 unless ``--weights`` is given.
+
+Bad input (``--boxes`` or ``--repeats`` under 1, a device not here, a missing
+``--weights``) is one ``error: ...`` line on stderr and exit status 2, before
+the model loads.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
 
+from _common import check_model_args, fail
 from realtime_sam.app.annotate import _label_image
+from realtime_sam.errors import RealtimeSamError
 from realtime_sam.model.runtime import load_inference_model
 from realtime_sam.model.config import ModelConfig
 from realtime_sam.output.polygons import mask_to_polygons
@@ -63,9 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--size", type=int, nargs=2, default=[640, 480], metavar=("W", "H"))
     args = p.parse_args(argv)
-
-    torch.manual_seed(0)
-    model = load_inference_model(args.weights, ModelConfig(device=args.device))
+    if min(args.boxes) < 1:
+        return fail(f"--boxes needs box counts >= 1, e.g. 1 4 8 (got {' '.join(map(str, args.boxes))})")
+    if args.repeats < 1:
+        return fail(f"--repeats must be >= 1 (got {args.repeats})")
+    try:
+        check_model_args(args.device, weights=args.weights)
+        torch.manual_seed(0)
+        model = load_inference_model(args.weights, ModelConfig(device=args.device))
+    except RealtimeSamError as exc:
+        return fail(exc)
     w, h = args.size
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)

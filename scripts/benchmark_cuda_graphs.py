@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import numpy as np
 import torch
 
+from realtime_sam.errors import RealtimeSamError
 from realtime_sam.model.device import resolve_device, resolve_precision
 from realtime_sam.model.runtime import InferenceOptions, ModelConfig, load_inference_model
 from realtime_sam.model.runtime.cuda_graphs import capture_graph
@@ -77,13 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (takes minutes to compile)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    if device.type != "cuda":
-        p.error(f"CUDA graphs need a CUDA device; {args.device!r} resolved to {device}")
-    if args.weights is None and GOLDEN_CKPT.exists():
-        args.weights = str(GOLDEN_CKPT)
-    dtype = resolve_precision(args.precision, device)
-    model = load_inference_model(args.weights, ModelConfig(device=args.device, precision=args.precision), InferenceOptions())
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    try:  # a device not here, a precision it lacks, a missing --weights: one line, exit 2
+        device = resolve_device(args.device)
+        if device.type != "cuda":
+            p.error(f"CUDA graphs need a CUDA device; {args.device!r} resolved to {device}")
+        if args.weights is None and GOLDEN_CKPT.exists():
+            args.weights = str(GOLDEN_CKPT)
+        dtype = resolve_precision(args.precision, device)
+        model = load_inference_model(args.weights, ModelConfig(device=args.device, precision=args.precision), InferenceOptions())
+    except RealtimeSamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {str(dtype).replace('torch.', '')}, {model!r}")
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, float]] = {}

@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 import numpy as np
 import torch
 
+from realtime_sam.errors import RealtimeSamError
 from realtime_sam.model.device import (
     configure_cpu_threads,
     resolve_device,
@@ -65,6 +66,7 @@ from realtime_sam.model.runtime import (
     ModelConfig,
     load_inference_model,
 )
+from realtime_sam.model.weights import resolve_weights
 
 GOLDEN_CKPT = REPO.parent / "shared" / "golden" / "mobile_sam_random_seed0.pt"
 ENCODER_GFLOP = 77.5
@@ -293,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        return _main(p, args)
+    except RealtimeSamError as exc:  # a device not here, a precision it lacks, a missing --weights: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.weights is None and GOLDEN_CKPT.exists():
         args.weights = str(GOLDEN_CKPT)
     if args.memory_probe:
@@ -305,9 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeats must be >= 1")
     if args.encode_batch and min(args.encode_batch) < 2:
         p.error("--encode-batch needs image counts of 2 or more, e.g. 4 8")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1 (got {args.threads}); leave it out for PyTorch's choice")
+    unknown = [b for b in args.backends or () if b not in BACKENDS]
+    if unknown:  # now, not after the other backends' loads
+        p.error(f"unknown --backends {' '.join(unknown)}; choose from {' '.join(BACKENDS)}")
 
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
+    if args.weights:
+        resolve_weights(args.weights, download=False)  # missing: now, not in the worker after the loads
     threads = configure_cpu_threads(args.threads) if device.type == "cpu" else None
     wanted = args.backends or [b for b in ("torch", "onnxruntime", "openvino") if _installed(b)]
     if device.type != "cpu":

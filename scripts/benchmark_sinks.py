@@ -21,6 +21,10 @@ Per frame it records the inference thread's time outside the model (from
 the end of one frame's model work to the start of the next: sink writes
 when inline, handing the result over otherwise) and prints medians, the frames
 per second of the whole run, and how long one sink write takes.
+
+Bad input (an unknown or empty ``--outputs``, ``--frames`` under 4,
+``--repeats`` under 1, a negative ``--model-ms``) is one ``error: ...`` line
+on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from realtime_sam.output.sinks import open_sinks  # noqa: E402
 from realtime_sam.testing.synthetic import standard_scene  # noqa: E402
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.types import Frame, FrameResult, TrackResult, TrackState  # noqa: E402
+
+OUTPUTS = ("video", "jsonl", "png", "mots")
+MIN_FRAMES = 4  # the synthetic scene's shortest clip
 
 
 class _Frames:
@@ -89,7 +96,7 @@ class _TimedEngine:
 def _run(images, truth, outputs, folder: Path, model_s: float, inline: bool) -> tuple[list[float], list[float], float]:
     h, w = images[0].shape[:2]
     specs = [f"{kind}:{folder / name}" for kind, name in
-             (("video", "out.mp4"), ("jsonl", "masks.jsonl"), ("png", "pngs/"), ("mots", "mots.txt")) if kind in outputs]
+             zip(OUTPUTS, ("out.mp4", "masks.jsonl", "pngs/", "mots.txt")) if kind in outputs]
     sinks = open_sinks(specs, fps=25.0, renderer=Renderer(), source_name="synthetic", size=(w, h))
     engine = _TimedEngine(truth, model_s, sinks if inline else None)
     t0 = time.perf_counter()
@@ -101,14 +108,29 @@ def _run(images, truth, outputs, folder: Path, model_s: float, inline: bool) -> 
     return engine.outside_ms, engine.write_ms, n / elapsed
 
 
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=150, help="frames per run")
     p.add_argument("--repeats", type=int, default=2, help="runs per mode (alternating)")
     p.add_argument("--model-ms", type=float, default=30.0, help="stand-in model time per frame")
-    p.add_argument("--outputs", default="video,jsonl", help="comma-separated: video, jsonl, png, mots")
+    p.add_argument("--outputs", default="video,jsonl", help=f"comma-separated: {', '.join(OUTPUTS)}")
     args = p.parse_args(argv)
-    outputs = set(args.outputs.split(","))
+    outputs = {o.strip() for o in args.outputs.split(",") if o.strip()}
+    unknown = sorted(outputs - set(OUTPUTS))
+    if unknown or not outputs:
+        what = f"unknown --outputs {', '.join(unknown)}" if unknown else "--outputs names no output"
+        return _fail(f"{what}; give one or more of {', '.join(OUTPUTS)}, comma-separated (e.g. video,jsonl)")
+    if args.frames < MIN_FRAMES:
+        return _fail(f"--frames must be >= {MIN_FRAMES} (got {args.frames})")
+    if args.repeats < 1:
+        return _fail(f"--repeats must be >= 1 (got {args.repeats})")
+    if not args.model_ms >= 0:
+        return _fail(f"--model-ms must be >= 0 (got {args.model_ms:g})")
     scene = standard_scene(640, 480, num_frames=args.frames, num_objects=3)
     images, truth = [], []
     for i in range(args.frames):

@@ -27,6 +27,11 @@ one stream alone.
 Weights default to the golden checkpoint or a random one (speed and memory
 do not depend on the values). ``--inner K`` is the worker mode the script
 runs itself in; it prints one JSON line.
+
+Bad input (``--streams`` below 1, ``--seconds`` not above 0, a missing
+``--config`` or ``--weights``, an unknown ``--set`` key, a device not here)
+is one ``error: ...`` line on stderr and exit status 2, before any worker
+starts; a worker's own one-line error is passed on the same way.
 """
 
 from __future__ import annotations
@@ -44,7 +49,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-from _common import KEEP_EVERY_MASK, median, rss_mb, weights_or_random  # noqa: E402
+from _common import (  # noqa: E402
+    KEEP_EVERY_MASK,
+    check_model_args,
+    fail,
+    median,
+    rss_mb,
+    weights_or_random,
+)
+
+from realtime_sam.errors import RealtimeSamError
 
 GRAPH = "lavfi:testsrc2=size=640x480:rate=30"
 BOXES = ((100.0, 100.0, 260.0, 240.0), (360.0, 220.0, 560.0, 420.0))
@@ -104,17 +118,41 @@ def run_inner(k: int, args, weights: Path) -> subprocess.Popen:
         cmd += ["--config", args.config]
     for item in args.set:
         cmd += ["--set", item]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe: K workers at once cannot block on a full pipe while another is read.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _figures, once the worker exits)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    proc.stderr_log = log  # type: ignore[attr-defined]
+    return proc
+
+
+class WorkerError(Exception):
+    """A worker reported bad input in one ``error: ...`` line (its exit status 2): the message."""
 
 
 def collect(procs: list[subprocess.Popen]) -> list[dict]:
-    out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=900)
-        if p.returncode != 0:
-            raise SystemExit(f"a worker failed with exit status {p.returncode}")
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+    """Each worker's figures; a worker's ``error:`` line raises :class:`WorkerError`, any other failure exits."""
+    try:
+        return [_figures(p) for p in procs]
+    finally:
+        for p in procs:  # after a failure: the workers not yet read stop too
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _figures(p: subprocess.Popen) -> dict:
+    """One worker's figures, once it exits."""
+    stdout, _ = p.communicate(timeout=900)
+    p.stderr_log.seek(0)  # type: ignore[attr-defined]
+    err = p.stderr_log.read()  # type: ignore[attr-defined]
+    p.stderr_log.close()  # type: ignore[attr-defined]
+    lines = err.strip().splitlines()
+    if p.returncode == 2 and lines and lines[-1].startswith("error: "):
+        raise WorkerError(lines[-1][len("error: "):])
+    sys.stderr.write(err)  # warnings, or a bug's traceback: as the worker wrote them
+    if p.returncode != 0:
+        raise SystemExit(f"a worker failed with exit status {p.returncode}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,20 +165,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a config override (repeats)")
     p.add_argument("--inner", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.inner:
-        print(json.dumps(inner(args.inner, args.seconds, args.weights, args.config, args.device, args.set)), flush=True)
+    if args.inner is not None:
+        try:
+            figures = inner(args.inner, args.seconds, args.weights, args.config, args.device, args.set)
+        except RealtimeSamError as exc:
+            fail(exc)
+            sys.stdout.flush()
+            os._exit(2)  # as below: a background encode may still run
+        print(json.dumps(figures), flush=True)
         # A background encode still running in torch (seconds on a busy CPU; its result is not needed)
         # would abort a normal interpreter exit: the figures are out, leave at once.
         sys.stderr.flush()
         os._exit(0)
+    if min(args.streams) < 1:
+        return fail(f"--streams needs values of K >= 1, e.g. 1 2 4 (got {' '.join(map(str, args.streams))})")
+    if not args.seconds > 0:
+        return fail(f"--seconds must be > 0 (got {args.seconds:g})")
+    try:
+        from realtime_sam.config import load_config
+
+        check_model_args(args.device, weights=args.weights)
+        load_config(args.config, args.set)  # a bad --config or --set key: now, not in every worker
+    except RealtimeSamError as exc:
+        return fail(exc)
     with tempfile.TemporaryDirectory() as scratch:
         weights = weights_or_random(args.weights, Path(scratch))
         rows = []
-        for k in args.streams:
-            together = collect([run_inner(k, args, weights)])[0]
-            apart = collect([run_inner(1, args, weights) for _ in range(k)])
-            rows.append((k, together, apart))
-            print(f"K={k} done", file=sys.stderr, flush=True)
+        try:
+            for k in args.streams:
+                together = collect([run_inner(k, args, weights)])[0]
+                apart = collect([run_inner(1, args, weights) for _ in range(k)])
+                rows.append((k, together, apart))
+                print(f"K={k} done", file=sys.stderr, flush=True)
+        except WorkerError as exc:
+            return fail(exc)
     base = next((t for k, t, _ in rows if k == 1), None)
     print(f"{'K':>2} {'mode':<9} {'fps/stream':>10} {'fps cap':>9} {'encode age':>10} {'RSS MB':>8} {'RSS vs 1':>8} {'age vs 1':>8}")
     for k, together, apart in rows:

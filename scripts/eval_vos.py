@@ -100,7 +100,8 @@ then the summary), progress on stderr; ``--json FILE`` writes every figure;
 ``--save-masks DIR`` writes each configuration's per-frame masks as DAVIS
 indexed PNGs, ``DIR/<config>/<seq>/NNNNN.png`` with the ground truth's object
 ids, readable by TrackEval's DAVIS loader. Bad input (a missing folder, no
-sequences, an unknown sequence name) is a one-line error and exit code 2.
+sequences, an unknown or empty sequence name, a missing ``--weights``, a
+device not here) is a one-line error and exit code 2, before the model loads.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the realtime-sam comma
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import REPO, weights_or_random  # noqa: E402
+from _common import REPO, check_model_args, weights_or_random  # noqa: E402
 
 from realtime_sam.testing.oracle import GroundTruthOracle  # noqa: E402
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
@@ -1004,7 +1005,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.05 <= args.scale <= 4.0:
             raise EvalError("--scale must be between 0.05 and 4 (1: frames as they are)")
         found = find_sequences(args.root)
-        names = [s.strip() for s in args.sequences.split(",") if s.strip()] or list(found)
+        names = [s.strip() for s in args.sequences.split(",") if s.strip()]
+        if args.sequences.strip() and not names:
+            raise EvalError(f"--sequences {args.sequences!r} names no sequence; give comma-separated names "
+                            f"(or leave it out for all): {', '.join(found)}")
+        names = names or list(found)
         unknown = [s for s in names if s not in found]
         if unknown:
             raise EvalError(f"unknown sequence(s) {', '.join(unknown)} in {args.root}; available: {', '.join(found)}")
@@ -1012,6 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = load_config(args.config, args.overrides)
             live_cfg = load_config("cpu", args.overrides) if live else None
             sim_cfg = load_config("cpu", args.overrides) if args.live_sim else None
+            if args.network == "real":
+                check_model_args(args.device, weights=args.weights)
         except RealtimeSamError as exc:
             raise EvalError(str(exc)) from None
     except EvalError as exc:

@@ -186,9 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.every < 1 or args.steps < 1:
         print("error: --every and --steps must be at least 1", file=sys.stderr)
         return 2
+    if args.max_frames < 0:
+        print(f"error: --max-frames must be >= 0 (0: all frames), got {args.max_frames}", file=sys.stderr)
+        return 2
     try:
         found = eval_vos.find_sequences(args.root)
-        wanted = [s.strip() for s in args.sequences.split(",") if s.strip()] or list(found)
+        wanted = [s.strip() for s in args.sequences.split(",") if s.strip()]
+        if args.sequences.strip() and not wanted:
+            raise eval_vos.EvalError(f"--sequences {args.sequences!r} names no sequence; give comma-separated names (or leave it out for all)")
+        wanted = wanted or list(found)
         missing = [s for s in wanted if s not in found]
         if missing:
             raise eval_vos.EvalError(f"no sequence {', '.join(missing)} in {args.root}")
@@ -200,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, list[list[float]]] = {}
     costs: dict[str, list[float]] = {}  # seconds of each flow call, per flow
     rows["still"] = [carried(q, None, every=args.every, steps=args.steps) for q in seqs]
+    if np.isnan(np.array(rows["still"], dtype=np.float64)).all():  # no start frame with t + steps in a sequence
+        longest = max(len(q.frames) for q in seqs)
+        print(f"error: no start frame is --steps {args.steps} frames from a sequence's end with an object to score "
+              f"(longest sequence read: {longest} frames); lower --steps or read more frames", file=sys.stderr)
+        return 2
     for name in names:
         flow = _timed(FLOWS[name](), costs.setdefault(name, []))
         rows[name] = [carried(q, flow, every=args.every, steps=args.steps) for q in seqs]

@@ -232,6 +232,15 @@ def test_a_bad_flow_preset_is_a_one_line_error(capsys):
     assert "--flow-preset" in capsys.readouterr().err
 
 
+def test_the_hard_scene_refuses_more_objects_than_it_has(capsys):
+    # It has 5: 7 would track 5 under a header saying 7.
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--scene", "hard", "--objects", "7"])
+    assert exc.value.code == 2
+    assert "--scene hard has at most 5 objects" in capsys.readouterr().err
+    assert bench.BenchConfig(scene="hard", objects=5).objects == 5
+
+
 @pytest.mark.slow
 def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
     out = tmp_path / "bench.json"

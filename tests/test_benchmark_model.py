@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from script_loader import load_script
 
@@ -59,3 +60,26 @@ def test_a_batch_of_fewer_than_two_images_is_refused_in_one_line(capsys):
         bm.main(["--encode-batch", "4", "1"])
     assert err.value.code == 2
     assert "--encode-batch needs image counts of 2 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cpu", "--precision", "fp16"], "precision 'fp16' is not supported on the CPU"),
+        (["--device", "cpu", "--threads", "0"], "--threads must be >= 1"),
+        (["--device", "cpu", "--backends", "torch", "tensorrt"], "unknown --backends tensorrt"),
+        (["--device", "cpu", "--weights", "/nonexistent/w.pt"], "weights file not found: /nonexistent/w.pt"),
+        pytest.param(["--device", "cuda"], "device 'cuda' is not available here",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_load(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(bm, "load_inference_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(bm, "BaselineWorker", lambda *a, **k: pytest.fail("the worker was started"))
+    try:
+        rc = bm.main(args)
+    except SystemExit as exc:  # argparse's error
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)

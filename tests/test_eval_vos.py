@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from script_loader import load_script
 
 ev = load_script("eval_vos")
@@ -391,6 +392,16 @@ def test_bad_input_exits_2(tmp_path, capsys):
     _write_davis(tmp_path / "data", frames=2)
     assert ev.main(["--root", str(tmp_path / "data"), "--no-live", "--sequences", "one,zzz"]) == 2
     assert "unknown sequence(s) zzz" in capsys.readouterr().err
+    assert ev.main(["--root", str(tmp_path / "data"), "--network", "none", "--no-live", "--sequences", ","]) == 2
+    assert "names no sequence" in capsys.readouterr().err
+    # The model's inputs are checked before it loads: a missing --weights, a device not here.
+    real = ["--root", str(tmp_path / "data"), "--network", "real", "--no-live"]
+    assert ev.main([*real, "--weights", str(tmp_path / "nope.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: weights file not found") and "Traceback" not in "\n".join(err)
+    if not torch.cuda.is_available():
+        assert ev.main([*real, "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: device 'cuda' is not available")
     assert ev.main(["--root", str(tmp_path / "data"), "--network", "none"]) == 2
     assert "--no-live" in capsys.readouterr().err
     # A sequence's video that is not a video: one line naming it, exit 2.

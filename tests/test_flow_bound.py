@@ -94,6 +94,9 @@ def test_main_prints_a_row_per_flow_with_its_time(tmp_path, capsys):
         (["--flows", "raft"], "unknown flow raft"),
         (["--steps", "0"], "--every and --steps"),
         (["--sequences", "nope"], "no sequence nope"),
+        (["--sequences", ","], "names no sequence"),
+        (["--max-frames", "-1"], "--max-frames must be >= 0"),
+        (["--steps", "9"], "no start frame is --steps 9 frames from a sequence's end"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):

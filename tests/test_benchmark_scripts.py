@@ -1,0 +1,113 @@
+"""Bad input to the smaller benchmark scripts (streams, sinks, annotate, CUDA graphs): one ``error:`` line, exit 2.
+
+Every case here is refused before a model loads or a worker starts, so none needs a GPU or takes long.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+from script_loader import load_script
+
+streams = load_script("benchmark_streams")
+sinks = load_script("benchmark_sinks")
+annotate = load_script("benchmark_annotate")
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")
+MISSING = "/nonexistent/weights.pt"
+
+
+def _exit_code(main, args) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--streams", "0"], "--streams needs values of K >= 1"),
+        (["--streams", "1", "-2"], "--streams needs values of K >= 1"),
+        (["--seconds", "-1"], "--seconds must be > 0"),
+        (["--seconds", "0"], "--seconds must be > 0"),
+        (["--config", "/nonexistent/c.yaml"], "config file not found"),
+        (["--set", "engine.nope=1"], "unknown key engine.nope"),
+        (["--weights", MISSING], f"weights file not found: {MISSING}"),
+        pytest.param(["--device", "cuda"], "device 'cuda' is not available here", marks=NO_CUDA),
+    ],
+)
+def test_streams_bad_input_before_any_worker(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(streams, "run_inner", lambda *a, **k: pytest.fail("a worker was started"))
+    assert _exit_code(streams.main, args) == 2
+    assert message in _one_error_line(capsys)
+
+
+def test_streams_passes_a_workers_one_line_error_on(capsys):
+    def worker(code: str) -> subprocess.Popen:
+        log = tempfile.TemporaryFile(mode="w+")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=log, text=True)
+        proc.stderr_log = log
+        return proc
+
+    bad = "import sys; print('warming up', file=sys.stderr); print('error: stream s0: no such graph', file=sys.stderr); sys.exit(2)"
+    slow = "import time; time.sleep(60)"
+    procs = [worker(bad), worker(slow)]
+    with pytest.raises(streams.WorkerError, match="^stream s0: no such graph$"):
+        streams.collect(procs)
+    assert all(p.poll() is not None for p in procs)  # the other worker was stopped, not left running
+    ok = worker("import json; print(json.dumps({'fps': [1.0]}))")
+    assert streams.collect([ok]) == [{"fps": [1.0]}]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--outputs", "video,mp4"], "unknown --outputs mp4; give one or more of video, jsonl, png, mots"),
+        (["--outputs", ""], "--outputs names no output"),
+        (["--outputs", ","], "--outputs names no output"),
+        (["--frames", "3"], "--frames must be >= 4"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--model-ms", "-5"], "--model-ms must be >= 0"),
+    ],
+)
+def test_sinks_bad_input(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(sinks, "standard_scene", lambda *a, **k: pytest.fail("the clip was rendered"))
+    assert _exit_code(sinks.main, args) == 2
+    assert message in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--boxes", "-2"], "--boxes needs box counts >= 1"),
+        (["--boxes", "4", "0"], "--boxes needs box counts >= 1"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--weights", MISSING], f"weights file not found: {MISSING}"),
+        pytest.param(["--device", "cuda"], "device 'cuda' is not available here", marks=NO_CUDA),
+    ],
+)
+def test_annotate_bad_input_before_the_model_loads(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(annotate, "load_inference_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert _exit_code(annotate.main, args) == 2
+    assert message in _one_error_line(capsys)
+
+
+@NO_CUDA
+def test_cuda_graphs_without_cuda_is_one_line(capsys):
+    graphs = load_script("benchmark_cuda_graphs")
+    assert _exit_code(graphs.main, []) == 2  # the default device, cuda, is not here
+    assert "device 'cuda' is not available here" in _one_error_line(capsys)
+    assert _exit_code(graphs.main, ["--device", "cpu"]) == 2
+    assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
