@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402,F401  (before PyAV, see realtime_sam/app/cli.py)
+from _common import fail  # noqa: E402
 
 from realtime_sam.app.pipeline import Pipeline  # noqa: E402
 from realtime_sam.output.render import Renderer  # noqa: E402
@@ -108,11 +110,6 @@ def _run(images, truth, outputs, folder: Path, model_s: float, inline: bool) -> 
     return engine.outside_ms, engine.write_ms, n / elapsed
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=150, help="frames per run")
@@ -124,13 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(outputs - set(OUTPUTS))
     if unknown or not outputs:
         what = f"unknown --outputs {', '.join(unknown)}" if unknown else "--outputs names no output"
-        return _fail(f"{what}; give one or more of {', '.join(OUTPUTS)}, comma-separated (e.g. video,jsonl)")
+        return fail(f"{what}; give one or more of {', '.join(OUTPUTS)}, comma-separated (e.g. video,jsonl)")
     if args.frames < MIN_FRAMES:
-        return _fail(f"--frames must be >= {MIN_FRAMES} (got {args.frames})")
+        return fail(f"--frames must be >= {MIN_FRAMES} (got {args.frames})")
     if args.repeats < 1:
-        return _fail(f"--repeats must be >= 1 (got {args.repeats})")
+        return fail(f"--repeats must be >= 1 (got {args.repeats})")
     if not args.model_ms >= 0:
-        return _fail(f"--model-ms must be >= 0 (got {args.model_ms:g})")
+        return fail(f"--model-ms must be >= 0 (got {args.model_ms:g})")
     scene = standard_scene(640, 480, num_frames=args.frames, num_objects=3)
     images, truth = [], []
     for i in range(args.frames):

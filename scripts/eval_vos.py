@@ -228,6 +228,15 @@ def find_sequences(root: Path) -> dict[str, Path | None]:
     return out
 
 
+def sequence_names(text: str, found: Sequence[str]) -> list[str]:
+    """``--sequences``' comma-separated names (``""``: every one ``found``); a value naming none (``","``) is an error."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if text.strip() and not names:
+        raise EvalError(f"--sequences {text!r} names no sequence; give comma-separated names "
+                        f"(or leave it out for all): {', '.join(found)}")
+    return names or list(found)
+
+
 def _read_label(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -1005,11 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.05 <= args.scale <= 4.0:
             raise EvalError("--scale must be between 0.05 and 4 (1: frames as they are)")
         found = find_sequences(args.root)
-        names = [s.strip() for s in args.sequences.split(",") if s.strip()]
-        if args.sequences.strip() and not names:
-            raise EvalError(f"--sequences {args.sequences!r} names no sequence; give comma-separated names "
-                            f"(or leave it out for all): {', '.join(found)}")
-        names = names or list(found)
+        names = sequence_names(args.sequences, found)
         unknown = [s for s in names if s not in found]
         if unknown:
             raise EvalError(f"unknown sequence(s) {', '.join(unknown)} in {args.root}; available: {', '.join(found)}")

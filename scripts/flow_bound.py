@@ -191,10 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         found = eval_vos.find_sequences(args.root)
-        wanted = [s.strip() for s in args.sequences.split(",") if s.strip()]
-        if args.sequences.strip() and not wanted:
-            raise eval_vos.EvalError(f"--sequences {args.sequences!r} names no sequence; give comma-separated names (or leave it out for all)")
-        wanted = wanted or list(found)
+        wanted = eval_vos.sequence_names(args.sequences, found)
         missing = [s for s in wanted if s not in found]
         if missing:
             raise eval_vos.EvalError(f"no sequence {', '.join(missing)} in {args.root}")

@@ -365,7 +365,6 @@ def _no_empty_folders_left_on_failure(*folders: Path) -> Iterator[None]:
 def _load_sam(sam_model, device: str, progress: bool):
     from realtime_sam.model.config import ModelConfig
     from realtime_sam.model.loader import load_model
-
     from realtime_sam.model.weights import locate_checkpoint
 
     # The official file's bare name means the usual place (the cache, $REALTIME_SAM_WEIGHTS).

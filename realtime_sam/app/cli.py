@@ -262,7 +262,6 @@ class _Reporter:
         self, *, quiet: bool, status_interval_s: float, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.quiet = quiet
-        self.status_interval_s = status_interval_s
         self.stream = stream if stream is not None else sys.stderr
         self._bar: Any = None
         self._lock = threading.Lock()
@@ -311,7 +310,7 @@ class _Reporter:
         self.tick(stats)
 
     def tick(self, stats: Any) -> None:
-        """A live source's status line, when one is due (every ``status_interval_s`` seconds).
+        """A live source's status line, when one is due (every ``status_interval_s`` seconds, :class:`StatusBeat`).
 
         Called with each result and, headless, while waiting for one: a loop busy for seconds
         (auto discovery's point grid with the file preset on a stream: 7 s) still gets its
