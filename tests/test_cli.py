@@ -242,25 +242,56 @@ def test_source_output_and_weights_errors(capsys, tmp_path, monkeypatch, small_c
     assert "secret" not in line
 
 
+_LOAD_FAILURES = {
+    # problem: (what the error line says, [CLI flags]; files and variables set in the test)
+    "weights_flag_missing": ("not found", ["--weights", "mobile-sam.pt"]),
+    "weights_env_missing": ("not found", []),
+    "weights_truncated": ("truncated", ["--weights", "cut.pt"]),
+    "weights_env_not_a_checkpoint": ("not a PyTorch checkpoint", []),
+    "cache_file_damaged": ("truncated", []),
+    "weights_of_another_model": ("--model-type vit_t", ["--model-type", "vit_b", "--weights", "{checkpoint}"]),
+    "device_not_here": ("not available", ["--device", "cuda:7", "--weights", "{checkpoint}"]),
+    "fp16_on_the_cpu": ("fp16", ["--set", "model.precision=fp16", "--weights", "{checkpoint}"]),
+}
+
+
 @pytest.mark.parametrize("streams", [1, 2])
-@pytest.mark.parametrize("named", ["flag", "env"])
-def test_weights_that_are_not_there_leave_an_earlier_runs_outputs_as_they_were(
-    capsys, tmp_path, monkeypatch, small_clip, streams, named
+@pytest.mark.parametrize("problem", list(_LOAD_FAILURES))
+def test_what_would_fail_the_model_load_leaves_an_earlier_runs_outputs_as_they_were(
+    capsys, tmp_path, monkeypatch, small_clip, checkpoint_path, streams, problem
 ):
-    # The outputs open before the model (a bad output path fails before a download); a
-    # mistyped --weights (or $REALTIME_SAM_WEIGHTS) must fail before they truncate last run's files.
+    # The outputs open before the model (a bad output path fails before a download), and opening
+    # one truncates last run's file: weights that are missing, damaged (a cut-short download, an
+    # HTML error page saved as .pt) or of another model, or a device or precision the load refuses,
+    # must fail before that, each as one line.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REALTIME_SAM_WEIGHTS", raising=False)
+    monkeypatch.setenv("REALTIME_SAM_CACHE", str(tmp_path / "cache"))
+    Path("cut.pt").write_bytes(checkpoint_path.read_bytes()[:200_000])
+    Path("page.pt").write_text("<html>404 Not Found</html>\n")
+    fragment, flags = _LOAD_FAILURES[problem]
+    if problem == "weights_env_missing":
+        monkeypatch.setenv("REALTIME_SAM_WEIGHTS", str(tmp_path / "gone" / "mobile_sam.pt"))
+    elif problem == "weights_env_not_a_checkpoint":
+        monkeypatch.setenv("REALTIME_SAM_WEIGHTS", "page.pt")
+    elif problem == "cache_file_damaged":
+        Path("cache").mkdir()
+        Path("cache/mobile_sam.pt").write_bytes(checkpoint_path.read_bytes()[:200_000])
+    elif problem == "device_not_here":
+        import torch
+
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a GPU number 7")
+    flags = [flag.format(checkpoint=checkpoint_path) for flag in flags]
     previous = [Path("small.jsonl"), Path("small.mp4")] if streams == 1 else [Path("out/small.jsonl"), Path("out/small-2.jsonl")]
     for i, path in enumerate(previous):
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"last run's results %d\n" % i)
     sources = ["--source", str(small_clip)] * streams
     outputs = ["--save-masks", "small.jsonl", "--output", "small.mp4"] if streams == 1 else ["--save-masks", "out/{name}.jsonl"]
-    weights = ["--weights", "mobile-sam.pt"] if named == "flag" else []
-    if named == "env":
-        monkeypatch.setenv("REALTIME_SAM_WEIGHTS", str(tmp_path / "gone" / "mobile_sam.pt"))
-    assert cli.main(["--headless", "--device", "cpu", *sources, "--box", "10,10,60,60", *outputs, *weights]) == 2
-    assert "not found" in single_error(capsys)
+    device = [] if "--device" in flags else ["--device", "cpu"]
+    assert cli.main(["--headless", *device, *sources, "--box", "10,10,60,60", *outputs, *flags]) == 2
+    assert fragment in single_error(capsys)
     assert [path.read_bytes() for path in previous] == [b"last run's results %d\n" % i for i in range(len(previous))]
 
 

@@ -190,7 +190,7 @@ def test_missing_optional_runtime_names_the_extra(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # makes ``import openvino`` fail
     with pytest.raises(ConfigError, match=r"realtime-sam\[openvino\]"):
-        export._require("openvino")
+        export.require_package("openvino")
 
 
 _FAULTS_SCRIPT = """

@@ -28,6 +28,7 @@ from realtime_sam.errors import CheckpointError, WeightsDownloadError
 from realtime_sam.model import checkpoint
 from realtime_sam.model.checkpoint import (
     check_against_manifest,
+    check_checkpoint_file,
     identify_model_type,
     load_checkpoint,
     manifest,
@@ -38,6 +39,7 @@ from realtime_sam.model.weights import (
     ENV_WEIGHTS,
     OFFICIAL_URLS,
     VerifyReport,
+    check_weights,
     default_cache_dir,
     download_weights,
     resolve_weights,
@@ -432,6 +434,86 @@ def test_verify_report(checkpoint_file: Path) -> None:
     assert verify_weights(checkpoint_file, None).model_type == "vit_t"
     with pytest.raises(CheckpointError, match="not SAM ViT-B"):
         verify_weights(checkpoint_file, "vit_b")
+
+
+# --------------------------------------------------------------------------- checked before outputs open
+
+
+def _damaged(kind: str, tmp_path: Path, checkpoint_bytes: bytes, checkpoint_file: Path) -> tuple[Path, str]:
+    """A checkpoint file damaged as ``kind``, and the model type to check it against."""
+    p = tmp_path / f"{kind}.pt"
+    if kind == "truncated":
+        p.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) * 9 // 10])
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("<html>404 Not Found</html>\n")
+    elif kind == "objects":
+        torch.save({"weight": torch.zeros(2), "thing": PickledThing()}, p)
+    elif kind == "legacy_format_missing_key":
+        state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+        state.pop(next(iter(state)))
+        torch.save(state, p, _use_new_zipfile_serialization=False)
+    elif kind == "other_model":
+        return checkpoint_file, "vit_b"
+    return p, "vit_t"
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "objects", "legacy_format_missing_key", "other_model"])
+def test_checking_a_file_raises_what_loading_it_would(
+    tmp_path: Path, checkpoint_bytes: bytes, checkpoint_file: Path, kind: str
+) -> None:
+    # The app checks the weights before its outputs truncate an earlier run's files: the check
+    # must refuse every file the load refuses, with the same one-line message.
+    path, model_type = _damaged(kind, tmp_path, checkpoint_bytes, checkpoint_file)
+    with pytest.raises(CheckpointError) as loaded:
+        load_checkpoint(path, model_type)
+    with pytest.raises(CheckpointError) as checked:
+        check_checkpoint_file(path, model_type)
+    assert str(checked.value) == str(loaded.value) and "\n" not in str(checked.value)
+
+
+def test_checking_passes_complete_files_old_format_and_nested(tmp_path: Path, checkpoint_file: Path) -> None:
+    state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    legacy, nested = tmp_path / "legacy.pt", tmp_path / "nested.pt"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"model": state, "epoch": 3}, nested)
+    for path in (checkpoint_file, legacy, nested):
+        check_checkpoint_file(path, "vit_t")
+
+
+def test_a_file_that_is_no_checkpoint_is_not_called_truncated(tmp_path: Path) -> None:
+    p = tmp_path / "mobile_sam.pt"
+    p.write_text("<html>404 Not Found</html>\n")
+    with pytest.raises(CheckpointError, match="it is not a PyTorch checkpoint$"):
+        load_checkpoint(p, "vit_t")
+
+
+def test_check_weights_finds_the_file_the_load_would(
+    tmp_path: Path, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = tmp_path / "cache" / "mobile_sam.pt"
+    # Nothing named and no file yet: loading will download one (verified then), nothing to check now.
+    assert check_weights(None) is None
+    # SAM's own files are never downloaded: their absence is the load's error already.
+    with pytest.raises(CheckpointError, match=r"no SAM ViT-B \(sam_vit_b_01ec64.pth\) weights"):
+        check_weights(None, model_type="vit_b")
+    cached.parent.mkdir()
+    cached.write_bytes(checkpoint_bytes)
+    assert check_weights(None) == cached
+    cached.write_bytes(checkpoint_bytes[:1000])
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {cached}"):
+        check_weights(None)
+    named = tmp_path / "mine.pt"
+    named.write_bytes(checkpoint_bytes)
+    assert check_weights(named) == named
+    monkeypatch.setenv(ENV_WEIGHTS, str(named))
+    assert check_weights(None) == named
+    with pytest.raises(CheckpointError, match="not SAM ViT-B"):
+        check_weights(None, model_type="vit_b")
+    monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "gone.pt"))
+    with pytest.raises(CheckpointError, match="gone.pt"):
+        check_weights(None)
 
 
 # --------------------------------------------------------------------------- checkpoint errors

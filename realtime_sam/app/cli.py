@@ -431,11 +431,12 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
 
             detector = load_detector(config.detect, config.model.device)
             class_ids = DetectorPrompts(detector, config.detect).class_numbers()
-        # Outputs before the model: a bad path fails in a second, not after a download. But a
-        # --weights path that is not there fails first, before an output truncates an earlier run's.
-        from realtime_sam.model.weights import check_named_weights
+        # Outputs before the model: a bad path fails in a second, not after a download. But what
+        # would fail the load (weights missing, damaged or foreign, no such device...) fails first,
+        # before an output truncates an earlier run's.
+        from realtime_sam.model.loader import check_model_config
 
-        check_named_weights(config.model.weights, model_type=config.model.model_type)
+        check_model_config(config.model)
         specs = [SinkSpec("video", Path(args.output))] if args.output else []
         if mask_spec is not None:
             specs.append(mask_spec)

@@ -367,11 +367,11 @@ def open_streams(
                 clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
         # or truncates one already there, which a later stream's missing camera must not leave behind,
-        # nor a --weights path that is not there.
+        # nor weights or a device that would fail the load.
         if runner_for is None and model is None:
-            from realtime_sam.model.weights import check_named_weights
+            from realtime_sam.model.loader import check_model_config
 
-            check_named_weights(config.model.weights, model_type=config.model.model_type)
+            check_model_config(config.model)
         if sinks_for is not None:
             for spec, cfg, source, sinks in opened:
                 sinks.extend(sinks_for(spec, source, cfg))

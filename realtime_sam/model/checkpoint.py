@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "identify_model_type",
     "check_against_manifest",
     "load_checkpoint",
+    "check_checkpoint_file",
 ]
 
 MODEL_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
@@ -54,8 +56,11 @@ def manifest(model_type: str) -> Mapping[str, tuple[int, ...]]:
     return {k: tuple(v) for k, v in json.loads(text).items()}
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Load a checkpoint file into a flat ``{key: tensor}`` dict on the CPU.
+
+    ``mmap`` maps the tensors' bytes instead of reading them (zip-format files only,
+    which is what ``torch.save`` writes): keys and shapes for a few milliseconds.
 
     Raises:
         CheckpointError: the file is missing, truncated, or not a checkpoint.
@@ -66,12 +71,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {p}")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     # torch.load has no single error for "not a checkpoint": random bytes end in
     # IndexError, KeyError, UnicodeDecodeError... from inside the unpickler.
     except Exception as exc:  # noqa: BLE001  (every way of not being a checkpoint is one message)
         size = p.stat().st_size
         hint = "it looks truncated (download it again)" if size > 0 else "it is empty"
+        with open(p, "rb") as f:
+            head = f.read(2)
+        if size > 0 and head != b"PK" and head[:1] != b"\x80":
+            # Neither a zip (torch.save since 1.6) nor a pickle (older torch.save): not cut short, another file.
+            hint = "it is not a PyTorch checkpoint"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Unsupported global" in str(exc):
             hint = "it holds Python objects, not plain tensors (not a SAM state dict)"
@@ -139,3 +149,20 @@ def load_checkpoint(path: str | os.PathLike, model_type: str) -> dict[str, torch
     state = read_state_dict(path)
     check_against_manifest(state, model_type, str(path))
     return state
+
+
+def check_checkpoint_file(path: str | os.PathLike, model_type: str) -> None:
+    """Raise what :func:`load_checkpoint` would for ``path``, without reading the tensors' data.
+
+    For a caller about to do something it cannot undo first (the app truncates an earlier
+    run's output files as it opens its own): a truncated, foreign or incomplete file
+    fails here in milliseconds. A zip-format file (every ``torch.save`` since PyTorch 1.6,
+    the official MobileSAM and SAM files) is memory-mapped, so only its index is read; a
+    truncated one has lost that index (it lies at the end). Any other file is read whole.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`.
+    """
+    p = Path(path)
+    state = read_state_dict(p, mmap=p.is_file() and zipfile.is_zipfile(p))
+    check_against_manifest(state, model_type, str(path))

@@ -111,10 +111,11 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"unknown device {spec!r}; use one of {', '.join(DEVICE_CHOICES)} (available: {', '.join(have)})")
 
 
-def resolve_precision(spec: str | torch.dtype, device: torch.device) -> torch.dtype:
+def resolve_precision(spec: str | torch.dtype, device: torch.device, *, warn: bool = True) -> torch.dtype:
     """Turn ``"auto" | "fp32" | "fp16" | "bf16"`` into a dtype for the networks on ``device``.
 
-    ``"auto"`` is fp16 on CUDA and MPS, fp32 on the CPU.
+    ``"auto"`` is fp16 on CUDA and MPS, fp32 on the CPU. ``warn`` logs that bf16 is
+    emulated on a CPU without bf16 instructions (false for a check before the real load).
 
     Raises:
         ConfigError: unknown name, or fp16 on the CPU.
@@ -133,7 +134,7 @@ def resolve_precision(spec: str | torch.dtype, device: torch.device) -> torch.dt
             "precision 'fp16' is not supported on the CPU (slow or missing kernels); use 'fp32', or 'bf16' on a CPU "
             "with AVX512-BF16/AMX"
         )
-    if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+    if warn and name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         _log.warning(
             "precision 'bf16' on this CPU is emulated (no AVX512-BF16/AMX) and many times slower than fp32; "
             "prefer 'fp32' here"

@@ -4,7 +4,8 @@ Resolves the weights (explicit path, ``$REALTIME_SAM_WEIGHTS``, cache,
 download), the device, the precision and the backend, then builds either the
 engine's :class:`~realtime_sam.tracking.model_runner.ModelRunner` (:func:`load_runner`) or a
 SAM-compatible :class:`~realtime_sam.model.predictor.SamPredictor`
-(:func:`load_predictor`).
+(:func:`load_predictor`). :func:`check_model_config` raises what loading would,
+without loading, for callers that must fail before they touch files.
 """
 
 from __future__ import annotations
@@ -12,17 +13,42 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from realtime_sam.model.device import resolve_device
+from realtime_sam.model.device import resolve_device, resolve_precision
 from realtime_sam.model.predictor import SamPredictor
 from realtime_sam.model.runners import InferenceRunner
 from realtime_sam.model.runtime import InferenceModel, load_inference_model
-from realtime_sam.model.weights import resolve_weights
+from realtime_sam.model.runtime.model import EXPORTED_BACKENDS, resolve_backend
+from realtime_sam.model.weights import check_weights, resolve_weights
 
 if TYPE_CHECKING:
     from realtime_sam.config import ModelConfig
     from realtime_sam.tracking.model_runner import ModelRunner
 
-__all__ = ["InferenceRunner", "load_model", "load_runner", "load_predictor", "resolve_device"]
+__all__ = ["InferenceRunner", "check_model_config", "load_model", "load_runner", "load_predictor", "resolve_device"]
+
+
+def check_model_config(model_config: ModelConfig) -> None:
+    """Raise now what :func:`load_model` would raise for ``model_config``, short of downloading and building.
+
+    The device is present, the precision runs there, the backend fits both and its
+    package imports, and the weights file (named, or the cache's) is a complete
+    checkpoint of ``model_config.model_type`` as far as its keys and shapes
+    (:func:`~realtime_sam.model.weights.check_weights`; milliseconds, the tensors are
+    not read). The app calls this before it opens its outputs, which truncates an earlier
+    run's files: a mistake here then loses nothing.
+
+    Raises:
+        ConfigError: the device, precision or backend (see :func:`load_model`).
+        CheckpointError: the weights file is missing, damaged or of another model.
+    """
+    device = resolve_device(model_config.device)
+    dtype = resolve_precision(model_config.precision, device, warn=False)
+    backend = resolve_backend(model_config.backend, device, model_config.model_type, dtype)
+    if backend in EXPORTED_BACKENDS:
+        from realtime_sam.model.runtime.export import require_package
+
+        require_package(backend)
+    check_weights(model_config.weights, model_type=model_config.model_type)
 
 
 def load_model(model_config: ModelConfig, *, progress: bool = True) -> InferenceModel:

@@ -52,7 +52,7 @@ __all__ = [
     "ENV_WEIGHTS",
     "ENV_URLS",
     "WEIGHTS_FILENAMES",
-    "check_named_weights",
+    "check_weights",
     "locate_checkpoint",
     "OFFICIAL_URLS",
     "OFFICIAL_SAM_URLS",
@@ -223,18 +223,29 @@ def resolve_weights(
     return download_weights(cache_path, model_type=model_type, progress=progress)
 
 
-def check_named_weights(weights: str | os.PathLike[str] | None, *, model_type: str = "vit_t") -> None:
-    """Raise now if weights the user named (``weights``, else ``$REALTIME_SAM_WEIGHTS``) are not on disk.
+def check_weights(weights: str | os.PathLike[str] | None, *, model_type: str = "vit_t") -> Path | None:
+    """Raise now what loading the weights would, short of downloading: the file to load, or ``None``.
 
-    For the app to call before it creates its outputs: a mistyped ``--weights`` then
-    leaves an earlier run's output files as they were. Nothing is downloaded or read;
-    with neither given (the cache, maybe downloaded later) there is nothing to check.
+    For the app to call before it creates its outputs, which truncates an earlier run's
+    files: a mistyped ``--weights``, a damaged or foreign checkpoint then leaves them as
+    they were. The file (``weights``, else ``$REALTIME_SAM_WEIGHTS``, else the cache's) is
+    checked as far as its keys and shapes
+    (:func:`~realtime_sam.model.checkpoint.check_checkpoint_file`: milliseconds, the
+    tensors are not read). ``None``: nothing named and no MobileSAM file in the cache yet,
+    so loading will download one (and verify it before use).
 
     Raises:
-        CheckpointError: the named file (or the official file in a named folder) is missing.
+        CheckpointError: the file is missing, damaged, or of another model.
     """
-    if (weights is not None and str(weights).strip()) or os.environ.get(ENV_WEIGHTS, "").strip():
-        resolve_weights(weights, model_type=model_type, download=False)
+    named = (weights is not None and str(weights).strip()) or os.environ.get(ENV_WEIGHTS, "").strip()
+    try:
+        path = resolve_weights(weights, model_type=model_type, download=False)
+    except CheckpointError:
+        if named or model_type != "vit_t":
+            raise
+        return None
+    checkpoint.check_checkpoint_file(path, model_type)
+    return path
 
 
 def locate_checkpoint(

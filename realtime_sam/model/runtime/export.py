@@ -47,7 +47,8 @@ EXPORT_VERSION = 1
 _EXTRA = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
-def _require(module: str) -> object:
+def require_package(module: str) -> object:
+    """Import ``module`` (``onnxruntime`` or ``openvino``), or raise a one-line :class:`ConfigError` naming the pip extra."""
     try:
         return __import__(module)
     except ImportError as exc:
@@ -151,7 +152,7 @@ class OnnxRuntimeEncoder(nn.Module):
 
     def __init__(self, onnx_path: Path, *, img_size: int, num_threads: int | None = None) -> None:
         super().__init__()
-        ort = _require("onnxruntime")
+        ort = require_package("onnxruntime")
         opts = ort.SessionOptions()  # type: ignore[attr-defined]
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
         if num_threads is not None:
@@ -175,7 +176,7 @@ class OpenVinoEncoder(nn.Module):
 
     def __init__(self, onnx_path: Path, *, img_size: int, num_threads: int | None = None) -> None:
         super().__init__()
-        ov = _require("openvino")
+        ov = require_package("openvino")
         core = ov.Core()  # type: ignore[attr-defined]
         # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise pick bf16 by itself.
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}

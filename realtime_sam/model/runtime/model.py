@@ -48,6 +48,7 @@ from realtime_sam.model.runtime.kernels import fused_cpu_ops_available
 from realtime_sam.model.transforms import ResizeLongestSide, check_image
 
 __all__ = [
+    "EXPORTED_BACKENDS",
     "Embedding",
     "InferenceModel",
     "InferenceOptions",
@@ -55,7 +56,8 @@ __all__ = [
     "resolve_backend",
 ]
 
-_EXPORTED = ("onnxruntime", "openvino")
+EXPORTED_BACKENDS = ("onnxruntime", "openvino")
+"""Backends that run an ONNX export of the encoder (each needs its own package)."""
 _CPU_DECODER_CHUNK = 2  # see fast_decoder's module docstring for the measurement
 
 
@@ -108,7 +110,7 @@ def resolve_backend(backend: str, device: torch.device, model_type: str, dtype: 
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "auto":
         return "torch"
-    if backend in _EXPORTED:
+    if backend in EXPORTED_BACKENDS:
         if device.type != "cpu":
             raise ConfigError(f"backend {backend!r} runs on the CPU only; use backend 'torch' on {device.type}")
         if model_type != "vit_t":
@@ -201,7 +203,7 @@ class InferenceModel:
         ``encode(images[i])`` up to float rounding). The exported encoders
         take one image at a time: they, and a single image, are encoded in turn.
         """
-        if len(images) <= 1 or self.backend in _EXPORTED:
+        if len(images) <= 1 or self.backend in EXPORTED_BACKENDS:
             return [self.encode(im, image_format) for im in images]
         xs, inputs, originals = [], [], []
         for image in images:
@@ -457,7 +459,7 @@ def load_inference_model(
         chunk = _CPU_DECODER_CHUNK
 
     encoder: nn.Module
-    if backend in _EXPORTED:
+    if backend in EXPORTED_BACKENDS:
         from realtime_sam.model.runtime.export import (
             OnnxRuntimeEncoder,
             OpenVinoEncoder,
@@ -483,7 +485,7 @@ def load_inference_model(
     # The networks in the chosen dtype on the device; the prompt encoder and buffers stay fp32.
     # FastMaskDecoder shares its small token-side modules with sam.mask_decoder, which is cast with it.
     sam = sam.to(device)
-    if backend not in _EXPORTED:
+    if backend not in EXPORTED_BACKENDS:
         encoder = encoder.to(device=device, dtype=dtype)
     decoder = decoder.to(device=device, dtype=dtype)
     graphs = GraphCache(device) if model.cuda_graphs and device.type == "cuda" else None
