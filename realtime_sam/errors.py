@@ -16,6 +16,8 @@ __all__ = [
     "SourceError",
     "StreamInterrupted",
     "PromptError",
+    "SamInputError",
+    "SamPromptError",
     "SinkError",
     "DetectorError",
     "describe_error",
@@ -48,6 +50,17 @@ class StreamInterrupted(SourceError):
 
 class PromptError(RealtimeSamError):
     """A point, box or prompts file cannot be used."""
+
+
+class SamInputError(ValueError, AssertionError):
+    """A bad image or argument where ``segment_anything`` asserts (``set_image``'s
+    ``image_format``, ``set_torch_image``'s shape): caught by ``except ValueError``
+    and by code written for the reference's ``except AssertionError``."""
+
+
+class SamPromptError(PromptError, AssertionError):
+    """A prompt refused where ``segment_anything`` asserts (``point_coords`` without
+    ``point_labels``): a :class:`PromptError` that is also an ``AssertionError``."""
 
 
 class SinkError(RealtimeSamError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from realtime_sam.errors import PromptError
+from realtime_sam.errors import PromptError, SamInputError, SamPromptError
 from realtime_sam.model.modeling import Sam
 from realtime_sam.model.transforms import ResizeLongestSide, check_image
 
@@ -31,6 +31,13 @@ class SamPredictor:
         features: ``1x256x64x64`` embedding of the current image (``None`` before ``set_image``).
         original_size: ``(H, W)`` of the image given to ``set_image``.
         input_size: ``(h, w)`` after the longest-side resize to 1024.
+        orig_h, orig_w, input_h, input_w: the same sizes as single ints (``None``
+            before ``set_image``); ``segment_anything`` has these names too.
+        is_image_set: whether ``set_image``/``set_torch_image`` has run.
+
+    Where ``segment_anything`` asserts (a bad ``image_format`` or ``set_torch_image``
+    shape, ``point_coords`` without ``point_labels``), the error raised here is also an
+    ``AssertionError``, so ``except`` clauses written for it still catch it.
     """
 
     def __init__(self, sam_model: Sam) -> None:
@@ -61,13 +68,15 @@ class SamPredictor:
             or transformed_image.shape[1] != 3
             or max(*transformed_image.shape[2:]) != self.model.img_size
         ):
-            raise ValueError(
+            raise SamInputError(
                 f"set_torch_image expects 1x3xHxW with the longest side {self.model.img_size}, "
                 f"got {tuple(transformed_image.shape)}"
             )
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
+        self.orig_h, self.orig_w = self.original_size
+        self.input_h, self.input_w = self.input_size
         x = self.model.preprocess(transformed_image.to(self.device, torch.float32))
         encoder = self.model.image_encoder
         dtype = next(encoder.parameters()).dtype
@@ -100,7 +109,7 @@ class SamPredictor:
         coords_t = labels_t = box_t = mask_t = None
         if point_coords is not None:
             if point_labels is None:
-                raise PromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+                raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
             coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
@@ -172,7 +181,8 @@ class SamPredictor:
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current ``1x256x64x64`` image embedding."""
-        self._require_image()
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
         assert self.features is not None
         return self.features
 
@@ -182,6 +192,10 @@ class SamPredictor:
         self.features: torch.Tensor | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        self.orig_h: int | None = None
+        self.orig_w: int | None = None
+        self.input_h: int | None = None
+        self.input_w: int | None = None
 
     def _require_image(self) -> None:
         if not self.is_image_set:

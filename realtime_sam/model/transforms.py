@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from realtime_sam.errors import SamInputError
+
 __all__ = ["ResizeLongestSide", "check_image", "preprocess_shape"]
 
 
@@ -19,14 +21,15 @@ def check_image(image: object, image_format: str, caller: str) -> None:
     """Refuse anything but an ``HxWx3 uint8`` array in "RGB" or "BGR" order, naming ``caller``.
 
     Raises:
-        ValueError: a bad ``image_format`` or array.
+        SamInputError: a bad ``image_format`` or array (a ``ValueError`` and, as
+            ``segment_anything`` asserts these, an ``AssertionError``).
     """
     if image_format not in ("RGB", "BGR"):
-        raise ValueError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+        raise SamInputError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"{caller} expects an HxWx3 uint8 array, got shape {shape} dtype {dtype}")
+        raise SamInputError(f"{caller} expects an HxWx3 uint8 array, got shape {shape} dtype {dtype}")
 
 
 def preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
