@@ -63,3 +63,10 @@ def test_reference_assertions_are_catchable_as_assertion_error(predictor, image)
     # A refused call leaves the embedding in place.
     predictor.set_image(image)
     assert predictor.is_image_set
+
+
+def test_transform_apply_image_torch(predictor):
+    x = torch.rand(2, 3, 300, 400) * 255
+    y = predictor.transform.apply_image_torch(x)
+    assert y.shape == (2, 3, 768, 1024) and y.dtype == torch.float32
+    assert predictor.transform.apply_image_torch(torch.rand(1, 3, 1024, 512)).shape == (1, 3, 1024, 512)

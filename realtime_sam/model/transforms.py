@@ -57,6 +57,17 @@ class ResizeLongestSide:
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
         return self.apply_image_torch_uint8(t, (h, w))[0].permute(1, 2, 0).numpy()
 
+    def apply_image_torch(self, image: torch.Tensor) -> torch.Tensor:
+        """``BxCxHxW`` float -> ``BxCxhxw`` float with the longest side at ``target_length``.
+
+        Antialiased bilinear, as ``segment_anything``'s; like there, it may differ slightly
+        from :meth:`apply_image` (what ``set_image`` uses).
+        """
+        if image.ndim != 4:
+            raise ValueError(f"apply_image_torch expects a BxCxHxW tensor, got shape {tuple(image.shape)}")
+        size = preprocess_shape(image.shape[-2], image.shape[-1], self.target_length)
+        return F.interpolate(image, size, mode="bilinear", align_corners=False, antialias=True)
+
     @staticmethod
     def apply_image_torch_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``Bx3xHxW uint8`` -> ``Bx3xhxw uint8``, antialiased bilinear."""
