@@ -70,3 +70,41 @@ def test_transform_apply_image_torch(predictor):
     y = predictor.transform.apply_image_torch(x)
     assert y.shape == (2, 3, 768, 1024) and y.dtype == torch.float32
     assert predictor.transform.apply_image_torch(torch.rand(1, 3, 1024, 512)).shape == (1, 3, 1024, 512)
+
+
+def test_sam_forward_batched_input(sam_model, predictor, image):
+    t = predictor.transform
+    resized = torch.from_numpy(t.apply_image(image)).permute(2, 0, 1).contiguous()
+    boxes = t.apply_boxes_torch(torch.tensor([[10, 20, 200, 250], [50, 50, 300, 280]]), image.shape[:2])
+    coords = t.apply_coords_torch(torch.tensor([[[100, 100]]]), image.shape[:2])
+    small = np.ascontiguousarray(image[:150, :200])
+    batched_input = [
+        {"image": resized, "original_size": image.shape[:2], "boxes": boxes},
+        {
+            "image": torch.from_numpy(t.apply_image(small)).permute(2, 0, 1),
+            "original_size": small.shape[:2],
+            "point_coords": coords,
+            "point_labels": torch.ones(1, 1, dtype=torch.int),
+        },
+    ]
+    out = sam_model(batched_input, multimask_output=False)
+    assert len(out) == 2 and set(out[0]) == {"masks", "iou_predictions", "low_res_logits"}
+    assert out[0]["masks"].shape == (2, 1, 300, 400) and out[0]["masks"].dtype == torch.bool
+    assert out[0]["iou_predictions"].shape == (2, 1)
+    assert out[0]["low_res_logits"].shape == (2, 1, 256, 256)
+    assert out[1]["masks"].shape == (1, 1, 150, 200)
+    # The same image and boxes through the predictor give the same result.
+    masks, iou, low = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
+    torch.testing.assert_close(out[0]["low_res_logits"], low, atol=1e-4, rtol=1e-4)
+    assert (out[0]["masks"] != masks).float().mean() < 1e-3
+    multi = sam_model(batched_input[:1], True)[0]
+    assert multi["masks"].shape == (2, 3, 300, 400)
+
+
+def test_sam_constructed_positionally(sam_model):
+    from realtime_sam.model.modeling import Sam
+
+    sam = Sam(sam_model.image_encoder, sam_model.prompt_encoder, sam_model.mask_decoder)
+    assert sam.image_encoder is sam_model.image_encoder
+    assert sam.image_format == "RGB" and sam.mask_threshold == 0.0
+    assert sam.pixel_mean.shape == (3, 1, 1) and sam.device == torch.device("cpu")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,6 @@ class Sam(nn.Module):
 
     def __init__(
         self,
-        *,
         image_encoder: nn.Module,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
@@ -42,6 +43,41 @@ class Sam(nn.Module):
     @property
     def img_size(self) -> int:
         return int(self.image_encoder.img_size)
+
+    @torch.no_grad()
+    def forward(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, torch.Tensor]]:
+        """End to end, as ``segment_anything``'s ``Sam.forward``: one dict per image in, one out.
+
+        Each input dict has ``image`` (``3xhxw``, RGB 0-255, already resized with
+        ``ResizeLongestSide``), ``original_size`` (``(H, W)``) and optionally the prompts,
+        in the resized frame: ``point_coords`` (``BxNx2``) with ``point_labels`` (``BxN``),
+        ``boxes`` (``Bx4``), ``mask_inputs`` (``Bx1x256x256``). Each output dict has
+        ``masks`` (``BxCxHxW`` bool), ``iou_predictions`` (``BxC``) and ``low_res_logits``
+        (``BxCx256x256``). For several prompt rounds on one image ``SamPredictor`` is faster.
+        """
+        if not batched_input:
+            return []
+        dtype = next(self.image_encoder.parameters()).dtype
+        images = torch.stack(
+            [self.preprocess(rec["image"].to(self.device, torch.float32)) for rec in batched_input]
+        )
+        embeddings = self.image_encoder(images.to(dtype))
+        outputs = []
+        for rec, embedding in zip(batched_input, embeddings):
+            points = (rec["point_coords"], rec["point_labels"]) if "point_coords" in rec else None
+            sparse, dense = self.prompt_encoder(points=points, boxes=rec.get("boxes"), masks=rec.get("mask_inputs"))
+            low, iou = self.mask_decoder(
+                image_embeddings=embedding[None],
+                image_pe=self.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+            input_size = tuple(int(s) for s in rec["image"].shape[-2:])
+            original_size = tuple(int(s) for s in rec["original_size"])
+            masks = self.postprocess_masks(low, input_size, original_size) > self.mask_threshold
+            outputs.append({"masks": masks, "iou_predictions": iou, "low_res_logits": low})
+        return outputs
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """``Bx3xhxw`` (0-255, RGB, resized) -> normalised and zero-padded to ``Bx3x1024x1024``."""
