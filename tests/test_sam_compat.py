@@ -108,3 +108,28 @@ def test_sam_constructed_positionally(sam_model):
     assert sam.image_encoder is sam_model.image_encoder
     assert sam.image_format == "RGB" and sam.mask_threshold == 0.0
     assert sam.pixel_mean.shape == (3, 1, 1) and sam.device == torch.device("cpu")
+
+
+def test_build_sam_call_forms(monkeypatch, checkpoint_path):
+    """``build_sam(checkpoint)`` is segment_anything's (ViT-H); ``build_sam("vit_t", ...)`` still names the type."""
+    import realtime_sam
+    from realtime_sam.model import build
+    from realtime_sam.model.modeling import TinyViT
+
+    loaded = []
+    monkeypatch.setitem(build._ENCODERS, "vit_h", lambda: TinyViT(img_size=1024))  # a small stand-in for ViT-H
+    monkeypatch.setattr(build, "load_checkpoint", lambda path, model_type: loaded.append((str(path), model_type)))
+    assert realtime_sam.build_sam is build.build_sam
+    assert not build.build_sam().training and loaded == []
+    build.build_sam(str(checkpoint_path))
+    build.build_sam(checkpoint=checkpoint_path)
+    build.build_sam("vit_t", checkpoint_path)
+    build.build_sam("default")
+    assert loaded == [(str(checkpoint_path), "vit_h"), (str(checkpoint_path), "vit_h"), (str(checkpoint_path), "vit_t")]
+    with pytest.raises(KeyError, match="vit_tt"):
+        build.build_sam("vit_tt")
+    with pytest.raises(KeyError, match="nope"):
+        build.build_sam("nope", checkpoint_path)
+    assert set(realtime_sam.sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "vit_t"}
+    assert realtime_sam.sam_model_registry["default"] is build.build_sam_vit_h
+    assert not realtime_sam.sam_model_registry["vit_t"](None).training

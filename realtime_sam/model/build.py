@@ -68,28 +68,44 @@ _ENCODERS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def build_sam(model_type: str, checkpoint: str | os.PathLike | None = None) -> Sam:
+def build_sam(
+    model_type: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None
+) -> Sam:
     """Build ``model_type`` and load ``checkpoint`` strictly (``None``: random init).
 
+    ``build_sam("vit_t", "mobile_sam.pt")`` names the model; without a model type it is
+    ``segment_anything``'s ``build_sam`` (= ``build_sam_vit_h``): ``build_sam()``,
+    ``build_sam("sam_vit_h_4b8939.pth")`` and ``build_sam(checkpoint=...)`` build ViT-H.
     ``checkpoint`` is a path; the official file's bare name (``mobile_sam.pt``) not in
     the current folder is looked for where the app keeps weights
     (:func:`~realtime_sam.model.weights.locate_checkpoint`: ``$REALTIME_SAM_WEIGHTS``,
     the cache, downloaded there for ``vit_t``).
 
     Raises:
+        KeyError: an unknown model type (``vit_t``, ``vit_b``, ``vit_l``, ``vit_h``, ``default``).
         CheckpointError: the file is missing, damaged, or of another model.
         WeightsDownloadError: the official file had to be downloaded and could not be.
     """
+    if model_type is None or model_type == "default":
+        model_type = "vit_h"
+    elif model_type not in _ENCODERS:
+        name = os.fspath(model_type)
+        if checkpoint is not None or _looks_like_model_type(name):
+            raise KeyError(f"unknown model type {name!r}; one of {', '.join(sam_model_registry)}")
+        model_type, checkpoint = "vit_h", model_type  # segment_anything's build_sam(checkpoint)
     if checkpoint is not None:
         checkpoint = locate_checkpoint(checkpoint, model_type=model_type)
     state = load_checkpoint(checkpoint, model_type) if checkpoint is not None else None
-    if model_type not in _ENCODERS:
-        raise KeyError(model_type)
     with torch.device("cpu"):
         model = _sam(_ENCODERS[model_type]())
     if state is not None:
         model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _looks_like_model_type(name: str) -> bool:
+    """A misspelt model type (``vit_tt``), not a file name: no folder, no suffix, ``vit`` in front."""
+    return name.lower().startswith("vit") and os.sep not in name and "/" not in name and "." not in name
 
 
 def build_sam_vit_t(checkpoint: str | os.PathLike | None = None) -> Sam:
