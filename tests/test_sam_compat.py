@@ -133,3 +133,12 @@ def test_build_sam_call_forms(monkeypatch, checkpoint_path):
     assert set(realtime_sam.sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "vit_t"}
     assert realtime_sam.sam_model_registry["default"] is build.build_sam_vit_h
     assert not realtime_sam.sam_model_registry["vit_t"](None).training
+
+
+def test_submodule_attributes(sam_model):
+    pe, md = sam_model.prompt_encoder, sam_model.mask_decoder
+    assert (pe.embed_dim, pe.num_point_embeddings, len(pe.point_embeddings)) == (256, 4, 4)
+    assert pe.image_embedding_size == (64, 64) and pe.input_image_size == (1024, 1024)
+    assert pe.mask_input_size == (256, 256) and pe.get_dense_pe().shape == (1, 256, 64, 64)
+    assert (md.num_multimask_outputs, md.num_mask_tokens, md.transformer_dim) == (3, 4, 256)
+    assert sam_model.image_encoder.img_size == 1024
