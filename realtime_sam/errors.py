@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "RealtimeSamError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "WeightsDownloadError",
     "ConfigError",
     "SourceError",
@@ -30,6 +31,11 @@ class RealtimeSamError(Exception):
 
 class CheckpointError(RealtimeSamError):
     """A weights file is missing, damaged, or belongs to another model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No weights file where one was named: a :class:`CheckpointError` that is also the
+    ``FileNotFoundError`` ``segment_anything``'s builders raise for a missing checkpoint."""
 
 
 class WeightsDownloadError(RealtimeSamError):

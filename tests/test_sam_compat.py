@@ -142,3 +142,16 @@ def test_submodule_attributes(sam_model):
     assert pe.mask_input_size == (256, 256) and pe.get_dense_pe().shape == (1, 256, 64, 64)
     assert (md.num_multimask_outputs, md.num_mask_tokens, md.transformer_dim) == (3, 4, 256)
     assert sam_model.image_encoder.img_size == 1024
+
+
+def test_missing_checkpoint_is_file_not_found(tmp_path):
+    """segment_anything's builders open() the file: `except FileNotFoundError` must still work."""
+    from realtime_sam import sam_model_registry
+    from realtime_sam.errors import CheckpointError, describe_error
+
+    missing = tmp_path / "nowhere" / "sam.pt"
+    with pytest.raises(FileNotFoundError, match="checkpoint not found") as info:
+        sam_model_registry["vit_t"](checkpoint=str(missing))
+    assert isinstance(info.value, CheckpointError)
+    assert str(info.value) == f"checkpoint not found: {missing}"
+    assert describe_error(info.value) == str(info.value)

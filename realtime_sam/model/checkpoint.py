@@ -20,7 +20,7 @@ from typing import Mapping
 
 import torch
 
-from realtime_sam.errors import CheckpointError
+from realtime_sam.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = [
     "MODEL_TYPES",
@@ -63,11 +63,12 @@ def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     which is what ``torch.save`` writes): keys and shapes for a few milliseconds.
 
     Raises:
-        CheckpointError: the file is missing, truncated, or not a checkpoint.
+        CheckpointError: the file is missing (:class:`CheckpointNotFoundError`, also a
+            ``FileNotFoundError``), truncated, or not a checkpoint.
     """
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {p}")
     if not p.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {p}")
     try:

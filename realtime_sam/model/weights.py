@@ -41,6 +41,7 @@ from typing import BinaryIO, Mapping, Sequence
 
 from realtime_sam.errors import (
     CheckpointError,
+    CheckpointNotFoundError,
     RealtimeSamError,
     WeightsDownloadError,
     describe_error,
@@ -166,7 +167,7 @@ def _existing_file(path: Path, model_type: str, where: str, fix: str) -> Path:
             f"weights path {path} ({where}) is a directory without {inner.name} in it; {fix}"
         )
     if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path} ({where}); {fix}")
+        raise CheckpointNotFoundError(f"weights file not found: {path} ({where}); {fix}")
     return path
 
 
