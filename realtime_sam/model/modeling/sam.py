@@ -62,17 +62,19 @@ class Sam(nn.Module):
             [self.preprocess(rec["image"].to(self.device, torch.float32)) for rec in batched_input]
         )
         embeddings = self.image_encoder(images.to(dtype))
+        dec_dtype = next(self.mask_decoder.parameters()).dtype  # fp16 where a fast backend's decoder runs in it
         outputs = []
         for rec, embedding in zip(batched_input, embeddings):
             points = (rec["point_coords"], rec["point_labels"]) if "point_coords" in rec else None
             sparse, dense = self.prompt_encoder(points=points, boxes=rec.get("boxes"), masks=rec.get("mask_inputs"))
             low, iou = self.mask_decoder(
-                image_embeddings=embedding[None],
-                image_pe=self.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
+                image_embeddings=embedding[None].to(dec_dtype),
+                image_pe=self.prompt_encoder.get_dense_pe().to(dec_dtype),
+                sparse_prompt_embeddings=sparse.to(dec_dtype),
+                dense_prompt_embeddings=dense.to(dec_dtype),
                 multimask_output=multimask_output,
             )
+            low, iou = low.float(), iou.float()
             input_size = tuple(int(s) for s in rec["image"].shape[-2:])
             original_size = tuple(int(s) for s in rec["original_size"])
             masks = self.postprocess_masks(low, input_size, original_size) > self.mask_threshold
