@@ -332,3 +332,29 @@ def test_join_timeout_s_bounds_how_long_close_waits_for_a_busy_worker():
     assert any(t.is_alive() for t in pipe._threads)
     engine.release.set()  # ... which then ends by itself (stop was set)
     _until(lambda: not any(t.is_alive() for t in pipe._threads), "the worker to end")
+
+
+class WorkerEngine(SlowEngine):
+    """An engine that asks for an encode worker (as one with ``background_encode`` does)."""
+
+    wants_worker = True
+
+    def __init__(self):
+        super().__init__()
+        self.lent: list[object] = []
+
+    def attach_worker(self, submit):
+        self.lent.append(submit)
+
+
+def test_a_pipeline_closed_before_it_started_starts_nothing_when_iterated():
+    before = set(threading.enumerate())
+    engine, sink, source = WorkerEngine(), RecordingSink(), ListSource(5)
+    pipe = Pipeline(source, engine, sinks=[sink])
+    pipe.close()
+    assert sink.closed == 1 and source.closed
+    # Iterating it afterwards yields nothing and lends the engine no worker (whose thread
+    # nothing would end: close() had already run).
+    assert list(pipe) == [] and pipe.ended
+    assert engine.lent == [] and engine.seen == []
+    assert set(threading.enumerate()) - before == set()

@@ -459,7 +459,10 @@ class Pipeline:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> "Pipeline":
-        if self._started:
+        """Start the worker threads (once); after :meth:`close` it starts nothing and iteration yields nothing."""
+        if self._started or self._closed:
+            # Closed before it was started: starting now would lend the engine workers that
+            # no close() ever ends (the encode worker's thread lived on until exit).
             return self
         self._started = True
         if getattr(self.engine, "wants_worker", False):
