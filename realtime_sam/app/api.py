@@ -37,7 +37,9 @@ def track(
         prompts: objects to track (each applied at its ``start_frame``).
         config: a :class:`Config`, a YAML path or a preset name (``cpu``, ``gpu``); ``None`` = defaults.
         overrides: ``section.key=value`` strings applied on top.
-        engine: reuse an existing engine (and its loaded model) instead of building one.
+        engine: reuse an existing engine (and its loaded model) instead of building one. It
+            starts over on this source (:meth:`Engine.reset`): the tracks of an earlier run
+            are not carried in; objects added to it since are kept, and ids keep counting up.
         sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
 
     Breaking out of the loop stops the workers and finalises the sinks.
@@ -49,6 +51,10 @@ def track(
         from realtime_sam.config import parse_config, parse_overrides
 
         cfg = parse_config(parse_overrides(overrides), cfg)
+    if engine is not None:
+        # A new source numbers its frames from 0 and its first frame follows nothing:
+        # the tracks (and last frame) of the engine's earlier run would be carried into it.
+        engine.reset()
     eng = engine or Engine.from_config(cfg)
     for p in prompts:
         eng.add_object(p)

@@ -533,6 +533,38 @@ class Engine:
         self.dense.defer_edges = True
         return two_way
 
+    def reset(self) -> None:
+        """Start over for a new source: forget every track, first look and prompt not yet
+        decoded, the last frame and the flow's state; keep the model, the settings, the
+        lent workers and the objects added since the last ``process`` call (they start on
+        the new source). Ids keep counting up: none is reused.
+
+        Frame indices start again at 0 with a new source, and its first frame has nothing
+        to do with the old one's last: without this the old tracks were carried into it,
+        moved by flow between the two unrelated frames (:func:`realtime_sam.track` calls
+        it on an engine passed in). Not a command: call it while no ``process`` call runs.
+        """
+        self.background.drop()  # in flight for the old source; their new prompts go with it
+        if self.detection is not None:
+            self.detection.in_flight = False
+        self._pending.clear()
+        self._first_looks.clear()
+        self.tracker.clear()
+        self.tracker.restart()
+        self.propagator.reset()
+        if self.dense is not None:
+            self.dense.reset()
+            # A two-way made for the old source is gone with it (a Pipeline makes a new one).
+            self.dense.record_to = None
+            self.dense.defer_edges = False
+        self._order, self._hidden, self._amodal = [], {}, {}
+        self._shown, self._later, self._flow_back = {}, {}, {}
+        self._prev_image = None
+        self._since_encode = self._since_discovery = None
+        self._since_watch = 0
+        self._last_tracks = ()
+        self.last_encode_index = None
+
     # -- commands (any thread) ---------------------------------------------------------
 
     def add_object(self, prompt: ObjectPrompt) -> int:

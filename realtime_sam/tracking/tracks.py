@@ -580,6 +580,10 @@ class Tracker:
         self._shape = None
         self._empty = None
 
+    def restart(self) -> None:
+        """Forget the newest frame index seen: a new source numbers its frames from 0 again."""
+        self._frame = -1
+
     # ------------------------------------------------------------------ per frame
 
     def predict(self, frame_index: int) -> None:
