@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime_sam import track
+from realtime_sam import track, track_many
 from realtime_sam.config import load_config
+from realtime_sam.errors import ConfigError, SourceError
 from realtime_sam.testing.fakes import BoxRunner
 from realtime_sam.testing.synthetic import standard_scene, write_video
 from realtime_sam.tracking.engine import Engine
@@ -56,3 +57,22 @@ def test_a_reused_engine_takes_prompts_in_the_new_sources_frame(clips, tmp_path)
     assert len(list(track(str(clips[0]), prompts=[ObjectPrompt(box=(10, 10, 60, 60))], config=cfg, engine=engine))) == 10
     results = list(track(str(big), prompts=[ObjectPrompt(box=(400, 300, 500, 400))], config=cfg, engine=engine))
     assert [t.box for t in results[0].tracks] == [(400.0, 300.0, 500.0, 400.0)]
+
+
+@pytest.mark.parametrize("overrides", [["foo.bar=1"], ["engine.reencode_every"], ["engine.reencode_every=abc"]])
+def test_a_bad_override_is_a_config_error_at_the_call(overrides):
+    with pytest.raises(ConfigError):
+        track("never-opened.mp4", overrides=overrides)  # not iterated
+    with pytest.raises(ConfigError):
+        track_many(["never-opened.mp4"], overrides=overrides)
+    with pytest.raises(ConfigError):
+        track("never-opened.mp4", config="no-such-preset")
+
+
+def test_a_bad_source_fails_before_the_model_is_loaded(monkeypatch):
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded for a source that cannot be opened")
+
+    monkeypatch.setattr(Engine, "from_config", load)
+    with pytest.raises(SourceError, match="no-such-clip.mp4"):
+        next(track("no-such-clip.mp4", prompts=[ObjectPrompt(box=(1, 1, 9, 9))], config="cpu"))

@@ -42,22 +42,40 @@ def track(
             are not carried in; objects added to it since are kept, and ids keep counting up.
         sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
 
-    Breaking out of the loop stops the workers and finalises the sinks.
-    """
-    from realtime_sam.capture.sources import open_source
+    Raises:
+        ConfigError: at the call, for a bad ``config`` or ``overrides``.
+        SourceError: at the first ``next()``, before the model is loaded, for a source
+            that cannot be opened.
 
+    Breaking out of the loop stops the workers and finalises the sinks (a generator
+    kept in a variable does so when it is closed: ``gen.close()`` or ``del``).
+    """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if isinstance(config, Config) and overrides:
         from realtime_sam.config import parse_config, parse_overrides
 
         cfg = parse_config(parse_overrides(overrides), cfg)
-    if engine is not None:
-        # A new source numbers its frames from 0 and its first frame follows nothing:
-        # the tracks (and last frame) of the engine's earlier run would be carried into it.
-        engine.reset()
-    eng = engine or Engine.from_config(cfg)
-    for p in prompts:
-        eng.add_object(p)
+    return _run(source, cfg, list(prompts), engine, sinks)
+
+
+def _run(
+    source: str | int, cfg: Config, prompts: list[ObjectPrompt], engine: Engine | None, sinks: Sequence
+) -> Iterator[FrameResult]:
+    from realtime_sam.capture.sources import open_source
+
+    # The source first: a wrong path is its one-line error at once, not after the model
+    # has loaded (seconds; a download where the weights are missing).
     src = open_source(source, cfg.source)
+    try:
+        if engine is not None:
+            # A new source numbers its frames from 0 and its first frame follows nothing:
+            # the tracks (and last frame) of the engine's earlier run would be carried into it.
+            engine.reset()
+        eng = engine or Engine.from_config(cfg)
+        for p in prompts:
+            eng.add_object(p)
+    except BaseException:
+        src.close()
+        raise
     with Pipeline(src, eng, sinks=sinks, config=cfg.pipeline) as pipe:
         yield from pipe

@@ -426,12 +426,26 @@ def track_many(
         model: a loaded :class:`~realtime_sam.model.runtime.InferenceModel` to share (default: loaded from ``config``).
 
     Breaking out of the loop stops every stream and finalises the sinks.
+
+    Raises:
+        ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`);
+            the rest (a source that does not open, ...) at the first ``next()``.
     """
     from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
 
     cfg = config if isinstance(config, _Config) else load_config(config, overrides)
     if isinstance(config, _Config) and overrides:
         cfg = parse_config(parse_overrides(overrides), cfg)
+    return _track_many(sources, cfg, list(prompts), sinks, model)
+
+
+def _track_many(
+    sources: Sequence[str | int | StreamSpec],
+    cfg: Config,
+    prompts: list[ObjectPrompt],
+    sinks: Mapping[str, Sequence[Any]] | None,
+    model: Any,
+) -> Iterator[StreamResult]:
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
     named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
