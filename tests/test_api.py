@@ -76,3 +76,16 @@ def test_a_bad_source_fails_before_the_model_is_loaded(monkeypatch):
     monkeypatch.setattr(Engine, "from_config", load)
     with pytest.raises(SourceError, match="no-such-clip.mp4"):
         next(track("no-such-clip.mp4", prompts=[ObjectPrompt(box=(1, 1, 9, 9))], config="cpu"))
+
+
+def test_track_many_refuses_sinks_under_a_name_no_stream_has(clips):
+    class Sink:
+        def write(self, result):
+            raise AssertionError("nothing is written")
+
+        def close(self):
+            raise AssertionError("nothing is closed")
+
+    # The stream of "clip0.mp4" is named "clip0": sinks keyed by the file name were never fed nor closed.
+    with pytest.raises(ConfigError, match=r"'clip0\.mp4'.*'clip0'"):
+        track_many([str(clips[0])], config="cpu", sinks={str(clips[0].name): [Sink()]})

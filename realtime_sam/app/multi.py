@@ -29,6 +29,7 @@ from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
+from realtime_sam.errors import ConfigError
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 if TYPE_CHECKING:
@@ -422,34 +423,40 @@ def track_many(
             :func:`~realtime_sam.app.streams.stream_name` (``result.stream``).
         prompts: objects to track in every stream.
         config, overrides: as for :func:`realtime_sam.track`.
-        sinks: ``{stream name: [sink, ...]}`` fed that stream's results.
+        sinks: ``{stream name: [sink, ...]}`` fed that stream's results (a name no stream has is a
+            :class:`ConfigError`).
         model: a loaded :class:`~realtime_sam.model.runtime.InferenceModel` to share (default: loaded from ``config``).
 
     Breaking out of the loop stops every stream and finalises the sinks.
 
     Raises:
-        ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`);
-            the rest (a source that does not open, ...) at the first ``next()``.
+        ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`)
+            or ``sinks`` under a name no stream has; the rest (a source that does not open, ...)
+            at the first ``next()``.
     """
     from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
 
     cfg = config if isinstance(config, _Config) else load_config(config, overrides)
     if isinstance(config, _Config) and overrides:
         cfg = parse_config(parse_overrides(overrides), cfg)
-    return _track_many(sources, cfg, list(prompts), sinks, model)
-
-
-def _track_many(
-    sources: Sequence[str | int | StreamSpec],
-    cfg: Config,
-    prompts: list[ObjectPrompt],
-    sinks: Mapping[str, Sequence[Any]] | None,
-    model: Any,
-) -> Iterator[StreamResult]:
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
     named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
     given = dict(sinks or {})
+    unknown = sorted(set(given) - {spec.name for spec in specs})
+    if unknown:
+        # Sinks under a name no stream has were never written nor closed (e.g. keyed by the
+        # file "door.mp4" where the stream is named "door"): an empty, unfinished output.
+        raise ConfigError(
+            f"sinks for no stream: {', '.join(map(repr, unknown))}; "
+            f"the streams are named {', '.join(repr(spec.name) for spec in specs)}"
+        )
+    return _track_many(specs, cfg, list(prompts), given, model)
+
+
+def _track_many(
+    specs: list[StreamSpec], cfg: Config, prompts: list[ObjectPrompt], given: dict[str, Sequence[Any]], model: Any
+) -> Iterator[StreamResult]:
     multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
     with multi:
         yield from multi
