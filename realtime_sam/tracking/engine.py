@@ -603,14 +603,20 @@ class Engine:
         return prompt.new_id if isinstance(prompt, _NewObject) else int(prompt.track_id)  # type: ignore[arg-type]
 
     def remove_object(self, track_id: int) -> None:
+        """Queue the removal of a track (or of an object added whose track has not started yet).
+
+        Applied at the next ``process`` call; an id with no such track or object is ignored.
+        """
         with self._lock:
             self._commands.append(("remove", int(track_id)))
 
     def clear(self) -> None:
+        """Queue the removal of every track and of every object added and not yet decoded (ids are not reused)."""
         with self._lock:
             self._commands.append(("clear", None))
 
     def set_auto(self, enabled: bool) -> None:
+        """Queue turning discovery (new objects found by the point grid) on or off."""
         with self._lock:
             self._commands.append(("auto", bool(enabled)))
 
