@@ -157,6 +157,17 @@ def test_conf_classes_and_max_det_apply_to_any_detector(tmp_path: Path):
         annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "o3", classes="zebra", progress=False)
 
 
+def test_classes_may_be_one_id_as_ultralytics_takes_it(tmp_path: Path):
+    # auto_annotate(classes=0) hands 0 to YOLO's predict, which keeps class 0: the same here.
+    data = tmp_path / "d"
+    _images(data, 1)
+    detector = FixedBoxDetector([[0, 0, 40, 40], [50, 0, 90, 40]], [0, 2], NAMES)
+    for one in (0, np.int64(0)):
+        out = tmp_path / f"o{type(one).__name__}"
+        annotate(data, detector=detector, model=BoxModel(), output_dir=out, classes=one, progress=False)
+        assert [c for c, _ in _read_yolo(out / "img0.txt")] == [0]
+
+
 def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
     data = tmp_path / "d"
     _images(data, 3)

@@ -174,7 +174,7 @@ def annotate(
     iou: float = 0.45,
     imgsz: int = 640,
     max_det: int = 300,
-    classes: str | Sequence[str | int] | None = None,
+    classes: str | int | Sequence[str | int] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
     *,
     format: str = "yolo",
@@ -201,7 +201,7 @@ def annotate(
         device: ``""``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"0"``, ``"mps"``.
         conf: detector score threshold. iou: its NMS IoU. imgsz: its input size.
         max_det: most boxes per image.
-        classes: class ids or names to keep (``"person,car"``, ``[0, 2]``); ``None`` = all.
+        classes: class ids or names to keep (``"person,car"``, ``[0, 2]``, ``0``); ``None`` = all.
         output_dir: default ``<data folder name>_auto_annotate_labels`` beside the data.
         format: ``"yolo"`` (one ``.txt`` per image) or ``"coco"`` (``annotations.json``).
         segments: ``"largest"`` (the largest part of each mask) or ``"all"`` (every part).

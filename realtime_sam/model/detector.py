@@ -83,7 +83,7 @@ def load_yolo(
     iou: float = 0.45,
     imgsz: int = 640,
     max_det: int = 300,
-    classes: str | Sequence[str | int] | None = None,
+    classes: str | int | Sequence[str | int] | None = None,
     device: str | None = None,
 ) -> YoloDetector:
     """Load an Ultralytics detection checkpoint (a path, a release name such as ``yolo11n.pt``, or a model YAML).

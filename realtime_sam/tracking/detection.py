@@ -19,6 +19,7 @@ This module is torch-free: the detector is any callable
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
@@ -76,14 +77,16 @@ class DetectConfig:
             raise ConfigError(f"detect.conf must be in [0, 1], got {self.conf}")
 
 
-def parse_classes(classes: str | Sequence[str | int] | None, names: Mapping[int, str]) -> tuple[int, ...] | None:
-    """Class ids from ids or names (``"person,car"``, ``[0, 2]``, ``["person", 2]``); ``None`` = every class.
+def parse_classes(classes: str | int | Sequence[str | int] | None, names: Mapping[int, str]) -> tuple[int, ...] | None:
+    """Class ids from ids or names (``"person,car"``, ``[0, 2]``, ``["person", 2]``, ``0``); ``None`` = every class.
 
     Raises:
         DetectorError: a name or id the detector does not know (the message lists some it does).
     """
     if classes is None:
         return None
+    if isinstance(classes, numbers.Integral) and not isinstance(classes, bool):
+        classes = [int(classes)]  # one id, as Ultralytics' predict(classes=0) takes it
     items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
     items = [c for c in items if not (isinstance(c, str) and not c.strip())]
     if not items:
