@@ -260,6 +260,26 @@ def test_coco_json_with_images_categories_polygons_and_rle(tmp_path: Path):
     assert len(again["images"]) == 2 and len(again["annotations"]) == 4
 
 
+def test_coco_bbox_area_and_rle_are_those_of_the_parts_the_segmentation_keeps(tmp_path: Path):
+    class Speck(BoxModel):  # every mask has a stray 5x5 speck far from its box
+        def upscale(self, low, embedding):
+            out = super().upscale(low, embedding)
+            out[:, 0, 110:115, 150:155] = 1.0
+            return out
+
+    data = tmp_path / "d"
+    _images(data, 1)
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+    for segments, bbox, area in (("largest", [10.0, 20.0, 51.0, 61.0], 51 * 61), ("all", [10.0, 20.0, 145.0, 95.0], 51 * 61 + 25)):
+        out = tmp_path / segments
+        annotate(data, detector=detector, model=Speck(), output_dir=out, format="coco", segments=segments, progress=False)
+        (a,) = json.loads((out / "annotations.json").read_text())["annotations"]
+        assert len(a["segmentation"]) == (1 if segments == "largest" else 2)
+        # The speck left out of the polygon is left out of the box, the area and the RLE too.
+        assert a["bbox"] == bbox and a["area"] == area and decode_rle(a["rle"]).sum() == area
+        assert bool(decode_rle(a["rle"])[111, 151]) == (segments == "all")
+
+
 def test_a_video_gives_every_kth_frame_as_images_and_labels(tmp_path: Path):
     from realtime_sam.testing.synthetic import standard_scene, write_video
 

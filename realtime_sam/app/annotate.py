@@ -31,7 +31,7 @@ from realtime_sam.output.labels import (
     LabeledObject,
     YoloLabelWriter,
 )
-from realtime_sam.output.polygons import SEGMENTS, join_parts, mask_to_polygons
+from realtime_sam.output.polygons import SEGMENTS, join_parts, kept_parts, parts_mask, simplify_parts
 from realtime_sam.output.rle import encode_rle, mask_to_box
 from realtime_sam.tracking.detection import Detector, parse_classes, select_detections
 
@@ -390,10 +390,16 @@ def _label_image(
         for k, mask in enumerate(masks):
             i = start + k
             area = int(np.count_nonzero(mask))
-            polygons = mask_to_polygons(mask, segments=segments, epsilon=simplify, min_area=min_area) if area >= max(min_area, 1) else []
-            if not polygons:
+            contours = kept_parts(mask, segments=segments, min_area=min_area) if area >= max(min_area, 1) else []
+            kept = [(c, ring) for c in contours for ring in simplify_parts([c], simplify)]
+            if not kept:
                 small += 1
                 continue
+            polygons = [ring for _, ring in kept]
+            # The box, area and RLE describe the parts the polygons hold: a speck dropped from the
+            # segmentation (segments="largest", min_area) must not stretch the COCO bbox or area.
+            mask = parts_mask(mask, [c for c, _ in kept])
+            area = int(np.count_nonzero(mask))
             box = mask_to_box(mask)
             objects.append(
                 LabeledObject(

@@ -17,7 +17,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["SEGMENTS", "mask_to_polygons", "join_parts", "normalised"]
+__all__ = ["SEGMENTS", "mask_to_polygons", "kept_parts", "simplify_parts", "parts_mask", "join_parts", "normalised"]
 
 SEGMENTS = ("largest", "all")
 Segments = Literal["largest", "all"]
@@ -37,6 +37,11 @@ def mask_to_polygons(
     Returns:
         The polygons, each with at least 3 points; empty for an empty or too small mask.
     """
+    return simplify_parts(kept_parts(mask, segments=segments, min_area=min_area), epsilon)
+
+
+def kept_parts(mask: np.ndarray, *, segments: Segments = "largest", min_area: float = 0.0) -> list[np.ndarray]:
+    """The traced outer contours (OpenCV ``Nx1x2 int32``) of the parts of ``mask`` that :func:`mask_to_polygons` keeps."""
     if segments not in SEGMENTS:
         raise ValueError(f"segments must be one of {SEGMENTS}, not {segments!r}")
     m = np.ascontiguousarray(np.asarray(mask).astype(np.uint8, copy=False))
@@ -54,13 +59,26 @@ def mask_to_polygons(
     parts.sort(key=lambda p: -p[0])
     if segments == "largest":
         parts = parts[:1]
+    return [c for _, c in parts]
+
+
+def simplify_parts(contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.ndarray]:
+    """Traced contours as ``Kx2 float64`` rings simplified within ``epsilon`` pixels; rings under 3 points are dropped."""
     out = []
-    for _, c in parts:
+    for c in contours:
         ring = cv2.approxPolyDP(c, float(epsilon), True) if epsilon > 0 else c
         ring = ring.reshape(-1, 2).astype(np.float64)
         if len(ring) >= 3:
             out.append(ring)
     return out
+
+
+def parts_mask(mask: np.ndarray, contours: list[np.ndarray]) -> np.ndarray:
+    """The pixels of ``mask`` inside the traced ``contours``: the mask less the parts that were dropped."""
+    inside = np.zeros(mask.shape[:2], np.uint8)
+    if contours:
+        cv2.drawContours(inside, contours, -1, 1, thickness=cv2.FILLED)
+    return np.asarray(mask, bool) & inside.astype(bool)
 
 
 def join_parts(parts: list[np.ndarray]) -> np.ndarray:
