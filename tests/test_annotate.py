@@ -168,6 +168,20 @@ def test_classes_may_be_one_id_as_ultralytics_takes_it(tmp_path: Path):
         assert [c for c, _ in _read_yolo(out / "img0.txt")] == [0]
 
 
+def test_a_double_star_glob_reaches_nested_folders(tmp_path: Path):
+    # Ultralytics globs sources with recursive=True: "d/**/*.png" is every PNG under d, at any depth.
+    for sub in ("", "a", "a/b"):
+        folder = tmp_path / "d" / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"top{len(sub)}.png"), np.full((48, 64, 3), 90, np.uint8))
+    (tmp_path / "d" / "a" / "notes.txt").write_text("not an image")
+    detector = FixedBoxDetector([[5, 5, 30, 30]], [0], NAMES)
+    out = tmp_path / "o"
+    summary = annotate(str(tmp_path / "d" / "**" / "*.png"), detector=detector, model=BoxModel(), output_dir=out, progress=False)
+    assert summary.images == 3 and sorted(p.name for p in out.iterdir()) == ["top0.txt", "top1.txt", "top3.txt"]
+    assert default_output_dir(str(tmp_path / "d" / "**" / "*.png")) == tmp_path / "d_auto_annotate_labels"
+
+
 def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
     data = tmp_path / "d"
     _images(data, 3)

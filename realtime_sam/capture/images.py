@@ -56,7 +56,8 @@ def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = Fal
         files = [path]
     else:
         files = [
-            Path(p) for p in globmod.glob(str(spec))
+            # recursive: "shots/**/*.jpg" reaches every depth, as Ultralytics' sources and Python's glob mean it
+            Path(p) for p in globmod.glob(str(spec), recursive=True)
             if Path(p).is_file() and (not glob_images_only or Path(p).suffix.lower() in IMAGE_EXTENSIONS)
         ]
         if not files:
