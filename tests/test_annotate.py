@@ -182,6 +182,26 @@ def test_a_double_star_glob_reaches_nested_folders(tmp_path: Path):
     assert default_output_dir(str(tmp_path / "d" / "**" / "*.png")) == tmp_path / "d_auto_annotate_labels"
 
 
+def test_image_formats_ultralytics_lists_and_opencv_reads_are_annotated(tmp_path: Path):
+    data = tmp_path / "d"
+    data.mkdir()
+    image = np.full((48, 64, 3), 90, np.uint8)
+    _, jpeg = cv2.imencode(".jpg", image)
+    (data / "multi.mpo").write_bytes(jpeg.tobytes())  # a multi-picture JPEG: its first picture is a JPEG
+    expected = ["multi.txt"]
+    for ext in (".jp2", ".avif"):  # where this OpenCV build writes them
+        try:
+            written = cv2.imwrite(str(data / f"x{ext[1:]}{ext}"), image)
+        except cv2.error:
+            written = False
+        if written and cv2.imread(str(data / f"x{ext[1:]}{ext}")) is not None:
+            expected.append(f"x{ext[1:]}.txt")
+    detector = FixedBoxDetector([[5, 5, 30, 30]], [0], NAMES)
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "o", progress=False)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(expected)
+    assert summary.annotated == len(expected) and summary.unreadable == 0
+
+
 def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
     data = tmp_path / "d"
     _images(data, 3)

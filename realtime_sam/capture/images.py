@@ -21,7 +21,11 @@ from realtime_sam.types import Frame
 
 __all__ = ["image_files", "IMAGE_EXTENSIONS", "ImageSequenceSource"]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# Ultralytics' image formats that OpenCV reads (.jp2, .avif and .mpo, a multi-picture JPEG, too: a folder of
+# them is annotated as there, not found empty), and the Netpbm ones.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".avif", ".mpo", ".ppm", ".pgm"
+)
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
