@@ -369,6 +369,12 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images"):
         annotate(tmp_path / "empty", detector=FixedBoxDetector([], [], NAMES), model=BoxModel(), progress=False)
+    # A file that is neither image nor video (Ultralytics reads list.txt as a list of paths; not here).
+    (tmp_path / "list.txt").write_text("shots/a.jpg\n")
+    assert main(["annotate", str(tmp_path / "list.txt"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "list.txt is not a video" in err and "give a folder of images, a glob" in err and "\n" not in err
+    assert not default_output_dir(tmp_path / "list.txt").exists()
     assert main(["annotate", "--help"]) == 0
     assert "--det-model" in capsys.readouterr().out
 

@@ -138,7 +138,12 @@ def _image_items(data: str) -> list[_Item]:
 def _video_items(path: Path, every: int, images_dir: Path) -> tuple[int | None, Iterator[_Item]]:
     from realtime_sam.capture.video_file import VideoFileSource
 
-    source = VideoFileSource(path)
+    try:
+        source = VideoFileSource(path)
+    except SourceError as exc:
+        # Any file that is not an image is tried as a video: say what annotate takes (a user of
+        # Ultralytics may give its list of image paths, list.txt, which is not read here).
+        raise SourceError(f"{exc}; give a folder of images, a glob (quoted), one image or a video file") from None
     total = None if not source.num_frames else (source.num_frames + every - 1) // every
 
     def items() -> Iterator[_Item]:
