@@ -144,7 +144,9 @@ class EngineConfig:
             the current frame by replaying flow through the frames since. Frames
             then never wait for the encoder: the way to live speed on a CPU,
             where one encode takes seconds (a new object appears when its
-            encode lands, already where it is now).
+            encode lands, already where it is now). Needs a runner with ``embed``
+            and ``use`` (:class:`~realtime_sam.tracking.model_runner.ModelRunner`);
+            with any other the encodes run on the engine's thread as without it.
         first_look: with ``background_encode``, a new object prompted with a box is
             shown at once, until its encode lands, by a rough mask made from the
             frame's colours inside the box (:func:`~realtime_sam.tracking.first_look.first_look`,
@@ -442,8 +444,14 @@ class Engine:
 
     @property
     def wants_worker(self) -> bool:
-        """True when ``background_encode`` is on and the runner can embed off-thread."""
-        return self.config.background_encode and callable(getattr(self.runner, "embed", None))
+        """True when ``background_encode`` is on and the runner can embed off-thread (has ``embed`` and ``use``)."""
+        # Both: the worker makes its embedding current with use() before it decodes, so a
+        # runner with embed() alone would fail there, on the worker, at the first landing.
+        return (
+            self.config.background_encode
+            and callable(getattr(self.runner, "embed", None))
+            and callable(getattr(self.runner, "use", None))
+        )
 
     def attach_worker(self, submit: Callable[..., Future] | None) -> None:
         """Lend the engine a worker: ``submit(fn, *args) -> Future`` runs ``fn`` on another thread.

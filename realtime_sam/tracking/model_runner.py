@@ -25,7 +25,8 @@ class ModelRunner(Protocol):
     * ``embed(image_bgr) -> embedding``: embed an image without making it
       current, safe to call from another thread while the runner decodes; and
       ``use(embedding)``: make such an embedding current. Only runners with
-      both support ``EngineConfig.background_encode``; there the worker
+      both support ``EngineConfig.background_encode`` (with one alone the
+      encodes run on the engine's thread, as without it); there the worker
       thread calls ``embed``, ``use``, ``decode`` and ``masks`` in turn (the
       frame loop then makes no model call, and never at the same time).
     * ``embed_latest(latest) -> embedding``: like ``embed``, for a runner whose
