@@ -293,3 +293,85 @@ def test_several_streams_share_a_users_runners_encoder(tmp_path, scene):
         mine = [r for r in results if r.stream == name]
         assert len(mine) == 10 and mine[-1].tracks
     assert sorted(set(scheduler.order)) == ["a", "b"]
+
+
+# ------------------------------------------------------------------ what a runner returns
+
+
+class TorchLike:
+    """An array-like (as a CPU torch tensor is): numpy converts it with ``__array__``."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
+class OnTheGpu:
+    """An array numpy cannot read (as a CUDA torch tensor is)."""
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
+
+
+class _Variant(ColourRunner):
+    def __init__(self, change_decode=None, change_masks=None):
+        super().__init__()
+        self.change_decode, self.change_masks = change_decode, change_masks
+
+    def decode(self, *args):
+        low, iou = super().decode(*args)
+        return self.change_decode(low, iou, args[-1]) if self.change_decode else (low, iou)
+
+    def masks(self, low_res, size):
+        m = super().masks(low_res, size)
+        return self.change_masks(m) if self.change_masks else m
+
+
+def _shown(runner, scene, auto=False):
+    engine = Engine.from_config(load_config("cpu"), runner=runner)
+    engine.set_auto(auto)
+    results = _run(engine, scene, 6, at=None if auto else {0: _prompt_both})
+    return [[(t.track_id, t.mask, round(t.score, 4)) for t in r.tracks] for r in results]
+
+
+@pytest.mark.parametrize(
+    "decode, masks",
+    [
+        (lambda low, iou, multi: (TorchLike(low), TorchLike(iou)), None),
+        (lambda low, iou, multi: (low.astype(np.float64), iou.astype(np.float64)), None),
+        (lambda low, iou, multi: (low.tolist(), iou.tolist()), None),
+        (lambda low, iou, multi: (low[:, :1], iou[:, :1]), None),  # one mask where three were asked for
+        (None, lambda m: TorchLike(m)),
+        (None, lambda m: m.astype(np.uint8)),
+    ],
+    ids=["array-like", "float64", "lists", "single-mask", "array-like-masks", "uint8-masks"],
+)
+@pytest.mark.parametrize("auto", [False, True])
+def test_answers_the_protocol_allows_give_the_same_masks(decode, masks, auto, scene):
+    want = _shown(ColourRunner(), scene, auto)
+    got = _shown(_Variant(decode, masks), scene, auto)
+    assert len(want[-1]) >= 2
+    assert [[(i, s) for i, _, s in r] for r in got] == [[(i, s) for i, _, s in r] for r in want]
+    assert all(np.array_equal(a[1], b[1]) for rg, rw in zip(got, want) for a, b in zip(rg, rw))
+
+
+@pytest.mark.parametrize(
+    "decode, masks, error, says",
+    [
+        (lambda low, iou, multi: (low, iou[:, 0]), None, ValueError, r"_Variant\.decode returned .* IoU scores of shape \(\d+,\)"),
+        (lambda low, iou, multi: (low[:, 0], iou), None, ValueError, r"_Variant\.decode returned low-res logits of shape \(\d+, 256, 256\)"),
+        (lambda low, iou, multi: (low[:, :, ::4, ::4], iou), None, ValueError, r"expected \(\d+, C, 256, 256\)"),
+        (lambda low, iou, multi: low, None, TypeError, r"_Variant\.decode returned ndarray; expected a pair"),
+        (lambda low, iou, multi: (OnTheGpu(), iou), None, TypeError, r"_Variant\.decode returned low-res logits that are no array \(can't convert cuda"),
+        (None, lambda m: m.astype(np.float32), ValueError, r"_Variant\.masks returned float32 masks"),
+        (None, lambda m: m[:, ::2], ValueError, r"_Variant\.masks returned bool masks of shape \(\d+, 90, 240\); expected \(\d+, 180, 240\)"),
+    ],
+    ids=["flat-iou", "no-candidate-axis", "64x64-logits", "no-pair", "gpu-tensor", "float-masks", "wrong-size-masks"],
+)
+@pytest.mark.parametrize("auto", [False, True])
+def test_answers_the_protocol_does_not_allow_are_one_error_naming_the_method(decode, masks, error, says, auto, scene):
+    with pytest.raises(error, match=says) as info:
+        _shown(_Variant(decode, masks), scene, auto)
+    assert "\n" not in str(info.value) and "realtime_sam.ModelRunner" in str(info.value)

@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.cpus import usable_cpu_count
-from realtime_sam.errors import ConfigError, PromptError
+from realtime_sam.errors import ConfigError, PromptError, describe_error
 from realtime_sam.tracking.association import (
     box_area,
     box_edges,
@@ -197,6 +197,18 @@ _WATCH_MIN_AREA = 0.01
 # A live track's decode under this share of its last whole decoded area is asked again with
 # the box the track was last decoded at joined to its prompt box (Engine._ask_again).
 _SHRUNK = 0.5
+
+_LOWRES = 256  # side of the decoder's low-res logits (ModelRunner.decode)
+
+
+def _runner_array(value: object, name: str, what: str) -> np.ndarray:
+    """``value`` from the runner method ``name`` as a numpy array (a CPU torch tensor converts; a GPU one does not)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"{name} returned {what} that are no array ({describe_error(exc)}); expected numpy arrays (see realtime_sam.ModelRunner)"
+        ) from exc
 
 
 def _same_size(box_then, box_now) -> np.ndarray:
@@ -1365,6 +1377,47 @@ class Engine:
         }
         return _DecodeRequest(image, tuple(live), tuple(looks), taken, tuple(refined), anchors)
 
+    def _decode_call(
+        self,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+        mask_input: np.ndarray | None,
+        multimask: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The runner's ``decode``, its answer checked against :class:`ModelRunner` and made ``float32`` numpy.
+
+        A runner may be the user's own: one whose answer has another shape would
+        otherwise fail far from here (an ``IndexError`` in the engine, or in its own
+        ``masks`` given what it returned), naming neither the runner nor the method.
+        """
+        n = len(boxes) if boxes is not None else len(points)  # type: ignore[arg-type]
+        answer = self.runner.decode(points, labels, boxes, mask_input, multimask)
+        name = f"{type(self.runner).__name__}.decode"
+        if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+            raise TypeError(f"{name} returned {type(answer).__name__}; expected a pair (low_res_logits, iou) (see realtime_sam.ModelRunner)")
+        low = _runner_array(answer[0], name, "low-res logits")
+        iou = _runner_array(answer[1], name, "IoU scores")
+        if low.ndim != 4 or low.shape[0] != n or low.shape[1] < 1 or low.shape[2:] != (_LOWRES, _LOWRES) or iou.shape != low.shape[:2]:
+            raise ValueError(
+                f"{name} returned low-res logits of shape {tuple(low.shape)} and IoU scores of shape {tuple(iou.shape)} "
+                f"for {n} prompts; expected ({n}, C, {_LOWRES}, {_LOWRES}) and ({n}, C) (see realtime_sam.ModelRunner)"
+            )
+        return low.astype(np.float32, copy=False), iou.astype(np.float32, copy=False)
+
+    def _masks(self, low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """The runner's ``masks``, its answer checked against :class:`ModelRunner`: ``BxHxW bool`` numpy."""
+        name = f"{type(self.runner).__name__}.masks"
+        masks = _runner_array(self.runner.masks(low, size), name, "masks")
+        expected = (len(low), int(size[0]), int(size[1]))
+        # Float masks are refused, not cast: logits or probabilities would all turn True.
+        if masks.shape != expected or not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)):
+            raise ValueError(
+                f"{name} returned {masks.dtype} masks of shape {tuple(masks.shape)}; "
+                f"expected {expected} bool (the logits thresholded at 0; see realtime_sam.ModelRunner)"
+            )
+        return masks.astype(bool, copy=False)
+
     def _decode(self, request: _DecodeRequest, boxes: BoxDetections | None = None) -> _Decoded:
         """Decode ``request`` (and a detector's ``boxes``) against the runner's current embedding.
 
@@ -1385,7 +1438,7 @@ class Engine:
         """One detection per row of ``low`` (``Bx256x256``) decoded on ``image``; ``masks`` when already upsampled."""
         size = image.shape[:2]
         if masks is None:
-            masks = self.runner.masks(low, size)
+            masks = self._masks(low, size)
         out = []
         for i, src in enumerate(sources):
             box = mask_to_box(masks[i])
@@ -1410,7 +1463,7 @@ class Engine:
         out: list[Detection] = []
         bs = self.config.decode_batch
         for i in range(0, len(boxes), bs):
-            low, iou = self.runner.decode(None, None, boxes[i : i + bs], None if mask_in is None else mask_in[i : i + bs], False)
+            low, iou = self._decode_call(None, None, boxes[i : i + bs], None if mask_in is None else mask_in[i : i + bs], False)
             chunk_labels = None if labels is None else list(labels[i : i + bs])
             out += self._detections(low[:, 0], iou[:, 0], image, list(sources[i : i + bs]), chunk_labels)
         return out
@@ -1590,7 +1643,7 @@ class Engine:
             if refined.logits is not None:
                 mask_in = refined.logits[None].astype(np.float32)
         multimask = self.config.multimask_single_point and box is None and pts is not None and pts.shape[1] == 1
-        low, iou = self.runner.decode(pts, lbl, box, mask_in, multimask)
+        low, iou = self._decode_call(pts, lbl, box, mask_in, multimask)
         best = int(np.argmax(iou[0]))
         return self._detections(low[:, best], iou[:, best], image, [prompt.track_id], [prompt.label])[0]
 
@@ -1603,7 +1656,7 @@ class Engine:
         bs = max(1, cfg.batch_size)
         for i in range(0, len(grid), bs):
             chunk = grid[i : i + bs]
-            low, iou = self.runner.decode(chunk[:, None, :], np.ones((len(chunk), 1), np.int64), None, None, True)
+            low, iou = self._decode_call(chunk[:, None, :], np.ones((len(chunk), 1), np.int64), None, None, True)
             lows.append(low.reshape(-1, *low.shape[-2:]))
             ious.append(iou.reshape(-1))
         low = np.concatenate(lows)
@@ -1614,7 +1667,7 @@ class Engine:
         if len(pre) == 0:
             return []
         low, iou = low[pre], iou[pre]
-        masks = self.runner.masks(low, size)
+        masks = self._masks(low, size)
         keep = filter_candidates(masks, iou, low, cfg)
         return self._detections(low[keep], iou[keep], image, [None] * len(keep), masks=masks[keep])
 

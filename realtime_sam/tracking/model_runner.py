@@ -18,9 +18,19 @@ class ModelRunner(Protocol):
 
     Coordinates are source-image pixels; images are ``HxWx3 uint8`` BGR.
 
-    ``encode``, ``decode`` and ``masks`` are required. Any further method is
-    optional: the engine looks for it at run time and works, with less, when a
-    runner lacks it. Known optional methods:
+    Low-res logits are laid out as SAM's decoder gives them: a ``256x256``
+    grid over the image resized so its longest side fills it, padded
+    bottom/right (one cell is ``max(H, W) / 256`` source pixels). The engine
+    relies on that layout: it hands a track's logits back as ``mask_input``,
+    and between encodes it moves them by optical flow and upsamples them
+    itself, as ``masks`` should.
+
+    ``encode``, ``decode`` and ``masks`` are required; the engine checks what
+    ``decode`` and ``masks`` return and raises a ``TypeError``/``ValueError``
+    naming the method for another shape or a float mask. Numpy arrays are
+    expected (a CPU torch tensor, a list or ``float64`` logits are converted).
+    Any further method is optional: the engine looks for it at run time and
+    works, with less, when a runner lacks it. Known optional methods:
 
     * ``embed(image_bgr) -> embedding``: embed an image without making it
       current, safe to call from another thread while the runner decodes; and
@@ -36,7 +46,8 @@ class ModelRunner(Protocol):
       can move a waiting encode to its newest frame. Without it the worker
       embeds the newest frame when it starts the job.
     * ``features(...)``: image features for appearance matching (reserved;
-      its signature comes with its first use).
+      its signature comes with its first use). Nothing calls it yet: lost
+      tracks are found again by their colours on the frame's pixels.
     """
 
     def encode(self, image_bgr: np.ndarray) -> None: ...
@@ -49,10 +60,14 @@ class ModelRunner(Protocol):
         mask_input: np.ndarray | None,
         multimask: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``points BxNx2``, ``labels BxN``, ``boxes Bx4``, ``mask_input Bx256x256`` ->
-        ``(low_res_logits BxCx256x256 float32, iou BxC)``."""
+        """``points BxNx2`` float, ``labels BxN`` int (1 foreground, 0 background), ``boxes Bx4`` XYXY,
+        ``mask_input Bx256x256`` float32 logits (any may be ``None``; ``B`` prompts) ->
+        ``(low_res_logits BxCx256x256 float32, iou BxC)``.
+
+        ``C`` is 1 without ``multimask`` (the engine takes the first mask); with it, up
+        to 3 candidates, of which the engine keeps the best-scored (1 is fine too)."""
         ...
 
     def masks(self, low_res: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)``."""
+        """``Bx256x256`` logits -> ``BxHxW bool`` at ``size = (H, W)`` (the logits above 0, padding cropped)."""
         ...
