@@ -514,6 +514,53 @@ def test_mots_frame_offset_and_id_limit(tmp_path):
     assert {r[0] for r in parse_mots(path)} == {"1"}
 
 
+def trackeval_mots(path: Path, frames: int, benchmark: str, tmp_path: Path) -> dict:
+    """Score ``path`` against itself with TrackEval's own MOTS loader (``kitti`` or ``challenge``).
+
+    Returns the CLEAR results of the class TrackEval evaluates, or raises what the loader raised.
+    """
+    trackeval = pytest.importorskip("trackeval")
+    pytest.importorskip("pycocotools")
+    root = tmp_path / f"trackeval_{benchmark}"
+    tracker = root / "trackers" / "ours" / "data"
+    tracker.mkdir(parents=True)
+    (tracker / "seq.txt").write_bytes(path.read_bytes())
+    common = {"GT_FOLDER": str(root / "gt"), "TRACKERS_FOLDER": str(root / "trackers"), "SEQ_INFO": {"seq": frames},
+              "PRINT_CONFIG": False}
+    if benchmark == "kitti":
+        (root / "gt" / "label_02").mkdir(parents=True)
+        (root / "gt" / "label_02" / "seq.txt").write_bytes(path.read_bytes())
+        dataset, cls = trackeval.datasets.KittiMOTS({**common, "CLASSES_TO_EVAL": ["pedestrian"]}), "pedestrian"
+    else:
+        (root / "gt" / "seq" / "gt").mkdir(parents=True)
+        (root / "gt" / "seq" / "gt" / "gt.txt").write_bytes(path.read_bytes())
+        dataset, cls = trackeval.datasets.MOTSChallenge({**common, "SKIP_SPLIT_FOL": True}), "pedestrian"
+    evaluator = trackeval.Evaluator({
+        "USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False, "TIME_PROGRESS": False,
+        "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "BREAK_ON_ERROR": True,
+        "LOG_ON_ERROR": None, "DISPLAY_LESS_PROGRESS": True,
+    })
+    results, _ = evaluator.evaluate([dataset], [trackeval.metrics.CLEAR()])
+    return next(iter(results.values()))["ours"]["seq"][cls]["CLEAR"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_mots_files_load_in_trackeval_kitti_by_default_and_mots_challenge_with_its_settings(tmp_path):
+    # KITTI MOTS numbers frames from 0, MOTSChallenge from 1 and scores only
+    # pedestrians (class 2): the defaults suit the first, the README's settings the second.
+    frames = 5
+    defaults, challenge = tmp_path / "kitti.txt", tmp_path / "challenge.txt"
+    with MotsSink(defaults, class_id=2) as kitti, MotsSink(challenge, class_id=2, frame_offset=1) as motsc:
+        for i in range(frames):
+            kitti.write(scene(i))  # the patch (3) lies inside the box (2): overlaps TrackEval would reject
+            motsc.write(scene(i))
+    for path, benchmark in ((defaults, "kitti"), (challenge, "challenge")):
+        clear = trackeval_mots(path, frames, benchmark, tmp_path)
+        assert clear["CLR_TP"] == 3 * frames and clear["MOTA"] == 1.0 and clear["IDSW"] == 0
+    with pytest.raises(Exception, match="invalid timesteps.*0"):
+        trackeval_mots(defaults, frames, "challenge", tmp_path / "again")
+
+
 # -- factory and errors ----------------------------------------------------------------
 
 

@@ -36,10 +36,12 @@ class MotsSink(SinkBase):
 
     Args:
         path: the ``.txt`` file; its folder is created.
-        class_id: class of every track, 1-9 (1 car, 2 pedestrian).
+        class_id: class of every track, 1-9 (1 car, 2 pedestrian; MOTSChallenge
+            scores only 2).
         class_ids: track label -> class id, for tracks labelled with a
             detector's class name (``--detect``); other tracks get ``class_id``.
-        frame_offset: added to the frame index (``1`` for 1-based numbering).
+        frame_offset: added to the frame index: ``0`` for KITTI MOTS, ``1`` for
+            MOTSChallenge (TrackEval refuses a frame 0 there).
         id_overflow: ``error`` or ``wrap`` (see :class:`SinkConfig`).
     """
 

@@ -75,10 +75,12 @@ class SinkConfig:
             ``wrap`` reuses ids (``(id - 1) % max + 1``), which may merge two
             objects into one id.
         mots_class_id: MOTS class written for every track (1 car,
-            2 pedestrian in KITTI MOTS / MOTSChallenge; 1-9 allowed); tracks
-            of a detector's class get their class's number instead.
+            2 pedestrian in KITTI MOTS; MOTSChallenge scores only 2; the
+            MOTS tools read 1, 2 and 10; 1-9 allowed); tracks of a
+            detector's class get their class's number instead.
         mots_frame_offset: added to the 0-based frame index in MOTS files
-            (``0`` as KITTI MOTS and TrackEval's loader expect).
+            (``0`` for KITTI MOTS, as TrackEval's ``KittiMOTS`` reads them;
+            ``1`` for MOTSChallenge, whose frames TrackEval counts from 1).
     """
 
     video_codec: str = "libx264"
