@@ -704,8 +704,10 @@ def test_open_sinks_rejects_two_outputs_on_one_path(tmp_path):
 
 
 def test_video_needs_a_frame_rate():
-    with pytest.raises(SinkError, match="frame rate"):
+    with pytest.raises(SinkError, match="frame rate") as caught:
         make_sink("video", "never.mp4")
+    # The advice names the argument this call lacks, not a command-line flag that does not exist.
+    assert "fps=" in str(caught.value) and "--fps" not in str(caught.value)
 
 
 def test_multisink_closes_every_sink_even_when_one_fails():

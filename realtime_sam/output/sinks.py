@@ -173,7 +173,8 @@ def make_sink(
     kind = str(kind).lower()
     if kind == "video":
         if fps is None:
-            raise SinkError("the video output needs the source's frame rate; pass --fps for sources that report none")
+            # The CLI has no --fps flag (it falls back to 25 fps itself): say what this call lacks.
+            raise SinkError("the video output needs the source's frame rate: pass fps=..., such as fps=25")
         return VideoSink(
             path,
             fps,
