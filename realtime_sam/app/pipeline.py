@@ -154,8 +154,10 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.queue_size must be >= 1, got {self.queue_size}")
         if self.max_frames < 0:
             raise ConfigError(f"pipeline.max_frames must be >= 0 (0 = no limit), got {self.max_frames}")
-        if self.join_timeout_s <= 0:
-            raise ConfigError(f"pipeline.join_timeout_s must be > 0, got {self.join_timeout_s}")
+        # `not 0 < x <= limit`: NaN fails it too (Thread.join(nan) raises at close). Above a day the
+        # waits overflow Python's thread timeouts (about 9.2e9 s) when the run closes.
+        if not 0 < self.join_timeout_s <= 86400:
+            raise ConfigError(f"pipeline.join_timeout_s must be > 0 and <= 86400 seconds, got {self.join_timeout_s}")
 
 
 @dataclass(frozen=True)

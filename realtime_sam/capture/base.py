@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 _RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+MAX_WAIT_S = 86400.0
+"""Longest timeout or backoff a setting may ask for (a day): Python's thread waits overflow
+past about 9.2e9 s (``OverflowError`` in the capture thread, mid-run)."""
 
 
 StatusKind = Literal["disconnected", "reconnecting", "reconnected", "gave_up"]
@@ -70,12 +73,12 @@ class SourceConfig:
     def __post_init__(self) -> None:
         for name in ("open_timeout_s", "read_timeout_s", "image_fps"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"source.{name} must be a number > 0, got {value!r}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_WAIT_S):
+                raise ConfigError(f"source.{name} must be a number > 0 and <= {MAX_WAIT_S:g}, got {value!r}")
         for name in ("backoff_initial_s", "backoff_max_s"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"source.{name} must be a number >= 0, got {value!r}")
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= MAX_WAIT_S):
+                raise ConfigError(f"source.{name} must be a number >= 0 and <= {MAX_WAIT_S:g}, got {value!r}")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ConfigError(
                 f"source.backoff_max_s ({self.backoff_max_s}) must be >= backoff_initial_s ({self.backoff_initial_s})"

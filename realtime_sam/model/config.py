@@ -8,6 +8,7 @@ precision and backend are validated and defaulted in one place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from realtime_sam.errors import ConfigError
@@ -46,7 +47,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)}, not {self.model_type!r}")
-        if self.device.split(":")[0] not in _DEVICES:
+        # Exactly these: `cpu:0`, `cuda:x` or `auto:1` passed a check of the part before the colon
+        # and failed only when the model loaded.
+        if not isinstance(self.device, str) or not re.fullmatch(r"(auto|cpu|mps|cuda(:\d+)?)", self.device):
             raise ConfigError(f"model.device must be one of {', '.join(_DEVICES)} (or cuda:N), not {self.device!r}")
         if self.precision not in PRECISION_CHOICES:
             raise ConfigError(f"model.precision must be one of {', '.join(PRECISION_CHOICES)}, not {self.precision!r}")

@@ -81,11 +81,14 @@ class DiscoveryConfig:
             0.0 <= self.stability_score_thresh <= 1.0,
             f"stability_score_thresh must be in [0, 1], got {self.stability_score_thresh}",
         )
-        check(self.stability_offset >= 0.0, f"stability_offset must be >= 0, got {self.stability_offset}")
+        # Finite, as mask_threshold below: at +-inf every mask is empty or everything, silently.
+        check(0.0 <= self.stability_offset < float("inf"), f"stability_offset must be a number >= 0, got {self.stability_offset}")
         check(0.0 < self.box_nms_thresh <= 1.0, f"box_nms_thresh must be in (0, 1], got {self.box_nms_thresh}")
         check(0.0 <= self.min_mask_area_frac < 1.0, f"min_mask_area_frac must be in [0, 1), got {self.min_mask_area_frac}")
         check(self.every_k_frames >= 1, f"every_k_frames must be >= 1, got {self.every_k_frames}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        # `abs(x) < inf` is false for NaN too: a NaN threshold makes every mask empty.
+        check(abs(self.mask_threshold) < float("inf"), f"mask_threshold must be a finite logit (SAM: 0), got {self.mask_threshold}")
 
 
 def point_grid(n: int) -> np.ndarray:

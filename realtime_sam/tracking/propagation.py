@@ -169,15 +169,19 @@ class PropagationConfig:
         check(self.max_side == 0 or self.max_side >= 32, f"max_side must be 0 (full size) or >= 32 pixels, got {self.max_side}")
         check(self.min_points >= 3, f"min_points must be >= 3, got {self.min_points}")
         check(self.max_points >= self.min_points, f"max_points ({self.max_points}) must be >= min_points ({self.min_points})")
-        check(self.win_size >= 5, f"win_size must be >= 5 pixels, got {self.win_size}")
+        # Upper bounds where OpenCV fails (win_size, max_points: cv2.error in the inference thread)
+        # or takes minutes a frame (edge_margin: one erosion per pixel of margin).
+        check(5 <= self.win_size <= 255, f"win_size must be in 5..255 pixels, got {self.win_size}")
+        check(self.max_points <= 10000, f"max_points must be <= 10000, got {self.max_points}")
         check(0 <= self.max_level <= 8, f"max_level must be in 0..8, got {self.max_level}")
         check(self.fb_max_error > 0, f"fb_max_error must be > 0 pixels, got {self.fb_max_error}")
         check(0.0 < self.quality_level < 1.0, f"quality_level must be in (0, 1), got {self.quality_level}")
-        check(self.min_distance >= 0, f"min_distance must be >= 0 pixels, got {self.min_distance}")
+        # cv2.goodFeaturesToTrack segfaults (the whole process) for a min_distance of about 1e10 or more.
+        check(0 <= self.min_distance <= 10000, f"min_distance must be in [0, 10000] pixels, got {self.min_distance}")
         check(self.ransac_thresh > 0, f"ransac_thresh must be > 0 pixels, got {self.ransac_thresh}")
         check(self.max_scale_change > 1.0, f"max_scale_change must be > 1, got {self.max_scale_change}")
         check(self.min_deformation >= 0, f"min_deformation must be >= 0 pixels, got {self.min_deformation}")
-        check(self.edge_margin >= 0, f"edge_margin must be >= 0 pixels, got {self.edge_margin}")
+        check(0 <= self.edge_margin <= 100, f"edge_margin must be in 0..100 pixels, got {self.edge_margin}")
 
 
 class PropagatedMask(NamedTuple):
