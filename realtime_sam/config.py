@@ -12,6 +12,8 @@ own part. Unknown keys, wrong types and out-of-range values are a
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -99,20 +101,33 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where} must be an integer, not {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # PyYAML (YAML 1.1) reads 1e9 and 1e-3 as strings; they are numbers to anyone writing them.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where} must be a number, not {value!r}")
+        if number is None:
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        # No setting means anything by NaN or infinity (.nan, .inf, 1e400, "nan"); NaN would pass
+        # every `x < limit` range check, and OpenCV and thread waits fail or crash on either.
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where} must be a string, not {value!r}")
     return value
+
+
+def _did_you_mean(name: str, valid: Sequence[str]) -> str:
+    """``" (did you mean X?)"`` for a misspelt ``name``, else ``""``."""
+    close = difflib.get_close_matches(str(name).lower(), valid, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
@@ -121,7 +136,9 @@ def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -
     kwargs = {}
     for key, value in values.items():
         if key not in valid:
-            raise ConfigError(f"unknown key {name}.{key}; valid keys in {name}: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown key {name}.{key}{_did_you_mean(key, valid)}; valid keys in {name}: {', '.join(valid)}"
+            )
         kwargs[key] = _coerce(value, hints[key], f"{name}.{key}")
     try:
         return dataclasses.replace(base, **kwargs)
@@ -142,7 +159,10 @@ def parse_config(data: Mapping[str, Any] | None, base: Config | None = None) -> 
     updates = {}
     for name, values in data.items():
         if name not in sections:
-            raise ConfigError(f"unknown config section {name!r}; valid sections: {', '.join(sections)}")
+            raise ConfigError(
+                f"unknown config section {name!r}{_did_you_mean(name, list(sections))}; "
+                f"valid sections: {', '.join(sections)}"
+            )
         if values is None:
             continue
         if not isinstance(values, Mapping):
@@ -178,29 +198,96 @@ def preset_text(name: str) -> str:
     return resources.files(__package__).joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (``section.key=value``).
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last silently: a second ``engine:`` section would drop
+    every key of the first without a word.
+    """
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (lines {first} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(where: str, exc: yaml.YAMLError) -> ConfigError:
+    """One line naming the file, the line and column, and what is wrong there."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]
+    at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+    hint = " (indent with spaces, not tabs)" if "\t" in str(exc) or "tab" in problem else ""
+    return ConfigError(f"config file {where} is not valid YAML:{at} {problem}{hint}")
+
+
+def _read_file(path: str | Path) -> tuple[str, str]:
+    """``(where, text)`` of the config file or bundled preset ``path``."""
+    p = Path(path)
+    if p.exists():
+        try:
+            return str(p), p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"config file {p} is not UTF-8 text (line {line}); save it as UTF-8") from None
+        except OSError as exc:  # a directory, no permission, ...
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"cannot read config file {p}: {reason}; give a YAML file or a preset: {', '.join(PRESETS)}") from None
+    if str(path) in PRESETS:
+        return f"preset {path}", preset_text(str(path))
+    raise ConfigError(f"config file not found: {p} (give a YAML file or a preset: {', '.join(PRESETS)})")
+
+
+def _merge(layers: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """The layers' ``{section: {key: value}}`` merged key by key, later winning.
+
+    The sections are built once from the merged values, so that keys checked
+    together (``streams.lift_duty`` below ``engage_duty``, ``source.backoff_max_s``
+    above ``backoff_initial_s``, ...) are checked as the run will use them, not
+    with one of them still at its default while a later layer sets it.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for data in layers:
+        if data is None:
+            continue
+        if not isinstance(data, Mapping):
+            raise ConfigError("a config file must hold a mapping of sections (model:, source:, engine:, ...)")
+        for name, values in data.items():
+            if values is None:
+                merged.setdefault(name, {})
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {name!r} must be a mapping of keys, not {type(values).__name__}")
+            merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    updates: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (``section.key=value``),
+    then ``updates`` (``{section: {key: value}}``, e.g. the CLI's dedicated flags).
 
     ``path`` may also name a bundled preset: ``"cpu"``, ``"gpu"`` or ``"default"``
-    (an existing file of that name wins).
+    (an existing file of that name wins). The layers are merged key by key before
+    the sections are built and checked (see :func:`_merge`).
     """
-    config = Config()
+    data = None
     if path is not None:
-        p = Path(path)
-        if p.exists():
-            where, text = str(p), p.read_text(encoding="utf-8")
-        elif str(path) in PRESETS:
-            where, text = f"preset {path}", preset_text(str(path))
-        else:
-            raise ConfigError(
-                f"config file not found: {p} (give a YAML file or a preset: {', '.join(PRESETS)})"
-            )
+        where, text = _read_file(path)
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-            raise ConfigError(f"config file {where} is not valid YAML: {first}") from None
-        config = parse_config(data, config)
-    if overrides:
-        config = parse_config(parse_overrides(overrides), config)
-    return config
+            raise _yaml_error(where, exc) from None
+    return parse_config(_merge([data, parse_overrides(overrides), updates]))

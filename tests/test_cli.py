@@ -149,6 +149,10 @@ def test_config_file_then_set_then_flags(tmp_path):
     assert (cfg.engine.reencode_every, cfg.engine.decode_batch, cfg.pipeline.queue_size) == (3, 9, 6)
     cfg = cli.build_config(parse("--config", str(path), "--set", "engine.reencode_every=4", "--reencode-every", "8"))
     assert cfg.engine.reencode_every == 8
+    # Keys checked together are checked once every layer is in: the file's engage_duty with --set's lift_duty.
+    path.write_text("streams:\n  engage_duty: 0.5\n")
+    cfg = cli.build_config(parse("--config", str(path), "--set", "streams.lift_duty=0.3", "--device", "cpu"))
+    assert (cfg.streams.engage_duty, cfg.streams.lift_duty, cfg.model.device) == (0.5, 0.3, "cpu")
 
 
 @pytest.mark.parametrize(
@@ -161,10 +165,18 @@ def test_config_file_then_set_then_flags(tmp_path):
         (["--device", "tpu"], "model.device must be one of"),
         (["--backend", "magic"], "model.backend must be one of"),
         (["--model-type", "vit_z"], "model.model_type must be one of vit_t, vit_b, vit_l, vit_h"),
+        (["--device", "cuda:x"], "model.device must be one of auto, cpu, cuda, mps (or cuda:N), not 'cuda:x'"),
+        (["--set", "engine.reencode_evry=3"], "unknown key engine.reencode_evry (did you mean reencode_every?)"),
+        (["--set", "pipeline.join_timeout_s=nan"], "pipeline.join_timeout_s must be a finite number"),
+        (["--config", "."], "cannot read config file .: Is a directory"),
+        (["--config", "latin1.yaml"], "config file latin1.yaml is not UTF-8 text (line 1)"),
+        (["--config", "tabs.yaml"], "config file tabs.yaml is not valid YAML: line 2, column 1:"),
     ],
 )
 def test_config_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes(b"# caf\xe9\nengine: {}\n")
+    (tmp_path / "tabs.yaml").write_bytes(b"engine:\n\treencode_every: 3\n")
     assert cli.main(["--source", "0", "--headless", *argv]) == 2
     line = single_error(capsys)
     assert line.startswith("error: ") and fragment in line

@@ -84,8 +84,10 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"engine": {"reencode_evry": 5}}, r"unknown key engine.reencode_evry; valid keys in engine: reencode_every"),
-        ({"engin": {}}, r"unknown config section 'engin'; valid sections: model, source"),
+        ({"engine": {"reencode_evry": 5}},
+         r"unknown key engine.reencode_evry \(did you mean reencode_every\?\); valid keys in engine: reencode_every"),
+        ({"engin": {}}, r"unknown config section 'engin' \(did you mean engine\?\); valid sections: model, source"),
+        ({"render": {"opacity": 1}}, r"unknown key render.opacity; valid keys in render: alpha"),
         ({"engine": {"reencode_every": "five"}}, r"engine.reencode_every must be an integer, not 'five'"),
         ({"engine": {"reencode_every": 0}}, r"reencode_every must be >= 1"),
         ({"model": {"device": "tpu"}}, r"model.device must be one of auto, cpu, cuda, mps"),
@@ -150,3 +152,103 @@ def test_cuda_graphs_are_ignored_off_cuda():
     assert model.graphs is None
     with pytest.raises(ValueError, match="CUDA device"):
         GraphCache(torch.device("cpu"))
+
+
+def _keys_of_type(tp) -> list[str]:
+    import typing
+
+    cfg = Config()
+    out = []
+    for section in dataclasses.fields(cfg):
+        hints = typing.get_type_hints(type(getattr(cfg, section.name)))
+        out += [f"{section.name}.{f.name}" for f in dataclasses.fields(getattr(cfg, section.name)) if tp in (hints[f.name], typing.Optional[tp])]
+    return out
+
+
+@pytest.mark.parametrize("key", _keys_of_type(float))
+@pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-.inf", "1e400"])
+def test_no_number_setting_takes_nan_or_infinity(key, value, tmp_path: Path):
+    """NaN passes every `x < limit` check, and OpenCV or a thread wait fails on either mid-run."""
+    section, name = key.split(".")
+    f = tmp_path / "c.yaml"
+    f.write_text(f"{section}:\n  {name}: {value}\n")
+    for args in ((None, [f"{key}={value}"]), (f, [])):
+        with pytest.raises(ConfigError, match=rf"{section}.{name} must be a finite number") as exc:
+            load_config(*args)
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        # Thread waits overflow past about 9.2e9 s: an OverflowError in the capture thread or at close.
+        ("source.read_timeout_s=1e11", r"source.read_timeout_s must be a number > 0 and <= 86400"),
+        ("source.backoff_max_s=1e11", r"source.backoff_max_s must be a number >= 0 and <= 86400"),
+        ("pipeline.join_timeout_s=1e11", r"pipeline.join_timeout_s must be > 0 and <= 86400"),
+        # cv2.goodFeaturesToTrack segfaults; cv2.calcOpticalFlowPyrLK runs out of memory.
+        ("propagation.min_distance=1e10", r"min_distance must be in \[0, 10000\]"),
+        ("propagation.win_size=100001", r"win_size must be in 5..255"),
+        ("propagation.max_points=99999999999", r"max_points must be <= 10000"),
+        ("propagation.edge_margin=1000000", r"edge_margin must be in 0..100"),
+        # Parts after a colon were not checked: these failed only when the model loaded.
+        ("model.device=cpu:0", r"model.device must be one of auto, cpu, cuda, mps \(or cuda:N\), not 'cpu:0'"),
+        ("model.device=cuda:abc", r"not 'cuda:abc'"),
+        ("model.device=auto:1", r"not 'auto:1'"),
+    ],
+)
+def test_values_that_would_fail_mid_run_are_refused_up_front(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [item])
+
+
+def test_huge_but_workable_values_and_cuda_n_are_accepted():
+    cfg = load_config(None, ["model.device=cuda:1", "source.read_timeout_s=3600", "propagation.win_size=31"])
+    assert (cfg.model.device, cfg.source.read_timeout_s, cfg.propagation.win_size) == ("cuda:1", 3600.0, 31)
+
+
+def test_keys_checked_together_are_checked_after_every_layer(tmp_path: Path):
+    """A file's value and a later --set of its partner key: the pair the run uses is checked, not a
+    half-built one with the partner still at its default."""
+    f = tmp_path / "c.yaml"
+    f.write_text("streams:\n  engage_duty: 0.5\nsource:\n  backoff_initial_s: 20\n")
+    cfg = load_config(f, ["streams.lift_duty=0.3", "source.backoff_max_s=60"])
+    assert (cfg.streams.engage_duty, cfg.streams.lift_duty) == (0.5, 0.3)
+    assert (cfg.source.backoff_initial_s, cfg.source.backoff_max_s) == (20.0, 60.0)
+    cfg = load_config("cpu", ["tracker.min_area_frac=0.95"], {"tracker": {"max_area_frac": 0.99}})
+    assert (cfg.tracker.min_area_frac, cfg.tracker.max_area_frac) == (0.95, 0.99)
+    # The merged result is still checked, and the later layer still wins.
+    with pytest.raises(ConfigError, match="lift_duty must be > 0 and below streams.engage_duty"):
+        load_config(f, ["streams.lift_duty=0.7", "source.backoff_max_s=60"])
+    later = load_config(f, ["streams.engage_duty=0.8", "source.backoff_max_s=60"], {"streams": {"engage_duty": 0.7}})
+    assert later.streams.engage_duty == 0.7
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"engine:\n\treencode_every: 3\n", r"is not valid YAML: line 2, column 1: .*\(indent with spaces, not tabs\)"),
+        (b"engine:\n  decode_batch: [1,\n", r"is not valid YAML: line 3, column 1: "),
+        (b"engine:\n  reencode_every: 3 # caf\xe9\n", r"is not UTF-8 text \(line 2\); save it as UTF-8"),
+        # PyYAML keeps the last silently: the first engine section's keys were dropped.
+        (b"engine:\n  reencode_every: 3\nengine:\n  decode_batch: 3\n", r"'engine' is given twice \(lines 1 and 3\)"),
+        (b"engine:\n  reencode_every: 3\n  reencode_every: 4\n", r"'reencode_every' is given twice \(lines 2 and 3\)"),
+    ],
+)
+def test_file_problems_are_one_line_with_the_file_and_line(content, message, tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_config(f)
+    assert "\n" not in str(exc.value) and "c.yaml" in str(exc.value)
+
+
+def test_a_folder_given_as_the_config_file_is_one_line(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: Is a directory; give a YAML file or a preset"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n", "engine:\n"])
+def test_empty_files_and_sections_are_the_defaults(content, tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text(content)
+    assert load_config(f) == Config()

@@ -186,9 +186,8 @@ def build_config(args: argparse.Namespace):
     Raises:
         ConfigError: an unknown key or a bad value, naming the valid ones.
     """
-    from realtime_sam.config import load_config, parse_config
+    from realtime_sam.config import load_config
 
-    config = load_config(args.config, args.set)
     flags: dict[str, dict[str, Any]] = {}
 
     def put(section: str, key: str, value: Any) -> None:
@@ -207,7 +206,8 @@ def build_config(args: argparse.Namespace):
     put("detect", "every_k_frames", args.detect_every)
     put("pipeline", "max_frames", args.max_frames)
     put("pipeline", "realtime", True if args.realtime else None)
-    return parse_config(flags, config) if flags else config
+    # One merge of all layers, so that keys checked together are checked as the run uses them.
+    return load_config(args.config, args.set, flags)
 
 
 def _mask_spec(args: argparse.Namespace):
