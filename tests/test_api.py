@@ -89,3 +89,18 @@ def test_track_many_refuses_sinks_under_a_name_no_stream_has(clips):
     # The stream of "clip0.mp4" is named "clip0": sinks keyed by the file name were never fed nor closed.
     with pytest.raises(ConfigError, match=r"'clip0\.mp4'.*'clip0'"):
         track_many([str(clips[0])], config="cpu", sinks={str(clips[0].name): [Sink()]})
+
+
+def test_a_reused_engine_runs_its_detector_on_the_new_sources_first_frame(clips):
+    # Detector-prompted tracks start on a source's first frame; the detector's count of frames
+    # since its last run belongs to the old source (runs at 0, 4, 8 of ten frames: 1 since).
+    from realtime_sam.testing.fakes import FixedBoxDetector
+
+    first, second = clips
+    cfg = load_config(None, ["detect.every_k_frames=4"])
+    detector = FixedBoxDetector([[100, 80, 200, 160]], [0], {0: "person"})
+    engine = Engine.from_config(cfg, runner=BoxRunner(), detector=detector)
+    run1 = list(track(str(first), config=cfg, engine=engine))
+    assert [t.label for t in run1[0].tracks] == ["person"]
+    run2 = list(track(str(second), config=cfg, engine=engine))
+    assert [t.label for t in run2[0].tracks] == ["person"]

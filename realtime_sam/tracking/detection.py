@@ -216,6 +216,10 @@ class DetectorPrompts:
             return False
         return self._since is None or self._since + 1 >= self.config.every_k_frames
 
+    def restart(self) -> None:
+        """Forget when the detector last ran: it is due on the next frame (a new source's first)."""
+        self._since = None
+
     def tick(self) -> None:
         """One frame passed without a run."""
         if self._since is not None:

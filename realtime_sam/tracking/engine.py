@@ -567,6 +567,7 @@ class Engine:
         self.background.drop()  # in flight for the old source; their new prompts go with it
         if self.detection is not None:
             self.detection.in_flight = False
+            self.detection.restart()  # due on the new source's first frame, as on any source's
         self._pending.clear()
         self._first_looks.clear()
         self.tracker.clear()
