@@ -208,15 +208,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            # YAML's merge key (`<<: *anchor`) is no key of the mapping: the base class merges it in,
+            # and keys given after it override the merged ones. A mapping merged into another is
+            # flattened in place, so its merged-in keys stand before its own: only the mapping's
+            # own keys (from its start on) are compared.
+            if key_node.tag == "tag:yaml.org,2002:merge" or key_node.start_mark.index < node.start_mark.index:
+                continue
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:  # an unhashable key; the base class reports it
                 continue
-            if first != key_node.start_mark.line + 1:
+            seen[key] = line
+            if first is not None:
+                lines = f"line {line}" if first == line else f"lines {first} and {line}"
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice (lines {first} and {key_node.start_mark.line + 1})",
-                    key_node.start_mark,
+                    None, None, f"{key!r} is given twice ({lines})", key_node.start_mark
                 )
         return super().construct_mapping(node, deep=deep)
 

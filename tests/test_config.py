@@ -252,3 +252,26 @@ def test_empty_files_and_sections_are_the_defaults(content, tmp_path: Path):
     f = tmp_path / "c.yaml"
     f.write_text(content)
     assert load_config(f) == Config()
+
+
+
+def test_yaml_merge_keys_load_as_before(tmp_path: Path):
+    # `<<: *anchor` is YAML's merge key, which yaml.safe_load takes: settings written once and
+    # merged where they are wanted again, a key after the merge overriding the merged one.
+    # Such a file loaded before keys given twice were refused; a merge is no key given twice.
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "discovery: &every\n  every_k_frames: 30\n"
+        "detect:\n  <<: *every\n"
+        "engine:\n  <<: {reencode_every: 3, decode_batch: 4}\n  decode_batch: 6\n"
+    )
+    cfg = load_config(f)
+    assert (cfg.discovery.every_k_frames, cfg.detect.every_k_frames) == (30, 30)
+    assert (cfg.engine.reencode_every, cfg.engine.decode_batch) == (3, 6)
+
+
+def test_a_key_given_twice_on_one_line_is_refused(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("engine: {reencode_every: 3, reencode_every: 4}\n")
+    with pytest.raises(ConfigError, match=r"'reencode_every' is given twice \(line 1\)"):
+        load_config(f)
