@@ -701,3 +701,38 @@ def test_module_is_runnable(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "c" / "mobile_sam.pt")
+
+
+def test_checking_reads_the_file_plainly_where_memory_mapping_fails(
+    checkpoint_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Memory-mapping can fail where reading works: a filesystem without mmap (some network and
+    # FUSE mounts), or torch 2.1 (pyproject: torch>=2.1), whose torch.load(mmap=True) takes a
+    # str path only ("f must be a string filename"). A good checkpoint is not refused for it.
+    real_load = torch.load
+
+    def load(f, *args, mmap=None, **kwargs):
+        if mmap:
+            raise RuntimeError("unable to mmap 1234 bytes from file <x>: Operation not supported (19)")
+        return real_load(f, *args, mmap=mmap, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    check_checkpoint_file(checkpoint_file, "vit_t")
+    with pytest.raises(CheckpointError, match="not SAM ViT-B"):
+        check_checkpoint_file(checkpoint_file, "vit_b")
+
+
+def test_checking_gives_torch_a_str_path_to_memory_map(checkpoint_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch 2.1 maps only a str filename: the file is mapped there too, not read whole.
+    real_load = torch.load
+    calls = []
+
+    def load_2_1(f, *args, mmap=None, **kwargs):
+        calls.append(mmap)
+        if mmap and not isinstance(f, str):
+            raise ValueError("f must be a string filename in order to use mmap argument")
+        return real_load(f, *args, mmap=mmap, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_2_1)
+    check_checkpoint_file(checkpoint_file, "vit_t")
+    assert calls == [True]

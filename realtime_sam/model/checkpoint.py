@@ -60,7 +60,8 @@ def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     """Load a checkpoint file into a flat ``{key: tensor}`` dict on the CPU.
 
     ``mmap`` maps the tensors' bytes instead of reading them (zip-format files only,
-    which is what ``torch.save`` writes): keys and shapes for a few milliseconds.
+    which is what ``torch.save`` writes): keys and shapes for a few milliseconds. Where
+    mapping fails, the file is read as without it.
 
     Raises:
         CheckpointError: the file is missing (:class:`CheckpointNotFoundError`, also a
@@ -72,7 +73,15 @@ def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     if not p.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {p}")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            # A str path: torch 2.1 maps only a str filename (a Path is its ValueError).
+            obj = torch.load(os.fspath(p), map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001
+            if not mmap:
+                raise
+            # Mapping can fail where reading works (a filesystem without mmap, an old torch):
+            # read it plainly; a file that is no checkpoint fails that too, with its own error.
+            obj = torch.load(os.fspath(p), map_location="cpu", weights_only=True, mmap=False)
     # torch.load has no single error for "not a checkpoint": random bytes end in
     # IndexError, KeyError, UnicodeDecodeError... from inside the unpickler.
     except Exception as exc:  # noqa: BLE001  (every way of not being a checkpoint is one message)
