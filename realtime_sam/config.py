@@ -103,7 +103,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float's range (a 400-digit number): refused below
+                number = math.inf
         elif isinstance(value, str):
             # PyYAML (YAML 1.1) reads 1e9 and 1e-3 as strings; they are numbers to anyone writing them.
             try:
