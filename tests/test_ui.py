@@ -649,3 +649,100 @@ def _frames_x264_holds(image: np.ndarray, path: Path) -> int:
         while not sink.frames_in_file:
             sink.write_image(image, sink.frames_written)
         return sink.frames_written - 1
+
+
+# A fake camera as fast as the window: every poll brings a new frame, so every pass of the
+# window's loop draws (as with a 30 fps camera, most passes do).
+_FAST_SOURCE_APP = r"""
+import sys, time
+import cv2
+import numpy as np
+from types import SimpleNamespace
+from realtime_sam.app.ui import LiveWindow, WindowConfig
+from realtime_sam.types import Frame, FrameResult
+
+class Pipeline:
+    def __init__(self):
+        self.n, self.ended, self.paused, self.stats = 0, False, False, None
+    def poll(self, timeout=0.0):
+        time.sleep(0.005)
+        self.n += 1
+        image = np.full((240, 320, 3), (self.n * 7) % 256, np.uint8)
+        return FrameResult(Frame(self.n, image, self.n / 30, time.monotonic()), ())
+    def stop(self):
+        self.ended = True
+    def pause(self):
+        self.paused = True
+    def resume(self):
+        self.paused = False
+
+engine = SimpleNamespace(auto=False, has_pending=False)
+with LiveWindow(WindowConfig(), on_message=lambda text: None) as window:
+    print(window.run(Pipeline(), engine), flush=True)
+"""
+
+
+def _wm_close(display: str, wid: str) -> None:
+    """Ask the window to close as a window manager's close button does: a ``WM_DELETE_WINDOW`` client message."""
+    import ctypes
+    import ctypes.util
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [
+            ("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+            ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+            ("format", ctypes.c_int), ("l", ctypes.c_long * 5),
+        ]
+
+    class XEvent(ctypes.Union):
+        _fields_ = [("xclient", ClientMessage), ("pad", ctypes.c_long * 24)]
+
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        pytest.skip("needs libX11 to send WM_DELETE_WINDOW")
+    x11 = ctypes.cdll.LoadLibrary(name)
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.POINTER(XEvent)]
+    x11.XFlush.argtypes = [ctypes.c_void_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    conn = x11.XOpenDisplay(display.encode())
+    assert conn, f"cannot connect to {display}"
+    try:
+        event = XEvent()
+        event.xclient.type = 33  # ClientMessage
+        event.xclient.window = int(wid)
+        event.xclient.message_type = x11.XInternAtom(conn, b"WM_PROTOCOLS", 0)
+        event.xclient.format = 32
+        event.xclient.l[0] = x11.XInternAtom(conn, b"WM_DELETE_WINDOW", 0)
+        x11.XSendEvent(conn, int(wid), 0, 0, ctypes.byref(event))
+        x11.XFlush(conn)
+    finally:
+        x11.XCloseDisplay(conn)
+
+
+def test_closing_the_window_ends_the_run_without_reopening_it(xvfb_display, tmp_path):
+    """The window manager's close button while frames keep coming: the run ends ("closed"), and
+    no new window takes the closed one's place (Qt's imshow opens one for a closed window's name)."""
+    from fixtures_app import app_env
+
+    out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        app = subprocess.Popen([sys.executable, "-c", _FAST_SOURCE_APP], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err)
+    try:
+        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
+        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        _wm_close(xvfb_display, wid)
+        try:
+            rc = app.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            windows = _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()
+            raise AssertionError(f"still running 30 s after the close; windows now: {windows} (closed: {wid})") from None
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert rc == 0, err_path.read_text()[-2000:]
+    assert out_path.read_text().split() == ["closed"]

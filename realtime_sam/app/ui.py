@@ -536,6 +536,11 @@ class LiveWindow:
                         on_result(item)
                     dirty = True
                 key = cv2.waitKeyEx(1)
+                # Closed by the window manager during waitKeyEx: the window is gone, and an imshow
+                # now would open a new one (Qt), so look before anything is drawn.
+                if self._closed_by_user():
+                    pipeline.stop()
+                    return "closed"
                 self._pending.extend(self.interaction.on_key(key))
                 commands, self._pending = self._pending, []
                 for command in commands:
@@ -551,9 +556,6 @@ class LiveWindow:
                     dirty = True
                 if dirty:
                     self._draw(pipeline, engine)
-                if self._closed_by_user():
-                    pipeline.stop()
-                    return "closed"
         finally:
             pipeline.stop()
             self.close()  # the window goes at once; Pipeline.close() waits for the outputs
