@@ -666,6 +666,8 @@ class Pipeline:
         self.n, self.ended, self.paused, self.stats = 0, False, False, None
     def poll(self, timeout=0.0):
         time.sleep(0.005)
+        if self.paused:
+            return None
         self.n += 1
         image = np.full((240, 320, 3), (self.n * 7) % 256, np.uint8)
         return FrameResult(Frame(self.n, image, self.n / 30, time.monotonic()), ())
@@ -677,7 +679,8 @@ class Pipeline:
         self.paused = False
 
 engine = SimpleNamespace(auto=False, has_pending=False)
-with LiveWindow(WindowConfig(), on_message=lambda text: None) as window:
+config = WindowConfig(snapshot_dir=sys.argv[1] if len(sys.argv) > 1 else ".")
+with LiveWindow(config, on_message=lambda text: print(text, file=sys.stderr, flush=True)) as window:
     print(window.run(Pipeline(), engine), flush=True)
 """
 
@@ -746,3 +749,32 @@ def test_closing_the_window_ends_the_run_without_reopening_it(xvfb_display, tmp_
             app.wait()
     assert rc == 0, err_path.read_text()[-2000:]
     assert out_path.read_text().split() == ["closed"]
+
+
+def test_two_snapshots_of_the_same_frame_make_two_files(xvfb_display, tmp_path):
+    """``s`` pressed twice on a paused frame within one second: two files, the first not overwritten."""
+    from fixtures_app import app_env
+
+    snaps, out_path, err_path = tmp_path / "snaps", tmp_path / "app.out", tmp_path / "app.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        app = subprocess.Popen(
+            [sys.executable, "-c", _FAST_SOURCE_APP, str(snaps)], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err
+        )
+    try:
+        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
+        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        _xdo(xvfb_display, "key", "--window", wid, "space")
+        _wait(lambda: "paused" in err_path.read_text(), 30, "the pause", app, err_path)
+        _xdo(xvfb_display, "key", "--window", wid, "s", "s")
+        said = _wait(
+            lambda: [l for l in err_path.read_text().splitlines() if "snapshot" in l][1:], 30, "two snapshots", app, err_path
+        )
+        _xdo(xvfb_display, "key", "--window", wid, "q")
+        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    files = sorted(snaps.glob("*.png"))
+    assert len(files) == 2, (files, said)
+    assert all(f"snapshot saved: {f}" in err_path.read_text() for f in files)

@@ -643,7 +643,14 @@ class LiveWindow:
             return
         folder = Path(self.config.snapshot_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = folder / f"realtime-sam-{stamp}-f{self._last.index:06d}.png"
+        base = f"realtime-sam-{stamp}-f{self._last.index:06d}"
+        path = folder / f"{base}.png"
+        # Two presses within a second on one frame (paused) share the name: number the later
+        # ones instead of overwriting the first.
+        n = 1
+        while path.exists():
+            n += 1
+            path = folder / f"{base}-{n}.png"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(path), self._shown)
