@@ -358,3 +358,19 @@ def test_a_pipeline_closed_before_it_started_starts_nothing_when_iterated():
     assert list(pipe) == [] and pipe.ended
     assert engine.lent == [] and engine.seen == []
     assert set(threading.enumerate()) - before == set()
+
+
+def test_a_paused_realtime_file_resumes_where_it_was_paused():
+    """``--realtime`` paces a file at its own clock; a pause stops that clock, so the video goes on
+    from the paused frame instead of dropping every frame of the paused span (as a camera would)."""
+    src = ListSource(40)  # 25 fps: 1.6 s
+    got = []
+    with Pipeline(src, SlowEngine(), config=PipelineConfig(realtime=True)) as pipe:
+        for r in pipe:
+            got.append(r.index)
+            if r.index == 10:
+                pipe.pause()
+                time.sleep(1.0)  # 25 frames' time
+                pipe.resume()
+    assert pipe.stats.frames_dropped <= 3, (pipe.stats.frames_dropped, got)
+    assert len(got) >= 37

@@ -392,6 +392,8 @@ class Pipeline:
         self.on_status = on_status
         self._stop = threading.Event()
         self._pause = threading.Event()
+        self._paused_since: float | None = None  # when the pause going on began
+        self._paused_total_s = 0.0  # the ended pauses: a file paced by ``realtime`` does not play on meanwhile
         self._live = bool(getattr(source, "live", False)) or config.realtime
         self._frames = _LatestSlot() if self._live else _FifoBuffer(config.queue_size, self._stop)
         self._results: queue.Queue = queue.Queue(maxsize=max(1, result_queue_size))
@@ -432,10 +434,20 @@ class Pipeline:
         self._pace = interval_s
 
     def pause(self) -> None:
+        if not self._pause.is_set():
+            self._paused_since = time.monotonic()
         self._pause.set()
 
     def resume(self) -> None:
+        since, self._paused_since = self._paused_since, None
+        if since is not None:
+            self._paused_total_s += time.monotonic() - since
         self._pause.clear()
+
+    def _paused_s(self) -> float:
+        """Seconds spent paused so far (the pause going on included)."""
+        since = self._paused_since
+        return self._paused_total_s + (time.monotonic() - since if since is not None else 0.0)
 
     @property
     def paused(self) -> bool:
@@ -594,8 +606,13 @@ class Pipeline:
                     # Pace a file at its own clock so it behaves like a camera.
                     if paced_start is None:
                         paced_start, first_ts = time.monotonic(), frame.timestamp
-                    delay = (frame.timestamp - first_ts) - (time.monotonic() - paced_start)
-                    if delay > 0 and self._stop.wait(delay):
+                    # Its clock stands still while the user pauses: after a pause the video goes on
+                    # from the paused frame, not from where a camera would be by then.
+                    while True:
+                        delay = (frame.timestamp - first_ts) - (time.monotonic() - paced_start - self._paused_s())
+                        if delay <= 0 or self._stop.wait(min(delay, 0.05)):
+                            break
+                    if self._stop.is_set():
                         break
                     frame = Frame(frame.index, frame.image, frame.timestamp, time.monotonic())
                 self._frames.put(frame)
