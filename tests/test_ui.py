@@ -165,6 +165,22 @@ def test_hud_says_segmenting_while_a_new_prompt_waits_for_its_encode():
     assert "segmenting..." in window._hud(pipeline, waiting, time.monotonic()).text()
 
 
+def test_hud_latency_does_not_grow_while_paused():
+    from types import SimpleNamespace
+
+    window = LiveWindow(WindowConfig())
+    captured = time.monotonic() - 0.05
+    window._take(FrameResult(Frame(7, np.zeros((48, 64, 3), np.uint8), 0.28, captured), ()))
+    window._take(FrameResult(Frame(7, np.zeros((48, 64, 3), np.uint8), 0.28, captured), ()))  # redone paused
+    engine = SimpleNamespace(auto=False, has_pending=False)
+    paused = SimpleNamespace(paused=True, stats=None)
+    later = time.monotonic() + 60  # a minute into the pause
+    latency = window._hud(paused, engine, later).latency_ms
+    assert latency is not None and 50 <= latency < 1000, latency
+    playing = SimpleNamespace(paused=False, stats=None)
+    assert window._hud(playing, engine, later).latency_ms > 60_000
+
+
 def test_window_config_validates():
     with pytest.raises(ConfigError):
         WindowConfig(title="")

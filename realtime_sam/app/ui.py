@@ -444,6 +444,7 @@ class LiveWindow:
         self._last: FrameResult | None = None
         self._last_encoded: int | None = None
         self._shown: np.ndarray | None = None
+        self._latency_ms: float | None = None
 
     # -- window lifecycle ------------------------------------------------------------------
 
@@ -562,6 +563,10 @@ class LiveWindow:
         return "ended"
 
     def _take(self, result: FrameResult) -> None:
+        if self._last is None or result.index != self._last.index:
+            # Capture to screen, measured when the frame first comes; the same frame again
+            # (redone while paused, for a new prompt) keeps it.
+            self._latency_ms = (time.monotonic() - result.frame.capture_time) * 1e3
         self._last = result
         self._display_times.append(time.monotonic())
         if result.encoded:
@@ -670,7 +675,9 @@ class LiveWindow:
         stats = getattr(pipeline, "stats", None)
         model_fps = getattr(stats, "model_fps", None) or None
         assert self._last is not None
-        latency_ms = (now - self._last.frame.capture_time) * 1e3
+        # While paused the frame shown stays, and its capture-to-screen time is the one it had
+        # when it came, not one that grows for as long as the pause lasts.
+        latency_ms = self._latency_ms if pipeline.paused else (now - self._last.frame.capture_time) * 1e3
         age = self._last.index - self._last_encoded if self._last_encoded is not None else 0
         message = self._message
         if message is None and getattr(engine, "has_pending", False):
