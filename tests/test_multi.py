@@ -356,7 +356,11 @@ def test_streams_file(tmp_path):
         ("- {source: a.mp4, name: 'a b'}\n", "must be 1-64 of letters"),
         ("- {source: a.mp4, name: x}\n- {source: b.mp4, name: x}\n", "used twice"),
         ("- {source: a.mp4, prompts: {box: 3}}\n", "prompts must be a list"),
-        ("- [unclosed\n", "not readable YAML"),
+        ("- [unclosed\n", "--sources file"),
+        # A key given twice is refused, as in config files: PyYAML kept the last silently.
+        ("- {source: a.mp4, name: a, name: b}\n", "'name' is given twice"),
+        ("- source: a.mp4\n  settings:\n    source: {backoff_max_s: 60}\n    source: {backoff_initial_s: 20}\n", "'source' is given twice (lines 3 and 4)"),
+        ("- {source: a.mp4, settings: {source: {backoff_initial_s: 20}}}\n", "stream 1: settings: source.backoff_max_s (10.0)"),
     ],
 )
 def test_bad_streams_files_are_one_clear_error(tmp_path, text, fragment):
@@ -365,6 +369,23 @@ def test_bad_streams_files_are_one_clear_error(tmp_path, text, fragment):
     with pytest.raises(ConfigError) as err:
         load_streams_file(path)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_streams_file_settings_are_checked_over_the_runs_configuration(tmp_path):
+    # backoff_initial_s 20 is above the default backoff_max_s (10) but not the run's (60): it is the
+    # run's configuration the settings go over (multi.stream_config), so it is what they are checked against.
+    from realtime_sam.app.multi import stream_config
+    from realtime_sam.config import load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text("- {name: door, source: a.mp4, settings: {source: {backoff_initial_s: 20}}}\n")
+    run = load_config(None, ["source.backoff_max_s=60"])
+    (spec,) = load_streams_file(path, run)
+    assert stream_config(run, spec).source.backoff_initial_s == 20
+    with pytest.raises(ConfigError, match=r"stream 1: settings: source.backoff_max_s \(10.0\) must be >="):
+        load_streams_file(path)  # over the defaults
+    with pytest.raises(ConfigError, match=r"^stream door: settings: source.backoff_max_s"):
+        stream_config(Config(), spec)  # a spec applied over a configuration it does not fit: which stream
 
 
 # ------------------------------------------------------------------ streams side by side (fake model, real files)

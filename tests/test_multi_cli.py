@@ -42,6 +42,19 @@ def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monk
     assert len(lines) == 1 and fragment in lines[0], lines
 
 
+def test_sources_file_settings_are_checked_over_the_runs_configuration(capsys, tmp_path, monkeypatch):
+    # A stream's backoff_initial_s of 20 fits the run's --set source.backoff_max_s=60 (it was refused
+    # against the default 10); the run goes on to the next check (the missing weights here).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(f"- {{name: door, source: '{LAVFI}', settings: {{source: {{backoff_initial_s: 20}}}}}}\n")
+    argv = ["--sources", "s.yaml", "--headless", "--weights", "nope.pt"]
+    assert cli.main([*argv, "--set", "source.backoff_max_s=60"]) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "nope.pt" in lines[0] and "backoff" not in lines[0], lines
+    assert cli.main(argv) == 2
+    assert _err_lines(capsys) == ["error: s.yaml: stream 1: settings: source.backoff_max_s (10.0) must be >= backoff_initial_s (20.0)"]
+
+
 def test_several_sources_on_a_display_with_no_x_server_is_one_line(capsys, tmp_path, monkeypatch):
     from fixtures_app import free_x_display_number
 

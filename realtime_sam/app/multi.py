@@ -312,7 +312,10 @@ def stream_config(base: Config, spec: StreamSpec) -> Config:
         return base
     from realtime_sam.config import parse_config
 
-    return parse_config({k: dict(v) for k, v in spec.settings.items()}, base)
+    try:
+        return parse_config({k: dict(v) for k, v in spec.settings.items()}, base)
+    except ConfigError as exc:  # which stream's settings, among several
+        raise ConfigError(f"stream {spec.name}: settings: {exc}") from None
 
 
 def open_streams(

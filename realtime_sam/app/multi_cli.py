@@ -30,8 +30,14 @@ __all__ = ["stream_specs", "run_streams"]
 
 
 def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
-    """The run's streams: the ``--sources`` file's, then one per ``--source`` (names unique)."""
-    specs = load_streams_file(args.sources) if args.sources else []
+    """The run's streams: the ``--sources`` file's, then one per ``--source`` (names unique).
+
+    The file's per-stream settings are checked over the run's configuration (``--config``, ``--set``,
+    flags), which they are applied over, not over the defaults.
+    """
+    from realtime_sam.app import cli
+
+    specs = load_streams_file(args.sources, cli.build_config(args)) if args.sources else []
     specs += specs_from_sources(args.source or [])
     names = [s.name for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
@@ -32,6 +32,9 @@ from realtime_sam.capture.base import redact_url
 from realtime_sam.errors import ConfigError, SinkError
 from realtime_sam.tracking.prompts import load_prompts_file, prompt_from_mapping
 from realtime_sam.types import ObjectPrompt
+
+if TYPE_CHECKING:
+    from realtime_sam.config import Config
 
 __all__ = ["StreamSpec", "stream_name", "unique_names", "expand_path", "load_streams_file", "specs_from_sources"]
 
@@ -139,7 +142,7 @@ def _prompts(value: Any, where: str, base: Path) -> tuple[ObjectPrompt, ...]:
     return tuple(prompt_from_mapping(obj, f"{where}: prompts object {i + 1}") for i, obj in enumerate(value))
 
 
-def _settings(value: Any, where: str) -> dict[str, dict[str, Any]]:
+def _settings(value: Any, where: str, base: Config | None = None) -> dict[str, dict[str, Any]]:
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
@@ -151,26 +154,41 @@ def _settings(value: Any, where: str) -> dict[str, dict[str, Any]]:
     from realtime_sam.config import parse_config
 
     data = {str(k): dict(v) for k, v in value.items()}
-    parse_config(data)  # unknown sections/keys and bad values fail here, naming the valid ones
+    try:
+        # Over the run's configuration, as multi.stream_config applies them: a key checked with
+        # another (backoff_initial_s <= backoff_max_s ...) is checked against the value the run uses.
+        parse_config(data, base)  # unknown sections/keys and bad values fail here, naming the valid ones
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: settings: {exc}") from None
     return data
 
 
-def load_streams_file(path: str | Path) -> list[StreamSpec]:
+def load_streams_file(path: str | Path, config: Config | None = None) -> list[StreamSpec]:
     """Read a ``--sources`` YAML file (see the module docstring).
 
-    Relative file sources and prompt files are taken from the YAML file's folder.
+    Relative file sources and prompt files are taken from the YAML file's folder. Each stream's
+    ``settings`` are checked over ``config``, the run's configuration (default: the defaults).
 
     Raises:
         ConfigError: the file is missing or malformed, a stream has no source, an unknown key,
-            a bad or repeated name, or settings that do not parse (the message names the stream).
+            a bad or repeated name, a key given twice in one mapping, or settings that do not parse
+            (the message names the stream).
     """
+    from realtime_sam.config import _UniqueKeyLoader, _yaml_error
+
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--sources file not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--sources file {path} is not readable YAML: {str(exc).splitlines()[0]}") from None
+    try:
+        # As for config files: PyYAML would keep the last of a key given twice (a second name:,
+        # settings: or source:) without a word.
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(_yaml_error(str(path), exc)).replace("config file", "--sources file", 1)) from None
     if isinstance(data, Mapping) and "streams" in data:
         data = data["streams"]
     if not isinstance(data, list) or not data:
@@ -203,7 +221,7 @@ def load_streams_file(path: str | Path) -> list[StreamSpec]:
                 name=name,
                 source=source,
                 prompts=_prompts(entry.get("prompts"), where, base),
-                settings=_settings(entry.get("settings"), where),
+                settings=_settings(entry.get("settings"), where, config),
                 output=None if entry.get("output") is None else str(entry["output"]),
                 save_masks=None if entry.get("save_masks") is None else str(entry["save_masks"]),
             )
