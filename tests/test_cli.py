@@ -616,6 +616,37 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
     assert frames == sorted(set(frames)) and len(frames) >= before + 5
 
 
+def test_a_stream_that_gives_up_reconnecting_is_exit_1_with_its_outputs_saved(tmp_path, checkpoint_path, rtsp_server):
+    # A camera lost for good part-way failed as a damaged file does (everything read was processed
+    # and saved first), and as one of several streams does (exit 1): not a bad argument (2).
+    server = rtsp_server()
+    url = server.url("live", userinfo="user:secret-pass")
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            app_command("--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
+                        "--save-masks", "live.jsonl", "--box", "20,20,120,100",
+                        "--set", "source.reconnect_max_tries=2", "--set", "source.backoff_initial_s=0.2"),
+            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        _wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
+        server.kill()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err_path.read_text()
+    assert code == 1, text
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "could not reconnect after 2 attempts" in errors[0], text
+    assert "secret-pass" not in text
+    assert (tmp_path / "live.jsonl").read_text().endswith("\n")
+    frames = [f["frame"] for f in frame_lines(tmp_path / "live.jsonl")]
+    assert len(frames) >= 5 and frames == sorted(set(frames))
+
+
 def test_status_lines_keep_their_beat_when_frames_come_late():
     # A live source's status line waits for a processed frame. With frames 0.7 s apart and
     # lines due every 5 s, each line is up to 0.7 s late; the next must still be due on the

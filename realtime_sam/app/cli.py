@@ -10,8 +10,8 @@ Settings are applied in this order, later winning: the built-in defaults,
 (``--device``, ``--reencode-every``, ...).
 
 Exit status: 0 when the source ended or the user quit; 1 when an input file
-turned out damaged part-way (every frame before the damage is processed and
-saved first); 2 for a bad argument, input or setting (one ``error:`` line on
+turned out damaged part-way or a stream gave up reconnecting (every frame
+before is processed and saved first); 2 for a bad argument, input or setting (one ``error:`` line on
 stderr); 130 after Ctrl-C and 143 after SIGTERM, with outputs finalised.
 """
 
@@ -39,7 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # namedWindow (measured under Xvfb with av 18 / opencv-python 5.0).
 import cv2  # noqa: F401  (the import order is the point)
 
-from realtime_sam.errors import ConfigError, RealtimeSamError, SinkError, StreamInterrupted
+from realtime_sam.errors import ConfigError, RealtimeSamError, SinkError, SourceError
 
 __all__ = ["build_parser", "build_config", "main", "entry", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
 
@@ -77,7 +77,7 @@ prompts: each --box is one object; all --point flags together form one object
 (x,y,1 on it, x,y,0 not on it). Points and boxes outside the frame are clamped;
 a value starting with "-" needs the = form: --box=-5,0,100,80.
 
-exit status: 0 done, 1 input file damaged part-way (what was read is saved),
+exit status: 0 done, 1 input file damaged or stream lost part-way (what was read is saved),
 2 bad argument or input, 130 Ctrl-C, 143 SIGTERM (outputs are finalised).
 """
 
@@ -475,7 +475,10 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             return _EXIT_BY_SIGNAL[signal.Signals(signals.received)]
         if error is not None:
             print(f"error: {error}", file=sys.stderr)
-            return EXIT_DAMAGED if isinstance(error, StreamInterrupted) else EXIT_ERROR
+            # A source that fails once running (a damaged file, a stream that gave up reconnecting)
+            # failed part-way, its outputs complete up to there: 1, as for one of several streams.
+            # A source that does not open at all failed before _drive, with 2.
+            return EXIT_DAMAGED if isinstance(error, SourceError) else EXIT_ERROR
         outputs = ", ".join(str(s.path) for s in specs)
         reporter.line(f"done: {reporter.frames} frames" + (f"; saved {outputs}" if outputs else ""))
         return EXIT_OK
