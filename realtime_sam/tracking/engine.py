@@ -564,27 +564,36 @@ class Engine:
         moved by flow between the two unrelated frames (:func:`realtime_sam.track` calls
         it on an engine passed in). Not a command: call it while no ``process`` call runs.
         """
-        self.background.drop()  # in flight for the old source; their new prompts go with it
+        self._start_over()
+        self._pending.clear()  # the old source's, the jobs' new prompts among them
         if self.detection is not None:
-            self.detection.in_flight = False
             self.detection.restart()  # due on the new source's first frame, as on any source's
-        self._pending.clear()
-        self._first_looks.clear()
-        self.tracker.clear()
         self.tracker.restart()
-        self.propagator.reset()
         if self.dense is not None:
-            self.dense.reset()
             # A two-way made for the old source is gone with it (a Pipeline makes a new one).
             self.dense.record_to = None
             self.dense.defer_edges = False
         self._order, self._hidden, self._amodal = [], {}, {}
         self._shown, self._later, self._flow_back = {}, {}, {}
         self._prev_image = None
-        self._since_encode = self._since_discovery = None
+        self._since_discovery = None
         self._since_watch = 0
         self._last_tracks = ()
         self.last_encode_index = None
+
+    def _start_over(self) -> None:
+        """Forget every track, first look, encode in flight and the flow's state (new prompts wait in ``_pending``).
+
+        What a change of frame size and :meth:`reset` both need: masks of another
+        source or size cannot be carried or matched.
+        """
+        self.tracker.clear()
+        self._first_looks.clear()
+        self.propagator.reset()
+        if self.dense is not None:
+            self.dense.reset()
+        self._since_encode = None
+        self._drop_jobs()
 
     # -- commands (any thread) ---------------------------------------------------------
 
@@ -685,13 +694,7 @@ class Engine:
                 "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)",
                 prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
             )
-            self.tracker.clear()
-            self._first_looks.clear()
-            self.propagator.reset()
-            if self.dense is not None:
-                self.dense.reset()
-            self._since_encode = None
-            self._drop_jobs()
+            self._start_over()
         self.tracker.predict(frame.index)
 
     def _propagate(self, frame: Frame, timings: dict[str, float]) -> None:
