@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -36,7 +36,7 @@ from realtime_sam.tracking.engine import EngineConfig
 from realtime_sam.tracking.propagation import PropagationConfig
 from realtime_sam.tracking.tracks import TrackerConfig
 
-__all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config"]
+__all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config", "read_yaml"]
 
 PRESETS = ("default", "cpu", "gpu")
 """Names of the bundled presets (``realtime_sam/configs/NAME.yaml``), accepted by :func:`load_config`."""
@@ -156,22 +156,33 @@ def parse_config(data: Mapping[str, Any] | None, base: Config | None = None) -> 
     base = base or Config()
     if data is None:
         return base
+    sections = _section_types()
+    updates = {
+        name: _build_section(name, sections[name], values, getattr(base, name))
+        for name, values in _sections(data)
+        if values is not None
+    }
+    return dataclasses.replace(base, **updates)
+
+
+def _sections(data: Any) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
+    """``data``'s ``(section name, its keys or None)``, in order.
+
+    Raises:
+        ConfigError: ``data`` is not a mapping, names an unknown section, or gives one as a scalar.
+    """
     if not isinstance(data, Mapping):
         raise ConfigError("a config file must hold a mapping of sections (model:, source:, engine:, ...)")
     sections = _section_types()
-    updates = {}
     for name, values in data.items():
         if name not in sections:
             raise ConfigError(
                 f"unknown config section {name!r}{_did_you_mean(name, list(sections))}; "
                 f"valid sections: {', '.join(sections)}"
             )
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
+        if values is not None and not isinstance(values, Mapping):
             raise ConfigError(f"config section {name!r} must be a mapping of keys, not {type(values).__name__}")
-        updates[name] = _build_section(name, sections[name], values, getattr(base, name))
-    return dataclasses.replace(base, **updates)
+        yield name, values
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -232,13 +243,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_error(where: str, exc: yaml.YAMLError) -> ConfigError:
-    """One line naming the file, the line and column, and what is wrong there."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]
-    at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
-    hint = " (indent with spaces, not tabs)" if "\t" in str(exc) or "tab" in problem else ""
-    return ConfigError(f"config file {where} is not valid YAML:{at} {problem}{hint}")
+def read_yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML (safe), a key given twice in one mapping refused.
+
+    ``where`` names the text in the error (``"config file x.yaml"``).
+
+    Raises:
+        ConfigError: one line naming ``where``, the line and column, and what is wrong there.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        hint = " (indent with spaces, not tabs)" if "\t" in str(exc) or "tab" in problem else ""
+        raise ConfigError(f"{where} is not valid YAML:{at} {problem}{hint}") from None
 
 
 def _read_file(path: str | Path) -> tuple[str, str]:
@@ -268,17 +288,9 @@ def _merge(layers: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[str, An
     """
     merged: dict[str, dict[str, Any]] = {}
     for data in layers:
-        if data is None:
-            continue
-        if not isinstance(data, Mapping):
-            raise ConfigError("a config file must hold a mapping of sections (model:, source:, engine:, ...)")
-        for name, values in data.items():
-            if values is None:
-                merged.setdefault(name, {})
-                continue
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"config section {name!r} must be a mapping of keys, not {type(values).__name__}")
-            merged.setdefault(name, {}).update(values)
+        if data is not None:
+            for name, values in _sections(data):
+                merged.setdefault(name, {}).update(values or {})
     return merged
 
 
@@ -297,8 +309,5 @@ def load_config(
     data = None
     if path is not None:
         where, text = _read_file(path)
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.YAMLError as exc:
-            raise _yaml_error(where, exc) from None
+        data = read_yaml(text, f"config file {where}")
     return parse_config(_merge([data, parse_overrides(overrides), updates]))

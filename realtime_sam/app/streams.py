@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import yaml
 
 from realtime_sam.capture.base import redact_url
 from realtime_sam.errors import ConfigError, SinkError
@@ -174,7 +173,7 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
             a bad or repeated name, a key given twice in one mapping, or settings that do not parse
             (the message names the stream).
     """
-    from realtime_sam.config import _UniqueKeyLoader, _yaml_error
+    from realtime_sam.config import read_yaml
 
     p = Path(path)
     if not p.is_file():
@@ -183,12 +182,9 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--sources file {path} is not readable YAML: {str(exc).splitlines()[0]}") from None
-    try:
-        # As for config files: PyYAML would keep the last of a key given twice (a second name:,
-        # settings: or source:) without a word.
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(_yaml_error(str(path), exc)).replace("config file", "--sources file", 1)) from None
+    # As for config files: PyYAML would keep the last of a key given twice (a second name:,
+    # settings: or source:) without a word.
+    data = read_yaml(text, f"--sources file {path}")
     if isinstance(data, Mapping) and "streams" in data:
         data = data["streams"]
     if not isinstance(data, list) or not data:
