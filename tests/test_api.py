@@ -6,8 +6,11 @@ prompt's box): no checkpoint, no network.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from realtime_sam import track, track_many
@@ -104,3 +107,80 @@ def test_a_reused_engine_runs_its_detector_on_the_new_sources_first_frame(clips)
     assert [t.label for t in run1[0].tracks] == ["person"]
     run2 = list(track(str(second), config=cfg, engine=engine))
     assert [t.label for t in run2[0].tracks] == ["person"]
+
+
+class _HeldEncodeRunner(BoxRunner):
+    """:class:`BoxRunner` whose first background encode (of the old source) is held until the
+    new source's embedding is being made current (or half a second has passed); that new
+    embedding then waits (bounded) for the old encode to end, the order a loaded machine gives.
+    Records ``(thread, frame size of the current embedding)`` at every decoder call."""
+
+    def __init__(self):
+        super().__init__()
+        self.release, self.old_used = threading.Event(), threading.Event()
+        self.old_size: tuple[int, int] | None = None
+        self.decoded_on: list[tuple[str, tuple[int, int]]] = []
+
+    def embed(self, image_bgr):
+        if self.old_size is None:
+            self.old_size = image_bgr.shape[:2]
+            self.release.wait(0.5)
+        return super().embed(image_bgr)
+
+    def _making_new_current(self, size):
+        if size != self.old_size:
+            self.release.set()
+            self.old_used.wait(5.0)
+
+    def use(self, embedding):
+        super().use(embedding)
+        if embedding[0] == self.old_size:
+            self.old_used.set()
+        else:
+            self._making_new_current(embedding[0])
+
+    def encode(self, image_bgr):
+        super().encode(image_bgr)
+        self._making_new_current(image_bgr.shape[:2])
+
+    def decode(self, *args, **kwargs):
+        self.decoded_on.append((threading.current_thread().name, self._size))
+        return super().decode(*args, **kwargs)
+
+
+@pytest.mark.parametrize("on", ["the frame loop", "a new worker"])
+def test_an_encode_running_at_reset_never_leaves_its_embedding_to_the_new_source(on):
+    # reset() forgets an encode running on the worker, but the encode went on and ended by making
+    # its old frame's embedding the runner's current one: the new source's decodes, here or on
+    # the next pipeline's worker (the old one still busy when it closed), used the old frame
+    # (measured: a 160x120 frame decoded against the old 320x240 embedding).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from realtime_sam.tracking.discovery import DiscoveryConfig
+    from realtime_sam.tracking.engine import EngineConfig
+    from realtime_sam.types import Frame
+
+    runner = _HeldEncodeRunner()
+    grid = DiscoveryConfig(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    engine = Engine(runner, EngineConfig(background_encode=True), discovery_config=grid)
+    old_worker, new_worker = ThreadPoolExecutor(1, "old-worker"), ThreadPoolExecutor(1, "new-worker")
+    try:
+        engine.attach_worker(old_worker.submit)
+        engine.add_object(ObjectPrompt(box=(10, 10, 100, 100)))
+        engine.process(Frame(0, np.full((240, 320, 3), 90, np.uint8), 0.0, time.monotonic()))  # its encode: held
+        engine.reset()
+        if on == "the frame loop":
+            engine.set_auto(True)  # the point grid is decoded on this thread
+        else:
+            engine.attach_worker(new_worker.submit)
+            engine.add_object(ObjectPrompt(box=(20, 20, 80, 80)))
+        for i in range(3):
+            engine.process(Frame(i, np.full((120, 160, 3), 40, np.uint8), i / 25, time.monotonic()))
+            time.sleep(0.2)
+        old_worker.shutdown(wait=True)
+        new_worker.shutdown(wait=True)
+    finally:
+        old_worker.shutdown(wait=False, cancel_futures=True)
+        new_worker.shutdown(wait=False, cancel_futures=True)
+    new = [size for thread, size in runner.decoded_on if not thread.startswith("old-worker")]
+    assert new and set(new) == {(120, 160)}, runner.decoded_on

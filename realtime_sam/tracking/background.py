@@ -68,6 +68,7 @@ class _BackgroundJob:
     detect: bool = False  # the detector ran on this frame too (its boxes are decoded with the rest)
     image: np.ndarray | None = None  # ``HxWx3 uint8`` BGR: the frame embedded
     request: Any = None  # what the worker decodes against the embedding (the engine's ``_DecodeRequest``)
+    after: tuple[Future, ...] = ()  # dropped encodes still running: the worker waits for them first (:meth:`wait_for`)
     offered_at: float = field(default_factory=time.monotonic)  # when ``image`` was set (monotonic seconds)
     started: bool = False  # the worker took it: no more moves
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -110,6 +111,10 @@ class BackgroundEncodes:
         self.submit: Callable[..., Future] | None = None  # the worker's ``submit(fn, *args) -> Future``
         self.jobs: deque[_BackgroundJob] = deque()  # in submission order; the worker runs them in order
         self.history: deque[tuple[int, WorkFrame]] = deque(maxlen=_HISTORY_FRAMES)  # (frame index, flow copy)
+        # Encodes dropped while running (a reset, a new frame size, the worker taken back): they
+        # end by making their old embedding the runner's current one, so the runner is not used
+        # again before they have ended (:meth:`wait_dropped`, :attr:`_BackgroundJob.after`).
+        self.dropped: list[Future] = []
 
     @property
     def attached(self) -> bool:
@@ -147,6 +152,7 @@ class BackgroundEncodes:
         """
         assert self.submit is not None, "no worker attached"
         job = _BackgroundJob(frame_index, tuple(prompts), None, new, lost, detect, image, request)
+        job.after, self.dropped = tuple(self.dropped), []  # waited for through this job from now on
         job.future = self.submit(run, job)
         self.jobs.append(job)
 
@@ -176,11 +182,22 @@ class BackgroundEncodes:
                 yield job
 
     def drop(self) -> list[ObjectPrompt]:
-        """Forget the jobs in flight and the kept frames; returns their new prompts (to encode again)."""
+        """Forget the jobs in flight and the kept frames; returns their new prompts (to encode again).
+
+        Jobs not started are cancelled; those running are kept in :attr:`dropped` until they end.
+        """
         prompts = [p for job in self.jobs for p in job.new]
+        for job in self.jobs:
+            if job.future is not None and not job.future.cancel():
+                self.dropped.append(job.future)
         self.jobs.clear()
         self.history.clear()
         return prompts
+
+    def wait_dropped(self) -> None:
+        """Before the calling thread uses the runner: wait for the dropped encodes still running."""
+        dropped, self.dropped = self.dropped, []
+        wait_for(dropped)
 
     def forget_new(self) -> None:
         """Drop the new prompts of the jobs in flight (the user cleared everything)."""
@@ -216,3 +233,12 @@ class BackgroundEncodes:
                 self.history.popleft()
         else:
             self.history.clear()
+
+
+def wait_for(futures: Sequence[Future]) -> None:
+    """Wait until each of ``futures`` has ended; their results and errors belong to dropped work and are ignored."""
+    for future in futures:
+        try:
+            future.result()
+        except BaseException:  # noqa: BLE001  (a cancelled or failed encode of a source given up)
+            pass

@@ -78,7 +78,7 @@ from realtime_sam.tracking.association import (
     track_under,
 )
 from realtime_sam.tracking.appearance import search_boxes, similarity
-from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob
+from realtime_sam.tracking.background import BackgroundEncodes, _BackgroundJob, wait_for
 from realtime_sam.tracking.dense_flow import (
     Deferred,
     DenseFlowPropagator,
@@ -342,6 +342,9 @@ class _EncodeAndDecode:
         self.engine, self.detect = engine, detect
 
     def __call__(self, job: _BackgroundJob) -> tuple[object, _Decoded]:
+        # An encode dropped while running (e.g. still on a closed pipeline's worker) would make
+        # its old embedding current between this one's use() and its decode.
+        wait_for(job.after)
         runner = self.engine.runner
         embed_latest = getattr(runner, "embed_latest", None)
         if callable(embed_latest):
@@ -563,6 +566,9 @@ class Engine:
         to do with the old one's last: without this the old tracks were carried into it,
         moved by flow between the two unrelated frames (:func:`realtime_sam.track` calls
         it on an engine passed in). Not a command: call it while no ``process`` call runs.
+        An encode still running on the worker is not waited for here; the runner is not used
+        again (on this thread or a worker) until it has ended, so its old embedding is never
+        decoded against on the new source.
         """
         self._start_over()
         self._pending.clear()  # the old source's, the jobs' new prompts among them
@@ -812,6 +818,9 @@ class Engine:
         # Background encodes are older than this one: let them finish, landing those with new prompts.
         for job in self.background.settle():
             self._land(job, frame.index, timings)
+        # Encodes dropped while running (Engine.reset, a new frame size) end by making their
+        # old frame's embedding current: one ending after this encode would be decoded against.
+        self.background.wait_dropped()
         t = time.perf_counter()
         self.runner.encode(frame.image)
         timings["encode"] = (time.perf_counter() - t) * 1e3
