@@ -222,3 +222,45 @@ def test_yolo_from_bundled_yaml_prompts_tracks(tmp_path: Path):
     result = engine.process(Frame(0, scene.render(0)[0], 0.0, time.monotonic()))
     assert result.tracks and {t.label for t in result.tracks} <= {"0", "1", "2", "3"}
     assert len({t.track_id for t in result.tracks}) == len(result.tracks)
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--set", "detect.classes=[person]"], "detect.classes"),
+        (["--set", "detect.every_k_frames=5", "--set", "detect.conf=0.5"], "detect.every_k_frames and detect.conf"),
+        (["--source", "SECOND", "--classes", "person"], "--classes"),  # several streams
+    ],
+)
+def test_detect_settings_without_a_detector_are_a_one_line_error(tmp_path: Path, capsys, extra, named):
+    # They were ignored without a word: the run tracked nothing by class and exited 0.
+    video = write_video(standard_scene(64, 48, num_frames=4, num_objects=1), tmp_path / "c.mp4")
+    extra = [str(video) if a == "SECOND" else a for a in extra]
+    assert main(["--source", str(video), "--headless", "--quiet", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and named in err and "--detect MODEL" in err and err.count("\n") == 1, err
+    assert out == ""
+
+
+def test_detect_settings_without_a_detector_are_refused_in_python_unless_one_is_given(tmp_path: Path):
+    from realtime_sam import track, track_many
+    from realtime_sam.errors import ConfigError
+
+    video = str(write_video(standard_scene(64, 48, num_frames=4, num_objects=1), tmp_path / "c.mp4"))
+    cfg = load_config(None, ["detect.classes=[person]"])  # settings alone: a detector may be given beside them
+    for call in (
+        lambda: Engine.from_config(cfg, runner=BoxRunner()),
+        lambda: track(video, config=cfg),
+        lambda: track(video, overrides=["detect.every_k_frames=3"]),
+        lambda: track_many([video], config=cfg),
+    ):
+        with pytest.raises(ConfigError, match=r"^detect\.(classes|every_k_frames) is set but there is no detector"):
+            call()
+    detector = FixedBoxDetector([[10, 10, 40, 40]], [2], NAMES)
+    assert Engine.from_config(cfg, runner=BoxRunner(), detector=detector).detection is not None
+    # A detect: section at its defaults, as every preset carries it, is no setting.
+    for preset in ("default", "cpu", "gpu"):
+        Engine.from_config(load_config(preset), runner=BoxRunner())
+    f = tmp_path / "c.yaml"
+    f.write_text("detect:\n  model: null\n  classes: []\n  every_k_frames: 15\n  conf: 0.25\n")
+    Engine.from_config(load_config(f), runner=BoxRunner())

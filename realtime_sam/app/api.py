@@ -43,7 +43,8 @@ def track(
         sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
 
     Raises:
-        ConfigError: at the call, for a bad ``config`` or ``overrides``.
+        ConfigError: at the call, for a bad ``config`` or ``overrides`` (``detect`` settings
+            without ``detect.model`` among them, unless ``engine`` is given).
         SourceError: at the first ``next()``, before the model is loaded, for a source
             that cannot be opened.
 
@@ -55,6 +56,8 @@ def track(
         from realtime_sam.config import parse_config, parse_overrides
 
         cfg = parse_config(parse_overrides(overrides), cfg)
+    if engine is None:  # an engine given was built with its own detector settings
+        cfg.detect.require_detector()
     return _run(source, cfg, list(prompts), engine, sinks)
 
 

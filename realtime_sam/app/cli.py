@@ -207,7 +207,12 @@ def build_config(args: argparse.Namespace):
     put("pipeline", "max_frames", args.max_frames)
     put("pipeline", "realtime", True if args.realtime else None)
     # One merge of all layers, so that keys checked together are checked as the run uses them.
-    return load_config(args.config, args.set, flags)
+    config = load_config(args.config, args.set, flags)
+    # Here, not in load_config: in Python a detector object may be given beside the settings.
+    if (args.classes is not None or args.detect_every is not None) and not config.detect.model:
+        raise ConfigError("--classes and --detect-every need --detect MODEL (e.g. --detect yolo11n.pt)")
+    config.detect.require_detector()  # detect.* from --set or a config file
+    return config
 
 
 def _mask_spec(args: argparse.Namespace):
@@ -405,8 +410,6 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     from realtime_sam.tracking.prompts import clamp_prompt, prompts_from_args
 
     config = build_config(args)
-    if (args.classes is not None or args.detect_every is not None) and not config.detect.model:
-        raise ConfigError("--classes and --detect-every need --detect MODEL (e.g. --detect yolo11n.pt)")
     prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
     mask_spec = _mask_spec(args)
     windowed = not args.headless

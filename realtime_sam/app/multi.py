@@ -442,6 +442,7 @@ def track_many(
     cfg = config if isinstance(config, _Config) else load_config(config, overrides)
     if isinstance(config, _Config) and overrides:
         cfg = parse_config(parse_overrides(overrides), cfg)
+    cfg.detect.require_detector()
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
     named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]

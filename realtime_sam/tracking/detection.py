@@ -76,6 +76,29 @@ class DetectConfig:
         if not 0.0 <= self.conf <= 1.0:
             raise ConfigError(f"detect.conf must be in [0, 1], got {self.conf}")
 
+    def require_detector(self) -> None:
+        """Refuse settings changed from their defaults when there is no detector (no :attr:`model`) to use them.
+
+        A ``detect:`` section at its defaults (as the presets carry it) is no change.
+        Call where no detector object is given either (one passed to
+        :meth:`~realtime_sam.tracking.engine.Engine.from_config` uses these settings).
+
+        Raises:
+            ConfigError: one line naming the settings and how to give a detector.
+        """
+        if self.model:
+            return
+        default = DetectConfig()
+        changed = [
+            f"detect.{f.name}" for f in dataclasses.fields(self) if f.name != "model" and getattr(self, f.name) != getattr(default, f.name)
+        ]
+        if changed:
+            them = "it" if len(changed) == 1 else "them"
+            raise ConfigError(
+                f"{' and '.join(changed)} {'is' if len(changed) == 1 else 'are'} set but there is no detector to use {them}: "
+                f"add --detect MODEL (config detect.model, e.g. yolo11n.pt), or remove {them}"
+            )
+
 
 def parse_classes(classes: str | int | Sequence[str | int] | None, names: Mapping[int, str]) -> tuple[int, ...] | None:
     """Class ids from ids or names (``"person,car"``, ``[0, 2]``, ``["person", 2]``, ``0``); ``None`` = every class.

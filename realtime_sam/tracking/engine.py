@@ -435,7 +435,13 @@ class Engine:
         is loaded (weights downloaded if needed, with a progress bar unless
         ``progress`` is false). ``detector`` prompts tracks with its boxes;
         when it is ``None`` and ``config.detect.model`` names one, that is loaded.
+
+        Raises:
+            ConfigError: ``detect`` settings changed from their defaults without a detector
+                (neither ``detector`` nor ``config.detect.model``).
         """
+        if detector is None:
+            config.detect.require_detector()
         if detector is None and config.detect.model:
             from realtime_sam.model.detector import load_detector
 
