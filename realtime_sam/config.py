@@ -35,6 +35,7 @@ from realtime_sam.tracking.discovery import DiscoveryConfig
 from realtime_sam.tracking.engine import EngineConfig
 from realtime_sam.tracking.propagation import PropagationConfig
 from realtime_sam.tracking.tracks import TrackerConfig
+from realtime_sam.yaml_loader import DECIMAL, ScalarLoader, base_60_hint, yes_no_hint
 
 __all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config", "read_yaml"]
 
@@ -86,7 +87,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be one of {', '.join(map(repr, typing.get_args(tp)))}, not {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, not {value!r}")
+            raise ConfigError(f"{where} must be a list, not {value!r}{yes_no_hint(value)}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         return tuple(_coerce(v, inner, where) for v in value)
@@ -99,7 +100,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be an integer, not {value!r}")
+        if isinstance(value, str) and DECIMAL.fullmatch(value):
+            return int(value.replace("_", ""), 10)  # 017 and 08 as written (YAML 1.1 reads 017 as octal 15)
+        raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or _integral_hint(value)}")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -114,7 +117,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         if number is None:
-            raise ConfigError(f"{where} must be a number, not {value!r}")
+            raise ConfigError(f"{where} must be a number, not {value!r}{base_60_hint(value)}")
         # No setting means anything by NaN or infinity (.nan, .inf, 1e400, "nan"); NaN would pass
         # every `x < limit` range check, and OpenCV and thread waits fail or crash on either.
         if not math.isfinite(number):
@@ -123,8 +126,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where} must be a string, not {value!r}")
+        raise ConfigError(f"{where} must be a string, not {value!r}{yes_no_hint(value)}")
     return value
+
+
+def _integral_hint(value: Any) -> str:
+    """For ``1e3`` (text to YAML 1.1) or ``1000.0`` where an integer is wanted: the integer."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        return ""
+    return f"; write {int(number)}" if math.isfinite(number) and number.is_integer() else ""
 
 
 def _did_you_mean(name: str, valid: Sequence[str]) -> str:
@@ -194,7 +206,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not section or not name:
             raise ConfigError(f"--set expects section.key=value (e.g. engine.reencode_every=5), got {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
@@ -212,8 +224,9 @@ def preset_text(name: str) -> str:
     return resources.files(__package__).joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+class _UniqueKeyLoader(ScalarLoader):
+    """:class:`~realtime_sam.yaml_loader.ScalarLoader` (YAML 1.1's base-60 numbers, octal and
+    dates as written) that refuses a key given twice in one mapping.
 
     PyYAML keeps the last silently: a second ``engine:`` section would drop
     every key of the first without a word.

@@ -275,3 +275,72 @@ def test_a_key_given_twice_on_one_line_is_refused(tmp_path: Path):
     f.write_text("engine: {reencode_every: 3, reencode_every: 4}\n")
     with pytest.raises(ConfigError, match=r"'reencode_every' is given twice \(line 1\)"):
         load_config(f)
+
+
+# -- YAML 1.1's surprises ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, raw, said",
+    [
+        ("source.backoff_initial_s", "1:30", "1:30 is 90"),  # PyYAML: 90 seconds, silently
+        ("pipeline.max_frames", "12:30:00", "12:30:00 is 45000"),
+        ("source.read_timeout_s", "-1:30.5", "-1:30.5 is -90.5"),
+    ],
+)
+def test_a_base_60_number_is_refused_with_what_to_write(tmp_path: Path, key, raw, said):
+    section, name = key.split(".")
+    f = tmp_path / "c.yaml"
+    f.write_text(f"{section}:\n  {name}: {raw}\n")
+    for given in (dict(path=f), dict(overrides=[f"{key}={raw}"])):
+        with pytest.raises(ConfigError) as exc:
+            load_config(**given)
+        msg = str(exc.value)
+        assert msg.startswith(f"{key} must be a") and f"not '{raw}'" in msg and said in msg and "\n" not in msg
+
+
+def test_yaml_1_1_integers_read_as_written(tmp_path: Path):
+    # 017 was octal 15 and 0o17 text; 08 was text (refused).
+    assert [load_config(None, [f"output.video_crf={v}"]).output.video_crf for v in ("017", "08", "0o17", "0x10", "1_0")] == [17, 8, 15, 16, 10]
+    f = tmp_path / "c.yaml"
+    f.write_text("output:\n  video_crf: 017\npipeline:\n  max_frames: 1_000\nsource:\n  backoff_initial_s: .5\n  backoff_max_s: 1e3\n")
+    cfg = load_config(f)
+    assert (cfg.output.video_crf, cfg.pipeline.max_frames, cfg.source.backoff_initial_s, cfg.source.backoff_max_s) == (17, 1000, 0.5, 1000.0)
+    with pytest.raises(ConfigError, match=r"^pipeline\.max_frames must be an integer, not '1e3'; write 1000$"):
+        load_config(None, ["pipeline.max_frames=1e3"])
+
+
+def test_yes_no_on_off_are_switches_and_text_where_text_is_wanted_says_to_quote(tmp_path: Path):
+    cfg = load_config(None, ["pipeline.realtime=yes", "pipeline.two_way=off", "engine.auto=on"])
+    assert (cfg.pipeline.realtime, cfg.pipeline.two_way, cfg.engine.auto) == (True, False, True)
+    with pytest.raises(ConfigError, match=r"^detect\.classes must be a string, not False \(.*quote the word, e\.g\. 'no'\)$"):
+        load_config(None, ["detect.model=y.pt", "detect.classes=[person, no]"])
+    assert load_config(None, ["detect.model=y.pt", "detect.classes=[person, 'no']"]).detect.classes == ("person", "no")
+    assert load_config(None, ["output.video_codec=2024-05-01"]).output.video_codec == "2024-05-01"  # not a date
+
+
+def test_streams_and_prompts_files_read_yaml_1_1_surprises_as_written(tmp_path: Path):
+    from realtime_sam.app.streams import load_streams_file
+    from realtime_sam.errors import PromptError
+    from realtime_sam.tracking.prompts import load_prompts_file
+
+    (tmp_path / "a.mp4").write_bytes(b"")
+    f = tmp_path / "s.yaml"
+    f.write_text("- {source: a.mp4, name: 01}\n- {source: a.mp4, name: 2024-05-01}\n")
+    assert [s.name for s in load_streams_file(f)] == ["01", "2024-05-01"]  # were 1 (octal) and a date: refused
+    for entry, said in (("name: no", "name False must be"), ("save_masks: off", "save_masks must be a file path, not False")):
+        f.write_text(f"- {{source: a.mp4, {entry}}}\n")
+        with pytest.raises(ConfigError, match="quote the word") as exc:
+            load_streams_file(f)
+        assert said in str(exc.value)
+
+    p = tmp_path / "p.yaml"
+    p.write_text("- {box: [010, 20, 100, 200], start_frame: 017, label: 007}\n")
+    (prompt,) = load_prompts_file(p)
+    assert (prompt.box, prompt.start_frame, prompt.label) == ((10.0, 20.0, 100.0, 200.0), 17, "007")  # were 8, 15, "7"
+    p.write_text("- {box: [10, 20, 100, 200], start_frame: 1:30}\n")  # was frame 90
+    with pytest.raises(PromptError, match=r"start_frame must be an integer >= 0, got '1:30'; write one number .*1:30 is 90\)$"):
+        load_prompts_file(p)
+    p.write_text("- {box: [10, 20, 100, 200], label: yes}\n")
+    with pytest.raises(PromptError, match="quote the word, e.g. 'yes'"):
+        load_prompts_file(p)

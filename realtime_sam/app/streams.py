@@ -174,6 +174,7 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
             (the message names the stream).
     """
     from realtime_sam.config import read_yaml
+    from realtime_sam.yaml_loader import yes_no_hint
 
     p = Path(path)
     if not p.is_file():
@@ -211,7 +212,11 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
         if name is None:
             name = stream_name(source)
         elif not isinstance(name, str) or not _NAME_OK.match(name):
-            raise ConfigError(f"{where}: name {name!r} must be 1-64 of letters, digits, '.', '_' or '-'")
+            raise ConfigError(f"{where}: name {name!r} must be 1-64 of letters, digits, '.', '_' or '-'{yes_no_hint(name)}")
+        for key in ("output", "save_masks"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                # str(False) would write to a file named False.
+                raise ConfigError(f"{where}: {key} must be a file path, not {entry[key]!r}{yes_no_hint(entry[key])}")
         specs.append(
             StreamSpec(
                 name=name,

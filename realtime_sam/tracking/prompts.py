@@ -39,6 +39,7 @@ import yaml
 
 from realtime_sam.errors import PromptError
 from realtime_sam.types import Box, ObjectPrompt
+from realtime_sam.yaml_loader import DECIMAL, ScalarLoader, base_60_hint, yes_no_hint
 
 __all__ = [
     "MAX_COORD",
@@ -71,7 +72,7 @@ def _number(value: Any, what: str) -> float:
         try:
             number = float(value.strip())
         except ValueError:
-            raise PromptError(f"{what} must be a number, got {value!r}") from None
+            raise PromptError(f"{what} must be a number, got {value!r}{base_60_hint(value)}") from None
     elif isinstance(value, (int, float)):
         try:
             number = float(value)
@@ -221,7 +222,7 @@ def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     label = obj.get("label")
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-            raise PromptError(f"{what}: label must be text, got {_short(label)}")
+            raise PromptError(f"{what}: label must be text, got {_short(label)}{yes_no_hint(label)}")
         label = str(label).strip() or None
         if label is not None and ("\n" in label or len(label) > 100):
             raise PromptError(f"{what}: label must be one line of at most 100 characters")
@@ -229,8 +230,10 @@ def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     start = obj.get("start_frame", 0)
     if start is None:
         start = 0
+    if isinstance(start, str) and DECIMAL.fullmatch(start):
+        start = int(start.replace("_", ""), 10)  # 017 as written (YAML 1.1 reads it as octal 15)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(start)}")
+        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(start)}{base_60_hint(start)}")
 
     return validate_prompt(
         ObjectPrompt(points=tuple(points), labels=tuple(labels), box=box, label=label, start_frame=start), what
@@ -280,7 +283,7 @@ def _parse_text(text: str, name: str, *, json_first: bool) -> Any:
             where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise PromptError(f"prompts file {name} is not valid JSON{where}: {detail}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=ScalarLoader)  # 1:30, 017, dates as written
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
