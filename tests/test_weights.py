@@ -736,3 +736,32 @@ def test_checking_gives_torch_a_str_path_to_memory_map(checkpoint_file: Path, mo
     monkeypatch.setattr(torch, "load", load_2_1)
     check_checkpoint_file(checkpoint_file, "vit_t")
     assert calls == [True]
+
+
+# --------------------------------------------------------------------------- audit: what users type
+
+
+@pytest.mark.parametrize("url", ["ftp//mirror/mobile_sam.pt", "mirror.example/mobile_sam.pt"])
+def test_a_malformed_url_is_a_one_line_error(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A $REALTIME_SAM_WEIGHTS_URL with a typo (a scheme without its colon, none at all) was a
+    # traceback from urllib's Request, not the download's one-line error.
+    monkeypatch.setenv(ENV_URLS, url)
+    assert weights_main(["download", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert f"{url} (not a usable URL" in err
+    assert _listing(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan", "0", "-1", "86401"])
+def test_timeout_must_be_a_finite_positive_number(
+    value: str, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # inf and 1e300 reached socket.settimeout (OverflowError, a traceback); nan was blamed on the URL.
+    monkeypatch.setenv(ENV_URLS, server.url("/never.pt"))
+    assert weights_main(["download", "--quiet", "--timeout", value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --timeout must be a positive number of seconds, at most 86400, got {float(value):g}\n"
+    assert server.hits["/never.pt"] == 0

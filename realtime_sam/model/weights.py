@@ -92,6 +92,8 @@ OFFICIAL_SAM_URLS: Mapping[str, str] = {
 }
 
 _CHUNK = 1 << 20
+#: The longest ``timeout`` taken (a day): sockets refuse much larger ones (OverflowError).
+_MAX_TIMEOUT_S = 86400.0
 _USER_AGENT = "realtime-sam (weights download; python urllib)"
 
 
@@ -309,6 +311,13 @@ def _describe_connect_error(exc: BaseException) -> _TransferFailed:
     return _TransferFailed(describe_error(reason))
 
 
+def _check_timeout(timeout: float) -> None:
+    if not (0 < timeout <= _MAX_TIMEOUT_S):  # also false for nan
+        raise WeightsDownloadError(
+            f"--timeout must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g}, got {timeout:g}"
+        )
+
+
 def _content_length(resp: http.client.HTTPResponse) -> int | None:
     value = resp.headers.get("Content-Length")
     try:
@@ -326,8 +335,9 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
             or the transfer stopped before ``Content-Length`` bytes arrived.
         _WriteFailed: ``out`` could not be written (disk full, ...).
     """
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
+        # Request parses the URL: a malformed one ("ftp//host/x", no scheme) fails here.
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
         resp = urllib.request.urlopen(request, timeout=timeout)
     except ValueError as exc:  # unknown url type, malformed URL
         raise _TransferFailed(f"not a usable URL ({describe_error(exc)})") from exc
@@ -396,8 +406,8 @@ def download_weights(
     :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
     ``dest`` (replacing any old file). The temporary file lives next to
     ``dest`` and is removed on every failure, Ctrl-C included. ``progress``
-    draws a progress bar and status lines on stderr. ``timeout`` (seconds)
-    bounds connecting and each read.
+    draws a progress bar and status lines on stderr. ``timeout`` (seconds, more
+    than 0 and at most a day) bounds connecting and each read.
 
     Returns ``dest`` as a :class:`Path`.
 
@@ -406,6 +416,7 @@ def download_weights(
             the one-line message names the URLs tried and the manual command.
     """
     _check_model_type(model_type)
+    _check_timeout(timeout)
     dest = Path(dest).expanduser().absolute()
     if urls is None:
         if model_type != "vit_t":
@@ -576,7 +587,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p_dl.add_argument("--force", action="store_true", help="download even if a valid file is already there")
     p_dl.add_argument("--quiet", action="store_true", help="no progress output")
-    p_dl.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read (default: 30)")
+    p_dl.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read, at most 86400 (default: 30)")
 
     p_verify = sub.add_parser("verify", help="check that a file is a complete checkpoint")
     p_verify.add_argument(
@@ -604,8 +615,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        raise WeightsDownloadError(f"--timeout must be positive, got {args.timeout}")
+    _check_timeout(args.timeout)
     dest = args.dest.expanduser() if args.dest is not None else default_weights_path("vit_t")[0]
     if dest.is_dir():
         dest = dest / WEIGHTS_FILENAMES["vit_t"]
