@@ -765,3 +765,24 @@ def test_timeout_must_be_a_finite_positive_number(
     err = capsys.readouterr().err
     assert err == f"error: --timeout must be a positive number of seconds, at most 86400, got {float(value):g}\n"
     assert server.hits["/never.pt"] == 0
+
+
+def test_downloaded_file_has_the_permissions_the_umask_gives(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes
+) -> None:
+    # The temporary file came from tempfile.mkstemp (mode 0600), renamed as it was: a download
+    # into a shared folder (--dest /opt/models, $REALTIME_SAM_WEIGHTS) was readable by its owner
+    # only. curl -o and torch.save give 0666 less the umask; so does the download now.
+    url = server.serve("/m.pt", checkpoint_bytes)
+    old = os.umask(0o022)
+    try:
+        dest = download_weights(tmp_path / "shared" / "mobile_sam.pt", urls=[url], progress=False)
+        os.umask(0o027)
+        dest2 = download_weights(tmp_path / "group" / "mobile_sam.pt", urls=[url], progress=False)
+    finally:
+        os.umask(old)
+    if sys.platform != "win32":
+        assert dest.stat().st_mode & 0o777 == 0o644
+        assert dest2.stat().st_mode & 0o777 == 0o640
+    assert dest.read_bytes() == checkpoint_bytes
+    assert _listing(dest.parent) == ["mobile_sam.pt"]

@@ -29,10 +29,10 @@ import errno
 import hashlib
 import http.client
 import os
+import secrets
 import socket
 import ssl
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -445,13 +445,12 @@ def download_weights(
         if progress:
             print(f"downloading {name} weights from {url}", file=sys.stderr, flush=True)
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            fd, tmp = _create_part_file(dest)
         except OSError as exc:
             raise WeightsDownloadError(
                 f"cannot write to {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
                 f"directory or pass another destination"
             ) from exc
-        tmp = Path(tmp_name)
         try:
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -495,6 +494,22 @@ def download_weights(
         f"could not download the {name} weights, nothing was saved. Tried: {tried}.{offline} "
         f"Download it by hand: curl -L -o {dest} {urls[0]}"
     )
+
+
+def _create_part_file(dest: Path) -> tuple[int, Path]:
+    """A new, empty ``.<name>.<random>.part`` file beside ``dest``, opened for writing: ``(fd, path)``.
+
+    Created with mode 0666 less the umask, as ``curl -o`` or ``torch.save`` would create
+    ``dest`` (``tempfile.mkstemp`` gives 0600, which the rename would carry to ``dest``).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {dest.name}")
 
 
 def _checkpoint_reason(exc: CheckpointError, tmp: Path) -> str:
