@@ -786,3 +786,51 @@ def test_downloaded_file_has_the_permissions_the_umask_gives(
         assert dest2.stat().st_mode & 0o777 == 0o640
     assert dest.read_bytes() == checkpoint_bytes
     assert _listing(dest.parent) == ["mobile_sam.pt"]
+
+
+def test_path_and_verify_look_in_a_folder_as_the_app_does(
+    tmp_path: Path,
+    checkpoint_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The app takes a folder in --weights or $REALTIME_SAM_WEIGHTS as "the official file in it";
+    # `weights path` printed the folder itself and said "not there yet", and `weights verify`
+    # (with no file, or given the folder) said "checkpoint path is not a file".
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mobile_sam.pt").symlink_to(checkpoint_file)
+    monkeypatch.setenv(ENV_WEIGHTS, str(models))
+    assert resolve_weights(None) == models / "mobile_sam.pt"  # what the app loads
+
+    assert weights_main(["path"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{models / 'mobile_sam.pt'}\n" and err.startswith("present (")
+    assert weights_main(["verify"]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {models / 'mobile_sam.pt'}\n")
+    assert weights_main(["verify", str(models)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: {models / 'mobile_sam.pt'}\n")
+    assert verify_weights(models).path == models / "mobile_sam.pt"
+
+    # An empty folder: `path` names the file the download would write there; verify says what is missing.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv(ENV_WEIGHTS, str(empty))
+    assert weights_main(["path"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{empty / 'mobile_sam.pt'}\n" and "not there yet" in err
+    assert weights_main(["verify", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {empty} is a folder without mobile_sam.pt in it; pass the checkpoint file itself\n"
+    assert weights_main(["verify", "--model-type", "vit_b", str(models)]) == 2
+    assert f"{models} is a folder without sam_vit_b_01ec64.pth in it" in capsys.readouterr().err
+
+
+def test_path_prints_an_absolute_path_for_a_relative_env_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The app resolves $REALTIME_SAM_WEIGHTS against the current folder; `path` printed it as given.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_WEIGHTS, "w/mobile_sam.pt")
+    assert weights_main(["path"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'w' / 'mobile_sam.pt'}\n"

@@ -133,13 +133,17 @@ def default_weights_path(model_type: str = "vit_t") -> tuple[Path, str]:
     """Where the weights are looked for when no path is given, and why.
 
     Returns ``(path, source)`` where ``source`` is ``"$REALTIME_SAM_WEIGHTS"`` or
-    ``"cache"``. The file may not exist yet.
+    ``"cache"``. The path is absolute; a folder in ``$REALTIME_SAM_WEIGHTS`` means the
+    official file in it, as for :func:`resolve_weights`. The file may not exist yet.
     """
     _check_model_type(model_type)
     env_path = os.environ.get(ENV_WEIGHTS, "").strip()
     if env_path:
-        return Path(env_path).expanduser(), f"${ENV_WEIGHTS}"
-    return default_cache_dir() / WEIGHTS_FILENAMES[model_type], "cache"
+        path = Path(env_path).expanduser().absolute()
+        if path.is_dir():
+            path = path / WEIGHTS_FILENAMES[model_type]
+        return path, f"${ENV_WEIGHTS}"
+    return (default_cache_dir() / WEIGHTS_FILENAMES[model_type]).absolute(), "cache"
 
 
 def weights_urls() -> tuple[str, ...]:
@@ -546,12 +550,22 @@ class VerifyReport:
 def verify_weights(path: str | os.PathLike[str], model_type: str | None = "vit_t") -> VerifyReport:
     """Check that ``path`` is a complete checkpoint of ``model_type`` and summarise it.
 
-    ``model_type=None`` accepts whichever known model the file matches.
+    ``model_type=None`` accepts whichever known model the file matches. A folder
+    means the official file of ``model_type`` in it (with ``None``, the first
+    official file name found there), as ``--weights`` takes it.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not an exact match.
     """
     p = Path(path).expanduser().absolute()
+    if p.is_dir():
+        if model_type is not None:
+            _check_model_type(model_type)
+        names = [WEIGHTS_FILENAMES[model_type]] if model_type is not None else list(WEIGHTS_FILENAMES.values())
+        found = [p / n for n in names if (p / n).is_file()]
+        if not found:
+            raise CheckpointError(f"{p} is a folder without {names[0]} in it; pass the checkpoint file itself")
+        p = found[0]
     if model_type is None:
         state = checkpoint.read_state_dict(p)
         model_type = checkpoint.identify_model_type(state) or "vit_t"
