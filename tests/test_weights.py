@@ -834,3 +834,45 @@ def test_path_prints_an_absolute_path_for_a_relative_env_value(
     monkeypatch.setenv(ENV_WEIGHTS, "w/mobile_sam.pt")
     assert weights_main(["path"]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'w' / 'mobile_sam.pt'}\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the live download's lock is POSIX flock")
+def test_a_killed_downloads_part_file_is_removed_by_the_next_download(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes
+) -> None:
+    # A download killed outright (SIGTERM from `timeout` or `docker stop`, SIGHUP when the terminal
+    # closes, SIGKILL, a power cut) runs no cleanup: its .mobile_sam.pt.*.part stayed in the cache
+    # for good, up to 40 MB each. The next download removes such leftovers; a part file that a
+    # download still running elsewhere holds (locked) is left alone, as is a just-created one.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    killed = cache / ".mobile_sam.pt.dead0001.part"
+    killed.write_bytes(checkpoint_bytes[:1000])
+    fresh = cache / ".mobile_sam.pt.new00001.part"
+    fresh.write_bytes(b"")
+    live = cache / ".mobile_sam.pt.live0001.part"
+    live.write_bytes(checkpoint_bytes[:2000])
+    other = cache / ".sam_vit_b_01ec64.pth.dead0002.part"  # another file's download: not ours to judge
+    other.write_bytes(b"x")
+    hour_ago = os.path.getmtime(killed) - 3600
+    for p in (killed, live, other):
+        os.utime(p, (hour_ago, hour_ago))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('locked', flush=True); sys.stdin.read()",
+            str(live),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        url = server.serve("/m.pt", checkpoint_bytes)
+        download_weights(cache / "mobile_sam.pt", urls=[url], progress=False)
+        assert _listing(cache) == sorted([fresh.name, live.name, other.name, "mobile_sam.pt"])
+    finally:
+        holder.communicate("", timeout=30)

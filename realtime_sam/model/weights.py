@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import glob
 import hashlib
 import http.client
 import os
@@ -33,11 +34,17 @@ import secrets
 import socket
 import ssl
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from realtime_sam.errors import (
     CheckpointError,
@@ -92,6 +99,8 @@ OFFICIAL_SAM_URLS: Mapping[str, str] = {
 }
 
 _CHUNK = 1 << 20
+#: A ``.part`` file left this long unmodified, and locked by no download, is a killed download's.
+_STALE_PART_S = 60.0
 #: The longest ``timeout`` taken (a day): sockets refuse much larger ones (OverflowError).
 _MAX_TIMEOUT_S = 86400.0
 _USER_AGENT = "realtime-sam (weights download; python urllib)"
@@ -409,7 +418,8 @@ def download_weights(
     ``Content-Length`` and the file passes
     :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
     ``dest`` (replacing any old file). The temporary file lives next to
-    ``dest`` and is removed on every failure, Ctrl-C included. ``progress``
+    ``dest`` and is removed on every failure, Ctrl-C included; those of earlier
+    downloads that were killed outright are removed first (:func:`_remove_stale_parts`). ``progress``
     draws a progress bar and status lines on stderr. ``timeout`` (seconds, more
     than 0 and at most a day) bounds connecting and each read.
 
@@ -442,6 +452,8 @@ def download_weights(
             f"cannot create {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
             f"directory or pass another destination"
         ) from exc
+
+    _remove_stale_parts(dest)
 
     name = checkpoint.MODEL_NAMES[model_type]
     failures: list[tuple[str, _TransferFailed]] = []
@@ -505,15 +517,50 @@ def _create_part_file(dest: Path) -> tuple[int, Path]:
 
     Created with mode 0666 less the umask, as ``curl -o`` or ``torch.save`` would create
     ``dest`` (``tempfile.mkstemp`` gives 0600, which the rename would carry to ``dest``).
+    The file is locked (``flock``, where there is one) while it is open, which tells
+    :func:`_remove_stale_parts` in another process that this download is alive.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         path = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.part"
         try:
-            return os.open(path, flags, 0o666), path
+            fd = os.open(path, flags, 0o666)
         except FileExistsError:
             continue
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a filesystem without locks: the file's age alone protects it
+        return fd, path
     raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {dest.name}")
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete the ``.part`` files of earlier downloads to ``dest`` that were killed before cleaning up.
+
+    A download killed outright (SIGKILL, SIGTERM or SIGHUP, a power cut) leaves its
+    temporary file behind. One is removed when it has not been written for
+    :data:`_STALE_PART_S` and no process holds its lock (a download still running
+    elsewhere does); on Windows, where a file open elsewhere cannot be deleted, the
+    failed delete is the test. Nothing here is an error.
+    """
+    now = time.time()
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        try:
+            if now - part.stat().st_mtime < _STALE_PART_S:
+                continue
+            if fcntl is None:
+                part.unlink()
+                continue
+            with open(part, "rb") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # held by a live download, or locks unsupported: leave it
+                part.unlink()
+        except OSError:
+            continue
 
 
 def _checkpoint_reason(exc: CheckpointError, tmp: Path) -> str:
