@@ -876,3 +876,36 @@ def test_a_killed_downloads_part_file_is_removed_by_the_next_download(
         assert _listing(cache) == sorted([fresh.name, live.name, other.name, "mobile_sam.pt"])
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_an_unreachable_proxy_is_named_not_called_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # urllib honours $HTTPS_PROXY; when the proxy is down, the error said "connection refused ...
+    # This machine looks offline", pointing at the network instead of the proxy setting.
+    proxy_url = _closed_port_url().rsplit("/", 1)[0]  # http://127.0.0.1:PORT, nothing listening
+    port = proxy_url.rsplit(":", 1)[1]
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url.replace("http://", "http://me:s3cret@"))
+    monkeypatch.setenv(ENV_URLS, "https://weights.invalid/mobile_sam.pt")
+    assert weights_main(["download", "--quiet", "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"(connection refused, proxy http://127.0.0.1:{port})" in err
+    assert "looks offline" not in err and "s3cret" not in err
+    assert "The proxy did not answer: check $HTTPS_PROXY." in err
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_a_proxy_set_after_an_earlier_download_is_used(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # urlopen's opener reads the proxy variables once per process, at its first call: a
+    # $HTTP_PROXY set later (a notebook, a long-lived service) was ignored.
+    direct = server.serve("/m.pt", checkpoint_bytes)
+    download_weights(tmp_path / "a" / "mobile_sam.pt", urls=[direct], progress=False)
+    proxied = "http://weights.invalid/mobile_sam.pt"
+    server.serve(proxied, checkpoint_bytes)  # a proxy is asked for the absolute URL
+    monkeypatch.setenv("HTTP_PROXY", server.url(""))
+    dest = download_weights(tmp_path / "b" / "mobile_sam.pt", urls=[proxied], progress=False, timeout=5)
+    assert server.hits[proxied] == 1
+    assert dest.read_bytes() == checkpoint_bytes

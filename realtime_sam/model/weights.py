@@ -36,6 +36,7 @@ import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,12 +288,28 @@ def locate_checkpoint(
 
 
 class _TransferFailed(Exception):
-    """One URL failed; ``reason`` is a short phrase, ``offline`` whether no server answered."""
+    """One URL failed; ``reason`` is a short phrase, ``offline`` whether no server answered,
+    ``proxy_env`` the variable naming the proxy that did not answer (else ``None``)."""
 
-    def __init__(self, reason: str, *, offline: bool = False) -> None:
+    def __init__(self, reason: str, *, offline: bool = False, proxy_env: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.offline = offline
+        self.proxy_env = proxy_env
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy urllib sends ``url`` through (from ``$HTTPS_PROXY``...), without its password; else ``None``."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        port = f":{p.port}" if p.port else ""
+    except ValueError:
+        port = ""
+    return f"{p.scheme}://{p.hostname or ''}{port}"
 
 
 class _WriteFailed(Exception):
@@ -351,11 +368,18 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
     try:
         # Request parses the URL: a malformed one ("ftp//host/x", no scheme) fails here.
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        resp = urllib.request.urlopen(request, timeout=timeout)
+        # A new opener reads the proxy variables now, as _proxy_for does; urlopen's is built
+        # once per process and would miss a $HTTPS_PROXY set after the first download.
+        resp = urllib.request.build_opener().open(request, timeout=timeout)
     except ValueError as exc:  # unknown url type, malformed URL
         raise _TransferFailed(f"not a usable URL ({describe_error(exc)})") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        raise _describe_connect_error(exc) from exc
+        failed = _describe_connect_error(exc)
+        proxy = _proxy_for(url) if failed.offline else None
+        if proxy is not None:  # nobody answered: the proxy, not the server, nor the network as a whole
+            scheme = urllib.parse.urlsplit(url).scheme.upper()
+            failed = _TransferFailed(f"{failed.reason}, proxy {proxy}", proxy_env=f"{scheme}_PROXY")
+        raise failed from exc
 
     received = 0
     bar = None
@@ -501,11 +525,13 @@ def download_weights(
         return dest
 
     tried = "; ".join(f"{u} ({f.reason})" for u, f in failures)
-    offline = (
-        " This machine looks offline (no server could be reached)."
-        if all(f.offline for _, f in failures)
-        else ""
-    )
+    proxies = sorted({f.proxy_env for _, f in failures if f.proxy_env})
+    if all(f.offline for _, f in failures):
+        offline = " This machine looks offline (no server could be reached)."
+    elif proxies:
+        offline = f" The proxy did not answer: check ${' / $'.join(proxies)}."
+    else:
+        offline = ""
     raise WeightsDownloadError(
         f"could not download the {name} weights, nothing was saved. Tried: {tried}.{offline} "
         f"Download it by hand: curl -L -o {dest} {urls[0]}"
