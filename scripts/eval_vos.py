@@ -18,7 +18,11 @@
 
 Annotations are DAVIS-2016 binary (0/255) or DAVIS-2017 indexed PNGs: every
 non-zero value is an object id, 0 is background; a sequence may hold several
-objects. ``--sequences a,b`` selects; ``--max-frames K`` cuts every sequence.
+objects. Frame ``NNNNN`` (the video's frame ``NNNNN``, or ``NNNNN.jpg``) is paired
+with ``NNNNN.png``; a frame or an annotation without its pair is left out with a
+warning naming it; frames and annotations of another size than the sequence's
+first frame are a one-line error. ``--sequences a,b`` selects; ``--max-frames K``
+cuts every sequence.
 
 **Other footage from the same data**, so that settings tuned on the clips
 as they are can be checked on clips they were not tuned on: ``--reverse``
@@ -246,6 +250,21 @@ def _read_label(path: Path) -> np.ndarray:
         return np.asarray(im).astype(np.uint16 if im.mode.startswith("I") else np.uint8)
 
 
+def _frame_key(path: Path) -> int | str:
+    """A frame's or annotation's number from its file name (``00012.jpg``: 12), else its stem."""
+    return int(path.stem) if path.stem.isdigit() else path.stem
+
+
+def _frame_order(item) -> tuple[int, int | str]:
+    key = _frame_key(item) if isinstance(item, Path) else item
+    return (0, key) if isinstance(key, int) else (1, key)
+
+
+def _some(keys: Sequence[int | str], most: int = 5) -> str:
+    text = ", ".join(f"{k:05d}" if isinstance(k, int) else str(k) for k in keys[:most])
+    return text + (f" (and {len(keys) - most} more)" if len(keys) > most else "")
+
+
 def _frozen(image: np.ndarray) -> np.ndarray:
     """``image``, made read-only (the engine must not draw on a sequence's frames); returns it."""
     image.setflags(write=False)
@@ -268,11 +287,17 @@ def load_sequence(
     ``fps / stride``. ``scale``: frames resized by it (``INTER_AREA``), annotations
     (``INTER_NEAREST``) to the same size.
     """
+    ann = {_frame_key(p): p for p in (_annotations_dir(Path(root)) / name).glob("*.png")}
     frames: list[np.ndarray] = []
+    keys: list[int | str] = []  # each frame's number (its file's stem in JPEGImages/), to pair it with its annotation
     if video is not None:
         from realtime_sam.capture.sources import open_source
         from realtime_sam.errors import RealtimeSamError
 
+        named = sorted(str(k) for k in ann if not isinstance(k, int))
+        if named:
+            raise EvalError(f"sequence {name}: annotations must be named by frame number (00000.png, 00001.png, ...)"
+                            f" beside {video.name}, not {named[0]}.png")
         try:
             source = open_source(video)
         except RealtimeSamError as exc:  # not a video FFmpeg can read: the one-line error, not a traceback
@@ -280,27 +305,52 @@ def load_sequence(
         try:
             fps = float(getattr(source, "fps", None) or fps)
             while (fr := source.read()) is not None and not (max_frames and len(frames) >= max_frames):
+                keys.append(len(frames))
                 frames.append(_frozen(np.ascontiguousarray(fr.image)))
         finally:
             source.close()
+        cut = bool(max_frames) and len(frames) >= max_frames
     else:
         folder = Path(root) / "JPEGImages" / "480p" / name
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")), key=_frame_order)
+        cut = bool(max_frames) and len(files) > max_frames
         for p in files[: max_frames or None]:
+            if _frame_key(p) not in ann:
+                keys.append(_frame_key(p))
+                frames.append(None)  # type: ignore[arg-type]  # left out below, not worth decoding
+                continue
             image = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if image is None:
                 raise EvalError(f"cannot read frame {p}")
+            first = next((f for f in frames if f is not None), image)
+            if image.shape != first.shape:
+                raise EvalError(f"sequence {name}: frame {p.name} is {image.shape[1]}x{image.shape[0]} but the first "
+                                f"is {first.shape[1]}x{first.shape[0]}; every frame of a sequence must have one size")
+            keys.append(_frame_key(p))
             frames.append(_frozen(image))
-    ann = sorted((_annotations_dir(Path(root)) / name).glob("*.png"))
-    n = min(len(frames), len(ann))
-    if n == 0:
-        raise EvalError(f"sequence {name}: no frames or no annotations")
-    if len(frames) != len(ann) and not (max_frames and n == max_frames):
-        print(f"warning: {name}: {len(frames)} frames but {len(ann)} annotations; scoring the first {n}", file=sys.stderr)
-    labels = [_read_label(p) for p in ann[:n]]
-    if labels[0].shape != frames[0].shape[:2]:
-        raise EvalError(f"sequence {name}: annotations are {labels[0].shape[::-1]} but frames {frames[0].shape[1::-1]}")
-    frames = frames[:n]
+    # Each frame with the annotation of the same number: a frame or an annotation missing in the
+    # middle must not shift every later pair.
+    unannotated = [k for k in keys if k not in ann]
+    have = set(keys)
+    orphans = [] if cut else sorted((k for k in ann if k not in have), key=_frame_order)
+    pairs = [(f, ann[k]) for k, f in zip(keys, frames) if k in ann]
+    if not pairs:
+        raise EvalError(f"sequence {name}: no frames or no annotations (need frame NNNNN and Annotations/480p/{name}/NNNNN.png)")
+    if unannotated or orphans:
+        said = []
+        if unannotated:
+            said.append(f"frame(s) {_some(unannotated)} have no annotation")
+        if orphans:
+            said.append(f"annotation(s) {_some(orphans)} have no frame")
+        print(f"warning: {name}: {'; '.join(said)}; scoring the {len(pairs)} frames that have both", file=sys.stderr)
+    frames = [f for f, _ in pairs]
+    labels = []
+    for _, p in pairs:
+        lab = _read_label(p)
+        if lab.shape != frames[0].shape[:2]:
+            raise EvalError(f"sequence {name}: annotation {p.name} is {lab.shape[1]}x{lab.shape[0]} but the frames are "
+                            f"{frames[0].shape[1]}x{frames[0].shape[0]}; give annotations of the frames' size")
+        labels.append(lab)
     if stride > 1:
         frames, labels, fps = frames[::stride], labels[::stride], fps / stride
     if scale != 1.0:
@@ -310,6 +360,7 @@ def load_sequence(
         labels = [cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST) for lab in labels]
     if reverse:
         frames, labels = frames[::-1], labels[::-1]
+    n = len(frames)  # after the stride
     if legs > 1 and n > 1:
         order = list(range(n))
         for leg in range(1, legs):

@@ -507,3 +507,52 @@ def test_live_sim_row_in_the_report(tmp_path, capsys):
     assert "| live-sim |" in out and "live-sim: " in out
     assert ev.main(["--root", str(tmp_path / "data"), "--no-live", "--live-sim", "--encode-ms", "0"]) == 2
     assert "--encode-ms must be > 0" in capsys.readouterr().err
+
+
+def test_a_frame_or_annotation_missing_in_the_middle_keeps_the_rest_paired(tmp_path, capsys):
+    # Frames and annotations are paired by number: one missing used to shift every later pair
+    # (on DAVIS motocross-jump without 00010.png, J at N = 5 fell from 0.899 to 0.787).
+    root = tmp_path / "data"
+    _write_davis(root)
+    full = ev.load_sequence(root, "two", None)
+    (root / "Annotations" / "480p" / "two" / "00004.png").unlink()
+    (root / "JPEGImages" / "480p" / "two" / "00008.jpg").unlink()
+    seq = ev.load_sequence(root, "two", None)
+    kept = [k for k in range(12) if k not in (4, 8)]
+    assert len(seq) == len(kept)
+    for i, k in enumerate(kept):
+        assert np.array_equal(seq.frames[i], full.frames[k]) and np.array_equal(seq.labels[i], full.labels[k])
+    err = capsys.readouterr().err
+    assert "frame(s) 00004 have no annotation" in err and "annotation(s) 00008 have no frame" in err
+    # --max-frames cuts the frames; the annotations past the cut are no fault.
+    assert len(ev.load_sequence(root, "two", None, max_frames=3)) == 3
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_an_annotation_or_frame_of_another_size_is_a_one_line_error(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    _write_davis(root)
+    png = root / "Annotations" / "480p" / "one" / "00006.png"
+    with Image.open(png) as im:
+        im.resize((80, 60)).save(png)  # a later frame's: it used to end the run with a traceback
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "5"]
+    assert ev.main([*args, "--sequences", "one"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: sequence one: annotation 00006.png is 80x60 but the frames are 160x120; give annotations of the frames' size"
+    jpg = root / "JPEGImages" / "480p" / "two" / "00003.jpg"
+    cv2.imwrite(str(jpg), np.zeros((60, 80, 3), np.uint8))
+    assert ev.main([*args, "--sequences", "two"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: sequence two: frame 00003.jpg is 80x60 but the first is 160x120")
+
+
+def test_stride_and_bounce_together(tmp_path):
+    # Every other frame (6 of 12), then there and back three times: 3 * (6 - 1) + 1 frames
+    # (the bounce used the length before the stride: an IndexError).
+    _write_davis(tmp_path / "data")
+    fwd = ev.load_sequence(tmp_path / "data", "two", None)
+    seq = ev.load_sequence(tmp_path / "data", "two", None, stride=2, legs=3)
+    order = [0, 2, 4, 6, 8, 10, 8, 6, 4, 2, 0, 2, 4, 6, 8, 10]
+    assert len(seq) == len(order)
+    assert all(np.array_equal(seq.labels[i], fwd.labels[k]) for i, k in enumerate(order))
