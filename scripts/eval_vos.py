@@ -100,7 +100,11 @@ optical flow, association, losing and re-finding objects.
   disappears again or the sequence ends ("never" otherwise).
 
 **Output**: markdown tables on stdout (per-sequence J for every configuration,
-then the summary), progress on stderr; ``--json FILE`` writes every figure;
+then the summary), progress on stderr; ``--json FILE`` writes every figure (strict
+JSON: a figure there is none of, as for a sequence whose objects never reach 150
+pixels, is ``null``), rewritten whole after every sequence with ``"complete": false``
+until the run ends. Ctrl-C part-way prints the tables of the sequences every
+configuration finished, leaves them in ``--json`` and exits with 130;
 ``--save-masks DIR`` writes each configuration's per-frame masks as DAVIS
 indexed PNGs, ``DIR/<config>/<seq>/NNNNN.png`` with the ground truth's object
 ids, readable by TrackEval's DAVIS loader. Bad input (a missing folder, no
@@ -941,7 +945,10 @@ def _reacq_cell(events: list[dict]) -> str:
 def summarize(per_seq: Mapping[str, dict]) -> dict:
     """Mean over sequences of J, F, J&F and recall; id switches and re-acquisitions summed / listed."""
     vals = list(per_seq.values())
-    mean = lambda key: float(np.nanmean([v[key] for v in vals])) if vals else float("nan")  # noqa: E731
+    def mean(key: str) -> float:  # over the sequences that have the figure (one with nothing to score has none)
+        have = [v[key] for v in vals if np.isfinite(v[key])]
+        return float(np.mean(have)) if have else float("nan")
+
     events = [dict(e, sequence=name) for name, v in per_seq.items() for e in v["reacquisition"]]
     delays = [e["delay_s"] for e in events if e["delay_s"] is not None]
     return {
@@ -1064,6 +1071,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvalError("--stride must be >= 1 (1: every frame)")
         if not 0.05 <= args.scale <= 4.0:
             raise EvalError("--scale must be between 0.05 and 4 (1: frames as they are)")
+        if args.json is not None:
+            if args.json.is_dir():
+                raise EvalError(f"--json {args.json} is a folder; give a file name such as {args.json / 'eval.json'}")
+            try:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EvalError(f"--json {args.json}: cannot create its folder ({exc.strerror})") from None
         found = find_sequences(args.root)
         names = sequence_names(args.sequences, found)
         unknown = [s for s in names if s not in found]
@@ -1105,57 +1119,102 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results: dict[str, dict] = {name: {"sequences": {}} for name in configs}
         extra: dict[str, dict] = {}
+        done: list[str] = []  # the sequences every configuration has finished
+        stopped: str | None = None  # why the run ended early: an error line, or the interruption
         warm = False
-        for name in names:
-            t = time.perf_counter()
-            try:
-                seq = load_sequence(
-                    args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
-                    legs=args.bounce, stride=args.stride, scale=args.scale,
-                )
-            except EvalError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
-            oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
-            if inner is not None and not warm:
-                inner.embed(seq.frames[0])  # first calls allocate and pick kernels: keep that out of the rounds
-                warm = True
-            for cname, cfg in configs.items():
+        try:
+            for name in names:
                 t = time.perf_counter()
-                masks_dir = args.save_masks / _config_dir(cname) / name if args.save_masks is not None else None
-                if cname.startswith("flow"):
-                    scorer = run_flow(seq, oracle, int(cfg), masks_dir=masks_dir)  # type: ignore[arg-type]
-                elif cname == "live":
-                    scorer, stats = run_engine_live(seq, oracle, cfg, masks_dir=masks_dir)
-                    extra.setdefault(cname, {})[name] = stats
-                elif cname == "live-sim":
-                    scorer, stats = run_engine_simulated(
-                        seq, oracle, cfg, encode_ms=args.encode_ms, streams=args.sim_streams, masks_dir=masks_dir
+                try:
+                    seq = load_sequence(
+                        args.root, name, found[name], max_frames=args.max_frames, fps=args.fps, reverse=args.reverse,
+                        legs=args.bounce, stride=args.stride, scale=args.scale,
                     )
-                    extra.setdefault(cname, {})[name] = stats
-                else:
-                    scorer = run_engine_file(seq, oracle, cfg, masks_dir=masks_dir)
-                s = results[cname]["sequences"][name] = scorer.summary()
-                log(f"  {cname:<12} J {s['J']:.3f}  F {s['F']:.3f}  ({time.perf_counter() - t:.1f} s)")
-            del seq, oracle
-    for cname in configs:
-        results[cname]["mean"] = summarize(results[cname]["sequences"])
-        if cname in extra:
-            results[cname]["live"] = extra[cname]
-    print(report(results, names))
+                except EvalError as exc:
+                    stopped = f"error: {exc}"
+                    break
+                log(f"{name}: {len(seq)} frames, {len(seq.start)} object(s), {seq.fps:g} fps ({time.perf_counter() - t:.1f} s to load)")
+                if not seq.start:
+                    log(f"warning: {name}: no object has {MIN_AREA} pixels in any frame; nothing to score (figures '-')")
+                oracle = GroundTruthOracle(seq.gt, seq.frames, inner=inner)
+                if inner is not None and not warm:
+                    inner.embed(seq.frames[0])  # first calls allocate and pick kernels: keep that out of the rounds
+                    warm = True
+                for cname, cfg in configs.items():
+                    t = time.perf_counter()
+                    masks_dir = args.save_masks / _config_dir(cname) / name if args.save_masks is not None else None
+                    if cname.startswith("flow"):
+                        scorer = run_flow(seq, oracle, int(cfg), masks_dir=masks_dir)  # type: ignore[arg-type]
+                    elif cname == "live":
+                        scorer, stats = run_engine_live(seq, oracle, cfg, masks_dir=masks_dir)
+                        extra.setdefault(cname, {})[name] = stats
+                    elif cname == "live-sim":
+                        scorer, stats = run_engine_simulated(
+                            seq, oracle, cfg, encode_ms=args.encode_ms, streams=args.sim_streams, masks_dir=masks_dir
+                        )
+                        extra.setdefault(cname, {})[name] = stats
+                    else:
+                        scorer = run_engine_file(seq, oracle, cfg, masks_dir=masks_dir)
+                    s = results[cname]["sequences"][name] = scorer.summary()
+                    log(f"  {cname:<12} J {_fmt(s['J'])}  F {_fmt(s['F'])}  ({time.perf_counter() - t:.1f} s)")
+                del seq, oracle
+                done.append(name)
+                if args.json is not None:  # after every sequence: a run cut short keeps what it finished
+                    _write_json(args.json, _payload(args, _figures(results, extra, done), done, complete=False))
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+    figures = _figures(results, extra, done)
+    if done:
+        print(report(figures, done))
     if args.json is not None:
-        payload = {
-            "root": str(args.root), "network": args.network, "sequences": names, "max_frames": args.max_frames,
-            "reverse": args.reverse,
-            "bounce": args.bounce,
-            "stride": args.stride,
-            "scale": args.scale,
-            "configurations": results,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1, default=float))
+        _write_json(args.json, _payload(args, figures, done, complete=stopped is None))
+    if stopped == "interrupted":
+        print(f"interrupted: reported the {len(done)} of {len(names)} sequence(s) every configuration finished"
+              + (f", in {args.json}" if args.json is not None else ""), file=sys.stderr)
+        return 130
+    if stopped is not None:
+        print(stopped, file=sys.stderr)
+        return 2
     return 0
+
+
+def _figures(results: Mapping[str, dict], extra: Mapping[str, dict], done: Sequence[str]) -> dict[str, dict]:
+    """Every configuration's figures over the sequences in ``done`` (a sequence half run is left out)."""
+    out: dict[str, dict] = {}
+    for cname, r in results.items():
+        seqs = {n: r["sequences"][n] for n in done}
+        out[cname] = {"sequences": seqs, "mean": summarize(seqs)}
+        if cname in extra:
+            out[cname]["live"] = {n: extra[cname][n] for n in done if n in extra[cname]}
+    return out
+
+
+def _payload(args: argparse.Namespace, figures: Mapping[str, dict], done: Sequence[str], *, complete: bool) -> dict:
+    return {
+        "root": str(args.root), "network": args.network, "sequences": list(done), "complete": complete,
+        "max_frames": args.max_frames, "reverse": args.reverse, "bounce": args.bounce, "stride": args.stride,
+        "scale": args.scale, "configurations": figures,
+    }
+
+
+def _plain(value):
+    """``value`` as strict JSON holds it: numpy numbers as Python ones, NaN and infinities as ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` to ``path`` whole or not at all (a temporary file beside it, then renamed over it)."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(_plain(payload), indent=1, allow_nan=False))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

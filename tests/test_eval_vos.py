@@ -556,3 +556,70 @@ def test_stride_and_bounce_together(tmp_path):
     order = [0, 2, 4, 6, 8, 10, 8, 6, 4, 2, 0, 2, 4, 6, 8, 10]
     assert len(seq) == len(order)
     assert all(np.array_equal(seq.labels[i], fwd.labels[k]) for i, k in enumerate(order))
+
+
+def _strict_json(path: Path):
+    """The file as strict JSON (NaN or Infinity in it is an error, as in every non-Python reader)."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_ctrl_c_part_way_reports_and_keeps_the_finished_sequences(tmp_path, capsys, monkeypatch):
+    # Ctrl-C during the second sequence: the first one's figures are printed and in --json (written
+    # after every sequence, whole), the half-run one is in neither; exit status 130. It used to end
+    # with a traceback and no JSON at all.
+    _write_davis(tmp_path / "data")
+    out = tmp_path / "res" / "out.json"
+    seen = []
+    real_flow = ev.run_flow
+
+    def flow(seq, *a, **k):
+        if seq.name == "two":
+            seen.append(_strict_json(out))  # already there, whole, with the first sequence
+            raise KeyboardInterrupt
+        return real_flow(seq, *a, **k)
+
+    monkeypatch.setattr(ev, "run_flow", flow)
+    try:
+        rc = ev.main(["--root", str(tmp_path / "data"), "--network", "none", "--no-live", "--reencode", "5",
+                      "--flow", "5", "--json", str(out)])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped main: no report, no JSON")
+    assert rc == 130
+    (partial,) = seen
+    assert partial["sequences"] == ["one"] and partial["complete"] is False
+    res = _strict_json(out)
+    assert res["sequences"] == ["one"] and res["complete"] is False
+    for conf in res["configurations"].values():
+        assert list(conf["sequences"]) == ["one"]
+        assert conf["mean"]["J"] == pytest.approx(conf["sequences"]["one"]["J"])
+    text = capsys.readouterr()
+    assert "| one |" in text.out and "| two |" not in text.out
+    assert text.err.strip().splitlines()[-1].startswith("interrupted: reported the 1 of 2 sequence(s)")
+    assert not list(out.parent.glob("*.part"))
+
+
+def test_json_is_strict_and_a_sequence_with_nothing_to_score_says_so(tmp_path, capsys):
+    # A sequence whose objects never reach 150 pixels has no figures: null in --json (it was NaN,
+    # which only Python reads back), '-' in the tables, and a warning naming it.
+    from PIL import Image
+
+    root = tmp_path / "data"
+    _write_davis(root)
+    for png in (root / "Annotations" / "480p" / "one").glob("*.png"):
+        Image.fromarray(np.zeros((120, 160), np.uint8), mode="L").save(png)
+    out = tmp_path / "out.json"
+    assert ev.main(["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "",
+                    "--json", str(out)]) == 0
+    res = _strict_json(out)
+    assert res["complete"] is True
+    conf = res["configurations"]["engine N=5"]
+    assert conf["sequences"]["one"]["J"] is None and conf["sequences"]["one"]["objects"] == {}
+    assert conf["mean"]["J"] == pytest.approx(conf["sequences"]["two"]["J"])  # the mean over the scored one
+    text = capsys.readouterr()
+    assert "| one | - |" in text.out
+    assert "warning: one: no object has 150 pixels in any frame" in text.err
+    assert ev.main(["--root", str(root), "--network", "none", "--no-live", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
