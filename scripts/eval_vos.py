@@ -85,6 +85,9 @@ optical flow, association, losing and re-finding objects.
 
 **Figures** (per sequence, then the mean over sequences):
 
+* Several objects' masks are scored as DAVIS holds them, one object per pixel:
+  a pixel that several claim goes to the smallest mask (ties: the lower id),
+  as in ``--save-masks`` and the app's ``--mask-format png`` (:func:`exclusive`).
 * J: region IoU; F: boundary F-measure (DAVIS: one-pixel boundary maps,
   matched within a disk of radius ``ceil(0.008 * image diagonal)``); J&F
   their mean. Per object the mean over its scored frames, per sequence the
@@ -151,6 +154,7 @@ __all__ = [
     "boundary_f",
     "ObjectRecord",
     "SequenceScorer",
+    "exclusive",
     "run_engine_file",
     "run_engine_live",
     "run_engine_simulated",
@@ -445,6 +449,23 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> 
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
+def exclusive(tracks: Mapping[int, np.ndarray], original: Mapping[int, int]) -> dict[int, np.ndarray]:
+    """``tracks`` with the objects' own tracks (``original``: ``{object: track id}``) made one object
+    per pixel, as DAVIS scores them and as the PNGs of ``--save-masks`` hold them: a pixel several of
+    them claim stays with the smallest mask (ties: the lower object id), the rule of the app's
+    ``--mask-format png``. Other tracks are left as they are."""
+    mine = sorted((int(np.count_nonzero(tracks[t])), oid, t) for oid, t in original.items() if t in tracks)
+    if len(mine) < 2:
+        return dict(tracks)
+    out = dict(tracks)
+    taken = np.zeros(tracks[mine[0][2]].shape, bool)
+    for _, _, t in mine:  # the smallest first: it keeps what it covers
+        m = np.asarray(tracks[t], dtype=bool)
+        out[t] = m & ~taken
+        taken |= m
+    return out
+
+
 @dataclass
 class ObjectRecord:
     """One object's per-frame figures in one run."""
@@ -463,7 +484,9 @@ class SequenceScorer:
         self.records = {oid: ObjectRecord() for oid in seq.start}
 
     def add(self, index: int, tracks: Mapping[int, np.ndarray], original: Mapping[int, int]) -> None:
-        """Frame ``index``'s predictions: ``tracks`` ``{track id: HxW bool}``, ``original`` ``{object: track id}``."""
+        """Frame ``index``'s predictions: ``tracks`` ``{track id: HxW bool}``, ``original`` ``{object: track id}``
+        (the objects' tracks scored one object per pixel, see :func:`exclusive`)."""
+        tracks = exclusive(tracks, original)
         gt = self.seq.gt(index)
         empty = None
         for oid, rec in self.records.items():
@@ -579,6 +602,7 @@ class MaskWriter:
         from PIL import Image
 
         out = np.zeros(shape, np.uint8)
+        tracks = exclusive(tracks, original)  # no two objects on a pixel: the order below does not matter
         for oid in sorted(original):
             m = tracks.get(original[oid])
             if m is not None:
