@@ -18,7 +18,9 @@
 
 Annotations are DAVIS-2016 binary (0/255) or DAVIS-2017 indexed PNGs: every
 non-zero value is an object id, 0 is background; a sequence may hold several
-objects. Frame ``NNNNN`` (the video's frame ``NNNNN``, or ``NNNNN.jpg``) is paired
+objects. ``--imageset 2017/val`` takes the sequences of a standard DAVIS folder's
+``ImageSets/2017/val.txt`` (its ``Annotations/480p`` holds the training
+sequences too, which are all scored otherwise). Frame ``NNNNN`` (the video's frame ``NNNNN``, or ``NNNNN.jpg``) is paired
 with ``NNNNN.png``; a frame or an annotation without its pair is left out with a
 warning naming it; frames and annotations of another size than the sequence's
 first frame are a one-line error. ``--sequences a,b`` selects; ``--max-frames K``
@@ -169,6 +171,10 @@ COVER_IOU = 0.5
 FLOW_SIDE = 480
 
 
+LAYOUT = ("--root must hold Annotations/480p/<seq>/00000.png, ... and either JPEGImages/480p/<seq>/00000.jpg, ... "
+          "(standard DAVIS) or <seq>.mp4")
+
+
 class EvalError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
@@ -223,10 +229,13 @@ def find_sequences(root: Path) -> dict[str, Path | None]:
     """``{name: video file or None}`` (``None``: frames in ``JPEGImages/480p/<name>``) of every annotated sequence."""
     root = Path(root)
     if not root.is_dir():
-        raise EvalError(f"data folder not found: {root} (give --root with Annotations/480p/ and <seq>.mp4 or JPEGImages/480p/)")
+        raise EvalError(f"data folder not found: {root} ({LAYOUT})")
     ann = _annotations_dir(root)
     if not ann.is_dir():
-        raise EvalError(f"no Annotations/480p/ in {root}: expected a DAVIS-layout folder")
+        near = (root / "DAVIS", *sorted(root.iterdir()), root.parent, root.parent.parent)  # one level off
+        inner = [p for p in near if p.is_dir() and _annotations_dir(p).is_dir()]
+        hint = f"; did you mean --root {inner[0]}?" if inner else ""
+        raise EvalError(f"no Annotations/480p/ in {root} ({LAYOUT}){hint}")
     out: dict[str, Path | None] = {}
     for d in sorted(p for p in ann.iterdir() if p.is_dir()):
         if not any(d.glob("*.png")):
@@ -236,7 +245,7 @@ def find_sequences(root: Path) -> dict[str, Path | None]:
         elif (root / "JPEGImages" / "480p" / d.name).is_dir():
             out[d.name] = None
     if not out:
-        raise EvalError(f"no sequences found in {root}: need Annotations/480p/<seq>/*.png with <seq>.mp4 or JPEGImages/480p/<seq>/")
+        raise EvalError(f"no sequences found in {root}: {LAYOUT}")
     return out
 
 
@@ -247,6 +256,25 @@ def sequence_names(text: str, found: Sequence[str]) -> list[str]:
         raise EvalError(f"--sequences {text!r} names no sequence; give comma-separated names "
                         f"(or leave it out for all): {', '.join(found)}")
     return names or list(found)
+
+
+def imageset_names(root: Path, which: str) -> list[str]:
+    """The sequences of DAVIS's ``ImageSets/<which>.txt`` (``2017/val``, ``2016/val``, ...), in its order:
+    one name a line, or (DAVIS 2016's own files) frame paths such as ``/JPEGImages/480p/bear/00000.jpg``."""
+    path = Path(root) / "ImageSets" / f"{which.removesuffix('.txt')}.txt"
+    if not path.is_file():
+        there = sorted(str(q.relative_to(q.parents[1]).with_suffix("")) for q in (Path(root) / "ImageSets").glob("*/*.txt"))
+        raise EvalError(f"--imageset {which}: no {path}" + (f"; there are: {', '.join(there)}" if there else
+                                                             " (a standard DAVIS folder holds ImageSets/2017/val.txt)"))
+    names: list[str] = []
+    for line in path.read_text().splitlines():
+        item = line.split()[0] if line.split() else ""
+        name = Path(item).parent.name if "/" in item else item
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        raise EvalError(f"--imageset {which}: {path} names no sequence")
+    return names
 
 
 def _read_label(path: Path) -> np.ndarray:
@@ -1033,6 +1061,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", type=Path, default=REPO.parent / "shared" / "davis", help="data folder (default ../shared/davis)")
     p.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
+    p.add_argument("--imageset", default="", metavar="YEAR/SPLIT",
+                   help="the sequences of <root>/ImageSets/YEAR/SPLIT.txt, e.g. 2017/val (standard DAVIS)")
     p.add_argument("--reencode", type=_ints, default=(1, 5, 15, 30), help="engine.reencode_every values (default 1,5,15,30)")
     p.add_argument("--flow", type=_ints, default=(5, 15, 30), help="flow baseline re-prompt periods (default 5,15,30; '' for none)")
     p.add_argument("--no-live", action="store_true", help="skip the live (real-time, CPU preset) configuration")
@@ -1103,7 +1133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 raise EvalError(f"--json {args.json}: cannot create its folder ({exc.strerror})") from None
         found = find_sequences(args.root)
-        names = sequence_names(args.sequences, found)
+        if args.imageset and args.sequences:
+            raise EvalError("give --imageset or --sequences, not both")
+        names = imageset_names(args.root, args.imageset) if args.imageset else sequence_names(args.sequences, found)
         unknown = [s for s in names if s not in found]
         if unknown:
             raise EvalError(f"unknown sequence(s) {', '.join(unknown)} in {args.root}; available: {', '.join(found)}")
@@ -1216,6 +1248,7 @@ def _figures(results: Mapping[str, dict], extra: Mapping[str, dict], done: Seque
 def _payload(args: argparse.Namespace, figures: Mapping[str, dict], done: Sequence[str], *, complete: bool) -> dict:
     return {
         "root": str(args.root), "network": args.network, "sequences": list(done), "complete": complete,
+        "imageset": args.imageset or None,
         "max_frames": args.max_frames, "reverse": args.reverse, "bounce": args.bounce, "stride": args.stride,
         "scale": args.scale, "configurations": figures,
     }

@@ -693,3 +693,39 @@ def test_multi_object_figures_are_those_of_the_masks_written(tmp_path):
         for oid in (1, 2):
             j, f = _trackeval_per_object(gts, written, oid)
             assert objects[str(oid)]["J"] == pytest.approx(j, abs=1e-9) and objects[str(oid)]["F"] == pytest.approx(f, abs=1e-9)
+
+
+def test_a_root_one_level_off_says_what_layout_is_expected_and_where_it_is(tmp_path, capsys):
+    # The standard DAVIS zip unpacks to DAVIS/; giving its parent, or JPEGImages/480p itself, is a
+    # one-line error that says what --root must hold and names the folder meant.
+    _write_davis(tmp_path / "DAVIS", frames=2)
+    for wrong in (tmp_path, tmp_path / "DAVIS" / "JPEGImages" / "480p"):
+        assert ev.main(["--root", str(wrong), "--network", "none", "--no-live"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: no Annotations/480p/ in {wrong} (--root must hold Annotations/480p/<seq>/00000.png")
+        assert "JPEGImages/480p/<seq>/00000.jpg" in line and "<seq>.mp4" in line
+        assert line.endswith(f"did you mean --root {tmp_path / 'DAVIS'}?")
+
+
+def test_imageset_selects_the_split_of_a_standard_davis_folder(tmp_path, capsys):
+    # Standard DAVIS holds train and val sequences in one Annotations/480p: --imageset 2017/val
+    # takes ImageSets/2017/val.txt (one name a line), 2016's own files list frame paths.
+    root = tmp_path / "DAVIS"
+    _write_davis(root, frames=6)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("two\n")
+    (root / "ImageSets" / "480p").mkdir(parents=True)
+    (root / "ImageSets" / "480p" / "val.txt").write_text(
+        "".join(f"/JPEGImages/480p/one/{i:05d}.jpg /Annotations/480p/one/{i:05d}.png\n" for i in range(6)))
+    assert ev.imageset_names(root, "480p/val") == ["one"]
+    out = tmp_path / "out.json"
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", ""]
+    assert ev.main([*args, "--imageset", "2017/val", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["sequences"] == ["two"] and res["imageset"] == "2017/val"
+    assert list(res["configurations"]["engine N=5"]["sequences"]) == ["two"]
+    capsys.readouterr()
+    assert ev.main([*args, "--imageset", "2016/val"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --imageset 2016/val: no {root / 'ImageSets' / '2016' / 'val.txt'}; there are: 2017/val, 480p/val"
+    assert ev.main([*args, "--imageset", "2017/val", "--sequences", "one"]) == 2
+    assert "not both" in capsys.readouterr().err
