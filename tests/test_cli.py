@@ -10,6 +10,7 @@ exit codes, signals, the module entry point. End-to-end runs use the
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -593,12 +594,24 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
         deadline = time.monotonic() + 60
         while "disconnected" not in err_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
+        # While the server is away the periodic status line says the stream is reconnecting, and on
+        # which attempt (it said nothing of it: frames read stood still, as on a stalled model).
+        deadline = time.monotonic() + 30
+        while not re.search(r"\] reconnecting \(attempt \d+\): frames \d+ read", err_path.read_text()):
+            assert time.monotonic() < deadline, err_path.read_text()[-2000:]
+            time.sleep(0.1)
         before = len(frame_lines(tmp_path / "live.jsonl"))
         server.start()
         deadline = time.monotonic() + 60
         while "reconnected" not in err_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
         _wait_for_frames(tmp_path / "live.jsonl", before + 5, proc, timeout=60)
+        # Back: the next status lines no longer say so.
+        back = err_path.read_text().rindex("reconnected")
+        deadline = time.monotonic() + 30
+        while not re.search(r"\] frames \d+ read", err_path.read_text()[back:]):
+            assert time.monotonic() < deadline, err_path.read_text()[-2000:]
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -150,6 +151,55 @@ def test_a_live_stream_with_the_file_configuration_is_pointed_to_the_presets(tmp
     assert code == 0, err
     assert ("note: pattern: this configuration is made for files" in err and "--config cpu" in err) != own_settings, err
     assert "note: small:" not in err, err
+
+
+def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_path, checkpoint_path, rtsp_server):
+    # Its status line said "cam: running" all the while its source was reopening the connection.
+    server = rtsp_server()
+    (tmp_path / "streams.yaml").write_text(
+        "streams:\n"
+        f"  - name: cam\n    source: {server.url('live')}\n"
+        "    settings: {pipeline: {max_frames: 0}, source: {backoff_initial_s: 0.2, backoff_max_s: 0.5}}\n"
+        f"  - name: pattern\n    source: '{LAVFI}'\n    settings: {{pipeline: {{max_frames: 0}}}}\n"
+    )
+    err_path = tmp_path / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            app_command(
+                "--headless", "--sources", "streams.yaml", "--weights", str(checkpoint_path), "--device", "cpu",
+                "--reencode-every", "1000", "--status-interval", "0.5", "--save-masks", "out/{name}.jsonl",
+            ),
+            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+
+    def wait_line(pattern: str, since: int = 0) -> int:
+        deadline = time.monotonic() + 60
+        while True:
+            text = err_path.read_text()
+            m = re.search(pattern, text[since:], re.MULTILINE)
+            if m:
+                return since + m.end()
+            assert proc.poll() is None and time.monotonic() < deadline, text[-3000:]
+            time.sleep(0.1)
+
+    try:
+        _wait_frames(tmp_path / "out" / "cam.jsonl", 3, proc, timeout=150)
+        server.kill()
+        down = wait_line(r"^cam: source: .*disconnected")
+        wait_line(r"^cam: reconnecting \(attempt \d+\), frames \d+ read", down)
+        wait_line(r"^pattern: running, ", down)  # the other stream is not affected
+        server.start()
+        back = wait_line(r"^cam: source: reconnected", down)
+        wait_line(r"^cam: running, frames \d+ read", back)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, err_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = err_path.read_text().splitlines()
+    # Before the server went away, and after it came back, the line said running.
+    assert not [x for x in lines if x.startswith("cam: reconnecting") and "attempt" not in x]
 
 
 @pytest.mark.parametrize(

@@ -531,7 +531,16 @@ def test_rtsp_file_and_live_mounts(rtsp_server, clip: Path, scene) -> None:
 def test_rtsp_reconnects_after_server_restart(rtsp_server) -> None:
     server = rtsp_server()
     events: list[StatusEvent] = []
-    src = open_source(server.url("live", userinfo="viewer:s3cretpw"), FAST, on_status=events.append)
+    opened: list = []
+    states: list[tuple[str, int | None]] = []  # (event, the source's reconnect_attempt as it was told)
+
+    def on_status(event: StatusEvent) -> None:
+        events.append(event)
+        states.append((event.kind, opened[0].reconnect_attempt))
+
+    src = open_source(server.url("live", userinfo="viewer:s3cretpw"), FAST, on_status=on_status)
+    opened.append(src)
+    assert src.reconnect_attempt is None  # connected
     assert "s3cretpw" not in src.name and "viewer" not in src.name
     before = [_read_bounded(src, 10) for _ in range(5)]
     server.kill()
@@ -553,6 +562,11 @@ def test_rtsp_reconnects_after_server_restart(rtsp_server) -> None:
     src.close()
     kinds = [e.kind for e in events]
     assert kinds[0] == "disconnected" and "reconnected" in kinds and "reconnecting" in kinds
+    # While it is down the source says which attempt is under way (the status lines show it);
+    # once back, that it is connected.
+    assert [a for k, a in states if k == "reconnecting"] == [e.attempt for e in events if e.kind == "reconnecting"]
+    assert states[0] == ("disconnected", None)
+    assert src.reconnect_attempt is None
     assert len(after) == 5
     assert [f.index for f in before + after] == list(range(len(before) + len(after)))
     stamps = [f.timestamp for f in before + after]

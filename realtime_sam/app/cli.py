@@ -275,6 +275,7 @@ class _Reporter:
         self._beat = StatusBeat(status_interval_s, clock)
         self.frames = 0
         self.tracks = 0
+        self.source: Any = None  # the live source whose connection the status line reports
 
     def line(self, text: str, *, important: bool = False) -> None:
         """Print one line (kept clear of the progress bar); ``important`` lines show even with --quiet."""
@@ -292,6 +293,7 @@ class _Reporter:
         self.line(f"source: {event.message}", important=important)
 
     def start(self, source: Any, max_frames: int | None, realtime: bool = False) -> None:
+        self.source = source
         if self.quiet or source.live:
             return
         from tqdm import tqdm
@@ -327,9 +329,13 @@ class _Reporter:
             self.line(self.status_text(stats))
 
     def status_text(self, stats: Any) -> str:
+        """``[elapsed] frames ... | model ... | tracks N``; while the source is down,
+        ``[elapsed] reconnecting (attempt N): frames ...`` (its read count stands still meanwhile)."""
         elapsed = self._clock() - self._started
+        attempt = getattr(self.source, "reconnect_attempt", None)
+        state = f"reconnecting (attempt {attempt}): " if attempt else ""
         return (
-            f"[{elapsed:7.1f}s] frames {stats.frames_read} read, {stats.frames_processed} processed, "
+            f"[{elapsed:7.1f}s] {state}frames {stats.frames_read} read, {stats.frames_processed} processed, "
             f"{stats.frames_dropped} dropped | model {stats.model_fps:.1f} fps | tracks {self.tracks}"
         )
 

@@ -68,7 +68,9 @@ class StreamStatus:
     Attributes:
         name: the stream's name.
         live: a camera, network stream or paced source (not a file read as fast as the model goes).
-        state: ``running``, ``done`` (its source ended or the run was stopped) or ``failed``.
+        state: ``running``, ``reconnecting`` (its live source is down and being reopened:
+            :attr:`reconnect_attempt` says which attempt), ``done`` (its source ended or the run
+            was stopped) or ``failed``.
         frames_read, frames_processed, frames_dropped, model_fps: the stream's pipeline counters.
         encodes: embeddings the shared encoder made for it.
         encode_age_s: seconds since the frame behind its newest embedding went to the encoder (``None`` before the first).
@@ -76,6 +78,7 @@ class StreamStatus:
         error: the one-line error that ended it (``state == "failed"``).
         fps_cap: its processed frames per second are capped at this while the shared encoder is behind
             (``None``: not capped; see :class:`~realtime_sam.app.budget.FrameBudget`).
+        reconnect_attempt: the 1-based reconnect attempt under way (``state == "reconnecting"``), else ``None``.
     """
 
     name: str
@@ -90,13 +93,15 @@ class StreamStatus:
     tracks: int
     error: str | None = None
     fps_cap: float | None = None
+    reconnect_attempt: int | None = None
 
     def line(self) -> str:
         """The stream's status line."""
         age = "-" if self.encode_age_s is None else f"{self.encode_age_s:.1f} s"
         cap = "" if self.fps_cap is None else f", capped at {self.fps_cap:.1f} fps (encoder behind)"
+        state = self.state if self.reconnect_attempt is None else f"{self.state} (attempt {self.reconnect_attempt})"
         text = (
-            f"{self.name}: {self.state}, frames {self.frames_read} read, {self.frames_processed} processed, "
+            f"{self.name}: {state}, frames {self.frames_read} read, {self.frames_processed} processed, "
             f"{self.frames_dropped} dropped{cap} | model {self.model_fps:.1f} fps | encodes {self.encodes}, "
             f"encode age {age} | tracks {self.tracks}"
         )
@@ -274,15 +279,21 @@ class MultiPipeline:
             s = r.pipeline.stats
             enc = self.scheduler.stats(r.name) if self.scheduler is not None else None
             state = "failed" if r.error is not None else ("done" if r.ended else "running")
+            # A live source being reopened (its server went away): not running, and on which attempt.
+            attempt = getattr(r.source, "reconnect_attempt", None) if state == "running" else None
+            if attempt:
+                state = "reconnecting"
+            going = state in ("running", "reconnecting")
             out.append(
                 StreamStatus(
                     name=r.name, live=r.live, state=state,
                     frames_read=s.frames_read, frames_processed=s.frames_processed,
                     frames_dropped=s.frames_dropped, model_fps=s.model_fps,
                     # An ended stream's embedding ages for nothing: its age is reported while it runs.
-                    encodes=enc.encodes if enc else 0, encode_age_s=enc.age_s if enc and state == "running" else None,
+                    encodes=enc.encodes if enc else 0, encode_age_s=enc.age_s if enc and going else None,
                     tracks=r.tracks, error=None if r.error is None else str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__,
-                    fps_cap=self.budget.cap_fps(r.name) if self.budget is not None and state == "running" else None,
+                    fps_cap=self.budget.cap_fps(r.name) if self.budget is not None and going else None,
+                    reconnect_attempt=attempt or None,
                 )
             )
         return out

@@ -347,6 +347,13 @@ class LiveSource(Source):
         self._secrets: list[str] = []
         self._t_open = time.monotonic()
         self._last_ts: float | None = None
+        self._reconnect_attempt: int | None = None
+
+    @property
+    def reconnect_attempt(self) -> int | None:
+        """The reconnect attempt under way (1-based: waiting for it or trying it) while the source is
+        down; ``None`` while it is connected (or gave up). Safe to read from any thread."""
+        return self._reconnect_attempt
 
     # subclasses implement these three
     @abc.abstractmethod
@@ -387,11 +394,18 @@ class LiveSource(Source):
 
     def _reconnect(self, reason: str) -> None:
         """Reopen with exponential backoff; returns when connected or interrupted, raises on giving up."""
+        try:
+            self._reconnect_tries(reason)
+        finally:
+            self._reconnect_attempt = None
+
+    def _reconnect_tries(self, reason: str) -> None:
         cfg = self.config
         attempt = 0
         delay = cfg.backoff_initial_s
         while True:
             attempt += 1
+            self._reconnect_attempt = attempt
             self._emit("reconnecting", f"reconnecting to {self.name} in {delay:.1f} s (attempt {attempt})", attempt)
             # Event.wait doubles as an interruptible sleep.
             if self._stop.wait(delay):
