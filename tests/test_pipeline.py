@@ -80,6 +80,40 @@ def test_file_source_loses_no_frame_and_keeps_order():
     assert src.closed
 
 
+class WorksOn:
+    """An engine with work (a mask to move: 20 ms, timed as ``propagate``) on the frames ``busy`` holds,
+    none on the others (nothing tracked: only ``total``, as the real engine's idle frames)."""
+
+    has_pending = False
+
+    def __init__(self, busy) -> None:
+        self.busy = busy
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        timings = {}
+        if self.busy(frame.index):
+            time.sleep(0.02)
+            timings["propagate"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(frame=frame, tracks=(), timings=timings)
+
+
+def test_model_fps_counts_only_the_frames_the_engine_had_work_on():
+    from realtime_sam.app.pipeline import model_rate
+
+    # Nothing tracked: each frame takes microseconds, and 1 / that made "model 1300 fps" (measured
+    # with the real engine and no objects). The model is idle, and the lines say so.
+    with Pipeline(ListSource(40), WorksOn(lambda i: False)) as pipe:
+        assert len(list(pipe)) == 40
+    assert pipe.stats.model_fps == 0.0 and model_rate(pipe.stats) == "idle"
+    # The last 30 frames: 20 idle ones and 10 of 20 ms each: about 50 fps (idle ones counted, 150).
+    with Pipeline(ListSource(50), WorksOn(lambda i: i < 10 or i >= 40)) as pipe:
+        assert len(list(pipe)) == 50
+    assert 15 < pipe.stats.model_fps <= 50.5, pipe.stats
+    assert model_rate(pipe.stats) == f"{pipe.stats.model_fps:.1f} fps"
+
+
 def test_live_source_keeps_only_the_newest_frame():
     src = ListSource(60, live=True, period=0.005)
     eng = SlowEngine(delay=0.03)

@@ -181,6 +181,76 @@ def test_hud_latency_does_not_grow_while_paused():
     assert window._hud(playing, engine, later).latency_ms > 60_000
 
 
+class _Clock:
+    """Stands in for the ``time`` module in :mod:`realtime_sam.app.ui`: a monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.strftime = time.strftime
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _PausablePipeline:
+    def __init__(self, stats=None) -> None:
+        self.paused, self.stats = False, stats
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+def test_hud_display_fps_leaves_out_the_time_paused(monkeypatch):
+    from types import SimpleNamespace
+
+    import realtime_sam.app.ui as ui
+
+    clock = _Clock()
+    monkeypatch.setattr(ui, "time", clock)
+    window = LiveWindow(WindowConfig(), on_message=lambda text: None)
+    pipeline, engine = _PausablePipeline(), SimpleNamespace(auto=False, has_pending=False)
+
+    def show(index: int) -> None:
+        window._take(FrameResult(Frame(index, np.zeros((48, 64, 3), np.uint8), index / 25, clock.now), ()))
+
+    for i in range(30):  # 25 fps
+        clock.now += 0.04
+        show(i)
+    assert window._hud(pipeline, engine, clock.now).display_fps == pytest.approx(25.0)
+    window._apply(TogglePause(), pipeline, engine)
+    clock.now += 5.0
+    show(29)  # the paused frame redone for a new prompt
+    clock.now += 5.0
+    paused = window._hud(pipeline, engine, clock.now)
+    # Paused: no rate (it stood at the last one, or fell as the paused frame was redone); PAUSED says why.
+    assert paused.display_fps is None and "display -- fps" in paused.text() and "PAUSED" in paused.text()
+    window._apply(TogglePause(), pipeline, engine)
+    for i in range(30, 35):
+        clock.now += 0.04
+        show(i)
+    # Five frames after a 10 s pause: 25 fps (with the pause counted it read 2.6).
+    assert window._hud(pipeline, engine, clock.now).display_fps == pytest.approx(25.0)
+
+
+def test_hud_says_the_model_is_idle_when_it_had_nothing_to_do():
+    from types import SimpleNamespace
+
+    window = LiveWindow(WindowConfig())
+    window._take(FrameResult(Frame(3, np.zeros((48, 64, 3), np.uint8), 0.1, time.monotonic()), ()))
+    engine = SimpleNamespace(auto=False, has_pending=False)
+
+    def hud(model_fps: float, processed: int):
+        stats = SimpleNamespace(model_fps=model_fps, frames_processed=processed)
+        return window._hud(_PausablePipeline(stats), engine, time.monotonic())
+
+    assert "model idle" in hud(0.0, 40).text()  # the pipeline's rate with no objects (was 1300 fps)
+    assert "model -- fps" in hud(0.0, 0).text()  # nothing processed yet
+    assert "model 4.2 fps" in hud(4.2, 40).text()
+
+
 def test_window_config_validates():
     with pytest.raises(ConfigError):
         WindowConfig(title="")

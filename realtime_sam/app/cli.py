@@ -331,12 +331,14 @@ class _Reporter:
     def status_text(self, stats: Any) -> str:
         """``[elapsed] frames ... | model ... | tracks N``; while the source is down,
         ``[elapsed] reconnecting (attempt N): frames ...`` (its read count stands still meanwhile)."""
+        from realtime_sam.app.pipeline import model_rate
+
         elapsed = self._clock() - self._started
         attempt = getattr(self.source, "reconnect_attempt", None)
         state = f"reconnecting (attempt {attempt}): " if attempt else ""
         return (
             f"[{elapsed:7.1f}s] {state}frames {stats.frames_read} read, {stats.frames_processed} processed, "
-            f"{stats.frames_dropped} dropped | model {stats.model_fps:.1f} fps | tracks {self.tracks}"
+            f"{stats.frames_dropped} dropped | model {model_rate(stats)} | tracks {self.tracks}"
         )
 
     def close(self) -> None:

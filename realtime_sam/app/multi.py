@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from realtime_sam.app.budget import FrameBudget
-from realtime_sam.app.pipeline import Pipeline, SerialWorker
+from realtime_sam.app.pipeline import Pipeline, SerialWorker, model_rate
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.errors import ConfigError
@@ -71,7 +71,8 @@ class StreamStatus:
         state: ``running``, ``reconnecting`` (its live source is down and being reopened:
             :attr:`reconnect_attempt` says which attempt), ``done`` (its source ended or the run
             was stopped) or ``failed``.
-        frames_read, frames_processed, frames_dropped, model_fps: the stream's pipeline counters.
+        frames_read, frames_processed, frames_dropped, model_fps: the stream's pipeline counters
+            (``model_fps`` 0 while the model is idle, see :class:`~realtime_sam.app.pipeline.PipelineStats`).
         encodes: embeddings the shared encoder made for it.
         encode_age_s: seconds since the frame behind its newest embedding went to the encoder (``None`` before the first).
         tracks: objects in its latest result.
@@ -102,7 +103,7 @@ class StreamStatus:
         state = self.state if self.reconnect_attempt is None else f"{self.state} (attempt {self.reconnect_attempt})"
         text = (
             f"{self.name}: {state}, frames {self.frames_read} read, {self.frames_processed} processed, "
-            f"{self.frames_dropped} dropped{cap} | model {self.model_fps:.1f} fps | encodes {self.encodes}, "
+            f"{self.frames_dropped} dropped{cap} | model {model_rate(self)} | encodes {self.encodes}, "
             f"encode age {age} | tracks {self.tracks}"
         )
         return text + (f" | error: {self.error}" if self.error else "")

@@ -100,14 +100,17 @@ class HudInfo:
     """Numbers shown on the heads-up line.
 
     Attributes:
-        display_fps: frames shown per second (``None``: not measured yet).
-        model_fps: frames the engine finishes per second (``None``: not yet).
+        display_fps: frames shown per second while playing (``None``: not measured yet, or paused).
+        model_fps: frames per second of engine time, over the recent frames it had work on
+            (``None``: not yet, or idle).
         latency_ms: capture-to-display latency in milliseconds (``None``: not yet).
         encode_age_frames: frames since the image encoder last ran.
         paused: playback is paused.
         auto_mode: the engine picks when to re-encode by itself.
         num_tracks: live tracks.
         message: an optional short status text shown at the end.
+        model_idle: the engine had nothing to do on the recent frames (no objects):
+            ``model idle`` is shown instead of a rate.
     """
 
     display_fps: float | None
@@ -118,6 +121,7 @@ class HudInfo:
     auto_mode: bool
     num_tracks: int
     message: str | None = None
+    model_idle: bool = False
 
     def text(self) -> str:
         """The HUD as one line of plain ASCII text."""
@@ -127,7 +131,7 @@ class HudInfo:
 
         parts = [
             f"display {num(self.display_fps, '.1f')} fps",
-            f"model {num(self.model_fps, '.1f')} fps",
+            "model idle" if self.model_idle else f"model {num(self.model_fps, '.1f')} fps",
             f"latency {num(self.latency_ms, '.0f')} ms",
             f"enc age {self.encode_age_frames}",
             f"tracks {self.num_tracks}",
