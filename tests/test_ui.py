@@ -19,6 +19,7 @@ import pytest
 from realtime_sam.app.ui import (
     AddObject,
     ClearAll,
+    Hint,
     Interaction,
     LiveWindow,
     Quit,
@@ -118,7 +119,10 @@ def test_keys(code, expected):
 @pytest.mark.parametrize("code", [ord("d"), 0xFFFF, 0x2E0000, 127])
 def test_delete_removes_under_the_cursor(code):
     ui = Interaction()
-    assert ui.on_key(code) == []  # no cursor yet: nothing to point at
+    # No cursor yet (the mouse never entered the window): nothing to act on, and the user is told
+    # what to do (it did nothing and said nothing).
+    (hint,) = ui.on_key(code)
+    assert isinstance(hint, Hint) and "point at an object" in hint.text
     ui.on_mouse(MOVE, 12, 34, 0)
     assert ui.on_key(code) == [RemoveAt(12.0, 34.0)]
 
@@ -338,9 +342,17 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
     # A random high display number (low ones are what other X servers on the
     # machine use); Xvfb takes its lock file atomically and exits if the number
     # is taken, and -displayfd reports when it accepts connections.
+    # REALTIME_SAM_TEST_XVFB_DISPLAYS=71-79 keeps them to those numbers (a machine whose users share out ranges).
+    low, high = 200, 4999
+    wanted = os.environ.get("REALTIME_SAM_TEST_XVFB_DISPLAYS", "")
+    if wanted:
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", wanted)
+        if m is None or int(m[1]) > int(m[2]):
+            raise AssertionError(f"REALTIME_SAM_TEST_XVFB_DISPLAYS must be LOW-HIGH (e.g. 71-79), got {wanted!r}")
+        low, high = int(m[1]), int(m[2])
     rng = random.Random()
     for _ in range(20):
-        number = rng.randrange(200, 5000)
+        number = rng.randrange(low, high + 1)
         read_fd, write_fd = os.pipe()
         server = subprocess.Popen(
             # -noreset: by default an X server resets when its last client leaves, and a client
@@ -764,7 +776,7 @@ class Pipeline:
     def resume(self):
         self.paused = False
 
-engine = SimpleNamespace(auto=False, has_pending=False)
+engine = SimpleNamespace(auto=False, has_pending=False, track_at=lambda x, y: None)
 config = WindowConfig(snapshot_dir=sys.argv[1] if len(sys.argv) > 1 else ".")
 with LiveWindow(config, on_message=lambda text: print(text, file=sys.stderr, flush=True)) as window:
     print(window.run(Pipeline(), engine), flush=True)
@@ -864,3 +876,32 @@ def test_two_snapshots_of_the_same_frame_make_two_files(xvfb_display, tmp_path):
     files = sorted(snaps.glob("*.png"))
     assert len(files) == 2, (files, said)
     assert all(f"snapshot saved: {f}" in err_path.read_text() for f in files)
+
+
+def test_d_before_the_mouse_was_over_the_window_says_to_point_first(xvfb_display, tmp_path):
+    """``d`` with the pointer never over the window: a message saying what to do (it did nothing and
+    said nothing); once the pointer was over it, ``d`` acts where it points."""
+    from fixtures_app import app_env
+
+    out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
+    _xdo(xvfb_display, "mousemove", "600", "450")  # the window opens at the top left, 320x240: away from it
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        app = subprocess.Popen([sys.executable, "-c", _FAST_SOURCE_APP], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err)
+    try:
+        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
+        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
+        _xdo(xvfb_display, "key", "--window", wid, "d")
+        _wait(lambda: "point at an object with the mouse first" in err_path.read_text(), 30, "the hint", app, err_path)
+        assert "no object under the cursor" not in err_path.read_text()
+        _xdo(xvfb_display, "mousemove", "--window", wid, "100", "80")
+        _wait(lambda: _xdo(xvfb_display, "getmouselocation").startswith("x:100 y:80 "), 10, "the pointer", app, err_path)
+        time.sleep(0.5)  # the motion event reaches the window's loop
+        _xdo(xvfb_display, "key", "--window", wid, "d")
+        _wait(lambda: "no object under the cursor to remove" in err_path.read_text(), 30, "the removal's answer", app, err_path)
+        _xdo(xvfb_display, "key", "--window", wid, "q")
+        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert err_path.read_text().count("point at an object") == 1

@@ -31,6 +31,7 @@ import numpy as np
 from realtime_sam.app.ui import (
     AddObject,
     ClearAll,
+    Hint,
     Interaction,
     Quit,
     RefineObject,
@@ -276,6 +277,9 @@ class GridWindow:
                 return
             if isinstance(command, ToggleHelp):
                 self.show_help = not self.show_help
+                return
+            if isinstance(command, Hint):
+                self.on_message(command.text)
                 return
             if isinstance(command, SaveSnapshot):
                 self._snapshot(layout, shown, runs, last)

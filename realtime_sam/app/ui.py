@@ -12,7 +12,8 @@ Mouse (window and image coordinates match 1:1, thanks to
   selected, the one under the cursor).
 
 Keys: ``space`` pause/resume, ``a`` auto-discovery on/off, ``d`` or
-``Delete`` remove the object under the cursor, ``c`` clear all, ``s`` save a
+``Delete`` remove the object under the cursor (before the mouse was ever over
+the window: a message saying to point at an object first), ``c`` clear all, ``s`` save a
 snapshot PNG, ``h`` show/hide the key help, ``q`` or ``Esc`` quit. Closing
 the window quits too.
 
@@ -61,6 +62,7 @@ __all__ = [
     "SaveSnapshot",
     "ToggleHelp",
     "Quit",
+    "Hint",
     "Command",
     "Interaction",
     "Selection",
@@ -254,7 +256,17 @@ class Quit:
     """Stop and close the window."""
 
 
-Command = Union[AddObject, RefineObject, RemoveAt, ClearAll, TogglePause, ToggleAuto, SaveSnapshot, ToggleHelp, Quit]
+@dataclass(frozen=True)
+class Hint:
+    """Nothing to do but tell the user ``text`` (``d`` pressed before the mouse was ever over the window)."""
+
+    text: str
+
+
+Command = Union[AddObject, RefineObject, RemoveAt, ClearAll, TogglePause, ToggleAuto, SaveSnapshot, ToggleHelp, Quit, Hint]
+
+POINT_FIRST = "point at an object with the mouse first, then press d (or Delete) to remove it"
+"""What ``d`` says while there is no cursor position: the mouse never entered the window."""
 
 
 # ---------------------------------------------------------------- event handling
@@ -324,7 +336,7 @@ class Interaction:
         if code == -1 or code is None:
             return []
         if code in _DELETE_CODES:
-            return [RemoveAt(*map(float, self.cursor))] if self.cursor is not None else []
+            return self._remove()
         if code == _ESC:
             return [Quit()]
         if not 0 < code < 256:
@@ -337,7 +349,7 @@ class Interaction:
         if key == "a":
             return [ToggleAuto()]
         if key == "d":
-            return [RemoveAt(*map(float, self.cursor))] if self.cursor is not None else []
+            return self._remove()
         if key == "c":
             return [ClearAll()]
         if key == "s":
@@ -345,6 +357,13 @@ class Interaction:
         if key == "h":
             return [ToggleHelp()]
         return []
+
+    def _remove(self) -> list[Command]:
+        # Before the mouse was ever over the window there is no position to act on (and removing
+        # some other object instead would surprise): say what to do.
+        if self.cursor is None:
+            return [Hint(POINT_FIRST)]
+        return [RemoveAt(*map(float, self.cursor))]
 
 
 class Selection:
@@ -676,6 +695,8 @@ class LiveWindow:
                 self._snapshot()
             elif isinstance(command, ToggleHelp):
                 self.show_help = not self.show_help
+            elif isinstance(command, Hint):
+                self._say(command.text)
         except PromptError as exc:
             self._say(str(exc))
 
