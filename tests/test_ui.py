@@ -255,6 +255,52 @@ def test_hud_says_the_model_is_idle_when_it_had_nothing_to_do():
     assert "model 4.2 fps" in hud(4.2, 40).text()
 
 
+def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatch):
+    """A stream whose server went away: no frame comes, yet the frame shown gets a HUD that says so."""
+    from types import SimpleNamespace
+
+    import realtime_sam.app.ui as ui
+
+    for name, fn in {
+        "namedWindow": lambda *a: None, "setMouseCallback": lambda *a: None, "imshow": lambda *a: None,
+        "waitKeyEx": lambda *a: -1, "getWindowProperty": lambda *a: 1.0, "destroyWindow": lambda *a: None,
+        "waitKey": lambda *a: -1,
+    }.items():
+        monkeypatch.setattr(ui.cv2, name, fn)
+    monkeypatch.setattr(ui, "require_display", lambda *a: None)
+    source = SimpleNamespace(reconnect_attempt=None)
+
+    class Down(_PausablePipeline):
+        def __init__(self) -> None:
+            super().__init__()
+            self.source, self.ended, self.polls = source, False, 0
+
+        def poll(self, timeout: float = 0.0):
+            self.polls += 1
+            if self.polls == 1:
+                return FrameResult(Frame(0, np.zeros((48, 64, 3), np.uint8), 0.0, time.monotonic()), ())
+            source.reconnect_attempt = 2 if self.polls < 20 else None  # down, then back
+            if self.polls >= 30:
+                self.ended = True
+            return None
+
+        def stop(self) -> None:
+            self.ended = True
+
+    huds: list[str] = []
+
+    class Recorder:
+        def annotate(self, image, result, hud=None):
+            huds.append(hud.text())
+            return image
+
+    window = LiveWindow(WindowConfig(), renderer=Recorder(), on_message=lambda text: None)
+    assert window.run(Down(), SimpleNamespace(auto=False, has_pending=False), poll_s=0.0) == "ended"
+    assert "reconnecting" not in huds[0]
+    assert any(h.endswith("source lost: reconnecting (attempt 2)") for h in huds), huds
+    assert "reconnecting" not in huds[-1], huds  # drawn again once it is back
+
+
 def test_window_config_validates():
     with pytest.raises(ConfigError):
         WindowConfig(title="")

@@ -463,6 +463,11 @@ class _Engine(Protocol):
 ExitReason = Literal["quit", "closed", "ended"]
 
 
+def _reconnect_attempt(pipeline: object) -> int | None:
+    """The reconnect attempt under way while the pipeline's live source is down, else ``None``."""
+    return getattr(getattr(pipeline, "source", None), "reconnect_attempt", None) or None
+
+
 class LiveWindow:
     """The interactive OpenCV window; it owns the window and nothing else.
 
@@ -499,6 +504,7 @@ class LiveWindow:
         self._last_encoded: int | None = None
         self._shown: np.ndarray | None = None
         self._latency_ms: float | None = None
+        self._reconnect_shown: int | None = None
 
     # -- window lifecycle ------------------------------------------------------------------
 
@@ -609,6 +615,8 @@ class LiveWindow:
                 if self._message is not None and time.monotonic() > self._message_until:
                     self._message = None
                     dirty = True
+                if _reconnect_attempt(pipeline) != self._reconnect_shown:
+                    dirty = True  # no frame comes while the source is down: say so on the frame shown
                 if dirty:
                     self._draw(pipeline, engine)
         finally:
@@ -740,6 +748,9 @@ class LiveWindow:
         latency_ms = self._latency_ms if pipeline.paused else (now - self._last.frame.capture_time) * 1e3
         age = self._last.index - self._last_encoded if self._last_encoded is not None else 0
         message = self._message
+        attempt = self._reconnect_shown = _reconnect_attempt(pipeline)
+        if message is None and attempt:
+            message = f"source lost: reconnecting (attempt {attempt})"
         if message is None and getattr(engine, "has_pending", False):
             # With a background encode a new object's mask comes 1-3 s after the click (CPU).
             message = "segmenting..."
