@@ -188,7 +188,12 @@ class BackgroundEncodes:
         """
         prompts = [p for job in self.jobs for p in job.new]
         for job in self.jobs:
-            if job.future is not None and not job.future.cancel():
+            if job.future is None:
+                continue
+            # A worker's future may lack cancel() (only result() and done() are asked of it):
+            # then it is taken as running.
+            cancel = getattr(job.future, "cancel", None)
+            if not (callable(cancel) and cancel()):
                 self.dropped.append(job.future)
         self.jobs.clear()
         self.history.clear()
