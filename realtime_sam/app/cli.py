@@ -458,6 +458,9 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             renderer=renderer,
             source_name=source.name,
             class_ids=class_ids,
+            # A file's own timestamps: a variable-frame-rate file keeps its timing.
+            timestamps=not source.live,
+            sample_aspect_ratio=source.sample_aspect_ratio,
         )
 
         from realtime_sam.tracking.engine import Engine

@@ -96,7 +96,10 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         return on
 
     def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
-        return [open_sinks(plans[spec.name], fps=source.fps or 25.0, config=cfg.output, renderer=renderer, source_name=source.name)]
+        return [open_sinks(
+            plans[spec.name], fps=source.fps or 25.0, config=cfg.output, renderer=renderer, source_name=source.name,
+            timestamps=not source.live, sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
+        )]
 
     multi = open_streams(specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet)
     if not any(plans.values()):

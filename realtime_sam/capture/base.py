@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Iterator, Literal
 
 import numpy as np
@@ -204,6 +205,10 @@ class Source(abc.ABC):
         size: ``(width, height)`` of delivered images (after rotation).
         name: display name, credentials redacted.
         num_frames: total frames when known (files), else ``None``.
+        sample_aspect_ratio: width over height of one pixel as players show
+            it (after rotation): 1 for square pixels, as nearly all sources
+            have; anamorphic video files (720x576 at 16:15 or 64:45, DV,
+            DVD) have others. Images and masks stay in stored pixels.
 
     Use as a context manager, or iterate: ``for frame in source`` stops at the
     end and lets :class:`SourceError` / :class:`StreamInterrupted` propagate.
@@ -214,6 +219,7 @@ class Source(abc.ABC):
     size: tuple[int, int]
     name: str
     num_frames: int | None
+    sample_aspect_ratio: Fraction = Fraction(1)
 
     def __init__(self) -> None:
         self._stop = threading.Event()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -110,6 +111,25 @@ def stream_fps(stream: Any) -> float | None:
             if math.isfinite(value) and 0 < value < 1000:
                 return value
     return None
+
+
+def sample_aspect_ratio(stream: Any, rotation: float | None) -> Fraction:
+    """Width over height of one displayed pixel of ``stream``'s frames turned upright; 1 when unknown.
+
+    The container's value wins over the codec's, as FFmpeg's players decide;
+    a quarter turn swaps width and height, so the ratio is inverted.
+    """
+    sar = None
+    for owner in (stream, getattr(stream, "codec_context", None)):
+        value = getattr(owner, "sample_aspect_ratio", None) if owner is not None else None
+        if value is not None and value.numerator > 0 and value.denominator > 0:
+            sar = Fraction(value)
+            break
+    if sar is None or not Fraction(1, 100) <= sar <= 100:
+        return Fraction(1)
+    if int(round((rotation or 0) / 90.0)) % 2:
+        sar = 1 / sar
+    return sar
 
 
 def first_video_stream(container: Any) -> Any | None:

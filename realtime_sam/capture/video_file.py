@@ -13,6 +13,7 @@ from realtime_sam.capture.base import Source, SourceConfig, _Stopped, _TooManyEr
 from realtime_sam.capture.decoding import (
     AVDecoder,
     first_video_stream,
+    sample_aspect_ratio,
     stream_fps,
     to_bgr,
 )
@@ -76,6 +77,7 @@ class VideoFileSource(Source):
             raise SourceError(f"{self.path} has no decodable video frames (empty or damaged file)")
         self._first: Frame | None = self._make_frame(first)
         self.size = (self._first.width, self._first.height)
+        self.sample_aspect_ratio = sample_aspect_ratio(stream, first.rotation)
 
     def _next_av_frame(self) -> Any | None:
         d = self._decoder
@@ -132,3 +134,4 @@ class VideoFileSource(Source):
 
     def _release(self) -> None:
         self._decoder.close()
+

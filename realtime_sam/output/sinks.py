@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -153,6 +154,8 @@ def make_sink(
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
     class_ids: Mapping[str, int] | None = None,
+    timestamps: bool = False,
+    sample_aspect_ratio: Fraction | None = None,
 ) -> Sink:
     """Build one sink, checking now that its output can be written.
 
@@ -165,6 +168,8 @@ def make_sink(
         source_name: recorded in the ``jsonl`` header.
         size: ``(width, height)`` for ``video``; ``None`` = the frames' size.
         class_ids: for ``mots``: track label -> class id (a detector's classes, see :class:`MotsSink`).
+        timestamps: ``video``: place frames at their timestamps (files), not at index / fps.
+        sample_aspect_ratio: ``video``: the source's pixel shape, stored so players show it as the source.
 
     Raises:
         SinkError: unknown kind, or an output that cannot be written.
@@ -185,6 +190,8 @@ def make_sink(
             renderer=renderer,
             fragmented=cfg.video_fragmented,
             keyframe_interval_s=cfg.video_keyframe_interval_s,
+            timestamps=timestamps,
+            sample_aspect_ratio=sample_aspect_ratio,
         )
     if kind == "jsonl":
         return JsonlSink(path, source=source_name, fps=fps)
@@ -207,13 +214,16 @@ def open_sinks(
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
     class_ids: Mapping[str, int] | None = None,
+    timestamps: bool = False,
+    sample_aspect_ratio: Fraction | None = None,
 ) -> MultiSink:
     """Open several outputs at once (all or none).
 
     Args:
         outputs: :class:`SinkSpec` objects or ``KIND:PATH`` strings
             (:func:`parse_sink_spec`).
-        fps, config, renderer, source_name, size, class_ids: as for :func:`make_sink`.
+        fps, config, renderer, source_name, size, class_ids, timestamps, sample_aspect_ratio: as for
+            :func:`make_sink`.
 
     Returns:
         A :class:`MultiSink` (possibly empty) that writes to and closes them all.
@@ -242,6 +252,8 @@ def open_sinks(
                     source_name=source_name,
                     size=size,
                     class_ids=class_ids,
+                    timestamps=timestamps,
+                    sample_aspect_ratio=sample_aspect_ratio,
                 )
             )
     except BaseException:

@@ -69,6 +69,12 @@ class VideoSink(SinkBase):
     is shown at ``(i - first_index) / fps`` seconds, so the file's duration
     is right and frames the pipeline skipped show as the previous frame held
     (an index that does not increase is placed one frame after the last).
+    With ``timestamps=True`` (what the command uses for files) each frame is
+    shown at its own ``Frame.timestamp`` less the first one's instead, to
+    1/90000 s: a variable-frame-rate file (a phone's, a screen recording
+    with pauses) keeps its timing, so the output lines up with the source
+    and with the masks file's timestamps; a timestamp that does not
+    increase is placed one frame (``1 / fps``) after the last.
 
     Surviving interruptions -- measured here with x264 ``veryfast``:
 
@@ -122,6 +128,12 @@ class VideoSink(SinkBase):
         keyframe_interval_s: seconds between keyframes (where a player can
             start and seek) in fragmented MP4 and Matroska (a classic MP4
             keeps x264's default of 250 frames).
+        timestamps: place frames at their timestamps, not at their index
+            (see above).
+        sample_aspect_ratio: the source's pixel shape (width over height,
+            :attr:`Source.sample_aspect_ratio`), stored in the video so that
+            players show an anamorphic source's frames at the source's
+            display shape.
 
     Attributes:
         frames_in_file: frames the encoder has given out and the file holds
@@ -146,6 +158,8 @@ class VideoSink(SinkBase):
         renderer: Renderer | None = None,
         fragmented: bool = True,
         keyframe_interval_s: float = 2.0,
+        timestamps: bool = False,
+        sample_aspect_ratio: Fraction | float | None = None,
     ) -> None:
         suffix = Path(path).suffix.lower()
         if suffix not in VIDEO_FORMATS:
@@ -175,6 +189,12 @@ class VideoSink(SinkBase):
         self.format = VIDEO_FORMATS[suffix]
         self.fragmented = bool(fragmented) and self.format in ("mp4", "mov")
         self.keyframe_interval_s = float(keyframe_interval_s)
+        self.timestamps = bool(timestamps)
+        sar = Fraction(sample_aspect_ratio).limit_denominator(65535) if sample_aspect_ratio else Fraction(1)
+        if not Fraction(1, 100) <= sar <= 100:
+            raise SinkError(f"the video's sample aspect ratio must be in [1/100, 100], got {sample_aspect_ratio}")
+        self.sample_aspect_ratio = sar
+        self._first_timestamp: float | None = None
         self._container: Any = None
         self._stream: Any = None
         self._first_index: int | None = None
@@ -185,14 +205,15 @@ class VideoSink(SinkBase):
         """Draw ``result`` on its frame and encode it."""
         self._check_open()
         image = self.renderer.annotate(result.frame.image, result)
-        self.write_image(image, result.index)
+        self.write_image(image, result.index, result.frame.timestamp)
 
-    def write_image(self, image_bgr: np.ndarray, index: int) -> None:
+    def write_image(self, image_bgr: np.ndarray, index: int, timestamp: float | None = None) -> None:
         """Encode an already drawn frame (lets a UI reuse the image it shows).
 
         Args:
             image_bgr: ``HxWx3 uint8`` BGR.
-            index: the frame's index, which sets its timestamp.
+            index: the frame's index, which sets its timestamp...
+            timestamp: ...or this, in seconds, with ``timestamps=True``.
         """
         self._check_open()
         image = np.asarray(image_bgr)
@@ -206,11 +227,7 @@ class VideoSink(SinkBase):
         pad_w, pad_h = self._stream.width - width, self._stream.height - height
         if pad_w or pad_h:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        if self._first_index is None:
-            self._first_index = int(index)
-        pts = int(index) - self._first_index
-        if pts <= self._last_pts:
-            pts = self._last_pts + 1
+        pts = self._pts(index, timestamp)
         # OpenCV's BGR->I420 (BT.601, limited range, what swscale would do too)
         # takes ~1 ms at 720p; PyAV's bgr24 import plus swscale takes ~10 ms.
         yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
@@ -222,6 +239,20 @@ class VideoSink(SinkBase):
             raise SinkError(f"writing the video output {self.path} failed: {describe_error(exc)}") from None
         self._last_pts = pts
         self.frames_written += 1
+
+    def _pts(self, index: int, timestamp: float | None) -> int:
+        """The frame's presentation time in the stream's codec time base, after the last frame's."""
+        tb = self._stream.codec_context.time_base or 1 / self.fps  # PyAV sets 1 / rate when the encoder opens
+        step = max(1, round(1 / (self.fps * tb)))  # one frame at the nominal rate
+        if self.timestamps and timestamp is not None and math.isfinite(timestamp):
+            if self._first_timestamp is None:
+                self._first_timestamp = float(timestamp)
+            pts = round((float(timestamp) - self._first_timestamp) / tb)
+        else:
+            if self._first_index is None:
+                self._first_index = int(index)
+            pts = (int(index) - self._first_index) * step
+        return pts if pts > self._last_pts else self._last_pts + step
 
     def _mux(self, packets) -> None:
         """Write the encoder's packets (a frame each) to the file, counting them in :attr:`frames_in_file`."""
@@ -242,6 +273,11 @@ class VideoSink(SinkBase):
         try:
             self._container = av.open(str(self.path), "w", format=self.format, options=options)
             stream = self._container.add_stream(self.codec, rate=self.fps)
+            if self.timestamps:
+                # Fine enough for any source's timestamps (MPEG's 90 kHz clock).
+                stream.codec_context.time_base = Fraction(1, 90000)
+            if self.sample_aspect_ratio != 1:
+                stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
             # 4:2:0 chroma needs even dimensions; pad rather than crop a pixel.
             stream.width = width + width % 2
             stream.height = height + height % 2
