@@ -237,10 +237,11 @@ def test_not_a_video_fails_at_open_with_one_line(tmp_path: Path) -> None:
     noise.write_bytes(np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    for path in (text, noise, empty):
+    for path, says in ((text, "is not a video FFmpeg can read"), (noise, "is not a video FFmpeg can read"),
+                       (empty, "is empty (0 bytes)")):
         with pytest.raises(SourceError) as info:
             open_source(path)
-        assert "is not a video FFmpeg can read" in str(info.value)
+        assert says in str(info.value)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 

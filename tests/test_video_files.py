@@ -1,4 +1,4 @@
-"""Video files as users have them: variable frame rate, anamorphic pixels, rotation.
+"""Video files as users have them: variable frame rate, anamorphic pixels, rotation, files being written.
 
 Each case writes a small real file with PyAV and runs it through the source
 or the ``realtime-sam`` command, as a user would, and compares with what
@@ -16,6 +16,7 @@ import pytest
 
 from realtime_sam.app import cli
 from realtime_sam.capture.sources import open_source
+from realtime_sam.errors import SourceError
 from realtime_sam.output.jsonl import load_jsonl
 from realtime_sam.output.video import VideoSink
 from realtime_sam.types import Frame, FrameResult
@@ -129,3 +130,29 @@ def test_anamorphic_file_output_video_is_shown_at_the_source_shape(run, tmp_path
         assert (stream.width, stream.height) == (W, H)  # masks and boxes stay in stored pixels
         assert stream.sample_aspect_ratio == Fraction(64, 45)
 
+
+# ------------------------------------------------------------------ files that cannot be read (yet)
+
+
+def test_empty_file_says_it_is_empty(tmp_path):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"clip\.mp4 is empty \(0 bytes\)"):
+        open_source(path)
+
+
+def test_mp4_still_being_written_says_so(tmp_path):
+    # A plain MP4 writes its index (moov) last: a recording in progress, or one cut short, has none yet.
+    full = write_clip(tmp_path / "full.mp4", [i * 40 for i in range(25)])
+    data = full.read_bytes()
+    assert data.rfind(b"moov") > len(data) // 2
+    partial = tmp_path / "recording.mp4"
+    partial.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match="without its index .*still being written, or was cut short") as info:
+        open_source(partial)
+    assert "\n" not in str(info.value)
+    # Bytes that are no MP4 at all keep the general message.
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SourceError, match="not a video FFmpeg can read"):
+        open_source(junk)

@@ -52,6 +52,14 @@ class VideoFileSource(Source):
         except (av.FFmpegError, OSError, ValueError) as exc:
             if isinstance(exc, PermissionError):
                 raise SourceError(f"cannot read {self.path}: permission denied") from None
+            if _size(self.path) == 0:
+                raise SourceError(f"{self.path} is empty (0 bytes); give a video file") from None
+            if _mp4_without_index(self.path):
+                raise SourceError(
+                    f"{self.path} is an MP4/MOV file without its index (no moov atom): it is still being written, "
+                    "or was cut short; wait until the recording ends (a recording to .mkv or .ts can be read "
+                    "while it grows)"
+                ) from None
             raise SourceError(f"{self.path} is not a video FFmpeg can read ({describe_error(exc)})") from None
         stream = first_video_stream(container)
         if stream is None:
@@ -135,3 +143,40 @@ class VideoFileSource(Source):
     def _release(self) -> None:
         self._decoder.close()
 
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _mp4_without_index(path: Path) -> bool:
+    """True for an ISO-BMFF file (MP4, MOV) whose top-level boxes start with ``ftyp`` but hold no ``moov``.
+
+    A plain MP4 writes its index (``moov``) last, so a recording in progress
+    or one cut short has none; FFmpeg then says only "Invalid data found".
+    """
+    seen: list[bytes] = []
+    try:
+        with path.open("rb") as f:
+            size = path.stat().st_size
+            pos = 0
+            while pos + 8 <= size and len(seen) < 1000:
+                f.seek(pos)
+                header = f.read(16)
+                length = int.from_bytes(header[:4], "big")
+                kind = header[4:8]
+                seen.append(kind)
+                if kind == b"moov":
+                    return False
+                if length == 1 and len(header) == 16:  # 64-bit size follows
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:  # the box runs to the end of the file (an mdat being written)
+                    break
+                if length < 8:
+                    break
+                pos += length
+    except OSError:
+        return False
+    return bool(seen) and seen[0] in (b"ftyp", b"wide", b"free", b"mdat")
