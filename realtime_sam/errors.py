@@ -12,6 +12,7 @@ __all__ = [
     "RealtimeSamError",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "CheckpointDamagedError",
     "WeightsDownloadError",
     "ConfigError",
     "SourceError",
@@ -36,6 +37,10 @@ class CheckpointError(RealtimeSamError):
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """No weights file where one was named: a :class:`CheckpointError` that is also the
     ``FileNotFoundError`` ``segment_anything``'s builders raise for a missing checkpoint."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A weights file that cannot be read as a checkpoint: truncated, empty, or another kind of file."""
 
 
 class WeightsDownloadError(RealtimeSamError):

@@ -909,3 +909,123 @@ def test_a_proxy_set_after_an_earlier_download_is_used(
     dest = download_weights(tmp_path / "b" / "mobile_sam.pt", urls=[proxied], progress=False, timeout=5)
     assert server.hits[proxied] == 1
     assert dest.read_bytes() == checkpoint_bytes
+
+
+# --------------------------------------------------------------------------- damaged files: what to do
+
+
+def test_a_damaged_file_the_app_found_says_how_to_replace_it(
+    tmp_path: Path, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A truncated cache file was called "not a complete PyTorch checkpoint (truncated or another
+    # format)" with no way out: the user had not named that file and did not know where it came from.
+    cached = tmp_path / "cache" / "mobile_sam.pt"
+    cached.parent.mkdir()
+    cached.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])
+    with pytest.raises(CheckpointError) as err:
+        check_weights(None)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read checkpoint {cached}: it is not a complete PyTorch checkpoint")
+    assert msg.endswith("; run `realtime-sam weights download` to replace it (or delete it: the next run downloads it again)")
+    assert "\n" not in msg
+
+    # The load (the Python API, or a check skipped) says the same.
+    from realtime_sam.config import ModelConfig
+    from realtime_sam.model.loader import load_model
+
+    with pytest.raises(CheckpointError) as err:
+        load_model(ModelConfig(device="cpu"), progress=False)
+    assert str(err.value) == msg
+
+    # $REALTIME_SAM_WEIGHTS's file is what `weights download` writes to as well; deleting it would not help.
+    env_file = tmp_path / "env" / "mobile_sam.pt"
+    env_file.parent.mkdir()
+    env_file.write_bytes(checkpoint_bytes[:1000])
+    monkeypatch.setenv(ENV_WEIGHTS, str(env_file.parent))
+    with pytest.raises(CheckpointError) as err:
+        check_weights(None)
+    assert str(err.value).startswith(f"cannot read checkpoint {env_file}: ")
+    assert str(err.value).endswith("complete PyTorch checkpoint (truncated or another format); run `realtime-sam weights download` to replace it")
+
+
+def test_a_damaged_weights_file_of_the_users_own_is_not_offered_a_download(
+    tmp_path: Path, checkpoint_bytes: bytes
+) -> None:
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])
+    with pytest.raises(CheckpointError) as err:
+        check_weights(mine)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read checkpoint {mine}: it is not a complete PyTorch checkpoint")
+    assert msg.endswith("; pass a complete checkpoint with --weights (`realtime-sam weights verify FILE` checks one)")
+    assert "weights download" not in msg
+
+
+def test_path_says_a_damaged_file_is_damaged(
+    tmp_path: Path, checkpoint_bytes: bytes, checkpoint_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `weights path` said "present (3.0 MB, from cache)" for a truncated file that every run refuses.
+    cached = tmp_path / "cache" / "mobile_sam.pt"
+    cached.parent.mkdir()
+    cached.write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])
+    assert weights_main(["path"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{cached}\n"
+    assert err.startswith("damaged (") and "present" not in err and err.count("\n") == 1
+    assert err.rstrip().endswith("run `realtime-sam weights download` to replace it (or delete it: the next run downloads it again)")
+    # `verify` of the same file says how to replace it too.
+    assert weights_main(["verify"]) == 2
+    assert "run `realtime-sam weights download` to replace it" in capsys.readouterr().err
+    # A complete file is present; one of another model is present but not usable.
+    cached.write_bytes(checkpoint_bytes)
+    assert weights_main(["path"]) == 0
+    assert capsys.readouterr().err.startswith("present (")
+    assert weights_main(["path", "--model-type", "vit_b"]) == 0
+    assert "(from cache)" not in capsys.readouterr().err  # the vit_b file is not there
+    (tmp_path / "cache" / "sam_vit_b_01ec64.pth").write_bytes(checkpoint_file.read_bytes())
+    assert weights_main(["path", "--model-type", "vit_b"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("present but not usable (") and "not SAM ViT-B" in err
+
+
+def test_a_file_where_the_cache_folder_should_be_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # mkdir's "cannot create X (File exists)" left the user to work out that X is a file.
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    for cache in (blocker, blocker / "sub"):
+        monkeypatch.setenv(ENV_CACHE, str(cache))
+        assert weights_main(["download", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: {blocker} is a file, not a folder; set {ENV_CACHE} to a writable folder or pass another destination\n"
+        )
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("command", [["path"], ["verify"]])
+def test_ctrl_c_outside_a_download_does_not_talk_of_partial_files(
+    command: list[str], tmp_path: Path, checkpoint_file: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import realtime_sam.model.weights as weights_module
+
+    monkeypatch.setenv(ENV_WEIGHTS, str(checkpoint_file))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "check_checkpoint_file", interrupted)
+    monkeypatch.setattr(weights_module, "verify_weights", interrupted)
+    assert weights_main(command) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_a_bad_timeout_from_python_names_the_argument(tmp_path: Path, server: _Server) -> None:
+    # Called from Python, the error named the command's flag (--timeout), which the caller never used.
+    url = server.url("/never.pt")
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(tmp_path / "mobile_sam.pt", urls=[url], progress=False, timeout=0)
+    assert str(err.value) == "timeout must be a positive number of seconds, at most 86400, got 0"
+    assert server.hits["/never.pt"] == 0

@@ -20,7 +20,7 @@ from typing import Mapping
 
 import torch
 
-from realtime_sam.errors import CheckpointError, CheckpointNotFoundError
+from realtime_sam.errors import CheckpointDamagedError, CheckpointError, CheckpointNotFoundError
 
 __all__ = [
     "MODEL_TYPES",
@@ -65,7 +65,8 @@ def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
 
     Raises:
         CheckpointError: the file is missing (:class:`CheckpointNotFoundError`, also a
-            ``FileNotFoundError``), truncated, or not a checkpoint.
+            ``FileNotFoundError``), or truncated or not a checkpoint
+            (:class:`~realtime_sam.errors.CheckpointDamagedError`).
     """
     p = Path(path)
     if not p.exists():
@@ -99,7 +100,7 @@ def read_state_dict(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
             hint = "it is not a PyTorch checkpoint"
         elif "zip archive" in reason or "central directory" in reason or "failed finding" in reason:
             hint = "it is not a complete PyTorch checkpoint (truncated or another format)"
-        raise CheckpointError(f"cannot read checkpoint {p}: {hint}") from exc
+        raise CheckpointDamagedError(f"cannot read checkpoint {p}: {hint}") from exc
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj or not all(

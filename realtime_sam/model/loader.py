@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from realtime_sam.errors import CheckpointDamagedError
 from realtime_sam.model.device import resolve_device, resolve_precision
 from realtime_sam.model.predictor import SamPredictor
 from realtime_sam.model.runners import InferenceRunner
 from realtime_sam.model.runtime import InferenceModel, load_inference_model
 from realtime_sam.model.runtime.model import EXPORTED_BACKENDS, resolve_backend
-from realtime_sam.model.weights import check_weights, resolve_weights
+from realtime_sam.model.weights import check_weights, damaged_weights_error, resolve_weights
 
 if TYPE_CHECKING:
     from realtime_sam.config import ModelConfig
@@ -54,7 +55,10 @@ def check_model_config(model_config: ModelConfig) -> None:
 def load_model(model_config: ModelConfig, *, progress: bool = True) -> InferenceModel:
     """The :class:`InferenceModel` that ``model_config`` names (weights resolved, downloaded if needed)."""
     weights = resolve_weights(model_config.weights, model_type=model_config.model_type, progress=progress)
-    return load_inference_model(weights, model_config)
+    try:
+        return load_inference_model(weights, model_config)
+    except CheckpointDamagedError as exc:
+        raise damaged_weights_error(exc, weights, model_config.model_type) from exc
 
 
 def load_predictor(model_config: ModelConfig, *, progress: bool = True) -> SamPredictor:

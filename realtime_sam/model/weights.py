@@ -48,6 +48,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from realtime_sam.errors import (
+    CheckpointDamagedError,
     CheckpointError,
     CheckpointNotFoundError,
     RealtimeSamError,
@@ -62,6 +63,7 @@ __all__ = [
     "ENV_URLS",
     "WEIGHTS_FILENAMES",
     "check_weights",
+    "damaged_weights_error",
     "locate_checkpoint",
     "OFFICIAL_URLS",
     "OFFICIAL_SAM_URLS",
@@ -240,6 +242,45 @@ def resolve_weights(
     return download_weights(cache_path, model_type=model_type, progress=progress)
 
 
+#: What a damaged ``--weights`` file (or ``model.weights``) is told to do.
+_OWN_FILE_ADVICE = "pass a complete checkpoint with --weights (`realtime-sam weights verify FILE` checks one)"
+
+
+def _replace_advice(path: Path, model_type: str) -> str | None:
+    """How to replace ``path`` when it is the file the app finds by itself (the cache's, or
+    ``$REALTIME_SAM_WEIGHTS``'s); ``None`` for any other file (a user's own)."""
+    default, source = default_weights_path(model_type)
+    if Path(path).expanduser().absolute() != default:
+        return None
+    if model_type != "vit_t":
+        return f"replace it: curl -L -o {default} {OFFICIAL_SAM_URLS[model_type]}"
+    advice = "run `realtime-sam weights download` to replace it"
+    if source == "cache":
+        advice += " (or delete it: the next run downloads it again)"
+    return advice
+
+
+def damaged_weights_error(
+    exc: CheckpointDamagedError,
+    path: str | os.PathLike[str],
+    model_type: str,
+    *,
+    own_file_advice: str | None = _OWN_FILE_ADVICE,
+) -> CheckpointDamagedError:
+    """``exc`` (``path`` cannot be read as a checkpoint) with what to do about it at the end.
+
+    The file the app finds by itself (the cache's, ``$REALTIME_SAM_WEIGHTS``'s) is replaced by
+    ``realtime-sam weights download`` (for MobileSAM); any other file is the user's own, and
+    ``own_file_advice`` is said for it (by default: pass a complete one with ``--weights``;
+    ``None``: nothing is added).
+    """
+    advice = _replace_advice(Path(path), model_type) or own_file_advice
+    if advice is None:
+        return exc
+    # The advice replaces the generic "(download it again)" (a user's own file may not come from a download).
+    return CheckpointDamagedError(f"{str(exc).replace(' (download it again)', '')}; {advice}")
+
+
 def check_weights(weights: str | os.PathLike[str] | None, *, model_type: str = "vit_t") -> Path | None:
     """Raise now what loading the weights would, short of downloading: the file to load, or ``None``.
 
@@ -261,7 +302,10 @@ def check_weights(weights: str | os.PathLike[str] | None, *, model_type: str = "
         if named or model_type != "vit_t":
             raise
         return None
-    checkpoint.check_checkpoint_file(path, model_type)
+    try:
+        checkpoint.check_checkpoint_file(path, model_type)
+    except CheckpointDamagedError as exc:
+        raise damaged_weights_error(exc, path, model_type) from exc
     return path
 
 
@@ -341,10 +385,11 @@ def _describe_connect_error(exc: BaseException) -> _TransferFailed:
     return _TransferFailed(describe_error(reason))
 
 
-def _check_timeout(timeout: float) -> None:
+def _check_timeout(timeout: float, name: str) -> None:
+    """Refuse a ``timeout`` sockets cannot take; ``name`` is what the caller called it (``--timeout``, ``timeout``)."""
     if not (0 < timeout <= _MAX_TIMEOUT_S):  # also false for nan
         raise WeightsDownloadError(
-            f"--timeout must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g}, got {timeout:g}"
+            f"{name} must be a positive number of seconds, at most {_MAX_TIMEOUT_S:g}, got {timeout:g}"
         )
 
 
@@ -454,7 +499,7 @@ def download_weights(
             the one-line message names the URLs tried and the manual command.
     """
     _check_model_type(model_type)
-    _check_timeout(timeout)
+    _check_timeout(timeout, "timeout")
     dest = Path(dest).expanduser().absolute()
     if urls is None:
         if model_type != "vit_t":
@@ -472,9 +517,13 @@ def download_weights(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        # mkdir says "File exists" / "Not a directory" for a file in the way: name that file.
+        blocker = next((p for p in (dest.parent, *dest.parent.parents) if p.exists() and not p.is_dir()), None)
+        what = f"{blocker} is a file, not a folder" if blocker is not None else (
+            f"cannot create {dest.parent} ({describe_error(exc)})"
+        )
         raise WeightsDownloadError(
-            f"cannot create {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
-            f"directory or pass another destination"
+            f"{what}; set {ENV_CACHE} to a writable folder or pass another destination"
         ) from exc
 
     _remove_stale_parts(dest)
@@ -708,7 +757,17 @@ def _cmd_path(args: argparse.Namespace) -> int:
     path, source = default_weights_path(args.model_type)
     print(path)
     if path.is_file():
-        print(f"present ({path.stat().st_size / 1e6:.1f} MB, from {source})", file=sys.stderr)
+        size = f"{path.stat().st_size / 1e6:.1f} MB, from {source}"
+        try:
+            # Keys and shapes only (the tensors are memory-mapped, not read): milliseconds.
+            checkpoint.check_checkpoint_file(path, args.model_type)
+        except CheckpointDamagedError as exc:
+            print(f"damaged ({size}): {damaged_weights_error(exc, path, args.model_type, own_file_advice=None)}",
+                  file=sys.stderr)
+        except CheckpointError as exc:
+            print(f"present but not usable ({size}): {exc}", file=sys.stderr)
+        else:
+            print(f"present ({size})", file=sys.stderr)
     elif args.model_type == "vit_t":
         print("not there yet; `realtime-sam weights download` fetches it", file=sys.stderr)
     else:
@@ -717,7 +776,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    _check_timeout(args.timeout)
+    _check_timeout(args.timeout, "--timeout")
     dest = args.dest.expanduser() if args.dest is not None else default_weights_path("vit_t")[0]
     if dest.is_dir():
         dest = dest / WEIGHTS_FILENAMES["vit_t"]
@@ -739,7 +798,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     model_type = None if args.model_type == "auto" else args.model_type
     path = args.file if args.file is not None else default_weights_path(model_type or "vit_t")[0]
-    report = verify_weights(path, model_type)
+    try:
+        report = verify_weights(path, model_type)
+    except CheckpointDamagedError as exc:
+        # The cache's file (or $REALTIME_SAM_WEIGHTS's) says how to replace it; a file given is the user's.
+        raise damaged_weights_error(exc, path, model_type or "vit_t", own_file_advice=None) from exc
     print(f"ok: {report.path}")
     print(f"model:      {checkpoint.MODEL_NAMES[report.model_type]} ({report.model_type})")
     print(f"tensors:    {report.num_tensors}")
@@ -767,7 +830,9 @@ def weights_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; no partial file was kept", file=sys.stderr)
+        # Only a download writes anything (and removes its partial file when interrupted).
+        kept = "; no partial file was kept" if args.command == "download" else ""
+        print(f"error: interrupted{kept}", file=sys.stderr)
         return 130
 
 
