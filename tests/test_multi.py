@@ -361,6 +361,9 @@ def test_streams_file(tmp_path):
         ("- {source: a.mp4, name: a, name: b}\n", "'name' is given twice"),
         ("- source: a.mp4\n  settings:\n    source: {backoff_max_s: 60}\n    source: {backoff_initial_s: 20}\n", "'source' is given twice (lines 3 and 4)"),
         ("- {source: a.mp4, settings: {source: {backoff_initial_s: 20}}}\n", "stream 1: settings: source.backoff_max_s (10.0)"),
+        # detect.* with no detector was refused only when the stream's engine was built, its sources open.
+        ("- {source: a.mp4}\n- {source: b.mp4, settings: {detect: {conf: 0.5}}}\n",
+         "s.yaml: stream 2: settings: detect.conf is set but there is no detector to use it: add --detect MODEL"),
     ],
 )
 def test_bad_streams_files_are_one_clear_error(tmp_path, text, fragment):
@@ -386,6 +389,18 @@ def test_streams_file_settings_are_checked_over_the_runs_configuration(tmp_path)
         load_streams_file(path)  # over the defaults
     with pytest.raises(ConfigError, match=r"^stream door: settings: source.backoff_max_s"):
         stream_config(Config(), spec)  # a spec applied over a configuration it does not fit: which stream
+
+
+def test_streams_file_detect_settings_are_taken_with_a_detector_from_the_run_or_the_stream(tmp_path):
+    from realtime_sam.config import load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text("- {name: door, source: a.mp4, settings: {detect: {conf: 0.5}}}\n"
+                    "- {name: yard, source: b.mp4, settings: {detect: {model: yolo11n.pt, conf: 0.4}}}\n")
+    with pytest.raises(ConfigError, match=r"stream 1: settings: detect.conf is set but there is no detector"):
+        load_streams_file(path)
+    door, yard = load_streams_file(path, load_config(None, ["detect.model=yolo11n.pt"]))
+    assert door.settings == {"detect": {"conf": 0.5}} and yard.settings["detect"]["conf"] == 0.4
 
 
 # ------------------------------------------------------------------ streams side by side (fake model, real files)

@@ -156,7 +156,11 @@ def _settings(value: Any, where: str, base: Config | None = None) -> dict[str, d
     try:
         # Over the run's configuration, as multi.stream_config applies them: a key checked with
         # another (backoff_initial_s <= backoff_max_s ...) is checked against the value the run uses.
-        parse_config(data, base)  # unknown sections/keys and bad values fail here, naming the valid ones
+        merged = parse_config(data, base)  # unknown sections/keys and bad values fail here, naming the valid ones
+        if "detect" in data:
+            # detect.* without a detector (the run's --detect, or this stream's detect.model) was
+            # refused only as this stream's engine was built, after every source had opened.
+            merged.detect.require_detector()
     except ConfigError as exc:
         raise ConfigError(f"{where}: settings: {exc}") from None
     return data
@@ -171,7 +175,7 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
     Raises:
         ConfigError: the file is missing or malformed, a stream has no source, an unknown key,
             a bad or repeated name, a key given twice in one mapping, or settings that do not parse
-            (the message names the stream).
+            or set ``detect.*`` with no detector to use them (the message names the stream).
     """
     from realtime_sam.config import read_yaml
     from realtime_sam.yaml_loader import yes_no_hint
