@@ -35,7 +35,7 @@ from realtime_sam.tracking.discovery import DiscoveryConfig
 from realtime_sam.tracking.engine import EngineConfig
 from realtime_sam.tracking.propagation import PropagationConfig
 from realtime_sam.tracking.tracks import TrackerConfig
-from realtime_sam.yaml_loader import DECIMAL, ScalarLoader, base_60_hint, yes_no_hint
+from realtime_sam.yaml_loader import DECIMAL, UniqueKeyLoader, base_60_hint, yes_no_hint
 
 __all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config", "read_yaml"]
 
@@ -206,7 +206,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not section or not name:
             raise ConfigError(f"--set expects section.key=value (e.g. engine.reencode_every=5), got {item!r}")
         try:
-            value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
+            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
@@ -224,38 +224,6 @@ def preset_text(name: str) -> str:
     return resources.files(__package__).joinpath("configs", f"{name}.yaml").read_text(encoding="utf-8")
 
 
-class _UniqueKeyLoader(ScalarLoader):
-    """:class:`~realtime_sam.yaml_loader.ScalarLoader` (YAML 1.1's base-60 numbers, octal and
-    dates as written) that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last silently: a second ``engine:`` section would drop
-    every key of the first without a word.
-    """
-
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            # YAML's merge key (`<<: *anchor`) is no key of the mapping: the base class merges it in,
-            # and keys given after it override the merged ones. A mapping merged into another is
-            # flattened in place, so its merged-in keys stand before its own: only the mapping's
-            # own keys (from its start on) are compared.
-            if key_node.tag == "tag:yaml.org,2002:merge" or key_node.start_mark.index < node.start_mark.index:
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key; the base class reports it
-                continue
-            seen[key] = line
-            if first is not None:
-                lines = f"line {line}" if first == line else f"lines {first} and {line}"
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice ({lines})", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_yaml(text: str, where: str) -> Any:
     """``text`` parsed as YAML (safe), a key given twice in one mapping refused.
 
@@ -265,7 +233,7 @@ def read_yaml(text: str, where: str) -> Any:
         ConfigError: one line naming ``where``, the line and column, and what is wrong there.
     """
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]

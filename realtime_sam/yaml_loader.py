@@ -14,15 +14,19 @@ anyone writing a setting) reads:
 Kept as PyYAML reads them: ``0x10`` (16), ``1_000`` (1000), ``.5``, ``yes``/``no``/
 ``on``/``off`` (true/false: what a switch means; a key that wants text says to quote
 them), and ``1e3`` (text, which a key that wants a float reads as 1000.0).
+
+:class:`UniqueKeyLoader`, for config, streams and prompts files, also refuses a key
+given twice in one mapping, naming both lines.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import yaml
 
-__all__ = ["ScalarLoader", "BASE_60", "DECIMAL", "base_60_hint", "yes_no_hint"]
+__all__ = ["ScalarLoader", "UniqueKeyLoader", "BASE_60", "DECIMAL", "base_60_hint", "yes_no_hint"]
 
 BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 """What YAML 1.1 reads as a base-60 number (``1:30``, ``-12:30:00``, ``1:30.5``)."""
@@ -54,6 +58,39 @@ ScalarLoader.add_constructor("tag:yaml.org,2002:int", _int)
 ScalarLoader.add_constructor("tag:yaml.org,2002:float", _float)
 ScalarLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
 ScalarLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?0o[0-7_]+$"), list("-+0"))
+
+
+class UniqueKeyLoader(ScalarLoader):
+    """:class:`ScalarLoader` (YAML 1.1's base-60 numbers, octal and
+    dates as written) that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last silently: a second ``engine:`` section would drop
+    every key of the first without a word.
+    """
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            # YAML's merge key (`<<: *anchor`) is no key of the mapping: the base class merges it in,
+            # and keys given after it override the merged ones. A mapping merged into another is
+            # flattened in place, so its merged-in keys stand before its own: only the mapping's
+            # own keys (from its start on) are compared.
+            if key_node.tag == "tag:yaml.org,2002:merge" or key_node.start_mark.index < node.start_mark.index:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                continue
+            seen[key] = line
+            if first is not None:
+                lines = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice ({lines})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
 
 DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 """An integer as written in decimal, leading zeros allowed (``017`` and ``08``, which the loader keeps as text)."""

@@ -216,6 +216,33 @@ def test_file_missing_directory_binary_and_bad_json(tmp_path):
     assert "not valid JSON at line 1" in one_line(exc)
 
 
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        # PyYAML and json kept the last of a key given twice: the first box was dropped without a word.
+        ("p.yaml", "- box: [1, 2, 30, 40]\n  label: a\n  box: [5, 6, 70, 80]\n",
+         "is not valid YAML at line 3: 'box' is given twice (lines 1 and 3)"),
+        ("p.yaml", "objects:\n  - {label: a, start_frame: 2, label: b, box: [1, 2, 3, 4]}\n",
+         "is not valid YAML at line 2: 'label' is given twice (line 2)"),
+        ("p.json", '[\n  {"box": [1, 2, 30, 40]},\n  {"box": [1, 2, 30, 40],\n   "box": [5, 6, 70, 80]}\n]\n',
+         "is not valid JSON at line 4: 'box' is given twice (lines 3 and 4)"),
+        # JSON that YAML cannot read (a tab before a key) is still refused, by key.
+        ("p.json", '[{"box": [1, 2, 30, 40],\t"box": [5, 6, 70, 80]}]',
+         "is not valid JSON: 'box' is given twice in one object"),
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_refused_with_its_lines(tmp_path, name, text, expected):
+    path = write(tmp_path, name, text)
+    with pytest.raises(PromptError) as exc:
+        load_prompts_file(path)
+    assert one_line(exc) == f"prompts file {path} {expected}"
+
+
+def test_the_same_key_in_two_objects_is_no_repeat(tmp_path):
+    path = write(tmp_path, "p.json", '[{"box": [1, 2, 30, 40], "label": "a"}, {"box": [5, 6, 70, 80], "label": "a"}]')
+    assert [p.box for p in load_prompts_file(path)] == [(1.0, 2.0, 30.0, 40.0), (5.0, 6.0, 70.0, 80.0)]
+
+
 # ------------------------------------------------------------------ validate / clamp
 
 

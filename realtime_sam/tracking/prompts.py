@@ -9,7 +9,8 @@ Where they come from and how they group into objects:
 * ``--prompts FILE`` (YAML or JSON): a list of objects, each a mapping with
   ``points: [[x, y], ...]``, ``labels: [1, 0, ...]`` (default: all 1),
   ``box: [x0, y0, x1, y1]``, ``label: "name"`` and ``start_frame: N``
-  (default 0). A mapping ``{objects: [...]}`` is accepted too.
+  (default 0). A mapping ``{objects: [...]}`` is accepted too. A key given
+  twice in one object is refused, naming both lines, as in config files.
 
 Objects from a file come first, then one per ``--box``, then the points.
 
@@ -39,7 +40,7 @@ import yaml
 
 from realtime_sam.errors import PromptError
 from realtime_sam.types import Box, ObjectPrompt
-from realtime_sam.yaml_loader import DECIMAL, ScalarLoader, base_60_hint, yes_no_hint
+from realtime_sam.yaml_loader import DECIMAL, UniqueKeyLoader, base_60_hint, yes_no_hint
 
 __all__ = [
     "MAX_COORD",
@@ -274,16 +275,50 @@ def load_prompts_file(path: str | Path) -> list[ObjectPrompt]:
     return [prompt_from_mapping(obj, f"{name}: object {i + 1}") for i, obj in enumerate(data)]
 
 
+class _KeyTwice(ValueError):
+    """A JSON object gives ``key`` twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: the object, refusing a key given twice (``json`` keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _KeyTwice(key)
+        out[key] = value
+    return out
+
+
+def _key_twice_in_json(text: str, name: str, key: str) -> PromptError:
+    """The error for ``key`` given twice in one object of the JSON ``text``, with its lines where YAML finds them."""
+    try:
+        yaml.load(text, Loader=UniqueKeyLoader)  # JSON is YAML: this loader names both lines
+    except yaml.constructor.ConstructorError as exc:
+        if exc.problem_mark is not None and "given twice" in (exc.problem or ""):
+            return PromptError(f"prompts file {name} is not valid JSON at line {exc.problem_mark.line + 1}: {exc.problem}")
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        pass
+    return PromptError(f"prompts file {name} is not valid JSON: {key!r} is given twice in one object")
+
+
 def _parse_text(text: str, name: str, *, json_first: bool) -> Any:
     if json_first:
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_pairs)
+        except _KeyTwice as exc:
+            # json keeps the last of a key given twice without a word, as PyYAML does: refused, as in config files.
+            raise _key_twice_in_json(text, name, exc.key) from None
         except (json.JSONDecodeError, RecursionError) as exc:
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise PromptError(f"prompts file {name} is not valid JSON{where}: {detail}") from None
     try:
-        return yaml.load(text, Loader=ScalarLoader)  # 1:30, 017, dates as written
+        # 1:30, 017, dates as written; a key given twice in one object refused (PyYAML keeps the last).
+        return yaml.load(text, Loader=UniqueKeyLoader)
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
