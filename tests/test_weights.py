@@ -89,6 +89,7 @@ class _Server:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[str, bytes]] = {}
         self.hits: Counter[str] = Counter()
+        self.release = threading.Event()  # ends the "hang" mode's wait
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -100,10 +101,16 @@ class _Server:
                 mode, body = server.routes[self.path]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                if mode in ("full", "cut"):
+                if mode in ("full", "cut", "hang"):
                     self.send_header("Content-Length", str(len(body)))
                 self.send_header("Connection", "close")
                 self.end_headers()
+                if mode == "hang":
+                    # A slow server: the first bytes, then nothing until the test ends.
+                    self.wfile.write(body[: 2 << 20])  # 2 MB: the client writes 1 MB chunks
+                    self.wfile.flush()
+                    server.release.wait(60)
+                    return
                 try:
                     # "cut" promises the whole body, then hangs up halfway.
                     self.wfile.write(body[: len(body) // 2] if mode == "cut" else body)
@@ -137,6 +144,7 @@ def server() -> Iterator[_Server]:
     try:
         yield srv
     finally:
+        srv.release.set()
         srv.httpd.shutdown()
         srv.httpd.server_close()
         srv.thread.join(timeout=5)
@@ -1029,3 +1037,43 @@ def test_a_bad_timeout_from_python_names_the_argument(tmp_path: Path, server: _S
         download_weights(tmp_path / "mobile_sam.pt", urls=[url], progress=False, timeout=0)
     assert str(err.value) == "timeout must be a positive number of seconds, at most 86400, got 0"
     assert server.hits["/never.pt"] == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_during_the_first_run_download_exits_143_and_keeps_no_partial_file(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes
+) -> None:
+    # The app turns SIGTERM into exit 143 with its outputs finalised, but only once the pipeline
+    # runs: during the first run's download the default action ended it at once (exit -15, not a
+    # word), its .part file left in the cache until a later download removed it.
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
+    env.update({
+        ENV_CACHE: str(cache),
+        ENV_URLS: server.serve("/slow.pt", checkpoint_bytes, mode="hang"),
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime_sam", "--headless", "--quiet", "--device", "cpu",
+         "--source", "lavfi:testsrc=size=64x48:rate=5:duration=2", "--save-masks", "out.jsonl"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (cache.is_dir() and any(p.stat().st_size > 0 for p in cache.glob(".mobile_sam.pt.*.part"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == "error: terminated by SIGTERM", err
+    assert _listing(cache) == []  # the temporary file is gone, and no mobile_sam.pt either

@@ -383,6 +383,41 @@ class _StopOnSignal:
         self._previous.clear()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the pipeline (opening the source, downloading or loading the model), raised
+    in the main thread as Ctrl-C raises :class:`KeyboardInterrupt`: what is being done unwinds
+    (a download removes its temporary file; opened outputs and the source are closed)."""
+
+
+class _RaiseOnTerm:
+    """While active, SIGTERM raises :class:`_Terminated` in the main thread; a second SIGTERM ends the process.
+
+    The default SIGTERM action ends the process at once, printing nothing: a first-run download
+    then left its ``.part`` file and the command ended with -15 instead of 143. Inside, the
+    pipeline's :class:`_StopOnSignal` takes SIGTERM over (a graceful stop) and gives it back.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._active = False
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while unwinding: end now
+        raise _Terminated()
+
+    def __enter__(self) -> "_RaiseOnTerm":
+        # A SIGTERM the parent told us to ignore stays ignored; a handler only the main thread may set.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._active = False
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -547,28 +582,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed it
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
-        if args.sources or len(args.source or []) > 1 or args.ray is not None:
-            from realtime_sam.app.multi_cli import run_streams, stream_specs
-
-            return run_streams(args, stream_specs(args))
-        if not args.source:
-            parser.error("the following arguments are required: --source (or --sources FILE)")
-        args.source = args.source[0]
-        if "{name}" in f"{args.output or ''}{args.save_masks or ''}":
-            from realtime_sam.app.streams import expand_path, stream_name
-
-            name = stream_name(args.source)
-            args.output = expand_path(args.output, name, several=False, flag="--output")
-            args.save_masks = expand_path(args.save_masks, name, several=False, flag="--save-masks")
-        return _run(args)
-    except SystemExit as exc:  # parser.error above
+        with _RaiseOnTerm():
+            return _dispatch(parser, args)
+    except SystemExit as exc:  # parser.error in _dispatch
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except _Terminated:  # SIGTERM before the pipeline started (e.g. while the weights download)
+        print("error: terminated by SIGTERM", file=sys.stderr)
+        return _EXIT_BY_SIGNAL[signal.SIGTERM]
     except KeyboardInterrupt:  # Ctrl-C before the pipeline started (e.g. while the model loads)
         print("error: interrupted", file=sys.stderr)
         return _EXIT_BY_SIGNAL[signal.SIGINT]
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The run that ``args`` asks for: several streams, or one."""
+    if args.sources or len(args.source or []) > 1 or args.ray is not None:
+        from realtime_sam.app.multi_cli import run_streams, stream_specs
+
+        return run_streams(args, stream_specs(args))
+    if not args.source:
+        parser.error("the following arguments are required: --source (or --sources FILE)")
+    args.source = args.source[0]
+    if "{name}" in f"{args.output or ''}{args.save_masks or ''}":
+        from realtime_sam.app.streams import expand_path, stream_name
+
+        name = stream_name(args.source)
+        args.output = expand_path(args.output, name, several=False, flag="--output")
+        args.save_masks = expand_path(args.save_masks, name, several=False, flag="--save-masks")
+    return _run(args)
 
 
 def entry() -> None:
