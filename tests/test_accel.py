@@ -7,6 +7,11 @@ Encoder checks from the golden data encode each image once per backend
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -463,3 +468,128 @@ def test_exported_runtime_runs_the_exported_file(backend, tiny_weights, tmp_path
     with torch.inference_mode():
         assert (runner(x) - net(x)).abs().max().item() <= 1e-5
     assert next(runner.parameters()).dtype == torch.float32  # what SamPredictor asks
+
+
+@needs_exporter
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_cached_export_that_does_not_load_is_exported_again(golden_dir, onnx_cache, tmp_path, caplog):
+    """A damaged cached file (cut short on disk, or from an exporter this runtime cannot read) is replaced.
+
+    Before: ONNX Runtime's InvalidProtobuf traceback on every run until the user found and deleted the file.
+    """
+    weights = golden_dir / "mobile_sam_random_seed0.pt"
+    good = export_mod.encoder_onnx_path(weights, "vit_t", onnx_cache)
+    if not good.is_file():  # the golden test above exports it once for the module
+        load_inference_model(weights, ModelConfig(device="cpu", backend="onnxruntime"), InferenceOptions(cache_dir=onnx_cache))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    damaged = export_mod.encoder_onnx_path(weights, "vit_t", cache)
+    damaged.write_bytes(good.read_bytes()[:100_000])
+    options = InferenceOptions(cache_dir=str(cache), num_threads=1)
+    with caplog.at_level("WARNING", logger=export_mod.__name__):
+        model = load_inference_model(weights, ModelConfig(device="cpu", backend="onnxruntime"), options)
+    assert "does not load" in caplog.text and "exporting it again" in caplog.text
+    assert damaged.stat().st_size == good.stat().st_size
+    assert sorted(p.name for p in cache.iterdir()) == [damaged.name]
+    x = torch.zeros(1, 3, 1024, 1024)
+    ref = load_inference_model(weights, ModelConfig(device="cpu", backend="torch")).encoder(x)
+    assert (model.encoder(x) - ref).abs().max().item() <= ENCODER_TOL
+
+
+@needs_exporter
+def test_unwritable_cache_exports_to_a_temporary_folder(tiny_weights, tmp_path, monkeypatch, caplog):
+    """No writable cache (read-only weights folder and home): the run still works, from a one-run export.
+
+    Before: "cannot create the encoder cache directory ...; set cache_dir", which the app has no setting for.
+    """
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    net = _TinyNet().eval()
+    with caplog.at_level("WARNING", logger=export_mod.__name__):
+        path = export_mod.ensure_encoder_onnx(
+            net, img_size=16, weights=tiny_weights, model_type="vit_t", cache_dir=blocker / "cache"
+        )
+    assert path.is_file() and path.parent.parent == temp and export_mod.is_temporary_export(path)
+    assert "temporary folder" in caplog.text and "REALTIME_SAM_CACHE" in caplog.text
+    # The default location, both candidates blocked: beside the weights and $REALTIME_SAM_CACHE.
+    (tiny_weights.parent / ".realtime_sam_cache").write_text("not a folder")
+    monkeypatch.setenv("REALTIME_SAM_CACHE", str(blocker / "cache"))
+    if importlib.util.find_spec("onnxruntime") is not None:
+        runner = export_mod.load_exported_encoder(
+            "onnxruntime", net, img_size=16, weights=tiny_weights, model_type="vit_t", num_threads=1
+        )
+        x = torch.randn(1, 3, 16, 16)
+        with torch.inference_mode():
+            assert (runner(x) - net(x)).abs().max().item() <= 1e-5
+        assert sorted(temp.iterdir()) == [path.parent]  # the one-run export is removed once loaded
+
+
+@needs_exporter
+def test_export_killed_outright_leaves_nothing_that_stays(tiny_weights, tmp_path):
+    """SIGKILL mid-export: nothing under the cached name, and the next export removes the partial file.
+
+    Before: the ``.tmp`` file (up to 23 MB for MobileSAM) stayed in the cache for good, and the
+    cached file had mode 0600 (mkstemp's), unreadable to the other users of a shared weights folder.
+    """
+    cache = tmp_path / "cache"
+    script = (
+        "import sys, time, torch\n"
+        "from realtime_sam.model.runtime import export as E\n"
+        "def slow(encoder, img_size, dst):\n"
+        "    open(dst, 'wb').write(b'partial onnx')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+        "E._export = slow\n"
+        f"E.ensure_encoder_onnx(torch.nn.Conv2d(3, 4, 3), img_size=16, weights={str(tiny_weights)!r}, "
+        f"model_type='vit_t', cache_dir={str(cache)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    cached = export_mod.encoder_onnx_path(tiny_weights, "vit_t", cache)
+    left = [p for p in cache.iterdir()]
+    assert not cached.exists() and len(left) == 1  # the partial file, under another name
+    old = time.time() - 3600
+    os.utime(left[0], (old, old))  # long unwritten, and no live export holds its lock
+    net = _TinyNet().eval()
+    path = export_mod.ensure_encoder_onnx(net, img_size=16, weights=tiny_weights, model_type="vit_t", cache_dir=cache)
+    assert sorted(cache.iterdir()) == [path]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@needs_exporter
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_weights, tmp_path):
+    """The write fails (here a file size limit, as a full disk does): one error line that says so, no files.
+
+    Before: the second exporter was tried after the first failed to write (22 s more for MobileSAM),
+    and the message ended "use backend 'torch'", with no word of the disk.
+    """
+    cache, temp = tmp_path / "cache", tmp_path / "tmp"
+    temp.mkdir()
+    script = (
+        "import resource, signal, sys, tempfile, torch\n"
+        "from realtime_sam.errors import ConfigError\n"
+        "from realtime_sam.model.runtime import export as E\n"
+        f"tempfile.tempdir = {str(temp)!r}\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
+        "try:\n"
+        f"    E.ensure_encoder_onnx(torch.nn.Conv2d(3, 4, 3), img_size=16, weights={str(tiny_weights)!r}, "
+        f"model_type='vit_t', cache_dir={str(cache)!r})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    message = out.stdout.strip()
+    assert len(message.splitlines()) == 1 and "File too large" in message and "free some space" in message
+    assert "dynamo" not in message
+    assert list(cache.iterdir()) == [] and list(temp.iterdir()) == []

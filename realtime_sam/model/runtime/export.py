@@ -5,11 +5,13 @@ chosen, and a missing one is a :class:`ConfigError` that names the pip extra.
 
 The encoder is exported from the plain PyTorch model to ONNX once per
 weights file and kept next to it (``<weights dir>/.realtime_sam_cache/``, or
-the user cache directory when that is not writable), under a name that holds
-a hash of the weights, the model type and :data:`EXPORT_VERSION`, so a
-changed checkpoint or exporter never reuses a stale file. Start-up after the
-first run only loads the file (about a second). The file is written to a
-temporary name and renamed, so an interrupted export leaves nothing behind.
+``encoders/`` in the weights cache when that is not writable, or a temporary
+folder for one run when neither is), under a name that holds a hash of the
+weights, the model type and :data:`EXPORT_VERSION`, so a changed checkpoint or
+exporter never reuses a stale file. Start-up after the first run only loads
+the file (about a second). The file is written to a temporary name and
+renamed, so an interrupted export leaves no partial file under the cached
+name; a cached file the runtime cannot load is exported again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime_sam.errors import ConfigError
+from realtime_sam.errors import ConfigError, describe_error
 
 __all__ = [
     "EXPORT_VERSION",
@@ -36,6 +39,8 @@ __all__ = [
     "default_cache_dir",
     "encoder_onnx_path",
     "ensure_encoder_onnx",
+    "is_temporary_export",
+    "load_exported_encoder",
     "weights_digest",
 ]
 
@@ -68,7 +73,11 @@ def weights_digest(path: str | os.PathLike) -> str:
 
 
 def default_cache_dir(weights: str | os.PathLike | None) -> Path:
-    """``<weights dir>/.realtime_sam_cache`` if writable, else ``$XDG_CACHE_HOME/realtime_sam`` (or ``~/.cache``)."""
+    """``<weights dir>/.realtime_sam_cache`` if writable, else ``encoders`` in the weights cache.
+
+    The weights cache is :func:`realtime_sam.model.weights.default_cache_dir`
+    (``$REALTIME_SAM_CACHE``, else ``~/.cache/realtime-sam`` on Linux).
+    """
     if weights is not None:
         beside = Path(weights).resolve().parent / ".realtime_sam_cache"
         try:
@@ -77,8 +86,9 @@ def default_cache_dir(weights: str | os.PathLike | None) -> Path:
                 return beside
         except OSError:
             pass
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "realtime_sam"
+    from realtime_sam.model.weights import default_cache_dir as weights_cache_dir
+
+    return weights_cache_dir() / "encoders"
 
 
 def encoder_onnx_path(weights: str | os.PathLike, model_type: str, cache_dir: str | os.PathLike | None) -> Path:
@@ -104,6 +114,10 @@ def _export(encoder: nn.Module, img_size: int, dst: Path) -> None:
                 else:
                     torch.onnx.export(encoder, (example,), str(dst), dynamo=False, opset_version=17, **common)
             return
+        except OSError as exc:
+            # Writing failed (a full disk, a file size limit): the other exporter would fail the
+            # same way, after tens of seconds.
+            raise _CannotWrite(describe_error(exc)) from None
         except Exception as exc:  # noqa: BLE001 - try the other exporter, then report both
             errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {exc}".splitlines()[0])
     raise ConfigError(f"could not export the image encoder to ONNX ({'; '.join(errors)}); use backend 'torch'")
@@ -116,35 +130,149 @@ def ensure_encoder_onnx(
     weights: str | os.PathLike | None,
     model_type: str,
     cache_dir: str | os.PathLike | None = None,
+    reuse: bool = True,
 ) -> Path:
-    """The ONNX file of ``encoder``: from the cache if present, else exported now.
+    """The ONNX file of ``encoder``: from the cache if present (and ``reuse``), else exported now.
 
-    With ``weights=None`` (random weights) there is nothing to key a cache on:
-    the file goes to a fresh temporary directory.
+    With ``weights=None`` (random weights) there is nothing to key a cache on,
+    and where the cache directory cannot be written (a read-only folder or
+    home): the file goes to a fresh temporary directory, which the caller
+    removes (:func:`is_temporary_export`).
+
+    Raises:
+        ConfigError: the export failed, or no directory (cache or temporary) could take the file.
     """
     if weights is None:
-        path = Path(tempfile.mkdtemp(prefix="realtime_sam_")) / f"{model_type}-random-encoder.onnx"
-    else:
-        path = encoder_onnx_path(weights, model_type, cache_dir)
-        if path.is_file():
-            return path
+        return _export_to_temporary(encoder, img_size, model_type)
+    path = encoder_onnx_path(weights, model_type, cache_dir)
+    if reuse and path.is_file():
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the encoder cache directory {path.parent}: {exc}; set cache_dir") from None
-    _log.info("exporting the %s image encoder to %s (once per weights file)", model_type, path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+        return _export_to(encoder, img_size, path)
+    except (_CannotWrite, OSError) as exc:
+        reason = exc.reason if isinstance(exc, _CannotWrite) else describe_error(exc)
+    _log.warning(
+        "cannot write the exported encoder to %s (%s); exporting to a temporary folder for this run only "
+        "(set $REALTIME_SAM_CACHE to a writable folder to keep it)",
+        path.parent,
+        reason,
+    )
+    return _export_to_temporary(encoder, img_size, model_type, also_tried=path.parent)
+
+
+_TEMP_PREFIX = "realtime_sam_export_"
+
+
+def _export_to_temporary(encoder: nn.Module, img_size: int, model_type: str, also_tried: Path | None = None) -> Path:
+    temporary = _temporary_path(model_type)
     try:
-        if next(encoder.parameters()).dtype != torch.float32:
-            raise ConfigError("the ONNX export needs the fp32 encoder; use precision 'fp32'")
-        with torch.no_grad():
-            _export(encoder.eval(), img_size, tmp)
+        return _export_to(encoder, img_size, temporary)
+    except _CannotWrite as exc:
+        shutil.rmtree(temporary.parent, ignore_errors=True)
+        where = f"{also_tried} or {temporary.parent.parent}" if also_tried else str(temporary.parent.parent)
+        raise ConfigError(
+            f"cannot write the exported image encoder to {where} ({exc.reason}); free some space or set "
+            "$REALTIME_SAM_CACHE to another folder, or use backend 'torch'"
+        ) from None
+    except BaseException:
+        shutil.rmtree(temporary.parent, ignore_errors=True)
+        raise
+
+
+def _temporary_path(model_type: str) -> Path:
+    try:
+        return Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX)) / f"{model_type}-encoder.onnx"
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot export the image encoder: no writable cache or temporary folder ({describe_error(exc)}); "
+            "set $REALTIME_SAM_CACHE to a writable folder, or use backend 'torch'"
+        ) from None
+
+
+def is_temporary_export(path: Path) -> bool:
+    """Whether ``path`` is a one-run export (:func:`ensure_encoder_onnx` without a usable cache)."""
+    return path.parent.name.startswith(_TEMP_PREFIX) and path.parent.parent == Path(tempfile.gettempdir())
+
+
+class _CannotWrite(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _export_to(encoder: nn.Module, img_size: int, path: Path) -> Path:
+    """Export ``encoder`` to ``path`` by way of a locked temporary file beside it, renamed when complete.
+
+    The temporary file is removed on every failure, Ctrl-C included; one left by an export
+    killed outright (SIGKILL, a power cut) is removed by a later export, as for the weights
+    download (:func:`realtime_sam.model.weights._remove_stale_parts`). The file gets the mode
+    the umask gives (not ``mkstemp``'s 0600), so a cache in a shared folder serves everyone.
+    """
+    from realtime_sam.model.weights import _create_part_file, _remove_stale_parts
+
+    if next(encoder.parameters()).dtype != torch.float32:
+        raise ConfigError("the ONNX export needs the fp32 encoder; use precision 'fp32'")
+    _remove_stale_parts(path)
+    try:
+        fd, tmp = _create_part_file(path)
+    except OSError as exc:
+        raise _CannotWrite(describe_error(exc)) from None
+    _log.info("exporting the image encoder to %s (once per weights file)", path)
+    try:
+        try:
+            with torch.no_grad():
+                _export(encoder.eval(), img_size, tmp)
+            os.fsync(fd)  # the rename must not land before the bytes (a power cut would leave an empty file)
+        finally:
+            os.close(fd)  # drops the lock
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def load_exported_encoder(
+    backend: str,
+    encoder: nn.Module,
+    *,
+    img_size: int,
+    weights: str | os.PathLike | None,
+    model_type: str,
+    cache_dir: str | os.PathLike | None = None,
+    num_threads: int | None = None,
+) -> nn.Module:
+    """``encoder`` exported (or taken from the cache) and loaded by ``backend`` (``onnxruntime`` or ``openvino``).
+
+    A cached file the runtime cannot load (damaged on disk, or written by an exporter
+    this runtime does not read) is exported again, once; a fresh export that does not
+    load is a :class:`ConfigError`.
+    """
+    cls = OpenVinoEncoder if backend == "openvino" else OnnxRuntimeEncoder
+    require_package(backend)
+    kwargs = {"img_size": img_size, "weights": weights, "model_type": model_type, "cache_dir": cache_dir}
+    cached = weights is not None and encoder_onnx_path(weights, model_type, cache_dir).is_file()
+    path = ensure_encoder_onnx(encoder, **kwargs)
+    while True:
+        try:
+            runner = cls(path, img_size=img_size, num_threads=num_threads)
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]  # OpenVINO spreads it over lines
+            if not cached:
+                _discard_temporary(path)
+                raise ConfigError(f"{backend} cannot load the exported encoder {path} ({reason}); use backend 'torch'") from None
+            _log.warning("the cached encoder %s does not load (%s); exporting it again", path, reason)
+            cached = False
+            path = ensure_encoder_onnx(encoder, **kwargs, reuse=False)
+            continue
+        _discard_temporary(path)
+        return runner
+
+
+def _discard_temporary(path: Path) -> None:
+    """Remove a one-run export's folder (the runtime has read the file by then)."""
+    if is_temporary_export(path):
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 class OnnxRuntimeEncoder(nn.Module):

@@ -460,17 +460,17 @@ def load_inference_model(
 
     encoder: nn.Module
     if backend in EXPORTED_BACKENDS:
-        from realtime_sam.model.runtime.export import (
-            OnnxRuntimeEncoder,
-            OpenVinoEncoder,
-            ensure_encoder_onnx,
-        )
+        from realtime_sam.model.runtime.export import load_exported_encoder
 
-        onnx_path = ensure_encoder_onnx(
-            sam.image_encoder, img_size=sam.img_size, weights=weights, model_type=model_type, cache_dir=options.cache_dir
+        encoder = load_exported_encoder(
+            backend,
+            sam.image_encoder,
+            img_size=sam.img_size,
+            weights=weights,
+            model_type=model_type,
+            cache_dir=options.cache_dir,
+            num_threads=options.num_threads,
         )
-        cls = OpenVinoEncoder if backend == "openvino" else OnnxRuntimeEncoder
-        encoder = cls(onnx_path, img_size=sam.img_size, num_threads=options.num_threads)
     elif backend == "torch" and isinstance(sam.image_encoder, TinyViT):
         encoder = build_fast_tiny_vit(sam.image_encoder, device=device, dtype=dtype)
     else:
