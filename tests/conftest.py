@@ -35,6 +35,10 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # RTSP server fixtures (they skip themselves where GStreamer is missing).
 from fixtures_rtsp import *  # noqa: E402,F401,F403
 
+# The app's clip fixture, here so that test files need not import it (an imported fixture
+# used as a parameter reads to a linter as a redefinition).
+from fixtures_app import small_clip  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:

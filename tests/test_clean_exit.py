@@ -22,7 +22,7 @@ from pathlib import Path
 
 import av
 import pytest
-from fixtures_app import app_env, frame_lines, run_app, small_clip  # noqa: F401
+from fixtures_app import app_env, frame_lines, run_app  # noqa: F401
 
 from realtime_sam.app.pipeline import SerialWorker, wait_for_lingering
 

@@ -26,7 +26,6 @@ from fixtures_app import (  # noqa: F401
     app_env,
     frame_lines,
     run_app,
-    small_clip,
 )
 
 from realtime_sam.app import cli

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
+from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines  # noqa: F401
 from realtime_sam.app import cli
 
 LAVFI = "lavfi:testsrc2=size=320x240:rate=25"
