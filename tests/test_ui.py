@@ -301,6 +301,69 @@ def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatc
     assert "reconnecting" not in huds[-1], huds  # drawn again once it is back
 
 
+def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(monkeypatch):
+    """While no frame comes the last display rate stood and the latency grew (now minus the last
+    frame's capture): the HUD says ``--`` for both, and the rate once the source is back leaves the gap out."""
+    from types import SimpleNamespace
+
+    import realtime_sam.app.ui as ui
+
+    for name, fn in {
+        "namedWindow": lambda *a: None, "setMouseCallback": lambda *a: None, "imshow": lambda *a: None,
+        "waitKeyEx": lambda *a: -1, "getWindowProperty": lambda *a: 1.0, "destroyWindow": lambda *a: None,
+        "waitKey": lambda *a: -1,
+    }.items():
+        monkeypatch.setattr(ui.cv2, name, fn)
+    monkeypatch.setattr(ui, "require_display", lambda *a: None)
+    clock = _Clock()
+    monkeypatch.setattr(ui, "time", clock)
+    source = SimpleNamespace(reconnect_attempt=None)
+
+    class Flaky(_PausablePipeline):
+        """25 fps for 10 frames, down for 15 s (attempts 1-3), then 25 fps again for 10 frames."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.source, self.ended, self.polls, self.index = source, False, 0, 0
+
+        def poll(self, timeout: float = 0.0):
+            self.polls += 1
+            if 11 <= self.polls <= 40:
+                clock.now += 0.5
+                source.reconnect_attempt = 1 + (self.polls - 11) // 10
+                return None
+            source.reconnect_attempt = None
+            if self.polls > 50:
+                self.ended = True
+                return None
+            clock.now += 0.04
+            self.index += 1
+            return FrameResult(Frame(self.index, np.zeros((48, 64, 3), np.uint8), self.index / 25, clock.now - 0.03), ())
+
+        def stop(self) -> None:
+            self.ended = True
+
+    huds: list = []
+
+    class Recorder:
+        def annotate(self, image, result, hud=None):
+            huds.append(hud)
+            return image
+
+    window = LiveWindow(WindowConfig(), renderer=Recorder(), on_message=lambda text: None)
+    assert window.run(Flaky(), SimpleNamespace(auto=False, has_pending=False), poll_s=0.0) == "ended"
+    assert huds[9].display_fps == pytest.approx(25.0) and huds[9].latency_ms == pytest.approx(30.0)
+    down = [h for h in huds if h.message and "reconnecting" in h.message]
+    assert [h.message[-2] for h in down] == ["1", "2", "3"], [h.message for h in down]
+    for hud in down:  # before: 'display 25.0 fps | latency 5030 ms', 10030, 15030
+        assert hud.display_fps is None and hud.latency_ms is None, hud.text()
+        assert "display -- fps" in hud.text() and "latency -- ms" in hud.text()
+    back = huds[-1]
+    assert "reconnecting" not in back.text()
+    # Before: 19 frames over 15.7 s, 1.2 fps.
+    assert back.display_fps == pytest.approx(25.0) and back.latency_ms == pytest.approx(30.0), back.text()
+
+
 def test_window_config_validates():
     with pytest.raises(ConfigError):
         WindowConfig(title="")

@@ -418,6 +418,10 @@ class DisplayRate:
         self.paused = False
         self._stamps.clear()
 
+    def restart(self) -> None:
+        """Start a new measurement: no frame came for a while (the source is reconnecting), and the gap is no rate."""
+        self._stamps.clear()
+
     def fps(self) -> float | None:
         """The rate, or ``None`` while paused and until two frames were shown since the last resume."""
         stamps = self._stamps
@@ -615,8 +619,11 @@ class LiveWindow:
                 if self._message is not None and time.monotonic() > self._message_until:
                     self._message = None
                     dirty = True
-                if _reconnect_attempt(pipeline) != self._reconnect_shown:
+                attempt = _reconnect_attempt(pipeline)
+                if attempt != self._reconnect_shown:
                     dirty = True  # no frame comes while the source is down: say so on the frame shown
+                    if attempt:
+                        self._display.restart()  # the rate once it is back leaves the gap out
                 if dirty:
                     self._draw(pipeline, engine)
         finally:
@@ -749,6 +756,10 @@ class LiveWindow:
         age = self._last.index - self._last_encoded if self._last_encoded is not None else 0
         message = self._message
         attempt = self._reconnect_shown = _reconnect_attempt(pipeline)
+        if attempt:
+            # No frame comes while the source is down: the last rate would stand and the last
+            # frame's age grow for as long as it lasts, as if frames were shown that late.
+            display_fps = latency_ms = None
         if message is None and attempt:
             message = f"source lost: reconnecting (attempt {attempt})"
         if message is None and getattr(engine, "has_pending", False):
