@@ -11,12 +11,13 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 from test_ui import _screenshot, _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
 
-from realtime_sam.app.grid import GridLayout, route
-from realtime_sam.app.ui import AddObject, ClearAll, RemoveAt
-from realtime_sam.types import ObjectPrompt
+from realtime_sam.app.grid import GridLayout, GridWindow, route
+from realtime_sam.app.ui import AddObject, ClearAll, Interaction, RefineObject, RemoveAt
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 
 def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
@@ -53,6 +54,93 @@ def test_clicks_and_boxes_go_to_the_stream_under_them():
     # One stream shown alone (key 2): the whole window is stream 1 at full size.
     alone = GridLayout.for_sizes([(640, 480)], max_cell=(640, 480))
     assert route(click, alone, [1]) == (1, click)
+
+
+class _Engine:
+    """Records what the grid asks; one object, id 7, over the left half of a 320x240 frame."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.next_id = 20
+
+    def track_at(self, x: float, y: float):
+        return 7 if x < 160 else None
+
+    def remove_object(self, track_id: int) -> None:
+        self.calls.append(("remove", track_id))
+
+    def add_object(self, prompt: ObjectPrompt) -> int:
+        self.calls.append(("add", prompt))
+        if prompt.track_id is not None:
+            return prompt.track_id
+        self.next_id += 1
+        return self.next_id
+
+
+def test_d_and_right_click_where_there_is_no_object_say_so_in_the_grid():
+    """In the grid, d or a right-click on a spot with no object did nothing and said nothing;
+    the single window says what happened (and a right-click refines the newest added object)."""
+    from types import SimpleNamespace
+
+    said: list[str] = []
+    window = GridWindow(on_message=said.append)
+    engines = [_Engine(), _Engine()]
+    runs = [SimpleNamespace(name=name, engine=e) for name, e in zip(("door", "yard"), engines)]
+    mask = np.zeros((240, 320), bool)
+    mask[:, :160] = True
+    result = FrameResult(Frame(0, np.zeros((240, 320, 3), np.uint8), 0.0, 0.0),
+                         (TrackResult(7, mask, (0.0, 0.0, 160.0, 240.0), 0.9, TrackState.CONFIRMED),))
+    last = [SimpleNamespace(result=result), SimpleNamespace(result=result)]
+    layout, shown = window.layout([(320, 240), (320, 240)])
+    assert layout.canvas_size == (640, 240)
+
+    def key(x: int, y: int, code: int = ord("d")) -> str:
+        """Point at window pixel (x, y), press the key, and give what the window said."""
+        interaction = Interaction()
+        interaction.on_mouse(cv2.EVENT_MOUSEMOVE, x, y, 0)
+        said.clear()
+        for command in interaction.on_key(code):
+            window._apply(command, layout, shown, runs, last)
+        return " / ".join(said)
+
+    def right_click(x: int, y: int) -> str:
+        said.clear()
+        for command in Interaction().on_mouse(cv2.EVENT_RBUTTONDOWN, x, y, 0):
+            window._apply(command, layout, shown, runs, last)
+        return " / ".join(said)
+
+    # d on the right half of the yard's picture: no object there.
+    assert key(320 + 250, 100) == "yard: no object under the cursor to remove"
+    assert engines[1].calls == []
+    # d on the object: removed, as before.
+    assert key(320 + 50, 100) == "yard: removed object 7" and engines[1].calls == [("remove", 7)]
+    # A right-click on no object of a stream where none was added: what to do first.
+    assert right_click(250, 100) == "door: no object selected: click an object first, then right-click to exclude areas"
+    assert engines[0].calls == []
+    # On the object: its negative point.
+    assert right_click(40, 100) == "door: excluded point 40,100 from object 7"
+    assert engines[0].calls[-1][1].track_id == 7 and engines[0].calls[-1][1].labels == (0,)
+    # After a click adds an object there, a right-click beside it refines that one (the single window's rule).
+    said.clear()
+    window._apply(AddObject(ObjectPrompt(points=((200.0, 50.0),), labels=(1,))), layout, shown, runs, last)
+    assert right_click(250, 100) == "door: excluded point 250,100 from object 21"
+    # d with the mouse never over the window: the single window's hint.
+    said.clear()
+    for command in Interaction().on_key(ord("d")):
+        window._apply(command, layout, shown, runs, last)
+    assert said == ["point at an object with the mouse first, then press d (or Delete) to remove it"]
+
+
+def test_d_off_every_stream_in_the_grid_says_there_is_no_object():
+    from types import SimpleNamespace
+
+    said: list[str] = []
+    window = GridWindow(on_message=said.append)
+    runs = [SimpleNamespace(name=f"s{i}", engine=_Engine()) for i in range(3)]
+    layout, shown = window.layout([(320, 240)] * 3)  # 2x2: the fourth cell is empty
+    window._apply(RemoveAt(500.0, 300.0), layout, shown, runs, [None] * 3)
+    window._apply(RefineObject(500.0, 300.0), layout, shown, runs, [None] * 3)
+    assert said == ["no object under the cursor to remove", "no stream under the cursor: right-click inside a stream's picture"]
 
 
 def test_a_click_in_a_real_grid_window_goes_to_that_stream(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811

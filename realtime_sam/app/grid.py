@@ -37,6 +37,7 @@ from realtime_sam.app.ui import (
     RefineObject,
     RemoveAt,
     SaveSnapshot,
+    Selection,
     ToggleAuto,
     ToggleHelp,
     TogglePause,
@@ -175,6 +176,8 @@ class GridWindow:
         self.interaction = Interaction()
         self.focus: int | None = None  # a stream shown alone, or None for the grid
         self.show_help = False
+        # Per stream, the object a right-click refines (its newest added), as in the single window.
+        self.selections: dict[int, Selection] = {}
         self._pending: list[object] = []
         self._open = False
 
@@ -227,6 +230,7 @@ class GridWindow:
                     return "ended"
                 if item is not None:
                     last[index[item.stream]] = item
+                    self._selection(index[item.stream]).observe(item.result)
                     dirty = True
                     if on_result is not None:
                         on_result(item)
@@ -258,6 +262,9 @@ class GridWindow:
             multi.stop()
             self.close()
 
+    def _selection(self, i: int) -> Selection:
+        return self.selections.setdefault(i, Selection())
+
     def _apply(self, command, layout: GridLayout, shown: list[int], runs, last) -> None:
         try:
             if isinstance(command, TogglePause):
@@ -269,11 +276,14 @@ class GridWindow:
             if isinstance(command, ClearAll):
                 for r in runs:
                     r.engine.clear()
+                self.selections.clear()
+                self.on_message("cleared all objects")
                 return
             if isinstance(command, ToggleAuto):
                 enabled = not any(r.engine.auto for r in runs)
                 for r in runs:
                     r.engine.set_auto(enabled)
+                self.on_message(f"auto-discovery {'on' if enabled else 'off'}")
                 return
             if isinstance(command, ToggleHelp):
                 self.show_help = not self.show_help
@@ -286,6 +296,13 @@ class GridWindow:
                 return
             routed = route(command, layout, shown)
             if routed is None:
+                # Off every stream's picture (the grid's empty cell, the band beside a smaller frame).
+                if isinstance(command, RemoveAt):
+                    self.on_message("no object under the cursor to remove")
+                elif isinstance(command, RefineObject):
+                    self.on_message("no stream under the cursor: right-click inside a stream's picture")
+                elif isinstance(command, AddObject):
+                    self.on_message("no stream under the cursor: click inside a stream's picture")
                 return
             i, cmd = routed
             run, result = runs[i], last[i]
@@ -293,19 +310,30 @@ class GridWindow:
                 self.on_message(f"{run.name}: no frame yet; wait for the video before clicking")
                 return
             w, h = result.result.frame.width, result.result.frame.height
+            selection = self._selection(i)
             if isinstance(cmd, AddObject):
-                run.engine.add_object(clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h))
+                selection.object_added(run.engine.add_object(clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h)))
                 self.on_message(f"{run.name}: new object")
             elif isinstance(cmd, RemoveAt):
                 target = run.engine.track_at(cmd.x, cmd.y)
-                if target is not None:
-                    run.engine.remove_object(target)
-                    self.on_message(f"{run.name}: removed object {target}")
+                if target is None:
+                    self.on_message(f"{run.name}: no object under the cursor to remove")
+                    return
+                run.engine.remove_object(target)
+                if selection.selected == target:
+                    selection.selected = None
+                self.on_message(f"{run.name}: removed object {target}")
             elif isinstance(cmd, RefineObject):
-                target = run.engine.track_at(cmd.x, cmd.y)
-                if target is not None:
-                    prompt = clamp_prompt(ObjectPrompt(points=((cmd.x, cmd.y),), labels=(0,), track_id=target), w, h)
-                    run.engine.add_object(prompt)
+                # As in the single window: the stream's newest added object, else the one under the cursor.
+                target = selection.selected
+                if target is None:
+                    target = run.engine.track_at(cmd.x, cmd.y)
+                if target is None:
+                    self.on_message(f"{run.name}: no object selected: click an object first, then right-click to exclude areas")
+                    return
+                prompt = clamp_prompt(ObjectPrompt(points=((cmd.x, cmd.y),), labels=(0,), track_id=target), w, h)
+                run.engine.add_object(validate_prompt(prompt, "right-click"))
+                self.on_message(f"{run.name}: excluded point {int(cmd.x)},{int(cmd.y)} from object {target}")
         except PromptError as exc:
             self.on_message(str(exc))
 
