@@ -383,6 +383,23 @@ def test_live_source_prints_periodic_status(run, capsys, tmp_path):
     assert len(load_jsonl(tmp_path / "live.jsonl")[1]) == 20
 
 
+def test_cpu_preset_status_lines_say_how_often_the_encodes_land(checkpoint_path, tmp_path, monkeypatch, capsys):
+    """The cpu preset encodes on a worker while frames go on: 'model 108-200 fps' (the frames' own
+    work) was all the line said. Now it says how often the model refreshes the masks too."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--headless", "--source", LIVE,
+                   "--config", "cpu", "--box", "40,40,200,200", "--max-frames", "150", "--status-interval", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    rates = re.findall(r"\| model (\d+\.\d) fps, encode every (\d+\.\d+) s \| tracks", err)
+    assert rates, err
+    fps, every = map(float, rates[-1])
+    # A frame's own work takes a fraction of an encode: more than one frame between two encodes.
+    assert every > 1 / fps, err
+
+
 def test_demo_source_plays_the_bundled_clip_with_its_preset_objects(run, capsys, tmp_path):
     from realtime_sam.app.demo import demo_clip, demo_prompts
 

@@ -309,6 +309,15 @@ def test_encode_batch_gives_each_image_its_own_embedding(checkpoint_path):
 # ------------------------------------------------------------------ names, paths, the streams file
 
 
+def test_a_streams_status_line_says_how_often_its_encodes_land():
+    from realtime_sam.app.multi import StreamStatus
+
+    status = StreamStatus(name="door", live=True, state="running", frames_read=420, frames_processed=400,
+                          frames_dropped=20, model_fps=152.3, encodes=18, encode_age_s=0.4, tracks=2,
+                          encode_interval_s=1.24)
+    assert "| model 152.3 fps, encode every 1.2 s | encodes 18, encode age 0.4 s |" in status.line()
+
+
 def test_stream_names():
     assert stream_name(0) == "cam0" and stream_name("2") == "cam2"
     assert stream_name("/data/clips/door.mp4") == "door"

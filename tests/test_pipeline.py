@@ -114,6 +114,72 @@ def test_model_fps_counts_only_the_frames_the_engine_had_work_on():
     assert model_rate(pipe.stats) == f"{pipe.stats.model_fps:.1f} fps"
 
 
+class LandsEncodes:
+    """An engine with a mask to move on every frame (5 ms, ``propagate``) that lands an encode's
+    masks on the frames ``landed`` holds (``encoded``, as a background encode landing), and is idle
+    (nothing tracked) on the frames ``idle`` holds."""
+
+    has_pending = False
+
+    def __init__(self, landed, idle=lambda i: False) -> None:
+        self.landed, self.idle = landed, idle
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        timings = {}
+        if not self.idle(frame.index):
+            time.sleep(0.005)
+            timings["propagate"] = (time.perf_counter() - t0) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FrameResult(frame=frame, tracks=(), encoded=self.landed(frame.index), timings=timings)
+
+
+def test_stats_say_how_often_encodes_land_beside_the_per_frame_rate():
+    """With background encodes (the cpu preset) the model's rate times only the frames' own work:
+    'model 108-200 fps' for masks the model refreshed every 0.6 s. The lines now say both."""
+    import re
+
+    from realtime_sam.app.pipeline import model_rate
+
+    # An encode lands every 10th frame: 10 frames of at least 5 ms between two.
+    with Pipeline(ListSource(60), LandsEncodes(lambda i: i % 10 == 0)) as pipe:
+        assert len(list(pipe)) == 60
+    stats = pipe.stats
+    assert stats.encode_interval_s is not None and stats.encode_interval_s >= 10 * 0.005, stats
+    assert stats.model_fps <= 1 / 0.005
+    match = re.fullmatch(r"(\d+\.\d) fps, encode every (\d+\.\d+) s", model_rate(stats))
+    assert match, model_rate(stats)
+    assert float(match.group(2)) == pytest.approx(stats.encode_interval_s, abs=0.006)
+
+    # Encodes stop landing (frames 21-79 move masks, none lands): the interval grows with the
+    # time since the last one, not the mean of the two before it.
+    with Pipeline(ListSource(80), LandsEncodes(lambda i: i in (0, 10, 20))) as pipe:
+        assert len(list(pipe)) == 80
+    assert pipe.stats.encode_interval_s >= 59 * 0.005, pipe.stats
+
+    # None landed yet (one is not an interval): no encode part.
+    with Pipeline(ListSource(20), LandsEncodes(lambda i: i == 3)) as pipe:
+        assert len(list(pipe)) == 20
+    assert pipe.stats.encode_interval_s is None and model_rate(pipe.stats).endswith(" fps")
+
+    # Idle for 30 frames after the encodes (everything removed): no interval, 'idle'.
+    with Pipeline(ListSource(60), LandsEncodes(lambda i: i in (0, 10, 20), idle=lambda i: i >= 25)) as pipe:
+        assert len(list(pipe)) == 60
+    assert pipe.stats.encode_interval_s is None and model_rate(pipe.stats) == "idle"
+
+
+def test_the_encode_interval_leaves_out_the_time_paused():
+    src = ListSource(40)
+    with Pipeline(src, LandsEncodes(lambda i: i % 10 == 0)) as pipe:
+        for result in pipe:
+            if result.index == 15:
+                pipe.pause()
+                time.sleep(3.0)
+                pipe.resume()
+    # 4 encodes, 10 frames of 5 ms apart (with the pause counted, the mean was over 1 s).
+    assert pipe.stats.encode_interval_s < 0.6, pipe.stats
+
+
 def test_live_source_keeps_only_the_newest_frame():
     src = ListSource(60, live=True, period=0.005)
     eng = SlowEngine(delay=0.03)

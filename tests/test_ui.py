@@ -255,6 +255,25 @@ def test_hud_says_the_model_is_idle_when_it_had_nothing_to_do():
     assert "model 4.2 fps" in hud(4.2, 40).text()
 
 
+def test_hud_says_how_often_encodes_land_beside_the_model_rate():
+    """The cpu preset's background encodes: 'model 150.0 fps' timed the frames' own work only,
+    and said nothing of the masks the model refreshed every 0.62 s."""
+    from types import SimpleNamespace
+
+    window = LiveWindow(WindowConfig())
+    window._take(FrameResult(Frame(3, np.zeros((48, 64, 3), np.uint8), 0.1, time.monotonic()), ()))
+    engine = SimpleNamespace(auto=False, has_pending=False)
+
+    def hud(model_fps: float, interval: float | None) -> str:
+        stats = SimpleNamespace(model_fps=model_fps, frames_processed=40, encode_interval_s=interval)
+        return window._hud(_PausablePipeline(stats), engine, time.monotonic()).text()
+
+    assert "| model 150.0 fps, encode every 0.62 s |" in hud(150.0, 0.62)
+    assert "| model 3.0 fps, encode every 1.7 s |" in hud(3.0, 1.66)
+    assert "| model 150.0 fps |" in hud(150.0, None)  # not two encodes yet
+    assert "| model idle |" in hud(0.0, None)
+
+
 def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatch):
     """A stream whose server went away: no frame comes, yet the frame shown gets a HUD that says so."""
     from types import SimpleNamespace

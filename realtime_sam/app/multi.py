@@ -80,6 +80,8 @@ class StreamStatus:
         fps_cap: its processed frames per second are capped at this while the shared encoder is behind
             (``None``: not capped; see :class:`~realtime_sam.app.budget.FrameBudget`).
         reconnect_attempt: the 1-based reconnect attempt under way (``state == "reconnecting"``), else ``None``.
+        encode_interval_s: seconds between its encodes that landed (see
+            :attr:`~realtime_sam.app.pipeline.PipelineStats.encode_interval_s`), shown after its model rate.
     """
 
     name: str
@@ -95,6 +97,7 @@ class StreamStatus:
     error: str | None = None
     fps_cap: float | None = None
     reconnect_attempt: int | None = None
+    encode_interval_s: float | None = None
 
     def line(self) -> str:
         """The stream's status line."""
@@ -295,6 +298,7 @@ class MultiPipeline:
                     tracks=r.tracks, error=None if r.error is None else str(r.error).splitlines()[0] if str(r.error) else type(r.error).__name__,
                     fps_cap=self.budget.cap_fps(r.name) if self.budget is not None and going else None,
                     reconnect_attempt=attempt or None,
+                    encode_interval_s=s.encode_interval_s if going else None,
                 )
             )
         return out

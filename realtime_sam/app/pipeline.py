@@ -59,6 +59,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
 from realtime_sam.errors import ConfigError
+from realtime_sam.output.render import encode_every
 from realtime_sam.types import Frame, FrameResult
 
 __all__ = ["PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "wait_for_lingering"]
@@ -168,7 +169,15 @@ class PipelineStats:
         model_fps: frames per second of engine time, over those of the last 30
             frames processed on which the engine had work (a mask moved, an encode,
             a decode, discovery or a detector); ``0.0`` when none of them had
-            (nothing tracked: the model is idle) or none was processed yet.
+            (nothing tracked: the model is idle) or none was processed yet. With
+            background encodes (the cpu preset) it times only the frames' own work
+            (moving masks, landing an encode): see ``encode_interval_s`` for how
+            often the model refreshes them.
+        encode_interval_s: seconds between the encodes that landed (masks fresh from
+            the model), the mean over the last ``_ENCODES`` ones in playing time (pauses
+            left out), or the time since the last one as of the last frame processed
+            when that is longer (encodes stopped coming); ``None`` before two landed,
+            and again after the model was idle for 30 frames.
     """
 
     frames_read: int
@@ -177,6 +186,11 @@ class PipelineStats:
     model_fps: float
     latency_ms: float
     last_encode_index: int | None
+    encode_interval_s: float | None = None
+
+
+_ENCODES = 6
+"""Landed encodes whose spacing :attr:`PipelineStats.encode_interval_s` averages (5 intervals)."""
 
 
 def _had_work(result: object) -> bool:
@@ -185,12 +199,13 @@ def _had_work(result: object) -> bool:
 
 
 def model_rate(stats: object) -> str:
-    """The model's rate as status lines show it: ``5.1 fps``; ``idle`` when the last frames gave
-    the engine nothing to do (:attr:`PipelineStats.model_fps` is 0 after frames were processed);
-    ``-- fps`` before the first frame."""
+    """The model's rate as status lines show it: ``5.1 fps`` and, once two encodes landed,
+    ``5.1 fps, encode every 0.62 s`` (:func:`~realtime_sam.output.render.encode_every`); ``idle``
+    when the last frames gave the engine nothing to do (:attr:`PipelineStats.model_fps` is 0 after
+    frames were processed); ``-- fps`` before the first frame."""
     fps = float(getattr(stats, "model_fps", 0.0) or 0.0)
     if fps > 0:
-        return f"{fps:.1f} fps"
+        return f"{fps:.1f} fps{encode_every(getattr(stats, 'encode_interval_s', None))}"
     return "idle" if getattr(stats, "frames_processed", 0) else "-- fps"
 
 
@@ -430,6 +445,10 @@ class Pipeline:
         self._frames_processed = 0
         # (seconds in engine.process, whether the engine had work on that frame) of the last frames.
         self._proc_times: collections.deque[tuple[float, bool]] = collections.deque(maxlen=30)
+        # Playing time (:meth:`_playing_clock`) when the last encodes landed, and when the last
+        # frame was processed: how often the model refreshes the masks.
+        self._encode_times: collections.deque[float] = collections.deque(maxlen=_ENCODES)
+        self._processed_at = 0.0
         self._latency_ms = 0.0
         self._started = False
         self._ended = False
@@ -472,6 +491,10 @@ class Pipeline:
         since = self._paused_since
         return self._paused_total_s + (time.monotonic() - since if since is not None else 0.0)
 
+    def _playing_clock(self) -> float:
+        """``time.monotonic()`` less the time paused: a pause is no time between two encodes."""
+        return time.monotonic() - self._paused_s()
+
     @property
     def paused(self) -> bool:
         return self._pause.is_set()
@@ -486,6 +509,12 @@ class Pipeline:
         # detector) takes a tenth of a millisecond and made "model 1300 fps" with nothing tracked.
         times = [t for t, worked in list(self._proc_times) if worked]
         fps = len(times) / sum(times) if times and sum(times) > 0 else 0.0
+        # With background encodes the frames' own time says nothing of how often the masks come
+        # fresh from the model (the cpu preset read 'model 108-200 fps' for an encode every 0.6 s).
+        landed = list(self._encode_times)
+        interval = None
+        if len(landed) >= 2:
+            interval = max((landed[-1] - landed[0]) / (len(landed) - 1), self._processed_at - landed[-1])
         return PipelineStats(
             frames_read=self._frames_read,
             frames_dropped=self._frames.dropped,
@@ -493,6 +522,7 @@ class Pipeline:
             model_fps=fps,
             latency_ms=self._latency_ms,
             last_encode_index=getattr(self.engine, "last_encode_index", None),
+            encode_interval_s=interval,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -649,6 +679,15 @@ class Pipeline:
             else:
                 self._frames.put(_END)
 
+    def _note_encode(self, result: FrameResult) -> None:
+        now = self._processed_at = self._playing_clock()
+        if getattr(result, "encoded", False):
+            self._encode_times.append(now)
+        elif not any(worked for _, worked in self._proc_times):
+            # Idle for 30 frames (nothing tracked): the next object's encodes start a new count,
+            # not one spanning the idle time.
+            self._encode_times.clear()
+
     def _inference_loop(self) -> None:
         last: Frame | None = None
         last_start: float | None = None
@@ -688,6 +727,7 @@ class Pipeline:
                 frame: Frame = item  # type: ignore[assignment]
                 result = self.engine.process(frame)
                 self._proc_times.append((time.perf_counter() - t0, _had_work(result)))
+                self._note_encode(result)
                 self._frames_processed += 1
                 last = frame
                 if self._two_way is not None:

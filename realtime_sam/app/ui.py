@@ -771,6 +771,7 @@ class LiveWindow:
             display_fps=display_fps,
             model_fps=model_fps,
             model_idle=model_idle,
+            encode_interval_s=getattr(stats, "encode_interval_s", None),
             latency_ms=latency_ms,
             encode_age_frames=max(0, age),
             paused=paused,

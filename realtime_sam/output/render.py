@@ -95,6 +95,14 @@ class RenderConfig:
             raise ConfigError(f"render.hud_alpha must be in [0, 1], got {self.hud_alpha}")
 
 
+def encode_every(seconds: float | None) -> str:
+    """``", encode every 0.62 s"`` (``1.4 s`` from one second on), ``""`` for ``None``: how often the
+    model refreshed the masks, shown after the model's frame rate on the HUD and status lines."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    return f", encode every {seconds:.2f} s" if seconds < 1 else f", encode every {seconds:.1f} s"
+
+
 @dataclass(frozen=True)
 class HudInfo:
     """Numbers shown on the heads-up line.
@@ -111,6 +119,9 @@ class HudInfo:
         message: an optional short status text shown at the end.
         model_idle: the engine had nothing to do on the recent frames (no objects):
             ``model idle`` is shown instead of a rate.
+        encode_interval_s: seconds between the encodes that landed (how often the model
+            refreshes the masks; with background encodes ``model_fps`` times only the
+            frames' own work): ``model 150.0 fps, encode every 0.62 s``; ``None``: not known.
     """
 
     display_fps: float | None
@@ -122,6 +133,7 @@ class HudInfo:
     num_tracks: int
     message: str | None = None
     model_idle: bool = False
+    encode_interval_s: float | None = None
 
     def text(self) -> str:
         """The HUD as one line of plain ASCII text."""
@@ -131,7 +143,8 @@ class HudInfo:
 
         parts = [
             f"display {num(self.display_fps, '.1f')} fps",
-            "model idle" if self.model_idle else f"model {num(self.model_fps, '.1f')} fps",
+            "model idle" if self.model_idle
+            else f"model {num(self.model_fps, '.1f')} fps{encode_every(self.encode_interval_s) if self.model_fps else ''}",
             f"latency {num(self.latency_ms, '.0f')} ms",
             f"enc age {self.encode_age_frames}",
             f"tracks {self.num_tracks}",
