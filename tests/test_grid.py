@@ -8,6 +8,7 @@ screenshot of it (ImageMagick's ``import``).
 from __future__ import annotations
 
 import subprocess
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -281,3 +282,39 @@ def test_keys_show_one_stream_alone_and_back_to_the_grid_in_a_real_window(xvfb_d
     first = next(f for f in frame_lines(tmp_path / "right.jsonl") if f["tracks"])
     assert [t["id"] for t in first["tracks"]] == [1]
     assert "right: new object" in err_path.read_text()
+
+
+def test_d_and_right_click_on_no_object_say_so_in_a_real_grid_window(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
+    """With xdotool over the real grid: d and a right-click on a stream where nothing is tracked
+    answered nothing (stderr stayed empty of them); now they say what happened, with the stream's name."""
+    from fixtures_app import app_command, app_env, frame_lines
+
+    left = _flat_clip(tmp_path / "left.mp4", LEFT_BGR)
+    right = _flat_clip(tmp_path / "right.mp4", RIGHT_BGR)
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command(
+                "--source", str(left), "--source", str(right), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
+                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
+            ),
+            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    display = xvfb_display
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
+        _wait(lambda: "Geometry: 640x240" in _xdo(display, "getwindowgeometry", wid), 60, "the grid", app, err_path)
+        _wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames", app, err_path)
+        _xdo(display, "mousemove", "--window", wid, "480", "120")  # the right stream's tile, nothing tracked
+        time.sleep(0.5)  # the motion event reaches the window's loop
+        _xdo(display, "key", "--window", wid, "d")
+        _wait(lambda: "right: no object under the cursor to remove" in err_path.read_text(), 30, "d's answer", app, err_path)
+        _xdo(display, "click", "3")
+        _wait(lambda: "right: no object selected: click an object first" in err_path.read_text(), 30, "the right-click's answer", app, err_path)
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert all(not f["tracks"] for name in ("left", "right") for f in frame_lines(tmp_path / f"{name}.jsonl"))
