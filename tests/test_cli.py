@@ -9,10 +9,12 @@ exit codes, signals, the module entry point. End-to-end runs use the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -305,6 +307,100 @@ def test_what_would_fail_the_model_load_leaves_an_earlier_runs_outputs_as_they_w
     assert cli.main(["--headless", *device, *sources, "--box", "10,10,60,60", *outputs, *flags]) == 2
     assert fragment in single_error(capsys)
     assert [path.read_bytes() for path in previous] == [b"last run's results %d\n" % i for i in range(len(previous))]
+
+
+needs_onnxruntime = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="onnxruntime/onnx not installed: pip install -e '.[onnxruntime]'",
+)
+
+
+@needs_onnxruntime
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_failing_encoder_export_leaves_an_earlier_runs_outputs_as_they_were(
+    capsys, tmp_path, monkeypatch, small_clip, checkpoint_path, streams
+):
+    """With onnxruntime/openvino the first run exports the encoder; when that fails, last run's files stay.
+
+    Before: the export ran in the model load, after the outputs had opened (truncating last
+    run's files): the run ended with the exporter's error and an empty ``small.jsonl``.
+    """
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "mobile_sam.pt"  # its export cache goes beside it, in tmp_path
+    weights.write_bytes(checkpoint_path.read_bytes())
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::example")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    previous = [Path("small.jsonl")] if streams == 1 else [Path("out/small.jsonl"), Path("out/small-2.jsonl")]
+    for i, path in enumerate(previous):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"last run's results %d\n" % i)
+    outputs = ["--save-masks", "small.jsonl"] if streams == 1 else ["--save-masks", "out/{name}.jsonl"]
+    argv = ["--headless", "--device", "cpu", "--backend", "onnxruntime", "--weights", str(weights),
+            *["--source", str(small_clip)] * streams, "--box", "10,10,60,60", *outputs]
+    assert cli.main(argv) == 2
+    lines = err_lines(capsys)
+    cache = tmp_path / ".realtime_sam_cache"
+    assert lines[0] == f"exporting the encoder for onnxruntime (once; cached in {cache})"
+    assert len(lines) == 2 and lines[1].startswith("error: could not export the image encoder") and "aten::example" in lines[1]
+    assert [path.read_bytes() for path in previous] == [b"last run's results %d\n" % i for i in range(len(previous))]
+
+
+@needs_onnxruntime
+def test_an_export_onto_a_full_disk_leaves_an_earlier_runs_outputs_as_they_were(tmp_path, small_clip, checkpoint_path):
+    """The disk fills during the export (a file size limit here): an error, last run's file as it was.
+
+    Before: ``prev.jsonl`` was opened (emptied) before the export failed.
+    """
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(checkpoint_path.read_bytes())
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    Path(tmp_path / "prev.jsonl").write_bytes(b"last run's results\n")
+    argv = ["--headless", "--quiet", "--device", "cpu", "--backend", "onnxruntime", "--weights", str(weights),
+            "--source", str(small_clip), "--box", "10,10,60,60", "--save-masks", "prev.jsonl"]
+    script = (
+        "import resource, signal, sys, tempfile\n"
+        "from realtime_sam.app import cli\n"
+        f"tempfile.tempdir = {str(temp)!r}\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
+        f"sys.exit(cli.main({argv!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=app_env())
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr
+    # The cache folder's warning (then a temporary folder is tried) and the error; --quiet: no word of the export.
+    assert len(lines) == 2 and "File too large" in lines[0] and "temporary folder" in lines[0]
+    assert lines[1].startswith("error: cannot write the exported image encoder") and "File too large" in lines[1]
+    assert (tmp_path / "prev.jsonl").read_bytes() == b"last run's results\n"
+    assert list(temp.iterdir()) == [] and list((tmp_path / ".realtime_sam_cache").iterdir()) == []
+
+
+@needs_onnxruntime
+def test_the_first_run_with_onnxruntime_says_it_exports_the_encoder(capsys, tmp_path, monkeypatch, small_clip, checkpoint_path):
+    """The export takes seconds (more on a slow machine): one line says what the wait is, on the first run only.
+
+    Before: nothing was printed (the export's message is logged at INFO, which the app does not show).
+    """
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(checkpoint_path.read_bytes())
+    argv = ["--headless", "--device", "cpu", "--backend", "onnxruntime", "--weights", str(weights),
+            "--source", str(small_clip), "--box", "10,10,60,60", "--max-frames", "1", "--reencode-every", "1000",
+            "--save-masks", "masks.jsonl"]
+    assert cli.main(argv) == 0
+    said = [line for line in err_lines(capsys) if "export" in line]
+    cache = tmp_path / ".realtime_sam_cache"
+    assert said == [f"exporting the encoder for onnxruntime (once; cached in {cache})"]
+    assert [p.suffix for p in cache.iterdir()] == [".onnx"]
+    assert len(frame_lines(Path("masks.jsonl"))) == 1
+    assert cli.main(argv) == 0  # cached now: loaded, not exported, and nothing said of it
+    assert [line for line in err_lines(capsys) if "export" in line] == []
 
 
 def test_unavailable_device_is_a_clear_error(capsys, run, small_clip):

@@ -479,10 +479,13 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             class_ids = DetectorPrompts(detector, config.detect).class_numbers()
         # Outputs before the model: a bad path fails in a second, not after a download. But what
         # would fail the load (weights missing, damaged or foreign, no such device...) fails first,
-        # before an output truncates an earlier run's.
-        from realtime_sam.model.loader import check_model_config
+        # before an output truncates an earlier run's; with onnxruntime or openvino that is the
+        # load itself (the encoder export can fail, e.g. on a full disk).
+        from realtime_sam.model.loader import prepare_model
 
-        check_model_config(config.model)
+        model = prepare_model(
+            config.model, progress=not args.quiet, on_export=lambda path: reporter.line(_export_line(config.model.backend, path))
+        )
         specs = [SinkSpec("video", Path(args.output))] if args.output else []
         if mask_spec is not None:
             specs.append(mask_spec)
@@ -500,7 +503,12 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
 
         from realtime_sam.tracking.engine import Engine
 
-        engine = Engine.from_config(config, progress=not args.quiet, detector=detector)
+        runner = None
+        if model is not None:
+            from realtime_sam.model.runners import InferenceRunner
+
+            runner = InferenceRunner(model)
+        engine = Engine.from_config(config, runner=runner, progress=not args.quiet, detector=detector)
         for prompt in prompts:
             engine.add_object(prompt)
         if not specs and args.headless:
@@ -538,6 +546,15 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
         if sinks is not None:
             sinks.close()
         source.close()
+
+
+def _export_line(backend: str, path: Path) -> str:
+    """What the CLI says as the encoder's export starts (it takes seconds, more on a slow machine)."""
+    from realtime_sam.model.runtime.export import is_temporary_export
+
+    if is_temporary_export(path):
+        return f"exporting the encoder for {backend} (for this run only: no writable cache folder)"
+    return f"exporting the encoder for {backend} (once; cached in {path.parent})"
 
 
 def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, renderer: Any) -> RealtimeSamError | None:

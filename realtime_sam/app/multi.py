@@ -345,6 +345,7 @@ def open_streams(
     scheduler: EncodeScheduler | None = None,
     on_status: Callable[[StreamSpec], Callable[[object], None] | None] | None = None,
     progress: bool = False,
+    on_export: Callable[[Any], None] | None = None,
 ) -> MultiPipeline:
     """Open every stream's source, engine and sinks around one shared model; all or nothing.
 
@@ -362,6 +363,8 @@ def open_streams(
         scheduler: the encoder's scheduler (default: :func:`shared_scheduler` over ``model``); its calls
             drive the run's :class:`~realtime_sam.app.budget.FrameBudget` (``config.streams``).
         on_status: ``spec -> callback`` for the live source's status events.
+        on_export: when the model is loaded here with an exported backend, called with the
+            file's path as the encoder's export starts (see :func:`~realtime_sam.model.loader.load_model`).
 
     Raises:
         RealtimeSamError: a source that does not open, a bad setting or output; whatever was opened is closed.
@@ -387,11 +390,12 @@ def open_streams(
                 clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
         # or truncates one already there, which a later stream's missing camera must not leave behind,
-        # nor weights or a device that would fail the load.
+        # nor weights or a device that would fail the load, nor an encoder export that fails
+        # (onnxruntime, openvino: prepare_model loads the model now).
         if runner_for is None and model is None:
-            from realtime_sam.model.loader import check_model_config
+            from realtime_sam.model.loader import prepare_model
 
-            check_model_config(config.model)
+            model = prepare_model(config.model, progress=progress, on_export=on_export)
         if sinks_for is not None:
             for spec, cfg, source, sinks in opened:
                 sinks.extend(sinks_for(spec, source, cfg))

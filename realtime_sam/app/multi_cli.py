@@ -101,7 +101,10 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
             timestamps=not source.live, sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
         )]
 
-    multi = open_streams(specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet)
+    multi = open_streams(
+        specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet,
+        on_export=lambda path: say(cli._export_line(config.model.backend, path)),
+    )
     if not any(plans.values()):
         say("note: nothing is saved; add --output 'out/{name}.mp4' and/or --save-masks 'out/{name}.jsonl'")
     say(f"streams: {', '.join(s.name for s in specs)} (one model, {multi.scheduler.max_batch if multi.scheduler else 1} image(s) per encode)")

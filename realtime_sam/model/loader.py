@@ -5,13 +5,16 @@ download), the device, the precision and the backend, then builds either the
 engine's :class:`~realtime_sam.tracking.model_runner.ModelRunner` (:func:`load_runner`) or a
 SAM-compatible :class:`~realtime_sam.model.predictor.SamPredictor`
 (:func:`load_predictor`). :func:`check_model_config` raises what loading would,
-without loading, for callers that must fail before they touch files.
+without loading, for callers that must fail before they touch files;
+:func:`prepare_model` does that and, where loading can still fail after the
+check (an exported backend's encoder export), loads the model then too.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from realtime_sam.errors import CheckpointDamagedError
 from realtime_sam.model.device import resolve_device, resolve_precision
@@ -25,10 +28,18 @@ if TYPE_CHECKING:
     from realtime_sam.config import ModelConfig
     from realtime_sam.tracking.model_runner import ModelRunner
 
-__all__ = ["InferenceRunner", "check_model_config", "load_model", "load_runner", "load_predictor", "resolve_device"]
+__all__ = [
+    "InferenceRunner",
+    "check_model_config",
+    "load_model",
+    "load_runner",
+    "load_predictor",
+    "prepare_model",
+    "resolve_device",
+]
 
 
-def check_model_config(model_config: ModelConfig) -> None:
+def check_model_config(model_config: ModelConfig) -> str:
     """Raise now what :func:`load_model` would raise for ``model_config``, short of downloading and building.
 
     The device is present, the precision runs there, the backend fits both and its
@@ -36,7 +47,12 @@ def check_model_config(model_config: ModelConfig) -> None:
     checkpoint of ``model_config.model_type`` as far as its keys and shapes
     (:func:`~realtime_sam.model.weights.check_weights`; milliseconds, the tensors are
     not read). The app calls this before it opens its outputs, which truncates an earlier
-    run's files: a mistake here then loses nothing.
+    run's files: a mistake here then loses nothing. Returns the concrete backend
+    (``auto`` resolved).
+
+    An exported backend's encoder export (a first run; a cached file that does not load)
+    is not checked here: it can fail (a full disk, an exporter error) only by doing it;
+    :func:`prepare_model` does it.
 
     Raises:
         ConfigError: the device, precision or backend (see :func:`load_model`).
@@ -50,13 +66,41 @@ def check_model_config(model_config: ModelConfig) -> None:
 
         require_package(backend)
     check_weights(model_config.weights, model_type=model_config.model_type)
+    return backend
 
 
-def load_model(model_config: ModelConfig, *, progress: bool = True) -> InferenceModel:
-    """The :class:`InferenceModel` that ``model_config`` names (weights resolved, downloaded if needed)."""
+def prepare_model(
+    model_config: ModelConfig, *, progress: bool = True, on_export: Callable[[Path], None] | None = None
+) -> InferenceModel | None:
+    """What must happen before an app opens its outputs: :func:`check_model_config`, and for an
+    exported backend (``onnxruntime``, ``openvino``) the model itself, loaded now.
+
+    Opening an output truncates an earlier run's file. Whatever can fail the load must therefore
+    fail before: :func:`check_model_config` covers the rest in milliseconds, but the encoder
+    export (a first run, or a cached file that does not load) can fail only by doing it, and
+    it needs the weights (downloaded first if none are here yet). Returns that model (pass it
+    on: nothing is loaded twice), or ``None`` for the other backends, which load after the
+    outputs open (a bad output path then fails before a download).
+
+    Raises:
+        ConfigError, CheckpointError: as :func:`check_model_config` and :func:`load_model`.
+    """
+    if check_model_config(model_config) not in EXPORTED_BACKENDS:
+        return None
+    return load_model(model_config, progress=progress, on_export=on_export)
+
+
+def load_model(
+    model_config: ModelConfig, *, progress: bool = True, on_export: Callable[[Path], None] | None = None
+) -> InferenceModel:
+    """The :class:`InferenceModel` that ``model_config`` names (weights resolved, downloaded if needed).
+
+    ``on_export(path)``: with an exported backend, called as the encoder's export starts
+    (see :func:`~realtime_sam.model.runtime.export.ensure_encoder_onnx`).
+    """
     weights = resolve_weights(model_config.weights, model_type=model_config.model_type, progress=progress)
     try:
-        return load_inference_model(weights, model_config)
+        return load_inference_model(weights, model_config, on_export=on_export)
     except CheckpointDamagedError as exc:
         raise damaged_weights_error(exc, weights, model_config.model_type) from exc
 

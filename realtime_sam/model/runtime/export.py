@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -131,25 +132,27 @@ def ensure_encoder_onnx(
     model_type: str,
     cache_dir: str | os.PathLike | None = None,
     reuse: bool = True,
+    on_export: Callable[[Path], None] | None = None,
 ) -> Path:
     """The ONNX file of ``encoder``: from the cache if present (and ``reuse``), else exported now.
 
     With ``weights=None`` (random weights) there is nothing to key a cache on,
     and where the cache directory cannot be written (a read-only folder or
     home): the file goes to a fresh temporary directory, which the caller
-    removes (:func:`is_temporary_export`).
+    removes (:func:`is_temporary_export`). ``on_export(path)`` is called as an
+    export starts (not for a cached file), with where it goes.
 
     Raises:
         ConfigError: the export failed, or no directory (cache or temporary) could take the file.
     """
     if weights is None:
-        return _export_to_temporary(encoder, img_size, model_type)
+        return _export_to_temporary(encoder, img_size, model_type, on_export=on_export)
     path = encoder_onnx_path(weights, model_type, cache_dir)
     if reuse and path.is_file():
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to(encoder, img_size, path)
+        return _export_to(encoder, img_size, path, on_export)
     except (_CannotWrite, OSError) as exc:
         reason = exc.reason if isinstance(exc, _CannotWrite) else describe_error(exc)
     _log.warning(
@@ -158,16 +161,22 @@ def ensure_encoder_onnx(
         path.parent,
         reason,
     )
-    return _export_to_temporary(encoder, img_size, model_type, also_tried=path.parent)
+    return _export_to_temporary(encoder, img_size, model_type, also_tried=path.parent, on_export=on_export)
 
 
 _TEMP_PREFIX = "realtime_sam_export_"
 
 
-def _export_to_temporary(encoder: nn.Module, img_size: int, model_type: str, also_tried: Path | None = None) -> Path:
+def _export_to_temporary(
+    encoder: nn.Module,
+    img_size: int,
+    model_type: str,
+    also_tried: Path | None = None,
+    on_export: Callable[[Path], None] | None = None,
+) -> Path:
     temporary = _temporary_path(model_type)
     try:
-        return _export_to(encoder, img_size, temporary)
+        return _export_to(encoder, img_size, temporary, on_export)
     except _CannotWrite as exc:
         shutil.rmtree(temporary.parent, ignore_errors=True)
         where = f"{also_tried} or {temporary.parent.parent}" if also_tried else str(temporary.parent.parent)
@@ -201,7 +210,7 @@ class _CannotWrite(Exception):
         self.reason = reason
 
 
-def _export_to(encoder: nn.Module, img_size: int, path: Path) -> Path:
+def _export_to(encoder: nn.Module, img_size: int, path: Path, on_export: Callable[[Path], None] | None = None) -> Path:
     """Export ``encoder`` to ``path`` by way of a locked temporary file beside it, renamed when complete.
 
     The temporary file is removed on every failure, Ctrl-C included; one left by an export
@@ -219,6 +228,8 @@ def _export_to(encoder: nn.Module, img_size: int, path: Path) -> Path:
     except OSError as exc:
         raise _CannotWrite(describe_error(exc)) from None
     _log.info("exporting the image encoder to %s (once per weights file)", path)
+    if on_export is not None:
+        on_export(path)
     try:
         try:
             with torch.no_grad():
@@ -241,16 +252,17 @@ def load_exported_encoder(
     model_type: str,
     cache_dir: str | os.PathLike | None = None,
     num_threads: int | None = None,
+    on_export: Callable[[Path], None] | None = None,
 ) -> nn.Module:
     """``encoder`` exported (or taken from the cache) and loaded by ``backend`` (``onnxruntime`` or ``openvino``).
 
     A cached file the runtime cannot load (damaged on disk, or written by an exporter
     this runtime does not read) is exported again, once; a fresh export that does not
-    load is a :class:`ConfigError`.
+    load is a :class:`ConfigError`. ``on_export(path)``: see :func:`ensure_encoder_onnx`.
     """
     cls = OpenVinoEncoder if backend == "openvino" else OnnxRuntimeEncoder
     require_package(backend)
-    kwargs = {"img_size": img_size, "weights": weights, "model_type": model_type, "cache_dir": cache_dir}
+    kwargs = {"img_size": img_size, "weights": weights, "model_type": model_type, "cache_dir": cache_dir, "on_export": on_export}
     cached = weights is not None and encoder_onnx_path(weights, model_type, cache_dir).is_file()
     path = ensure_encoder_onnx(encoder, **kwargs)
     while True:

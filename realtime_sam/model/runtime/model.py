@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -432,6 +433,8 @@ def load_inference_model(
     weights: str | os.PathLike | None,
     model: ModelConfig = ModelConfig(),
     options: InferenceOptions = InferenceOptions(),
+    *,
+    on_export: Callable[[Path], None] | None = None,
 ) -> InferenceModel:
     """Build ``model.model_type``, load ``weights`` strictly and prepare ``model.backend`` on ``model.device``.
 
@@ -440,6 +443,8 @@ def load_inference_model(
             is not read here: :func:`realtime_sam.model.loader.load_model` resolves it (cache, download) into this.
         model: model type, device, precision and backend.
         options: threads, decoder chunking, export cache.
+        on_export: with an exported backend, called with the file's path as an export of the
+            encoder starts (a first run, or a cached file that does not load), not for a cached one.
 
     Raises:
         ConfigError: unknown or unavailable device/precision/backend, or a missing optional package.
@@ -470,6 +475,7 @@ def load_inference_model(
             model_type=model_type,
             cache_dir=options.cache_dir,
             num_threads=options.num_threads,
+            on_export=on_export,
         )
     elif backend == "torch" and isinstance(sam.image_encoder, TinyViT):
         encoder = build_fast_tiny_vit(sam.image_encoder, device=device, dtype=dtype)
