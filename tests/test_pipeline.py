@@ -474,3 +474,18 @@ def test_a_paused_realtime_file_resumes_where_it_was_paused():
                 pipe.resume()
     assert pipe.stats.frames_dropped <= 3, (pipe.stats.frames_dropped, got)
     assert len(got) >= 37
+
+
+def test_a_realtime_file_always_processes_its_last_frame():
+    """``--realtime`` drops the frames a slow model cannot keep up with, but the file's end does not
+    replace its last frame: the run covers the file to its end (before, the end marker took the
+    unread last frame's place, and a 2 s file's last result was at 1.88 s)."""
+    src = ListSource(20)  # 25 fps: frames at 0.00 .. 0.76 s
+    eng = SlowEngine(delay=0.15)
+    sink = RecordingSink()
+    with Pipeline(src, eng, sinks=[sink], config=PipelineConfig(realtime=True)) as pipe:
+        got = [r.index for r in pipe]
+    assert pipe.stats.frames_dropped > 0  # still played as live: frames in between are dropped
+    assert got[-1] == 19 and sink.indices[-1] == 19
+    assert pipe.stats.frames_read == 20
+    assert pipe.stats.frames_processed + pipe.stats.frames_dropped == 20

@@ -9,7 +9,9 @@
                           with background_encode)                        sink thread
 
 * Live sources (cameras, streams, ``realtime`` pacing) keep only the newest
-  frame: a slow model sees fresh frames and drops are counted. Files use a
+  frame: a slow model sees fresh frames and drops are counted; the source's
+  end waits for its last frame to be taken (a file played live is still
+  processed to its last frame), unless the run is stopping. Files use a
   bounded queue: nothing is lost, the reader waits for the model. A live
   source that can (PyAV streams, ``Source.read_deferred``) hands over
   decoded frames not yet converted to BGR; the inference thread converts the
@@ -232,6 +234,14 @@ class _LatestSlot:
                 self._item, self._has = item, True
             self._cond.notify()
 
+    def put_final(self, item: object, stop: threading.Event) -> None:
+        """Put the end marker once the unread frame is taken: the source's last frame is processed
+        (a file played live still runs to its end). Once ``stop`` is set it replaces that frame."""
+        with self._cond:
+            while self._has and not stop.is_set():
+                self._cond.wait(0.05)
+        self.put(item)
+
     def get(self, timeout: float) -> object:
         with self._cond:
             if not self._has:
@@ -239,6 +249,7 @@ class _LatestSlot:
             if not self._has:
                 raise queue.Empty
             item, self._item, self._has = self._item, None, False
+            self._cond.notify()
             return item
 
 
@@ -677,7 +688,7 @@ class Pipeline:
             if isinstance(self._frames, _FifoBuffer):
                 self._frames.put_final(_END)
             else:
-                self._frames.put(_END)
+                self._frames.put_final(_END, self._stop)
 
     def _note_encode(self, result: FrameResult) -> None:
         now = self._processed_at = self._playing_clock()
