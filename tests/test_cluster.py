@@ -98,6 +98,23 @@ def test_appending_to_a_new_file_writes_the_header_once(tmp_path):
     assert header["source"] == "x" and header["width"] == 6 and [f["frame"] for f in frames] == [0, 1]
 
 
+def test_appended_file_header_is_the_masks_files_own(tmp_path):
+    from fractions import Fraction
+
+    import numpy as np
+
+    from realtime_sam.output.jsonl import JsonlSink
+    from realtime_sam.types import Frame, FrameResult
+
+    result = FrameResult(frame=Frame(0, np.zeros((4, 6, 3), np.uint8), 0.0, 0.0), tracks=())
+    for make in (AppendingJsonl, JsonlSink):  # the same header, pixel shape included, from both writers
+        sink = make(tmp_path / f"{make.__name__}.jsonl", source="x", fps=25.0, sample_aspect_ratio=Fraction(16, 15))
+        sink.write(result)
+        sink.close()
+    (a, _), (b, _) = (load_jsonl(tmp_path / f"{m.__name__}.jsonl") for m in (AppendingJsonl, JsonlSink))
+    assert a == b and a["sample_aspect_ratio"] == "16:15"
+
+
 def test_ray_flag_without_save_masks_or_with_video_is_a_clear_error(capsys, tmp_path, monkeypatch):
     from realtime_sam.app import cli
 

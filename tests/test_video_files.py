@@ -7,6 +7,7 @@ FFmpeg's own tools show.
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -109,6 +110,77 @@ def test_video_sink_with_timestamps_places_frames_at_them(tmp_path):
     np.testing.assert_allclose(frame_times(path), [0.0, 0.04, 1.5, 1.54, 1.58], atol=1e-3)
 
 
+def _track_with(src: Path, sinks) -> list[float]:
+    """``realtime_sam.track`` on ``src`` with ``sinks``, as an API user calls it (a box-mask model)."""
+    from realtime_sam import track
+    from realtime_sam.config import load_config
+    from realtime_sam.testing.fakes import BoxRunner
+    from realtime_sam.tracking.engine import Engine
+
+    cfg = load_config("cpu")
+    engine = Engine.from_config(cfg, runner=BoxRunner())
+    return [r.timestamp for r in track(str(src), config=cfg, engine=engine, sinks=sinks)]
+
+
+def test_variable_frame_rate_file_through_the_api_gives_the_commands_output(tmp_path):
+    from realtime_sam.output.sinks import make_sink, open_sinks
+
+    src = write_clip(tmp_path / "vfr.mp4", VFR_TIMES_MS)
+    source_times = frame_times(src)
+    # The sinks as the API documents them: built before the source is opened, knowing only a rate.
+    video = make_sink("video", tmp_path / "api.mp4", fps=25)
+    more = open_sinks([str(tmp_path / "api.mkv"), str(tmp_path / "api.jsonl")], fps=25)
+    stamps = _track_with(src, [video, more])
+    np.testing.assert_allclose(stamps, source_times, atol=1e-6)
+    # Before: index / 25 fps (0.00 .. 0.44 s): the pause was gone.
+    np.testing.assert_allclose(frame_times(tmp_path / "api.mp4"), source_times, atol=1e-3)
+    np.testing.assert_allclose(frame_times(tmp_path / "api.mkv"), source_times, atol=1e-3)
+    header, records = load_jsonl(tmp_path / "api.jsonl")
+    np.testing.assert_allclose([r["timestamp"] for r in records], source_times, atol=1e-6)
+    assert header["source"] is not None and header["source"].endswith("vfr.mp4")
+
+
+def test_anamorphic_file_through_the_api_keeps_its_pixel_shape(tmp_path):
+    from realtime_sam.output.sinks import make_sink
+
+    src = write_clip(tmp_path / "pal.mp4", [0, 40, 80, 120], sar=Fraction(64, 45))
+    _track_with(src, [make_sink("video", tmp_path / "api.mp4", fps=25)])
+    with av.open(str(tmp_path / "api.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(64, 45)  # before: 1:1
+
+
+def test_a_live_source_keeps_index_timing_and_what_the_caller_says_wins(tmp_path):
+    from realtime_sam.app.pipeline import Pipeline
+
+    class Live:
+        live, fps, name, sample_aspect_ratio = True, 25.0, "cam", Fraction(1)
+
+        def __init__(self) -> None:
+            self.i = 0
+
+        def read(self):
+            if self.i >= 4:
+                return None
+            time.sleep(0.05)
+            self.i += 1  # arrival times, jittered: a camera's clock, not a file's
+            return Frame(self.i - 1, _image(self.i), 100.0 + [0, 0.07, 0.09, 0.2][self.i - 1], 0.0)
+
+    class Echo:
+        has_pending = False
+
+        def process(self, frame):
+            return FrameResult(frame, ())
+
+    live_out, told = tmp_path / "live.mkv", tmp_path / "told.mkv"
+    sinks = [VideoSink(live_out, fps=25), VideoSink(told, fps=25, timestamps=True)]
+    with Pipeline(Live(), Echo(), sinks=sinks) as pipe:
+        got = [r.index for r in pipe]  # a live source may drop a frame on a busy machine
+    assert got[0] == 0 and got[-1] == 3
+    # Index / fps, as the command writes a live source; the caller's timestamps=True is kept.
+    np.testing.assert_allclose(frame_times(live_out), [i / 25 for i in got], atol=1e-3)
+    np.testing.assert_allclose(frame_times(told), [[0, 0.07, 0.09, 0.2][i] for i in got], atol=1e-3)
+
+
 # ------------------------------------------------------------------ anamorphic pixels
 
 
@@ -123,12 +195,36 @@ def test_anamorphic_file_source_reports_its_pixel_shape(tmp_path, rotation, expe
 def test_anamorphic_file_output_video_is_shown_at_the_source_shape(run, tmp_path):
     # 720x576 PAL widescreen is stored 64:45: players show it 1024x576 (16:9).
     src = write_clip(tmp_path / "pal.mp4", [0, 40, 80, 120], sar=Fraction(64, 45))
-    assert run("--source", str(src), "--headless", "--box", "10,8,40,56", "--output", "out.mp4") == 0
+    assert run("--source", str(src), "--headless", "--box", "10,8,40,56", "--output", "out.mp4",
+               "--save-masks", "m.jsonl") == 0
     with av.open(str(tmp_path / "out.mp4")) as container:
         stream = container.streams.video[0]
         # Before: 1:1, so the output played squeezed to 3:2 beside its 16:9 source.
         assert (stream.width, stream.height) == (W, H)  # masks and boxes stay in stored pixels
         assert stream.sample_aspect_ratio == Fraction(64, 45)
+    # The masks file's geometry says how its pixels are shown (before: width and height only).
+    header, records = load_jsonl(tmp_path / "m.jsonl")
+    assert (header["width"], header["height"], header["sample_aspect_ratio"]) == (W, H, "64:45")
+    assert records[0]["tracks"][0]["mask"]["size"] == [H, W]
+
+
+def test_masks_file_header_through_the_api_and_an_older_file(tmp_path):
+    from realtime_sam.output.sinks import make_sink
+
+    src = write_clip(tmp_path / "pal.mp4", [0, 40, 80, 120], sar=Fraction(64, 45))
+    _track_with(src, [make_sink("jsonl", tmp_path / "api.jsonl")])
+    header, records = load_jsonl(tmp_path / "api.jsonl")
+    # Left None by the caller: the source's name, rate and pixel shape (before: all null).
+    assert header["sample_aspect_ratio"] == "64:45" and header["fps"] == 25.0
+    assert header["source"].endswith("pal.mp4") and len(records) == 4
+    # A file written before the key existed still reads, header and frames.
+    old = tmp_path / "old.jsonl"
+    old.write_text(
+        '{"realtime_sam": "0.1.0", "source": "a.mp4", "width": 96, "height": 64, "fps": 25.0}\n'
+        '{"frame": 0, "timestamp": 0.0, "tracks": []}\n'
+    )
+    header, records = load_jsonl(old)
+    assert header["width"] == 96 and "sample_aspect_ratio" not in header and records[0]["frame"] == 0
 
 
 # ------------------------------------------------------------------ files that cannot be read (yet)

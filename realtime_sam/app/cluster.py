@@ -141,7 +141,10 @@ class AppendingJsonl:
     on disk when :meth:`write` returns.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, source: str | None = None, fps: float | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, source: str | None = None, fps: float | None = None,
+        sample_aspect_ratio: Any = None,
+    ) -> None:
         from realtime_sam.output.sink_base import prepare_file
 
         self.path = prepare_file(path, "jsonl", "tracks.jsonl")
@@ -151,22 +154,23 @@ class AppendingJsonl:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
         self._new = keep == 0
-        self.source, self.fps = source, fps
+        self.source, self.fps, self.sample_aspect_ratio = source, fps, sample_aspect_ratio
         self._file = open(self.path, "ab", buffering=0)
         self.frames_written = 0
         self._closed = False
 
     def write(self, result: FrameResult) -> None:
-        from realtime_sam import __version__
-        from realtime_sam.output.jsonl import JsonlSink
+        from realtime_sam.output.jsonl import JsonlSink, header_record
         from realtime_sam.output.sink_base import write_all
 
         if self._closed:
             raise SinkError(f"write to the closed jsonl output {self.path}")
         data = (json.dumps(JsonlSink.frame_record(result), separators=(",", ":")) + "\n").encode("utf-8")
         if self._new:
-            header = {"realtime_sam": __version__, "source": self.source, "width": result.frame.width,
-                      "height": result.frame.height, "fps": self.fps}
+            header = header_record(
+                source=self.source, width=result.frame.width, height=result.frame.height,
+                sample_aspect_ratio=self.sample_aspect_ratio, fps=self.fps,
+            )
             data = (json.dumps(header) + "\n").encode("utf-8") + data
             self._new = False
         write_all(self._file, data, self.path, "jsonl")
@@ -187,6 +191,7 @@ class _Resumed:
         self.next_frame = next_frame
         self.live = bool(getattr(source, "live", False))
         self.size, self.fps, self.name = source.size, source.fps, source.name
+        self.sample_aspect_ratio = getattr(source, "sample_aspect_ratio", None)
         self.num_frames = getattr(source, "num_frames", None)
 
     def read(self) -> Frame | None:
@@ -287,7 +292,10 @@ class StreamWorker:
                     engine.add_object(clamp_prompt(p, w, h))
                 except Exception:  # a box gone out of the frame: that object is not taken up again
                     continue
-            sink = AppendingJsonl(job.masks_path, source=source.name, fps=source.fps)
+            sink = AppendingJsonl(
+                job.masks_path, source=source.name, fps=source.fps,
+                sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
+            )
         except BaseException:
             source.close()
             raise

@@ -16,6 +16,9 @@
   source that can (PyAV streams, ``Source.read_deferred``) hands over
   decoded frames not yet converted to BGR; the inference thread converts the
   one it takes, so dropped frames cost no conversion.
+* Sinks are told the source first (``sink.bind_source(source)``, where a sink
+  has it): what the caller left ``None`` -- a file's timestamps, its pixel
+  shape, name and frame rate -- comes from it.
 * Sinks (video encoding, RLE, PNG compression: 4-13 ms a frame) run on their
   own thread, fed in order through a bounded queue (``sink_queue_size``); a
   full queue makes the inference thread wait (back-pressure), it never
@@ -436,6 +439,12 @@ class Pipeline:
         self.source = source
         self.engine = engine
         self.sinks = list(sinks)
+        for sink in self.sinks:
+            # What the caller left unsaid comes from the source: a file's timestamps and pixel
+            # shape in the video, its name and rate in the masks file (as the command gives them).
+            bind = getattr(sink, "bind_source", None)
+            if callable(bind):
+                bind(source)
         self.config = config
         self.on_status = on_status
         self._stop = threading.Event()

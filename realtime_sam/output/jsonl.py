@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,37 @@ from realtime_sam.output.sink_base import (
 )
 from realtime_sam.types import FrameResult
 
-__all__ = ["JsonlSink", "load_jsonl"]
+__all__ = ["JsonlSink", "header_record", "load_jsonl"]
+
+
+def _ratio(value: Any) -> Fraction | None:
+    """A pixel shape as a fraction > 0, or ``None`` (not given, or nothing a ratio can be made of)."""
+    if value is None:
+        return None
+    try:
+        ratio = Fraction(value).limit_denominator(65535)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return ratio if ratio > 0 else None
 
 
 def _finite(value: float, digits: int) -> float | None:
     value = float(value)
     return round(value, digits) if math.isfinite(value) else None
+
+
+def header_record(
+    *, source: str | None, width: int | None, height: int | None, sample_aspect_ratio: Any, fps: float | None
+) -> dict[str, Any]:
+    """The header line's object (see :class:`JsonlSink`); ``sample_aspect_ratio`` as ``"N:D"`` or ``None``."""
+    from realtime_sam import __version__
+
+    sar = _ratio(sample_aspect_ratio)
+    return {
+        "realtime_sam": __version__, "source": source, "width": width, "height": height,
+        "sample_aspect_ratio": None if sar is None else f"{sar.numerator}:{sar.denominator}",
+        "fps": None if fps is None else _finite(fps, 6),
+    }
 
 
 class JsonlSink(SinkBase):
@@ -34,10 +60,21 @@ class JsonlSink(SinkBase):
     The first line is a header describing the run, identified by its
     ``"realtime_sam"`` key (and having no ``"frame"`` key)::
 
-        {"realtime_sam": "0.1.0", "source": "cam.mp4", "width": 1280, "height": 720, "fps": 30.0}
+        {"realtime_sam": "0.1.0", "source": "cam.mp4", "width": 1280, "height": 720,
+         "sample_aspect_ratio": "1:1", "fps": 30.0}
 
     ``width``/``height`` come from the first frame (``null`` if the run had
-    none); ``source``/``fps`` are what the caller passed (or ``null``). Every
+    none), in stored pixels, as boxes and masks are; ``sample_aspect_ratio``
+    is the width over the height of one of those pixels as players show it
+    (``"64:45"`` for a 16:9 PAL file stored 720x576; ffprobe's form), so the
+    picture is shown ``width * 64/45`` wide. ``source``, ``fps`` and
+    ``sample_aspect_ratio`` are what the caller passed or, left ``None``,
+    the source's when a pipeline runs the sink (:meth:`bind_source`), else
+    ``null``. ``fps`` is the source's nominal rate: for a variable-frame-rate
+    file its average, so a frame's time is its line's ``timestamp`` (seconds
+    on the source's clock: a file's own timestamps), never ``frame / fps``.
+    Files written before the key was added have no ``sample_aspect_ratio``
+    (their pixels are to be taken as square); :func:`load_jsonl` reads both. Every
     further line is a frame::
 
         {"frame": 12, "timestamp": 0.4, "tracks": [
@@ -61,18 +98,31 @@ class JsonlSink(SinkBase):
         *,
         source: str | None = None,
         fps: float | None = None,
+        sample_aspect_ratio: Fraction | float | None = None,
     ) -> None:
         super().__init__(prepare_file(path, "jsonl", "tracks.jsonl"))
         self.source = source
         self.fps = None if fps is None else _finite(fps, 6)
+        self.sample_aspect_ratio = _ratio(sample_aspect_ratio)
         self._file = open_for_lines(self.path, "jsonl")
         self._header_written = False
 
-    def _header(self, width: int | None, height: int | None) -> bytes:
-        from realtime_sam import __version__
+    def bind_source(self, source: Any) -> None:
+        """What was left ``None`` (name, frame rate, pixel shape) comes from ``source``, before the header."""
+        if self._header_written:
+            return
+        if self.source is None and getattr(source, "name", None) is not None:
+            self.source = str(source.name)
+        if self.fps is None and getattr(source, "fps", None):
+            self.fps = _finite(source.fps, 6)
+        if self.sample_aspect_ratio is None:
+            self.sample_aspect_ratio = _ratio(getattr(source, "sample_aspect_ratio", None))
 
-        header = {"realtime_sam": __version__, "source": self.source, "width": width, "height": height, "fps": self.fps}
-        return (json.dumps(header) + "\n").encode("utf-8")
+    def _header(self, width: int | None, height: int | None) -> bytes:
+        record = header_record(
+            source=self.source, width=width, height=height, sample_aspect_ratio=self.sample_aspect_ratio, fps=self.fps
+        )
+        return (json.dumps(record) + "\n").encode("utf-8")
 
     @staticmethod
     def frame_record(result: FrameResult) -> dict[str, Any]:

@@ -43,6 +43,11 @@ class Sink(Protocol):
     ``close()`` is called on every exit path (normal end, Ctrl-C, error) and
     must leave a valid output; calling it twice is harmless. Sinks are also
     context managers that close on exit.
+
+    A sink may also have ``bind_source(source)``: a
+    :class:`~realtime_sam.app.pipeline.Pipeline` calls it once, before the
+    first ``write``, with the source it reads, so that what the caller did
+    not say (a file's timestamps, its pixel shape, its name) comes from it.
     """
 
     def write(self, result: FrameResult) -> None: ...
@@ -251,6 +256,9 @@ class SinkBase:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"{type(self).__name__}({str(self.path)!r}, {self.frames_written} frames, {state})"
+
+    def bind_source(self, source: Any) -> None:
+        """Take from ``source`` what was not given at construction (see :class:`Sink`); here nothing."""
 
     def close(self) -> None:  # pragma: no cover - overridden
         self._closed = True

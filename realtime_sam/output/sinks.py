@@ -77,6 +77,12 @@ class MultiSink(SinkBase):
             sink.write(result)
         self.frames_written += 1
 
+    def bind_source(self, source: object) -> None:
+        for sink in self.sinks:
+            bind = getattr(sink, "bind_source", None)
+            if callable(bind):
+                bind(source)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -154,7 +160,7 @@ def make_sink(
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
     class_ids: Mapping[str, int] | None = None,
-    timestamps: bool = False,
+    timestamps: bool | None = None,
     sample_aspect_ratio: Fraction | None = None,
 ) -> Sink:
     """Build one sink, checking now that its output can be written.
@@ -168,8 +174,15 @@ def make_sink(
         source_name: recorded in the ``jsonl`` header.
         size: ``(width, height)`` for ``video``; ``None`` = the frames' size.
         class_ids: for ``mots``: track label -> class id (a detector's classes, see :class:`MotsSink`).
-        timestamps: ``video``: place frames at their timestamps (files), not at index / fps.
-        sample_aspect_ratio: ``video``: the source's pixel shape, stored so players show it as the source.
+        timestamps: ``video``: place frames at their timestamps (files), not at index / fps;
+            ``None``: as the source a pipeline runs it on says (timestamps for a file, index for a
+            live source), index when run without one.
+        sample_aspect_ratio: ``video``: the source's pixel shape, stored so players show it as the
+            source; ``jsonl``: recorded in the header. ``None``: the pipeline's source's.
+
+    ``source_name`` and ``fps`` not given are also taken from the source a
+    :class:`~realtime_sam.app.pipeline.Pipeline` (``track``, ``track_many``)
+    runs the sink on, as the command gives them.
 
     Raises:
         SinkError: unknown kind, or an output that cannot be written.
@@ -194,7 +207,7 @@ def make_sink(
             sample_aspect_ratio=sample_aspect_ratio,
         )
     if kind == "jsonl":
-        return JsonlSink(path, source=source_name, fps=fps)
+        return JsonlSink(path, source=source_name, fps=fps, sample_aspect_ratio=sample_aspect_ratio)
     if kind == "png":
         return PngSink(path, id_overflow=cfg.id_overflow, compression=cfg.png_compression)
     if kind == "mots":
@@ -214,7 +227,7 @@ def open_sinks(
     source_name: str | None = None,
     size: tuple[int, int] | None = None,
     class_ids: Mapping[str, int] | None = None,
-    timestamps: bool = False,
+    timestamps: bool | None = None,
     sample_aspect_ratio: Fraction | None = None,
 ) -> MultiSink:
     """Open several outputs at once (all or none).

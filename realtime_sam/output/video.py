@@ -59,6 +59,15 @@ def _frame_rate(fps: float | Fraction) -> Fraction:
     return rate
 
 
+def _pixel_shape(value: Any) -> Fraction | None:
+    """``value`` as a sample aspect ratio in [1/100, 100], else ``None``."""
+    try:
+        sar = Fraction(value).limit_denominator(65535)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return sar if Fraction(1, 100) <= sar <= 100 else None
+
+
 class VideoSink(SinkBase):
     """Annotated frames as an H.264 video at the source's frame rate.
 
@@ -69,7 +78,9 @@ class VideoSink(SinkBase):
     is shown at ``(i - first_index) / fps`` seconds, so the file's duration
     is right and frames the pipeline skipped show as the previous frame held
     (an index that does not increase is placed one frame after the last).
-    With ``timestamps=True`` (what the command uses for files) each frame is
+    With ``timestamps=True`` (what the command uses for files, and what a
+    :class:`~realtime_sam.app.pipeline.Pipeline` -- ``track()`` -- sets for
+    a file source when ``timestamps`` is left ``None``) each frame is
     shown at its own ``Frame.timestamp`` less the first one's instead, to
     1/90000 s: a variable-frame-rate file (a phone's, a screen recording
     with pauses) keeps its timing, so the output lines up with the source
@@ -129,11 +140,13 @@ class VideoSink(SinkBase):
             start and seek) in fragmented MP4 and Matroska (a classic MP4
             keeps x264's default of 250 frames).
         timestamps: place frames at their timestamps, not at their index
-            (see above).
+            (see above); ``None``: as :meth:`bind_source` says (timestamps
+            for a file, index for a live source), index without a source.
         sample_aspect_ratio: the source's pixel shape (width over height,
             :attr:`Source.sample_aspect_ratio`), stored in the video so that
             players show an anamorphic source's frames at the source's
-            display shape.
+            display shape; ``None``: the source's (:meth:`bind_source`), 1:1
+            without one.
 
     Attributes:
         frames_in_file: frames the encoder has given out and the file holds
@@ -158,7 +171,7 @@ class VideoSink(SinkBase):
         renderer: Renderer | None = None,
         fragmented: bool = True,
         keyframe_interval_s: float = 2.0,
-        timestamps: bool = False,
+        timestamps: bool | None = None,
         sample_aspect_ratio: Fraction | float | None = None,
     ) -> None:
         suffix = Path(path).suffix.lower()
@@ -189,17 +202,28 @@ class VideoSink(SinkBase):
         self.format = VIDEO_FORMATS[suffix]
         self.fragmented = bool(fragmented) and self.format in ("mp4", "mov")
         self.keyframe_interval_s = float(keyframe_interval_s)
-        self.timestamps = bool(timestamps)
-        sar = Fraction(sample_aspect_ratio).limit_denominator(65535) if sample_aspect_ratio else Fraction(1)
-        if not Fraction(1, 100) <= sar <= 100:
+        self.timestamps: bool | None = None if timestamps is None else bool(timestamps)
+        sar = _pixel_shape(sample_aspect_ratio) if sample_aspect_ratio else Fraction(1)
+        if sar is None:
             raise SinkError(f"the video's sample aspect ratio must be in [1/100, 100], got {sample_aspect_ratio}")
         self.sample_aspect_ratio = sar
+        self._sar_given = bool(sample_aspect_ratio)
         self._first_timestamp: float | None = None
         self._container: Any = None
         self._stream: Any = None
         self._first_index: int | None = None
         self._last_pts = -1
         self.frames_in_file = 0
+
+    def bind_source(self, source: Any) -> None:
+        """What was left ``None`` comes from ``source`` (a pipeline calls this before the first frame):
+        a file's timestamps (``timestamps`` left ``None``) and its pixel shape."""
+        if self._stream is not None:
+            return  # the video has started: its clock and pixel shape are fixed
+        if self.timestamps is None:
+            self.timestamps = not bool(getattr(source, "live", False))
+        if not self._sar_given:
+            self.sample_aspect_ratio = _pixel_shape(getattr(source, "sample_aspect_ratio", None)) or Fraction(1)
 
     def write(self, result: FrameResult) -> None:
         """Draw ``result`` on its frame and encode it."""
