@@ -9,6 +9,8 @@
 * :func:`frame_size`: the ``--size WIDTHxHEIGHT`` argument type;
 * :func:`check_model_args`: ``--device``, ``--precision`` and ``--weights``
   checked before any model loads (a :class:`~realtime_sam.errors.RealtimeSamError`);
+* :func:`check_output_file`: an output file such as ``--json`` checked before
+  the run, not after minutes of it;
 * :func:`fail`: the one-line ``error: ...`` on stderr and exit status 2.
 
 Nothing here runs on import.
@@ -39,6 +41,7 @@ __all__ = [
     "percentile",
     "frame_size",
     "check_model_args",
+    "check_output_file",
     "fail",
 ]
 
@@ -132,6 +135,21 @@ def check_model_args(device: str | None = None, precision: str | None = None, we
             resolve_precision(precision, resolved)
     if weights is not None and str(weights).strip():
         resolve_weights(weights, download=False)
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
+    """Raise ``ValueError`` (its message the one line to print) now if ``path`` cannot be written later.
+
+    A benchmark writes its file at the end: a missing folder found then would cost the whole run.
+    """
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {Path(path) / 'bench.json'}")
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: no folder {parent}; create it or give a path in an existing folder")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"{flag} {path} is not writable; give a path you can write")
 
 
 def fail(message: object) -> int:

@@ -74,7 +74,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import frame_size, median, percentile, weights_or_random  # noqa: E402
+from _common import check_output_file, frame_size, median, percentile, weights_or_random  # noqa: E402
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from realtime_sam.capture.sources import open_source  # noqa: E402
@@ -150,6 +150,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
             raise ValueError("--frames must be >= 2, --repeats and --model-repeats >= 1")
+        if self.naive_frames < 0:
+            raise ValueError(f"--naive-frames must be >= 0 (0: the whole clip), got {self.naive_frames}")
         if not self.reencode or min(self.reencode) < 1:
             raise ValueError("--reencode needs one or more integers >= 1, e.g. 1,5,15")
         if self.background and min(self.background) < 1:
@@ -843,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             propagation=args.propagation,
             flow_preset=args.flow_preset,
         )
+        if args.json:
+            check_output_file(args.json, "--json")
     except ValueError as exc:
         p.error(str(exc))
     try:

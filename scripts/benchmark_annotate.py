@@ -18,7 +18,7 @@ load slows both alike. Medians (min in brackets) and the ratio batched /
 per box. Speed does not depend on the weights, so the checkpoint is random
 unless ``--weights`` is given.
 
-Bad input (``--boxes`` or ``--repeats`` under 1, a device not here, a missing
+Bad input (``--boxes`` or ``--repeats`` under 1, a ``--size`` side under 64, a device not here, a missing
 ``--weights``) is one ``error: ...`` line on stderr and exit status 2, before
 the model loads.
 """
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--boxes needs box counts >= 1, e.g. 1 4 8 (got {' '.join(map(str, args.boxes))})")
     if args.repeats < 1:
         return fail(f"--repeats must be >= 1 (got {args.repeats})")
+    if min(args.size) < 64:
+        return fail(f"--size needs a width and height of at least 64, e.g. 640 480 (got {' '.join(map(str, args.size))})")
     try:
         check_model_args(args.device, weights=args.weights)
         torch.manual_seed(0)

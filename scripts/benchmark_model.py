@@ -49,9 +49,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
+
+from _common import check_output_file
 
 from realtime_sam.errors import RealtimeSamError
 from realtime_sam.model.device import (
@@ -320,6 +323,11 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     unknown = [b for b in args.backends or () if b not in BACKENDS]
     if unknown:  # now, not after the other backends' loads
         p.error(f"unknown --backends {' '.join(unknown)}; choose from {' '.join(BACKENDS)}")
+    if args.json:
+        try:
+            check_output_file(args.json, "--json")  # now, not after every case has run
+        except ValueError as exc:
+            p.error(str(exc))
 
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)

@@ -241,6 +241,25 @@ def test_the_hard_scene_refuses_more_objects_than_it_has(capsys):
     assert bench.BenchConfig(scene="hard", objects=5).objects == 5
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # A negative count ran no naive frame, and the report divided by its 0 fps after the whole run.
+        (["--naive-frames", "-1"], "--naive-frames must be >= 0"),
+        # The JSON is written at the end: a folder that is not there used to cost the whole run.
+        (["--json", "/nonexistent/dir/b.json"], "--json /nonexistent/dir/b.json: no folder /nonexistent/dir"),
+        (["--json", "/tmp"], "--json /tmp is a folder"),
+    ],
+)
+def test_bad_input_is_refused_before_the_run(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("the benchmark ran"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
 @pytest.mark.slow
 def test_the_script_runs_end_to_end_and_prints_every_table(tmp_path, capsys):
     out = tmp_path / "bench.json"

@@ -69,6 +69,9 @@ def test_a_batch_of_fewer_than_two_images_is_refused_in_one_line(capsys):
         (["--device", "cpu", "--threads", "0"], "--threads must be >= 1"),
         (["--device", "cpu", "--backends", "torch", "tensorrt"], "unknown --backends tensorrt"),
         (["--device", "cpu", "--weights", "/nonexistent/w.pt"], "weights file not found: /nonexistent/w.pt"),
+        # The file is written after every case has run: a folder that is not there is said now.
+        (["--device", "cpu", "--json", "/nonexistent/dir/m.json"], "--json /nonexistent/dir/m.json: no folder /nonexistent/dir"),
+        (["--device", "cpu", "--json", "/tmp"], "--json /tmp is a folder"),
         pytest.param(["--device", "cuda"], "device 'cuda' is not available here",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
     ],

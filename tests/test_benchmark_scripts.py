@@ -94,6 +94,8 @@ def test_sinks_bad_input(args, message, capsys, monkeypatch):
         (["--boxes", "-2"], "--boxes needs box counts >= 1"),
         (["--boxes", "4", "0"], "--boxes needs box counts >= 1"),
         (["--repeats", "0"], "--repeats must be >= 1"),
+        (["--size", "0", "0"], "--size needs a width and height of at least 64"),  # was a ZeroDivisionError traceback
+        (["--size", "640", "-480"], "--size needs a width and height of at least 64"),
         (["--weights", MISSING], f"weights file not found: {MISSING}"),
         pytest.param(["--device", "cuda"], "device 'cuda' is not available here", marks=NO_CUDA),
     ],
