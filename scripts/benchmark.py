@@ -486,9 +486,12 @@ def run_engine(
     t0 = time.perf_counter()
     n = 0
     first: tuple[int, float] | None = None  # (results before, time) at the first result with a mask
-    own_at_first = 0.0  # the stand-in's own seconds then (OracleRunner.own_s)
+    own_at_first = own_at_last = 0.0  # the stand-in's own seconds then and at the last result (OracleRunner.own_s)
+    last = t0
     with Pipeline(source, engine, config=PipelineConfig(realtime=realtime)) as pipe:
         for result in pipe:
+            last = time.perf_counter()
+            own_at_last = getattr(runner, "own_s", 0.0)
             n += 1
             encodes += int(result.encoded)
             if landed is not None and result.encoded:
@@ -497,8 +500,8 @@ def run_engine(
             masks += shown
             # The first decoded mask (a first look, shown before the prompts' encode lands, is not one).
             if first is None and any(t.state is not TrackState.TENTATIVE and t.mask.any() for t in result.tracks):
-                first = (n - 1, time.perf_counter())
-                own_at_first = getattr(runner, "own_s", 0.0)
+                first = (n - 1, last)
+                own_at_first = own_at_last
             if keep is not None:
                 keep.append(_packed(result))
             into.latency_ms.append(result.timings["total"])
@@ -506,12 +509,19 @@ def run_engine(
                 if stage in result.timings:
                     into.stages_ms.setdefault(stage, []).append(result.timings[stage])
     end = time.perf_counter()
-    # Frames per second once the objects are tracked: from the first result with
-    # a mask (the prompts' encode done) to the end.
-    into.fps.append((n - first[0]) / (end - first[1]) if first is not None and end > first[1] else n / (end - t0))
-    if first is not None and end > first[1]:
-        net = (end - first[1]) - (getattr(runner, "own_s", 0.0) - own_at_first)
-        into.fps_net.append((n - first[0]) / net if net > 0 else float("nan"))
+    # Frames per second once the objects are tracked: the results after the first
+    # one with a mask (the prompts' encode done) over the time they took, to the
+    # last result (not counting the pipeline's shutdown). The first such result's
+    # own work was done before its stamp, so it is not counted: one result alone
+    # gives no rate (NaN, printed "-").
+    if first is None:
+        into.fps.append(n / (end - t0))
+    else:
+        after = n - 1 - first[0]
+        span = last - first[1]
+        into.fps.append(after / span if after > 0 and span > 0 else float("nan"))
+        net = span - (own_at_last - own_at_first)
+        into.fps_net.append(after / net if after > 0 and net > 0 else float("nan"))
     into.encodes.append(encodes)
     into.masks_per_frame.append(masks / max(n, 1))
     into.first_mask_s.append(first[1] - t0 if first is not None else float("nan"))

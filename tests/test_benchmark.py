@@ -241,6 +241,58 @@ def test_the_hard_scene_refuses_more_objects_than_it_has(capsys):
     assert bench.BenchConfig(scene="hard", objects=5).objects == 5
 
 
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize(
+    "first_mask_at, fps",
+    [
+        (0, 4 / 0.4),  # 5 results 0.1 s apart, masks from the first: 4 frames after it in 0.4 s
+        (2, 2 / 0.2),
+        (4, float("nan")),  # masks only on the last result: no rate (it used to read 1 frame / ~0 s)
+    ],
+)
+def test_engine_fps_counts_the_frames_after_the_first_mask(first_mask_at, fps, monkeypatch):
+    """The rate once tracked: frames after the first masked result over the time they took, on a fake clock."""
+    from types import SimpleNamespace
+
+    clock = _FakeClock()
+
+    class Pipe:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            clock.t += 5.0  # the pipeline's shutdown: not frame time
+
+        def __iter__(self):
+            for i in range(5):
+                clock.t += 0.1
+                mask = np.full((4, 4), i >= first_mask_at)
+                track = SimpleNamespace(state=bench.TrackState.CONFIRMED, mask=mask)
+                yield SimpleNamespace(encoded=False, index=i, tracks=[track], timings={"total": 100.0})
+
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+    monkeypatch.setattr(bench, "Pipeline", Pipe)
+    monkeypatch.setattr(bench, "Engine", lambda *a, **k: SimpleNamespace(add_object=lambda p: None))
+    monkeypatch.setattr(bench, "open_source", lambda clip: SimpleNamespace(close=lambda: None))
+    timing = bench.RunTiming()
+    bench.run_engine(object(), "clip.mp4", [(0, 0, 4, 4)], 5, timing)  # type: ignore[arg-type]
+    if np.isnan(fps):
+        assert np.isnan(timing.fps[-1]) and np.isnan(timing.fps_net[-1])
+    else:
+        assert timing.fps[-1] == pytest.approx(fps) and timing.fps_net[-1] == pytest.approx(fps)
+    assert timing.first_mask_s[-1] == pytest.approx(0.1 * (first_mask_at + 1))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
