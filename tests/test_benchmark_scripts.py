@@ -113,3 +113,63 @@ def test_cuda_graphs_without_cuda_is_one_line(capsys):
     assert "device 'cuda' is not available here" in _one_error_line(capsys)
     assert _exit_code(graphs.main, ["--device", "cpu"]) == 2
     assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
+
+
+class _Interrupted:
+    """A scene that is stopped (Ctrl-C) while its frames are being encoded."""
+
+    def __init__(self, scene, at: int) -> None:
+        self._scene, self._at = scene, at
+
+    def render(self, i):
+        if i == self._at:
+            raise KeyboardInterrupt
+        return self._scene.render(i)
+
+    def __getattr__(self, name):
+        return getattr(self._scene, name)
+
+
+def test_an_interrupted_make_demo_keeps_the_clip_it_had(tmp_path, monkeypatch):
+    # The default --out is the package's own demo folder: an interrupted run used to leave there a
+    # clip cut short at the frame it was stopped on, which played as if whole.
+    demo = load_script("make_demo")
+    first = tmp_path / "first"
+    assert demo.main(["--out", str(first)]) == 0
+    made = demo.hard_scene
+    monkeypatch.setattr(demo, "hard_scene", lambda *a, **k: _Interrupted(made(*a, **k), at=100))
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "clip.mp4").write_bytes((first / "clip.mp4").read_bytes())
+    with pytest.raises(KeyboardInterrupt):
+        demo.main(["--out", str(out)])
+    assert (out / "clip.mp4").read_bytes() == (first / "clip.mp4").read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4"]  # no partial file left behind
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        demo.main(["--out", str(fresh)])
+    assert list(fresh.iterdir()) == []  # nothing that looks like a clip
+
+
+def test_an_interrupted_make_hard_scene_keeps_the_sequence_it_had(tmp_path, monkeypatch):
+    # It used to delete the old labels first and leave a clip cut short (which played as if whole)
+    # beside the labels of the frames written so far.
+    scene_script = load_script("make_hard_scene")
+    small = ["--size", "160x120", "--name", "hard"]
+    assert scene_script.main([str(tmp_path), "--seconds", "1", "--seed", "1", *small]) == 0
+    labels = tmp_path / "Annotations" / "480p" / "hard"
+
+    def snapshot():
+        files = sorted(labels.iterdir())
+        return (tmp_path / "hard.mp4").read_bytes(), [(p.name, p.read_bytes()) for p in files]
+
+    before = snapshot()
+    assert len(before[1]) == 30
+    made = scene_script.hard_scene
+    monkeypatch.setattr(scene_script, "hard_scene", lambda *a, **k: _Interrupted(made(*a, **k), at=55))
+    with pytest.raises(KeyboardInterrupt):
+        scene_script.main([str(tmp_path), "--seconds", "2", "--seed", "2", *small])
+    assert snapshot() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Annotations", "hard.mp4"]
+    assert [p.name for p in (tmp_path / "Annotations" / "480p").iterdir()] == ["hard"]
+

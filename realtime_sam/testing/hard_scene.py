@@ -60,6 +60,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -842,9 +844,19 @@ def write_davis(scene, root: str | Path, name: str = "hard", *, crf: int | None 
     if any(not 1 <= oid <= 255 for oid in scene.ids):
         raise ConfigError(f"DAVIS annotations hold ids 1..255, the scene has {scene.ids}")
     folder = root / "Annotations" / "480p" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
+    # The labels go to a hidden folder beside it and the clip to a hidden file (write_video), and
+    # both replace the old ones only once complete: an interrupted write leaves the sequence there was.
+    partial = folder.with_name(f".{name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     quality = int(crf if crf is not None else getattr(scene, "crf", 23))
-    video = write_video(_LabelTee(scene, folder), root / f"{name}.mp4", fps=getattr(scene, "fps", 30.0), crf=quality)
+    try:
+        video = write_video(_LabelTee(scene, partial), root / f"{name}.mp4", fps=getattr(scene, "fps", 30.0), crf=quality)
+        folder.mkdir(exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        for png in sorted(partial.glob("*.png")):
+            os.replace(png, folder / png.name)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return video, folder

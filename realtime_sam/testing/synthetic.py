@@ -23,6 +23,7 @@ checker texture that moves with it.
 
 from __future__ import annotations
 
+import os
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -439,10 +440,28 @@ def write_video(
         faststart: put an MP4/MOV index at the front of the file.
         display_rotation: counter-clockwise rotation stored as display-matrix
             side data (players rotate the image by this angle when showing it).
+
+    The file is written beside ``path`` under a hidden name and moved onto
+    ``path`` once complete: an interrupted write (Ctrl-C, an error) leaves
+    whatever ``path`` held before, not a shorter clip that plays as if whole.
     """
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same suffix: PyAV picks the container by it
+    try:
+        _encode(scene, partial, fps, codec, crf, pix_fmt, gop, faststart, display_rotation)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _encode(
+    scene: Scene, path: Path, fps: float, codec: str, crf: int, pix_fmt: str, gop: int | None, faststart: bool,
+    display_rotation: int | None,
+) -> None:
     import av  # local: only writers and readers of files need PyAV
 
-    path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     container_options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", options=container_options) as out:
@@ -472,7 +491,6 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
-    return path
 
 
 def write_gt(scene: Scene, path: str | Path) -> Path:
