@@ -188,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         load_config(args.config, args.set)  # a bad --config or --set key: now, not in every worker
     except RealtimeSamError as exc:
         return fail(exc)
+    rows: list[tuple[int, dict, list[dict]]] = []
     with tempfile.TemporaryDirectory() as scratch:
         weights = weights_or_random(args.weights, Path(scratch))
-        rows = []
         try:
             for k in args.streams:
                 together = collect([run_inner(k, args, weights)])[0]
@@ -199,6 +199,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"K={k} done", file=sys.stderr, flush=True)
         except WorkerError as exc:
             return fail(exc)
+        except KeyboardInterrupt:  # Ctrl-C: the workers are stopped (collect); keep the K already measured
+            done = " ".join(str(k) for k, _, _ in rows) or "none"
+            print(f"interrupted: the table has the K measured before it ({done})", file=sys.stderr, flush=True)
+            _print_table(rows)
+            return 130
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple[int, dict, list[dict]]]) -> None:
+    """The figures of each K measured, one process against K processes."""
+    if not rows:
+        return
     base = next((t for k, t, _ in rows if k == 1), None)
     print(f"{'K':>2} {'mode':<9} {'fps/stream':>10} {'fps cap':>9} {'encode age':>10} {'RSS MB':>8} {'RSS vs 1':>8} {'age vs 1':>8}")
     for k, together, apart in rows:
@@ -214,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:>2} {mode:<9} {median(fps):>10.1f} {capped:>9} {median(age):>9.2f}s {rss:>8.0f} {mem:>8} {ratio:>8}")
     print("encode age: median per stream, then the median over streams; 'age vs 1': the worst stream's against one stream alone")
     print("fps cap: the frame budget's cap on each stream's processed rate (median while capped, share of samples capped; '-': never)")
-    return 0
 
 
 if __name__ == "__main__":

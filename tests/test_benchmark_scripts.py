@@ -173,3 +173,25 @@ def test_an_interrupted_make_hard_scene_keeps_the_sequence_it_had(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Annotations", "hard.mp4"]
     assert [p.name for p in (tmp_path / "Annotations" / "480p").iterdir()] == ["hard"]
 
+
+def test_streams_ctrl_c_prints_the_k_already_measured(capsys, monkeypatch):
+    # Each K takes minutes (one process, then K processes); Ctrl-C used to end in a traceback that
+    # threw away the rows already measured.
+    figures = {"fps": [27.0], "age": [2.0], "rss_mb": 800.0, "cap": None, "capped": 0.0}
+    calls = []
+
+    def collect(procs):
+        calls.append(len(procs))
+        if len(calls) > 2:  # K = 1 measured both ways; stopped during K = 2
+            raise KeyboardInterrupt
+        return [dict(figures) for _ in procs]
+
+    monkeypatch.setattr(streams, "run_inner", lambda k, args, weights: object())
+    monkeypatch.setattr(streams, "collect", collect)
+    monkeypatch.setattr(streams, "weights_or_random", lambda weights, scratch: "w.pt")
+    monkeypatch.setattr(streams, "check_model_args", lambda *a, **k: None)
+    assert streams.main(["--streams", "1", "2", "--seconds", "1"]) == 130
+    out, err = capsys.readouterr()
+    assert "interrupted: the table has the K measured before it (1)" in err and "Traceback" not in err
+    rows = [line.split()[:2] for line in out.splitlines() if line[:2].strip().isdigit()]
+    assert rows == [["1", "together"], ["1", "apart"]]
