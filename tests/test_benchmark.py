@@ -1,4 +1,5 @@
-"""``scripts/benchmark.py``: its oracle decoder, the tracking-quality score, and one tiny run of the script.
+"""``scripts/benchmark.py``: its oracle decoder, the tracking-quality score, the engine's frame rate
+(on a fake clock), bad input refused before the run, and one tiny run of the script.
 
 The oracle rounds stand a perfect decoder in for SAM (answers come from the
 synthetic clip's ground truth), so what they score is the engine itself.

@@ -1,4 +1,5 @@
-"""``scripts/benchmark_model.py``: the batched-encoder cases time what they say (no model run: a recording fake)."""
+"""``scripts/benchmark_model.py``: the batched-encoder cases time what they say (no model run: a recording fake),
+and bad input (``--json`` included) is one line before any model loads."""
 
 from __future__ import annotations
 

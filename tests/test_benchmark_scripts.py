@@ -1,6 +1,8 @@
-"""Bad input to the smaller benchmark scripts (streams, sinks, annotate, CUDA graphs): one ``error:`` line, exit 2.
+"""The smaller scripts: bad input (streams, sinks, annotate, CUDA graphs) is one ``error:`` line and exit 2;
+Ctrl-C loses nothing already done (benchmark_streams' rows, make_demo's and make_hard_scene's files).
 
-Every case here is refused before a model loads or a worker starts, so none needs a GPU or takes long.
+Every bad-input case is refused before a model loads or a worker starts, and the Ctrl-C cases stand
+in for the workers or raise the interrupt from the scene, so none needs a GPU or takes long.
 """
 
 from __future__ import annotations
