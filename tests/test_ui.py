@@ -6,9 +6,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
-import signal
 import sys
 import time
 from pathlib import Path
