@@ -184,3 +184,37 @@ def test_an_encode_running_at_reset_never_leaves_its_embedding_to_the_new_source
         new_worker.shutdown(wait=False, cancel_futures=True)
     new = [size for thread, size in runner.decoded_on if not thread.startswith("old-worker")]
     assert new and set(new) == {(120, 160)}, runner.decoded_on
+
+
+def test_an_encode_running_through_two_resets_is_still_waited_for():
+    # reset() keeps the running encode (A) for the next job to wait for; that job (B, queued on the
+    # same worker behind A) is cancelled by a second reset, and A went with it: nothing waited for A
+    # any more, and A ended by making the old source's embedding current on the frame loop.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from realtime_sam.tracking.discovery import DiscoveryConfig
+    from realtime_sam.tracking.engine import EngineConfig
+    from realtime_sam.types import Frame
+
+    runner = _HeldEncodeRunner()
+    grid = DiscoveryConfig(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    engine = Engine(runner, EngineConfig(background_encode=True), discovery_config=grid)
+    worker = ThreadPoolExecutor(1, "old-worker")
+    try:
+        engine.attach_worker(worker.submit)
+        engine.add_object(ObjectPrompt(box=(10, 10, 100, 100)))
+        engine.process(Frame(0, np.full((240, 320, 3), 90, np.uint8), 0.0, time.monotonic()))  # A: held
+        engine.reset()
+        engine.add_object(ObjectPrompt(box=(20, 20, 80, 80)))
+        engine.process(Frame(0, np.full((120, 160, 3), 40, np.uint8), 0.0, time.monotonic()))  # B: queued behind A
+        assert len(engine.background.jobs) == 1 and not engine.background.jobs[0].started
+        engine.reset()  # B is cancelled
+        engine.attach_worker(None)
+        engine.set_auto(True)  # the point grid is encoded and decoded on this thread
+        for i in range(3):
+            engine.process(Frame(i, np.full((120, 160, 3), 40, np.uint8), i / 25, time.monotonic()))
+        worker.shutdown(wait=True)
+    finally:
+        worker.shutdown(wait=False, cancel_futures=True)
+    new = [size for thread, size in runner.decoded_on if not thread.startswith("old-worker")]
+    assert new and set(new) == {(120, 160)}, runner.decoded_on

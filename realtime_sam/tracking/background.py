@@ -193,7 +193,11 @@ class BackgroundEncodes:
             # A worker's future may lack cancel() (only result() and done() are asked of it):
             # then it is taken as running.
             cancel = getattr(job.future, "cancel", None)
-            if not (callable(cancel) and cancel()):
+            if callable(cancel) and cancel():
+                # It never runs, so it no longer waits for the encodes dropped before it: they are
+                # waited for by whatever uses the runner next, as if it had never been submitted.
+                self.dropped.extend(job.after)
+            else:
                 self.dropped.append(job.future)
         self.jobs.clear()
         self.history.clear()
