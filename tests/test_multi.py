@@ -412,6 +412,20 @@ def test_streams_file_detect_settings_are_taken_with_a_detector_from_the_run_or_
     assert door.settings == {"detect": {"conf": 0.5}} and yard.settings["detect"]["conf"] == 0.4
 
 
+def test_track_many_takes_the_runs_detect_settings_when_every_stream_names_a_detector():
+    # The run's detect.conf with a detector named by each stream's settings: every engine has one
+    # to use it; track_many refused it at the call, checking the run's settings alone.
+    import realtime_sam
+
+    own = {"detect": {"model": "yolo11n.pt"}}
+    gen = realtime_sam.track_many([StreamSpec("door", "a.mp4", settings=own), StreamSpec("yard", "b.mp4", settings=own)],
+                                  overrides=["detect.conf=0.5"])
+    gen.close()  # not run: nothing is opened before the first next()
+    with pytest.raises(ConfigError, match=r"^stream yard: detect.conf is set but there is no detector"):
+        realtime_sam.track_many([StreamSpec("door", "a.mp4", settings=own), StreamSpec("yard", "b.mp4")],
+                                overrides=["detect.conf=0.5"])
+
+
 # ------------------------------------------------------------------ streams side by side (fake model, real files)
 
 

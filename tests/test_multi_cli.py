@@ -56,6 +56,24 @@ def test_sources_file_settings_are_checked_over_the_runs_configuration(capsys, t
     assert _err_lines(capsys) == ["error: s.yaml: stream 1: settings: source.backoff_max_s (10.0) must be >= backoff_initial_s (20.0)"]
 
 
+def test_run_detect_settings_with_a_detector_named_by_every_stream_are_taken(capsys, tmp_path, monkeypatch):
+    # --classes (and --set detect.*) with no --detect: each stream of the file names its own
+    # detector, so the run's settings have one to use in every stream; they were refused for the
+    # run as a whole ("--classes ... need --detect MODEL"). The run goes on to the next check
+    # (the missing weights); a stream without a detector is still refused, by name.
+    monkeypatch.chdir(tmp_path)
+    stream = "- {{name: {}, source: '" + LAVFI + "', settings: {{detect: {{model: yolo11n.pt}}}}}}\n"
+    (tmp_path / "s.yaml").write_text(stream.format("door") + stream.format("yard"))
+    argv = ["--sources", "s.yaml", "--headless", "--weights", "nope.pt", "--classes", "person", "--set", "detect.conf=0.5"]
+    assert cli.main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "weights file not found" in lines[0] and "detector" not in lines[0], lines
+    (tmp_path / "s.yaml").write_text(stream.format("door") + f"- {{name: yard, source: '{LAVFI}'}}\n")
+    assert cli.main(argv) == 2
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and "stream yard: detect.classes and detect.conf are set but there is no detector" in lines[0], lines
+
+
 def test_several_sources_on_a_display_with_no_x_server_is_one_line(capsys, tmp_path, monkeypatch):
     from fixtures_app import free_x_display_number
 

@@ -209,9 +209,12 @@ def build_config(args: argparse.Namespace):
     # One merge of all layers, so that keys checked together are checked as the run uses them.
     config = load_config(args.config, args.set, flags)
     # Here, not in load_config: in Python a detector object may be given beside the settings.
-    if (args.classes is not None or args.detect_every is not None) and not config.detect.model:
-        raise ConfigError("--classes and --detect-every need --detect MODEL (e.g. --detect yolo11n.pt)")
-    config.detect.require_detector()  # detect.* from --set or a config file
+    # With a --sources file a stream may name its own detector (settings: detect: model:): the
+    # streams are checked one by one then (multi.require_detectors), not the run's settings alone.
+    if not getattr(args, "sources", None):
+        if (args.classes is not None or args.detect_every is not None) and not config.detect.model:
+            raise ConfigError("--classes and --detect-every need --detect MODEL (e.g. --detect yolo11n.pt)")
+        config.detect.require_detector()  # detect.* from --set or a config file
     return config
 
 

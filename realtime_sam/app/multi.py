@@ -334,6 +334,26 @@ def stream_config(base: Config, spec: StreamSpec) -> Config:
         raise ConfigError(f"stream {spec.name}: settings: {exc}") from None
 
 
+def require_detectors(specs: Sequence[StreamSpec], config: Config) -> None:
+    """Refuse a stream whose ``detect.*`` settings (the run's or its own) have no detector to use them.
+
+    Each stream is checked as its engine is built (:func:`stream_config`): the run's
+    ``detect.conf`` with every stream naming its own ``detect.model`` is no mistake.
+
+    Raises:
+        ConfigError: one line naming the settings (and the stream, where streams have detect settings of their own).
+    """
+    # Which stream, where some streams have detect settings of their own; else it is the run's.
+    named = any("detect" in spec.settings for spec in specs)
+    for spec in specs:
+        try:
+            stream_config(config, spec).detect.require_detector()
+        except ConfigError as exc:
+            message = str(exc)
+            prefix = f"stream {spec.name}: "
+            raise ConfigError(prefix + message if named and not message.startswith(prefix) else message) from None
+
+
 def open_streams(
     specs: Sequence[StreamSpec],
     config: Config,
@@ -462,10 +482,10 @@ def track_many(
     cfg = config if isinstance(config, _Config) else load_config(config, overrides)
     if isinstance(config, _Config) and overrides:
         cfg = parse_config(parse_overrides(overrides), cfg)
-    cfg.detect.require_detector()
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
     named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
+    require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector
     given = dict(sinks or {})
     unknown = sorted(set(given) - {spec.name for spec in specs})
     if unknown:

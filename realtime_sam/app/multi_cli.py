@@ -43,6 +43,10 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"stream name(s) {', '.join(dup)} used twice; name the streams in the --sources file")
+    if args.sources:  # build_config leaves the detect.* check to the streams, which may name their own detector
+        from realtime_sam.app.multi import require_detectors
+
+        require_detectors(specs, cli.build_config(args))
     return specs
 
 
