@@ -96,12 +96,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where} must be true or false, not {value!r}")
+        quoted = isinstance(value, str) and value.strip().lower() in _SWITCH_WORDS
+        raise ConfigError(f"{where} must be true or false, not {value!r}{'; write it without quotes' if quoted else ''}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and DECIMAL.fullmatch(value):
-            return int(value.replace("_", ""), 10)  # 017 and 08 as written (YAML 1.1 reads 017 as octal 15)
+        # Text that is a whole number (017 and 08, which the loader keeps as written; "5" quoted) is
+        # read as that number, as float keys read "0.5": surrounding spaces allowed, ASCII digits only.
+        if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+            return int(value.strip().replace("_", ""), 10)  # 017 is 17 (YAML 1.1 reads it as octal 15)
         raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or _integral_hint(value)}")
     if tp is float:
         number = None
@@ -110,8 +113,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
             except OverflowError:  # an int past float's range (a 400-digit number): refused below
                 number = math.inf
-        elif isinstance(value, str):
+        elif isinstance(value, str) and value.isascii():
             # PyYAML (YAML 1.1) reads 1e9 and 1e-3 as strings; they are numbers to anyone writing them.
+            # So is "0.5" quoted. ASCII only, as int keys read text: float() would take Arabic-Indic digits.
             try:
                 number = float(value)
             except ValueError:
@@ -128,6 +132,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where} must be a string, not {value!r}{yes_no_hint(value)}")
     return value
+
+
+_SWITCH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
+"""Words a bool key takes unquoted; quoted they are text."""
 
 
 def _integral_hint(value: Any) -> str:

@@ -310,6 +310,23 @@ def test_yaml_1_1_integers_read_as_written(tmp_path: Path):
         load_config(None, ["pipeline.max_frames=1e3"])
 
 
+def test_a_quoted_number_is_read_alike_by_integer_and_float_keys(tmp_path: Path):
+    # A number in quotes is text to YAML; integer and float keys both read it as the number
+    # (README: Configuration). Before, float keys took " 5 " and Arabic-Indic digits, integer keys neither.
+    f = tmp_path / "c.yaml"
+    for quoted, number in (('"5"', 5), ("'017'", 17), ('" 5 "', 5), ('"1_000"', 1000), ('"+3"', 3)):
+        f.write_text(f"engine:\n  reencode_every: {quoted}\nsource:\n  backoff_max_s: {quoted}\n")
+        for cfg in (load_config(f), load_config(None, [f"engine.reencode_every={quoted}", f"source.backoff_max_s={quoted}"])):
+            assert (cfg.engine.reencode_every, cfg.source.backoff_max_s) == (number, float(number)), quoted
+            assert type(cfg.engine.reencode_every) is int and type(cfg.source.backoff_max_s) is float
+    for key, kind in (("engine.reencode_every", "an integer"), ("source.backoff_max_s", "a number")):
+        with pytest.raises(ConfigError, match=rf"^{key} must be {kind}, not '\u0661\u0662'"):
+            load_config(None, [f"{key}=\"\u0661\u0662\""])
+    # A switch in quotes is text, not a switch: the error says to write it without quotes.
+    with pytest.raises(ConfigError, match=r"^source\.reconnect must be true or false, not 'false'; write it without quotes$"):
+        load_config(None, ["source.reconnect='false'"])
+
+
 def test_yes_no_on_off_are_switches_and_text_where_text_is_wanted_says_to_quote(tmp_path: Path):
     cfg = load_config(None, ["pipeline.realtime=yes", "pipeline.two_way=off", "engine.auto=on"])
     assert (cfg.pipeline.realtime, cfg.pipeline.two_way, cfg.engine.auto) == (True, False, True)
