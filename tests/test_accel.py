@@ -566,6 +566,42 @@ def test_export_killed_outright_leaves_nothing_that_stays(tiny_weights, tmp_path
 
 
 @needs_exporter
+def test_on_export_is_called_once_per_export(tiny_weights, tmp_path, monkeypatch):
+    """Where the cache cannot take the file, ``on_export`` is told once: the temporary folder where the
+    cache could not be opened, the cache where it failed mid-export (the warning says where it goes then).
+
+    Before: the mid-export case called it twice (cache, then temporary), so the CLI said it was exporting twice.
+    """
+    import errno
+
+    net = _TinyNet().eval()
+    blocked = tmp_path / "a file"
+    blocked.write_bytes(b"")
+    calls: list[Path] = []
+    path = export_mod.ensure_encoder_onnx(
+        net, img_size=16, weights=tiny_weights, model_type="vit_t", cache_dir=blocked / "cache", on_export=calls.append
+    )
+    assert calls == [path] and export_mod.is_temporary_export(path)
+    export_mod._discard_temporary(path)
+
+    cache = tmp_path / "cache"
+    real_export = torch.onnx.export
+
+    def full_cache_disk(model, args, f, *rest, **kwargs):
+        if Path(f).parent == cache:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_export(model, args, f, *rest, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", full_cache_disk)
+    calls.clear()
+    path = export_mod.ensure_encoder_onnx(net, img_size=16, weights=tiny_weights, model_type="vit_t", cache_dir=cache, on_export=calls.append)
+    assert export_mod.is_temporary_export(path) and path.is_file()
+    assert calls == [export_mod.encoder_onnx_path(tiny_weights, "vit_t", cache)]
+    assert list(cache.iterdir()) == []
+    export_mod._discard_temporary(path)
+
+
+@needs_exporter
 def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_weights, tmp_path):
     """The write fails (here a file size limit, as a full disk does): one error line that says so, no files.
 

@@ -403,6 +403,43 @@ def test_the_first_run_with_onnxruntime_says_it_exports_the_encoder(capsys, tmp_
     assert [line for line in err_lines(capsys) if "export" in line] == []
 
 
+@needs_onnxruntime
+def test_an_export_the_cache_cannot_take_says_exporting_once(capsys, caplog, tmp_path, monkeypatch, small_clip, checkpoint_path):
+    """The cache's disk fills mid-export: the export starts over in a temporary folder, said once.
+
+    Before: "exporting the encoder ..." was printed again for the temporary folder, after the
+    warning that already said the export goes to a temporary folder for this run only.
+    """
+    import errno
+
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(checkpoint_path.read_bytes())
+    cache = tmp_path / ".realtime_sam_cache"
+    real_export = torch.onnx.export
+
+    def full_cache_disk(model, args, f, *rest, **kwargs):  # the cache's disk is full, the temporary folder's is not
+        if Path(f).parent == cache:
+            Path(f).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_export(model, args, f, *rest, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", full_cache_disk)
+    argv = ["--headless", "--device", "cpu", "--backend", "onnxruntime", "--weights", str(weights),
+            "--source", str(small_clip), "--box", "10,10,60,60", "--max-frames", "1", "--reencode-every", "1000",
+            "--save-masks", "masks.jsonl"]
+    assert cli.main(argv) == 0
+    said = [line for line in err_lines(capsys) if "export" in line]
+    assert said == [f"exporting the encoder for onnxruntime (once; cached in {cache})"]
+    # The app shows warnings on stderr (logging's last resort; pytest takes them here): this one says where it goes now.
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "export" in r.getMessage()]
+    assert len(warned) == 1 and "No space left on device" in warned[0] and "temporary folder for this run only" in warned[0]
+    assert list(cache.iterdir()) == []
+    assert len(frame_lines(Path("masks.jsonl"))) == 1
+
+
 def test_unavailable_device_is_a_clear_error(capsys, run, small_clip):
     import torch
 

@@ -140,7 +140,9 @@ def ensure_encoder_onnx(
     and where the cache directory cannot be written (a read-only folder or
     home): the file goes to a fresh temporary directory, which the caller
     removes (:func:`is_temporary_export`). ``on_export(path)`` is called as an
-    export starts (not for a cached file), with where it goes.
+    export starts (not for a cached file), with where it goes; once: where the cache
+    fails mid-export (a full disk) and the export starts over in a temporary folder,
+    the warning logged says so instead.
 
     Raises:
         ConfigError: the export failed, or no directory (cache or temporary) could take the file.
@@ -150,11 +152,20 @@ def ensure_encoder_onnx(
     path = encoder_onnx_path(weights, model_type, cache_dir)
     if reuse and path.is_file():
         return path
+    started: list[Path] = []
+
+    def starting(where: Path) -> None:
+        started.append(where)
+        if on_export is not None:
+            on_export(where)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to(encoder, img_size, path, on_export)
+        return _export_to(encoder, img_size, path, starting)
     except (_CannotWrite, OSError) as exc:
         reason = exc.reason if isinstance(exc, _CannotWrite) else describe_error(exc)
+    if started:  # the caller has said the export is under way; the warning below says where it goes now
+        on_export = None
     _log.warning(
         "cannot write the exported encoder to %s (%s); exporting to a temporary folder for this run only "
         "(set $REALTIME_SAM_CACHE to a writable folder to keep it)",
