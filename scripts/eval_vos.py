@@ -1177,6 +1177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra: dict[str, dict] = {}
         done: list[str] = []  # the sequences every configuration has finished
         stopped: str | None = None  # why the run ended early: an error line, or the interruption
+        unwritten: str | None = None  # the error line of a --json write that failed
         warm = False
         try:
             for name in names:
@@ -1216,14 +1217,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 del seq, oracle
                 done.append(name)
                 if args.json is not None:  # after every sequence: a run cut short keeps what it finished
-                    _write_json(args.json, _payload(args, _figures(results, extra, done), done, complete=False))
+                    try:
+                        _write_json(args.json, _payload(args, _figures(results, extra, done), done, complete=False))
+                    except EvalError as exc:  # a run that cannot keep its figures stops: they are reported below
+                        unwritten = f"error: {exc}; stopped after {len(done)} of {len(names)} sequence(s), reported above"
+                        break
         except KeyboardInterrupt:
             stopped = "interrupted"
     figures = _figures(results, extra, done)
     if done:
         print(report(figures, done))
-    if args.json is not None:
-        _write_json(args.json, _payload(args, figures, done, complete=stopped is None))
+    if args.json is not None and unwritten is None:
+        try:
+            _write_json(args.json, _payload(args, figures, done, complete=stopped is None))
+        except EvalError as exc:
+            unwritten = f"error: {exc}" + ("; the figures are those reported above" if done else "")
+    if unwritten is not None:
+        print(unwritten, file=sys.stderr)
+        return 1
     if stopped == "interrupted":
         print(f"interrupted: reported the {len(done)} of {len(names)} sequence(s) every configuration finished"
               + (f", in {args.json}" if args.json is not None else ""), file=sys.stderr)
@@ -1268,10 +1279,24 @@ def _plain(value):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` whole or not at all (a temporary file beside it, then renamed over it)."""
+    """Write ``payload`` to ``path`` whole or not at all (a temporary file beside it, then renamed over it).
+
+    Raises:
+        EvalError: the file could not be written (a full disk, no permission, its folder removed);
+            the file as it was, and no temporary file, are left.
+    """
+    from realtime_sam.errors import describe_error
+
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(_plain(payload), indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(_plain(payload), indent=1, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise EvalError(f"--json {path}: cannot write it ({describe_error(exc)})") from None
 
 
 if __name__ == "__main__":

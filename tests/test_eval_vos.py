@@ -601,6 +601,43 @@ def test_ctrl_c_part_way_reports_and_keeps_the_finished_sequences(tmp_path, caps
     assert not list(out.parent.glob("*.part"))
 
 
+@pytest.mark.parametrize("when", ["mid-run", "at the end"])
+def test_a_json_file_that_cannot_be_written_is_a_one_line_error(tmp_path, capsys, monkeypatch, when):
+    # --json's folder removed during the run: the figures finished are printed, then one error line,
+    # exit 1. Mid-run (the write after sequence 'one'), the run stops there; at the end (the folder
+    # gone as the report prints), after both. Before: a FileNotFoundError traceback.
+    import shutil
+
+    _write_davis(tmp_path / "data", frames=6)
+    out = tmp_path / "res" / "out.json"
+    if when == "mid-run":
+        real = ev.run_engine_file
+
+        def run(seq, *a, **k):
+            if seq.name == "one":
+                shutil.rmtree(out.parent)
+            return real(seq, *a, **k)
+
+        monkeypatch.setattr(ev, "run_engine_file", run)
+    else:
+        real = ev.report
+
+        def report(*a, **k):
+            shutil.rmtree(out.parent)
+            return real(*a, **k)
+
+        monkeypatch.setattr(ev, "report", report)
+    rc = ev.main(["--root", str(tmp_path / "data"), "--network", "none", "--no-live", "--reencode", "5",
+                  "--flow", "", "--json", str(out)])
+    assert rc == 1
+    text = capsys.readouterr()
+    assert "| one |" in text.out and (("| two |" in text.out) == (when == "at the end"))
+    last = text.err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --json {out}: cannot write it (No such file or directory)")
+    assert ("stopped after 1 of 2 sequence(s)" in last) == (when == "mid-run")
+    assert "Traceback" not in text.err and not out.parent.exists()
+
+
 def test_json_is_strict_and_a_sequence_with_nothing_to_score_says_so(tmp_path, capsys):
     # A sequence whose objects never reach 150 pixels has no figures: null in --json (it was NaN,
     # which only Python reads back), '-' in the tables, and a warning naming it.
