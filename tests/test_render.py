@@ -15,6 +15,7 @@ from realtime_sam.output.render import (
     HudInfo,
     RenderConfig,
     Renderer,
+    model_rate,
     track_color,
 )
 from realtime_sam.output.rle import mask_to_box
@@ -275,3 +276,31 @@ def test_hud_wraps_on_a_narrow_frame_instead_of_running_off_it():
     wide = gradient(240, 1600)
     one_line = Renderer().annotate(wide, result(wide), hud)
     assert _text_lines(out, rows.max() + 1) >= 2 and _text_lines(one_line, rows.max() + 1) == 1
+
+
+@pytest.mark.parametrize(
+    "model_fps, frames_processed, interval, said",
+    [
+        (0.0, 0, None, "-- fps"),  # before the first frame
+        (0.0, 40, 0.62, "idle"),  # frames, none with work for the engine
+        (5.06, 40, None, "5.1 fps"),  # fewer than two encodes landed
+        (150.0, 40, 0.62, "150.0 fps, encode every 0.62 s"),
+        (3.0, 40, 1.66, "3.0 fps, encode every 1.7 s"),
+    ],
+)
+def test_hud_and_status_lines_say_the_model_rate_in_the_same_words(model_fps, frames_processed, interval, said):
+    # One function builds the text; the HUD (as the window fills HudInfo from the pipeline's stats)
+    # and the status lines (pipeline.model_rate) both use it.
+    from types import SimpleNamespace
+
+    from realtime_sam.app.pipeline import model_rate as status_rate
+
+    stats = SimpleNamespace(model_fps=model_fps, frames_processed=frames_processed, encode_interval_s=interval)
+    fps = model_fps or None
+    hud = HudInfo(
+        display_fps=30.0, model_fps=fps, latency_ms=10.0, encode_age_frames=0, paused=False, auto_mode=True,
+        num_tracks=1, model_idle=fps is None and bool(frames_processed), encode_interval_s=interval,
+    )
+    assert status_rate(stats) == said
+    assert f"| model {said} |" in hud.text()
+    assert model_rate(fps, interval, idle=fps is None and bool(frames_processed)) == said

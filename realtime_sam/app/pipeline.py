@@ -64,7 +64,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
 from realtime_sam.errors import ConfigError
-from realtime_sam.output.render import encode_every
+from realtime_sam.output.render import model_rate as render_model_rate
 from realtime_sam.types import Frame, FrameResult
 
 __all__ = ["PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "wait_for_lingering"]
@@ -204,14 +204,15 @@ def _had_work(result: object) -> bool:
 
 
 def model_rate(stats: object) -> str:
-    """The model's rate as status lines show it: ``5.1 fps`` and, once two encodes landed,
-    ``5.1 fps, encode every 0.62 s`` (:func:`~realtime_sam.output.render.encode_every`); ``idle``
-    when the last frames gave the engine nothing to do (:attr:`PipelineStats.model_fps` is 0 after
-    frames were processed); ``-- fps`` before the first frame."""
+    """The model's rate in ``stats`` (:class:`PipelineStats`) as status lines show it, in the
+    HUD's words (:func:`~realtime_sam.output.render.model_rate`): ``5.1 fps`` and, once two
+    encodes landed, ``5.1 fps, encode every 0.62 s``; ``idle`` when the last frames gave the
+    engine nothing to do (``model_fps`` is 0 after frames were processed); ``-- fps`` before the
+    first frame."""
     fps = float(getattr(stats, "model_fps", 0.0) or 0.0)
-    if fps > 0:
-        return f"{fps:.1f} fps{encode_every(getattr(stats, 'encode_interval_s', None))}"
-    return "idle" if getattr(stats, "frames_processed", 0) else "-- fps"
+    worked = fps > 0
+    idle = not worked and bool(getattr(stats, "frames_processed", 0))
+    return render_model_rate(fps if worked else None, getattr(stats, "encode_interval_s", None), idle=idle)
 
 
 class _Sink(Protocol):

@@ -34,7 +34,7 @@ import numpy as np
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Box, FrameResult, TrackResult, TrackState
 
-__all__ = ["RenderConfig", "HudInfo", "Renderer", "track_color", "LOST_COLOR"]
+__all__ = ["RenderConfig", "HudInfo", "Renderer", "model_rate", "track_color", "LOST_COLOR"]
 
 Color = tuple[int, int, int]
 
@@ -103,6 +103,17 @@ def encode_every(seconds: float | None) -> str:
     return f", encode every {seconds:.2f} s" if seconds < 1 else f", encode every {seconds:.1f} s"
 
 
+def model_rate(fps: float | None, encode_interval_s: float | None = None, *, idle: bool = False) -> str:
+    """The model's rate as the HUD and the status lines show it after ``model``: ``idle`` (the
+    engine had nothing to do on the recent frames), ``-- fps`` (``fps`` not known), ``5.1 fps``, or
+    ``5.1 fps, encode every 0.62 s`` once ``encode_interval_s`` is known (:func:`encode_every`)."""
+    if idle:
+        return "idle"
+    if fps is None or not math.isfinite(fps):
+        return "-- fps"
+    return f"{fps:.1f} fps{encode_every(encode_interval_s) if fps else ''}"
+
+
 @dataclass(frozen=True)
 class HudInfo:
     """Numbers shown on the heads-up line.
@@ -143,8 +154,7 @@ class HudInfo:
 
         parts = [
             f"display {num(self.display_fps, '.1f')} fps",
-            "model idle" if self.model_idle
-            else f"model {num(self.model_fps, '.1f')} fps{encode_every(self.encode_interval_s) if self.model_fps else ''}",
+            f"model {model_rate(self.model_fps, self.encode_interval_s, idle=self.model_idle)}",
             f"latency {num(self.latency_ms, '.0f')} ms",
             f"enc age {self.encode_age_frames}",
             f"tracks {self.num_tracks}",
