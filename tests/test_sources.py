@@ -306,6 +306,47 @@ def test_image_sequence_skips_unreadable_files_then_reports(scene, tmp_path: Pat
     assert [f.timestamp for f in got] == pytest.approx([0, 1 / 25, 3 / 25])
 
 
+def test_hidden_files_in_an_image_folder_are_left_out(scene, tmp_path: Path) -> None:
+    # A folder copied from a Mac to a USB disk holds "._NAME.jpg" companions (AppleDouble, not images) and
+    # .DS_Store; they used to be read as frames that could not be decoded, and the run ended with exit status 1.
+    _write_images(tmp_path, scene, ["00000.jpg", "00001.jpg", "00002.jpg"])
+    (tmp_path / "._00001.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    with open_source(tmp_path) as src:
+        assert src.num_frames == 3
+        frames = list(src)  # no StreamInterrupted
+    assert len(frames) == 3
+
+
+def test_a_jpeg_cut_short_is_skipped_not_delivered_half_grey(scene, tmp_path: Path) -> None:
+    # libjpeg decodes a truncated JPEG anyway, the missing rows grey; it was delivered as a frame like the others.
+    _write_images(tmp_path, scene, [f"{i:05d}.jpg" for i in range(5)])
+    whole = (tmp_path / "00002.jpg").read_bytes()
+    (tmp_path / "00002.jpg").write_bytes(whole[: len(whole) // 2])
+    got: list[Frame] = []
+    with pytest.raises(StreamInterrupted, match=r"1 of 5 files .*00002\.jpg"):
+        for f in open_source(tmp_path):
+            got.append(f)
+    assert [f.timestamp for f in got] == pytest.approx([0, 1 / 25, 3 / 25, 4 / 25])
+    for f, i in zip(got, (0, 1, 3, 4)):
+        assert _mean_abs(f.image, scene.render(i)[0]) < 3
+
+
+def test_a_phone_photo_comes_upright_as_imread_shows_it(scene, tmp_path: Path) -> None:
+    Image = pytest.importorskip("PIL.Image")
+    for i in range(2):
+        im = Image.fromarray(cv2.cvtColor(scene.render(i)[0], cv2.COLOR_BGR2RGB))
+        exif = im.getexif()
+        exif[0x0112] = 6  # stored landscape, shown turned 90 degrees clockwise
+        im.save(tmp_path / f"IMG_{i}.JPG", exif=exif.tobytes())
+    with open_source(tmp_path) as src:
+        assert src.size == (H, W)
+        frames = list(src)
+    for i, f in enumerate(frames):
+        assert np.array_equal(f.image, cv2.imread(str(tmp_path / f"IMG_{i}.JPG")))
+
+
 def test_image_sequence_errors(scene, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images"):

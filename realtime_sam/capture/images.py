@@ -39,13 +39,37 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _jpeg_is_cut_short(data: np.ndarray) -> bool:
+    """True for a JPEG whose last scan has no end-of-image marker after it (a file cut short).
+
+    libjpeg decodes such a file anyway, filling the missing rows with grey,
+    and only prints "Premature end of JPEG file"; a thumbnail's or a second
+    picture's markers (EXIF, MPO) come before the last scan or end with their own.
+    """
+    raw = data.tobytes()
+    if not raw.startswith(b"\xff\xd8"):
+        return False
+    return raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda")
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    """``path`` as ``HxWx3 uint8`` BGR, upright (EXIF orientation applied, as ``cv2.imread``), or None if unreadable."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0 or _jpeg_is_cut_short(data):
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
 def _natural_key(path: Path) -> list[Any]:
     """Sort key that puts ``frame2`` before ``frame10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
 def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = False) -> list[Path]:
-    """The files ``spec`` names, in natural order: a folder's images, one file, or a glob's files.
+    """The files ``spec`` names, in natural order: a folder's images (not its hidden files), one file, or a glob's files.
 
     A glob keeps every file it matches unless ``glob_images_only``. Raises
     :class:`SourceError` for an empty folder, or with ``no_match`` when a glob
@@ -53,7 +77,11 @@ def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = Fal
     """
     path = Path(spec)
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        # Hidden files are left out, as a glob leaves them: macOS's "._IMG_0001.JPG" companions are not images.
+        files = [
+            p for p in path.iterdir()
+            if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
         if not files:
             raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
     elif path.is_file():
@@ -73,8 +101,8 @@ class ImageSequenceSource(Source):
     """A folder of images or a glob pattern, in natural sort order, read with ``cv2.imread``.
 
     Timestamps are ``position / config.image_fps``, where position is the
-    image's place in the sorted list. Unreadable images are skipped, and
-    after the last image :class:`StreamInterrupted` reports how many were
+    image's place in the sorted list. Unreadable images (a JPEG cut short
+    too) are skipped, and after the last image :class:`StreamInterrupted` reports how many were
     skipped. Images must all have the first one's size.
     """
 
@@ -102,7 +130,7 @@ class ImageSequenceSource(Source):
         while self._pos < len(self._files):
             pos, path = self._pos, self._files[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = _read_image(path)
             if image is None:
                 self._skipped.append(path)
                 continue
