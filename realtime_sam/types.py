@@ -40,12 +40,16 @@ class Frame:
         timestamp: presentation time in seconds from the stream
             (``pts * time_base``); for cameras, seconds since the source opened.
         capture_time: ``time.monotonic()`` when the frame was read.
+        name: the source's own name for the frame, for per-frame output
+            files: an image sequence's file name without its extension
+            (``None`` for video, streams, cameras).
     """
 
     index: int
     image: np.ndarray
     timestamp: float
     capture_time: float
+    name: str | None = None
 
     @property
     def height(self) -> int:

@@ -484,6 +484,30 @@ def test_prompts_file_labels_and_start_frame_with_png_masks(run, capsys, small_c
     assert ids[3] == {1} and ids[4] <= {1}
 
 
+def test_png_masks_of_an_image_folder_take_the_images_names(run, capsys, tmp_path):
+    # YouTube-VOS keeps every 5th frame (00000.jpg, 00005.jpg, ...) and pairs each with a mask of its name; the
+    # masks were named by count (00000, 00001, ...), and after a damaged image every later mask named the wrong one.
+    import cv2
+
+    from realtime_sam.testing.synthetic import standard_scene
+
+    scene = standard_scene(width=160, height=120, num_frames=5, seed=3)
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / "frames" / f"{5 * i:05d}.png"), scene.render(i)[0])
+    (tmp_path / "frames" / "00010.png").write_bytes(b"\x89PNG damaged")
+    rc = run("--headless", "--quiet", "--source", "frames", "--box", "10,10,80,80",
+             "--save-masks", "pngs", "--mask-format", "png")
+    err = capsys.readouterr().err
+    assert rc == 1 and "1 of 5 files" in err, err
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["00000.png", "00005.png", "00015.png", "00020.png"]
+    # --realtime paces the frames (dropping what the model cannot keep up with) and keeps their names
+    assert run("--headless", "--quiet", "--source", "frames", "--box", "10,10,80,80", "--realtime",
+               "--save-masks", "paced", "--mask-format", "png") == 1
+    paced = {p.name for p in (tmp_path / "paced").iterdir()}
+    assert "00020.png" in paced and paced <= {"00000.png", "00005.png", "00015.png", "00020.png"}
+
+
 def test_mots_masks_from_suffix_and_no_prompts(run, capsys, small_clip, tmp_path):
     assert run("--headless", "--source", str(small_clip), "--save-masks", "run.txt") == 0
     err = capsys.readouterr().err

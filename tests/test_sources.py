@@ -347,6 +347,15 @@ def test_a_phone_photo_comes_upright_as_imread_shows_it(scene, tmp_path: Path) -
         assert np.array_equal(f.image, cv2.imread(str(tmp_path / f"IMG_{i}.JPG")))
 
 
+def test_image_frames_carry_the_file_names_unless_two_share_one(scene, tmp_path: Path) -> None:
+    _write_images(tmp_path / "a", scene, ["IMG_0009.png", "IMG_0010.png"])
+    with open_source(tmp_path / "a") as src:
+        assert [f.name for f in src] == ["IMG_0009", "IMG_0010"]
+    _write_images(tmp_path / "b", scene, ["IMG_0009.png"])
+    with open_source(str(tmp_path / "**" / "*.png")) as src:  # a/IMG_0009 and b/IMG_0009: frame numbers
+        assert [f.name for f in src] == [None, None, None]
+
+
 def test_image_sequence_errors(scene, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no images"):

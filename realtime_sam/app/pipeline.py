@@ -58,7 +58,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol, Sequence
 
 from realtime_sam.app.scheduler import EncodeCancelled
@@ -690,7 +690,7 @@ class Pipeline:
                             break
                     if self._stop.is_set():
                         break
-                    frame = Frame(frame.index, frame.image, frame.timestamp, time.monotonic())
+                    frame = replace(frame, capture_time=time.monotonic())
                 self._frames.put(frame)
         except BaseException as exc:  # re-raised in the consumer
             self._errors.append(exc)

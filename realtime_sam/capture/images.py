@@ -117,6 +117,10 @@ class ImageSequenceSource(Source):
         )
         self.fps = float(self.config.image_fps)
         self.num_frames = len(self._files)
+        # Per-frame outputs (PNG masks) take the images' names, as DAVIS and YouTube-VOS pair
+        # JPEGImages/00005.jpg with Annotations/00005.png; two images with one name keep frame numbers.
+        stems = [p.stem for p in self._files]
+        self._names: list[str] | None = stems if len(set(stems)) == len(stems) else None
         self._pos = 0
         self._skipped: list[Path] = []
         first = self._next_image()
@@ -161,7 +165,8 @@ class ImageSequenceSource(Source):
                 f"{self._files[pos]} is {w}x{h} but the sequence started at {self.size[0]}x{self.size[1]}; "
                 "all images must have the same size"
             )
-        return Frame(self._delivered, image, pos / self.fps, time.monotonic())
+        name = None if self._names is None else self._names[pos]
+        return Frame(self._delivered, image, pos / self.fps, time.monotonic(), name)
 
     def _release(self) -> None:
         self._first = None

@@ -76,8 +76,9 @@ class PngSink(SinkBase):
 
     Each PNG is 8-bit palette ("P" mode) with the DAVIS palette
     (:func:`davis_palette`); pixel value = track id, 0 = background, so
-    DAVIS tools read it directly. The name is the frame index, zero-padded
-    to five digits (longer past 99999). Overlaps go to the smallest mask (module docstring);
+    DAVIS tools read it directly. The name is the input image's name for an
+    image sequence (``Frame.name``), else the frame index, zero-padded to
+    five digits (longer past 99999). Overlaps go to the smallest mask (module docstring);
     lost tracks have no pixels. Ids above 255 follow ``id_overflow``.
     Each file is written under a temporary name in the same folder and
     renamed into place, so a ``.png`` is never half written.
@@ -117,12 +118,13 @@ class PngSink(SinkBase):
         self._palette = davis_palette()
 
     def write(self, result: FrameResult) -> None:
-        """Write ``<index:05d>.png`` for this frame."""
+        """Write ``<name>.png`` for this frame: the frame's name (an input image's), else ``<index:05d>``."""
         self._check_open()
         shape = (result.frame.height, result.frame.width)
         labels = label_image(result.tracks, shape, max_id=self.MAX_ID, overflow=self.id_overflow, what="png")
         data = encode_indexed_png(labels.astype(np.uint8), self._palette, level=self.compression)
-        final = self.path / f"{int(result.index):05d}.png"
+        name = result.frame.name if result.frame.name is not None else f"{int(result.index):05d}"
+        final = self.path / f"{name}.png"
         # A plain open() (not mkstemp, which makes 0600 files) so the PNGs get
         # the user's usual permissions; one writer per folder keeps the name unique.
         tmp = self.path / f".{final.name}.{os.getpid()}.tmp"
