@@ -202,6 +202,33 @@ def test_image_formats_ultralytics_lists_and_opencv_reads_are_annotated(tmp_path
     assert summary.annotated == len(expected) and summary.unreadable == 0
 
 
+def test_a_phone_photo_is_labelled_upright_as_ultralytics_reads_it(tmp_path: Path):
+    """A JPEG stored 64x48 with EXIF orientation 6 is shown (and read by ``cv2.imread``, so by
+    Ultralytics' training) 48x64: the detector sees it so and the labels are fractions of it."""
+    Image = pytest.importorskip("PIL.Image")
+    data = tmp_path / "d"
+    data.mkdir()
+    im = Image.fromarray(np.full((48, 64, 3), 90, np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored landscape, shown turned 90 degrees clockwise
+    im.save(data / "IMG_0001.JPG", exif=exif.tobytes())
+    upright = cv2.imread(str(data / "IMG_0001.JPG"))
+    assert upright.shape == (64, 48, 3)
+    seen: list[tuple[int, ...]] = []
+
+    def boxes(image: np.ndarray) -> list[list[float]]:
+        seen.append(image.shape)
+        return [[4, 4, 44, 60]]
+
+    annotate(data, detector=FixedBoxDetector(boxes, [0], NAMES), model=BoxModel(), output_dir=tmp_path / "o", progress=False)
+    assert seen == [(64, 48, 3)]
+    (row,) = _read_yolo(tmp_path / "o" / "IMG_0001.txt")
+    xs, ys = row[1][:, 0], row[1][:, 1]
+    # The box's corners as fractions of the upright 48x64 picture (of the stored 64x48 they would be 44/64 and 60/48 > 1).
+    assert np.isclose(min(xs), 4 / 48, atol=0.03) and np.isclose(max(xs), 44 / 48, atol=0.03)
+    assert np.isclose(min(ys), 4 / 64, atol=0.03) and np.isclose(max(ys), 60 / 64, atol=0.03)
+
+
 def test_images_with_labels_are_skipped_so_a_run_resumes(tmp_path: Path):
     data = tmp_path / "d"
     _images(data, 3)

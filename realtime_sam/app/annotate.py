@@ -127,7 +127,9 @@ def _image_items(data: str) -> list[_Item]:
 
     def reader(f: Path) -> Callable[[], np.ndarray | None]:
         def load() -> np.ndarray | None:
-            image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+            # Not IMREAD_UNCHANGED: it skips the EXIF orientation, and a phone photo stored
+            # sideways would be labelled sideways where Ultralytics (cv2.imread) trains on it upright.
+            image = cv2.imread(str(f), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
             return None if image is None else _as_bgr(image)
 
         return load
