@@ -358,8 +358,15 @@ def test_image_frames_carry_the_file_names_unless_two_share_one(scene, tmp_path:
 
 def test_image_sequence_errors(scene, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match="no images"):
+    with pytest.raises(SourceError, match="no images") as info:
         open_source(tmp_path / "empty")
+    assert "subfolders" not in str(info.value)
+    # DAVIS's JPEGImages/480p/<seq>/: the error says to give a sequence's folder or a glob.
+    _write_images(tmp_path / "JPEGImages" / "480p" / "bear", scene, ["00000.jpg"])
+    with pytest.raises(SourceError, match="no images") as info:
+        open_source(tmp_path / "JPEGImages")
+    assert "its images are in subfolders" in str(info.value) and f"e.g. {tmp_path / 'JPEGImages' / '480p' / 'bear'})" in str(info.value)
+    assert "'" + str(tmp_path / "JPEGImages") + "/**/*.jpg'" in str(info.value)
     with pytest.raises(SourceError, match="no files match"):
         open_source(str(tmp_path / "*.png"))
     _write_images(tmp_path / "mixed", scene, ["0.png"])

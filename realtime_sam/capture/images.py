@@ -83,7 +83,7 @@ def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = Fal
             if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         ]
         if not files:
-            raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+            raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}{_subfolder_hint(path)}")
     elif path.is_file():
         files = [path]
     else:
@@ -95,6 +95,21 @@ def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = Fal
         if not files:
             raise SourceError(no_match)
     return sorted(files, key=_natural_key)
+
+
+def _subfolder_hint(path: Path) -> str:
+    """For a folder whose images are in its subfolders (DAVIS's ``JPEGImages/480p``), how to name them; else ``""``."""
+    subfolders = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural_key)
+    for sub in subfolders:
+        # Two levels down at most (DAVIS: JPEGImages/480p/<seq>/): a home folder is not walked whole.
+        for pattern in ("*", "*/*"):
+            found = sorted((f for f in sub.glob(pattern) if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()), key=_natural_key)
+            if found:
+                return (
+                    f"; its images are in subfolders: give one (e.g. {found[0].parent}), "
+                    f"or every one with a quoted glob ('{path}/**/*{found[0].suffix}')"
+                )
+    return ""
 
 
 class ImageSequenceSource(Source):
