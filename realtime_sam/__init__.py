@@ -1,6 +1,7 @@
 """realtime-sam: segment and track objects in live video with MobileSAM.
 
-The SAM-compatible API (``sam_model_registry``, ``SamPredictor``) mirrors
+The SAM-compatible API (``sam_model_registry``, ``SamPredictor``,
+``SamAutomaticMaskGenerator``) mirrors
 ``segment_anything`` so existing code switches with an import change.
 Names are imported lazily so ``import realtime_sam.types`` stays light.
 
@@ -24,6 +25,7 @@ _LAZY = {
     "build_sam_vit_h": "model.build",
     "build_sam": "model.build",
     "SamPredictor": "model.predictor",
+    "SamAutomaticMaskGenerator": "model.automatic_mask_generator",
     "load_model": "model.loader",
     "ModelConfig": "model.config",
     # configuration

@@ -136,7 +136,8 @@ def test_the_engine_imports_without_torch():
 
 # The public API (README, "What the package exports"): these names, importable from the top-level package.
 PUBLIC = [
-    "sam_model_registry", "SamPredictor", "track", "annotate", "ObjectPrompt", "Engine", "Pipeline", "open_source",
+    "sam_model_registry", "SamPredictor", "SamAutomaticMaskGenerator",
+    "track", "annotate", "ObjectPrompt", "Engine", "Pipeline", "open_source",
     "load_config", "Config", "ModelConfig", "load_model", "ModelRunner",
     "Frame", "FrameResult", "TrackResult", "TrackState", "track_many", "StreamResult", "StreamSpec",
 ]
