@@ -284,7 +284,7 @@ def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatc
     for name, fn in {
         "namedWindow": lambda *a: None, "setMouseCallback": lambda *a: None, "imshow": lambda *a: None,
         "waitKeyEx": lambda *a: -1, "getWindowProperty": lambda *a: 1.0, "destroyWindow": lambda *a: None,
-        "waitKey": lambda *a: -1,
+        "waitKey": lambda *a: -1, "getWindowImageRect": lambda *a: (0, 0, 0, 0),
     }.items():
         monkeypatch.setattr(ui.cv2, name, fn)
     monkeypatch.setattr(ui, "require_display", lambda *a: None)
@@ -311,6 +311,9 @@ def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatc
 
     class Recorder:
         def annotate(self, image, result, hud=None):
+            return image
+
+        def draw_hud(self, image, hud):
             huds.append(hud.text())
             return image
 
@@ -331,7 +334,7 @@ def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(
     for name, fn in {
         "namedWindow": lambda *a: None, "setMouseCallback": lambda *a: None, "imshow": lambda *a: None,
         "waitKeyEx": lambda *a: -1, "getWindowProperty": lambda *a: 1.0, "destroyWindow": lambda *a: None,
-        "waitKey": lambda *a: -1,
+        "waitKey": lambda *a: -1, "getWindowImageRect": lambda *a: (0, 0, 0, 0),
     }.items():
         monkeypatch.setattr(ui.cv2, name, fn)
     monkeypatch.setattr(ui, "require_display", lambda *a: None)
@@ -367,6 +370,9 @@ def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(
 
     class Recorder:
         def annotate(self, image, result, hud=None):
+            return image
+
+        def draw_hud(self, image, hud):
             huds.append(hud)
             return image
 
@@ -382,6 +388,30 @@ def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(
     assert "reconnecting" not in back.text()
     # Before: 19 frames over 15.7 s, 1.2 fps.
     assert back.display_fps == pytest.approx(25.0) and back.latency_ms == pytest.approx(30.0), back.text()
+
+
+@pytest.mark.parametrize(
+    "frame, screen, window, want",
+    [
+        ((3840, 2160), (1366, 768), None, (1229, 691)),  # 90% of the screen, shape kept
+        ((1080, 1920), (1920, 1080), None, (547, 972)),  # a portrait phone video on a landscape screen
+        ((640, 480), (1920, 1080), None, (640, 480)),  # fits: its own size
+        ((160, 120), (1920, 1080), None, (320, 240)),  # tiny: enlarged
+        ((640, 360), None, (700, 500), (700, 500)),  # a resized window: filled, letterboxed
+    ],
+)
+def test_fit_view_sizes(frame, screen, window, want):
+    from realtime_sam.app.ui import fit_view
+
+    view = fit_view(*frame, screen=screen, window=window)
+    assert (view.width, view.height) == want
+    shown = view.show(np.zeros((frame[1], frame[0], 3), np.uint8))
+    assert shown.shape == (want[1], want[0], 3)
+    # Shown and frame pixels map to each other both ways; a frame corner lands inside the image shown.
+    for x, y in [(0, 0), (frame[0] - 1, frame[1] - 1), (frame[0] / 3, frame[1] / 2)]:
+        np.testing.assert_allclose(view.to_frame(*view.to_view(x, y)), (x, y), atol=1e-9)
+        vx, vy = view.to_view(x, y)
+        assert -0.5 <= vx < view.width and -0.5 <= vy < view.height  # (sizes are rounded to whole pixels)
 
 
 def test_window_config_validates():
@@ -462,8 +492,8 @@ def _need(*tools: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)")
 
 
-def _start_xvfb() -> tuple[subprocess.Popen, str]:
-    """A private X server that takes clients: ``(its process, its DISPLAY name)``."""
+def _start_xvfb(screen: str = "1280x720") -> tuple[subprocess.Popen, str]:
+    """A private X server with a ``screen`` (``WxH``) screen that takes clients: ``(its process, its DISPLAY name)``."""
     _need("Xvfb", "xdotool", "import")
     gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
     if gui is None or gui.group(1).upper() == "NONE":
@@ -488,7 +518,7 @@ def _start_xvfb() -> tuple[subprocess.Popen, str]:
             # connecting just then is cut off (Qt: "could not connect to display", then abort). The
             # tests poll with xdotool, a client that comes and goes, while the app starts: with a
             # loop of xdotool, 16 of 159 Qt windows failed to open here; with -noreset 0 of 168.
-            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
+            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", f"{screen}x24", "-nolisten", "tcp", "-noreset"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             pass_fds=(write_fd,),
@@ -527,6 +557,17 @@ def _stop(server: subprocess.Popen) -> None:
 def xvfb_display():
     """A private X server; yields its DISPLAY name."""
     server, display = _start_xvfb()
+    try:
+        yield display
+        assert server.poll() is None, "Xvfb died during the test"
+    finally:
+        _stop(server)
+
+
+@pytest.fixture
+def laptop_display():
+    """A private X server with a 1366x768 screen (a common laptop's); yields its DISPLAY name."""
+    server, display = _start_xvfb("1366x768")
     try:
         yield display
         assert server.poll() is None, "Xvfb died during the test"
@@ -1016,7 +1057,7 @@ def test_d_before_the_mouse_was_over_the_window_says_to_point_first(xvfb_display
     from fixtures_app import app_env
 
     out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
-    _xdo(xvfb_display, "mousemove", "600", "450")  # the window opens at the top left, 320x240: away from it
+    _xdo(xvfb_display, "mousemove", "1200", "650")  # the window opens at the top left, 320x240: away from it
     with open(out_path, "w") as out, open(err_path, "w") as err:
         app = subprocess.Popen([sys.executable, "-c", _FAST_SOURCE_APP], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err)
     try:
@@ -1037,3 +1078,182 @@ def test_d_before_the_mouse_was_over_the_window_says_to_point_first(xvfb_display
             app.kill()
             app.wait()
     assert err_path.read_text().count("point at an object") == 1
+
+
+# ------------------------------------------------------------------ frames larger or smaller than the screen
+
+# A fake camera of any size: a grey frame with a red disc at (3/4, 3/4) of it (clear of the
+# heads-up line); the engine prints each prompt it is given.
+_SIZED_SOURCE_APP = r"""
+import sys, time
+import cv2
+import numpy as np
+from realtime_sam.app.ui import LiveWindow, WindowConfig
+from realtime_sam.types import Frame, FrameResult
+
+W, H = int(sys.argv[1]), int(sys.argv[2])
+image = np.full((H, W, 3), 60, np.uint8)
+cv2.circle(image, (W * 3 // 4, H * 3 // 4), max(4, min(W, H) // 10), (0, 0, 255), -1)
+
+class Pipeline:
+    def __init__(self):
+        self.n, self.ended, self.paused, self.stats = 0, False, False, None
+    def poll(self, timeout=0.0):
+        time.sleep(0.04)
+        if self.paused:
+            return None
+        self.n += 1
+        return FrameResult(Frame(self.n, image, self.n / 25, time.monotonic()), ())
+    def stop(self):
+        self.ended = True
+    def pause(self):
+        self.paused = True
+    def resume(self):
+        self.paused = False
+
+class Engine:
+    auto, has_pending = False, False
+    def track_at(self, x, y):
+        return None
+    def add_object(self, prompt):
+        print("PROMPT", *prompt.points[0], flush=True)
+        return 1
+
+config = WindowConfig(snapshot_dir=sys.argv[3])
+with LiveWindow(config, on_message=lambda text: print(text, file=sys.stderr, flush=True)) as window:
+    print(window.run(Pipeline(), Engine()), flush=True)
+"""
+
+
+def _geometry(display: str, wid: str) -> tuple[int, int]:
+    m = re.search(r"Geometry: (\d+)x(\d+)", _xdo(display, "getwindowgeometry", wid))
+    assert m is not None
+    return int(m[1]), int(m[2])
+
+
+def _red_centre(shot: np.ndarray) -> tuple[float, float]:
+    """The centre of the red disc as shown (window pixels)."""
+    b, g, r = (shot[..., i].astype(int) for i in range(3))
+    ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+    assert len(xs) > 10, "no red disc on screen"
+    return float(xs.mean()), float(ys.mean())
+
+
+def _hud_rows(image: np.ndarray) -> int:
+    """How many rows from the top the heads-up band covers, read at its left edge (dark on the grey frame)."""
+    column = image[:, 1].astype(int).sum(axis=1)
+    rows = 0
+    while rows < len(column) and column[rows] < 3 * 45:
+        rows += 1
+    return rows
+
+
+def _click_prompt(display: str, wid: str, x: float, y: float, out_path: Path, app, err_path: Path) -> tuple[float, float]:
+    before = out_path.read_text().count("PROMPT")
+    _xdo(display, "mousemove", "--window", wid, str(round(x)), str(round(y)), "click", "1")
+    lines = _wait(
+        lambda: [l for l in out_path.read_text().splitlines() if l.startswith("PROMPT")][before:], 30, "the prompt", app, err_path
+    )
+    _, px, py = lines[0].split()
+    return float(px), float(py)
+
+
+def _start_sized_app(display: str, width: int, height: int, tmp_path: Path):
+    from fixtures_app import app_env
+
+    out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        app = subprocess.Popen(
+            [sys.executable, "-c", _SIZED_SOURCE_APP, str(width), str(height), str(tmp_path / "snaps")],
+            env=app_env(DISPLAY=display), stdout=out, stderr=err,
+        )
+    wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
+    return app, wid, out_path, err_path
+
+
+def _quit(display: str, wid: str, app, err_path: Path) -> None:
+    try:
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+
+
+@pytest.mark.parametrize("width, height", [(3840, 2160), (2560, 1440), (1080, 1920)], ids=["4k", "1440p", "portrait"])
+def test_a_frame_larger_than_the_screen_is_shown_fitted_and_clicks_land_on_frame_pixels(laptop_display, tmp_path, width, height):
+    """A 4K, 1440p or portrait phone video on a 1366x768 screen: the window fits the screen, the
+    frame's shape kept (it was the frame's size, 3840x2160, most of it off screen), and a click
+    on the object's centre as shown prompts at its centre in frame pixels; a snapshot keeps the
+    frame's own size."""
+    display = laptop_display
+    app, wid, out_path, err_path = _start_sized_app(display, width, height, tmp_path)
+    try:
+        _wait(lambda: _geometry(display, wid) != (1, 1) and _geometry(display, wid)[0] > 200, 60, "the first frame", app, err_path)
+        time.sleep(0.5)
+        w, h = _geometry(display, wid)
+        assert w <= 1366 * 0.9 + 1 and h <= 768 * 0.9 + 1, (w, h)
+        assert max(w / 1366, h / 768) > 0.85, (w, h)  # as large as fits, not smaller
+        assert abs(w / h - width / height) < 0.01, (w, h)
+        scale = w / width
+        cx, cy = _red_centre(_screenshot(display, wid, tmp_path / "shot.png"))
+        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        tol = 1 / scale + 1  # one screen pixel
+        assert abs(px - width * 3 // 4) <= tol and abs(py - height * 3 // 4) <= tol, (px, py, tol)
+        _xdo(display, "key", "--window", wid, "s")
+        said = _wait(lambda: re.findall(r"snapshot saved: (\S+)", err_path.read_text()), 30, "the snapshot", app, err_path)
+        assert cv2.imread(said[0]).shape == (height, width, 3)
+    finally:
+        _quit(display, wid, app, err_path)
+
+
+def test_a_resized_window_shows_the_frame_at_its_size_and_maps_clicks(xvfb_display, tmp_path):
+    """The window resized (``xdotool windowsize``, as a window manager does) from 320x180 to 640x360:
+    the frame fills it, a click on the object's centre prompts at its centre in frame pixels, and
+    the heads-up line is drawn at the window's size (it was drawn on the 320x180 frame and
+    stretched with it, twice as tall as on a 640x360 frame)."""
+    from realtime_sam.output.render import HudInfo, Renderer
+
+    display = xvfb_display
+    app, wid, out_path, err_path = _start_sized_app(display, 320, 180, tmp_path)
+    try:
+        _wait(lambda: _geometry(display, wid) == (320, 180), 60, "the first frame", app, err_path)
+        _xdo(display, "windowsize", "--sync", wid, "640", "360")
+        _wait(lambda: _geometry(display, wid) == (640, 360), 10, "the resize", app, err_path)
+        time.sleep(1.0)  # a few frames drawn at the new size
+        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        assert shot.shape == (360, 640, 3)
+        cx, cy = _red_centre(shot)
+        assert abs(cx - 480) <= 2 and abs(cy - 270) <= 2, (cx, cy)  # the frame fills the window
+        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        assert abs(px - 240) <= 1.5 and abs(py - 135) <= 1.5, (px, py)
+        # The band as the renderer draws it on a 640x360 image (one line there).
+        hud = HudInfo(
+            display_fps=25.0, model_fps=None, latency_ms=3.0, encode_age_frames=0, paused=False, auto_mode=False,
+            num_tracks=0, message="x",
+        )
+        grey = np.full((360, 640, 3), 60, np.uint8)
+        want = _hud_rows(Renderer().annotate(grey, FrameResult(Frame(0, grey, 0.0, 0.0), ()), hud))
+        got = _hud_rows(_screenshot(display, wid, tmp_path / "shot2.png"))
+        assert 0 < got <= want + 2, (got, want)
+    finally:
+        _quit(display, wid, app, err_path)
+
+
+def test_a_tiny_frame_is_shown_enlarged(xvfb_display, tmp_path):
+    """A 160x120 frame: shown at 320x240 (at its own size the heads-up line covered half of it and
+    the key help did not fit), and a click on the object's centre prompts at its centre in frame pixels."""
+    display = xvfb_display
+    app, wid, out_path, err_path = _start_sized_app(display, 160, 120, tmp_path)
+    try:
+        _wait(lambda: _geometry(display, wid)[0] >= 160, 60, "the first frame", app, err_path)
+        time.sleep(0.5)
+        assert _geometry(display, wid) == (320, 240)
+        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        assert _hud_rows(shot) < 240 * 0.3, _hud_rows(shot)
+        cx, cy = _red_centre(shot)
+        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        assert abs(px - 120) <= 1.5 and abs(py - 90) <= 1.5, (px, py)
+    finally:
+        _quit(display, wid, app, err_path)

@@ -1,7 +1,15 @@
 """The live window: show the tracked video and turn clicks and keys into commands.
 
-Mouse (window and image coordinates match 1:1, thanks to
-``WINDOW_AUTOSIZE | WINDOW_GUI_NORMAL``, which drops Qt's toolbar):
+The frame is shown scaled to fit the screen (:func:`fit_view`): a frame larger
+than 90% of the screen's width or height is shrunk to fit, one smaller than
+320x240 enlarged to that, and once the user resizes the window the frame fills
+it, letterboxed. The heads-up line and the key help are drawn on the image as
+shown, so they keep one size on screen. Mouse positions are mapped back to
+frame pixels (:class:`View`), so a click prompts the pixel under the cursor
+whatever the scale. The window is ``WINDOW_AUTOSIZE | WINDOW_GUI_NORMAL``
+(no Qt toolbar): it takes the size of the image shown.
+
+Mouse:
 
 * **click** (left button, moved less than ``drag_threshold_px``): a new object
   from a positive point;
@@ -68,6 +76,9 @@ __all__ = [
     "Selection",
     "LiveWindow",
     "DisplayRate",
+    "View",
+    "fit_view",
+    "screen_size",
     "WindowError",
     "display_available",
     "display_problem",
@@ -172,6 +183,99 @@ def _x_server_answers(display: str) -> bool | None:
     return False
 
 
+def screen_size() -> tuple[int, int] | None:
+    """The screen's ``(width, height)`` in pixels, where it can be told: the X display's
+    (``DISPLAY``, through libX11; with several monitors, the whole desktop) or, on Windows, the
+    primary monitor's; ``None`` elsewhere (macOS, Wayland without XWayland) or when it cannot be read."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        if sys.platform == "win32":
+            user32 = ctypes.windll.user32  # type: ignore[attr-defined]
+            width, height = int(user32.GetSystemMetrics(0)), int(user32.GetSystemMetrics(1))
+        elif sys.platform != "darwin" and os.environ.get("DISPLAY"):
+            name = ctypes.util.find_library("X11")
+            if name is None:
+                return None
+            x11 = ctypes.cdll.LoadLibrary(name)
+            x11.XOpenDisplay.restype = ctypes.c_void_p
+            x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+            x11.XDefaultScreen.argtypes = [ctypes.c_void_p]
+            x11.XDisplayWidth.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            x11.XDisplayHeight.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+            conn = x11.XOpenDisplay(None)
+            if not conn:
+                return None
+            try:
+                number = x11.XDefaultScreen(conn)
+                width, height = int(x11.XDisplayWidth(conn, number)), int(x11.XDisplayHeight(conn, number))
+            finally:
+                x11.XCloseDisplay(conn)
+        else:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None
+
+
+SCREEN_FILL = 0.9
+"""The largest share of the screen's width and height the window takes by itself (room for its title bar and a task bar)."""
+MIN_VIEW = (320, 240)
+"""A frame smaller than this (both sides) is shown enlarged to it: the heads-up line and help need the room."""
+
+
+@dataclass(frozen=True)
+class View:
+    """How a frame is shown: scaled by ``scale``, its top-left corner at ``(left, top)`` of an
+    image ``width x height`` (black around it where the window's shape differs from the frame's)."""
+
+    scale: float
+    left: int
+    top: int
+    width: int
+    height: int
+
+    def to_frame(self, x: float, y: float) -> tuple[float, float]:
+        """The frame pixel under pixel ``(x, y)`` of the image shown (pixel centres map to pixel centres)."""
+        return (x - self.left + 0.5) / self.scale - 0.5, (y - self.top + 0.5) / self.scale - 0.5
+
+    def to_view(self, x: float, y: float) -> tuple[float, float]:
+        """The pixel of the image shown where frame pixel ``(x, y)`` is."""
+        return (x + 0.5) * self.scale - 0.5 + self.left, (y + 0.5) * self.scale - 0.5 + self.top
+
+    def show(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (the frame, ``HxWx3``) as shown: scaled and placed in a ``height x width`` image."""
+        h, w = image.shape[:2]
+        inner = (max(1, int(round(w * self.scale))), max(1, int(round(h * self.scale))))
+        if inner != (w, h):
+            image = cv2.resize(image, inner, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
+        if (self.left, self.top, self.width, self.height) == (0, 0, *inner):
+            return image
+        out = np.zeros((self.height, self.width, 3), np.uint8)
+        y1, x1 = min(self.height, self.top + inner[1]), min(self.width, self.left + inner[0])
+        out[self.top : y1, self.left : x1] = image[: y1 - self.top, : x1 - self.left]
+        return out
+
+
+def fit_view(width: int, height: int, *, screen: tuple[int, int] | None = None, window: tuple[int, int] | None = None) -> View:
+    """How to show a ``width x height`` frame.
+
+    With ``window`` (the size the user gave the window): the frame as large as fits in it,
+    centred. Otherwise the frame at its own size, enlarged to :data:`MIN_VIEW` when smaller and
+    shrunk to :data:`SCREEN_FILL` of ``screen`` when larger, its shape kept.
+    """
+    if window is not None and window[0] > 0 and window[1] > 0:
+        scale = min(window[0] / width, window[1] / height)
+        inner_w, inner_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+        return View(scale, (window[0] - inner_w) // 2, (window[1] - inner_h) // 2, window[0], window[1])
+    scale = max(1.0, min(MIN_VIEW[0] / width, MIN_VIEW[1] / height))
+    if screen is not None:
+        scale = min(scale, SCREEN_FILL * screen[0] / width, SCREEN_FILL * screen[1] / height)
+    return View(scale, 0, 0, max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+
+
 @dataclass(frozen=True)
 class WindowConfig:
     """How the live window looks and reacts.
@@ -179,7 +283,7 @@ class WindowConfig:
     Attributes:
         title: window title (also how tests and window managers find it).
         snapshot_dir: folder where ``s`` saves PNG snapshots.
-        drag_threshold_px: a left-button press that moves further than this
+        drag_threshold_px: a left-button press that moves further than this (screen pixels)
             before release is a box, else a click.
         message_s: how long a status message stays on the HUD line.
         show_help: start with the key help shown.
@@ -506,7 +610,11 @@ class LiveWindow:
         self._display = DisplayRate()
         self._last: FrameResult | None = None
         self._last_encoded: int | None = None
-        self._shown: np.ndarray | None = None
+        # The frame as drawn, at its own size, and its heads-up numbers: what a snapshot saves.
+        self._shown: tuple[np.ndarray, HudInfo] | None = None
+        self._view: View | None = None  # how the frame is shown now; mouse positions map back through it
+        self._screen: tuple[int, int] | None = None
+        self._window_size: tuple[int, int] | None = None  # the size the user gave the window, once resized
         self._latency_ms: float | None = None
         self._reconnect_shown: int | None = None
 
@@ -521,6 +629,7 @@ class LiveWindow:
         if self._open:
             return
         require_display()
+        self._screen = screen_size()
         try:
             cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.config.title, self._on_mouse)
@@ -550,7 +659,10 @@ class LiveWindow:
         self.close()
 
     def _on_mouse(self, event: int, x: int, y: int, flags: int, _param: object = None) -> None:
-        # Called by OpenCV inside waitKey, on the GUI thread: just queue the commands.
+        # Called by OpenCV inside waitKey, on the GUI thread: just queue the commands. The
+        # position is in pixels of the image shown (Qt maps a resized window's back to them).
+        if self._view is not None:
+            x, y = (int(round(v)) for v in self._view.to_frame(x, y))
         self._pending.extend(self.interaction.on_mouse(event, x, y, flags))
 
     def _closed_by_user(self) -> bool:
@@ -729,9 +841,10 @@ class LiveWindow:
         while path.exists():
             n += 1
             path = folder / f"{base}-{n}.png"
+        overlay, hud = self._shown
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            ok = cv2.imwrite(str(path), self._shown)
+            ok = cv2.imwrite(str(path), self.renderer.draw_hud(overlay, hud))
         except (OSError, cv2.error) as exc:
             ok, reason = False, str(exc).strip().splitlines()[-1]
         else:
@@ -784,11 +897,33 @@ class LiveWindow:
         if self._last is None:
             return
         now = time.monotonic()
-        image = self.renderer.annotate(self._last.frame.image, self._last, hud=self._hud(pipeline, engine, now))
-        self._shown = image
+        frame = self._last.frame.image
+        overlay = self.renderer.annotate(frame, self._last)
+        hud = self._hud(pipeline, engine, now)
+        self._shown = (overlay, hud)
+        view = self._fit(frame.shape[1], frame.shape[0])
+        # The heads-up line, the drag preview and the help on the image as shown: one size on
+        # screen whatever the frame's size.
+        image = self.renderer.draw_hud(view.show(overlay), hud)
         box = self.interaction.preview_box
         if box is not None:
-            image = self.renderer.draw_box_preview(image, box)
+            image = self.renderer.draw_box_preview(image, (*view.to_view(*box[:2]), *view.to_view(*box[2:])))
         if self.show_help:
             image = self.renderer.draw_help(image, HELP_KEYS, title="Keys (h to hide)")
         cv2.imshow(self.config.title, image)
+
+    def _fit(self, width: int, height: int) -> View:
+        """The view for a ``width x height`` frame; follows the window's size once the user changed it."""
+        if self._view is not None:
+            try:
+                _, _, w, h = cv2.getWindowImageRect(self.config.title)
+            except cv2.error:
+                w = h = 0
+            if w > 0 and h > 0 and (w, h) != (self._view.width, self._view.height):
+                self._window_size = (int(w), int(h))
+        view = fit_view(width, height, screen=self._screen, window=self._window_size)
+        if view != self._view:
+            self._view = view
+            # A drag is told from a click by how far the hand moved: in screen pixels.
+            self.interaction.drag_threshold_px = self.config.drag_threshold_px / view.scale
+        return view

@@ -284,6 +284,18 @@ class Renderer:
             self._draw_hud(out, hud.text(), scale, thick)
         return out
 
+    def draw_hud(self, image_bgr: np.ndarray, hud: HudInfo) -> np.ndarray:
+        """Draw the heads-up line at the top left of a copy of the image, sized for this image.
+
+        ``annotate(image, result, hud)`` is ``draw_hud(annotate(image, result), hud)``;
+        the live window draws it apart, on the frame as scaled for the screen,
+        so its text is as large on screen whatever the frame's size.
+        """
+        out = np.array(image_bgr, copy=True, order="C")
+        scale, thick = self._font(out)
+        self._draw_hud(out, hud.text(), scale, thick)
+        return out
+
     def draw_help(self, image_bgr: np.ndarray, keys: Sequence[tuple[str, str]], title: str = "Keys") -> np.ndarray:
         """Overlay a centred panel listing key bindings.
 
