@@ -63,6 +63,8 @@ __all__ = [
     "ENV_URLS",
     "WEIGHTS_FILENAMES",
     "check_weights",
+    "create_part_file",
+    "remove_stale_parts",
     "damaged_weights_error",
     "locate_checkpoint",
     "OFFICIAL_URLS",
@@ -488,7 +490,7 @@ def download_weights(
     :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
     ``dest`` (replacing any old file). The temporary file lives next to
     ``dest`` and is removed on every failure, Ctrl-C included; those of earlier
-    downloads that were killed outright are removed first (:func:`_remove_stale_parts`). ``progress``
+    downloads that were killed outright are removed first (:func:`remove_stale_parts`). ``progress``
     draws a progress bar and status lines on stderr. ``timeout`` (seconds, more
     than 0 and at most a day) bounds connecting and each read.
 
@@ -526,7 +528,7 @@ def download_weights(
             f"{what}; set {ENV_CACHE} to a writable folder or pass another destination"
         ) from exc
 
-    _remove_stale_parts(dest)
+    remove_stale_parts(dest)
 
     name = checkpoint.MODEL_NAMES[model_type]
     failures: list[tuple[str, _TransferFailed]] = []
@@ -534,7 +536,7 @@ def download_weights(
         if progress:
             print(f"downloading {name} weights from {url}", file=sys.stderr, flush=True)
         try:
-            fd, tmp = _create_part_file(dest)
+            fd, tmp = create_part_file(dest)
         except OSError as exc:
             raise WeightsDownloadError(
                 f"cannot write to {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
@@ -587,13 +589,14 @@ def download_weights(
     )
 
 
-def _create_part_file(dest: Path) -> tuple[int, Path]:
+def create_part_file(dest: Path) -> tuple[int, Path]:
     """A new, empty ``.<name>.<random>.part`` file beside ``dest``, opened for writing: ``(fd, path)``.
 
     Created with mode 0666 less the umask, as ``curl -o`` or ``torch.save`` would create
     ``dest`` (``tempfile.mkstemp`` gives 0600, which the rename would carry to ``dest``).
     The file is locked (``flock``, where there is one) while it is open, which tells
-    :func:`_remove_stale_parts` in another process that this download is alive.
+    :func:`remove_stale_parts` in another process that this download is alive. Also how
+    the encoder export of :mod:`realtime_sam.model.runtime.export` writes its file.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
@@ -611,7 +614,7 @@ def _create_part_file(dest: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {dest.name}")
 
 
-def _remove_stale_parts(dest: Path) -> None:
+def remove_stale_parts(dest: Path) -> None:
     """Delete the ``.part`` files of earlier downloads to ``dest`` that were killed before cleaning up.
 
     A download killed outright (SIGKILL, SIGTERM or SIGHUP, a power cut) leaves its

@@ -226,16 +226,16 @@ def _export_to(encoder: nn.Module, img_size: int, path: Path, on_export: Callabl
 
     The temporary file is removed on every failure, Ctrl-C included; one left by an export
     killed outright (SIGKILL, a power cut) is removed by a later export, as for the weights
-    download (:func:`realtime_sam.model.weights._remove_stale_parts`). The file gets the mode
+    download (:func:`realtime_sam.model.weights.remove_stale_parts`). The file gets the mode
     the umask gives (not ``mkstemp``'s 0600), so a cache in a shared folder serves everyone.
     """
-    from realtime_sam.model.weights import _create_part_file, _remove_stale_parts
+    from realtime_sam.model.weights import create_part_file, remove_stale_parts
 
     if next(encoder.parameters()).dtype != torch.float32:
         raise ConfigError("the ONNX export needs the fp32 encoder; use precision 'fp32'")
-    _remove_stale_parts(path)
+    remove_stale_parts(path)
     try:
-        fd, tmp = _create_part_file(path)
+        fd, tmp = create_part_file(path)
     except OSError as exc:
         raise _CannotWrite(describe_error(exc)) from None
     _log.info("exporting the image encoder to %s (once per weights file)", path)
