@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,20 @@ def frame_lines(path: Path) -> list[dict]:
         if "frame" in obj:
             out.append(obj)
     return out
+
+
+def wait_for_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
+    """Wait until the JSONL output ``path`` of the running app ``proc`` holds ``n`` frame records; returns how many.
+
+    Raises AssertionError when the app ends first (with its stderr, when piped) or after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = len(frame_lines(path))
+        if got >= n:
+            return got
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr is not None else ""
+            raise AssertionError(f"the app ended early ({proc.returncode}) before {n} frames in {path}: {err}")
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} frames in {path} after {timeout} s")

@@ -28,6 +28,7 @@ from fixtures_app import (  # noqa: F401
     app_env,
     frame_lines,
     run_app,
+    wait_for_frames,
 )
 
 from realtime_sam.app import cli
@@ -706,18 +707,6 @@ def test_every_render_key_reaches_the_app_renderers(app_renderers, where, key):
 # ------------------------------------------------------------------ signals
 
 
-def _wait_for_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = len(frame_lines(path))
-        if got >= n:
-            return got
-        if proc.poll() is not None:
-            raise AssertionError(f"the app ended early ({proc.returncode}): {proc.stderr.read()}")
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {n} frames after {timeout}s")
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_fast_and_finalises_outputs(tmp_path, checkpoint_path, sig, code, record_property):
     args = ["--headless", "--source", LIVE, "--weights", str(checkpoint_path), "--device", "cpu",
@@ -727,7 +716,7 @@ def test_signal_stops_fast_and_finalises_outputs(tmp_path, checkpoint_path, sig,
     proc = subprocess.Popen(app_command(*args), cwd=tmp_path, env=app_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_frames(tmp_path / "out.jsonl", 5, proc, timeout=120)
+        wait_for_frames(tmp_path / "out.jsonl", 5, proc, timeout=120)
         sent = time.monotonic()
         proc.send_signal(sig)
         proc.wait(timeout=30)
@@ -762,7 +751,7 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
             cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
-        _wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
+        wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
         server.kill()
         deadline = time.monotonic() + 60
         while "disconnected" not in err_path.read_text() and time.monotonic() < deadline:
@@ -778,7 +767,7 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
         deadline = time.monotonic() + 60
         while "reconnected" not in err_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
-        _wait_for_frames(tmp_path / "live.jsonl", before + 5, proc, timeout=60)
+        wait_for_frames(tmp_path / "live.jsonl", before + 5, proc, timeout=60)
         # Back: the next status lines no longer say so.
         back = err_path.read_text().rindex("reconnected")
         deadline = time.monotonic() + 30
@@ -816,7 +805,7 @@ def test_a_stream_that_gives_up_reconnecting_is_exit_1_with_its_outputs_saved(tm
             cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
-        _wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
+        wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
         server.kill()
         code = proc.wait(timeout=120)
     finally:

@@ -7,11 +7,10 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines  # noqa: F401
+from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, wait_for_frames  # noqa: F401
 from realtime_sam.app import cli
 
 LAVFI = "lavfi:testsrc2=size=320x240:rate=25"
@@ -85,14 +84,6 @@ def test_several_sources_on_a_display_with_no_x_server_is_one_line(capsys, tmp_p
     assert _err_lines(capsys) == [f"error: no display to show a window on (no X server answers at DISPLAY=:{n}); add --headless to run without one"]
 
 
-def _wait_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while len(frame_lines(path)) < n:
-        assert proc.poll() is None, f"the app exited early with {proc.returncode}"
-        assert time.monotonic() < deadline, f"fewer than {n} frames in {path} after {timeout} s"
-        time.sleep(0.1)
-
-
 def test_file_lavfi_and_rtsp_at_once_with_the_rtsp_server_killed(tmp_path, checkpoint_path, rtsp_server, small_clip):  # noqa: F811
     server = rtsp_server()
     (tmp_path / "streams.yaml").write_text(
@@ -115,7 +106,7 @@ def test_file_lavfi_and_rtsp_at_once_with_the_rtsp_server_killed(tmp_path, check
             cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
-        _wait_frames(tmp_path / "out" / "cam.jsonl", 5, proc, timeout=150)
+        wait_for_frames(tmp_path / "out" / "cam.jsonl", 5, proc, timeout=150)
         server.kill()
         code = proc.wait(timeout=120)
     finally:
@@ -201,7 +192,7 @@ def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_
             time.sleep(0.1)
 
     try:
-        _wait_frames(tmp_path / "out" / "cam.jsonl", 3, proc, timeout=150)
+        wait_for_frames(tmp_path / "out" / "cam.jsonl", 3, proc, timeout=150)
         server.kill()
         down = wait_line(r"^cam: source: .*disconnected")
         wait_line(r"^cam: reconnecting \(attempt \d+\), frames \d+ read", down)
@@ -250,7 +241,7 @@ def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, r
         )
     try:
         for name in ("cam", "door"):
-            _wait_frames(tmp_path / "out" / f"{name}.jsonl", 3, proc, timeout=150)
+            wait_for_frames(tmp_path / "out" / f"{name}.jsonl", 3, proc, timeout=150)
         for i, sig in enumerate(signals):
             if i:
                 time.sleep(0.1)  # the first one handled (not merged with it), an encode still running
