@@ -117,7 +117,7 @@ def default_output_dir(data: str | os.PathLike[str]) -> Path:
 
 def _image_items(data: str) -> list[_Item]:
     files = image_files(
-        data, glob_images_only=True, no_match=f"no images match {data}; give a folder, a glob (quoted) or a video file"
+        data, no_match=f"no images match {data}; give a folder, a glob (quoted) or a video file"
     )
     stems: dict[str, Path] = {}
     for f in files:

@@ -68,33 +68,42 @@ def _natural_key(path: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
-def image_files(spec: str | Path, *, no_match: str, glob_images_only: bool = False) -> list[Path]:
-    """The files ``spec`` names, in natural order: a folder's images (not its hidden files), one file, or a glob's files.
+def image_files(spec: str | Path, *, no_match: str) -> list[Path]:
+    """The files ``spec`` names, in natural order: a folder's images (not its hidden files), one file, or a glob's images.
 
-    A glob keeps every file it matches unless ``glob_images_only``. Raises
-    :class:`SourceError` for an empty folder, or with ``no_match`` when a glob
-    matches nothing.
+    A folder and a glob both take only files ending in one of :data:`IMAGE_EXTENSIONS`
+    (any case): a ``notes.txt`` or ``Thumbs.db`` beside the frames is not a frame. Raises
+    :class:`SourceError` for a folder without images, with ``no_match`` when a glob
+    matches nothing, and naming the files it matched when none is an image.
     """
     path = Path(spec)
     if path.is_dir():
         # Hidden files are left out, as a glob leaves them: macOS's "._IMG_0001.JPG" companions are not images.
-        files = [
-            p for p in path.iterdir()
-            if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+        files = [p for p in path.iterdir() if not p.name.startswith(".") and p.is_file() and _is_image_name(p)]
         if not files:
             raise SourceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}{_subfolder_hint(path)}")
     elif path.is_file():
         files = [path]
     else:
-        files = [
-            # recursive: "shots/**/*.jpg" reaches every depth, as Ultralytics' sources and Python's glob mean it
-            Path(p) for p in globmod.glob(str(spec), recursive=True)
-            if Path(p).is_file() and (not glob_images_only or Path(p).suffix.lower() in IMAGE_EXTENSIONS)
-        ]
-        if not files:
+        # recursive: "shots/**/*.jpg" reaches every depth, as Ultralytics' sources and Python's glob mean it
+        matched = sorted((Path(p) for p in globmod.glob(str(spec), recursive=True) if Path(p).is_file()), key=_natural_key)
+        if not matched:
             raise SourceError(no_match)
+        files = [p for p in matched if _is_image_name(p)]
+        if not files:
+            folder = matched[0].parent
+            beside = sorted((p for p in folder.iterdir() if p.is_file() and _is_image_name(p)), key=_natural_key)
+            example = folder / f"*{beside[0].suffix if beside else '.jpg'}"
+            raise SourceError(
+                f"{spec} matches {len(matched)} file(s) but no images (first: {matched[0].name}; images end in "
+                f"{', '.join(IMAGE_EXTENSIONS)}); give a glob of the images (e.g. '{example}'), "
+                "their folder, or a video by its path"
+            )
     return sorted(files, key=_natural_key)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _subfolder_hint(path: Path) -> str:
