@@ -115,6 +115,30 @@ def test_appended_file_header_is_the_masks_files_own(tmp_path):
     assert a == b and a["sample_aspect_ratio"] == "16:15"
 
 
+def test_a_frame_of_another_size_says_its_size_in_both_writers_and_after_a_restart(tmp_path):
+    import numpy as np
+
+    from realtime_sam.output.jsonl import JsonlSink
+    from realtime_sam.types import Frame, FrameResult
+
+    def result(i: int, h: int, w: int) -> FrameResult:
+        return FrameResult(frame=Frame(i, np.zeros((h, w, 3), np.uint8), i / 25, 0.0), tracks=())
+
+    sizes = [(4, 6), (8, 10), (4, 6)]
+    for make in (AppendingJsonl, JsonlSink):
+        sink = make(tmp_path / f"{make.__name__}.jsonl", source="x", fps=25.0)
+        for i, (h, w) in enumerate(sizes):
+            sink.write(result(i, h, w))
+        sink.close()
+    resumed = AppendingJsonl(tmp_path / "AppendingJsonl.jsonl", source="x", fps=25.0)  # reads the header's size
+    resumed.write(result(3, 8, 10))
+    resumed.write(result(4, 4, 6))
+    resumed.close()
+    (_, a), (_, b) = (load_jsonl(tmp_path / f"{m.__name__}.jsonl") for m in (AppendingJsonl, JsonlSink))
+    assert a[:3] == b
+    assert [(f.get("width"), f.get("height")) for f in a] == [(None, None), (10, 8), (None, None), (10, 8), (None, None)]
+
+
 def test_ray_flag_without_save_masks_or_with_video_is_a_clear_error(capsys, tmp_path, monkeypatch):
     from realtime_sam.app import cli
 

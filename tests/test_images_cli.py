@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import cv2
+import numpy as np
 import pytest
 
 from realtime_sam.app import cli
@@ -76,3 +78,68 @@ def test_a_glob_that_matches_no_images_says_so_in_one_line(run, capsys, tmp_path
     # a glob that matches nothing at all keeps its own line
     assert run("--headless", "--source", "frames/*.gif") == 2
     assert "no files match frames/*.gif" in error_lines(capsys)[0]
+
+
+# ------------------------------------------------------------------ images of several sizes
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return image.shape[1], image.shape[0]
+
+
+def test_images_of_several_sizes_are_each_tracked_and_saved_at_their_own_size(run, capsys, caplog, tmp_path):
+    # An image of another size stopped the run ('all images must have the same size', exit 1): the frames
+    # after it were never read, whatever the outputs.
+    write_frames(tmp_path / "frames", 3)  # 160x120
+    write_frames(tmp_path / "frames", 2, width=120, height=160, start=3)  # portrait
+    write_frames(tmp_path / "frames", 1, width=200, height=100, start=5)
+    sizes = [(160, 120)] * 3 + [(120, 160)] * 2 + [(200, 100)]
+
+    assert run("--headless", "--source", "frames", "--box", "10,10,80,80") == 0
+    assert "done: 6 frames" in capsys.readouterr().err
+    # the engine starts over at each new size, with a warning
+    changes = [m for m in caplog.messages if m.startswith("frame size changed")]
+    assert [m.split(";")[0] for m in changes] == [
+        "frame size changed from 160x120 to 120x160 at frame 3", "frame size changed from 120x160 to 200x100 at frame 5"
+    ]
+
+    rc = run("--headless", "--quiet", "--source", "frames/*.png", "--box", "10,10,80,80",
+             "--output", "out.mp4", "--save-masks", "m.jsonl")
+    assert rc == 0, capsys.readouterr().err
+    header, frames = load_jsonl(tmp_path / "m.jsonl")
+    assert (header["width"], header["height"]) == (160, 120)
+    assert [f["frame"] for f in frames] == list(range(6))
+    # a line whose frame size differs from the header's says its own; the others are as they were
+    assert [(f.get("width", header["width"]), f.get("height", header["height"])) for f in frames] == sizes
+    assert ["width" in f for f in frames] == [False] * 3 + [True] * 3
+    assert all(t["mask"]["size"] == [h, w] for f, (w, h) in zip(frames, sizes) for t in f["tracks"])
+    assert [t["id"] for t in frames[0]["tracks"]] == [1]
+
+    # The video keeps the first image's size; the others are fitted in whole, their shape kept, on black.
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        video = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    assert len(video) == 6 and all(v.shape == (120, 160) for v in video)
+    portrait, wide = video[3], video[5]
+    # 120x160 -> 90x120: 35 black columns each side; 200x100 -> 160x80: 20 black rows above and below
+    assert portrait[:, :32].max() < 24 and portrait[:, -32:].max() < 24 and portrait[:, 40:120].mean() > 40
+    assert wide[:17].max() < 24 and wide[-17:].max() < 24 and wide[24:96].mean() > 40
+    assert video[0][:, :32].mean() > 40  # the first image fills its frame
+
+    rc = run("--headless", "--quiet", "--source", "frames", "--box", "10,10,80,80",
+             "--save-masks", "pngs", "--mask-format", "png")
+    assert rc == 0, capsys.readouterr().err
+    pngs = sorted((tmp_path / "pngs").iterdir())
+    assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(6)]
+    assert [png_size(p) for p in pngs] == sizes
+    assert np.count_nonzero(cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)) > 0
+
+
+def test_mots_lines_take_each_images_size(run, capsys, tmp_path):
+    write_frames(tmp_path / "frames", 4)
+    write_frames(tmp_path / "frames", 1, width=200, height=100, start=4)
+    (tmp_path / "prompts.yaml").write_text("- box: [10, 10, 80, 80]\n- box: [20, 10, 90, 60]\n  start_frame: 4\n")
+    rc = run("--headless", "--quiet", "--source", "frames", "--prompts", "prompts.yaml", "--save-masks", "m.txt")
+    assert rc == 0, capsys.readouterr().err
+    lines = [line.split() for line in (tmp_path / "m.txt").read_text().splitlines()]
+    assert {(int(f), int(h), int(w)) for f, _id, _cls, h, w, _rle in lines} >= {(0, 120, 160), (4, 100, 200)}

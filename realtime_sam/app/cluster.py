@@ -154,6 +154,7 @@ class AppendingJsonl:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
         self._new = keep == 0
+        self._size = None if self._new else _header_size(data[: data.find(b"\n")])
         self.source, self.fps, self.sample_aspect_ratio = source, fps, sample_aspect_ratio
         self._file = open(self.path, "ab", buffering=0)
         self.frames_written = 0
@@ -165,14 +166,16 @@ class AppendingJsonl:
 
         if self._closed:
             raise SinkError(f"write to the closed jsonl output {self.path}")
-        data = (json.dumps(JsonlSink.frame_record(result), separators=(",", ":")) + "\n").encode("utf-8")
+        header = b""
         if self._new:
-            header = header_record(
-                source=self.source, width=result.frame.width, height=result.frame.height,
+            self._size = (int(result.frame.width), int(result.frame.height))
+            record = header_record(
+                source=self.source, width=self._size[0], height=self._size[1],
                 sample_aspect_ratio=self.sample_aspect_ratio, fps=self.fps,
             )
-            data = (json.dumps(header) + "\n").encode("utf-8") + data
+            header = (json.dumps(record) + "\n").encode("utf-8")
             self._new = False
+        data = header + (json.dumps(JsonlSink.frame_record(result, self._size), separators=(",", ":")) + "\n").encode("utf-8")
         write_all(self._file, data, self.path, "jsonl")
         self.frames_written += 1
 
@@ -180,6 +183,15 @@ class AppendingJsonl:
         if not self._closed:
             self._closed = True
             self._file.close()
+
+
+def _header_size(line: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JSONL file's header line; ``None`` where it has none."""
+    try:
+        header = json.loads(line)
+        return (int(header["width"]), int(header["height"]))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 class _Resumed:

@@ -13,10 +13,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.capture.base import Source, SourceConfig
-from realtime_sam.errors import (
-    SourceError,
-    StreamInterrupted,
-)
+from realtime_sam.errors import SourceError, StreamInterrupted
 from realtime_sam.types import Frame
 
 __all__ = ["image_files", "IMAGE_EXTENSIONS", "ImageSequenceSource"]
@@ -127,7 +124,8 @@ class ImageSequenceSource(Source):
     Timestamps are ``position / config.image_fps``, where position is the
     image's place in the sorted list. Unreadable images (a JPEG cut short
     too) are skipped, and after the last image :class:`StreamInterrupted` reports how many were
-    skipped. Images must all have the first one's size.
+    skipped. Each image comes at its own size; :attr:`size` is the first one's (the
+    engine starts over on a new size, as for a stream that changes resolution).
     """
 
     live = False
@@ -181,14 +179,6 @@ class ImageSequenceSource(Source):
                     )
                 return None
         pos, image = item
-        h, w = image.shape[:2]
-        if (w, h) != self.size:
-            self._pos = len(self._files)
-            self._skipped = []
-            raise SourceError(
-                f"{self._files[pos]} is {w}x{h} but the sequence started at {self.size[0]}x{self.size[1]}; "
-                "all images must have the same size"
-            )
         name = None if self._names is None else self._names[pos]
         return Frame(self._delivered, image, pos / self.fps, time.monotonic(), name)
 

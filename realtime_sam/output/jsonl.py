@@ -81,6 +81,10 @@ class JsonlSink(SinkBase):
             {"id": 1, "box": [x0, y0, x1, y1], "score": 0.93, "state": "confirmed",
              "area": 5120, "label": "cup", "mask": {"size": [720, 1280], "counts": "..."}}]}
 
+    A frame whose size differs from the header's (a stream that changed
+    resolution, an image folder of several sizes) says its own on its line,
+    after ``timestamp``: ``"width": 640, "height": 480``; a reader takes the
+    header's where a line has none.
     ``box`` is ``XYXY`` pixels with exclusive far edges, ``mask`` a COCO
     compressed RLE (``pycocotools.mask.decode`` reads it; so does
     :func:`realtime_sam.output.rle.decode_rle`), ``label`` appears only when set.
@@ -106,6 +110,7 @@ class JsonlSink(SinkBase):
         self.sample_aspect_ratio = _ratio(sample_aspect_ratio)
         self._file = open_for_lines(self.path, "jsonl")
         self._header_written = False
+        self._size: tuple[int, int] | None = None  # the header's (width, height)
 
     def bind_source(self, source: Any) -> None:
         """What was left ``None`` (name, frame rate, pixel shape) comes from ``source``, before the header."""
@@ -125,8 +130,8 @@ class JsonlSink(SinkBase):
         return (json.dumps(record) + "\n").encode("utf-8")
 
     @staticmethod
-    def frame_record(result: FrameResult) -> dict[str, Any]:
-        """The JSON-ready object written for one frame."""
+    def frame_record(result: FrameResult, header_size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The JSON-ready object written for one frame; its ``width``/``height`` when they differ from ``header_size``."""
         tracks = []
         for t in result.tracks:
             rle = encode_rle(t.mask)
@@ -141,15 +146,22 @@ class JsonlSink(SinkBase):
                 item["label"] = t.label
             item["mask"] = rle
             tracks.append(item)
-        return {"frame": int(result.index), "timestamp": _finite(result.timestamp, 6), "tracks": tracks}
+        record: dict[str, Any] = {"frame": int(result.index), "timestamp": _finite(result.timestamp, 6)}
+        size = (int(result.frame.width), int(result.frame.height))
+        if header_size is not None and size != tuple(header_size):
+            record["width"], record["height"] = size
+        record["tracks"] = tracks
+        return record
 
     def write(self, result: FrameResult) -> None:
         """Append the frame's line (and the header before the first frame)."""
         self._check_open()
-        data = (json.dumps(self.frame_record(result), separators=(",", ":")) + "\n").encode("utf-8")
+        header = b""
         if not self._header_written:
-            data = self._header(result.frame.width, result.frame.height) + data
+            self._size = (int(result.frame.width), int(result.frame.height))
+            header = self._header(*self._size)
             self._header_written = True
+        data = header + (json.dumps(self.frame_record(result, self._size), separators=(",", ":")) + "\n").encode("utf-8")
         write_all(self._file, data, self.path, "jsonl")
         self.frames_written += 1
 

@@ -68,13 +68,28 @@ def _pixel_shape(value: Any) -> Fraction | None:
     return sar if Fraction(1, 100) <= sar <= 100 else None
 
 
+def _letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` (``HxWx3``) scaled to fit ``width`` x ``height`` whole, its shape kept, centred on black."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    fit_w, fit_h = min(width, max(1, round(w * scale))), min(height, max(1, round(h * scale)))
+    if (fit_w, fit_h) != (w, h):
+        image = cv2.resize(image, (fit_w, fit_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    left, top = (width - fit_w) // 2, (height - fit_h) // 2
+    return cv2.copyMakeBorder(
+        image, top, height - fit_h - top, left, width - fit_w - left, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+    )
+
+
 class VideoSink(SinkBase):
     """Annotated frames as an H.264 video at the source's frame rate.
 
     Each frame is drawn with the renderer, converted to ``yuv420p`` (odd
     widths/heights are padded with black to even, as 4:2:0 needs) and
-    encoded with PyAV. A frame whose size differs from the first is resized
-    to the video's size. Timestamps come from the frame index: frame ``i``
+    encoded with PyAV. A frame whose size differs from the video's (a
+    stream that changed resolution, an image folder of several sizes) is
+    scaled to fit it whole, its shape kept, and centred on black
+    (letterboxed). Timestamps come from the frame index: frame ``i``
     is shown at ``(i - first_index) / fps`` seconds, so the file's duration
     is right and frames the pipeline skipped show as the previous frame held
     (an index that does not increase is placed one frame after the last).
@@ -247,7 +262,7 @@ class VideoSink(SinkBase):
             self._start(image)
         width, height = self.size  # type: ignore[misc]
         if image.shape[1] != width or image.shape[0] != height:
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            image = _letterbox(image, width, height)
         pad_w, pad_h = self._stream.width - width, self._stream.height - height
         if pad_w or pad_h:
             image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
