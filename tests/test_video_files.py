@@ -7,6 +7,9 @@ FFmpeg's own tools show.
 
 from __future__ import annotations
 
+import shutil
+import struct
+import subprocess
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -252,3 +255,75 @@ def test_mp4_still_being_written_says_so(tmp_path):
     junk.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(SourceError, match="not a video FFmpeg can read"):
         open_source(junk)
+
+
+# ------------------------------------------------------------------ cover art (attached pictures)
+
+
+def _ffmpeg(*args: str) -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg command is not installed (it makes the files with cover art)")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=60)
+
+
+def _cover(tmp_path: Path) -> Path:
+    path = tmp_path / "cover.png"
+    _ffmpeg("-f", "lavfi", "-i", "color=red:s=32x32:d=1", "-frames:v", "1", str(path))
+    return path
+
+
+def _boxes(data: bytes | bytearray, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    out, pos = [], start
+    while pos + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        out.append((pos, size, bytes(kind)))
+        pos += size
+    return out
+
+
+def _tags_before_tracks(path: Path) -> None:
+    """Move the MP4's tags (``udta``, which holds the cover) before its tracks, as some tagging tools write them.
+
+    FFmpeg then lists the cover as stream 0. The index sits after the media
+    data, so reordering inside it moves no sample.
+    """
+    data = bytearray(path.read_bytes())
+    ((moov, size, _),) = [b for b in _boxes(data, 0, len(data)) if b[2] == b"moov"]
+    kids = _boxes(data, moov + 8, moov + size)
+    order = sorted(kids, key=lambda b: {b"mvhd": 0, b"udta": 1}.get(b[2], 2))
+    data[moov + 8 : moov + size] = b"".join(bytes(data[p : p + n]) for p, n, _ in order)
+    path.write_bytes(bytes(data))
+
+
+def test_cover_art_beside_the_video_is_skipped(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", [i * 40 for i in range(12)])
+    cover = _cover(tmp_path)
+    tagged = tmp_path / "tagged.mp4"
+    _ffmpeg("-i", str(clip), "-i", str(cover), "-map", "0", "-map", "1", "-c:v:0", "copy", "-c:v:1", "mjpeg",
+            "-disposition:v:1", "attached_pic", str(tagged))
+    _tags_before_tracks(tagged)
+    with av.open(str(tagged)) as container:
+        kinds = [(s.width, s.height, bool(s.disposition & 0x400)) for s in container.streams.video]
+    assert kinds == [(32, 32, True), (W, H, False)]  # the cover comes first
+    mkv = tmp_path / "attached.mkv"  # Matroska keeps a cover as an attachment, listed after the tracks
+    _ffmpeg("-i", str(clip), "-c", "copy", "-attach", str(cover), "-metadata:s:t", "mimetype=image/png", str(mkv))
+    for path in (tagged, mkv):
+        source = open_source(path)
+        frames = list(source)
+        assert source.size == (W, H) and len(frames) == 12, path.name
+        assert source.fps == pytest.approx(25.0)
+        assert [f.timestamp for f in frames] == pytest.approx([i * 0.04 for i in range(12)])
+
+
+@pytest.mark.parametrize("name", ["song.mp3", "song.m4a"])
+def test_audio_with_only_cover_art_is_not_a_video(tmp_path, name):
+    cover = _cover(tmp_path)
+    path = tmp_path / name
+    codec = "png" if name.endswith(".mp3") else "mjpeg"
+    _ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-i", str(cover), "-map", "0", "-map", "1", "-c:v", codec,
+            "-disposition:v", "attached_pic", str(path))
+    with av.open(str(path)) as container:
+        assert [bool(s.disposition & 0x400) for s in container.streams.video] == [True]
+    with pytest.raises(SourceError, match=rf"{name} has no video stream, only cover art .*give a video file") as info:
+        open_source(path)
+    assert "\n" not in str(info.value)

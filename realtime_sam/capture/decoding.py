@@ -132,5 +132,16 @@ def sample_aspect_ratio(stream: Any, rotation: float | None) -> Fraction:
     return sar
 
 
+# FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a "video" stream that is one still
+# picture, the cover art of an audio file or a video (MP3, M4A, MKV, MP4).
+_ATTACHED_PIC = 0x0400
+
+
+def is_cover_art(stream: Any) -> bool:
+    """True for a stream that only carries an attached picture (cover art), not moving video."""
+    return bool(int(getattr(stream, "disposition", 0) or 0) & _ATTACHED_PIC)
+
+
 def first_video_stream(container: Any) -> Any | None:
-    return container.streams.video[0] if container.streams.video else None
+    """The container's first video stream that is not cover art; ``None`` when it has none."""
+    return next((s for s in container.streams.video if not is_cover_art(s)), None)

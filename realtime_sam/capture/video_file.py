@@ -13,6 +13,7 @@ from realtime_sam.capture.base import Source, SourceConfig, _Stopped, _TooManyEr
 from realtime_sam.capture.decoding import (
     AVDecoder,
     first_video_stream,
+    is_cover_art,
     sample_aspect_ratio,
     stream_fps,
     to_bgr,
@@ -63,7 +64,12 @@ class VideoFileSource(Source):
             raise SourceError(f"{self.path} is not a video FFmpeg can read ({describe_error(exc)})") from None
         stream = first_video_stream(container)
         if stream is None:
+            cover_art = any(is_cover_art(s) for s in container.streams.video)
             container.close()
+            if cover_art:
+                raise SourceError(
+                    f"{self.path} has no video stream, only cover art (an attached picture); give a video file"
+                )
             raise SourceError(f"{self.path} has no video stream; give a video file")
         # Keep FFmpeg's default (slice) threading: frame threading drops the
         # last decodable frames before damage in a truncated file.
