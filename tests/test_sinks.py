@@ -703,11 +703,15 @@ def test_open_sinks_rejects_two_outputs_on_one_path(tmp_path):
         open_sinks([f"jsonl:{tmp_path}/x.txt", f"mots:{tmp_path}/x.txt"])
 
 
-def test_video_needs_a_frame_rate():
+def test_video_needs_a_frame_rate(tmp_path):
+    # Without fps the rate comes from the source a pipeline binds; written to with neither, it says so.
+    sink = make_sink("video", tmp_path / "never.mp4")
     with pytest.raises(SinkError, match="frame rate") as caught:
-        make_sink("video", "never.mp4")
+        sink.write(FrameResult(Frame(0, np.zeros((16, 16, 3), np.uint8), 0.0, 0.0), ()))
     # The advice names the argument this call lacks, not a command-line flag that does not exist.
     assert "fps=" in str(caught.value) and "--fps" not in str(caught.value)
+    sink.close()
+    assert not (tmp_path / "never.mp4").exists()
 
 
 def test_multisink_closes_every_sink_even_when_one_fails():

@@ -20,7 +20,7 @@ import pytest
 
 from realtime_sam.app import cli
 from realtime_sam.capture.sources import open_source
-from realtime_sam.errors import SourceError
+from realtime_sam.errors import SinkError, SourceError
 from realtime_sam.output.jsonl import load_jsonl
 from realtime_sam.output.video import VideoSink
 from realtime_sam.types import Frame, FrameResult
@@ -182,6 +182,72 @@ def test_a_live_source_keeps_index_timing_and_what_the_caller_says_wins(tmp_path
     # Index / fps, as the command writes a live source; the caller's timestamps=True is kept.
     np.testing.assert_allclose(frame_times(live_out), [i / 25 for i in got], atol=1e-3)
     np.testing.assert_allclose(frame_times(told), [[0, 0.07, 0.09, 0.2][i] for i in got], atol=1e-3)
+
+
+class _Camera:
+    """A live source of four frames at ``fps`` (``None``: a camera that reports no rate)."""
+
+    live, name, sample_aspect_ratio = True, "cam", Fraction(1)
+
+    def __init__(self, fps: float | None) -> None:
+        self.fps, self.i, self.closed = fps, 0, False
+
+    def read(self):
+        if self.i >= 4:
+            return None
+        time.sleep(0.05)
+        self.i += 1
+        return Frame(self.i - 1, _image(self.i), 100.0 + 0.07 * self.i, 0.0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Echo:
+    has_pending = False
+
+    def process(self, frame):
+        return FrameResult(frame, ())
+
+
+def test_api_video_sink_without_fps_takes_the_sources_rate_and_timestamps(tmp_path):
+    from realtime_sam.app.pipeline import Pipeline
+    from realtime_sam.output.sinks import make_sink, open_sinks
+
+    # A file: its own timestamps, as the command writes them (before: make_sink refused, "pass fps=").
+    src = write_clip(tmp_path / "vfr.mp4", VFR_TIMES_MS)
+    video = make_sink("video", tmp_path / "api.mp4")
+    more = open_sinks([str(tmp_path / "api.mkv")])
+    _track_with(src, [video, more])
+    with open_source(src) as source:
+        assert video.fps == Fraction(source.fps).limit_denominator(1001)
+    for out in ("api.mp4", "api.mkv"):
+        np.testing.assert_allclose(frame_times(tmp_path / out), frame_times(src), atol=1e-3)
+    # A live source: index / its own rate (10 fps, not a default 25).
+    out = tmp_path / "live.mkv"
+    with Pipeline(_Camera(10.0), _Echo(), sinks=[make_sink("video", out)]) as pipe:
+        got = [r.index for r in pipe]
+    assert got[-1] == 3
+    np.testing.assert_allclose(frame_times(out), [i / 10 for i in got], atol=1e-3)
+
+
+def test_api_video_sink_with_no_rate_anywhere_says_so_before_any_frame(tmp_path):
+    from realtime_sam.app.pipeline import Pipeline
+    from realtime_sam.output.sinks import make_sink
+
+    camera, out, masks = _Camera(None), tmp_path / "cam.mp4", tmp_path / "cam.jsonl"
+    sinks = [make_sink("jsonl", masks), make_sink("video", out)]
+    with pytest.raises(SinkError, match=r"cam\.mp4 needs a frame rate and the source cam has none; pass fps=") as info:
+        Pipeline(camera, _Echo(), sinks=sinks)
+    assert "\n" not in str(info.value)
+    # Nothing ran: the source and every sink were closed, and the video left no empty file.
+    assert camera.closed and camera.i == 0
+    assert not out.exists() and load_jsonl(masks)[1] == []
+    # Given a rate, the same camera records (the caller's fps wins over the source's).
+    camera = _Camera(None)
+    with Pipeline(camera, _Echo(), sinks=[make_sink("video", out, fps=20)]) as pipe:
+        got = [r.index for r in pipe]
+    np.testing.assert_allclose(frame_times(out), [i / 20 for i in got], atol=1e-3)
 
 
 # ------------------------------------------------------------------ anamorphic pixels

@@ -440,12 +440,26 @@ class Pipeline:
         self.source = source
         self.engine = engine
         self.sinks = list(sinks)
-        for sink in self.sinks:
-            # What the caller left unsaid comes from the source: a file's timestamps and pixel
-            # shape in the video, its name and rate in the masks file (as the command gives them).
-            bind = getattr(sink, "bind_source", None)
-            if callable(bind):
-                bind(source)
+        try:
+            for sink in self.sinks:
+                # What the caller left unsaid comes from the source: its rate, a file's timestamps
+                # and pixel shape in the video, its name and rate in the masks file (as the command
+                # gives them).
+                bind = getattr(sink, "bind_source", None)
+                if callable(bind):
+                    bind(source)
+        except BaseException:
+            # A sink that cannot work with this source (a video without a frame rate): nothing
+            # runs, and what close() would have closed is closed (no empty output left behind).
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception:
+                    pass
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+            raise
         self.config = config
         self.on_status = on_status
         self._stop = threading.Event()

@@ -168,7 +168,9 @@ def make_sink(
     Args:
         kind: ``video``, ``jsonl``, ``png`` or ``mots``.
         path: file (folder for ``png``).
-        fps: the source's frame rate; needed by ``video``, recorded by ``jsonl``.
+        fps: the source's frame rate; ``video`` places frames by it (at index / fps for a live source),
+            ``jsonl`` records it. ``None``: the source's, when a pipeline runs the sink; a ``video``
+            sink that gets no rate from either raises :class:`SinkError`.
         config: codec, ids and format settings.
         renderer: overlay drawing for ``video``.
         source_name: recorded in the ``jsonl`` header.
@@ -190,9 +192,6 @@ def make_sink(
     cfg = config if config is not None else SinkConfig()
     kind = str(kind).lower()
     if kind == "video":
-        if fps is None:
-            # The CLI has no --fps flag (it falls back to 25 fps itself): say what this call lacks.
-            raise SinkError("the video output needs the source's frame rate: pass fps=..., such as fps=25")
         return VideoSink(
             path,
             fps,

@@ -144,7 +144,9 @@ class VideoSink(SinkBase):
     Args:
         path: ``.mp4``, ``.m4v``, ``.mov`` or ``.mkv`` file; its folder is created.
         fps: frames per second of the source, ``> 0`` (a float or a
-            ``Fraction``; 29.97, 23.976, 59.94 are stored as N*1000/1001).
+            ``Fraction``; 29.97, 23.976, 59.94 are stored as N*1000/1001);
+            ``None``: the source's (:meth:`bind_source`); a sink that gets
+            none by its first frame raises :class:`SinkError`.
         size: ``(width, height)`` of the video; ``None`` takes the first frame's.
         codec: FFmpeg encoder (``libx264``); crf/preset apply to x264/x265.
         crf: quality, ``0``-``51``.
@@ -177,7 +179,7 @@ class VideoSink(SinkBase):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fps: float | Fraction,
+        fps: float | Fraction | None,
         size: tuple[int, int] | None = None,
         *,
         codec: str = "libx264",
@@ -194,7 +196,7 @@ class VideoSink(SinkBase):
             raise SinkError(
                 f"the video output {path} must end in {', '.join(VIDEO_FORMATS)} (got {suffix or 'no extension'})"
             )
-        rate = _frame_rate(fps)
+        rate = _frame_rate(fps) if fps is not None else None
         if size is not None and (len(size) != 2 or min(int(size[0]), int(size[1])) < 1):
             raise SinkError(f"the video size must be (width, height) >= 1, got {size}")
         if not 0 <= int(crf) <= 51:
@@ -208,7 +210,7 @@ class VideoSink(SinkBase):
         except Exception:
             raise SinkError(f"the video encoder {codec!r} is not available in this PyAV build; use libx264") from None
         super().__init__(prepare_file(path, "video", "out.mp4"))
-        self.fps = rate
+        self.fps: Fraction | None = rate
         self.size = (int(size[0]), int(size[1])) if size is not None else None
         self.codec = codec
         self.crf = int(crf)
@@ -232,9 +234,22 @@ class VideoSink(SinkBase):
 
     def bind_source(self, source: Any) -> None:
         """What was left ``None`` comes from ``source`` (a pipeline calls this before the first frame):
-        a file's timestamps (``timestamps`` left ``None``) and its pixel shape."""
+        its frame rate, a file's timestamps (``timestamps`` left ``None``) and its pixel shape.
+
+        Raises:
+            SinkError: ``fps`` was left ``None`` and the source has no frame rate either.
+        """
         if self._stream is not None:
             return  # the video has started: its clock and pixel shape are fixed
+        if self.fps is None:
+            rate = getattr(source, "fps", None)
+            if not rate:
+                name = getattr(source, "name", None)
+                raise SinkError(
+                    f"the video output {self.path} needs a frame rate and the source"
+                    f"{f' {name}' if name is not None else ''} has none; pass fps=..., such as fps=25"
+                )
+            self.fps = _frame_rate(rate)
         if self.timestamps is None:
             self.timestamps = not bool(getattr(source, "live", False))
         if not self._sar_given:
@@ -300,6 +315,11 @@ class VideoSink(SinkBase):
             self.frames_in_file += 1
 
     def _start(self, image: np.ndarray) -> None:
+        if self.fps is None:
+            raise SinkError(
+                f"the video output {self.path} needs the source's frame rate: pass fps=..., such as fps=25, "
+                "or run it with track() or a Pipeline, which give the source's"
+            )
         if self.size is None:
             self.size = (int(image.shape[1]), int(image.shape[0]))
         width, height = self.size
