@@ -35,7 +35,7 @@ from realtime_sam.tracking.discovery import DiscoveryConfig
 from realtime_sam.tracking.engine import EngineConfig
 from realtime_sam.tracking.propagation import PropagationConfig
 from realtime_sam.tracking.tracks import TrackerConfig
-from realtime_sam.yaml_loader import DECIMAL, UniqueKeyLoader, base_60_hint, yes_no_hint
+from realtime_sam.yaml_loader import UniqueKeyLoader, base_60_hint, integer_in_text, number_in_text, yes_no_hint
 
 __all__ = ["ModelConfig", "Config", "PRESETS", "preset_text", "load_config", "parse_config", "read_yaml"]
 
@@ -102,9 +102,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         # Text that is a whole number (017 and 08, which the loader keeps as written; "5" quoted) is
-        # read as that number, as float keys read "0.5": surrounding spaces allowed, ASCII digits only.
-        if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
-            return int(value.strip().replace("_", ""), 10)  # 017 is 17 (YAML 1.1 reads it as octal 15)
+        # read as that number, as float keys read "0.5" and prompts files read both.
+        number = integer_in_text(value) if isinstance(value, str) else None
+        if number is not None:
+            return number
         raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or _integral_hint(value)}")
     if tp is float:
         number = None
@@ -113,13 +114,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
             except OverflowError:  # an int past float's range (a 400-digit number): refused below
                 number = math.inf
-        elif isinstance(value, str) and value.isascii():
+        elif isinstance(value, str):
             # PyYAML (YAML 1.1) reads 1e9 and 1e-3 as strings; they are numbers to anyone writing them.
-            # So is "0.5" quoted. ASCII only, as int keys read text: float() would take Arabic-Indic digits.
-            try:
-                number = float(value)
-            except ValueError:
-                pass
+            # So is "0.5" quoted.
+            number = number_in_text(value)
         if number is None:
             raise ConfigError(f"{where} must be a number, not {value!r}{base_60_hint(value)}")
         # No setting means anything by NaN or infinity (.nan, .inf, 1e400, "nan"); NaN would pass

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ScalarLoader", "UniqueKeyLoader", "BASE_60", "DECIMAL", "base_60_hint", "yes_no_hint"]
+__all__ = ["ScalarLoader", "UniqueKeyLoader", "BASE_60", "DECIMAL", "base_60_hint", "integer_in_text", "number_in_text", "yes_no_hint"]
 
 BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 """What YAML 1.1 reads as a base-60 number (``1:30``, ``-12:30:00``, ``1:30.5``)."""
@@ -94,6 +94,30 @@ class UniqueKeyLoader(ScalarLoader):
 
 DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
 """An integer as written in decimal, leading zeros allowed (``017`` and ``08``, which the loader keeps as text)."""
+
+
+def integer_in_text(text: str) -> int | None:
+    """The whole number ``text`` spells (``"5"`` quoted, ``017`` kept as text), else ``None``.
+
+    Spaces around it are allowed; digits are ASCII only. ``017`` is 17 (YAML 1.1 reads it as octal 15).
+    Config keys and prompts files read quoted numbers through this and :func:`number_in_text` alike.
+    """
+    text = text.strip()
+    return int(text.replace("_", ""), 10) if DECIMAL.fullmatch(text) else None
+
+
+def number_in_text(text: str) -> float | None:
+    """The number ``text`` spells (``"0.5"`` quoted; ``1e-3``, which YAML 1.1 leaves as text), else ``None``.
+
+    Spaces around it are allowed; ASCII only, as :func:`integer_in_text` (``float`` alone would take
+    Arabic-Indic or full-width digits). ``nan`` and ``inf`` are returned: callers refuse them.
+    """
+    if not text.isascii():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def base_60_hint(value: object) -> str:

@@ -198,6 +198,57 @@ def test_file_errors_name_the_problem(tmp_path, text, fragment):
     assert str(path) in msg
 
 
+@pytest.mark.parametrize(
+    "quoted,number,integer",
+    [
+        ('"5"', 5.0, 5), ("'017'", 17.0, 17), ('" 5 "', 5.0, 5), ('"1_000"', 1000.0, 1000), ('"+3"', 3.0, 3),
+        ('"2.5"', 2.5, None), ('" 1e1 "', 10.0, None), ('"\u0661\u0662"', None, None), ('"\uff15"', None, None),
+    ],
+)
+def test_a_quoted_number_is_read_as_config_keys_read_it(tmp_path, quoted, number, integer):
+    # Coordinates read a quoted number as float config keys do, start_frame and labels as integer
+    # keys do (README: Configuration). Before, coordinates took Arabic-Indic and full-width digits
+    # (float() reads them) that config keys refuse, start_frame refused " 5 " and labels any "1".
+    from realtime_sam.config import load_config
+    from realtime_sam.errors import ConfigError
+
+    def config(key: str):
+        try:
+            cfg = load_config(None, [f"{key}={quoted}"])
+        except ConfigError:
+            return None
+        return cfg.source.backoff_max_s if key.startswith("source") else cfg.engine.reencode_every
+
+    def prompts(text: str):
+        try:
+            return load_prompts_file(write(tmp_path, "p.yaml", text))[0]
+        except PromptError as exc:
+            one_line_message = str(exc)
+            assert "\n" not in one_line_message and "p.yaml" in one_line_message
+            return None
+
+    as_float, as_int = config("source.backoff_max_s"), config("engine.reencode_every")
+    assert (as_float, as_int) == (number, integer)  # None: refused
+    got = prompts(f"- box: [{quoted}, 0, 9999, 9999]\n")
+    assert (got.box[0] if got else None) == as_float
+    got = prompts(f"- box: [0, 0, 10, 10]\n  start_frame: {quoted}\n")
+    assert (got.start_frame if got else None) == as_int
+
+
+@pytest.mark.parametrize(
+    "quoted,label", [('"1"', 1), ("' 0 '", 0), ("'01'", 1), ('"1.0"', None), ('"2"', None), ('"\u0661"', None)]
+)
+def test_a_quoted_point_label_is_read_as_an_integer_key_reads_it(tmp_path, quoted, label):
+    # Before, any quoted label was refused ("1" too), where an integer config key reads "1" as 1.
+    path = write(tmp_path, "p.yaml", f"- points: [[3, 3], [5, 5]]\n  labels: [1, {quoted}]\n")
+    if label is None:
+        with pytest.raises(PromptError, match=r"label 2 must be 1 \(on the object\) or 0") as exc:
+            load_prompts_file(path)
+        assert repr(yaml.safe_load(quoted)) in one_line(exc)
+    else:
+        assert load_prompts_file(path)[0].labels == (1, label)
+
+
 def test_file_missing_directory_binary_and_bad_json(tmp_path):
     with pytest.raises(PromptError) as exc:
         load_prompts_file(tmp_path / "nope.yaml")

@@ -40,7 +40,7 @@ import yaml
 
 from realtime_sam.errors import PromptError
 from realtime_sam.types import Box, ObjectPrompt
-from realtime_sam.yaml_loader import DECIMAL, UniqueKeyLoader, base_60_hint, yes_no_hint
+from realtime_sam.yaml_loader import UniqueKeyLoader, base_60_hint, integer_in_text, number_in_text, yes_no_hint
 
 __all__ = [
     "MAX_COORD",
@@ -70,10 +70,11 @@ def _number(value: Any, what: str) -> float:
     if isinstance(value, bool):  # bool is an int subclass; true/false in YAML is a mistake
         raise PromptError(f"{what} must be a number, got {value!r}")
     if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise PromptError(f"{what} must be a number, got {value!r}{base_60_hint(value)}") from None
+        # A quoted number ("12.5"), read as config keys read one.
+        text_number = number_in_text(value)
+        if text_number is None:
+            raise PromptError(f"{what} must be a number, got {value!r}{base_60_hint(value)}")
+        number = text_number
     elif isinstance(value, (int, float)):
         try:
             number = float(value)
@@ -105,9 +106,10 @@ def _check_box(box: Sequence[float], what: str) -> Box:
 
 
 def _label_value(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
+    number = integer_in_text(value) if isinstance(value, str) else value  # "1" quoted, as an integer key reads it
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or number not in (0, 1):
         raise PromptError(f"{what} must be 1 (on the object) or 0 (not on it), got {_short(value)}")
-    return int(value)
+    return int(number)
 
 
 def parse_box(text: str) -> Box:
@@ -231,8 +233,8 @@ def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     start = obj.get("start_frame", 0)
     if start is None:
         start = 0
-    if isinstance(start, str) and DECIMAL.fullmatch(start):
-        start = int(start.replace("_", ""), 10)  # 017 as written (YAML 1.1 reads it as octal 15)
+    if isinstance(start, str) and integer_in_text(start) is not None:
+        start = integer_in_text(start)  # "5" quoted, or 017 as written (YAML 1.1 reads it as octal 15)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(start)}{base_60_hint(start)}")
 
