@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig
+from realtime_sam.capture.base import LiveSource, SourceConfig
 from realtime_sam.errors import ConfigError, StreamInterrupted
 from realtime_sam.types import Frame, FrameResult
 
@@ -178,6 +179,68 @@ def test_the_encode_interval_leaves_out_the_time_paused():
                 pipe.resume()
     # 4 encodes, 10 frames of 5 ms apart (with the pause counted, the mean was over 1 s).
     assert pipe.stats.encode_interval_s < 0.6, pipe.stats
+
+
+class DropsOnce(LiveSource):
+    """A live source (the real reconnect logic of :class:`LiveSource`) of ``n`` frames that loses its
+    connection once, before frame ``drop_at``, and gets it back after ``outage_s`` (the backoff's first wait)."""
+
+    name, fps, size, num_frames = "cam", 50.0, (4, 4), None
+
+    def __init__(self, n: int, drop_at: int, outage_s: float) -> None:
+        super().__init__(SourceConfig(backoff_initial_s=outage_s), None)
+        self.n, self.drop_at, self.i, self.up, self.dropped = n, drop_at, 0, True, False
+
+    def _connect(self) -> None:
+        self.up = True
+
+    def _disconnect(self) -> None:
+        self.up = False
+
+    @property
+    def _connected(self) -> bool:
+        return self.up
+
+    def _read(self):
+        if self.i >= self.n:
+            return None
+        if self.i == self.drop_at and not self.dropped:
+            self.dropped = True
+            self._dropped("the test dropped it")
+        time.sleep(0.01)
+        self.i += 1
+        return Frame(self.i - 1, np.zeros((4, 4, 3), np.uint8), self.i / 50, time.monotonic())
+
+    def _release(self) -> None:
+        pass
+
+
+def test_the_encode_interval_after_a_reconnect_leaves_out_the_outage():
+    # Encodes land every 10th frame (~0.1 s apart); the stream is gone for 2 s before frame 45.
+    # Before, the status line said 'encode every 2.1 s' right after the reconnect and kept the
+    # outage in its mean for the next five encodes ('every 0.51 s').
+    outage = 2.0
+    src = DropsOnce(100, drop_at=45, outage_s=outage)
+    seen: list[tuple[int, float | None]] = []
+
+    class Snapshots(LandsEncodes):
+        def process(self, frame):
+            # What the status line shows as this frame comes in: every frame before it counted.
+            seen.append((frame.index, pipe.stats.encode_interval_s))
+            return super().process(frame)
+
+    pipe = Pipeline(src, Snapshots(lambda i: i % 10 == 0))
+    with pipe:
+        list(pipe)
+    assert src.reconnects == 1
+    before = [v for i, v in seen if i <= 45]  # frame 45's snapshot holds the frames before the drop
+    assert before[-1] is not None and before[-1] < outage / 2, seen
+    after = [(i, v) for i, v in seen if i > 45]
+    second = [i for i, _ in after if i % 10 == 0][1]
+    # The count starts over at the reconnect: no interval until two encodes landed after it...
+    assert all(v is None for i, v in after if i <= second), seen
+    # ...and from then on it is the spacing of those encodes, never the outage.
+    assert all(v is not None and v < outage / 2 for i, v in after if i > second), seen
 
 
 def test_live_source_keeps_only_the_newest_frame():

@@ -182,7 +182,8 @@ class PipelineStats:
             the model), the mean over the last ``_ENCODES`` ones in playing time (pauses
             left out), or the time since the last one as of the last frame processed
             when that is longer (encodes stopped coming); ``None`` before two landed,
-            and again after the model was idle for 30 frames.
+            and again after the model was idle for 30 frames or the source reconnected
+            (until two more landed: the outage is no time between encodes).
     """
 
     frames_read: int
@@ -484,6 +485,7 @@ class Pipeline:
         # frame was processed: how often the model refreshes the masks.
         self._encode_times: collections.deque[float] = collections.deque(maxlen=_ENCODES)
         self._processed_at = 0.0
+        self._reconnects_seen = getattr(source, "reconnects", 0)  # a live source's (LiveSource.reconnects)
         self._latency_ms = 0.0
         self._started = False
         self._ended = False
@@ -716,6 +718,12 @@ class Pipeline:
 
     def _note_encode(self, result: FrameResult) -> None:
         now = self._processed_at = self._playing_clock()
+        reconnects = getattr(self.source, "reconnects", 0)
+        if reconnects != self._reconnects_seen:
+            # The source dropped and came back: the encodes after it start a new count, not one
+            # spanning the outage (read timeout, backoff, reconnect: seconds with no frame).
+            self._reconnects_seen = reconnects
+            self._encode_times.clear()
         if getattr(result, "encoded", False):
             self._encode_times.append(now)
         elif not any(worked for _, worked in self._proc_times):

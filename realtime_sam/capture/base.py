@@ -342,9 +342,16 @@ class _ConnectFailed(Exception):
 
 
 class LiveSource(Source):
-    """Shared disconnect / backoff / reconnect logic for live sources."""
+    """Shared disconnect / backoff / reconnect logic for live sources.
+
+    Attributes:
+        reconnects: times the source got its connection back after losing it
+            (a pipeline starts its count of encode intervals over after one,
+            so the outage is not counted as time between two encodes).
+    """
 
     live = True
+    reconnects: int = 0
 
     def __init__(self, config: SourceConfig, on_status: StatusCallback | None) -> None:
         super().__init__()
@@ -430,6 +437,7 @@ class LiveSource(Source):
                     ) from None
                 delay = min(max(delay * 2.0, 0.05), cfg.backoff_max_s)
                 continue
+            self.reconnects += 1
             self._emit("reconnected", f"reconnected to {self.name} (attempt {attempt})", attempt)
             return
 
