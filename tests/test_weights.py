@@ -1077,3 +1077,44 @@ def test_sigterm_during_the_first_run_download_exits_143_and_keeps_no_partial_fi
     assert proc.returncode == 143, err
     assert err.splitlines()[-1] == "error: terminated by SIGTERM", err
     assert _listing(cache) == []  # the temporary file is gone, and no mobile_sam.pt either
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_during_weights_download_exits_143_and_keeps_no_partial_file(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes
+) -> None:
+    # `realtime-sam weights download` had the default SIGTERM action (`timeout`, `docker stop`,
+    # systemd): the process ended at once with -15, printing nothing, and its .part file stayed in
+    # the cache until a later download removed it. The app's own first-run download already ended
+    # with 143 and no partial file.
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
+    env.update({
+        ENV_CACHE: str(cache),
+        ENV_URLS: server.serve("/slow.pt", checkpoint_bytes, mode="hang"),
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime_sam", "weights", "download", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (cache.is_dir() and any(p.stat().st_size > 0 for p in cache.glob(".mobile_sam.pt.*.part"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == "error: terminated by SIGTERM; no partial file was kept", err
+    assert out == ""
+    assert _listing(cache) == []

@@ -40,6 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import cv2  # noqa: F401  (the import order is the point)
 
 from realtime_sam.errors import ConfigError, RealtimeSamError, SinkError, SourceError
+from realtime_sam.sigterm import RaiseOnTerm, Terminated
 
 __all__ = ["build_parser", "build_config", "main", "entry", "EXIT_OK", "EXIT_DAMAGED", "EXIT_ERROR"]
 
@@ -386,41 +387,6 @@ class _StopOnSignal:
         self._previous.clear()
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside the pipeline (opening the source, downloading or loading the model), raised
-    in the main thread as Ctrl-C raises :class:`KeyboardInterrupt`: what is being done unwinds
-    (a download removes its temporary file; opened outputs and the source are closed)."""
-
-
-class _RaiseOnTerm:
-    """While active, SIGTERM raises :class:`_Terminated` in the main thread; a second SIGTERM ends the process.
-
-    The default SIGTERM action ends the process at once, printing nothing: a first-run download
-    then left its ``.part`` file and the command ended with -15 instead of 143. Inside, the
-    pipeline's :class:`_StopOnSignal` takes SIGTERM over (a graceful stop) and gives it back.
-    """
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._active = False
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while unwinding: end now
-        raise _Terminated()
-
-    def __enter__(self) -> "_RaiseOnTerm":
-        # A SIGTERM the parent told us to ignore stays ignored; a handler only the main thread may set.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._active = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._active:
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-            self._active = False
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -602,14 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2); argparse printed it
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
-        with _RaiseOnTerm():
+        # SIGTERM outside the pipeline (opening the source, downloading or loading the model) unwinds
+        # as Ctrl-C does; inside, the pipeline's _StopOnSignal takes it over (a graceful stop).
+        with RaiseOnTerm():
             return _dispatch(parser, args)
     except SystemExit as exc:  # parser.error in _dispatch
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except _Terminated:  # SIGTERM before the pipeline started (e.g. while the weights download)
+    except Terminated:  # SIGTERM before the pipeline started (e.g. while the weights download)
         print("error: terminated by SIGTERM", file=sys.stderr)
         return _EXIT_BY_SIGNAL[signal.SIGTERM]
     except KeyboardInterrupt:  # Ctrl-C before the pipeline started (e.g. while the model loads)

@@ -56,6 +56,7 @@ from realtime_sam.errors import (
     describe_error,
 )
 from realtime_sam.model import checkpoint
+from realtime_sam.sigterm import EXIT_SIGTERM, RaiseOnTerm, Terminated
 
 __all__ = [
     "ENV_CACHE",
@@ -819,7 +820,7 @@ def weights_main(argv: Sequence[str]) -> int:
     """Run ``realtime-sam weights <path|download|verify> ...``; return the exit status.
 
     0 on success, 2 on a usage error or a :class:`RealtimeSamError` (printed as
-    ``error: <message>`` on stderr), 130 on Ctrl-C.
+    ``error: <message>`` on stderr), 130 on Ctrl-C, 143 on SIGTERM.
     """
     parser = _build_parser()
     try:
@@ -828,13 +829,19 @@ def weights_main(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     handler = {"path": _cmd_path, "download": _cmd_download, "verify": _cmd_verify}[args.command]
     try:
-        return handler(args)
+        # SIGTERM (`timeout`, `docker stop`) unwinds as Ctrl-C does: the default action ended the
+        # process at once, with -15 and its partial download left behind.
+        with RaiseOnTerm():
+            return handler(args)
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Only a download writes anything (and removes its partial file when interrupted).
         kept = "; no partial file was kept" if args.command == "download" else ""
+        if isinstance(exc, Terminated):
+            print(f"error: terminated by SIGTERM{kept}", file=sys.stderr)
+            return EXIT_SIGTERM
         print(f"error: interrupted{kept}", file=sys.stderr)
         return 130
 
