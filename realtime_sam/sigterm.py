@@ -1,4 +1,4 @@
-"""SIGTERM as an exception, so what is under way unwinds (a download removes its temporary file).
+"""SIGTERM as an exception, so what is under way unwinds as after Ctrl-C (a download cleans up).
 
 The default SIGTERM action (``timeout``, ``docker stop``, systemd) ends the process at once,
 running no cleanup and printing nothing; the exit status is -15 instead of the shell's 143.
@@ -19,7 +19,8 @@ EXIT_SIGTERM = 128 + int(signal.SIGTERM)
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C raises :class:`KeyboardInterrupt`: what is being
-    done unwinds (a download removes its temporary file; opened outputs and the source are closed)."""
+    done unwinds (a download removes its temporary file or keeps it to be resumed; opened outputs
+    and the source are closed)."""
 
 
 class RaiseOnTerm:

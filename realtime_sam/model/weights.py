@@ -16,7 +16,10 @@ A download streams into a temporary file next to the destination, checks the
 byte count against ``Content-Length`` and the contents against the model's
 manifest (:func:`realtime_sam.model.checkpoint.load_checkpoint`), and only then
 renames it into place, so an interrupted or corrupt transfer never leaves a
-file that a later run would trust.
+file that a later run would trust. An interrupted transfer keeps its temporary
+file, named for its URL, when the server gave a validator (``ETag`` or
+``Last-Modified``): the next download of that URL resumes it with a ``Range``
+request (see :func:`_start`).
 
 This module is also the ``realtime-sam weights`` sub-command
 (:func:`weights_main`), runnable as ``python -m realtime_sam.model.weights``.
@@ -29,6 +32,7 @@ import errno
 import glob
 import hashlib
 import http.client
+import json
 import os
 import secrets
 import socket
@@ -66,6 +70,7 @@ __all__ = [
     "check_weights",
     "create_part_file",
     "remove_stale_parts",
+    "partial_download_bytes",
     "damaged_weights_error",
     "locate_checkpoint",
     "OFFICIAL_URLS",
@@ -105,6 +110,8 @@ OFFICIAL_SAM_URLS: Mapping[str, str] = {
 }
 
 _CHUNK = 1 << 20
+#: A resumed transfer fetches this much again before the part's end, to check it against the part.
+_RESUME_OVERLAP = 64 * 1024
 #: A ``.part`` file left this long unmodified, and locked by no download, is a killed download's.
 _STALE_PART_S = 60.0
 #: The longest ``timeout`` taken (a day): sockets refuse much larger ones (OverflowError).
@@ -405,20 +412,18 @@ def _content_length(resp: http.client.HTTPResponse) -> int | None:
     return n if n is not None and n >= 0 else None
 
 
-def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: float) -> int:
-    """Stream ``url`` into ``out``; return the byte count.
+def _open(url: str, *, timeout: float, headers: Mapping[str, str] | None = None) -> http.client.HTTPResponse:
+    """The response to a GET of ``url``.
 
     Raises:
-        _TransferFailed: the server could not be reached, answered with an error,
-            or the transfer stopped before ``Content-Length`` bytes arrived.
-        _WriteFailed: ``out`` could not be written (disk full, ...).
+        _TransferFailed: the server could not be reached or answered with an error.
     """
     try:
         # Request parses the URL: a malformed one ("ftp//host/x", no scheme) fails here.
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **(headers or {})})
         # A new opener reads the proxy variables now, as _proxy_for does; urlopen's is built
         # once per process and would miss a $HTTPS_PROXY set after the first download.
-        resp = urllib.request.build_opener().open(request, timeout=timeout)
+        return urllib.request.build_opener().open(request, timeout=timeout)
     except ValueError as exc:  # unknown url type, malformed URL
         raise _TransferFailed(f"not a usable URL ({describe_error(exc)})") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -429,15 +434,92 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
             failed = _TransferFailed(f"{failed.reason}, proxy {proxy}", proxy_env=f"{scheme}_PROXY")
         raise failed from exc
 
-    received = 0
+
+def _read(resp: http.client.HTTPResponse, n: int, received: int) -> bytes:
+    """Up to ``n`` bytes of the body (``b""`` at its end); ``received`` is for the message."""
+    try:
+        return resp.read(n)
+    except (TimeoutError, socket.timeout) as exc:
+        raise _TransferFailed(f"timed out after {received} bytes") from exc
+    except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
+        raise _TransferFailed(f"transfer interrupted after {received} bytes ({describe_error(exc)})") from exc
+
+
+def _start(
+    url: str, out: BinaryIO, part: "_Part", *, timeout: float, progress: bool
+) -> tuple[http.client.HTTPResponse, int, int | None]:
+    """The response to stream into ``out`` (the open ``part`` file): ``(response, bytes already in the file, total length)``.
+
+    A part left by an interrupted transfer of ``url`` (its record, see :class:`_Part`, names
+    the length and a validator) is resumed: the request asks for the bytes from
+    :data:`_RESUME_OVERLAP` before the part's end, ``If-Range`` the validator, and the
+    overlap must equal the part's last bytes. A server that answers 200 (the file changed,
+    or Range is not supported) gives the whole file in that answer; a ``Content-Range``
+    that does not match, or an overlap that differs (another file, or a tail a power cut
+    left unwritten), starts over with a plain request. Otherwise the file is emptied and the
+    record written anew when the response names its length and a validator (``ETag``,
+    else ``Last-Modified``), so that the next download can resume this one.
+    """
+    info = _read_part_info(part.info_path, url) if part.info_path is not None else None
+    size = os.fstat(out.fileno()).st_size
+    resp = None
+    if info is not None and _RESUME_OVERLAP < size <= info.length:
+        begin = size - _RESUME_OVERLAP
+        try:
+            resp = _open(url, timeout=timeout, headers={"Range": f"bytes={begin}-", "If-Range": info.validator})
+        except _TransferFailed as exc:
+            if exc.offline or exc.proxy_env:
+                raise  # nobody answered: a plain request would wait as long again
+            resp = None  # 416 and the like: the plain request below says what is wrong, if anything
+        if resp is not None and resp.status == 206:
+            if (resp.headers.get("Content-Range") or "").strip() == f"bytes {begin}-{info.length - 1}/{info.length}":
+                out.seek(begin)
+                tail = out.read(_RESUME_OVERLAP)
+                overlap = b""
+                while len(overlap) < _RESUME_OVERLAP:
+                    chunk = _read(resp, _RESUME_OVERLAP - len(overlap), begin + len(overlap))
+                    if not chunk:
+                        break
+                    overlap += chunk
+                if overlap == tail:
+                    if progress:
+                        print(f"  resuming at {size / 1e6:.1f} of {info.length / 1e6:.1f} MB", file=sys.stderr, flush=True)
+                    out.seek(size)
+                    return resp, size, info.length
+            resp.close()
+            resp = None
+    if resp is None:
+        resp = _open(url, timeout=timeout)
+    length = _content_length(resp)
+    try:
+        out.seek(0)
+        out.truncate()
+        if part.info_path is not None:
+            _write_part_info(part.info_path, url, resp, length)
+    except OSError as exc:
+        resp.close()
+        raise _WriteFailed(describe_error(exc)) from exc
+    return resp, 0, length
+
+
+def _fetch(url: str, out: BinaryIO, part: "_Part", *, label: str, progress: bool, timeout: float) -> int:
+    """Stream ``url`` into ``out`` (the open ``part`` file), resuming an interrupted transfer
+    where the server agrees (:func:`_start`); return the file's byte count.
+
+    Raises:
+        _TransferFailed: the server could not be reached, answered with an error,
+            or the transfer stopped before ``Content-Length`` bytes arrived.
+        _WriteFailed: ``out`` could not be written (disk full, ...).
+    """
+    resp, received, length = _start(url, out, part, timeout=timeout, progress=progress)
     bar = None
     with resp:
-        length = _content_length(resp)
         if progress and length is not None:
             from tqdm import tqdm  # imported lazily: only a download needs it
 
             bar = tqdm(
                 total=length,
+                initial=received,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
@@ -447,14 +529,7 @@ def _fetch(url: str, out: BinaryIO, *, label: str, progress: bool, timeout: floa
             )
         try:
             while True:
-                try:
-                    chunk = resp.read(_CHUNK)
-                except (TimeoutError, socket.timeout) as exc:
-                    raise _TransferFailed(f"timed out after {received} bytes") from exc
-                except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
-                    raise _TransferFailed(
-                        f"transfer interrupted after {received} bytes ({describe_error(exc)})"
-                    ) from exc
+                chunk = _read(resp, _CHUNK, received)
                 if not chunk:
                     break
                 try:
@@ -490,8 +565,11 @@ def download_weights(
     ``Content-Length`` and the file passes
     :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
     ``dest`` (replacing any old file). The temporary file lives next to
-    ``dest`` and is removed on every failure, Ctrl-C included; those of earlier
-    downloads that were killed outright are removed first (:func:`remove_stale_parts`). ``progress``
+    ``dest``. A transfer cut short (the network, Ctrl-C, SIGTERM) keeps it where the
+    server named the file's length and a validator (``ETag`` or ``Last-Modified``), and
+    the next download of the same URL resumes it (:func:`_start`); any other failure
+    removes it, as does success for the other URLs' parts. Those of earlier downloads
+    that no URL given will resume are removed first (:func:`remove_stale_parts`). ``progress``
     draws a progress bar and status lines on stderr. ``timeout`` (seconds, more
     than 0 and at most a day) bounds connecting and each read.
 
@@ -529,49 +607,62 @@ def download_weights(
             f"{what}; set {ENV_CACHE} to a writable folder or pass another destination"
         ) from exc
 
-    remove_stale_parts(dest)
+    remove_stale_parts(dest, keep_urls=urls)
 
     name = checkpoint.MODEL_NAMES[model_type]
     failures: list[tuple[str, _TransferFailed]] = []
+    kept: list[_Part] = []  # interrupted transfers of this call, for the next download to resume
     for i, url in enumerate(urls):
         if progress:
             print(f"downloading {name} weights from {url}", file=sys.stderr, flush=True)
         try:
-            fd, tmp = create_part_file(dest)
+            fd, part = _open_part(dest, url)
         except OSError as exc:
             raise WeightsDownloadError(
                 f"cannot write to {dest.parent} ({describe_error(exc)}); set {ENV_CACHE} to a writable "
                 f"directory or pass another destination"
             ) from exc
+        keep = checking = False
         try:
             try:
-                with os.fdopen(fd, "wb") as out:
-                    _fetch(url, out, label=dest.name, progress=progress, timeout=timeout)
+                with os.fdopen(fd, "wb" if part.info_path is None else "r+b") as out:
+                    _fetch(url, out, part, label=dest.name, progress=progress, timeout=timeout)
             except _WriteFailed as exc:
                 raise WeightsDownloadError(
-                    f"cannot write the download to {tmp.parent} ({exc}); free some space or "
+                    f"cannot write the download to {part.path.parent} ({exc}); free some space or "
                     f"set {ENV_CACHE} to another directory"
                 ) from exc
             except OSError as exc:  # closing (flushing) the temp file failed
                 raise WeightsDownloadError(
-                    f"cannot write the download to {tmp.parent} ({describe_error(exc)}); free some "
+                    f"cannot write the download to {part.path.parent} ({describe_error(exc)}); free some "
                     f"space or set {ENV_CACHE} to another directory"
                 ) from exc
+            checking = True
             try:
-                checkpoint.load_checkpoint(tmp, model_type)
+                checkpoint.load_checkpoint(part.path, model_type)
             except CheckpointError as exc:
                 raise _TransferFailed(
-                    f"the file is not a valid {name} checkpoint ({_checkpoint_reason(exc, tmp)})"
+                    f"the file is not a valid {name} checkpoint ({_checkpoint_reason(exc, part.path)})"
                 ) from exc
-            os.replace(tmp, dest)
+            os.replace(part.path, dest)
         except _TransferFailed as exc:
+            keep = not checking and part.resumable()
             failures.append((url, exc))
             if progress and i + 1 < len(urls):
                 print(f"  failed: {exc.reason}; trying the next mirror", file=sys.stderr, flush=True)
             continue
+        except KeyboardInterrupt:
+            keep = part.resumable()  # Ctrl-C, SIGTERM: the next download goes on from here
+            raise
         finally:
-            # Also reached on KeyboardInterrupt: a half-written file must not survive.
-            tmp.unlink(missing_ok=True)
+            # A half-written file survives only as a resumable part (named for its URL, with the
+            # record of the response it came from); any other is removed, Ctrl-C included.
+            if keep:
+                kept.append(part)
+            else:
+                part.discard()
+        for other in kept:  # the weights are in place: an earlier mirror's part is of no more use
+            other.discard()
         if progress:
             print(f"saved verified weights to {dest}", file=sys.stderr, flush=True)
         return dest
@@ -584,10 +675,117 @@ def download_weights(
         offline = f" The proxy did not answer: check ${' / $'.join(proxies)}."
     else:
         offline = ""
+    received = sum(_size(p.path) for p in kept)
+    saved = (
+        f"; the {received / 1e6:.1f} MB received are kept, and the next download resumes from there"
+        if received else ", nothing was saved"
+    )
     raise WeightsDownloadError(
-        f"could not download the {name} weights, nothing was saved. Tried: {tried}.{offline} "
+        f"could not download the {name} weights{saved}. Tried: {tried}.{offline} "
         f"Download it by hand: curl -L -o {dest} {urls[0]}"
     )
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
+class _PartInfo:
+    """What a resumable part's record (``<part>.json``) says about the response its bytes came from."""
+
+    url: str
+    length: int
+    validator: str  #: the response's strong ``ETag``, else its ``Last-Modified``, for ``If-Range``
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A download's temporary file beside its destination.
+
+    ``info_path`` is the record that makes it resumable (``None``: a one-off part, removed
+    on any failure). A resumable part is named for its URL (``.<name>.<16 hex digits of the
+    URL's SHA-256>.part``), so a download from another URL never continues it.
+    """
+
+    path: Path
+    info_path: Path | None
+
+    def resumable(self) -> bool:
+        """Whether the next download could go on from this part (it has a record, and more bytes than the overlap)."""
+        info = _read_part_info(self.info_path) if self.info_path is not None else None
+        return info is not None and _RESUME_OVERLAP < _size(self.path) <= info.length
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.info_path is not None:
+            self.info_path.unlink(missing_ok=True)
+
+
+def _url_part_path(dest: Path, url: str) -> Path:
+    return dest.parent / f".{dest.name}.{hashlib.sha256(url.encode()).hexdigest()[:16]}.part"
+
+
+def _info_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _open_part(dest: Path, url: str) -> tuple[int, _Part]:
+    """The part file for downloading ``url`` to ``dest``, open for reading and writing and locked: ``(fd, part)``.
+
+    The resumable part of ``url`` (kept by an earlier, interrupted download), or a new one;
+    a one-off part (:func:`create_part_file`) where another download holds that one's lock
+    or where there are no locks (Windows: nothing would tell a live download's part from a
+    dead one's).
+    """
+    if fcntl is None:
+        fd, path = create_part_file(dest)
+        return fd, _Part(path, None)
+    path = _url_part_path(dest, url)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise  # an unexpected failure: create_part_file would meet it too
+        fd, other = create_part_file(dest)  # the same download is running elsewhere: this one starts afresh
+        return fd, _Part(other, None)
+    return fd, _Part(path, _info_path(path))
+
+
+def _read_part_info(info_path: Path, url: str | None = None) -> _PartInfo | None:
+    """The record at ``info_path`` (of ``url``'s response, when given); ``None`` if absent, unreadable or for another URL."""
+    try:
+        raw = json.loads(info_path.read_text(encoding="utf-8"))
+        info = _PartInfo(url=raw["url"], length=raw["length"], validator=raw["validator"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (isinstance(info.url, str) and isinstance(info.validator, str) and info.validator
+            and isinstance(info.length, int) and info.length > 0):
+        return None
+    return info if url is None or info.url == url else None
+
+
+def _write_part_info(info_path: Path, url: str, resp: http.client.HTTPResponse, length: int | None) -> None:
+    """Record what a fresh response says, or remove the record where it gives no length or validator (no resume then)."""
+    etag = (resp.headers.get("ETag") or "").strip()
+    # A weak ETag (W/"...") may not be sent in If-Range (RFC 9110 13.1.5).
+    validator = etag if etag and not etag.startswith("W/") else (resp.headers.get("Last-Modified") or "").strip()
+    if length is None or length <= 0 or not validator:
+        info_path.unlink(missing_ok=True)
+        return
+    info_path.write_text(json.dumps({"url": url, "length": length, "validator": validator}), encoding="utf-8")
+
+
+def partial_download_bytes(dest: str | os.PathLike[str]) -> int:
+    """How many bytes of interrupted downloads to ``dest`` are kept for the next download to resume."""
+    dest = Path(dest).expanduser().absolute()
+    parts = dest.parent.glob(f".{glob.escape(dest.name)}.*.part")
+    return sum(_size(p) for p in parts if _Part(p, _info_path(p)).resumable())
 
 
 def create_part_file(dest: Path) -> tuple[int, Path]:
@@ -615,22 +813,28 @@ def create_part_file(dest: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {dest.name}")
 
 
-def remove_stale_parts(dest: Path) -> None:
-    """Delete the ``.part`` files of earlier downloads to ``dest`` that were killed before cleaning up.
+def remove_stale_parts(dest: Path, *, keep_urls: Sequence[str] = ()) -> None:
+    """Delete the ``.part`` files of earlier downloads to ``dest`` that no download will use.
 
-    A download killed outright (SIGKILL, SIGTERM or SIGHUP, a power cut) leaves its
-    temporary file behind. One is removed when it has not been written for
+    A download killed outright (SIGKILL, SIGHUP, a power cut) leaves its temporary file
+    behind, and one interrupted otherwise keeps it to be resumed (:func:`download_weights`).
+    The resumable part of a URL in ``keep_urls`` (the download about to run continues it)
+    is kept; any other is removed, with its record, when it has not been written for
     :data:`_STALE_PART_S` and no process holds its lock (a download still running
     elsewhere does); on Windows, where a file open elsewhere cannot be deleted, the
     failed delete is the test. Nothing here is an error.
     """
+    keep = {_url_part_path(dest, url).name for url in keep_urls}
     now = time.time()
     for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        if part.name in keep:
+            continue
         try:
             if now - part.stat().st_mtime < _STALE_PART_S:
                 continue
             if fcntl is None:
                 part.unlink()
+                _info_path(part).unlink(missing_ok=True)
                 continue
             with open(part, "rb") as fh:
                 try:
@@ -638,8 +842,12 @@ def remove_stale_parts(dest: Path) -> None:
                 except OSError:
                     continue  # held by a live download, or locks unsupported: leave it
                 part.unlink()
+                _info_path(part).unlink(missing_ok=True)
         except OSError:
             continue
+    for record in dest.parent.glob(f".{glob.escape(dest.name)}.*.part.json"):
+        if not record.with_name(record.name[: -len(".json")]).exists():
+            record.unlink(missing_ok=True)  # its part is gone (removed by hand)
 
 
 def _checkpoint_reason(exc: CheckpointError, tmp: Path) -> str:
@@ -779,12 +987,16 @@ def _cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_download(args: argparse.Namespace) -> int:
-    _check_timeout(args.timeout, "--timeout")
+def _download_dest(args: argparse.Namespace) -> Path:
     dest = args.dest.expanduser() if args.dest is not None else default_weights_path("vit_t")[0]
     if dest.is_dir():
         dest = dest / WEIGHTS_FILENAMES["vit_t"]
-    dest = dest.absolute()
+    return dest.absolute()
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    _check_timeout(args.timeout, "--timeout")
+    dest = _download_dest(args)
     if dest.is_file() and not args.force:
         try:
             checkpoint.load_checkpoint(dest, "vit_t")
@@ -837,8 +1049,12 @@ def weights_main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        # Only a download writes anything (and removes its partial file when interrupted).
-        kept = "; no partial file was kept" if args.command == "download" else ""
+        # Only a download writes anything: it keeps what it received where it can resume it, else nothing.
+        kept = ""
+        if args.command == "download":
+            received = partial_download_bytes(_download_dest(args))
+            kept = (f"; the {received / 1e6:.1f} MB received are kept, and the next download resumes from there"
+                    if received else "; no partial file was kept")
         if isinstance(exc, Terminated):
             print(f"error: terminated by SIGTERM{kept}", file=sys.stderr)
             return EXIT_SIGTERM

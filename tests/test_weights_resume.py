@@ -1,0 +1,326 @@
+"""Resuming an interrupted weights download, against real HTTP servers on 127.0.0.1.
+
+The server is ``http.server`` in a thread that answers ``Range`` / ``If-Range`` as the
+official hosts do (206 with ``Content-Range`` while the ``ETag`` matches, 200 with the
+whole file otherwise), or ignores ``Range`` (200 always), or answers a wrong range; a
+transfer can be cut after a number of bytes, or stalled there until the test ends.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from realtime_sam.errors import WeightsDownloadError
+from realtime_sam.model.weights import (
+    ENV_CACHE,
+    ENV_URLS,
+    ENV_WEIGHTS,
+    download_weights,
+    partial_download_bytes,
+    weights_main,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+OVERLAP = 64 * 1024  # what a resumed request fetches again before the part's end
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="downloads resume where parts can be locked (flock)")
+
+
+@dataclass
+class _Route:
+    body: bytes
+    etag: str = '"v1"'
+    ranges: str = "honour"  # "honour", "ignore" (200 always) or "wrong" (206 with another range)
+    cut_at: int | None = None  # the next answer stops after this many bytes of the file (once)
+    stall: bool = False  # ... and waits there, connection open, until the test ends
+
+
+@dataclass
+class _Request:
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int
+    sent: int = 0  # body bytes written
+
+
+@dataclass
+class _RangeServer:
+    routes: dict[str, _Route] = field(default_factory=dict)
+    requests: list[_Request] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                route = server.routes.get(self.path)
+                if route is None:
+                    self.send_error(404, "no such file")
+                    return
+                body, start = route.body, 0
+                asked = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
+                status = 200
+                m = re.fullmatch(r"bytes=(\d+)-", asked or "")
+                if m and route.ranges != "ignore" and (if_range is None or if_range == route.etag):
+                    start = int(m.group(1))
+                    if start >= len(body):
+                        self.send_error(416, "range not satisfiable")
+                        return
+                    status = 206
+                req = _Request(self.path, asked, if_range, status)
+                server.requests.append(req)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("ETag", route.etag)
+                self.send_header("Content-Length", str(len(body) - start))
+                if status == 206:
+                    shown = start + 1 if route.ranges == "wrong" else start
+                    self.send_header("Content-Range", f"bytes {shown}-{len(body) - 1}/{len(body)}")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                end = len(body)
+                if route.cut_at is not None:
+                    end = max(start, route.cut_at)
+                    route.cut_at = None
+                try:
+                    self.wfile.write(body[start:end])
+                    self.wfile.flush()
+                    req.sent = end - start
+                    if end < len(body) and route.stall:
+                        server.release.wait(60)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def serve(self, path: str, route: _Route) -> str:
+        self.routes[path] = route
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def server() -> Iterator[_RangeServer]:
+    srv = _RangeServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.httpd.shutdown()
+        srv.httpd.server_close()
+        srv.thread.join(timeout=5)
+
+
+@pytest.fixture
+def body(checkpoint_path: Path) -> bytes:
+    return checkpoint_path.read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (ENV_CACHE, ENV_WEIGHTS, ENV_URLS, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def _cut_download(server: _RangeServer, dest: Path, url: str, cut: int) -> None:
+    """A first download that the network cuts after ``cut`` bytes: it fails, keeping what it got."""
+    server.routes[urllib.parse.urlsplit(url).path].cut_at = cut
+    with pytest.raises(WeightsDownloadError) as err:
+        download_weights(dest, urls=[url], progress=False)
+    assert f"the {cut / 1e6:.1f} MB received are kept, and the next download resumes from there" in str(err.value)
+    assert "nothing was saved" not in str(err.value)
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(
+    tmp_path: Path, server: _RangeServer, body: bytes
+) -> None:
+    # A 40 MB download cut at 35 MB started again from zero: users on bad links never finished.
+    url = server.serve("/mobile_sam.pt", _Route(body))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    cut = len(body) * 7 // 8
+    _cut_download(server, dest, url, cut)
+    assert partial_download_bytes(dest) == cut
+    download_weights(dest, urls=[url], progress=False)
+    assert dest.read_bytes() == body
+    first, second = server.requests
+    assert (first.range, first.status, first.sent) == (None, 200, cut)
+    # The second asks from a little before the cut (to check the overlap), If-Range the ETag.
+    assert (second.range, second.if_range, second.status) == (f"bytes={cut - OVERLAP}-", '"v1"', 206)
+    assert second.sent == len(body) - cut + OVERLAP
+    assert _listing(dest.parent) == ["mobile_sam.pt"]
+    assert partial_download_bytes(dest) == 0
+
+
+@pytest.mark.parametrize("why", ["ignores Range", "file changed", "wrong Content-Range", "part damaged"])
+def test_a_resume_the_server_or_the_part_refuses_starts_over_cleanly(
+    tmp_path: Path, server: _RangeServer, body: bytes, why: str
+) -> None:
+    route = _Route(body)
+    url = server.serve("/mobile_sam.pt", route)
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    cut = len(body) // 2
+    _cut_download(server, dest, url, cut)
+    if why == "ignores Range":
+        route.ranges = "ignore"
+    elif why == "file changed":
+        route.etag = '"v2"'
+    elif why == "wrong Content-Range":
+        route.ranges = "wrong"
+    else:  # the part's tail never reached the disk (a power cut): zeros where the bytes were
+        part = next(dest.parent.glob(".mobile_sam.pt.*.part"))
+        with part.open("r+b") as fh:
+            fh.seek(cut - 1000)
+            fh.write(bytes(1000))
+    download_weights(dest, urls=[url], progress=False)
+    assert dest.read_bytes() == body
+    assert _listing(dest.parent) == ["mobile_sam.pt"]
+    resumed = server.requests[1]
+    assert resumed.range == f"bytes={cut - OVERLAP}-"
+    if why in ("ignores Range", "file changed"):
+        # The 200 answer to the range request is the whole file: taken as it is, no third request.
+        assert resumed.status == 200 and resumed.sent == len(body) and len(server.requests) == 2
+    else:
+        # A wrong range, or an overlap that differs from the part, is dropped for a plain request.
+        assert resumed.status == 206 and len(server.requests) == 3
+        assert (server.requests[2].range, server.requests[2].status, server.requests[2].sent) == (None, 200, len(body))
+
+
+def test_a_part_from_another_url_is_not_resumed(tmp_path: Path, server: _RangeServer, body: bytes) -> None:
+    # Parts are named for their URL: a download from another URL (another mirror, another
+    # $REALTIME_SAM_WEIGHTS_URL) never continues one, even a file the same size with the same ETag.
+    old = server.serve("/old/mobile_sam.pt", _Route(body[::-1]))
+    new = server.serve("/new/mobile_sam.pt", _Route(body))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    _cut_download(server, dest, old, len(body) // 2)
+    (old_part,) = dest.parent.glob(".mobile_sam.pt.*.part")
+    hour_ago = time.time() - 3600
+    os.utime(old_part, (hour_ago, hour_ago))
+    download_weights(dest, urls=[new], progress=False)
+    assert dest.read_bytes() == body
+    assert server.requests[-1].range is None
+    assert _listing(dest.parent) == ["mobile_sam.pt"]  # the other URL's part and its record, removed
+
+
+def test_a_part_a_running_download_holds_is_neither_resumed_nor_removed(
+    tmp_path: Path, server: _RangeServer, body: bytes
+) -> None:
+    url = server.serve("/mobile_sam.pt", _Route(body))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    cut = len(body) // 2
+    _cut_download(server, dest, url, cut)
+    (part,) = dest.parent.glob(".mobile_sam.pt.*.part")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); sys.stdin.read()", str(part)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        download_weights(dest, urls=[url], progress=False)
+        assert dest.read_bytes() == body
+        assert server.requests[-1].range is None  # fetched whole, beside the live one's part
+        assert part.stat().st_size == cut  # the running download's file untouched
+        assert _listing(dest.parent) == sorted(["mobile_sam.pt", part.name, part.name + ".json"])
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_a_server_without_a_validator_gives_no_resumable_part(
+    tmp_path: Path, server: _RangeServer, body: bytes
+) -> None:
+    # Without an ETag or Last-Modified nothing would tell a changed file from the one cut short:
+    # such a part is removed as before, and the error says nothing was saved.
+    url = server.serve("/mobile_sam.pt", _Route(body, etag="", cut_at=len(body) // 2))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    with pytest.raises(WeightsDownloadError, match="nothing was saved"):
+        download_weights(dest, urls=[url], progress=False)
+    assert _listing(dest.parent) == []
+
+
+def test_the_record_names_the_url_length_and_validator(tmp_path: Path, server: _RangeServer, body: bytes) -> None:
+    url = server.serve("/mobile_sam.pt", _Route(body))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    _cut_download(server, dest, url, len(body) // 3)
+    (record,) = dest.parent.glob(".mobile_sam.pt.*.part.json")
+    assert json.loads(record.read_text()) == {"url": url, "length": len(body), "validator": '"v1"'}
+
+
+def test_sigterm_keeps_the_part_and_the_next_command_resumes_it(
+    tmp_path: Path, server: _RangeServer, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command a user runs on a bad link: SIGTERM (or Ctrl-C) mid-download, then the same command.
+    stalled_at = (len(body) * 3 // 4) >> 20 << 20  # whole MB: the download reads 1 MB at a time
+    url = server.serve("/mobile_sam.pt", _Route(body, cut_at=stalled_at, stall=True))
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
+    env.update({
+        ENV_CACHE: str(cache),
+        ENV_URLS: url,
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime_sam", "weights", "download", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (server.requests and server.requests[0].sent == stalled_at):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the download did not reach the stall"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30  # the bytes sent reach the file
+        while not any(p.stat().st_size == stalled_at for p in cache.glob(".mobile_sam.pt.*.part")):
+            assert time.monotonic() < deadline, _listing(cache)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        f"error: terminated by SIGTERM; the {stalled_at / 1e6:.1f} MB received are kept, "
+        "and the next download resumes from there"
+    ), err
+    assert partial_download_bytes(cache / "mobile_sam.pt") == stalled_at
+
+    monkeypatch.setenv(ENV_URLS, url)
+    assert weights_main(["download", "--quiet"]) == 0
+    assert (cache / "mobile_sam.pt").read_bytes() == body
+    assert server.requests[-1].range == f"bytes={stalled_at - OVERLAP}-" and server.requests[-1].status == 206
+    assert _listing(cache) == ["mobile_sam.pt"]
