@@ -11,16 +11,21 @@ weights, the model type and :data:`EXPORT_VERSION`, so a changed checkpoint or
 exporter never reuses a stale file. Start-up after the first run only loads
 the file (about a second). The file is written to a temporary name and
 renamed, so an interrupted export leaves no partial file under the cached
-name; a cached file the runtime cannot load is exported again.
+name; a cached file the runtime cannot load is exported again. A new export
+removes the ones it supersedes (:func:`remove_superseded_exports`): the same
+weights' by another :data:`EXPORT_VERSION`, and beside the weights, those of
+what the weights file held before it was replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -42,6 +47,7 @@ __all__ = [
     "ensure_encoder_onnx",
     "is_temporary_export",
     "load_exported_encoder",
+    "remove_superseded_exports",
     "weights_digest",
 ]
 
@@ -80,7 +86,7 @@ def default_cache_dir(weights: str | os.PathLike | None) -> Path:
     (``$REALTIME_SAM_CACHE``, else ``~/.cache/realtime-sam`` on Linux).
     """
     if weights is not None:
-        beside = Path(weights).resolve().parent / ".realtime_sam_cache"
+        beside = _beside(weights)
         try:
             beside.mkdir(exist_ok=True)
             if os.access(beside, os.W_OK):
@@ -90,6 +96,43 @@ def default_cache_dir(weights: str | os.PathLike | None) -> Path:
     from realtime_sam.model.weights import default_cache_dir as weights_cache_dir
 
     return weights_cache_dir() / "encoders"
+
+
+#: ``<stem>-<model type>-<16 hex digits of the weights' SHA-256>-encoder-v<EXPORT_VERSION>.onnx``
+_EXPORT_NAME = re.compile(r"(?P<stem>.+)-(?P<model_type>vit_[a-z])-(?P<digest>[0-9a-f]{16})-encoder-v(?P<version>\d+)\.onnx")
+
+
+def remove_superseded_exports(path: Path, *, beside_weights: bool) -> list[Path]:
+    """Delete the exports in ``path``'s folder that ``path`` (a fresh export) makes useless; return them.
+
+    Those of the same weights (same name, model type and hash) by another
+    :data:`EXPORT_VERSION` go: this code never reads them. Where the folder is the one beside
+    the weights (``beside_weights``), those of the same name and model type with another hash
+    go too: they were made from what the weights file held before it was replaced. In a
+    shared folder (``encoders/`` in the weights cache, or one the caller named) two weights
+    files of the same name from different folders may both be in use, so those stay.
+    A file that cannot be removed (open elsewhere, on Windows) is left; nothing here is an error.
+    """
+    new = _EXPORT_NAME.fullmatch(path.name)
+    if new is None:
+        return []
+    removed = []
+    for other in path.parent.glob(f"{glob.escape(new['stem'])}-{new['model_type']}-*-encoder-v*.onnx"):
+        old = _EXPORT_NAME.fullmatch(other.name)
+        if other == path or old is None or (old["stem"], old["model_type"]) != (new["stem"], new["model_type"]):
+            continue
+        if old["digest"] == new["digest"] or beside_weights:
+            try:
+                other.unlink()
+            except OSError:
+                continue
+            _log.info("removed the superseded encoder export %s", other)
+            removed.append(other)
+    return removed
+
+
+def _beside(weights: str | os.PathLike) -> Path:
+    return Path(weights).resolve().parent / ".realtime_sam_cache"
 
 
 def encoder_onnx_path(weights: str | os.PathLike, model_type: str, cache_dir: str | os.PathLike | None) -> Path:
@@ -161,9 +204,12 @@ def ensure_encoder_onnx(
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return _export_to(encoder, img_size, path, starting)
+        _export_to(encoder, img_size, path, starting)
     except (_CannotWrite, OSError) as exc:
         reason = exc.reason if isinstance(exc, _CannotWrite) else describe_error(exc)
+    else:
+        remove_superseded_exports(path, beside_weights=cache_dir is None and path.parent == _beside(weights))
+        return path
     if started:  # the caller has said the export is under way; the warning below says where it goes now
         on_export = None
     _log.warning(

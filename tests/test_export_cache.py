@@ -1,0 +1,89 @@
+"""Old encoder exports are removed when a new export supersedes them.
+
+Each export is about 23 MB (MobileSAM's encoder) and its name holds a hash of the weights
+and the exporter's version: a replaced weights file or a new version left the old file in
+the cache for good. A tiny stand-in network makes the real export take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from realtime_sam.model.runtime import export as export_mod
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="onnx/onnxscript not installed: pip install -e '.[onnxruntime]'",
+)
+
+
+class _TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def _export(weights: Path, cache_dir: Path | None = None, model_type: str = "vit_t") -> Path:
+    return export_mod.ensure_encoder_onnx(_TinyNet().eval(), img_size=16, weights=weights, model_type=model_type, cache_dir=cache_dir)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_replacing_the_weights_removes_the_old_export_beside_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(b"checkpoint A")
+    other = tmp_path / "finetuned.pt"  # another weights file in the same folder: its export stays
+    other.write_bytes(b"checkpoint C")
+    first = _export(weights)
+    kept = _export(other)
+    sam_b = _export(weights, model_type="vit_b")  # the same file read as another model: stays
+    assert first.parent == tmp_path / ".realtime_sam_cache"
+    weights.write_bytes(b"checkpoint B")  # replaced in place (a new download, a retrained model)
+    with caplog.at_level(logging.INFO, logger=export_mod.__name__):
+        second = _export(weights)
+    assert second != first
+    assert _names(first.parent) == sorted([second.name, kept.name, sam_b.name])
+    assert f"removed the superseded encoder export {first}" in caplog.text
+
+
+def test_a_new_export_version_removes_the_same_weights_older_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(b"checkpoint A")
+    shared = tmp_path / "encoders"  # a shared folder (as $REALTIME_SAM_CACHE/encoders is)
+    old = _export(weights, shared)
+    same_name_elsewhere = tmp_path / "elsewhere" / "mobile_sam.pt"
+    same_name_elsewhere.parent.mkdir()
+    same_name_elsewhere.write_bytes(b"checkpoint of another folder")
+    theirs = _export(same_name_elsewhere, shared)
+    monkeypatch.setattr(export_mod, "EXPORT_VERSION", export_mod.EXPORT_VERSION + 1)
+    new = _export(weights, shared)
+    assert new.name.endswith(f"-encoder-v{export_mod.EXPORT_VERSION}.onnx") and new != old
+    # The old version of the same weights goes; the same-named file of another folder may still
+    # be in use from there (a shared folder cannot tell), so its export stays.
+    assert _names(shared) == sorted([new.name, theirs.name])
+
+
+def test_a_cached_export_removes_nothing(tmp_path: Path) -> None:
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(b"checkpoint A")
+    folder = tmp_path / ".realtime_sam_cache"
+    folder.mkdir()
+    stale = folder / f"mobile_sam-vit_t-{'0' * 16}-encoder-v{export_mod.EXPORT_VERSION}.onnx"
+    stale.write_bytes(b"old")
+    current = export_mod.encoder_onnx_path(weights, "vit_t", None)
+    current.write_bytes(b"already exported")
+    assert _export(weights) == current  # reused: no export, no clean-up (that comes with an export)
+    assert _names(folder) == sorted([stale.name, current.name])
