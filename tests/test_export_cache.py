@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,59 @@ def test_a_cached_export_removes_nothing(tmp_path: Path) -> None:
     current.write_bytes(b"already exported")
     assert _export(weights) == current  # reused: no export, no clean-up (that comes with an export)
     assert _names(folder) == sorted([stale.name, current.name])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a running download's lock is POSIX flock")
+def test_weights_clean_lists_and_removes_exports_and_partial_downloads_but_not_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from realtime_sam.model.weights import ENV_CACHE, ENV_WEIGHTS, weights_main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(ENV_CACHE, str(cache))
+    monkeypatch.delenv(ENV_WEIGHTS, raising=False)
+    cache.mkdir()
+    weights = cache / "mobile_sam.pt"
+    weights.write_bytes(b"checkpoint A")
+    beside = _export(weights)  # <cache>/.realtime_sam_cache/
+    shared = _export(weights, cache / "encoders")
+    partial = cache / ".mobile_sam.pt.0123456789abcdef.part"  # a download kept for resuming
+    partial.write_bytes(b"x" * 1000)
+    record = cache / ".mobile_sam.pt.0123456789abcdef.part.json"
+    record.write_text("{}")
+    dead_export = beside.parent / f".{beside.name}.dead0001.part"  # an export killed part-way
+    dead_export.write_bytes(b"y")
+    live = cache / ".mobile_sam.pt.live0001.part"  # a download running now: not touched
+    live.write_bytes(b"z")
+    unrelated = cache / "notes.txt"
+    unrelated.write_text("mine")
+
+    assert weights_main(["clean", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = sorted(line.split(" MB  ", 1)[1] for line in lines if line.startswith("would remove"))
+    assert listed == sorted(str(p) for p in (beside, shared, partial, dead_export, live)) and len(lines) == 5
+    assert beside.is_file() and shared.is_file() and partial.is_file()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); sys.stdin.read()", str(live)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert weights_main(["clean"]) == 0
+    finally:
+        holder.communicate("", timeout=30)
+    captured = capsys.readouterr()
+    assert f"in use, kept  {live}" in captured.err
+    assert captured.err.splitlines()[-1].startswith("freed ")
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [".realtime_sam_cache", "encoders", "mobile_sam.pt", live.name, "notes.txt"]
+    )
+    assert list((cache / ".realtime_sam_cache").iterdir()) == [] and list((cache / "encoders").iterdir()) == []
+    assert weights.read_bytes() == b"checkpoint A"
+
+    live.unlink()
+    assert weights_main(["clean"]) == 0
+    assert capsys.readouterr().err.startswith("nothing to clean in ")

@@ -832,22 +832,33 @@ def remove_stale_parts(dest: Path, *, keep_urls: Sequence[str] = ()) -> None:
         try:
             if now - part.stat().st_mtime < _STALE_PART_S:
                 continue
-            if fcntl is None:
-                part.unlink()
-                _info_path(part).unlink(missing_ok=True)
-                continue
-            with open(part, "rb") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # held by a live download, or locks unsupported: leave it
-                part.unlink()
-                _info_path(part).unlink(missing_ok=True)
+            _remove_unless_held(part)
         except OSError:
             continue
     for record in dest.parent.glob(f".{glob.escape(dest.name)}.*.part.json"):
         if not record.with_name(record.name[: -len(".json")]).exists():
             record.unlink(missing_ok=True)  # its part is gone (removed by hand)
+
+
+def _remove_unless_held(part: Path) -> bool:
+    """Delete ``part`` and its record unless a running download (or export) holds its lock; whether it was.
+
+    Without locks (Windows) the delete itself is the test: a file open elsewhere cannot be deleted there.
+
+    Raises:
+        OSError: ``part`` could not be opened or deleted.
+    """
+    if fcntl is None:
+        part.unlink()
+    else:
+        with open(part, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # held by a live download, or locks unsupported: leave it
+            part.unlink()
+    _info_path(part).unlink(missing_ok=True)
+    return True
 
 
 def _checkpoint_reason(exc: CheckpointError, tmp: Path) -> str:
@@ -952,6 +963,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p_dl.add_argument("--quiet", action="store_true", help="no progress output")
     p_dl.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read, at most 86400 (default: 30)")
 
+    p_clean = sub.add_parser(
+        "clean", help="remove encoder exports and partial downloads from the cache (never the weights)"
+    )
+    p_clean.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+
     p_verify = sub.add_parser("verify", help="check that a file is a complete checkpoint")
     p_verify.add_argument(
         "file", type=Path, nargs="?", default=None, help="default: where `path` points"
@@ -1028,8 +1044,54 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean_folders() -> tuple[list[Path], list[Path]]:
+    """``(weights folders, export folders)`` that ``weights clean`` looks in, each once."""
+    weights_dirs = list(dict.fromkeys([default_weights_path("vit_t")[0].parent, default_cache_dir().absolute()]))
+    export_dirs = [d / ".realtime_sam_cache" for d in weights_dirs] + [default_cache_dir().absolute() / "encoders"]
+    return weights_dirs, list(dict.fromkeys(export_dirs))
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from realtime_sam.model.runtime.export import is_encoder_export  # imports torch: only this command needs it
+
+    weights_dirs, export_dirs = _clean_folders()
+    found: list[Path] = []
+    for folder in weights_dirs:
+        for name in WEIGHTS_FILENAMES.values():
+            found += sorted(folder.glob(f".{glob.escape(name)}.*.part"))
+    for folder in export_dirs:
+        if folder.is_dir():
+            # An export, or the temporary file of one killed part-way (.<export name>.<random>.part).
+            found += sorted(p for p in folder.iterdir() if is_encoder_export(p) or (
+                p.name.startswith(".") and p.name.endswith(".part") and is_encoder_export(p.name[1:].rsplit(".", 2)[0])
+            ))
+    freed = 0
+    for path in found:
+        size = _size(path) + _size(_info_path(path))
+        if args.dry_run:
+            print(f"would remove {size / 1e6:6.1f} MB  {path}")
+            freed += size
+            continue
+        try:
+            if path.suffix == ".part" and not _remove_unless_held(path):
+                print(f"in use, kept  {path}", file=sys.stderr)
+                continue
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            print(f"cannot remove {path} ({describe_error(exc)})", file=sys.stderr)
+            continue
+        print(f"removed {size / 1e6:6.1f} MB  {path}")
+        freed += size
+    where = ", ".join(str(d) for d in (*weights_dirs, *export_dirs))
+    if not found:
+        print(f"nothing to clean in {where}", file=sys.stderr)
+    else:
+        print(f"{'would free' if args.dry_run else 'freed'} {freed / 1e6:.1f} MB", file=sys.stderr)
+    return 0
+
+
 def weights_main(argv: Sequence[str]) -> int:
-    """Run ``realtime-sam weights <path|download|verify> ...``; return the exit status.
+    """Run ``realtime-sam weights <path|download|verify|clean> ...``; return the exit status.
 
     0 on success, 2 on a usage error or a :class:`RealtimeSamError` (printed as
     ``error: <message>`` on stderr), 130 on Ctrl-C, 143 on SIGTERM.
@@ -1039,7 +1101,7 @@ def weights_main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # --help or a usage error; argparse already printed it
         return exc.code if isinstance(exc.code, int) else 2
-    handler = {"path": _cmd_path, "download": _cmd_download, "verify": _cmd_verify}[args.command]
+    handler = {"path": _cmd_path, "download": _cmd_download, "verify": _cmd_verify, "clean": _cmd_clean}[args.command]
     try:
         # SIGTERM (`timeout`, `docker stop`) unwinds as Ctrl-C does: the default action ended the
         # process at once, with -15 and its partial download left behind.

@@ -45,6 +45,7 @@ __all__ = [
     "default_cache_dir",
     "encoder_onnx_path",
     "ensure_encoder_onnx",
+    "is_encoder_export",
     "is_temporary_export",
     "load_exported_encoder",
     "remove_superseded_exports",
@@ -129,6 +130,11 @@ def remove_superseded_exports(path: Path, *, beside_weights: bool) -> list[Path]
             _log.info("removed the superseded encoder export %s", other)
             removed.append(other)
     return removed
+
+
+def is_encoder_export(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name is that of an encoder export (:func:`encoder_onnx_path`)."""
+    return _EXPORT_NAME.fullmatch(Path(path).name) is not None
 
 
 def _beside(weights: str | os.PathLike) -> Path:
