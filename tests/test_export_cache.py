@@ -78,12 +78,25 @@ def test_a_new_export_version_removes_the_same_weights_older_version(
     assert _names(shared) == sorted([new.name, theirs.name])
 
 
+def test_weights_files_differing_only_in_suffix_keep_both_exports(tmp_path: Path) -> None:
+    # mobile_sam.pt and mobile_sam.pth beside each other are two checkpoints: named by their
+    # stem alone, each new export removed the other's as "superseded", so runs alternating
+    # between them exported the encoder again every time.
+    pt, pth = tmp_path / "mobile_sam.pt", tmp_path / "mobile_sam.pth"
+    pt.write_bytes(b"checkpoint A")
+    pth.write_bytes(b"checkpoint B")
+    first, second = _export(pt), _export(pth)
+    assert first != second
+    assert _names(first.parent) == sorted([first.name, second.name])
+    assert _export(pt) == first and first.exists()  # still cached: reused, not exported again
+
+
 def test_a_cached_export_removes_nothing(tmp_path: Path) -> None:
     weights = tmp_path / "mobile_sam.pt"
     weights.write_bytes(b"checkpoint A")
     folder = tmp_path / ".realtime_sam_cache"
     folder.mkdir()
-    stale = folder / f"mobile_sam-vit_t-{'0' * 16}-encoder-v{export_mod.EXPORT_VERSION}.onnx"
+    stale = folder / f"mobile_sam.pt-vit_t-{'0' * 16}-encoder-v{export_mod.EXPORT_VERSION}.onnx"
     stale.write_bytes(b"old")
     current = export_mod.encoder_onnx_path(weights, "vit_t", None)
     current.write_bytes(b"already exported")

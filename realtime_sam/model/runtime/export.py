@@ -99,7 +99,7 @@ def default_cache_dir(weights: str | os.PathLike | None) -> Path:
     return weights_cache_dir() / "encoders"
 
 
-#: ``<stem>-<model type>-<16 hex digits of the weights' SHA-256>-encoder-v<EXPORT_VERSION>.onnx``
+#: ``<weights file name>-<model type>-<16 hex digits of the weights' SHA-256>-encoder-v<EXPORT_VERSION>.onnx``
 _EXPORT_NAME = re.compile(r"(?P<stem>.+)-(?P<model_type>vit_[a-z])-(?P<digest>[0-9a-f]{16})-encoder-v(?P<version>\d+)\.onnx")
 
 
@@ -144,7 +144,9 @@ def _beside(weights: str | os.PathLike) -> Path:
 def encoder_onnx_path(weights: str | os.PathLike, model_type: str, cache_dir: str | os.PathLike | None) -> Path:
     """Where the exported encoder of ``weights`` lives (the file may not exist yet)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir(weights)
-    stem = Path(weights).stem
+    # The whole file name, suffix included: ``mobile_sam.pt`` and ``mobile_sam.pth`` in one
+    # folder are two weights files, and a new export of one must not remove the other's.
+    stem = Path(weights).name
     return root / f"{stem}-{model_type}-{weights_digest(weights)}-encoder-v{EXPORT_VERSION}.onnx"
 
 
