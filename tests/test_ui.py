@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -412,6 +413,30 @@ def test_fit_view_sizes(frame, screen, window, want):
         np.testing.assert_allclose(view.to_frame(*view.to_view(x, y)), (x, y), atol=1e-9)
         vx, vy = view.to_view(x, y)
         assert -0.5 <= vx < view.width and -0.5 <= vy < view.height  # (sizes are rounded to whole pixels)
+
+
+@pytest.mark.parametrize(
+    "frame, sar, screen, window, want",
+    [
+        ((720, 576), Fraction(64, 45), (1920, 1080), None, (1024, 576)),  # PAL 16:9, as players show it
+        ((720, 576), Fraction(16, 15), (1920, 1080), None, (768, 576)),  # PAL 4:3
+        ((720, 480), Fraction(8, 9), (1920, 1080), None, (640, 480)),  # NTSC 4:3: narrower than stored
+        ((1440, 1080), Fraction(4, 3), (1366, 768), None, (1229, 691)),  # HDV 16:9 on a laptop: fitted at 16:9
+        ((720, 576), Fraction(64, 45), None, (1024, 700), (1024, 700)),  # a resized window: letterboxed at 16:9
+    ],
+)
+def test_fit_view_shows_anamorphic_frames_at_their_display_shape(frame, sar, screen, window, want):
+    from realtime_sam.app.ui import fit_view
+
+    view = fit_view(*frame, sar=sar, screen=screen, window=window)
+    assert (view.width, view.height) == want
+    assert view.scale_x / view.scale_y == pytest.approx(float(sar))
+    shown = view.show(np.zeros((frame[1], frame[0], 3), np.uint8))
+    assert shown.shape == (want[1], want[0], 3)
+    inner_w, inner_h = frame[0] * view.scale_x, frame[1] * view.scale_y
+    assert inner_w / inner_h == pytest.approx(frame[0] * float(sar) / frame[1], rel=0.01)  # the display shape
+    for x, y in [(0, 0), (frame[0] - 1, frame[1] - 1), (frame[0] / 3, frame[1] / 2)]:
+        np.testing.assert_allclose(view.to_frame(*view.to_view(x, y)), (x, y), atol=1e-9)
 
 
 def test_window_config_validates():
@@ -1257,3 +1282,78 @@ def test_a_tiny_frame_is_shown_enlarged(xvfb_display, tmp_path):
         assert abs(px - 120) <= 1.5 and abs(py - 90) <= 1.5, (px, py)
     finally:
         _quit(display, wid, app, err_path)
+
+
+# ------------------------------------------------------------------ anamorphic video
+
+ANAMORPHIC_DISC = (540, 432)  # the red disc's centre in stored pixels, (3/4, 3/4) of 720x576
+
+
+def disc_clip(
+    path: Path, size: tuple[int, int], centre: tuple[int, int], *, sar: Fraction = Fraction(1), seconds: int = 200, fps: int = 5
+) -> Path:
+    """A ``size`` H.264 file whose pixels are ``sar`` wide (64:45 as a PAL DVD's): grey, with a red
+    disc at ``centre`` a fifth of the height across, round as shown (so squeezed in stored pixels,
+    as a real anamorphic picture is); long enough to outlast the test in real time."""
+    import av
+
+    width, height = size
+    image = np.full((height, width, 3), 60, np.uint8)
+    r = height // 10
+    cv2.ellipse(image, centre, (round(r / float(sar)), r), 0, 0, 360, (0, 0, 255), -1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if sar != 1:
+            stream.codec_context.sample_aspect_ratio = sar
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        for i in range(seconds * fps):
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    if sar != 1:
+        with av.open(str(path)) as check:  # what ffprobe would say: the file is anamorphic
+            assert Fraction(check.streams.video[0].sample_aspect_ratio) == sar
+    return path
+
+
+@pytest.mark.parametrize("sar, shown", [(Fraction(64, 45), (1024, 576)), (Fraction(16, 15), (768, 576))], ids=["16:9", "4:3"])
+def test_an_anamorphic_file_is_shown_at_its_display_shape_and_clicks_land_on_stored_pixels(
+    xvfb_display, checkpoint_path, tmp_path, sar, shown
+):
+    """A 720x576 file with 64:45 (or 16:15) pixels, in the real app: the window shows it 1024x576
+    (768x576), as players and the output video do (it showed 720x576, squeezed), the disc round
+    on screen as in a player; a click on the disc's centre as shown prompts at its centre in stored pixels."""
+    from fixtures_app import app_command, app_env
+
+    display = xvfb_display
+    clip = disc_clip(tmp_path / "pal.mp4", (720, 576), ANAMORPHIC_DISC, sar=sar)
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command("--source", str(clip), "--realtime", "--weights", str(checkpoint_path), "--device", "cpu",
+                        "--reencode-every", "100000"),
+            cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+        _wait(lambda: _geometry(display, wid)[1] == 576, 60, "the first frame", app, err_path)
+        time.sleep(0.5)
+        assert _geometry(display, wid) == shown
+        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        b, g, r = (shot[..., i].astype(int) for i in range(3))
+        ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+        # Round on screen, as players show it (it was 81 or 108 pixels across for 115 down).
+        assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.04, (xs.max() - xs.min(), ys.max() - ys.min())
+        cx, cy = _red_centre(shot)
+        assert abs(cx - (ANAMORPHIC_DISC[0] + 0.5) * float(sar)) <= 2 and abs(cy - ANAMORPHIC_DISC[1]) <= 2, (cx, cy)
+        _xdo(display, "mousemove", "--window", wid, str(round(cx)), str(round(cy)), "click", "1")
+        said = _wait(lambda: re.findall(r"new object from point (\d+),(\d+)", err_path.read_text()), 60, "the prompt", app, err_path)
+        px, py = (int(v) for v in said[0])
+        assert abs(px - ANAMORPHIC_DISC[0]) <= 2 and abs(py - ANAMORPHIC_DISC[1]) <= 2, (px, py)
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()

@@ -3,7 +3,9 @@
 The frame is shown scaled to fit the screen (:func:`fit_view`): a frame larger
 than 90% of the screen's width or height is shrunk to fit, one smaller than
 320x240 enlarged to that, and once the user resizes the window the frame fills
-it, letterboxed. The heads-up line and the key help are drawn on the image as
+it, letterboxed. An anamorphic frame (non-square pixels, the source's
+``sample_aspect_ratio``) is shown at its display shape, as players show it
+(720x576 at 64:45 as 1024x576). The heads-up line and the key help are drawn on the image as
 shown, so they keep one size on screen. Mouse positions are mapped back to
 frame pixels (:class:`View`), so a click prompts the pixel under the cursor
 whatever the scale. The window is ``WINDOW_AUTOSIZE | WINDOW_GUI_NORMAL``
@@ -78,6 +80,7 @@ __all__ = [
     "DisplayRate",
     "View",
     "fit_view",
+    "pixel_shape",
     "screen_size",
     "WindowError",
     "display_available",
@@ -228,10 +231,13 @@ MIN_VIEW = (320, 240)
 
 @dataclass(frozen=True)
 class View:
-    """How a frame is shown: scaled by ``scale``, its top-left corner at ``(left, top)`` of an
-    image ``width x height`` (black around it where the window's shape differs from the frame's)."""
+    """How a frame is shown: stretched by ``scale_x`` across and ``scale_y`` down (they differ for
+    an anamorphic frame, whose pixels are shown wider or narrower than tall), its top-left corner
+    at ``(left, top)`` of an image ``width x height`` (black around it where the window's shape
+    differs from the frame's)."""
 
-    scale: float
+    scale_x: float
+    scale_y: float
     left: int
     top: int
     width: int
@@ -239,18 +245,19 @@ class View:
 
     def to_frame(self, x: float, y: float) -> tuple[float, float]:
         """The frame pixel under pixel ``(x, y)`` of the image shown (pixel centres map to pixel centres)."""
-        return (x - self.left + 0.5) / self.scale - 0.5, (y - self.top + 0.5) / self.scale - 0.5
+        return (x - self.left + 0.5) / self.scale_x - 0.5, (y - self.top + 0.5) / self.scale_y - 0.5
 
     def to_view(self, x: float, y: float) -> tuple[float, float]:
         """The pixel of the image shown where frame pixel ``(x, y)`` is."""
-        return (x + 0.5) * self.scale - 0.5 + self.left, (y + 0.5) * self.scale - 0.5 + self.top
+        return (x + 0.5) * self.scale_x - 0.5 + self.left, (y + 0.5) * self.scale_y - 0.5 + self.top
 
     def show(self, image: np.ndarray) -> np.ndarray:
         """``image`` (the frame, ``HxWx3``) as shown: scaled and placed in a ``height x width`` image."""
         h, w = image.shape[:2]
-        inner = (max(1, int(round(w * self.scale))), max(1, int(round(h * self.scale))))
+        inner = (max(1, int(round(w * self.scale_x))), max(1, int(round(h * self.scale_y))))
         if inner != (w, h):
-            image = cv2.resize(image, inner, interpolation=cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR)
+            shrink = self.scale_x <= 1 and self.scale_y <= 1
+            image = cv2.resize(image, inner, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if (self.left, self.top, self.width, self.height) == (0, 0, *inner):
             return image
         out = np.zeros((self.height, self.width, 3), np.uint8)
@@ -259,21 +266,32 @@ class View:
         return out
 
 
-def fit_view(width: int, height: int, *, screen: tuple[int, int] | None = None, window: tuple[int, int] | None = None) -> View:
-    """How to show a ``width x height`` frame.
+def fit_view(
+    width: int,
+    height: int,
+    *,
+    sar: float = 1.0,
+    screen: tuple[int, int] | None = None,
+    window: tuple[int, int] | None = None,
+) -> View:
+    """How to show a ``width x height`` frame whose pixels are ``sar`` (width over height) as wide as tall.
 
-    With ``window`` (the size the user gave the window): the frame as large as fits in it,
-    centred. Otherwise the frame at its own size, enlarged to :data:`MIN_VIEW` when smaller and
-    shrunk to :data:`SCREEN_FILL` of ``screen`` when larger, its shape kept.
+    The frame is shown at its display shape, ``width * sar`` by ``height`` (an anamorphic
+    720x576 frame at 64:45 as 1024x576), as players show it. With ``window`` (the size the user
+    gave the window): as large as fits in it, centred. Otherwise at that size, enlarged to
+    :data:`MIN_VIEW` when smaller and shrunk to :data:`SCREEN_FILL` of ``screen`` when larger,
+    its shape kept.
     """
+    sar = float(sar) if sar and math.isfinite(float(sar)) and float(sar) > 0 else 1.0
+    shown_w = width * sar  # the display width at one screen pixel per frame row
     if window is not None and window[0] > 0 and window[1] > 0:
-        scale = min(window[0] / width, window[1] / height)
-        inner_w, inner_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
-        return View(scale, (window[0] - inner_w) // 2, (window[1] - inner_h) // 2, window[0], window[1])
-    scale = max(1.0, min(MIN_VIEW[0] / width, MIN_VIEW[1] / height))
+        scale = min(window[0] / shown_w, window[1] / height)
+        inner_w, inner_h = max(1, int(round(shown_w * scale))), max(1, int(round(height * scale)))
+        return View(scale * sar, scale, (window[0] - inner_w) // 2, (window[1] - inner_h) // 2, window[0], window[1])
+    scale = max(1.0, min(MIN_VIEW[0] / shown_w, MIN_VIEW[1] / height))
     if screen is not None:
-        scale = min(scale, SCREEN_FILL * screen[0] / width, SCREEN_FILL * screen[1] / height)
-    return View(scale, 0, 0, max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        scale = min(scale, SCREEN_FILL * screen[0] / shown_w, SCREEN_FILL * screen[1] / height)
+    return View(scale * sar, scale, 0, 0, max(1, int(round(shown_w * scale))), max(1, int(round(height * scale))))
 
 
 @dataclass(frozen=True)
@@ -571,6 +589,15 @@ class _Engine(Protocol):
 ExitReason = Literal["quit", "closed", "ended"]
 
 
+def pixel_shape(source: object) -> float:
+    """``source``'s :attr:`~realtime_sam.capture.base.Source.sample_aspect_ratio` as a float; 1 when it has none."""
+    try:
+        sar = float(getattr(source, "sample_aspect_ratio", 1) or 1)
+    except (TypeError, ValueError):
+        return 1.0
+    return sar if math.isfinite(sar) and 0.01 <= sar <= 100 else 1.0
+
+
 def _reconnect_attempt(pipeline: object) -> int | None:
     """The reconnect attempt under way while the pipeline's live source is down, else ``None``."""
     return getattr(getattr(pipeline, "source", None), "reconnect_attempt", None) or None
@@ -614,6 +641,7 @@ class LiveWindow:
         self._shown: tuple[np.ndarray, HudInfo] | None = None
         self._view: View | None = None  # how the frame is shown now; mouse positions map back through it
         self._screen: tuple[int, int] | None = None
+        self._sar = 1.0  # the source's pixel shape (width over height): the frame is shown at its display shape
         self._window_size: tuple[int, int] | None = None  # the size the user gave the window, once resized
         self._latency_ms: float | None = None
         self._reconnect_shown: int | None = None
@@ -684,7 +712,9 @@ class LiveWindow:
         """Show results until the pipeline ends or the user quits.
 
         Args:
-            pipeline: iterated for results; paused, resumed and stopped by the user.
+            pipeline: iterated for results; paused, resumed and stopped by the user. Its
+                ``source``'s ``sample_aspect_ratio`` (where it has one) sets the shape frames
+                are shown at: an anamorphic file as wide as players show it.
             engine: receives the user's prompts and removals.
             on_result: called with every new result (progress reporting).
             poll_s: longest wait for a result before serving the GUI again.
@@ -699,6 +729,7 @@ class LiveWindow:
             showing every result before it.
         """
         self.open()
+        self._sar = pixel_shape(getattr(pipeline, "source", None))
         try:
             while True:
                 # Never block on the model: the window must keep serving
@@ -921,9 +952,10 @@ class LiveWindow:
                 w = h = 0
             if w > 0 and h > 0 and (w, h) != (self._view.width, self._view.height):
                 self._window_size = (int(w), int(h))
-        view = fit_view(width, height, screen=self._screen, window=self._window_size)
+        view = fit_view(width, height, sar=self._sar, screen=self._screen, window=self._window_size)
         if view != self._view:
             self._view = view
-            # A drag is told from a click by how far the hand moved: in screen pixels.
-            self.interaction.drag_threshold_px = self.config.drag_threshold_px / view.scale
+            # A drag is told from a click by how far the hand moved: in screen pixels (along the
+            # less stretched axis, for an anamorphic frame).
+            self.interaction.drag_threshold_px = self.config.drag_threshold_px / min(view.scale_x, view.scale_y)
         return view
