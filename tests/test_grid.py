@@ -7,6 +7,7 @@ screenshot of it (ImageMagick's ``import``).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from fractions import Fraction
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from test_ui import _screenshot, _wait, _xdo, xvfb_display  # noqa: F401  (fixture)
+import pytest
+from test_ui import TITLE, _geometry, _red_centre, _screenshot, _start_xvfb, _stop, _wait, _xdo, disc_clip, xvfb_display  # noqa: F401  (fixture)
 
 from realtime_sam.app.grid import GridLayout, GridWindow, route
 from realtime_sam.app.ui import AddObject, ClearAll, Interaction, RefineObject, RemoveAt
@@ -24,10 +26,10 @@ from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, Tr
 def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
     layout = GridLayout.for_sizes([(320, 240), (1280, 960), (160, 120)], max_cell=(640, 480))
     assert layout.cols == 2 and layout.cell == (640, 480) and layout.canvas_size == (1280, 960)
-    assert layout.scale(0) == 1.0 and layout.scale(1) == 0.5 and layout.scale(2) == 1.0  # never enlarged
+    assert layout.scales(0) == (1.0, 1.0) and layout.scales(1) == (0.5, 0.5) and layout.scales(2) == (1.0, 1.0)  # never enlarged
     assert [layout.origin(i) for i in range(3)] == [(0, 0), (640, 0), (0, 480)]
     assert layout.locate(10, 20) == (0, 10, 20)
-    assert layout.locate(640 + 100, 50) == (1, 200, 100)  # back in the big stream's pixels
+    assert layout.locate(640 + 100, 50) == (1, 200.5, 100.5)  # back in the big stream's pixels (pixel centres)
     assert layout.locate(400, 100) is None  # right of stream 0's 320-pixel tile
     assert layout.locate(700, 700) is None  # the empty fourth cell
     assert layout.locate(20, 500) == (2, 20, 20)
@@ -47,14 +49,51 @@ def test_clicks_and_boxes_go_to_the_stream_under_them():
     layout = GridLayout.for_sizes([(320, 240), (640, 480)], max_cell=(320, 240))
     shown = [0, 1]
     click = AddObject(ObjectPrompt(points=((330.0, 20.0),), labels=(1,)))
-    assert route(click, layout, shown) == (1, AddObject(ObjectPrompt(points=((20.0, 40.0),), labels=(1,))))
+    assert route(click, layout, shown) == (1, AddObject(ObjectPrompt(points=((20.5, 40.5),), labels=(1,))))
     box = AddObject(ObjectPrompt(box=(10.0, 10.0, 110.0, 60.0)))
     assert route(box, layout, shown) == (0, box)
-    assert route(RemoveAt(400.0, 100.0), layout, shown) == (1, RemoveAt(160.0, 200.0))
+    assert route(RemoveAt(400.0, 100.0), layout, shown) == (1, RemoveAt(160.5, 200.5))
     assert route(ClearAll(), layout, shown) is None
     # One stream shown alone (key 2): the whole window is stream 1 at full size.
     alone = GridLayout.for_sizes([(640, 480)], max_cell=(640, 480))
     assert route(click, alone, [1]) == (1, click)
+
+
+def test_an_anamorphic_stream_is_tiled_at_its_display_shape():
+    # A PAL 16:9 file (720x576, 64:45 pixels: 1024x576 as shown) beside a square-pixel 640x360 stream.
+    layout = GridLayout.for_sizes([(720, 576), (640, 360)], max_cell=(512, 480), aspects=[64 / 45, 1.0])
+    assert layout.tile_size(0) == (512, 288) and layout.tile_size(1) == (512, 288)
+    sx, sy = layout.scales(0)
+    assert sx / sy == pytest.approx(64 / 45) and sy == pytest.approx(0.5)
+    # A click on the tile's centre is the stored frame's centre.
+    assert layout.locate(255.5, 143.5) == pytest.approx((0, 359.5, 287.5))
+    canvas = layout.compose([np.full((576, 720, 3), 50, np.uint8), np.full((360, 640, 3), 200, np.uint8)])
+    assert canvas.shape == (288, 1024, 3) and (canvas[:, :512] == 50).all() and (canvas[:, 512:] == 200).all()
+
+
+@pytest.mark.parametrize(
+    "sizes, screen, want",
+    [
+        ([(1280, 720)] * 4, (1366, 768), (1226, 690)),  # four 720p streams, 2x2: 1280x720 did not fit
+        ([(1920, 1080)] * 2, (800, 600), (720, 202)),  # two 1080p side by side on a small screen
+        ([(1920, 1080)] * 3, (1024, 768), (920, 518)),  # 2x2 with an empty cell
+        ([(320, 240)] * 2, (1920, 1080), (640, 240)),  # small streams: at their own size
+    ],
+)
+def test_the_grid_fits_the_screen(sizes, screen, want):
+    window = GridWindow()
+    window.screen = screen
+    layout, _ = window.layout(sizes)
+    w, h = layout.canvas_size
+    assert (w, h) == want
+    assert w <= 0.9 * screen[0] and h <= 0.9 * screen[1]
+    # One stream alone (key 1) is fitted as the single window fits it.
+    window.focus = 0
+    alone, shown = window.layout(sizes)
+    from realtime_sam.app.ui import fit_view
+
+    view = fit_view(*sizes[0], screen=screen)
+    assert shown == [0] and np.abs(np.subtract(alone.canvas_size, (view.width, view.height))).max() <= 1  # (rounding)
 
 
 class _Engine:
@@ -318,3 +357,78 @@ def test_d_and_right_click_on_no_object_say_so_in_a_real_grid_window(xvfb_displa
             app.kill()
             app.wait()
     assert all(not f["tracks"] for name in ("left", "right") for f in frame_lines(tmp_path / f"{name}.jsonl"))
+
+
+@pytest.fixture
+def small_display():
+    """A private X server with an 800x600 screen; yields its DISPLAY name."""
+    server, display = _start_xvfb("800x600")
+    try:
+        yield display
+        assert server.poll() is None, "Xvfb died during the test"
+    finally:
+        _stop(server)
+
+
+def test_a_grid_of_big_streams_fits_a_small_screen_and_clicks_land_on_stream_pixels(small_display, tmp_path, checkpoint_path):
+    """A 1080p stream beside an anamorphic PAL one (720x576 at 64:45) on an 800x600 screen: the grid
+    window fits 90% of the screen (it was 1280x360, most of the second stream off screen), the
+    PAL stream at its display shape; a click on each red disc as shown prompts at its centre in
+    that stream's pixels, in the grid and with the stream shown alone (1: it was 1920x1080)."""
+    from fixtures_app import app_command, app_env
+
+    display = small_display
+    hd_disc, pal_disc = (1440, 810), (540, 432)
+    hd = disc_clip(tmp_path / "hd.mp4", (1920, 1080), hd_disc, seconds=120)
+    pal = disc_clip(tmp_path / "pal.mp4", (720, 576), pal_disc, sar=Fraction(64, 45), seconds=120)
+    err_path = tmp_path / "app.err"
+    with open(err_path, "w") as err:
+        app = subprocess.Popen(
+            app_command("--source", str(hd), "--source", str(pal), "--realtime", "--weights", str(checkpoint_path),
+                        "--device", "cpu", "--reencode-every", "100000"),
+            cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
+        )
+
+    def click_disc(region: np.ndarray, offset: int, stream: str, shot_name: str) -> tuple[int, int]:
+        """Click the red disc's centre inside window columns ``offset:``; the prompt ``stream`` got."""
+        before = len(re.findall(rf"{stream}: new object from point", err_path.read_text()))
+        cx, cy = _red_centre(region)
+        _xdo(display, "mousemove", "--window", wid, str(round(cx + offset)), str(round(cy)), "click", "1")
+        said = _wait(lambda: re.findall(rf"{stream}: new object from point (\d+),(\d+)", err_path.read_text())[before:],
+                     60, f"the prompt in {stream} ({shot_name})", app, err_path)
+        return int(said[0][0]), int(said[0][1])
+
+    try:
+        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+        _wait(lambda: _geometry(display, wid)[0] > 200, 60, "the first frames", app, err_path)
+        time.sleep(1.0)  # both streams' first frames shown
+        w, h = _geometry(display, wid)
+        assert w <= 800 * 0.9 + 1 and h <= 600 * 0.9 + 1, (w, h)
+        assert (w, h) == (720, 202), (w, h)  # two 360x202 cells: each stream at 16:9
+        shot = _wait(lambda: [s for s in [_screenshot(display, wid, tmp_path / "grid.png")] if (s[..., 2] > 200).sum() > 400],
+                     30, "both discs on screen", app, err_path)[0]
+        # The PAL stream's disc is round as shown (stored 81 pixels across for 115 down).
+        b, g, r = (shot[:, 360:, i].astype(int) for i in range(3))
+        ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+        assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.15, (xs.max() - xs.min(), ys.max() - ys.min())
+        tol = 1920 / 360 + 1  # one screen pixel, in the 1080p stream's pixels
+        px, py = click_disc(shot[:, :360], 0, "hd", "grid")
+        assert abs(px - hd_disc[0]) <= tol and abs(py - hd_disc[1]) <= tol, (px, py)
+        px, py = click_disc(shot[:, 360:], 360, "pal", "grid")
+        assert abs(px - pal_disc[0]) <= 720 / 360 + 1 and abs(py - pal_disc[1]) <= 576 / 202 + 1, (px, py)
+
+        # 1: the 1080p stream alone, fitted as the single window is (720x405), clicks in its pixels.
+        # The objects cleared first: a mask tinting the disc would move its centre as seen.
+        _xdo(display, "key", "--window", wid, "c")
+        _wait(lambda: "cleared all objects" in err_path.read_text(), 30, "the objects cleared", app, err_path)
+        _xdo(display, "key", "--window", wid, "1")
+        _wait(lambda: _geometry(display, wid) == (720, 405), 30, "stream 1 alone", app, err_path)
+        time.sleep(0.5)
+        px, py = click_disc(_screenshot(display, wid, tmp_path / "alone.png"), 0, "hd", "alone")
+        assert abs(px - hd_disc[0]) <= 1920 / 720 + 1 and abs(py - hd_disc[1]) <= 1920 / 720 + 1, (px, py)
+        _xdo(display, "key", "--window", wid, "q")
+        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()

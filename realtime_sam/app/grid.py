@@ -10,8 +10,11 @@
     +-----------+-----------+     space pause all, c clear all, a auto on/off (all), q / Esc quit
 
 Each stream's frame is scaled to fit a cell (at most ``max_cell`` pixels,
-never enlarged); clicks are mapped back to that stream's pixels
-(:meth:`GridLayout.locate`). The mouse and key handling is
+never enlarged, and small enough that the grid fits 90% of the screen, as the
+single-stream window does with :func:`~realtime_sam.app.ui.fit_view`); a
+stream shown alone is fitted to the screen the same way. An anamorphic
+stream (non-square pixels) is shown at its display shape. Clicks are mapped
+back to that stream's pixels (:meth:`GridLayout.locate`). The mouse and key handling is
 :class:`~realtime_sam.app.ui.Interaction`'s, shared with the single-stream
 window; :class:`GridLayout` and :func:`route` are pure and tested without a
 window. The window itself runs on the caller's thread and starts none.
@@ -42,7 +45,11 @@ from realtime_sam.app.ui import (
     ToggleHelp,
     TogglePause,
     WindowError,
+    SCREEN_FILL,
+    fit_view,
+    pixel_shape,
     require_display,
+    screen_size,
 )
 from realtime_sam.errors import PromptError
 from realtime_sam.output.render import Renderer
@@ -57,34 +64,55 @@ class GridLayout:
     """Where each stream's tile sits in the window.
 
     Attributes:
-        sizes: each stream's frame ``(width, height)``.
+        sizes: each stream's frame ``(width, height)``, stored pixels.
         cell: ``(width, height)`` of a grid cell.
         cols: cells per row.
+        aspects: each stream's sample aspect ratio (width over height of one pixel as
+            shown; empty: all square).
     """
 
     sizes: tuple[tuple[int, int], ...]
     cell: tuple[int, int]
     cols: int
+    aspects: tuple[float, ...] = ()
 
     @classmethod
-    def for_sizes(cls, sizes: Sequence[tuple[int, int]], max_cell: tuple[int, int] = (640, 480)) -> "GridLayout":
-        """A near-square grid (``ceil(sqrt(K))`` columns) whose cells fit the largest scaled frame."""
+    def for_sizes(
+        cls,
+        sizes: Sequence[tuple[int, int]],
+        max_cell: tuple[int, int] = (640, 480),
+        *,
+        aspects: Sequence[float] | None = None,
+    ) -> "GridLayout":
+        """A near-square grid (``ceil(sqrt(K))`` columns) whose cells fit the largest scaled frame
+        (each at its display shape, ``width * aspect`` by ``height``)."""
         sizes = tuple((int(w), int(h)) for w, h in sizes)
         if not sizes:
             raise ValueError("a grid needs at least one stream")
+        aspects = tuple(float(a) for a in aspects) if aspects else ()
+        if aspects and len(aspects) != len(sizes):
+            raise ValueError(f"{len(aspects)} aspect ratios for {len(sizes)} streams")
         cols = math.ceil(math.sqrt(len(sizes)))
-        scaled = [(round(w * cls._fit(w, h, max_cell)), round(h * cls._fit(w, h, max_cell))) for w, h in sizes]
-        cell = (max(w for w, _ in scaled), max(h for _, h in scaled))
-        return cls(sizes, cell, cols)
+        layout = cls(sizes, tuple(max_cell), cols, aspects)  # type: ignore[arg-type]
+        scaled = [layout.tile_size(i) for i in range(len(sizes))]
+        return replace(layout, cell=(max(w for w, _ in scaled), max(h for _, h in scaled)))
 
-    @staticmethod
-    def _fit(w: int, h: int, box: tuple[int, int]) -> float:
-        return min(1.0, box[0] / max(w, 1), box[1] / max(h, 1))
+    def aspect(self, i: int) -> float:
+        """Stream ``i``'s sample aspect ratio (1: square pixels)."""
+        return self.aspects[i] if self.aspects else 1.0
 
-    def scale(self, i: int) -> float:
-        """Tile ``i``'s pixels per stream pixel (<= 1)."""
+    def scales(self, i: int) -> tuple[float, float]:
+        """Tile ``i``'s pixels per stream pixel, across and down: the display shape's fit in a cell, never enlarged."""
         w, h = self.sizes[i]
-        return self._fit(w, h, self.cell)
+        a = self.aspect(i)
+        s = min(1.0, self.cell[0] / max(w * a, 1), self.cell[1] / max(h, 1))
+        return s * a, s
+
+    def tile_size(self, i: int) -> tuple[int, int]:
+        """Tile ``i``'s ``(width, height)`` in the window."""
+        w, h = self.sizes[i]
+        sx, sy = self.scales(i)
+        return min(self.cell[0], max(1, round(w * sx))), min(self.cell[1], max(1, round(h * sy)))
 
     def origin(self, i: int) -> tuple[int, int]:
         """Top-left corner of tile ``i`` in the window."""
@@ -98,12 +126,18 @@ class GridLayout:
 
     def locate(self, x: float, y: float) -> tuple[int, float, float] | None:
         """Window pixel ``(x, y)`` -> ``(stream index, x, y in that stream's pixels)``; ``None`` off every tile."""
-        for i, (w, h) in enumerate(self.sizes):
+        for i in range(len(self.sizes)):
             ox, oy = self.origin(i)
-            s = self.scale(i)
-            if ox <= x < ox + w * s and oy <= y < oy + h * s:
-                return i, (x - ox) / s, (y - oy) / s
+            tw, th = self.tile_size(i)
+            if ox <= x < ox + tw and oy <= y < oy + th:
+                return (i, *self.to_stream(i, x, y))
         return None
+
+    def to_stream(self, i: int, x: float, y: float) -> tuple[float, float]:
+        """Window pixel ``(x, y)`` -> stream ``i``'s pixel under it (pixel centres map to pixel centres)."""
+        ox, oy = self.origin(i)
+        sx, sy = self.scales(i)
+        return (x - ox + 0.5) / sx - 0.5, (y - oy + 0.5) / sy - 0.5
 
     def compose(self, tiles: Sequence[np.ndarray | None]) -> np.ndarray:
         """The window image (``HxWx3 uint8``) from one ``HxWx3`` image per stream (``None``: not shown yet)."""
@@ -112,11 +146,11 @@ class GridLayout:
         for i, tile in enumerate(tiles):
             if tile is None:
                 continue
-            w, h = self.sizes[i]
-            s = self.scale(i)
-            tw, th = max(1, round(w * s)), max(1, round(h * s))
+            tw, th = self.tile_size(i)
             if tile.shape[:2] != (th, tw):
-                tile = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_AREA)
+                sx, sy = self.scales(i)
+                shrink = sx <= 1 and sy <= 1
+                tile = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             ox, oy = self.origin(i)
             canvas[oy : oy + th, ox : ox + tw] = tile[: H - oy, : W - ox]
         return canvas
@@ -139,11 +173,9 @@ def route(command: object, layout: GridLayout, shown: Sequence[int]) -> tuple[in
         if hit is None:
             return None
         i = hit[0]
-        s = layout.scale(i)
-        ox, oy = layout.origin(i)
 
         def back(x: float, y: float) -> tuple[float, float]:
-            return (x - ox) / s, (y - oy) / s
+            return layout.to_stream(i, x, y)
 
         box = None if p.box is None else (*back(p.box[0], p.box[1]), *back(p.box[2], p.box[3]))
         points = tuple(back(x, y) for x, y in p.points)
@@ -180,11 +212,13 @@ class GridWindow:
         self.selections: dict[int, Selection] = {}
         self._pending: list[object] = []
         self._open = False
+        self.screen: tuple[int, int] | None = None  # the screen's size, read when the window opens
 
     def open(self) -> None:
         if self._open:
             return
         require_display()
+        self.screen = screen_size()
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.title, lambda e, x, y, f, _p=None: self._pending.extend(self.interaction.on_mouse(e, x, y, f)))
@@ -209,17 +243,34 @@ class GridWindow:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def layout(self, sizes: Sequence[tuple[int, int]]) -> tuple[GridLayout, list[int]]:
-        """The layout for the current view and which stream each tile shows."""
+    def layout(
+        self, sizes: Sequence[tuple[int, int]], aspects: Sequence[float] | None = None
+    ) -> tuple[GridLayout, list[int]]:
+        """The layout for the current view and which stream each tile shows.
+
+        A stream shown alone takes the size :func:`~realtime_sam.app.ui.fit_view` gives it (its
+        display shape, shrunk to fit the screen); in the grid each cell is at most ``max_cell``
+        and the grid at most :data:`~realtime_sam.app.ui.SCREEN_FILL` of the screen.
+        """
+        aspects = list(aspects) if aspects else [1.0] * len(sizes)
         if self.focus is not None and self.focus < len(sizes):
-            return GridLayout.for_sizes([sizes[self.focus]], max_cell=sizes[self.focus]), [self.focus]
-        return GridLayout.for_sizes(sizes, self.max_cell), list(range(len(sizes)))
+            (w, h), a = sizes[self.focus], aspects[self.focus]
+            view = fit_view(w, h, sar=a, screen=self.screen)
+            return GridLayout.for_sizes([(w, h)], max_cell=(view.width, view.height), aspects=[a]), [self.focus]
+        cell = self.max_cell
+        if self.screen is not None:
+            cols = math.ceil(math.sqrt(len(sizes)))
+            rows = math.ceil(len(sizes) / cols)
+            share = (int(SCREEN_FILL * self.screen[0] / cols), int(SCREEN_FILL * self.screen[1] / rows))
+            cell = (max(1, min(cell[0], share[0])), max(1, min(cell[1], share[1])))
+        return GridLayout.for_sizes(sizes, cell, aspects=aspects), list(range(len(sizes)))
 
     def run(self, multi, *, on_result: Callable[[object], None] | None = None) -> str:
         """Show every stream until all end (``"ended"``), ``q``/``Esc`` (``"quit"``) or the window closes (``"closed"``)."""
         self.open()
         runs = multi.runs
         sizes = [tuple(r.source.size) for r in runs]
+        aspects = [pixel_shape(r.source) for r in runs]
         last: list = [None] * len(runs)
         index = {r.name: i for i, r in enumerate(runs)}
         try:
@@ -241,7 +292,7 @@ class GridWindow:
                     self.focus, dirty = None, True
                 else:
                     self._pending.extend(self.interaction.on_key(key))
-                layout, shown = self.layout(sizes)
+                layout, shown = self.layout(sizes, aspects)
                 commands, self._pending = self._pending, []
                 for command in commands:
                     dirty = True
@@ -312,8 +363,15 @@ class GridWindow:
             w, h = result.result.frame.width, result.result.frame.height
             selection = self._selection(i)
             if isinstance(cmd, AddObject):
-                selection.object_added(run.engine.add_object(clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h)))
-                self.on_message(f"{run.name}: new object")
+                prompt = clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h)
+                selection.object_added(run.engine.add_object(prompt))
+                # As the single window says it: where, in the stream's pixels.
+                if prompt.box is not None:
+                    x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
+                    self.on_message(f"{run.name}: new object from box {x0},{y0},{x1},{y1}")
+                else:
+                    x, y = (int(round(v)) for v in prompt.points[0])
+                    self.on_message(f"{run.name}: new object from point {x},{y}")
             elif isinstance(cmd, RemoveAt):
                 target = run.engine.track_at(cmd.x, cmd.y)
                 if target is None:
@@ -344,13 +402,20 @@ class GridWindow:
             if item is None:
                 tiles.append(None)
                 continue
-            image = self.renderer.annotate(item.result.frame.image, item.result)
+            tiles.append(self.renderer.annotate(item.result.frame.image, item.result))
+        canvas = layout.compose(tiles)
+        # Each tile's label drawn at the window's size (on a 1080p frame before it was shrunk it was unreadable).
+        for pos, i in enumerate(shown):
+            item = last[i]
+            if item is None:
+                continue
             age = "-" if item.encode_age_s is None else f"{item.encode_age_s:.1f}s"
             label = f"{i + 1} {runs[i].name}  tracks {len(item.tracks)}  encode age {age}"
-            cv2.putText(image, label, (6, image.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(image, label, (6, image.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-            tiles.append(image)
-        return layout.compose(tiles)
+            (ox, oy), (tw, th) = layout.origin(pos), layout.tile_size(pos)
+            tile = canvas[oy : oy + th, ox : ox + tw]  # a view: the label is cut at the tile's edge
+            cv2.putText(tile, label, (6, th - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(tile, label, (6, th - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        return canvas
 
     def _draw(self, layout: GridLayout, shown: list[int], runs, last) -> None:
         image = self._image(layout, shown, runs, last)
