@@ -1357,3 +1357,53 @@ def test_an_anamorphic_file_is_shown_at_its_display_shape_and_clicks_land_on_sto
         if app.poll() is None:
             app.kill()
             app.wait()
+
+
+# ------------------------------------------------------------------ several monitors
+
+@pytest.fixture
+def two_monitor_display():
+    """A private X server whose 2304x720 screen is two monitors side by side, as RandR lists them
+    (``xrandr --setmonitor``): 1280x720 on the left, 1024x600 on the right; yields its DISPLAY name."""
+    if shutil.which("xrandr") is None:
+        pytest.skip("needs xrandr (apt-get install x11-xserver-utils)")
+    server, display = _start_xvfb("2304x720")
+    try:
+        env = {**os.environ, "DISPLAY": display}
+        for args in (["left", "1280/338x720/190+0+0", "screen"], ["right", "1024/270x600/160+1280+0", "none"]):
+            subprocess.run(["xrandr", "--setmonitor", *args], check=True, capture_output=True, timeout=10, env=env)
+        listed = subprocess.run(["xrandr", "--listmonitors"], check=True, capture_output=True, text=True, timeout=10, env=env).stdout
+        assert "Monitors: 2" in listed, listed
+        yield display
+        assert server.poll() is None, "Xvfb died during the test"
+    finally:
+        _stop(server)
+
+
+def test_screen_size_is_the_monitor_under_the_pointer(two_monitor_display, monkeypatch):
+    """With two monitors it was the whole desktop, 2304x720, whichever the pointer was on."""
+    from realtime_sam.app.ui import screen_size
+
+    monkeypatch.setenv("DISPLAY", two_monitor_display)
+    for (x, y), want in [((100, 100), (1280, 720)), ((1500, 100), (1024, 600)), ((1500, 700), (1280, 720))]:
+        _xdo(two_monitor_display, "mousemove", "--sync", str(x), str(y))
+        assert screen_size() == want, ((x, y), want)  # (1500, 700) is below the right one: the first listed
+
+
+def test_a_wide_frame_is_fitted_to_one_monitor_not_the_desktop(two_monitor_display, tmp_path):
+    """A 1920x540 frame with the pointer on the 1280x720 monitor: a 1152x324 window (90% of that
+    monitor's width); it was 1920x540, over both monitors, as it fitted 90% of the 2304x720
+    desktop. A click on the disc as shown prompts at its centre in frame pixels."""
+    display = two_monitor_display
+    _xdo(display, "mousemove", "--sync", "600", "650")  # on the left monitor, below where the window opens
+    app, wid, out_path, err_path = _start_sized_app(display, 1920, 540, tmp_path)
+    try:
+        _wait(lambda: _geometry(display, wid)[0] > 200, 60, "the first frame", app, err_path)
+        time.sleep(0.5)
+        assert _geometry(display, wid) == (1152, 324)
+        cx, cy = _red_centre(_screenshot(display, wid, tmp_path / "shot.png"))
+        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        tol = 1920 / 1152 + 1  # one screen pixel
+        assert abs(px - 1440) <= tol and abs(py - 405) <= tol, (px, py)
+    finally:
+        _quit(display, wid, app, err_path)

@@ -187,9 +187,10 @@ def _x_server_answers(display: str) -> bool | None:
 
 
 def screen_size() -> tuple[int, int] | None:
-    """The screen's ``(width, height)`` in pixels, where it can be told: the X display's
-    (``DISPLAY``, through libX11; with several monitors, the whole desktop) or, on Windows, the
-    primary monitor's; ``None`` elsewhere (macOS, Wayland without XWayland) or when it cannot be read."""
+    """The screen's ``(width, height)`` in pixels, where it can be told: on X (``DISPLAY``, through
+    libX11), the monitor under the mouse pointer where Xinerama (or RandR's emulation of it) lists
+    monitors, else the whole display; on Windows, the primary monitor's; ``None`` elsewhere (macOS,
+    Wayland without XWayland) or when it cannot be read."""
     import ctypes
     import ctypes.util
 
@@ -212,8 +213,12 @@ def screen_size() -> tuple[int, int] | None:
             if not conn:
                 return None
             try:
-                number = x11.XDefaultScreen(conn)
-                width, height = int(x11.XDisplayWidth(conn, number)), int(x11.XDisplayHeight(conn, number))
+                monitor = _x_monitor_at_pointer(x11, conn)
+                if monitor is not None:
+                    width, height = monitor
+                else:
+                    number = x11.XDefaultScreen(conn)
+                    width, height = int(x11.XDisplayWidth(conn, number)), int(x11.XDisplayHeight(conn, number))
             finally:
                 x11.XCloseDisplay(conn)
         else:
@@ -221,6 +226,61 @@ def screen_size() -> tuple[int, int] | None:
     except (OSError, AttributeError):
         return None
     return (width, height) if width > 0 and height > 0 else None
+
+
+def _x_monitor_at_pointer(x11: object, conn: int) -> tuple[int, int] | None:
+    """With several monitors (Xinerama, or RandR's Xinerama emulation, which lists ``xrandr
+    --listmonitors``), the ``(width, height)`` of the one under the mouse pointer (the first
+    listed when the pointer is on none): a window is opened where the user looks, and the whole
+    desktop's size would let it span monitors. ``None`` without libXinerama or when it is off."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("Xinerama")
+    if name is None:
+        return None
+
+    class ScreenInfo(ctypes.Structure):  # XineramaScreenInfo
+        _fields_ = [
+            ("screen_number", ctypes.c_int),
+            ("x_org", ctypes.c_short),
+            ("y_org", ctypes.c_short),
+            ("width", ctypes.c_short),
+            ("height", ctypes.c_short),
+        ]
+
+    xinerama = ctypes.cdll.LoadLibrary(name)
+    xinerama.XineramaIsActive.argtypes = [ctypes.c_void_p]
+    xinerama.XineramaQueryScreens.restype = ctypes.POINTER(ScreenInfo)
+    xinerama.XineramaQueryScreens.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    if not xinerama.XineramaIsActive(conn):
+        return None
+    count = ctypes.c_int(0)
+    screens = xinerama.XineramaQueryScreens(conn, ctypes.byref(count))
+    if not screens:
+        return None
+    try:
+        monitors = [(s.x_org, s.y_org, s.width, s.height) for s in screens[: count.value]]
+    finally:
+        x11.XFree.argtypes = [ctypes.c_void_p]  # type: ignore[attr-defined]
+        x11.XFree(screens)  # type: ignore[attr-defined]
+    if not monitors:
+        return None
+    x11.XDefaultRootWindow.restype = ctypes.c_ulong  # type: ignore[attr-defined]
+    x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]  # type: ignore[attr-defined]
+    x11.XQueryPointer.argtypes = [ctypes.c_void_p, ctypes.c_ulong] + [ctypes.c_void_p] * 7  # type: ignore[attr-defined]
+    root, child = ctypes.c_ulong(), ctypes.c_ulong()
+    px, py, wx, wy, mask = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_uint()
+    on_screen = x11.XQueryPointer(  # type: ignore[attr-defined]
+        conn, x11.XDefaultRootWindow(conn), ctypes.byref(root), ctypes.byref(child),  # type: ignore[attr-defined]
+        ctypes.byref(px), ctypes.byref(py), ctypes.byref(wx), ctypes.byref(wy), ctypes.byref(mask),
+    )
+    if on_screen:
+        for x, y, w, h in monitors:
+            if x <= px.value < x + w and y <= py.value < y + h:
+                return int(w), int(h)
+    x, y, w, h = monitors[0]
+    return int(w), int(h)
 
 
 SCREEN_FILL = 0.9
