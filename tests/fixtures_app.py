@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -99,3 +101,35 @@ def wait_for_frames(path: Path, n: int, proc: subprocess.Popen, timeout: float) 
             raise AssertionError(f"the app ended early ({proc.returncode}) before {n} frames in {path}: {err}")
         time.sleep(0.1)
     raise AssertionError(f"fewer than {n} frames in {path} after {timeout} s")
+
+
+@contextmanager
+def running_app(cwd: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """Run the app with ``args`` in ``cwd``, its stderr going to ``cwd / "err.txt"``; yields the process and that path.
+
+    On leaving the block (an assertion, a failed wait included) the app is killed if it still runs.
+    """
+    err_path = cwd / "err.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(app_command(*args), cwd=cwd, env=app_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        yield proc, err_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def app_losing_its_stream(
+    cwd: Path, *args: str, server, jsonl: Path, frames: int, timeout: float
+) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """:func:`running_app` on a stream of ``server`` (an ``RtspServer`` of ``fixtures_rtsp``), killed mid-run.
+
+    Once the JSONL output ``jsonl`` holds ``frames`` frame records (:func:`wait_for_frames`, with
+    ``timeout``), the server is killed and the block runs: it waits for the app to reconnect or to exit.
+    """
+    with running_app(cwd, *args) as (proc, err_path):
+        wait_for_frames(jsonl, frames, proc, timeout)
+        server.kill()
+        yield proc, err_path

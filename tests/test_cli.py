@@ -26,6 +26,7 @@ from fixtures_app import (  # noqa: F401
     WIDTH,
     app_command,
     app_env,
+    app_losing_its_stream,
     frame_lines,
     run_app,
     wait_for_frames,
@@ -743,16 +744,11 @@ def test_signal_stops_fast_and_finalises_outputs(tmp_path, checkpoint_path, sig,
 def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, checkpoint_path, rtsp_server):
     server = rtsp_server()
     url = server.url("live", userinfo="user:secret-pass")
-    err_path = tmp_path / "err.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            app_command("--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
-                        "--save-masks", "live.jsonl", "--status-interval", "1", "--set", "source.backoff_max_s=1"),
-            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
-        server.kill()
+    with app_losing_its_stream(
+        tmp_path, "--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
+        "--save-masks", "live.jsonl", "--status-interval", "1", "--set", "source.backoff_max_s=1",
+        server=server, jsonl=tmp_path / "live.jsonl", frames=5, timeout=120,
+    ) as (proc, err_path):
         deadline = time.monotonic() + 60
         while "disconnected" not in err_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -776,10 +772,6 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err_path.read_text()
     events = [line for line in text.splitlines() if line.startswith("source: ")]
     assert any("disconnected" in line for line in events), text
@@ -796,22 +788,13 @@ def test_a_stream_that_gives_up_reconnecting_is_exit_1_with_its_outputs_saved(tm
     # and saved first), and as one of several streams does (exit 1): not a bad argument (2).
     server = rtsp_server()
     url = server.url("live", userinfo="user:secret-pass")
-    err_path = tmp_path / "err.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            app_command("--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
-                        "--save-masks", "live.jsonl", "--box", "20,20,120,100",
-                        "--set", "source.reconnect_max_tries=2", "--set", "source.backoff_initial_s=0.2"),
-            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        wait_for_frames(tmp_path / "live.jsonl", 5, proc, timeout=120)
-        server.kill()
+    with app_losing_its_stream(
+        tmp_path, "--headless", "--source", url, "--weights", str(checkpoint_path), "--device", "cpu",
+        "--save-masks", "live.jsonl", "--box", "20,20,120,100",
+        "--set", "source.reconnect_max_tries=2", "--set", "source.backoff_initial_s=0.2",
+        server=server, jsonl=tmp_path / "live.jsonl", frames=5, timeout=120,
+    ) as (proc, err_path):
         code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err_path.read_text()
     assert code == 1, text
     errors = [line for line in text.splitlines() if line.startswith("error: ")]

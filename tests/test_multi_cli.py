@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 
 import pytest
 
-from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines, wait_for_frames  # noqa: F401
+from fixtures_app import HEIGHT, WIDTH, app_losing_its_stream, frame_lines, running_app, wait_for_frames  # noqa: F401
 from realtime_sam.app import cli
 
 LAVFI = "lavfi:testsrc2=size=320x240:rate=25"
@@ -94,25 +93,14 @@ def test_file_lavfi_and_rtsp_at_once_with_the_rtsp_server_killed(tmp_path, check
         f"  - name: pattern\n    source: '{LAVFI}'\n"
         "    prompts: [{box: [40, 40, 120, 120], label: square}]\n"
     )
-    err_path = tmp_path / "err.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            app_command(
-                "--headless", "--sources", "streams.yaml", "--source", str(small_clip),
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000",
-                "--box", "20,20,120,100", "--max-frames", "15", "--status-interval", "1",
-                "--save-masks", "out/{name}.jsonl",
-            ),
-            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        wait_for_frames(tmp_path / "out" / "cam.jsonl", 5, proc, timeout=150)
-        server.kill()
+    with app_losing_its_stream(
+        tmp_path, "--headless", "--sources", "streams.yaml", "--source", str(small_clip),
+        "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000",
+        "--box", "20,20,120,100", "--max-frames", "15", "--status-interval", "1",
+        "--save-masks", "out/{name}.jsonl",
+        server=server, jsonl=tmp_path / "out" / "cam.jsonl", frames=5, timeout=150,
+    ) as (proc, err_path):
         code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err_path.read_text()
     assert code == 1, text  # one stream did not finish cleanly
     lines = text.splitlines()
@@ -171,15 +159,6 @@ def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_
         "    settings: {pipeline: {max_frames: 0}, source: {backoff_initial_s: 0.2, backoff_max_s: 0.5}}\n"
         f"  - name: pattern\n    source: '{LAVFI}'\n    settings: {{pipeline: {{max_frames: 0}}}}\n"
     )
-    err_path = tmp_path / "err.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            app_command(
-                "--headless", "--sources", "streams.yaml", "--weights", str(checkpoint_path), "--device", "cpu",
-                "--reencode-every", "1000", "--status-interval", "0.5", "--save-masks", "out/{name}.jsonl",
-            ),
-            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
-        )
 
     def wait_line(pattern: str, since: int = 0) -> int:
         deadline = time.monotonic() + 60
@@ -191,9 +170,11 @@ def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_
             assert proc.poll() is None and time.monotonic() < deadline, text[-3000:]
             time.sleep(0.1)
 
-    try:
-        wait_for_frames(tmp_path / "out" / "cam.jsonl", 3, proc, timeout=150)
-        server.kill()
+    with app_losing_its_stream(
+        tmp_path, "--headless", "--sources", "streams.yaml", "--weights", str(checkpoint_path), "--device", "cpu",
+        "--reencode-every", "1000", "--status-interval", "0.5", "--save-masks", "out/{name}.jsonl",
+        server=server, jsonl=tmp_path / "out" / "cam.jsonl", frames=3, timeout=150,
+    ) as (proc, err_path):
         down = wait_line(r"^cam: source: .*disconnected")
         wait_line(r"^cam: reconnecting \(attempt \d+\), frames \d+ read", down)
         wait_line(r"^pattern: running, ", down)  # the other stream is not affected
@@ -202,10 +183,6 @@ def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_
         wait_line(r"^cam: running, frames \d+ read", back)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130, err_path.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = err_path.read_text().splitlines()
     # Before the server went away, and after it came back, the line said running.
     assert not [x for x in lines if x.startswith("cam: reconnecting") and "attempt" not in x]
@@ -228,18 +205,12 @@ def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, r
     (tmp_path / "streams.yaml").write_text(
         f"streams:\n  - name: cam\n    source: {server.url('live')}\n    settings: {{pipeline: {{max_frames: 0}}}}\n"
     )
-    err_path = tmp_path / "err.txt"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            app_command(
-                "--headless", "--sources", "streams.yaml", "--source", "door.mp4",
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1",
-                "--set", "streams.frame_budget=0", "--box", "100,60,220,180", "--status-interval", "1000",
-                "--save-masks", "out/{name}.jsonl",
-            ),
-            cwd=tmp_path, env=app_env(), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
+    with running_app(
+        tmp_path, "--headless", "--sources", "streams.yaml", "--source", "door.mp4",
+        "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1",
+        "--set", "streams.frame_budget=0", "--box", "100,60,220,180", "--status-interval", "1000",
+        "--save-masks", "out/{name}.jsonl",
+    ) as (proc, err_path):
         for name in ("cam", "door"):
             wait_for_frames(tmp_path / "out" / f"{name}.jsonl", 3, proc, timeout=150)
         for i, sig in enumerate(signals):
@@ -247,10 +218,6 @@ def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, r
                 time.sleep(0.1)  # the first one handled (not merged with it), an encode still running
             proc.send_signal(sig)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err_path.read_text()
     lines = text.splitlines()
     assert proc.returncode == code, text
