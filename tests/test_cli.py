@@ -750,7 +750,8 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
         server=server, jsonl=tmp_path / "live.jsonl", frames=5, timeout=120,
     ) as (proc, err_path):
         deadline = time.monotonic() + 60
-        while "disconnected" not in err_path.read_text() and time.monotonic() < deadline:
+        while "disconnected" not in err_path.read_text():
+            assert time.monotonic() < deadline, "no 'disconnected' within 60 s:\n" + err_path.read_text()[-2000:]
             time.sleep(0.1)
         # While the server is away the periodic status line says the stream is reconnecting, and on
         # which attempt (it said nothing of it: frames read stood still, as on a stalled model).
@@ -761,7 +762,8 @@ def test_stream_drop_and_reconnect_are_reported_without_credentials(tmp_path, ch
         before = len(frame_lines(tmp_path / "live.jsonl"))
         server.start()
         deadline = time.monotonic() + 60
-        while "reconnected" not in err_path.read_text() and time.monotonic() < deadline:
+        while "reconnected" not in err_path.read_text():
+            assert time.monotonic() < deadline, "no 'reconnected' within 60 s:\n" + err_path.read_text()[-2000:]
             time.sleep(0.1)
         wait_for_frames(tmp_path / "live.jsonl", before + 5, proc, timeout=60)
         # Back: the next status lines no longer say so.
