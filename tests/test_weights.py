@@ -1118,3 +1118,53 @@ def test_sigterm_during_weights_download_exits_143_and_keeps_no_partial_file(
     assert err.splitlines()[-1] == "error: terminated by SIGTERM; no partial file was kept", err
     assert out == ""
     assert _listing(cache) == []
+
+
+# --------------------------------------------------------------------------- the published file's digest
+
+
+def test_a_download_from_the_official_urls_must_be_the_published_file(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The official URLs serve one known file. A checkpoint of the right layout with other numbers
+    # (a damaged byte inside a tensor, a resumed transfer's bad seam, a mirror serving something
+    # else) passed the layout check and was installed as the official weights.
+    import realtime_sam.model.weights as weights_mod
+
+    first, second = server.serve("/a/mobile_sam.pt", checkpoint_bytes), server.serve("/b/mobile_sam.pt", checkpoint_bytes)
+    monkeypatch.setattr(weights_mod, "OFFICIAL_URLS", (first, second))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    with pytest.raises(WeightsDownloadError) as info:
+        download_weights(dest, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and message.count("is not the published MobileSAM") == 2, message
+    assert hashlib.sha256(checkpoint_bytes).hexdigest()[:16] in message
+    assert weights_mod.OFFICIAL_SHA256["vit_t"][:16] in message
+    assert _listing(dest.parent) == []  # nothing installed, no part kept (the bytes came whole: not resumable)
+
+    # The same bytes with their own digest named: accepted (what the official file gets).
+    assert download_weights(dest, progress=False, sha256=hashlib.sha256(checkpoint_bytes).hexdigest()) == dest
+    assert dest.read_bytes() == checkpoint_bytes
+
+
+def test_urls_of_your_own_may_serve_another_checkpoint_of_the_layout(
+    tmp_path: Path, server: _Server, checkpoint_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # $REALTIME_SAM_WEIGHTS_URL may point at a fine-tuned MobileSAM: its layout is checked, not its digest.
+    monkeypatch.setenv(ENV_URLS, server.serve("/finetuned.pt", checkpoint_bytes))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    assert download_weights(dest, progress=False) == dest
+    with pytest.raises(ValueError, match="64 hex digits"):
+        download_weights(dest, progress=False, sha256="abc")
+
+
+def test_verify_says_whether_a_file_is_the_published_one(
+    tmp_path: Path, checkpoint_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import realtime_sam.model.weights as weights_mod
+
+    assert weights_main(["verify", str(checkpoint_file)]) == 0
+    assert "published:  no" in capsys.readouterr().out
+    monkeypatch.setitem(weights_mod.OFFICIAL_SHA256, "vit_t", hashlib.sha256(checkpoint_file.read_bytes()).hexdigest())
+    assert weights_main(["verify", str(checkpoint_file)]) == 0
+    assert "published:  yes" in capsys.readouterr().out

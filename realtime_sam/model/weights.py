@@ -34,6 +34,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -73,6 +74,7 @@ __all__ = [
     "partial_download_bytes",
     "damaged_weights_error",
     "locate_checkpoint",
+    "OFFICIAL_SHA256",
     "OFFICIAL_URLS",
     "OFFICIAL_SAM_URLS",
     "VerifyReport",
@@ -102,6 +104,13 @@ OFFICIAL_URLS: tuple[str, ...] = (
     "https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
     "https://github.com/ultralytics/assets/releases/download/v8.2.0/mobile_sam.pt",
 )
+
+#: SHA-256 of the published ``mobile_sam.pt`` (40,728,226 bytes), which both
+#: :data:`OFFICIAL_URLS` serve. A download from them must match it: the layout check alone
+#: does not see a flipped byte inside a tensor (a resumed transfer's seam, a proxy's damage).
+OFFICIAL_SHA256: Mapping[str, str] = {
+    "vit_t": "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+}
 
 #: Meta's segment-anything release files; only named in messages, never auto-downloaded.
 OFFICIAL_SAM_URLS: Mapping[str, str] = {
@@ -556,6 +565,7 @@ def download_weights(
     model_type: str = "vit_t",
     progress: bool = True,
     timeout: float = 30.0,
+    sha256: str | None = None,
 ) -> Path:
     """Download the ``model_type`` checkpoint to ``dest``, verified, atomically.
 
@@ -564,7 +574,10 @@ def download_weights(
     default URLs). A URL is accepted only when the byte count matches
     ``Content-Length`` and the file passes
     :func:`realtime_sam.model.checkpoint.load_checkpoint`; then it is renamed onto
-    ``dest`` (replacing any old file). The temporary file lives next to
+    ``dest`` (replacing any old file). Where ``sha256`` is given (hex), or the URLs are
+    :data:`OFFICIAL_URLS` (then :data:`OFFICIAL_SHA256`'s), the file's SHA-256 must match it
+    too; URLs of your own (``$REALTIME_SAM_WEIGHTS_URL``) may serve another checkpoint of
+    the same layout (a fine-tuned one), so theirs is not checked. The temporary file lives next to
     ``dest``. A transfer cut short (the network, Ctrl-C, SIGTERM) keeps it where the
     server named the file's length and a validator (``ETag`` or ``Last-Modified``), and
     the next download of the same URL resumes it (:func:`_start`); any other failure
@@ -590,6 +603,10 @@ def download_weights(
                 f"{OFFICIAL_SAM_URLS[model_type]}"
             )
         urls = weights_urls()
+    if sha256 is None and tuple(urls) == tuple(OFFICIAL_URLS):
+        sha256 = OFFICIAL_SHA256.get(model_type)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
     urls = [u for u in urls if u]
     if not urls:
         raise WeightsDownloadError("no download URL given")
@@ -638,6 +655,13 @@ def download_weights(
                     f"space or set {ENV_CACHE} to another directory"
                 ) from exc
             checking = True
+            if sha256 is not None:
+                got = _file_sha256(part.path)
+                if got != sha256.lower():
+                    raise _TransferFailed(
+                        f"the file is not the published {name} checkpoint (SHA-256 {got[:16]}..., "
+                        f"expected {sha256.lower()[:16]}...)"
+                    )
             try:
                 checkpoint.load_checkpoint(part.path, model_type)
             except CheckpointError as exc:
@@ -684,6 +708,14 @@ def download_weights(
         f"could not download the {name} weights{saved}. Tried: {tried}.{offline} "
         f"Download it by hand: curl -L -o {dest} {urls[0]}"
     )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _size(path: Path) -> int:
@@ -891,6 +923,13 @@ class VerifyReport:
     sha256: str
     size_bytes: int
 
+    @property
+    def published(self) -> bool | None:
+        """Whether the file is the published checkpoint (:data:`OFFICIAL_SHA256`); ``None``
+        where no published digest is known here (SAM's ViT-B/L/H)."""
+        expected = OFFICIAL_SHA256.get(self.model_type)
+        return None if expected is None else self.sha256 == expected
+
 
 def verify_weights(path: str | os.PathLike[str], model_type: str | None = "vit_t") -> VerifyReport:
     """Check that ``path`` is a complete checkpoint of ``model_type`` and summarise it.
@@ -918,16 +957,12 @@ def verify_weights(path: str | os.PathLike[str], model_type: str | None = "vit_t
     else:
         _check_model_type(model_type)
         state = checkpoint.load_checkpoint(p, model_type)
-    digest = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
     return VerifyReport(
         path=p,
         model_type=model_type,
         num_tensors=len(state),
         num_parameters=sum(int(t.numel()) for t in state.values()),
-        sha256=digest.hexdigest(),
+        sha256=_file_sha256(p),
         size_bytes=p.stat().st_size,
     )
 
@@ -1041,6 +1076,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     print(f"parameters: {report.num_parameters:,}")
     print(f"size:       {report.size_bytes:,} bytes")
     print(f"sha256:     {report.sha256}")
+    if report.published is not None:
+        print("published:  " + (
+            "yes (the official MobileSAM weights)" if report.published
+            else "no (a checkpoint of the same layout, not the official file: fine-tuned, or random as in tests)"
+        ))
     return 0
 
 
