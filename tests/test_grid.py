@@ -8,15 +8,16 @@ screenshot of it (ImageMagick's ``import``).
 from __future__ import annotations
 
 import re
-import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from test_ui import TITLE, _geometry, _red_centre, _screenshot, _start_xvfb, _stop, _wait, _xdo, disc_clip, xvfb_display  # noqa: F401  (fixture)
+from fixtures_window import WindowApp, disc_clip, launch, model_args, private_display, red_centre, red_pixels, still_clip
 
 from realtime_sam.app.grid import GridLayout, GridWindow, route
 from realtime_sam.app.ui import AddObject, ClearAll, Interaction, RefineObject, RemoveAt
@@ -183,35 +184,35 @@ def test_d_off_every_stream_in_the_grid_says_there_is_no_object():
     assert said == ["no object under the cursor to remove", "no stream under the cursor: right-click inside a stream's picture"]
 
 
-def test_a_click_in_a_real_grid_window_goes_to_that_stream(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
-    from fixtures_app import app_command, app_env, frame_lines
+@contextmanager
+def _two_streams(display: str, tmp_path: Path, checkpoint_path: Path, left: Path, right: Path, *, grid_timeout: float) -> Iterator[WindowApp]:
+    """The app on two 320x240 files named left and right, each stream's masks saved to ``{name}.jsonl`` in
+    ``tmp_path``, once its 640x240 grid window shows (within ``grid_timeout`` seconds) and both streams wrote a frame."""
+    from fixtures_app import app_command, frame_lines
+
+    command = app_command(
+        "--source", str(left), "--source", str(right), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
+        *model_args(checkpoint_path),
+    )
+    with launch(command, display, tmp_path / "app.err", cwd=tmp_path) as app:
+        app.find_window(180)
+        # Two 320x240 streams side by side.
+        app.wait_geometry("640x240", grid_timeout, "the grid")
+        app.wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames")
+        yield app
+
+
+def test_a_click_in_a_real_grid_window_goes_to_that_stream(xvfb_display, tmp_path, checkpoint_path):
+    from fixtures_app import frame_lines
 
     from realtime_sam.testing.synthetic import standard_scene, write_video
 
     clips = [write_video(standard_scene(320, 240, num_frames=300, seed=s), tmp_path / f"{n}.mp4", fps=5) for s, n in ((1, "left"), (2, "right"))]
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command(
-                "--source", str(clips[0]), "--source", str(clips[1]), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
-            ),
-            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    display = xvfb_display
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
-        # Two 320x240 streams side by side.
-        _wait(lambda: "Geometry: 640x240" in _xdo(display, "getwindowgeometry", wid), 60, "the grid", app, err_path)
-        _wait(lambda: frame_lines(tmp_path / "right.jsonl") and frame_lines(tmp_path / "left.jsonl"), 60, "frames", app, err_path)
-        _xdo(display, "mousemove", "--window", wid, "480", "120", "click", "1")  # the right tile's centre
-        _wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object", app, err_path)
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+    with _two_streams(xvfb_display, tmp_path, checkpoint_path, *clips, grid_timeout=60) as app:
+        app.click(480, 120)  # the right tile's centre
+        app.wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object")
+        app.quit(60, err_tail=None)
     right = frame_lines(tmp_path / "right.jsonl")
     left = frame_lines(tmp_path / "left.jsonl")
     assert all(not f["tracks"] for f in left)  # the click went to the right stream only
@@ -225,21 +226,11 @@ LEFT_BGR, RIGHT_BGR = (40, 40, 200), (200, 160, 40)
 LABEL_ROWS = 24  # each tile's bottom band, where its "1 left  tracks ..." label is drawn
 
 
-def _flat_clip(path: Path, bgr: tuple[int, int, int], *, seconds: int = 200, fps: int = 5) -> Path:
+def _flat_clip(path: Path, bgr: tuple[int, int, int]) -> Path:
     """A 320x240 H.264 file of one flat colour, long enough to outlast the test when played in real time."""
-    import av
-
     image = np.empty((240, 320, 3), np.uint8)
     image[:] = bgr
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        for i in range(seconds * fps):
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
+    return still_clip(path, image)
 
 
 def _share(image: np.ndarray, bgr: tuple[int, int, int]) -> float:
@@ -247,42 +238,23 @@ def _share(image: np.ndarray, bgr: tuple[int, int, int]) -> float:
     return float(np.mean((np.abs(image.astype(int) - np.array(bgr)) <= 25).all(axis=2)))
 
 
-def test_keys_show_one_stream_alone_and_back_to_the_grid_in_a_real_window(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
-    from fixtures_app import app_command, app_env, frame_lines
+def test_keys_show_one_stream_alone_and_back_to_the_grid_in_a_real_window(xvfb_display, tmp_path, checkpoint_path):
+    from fixtures_app import frame_lines
 
     left = _flat_clip(tmp_path / "left.mp4", LEFT_BGR)
     right = _flat_clip(tmp_path / "right.mp4", RIGHT_BGR)
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command(
-                "--source", str(left), "--source", str(right), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
-            ),
-            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    display = xvfb_display
-
-    def geometry(size: str, what: str) -> None:
-        _wait(lambda: f"Geometry: {size}" in _xdo(display, "getwindowgeometry", wid), 30, what, app, err_path)
-
-    def press(key: str) -> None:
-        _xdo(display, "key", "--window", wid, key)
-
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
-        geometry("640x240", "the grid")
-        _wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames", app, err_path)
+    with _two_streams(xvfb_display, tmp_path, checkpoint_path, left, right, grid_timeout=30) as app:
         body = np.s_[: 240 - LABEL_ROWS]
 
         def shows(name: str, width: int, want, what: str) -> np.ndarray:
             """The window's screenshot once it is ``width`` x 240 and ``want(shot)`` holds (the next paint may lag a key)."""
 
             def check() -> list[np.ndarray]:
-                shot = _screenshot(display, wid, tmp_path / name)
+                shot = app.screenshot(tmp_path / name)
                 return [shot] if shot.shape == (240, width, 3) and want(shot) else []
 
-            return _wait(check, 30, what, app, err_path)[0]
+            return app.wait(check, 30, what)[0]
 
         def grid_shows_both(name: str) -> None:
             shows(name, 640, lambda s: _share(s[body][:, :320], LEFT_BGR) > 0.95 and _share(s[body][:, 320:], RIGHT_BGR) > 0.95,
@@ -291,83 +263,57 @@ def test_keys_show_one_stream_alone_and_back_to_the_grid_in_a_real_window(xvfb_d
         grid_shows_both("grid.png")
 
         # 2: stream 2 alone, at its own size, over the whole window.
-        press("2")
-        geometry("320x240", "stream 2 alone")
+        app.key("2")
+        app.wait_geometry("320x240", 30, "stream 2 alone")
         alone = shows("alone.png", 320, lambda s: _share(s[body], RIGHT_BGR) > 0.95, "stream 2's colour over the window")
         assert _share(alone[body], LEFT_BGR) == 0.0
         assert _share(alone, RIGHT_BGR) > 0.85  # the label band too, but for its text
 
         # g: the grid again, each stream in its cell.
-        press("g")
-        geometry("640x240", "the grid after g")
+        app.key("g")
+        app.wait_geometry("640x240", 30, "the grid after g")
         grid_shows_both("grid_again.png")
 
         # A click at the window's centre while stream 2 is shown alone is a click on stream 2
         # (in the grid the same window pixel is in stream 1's tile).
-        press("2")
-        geometry("320x240", "stream 2 alone again")
-        _xdo(display, "mousemove", "--window", wid, "160", "120", "click", "1")
-        _wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object in stream 2", app, err_path)
+        app.key("2")
+        app.wait_geometry("320x240", 30, "stream 2 alone again")
+        app.click(160, 120)
+        app.wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object in stream 2")
         # 0: back to the grid as well.
-        press("0")
-        geometry("640x240", "the grid after 0")
-        press("q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.key("0")
+        app.wait_geometry("640x240", 30, "the grid after 0")
+        app.quit(60)
     assert frame_lines(tmp_path / "left.jsonl") and all(not f["tracks"] for f in frame_lines(tmp_path / "left.jsonl"))
     first = next(f for f in frame_lines(tmp_path / "right.jsonl") if f["tracks"])
     assert [t["id"] for t in first["tracks"]] == [1]
     assert "right: new object" in err_path.read_text()
 
 
-def test_d_and_right_click_on_no_object_say_so_in_a_real_grid_window(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
+def test_d_and_right_click_on_no_object_say_so_in_a_real_grid_window(xvfb_display, tmp_path, checkpoint_path):
     """With xdotool over the real grid: d and a right-click on a stream where nothing is tracked
     answered nothing (stderr stayed empty of them); now they say what happened, with the stream's name."""
-    from fixtures_app import app_command, app_env, frame_lines
+    from fixtures_app import frame_lines
 
     left = _flat_clip(tmp_path / "left.mp4", LEFT_BGR)
     right = _flat_clip(tmp_path / "right.mp4", RIGHT_BGR)
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command(
-                "--source", str(left), "--source", str(right), "--realtime", "--save-masks", str(tmp_path / "{name}.jsonl"),
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
-            ),
-            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    display = xvfb_display
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", "^realtime-sam$").split()[:1], 180, "the window", app, err_path)[0]
-        _wait(lambda: "Geometry: 640x240" in _xdo(display, "getwindowgeometry", wid), 60, "the grid", app, err_path)
-        _wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames", app, err_path)
-        _xdo(display, "mousemove", "--window", wid, "480", "120")  # the right stream's tile, nothing tracked
+    with _two_streams(xvfb_display, tmp_path, checkpoint_path, left, right, grid_timeout=60) as app:
+        app.xdo("mousemove", "--window", app.wid, "480", "120")  # the right stream's tile, nothing tracked
         time.sleep(0.5)  # the motion event reaches the window's loop
-        _xdo(display, "key", "--window", wid, "d")
-        _wait(lambda: "right: no object under the cursor to remove" in err_path.read_text(), 30, "d's answer", app, err_path)
-        _xdo(display, "click", "3")
-        _wait(lambda: "right: no object selected: click an object first" in err_path.read_text(), 30, "the right-click's answer", app, err_path)
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.key("d")
+        app.wait(lambda: "right: no object under the cursor to remove" in err_path.read_text(), 30, "d's answer")
+        app.xdo("click", "3")
+        app.wait(lambda: "right: no object selected: click an object first" in err_path.read_text(), 30, "the right-click's answer")
+        app.quit(60)
     assert all(not f["tracks"] for name in ("left", "right") for f in frame_lines(tmp_path / f"{name}.jsonl"))
 
 
 @pytest.fixture
 def small_display():
     """A private X server with an 800x600 screen; yields its DISPLAY name."""
-    server, display = _start_xvfb("800x600")
-    try:
+    with private_display("800x600") as display:
         yield display
-        assert server.poll() is None, "Xvfb died during the test"
-    finally:
-        _stop(server)
 
 
 def test_a_grid_of_big_streams_fits_a_small_screen_and_clicks_land_on_stream_pixels(small_display, tmp_path, checkpoint_path):
@@ -375,60 +321,48 @@ def test_a_grid_of_big_streams_fits_a_small_screen_and_clicks_land_on_stream_pix
     window fits 90% of the screen (it was 1280x360, most of the second stream off screen), the
     PAL stream at its display shape; a click on each red disc as shown prompts at its centre in
     that stream's pixels, in the grid and with the stream shown alone (1: it was 1920x1080)."""
-    from fixtures_app import app_command, app_env
+    from fixtures_app import app_command
 
-    display = small_display
     hd_disc, pal_disc = (1440, 810), (540, 432)
     hd = disc_clip(tmp_path / "hd.mp4", (1920, 1080), hd_disc, seconds=120)
     pal = disc_clip(tmp_path / "pal.mp4", (720, 576), pal_disc, sar=Fraction(64, 45), seconds=120)
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command("--source", str(hd), "--source", str(pal), "--realtime", "--weights", str(checkpoint_path),
-                        "--device", "cpu", "--reencode-every", "100000"),
-            cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
-        )
+    command = app_command("--source", str(hd), "--source", str(pal), "--realtime", *model_args(checkpoint_path))
 
-    def click_disc(region: np.ndarray, offset: int, stream: str, shot_name: str) -> tuple[int, int]:
+    def click_disc(app: WindowApp, region: np.ndarray, offset: int, stream: str, shot_name: str) -> tuple[int, int]:
         """Click the red disc's centre inside window columns ``offset:``; the prompt ``stream`` got."""
         before = len(re.findall(rf"{stream}: new object from point", err_path.read_text()))
-        cx, cy = _red_centre(region)
-        _xdo(display, "mousemove", "--window", wid, str(round(cx + offset)), str(round(cy)), "click", "1")
-        said = _wait(lambda: re.findall(rf"{stream}: new object from point (\d+),(\d+)", err_path.read_text())[before:],
-                     60, f"the prompt in {stream} ({shot_name})", app, err_path)
+        cx, cy = red_centre(region)
+        app.click(cx + offset, cy)
+        said = app.wait(lambda: re.findall(rf"{stream}: new object from point (\d+),(\d+)", err_path.read_text())[before:],
+                        60, f"the prompt in {stream} ({shot_name})")
         return int(said[0][0]), int(said[0][1])
 
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
-        _wait(lambda: _geometry(display, wid)[0] > 200, 60, "the first frames", app, err_path)
+    with launch(command, small_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
+        app.wait(lambda: app.geometry()[0] > 200, 60, "the first frames")
         time.sleep(1.0)  # both streams' first frames shown
-        w, h = _geometry(display, wid)
+        w, h = app.geometry()
         assert w <= 800 * 0.9 + 1 and h <= 600 * 0.9 + 1, (w, h)
         assert (w, h) == (720, 202), (w, h)  # two 360x202 cells: each stream at 16:9
-        shot = _wait(lambda: [s for s in [_screenshot(display, wid, tmp_path / "grid.png")] if (s[..., 2] > 200).sum() > 400],
-                     30, "both discs on screen", app, err_path)[0]
+        shot = app.wait(lambda: [s for s in [app.screenshot(tmp_path / "grid.png")] if (s[..., 2] > 200).sum() > 400],
+                        30, "both discs on screen")[0]
         # The PAL stream's disc is round as shown (stored 81 pixels across for 115 down).
-        b, g, r = (shot[:, 360:, i].astype(int) for i in range(3))
-        ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+        ys, xs = red_pixels(shot[:, 360:])
         assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.15, (xs.max() - xs.min(), ys.max() - ys.min())
         tol = 1920 / 360 + 1  # one screen pixel, in the 1080p stream's pixels
-        px, py = click_disc(shot[:, :360], 0, "hd", "grid")
+        px, py = click_disc(app, shot[:, :360], 0, "hd", "grid")
         assert abs(px - hd_disc[0]) <= tol and abs(py - hd_disc[1]) <= tol, (px, py)
-        px, py = click_disc(shot[:, 360:], 360, "pal", "grid")
+        px, py = click_disc(app, shot[:, 360:], 360, "pal", "grid")
         assert abs(px - pal_disc[0]) <= 720 / 360 + 1 and abs(py - pal_disc[1]) <= 576 / 202 + 1, (px, py)
 
         # 1: the 1080p stream alone, fitted as the single window is (720x405), clicks in its pixels.
         # The objects cleared first: a mask tinting the disc would move its centre as seen.
-        _xdo(display, "key", "--window", wid, "c")
-        _wait(lambda: "cleared all objects" in err_path.read_text(), 30, "the objects cleared", app, err_path)
-        _xdo(display, "key", "--window", wid, "1")
-        _wait(lambda: _geometry(display, wid) == (720, 405), 30, "stream 1 alone", app, err_path)
+        app.key("c")
+        app.wait(lambda: "cleared all objects" in err_path.read_text(), 30, "the objects cleared")
+        app.key("1")
+        app.wait(lambda: app.geometry() == (720, 405), 30, "stream 1 alone")
         time.sleep(0.5)
-        px, py = click_disc(_screenshot(display, wid, tmp_path / "alone.png"), 0, "hd", "alone")
+        px, py = click_disc(app, app.screenshot(tmp_path / "alone.png"), 0, "hd", "alone")
         assert abs(px - hd_disc[0]) <= 1920 / 720 + 1 and abs(py - hd_disc[1]) <= 1920 / 720 + 1, (px, py)
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.quit(60)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import signal
@@ -11,12 +10,27 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from fixtures_window import (
+    TITLE,
+    WindowApp,
+    disc_clip,
+    launch,
+    model_args,
+    private_display,
+    red_centre,
+    red_pixels,
+    start_xvfb,
+    stop_xvfb,
+    xdo,
+)
 
 from realtime_sam.app.ui import (
     AddObject,
@@ -276,10 +290,8 @@ def test_hud_says_how_often_encodes_land_beside_the_model_rate():
     assert "| model idle |" in hud(0.0, None)
 
 
-def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatch):
-    """A stream whose server went away: no frame comes, yet the frame shown gets a HUD that says so."""
-    from types import SimpleNamespace
-
+def _no_real_window(monkeypatch) -> None:
+    """Make :class:`LiveWindow` run with no display: OpenCV's window calls do nothing (no key, a window still open)."""
     import realtime_sam.app.ui as ui
 
     for name, fn in {
@@ -289,6 +301,13 @@ def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatc
     }.items():
         monkeypatch.setattr(ui.cv2, name, fn)
     monkeypatch.setattr(ui, "require_display", lambda *a: None)
+
+
+def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatch):
+    """A stream whose server went away: no frame comes, yet the frame shown gets a HUD that says so."""
+    from types import SimpleNamespace
+
+    _no_real_window(monkeypatch)
     source = SimpleNamespace(reconnect_attempt=None)
 
     class Down(_PausablePipeline):
@@ -332,13 +351,7 @@ def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(
 
     import realtime_sam.app.ui as ui
 
-    for name, fn in {
-        "namedWindow": lambda *a: None, "setMouseCallback": lambda *a: None, "imshow": lambda *a: None,
-        "waitKeyEx": lambda *a: -1, "getWindowProperty": lambda *a: 1.0, "destroyWindow": lambda *a: None,
-        "waitKey": lambda *a: -1, "getWindowImageRect": lambda *a: (0, 0, 0, 0),
-    }.items():
-        monkeypatch.setattr(ui.cv2, name, fn)
-    monkeypatch.setattr(ui, "require_display", lambda *a: None)
+    _no_real_window(monkeypatch)
     clock = _Clock()
     monkeypatch.setattr(ui, "time", clock)
     source = SimpleNamespace(reconnect_attempt=None)
@@ -505,99 +518,16 @@ def test_a_real_x_server_has_no_problem(xvfb_display, monkeypatch):
 
 # ------------------------------------------------------------------ a real window under Xvfb
 
-TITLE = "realtime-sam"
 CLIP_FPS = 5  # slow playback: the test has time to aim at objects while the model works
 CLIP_FRAMES = 600
 HUD_ROWS = 64  # the HUD band's height at most, on the 320x240 test window
 
 
-def _need(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (apt-get install xvfb xdotool imagemagick)")
-
-
-def _start_xvfb(screen: str = "1280x720") -> tuple[subprocess.Popen, str]:
-    """A private X server with a ``screen`` (``WxH``) screen that takes clients: ``(its process, its DISPLAY name)``."""
-    _need("Xvfb", "xdotool", "import")
-    gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation())
-    if gui is None or gui.group(1).upper() == "NONE":
-        pytest.skip("this OpenCV has no GUI backend (opencv-python-headless?); install opencv-python")
-    # A random high display number (low ones are what other X servers on the
-    # machine use); Xvfb takes its lock file atomically and exits if the number
-    # is taken, and -displayfd reports when it accepts connections.
-    # REALTIME_SAM_TEST_XVFB_DISPLAYS=71-79 keeps them to those numbers (a machine whose users share out ranges).
-    low, high = 200, 4999
-    wanted = os.environ.get("REALTIME_SAM_TEST_XVFB_DISPLAYS", "")
-    if wanted:
-        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", wanted)
-        if m is None or int(m[1]) > int(m[2]):
-            raise AssertionError(f"REALTIME_SAM_TEST_XVFB_DISPLAYS must be LOW-HIGH (e.g. 71-79), got {wanted!r}")
-        low, high = int(m[1]), int(m[2])
-    rng = random.Random()
-    for _ in range(20):
-        number = rng.randrange(low, high + 1)
-        read_fd, write_fd = os.pipe()
-        server = subprocess.Popen(
-            # -noreset: by default an X server resets when its last client leaves, and a client
-            # connecting just then is cut off (Qt: "could not connect to display", then abort). The
-            # tests poll with xdotool, a client that comes and goes, while the app starts: with a
-            # loop of xdotool, 16 of 159 Qt windows failed to open here; with -noreset 0 of 168.
-            ["Xvfb", f":{number}", "-displayfd", str(write_fd), "-screen", "0", f"{screen}x24", "-nolisten", "tcp", "-noreset"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(write_fd,),
-        )
-        os.close(write_fd)
-        with os.fdopen(read_fd, "r") as reader:
-            ready = reader.readline().strip() == str(number)  # empty when the server exited instead
-        if ready and server.poll() is None:
-            break
-        server.wait()
-    else:
-        pytest.skip("could not start Xvfb on a free display")
-    # Ready by -displayfd should mean clients can connect; once under heavy load an
-    # app still could not, so wait until a real client (xdotool) gets through.
-    deadline = time.monotonic() + 30
-    while subprocess.run(
-        ["xdotool", "getdisplaygeometry"], capture_output=True, timeout=10, env={**os.environ, "DISPLAY": f":{number}"}
-    ).returncode != 0:
-        if time.monotonic() > deadline or server.poll() is not None:
-            _stop(server)
-            raise AssertionError(f"Xvfb :{number} reported ready but accepts no client")
-        time.sleep(0.2)
-    return server, f":{number}"
-
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(5)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
-@pytest.fixture
-def xvfb_display():
-    """A private X server; yields its DISPLAY name."""
-    server, display = _start_xvfb()
-    try:
-        yield display
-        assert server.poll() is None, "Xvfb died during the test"
-    finally:
-        _stop(server)
-
-
 @pytest.fixture
 def laptop_display():
     """A private X server with a 1366x768 screen (a common laptop's); yields its DISPLAY name."""
-    server, display = _start_xvfb("1366x768")
-    try:
+    with private_display("1366x768") as display:
         yield display
-        assert server.poll() is None, "Xvfb died during the test"
-    finally:
-        _stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -608,38 +538,6 @@ def slow_scene_clip(tmp_path_factory):
     path = write_video(scene, tmp_path_factory.mktemp("ui") / "scene.mp4", fps=CLIP_FPS)
     return scene, path
 
-
-def _screenshot(display: str, wid: str, path: Path) -> np.ndarray:
-    """The window's pixels (``HxWx3 uint8`` BGR) as the X server has them (saved to ``path``)."""
-    subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
-    shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if shot.max() == 0:
-        # Qt on a bare X server (no window manager) now and then never paints a new
-        # window at all (about 1 launch in 10 here, with a plain imshow loop too), nor
-        # a resized one; mapping it again delivers the Expose event it missed.
-        _xdo(display, "windowunmap", "--sync", wid)
-        _xdo(display, "windowmap", "--sync", wid)
-        time.sleep(0.5)
-        subprocess.run(["import", "-display", display, "-window", wid, str(path)], check=True, timeout=30)
-        shot = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return shot
-
-
-def _xdo(display: str, *args: str) -> str:
-    out = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=10, env={**os.environ, "DISPLAY": display})
-    return out.stdout
-
-
-def _wait(condition, timeout: float, what: str, app: subprocess.Popen, err_path: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if app.poll() is not None:
-            raise AssertionError(f"the app exited ({app.returncode}) while waiting for {what}: {err_path.read_text()[-2000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {err_path.read_text()[-2000:]}")
 
 
 def _settled(masks: Path, quiet_s: float = 1.5):
@@ -672,37 +570,30 @@ def _decode_frame(path: Path, index: int) -> np.ndarray:
 
 
 def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, checkpoint_path, tmp_path):
-    from fixtures_app import app_command, app_env, frame_lines
+    from fixtures_app import app_command, frame_lines
 
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.rle import decode_rle
 
     scene, clip = slow_scene_clip
-    weights = checkpoint_path
     masks = tmp_path / "masks.jsonl"
     err_path = tmp_path / "app.err"
     snaps = tmp_path / "snaps"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command(
-                "--source", str(clip), "--realtime", "--save-masks", str(masks), "--snapshot-dir", str(snaps),
-                "--weights", str(weights), "--device", "cpu", "--reencode-every", "100000",
-            ),
-            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    display = xvfb_display
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+    command = app_command(
+        "--source", str(clip), "--realtime", "--save-masks", str(masks), "--snapshot-dir", str(snaps), *model_args(checkpoint_path)
+    )
+    with launch(command, xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
         # The window takes the image's size once the first frame is shown: window pixels are image pixels.
-        _wait(lambda: "Geometry: 320x240" in _xdo(display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        frames = _wait(lambda: frame_lines(masks), 60, "the first frames", app, err_path)
+        app.wait_geometry("320x240", 60, "the first frame")
+        frames = app.wait(lambda: frame_lines(masks), 60, "the first frames")
         assert all(not f["tracks"] for f in frames)  # nothing is tracked before a click
 
         # Click the circle (object 1), aiming a few frames ahead of the last one written.
         clicked_at = frames[-1]["frame"]
         x, y = scene.center(clicked_at + 3, 1)
-        _xdo(display, "mousemove", "--window", wid, str(round(x)), str(round(y)), "click", "1")
-        first = _wait(lambda: [f for f in frame_lines(masks) if f["tracks"]], 120, "a track after the click", app, err_path)[0]
+        app.click(x, y)
+        first = app.wait(lambda: [f for f in frame_lines(masks) if f["tracks"]], 120, "a track after the click")[0]
         assert first["frame"] > clicked_at
         (a,) = _ids(first)
 
@@ -710,11 +601,11 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
         dragged_at = frame_lines(masks)[-1]["frame"]
         ex, ey = scene.center(dragged_at + 3, 3)
         x0, y0, x1, y1 = (str(round(v)) for v in (ex - 32, ey - 20, ex + 32, ey + 20))
-        _xdo(display, "mousemove", "--window", wid, x0, y0, "mousedown", "1")
-        _xdo(display, "mousemove", "--window", wid, str(round(ex)), str(round(ey)))
-        _xdo(display, "mousemove", "--window", wid, x1, y1, "mouseup", "1")
-        second = _wait(
-            lambda: [f for f in frame_lines(masks) if _ids(f) - {a}], 120, "a track from the dragged box", app, err_path
+        app.xdo("mousemove", "--window", app.wid, x0, y0, "mousedown", "1")
+        app.xdo("mousemove", "--window", app.wid, str(round(ex)), str(round(ey)))
+        app.xdo("mousemove", "--window", app.wid, x1, y1, "mouseup", "1")
+        second = app.wait(
+            lambda: [f for f in frame_lines(masks) if _ids(f) - {a}], 120, "a track from the dragged box",
         )[0]
         assert second["frame"] > dragged_at
         (b,) = _ids(second) - {a}
@@ -722,17 +613,17 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
         assert "new object from point" in err_path.read_text() and "new object from box" in err_path.read_text()
 
         # Pause, save a snapshot, take a screenshot of what is shown.
-        _xdo(display, "key", "--window", wid, "space")
-        _wait(lambda: "paused" in err_path.read_text(), 30, "the pause", app, err_path)
+        app.key("space")
+        app.wait(lambda: "paused" in err_path.read_text(), 30, "the pause")
         # The frame being processed when space was pressed is still written and shown: wait until none comes.
-        _wait(_settled(masks), 120, "the pipeline to settle", app, err_path)
-        _xdo(display, "key", "--window", wid, "s")
-        said = _wait(
-            lambda: [l for l in err_path.read_text().splitlines() if "snapshot saved: " in l], 30, "the snapshot", app, err_path
+        app.wait(_settled(masks), 120, "the pipeline to settle")
+        app.key("s")
+        said = app.wait(
+            lambda: [l for l in err_path.read_text().splitlines() if "snapshot saved: " in l], 30, "the snapshot",
         )[0]
         snap = Path(said.split("snapshot saved: ", 1)[1].strip())
         assert snap.parent == snaps and snap.is_file()
-        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        shot = app.screenshot(tmp_path / "shot.png")
         assert shot.shape == (240, 320, 3)
 
         # The window shows the last written frame with each mask tinted in its track's colour.
@@ -766,26 +657,21 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
         target = max(last["tracks"], key=lambda t: t["area"])
         inside = cv2.distanceTransform(decode_rle(target["mask"]).astype(np.uint8), cv2.DIST_L2, 5)
         ty, tx = np.unravel_index(int(np.argmax(inside)), inside.shape)
-        _xdo(display, "mousemove", "--window", wid, str(tx), str(ty))
-        _xdo(display, "key", "--window", wid, "d")
-        line = _wait(
+        app.xdo("mousemove", "--window", app.wid, str(tx), str(ty))
+        app.key("d")
+        line = app.wait(
             lambda: [l for l in err_path.read_text().splitlines() if "removed object" in l or "no object under" in l],
-            30, "the removal", app, err_path,
+            30, "the removal",
         )[0]
         removed = int(line.split("removed object ")[1].split()[0])
         assert removed in _ids(last) and removed >= target["id"]
         removed_before = frame_lines(masks)[-1]["frame"]
         # Resume: the removal applies to the next processed frame.
-        _xdo(display, "key", "--window", wid, "space")
-        _wait(lambda: frame_lines(masks)[-1]["frame"] > removed_before + 2, 60, "frames after the removal", app, err_path)
+        app.key("space")
+        app.wait(lambda: frame_lines(masks)[-1]["frame"] > removed_before + 2, 60, "frames after the removal")
 
         # Quit with q: a clean exit.
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.quit(60)
     err_text = err_path.read_text()
     assert "done:" in err_text
     frames = frame_lines(masks)
@@ -795,27 +681,16 @@ def test_click_drag_delete_in_a_real_window(xvfb_display, slow_scene_clip, check
 
 def test_demo_source_opens_the_window_with_the_preset_objects(xvfb_display, checkpoint_path, tmp_path):
     """``realtime-sam --source demo`` with a display: the window shows the bundled clip, three objects tracked."""
-    from fixtures_app import app_command, app_env, frame_lines
+    from fixtures_app import app_command, frame_lines
 
     masks = tmp_path / "demo.jsonl"
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command(
-                "--source", "demo", "--max-frames", "8", "--save-masks", str(masks),
-                "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "100000",
-            ),
-            cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
+    command = app_command("--source", "demo", "--max-frames", "8", "--save-masks", str(masks), *model_args(checkpoint_path))
+    with launch(command, xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
         # The window takes the demo clip's size once its first frame is shown.
-        _wait(lambda: "Geometry: 640x480" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        assert app.wait(timeout=120) == 0, err_path.read_text()[-2000:]  # the 8 frames, then the window closes
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.wait_geometry("640x480", 60, "the first frame")
+        assert app.proc.wait(timeout=120) == 0, err_path.read_text()[-2000:]  # the 8 frames, then the window closes
     frames = frame_lines(masks)
     assert [f["frame"] for f in frames] == list(range(8))
     assert all([(t["id"], t["label"]) for t in f["tracks"]] == [(1, "cat"), (2, "astronaut"), (3, "cup")] for f in frames)
@@ -834,40 +709,28 @@ def test_window_on_ground_truth_masks_makes_the_readme_screenshot(xvfb_display, 
     ``REALTIME_SAM_WRITE_SCREENSHOT=1`` copies the picture to ``docs/screenshot.png``.
     """
     import window_demo
-    from fixtures_app import app_env
 
     from realtime_sam.testing.synthetic import standard_scene
 
     out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        app = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "window_demo.py"), str(tmp_path / "frames")],
-            env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err,
-        )
-    display = xvfb_display
 
     def shown() -> list[tuple[int, int]]:
         return [tuple(int(v) for v in line.split()[1::2]) for line in out_path.read_text().splitlines()]
 
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
-        geometry = f"Geometry: {window_demo.WIDTH}x{window_demo.HEIGHT}"
-        _wait(lambda: geometry in _xdo(display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        _wait(lambda: [s for s in shown() if s[0] >= 40], 60, "frame 40", app, err_path)
+    command = [sys.executable, str(REPO / "tests" / "window_demo.py"), str(tmp_path / "frames")]
+    with launch(command, xvfb_display, err_path, out_path=out_path) as app:
+        app.find_window(120)
+        app.wait_geometry(f"{window_demo.WIDTH}x{window_demo.HEIGHT}", 60, "the first frame")
+        app.wait(lambda: [s for s in shown() if s[0] >= 40], 60, "frame 40")
         # Paused, the window holds its last frame: the screenshot shows a known frame even
         # when a busy machine takes seconds over it.
-        _xdo(display, "key", "--window", wid, "space")
-        _wait(lambda: _no_new_frames(shown), 60, "the pause", app, err_path)
+        app.key("space")
+        app.wait(lambda: _no_new_frames(shown), 60, "the pause")
         before = shown()[-1][0]
         shot_path = tmp_path / "shot.png"
-        subprocess.run(["import", "-display", display, "-window", wid, str(shot_path)], check=True, timeout=30)
+        subprocess.run(["import", "-display", xvfb_display, "-window", app.wid, str(shot_path)], check=True, timeout=30)
         after = shown()[-1][0]
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=30) == 0, err_path.read_text()
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.quit(30, err_tail=None)
     assert all(n == 3 for _, n in shown()), "all three objects tracked on every shown frame"
     shot = cv2.imread(str(shot_path), cv2.IMREAD_COLOR)
     assert shot.shape == (window_demo.HEIGHT, window_demo.WIDTH, 3)
@@ -892,33 +755,26 @@ def test_an_x_server_that_goes_away_mid_run_leaves_complete_outputs(slow_scene_c
     """Qt ends the process when its X server dies (no close() runs): the masks file keeps every
     frame written, and the video every frame the encoder had given out (a fragment a frame)."""
     import av
-    from fixtures_app import app_command, app_env, frame_lines
+    from fixtures_app import app_command, frame_lines
 
     scene, clip = slow_scene_clip
     masks, video, err_path = tmp_path / "masks.jsonl", tmp_path / "out.mp4", tmp_path / "app.err"
     x0, y0 = (round(v) - 20 for v in scene.center(0, 1))
-    server, display = _start_xvfb()
+    command = app_command(
+        "--source", str(clip), "--realtime", "--save-masks", str(masks), "--output", str(video),
+        "--box", f"{x0},{y0},{x0 + 40},{y0 + 40}", "--weights", str(checkpoint_path), "--device", "cpu",
+        # One keyframe, at the start (a fragment a keyframe kept 5 frames of 30 here).
+        "--set", "output.video_keyframe_interval_s=60",
+    )
+    server, display = start_xvfb()
     try:
-        with open(err_path, "w") as err:
-            app = subprocess.Popen(
-                app_command(
-                    "--source", str(clip), "--realtime", "--save-masks", str(masks), "--output", str(video),
-                    "--box", f"{x0},{y0},{x0 + 40},{y0 + 40}", "--weights", str(checkpoint_path), "--device", "cpu",
-                    # One keyframe, at the start (a fragment a keyframe kept 5 frames of 30 here).
-                    "--set", "output.video_keyframe_interval_s=60",
-                ),
-                cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
-            )
-        # Past the encoder's lookahead (11 frames), so that some frames are in the file.
-        _wait(lambda: len(frame_lines(masks)) >= 30, 180, "30 frames", app, err_path)
+        with launch(command, display, err_path, cwd=tmp_path) as app:
+            # Past the encoder's lookahead (11 frames), so that some frames are in the file.
+            app.wait(lambda: len(frame_lines(masks)) >= 30, 180, "30 frames")
+            stop_xvfb(server)
+            rc = app.proc.wait(timeout=60)
     finally:
-        _stop(server)
-    try:
-        rc = app.wait(timeout=60)
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        stop_xvfb(server)  # (a second stop does nothing)
     # Qt's exit(1) runs the process's exit handlers while the capture, encode and flow threads
     # still work: on a loaded machine that crashed once (SIGSEGV, 2026-12-07, one CI run in
     # several). Either way the outputs must be as complete as below.
@@ -947,6 +803,26 @@ def _frames_x264_holds(image: np.ndarray, path: Path) -> int:
         return sink.frames_written - 1
 
 
+# A fake pipeline for the scripts below: a frame from ``next_image(n)`` every ``PERIOD_S``
+# seconds, stamped at ``FPS``, none while paused.
+_FAKE_PIPELINE = r"""
+class Pipeline:
+    def __init__(self):
+        self.n, self.ended, self.paused, self.stats = 0, False, False, None
+    def poll(self, timeout=0.0):
+        time.sleep(PERIOD_S)
+        if self.paused:
+            return None
+        self.n += 1
+        return FrameResult(Frame(self.n, next_image(self.n), self.n / FPS, time.monotonic()), ())
+    def stop(self):
+        self.ended = True
+    def pause(self):
+        self.paused = True
+    def resume(self):
+        self.paused = False
+"""
+
 # A fake camera as fast as the window: every poll brings a new frame, so every pass of the
 # window's loop draws (as with a 30 fps camera, most passes do).
 _FAST_SOURCE_APP = r"""
@@ -957,22 +833,11 @@ from types import SimpleNamespace
 from realtime_sam.app.ui import LiveWindow, WindowConfig
 from realtime_sam.types import Frame, FrameResult
 
-class Pipeline:
-    def __init__(self):
-        self.n, self.ended, self.paused, self.stats = 0, False, False, None
-    def poll(self, timeout=0.0):
-        time.sleep(0.005)
-        if self.paused:
-            return None
-        self.n += 1
-        image = np.full((240, 320, 3), (self.n * 7) % 256, np.uint8)
-        return FrameResult(Frame(self.n, image, self.n / 30, time.monotonic()), ())
-    def stop(self):
-        self.ended = True
-    def pause(self):
-        self.paused = True
-    def resume(self):
-        self.paused = False
+PERIOD_S, FPS = 0.005, 30
+
+def next_image(n):
+    return np.full((240, 320, 3), (n * 7) % 256, np.uint8)
+""" + _FAKE_PIPELINE + r"""
 
 engine = SimpleNamespace(auto=False, has_pending=False, track_at=lambda x, y: None)
 config = WindowConfig(snapshot_dir=sys.argv[1] if len(sys.argv) > 1 else ".")
@@ -1022,55 +887,43 @@ def _wm_close(display: str, wid: str) -> None:
         x11.XCloseDisplay(conn)
 
 
+@contextmanager
+def _fast_app(display: str, tmp_path: Path, *args: str) -> Iterator[WindowApp]:
+    """:data:`_FAST_SOURCE_APP` (``args`` its own) with a window on ``display``, once its first frame is shown;
+    stdout to ``app.out`` and stderr to ``app.err`` in ``tmp_path``."""
+    command = [sys.executable, "-c", _FAST_SOURCE_APP, *args]
+    with launch(command, display, tmp_path / "app.err", out_path=tmp_path / "app.out") as app:
+        app.find_window(120)
+        app.wait_geometry("320x240", 60, "the first frame")
+        yield app
+
+
 def test_closing_the_window_ends_the_run_without_reopening_it(xvfb_display, tmp_path):
     """The window manager's close button while frames keep coming: the run ends ("closed"), and
     no new window takes the closed one's place (Qt's imshow opens one for a closed window's name)."""
-    from fixtures_app import app_env
-
     out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        app = subprocess.Popen([sys.executable, "-c", _FAST_SOURCE_APP], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err)
-    try:
-        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
-        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        _wm_close(xvfb_display, wid)
+    with _fast_app(xvfb_display, tmp_path) as app:
+        _wm_close(xvfb_display, app.wid)
         try:
-            rc = app.wait(timeout=30)
+            rc = app.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            windows = _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()
-            raise AssertionError(f"still running 30 s after the close; windows now: {windows} (closed: {wid})") from None
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+            windows = app.xdo("search", "--name", f"^{TITLE}$").split()
+            raise AssertionError(f"still running 30 s after the close; windows now: {windows} (closed: {app.wid})") from None
     assert rc == 0, err_path.read_text()[-2000:]
     assert out_path.read_text().split() == ["closed"]
 
 
 def test_two_snapshots_of_the_same_frame_make_two_files(xvfb_display, tmp_path):
     """``s`` pressed twice on a paused frame within one second: two files, the first not overwritten."""
-    from fixtures_app import app_env
-
-    snaps, out_path, err_path = tmp_path / "snaps", tmp_path / "app.out", tmp_path / "app.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        app = subprocess.Popen(
-            [sys.executable, "-c", _FAST_SOURCE_APP, str(snaps)], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err
+    snaps, err_path = tmp_path / "snaps", tmp_path / "app.err"
+    with _fast_app(xvfb_display, tmp_path, str(snaps)) as app:
+        app.key("space")
+        app.wait(lambda: "paused" in err_path.read_text(), 30, "the pause")
+        app.key("s", "s")
+        said = app.wait(
+            lambda: [l for l in err_path.read_text().splitlines() if "snapshot" in l][1:], 30, "two snapshots",
         )
-    try:
-        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
-        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        _xdo(xvfb_display, "key", "--window", wid, "space")
-        _wait(lambda: "paused" in err_path.read_text(), 30, "the pause", app, err_path)
-        _xdo(xvfb_display, "key", "--window", wid, "s", "s")
-        said = _wait(
-            lambda: [l for l in err_path.read_text().splitlines() if "snapshot" in l][1:], 30, "two snapshots", app, err_path
-        )
-        _xdo(xvfb_display, "key", "--window", wid, "q")
-        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.quit(30)
     files = sorted(snaps.glob("*.png"))
     assert len(files) == 2, (files, said)
     assert all(f"snapshot saved: {f}" in err_path.read_text() for f in files)
@@ -1079,29 +932,18 @@ def test_two_snapshots_of_the_same_frame_make_two_files(xvfb_display, tmp_path):
 def test_d_before_the_mouse_was_over_the_window_says_to_point_first(xvfb_display, tmp_path):
     """``d`` with the pointer never over the window: a message saying what to do (it did nothing and
     said nothing); once the pointer was over it, ``d`` acts where it points."""
-    from fixtures_app import app_env
-
-    out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
-    _xdo(xvfb_display, "mousemove", "1200", "650")  # the window opens at the top left, 320x240: away from it
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        app = subprocess.Popen([sys.executable, "-c", _FAST_SOURCE_APP], env=app_env(DISPLAY=xvfb_display), stdout=out, stderr=err)
-    try:
-        wid = _wait(lambda: _xdo(xvfb_display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
-        _wait(lambda: "Geometry: 320x240" in _xdo(xvfb_display, "getwindowgeometry", wid), 60, "the first frame", app, err_path)
-        _xdo(xvfb_display, "key", "--window", wid, "d")
-        _wait(lambda: "point at an object with the mouse first" in err_path.read_text(), 30, "the hint", app, err_path)
+    err_path = tmp_path / "app.err"
+    xdo(xvfb_display, "mousemove", "1200", "650")  # the window opens at the top left, 320x240: away from it
+    with _fast_app(xvfb_display, tmp_path) as app:
+        app.key("d")
+        app.wait(lambda: "point at an object with the mouse first" in err_path.read_text(), 30, "the hint")
         assert "no object under the cursor" not in err_path.read_text()
-        _xdo(xvfb_display, "mousemove", "--window", wid, "100", "80")
-        _wait(lambda: _xdo(xvfb_display, "getmouselocation").startswith("x:100 y:80 "), 10, "the pointer", app, err_path)
+        app.xdo("mousemove", "--window", app.wid, "100", "80")
+        app.wait(lambda: app.xdo("getmouselocation").startswith("x:100 y:80 "), 10, "the pointer")
         time.sleep(0.5)  # the motion event reaches the window's loop
-        _xdo(xvfb_display, "key", "--window", wid, "d")
-        _wait(lambda: "no object under the cursor to remove" in err_path.read_text(), 30, "the removal's answer", app, err_path)
-        _xdo(xvfb_display, "key", "--window", wid, "q")
-        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.key("d")
+        app.wait(lambda: "no object under the cursor to remove" in err_path.read_text(), 30, "the removal's answer")
+        app.quit(30)
     assert err_path.read_text().count("point at an object") == 1
 
 
@@ -1119,22 +961,11 @@ from realtime_sam.types import Frame, FrameResult
 W, H = int(sys.argv[1]), int(sys.argv[2])
 image = np.full((H, W, 3), 60, np.uint8)
 cv2.circle(image, (W * 3 // 4, H * 3 // 4), max(4, min(W, H) // 10), (0, 0, 255), -1)
+PERIOD_S, FPS = 0.04, 25
 
-class Pipeline:
-    def __init__(self):
-        self.n, self.ended, self.paused, self.stats = 0, False, False, None
-    def poll(self, timeout=0.0):
-        time.sleep(0.04)
-        if self.paused:
-            return None
-        self.n += 1
-        return FrameResult(Frame(self.n, image, self.n / 25, time.monotonic()), ())
-    def stop(self):
-        self.ended = True
-    def pause(self):
-        self.paused = True
-    def resume(self):
-        self.paused = False
+def next_image(n):
+    return image
+""" + _FAKE_PIPELINE + r"""
 
 class Engine:
     auto, has_pending = False, False
@@ -1150,20 +981,6 @@ with LiveWindow(config, on_message=lambda text: print(text, file=sys.stderr, flu
 """
 
 
-def _geometry(display: str, wid: str) -> tuple[int, int]:
-    m = re.search(r"Geometry: (\d+)x(\d+)", _xdo(display, "getwindowgeometry", wid))
-    assert m is not None
-    return int(m[1]), int(m[2])
-
-
-def _red_centre(shot: np.ndarray) -> tuple[float, float]:
-    """The centre of the red disc as shown (window pixels)."""
-    b, g, r = (shot[..., i].astype(int) for i in range(3))
-    ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
-    assert len(xs) > 10, "no red disc on screen"
-    return float(xs.mean()), float(ys.mean())
-
-
 def _hud_rows(image: np.ndarray) -> int:
     """How many rows from the top the heads-up band covers, read at its left edge (dark on the grey frame)."""
     column = image[:, 1].astype(int).sum(axis=1)
@@ -1173,37 +990,22 @@ def _hud_rows(image: np.ndarray) -> int:
     return rows
 
 
-def _click_prompt(display: str, wid: str, x: float, y: float, out_path: Path, app, err_path: Path) -> tuple[float, float]:
-    before = out_path.read_text().count("PROMPT")
-    _xdo(display, "mousemove", "--window", wid, str(round(x)), str(round(y)), "click", "1")
-    lines = _wait(
-        lambda: [l for l in out_path.read_text().splitlines() if l.startswith("PROMPT")][before:], 30, "the prompt", app, err_path
-    )
+def _click_prompt(app: WindowApp, x: float, y: float) -> tuple[float, float]:
+    """Click window pixel (``x``, ``y``) of :data:`_SIZED_SOURCE_APP`; the point it prompted at."""
+    before = app.out_path.read_text().count("PROMPT")
+    app.click(x, y)
+    lines = app.wait(lambda: [l for l in app.out_path.read_text().splitlines() if l.startswith("PROMPT")][before:], 30, "the prompt")
     _, px, py = lines[0].split()
     return float(px), float(py)
 
 
-def _start_sized_app(display: str, width: int, height: int, tmp_path: Path):
-    from fixtures_app import app_env
-
-    out_path, err_path = tmp_path / "app.out", tmp_path / "app.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        app = subprocess.Popen(
-            [sys.executable, "-c", _SIZED_SOURCE_APP, str(width), str(height), str(tmp_path / "snaps")],
-            env=app_env(DISPLAY=display), stdout=out, stderr=err,
-        )
-    wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 120, "the window", app, err_path)[0]
-    return app, wid, out_path, err_path
-
-
-def _quit(display: str, wid: str, app, err_path: Path) -> None:
-    try:
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=30) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+@contextmanager
+def _sized_app(display: str, width: int, height: int, tmp_path: Path) -> Iterator[WindowApp]:
+    """:data:`_SIZED_SOURCE_APP` with a ``width`` x ``height`` frame and its window on ``display``."""
+    command = [sys.executable, "-c", _SIZED_SOURCE_APP, str(width), str(height), str(tmp_path / "snaps")]
+    with launch(command, display, tmp_path / "app.err", out_path=tmp_path / "app.out") as app:
+        app.find_window(120)
+        yield app
 
 
 @pytest.mark.parametrize("width, height", [(3840, 2160), (2560, 1440), (1080, 1920)], ids=["4k", "1440p", "portrait"])
@@ -1212,25 +1014,22 @@ def test_a_frame_larger_than_the_screen_is_shown_fitted_and_clicks_land_on_frame
     frame's shape kept (it was the frame's size, 3840x2160, most of it off screen), and a click
     on the object's centre as shown prompts at its centre in frame pixels; a snapshot keeps the
     frame's own size."""
-    display = laptop_display
-    app, wid, out_path, err_path = _start_sized_app(display, width, height, tmp_path)
-    try:
-        _wait(lambda: _geometry(display, wid) != (1, 1) and _geometry(display, wid)[0] > 200, 60, "the first frame", app, err_path)
+    with _sized_app(laptop_display, width, height, tmp_path) as app:
+        app.wait(lambda: app.geometry() != (1, 1) and app.geometry()[0] > 200, 60, "the first frame")
         time.sleep(0.5)
-        w, h = _geometry(display, wid)
+        w, h = app.geometry()
         assert w <= 1366 * 0.9 + 1 and h <= 768 * 0.9 + 1, (w, h)
         assert max(w / 1366, h / 768) > 0.85, (w, h)  # as large as fits, not smaller
         assert abs(w / h - width / height) < 0.01, (w, h)
         scale = w / width
-        cx, cy = _red_centre(_screenshot(display, wid, tmp_path / "shot.png"))
-        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        cx, cy = red_centre(app.screenshot(tmp_path / "shot.png"))
+        px, py = _click_prompt(app, cx, cy)
         tol = 1 / scale + 1  # one screen pixel
         assert abs(px - width * 3 // 4) <= tol and abs(py - height * 3 // 4) <= tol, (px, py, tol)
-        _xdo(display, "key", "--window", wid, "s")
-        said = _wait(lambda: re.findall(r"snapshot saved: (\S+)", err_path.read_text()), 30, "the snapshot", app, err_path)
+        app.key("s")
+        said = app.wait(lambda: re.findall(r"snapshot saved: (\S+)", app.stderr()), 30, "the snapshot")
         assert cv2.imread(said[0]).shape == (height, width, 3)
-    finally:
-        _quit(display, wid, app, err_path)
+        app.quit(30)
 
 
 def test_a_resized_window_shows_the_frame_at_its_size_and_maps_clicks(xvfb_display, tmp_path):
@@ -1240,18 +1039,16 @@ def test_a_resized_window_shows_the_frame_at_its_size_and_maps_clicks(xvfb_displ
     stretched with it, twice as tall as on a 640x360 frame)."""
     from realtime_sam.output.render import HudInfo, Renderer
 
-    display = xvfb_display
-    app, wid, out_path, err_path = _start_sized_app(display, 320, 180, tmp_path)
-    try:
-        _wait(lambda: _geometry(display, wid) == (320, 180), 60, "the first frame", app, err_path)
-        _xdo(display, "windowsize", "--sync", wid, "640", "360")
-        _wait(lambda: _geometry(display, wid) == (640, 360), 10, "the resize", app, err_path)
+    with _sized_app(xvfb_display, 320, 180, tmp_path) as app:
+        app.wait(lambda: app.geometry() == (320, 180), 60, "the first frame")
+        app.xdo("windowsize", "--sync", app.wid, "640", "360")
+        app.wait(lambda: app.geometry() == (640, 360), 10, "the resize")
         time.sleep(1.0)  # a few frames drawn at the new size
-        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        shot = app.screenshot(tmp_path / "shot.png")
         assert shot.shape == (360, 640, 3)
-        cx, cy = _red_centre(shot)
+        cx, cy = red_centre(shot)
         assert abs(cx - 480) <= 2 and abs(cy - 270) <= 2, (cx, cy)  # the frame fills the window
-        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        px, py = _click_prompt(app, cx, cy)
         assert abs(px - 240) <= 1.5 and abs(py - 135) <= 1.5, (px, py)
         # The band as the renderer draws it on a 640x360 image (one line there).
         hud = HudInfo(
@@ -1260,61 +1057,29 @@ def test_a_resized_window_shows_the_frame_at_its_size_and_maps_clicks(xvfb_displ
         )
         grey = np.full((360, 640, 3), 60, np.uint8)
         want = _hud_rows(Renderer().annotate(grey, FrameResult(Frame(0, grey, 0.0, 0.0), ()), hud))
-        got = _hud_rows(_screenshot(display, wid, tmp_path / "shot2.png"))
+        got = _hud_rows(app.screenshot(tmp_path / "shot2.png"))
         assert 0 < got <= want + 2, (got, want)
-    finally:
-        _quit(display, wid, app, err_path)
+        app.quit(30)
 
 
 def test_a_tiny_frame_is_shown_enlarged(xvfb_display, tmp_path):
     """A 160x120 frame: shown at 320x240 (at its own size the heads-up line covered half of it and
     the key help did not fit), and a click on the object's centre prompts at its centre in frame pixels."""
-    display = xvfb_display
-    app, wid, out_path, err_path = _start_sized_app(display, 160, 120, tmp_path)
-    try:
-        _wait(lambda: _geometry(display, wid)[0] >= 160, 60, "the first frame", app, err_path)
+    with _sized_app(xvfb_display, 160, 120, tmp_path) as app:
+        app.wait(lambda: app.geometry()[0] >= 160, 60, "the first frame")
         time.sleep(0.5)
-        assert _geometry(display, wid) == (320, 240)
-        shot = _screenshot(display, wid, tmp_path / "shot.png")
+        assert app.geometry() == (320, 240)
+        shot = app.screenshot(tmp_path / "shot.png")
         assert _hud_rows(shot) < 240 * 0.3, _hud_rows(shot)
-        cx, cy = _red_centre(shot)
-        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        cx, cy = red_centre(shot)
+        px, py = _click_prompt(app, cx, cy)
         assert abs(px - 120) <= 1.5 and abs(py - 90) <= 1.5, (px, py)
-    finally:
-        _quit(display, wid, app, err_path)
+        app.quit(30)
 
 
 # ------------------------------------------------------------------ anamorphic video
 
 ANAMORPHIC_DISC = (540, 432)  # the red disc's centre in stored pixels, (3/4, 3/4) of 720x576
-
-
-def disc_clip(
-    path: Path, size: tuple[int, int], centre: tuple[int, int], *, sar: Fraction = Fraction(1), seconds: int = 200, fps: int = 5
-) -> Path:
-    """A ``size`` H.264 file whose pixels are ``sar`` wide (64:45 as a PAL DVD's): grey, with a red
-    disc at ``centre`` a fifth of the height across, round as shown (so squeezed in stored pixels,
-    as a real anamorphic picture is); long enough to outlast the test in real time."""
-    import av
-
-    width, height = size
-    image = np.full((height, width, 3), 60, np.uint8)
-    r = height // 10
-    cv2.ellipse(image, centre, (round(r / float(sar)), r), 0, 0, 360, (0, 0, 255), -1)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if sar != 1:
-            stream.codec_context.sample_aspect_ratio = sar
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        for i in range(seconds * fps):
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    if sar != 1:
-        with av.open(str(path)) as check:  # what ffprobe would say: the file is anamorphic
-            assert Fraction(check.streams.video[0].sample_aspect_ratio) == sar
-    return path
 
 
 @pytest.mark.parametrize("sar, shown", [(Fraction(64, 45), (1024, 576)), (Fraction(16, 15), (768, 576))], ids=["16:9", "4:3"])
@@ -1324,39 +1089,26 @@ def test_an_anamorphic_file_is_shown_at_its_display_shape_and_clicks_land_on_sto
     """A 720x576 file with 64:45 (or 16:15) pixels, in the real app: the window shows it 1024x576
     (768x576), as players and the output video do (it showed 720x576, squeezed), the disc round
     on screen as in a player; a click on the disc's centre as shown prompts at its centre in stored pixels."""
-    from fixtures_app import app_command, app_env
+    from fixtures_app import app_command
 
-    display = xvfb_display
     clip = disc_clip(tmp_path / "pal.mp4", (720, 576), ANAMORPHIC_DISC, sar=sar)
     err_path = tmp_path / "app.err"
-    with open(err_path, "w") as err:
-        app = subprocess.Popen(
-            app_command("--source", str(clip), "--realtime", "--weights", str(checkpoint_path), "--device", "cpu",
-                        "--reencode-every", "100000"),
-            cwd=tmp_path, env=app_env(DISPLAY=display), stdout=subprocess.DEVNULL, stderr=err,
-        )
-    try:
-        wid = _wait(lambda: _xdo(display, "search", "--name", f"^{TITLE}$").split()[:1], 180, "the window", app, err_path)[0]
-        _wait(lambda: _geometry(display, wid)[1] == 576, 60, "the first frame", app, err_path)
+    with launch(app_command("--source", str(clip), "--realtime", *model_args(checkpoint_path)), xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
+        app.wait(lambda: app.geometry()[1] == 576, 60, "the first frame")
         time.sleep(0.5)
-        assert _geometry(display, wid) == shown
-        shot = _screenshot(display, wid, tmp_path / "shot.png")
-        b, g, r = (shot[..., i].astype(int) for i in range(3))
-        ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+        assert app.geometry() == shown
+        shot = app.screenshot(tmp_path / "shot.png")
+        ys, xs = red_pixels(shot)
         # Round on screen, as players show it (it was 81 or 108 pixels across for 115 down).
         assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.04, (xs.max() - xs.min(), ys.max() - ys.min())
-        cx, cy = _red_centre(shot)
+        cx, cy = red_centre(shot)
         assert abs(cx - (ANAMORPHIC_DISC[0] + 0.5) * float(sar)) <= 2 and abs(cy - ANAMORPHIC_DISC[1]) <= 2, (cx, cy)
-        _xdo(display, "mousemove", "--window", wid, str(round(cx)), str(round(cy)), "click", "1")
-        said = _wait(lambda: re.findall(r"new object from point (\d+),(\d+)", err_path.read_text()), 60, "the prompt", app, err_path)
+        app.click(cx, cy)
+        said = app.wait(lambda: re.findall(r"new object from point (\d+),(\d+)", err_path.read_text()), 60, "the prompt")
         px, py = (int(v) for v in said[0])
         assert abs(px - ANAMORPHIC_DISC[0]) <= 2 and abs(py - ANAMORPHIC_DISC[1]) <= 2, (px, py)
-        _xdo(display, "key", "--window", wid, "q")
-        assert app.wait(timeout=60) == 0, err_path.read_text()[-2000:]
-    finally:
-        if app.poll() is None:
-            app.kill()
-            app.wait()
+        app.quit(60)
 
 
 # ------------------------------------------------------------------ several monitors
@@ -1367,17 +1119,13 @@ def two_monitor_display():
     (``xrandr --setmonitor``): 1280x720 on the left, 1024x600 on the right; yields its DISPLAY name."""
     if shutil.which("xrandr") is None:
         pytest.skip("needs xrandr (apt-get install x11-xserver-utils)")
-    server, display = _start_xvfb("2304x720")
-    try:
+    with private_display("2304x720") as display:
         env = {**os.environ, "DISPLAY": display}
         for args in (["left", "1280/338x720/190+0+0", "screen"], ["right", "1024/270x600/160+1280+0", "none"]):
             subprocess.run(["xrandr", "--setmonitor", *args], check=True, capture_output=True, timeout=10, env=env)
         listed = subprocess.run(["xrandr", "--listmonitors"], check=True, capture_output=True, text=True, timeout=10, env=env).stdout
         assert "Monitors: 2" in listed, listed
         yield display
-        assert server.poll() is None, "Xvfb died during the test"
-    finally:
-        _stop(server)
 
 
 def test_screen_size_is_the_monitor_under_the_pointer(two_monitor_display, monkeypatch):
@@ -1386,7 +1134,7 @@ def test_screen_size_is_the_monitor_under_the_pointer(two_monitor_display, monke
 
     monkeypatch.setenv("DISPLAY", two_monitor_display)
     for (x, y), want in [((100, 100), (1280, 720)), ((1500, 100), (1024, 600)), ((1500, 700), (1280, 720))]:
-        _xdo(two_monitor_display, "mousemove", "--sync", str(x), str(y))
+        xdo(two_monitor_display, "mousemove", "--sync", str(x), str(y))
         assert screen_size() == want, ((x, y), want)  # (1500, 700) is below the right one: the first listed
 
 
@@ -1395,15 +1143,13 @@ def test_a_wide_frame_is_fitted_to_one_monitor_not_the_desktop(two_monitor_displ
     monitor's width); it was 1920x540, over both monitors, as it fitted 90% of the 2304x720
     desktop. A click on the disc as shown prompts at its centre in frame pixels."""
     display = two_monitor_display
-    _xdo(display, "mousemove", "--sync", "600", "650")  # on the left monitor, below where the window opens
-    app, wid, out_path, err_path = _start_sized_app(display, 1920, 540, tmp_path)
-    try:
-        _wait(lambda: _geometry(display, wid)[0] > 200, 60, "the first frame", app, err_path)
+    xdo(display, "mousemove", "--sync", "600", "650")  # on the left monitor, below where the window opens
+    with _sized_app(display, 1920, 540, tmp_path) as app:
+        app.wait(lambda: app.geometry()[0] > 200, 60, "the first frame")
         time.sleep(0.5)
-        assert _geometry(display, wid) == (1152, 324)
-        cx, cy = _red_centre(_screenshot(display, wid, tmp_path / "shot.png"))
-        px, py = _click_prompt(display, wid, cx, cy, out_path, app, err_path)
+        assert app.geometry() == (1152, 324)
+        cx, cy = red_centre(app.screenshot(tmp_path / "shot.png"))
+        px, py = _click_prompt(app, cx, cy)
         tol = 1920 / 1152 + 1  # one screen pixel
         assert abs(px - 1440) <= tol and abs(py - 405) <= tol, (px, py)
-    finally:
-        _quit(display, wid, app, err_path)
+        app.quit(30)

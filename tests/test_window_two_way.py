@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from fixtures_app import app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
-from test_ui import xvfb_display  # noqa: F401  (fixture)
 
 from realtime_sam.app import cli
 
