@@ -371,3 +371,45 @@ def test_a_grid_of_big_streams_fits_a_small_screen_and_clicks_land_on_stream_pix
         px, py = click_disc(app, alone, 0, "hd", "alone")
         assert abs(px - hd_disc[0]) <= 1920 / 720 + 1 and abs(py - hd_disc[1]) <= 1920 / 720 + 1, (px, py)
         app.quit(60)
+
+
+def test_an_image_folder_of_several_sizes_in_a_real_grid_is_shown_and_clicked_at_each_image_size(xvfb_display, tmp_path, checkpoint_path):  # noqa: F811
+    """Folder ``mixed`` starts with one 320x240 image, then 640x240 ones with a red disc at (480, 120);
+    beside it, a folder of 320x240 images. The grid showed every image squeezed into the first one's
+    tile (its layout fixed at the sources' first sizes) and a click on the disc prompted (240, 120),
+    the pixel it would be at in a 320x240 image; the tile now follows the image shown, and the
+    prompt lands on the disc."""
+    from fixtures_app import app_command
+
+    disc = (480, 120)
+    mixed, plain = tmp_path / "mixed", tmp_path / "plain"
+    mixed.mkdir()
+    plain.mkdir()
+    cv2.imwrite(str(mixed / "0000.png"), np.full((240, 320, 3), 60, np.uint8))
+    wide = np.full((240, 640, 3), 60, np.uint8)
+    cv2.circle(wide, disc, 30, (0, 0, 255), -1)
+    small = np.full((240, 320, 3), 60, np.uint8)
+    for k in range(1, 400):  # 80 s at 5 images a second: outlasts the test
+        cv2.imwrite(str(mixed / f"{k:04d}.png"), wide)
+    for k in range(400):
+        cv2.imwrite(str(plain / f"{k:04d}.png"), small)
+    err_path = tmp_path / "app.err"
+    command = app_command("--source", str(mixed), "--source", str(plain), "--realtime", "--set", "source.image_fps=5",
+                          *model_args(checkpoint_path))
+    with launch(command, xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
+        # Cells 576 wide: the 640x240 images fitted to 90% of the 1280x720 screen (576x216), the
+        # other stream's 320x240 beside them (it stayed two 320x240 cells, the first image's size).
+        app.wait(lambda: app.geometry() == (1152, 240), 60, "the wide images' tile (a 1152x240 window)")
+        shot = app.wait(lambda: [s for s in [app.screenshot(tmp_path / "grid.png")] if len(red_pixels(s[:, :576])[0]) > 400],
+                        30, "the disc on screen")[0]
+        assert shot.shape[:2] == (240, 1152), shot.shape
+        cx, cy = red_centre(shot[:, :576])
+        ys, xs = red_pixels(shot[:, :576])
+        assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.15  # round, not squeezed
+        app.click(cx, cy)
+        said = app.wait(lambda: re.findall(r"mixed: new object from point (\d+),(\d+)", err_path.read_text()), 60,
+                        "the prompt")
+        px, py = int(said[0][0]), int(said[0][1])
+        assert abs(px - disc[0]) <= 2 and abs(py - disc[1]) <= 2, (px, py)
+        app.quit(60)

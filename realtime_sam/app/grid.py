@@ -269,6 +269,9 @@ class GridWindow:
         """Show every stream until all end (``"ended"``), ``q``/``Esc`` (``"quit"``) or the window closes (``"closed"``)."""
         self.open()
         runs = multi.runs
+        # Each stream's tile follows the frame it shows (a source's size is its first frame's: an
+        # image folder of several sizes, a stream that changes resolution), so the picture keeps its
+        # shape and a click maps back to that frame's pixels.
         sizes = [tuple(r.source.size) for r in runs]
         aspects = [pixel_shape(r.source) for r in runs]
         last: list = [None] * len(runs)
@@ -280,8 +283,10 @@ class GridWindow:
                 if item is None and multi.ended:
                     return "ended"
                 if item is not None:
-                    last[index[item.stream]] = item
-                    self._selection(index[item.stream]).observe(item.result)
+                    i = index[item.stream]
+                    last[i] = item
+                    sizes[i] = (int(item.result.frame.width), int(item.result.frame.height))
+                    self._selection(i).observe(item.result)
                     dirty = True
                     if on_result is not None:
                         on_result(item)
