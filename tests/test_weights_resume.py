@@ -324,3 +324,38 @@ def test_sigterm_keeps_the_part_and_the_next_command_resumes_it(
     assert (cache / "mobile_sam.pt").read_bytes() == body
     assert server.requests[-1].range == f"bytes={stalled_at - OVERLAP}-" and server.requests[-1].status == 206
     assert _listing(cache) == ["mobile_sam.pt"]
+
+
+def test_weights_clean_removes_the_partial_download_of_the_file_realtime_sam_weights_names(
+    tmp_path: Path, server: _RangeServer, body: bytes
+) -> None:
+    # $REALTIME_SAM_WEIGHTS=/models/sam.pt: `weights download` writes there, and a cut transfer keeps
+    # .sam.pt.<hash>.part. `weights clean` looked only for the official names' parts
+    # (.mobile_sam.pt.*.part) and said "nothing to clean", the 35 MB left behind.
+    cut = len(body) // 2
+    url = server.serve("/mobile_sam.pt", _Route(body, cut_at=cut))
+    models = tmp_path / "models"
+    models.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+    env.update({
+        ENV_CACHE: str(tmp_path / "cache"),
+        ENV_WEIGHTS: str(models / "sam.pt"),
+        ENV_URLS: url,
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+
+    def weights(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "realtime_sam", "weights", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    got = weights("download", "--quiet")
+    assert got.returncode == 2 and "received are kept" in got.stderr, got.stderr
+    parts = sorted(models.glob(".sam.pt.*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size == cut, _listing(models)
+
+    got = weights("clean", "--dry-run")
+    assert got.returncode == 0 and got.stdout.split() == ["would", "remove", f"{cut / 1e6:.1f}", "MB", str(parts[0])], got
+    got = weights("clean")
+    assert got.returncode == 0 and got.stdout.split() == ["removed", f"{cut / 1e6:.1f}", "MB", str(parts[0])], got
+    assert _listing(models) == []

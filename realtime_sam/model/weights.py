@@ -1084,20 +1084,26 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clean_folders() -> tuple[list[Path], list[Path]]:
-    """``(weights folders, export folders)`` that ``weights clean`` looks in, each once."""
-    weights_dirs = list(dict.fromkeys([default_weights_path("vit_t")[0].parent, default_cache_dir().absolute()]))
+def _clean_folders() -> tuple[list[Path], list[Path], list[str]]:
+    """``(weights folders, export folders, weights file names)`` that ``weights clean`` looks in and for, each once.
+
+    The names are the official files' and the one ``$REALTIME_SAM_WEIGHTS`` names (a download
+    without ``--dest`` writes there, and keeps its partial file as ``.<that name>.<hash>.part``).
+    """
+    named = default_weights_path("vit_t")[0]
+    weights_dirs = list(dict.fromkeys([named.parent, default_cache_dir().absolute()]))
     export_dirs = [d / ".realtime_sam_cache" for d in weights_dirs] + [default_cache_dir().absolute() / "encoders"]
-    return weights_dirs, list(dict.fromkeys(export_dirs))
+    names = list(dict.fromkeys([*WEIGHTS_FILENAMES.values(), named.name]))
+    return weights_dirs, list(dict.fromkeys(export_dirs)), names
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
     from realtime_sam.model.runtime.export import is_encoder_export  # imports torch: only this command needs it
 
-    weights_dirs, export_dirs = _clean_folders()
+    weights_dirs, export_dirs, names = _clean_folders()
     found: list[Path] = []
     for folder in weights_dirs:
-        for name in WEIGHTS_FILENAMES.values():
+        for name in names:
             found += sorted(folder.glob(f".{glob.escape(name)}.*.part"))
     for folder in export_dirs:
         if folder.is_dir():
