@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,47 @@ def test_weights_clean_lists_and_removes_exports_and_partial_downloads_but_not_t
     live.unlink()
     assert weights_main(["clean"]) == 0
     assert capsys.readouterr().err.startswith("nothing to clean in ")
+
+
+
+def test_an_export_named_as_before_the_whole_file_name_is_removed_by_the_next_export(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Exports were named by the weights file's name without its suffix (mobile_sam-vit_t-...)
+    # until the whole-name change, which left that file, read by nothing any more, beside the
+    # new one (mobile_sam.pt-vit_t-...): 23 MB for MobileSAM, for good.
+    def named_before(export: Path, digest: str | None = None) -> Path:
+        name = export.name.replace("mobile_sam.pt-", "mobile_sam-", 1)
+        if digest is not None:
+            name = re.sub(r"-[0-9a-f]{16}-", f"-{digest}-", name)
+        return export.parent / name
+
+    weights = tmp_path / "mobile_sam.pt"
+    weights.write_bytes(b"checkpoint A")
+    current = export_mod.encoder_onnx_path(weights, "vit_t", None)
+    current.parent.mkdir(exist_ok=True)
+    before = named_before(current)
+    before.write_bytes(b"exported by an earlier release")
+    replaced = named_before(current, "0" * 16)  # from what the file held before it was replaced
+    replaced.write_bytes(b"older still")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared_before = named_before(shared / current.name)
+    shared_before.write_bytes(b"the same weights, named as before")
+    shared_other = named_before(shared / current.name, "0" * 16)  # maybe another folder's mobile_sam.pt: stays
+    shared_other.write_bytes(b"another")
+    with caplog.at_level(logging.INFO, logger=export_mod.__name__):
+        assert _export(weights) == current
+        _export(weights, shared)
+    assert _names(current.parent) == [current.name]
+    assert f"removed the superseded encoder export {before}" in caplog.text
+    assert _names(shared) == sorted([current.name, shared_other.name])
+
+    # Beside a weights file that really is named mobile_sam, that name is its export's: it stays.
+    folder = tmp_path / "both"
+    folder.mkdir()
+    (folder / "mobile_sam").write_bytes(b"checkpoint C")
+    theirs = _export(folder / "mobile_sam")
+    (folder / "mobile_sam.pt").write_bytes(b"checkpoint A")
+    ours = _export(folder / "mobile_sam.pt")
+    assert _names(ours.parent) == sorted([theirs.name, ours.name])

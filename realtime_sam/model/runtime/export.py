@@ -112,15 +112,22 @@ def remove_superseded_exports(path: Path, *, beside_weights: bool) -> list[Path]
     go too: they were made from what the weights file held before it was replaced. In a
     shared folder (``encoders/`` in the weights cache, or one the caller named) two weights
     files of the same name from different folders may both be in use, so those stay.
+    Exports named as releases before the whole file name was used (``mobile_sam-vit_t-...``
+    for ``mobile_sam.pt``, which this code never reads) are taken as the same weights'
+    under those rules, except beside the weights where a weights file of that name is there.
     A file that cannot be removed (open elsewhere, on Windows) is left; nothing here is an error.
     """
     new = _EXPORT_NAME.fullmatch(path.name)
     if new is None:
         return []
+    stems = [new["stem"]]
+    former = Path(new["stem"]).stem  # the name without its suffix, as exports were named before
+    if former != new["stem"] and not (beside_weights and (path.parent.parent / former).exists()):
+        stems.append(former)
     removed = []
-    for other in path.parent.glob(f"{glob.escape(new['stem'])}-{new['model_type']}-*-encoder-v*.onnx"):
+    for other in (p for stem in stems for p in path.parent.glob(f"{glob.escape(stem)}-{new['model_type']}-*-encoder-v*.onnx")):
         old = _EXPORT_NAME.fullmatch(other.name)
-        if other == path or old is None or (old["stem"], old["model_type"]) != (new["stem"], new["model_type"]):
+        if other == path or old is None or (old["stem"] not in stems) or old["model_type"] != new["model_type"]:
             continue
         if old["digest"] == new["digest"] or beside_weights:
             try:
