@@ -359,3 +359,45 @@ def test_weights_clean_removes_the_partial_download_of_the_file_realtime_sam_wei
     got = weights("clean")
     assert got.returncode == 0 and got.stdout.split() == ["removed", f"{cut / 1e6:.1f}", "MB", str(parts[0])], got
     assert _listing(models) == []
+
+
+def test_sigterm_during_the_apps_first_run_download_says_what_it_kept(
+    tmp_path: Path, server: _RangeServer, body: bytes
+) -> None:
+    # The app's first run downloads the weights; SIGTERM (docker stop) there kept the part for
+    # the next run to resume, but the app only said "error: terminated by SIGTERM".
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    clip = write_video(standard_scene(64, 48, num_frames=4), tmp_path / "clip.mp4")
+    stalled_at = (len(body) * 3 // 4) >> 20 << 20  # whole MB: the download reads 1 MB at a time
+    url = server.serve("/mobile_sam.pt", _Route(body, cut_at=stalled_at, stall=True))
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
+    env.update({
+        ENV_CACHE: str(cache),
+        ENV_URLS: url,
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime_sam", "--source", str(clip), "--headless", "--device", "cpu"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size == stalled_at for p in cache.glob(".mobile_sam.pt.*.part")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, _listing(cache)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        f"error: terminated by SIGTERM; the {stalled_at / 1e6:.1f} MB received are kept, "
+        "and the next download resumes from there"
+    ), err
+    assert partial_download_bytes(cache / "mobile_sam.pt") == stalled_at

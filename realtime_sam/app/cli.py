@@ -577,11 +577,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Terminated:  # SIGTERM before the pipeline started (e.g. while the weights download)
-        print("error: terminated by SIGTERM", file=sys.stderr)
+    # Each says what a weights download it cut short kept for the next run to resume
+    # (realtime_sam.model.weights.kept_note), as `realtime-sam weights download` does.
+    except Terminated as exc:  # SIGTERM before the pipeline started (e.g. while the weights download)
+        print(f"error: terminated by SIGTERM{getattr(exc, 'kept_note', '')}", file=sys.stderr)
         return _EXIT_BY_SIGNAL[signal.SIGTERM]
-    except KeyboardInterrupt:  # Ctrl-C before the pipeline started (e.g. while the model loads)
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C before the pipeline started (e.g. while the model loads)
+        print(f"error: interrupted{getattr(exc, 'kept_note', '')}", file=sys.stderr)
         return _EXIT_BY_SIGNAL[signal.SIGINT]
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "create_part_file",
     "remove_stale_parts",
     "partial_download_bytes",
+    "kept_note",
     "damaged_weights_error",
     "locate_checkpoint",
     "OFFICIAL_SHA256",
@@ -675,8 +676,10 @@ def download_weights(
             if progress and i + 1 < len(urls):
                 print(f"  failed: {exc.reason}; trying the next mirror", file=sys.stderr, flush=True)
             continue
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             keep = part.resumable()  # Ctrl-C, SIGTERM: the next download goes on from here
+            # What whoever reports the interrupt says (the app's "error: terminated by SIGTERM; ...").
+            exc.kept_note = kept_note(sum(_size(p.path) for p in kept) + (_size(part.path) if keep else 0))  # type: ignore[attr-defined]
             raise
         finally:
             # A half-written file survives only as a resumable part (named for its URL, with the
@@ -699,11 +702,7 @@ def download_weights(
         offline = f" The proxy did not answer: check ${' / $'.join(proxies)}."
     else:
         offline = ""
-    received = sum(_size(p.path) for p in kept)
-    saved = (
-        f"; the {received / 1e6:.1f} MB received are kept, and the next download resumes from there"
-        if received else ", nothing was saved"
-    )
+    saved = kept_note(sum(_size(p.path) for p in kept)) or ", nothing was saved"
     raise WeightsDownloadError(
         f"could not download the {name} weights{saved}. Tried: {tried}.{offline} "
         f"Download it by hand: curl -L -o {dest} {urls[0]}"
@@ -716,6 +715,15 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def kept_note(received: int) -> str:
+    """``"; the 35.0 MB received are kept, and the next download resumes from there"``; ``""`` for 0 bytes.
+
+    A download interrupted by Ctrl-C or SIGTERM sets it as ``kept_note`` on the
+    :class:`KeyboardInterrupt` it re-raises, for the line that reports the interrupt.
+    """
+    return f"; the {received / 1e6:.1f} MB received are kept, and the next download resumes from there" if received else ""
 
 
 def _size(path: Path) -> int:
@@ -1160,9 +1168,7 @@ def weights_main(argv: Sequence[str]) -> int:
         # Only a download writes anything: it keeps what it received where it can resume it, else nothing.
         kept = ""
         if args.command == "download":
-            received = partial_download_bytes(_download_dest(args))
-            kept = (f"; the {received / 1e6:.1f} MB received are kept, and the next download resumes from there"
-                    if received else "; no partial file was kept")
+            kept = kept_note(partial_download_bytes(_download_dest(args))) or "; no partial file was kept"
         if isinstance(exc, Terminated):
             print(f"error: terminated by SIGTERM{kept}", file=sys.stderr)
             return EXIT_SIGTERM
