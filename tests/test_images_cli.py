@@ -135,6 +135,28 @@ def test_images_of_several_sizes_are_each_tracked_and_saved_at_their_own_size(ru
     assert np.count_nonzero(cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED)) > 0
 
 
+def test_a_prompt_for_a_later_larger_image_is_not_checked_against_the_first_one(run, capsys, tmp_path):
+    # README: a prompts file's entry with its start_frame starts an object on an image of a new size.
+    # The command checked every prompt against the first image's size: a box on image 3 (320x240)
+    # was refused, 'box (200,150,300,220) lies outside the 160x120 frame', exit 2 (and one reaching
+    # past 160x120 would have been cut to it).
+    write_frames(tmp_path / "frames", 3)  # 160x120
+    write_frames(tmp_path / "frames", 3, width=320, height=240, start=3)
+    (tmp_path / "prompts.yaml").write_text("- box: [200, 150, 300, 220]\n  start_frame: 3\n")
+    rc = run("--headless", "--quiet", "--source", "frames", "--prompts", "prompts.yaml", "--save-masks", "m.jsonl")
+    assert rc == 0, capsys.readouterr().err
+    _header, frames = load_jsonl(tmp_path / "m.jsonl")
+    assert [bool(f["tracks"]) for f in frames[:4]] == [False, False, False, True]
+    assert [t["id"] for t in frames[3]["tracks"]] == [1] and frames[3]["tracks"][0]["mask"]["size"] == [240, 320]
+
+    # One that starts on the first image is still checked against it before the model loads.
+    (tmp_path / "prompts.yaml").write_text("- box: [200, 150, 300, 220]\n")
+    assert run("--headless", "--quiet", "--source", "frames", "--prompts", "prompts.yaml") == 2
+    assert error_lines(capsys) == [
+        "error: box (200,150,300,220) lies outside the 160x120 frame; give coordinates within 0..159 x 0..119"
+    ]
+
+
 def test_mots_lines_take_each_images_size(run, capsys, tmp_path):
     write_frames(tmp_path / "frames", 4)
     write_frames(tmp_path / "frames", 1, width=200, height=100, start=4)

@@ -419,7 +419,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     from realtime_sam.capture.sources import open_source
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.sinks import SinkSpec, open_sinks
-    from realtime_sam.tracking.prompts import clamp_prompt, prompts_from_args
+    from realtime_sam.tracking.prompts import clamp_initial_prompt, prompts_from_args
 
     config = build_config(args)
     prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
@@ -436,7 +436,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     sinks = None
     try:
         width, height = source.size
-        prompts = [clamp_prompt(p, width, height) for p in prompts]
+        prompts = [clamp_initial_prompt(p, width, height) for p in prompts]
         detector = None
         class_ids = None
         if config.detect.model:

@@ -273,7 +273,7 @@ class StreamWorker:
         from realtime_sam.app.scheduler import SharedRunner
         from realtime_sam.capture.sources import open_source
         from realtime_sam.tracking.engine import Engine
-        from realtime_sam.tracking.prompts import clamp_prompt
+        from realtime_sam.tracking.prompts import clamp_initial_prompt
         from realtime_sam.tracking.tracks import IdCounter
 
         spec = job.spec
@@ -301,7 +301,7 @@ class StreamWorker:
             prompts = [ObjectPrompt(box=box, label=label) for box, label in start.last_tracks] + prompts
             for p in prompts:
                 try:
-                    engine.add_object(clamp_prompt(p, w, h))
+                    engine.add_object(clamp_initial_prompt(p, w, h))
                 except Exception:  # a box gone out of the frame: that object is not taken up again
                     continue
             sink = AppendingJsonl(

@@ -391,7 +391,7 @@ def open_streams(
     """
     from realtime_sam.capture.sources import open_source
     from realtime_sam.tracking.engine import Engine
-    from realtime_sam.tracking.prompts import clamp_prompt
+    from realtime_sam.tracking.prompts import clamp_initial_prompt
 
     common = list(prompts)
     if runner_for is not None and scheduler is None:
@@ -407,7 +407,7 @@ def open_streams(
             opened.append((spec, cfg, source, []))
             w, h = source.size
             for p in (*spec.prompts, *common):
-                clamp_prompt(p, w, h)  # a box wholly outside this stream's frame: PromptError now
+                clamp_initial_prompt(p, w, h)  # a box wholly outside this stream's first frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
         # or truncates one already there, which a later stream's missing camera must not leave behind,
         # nor weights or a device that would fail the load, nor an encoder export that fails
@@ -434,7 +434,7 @@ def open_streams(
             engine = Engine.from_config(cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name))
             w, h = source.size
             for p in (*spec.prompts, *common):
-                engine.add_object(clamp_prompt(p, w, h))
+                engine.add_object(clamp_initial_prompt(p, w, h))
             runs.append(StreamRun(spec.name, source, engine, Pipeline(source, engine, sinks=sinks, config=cfg.pipeline)))
     except BaseException:
         for r in runs:

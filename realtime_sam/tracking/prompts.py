@@ -53,6 +53,7 @@ __all__ = [
     "prompts_from_args",
     "validate_prompt",
     "clamp_prompt",
+    "clamp_initial_prompt",
 ]
 
 MAX_COORD = 100_000.0
@@ -378,3 +379,15 @@ def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
         start_frame=prompt.start_frame,
         track_id=prompt.track_id,
     )
+
+
+def clamp_initial_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
+    """A run's starting prompt checked against the source's first frame, ``width x height``.
+
+    One that starts there (``start_frame`` 0) is clamped into it (:func:`clamp_prompt`: a box
+    wholly outside is a :class:`PromptError` now, before the model loads). A later one is
+    returned as given: the frame it starts on may be of another size (an image folder of
+    several sizes, a stream that changes resolution), and the engine cuts it to that frame
+    then (dropping it with a warning where nothing of it is inside).
+    """
+    return clamp_prompt(prompt, width, height) if prompt.start_frame == 0 else prompt
