@@ -149,6 +149,14 @@ def test_a_prompt_for_a_later_larger_image_is_not_checked_against_the_first_one(
     assert [bool(f["tracks"]) for f in frames[:4]] == [False, False, False, True]
     assert [t["id"] for t in frames[3]["tracks"]] == [1] and frames[3]["tracks"][0]["mask"]["size"] == [240, 320]
 
+    # A video's frames keep one size: a later prompt wholly outside it is still refused before the model loads.
+    from realtime_sam.testing.synthetic import write_video
+
+    write_video(standard_scene(width=160, height=120, num_frames=6, seed=3), tmp_path / "clip.mp4")
+    assert run("--headless", "--quiet", "--source", "clip.mp4", "--prompts", "prompts.yaml") == 2
+    assert error_lines(capsys) == [
+        "error: box (200,150,300,220) lies outside the 160x120 frame; give coordinates within 0..159 x 0..119"
+    ]
     # One that starts on the first image is still checked against it before the model loads.
     (tmp_path / "prompts.yaml").write_text("- box: [200, 150, 300, 220]\n")
     assert run("--headless", "--quiet", "--source", "frames", "--prompts", "prompts.yaml") == 2

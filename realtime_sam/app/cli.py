@@ -435,8 +435,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     pipeline = None
     sinks = None
     try:
-        width, height = source.size
-        prompts = [clamp_initial_prompt(p, width, height) for p in prompts]
+        prompts = [clamp_initial_prompt(p, source) for p in prompts]
         detector = None
         class_ids = None
         if config.detect.model:

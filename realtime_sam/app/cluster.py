@@ -205,6 +205,7 @@ class _Resumed:
         self.size, self.fps, self.name = source.size, source.fps, source.name
         self.sample_aspect_ratio = getattr(source, "sample_aspect_ratio", None)
         self.num_frames = getattr(source, "num_frames", None)
+        self.sizes_vary = bool(getattr(source, "sizes_vary", False))
 
     def read(self) -> Frame | None:
         while True:
@@ -295,13 +296,12 @@ class StreamWorker:
                 runner, cfg.engine, tracker_config=cfg.tracker, propagation_config=cfg.propagation,
                 discovery_config=cfg.discovery, ids=IdCounter(start.next_id),
             )
-            w, h = source.size
             prompts = [p for p in (*spec.prompts, *job.prompts) if start.next_frame == 0 or p.start_frame >= start.next_frame]
             # After a restart, the objects it was tracking are prompted again where they were last seen.
             prompts = [ObjectPrompt(box=box, label=label) for box, label in start.last_tracks] + prompts
             for p in prompts:
                 try:
-                    engine.add_object(clamp_initial_prompt(p, w, h))
+                    engine.add_object(clamp_initial_prompt(p, source))
                 except Exception:  # a box gone out of the frame: that object is not taken up again
                     continue
             sink = AppendingJsonl(

@@ -405,9 +405,8 @@ def open_streams(
             cfg = stream_config(config, spec)
             source = open_source(spec.source, cfg.source, on_status=on_status(spec) if on_status else None)
             opened.append((spec, cfg, source, []))
-            w, h = source.size
             for p in (*spec.prompts, *common):
-                clamp_initial_prompt(p, w, h)  # a box wholly outside this stream's first frame: PromptError now
+                clamp_initial_prompt(p, source)  # a box wholly outside this stream's frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
         # or truncates one already there, which a later stream's missing camera must not leave behind,
         # nor weights or a device that would fail the load, nor an encoder export that fails
@@ -432,9 +431,8 @@ def open_streams(
             runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
         for spec, cfg, source, sinks in opened:
             engine = Engine.from_config(cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name))
-            w, h = source.size
             for p in (*spec.prompts, *common):
-                engine.add_object(clamp_initial_prompt(p, w, h))
+                engine.add_object(clamp_initial_prompt(p, source))
             runs.append(StreamRun(spec.name, source, engine, Pipeline(source, engine, sinks=sinks, config=cfg.pipeline)))
     except BaseException:
         for r in runs:

@@ -209,6 +209,9 @@ class Source(abc.ABC):
             it (after rotation): 1 for square pixels, as nearly all sources
             have; anamorphic video files (720x576 at 16:15 or 64:45, DV,
             DVD) have others. Images and masks stay in stored pixels.
+        sizes_vary: True where frames are expected at sizes other than
+            :attr:`size` (an image folder of several sizes): a prompt for a
+            later frame is not checked against :attr:`size`.
 
     Use as a context manager, or iterate: ``for frame in source`` stops at the
     end and lets :class:`SourceError` / :class:`StreamInterrupted` propagate.
@@ -220,6 +223,7 @@ class Source(abc.ABC):
     name: str
     num_frames: int | None
     sample_aspect_ratio: Fraction = Fraction(1)
+    sizes_vary: bool = False
 
     def __init__(self) -> None:
         self._stop = threading.Event()

@@ -129,6 +129,7 @@ class ImageSequenceSource(Source):
     """
 
     live = False
+    sizes_vary = True  # nothing tells an image's size before it is read
 
     def __init__(self, spec: str | Path, config: SourceConfig | None = None) -> None:
         super().__init__()

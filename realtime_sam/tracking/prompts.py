@@ -381,13 +381,15 @@ def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
     )
 
 
-def clamp_initial_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
-    """A run's starting prompt checked against the source's first frame, ``width x height``.
+def clamp_initial_prompt(prompt: ObjectPrompt, source: Any) -> ObjectPrompt:
+    """A run's starting prompt clamped into ``source``'s frames (:func:`clamp_prompt`), before the model loads.
 
-    One that starts there (``start_frame`` 0) is clamped into it (:func:`clamp_prompt`: a box
-    wholly outside is a :class:`PromptError` now, before the model loads). A later one is
-    returned as given: the frame it starts on may be of another size (an image folder of
-    several sizes, a stream that changes resolution), and the engine cuts it to that frame
-    then (dropping it with a warning where nothing of it is inside).
+    ``source.size`` is the first frame's. Where the source's frames come at other sizes
+    (``source.sizes_vary``: an image folder of several sizes) a prompt that starts later is
+    returned as given: the engine cuts it to the frame it starts on (dropping it with a
+    warning where nothing of it is inside), which may be larger than the first.
     """
-    return clamp_prompt(prompt, width, height) if prompt.start_frame == 0 else prompt
+    if prompt.start_frame and getattr(source, "sizes_vary", False):
+        return prompt
+    width, height = source.size
+    return clamp_prompt(prompt, width, height)
