@@ -47,6 +47,7 @@ from realtime_sam.app.ui import (
     WindowError,
     SCREEN_FILL,
     fit_view,
+    new_object_message,
     pixel_shape,
     require_display,
     screen_size,
@@ -370,13 +371,7 @@ class GridWindow:
             if isinstance(cmd, AddObject):
                 prompt = clamp_prompt(validate_prompt(cmd.prompt, "click"), w, h)
                 selection.object_added(run.engine.add_object(prompt))
-                # As the single window says it: where, in the stream's pixels.
-                if prompt.box is not None:
-                    x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
-                    self.on_message(f"{run.name}: new object from box {x0},{y0},{x1},{y1}")
-                else:
-                    x, y = (int(round(v)) for v in prompt.points[0])
-                    self.on_message(f"{run.name}: new object from point {x},{y}")
+                self.on_message(f"{run.name}: {new_object_message(prompt)}")  # as the single window says it
             elif isinstance(cmd, RemoveAt):
                 target = run.engine.track_at(cmd.x, cmd.y)
                 if target is None:

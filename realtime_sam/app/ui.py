@@ -81,6 +81,7 @@ __all__ = [
     "View",
     "fit_view",
     "pixel_shape",
+    "new_object_message",
     "screen_size",
     "WindowError",
     "display_available",
@@ -649,6 +650,16 @@ class _Engine(Protocol):
 ExitReason = Literal["quit", "closed", "ended"]
 
 
+def new_object_message(prompt: ObjectPrompt) -> str:
+    """What a window says for an object added by a click or a drag: where, in the frame's pixels
+    (``new object from box 10,20,110,90`` or ``new object from point 60,55``)."""
+    if prompt.box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
+        return f"new object from box {x0},{y0},{x1},{y1}"
+    x, y = (int(round(v)) for v in prompt.points[0])
+    return f"new object from point {x},{y}"
+
+
 def pixel_shape(source: object) -> float:
     """``source``'s :attr:`~realtime_sam.capture.base.Source.sample_aspect_ratio` as a float; 1 when it has none."""
     try:
@@ -864,12 +875,7 @@ class LiveWindow:
                     return
                 prompt = clamp_prompt(validate_prompt(command.prompt, "click"), *size)
                 self.selection.object_added(engine.add_object(prompt))
-                if prompt.box is not None:
-                    x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
-                    self._say(f"new object from box {x0},{y0},{x1},{y1}")
-                else:
-                    x, y = (int(round(v)) for v in prompt.points[0])
-                    self._say(f"new object from point {x},{y}")
+                self._say(new_object_message(prompt))
             elif isinstance(command, RefineObject):
                 target = self.selection.selected
                 if target is None:
