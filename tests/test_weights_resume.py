@@ -163,6 +163,40 @@ def _cut_download(server: _RangeServer, dest: Path, url: str, cut: int) -> None:
     assert "nothing was saved" not in str(err.value)
 
 
+def _command_env(cache: Path, url: str, **extra: str) -> dict[str, str]:
+    """The environment for running ``python -m realtime_sam`` against the test server, weights cached in ``cache``."""
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
+    env.update({
+        ENV_CACHE: str(cache),
+        ENV_URLS: url,
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        **extra,
+    })
+    return env
+
+
+def _sigterm_at_the_stall(args: list[str], cwd: Path, env: dict[str, str], part_glob: Path, stalled_at: int) -> tuple[int, str]:
+    """Run ``python -m realtime_sam ARGS``; once its part file (``part_glob``) holds ``stalled_at``
+    bytes (the server stalls there), send SIGTERM: ``(exit status, stderr)``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime_sam", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size == stalled_at for p in part_glob.parent.glob(part_glob.name)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, _listing(part_glob.parent)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
+
+
 def test_an_interrupted_download_resumes_with_a_range_request(
     tmp_path: Path, server: _RangeServer, body: bytes
 ) -> None:
@@ -278,41 +312,24 @@ def test_the_record_names_the_url_length_and_validator(tmp_path: Path, server: _
     assert json.loads(record.read_text()) == {"url": url, "length": len(body), "validator": '"v1"'}
 
 
+@pytest.mark.parametrize("command", ["weights download", "the app's first run"])
 def test_sigterm_keeps_the_part_and_the_next_command_resumes_it(
-    tmp_path: Path, server: _RangeServer, body: bytes, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, server: _RangeServer, body: bytes, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     # The command a user runs on a bad link: SIGTERM (or Ctrl-C) mid-download, then the same command.
+    # The app's first run (no weights yet) kept the part too, but said only "error: terminated by SIGTERM".
+    if command == "weights download":
+        args = ["weights", "download", "--quiet"]
+    else:
+        from realtime_sam.testing.synthetic import standard_scene, write_video
+
+        clip = write_video(standard_scene(64, 48, num_frames=4), tmp_path / "clip.mp4")
+        args = ["--source", str(clip), "--headless", "--device", "cpu"]
     stalled_at = (len(body) * 3 // 4) >> 20 << 20  # whole MB: the download reads 1 MB at a time
     url = server.serve("/mobile_sam.pt", _Route(body, cut_at=stalled_at, stall=True))
     cache = tmp_path / "cache"
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
-    env.update({
-        ENV_CACHE: str(cache),
-        ENV_URLS: url,
-        "no_proxy": "127.0.0.1,localhost",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime_sam", "weights", "download", "--quiet"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (server.requests and server.requests[0].sent == stalled_at):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the download did not reach the stall"
-            time.sleep(0.05)
-        deadline = time.monotonic() + 30  # the bytes sent reach the file
-        while not any(p.stat().st_size == stalled_at for p in cache.glob(".mobile_sam.pt.*.part")):
-            assert time.monotonic() < deadline, _listing(cache)
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 143, err
+    rc, err = _sigterm_at_the_stall(args, tmp_path, _command_env(cache, url), cache / ".mobile_sam.pt.*.part", stalled_at)
+    assert rc == 143, err
     assert err.splitlines()[-1] == (
         f"error: terminated by SIGTERM; the {stalled_at / 1e6:.1f} MB received are kept, "
         "and the next download resumes from there"
@@ -336,14 +353,7 @@ def test_weights_clean_removes_the_partial_download_of_the_file_realtime_sam_wei
     url = server.serve("/mobile_sam.pt", _Route(body, cut_at=cut))
     models = tmp_path / "models"
     models.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
-    env.update({
-        ENV_CACHE: str(tmp_path / "cache"),
-        ENV_WEIGHTS: str(models / "sam.pt"),
-        ENV_URLS: url,
-        "no_proxy": "127.0.0.1,localhost",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
+    env = _command_env(tmp_path / "cache", url, **{ENV_WEIGHTS: str(models / "sam.pt")})
 
     def weights(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "realtime_sam", "weights", *args], cwd=tmp_path, env=env,
@@ -360,44 +370,3 @@ def test_weights_clean_removes_the_partial_download_of_the_file_realtime_sam_wei
     assert got.returncode == 0 and got.stdout.split() == ["removed", f"{cut / 1e6:.1f}", "MB", str(parts[0])], got
     assert _listing(models) == []
 
-
-def test_sigterm_during_the_apps_first_run_download_says_what_it_kept(
-    tmp_path: Path, server: _RangeServer, body: bytes
-) -> None:
-    # The app's first run downloads the weights; SIGTERM (docker stop) there kept the part for
-    # the next run to resume, but the app only said "error: terminated by SIGTERM".
-    from realtime_sam.testing.synthetic import standard_scene, write_video
-
-    clip = write_video(standard_scene(64, 48, num_frames=4), tmp_path / "clip.mp4")
-    stalled_at = (len(body) * 3 // 4) >> 20 << 20  # whole MB: the download reads 1 MB at a time
-    url = server.serve("/mobile_sam.pt", _Route(body, cut_at=stalled_at, stall=True))
-    cache = tmp_path / "cache"
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_WEIGHTS, "XDG_CACHE_HOME")}
-    env.update({
-        ENV_CACHE: str(cache),
-        ENV_URLS: url,
-        "no_proxy": "127.0.0.1,localhost",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime_sam", "--source", str(clip), "--headless", "--device", "cpu"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not any(p.stat().st_size == stalled_at for p in cache.glob(".mobile_sam.pt.*.part")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, _listing(cache)
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 143, err
-    assert err.splitlines()[-1] == (
-        f"error: terminated by SIGTERM; the {stalled_at / 1e6:.1f} MB received are kept, "
-        "and the next download resumes from there"
-    ), err
-    assert partial_download_bytes(cache / "mobile_sam.pt") == stalled_at
