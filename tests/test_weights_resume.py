@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from test_weights import clean_env  # noqa: F401  (autouse fixture: the user's settings and proxies kept out, the cache in tmp_path)
 
 from realtime_sam.errors import WeightsDownloadError
 from realtime_sam.model.weights import (
@@ -138,16 +139,6 @@ def server() -> Iterator[_RangeServer]:
 @pytest.fixture
 def body(checkpoint_path: Path) -> bytes:
     return checkpoint_path.read_bytes()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (ENV_CACHE, ENV_WEIGHTS, ENV_URLS, "XDG_CACHE_HOME"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
 
 
 def _listing(directory: Path) -> list[str]:
