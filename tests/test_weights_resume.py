@@ -167,9 +167,11 @@ def _command_env(cache: Path, url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def _sigterm_at_the_stall(args: list[str], cwd: Path, env: dict[str, str], part_glob: Path, stalled_at: int) -> tuple[int, str]:
+def _sigterm_at_the_stall(
+    args: list[str], cwd: Path, env: dict[str, str], part_glob: Path, stalled_at: int, *, meanwhile=lambda: None
+) -> tuple[int, str]:
     """Run ``python -m realtime_sam ARGS``; once its part file (``part_glob``) holds ``stalled_at``
-    bytes (the server stalls there), send SIGTERM: ``(exit status, stderr)``."""
+    bytes (the server stalls there), call ``meanwhile()``, then send SIGTERM: ``(exit status, stderr)``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime_sam", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -179,6 +181,7 @@ def _sigterm_at_the_stall(args: list[str], cwd: Path, env: dict[str, str], part_
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, _listing(part_glob.parent)
             time.sleep(0.05)
+        meanwhile()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -361,3 +364,24 @@ def test_weights_clean_removes_the_partial_download_of_the_file_realtime_sam_wei
     assert got.returncode == 0 and got.stdout.split() == ["removed", f"{cut / 1e6:.1f}", "MB", str(parts[0])], got
     assert _listing(models) == []
 
+
+def test_weights_clean_dry_run_says_a_running_downloads_part_is_kept(tmp_path: Path, server: _RangeServer, body: bytes) -> None:
+    # `weights clean` keeps the part a running download holds ("in use, kept"), but --dry-run listed
+    # it as "would remove" and counted it in "would free": the real run then freed less than promised.
+    stalled_at = (len(body) // 2) >> 20 << 20
+    url = server.serve("/mobile_sam.pt", _Route(body, cut_at=stalled_at, stall=True))
+    cache = tmp_path / "cache"
+    env = _command_env(cache, url)
+    seen: dict[str, subprocess.CompletedProcess] = {}
+
+    def clean(*args: str) -> None:
+        seen[" ".join(args)] = subprocess.run([sys.executable, "-m", "realtime_sam", "weights", "clean", *args],
+                                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    rc, err = _sigterm_at_the_stall(["weights", "download", "--quiet"], tmp_path, env, cache / ".mobile_sam.pt.*.part", stalled_at,
+                                    meanwhile=lambda: (clean("--dry-run"), clean()))
+    assert rc == 143, err
+    (part,) = cache.glob(".mobile_sam.pt.*.part")
+    for args, total in (("--dry-run", "would free 0.0 MB"), ("", "freed 0.0 MB")):
+        got = seen[args]
+        assert (got.returncode, got.stdout, got.stderr.splitlines()) == (0, "", [f"in use, kept  {part}", total]), got

@@ -880,6 +880,21 @@ def remove_stale_parts(dest: Path, *, keep_urls: Sequence[str] = ()) -> None:
             record.unlink(missing_ok=True)  # its part is gone (removed by hand)
 
 
+def _held(part: Path) -> bool:
+    """Whether a running download (or export) holds ``part``'s lock; ``False`` without locks (Windows) or when it cannot be opened."""
+    if fcntl is None:
+        return False
+    try:
+        with open(part, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+    except OSError:
+        return False
+    return False
+
+
 def _remove_unless_held(part: Path) -> bool:
     """Delete ``part`` and its record unless a running download (or export) holds its lock; whether it was.
 
@@ -1123,6 +1138,9 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     for path in found:
         size = _size(path) + _size(_info_path(path))
         if args.dry_run:
+            if path.suffix == ".part" and _held(path):
+                print(f"in use, kept  {path}", file=sys.stderr)  # as the real run would say
+                continue
             print(f"would remove {size / 1e6:6.1f} MB  {path}")
             freed += size
             continue
