@@ -385,3 +385,33 @@ def test_weights_clean_dry_run_says_a_running_downloads_part_is_kept(tmp_path: P
     for args, total in (("--dry-run", "would free 0.0 MB"), ("", "freed 0.0 MB")):
         got = seen[args]
         assert (got.returncode, got.stdout, got.stderr.splitlines()) == (0, "", [f"in use, kept  {part}", total]), got
+
+
+def test_a_part_deleted_between_its_open_and_its_lock_is_opened_again(
+    tmp_path: Path, server: _RangeServer, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `weights clean` (or another download's clean-up of stale parts) deletes a part while holding
+    # its lock. A download that had opened the name just before, and locked it just after, wrote
+    # 40 MB into the deleted file and failed at the end (the rename found no file).
+    import fcntl
+
+    import realtime_sam.model.weights as weights_mod
+
+    url = server.serve("/mobile_sam.pt", _Route(body))
+    dest = tmp_path / "cache" / "mobile_sam.pt"
+    dest.parent.mkdir(parents=True)
+    real_flock, raced = fcntl.flock, []
+
+    def flock_after_a_clean(fd, op):
+        if not raced:  # the first lock taken: the clean-up got there first and deleted the part
+            raced.append(True)
+            part = weights_mod._url_part_path(dest, url)
+            with open(part, "rb") as fh:
+                real_flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                part.unlink()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(weights_mod.fcntl, "flock", flock_after_a_clean)
+    assert download_weights(dest, urls=[url], progress=False) == dest
+    assert raced and dest.read_bytes() == body
+    assert _listing(dest.parent) == ["mobile_sam.pt"]

@@ -785,16 +785,26 @@ def _open_part(dest: Path, url: str) -> tuple[int, _Part]:
         fd, path = create_part_file(dest)
         return fd, _Part(path, None)
     path = _url_part_path(dest, url)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise  # an unexpected failure: create_part_file would meet it too
+            break  # the same download is running elsewhere: this one starts afresh, below
+        # Deleted between the open and the lock (`weights clean`, or another download's clean-up of
+        # stale parts, deletes a part holding its lock): the file open here is no longer the part,
+        # and a download written to it would be lost at the end. Open the name again.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd, _Part(path, _info_path(path))
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise  # an unexpected failure: create_part_file would meet it too
-        fd, other = create_part_file(dest)  # the same download is running elsewhere: this one starts afresh
-        return fd, _Part(other, None)
-    return fd, _Part(path, _info_path(path))
+    fd, other = create_part_file(dest)
+    return fd, _Part(other, None)
 
 
 def _read_part_info(info_path: Path, url: str | None = None) -> _PartInfo | None:
@@ -912,6 +922,10 @@ def _remove_unless_held(part: Path) -> bool:
             except OSError:
                 return False  # held by a live download, or locks unsupported: leave it
             part.unlink()
+            # (Under the lock still: a download that opens the name again from now on makes a new
+            # part, and may write a new record, which must not be the one deleted here.)
+            _info_path(part).unlink(missing_ok=True)
+            return True
     _info_path(part).unlink(missing_ok=True)
     return True
 
