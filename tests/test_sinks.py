@@ -441,15 +441,44 @@ def test_png_sink_replaces_files_whole_and_leaves_no_temporaries(tmp_path):
     assert (out / "00002.png").stat().st_mode & 0o044  # readable by others, unlike mkstemp's 0600
 
 
-def test_png_ids_over_255_error_or_wrap(tmp_path):
-    big = FrameResult(Frame(0, image(0), 0.0, 0.0), (track(256, circle(20, 20, 6)), track(2, rect(40, 5, 60, 20))))
+def test_png_ids_over_254_error_or_wrap(tmp_path):
+    # 255 is DAVIS' (and PASCAL VOC's) "void" label, so the PNG ids stop at 254.
+    big = FrameResult(Frame(0, image(0), 0.0, 0.0), (track(255, circle(20, 20, 6)), track(2, rect(40, 5, 60, 20))))
     with PngSink(tmp_path / "strict") as sink:
-        with pytest.raises(SinkError, match="256.*1-255"):
+        with pytest.raises(SinkError, match="255.*1-254"):
             sink.write(big)
     with PngSink(tmp_path / "wrapped", id_overflow="wrap") as sink:
         sink.write(big)
     indices = read_indices(tmp_path / "wrapped" / "00000.png")
     assert indices[20, 20] == 1 and indices[10, 50] == 2
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_png_frames_score_perfectly_against_themselves_in_trackeval_davis(tmp_path):
+    # TrackEval's DAVIS loader reads the PNGs as ground truth and as results; every id the
+    # sink writes, up to its largest, must be an object there (DAVIS reads 255 as void).
+    trackeval = pytest.importorskip("trackeval", reason="TrackEval is not installed - DAVIS loader check skipped")
+    pytest.importorskip("pycocotools", reason="pycocotools is not installed (TrackEval needs it)")
+    top = PngSink.MAX_ID
+    gt, results = tmp_path / "gt" / "seq", tmp_path / "trackers" / "ours" / "data" / "seq"
+    for out in (gt, results):
+        with PngSink(out) as sink:
+            for i in range(3):
+                tracks = (track(1, circle(12 + i, 20, 6)), track(top, rect(40, 5, 60, 40)))
+                sink.write(FrameResult(Frame(i, image(i), i / 25, 0.0), tracks))
+    dataset = trackeval.datasets.DAVIS(
+        {"GT_FOLDER": str(gt.parent), "TRACKERS_FOLDER": str(results.parents[2]), "PRINT_CONFIG": False}
+    )
+    evaluator = trackeval.Evaluator({
+        "USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False, "TIME_PROGRESS": False,
+        "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "BREAK_ON_ERROR": True,
+        "LOG_ON_ERROR": None, "DISPLAY_LESS_PROGRESS": True,
+    })
+    results_, _ = evaluator.evaluate([dataset], [trackeval.metrics.JAndF(), trackeval.metrics.HOTA()])
+    scores = results_["DAVIS"]["ours"]["seq"]["general"]
+    assert scores["JAndF"]["J-Mean"] == 1.0 and scores["JAndF"]["F-Mean"] == 1.0
+    # Both objects found: a void top id would leave one of two unmatched (HOTA 0.71).
+    np.testing.assert_allclose(scores["HOTA"]["HOTA"], 1.0)
 
 
 def test_label_image_gives_overlaps_to_the_smaller_mask():

@@ -79,7 +79,8 @@ class PngSink(SinkBase):
     DAVIS tools read it directly. The name is the input image's name for an
     image sequence (``Frame.name``), else the frame index, zero-padded to
     five digits (longer past 99999). Overlaps go to the smallest mask (module docstring);
-    lost tracks have no pixels. Ids above 255 follow ``id_overflow``.
+    lost tracks have no pixels. Ids run 1-254, as 255 is DAVIS' (and PASCAL
+    VOC's) void label that the tools ignore; larger ids follow ``id_overflow``.
     Each file is written under a temporary name in the same folder and
     renamed into place, so a ``.png`` is never half written.
 
@@ -90,7 +91,7 @@ class PngSink(SinkBase):
     """
 
     kind = "png"
-    MAX_ID = 255
+    MAX_ID = 254  # 255 is the void label
 
     def __init__(
         self,

@@ -75,7 +75,7 @@ class SinkConfig:
         video_keyframe_interval_s: seconds between keyframes, where a player
             can start and seek.
         png_compression: zlib level ``0`` to ``9`` for :class:`PngSink`.
-        id_overflow: what the PNG (ids 1-255) and MOTS (ids 1-999) sinks do
+        id_overflow: what the PNG (ids 1-254) and MOTS (ids 1-999) sinks do
             with a larger track id: ``error`` stops with a :class:`SinkError`;
             ``wrap`` reuses ids (``(id - 1) % max + 1``), which may merge two
             objects into one id.
