@@ -52,7 +52,7 @@ class AnnotateSummary:
         empty: annotated images with no object kept (an empty label file).
         objects: objects written per class name.
         too_small: masks dropped as empty or smaller than ``min_area`` pixels.
-        unreadable: files that are not readable images (skipped, not labelled).
+        unreadable: files not labelled: not readable images, or floating-point ones (each said on stderr).
     """
 
     output_dir: Path
@@ -82,7 +82,7 @@ class AnnotateSummary:
 class _Item:
     stem: str  # label file stem
     file_name: str  # the image's path as written to COCO
-    load: Callable[[], np.ndarray | None]  # the BGR image, None when unreadable
+    load: Callable[[], np.ndarray | str]  # the BGR image, or why it is not read
     save_to: Path | None = None  # video frames: where to write the image before its label
 
 
@@ -125,12 +125,17 @@ def _image_items(data: str) -> list[_Item]:
             raise SourceError(f"{stems[f.stem]} and {f} would share the label file {f.stem}.txt; rename one or annotate them separately")
         stems[f.stem] = f
 
-    def reader(f: Path) -> Callable[[], np.ndarray | None]:
-        def load() -> np.ndarray | None:
+    def reader(f: Path) -> Callable[[], np.ndarray | str]:
+        def load() -> np.ndarray | str:
             # Not IMREAD_UNCHANGED: it skips the EXIF orientation, and a phone photo stored
             # sideways would be labelled sideways where Ultralytics (cv2.imread) trains on it upright.
             image = cv2.imread(str(f), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-            return None if image is None else _as_bgr(image)
+            if image is None:
+                return "not a readable image"
+            if image.dtype.kind == "f":
+                # A float TIFF (depth, HDR) has no fixed white level: no 8-bit image to label.
+                return "floating-point pixels; convert it to 8 or 16 bits to label it"
+            return _as_bgr(image)
 
         return load
 
@@ -303,10 +308,10 @@ def annotate(
                         bar.update(1)
                     continue
                 image = item.load()
-                if image is None:
+                if isinstance(image, str):
                     stats["unreadable"] += 1
                     if progress:
-                        message = f"skipped {item.file_name}: not a readable image"
+                        message = f"skipped {item.file_name}: {image}"
                         if bar is not None:
                             bar.write(message)
                             bar.update(1)
