@@ -22,7 +22,7 @@ import torch
 import realtime_sam
 from realtime_sam.app.annotate import annotate, default_output_dir
 from realtime_sam.app.cli import main
-from realtime_sam.errors import DetectorError, SourceError
+from realtime_sam.errors import DetectorError, SinkError, SourceError
 from realtime_sam.output.polygons import join_parts, mask_to_polygons
 from realtime_sam.output.rle import decode_rle
 from realtime_sam.testing.fakes import FixedBoxDetector
@@ -333,6 +333,27 @@ def test_coco_json_with_images_categories_polygons_and_rle(tmp_path: Path):
     annotate(data, detector=detector, model=BoxModel(), output_dir=out, format="coco", progress=False)
     again = json.loads((out / "annotations.json").read_text())
     assert len(again["images"]) == 2 and len(again["annotations"]) == 4
+
+
+def test_coco_resumed_with_another_detectors_classes_is_refused_not_mislabelled(tmp_path: Path):
+    # Category ids are class index + 1: a second run whose detector numbers its classes otherwise
+    # wrote its cars as category 1, which the file's categories (from the first run) call "person".
+    data, out = tmp_path / "d", tmp_path / "l"
+    _images(data, 2)
+    annotate(data, detector=FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES), model=BoxModel(), output_dir=out,
+             format="coco", progress=False)
+    before = (out / "annotations.json").read_bytes()
+    _images(data, 3)
+    other = FixedBoxDetector([[10, 20, 61, 81]], [0], {0: "car", 1: "person"})
+    with pytest.raises(SinkError, match=r"category 1 is 'person' there but class 0 of this detector is 'car'"):
+        annotate(data, detector=other, model=BoxModel(), output_dir=out, format="coco", progress=False)
+    assert (out / "annotations.json").read_bytes() == before
+    # The same detector, or one with more classes after the same ones, goes on.
+    more = FixedBoxDetector([[10, 20, 61, 81]], [0], {**NAMES, 3: "motorcycle"})
+    summary = annotate(data, detector=more, model=BoxModel(), output_dir=out, format="coco", progress=False)
+    assert (summary.skipped, summary.annotated) == (2, 1)
+    coco = json.loads((out / "annotations.json").read_text())
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle")]
 
 
 def test_coco_bbox_area_and_rle_are_those_of_the_parts_the_segmentation_keeps(tmp_path: Path):

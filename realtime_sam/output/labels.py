@@ -107,7 +107,8 @@ class CocoWriter:
     ``iscrowd: 0``, the detector's ``score`` and the exact mask as compressed
     RLE under ``rle`` (``pycocotools.mask.decode`` reads it). Category ids
     are the detector's class index + 1 (COCO ids start at 1). An existing
-    file is read first: its images are done and new ones are appended.
+    file is read first: its images are done and new ones are appended; a
+    category of it that names a class otherwise than ``names`` is a :class:`SinkError`.
     """
 
     FILE_NAME = "annotations.json"
@@ -123,7 +124,16 @@ class CocoWriter:
             except (OSError, ValueError) as exc:
                 raise SinkError(f"{self.file} exists but is not readable COCO JSON ({describe_error(exc)}); move it away to start over") from None
         ids = sorted(names) if classes is None else sorted(classes)
-        known = {c["id"] for c in self.data.get("categories", [])}
+        known = {c["id"]: c.get("name") for c in self.data.get("categories", [])}
+        for cid in ids:
+            # A resumed run with a detector that numbers its classes otherwise would write its
+            # objects under the earlier run's names for those ids.
+            old, new = known.get(cid + 1), names.get(cid, str(cid))
+            if cid + 1 in known and old != new:
+                raise SinkError(
+                    f"{self.file} was written with other class names: category {cid + 1} is {old!r} there but class "
+                    f"{cid} of this detector is {new!r}; use that run's detector (--det-model), or another --output-dir"
+                )
         for cid in ids:
             if cid + 1 not in known:
                 self.data["categories"].append({"id": cid + 1, "name": names.get(cid, str(cid)), "supercategory": "object"})
