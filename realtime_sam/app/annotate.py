@@ -439,7 +439,7 @@ examples:
 
 A run that stops can be started again with the same command: images that
 already have labels are skipped. exit status: 0 done, 2 bad argument or input,
-130 Ctrl-C (labels written so far are complete and kept).
+130 Ctrl-C, 143 SIGTERM (labels written so far are complete and kept).
 """
 
 
@@ -478,8 +478,9 @@ def build_annotate_parser():
 
 
 def annotate_main(argv: Sequence[str]) -> int:
-    """``realtime-sam annotate ...``; returns the exit status (0, 2 bad input, 130 Ctrl-C)."""
+    """``realtime-sam annotate ...``; returns the exit status (0, 2 bad input, 130 Ctrl-C, 143 SIGTERM)."""
     from realtime_sam.errors import RealtimeSamError
+    from realtime_sam.sigterm import EXIT_SIGTERM, RaiseOnTerm, Terminated
 
     parser = build_annotate_parser()
     try:
@@ -487,15 +488,21 @@ def annotate_main(argv: Sequence[str]) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        summary = annotate(
-            args.data, det_model=args.det_model, sam_model=args.sam_model, device=args.device, conf=args.conf,
-            iou=args.iou, imgsz=args.imgsz, max_det=args.max_det, classes=args.classes, output_dir=args.output_dir,
-            format=args.format, segments=args.segments, simplify=args.simplify, min_area=args.min_area,
-            every=args.every, progress=not args.quiet,
-        )
+        # SIGTERM (`timeout`, `docker stop`) unwinds as Ctrl-C does, so the COCO file is written
+        # with every image labelled so far (its default action lost those since the last flush).
+        with RaiseOnTerm():
+            summary = annotate(
+                args.data, det_model=args.det_model, sam_model=args.sam_model, device=args.device, conf=args.conf,
+                iou=args.iou, imgsz=args.imgsz, max_det=args.max_det, classes=args.classes, output_dir=args.output_dir,
+                format=args.format, segments=args.segments, simplify=args.simplify, min_area=args.min_area,
+                every=args.every, progress=not args.quiet,
+            )
     except RealtimeSamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("stopped by SIGTERM: the labels written so far are kept; run the same command again to go on", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         print("stopped: the labels written so far are kept; run the same command again to go on", file=sys.stderr)
         return 130
