@@ -28,6 +28,7 @@ import realtime_sam
 from realtime_sam.app.annotate import annotate, default_output_dir
 from realtime_sam.app.cli import main
 from realtime_sam.errors import DetectorError, SinkError, SourceError
+from realtime_sam.output.labels import CocoWriter, LabeledObject
 from realtime_sam.output.polygons import join_parts, mask_to_polygons
 from realtime_sam.output.rle import decode_rle
 from realtime_sam.testing.fakes import FixedBoxDetector
@@ -330,6 +331,31 @@ def test_sigterm_keeps_every_coco_image_labelled_so_far_and_the_run_resumes(tmp_
     assert f"images: 5 ({5 - done} annotated, {done} already labelled)" in again.stderr
     coco = json.loads((out / "annotations.json").read_text())
     assert sorted(Path(im["file_name"]).name for im in coco["images"]) == [f"img{i}.png" for i in range(5)]
+
+
+def test_coco_image_interrupted_while_its_objects_are_added_is_not_left_half_listed(tmp_path: Path):
+    # The image went into the list before its objects: Ctrl-C or SIGTERM between two of them left the
+    # image listed (so "done" to the next run) with only some of its objects, once closed.
+    class Interrupting(dict):
+        def __iter__(self):  # dict(rle) copies it: Ctrl-C arrives then
+            raise KeyboardInterrupt
+
+        def keys(self):
+            raise KeyboardInterrupt
+
+    ring = np.array([[10.0, 20.0], [60.0, 20.0], [60.0, 80.0]])
+
+    def obj(rle):
+        return LabeledObject(0, [ring], ring, (10.0, 20.0, 61.0, 81.0), 100, rle, 0.9)
+
+    writer = CocoWriter(tmp_path, NAMES, None)
+    writer.write("a", "a.png", (120, 160), [obj({})])
+    with pytest.raises(KeyboardInterrupt):
+        writer.write("b", "b.png", (120, 160), [obj({}), obj(Interrupting())])
+    writer.close()
+    coco = json.loads((tmp_path / "annotations.json").read_text())
+    assert [im["file_name"] for im in coco["images"]] == ["a.png"] and len(coco["annotations"]) == 1
+    assert not writer.done("b") and CocoWriter(tmp_path, NAMES, None).done("a")
 
 
 def test_empty_images_get_an_empty_label_and_are_counted(tmp_path: Path):

@@ -150,12 +150,13 @@ class CocoWriter:
     def write(self, stem: str, file_name: str, size: tuple[int, int], objects: Sequence[LabeledObject]) -> None:
         h, w = size
         image_id = self._next_image
-        self._next_image += 1
-        self.data["images"].append({"id": image_id, "file_name": file_name, "height": int(h), "width": int(w)})
-        for o in objects:
+        # Made first and added together: an interrupt (Ctrl-C, SIGTERM) while they are made leaves
+        # no image listed, and so "done" to the next run, with only some of its objects.
+        annotations = []
+        for k, o in enumerate(objects):
             x0, y0, x1, y1 = o.box
-            self.data["annotations"].append({
-                "id": self._next_ann,
+            annotations.append({
+                "id": self._next_ann + k,
                 "image_id": image_id,
                 "category_id": int(o.class_id) + 1,
                 "segmentation": [[round(float(v), 2) for v in p.reshape(-1)] for p in o.polygons],
@@ -165,7 +166,10 @@ class CocoWriter:
                 "score": round(float(o.score), 5),
                 "rle": dict(o.rle),
             })
-            self._next_ann += 1
+        self.data["annotations"].extend(annotations)
+        self.data["images"].append({"id": image_id, "file_name": file_name, "height": int(h), "width": int(w)})
+        self._next_image += 1
+        self._next_ann += len(annotations)
         self._done.add(stem)
         self._dirty = True
         if time.monotonic() - self._flushed >= _COCO_FLUSH_S:
