@@ -500,6 +500,35 @@ def test_the_real_model_decodes_all_boxes_of_an_image_in_one_call(tmp_path: Path
     assert len(rows) + summary.too_small == 3 and all(len(xy) >= 3 for _, xy in rows)
 
 
+def test_masks_of_a_huge_image_are_upsampled_a_few_at_a_time(tmp_path: Path):
+    # 16 full-size float masks at a time: a 48 MP photo with 16 boxes peaked at 4.5 GB of memory
+    # (measured, random MobileSAM on the CPU), a 100 MP one at about 9 GB (on a GPU: its memory).
+    class Recording(BoxModel):
+        def __init__(self):
+            super().__init__()
+            self.upscaled: list[int] = []
+
+        def upscale(self, low, embedding):
+            self.upscaled.append(len(low))
+            return super().upscale(low, embedding)
+
+    data = tmp_path / "d"
+    data.mkdir()
+    h, w = 3000, 4000  # 12 MP
+    cv2.imwrite(str(data / "big.png"), np.zeros((h, w, 3), np.uint8))
+    boxes = [[100 + 200 * i, 100, 250 + 200 * i, 2900] for i in range(18)]
+    model = Recording()
+    summary = annotate(data, detector=FixedBoxDetector(boxes, [0], NAMES), model=model, output_dir=tmp_path / "l", progress=False)
+    assert sum(model.upscaled) == 18 and model.decode_batches == [18]  # still one batched decode
+    assert max(model.upscaled) * h * w <= 2**25, model.upscaled
+    assert summary.objects == {"person": 18}
+    # A small image keeps its chunks of 16.
+    small = Recording()
+    annotate(_images(tmp_path / "s", 1)[0], detector=FixedBoxDetector(
+        [[5 + i, 5, 40 + i, 60] for i in range(18)], [0], NAMES), model=small, output_dir=tmp_path / "l2", progress=False)
+    assert small.upscaled == [16, 2]
+
+
 def test_python_api_has_auto_annotates_parameters():
     assert realtime_sam.annotate is annotate
     params = list(inspect.signature(annotate).parameters)

@@ -38,6 +38,7 @@ from realtime_sam.tracking.detection import Detector, parse_classes, select_dete
 __all__ = ["annotate", "AnnotateSummary", "default_output_dir", "build_annotate_parser", "annotate_main"]
 
 _UPSCALE_CHUNK = 16  # masks upsampled to full size at a time (bounds memory with many boxes)
+_UPSCALE_PIXELS = 2**25  # ... and at most this many pixels of them (128 MB of float32 logits): fewer for a huge image
 
 
 @dataclass(frozen=True)
@@ -397,8 +398,9 @@ def _label_image(
     low, _ = model.decode(embedding, boxes=dets.xyxy, multimask_output=False)  # all boxes, one call
     objects: list[LabeledObject] = []
     small = 0
-    for start in range(0, len(dets), _UPSCALE_CHUNK):
-        masks = (model.upscale(low[start : start + _UPSCALE_CHUNK], embedding)[:, 0] > 0).cpu().numpy()
+    chunk = max(1, min(_UPSCALE_CHUNK, _UPSCALE_PIXELS // (h * w)))
+    for start in range(0, len(dets), chunk):
+        masks = (model.upscale(low[start : start + chunk], embedding)[:, 0] > 0).cpu().numpy()
         for k, mask in enumerate(masks):
             i = start + k
             area = int(np.count_nonzero(mask))
