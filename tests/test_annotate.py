@@ -445,6 +445,27 @@ def test_coco_resumed_with_another_detectors_classes_is_refused_not_mislabelled(
     assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle")]
 
 
+def test_coco_lists_a_class_the_detector_names_after_the_first_image(tmp_path: Path):
+    # The categories were those the detector named on the first image: an open-vocabulary detector
+    # given a new class later wrote category 2 with no such category (pycocotools: KeyError 2).
+    data = tmp_path / "d"
+    _images(data, 2)
+
+    class Growing:
+        names = {0: "person"}
+
+        def __call__(self, image):
+            if image[0, 0, 0] == 60:  # img0
+                return FixedBoxDetector([[10, 20, 61, 81]], [0], self.names)(image)
+            self.names = {0: "person", 1: "dog"}
+            return FixedBoxDetector([[10, 20, 61, 81]], [1], self.names)(image)
+
+    annotate(data, detector=Growing(), model=BoxModel(), output_dir=tmp_path / "l", format="coco", progress=False)
+    coco = json.loads((tmp_path / "l" / "annotations.json").read_text())
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "person"), (2, "dog")]
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 2]
+
+
 def test_coco_bbox_area_and_rle_are_those_of_the_parts_the_segmentation_keeps(tmp_path: Path):
     class Speck(BoxModel):  # every mask has a stray 5x5 speck far from its box
         def upscale(self, low, embedding):

@@ -329,7 +329,7 @@ def annotate(
                 )
                 if item.save_to is not None and not cv2.imwrite(str(item.save_to), image):
                     raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
-                writer.write(item.stem, item.file_name, image.shape[:2], objects)
+                writer.write(item.stem, item.file_name, image.shape[:2], objects, names=det.names)
                 stats["annotated"] += 1
                 stats["too_small"] += small
                 if not objects:

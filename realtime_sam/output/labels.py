@@ -86,7 +86,11 @@ class YoloLabelWriter:
     def done(self, stem: str) -> bool:
         return self.path(stem).is_file()
 
-    def write(self, stem: str, file_name: str, size: tuple[int, int], objects: Sequence[LabeledObject]) -> None:
+    def write(
+        self, stem: str, file_name: str, size: tuple[int, int], objects: Sequence[LabeledObject],
+        names: Mapping[int, str] | None = None,
+    ) -> None:
+        """Write the image's label file (``names`` is not needed: a line holds the class index)."""
         h, w = size
         lines = []
         for o in objects:
@@ -123,31 +127,43 @@ class CocoWriter:
                 self.data = json.loads(self.file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise SinkError(f"{self.file} exists but is not readable COCO JSON ({describe_error(exc)}); move it away to start over") from None
-        ids = sorted(names) if classes is None else sorted(classes)
-        known = {c["id"]: c.get("name") for c in self.data.get("categories", [])}
-        for cid in ids:
-            # A resumed run with a detector that numbers its classes otherwise would write its
-            # objects under the earlier run's names for those ids.
-            old, new = known.get(cid + 1), names.get(cid, str(cid))
-            if cid + 1 in known and old != new:
-                raise SinkError(
-                    f"{self.file} was written with other class names: category {cid + 1} is {old!r} there but class "
-                    f"{cid} of this detector is {new!r}; use that run's detector (--det-model), or another --output-dir"
-                )
-        for cid in ids:
-            if cid + 1 not in known:
-                self.data["categories"].append({"id": cid + 1, "name": names.get(cid, str(cid)), "supercategory": "object"})
-        self.data["categories"].sort(key=lambda c: c["id"])
+        self.data.setdefault("categories", [])
+        self._add_categories(sorted(names) if classes is None else sorted(classes), names)
         self._done = {Path(im["file_name"]).stem for im in self.data["images"]}
         self._next_image = max((im["id"] for im in self.data["images"]), default=0) + 1
         self._next_ann = max((a["id"] for a in self.data["annotations"]), default=0) + 1
         self._dirty = False
         self._flushed = time.monotonic()
 
+    def _add_categories(self, ids: Sequence[int], names: Mapping[int, str]) -> None:
+        """Categories for the class ``ids`` (``names``: the detector's), those not listed yet."""
+        known = {c["id"]: c.get("name") for c in self.data["categories"]}
+        for cid in ids:
+            # A resumed run with a detector that numbers its classes otherwise would write its
+            # objects under the earlier run's names for those ids.
+            old, new = known.get(cid + 1), names.get(cid, str(cid))
+            if cid + 1 in known and cid in names and old != new:
+                raise SinkError(
+                    f"{self.file} was written with other class names: category {cid + 1} is {old!r} there but class "
+                    f"{cid} of this detector is {new!r}; use that run's detector (--det-model), or another --output-dir"
+                )
+        added = [cid for cid in dict.fromkeys(ids) if cid + 1 not in known]
+        for cid in added:
+            self.data["categories"].append({"id": cid + 1, "name": names.get(cid, str(cid)), "supercategory": "object"})
+        if added:
+            self.data["categories"].sort(key=lambda c: c["id"])
+
     def done(self, stem: str) -> bool:
         return stem in self._done
 
-    def write(self, stem: str, file_name: str, size: tuple[int, int], objects: Sequence[LabeledObject]) -> None:
+    def write(
+        self, stem: str, file_name: str, size: tuple[int, int], objects: Sequence[LabeledObject],
+        names: Mapping[int, str] | None = None,
+    ) -> None:
+        """Add one image and its objects; ``names`` (the detector's now) names a class not listed yet."""
+        # A class first seen here (a detector whose names grew) gets its category: no annotation
+        # may point at a category the file does not have.
+        self._add_categories([int(o.class_id) for o in objects], names or {})
         h, w = size
         image_id = self._next_image
         # Made first and added together: an interrupt (Ctrl-C, SIGTERM) while they are made leaves
