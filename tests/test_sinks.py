@@ -430,6 +430,21 @@ def test_png_frames_are_davis_indexed_pngs(tmp_path):
     np.testing.assert_array_equal(colour, davis_palette()[indices][..., ::-1])
 
 
+def test_png_names_have_the_digits_the_sources_last_frame_needs(tmp_path):
+    # Five digits up to 99999.png, six after: 100000.png sorted before 99999.png, and tools that
+    # take a folder's PNGs in name order (TrackEval's DAVIS loader) read a long file out of order.
+    from types import SimpleNamespace
+
+    long_file, short_file, live = tmp_path / "long", tmp_path / "short", tmp_path / "live"
+    for folder, count in ((long_file, 150_000), (short_file, 100), (live, None)):
+        with PngSink(folder) as sink:
+            sink.bind_source(SimpleNamespace(num_frames=count, name="clip", fps=30.0))
+            sink.write(scene(7))
+    assert [p.name for p in long_file.iterdir()] == ["000007.png"]
+    assert [p.name for p in short_file.iterdir()] == ["00007.png"]  # DAVIS' names
+    assert [p.name for p in live.iterdir()] == ["00007.png"]
+
+
 def test_png_sink_replaces_files_whole_and_leaves_no_temporaries(tmp_path):
     out = tmp_path / "masks"
     out.mkdir()

@@ -8,6 +8,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,14 +118,28 @@ class PngSink(SinkBase):
         self.id_overflow = id_overflow
         self.compression = int(compression)
         self._palette = davis_palette()
+        self._digits = 5  # DAVIS' names (00000.png); more for a file longer than 100 000 frames
+
+    def bind_source(self, source: Any) -> None:
+        """Names as long as the source's last frame number needs, at least five digits (DAVIS').
+
+        A file of 150 000 frames gets ``000000.png`` ... ``149999.png``: with five digits up to
+        ``99999.png`` and six after, ``100000.png`` sorted before ``99999.png``, and tools that
+        take a folder's files in name order (TrackEval's DAVIS loader) read them out of order.
+        A live source's length is unknown: five digits, six past frame 99 999.
+        """
+        count = getattr(source, "num_frames", None)
+        if isinstance(count, int) and count > 0:
+            self._digits = max(5, len(str(count - 1)))
 
     def write(self, result: FrameResult) -> None:
-        """Write ``<name>.png`` for this frame: the frame's name (an input image's), else ``<index:05d>``."""
+        """Write ``<name>.png`` for this frame: the frame's name (an input image's), else its index with
+        at least five digits (:meth:`bind_source`)."""
         self._check_open()
         shape = (result.frame.height, result.frame.width)
         labels = label_image(result.tracks, shape, max_id=self.MAX_ID, overflow=self.id_overflow, what="png")
         data = encode_indexed_png(labels.astype(np.uint8), self._palette, level=self.compression)
-        name = result.frame.name if result.frame.name is not None else f"{int(result.index):05d}"
+        name = result.frame.name if result.frame.name is not None else f"{int(result.index):0{self._digits}d}"
         final = self.path / f"{name}.png"
         # A plain open() (not mkstemp, which makes 0600 files) so the PNGs get
         # the user's usual permissions; one writer per folder keeps the name unique.
