@@ -29,7 +29,7 @@ from realtime_sam.app.annotate import annotate, default_output_dir
 from realtime_sam.app.cli import main
 from realtime_sam.errors import DetectorError, SinkError, SourceError
 from realtime_sam.output.labels import CocoWriter, LabeledObject
-from realtime_sam.output.polygons import join_parts, mask_to_polygons
+from realtime_sam.output.polygons import join_parts, kept_parts, mask_to_polygons, outline_parts
 from realtime_sam.output.rle import decode_rle
 from realtime_sam.testing.fakes import FixedBoxDetector
 
@@ -58,6 +58,26 @@ class BoxModel:
         for i, (x0, y0, x1, y1) in enumerate(low[:, 0].round().int().tolist()):
             out[i, 0, y0:y1, x0:x1] = 1.0
         return out
+
+
+class MaskModel(BoxModel):
+    """Every box prompt gives the one ``mask``."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def upscale(self, low, embedding):
+        logits = torch.as_tensor(np.where(self.mask, 1.0, -1.0), dtype=torch.float32)
+        return logits[None, None].repeat(len(low), 1, 1, 1)
+
+
+def _pycocotools_mask():
+    try:
+        import pycocotools.mask as coco_mask
+    except ImportError:
+        pytest.skip("pycocotools is not installed (it is in the test extra: pip install -e '.[test]'); it reads the COCO polygons back")
+    return coco_mask
 
 
 def _images(folder: Path, n: int = 3, size=(120, 160)) -> list[Path]:
@@ -113,6 +133,28 @@ def test_parts_joined_into_one_ring_cover_the_same_pixels():
     inter = (filled.astype(bool) & mask).sum()
     assert inter == mask.sum()  # every pixel of every part
     assert filled.sum() - inter < 0.05 * mask.sum()  # plus the zero-width bridges' pixels only
+
+
+def test_coco_outlines_fill_back_to_the_very_pixels_under_pycocotools_rule():
+    # pycocotools fills a polygon with pixel corners at integer coordinates; outlines of the pixel
+    # squares, pinches between diagonal neighbours included, must give back each part exactly.
+    coco_mask = _pycocotools_mask()
+    rng = np.random.default_rng(0)
+    parts = 0
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        mask = (rng.random((h, w)) < rng.uniform(0.2, 0.9)).astype(np.uint8)
+        contours = kept_parts(mask, segments="all")
+        for contour, ring in zip(contours, outline_parts(contours, epsilon=0)):
+            steps = np.sign(np.diff(np.vstack([ring, ring[:1]]), axis=0))
+            assert ((steps == 0).sum(1) == 1).all()  # along x or y,
+            assert (np.any(steps != np.roll(steps, 1, axis=0), axis=1)).all()  # corner to corner
+            part = np.zeros((h, w), np.uint8)
+            cv2.drawContours(part, [contour], -1, 1, cv2.FILLED)
+            back = coco_mask.decode(coco_mask.frPyObjects([ring.reshape(-1).tolist()], h, w))[:, :, 0]
+            np.testing.assert_array_equal(back, part)
+            parts += 1
+    assert parts > 1000
 
 
 def test_tiny_and_empty_masks_give_no_polygon():
@@ -422,6 +464,59 @@ def test_coco_json_with_images_categories_polygons_and_rle(tmp_path: Path):
     annotate(data, detector=detector, model=BoxModel(), output_dir=out, format="coco", progress=False)
     again = json.loads((out / "annotations.json").read_text())
     assert len(again["images"]) == 2 and len(again["annotations"]) == 4
+
+
+def _coco_read_back(tmp_path: Path, mask: np.ndarray, **kwargs) -> np.ndarray:
+    """``mask`` through ``annotate --format coco``, its segmentation filled back by pycocotools."""
+    coco_mask = _pycocotools_mask()
+    data = tmp_path / "d"
+    data.mkdir(exist_ok=True)
+    cv2.imwrite(str(data / "a.png"), np.zeros((*mask.shape, 3), np.uint8))
+    out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+    annotate(data, detector=FixedBoxDetector([[0, 0, 8, 8]], [0], NAMES), model=MaskModel(mask), output_dir=out,
+             format="coco", min_area=0, progress=False, **kwargs)
+    (a,) = json.loads((out / "annotations.json").read_text())["annotations"]
+    h, w = mask.shape
+    return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(a["segmentation"], h, w))).astype(bool)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_coco_polygons_read_back_by_pycocotools_are_the_mask(tmp_path: Path):
+    # The polygons ran through the centres of the edge pixels, and pycocotools (detectron2,
+    # mmdetection) fills pixel squares with corners at integer coordinates: half a pixel was lost
+    # on every side (61x81 read back as 60x80, 10x10 as 9x9, a 1-pixel line as nothing).
+    h, w = 120, 160
+    boxes = {
+        "rectangle": (slice(20, 101), slice(30, 91)),
+        "square 10x10": (slice(50, 60), slice(50, 60)),
+        "square 2x2": (slice(50, 52), slice(50, 52)),
+        "line across": (slice(60, 61), slice(10, 150)),
+        "line down": (slice(5, 115), slice(100, 101)),
+        "at the bottom right border": (slice(80, h), slice(120, w)),
+        "the whole image": (slice(0, h), slice(0, w)),
+    }
+    for name, box in boxes.items():
+        mask = np.zeros((h, w), bool)
+        mask[box] = True
+        for simplify in (1.0, 0.0):  # the default, and none: the outline of a box is its 4 corners
+            back = _coco_read_back(tmp_path, mask, simplify=simplify)
+            assert np.array_equal(back, mask), (name, simplify, int(back.sum()), int(mask.sum()))
+    two = np.zeros((h, w), np.uint8)
+    cv2.circle(two, (40, 40), 20, 1, -1)
+    two[70:110, 100:150] = 1
+    assert np.array_equal(_coco_read_back(tmp_path, two.astype(bool), segments="all", simplify=0), two.astype(bool))
+    assert _iou(_coco_read_back(tmp_path, two.astype(bool), segments="all"), two.astype(bool)) >= 0.98
+    for r, default_iou in ((2, 0.99), (3, 0.85), (4, 0.85), (10, 0.93), (20, 0.95), (50, 0.98)):
+        disc = np.zeros((h, w), np.uint8)
+        cv2.circle(disc, (80, 60), r, 1, -1)
+        disc = disc.astype(bool)
+        # Within 0.5 px of the pixels' outline no pixel centre changes side: exact, as with none.
+        for simplify in (0.0, 0.5):
+            assert np.array_equal(_coco_read_back(tmp_path, disc, simplify=simplify), disc), (r, simplify)
+        assert _iou(_coco_read_back(tmp_path, disc), disc) >= default_iou, r
 
 
 def test_coco_resumed_with_another_detectors_classes_is_refused_not_mislabelled(tmp_path: Path):

@@ -31,7 +31,7 @@ from realtime_sam.output.labels import (
     LabeledObject,
     YoloLabelWriter,
 )
-from realtime_sam.output.polygons import SEGMENTS, join_parts, kept_parts, parts_mask, simplify_parts
+from realtime_sam.output.polygons import SEGMENTS, join_parts, kept_parts, outline_parts, parts_mask, simplify_parts
 from realtime_sam.output.rle import encode_rle, mask_to_box
 from realtime_sam.tracking.detection import Detector, parse_classes, select_detections
 
@@ -389,7 +389,11 @@ def _label_image(
     image: np.ndarray, detector: Detector, model, conf: float, classes, max_det: int, segments: str, simplify: float, min_area: int,
     *, want_rle: bool,
 ) -> tuple[list[LabeledObject], int]:
-    """One image: detect, decode every box in one batched call, polygons; ``(objects, masks too small)``."""
+    """One image: detect, decode every box in one batched call, polygons; ``(objects, masks too small)``.
+
+    ``want_rle`` (COCO): each object also gets its RLE, and its ``polygons`` follow the pixels' outer
+    edges (:func:`outline_parts`) instead of the edge pixels' centres.
+    """
     h, w = image.shape[:2]
     dets = select_detections(detector(image), conf=conf, classes=classes, max_det=max_det, size=(h, w))
     if len(dets) == 0:
@@ -405,7 +409,10 @@ def _label_image(
             i = start + k
             area = int(np.count_nonzero(mask))
             contours = kept_parts(mask, segments=segments, min_area=min_area) if area >= max(min_area, 1) else []
-            kept = [(c, ring) for c in contours for ring in simplify_parts([c], simplify)]
+            # YOLO rings run through the edge pixels' centres, as Ultralytics fills them; COCO's follow
+            # the pixels' outer edges, as pycocotools fills them (see realtime_sam.output.polygons).
+            rings = [(c, ring) for c in contours for ring in simplify_parts([c], simplify)]
+            kept = list(zip(contours, outline_parts(contours, simplify))) if want_rle else rings
             if not kept:
                 small += 1
                 continue
@@ -419,7 +426,7 @@ def _label_image(
                 LabeledObject(
                     class_id=int(dets.class_id[i]),
                     polygons=polygons,
-                    ring=join_parts(polygons),
+                    ring=join_parts([ring for _, ring in rings]),
                     box=tuple(float(v) for v in box),  # type: ignore[arg-type]
                     area=area,
                     rle=encode_rle(mask) if want_rle else {},

@@ -32,7 +32,8 @@ class LabeledObject:
 
     Attributes:
         class_id: the detector's class index.
-        polygons: ``Kx2`` pixel ``(x, y)`` rings (one, or several with ``segments: all``).
+        polygons: ``Kx2`` pixel ``(x, y)`` rings (one, or several with ``segments: all``); for COCO
+            the outline of the pixel squares, corners at integer coordinates, as pycocotools fills it.
         ring: the single ring a YOLO line holds (the polygons joined), ``Kx2`` pixels.
         box: ``XYXY`` of the mask, pixels.
         area: mask pixels.
@@ -107,7 +108,7 @@ class CocoWriter:
     """``<output_dir>/annotations.json``: COCO instances with the image list and the category names.
 
     Each annotation has ``segmentation`` as polygons (pixel ``[x1, y1, x2, y2, ...]``
-    lists, one per part), ``bbox`` ``[x, y, w, h]`` and ``area`` of the mask,
+    lists, one per part, along the pixels' outer edges), ``bbox`` ``[x, y, w, h]`` and ``area`` of the mask,
     ``iscrowd: 0``, the detector's ``score`` and the exact mask as compressed
     RLE under ``rle`` (``pycocotools.mask.decode`` reads it). Category ids
     are the detector's class index + 1 (COCO ids start at 1). An existing

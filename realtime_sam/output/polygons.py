@@ -8,6 +8,16 @@ stray specks are decoder noise, not object); with ``"all"`` every part is
 kept. :func:`join_parts` turns several parts into the single closed ring a
 YOLO label line holds, joined by zero-width bridges between their nearest
 points (filled, the ring covers the same pixels as the parts).
+
+The two formats are read back by different rules. Ultralytics fills a YOLO
+polygon with ``cv2.fillPoly``, pixel centres at integer coordinates, so its
+ring runs through the centres of the edge pixels (OpenCV's contour).
+pycocotools (and so detectron2 and mmdetection) fills a COCO polygon with
+pixel corners at integer coordinates: pixel ``(x, y)`` is the square
+``[x, x+1] x [y, y+1]`` and is in when its centre ``(x+0.5, y+0.5)`` is. A
+ring through the edge pixels' centres leaves out half of every edge pixel,
+so :func:`outline_parts` gives COCO the outline of the pixel squares
+instead, which fills back to the very pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["SEGMENTS", "mask_to_polygons", "kept_parts", "simplify_parts", "parts_mask", "join_parts", "normalised"]
+__all__ = ["SEGMENTS", "mask_to_polygons", "kept_parts", "simplify_parts", "parts_mask", "join_parts", "normalised", "pixel_outline", "outline_parts"]
 
 SEGMENTS = ("largest", "all")
 Segments = Literal["largest", "all"]
@@ -70,6 +80,54 @@ def simplify_parts(contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.
         ring = ring.reshape(-1, 2).astype(np.float64)
         if len(ring) >= 3:
             out.append(ring)
+    return out
+
+
+def pixel_outline(contour: np.ndarray) -> np.ndarray:
+    """The outline of the pixel squares of the part that OpenCV's outer ``contour`` traces, ``Kx2 int64``.
+
+    Corners at integer pixel-corner coordinates (pixel ``(x, y)`` is the
+    square from ``(x, y)`` to ``(x+1, y+1)``), every corner of the outline
+    and no point between two corners. The part is filled (holes included, as
+    the contour has none) and doubled in size: each pixel becomes a 2x2
+    block, whose OpenCV contour runs through the centres of its edge
+    sub-pixels, and sub-pixel ``i`` of the doubled image lies on the
+    outline at corner ``(i + 1) // 2`` (a block's first sub-pixel at its
+    pixel's first corner, its second at the next). Two pixels that touch
+    only at a corner (one 8-connected part) share that corner on the
+    outline, which passes through it twice.
+    """
+    c = np.asarray(contour).reshape(-1, 1, 2).astype(np.int32)
+    x, y, w, h = cv2.boundingRect(c)
+    part = np.zeros((h, w), np.uint8)
+    cv2.drawContours(part, [c], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+    doubled = cv2.resize(part, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+    traced, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    ring = (max(traced, key=len).reshape(-1, 2).astype(np.int64) + 1) // 2 + (x, y)
+    ring = ring[np.any(ring != np.roll(ring, 1, axis=0), axis=1)]  # two sub-pixels map to each corner
+    # Steps run along x or y; a point where the step keeps its direction is no corner.
+    turn = np.any(np.sign(np.roll(ring, -1, axis=0) - ring) != np.sign(ring - np.roll(ring, 1, axis=0)), axis=1)
+    return ring[turn]
+
+
+def outline_parts(contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.ndarray]:
+    """The pixel outlines (:func:`pixel_outline`) of traced ``contours`` as ``Kx2 float64`` COCO rings.
+
+    Each is simplified with Douglas-Peucker within ``epsilon`` pixels of the
+    outline (0: every corner), so it cuts no deeper into the mask, nor
+    reaches further out of it, than that. Where the simplification leaves
+    less than a polygon (a line one pixel wide, a single pixel), the
+    outline is kept whole: it is short, and exact.
+    """
+    out = []
+    for c in contours:
+        outline = pixel_outline(c)
+        ring = outline
+        if epsilon > 0:
+            ring = cv2.approxPolyDP(outline.reshape(-1, 1, 2).astype(np.int32), float(epsilon), True).reshape(-1, 2)
+            if len(ring) < 3:
+                ring = outline
+        out.append(ring.astype(np.float64))
     return out
 
 
