@@ -256,3 +256,32 @@ def test_a_source_that_does_not_open_leaves_no_outputs(tmp_path, monkeypatch, ca
         assert old.read_text() == "from an earlier run\n"
     else:
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--source", "a.mp4", "--source", "b.mp4", "--output", "{name}.mp4"],
+         "error: --output a.mp4 is the source of stream a: writing it would destroy the file being read; give another path, e.g. --output 'out/{name}.mp4'"),
+        (["--source", "b.mp4", "--source", "clips/a.mp4", "--output", "clips/{name}.mp4"],
+         "error: --output clips/a.mp4 is the source of stream a: writing it would destroy the file being read; give another path, e.g. --output 'out/{name}.mp4'"),
+        (["--sources", "s.yaml", "--mask-format", "jsonl"],
+         "error: stream door: save_masks: b.mp4 is the source of stream door: writing it would destroy the file being read; give another path"),
+        (["--source", "a.mp4", "--output", "./a.mp4"],
+         "error: --output ./a.mp4 is the source: writing it would destroy the file being read; give another path, e.g. --output 'out/{name}.mp4'"),
+    ],
+    ids=["name-is-the-stem", "folder", "streams-file", "one-stream"],
+)
+def test_an_output_over_a_source_is_refused_and_the_source_kept(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip, argv, line):  # noqa: F811
+    # `--output '{name}.mp4'` beside the clips made each stream's video the file it was reading:
+    # opened for writing, the source was truncated and the run ended "a.mp4 is damaged" (exit 1),
+    # the user's clips replaced by 29-frame renders.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clips").mkdir()
+    for path in ("a.mp4", "b.mp4", "clips/a.mp4"):
+        (tmp_path / path).write_bytes(small_clip.read_bytes())
+    (tmp_path / "s.yaml").write_text("- {name: door, source: b.mp4, save_masks: b.mp4}\n- {source: a.mp4}\n")
+    code = cli.main(["--headless", *argv, "--weights", str(checkpoint_path), "--device", "cpu", "--max-frames", "2", "--quiet"])
+    assert (code, _err_lines(capsys)) == (2, [line])
+    for path in ("a.mp4", "b.mp4", "clips/a.mp4"):
+        assert (tmp_path / path).read_bytes() == small_clip.read_bytes(), path

@@ -424,6 +424,10 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     config = build_config(args)
     prompts = prompts_from_args(args.box, args.point, args.prompts) or list(default_prompts)
     mask_spec = _mask_spec(args)
+    from realtime_sam.app.streams import refuse_writing_sources
+
+    outputs = [("--output", args.output)] if args.output else []
+    refuse_writing_sources(outputs + ([("--save-masks", mask_spec.path)] if mask_spec else []), {"": source_spec})
     windowed = not args.headless
     if windowed:
         require_display("add --headless to run without one")

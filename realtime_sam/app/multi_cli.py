@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from realtime_sam.app.streams import StreamSpec, expand_path, load_streams_file, specs_from_sources
+from realtime_sam.app.streams import StreamSpec, expand_path, load_streams_file, refuse_writing_sources, specs_from_sources
 from realtime_sam.errors import ConfigError
 
 __all__ = ["stream_specs", "run_streams"]
@@ -73,6 +73,7 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     several = len(specs) > 1
     # Check every path before opening anything: a missing {name} is a usage error, not a half-run.
     plans: dict[str, list[SinkSpec]] = {}
+    flags: list[tuple[str, Path]] = []  # (the flag or key that gave it, path) of every output
     for spec in specs:
         video = expand_path(spec.output or args.output, spec.name, several=several and spec.output is None, flag="--output")
         out = [SinkSpec("video", Path(video))] if video else []
@@ -81,6 +82,8 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
             sub = argparse.Namespace(**{**vars(args), "save_masks": expand_path(masks, spec.name, several=several and spec.save_masks is None, flag="--save-masks")})
             out.append(cli._mask_spec(sub))
         plans[spec.name] = out
+        flags += [(_flag(spec, s.kind == "video"), s.path) for s in out]
+    refuse_writing_sources(flags, {spec.name: spec.source for spec in specs})
     paths = [str(Path(s.path).resolve()) for v in plans.values() for s in v]
     if len(set(paths)) != len(paths):
         raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
@@ -157,6 +160,13 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     return cli.EXIT_OK
 
 
+def _flag(spec: StreamSpec, video: bool) -> str:
+    """What gave a stream's output path: its own ``output:`` / ``save_masks:`` or the run's flag."""
+    if video:
+        return f"stream {spec.name}: output:" if spec.output else "--output"
+    return f"stream {spec.name}: save_masks:" if spec.save_masks else "--save-masks"
+
+
 def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     """``--ray``: the streams on a pool of Ray actors, JSONL outputs appended across restarts (see :mod:`realtime_sam.app.cluster`)."""
     from realtime_sam.app import cli
@@ -176,6 +186,7 @@ def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         if not str(path).endswith(".jsonl") or (args.mask_format not in (None, "jsonl")):
             raise ConfigError(f"--ray writes JSONL masks (appended after a restart); give a .jsonl path, not {path}")
         jobs.append(StreamJob(spec=spec, masks_path=str(Path(path).resolve()), prompts=prompts, config=config))
+    refuse_writing_sources([(_flag(j.spec, False), j.masks_path) for j in jobs], {spec.name: spec.source for spec in specs})
     if len({j.masks_path for j in jobs}) != len(jobs):
         raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
 

@@ -21,6 +21,7 @@ two streams write one file.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,10 @@ from realtime_sam.types import ObjectPrompt
 if TYPE_CHECKING:
     from realtime_sam.config import Config
 
-__all__ = ["StreamSpec", "stream_name", "unique_names", "expand_path", "load_streams_file", "specs_from_sources"]
+__all__ = [
+    "StreamSpec", "stream_name", "unique_names", "expand_path", "load_streams_file", "specs_from_sources",
+    "refuse_writing_sources",
+]
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEYS = {"name", "source", "url", "path", "prompts", "settings", "output", "save_masks"}
@@ -120,6 +124,46 @@ def expand_path(template: str | None, name: str, *, several: bool, flag: str) ->
             )
         return template
     return template.replace(PLACEHOLDER, name)
+
+
+def _local_path(source: str | int) -> Path | None:
+    """The file or folder a source reads, or ``None`` (a webcam, a URL, a ``lavfi:`` graph)."""
+    if isinstance(source, int):
+        return None
+    text = str(source).strip()
+    if not text or text.isdigit() or "://" in text or text.startswith("lavfi:"):
+        return None
+    return Path(text).expanduser()
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # a link or another spelling of the same file
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def refuse_writing_sources(outputs: Sequence[tuple[str, str | Path]], sources: Mapping[str, str | int]) -> None:
+    """Refuse an output path that is a source being read.
+
+    Opening the output truncates it: ``--source a.mp4 --source b.mp4 --output '{name}.mp4'`` wrote
+    each stream's video over the file it was reading, which ended damaged, its frames lost.
+
+    Args:
+        outputs: ``(flag, path)`` of each output, e.g. ``("--output", "a.mp4")``.
+        sources: ``{stream name: source}``.
+
+    Raises:
+        SinkError: one line naming the output, the stream whose source it is, and what to do.
+    """
+    local = [(name, p) for name, src in sources.items() if (p := _local_path(src)) is not None]
+    for flag, path in outputs:
+        out = Path(path).expanduser()
+        for name, src in local:
+            if _same_path(out, src):
+                whose = "the source" if len(sources) == 1 else f"the source of stream {name}"
+                hint = f", e.g. {flag} 'out/{PLACEHOLDER}{out.suffix}'" if flag.startswith("--") else ""
+                raise SinkError(f"{flag} {path} is {whose}: writing it would destroy the file being read; give another path{hint}")
 
 
 def specs_from_sources(sources: Sequence[str]) -> list[StreamSpec]:
