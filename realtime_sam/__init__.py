@@ -35,6 +35,7 @@ _LAZY = {
     "track": "app.api",
     "track_many": "app.multi",
     "StreamResult": "app.multi",
+    "StreamsFailed": "app.multi",
     "StreamSpec": "app.streams",
     "Pipeline": "app.pipeline",
     "Engine": "tracking.engine",

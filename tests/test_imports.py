@@ -139,7 +139,7 @@ PUBLIC = [
     "sam_model_registry", "SamPredictor", "SamAutomaticMaskGenerator",
     "track", "annotate", "ObjectPrompt", "Engine", "Pipeline", "open_source",
     "load_config", "Config", "ModelConfig", "load_model", "ModelRunner",
-    "Frame", "FrameResult", "TrackResult", "TrackState", "track_many", "StreamResult", "StreamSpec",
+    "Frame", "FrameResult", "TrackResult", "TrackState", "track_many", "StreamResult", "StreamSpec", "StreamsFailed",
 ]
 
 

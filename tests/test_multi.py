@@ -654,3 +654,29 @@ def test_an_exception_raised_in_the_polling_thread_is_the_runs_not_a_streams(cli
         signal.signal(signal.SIGALRM, previous)
     assert multi.errors == {}
     assert [s.state for s in multi.status()] != ["failed"]
+
+
+def test_track_many_raises_a_streams_failure_after_the_others_ran_to_their_end(clips, tmp_path, checkpoint_path):
+    # A stream whose file was damaged part-way ended alone, and track_many then finished as if
+    # nothing had happened (882 of 900 frames of a damaged clip, no word), where track() raises.
+    import realtime_sam
+    from realtime_sam.errors import StreamInterrupted
+    from realtime_sam.output.sinks import JsonlSink
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    bad = write_video(standard_scene(width=160, height=120, num_frames=40), tmp_path / "bad.mp4", faststart=True)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    overrides = [f"model.weights={checkpoint_path}", "model.device=cpu", "engine.reencode_every=1000"]
+    got: dict[str, list[int]] = {}
+    sinks = {"bad": [JsonlSink(tmp_path / "bad.jsonl")]}
+    with pytest.raises(realtime_sam.StreamsFailed, match=r"^1 stream\(s\) failed \(bad: .*bad\.mp4 is damaged") as info:
+        for r in realtime_sam.track_many([str(clips["a"]), str(bad)], overrides=overrides, sinks=sinks):
+            got.setdefault(r.stream, []).append(r.index)
+    assert list(info.value.errors) == ["bad"] and isinstance(info.value.errors["bad"], StreamInterrupted)
+    assert isinstance(info.value.__cause__, StreamInterrupted)
+    # The good stream ran to its end; the damaged one's frames up to the damage were given and saved.
+    assert got["a"] == list(range(12))
+    assert 0 < len(got["bad"]) < 40 and got["bad"] == list(range(len(got["bad"])))
+    lines = (tmp_path / "bad.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + len(got["bad"])

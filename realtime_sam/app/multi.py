@@ -29,13 +29,30 @@ from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker, model_rate
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
-from realtime_sam.errors import ConfigError
+from realtime_sam.errors import ConfigError, RealtimeSamError
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 if TYPE_CHECKING:
     from realtime_sam.config import Config
 
-__all__ = ["StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "shared_scheduler", "open_streams", "track_many"]
+__all__ = [
+    "StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "StreamsFailed", "shared_scheduler", "open_streams",
+    "track_many",
+]
+
+
+class StreamsFailed(RealtimeSamError):
+    """Raised by :func:`track_many` once every stream has ended, when some failed part-way.
+
+    Attributes:
+        errors: the error that ended each failed stream, by name (the first is also ``__cause__``).
+    """
+
+    def __init__(self, errors: Mapping[str, BaseException]) -> None:
+        self.errors = dict(errors)
+        first = lambda exc: str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # noqa: E731
+        failed = "; ".join(f"{name}: {first(exc)}" for name, exc in self.errors.items())
+        super().__init__(f"{len(self.errors)} stream(s) failed ({failed}); the others ran to their end")
 
 
 @dataclass(frozen=True)
@@ -474,6 +491,9 @@ def track_many(
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`)
             or ``sinks`` under a name no stream has; the rest (a source that does not open, ...)
             at the first ``next()``.
+        StreamsFailed: a stream failed part-way (a damaged file, a stream that gave up
+            reconnecting): the others run on, and this is raised once every stream has ended,
+            its sinks finalised (``errors``: each failed stream's error, by name).
     """
     from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
 
@@ -502,4 +522,7 @@ def _track_many(
     multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
     with multi:
         yield from multi
+    if multi.errors:
+        # Told, as track() raises it for one stream: a failed stream only ended its results.
+        raise StreamsFailed(multi.errors) from next(iter(multi.errors.values()))
 
