@@ -22,7 +22,7 @@ from realtime_sam.app.streams import (
     unique_names,
 )
 from realtime_sam.config import Config
-from realtime_sam.errors import ConfigError, SinkError, SourceError
+from realtime_sam.errors import ConfigError, PromptError, SinkError, SourceError
 from realtime_sam.output.sinks import open_sinks
 from realtime_sam.testing.fakes import BoxRunner
 from realtime_sam.tracking.engine import Engine
@@ -373,6 +373,8 @@ def test_streams_file(tmp_path):
         # detect.* with no detector was refused only when the stream's engine was built, its sources open.
         ("- {source: a.mp4}\n- {source: b.mp4, settings: {detect: {conf: 0.5}}}\n",
          "s.yaml: stream 2: settings: detect.conf is set but there is no detector to use it: add --detect MODEL"),
+        # Which stream's prompts file is missing, among several.
+        ("- {source: a.mp4}\n- {source: b.mp4, prompts: nope.yaml}\n", "s.yaml: stream 2: prompts file not found: "),
     ],
 )
 def test_bad_streams_files_are_one_clear_error(tmp_path, text, fragment):
@@ -528,6 +530,20 @@ def test_open_streams_closes_what_it_opened_when_a_source_fails(clips, tmp_path)
         _fake_streams(specs, tmp_path)
     # Every source opens before any output: the first stream's output was never created.
     assert not (tmp_path / "a.jsonl").exists()
+
+
+@pytest.mark.parametrize("what", ["box", "source"])
+def test_a_stream_that_cannot_start_is_named(clips, tmp_path, what):
+    # A --box that fits stream b's 200x150 frame and not a's 160x120 said only "box (165,10,190,40)
+    # lies outside the 160x120 frame"; a source that did not open, only its path or URL.
+    specs = [StreamSpec("door", str(clips["b"])), StreamSpec("yard", str(clips["a"]) if what == "box" else str(tmp_path / "nope.mp4"))]
+    error, message = {
+        "box": (PromptError, r"^stream yard: box \(165,10,190,40\) lies outside the 160x120 frame; give coordinates within"),
+        "source": (SourceError, r"^stream yard: source not found: .*nope\.mp4; give "),
+    }[what]
+    with pytest.raises(error, match=message):
+        _fake_streams(specs, tmp_path, prompts=[ObjectPrompt(box=(165, 10, 190, 40))])
+    assert not (tmp_path / "door.jsonl").exists()
 
 
 def test_open_streams_closes_what_it_opened_when_an_output_fails(clips, tmp_path):

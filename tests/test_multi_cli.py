@@ -29,13 +29,16 @@ def _err_lines(capsys) -> list[str]:
         # Sources open before the model loads: a missing one fails at once, not after a download.
         (["--source", "b.mp4", "--source", "a.mp4", "--headless", "--weights", "nope.pt"], "source not found: b.mp4"),
         (["--source", "x/a.mp4", "--sources", "s.yaml", "--headless"], "stream name(s) a used twice"),
+        # Which streams write one file: a stream's own save_masks: and another's from {name}.
+        (["--sources", "s.yaml", "--source", "x/b.mp4", "--headless", "--save-masks", "{name}.jsonl"],
+         "streams a and b both write b.jsonl; give each stream its own path"),
     ],
 )
 def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, fragment):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    (tmp_path / "s.yaml").write_text("- {source: a.mp4}\n")
+    (tmp_path / "s.yaml").write_text("- {source: a.mp4, save_masks: b.jsonl}\n")
     assert cli.main(argv) == 2
     lines = _err_lines(capsys)
     assert len(lines) == 1 and fragment in lines[0], lines

@@ -20,6 +20,7 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -371,6 +372,28 @@ def require_detectors(specs: Sequence[StreamSpec], config: Config) -> None:
             raise ConfigError(prefix + message if named and not message.startswith(prefix) else message) from None
 
 
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Re-raise a :class:`RealtimeSamError` as the same error naming the stream.
+
+    A ``--box`` that fits one stream's frame and not another's said only "box ... lies outside the
+    320x240 frame"; a camera that did not open, only its URL (shared by several streams of one
+    server, or a file named alike in several folders).
+    """
+    try:
+        yield
+    except RealtimeSamError as exc:
+        prefix = f"stream {name}: "
+        text = str(exc)
+        if text.startswith(prefix):
+            raise
+        try:
+            named = type(exc)(prefix + text)
+        except Exception:  # an error class with other arguments: raised as it is
+            raise exc from None
+        raise named.with_traceback(exc.__traceback__) from exc.__cause__
+
+
 def open_streams(
     specs: Sequence[StreamSpec],
     config: Config,
@@ -420,10 +443,12 @@ def open_streams(
         # Sources, prompts and outputs before the model: a bad one fails in a second, not after a download.
         for spec in specs:
             cfg = stream_config(config, spec)
-            source = open_source(spec.source, cfg.source, on_status=on_status(spec) if on_status else None)
+            with _naming(spec.name):
+                source = open_source(spec.source, cfg.source, on_status=on_status(spec) if on_status else None)
             opened.append((spec, cfg, source, []))
-            for p in (*spec.prompts, *common):
-                clamp_initial_prompt(p, source)  # a box wholly outside this stream's frame: PromptError now
+            with _naming(spec.name):
+                for p in (*spec.prompts, *common):
+                    clamp_initial_prompt(p, source)  # a box wholly outside this stream's frame: PromptError now
         # The outputs once every source is open (as for one stream): opening one creates its file,
         # or truncates one already there, which a later stream's missing camera must not leave behind,
         # nor weights or a device that would fail the load, nor an encoder export that fails

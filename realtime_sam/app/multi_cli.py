@@ -84,9 +84,16 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         plans[spec.name] = out
         flags += [(_flag(spec, s.kind == "video"), s.path) for s in out]
     refuse_writing_sources(flags, {spec.name: spec.source for spec in specs})
-    paths = [str(Path(s.path).resolve()) for v in plans.values() for s in v]
-    if len(set(paths)) != len(paths):
-        raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
+    writers: dict[str, str] = {}  # resolved output path -> the stream writing it
+    for name, plan in plans.items():
+        for out in plan:
+            key = str(Path(out.path).resolve())
+            if key in writers:
+                raise ConfigError(
+                    f"streams {writers[key]} and {name} both write {out.path}; "
+                    "give each stream its own path ({name} in it, or its own output:/save_masks: in the --sources file)"
+                )
+            writers[key] = name
 
     renderer = Renderer(config.render)
     quiet = args.quiet

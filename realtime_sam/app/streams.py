@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 
 from realtime_sam.capture.base import redact_url
-from realtime_sam.errors import ConfigError, SinkError
+from realtime_sam.errors import ConfigError, PromptError, SinkError
 from realtime_sam.tracking.prompts import load_prompts_file, prompt_from_mapping
 from realtime_sam.types import ObjectPrompt
 
@@ -177,7 +177,10 @@ def _prompts(value: Any, where: str, base: Path) -> tuple[ObjectPrompt, ...]:
         return ()
     if isinstance(value, str):
         p = Path(value)
-        return tuple(load_prompts_file(p if p.is_absolute() else base / p))
+        try:
+            return tuple(load_prompts_file(p if p.is_absolute() else base / p))
+        except PromptError as exc:  # which stream's prompts file, among several
+            raise ConfigError(f"{where}: {exc}") from None
     if isinstance(value, Mapping) and set(value) == {"objects"}:
         value = value["objects"]
     if not isinstance(value, list):
