@@ -288,3 +288,29 @@ def test_an_output_over_a_source_is_refused_and_the_source_kept(tmp_path, monkey
     assert (code, _err_lines(capsys)) == (2, [line])
     for path in ("a.mp4", "b.mp4", "clips/a.mp4"):
         assert (tmp_path / path).read_bytes() == small_clip.read_bytes(), path
+
+
+def test_an_ended_streams_status_line_is_told_once_while_the_others_run(tmp_path, checkpoint_path, small_clip):  # noqa: F811
+    # A stream that ended (here a 10-frame file; a camera that gave up, with its error) printed its
+    # "done"/"failed" line again on every beat, for as long as the other streams ran.
+    (tmp_path / "s.yaml").write_text(f"- {{name: pattern, source: '{LAVFI}', settings: {{pipeline: {{max_frames: 0}}}}}}\n")
+    with running_app(
+        tmp_path, "--headless", "--sources", "s.yaml", "--source", str(small_clip), "--weights", str(checkpoint_path),
+        "--device", "cpu", "--reencode-every", "1000", "--box", "20,20,120,100", "--status-interval", "0.2",
+        "--save-masks", "out/{name}.jsonl",
+    ) as (proc, err_path):
+        deadline = time.monotonic() + 120
+        while True:
+            lines = err_path.read_text().splitlines()
+            done = [i for i, x in enumerate(lines) if x.startswith("small: done,")]
+            if done and sum(x.startswith("pattern: running,") for x in lines[done[0]:]) >= 8:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "\n".join(lines[-20:])
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    lines = err_path.read_text().splitlines()
+    # Once when it ended, once in the summary at the end; the running stream on every beat.
+    assert sum(x.startswith("small: ") and "frames" in x for x in lines[done[0]:]) == 2, lines
+    assert any(x.startswith("pattern: done,") for x in lines[-4:]), lines[-4:]
+    assert [f["frame"] for f in frame_lines(tmp_path / "out" / "small.jsonl")] == list(range(10))

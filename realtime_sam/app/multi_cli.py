@@ -130,10 +130,18 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         try:
             with multi:
                 beat = cli.StatusBeat(args.status_interval)
+                told_ended: set[str] = set()
 
                 def tick() -> None:  # each stream's status line, every --status-interval
                     if beat.due():
                         for st in multi.status():
+                            # A stream that ended (done or failed) is told once, not on every beat
+                            # for as long as the others run: a camera that gave up at 9 a.m. repeated
+                            # its failed line and error every interval all day. All again at the end.
+                            if st.state in ("done", "failed"):
+                                if st.name in told_ended:
+                                    continue
+                                told_ended.add(st.name)
                             say(st.line())
 
                 def took(_item: Any) -> None:
