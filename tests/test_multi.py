@@ -696,3 +696,19 @@ def test_track_many_raises_a_streams_failure_after_the_others_ran_to_their_end(c
     assert 0 < len(got["bad"]) < 40 and got["bad"] == list(range(len(got["bad"])))
     lines = (tmp_path / "bad.jsonl").read_text().splitlines()
     assert len(lines) == 1 + len(got["bad"])
+
+
+def test_two_streams_of_one_name_are_refused_before_anything_opens(clips, tmp_path):
+    # track_many(["a.mp4", StreamSpec("a", "b.mp4")]): the plain source is named "a" too. It was
+    # refused (a ValueError) only after every source had opened and the model had loaded, and the
+    # shared encoder's thread was left running.
+    import realtime_sam
+
+    before = set(threading.enumerate())
+    sources = [str(clips["a"]), StreamSpec("a", str(clips["b"]))]
+    with pytest.raises(ConfigError, match=r"^stream name\(s\) 'a' used twice .*; give each StreamSpec its own name$"):
+        realtime_sam.track_many(sources, overrides=["model.weights=nope.pt"])
+    with pytest.raises(ConfigError, match="used twice"):
+        _fake_streams([StreamSpec("a", str(clips["a"])), StreamSpec("a", str(clips["b"]))], tmp_path)
+    assert not list(tmp_path.iterdir())
+    assert set(threading.enumerate()) == before

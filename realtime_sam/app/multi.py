@@ -352,6 +352,21 @@ def stream_config(base: Config, spec: StreamSpec) -> Config:
         raise ConfigError(f"stream {spec.name}: settings: {exc}") from None
 
 
+def _require_unique_names(specs: Sequence[StreamSpec]) -> None:
+    """Refuse two streams of one name (their results, sinks and outputs would be confused).
+
+    Raises:
+        ConfigError: one line naming the names.
+    """
+    names = [spec.name for spec in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(
+            f"stream name(s) {', '.join(map(repr, dup))} used twice (a file's stem names a plain source); "
+            "give each StreamSpec its own name"
+        )
+
+
 def require_detectors(specs: Sequence[StreamSpec], config: Config) -> None:
     """Refuse a stream whose ``detect.*`` settings (the run's or its own) have no detector to use them.
 
@@ -436,6 +451,7 @@ def open_streams(
     common = list(prompts)
     if runner_for is not None and scheduler is None:
         raise ValueError("open_streams: runner_for needs a scheduler")
+    _require_unique_names(specs)  # before anything opens: MultiPipeline refused them with every source open
     workers: list[SerialWorker] = []
     opened: list[tuple[StreamSpec, Config, Any, list[Any]]] = []  # (spec, its config, source, sinks)
     runs: list[StreamRun] = []
@@ -510,11 +526,12 @@ def track_many(
             :class:`ConfigError`).
         model: a loaded :class:`~realtime_sam.model.runtime.InferenceModel` to share (default: loaded from ``config``).
 
-    Breaking out of the loop stops every stream and finalises the sinks.
+    Breaking out of the loop stops every stream and finalises the sinks (a generator kept in a
+    variable does so when it is closed: ``gen.close()`` or ``del``).
 
     Raises:
-        ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`)
-            or ``sinks`` under a name no stream has; the rest (a source that does not open, ...)
+        ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`),
+            two streams of one name, or ``sinks`` under a name no stream has; the rest (a source that does not open, ...)
             at the first ``next()``.
         StreamsFailed: a stream failed part-way (a damaged file, a stream that gave up
             reconnecting): the others run on, and this is raised once every stream has ended,
@@ -528,6 +545,7 @@ def track_many(
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
     named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
+    _require_unique_names(specs)
     require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector
     given = dict(sinks or {})
     unknown = sorted(set(given) - {spec.name for spec in specs})
