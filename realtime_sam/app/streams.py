@@ -55,7 +55,8 @@ class StreamSpec:
         source: what :func:`~realtime_sam.capture.sources.open_source` opens (webcam index, path, URL, ``lavfi:``).
         prompts: this stream's own objects (the command line's are added to every stream).
         settings: ``{section: {key: value}}`` applied over the run's configuration for this stream.
-        output: annotated-video path for this stream (overrides the run's ``--output``).
+        output: annotated-video path for this stream (overrides the run's ``--output``); a relative one is
+            from the current folder, as ``--output``'s (a ``source`` is from the YAML file's folder).
         save_masks: mask output path for this stream (overrides the run's ``--save-masks``).
     """
 
