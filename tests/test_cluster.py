@@ -84,6 +84,30 @@ def test_a_restarted_stream_appends_continues_ids_and_marks_completion(clips, tm
     assert _fake_worker().run(whole).state == "skipped"
 
 
+def test_a_resumed_image_folder_of_several_sizes_prompts_its_objects_again_at_the_frame_they_resume_on(tmp_path):
+    """The last boxes are prompted again on the frame the restart takes over at, cut to that frame's size,
+    not clamped into the folder's first image (here smaller than the rest)."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(10):
+        h, w = (60, 80) if i == 0 else (240, 320)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((h, w, 3), 40, np.uint8))
+    out = tmp_path / "images.jsonl"
+    box = (40.0, 30.0, 300.0, 220.0)  # reaches past the first image, inside the others
+    prompt = ObjectPrompt(box=box, label="big", start_frame=2)
+    first = StreamJob(StreamSpec("images", str(folder)), str(out), (prompt,), load_config(None, ["pipeline.max_frames=5"]))
+    assert _fake_worker().run(first).state == "stopped"
+    assert resume_point(out).last_tracks == ((box, "big"),)
+    rest = StreamJob(first.spec, str(out), (prompt,), load_config(None, []))
+    assert _fake_worker().run(rest).state == "done"
+    _, frames = load_jsonl(out)
+    assert [f["frame"] for f in frames] == list(range(10))
+    assert [[(t["box"], t["label"]) for t in f["tracks"]] for f in frames[5:]] == [[(list(box), "big")]] * 5
+
+
 def test_appending_to_a_new_file_writes_the_header_once(tmp_path):
     import numpy as np
 

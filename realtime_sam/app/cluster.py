@@ -297,8 +297,10 @@ class StreamWorker:
                 discovery_config=cfg.discovery, ids=IdCounter(start.next_id),
             )
             prompts = [p for p in (*spec.prompts, *job.prompts) if start.next_frame == 0 or p.start_frame >= start.next_frame]
-            # After a restart, the objects it was tracking are prompted again where they were last seen.
-            prompts = [ObjectPrompt(box=box, label=label) for box, label in start.last_tracks] + prompts
+            # After a restart, the objects it was tracking are prompted again where they were last seen,
+            # on the frame it resumes at: in an image folder of several sizes that frame's size, not the
+            # first image's, is what the box is cut to.
+            prompts = [ObjectPrompt(box=box, label=label, start_frame=start.next_frame) for box, label in start.last_tracks] + prompts
             for p in prompts:
                 try:
                     engine.add_object(clamp_initial_prompt(p, source))
