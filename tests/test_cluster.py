@@ -55,6 +55,107 @@ def test_a_resumed_live_stream_numbers_its_frames_on_and_still_defers_their_conv
         assert frame is not None and frame.index == 122 and frame.image.shape == (64, 96, 3)
         assert src.read().index == 124  # type: ignore[union-attr]
 
+class _DropsOnce:
+    """A live source (the real reconnect logic of LiveSource) of ``n`` 64x48 frames that loses its
+    connection before frame ``drop_at`` and gets it back after ``outage_s``."""
+
+    @staticmethod
+    def make(n: int, drop_at: int, outage_s: float, on_status=None):
+        import numpy as np
+
+        from realtime_sam.capture.base import LiveSource, SourceConfig
+        from realtime_sam.types import Frame
+
+        class DropsOnce(LiveSource):
+            name, fps, size, num_frames = "cam", 50.0, (64, 48), None
+
+            def __init__(self) -> None:
+                super().__init__(SourceConfig(backoff_initial_s=outage_s), on_status)
+                self.i, self.up, self.dropped = 0, True, False
+
+            def _connect(self) -> None:
+                self.up = True
+
+            def _disconnect(self) -> None:
+                self.up = False
+
+            @property
+            def _connected(self) -> bool:
+                return self.up
+
+            def _read(self):
+                if self.i >= n:
+                    return None
+                if self.i == drop_at and not self.dropped:
+                    self.dropped = True
+                    self._dropped("the test dropped it")
+                time.sleep(0.01)
+                self.i += 1
+                return Frame(self.i - 1, np.zeros((48, 64, 3), np.uint8), self.i / 50, time.monotonic())
+
+            def _release(self) -> None:
+                pass
+
+        return DropsOnce()
+
+
+def test_a_resumed_live_stream_passes_its_reconnects_on_to_the_pipeline():
+    """The pipeline starts its count of encode intervals over after a reconnect: it must see the
+    reconnects through the cluster's wrapper, or the outage counts as the time between two encodes."""
+    from realtime_sam.app.cluster import _Resumed
+    from realtime_sam.app.pipeline import Pipeline
+    from realtime_sam.types import FrameResult
+
+    outage = 1.0
+    src = _Resumed(_DropsOnce.make(100, drop_at=45, outage_s=outage), 200)
+    seen: list[tuple[int, float | None]] = []
+
+    class Lands:  # an encode lands on every 10th frame of the stream
+        has_pending = False
+
+        def process(self, frame):
+            seen.append((frame.index, pipe.stats.encode_interval_s))
+            time.sleep(0.005)
+            return FrameResult(frame=frame, tracks=(), encoded=frame.index % 10 == 0, timings={"propagate": 5.0, "total": 5.0})
+
+    pipe = Pipeline(src, Lands())
+    with pipe:
+        list(pipe)
+    assert src.source.reconnects == 1
+    after = [(i, v) for i, v in seen if i > 245]
+    second = [i for i, _ in after if i % 10 == 0][1]
+    assert all(v is None for i, v in after if i <= second), seen  # the count started over at the reconnect
+    assert all(v is not None and v < outage / 2 for i, v in after if i > second), seen
+
+
+def test_a_streams_source_events_and_status_lines_come_from_its_worker(tmp_path):
+    """What the driver shows for a stream on an actor: its source's events (dropped, reconnecting,
+    back) and its status line, reconnect attempt included, as one process shows them."""
+    worker = StreamWorker(
+        None, runner_for=BoxRunner,
+        scheduler=EncodeScheduler(lambda images: [BoxRunner().embed(im) for im in images]),
+        source_for=lambda spec, config, on_status: _DropsOnce.make(60, drop_at=20, outage_s=1.5, on_status=on_status),
+    )
+    job = StreamJob(StreamSpec("cam", "fake"), str(tmp_path / "cam.jsonl"), (ObjectPrompt(box=(5, 5, 30, 30)),), load_config(None, []))
+    lines: list[str] = []
+    run = threading.Thread(target=lambda: lines.append(worker.run(job).state))
+    run.start()
+    reports = []
+    while run.is_alive():
+        reports.append(worker.report())
+        time.sleep(0.1)
+    run.join()
+    reports.append(worker.report())
+    events = [e for ev, _ in reports for e in ev]
+    status = [s for _, st in reports for s in st]
+    assert lines == ["stopped"]
+    assert any(e.startswith("cam: source: cam disconnected: the test dropped it") for e in events), events
+    assert any(e.startswith("cam: source: reconnected to cam") for e in events), events
+    assert any(s.startswith("cam: reconnecting (attempt 1), frames ") for s in status), status
+    assert any(s.startswith("cam: running, frames ") for s in status), status
+    assert reports[-1] == ([], [])  # nothing left over once it ended
+
+
 def test_a_restarted_stream_appends_continues_ids_and_marks_completion(clips, tmp_path):
     out = tmp_path / "out" / "clip0.jsonl"
     prompt = ObjectPrompt(box=(10, 10, 60, 60), label="thing")
@@ -211,8 +312,9 @@ def test_four_files_over_two_actors_with_one_killed(ray_cluster, clips, tmp_path
 
         threading.Thread(target=watch, daemon=True).start()
 
-    outcomes = run_on_ray(jobs, model_config=config.model, workers=2, on_event=events.append, on_started=kill_first)
+    outcomes = run_on_ray(jobs, model_config=config.model, workers=2, on_event=events.append, on_started=kill_first, status_interval_s=0.5)
     assert killed, events
+    assert any(e.startswith("clip1: running, frames ") for e in events), events  # the actors' status lines reach the driver
     by_name = {o.name: o for o in outcomes}
     assert by_name["clip0"].attempts == 2 and "clip0: worker died, restarting on worker 2" in events
     for i, (n, o) in enumerate(zip((60, 50, 60, 50), outs)):

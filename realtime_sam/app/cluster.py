@@ -207,6 +207,17 @@ class _Resumed:
         self.num_frames = getattr(source, "num_frames", None)
         self.sizes_vary = bool(getattr(source, "sizes_vary", False))
 
+    @property
+    def reconnects(self) -> int:
+        """The source's :attr:`~realtime_sam.capture.base.LiveSource.reconnects` (the pipeline starts its
+        count of encode intervals over after one)."""
+        return int(getattr(self.source, "reconnects", 0))
+
+    @property
+    def reconnect_attempt(self) -> int | None:
+        """The source's reconnect attempt under way while it is down, else ``None``."""
+        return getattr(self.source, "reconnect_attempt", None)
+
     def read(self) -> Frame | None:
         while True:
             frame = self.source.read()
@@ -243,7 +254,13 @@ class StreamWorker:
     Plain Python (tested without Ray); :func:`run_on_ray` wraps it with ``ray.remote``.
     """
 
-    def __init__(self, model_config: Any, *, runner_for: Callable[[], Any] | None = None, scheduler: Any = None) -> None:
+    def __init__(
+        self, model_config: Any, *, runner_for: Callable[[], Any] | None = None, scheduler: Any = None,
+        source_for: Callable[..., Any] | None = None,
+    ) -> None:
+        import collections
+        import threading
+
         from realtime_sam.app.budget import FrameBudget
         from realtime_sam.app.multi import shared_scheduler
 
@@ -259,11 +276,38 @@ class StreamWorker:
             runner_for = lambda: InferenceRunner(model)  # noqa: E731
         self._runner_for = runner_for
         self._scheduler = scheduler
+        self._source_for = source_for  # open_source's signature (tests give a source of their own)
+        self._events: collections.deque[str] = collections.deque(maxlen=1000)  # source events not yet reported
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, Any, Any, list[int]]] = {}  # key: (name, source, pipeline, [tracks])
         self.budget = FrameBudget()  # configured from the jobs (config.streams: the run's)
         scheduler.add_observer(self.budget.observe)
 
     def pid(self) -> int:
         return os.getpid()
+
+    def report(self) -> tuple[list[str], list[str]]:
+        """``(events, status)``: the source events (``NAME: source: ...``) since the last call, and one
+        status line per stream running here (the one-process ``--source A --source B`` line)."""
+        from realtime_sam.app.multi import StreamStatus
+
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        with self._lock:
+            running = list(self._running.items())
+        lines = []
+        for key, (name, source, pipeline, tracks) in running:
+            s = pipeline.stats
+            enc = self._scheduler.stats(key)
+            attempt = getattr(source, "reconnect_attempt", None) or None
+            lines.append(StreamStatus(
+                name=name, live=bool(source.live), state="reconnecting" if attempt else "running",
+                frames_read=s.frames_read, frames_processed=s.frames_processed, frames_dropped=s.frames_dropped,
+                model_fps=s.model_fps, encodes=enc.encodes, encode_age_s=enc.age_s, tracks=tracks[0],
+                fps_cap=self.budget.cap_fps(key), reconnect_attempt=attempt, encode_interval_s=s.encode_interval_s,
+            ).line())
+        return events, lines
 
     def run(self, job: StreamJob) -> StreamOutcome:
         """Run one stream to its end, appending to its output; returns how it ended (errors raise)."""
@@ -288,7 +332,11 @@ class StreamWorker:
             if left <= 0:
                 return StreamOutcome(spec.name, "stopped", start.frames)
             pipe_cfg = replace(pipe_cfg, max_frames=left)
-        source = _Resumed(open_source(spec.source, cfg.source), start.next_frame)
+        def on_status(event: Any) -> None:
+            self._events.append(f"{spec.name}: source: {event.message}")
+
+        opener = self._source_for or open_source
+        source = _Resumed(opener(spec.source, cfg.source, on_status=on_status), start.next_frame)
         key = f"{spec.name}@{start.next_frame}"
         try:
             runner = SharedRunner(self._runner_for(), self._scheduler, key)
@@ -318,9 +366,15 @@ class StreamWorker:
         try:
             with Pipeline(source, engine, sinks=[sink], config=pipe_cfg) as pipeline:
                 pipeline.pace_with(partial(self.budget.interval_s, key))
-                pipeline.run()  # a source or engine error raises here, the output complete up to it
+                tracks = [0]
+                with self._lock:
+                    self._running[key] = (spec.name, source, pipeline, tracks)
+                for result in pipeline:  # a source or engine error raises here, the output complete up to it
+                    tracks[0] = len(result.tracks)
                 stopped = pipeline.stopped
         finally:
+            with self._lock:
+                self._running.pop(key, None)
             self.budget.end(key)
         end = resume_point(job.masks_path)
         if stopped or source.live:
@@ -347,6 +401,7 @@ def run_on_ray(
     on_started: Callable[[list[Any]], None] | None = None,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
+    status_interval_s: float | None = None,
 ) -> list[StreamOutcome]:
     """Run ``jobs`` on ``workers`` Ray actors; restart a dead actor's streams elsewhere.
 
@@ -357,9 +412,12 @@ def run_on_ray(
         address: a running cluster (``ray://host:10001``, ``auto``); ``None`` starts a local one
             (or uses the one this process already joined).
         max_restarts: how often one stream may be restarted after its actor died.
-        on_event: receives one line per event (started on, restarted, done, failed).
+        on_event: receives one line per event (started on, restarted, done, failed), and the streams'
+            source events from the actors (``NAME: source: disconnected ...``, within about a second).
         on_started: called with the actor handles once they exist (tests kill one).
         num_cpus, num_gpus: each actor's Ray resources.
+        status_interval_s: every this many seconds, each running stream's status line goes to ``on_event``
+            (``None``: none).
 
     Returns:
         One :class:`StreamOutcome` per job, in job order.
@@ -402,8 +460,28 @@ def run_on_ray(
     for i, job in enumerate(todo):
         submit(job, actors[i % len(actors)])
         on_event(f"{job.spec.name}: on worker {i % len(actors) + 1}")
+    def relay(status: bool) -> None:
+        """The actors' source events (and status lines) to ``on_event``."""
+        asked = [a.handle.report.remote() for a in actors if a.alive]
+        for ask in asked:
+            try:
+                events, lines = ray.get(ask, timeout=10)
+            except Exception:  # a dying actor: its streams' own calls say so
+                continue
+            for text in events + (lines if status else []):
+                on_event(text)
+
+    import time
+
+    next_status = time.monotonic() + (status_interval_s or 0)
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        due = status_interval_s is not None and time.monotonic() >= next_status
+        if due:
+            next_status = time.monotonic() + status_interval_s  # type: ignore[operator]
+        relay(due)
+        if not ready:
+            continue
         ref = ready[0]
         job, actor = pending.pop(ref)
         name = job.spec.name

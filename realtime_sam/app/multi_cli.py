@@ -211,7 +211,10 @@ def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
 
     # Each actor: one CPU, and one GPU when the model runs on CUDA.
     gpus = 1.0 if str(config.model.device).startswith("cuda") else 0.0
-    outcomes = run_on_ray(jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say, num_gpus=gpus)
+    outcomes = run_on_ray(
+        jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say, num_gpus=gpus,
+        status_interval_s=args.status_interval,
+    )
     failed = [o for o in outcomes if o.state == "failed"]
     for o in failed:
         print(f"error: {o.name}: {o.error}", file=sys.stderr)
