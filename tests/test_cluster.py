@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime_sam.app.cluster import AppendingJsonl, StreamJob, StreamWorker, done_marker, resume_point
+from realtime_sam.app.cluster import AppendingJsonl, StreamJob, StreamWorker, done_marker, resume_point, workers_that_fit
 from realtime_sam.app.scheduler import EncodeScheduler
 from realtime_sam.app.streams import StreamSpec
 from realtime_sam.config import load_config
@@ -272,6 +272,38 @@ def test_ray_flag_without_save_masks_or_with_video_is_a_clear_error(capsys, tmp_
     assert "--ray needs --save-masks" in capsys.readouterr().err
     assert cli.main(["--source", "a.mp4", "--ray", "--headless", "--output", "o/{name}.mp4"]) == 2
     assert "--output is not available with --ray" in capsys.readouterr().err
+
+
+def test_workers_that_fit_the_clusters_cpus_and_gpus():
+    assert workers_that_fit({"CPU": 2.0}, num_cpus=1, num_gpus=0) == 2
+    assert workers_that_fit({"CPU": 16.0, "GPU": 1.0}, num_cpus=1, num_gpus=1) == 1
+    assert workers_that_fit({"CPU": 16.0}, num_cpus=1, num_gpus=1) == 0  # no GPU: none fits
+    assert workers_that_fit({"CPU": 0.9}, num_cpus=0.3, num_gpus=0) == 3
+
+
+def test_more_workers_than_a_local_cluster_has_room_for_run_on_those_it_has(clips, tmp_path, checkpoint_path):
+    """An actor the cluster has no room for never starts: the streams pinned to it waited for ever,
+    with nothing said (measured: --workers 3 on a 2-CPU machine, the third stream never began)."""
+    ray = pytest.importorskip("ray", reason=RAY_MISSING)
+    from realtime_sam.app.cluster import run_on_ray
+
+    assert not ray.is_initialized()
+    config = load_config(None, [f"model.weights={checkpoint_path}", "model.device=cpu", "pipeline.max_frames=5"])
+    jobs = [StreamJob(StreamSpec(f"clip{i}", str(clips[i])), str(tmp_path / f"clip{i}.jsonl"), (), config) for i in range(2)]
+    events: list[str] = []
+    got: list = []
+    # Each worker asks for every CPU this machine has: one fits.
+    run = threading.Thread(target=lambda: got.append(run_on_ray(
+        jobs, model_config=config.model, workers=2, on_event=events.append, num_cpus=float(os.cpu_count() or 1),
+    )), daemon=True)
+    try:
+        run.start()
+        run.join(120)
+        assert got, f"run_on_ray did not finish: {events}"
+        assert [o.state for o in got[0]] == ["stopped", "stopped"], events
+        assert any(e.startswith("note: --workers 2, but this machine has room for 1") for e in events), events
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture

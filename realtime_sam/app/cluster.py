@@ -44,7 +44,10 @@ from realtime_sam.app.streams import StreamSpec
 from realtime_sam.errors import ConfigError, SinkError
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt
 
-__all__ = ["StreamJob", "StreamOutcome", "ResumePoint", "resume_point", "done_marker", "AppendingJsonl", "StreamWorker", "run_on_ray"]
+__all__ = [
+    "StreamJob", "StreamOutcome", "ResumePoint", "resume_point", "done_marker", "AppendingJsonl", "StreamWorker",
+    "workers_that_fit", "run_on_ray",
+]
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,15 @@ class StreamWorker:
         return StreamOutcome(spec.name, "done", end.frames)
 
 
+def workers_that_fit(resources: dict[str, float], *, num_cpus: float, num_gpus: float) -> int:
+    """How many actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs fit in Ray's ``resources`` (``{"CPU": 2.0, ...}``)."""
+    fits = []
+    for key, each in (("CPU", num_cpus), ("GPU", num_gpus)):
+        if each > 0:
+            fits.append(int(float(resources.get(key, 0.0)) / each + 1e-9))
+    return min(fits) if fits else 1 << 30
+
+
 @dataclass
 class _Actor:
     handle: Any
@@ -443,10 +455,28 @@ def run_on_ray(
             todo.append(job)
     if not todo:
         return [outcomes[j.spec.name] for j in jobs]
+    local = address is None and not ray.is_initialized()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    wanted = min(workers, max(1, len(todo)))
+    # An actor the cluster has no room for never starts, and the streams pinned to it would wait for ever.
+    resources = ray.cluster_resources() if local else ray.available_resources()
+    room = workers_that_fit(resources, num_cpus=num_cpus, num_gpus=num_gpus)
+    if room < wanted:
+        each = f"{num_cpus:g} CPU" + (f" and {num_gpus:g} GPU" if num_gpus else "") + " each"
+        if local and room == 0:
+            has = f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
+            raise ConfigError(
+                f"this machine has no room for one Ray worker ({each}; Ray sees {has}); "
+                "use --device cpu, or a cluster with room: --ray ADDRESS"
+            )
+        if local:
+            on_event(f"note: --workers {workers}, but this machine has room for {room} ({each}): running {room}")
+            wanted = room
+        else:
+            on_event(f"note: the cluster has room for {room} of {wanted} workers now ({each}); the others start when it has more")
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max(2, len(todo) + 1), max_restarts=0)(StreamWorker)
-    actors = [_Actor(remote.remote(model_config)) for _ in range(min(workers, max(1, len(todo))))]
+    actors = [_Actor(remote.remote(model_config)) for _ in range(wanted)]
     if on_started is not None:
         on_started([a.handle for a in actors])
     attempts: dict[str, int] = {}
@@ -460,26 +490,38 @@ def run_on_ray(
     for i, job in enumerate(todo):
         submit(job, actors[i % len(actors)])
         on_event(f"{job.spec.name}: on worker {i % len(actors) + 1}")
-    def relay(status: bool) -> None:
-        """The actors' source events (and status lines) to ``on_event``."""
-        asked = [a.handle.report.remote() for a in actors if a.alive]
-        for ask in asked:
-            try:
-                events, lines = ray.get(ask, timeout=10)
-            except Exception:  # a dying actor: its streams' own calls say so
-                continue
-            for text in events + (lines if status else []):
-                on_event(text)
+    asking: dict[Any, _Actor] = {}  # one report call under way per actor (one still loading its model answers later)
+    want_status: set[int] = set()  # the actors whose next report's status lines are due
+
+    def relay() -> None:
+        """The actors' source events (and status lines when due) to ``on_event``; never waits."""
+        if asking:
+            done, _ = ray.wait(list(asking), num_returns=len(asking), timeout=0)
+            for ask in done:
+                actor = asking.pop(ask)
+                try:
+                    events, lines = ray.get(ask)
+                except Exception:  # a dying actor: its streams' own calls say so
+                    continue
+                if id(actor) in want_status:
+                    want_status.discard(id(actor))
+                    events += lines
+                for text in events:
+                    on_event(text)
+        busy = set(map(id, asking.values()))
+        for a in actors:
+            if a.alive and id(a) not in busy:
+                asking[a.handle.report.remote()] = a
 
     import time
 
     next_status = time.monotonic() + (status_interval_s or 0)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        due = status_interval_s is not None and time.monotonic() >= next_status
-        if due:
-            next_status = time.monotonic() + status_interval_s  # type: ignore[operator]
-        relay(due)
+        if status_interval_s is not None and time.monotonic() >= next_status:
+            next_status = time.monotonic() + status_interval_s
+            want_status.update(id(a) for a in actors if a.alive)
+        relay()
         if not ready:
             continue
         ref = ready[0]
