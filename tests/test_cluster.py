@@ -362,3 +362,44 @@ def test_four_files_over_two_actors_with_one_killed(ray_cluster, clips, tmp_path
     # Run again: everything is complete, so every file is skipped.
     again = run_on_ray(jobs, model_config=config.model, workers=2)
     assert [o.state for o in again] == ["skipped"] * 4
+
+
+def test_sigterm_to_the_driver_ends_the_run_as_terminated_with_the_outputs_complete(ray_cluster, clips, tmp_path, checkpoint_path):
+    """ray.init puts its own SIGTERM handler over the command's (exit status 1 or 15 and a C++ stack
+    on stderr): while the driver waits on the actors, SIGTERM is Terminated again (exit status 143)."""
+    from realtime_sam.app.cluster import run_on_ray
+    from realtime_sam.sigterm import Terminated
+
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    # Long enough to be still under way when the signal comes.
+    long = write_video(standard_scene(width=160, height=120, num_frames=500, seed=7), tmp_path / "long.mp4")
+    config = load_config(None, [f"model.weights={checkpoint_path}", "model.device=cpu", "engine.reencode_every=1000"])
+    outs = [tmp_path / f"clip{i}.jsonl" for i in range(2)]
+    jobs = [StreamJob(StreamSpec(f"clip{i}", str(long)), str(outs[i]), (ObjectPrompt(box=(20, 20, 80, 80)),), config) for i in range(2)]
+    before = signal.getsignal(signal.SIGTERM)
+
+    def term_once_under_way(_actors) -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if outs[0].exists() and len(load_jsonl(outs[0])[1]) >= 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                time.sleep(0.02)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    got: BaseException | None = None
+    try:
+        run_on_ray(jobs, model_config=config.model, workers=2, on_started=term_once_under_way)
+    except BaseException as exc:  # noqa: BLE001 - before, Ray's handler raised SystemExit(15) or KeyboardInterrupt
+        got = exc
+    assert isinstance(got, Terminated), repr(got)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler that was there is back
+    _, frames = load_jsonl(outs[0])
+    assert [f["frame"] for f in frames] == list(range(len(frames))) and len(frames) >= 3  # complete up to the stop
+    assert len(frames) < 500 and not done_marker(outs[0]).exists(), len(frames)
+    size = outs[0].stat().st_size
+    time.sleep(2)
+    assert outs[0].stat().st_size == size  # its actor was stopped too: nothing goes on writing

@@ -38,10 +38,12 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, Sequence
 
 from realtime_sam.app.streams import StreamSpec
 from realtime_sam.errors import ConfigError, SinkError
+from realtime_sam.sigterm import RaiseOnTerm, Terminated
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt
 
 __all__ = [
@@ -395,6 +397,17 @@ def workers_that_fit(resources: dict[str, float], *, num_cpus: float, num_gpus: 
     return min(fits) if fits else 1 << 30
 
 
+class _TermWhileWaiting(RaiseOnTerm):
+    """:class:`~realtime_sam.sigterm.RaiseOnTerm` that notes that a SIGTERM came: Ray's waits turn the
+    exception a signal handler raises into ``KeyboardInterrupt``."""
+
+    received = False
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        super()._handle(signum, frame)
+
+
 @dataclass
 class _Actor:
     handle: Any
@@ -516,41 +529,58 @@ def run_on_ray(
     import time
 
     next_status = time.monotonic() + (status_interval_s or 0)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-        if status_interval_s is not None and time.monotonic() >= next_status:
-            next_status = time.monotonic() + status_interval_s
-            want_status.update(id(a) for a in actors if a.alive)
-        relay()
-        if not ready:
-            continue
-        ref = ready[0]
-        job, actor = pending.pop(ref)
-        name = job.spec.name
-        actor.streams.discard(name)
-        try:
-            outcome = ray.get(ref)
-            outcomes[name] = replace(outcome, attempts=attempts[name])
-            on_event(f"{name}: {outcome.state}, {outcome.frames} frames")
-        except RayActorError:
-            actor.alive = False
-            if attempts[name] > max_restarts:
-                outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], "its workers kept dying")
-                on_event(f"{name}: failed, its workers kept dying")
+
+    def _drive() -> None:
+        nonlocal next_status
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if status_interval_s is not None and time.monotonic() >= next_status:
+                next_status = time.monotonic() + status_interval_s
+                want_status.update(id(a) for a in actors if a.alive)
+            relay()
+            if not ready:
                 continue
-            live = [a for a in actors if a.alive]
-            if not live:
-                actors.append(_Actor(remote.remote(model_config)))
-                live = actors[-1:]
-            target = min(live, key=lambda a: len(a.streams))
-            on_event(f"{name}: worker died, restarting on worker {actors.index(target) + 1}")
-            submit(job, target)
-        except Exception as exc:  # the stream's own failure (a damaged file, a source that gave up)
-            cause = getattr(exc, "cause", None) or exc
-            text = str(cause).strip().splitlines()
-            outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], text[-1] if text else type(cause).__name__)
-            on_event(f"{name}: failed: {outcomes[name].error}")
-    for a in actors:
-        if a.alive:
-            ray.kill(a.handle)
+            ref = ready[0]
+            job, actor = pending.pop(ref)
+            name = job.spec.name
+            actor.streams.discard(name)
+            try:
+                outcome = ray.get(ref)
+                outcomes[name] = replace(outcome, attempts=attempts[name])
+                on_event(f"{name}: {outcome.state}, {outcome.frames} frames")
+            except RayActorError:
+                actor.alive = False
+                if attempts[name] > max_restarts:
+                    outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], "its workers kept dying")
+                    on_event(f"{name}: failed, its workers kept dying")
+                    continue
+                live = [a for a in actors if a.alive]
+                if not live:
+                    actors.append(_Actor(remote.remote(model_config)))
+                    live = actors[-1:]
+                target = min(live, key=lambda a: len(a.streams))
+                on_event(f"{name}: worker died, restarting on worker {actors.index(target) + 1}")
+                submit(job, target)
+            except Exception as exc:  # the stream's own failure (a damaged file, a source that gave up)
+                cause = getattr(exc, "cause", None) or exc
+                text = str(cause).strip().splitlines()
+                outcomes[name] = StreamOutcome(name, "failed", resume_point(job.masks_path).frames, attempts[name], text[-1] if text else type(cause).__name__)
+                on_event(f"{name}: failed: {outcomes[name].error}")
+
+    # ray.init set its own SIGTERM handler (sys.exit(15), printing a stack): SIGTERM is Terminated
+    # again, as for the rest of the command (exit status 143; the outputs complete up to here).
+    term = _TermWhileWaiting()
+    try:
+        with term:
+            _drive()
+    except KeyboardInterrupt:
+        if term.received:
+            raise Terminated() from None
+        raise
+    finally:
+        # Stopped or not, no actor goes on writing (a cluster this process joined outlives it).
+        for a in actors:
+            if a.alive:
+                ray.kill(a.handle)
     return [outcomes[j.spec.name] for j in jobs]
+
