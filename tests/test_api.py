@@ -218,3 +218,43 @@ def test_an_encode_running_through_two_resets_is_still_waited_for():
         worker.shutdown(wait=False, cancel_futures=True)
     new = [size for thread, size in runner.decoded_on if not thread.startswith("old-worker")]
     assert new and set(new) == {(120, 160)}, runner.decoded_on
+
+
+_LEFT_OPEN = """
+import sys
+from realtime_sam import Engine, ObjectPrompt, load_config, track
+from realtime_sam.output.sinks import make_sink
+from realtime_sam.testing.fakes import BoxRunner
+
+clip, video, jsonl = sys.argv[1:]
+cfg = load_config("cpu")
+gen = track(clip, prompts=[ObjectPrompt(box=(100, 80, 200, 160))], config=cfg,
+            engine=Engine.from_config(cfg, runner=BoxRunner()),
+            sinks=[make_sink("video", video), make_sink("jsonl", jsonl)])
+for result in gen:  # the generator is a global: it outlives the loop
+    if result.index == 5:
+        raise RuntimeError("a bug in the loop body")
+"""
+
+
+def test_a_generator_left_open_at_exit_still_finalises_its_sinks(clips, tmp_path):
+    # A script whose loop body raised, with track()'s generator kept in a variable: nothing
+    # closed it before the process exited, and the video was 0 bytes ("moov atom not found").
+    import json
+    import subprocess
+    import sys
+
+    import av
+
+    video, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    script = tmp_path / "user.py"
+    script.write_text(_LEFT_OPEN)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(clips[0]), str(video), str(jsonl)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "a bug in the loop body" in proc.stderr, proc.stderr
+    with av.open(str(video)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames >= 6  # at least every frame the loop saw (0..5)
+    lines = jsonl.read_text().splitlines()
+    assert [json.loads(line) for line in lines]  # every line whole

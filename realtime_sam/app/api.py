@@ -49,7 +49,8 @@ def track(
             that cannot be opened.
 
     Breaking out of the loop stops the workers and finalises the sinks (a generator
-    kept in a variable does so when it is closed: ``gen.close()`` or ``del``).
+    kept in a variable does so when it is closed: ``gen.close()`` or ``del``, or at the
+    latest when the process exits: :func:`~realtime_sam.app.pipeline.close_open_pipelines`).
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if isinstance(config, Config) and overrides:

@@ -30,6 +30,9 @@
 * Workers stop on an event plus a sentinel; a worker's exception is kept and
   re-raised in the caller after every result produced before it; threads are
   joined with a timeout in ``close()``.
+* A pipeline started and never closed (the generator of :func:`realtime_sam.track`
+  kept in a variable when an error ended the script) is closed at exit, its sinks
+  finalised (:func:`close_open_pipelines`, an :mod:`atexit` handler).
 * Every thread here is a daemon (a hung call cannot hang the exit), but none is
   forgotten: one still running at exit (``close()`` gave up on an encode that
   took longer than ``join_timeout_s``, or was interrupted) is waited for once
@@ -57,6 +60,7 @@ import collections
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol, Sequence
@@ -67,7 +71,9 @@ from realtime_sam.errors import ConfigError
 from realtime_sam.output.render import model_rate as render_model_rate
 from realtime_sam.types import Frame, FrameResult
 
-__all__ = ["PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "wait_for_lingering"]
+__all__ = [
+    "PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "close_open_pipelines", "wait_for_lingering",
+]
 
 _END = object()
 
@@ -78,6 +84,11 @@ _END = object()
 _running: dict[threading.Event, float] = {}
 _running_lock = threading.Lock()
 _wait_at_exit_registered = False
+# The pipelines started and not closed: at exit each is closed (its sinks finalised) before the
+# threads are waited for. A generator from track() kept in a variable (a script's global, or one
+# ended by an uncaught exception) was never closed: its video had no index (0 bytes, "moov atom
+# not found") and its workers, never stopped, were waited for in vain.
+_open_pipelines: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
 
 
 def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> threading.Thread:
@@ -98,11 +109,31 @@ def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> 
         if not _wait_at_exit_registered:
             # Registered on first use, after torch was imported: atexit runs the last
             # registered first, so the threads are waited for before torch's handlers run.
-            atexit.register(wait_for_lingering)
+            atexit.register(_at_exit)
             _wait_at_exit_registered = True
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def _at_exit() -> None:
+    """The process is exiting: close the pipelines nobody closed (their sinks finalised), then wait for the threads."""
+    close_open_pipelines()
+    wait_for_lingering()
+
+
+def close_open_pipelines() -> None:
+    """Close every :class:`Pipeline` started and not closed (each as :meth:`Pipeline.close` does).
+
+    Runs by itself at exit, before :func:`wait_for_lingering`: a run whose
+    generator outlived the script (kept in a variable when the loop ended by an
+    uncaught exception) still leaves complete, valid files.
+    """
+    for pipe in list(_open_pipelines):
+        try:
+            pipe.close()
+        except Exception:  # the others are still closed
+            pass
 
 
 def wait_for_lingering(timeout: float | None = None) -> bool:
@@ -571,6 +602,7 @@ class Pipeline:
             # no close() ever ends (the encode worker's thread lived on until exit).
             return self
         self._started = True
+        _open_pipelines.add(self)
         if getattr(self.engine, "wants_worker", False):
             self._worker = _Worker("rtsam-encode", exit_wait_s=self.config.join_timeout_s)
             self.engine.attach_worker(self._worker.submit)
@@ -598,6 +630,7 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
+        _open_pipelines.discard(self)
         self.stop()
         deadline = time.monotonic() + self.config.join_timeout_s
         for t in self._threads:
