@@ -2,8 +2,8 @@
 
 Data flows: a source yields :class:`Frame` objects; the engine turns each frame
 into a :class:`FrameResult` holding one :class:`TrackResult` per visible track;
-sinks and the renderer consume results. Everything here is immutable so a
-value can cross a thread boundary without a lock.
+sinks and the renderer consume results. Everything here is immutable, arrays
+included (made read-only), so a value can cross a thread boundary without a lock.
 
 Conventions used throughout the package:
 
@@ -36,7 +36,8 @@ class Frame:
         index: 0-based count of frames the source delivered, without gaps
             (also across reconnects; after damage a file's true position is
             unknowable, so ``timestamp`` carries real time).
-        image: ``HxWx3 uint8`` BGR.
+        image: ``HxWx3 uint8`` BGR, read-only (``Frame`` makes the array it is given
+            read-only; draw on ``image.copy()``).
         timestamp: presentation time in seconds from the stream
             (``pts * time_base``); for cameras, seconds since the source opened.
         capture_time: ``time.monotonic()`` when the frame was read.
@@ -50,6 +51,15 @@ class Frame:
     timestamp: float
     capture_time: float
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        # Read-only: the sinks render this image on their own thread and the engine keeps it for
+        # later flows and encodes, so drawing on it in place (an overlay for one's own window)
+        # showed in some frames of the output video and not in others. The array itself, not a
+        # view: the engine's frame is the one given (a buffer refilled for the next frame would
+        # change the engine's last frame under it).
+        if isinstance(self.image, np.ndarray):
+            self.image.setflags(write=False)
 
     @property
     def height(self) -> int:
@@ -81,7 +91,8 @@ class TrackResult:
 
     Attributes:
         track_id: positive id, unique for the lifetime of an engine.
-        mask: ``HxW bool`` at source resolution (all False when lost).
+        mask: ``HxW bool`` at source resolution (all False when lost), read-only:
+            the engine goes on from it (``mask.copy()`` to edit one).
         box: ``XYXY`` pixels, the mask's bounding box (or the last
             predicted box when the mask is empty).
         score: the decoder's predicted IoU in ``[0, 1]`` (0 when not decoded).
@@ -95,6 +106,13 @@ class TrackResult:
     score: float
     state: TrackState
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        # Read-only: the engine goes on from this array (the next frame's mask is moved from it)
+        # and the sinks read it on their own thread, so a caller's in-place edit (clearing it,
+        # `&=` with a region) corrupted the next frames (measured: 10 frames of an empty mask).
+        if isinstance(self.mask, np.ndarray):
+            self.mask.setflags(write=False)
 
 
 @dataclass(frozen=True, eq=False)

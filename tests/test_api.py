@@ -258,3 +258,61 @@ def test_a_generator_left_open_at_exit_still_finalises_its_sinks(clips, tmp_path
     assert frames >= 6  # at least every frame the loop saw (0..5)
     lines = jsonl.read_text().splitlines()
     assert [json.loads(line) for line in lines]  # every line whole
+
+
+def _tracked(clip: Path, edit) -> list[list[tuple[int, int, tuple]]]:
+    """Each frame's (track id, mask area, box) with the cpu preset's engine driven by hand;
+    ``edit(result)`` is called on frame 3's result, as a user's loop body would."""
+    from realtime_sam.capture.sources import open_source
+
+    cfg = load_config("cpu")
+    engine = Engine.from_config(cfg, runner=BoxRunner())
+    engine.add_object(ObjectPrompt(box=(100, 80, 200, 160)))
+    src = open_source(str(clip), cfg.source)
+    seen = []
+    try:
+        while (frame := src.read()) is not None:
+            result = engine.process(frame)
+            seen.append([(t.track_id, int(t.mask.sum()), t.box) for t in result.tracks])
+            if result.index == 3:
+                edit(result)
+    finally:
+        src.close()
+    return seen
+
+
+def test_editing_a_results_mask_in_place_cannot_change_the_next_frames(clips):
+    # The result's mask was the tracker's own array: a user's `t.mask[:] = False` (or `&=` with a
+    # region) on frame 3 emptied the track's mask on frames 4..13 (sparse flow moves it from there).
+    refused = []
+
+    def clear(result):
+        for t in result.tracks:
+            try:
+                t.mask[:] = False
+            except ValueError as exc:  # read-only: the user copies it to edit it
+                refused.append(str(exc))
+
+    assert _tracked(clips[0], clear) == _tracked(clips[0], lambda result: None)
+    assert refused and "read-only" in refused[0]
+
+
+def test_drawing_on_a_results_frame_cannot_reach_the_output_video(clips, tmp_path):
+    # The sinks render result.frame.image on their own thread: a user's overlay drawn on it in
+    # place showed in some frames of the video and not in others (16 of 30 in one run).
+    import av
+
+    from realtime_sam.output.sinks import make_sink
+
+    cfg = load_config("cpu")
+    video = tmp_path / "out.mp4"
+    for result in track(str(clips[0]), prompts=[ObjectPrompt(box=(100, 80, 200, 160))], config=cfg,
+                        engine=Engine.from_config(cfg, runner=BoxRunner()), sinks=[make_sink("video", video)]):
+        try:
+            result.frame.image[0:40, 0:40] = (0, 255, 0)
+        except ValueError:  # read-only: the user draws on a copy
+            result.frame.image.copy()[0:40, 0:40] = (0, 255, 0)
+    with av.open(str(video)) as container:
+        corners = [frame.to_ndarray(format="rgb24")[5:35, 5:35] for frame in container.decode(video=0)]
+    assert len(corners) == 10
+    assert not any((c[..., 1] > 200).mean() > 0.5 for c in corners)
