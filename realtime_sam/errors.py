@@ -59,8 +59,9 @@ class StreamInterrupted(SourceError):
     """A file ended early because of damage; frames before it were delivered."""
 
 
-class PromptError(RealtimeSamError):
-    """A point, box or prompts file cannot be used."""
+class PromptError(RealtimeSamError, ValueError):
+    """A point, box or prompts file cannot be used: also a ``ValueError`` (a bad argument,
+    such as an :class:`~realtime_sam.types.ObjectPrompt` given to ``Engine.add_object``)."""
 
 
 class SamInputError(ValueError, AssertionError):

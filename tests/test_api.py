@@ -6,6 +6,7 @@ prompt's box): no checkpoint, no network.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from realtime_sam import track, track_many
 from realtime_sam.config import load_config
-from realtime_sam.errors import ConfigError, SourceError
+from realtime_sam.errors import ConfigError, PromptError, SourceError
 from realtime_sam.testing.fakes import BoxRunner
 from realtime_sam.testing.synthetic import standard_scene, write_video
 from realtime_sam.tracking.engine import Engine
@@ -316,3 +317,54 @@ def test_drawing_on_a_results_frame_cannot_reach_the_output_video(clips, tmp_pat
         corners = [frame.to_ndarray(format="rgb24")[5:35, 5:35] for frame in container.decode(video=0)]
     assert len(corners) == 10
     assert not any((c[..., 1] > 200).mean() > 0.5 for c in corners)
+
+
+@pytest.mark.parametrize(
+    "prompt, says",
+    [
+        ((10, 10, 50, 50), "must be an ObjectPrompt, e.g. ObjectPrompt(box="),  # was AttributeError: no attribute 'points'
+        (ObjectPrompt(box=(10, 10, 50)), "box must be (x0, y0, x1, y1), four numbers; got 3"),  # was: not enough values to unpack
+        (ObjectPrompt(box=(10, 10, 50, 50, 1)), "box must be (x0, y0, x1, y1), four numbers; got 5"),
+        (ObjectPrompt(box="10,10,50,50"), "box must be (x0, y0, x1, y1)"),
+        (ObjectPrompt(points=((20, 20, 1),), labels=(1,)), "point 1 must be (x, y), two numbers"),  # was: taken as (20, 20)
+        (ObjectPrompt(points=((20, 20),), labels=(1,), track_id="3"), "track_id must be a track's id"),  # was: refined 3
+        (ObjectPrompt(points=((20, 20),), labels=(0,)), "needs a box or at least one point with label 1"),
+    ],
+)
+def test_add_object_refuses_a_bad_prompt_with_one_line_saying_what_to_give(prompt, says):
+    engine = Engine.from_config(load_config("cpu"), runner=BoxRunner())
+    with pytest.raises(ValueError) as caught:  # a PromptError, also a ValueError
+        engine.add_object(prompt)
+    assert isinstance(caught.value, PromptError)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(PromptError, match=re.escape(says)):  # track() checks them at the call
+        track("never-opened.mp4", prompts=[prompt], config="cpu")
+
+
+def test_numpy_numbers_make_the_same_prompt_as_python_numbers(clips):
+    # A box taken from an array (a detector's xyxy row, np.float32) was refused:
+    # "box value 1 must be a number, got float32 np.float32(100.0)"; points as an array raised
+    # numpy's "truth value of an array ... is ambiguous".
+    def first_frame(prompt):
+        cfg = load_config("cpu")
+        results = track(str(clips[0]), prompts=[prompt], config=cfg, engine=Engine.from_config(cfg, runner=BoxRunner()))
+        try:
+            return [(t.box, int(t.mask.sum())) for t in next(results).tracks]
+        finally:
+            results.close()
+
+    plain = first_frame(ObjectPrompt(box=(100, 80, 200, 160), points=((150, 120),), labels=(1,)))
+    assert plain
+    xyxy = np.array([[100, 80, 200, 160]], dtype=np.float32)
+    arrays = ObjectPrompt(box=tuple(xyxy[0]), points=np.array([[150, 120]]), labels=np.array([1]))
+    assert first_frame(arrays) == plain
+
+
+def test_remove_object_refuses_an_id_that_is_not_an_integer():
+    # int(1.5) removed track 1.
+    engine = Engine.from_config(load_config("cpu"), runner=BoxRunner())
+    engine.add_object(ObjectPrompt(box=(10, 10, 50, 50)))
+    for bad in (1.5, "1", None):
+        with pytest.raises(PromptError, match="remove_object takes a track id"):
+            engine.remove_object(bad)
+    engine.remove_object(99)  # an integer no track has: ignored, as documented

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Sequence
 from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
 from realtime_sam.tracking.engine import Engine
+from realtime_sam.tracking.prompts import validate_prompt
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 __all__ = ["track"]
@@ -45,6 +46,8 @@ def track(
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (``detect`` settings
             without ``detect.model`` among them, unless ``engine`` is given).
+        PromptError: at the call, for a prompt that is not an :class:`ObjectPrompt` or breaks
+            its rules (:func:`~realtime_sam.tracking.prompts.validate_prompt`; also a ``ValueError``).
         SourceError: at the first ``next()``, before the model is loaded, for a source
             that cannot be opened.
 
@@ -59,7 +62,9 @@ def track(
         cfg = parse_config(parse_overrides(overrides), cfg)
     if engine is None:  # an engine given was built with its own detector settings
         cfg.detect.require_detector()
-    return _run(source, cfg, list(prompts), engine, sinks)
+    # Checked here, as the config is: not after the source opened and the model loaded.
+    checked = [validate_prompt(p) for p in prompts]
+    return _run(source, cfg, checked, engine, sinks)
 
 
 def _run(

@@ -531,7 +531,8 @@ def track_many(
 
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`),
-            two streams of one name, or ``sinks`` under a name no stream has; the rest (a source that does not open, ...)
+            two streams of one name, or ``sinks`` under a name no stream has; :class:`PromptError` at the call
+            for a bad prompt; the rest (a source that does not open, ...)
             at the first ``next()``.
         StreamsFailed: a stream failed part-way (a damaged file, a stream that gave up
             reconnecting): the others run on, and this is raised once every stream has ended,
@@ -556,7 +557,10 @@ def track_many(
             f"sinks for no stream: {', '.join(map(repr, unknown))}; "
             f"the streams are named {', '.join(repr(spec.name) for spec in specs)}"
         )
-    return _track_many(specs, cfg, list(prompts), given, model)
+    from realtime_sam.tracking.prompts import validate_prompt
+
+    checked = [validate_prompt(p) for p in prompts]  # at the call, as for track()
+    return _track_many(specs, cfg, checked, given, model)
 
 
 def _track_many(

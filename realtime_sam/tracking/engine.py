@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 import time
 from collections import deque
@@ -96,7 +97,7 @@ from realtime_sam.tracking.discovery import (
 )
 from realtime_sam.tracking.first_look import first_look
 from realtime_sam.tracking.model_runner import ModelRunner
-from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
+from realtime_sam.tracking.prompts import _short, clamp_prompt, validate_prompt
 from realtime_sam.tracking.propagation import (
     MaskPropagator,
     PropagationConfig,
@@ -629,10 +630,8 @@ class Engine:
         Raises:
             PromptError: the prompt breaks one of those rules.
         """
-        if not prompt.points and prompt.box is None:
+        if isinstance(prompt, ObjectPrompt) and prompt.box is None and isinstance(prompt.points, tuple) and not prompt.points:
             raise PromptError("a prompt needs at least one point or a box")
-        if len(prompt.points) != len(prompt.labels):
-            raise PromptError(f"{len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
         prompt = validate_prompt(prompt)
         prev = self._prev_image
         if prev is not None:
@@ -648,7 +647,14 @@ class Engine:
         """Queue the removal of a track (or of an object added whose track has not started yet).
 
         Applied at the next ``process`` call; an id with no such track or object is ignored.
+
+        Raises:
+            PromptError: ``track_id`` is not an integer (a float was truncated: ``1.5`` removed track 1).
         """
+        if isinstance(track_id, bool) or not isinstance(track_id, numbers.Integral):
+            raise PromptError(
+                f"remove_object takes a track id (an integer, from add_object or a result's track_id), got {_short(track_id)}"
+            )
         with self._lock:
             self._commands.append(("remove", int(track_id)))
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -76,7 +77,7 @@ def _number(value: Any, what: str) -> float:
         if text_number is None:
             raise PromptError(f"{what} must be a number, got {value!r}{base_60_hint(value)}")
         number = text_number
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, numbers.Real):  # numpy's numbers too (a box from a detector's array)
         try:
             number = float(value)
         except OverflowError:  # an int too large for a float
@@ -108,7 +109,7 @@ def _check_box(box: Sequence[float], what: str) -> Box:
 
 def _label_value(value: Any, what: str) -> int:
     number = integer_in_text(value) if isinstance(value, str) else value  # "1" quoted, as an integer key reads it
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or number not in (0, 1):
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or number not in (0, 1):
         raise PromptError(f"{what} must be 1 (on the object) or 0 (not on it), got {_short(value)}")
     return int(number)
 
@@ -150,21 +151,40 @@ def parse_point(text: str) -> tuple[float, float, int]:
 def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
     """Check an :class:`ObjectPrompt` built elsewhere (e.g. from a click) against the rules above.
 
-    Returns the prompt with coordinates as floats and labels as ints.
+    Its tuples may be lists or numpy arrays and its numbers numpy's. Returns the prompt
+    with tuples of floats for coordinates, ints for labels, ``start_frame`` and ``track_id``.
     """
-    if len(prompt.points) != len(prompt.labels):
-        raise PromptError(f"{what}: {len(prompt.points)} points but {len(prompt.labels)} labels; give one label per point")
-    points = tuple(
-        (_number(p[0], f"{what}: point {i + 1} x"), _number(p[1], f"{what}: point {i + 1} y"))
-        for i, p in enumerate(prompt.points)
-    )
-    labels = tuple(_label_value(v, f"{what}: label {i + 1}") for i, v in enumerate(prompt.labels))
+    if not isinstance(prompt, ObjectPrompt):
+        raise PromptError(
+            f"{what} must be an ObjectPrompt, e.g. ObjectPrompt(box=(x0, y0, x1, y1)); got {type(prompt).__name__} "
+            f"{_short(prompt)}"
+        )
+    raw_points = _values(prompt.points, f"{what}: points", "((x, y), ...)")
+    raw_labels = _values(prompt.labels, f"{what}: labels", "(1, 0, ...), one per point")
+    points = tuple(_point(p, f"{what}: point {i + 1}") for i, p in enumerate(raw_points))
+    if len(raw_points) != len(raw_labels):
+        raise PromptError(f"{what}: {len(raw_points)} points but {len(raw_labels)} labels; give one label per point")
+    labels = tuple(_label_value(v, f"{what}: label {i + 1}") for i, v in enumerate(raw_labels))
     box = None
     if prompt.box is not None:
-        box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(prompt.box)], f"{what}: box")
-    if box is None and 1 not in labels and prompt.track_id is None:
+        values = _values(prompt.box, f"{what}: box", "(x0, y0, x1, y1)")
+        if len(values) != 4:
+            raise PromptError(f"{what}: box must be (x0, y0, x1, y1), four numbers; got {len(values)}: {_short(prompt.box)}")
+        box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(values)], f"{what}: box")
+    track_id = prompt.track_id
+    if track_id is not None:
+        if isinstance(track_id, bool) or not isinstance(track_id, numbers.Integral) or track_id < 1:
+            raise PromptError(
+                f"{what}: track_id must be a track's id (an integer >= 1, from add_object or a result), "
+                f"got {_short(track_id)}"
+            )
+        track_id = int(track_id)
+    if not points and box is None and track_id is not None:
+        raise PromptError(f"{what} needs at least one point or a box")
+    if box is None and 1 not in labels and track_id is None:
         raise PromptError(f"{what} needs a box or at least one point with label 1 (points with label 0 only exclude areas)")
-    if isinstance(prompt.start_frame, bool) or not isinstance(prompt.start_frame, int) or prompt.start_frame < 0:
+    start_frame = prompt.start_frame
+    if isinstance(start_frame, bool) or not isinstance(start_frame, numbers.Integral) or start_frame < 0:
         raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(prompt.start_frame)}")
     if prompt.label is not None and not isinstance(prompt.label, str):
         raise PromptError(f"{what}: label must be text, got {_short(prompt.label)}")
@@ -173,9 +193,26 @@ def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
         labels=labels,
         box=box,
         label=prompt.label,
-        start_frame=prompt.start_frame,
-        track_id=prompt.track_id,
+        start_frame=int(start_frame),
+        track_id=track_id,
     )
+
+
+def _values(value: Any, what: str, form: str) -> list[Any]:
+    """The items of a prompt's tuple (a list or a numpy array will do), or a one-line error giving ``form``."""
+    if isinstance(value, (str, bytes, Mapping)):
+        raise PromptError(f"{what} must be {form}, got {_short(value)}")
+    try:
+        return list(value)
+    except TypeError:
+        raise PromptError(f"{what} must be {form}, got {_short(value)}") from None
+
+
+def _point(value: Any, what: str) -> tuple[float, float]:
+    xy = _values(value, what, "(x, y)")
+    if len(xy) != 2:
+        raise PromptError(f"{what} must be (x, y), two numbers; got {_short(value)}")
+    return (_number(xy[0], f"{what} x"), _number(xy[1], f"{what} y"))
 
 
 def points_prompt(points: Iterable[tuple[float, float, int]]) -> ObjectPrompt | None:
