@@ -41,6 +41,8 @@ _LAZY = {
     "Engine": "tracking.engine",
     "ModelRunner": "tracking.model_runner",
     "open_source": "capture.sources",
+    "make_sink": "output.sinks",
+    "open_sinks": "output.sinks",
     # auto-annotation (detector boxes -> SAM masks -> YOLO / COCO labels)
     "annotate": "app.annotate",
     # values passed between stages and returned to users

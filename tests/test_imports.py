@@ -140,6 +140,7 @@ PUBLIC = [
     "track", "annotate", "ObjectPrompt", "Engine", "Pipeline", "open_source",
     "load_config", "Config", "ModelConfig", "load_model", "ModelRunner",
     "Frame", "FrameResult", "TrackResult", "TrackState", "track_many", "StreamResult", "StreamSpec", "StreamsFailed",
+    "make_sink", "open_sinks",
 ]
 
 
