@@ -112,12 +112,13 @@ def test_a_reused_engine_runs_its_detector_on_the_new_sources_first_frame(clips)
 
 class _HeldEncodeRunner(BoxRunner):
     """:class:`BoxRunner` whose first background encode (of the old source) is held until the
-    new source's embedding is being made current (or half a second has passed); that new
+    new source's embedding is being made current (or ``hold_s`` has passed); that new
     embedding then waits (bounded) for the old encode to end, the order a loaded machine gives.
     Records ``(thread, frame size of the current embedding)`` at every decoder call."""
 
-    def __init__(self):
+    def __init__(self, hold_s: float = 0.5):
         super().__init__()
+        self.hold_s = hold_s
         self.release, self.old_used = threading.Event(), threading.Event()
         self.old_size: tuple[int, int] | None = None
         self.decoded_on: list[tuple[str, tuple[int, int]]] = []
@@ -125,7 +126,7 @@ class _HeldEncodeRunner(BoxRunner):
     def embed(self, image_bgr):
         if self.old_size is None:
             self.old_size = image_bgr.shape[:2]
-            self.release.wait(0.5)
+            self.release.wait(self.hold_s)
         return super().embed(image_bgr)
 
     def _making_new_current(self, size):
@@ -197,7 +198,9 @@ def test_an_encode_running_through_two_resets_is_still_waited_for():
     from realtime_sam.tracking.engine import EngineConfig
     from realtime_sam.types import Frame
 
-    runner = _HeldEncodeRunner()
+    # Held until the test lets it go (below), not for a fixed half second: on a loaded machine the
+    # half second ran out before B was queued, and B had started by the check that it had not.
+    runner = _HeldEncodeRunner(hold_s=30.0)
     grid = DiscoveryConfig(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     engine = Engine(runner, EngineConfig(background_encode=True), discovery_config=grid)
     worker = ThreadPoolExecutor(1, "old-worker")
@@ -210,6 +213,8 @@ def test_an_encode_running_through_two_resets_is_still_waited_for():
         engine.process(Frame(0, np.full((120, 160, 3), 40, np.uint8), 0.0, time.monotonic()))  # B: queued behind A
         assert len(engine.background.jobs) == 1 and not engine.background.jobs[0].started
         engine.reset()  # B is cancelled
+        # A ends half a second from now, unless the new embedding is made current first (the fault).
+        threading.Timer(0.5, runner.release.set).start()
         engine.attach_worker(None)
         engine.set_auto(True)  # the point grid is encoded and decoded on this thread
         for i in range(3):
