@@ -101,6 +101,8 @@ def expected_valid(p: ObjectPrompt, size: tuple[int, int] | None) -> bool:
             return False
     if p.box is None and 1 not in p.labels and p.track_id is None:
         return False
+    if p.track_id is not None and p.track_id < 1:
+        return False  # ids start at 1: 0 names no track (refused at the call since the prompt checks)
     if p.start_frame < 0:
         return False
     if size is not None and p.box is not None:
