@@ -56,47 +56,13 @@ def test_a_resumed_live_stream_numbers_its_frames_on_and_still_defers_their_conv
         assert src.read().index == 124  # type: ignore[union-attr]
 
 class _DropsOnce:
-    """A live source (the real reconnect logic of LiveSource) of ``n`` 64x48 frames that loses its
-    connection before frame ``drop_at`` and gets it back after ``outage_s``."""
+    """:class:`test_pipeline.DropsOnce` (the real reconnect logic of LiveSource) with 64x48 frames."""
 
     @staticmethod
     def make(n: int, drop_at: int, outage_s: float, on_status=None):
-        import numpy as np
+        from test_pipeline import DropsOnce
 
-        from realtime_sam.capture.base import LiveSource, SourceConfig
-        from realtime_sam.types import Frame
-
-        class DropsOnce(LiveSource):
-            name, fps, size, num_frames = "cam", 50.0, (64, 48), None
-
-            def __init__(self) -> None:
-                super().__init__(SourceConfig(backoff_initial_s=outage_s), on_status)
-                self.i, self.up, self.dropped = 0, True, False
-
-            def _connect(self) -> None:
-                self.up = True
-
-            def _disconnect(self) -> None:
-                self.up = False
-
-            @property
-            def _connected(self) -> bool:
-                return self.up
-
-            def _read(self):
-                if self.i >= n:
-                    return None
-                if self.i == drop_at and not self.dropped:
-                    self.dropped = True
-                    self._dropped("the test dropped it")
-                time.sleep(0.01)
-                self.i += 1
-                return Frame(self.i - 1, np.zeros((48, 64, 3), np.uint8), self.i / 50, time.monotonic())
-
-            def _release(self) -> None:
-                pass
-
-        return DropsOnce()
+        return DropsOnce(n, drop_at, outage_s, on_status, size=(64, 48))
 
 
 def test_a_resumed_live_stream_passes_its_reconnects_on_to_the_pipeline():

@@ -183,12 +183,14 @@ def test_the_encode_interval_leaves_out_the_time_paused():
 
 class DropsOnce(LiveSource):
     """A live source (the real reconnect logic of :class:`LiveSource`) of ``n`` frames that loses its
-    connection once, before frame ``drop_at``, and gets it back after ``outage_s`` (the backoff's first wait)."""
+    connection once, before frame ``drop_at``, and gets it back after ``outage_s`` (the backoff's first wait);
+    black ``size`` (width, height) frames, 50 a second. Also serves tests/test_cluster.py."""
 
-    name, fps, size, num_frames = "cam", 50.0, (4, 4), None
+    name, fps, num_frames = "cam", 50.0, None
 
-    def __init__(self, n: int, drop_at: int, outage_s: float) -> None:
-        super().__init__(SourceConfig(backoff_initial_s=outage_s), None)
+    def __init__(self, n: int, drop_at: int, outage_s: float, on_status=None, size: tuple[int, int] = (4, 4)) -> None:
+        super().__init__(SourceConfig(backoff_initial_s=outage_s), on_status)
+        self.size = size
         self.n, self.drop_at, self.i, self.up, self.dropped = n, drop_at, 0, True, False
 
     def _connect(self) -> None:
@@ -209,7 +211,7 @@ class DropsOnce(LiveSource):
             self._dropped("the test dropped it")
         time.sleep(0.01)
         self.i += 1
-        return Frame(self.i - 1, np.zeros((4, 4, 3), np.uint8), self.i / 50, time.monotonic())
+        return Frame(self.i - 1, np.zeros((self.size[1], self.size[0], 3), np.uint8), self.i / 50, time.monotonic())
 
     def _release(self) -> None:
         pass
