@@ -37,7 +37,7 @@ from fixtures_rtsp import *  # noqa: E402,F401,F403
 
 # The app's clip fixture, here so that test files need not import it (an imported fixture
 # used as a parameter reads to a linter as a redefinition).
-from fixtures_app import small_clip  # noqa: E402,F401
+from fixtures_app import run, small_clip  # noqa: E402,F401
 
 # A private X server for the real-window tests (they skip themselves where Xvfb, xdotool or ImageMagick is missing).
 from fixtures_window import xvfb_display  # noqa: E402,F401

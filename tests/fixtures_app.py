@@ -133,3 +133,17 @@ def app_losing_its_stream(
         wait_for_frames(jsonl, frames, proc, timeout)
         server.kill()
         yield proc, err_path
+
+
+@pytest.fixture
+def run(checkpoint_path, tmp_path, monkeypatch):
+    """The CLI's ``main`` with the test checkpoint, CPU, a huge re-encode interval, in a temp folder
+    (the CLI tests' and the image-folder tests')."""
+    from realtime_sam.app import cli
+
+    monkeypatch.chdir(tmp_path)
+
+    def go(*args: str) -> int:
+        return cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000", *args])
+
+    return go

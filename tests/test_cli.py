@@ -61,17 +61,6 @@ def decoded_frames(path: Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-@pytest.fixture
-def run(checkpoint_path, tmp_path, monkeypatch):
-    """``main`` with the test checkpoint, CPU, a huge re-encode interval, in a temp folder."""
-    monkeypatch.chdir(tmp_path)
-
-    def go(*args: str) -> int:
-        return cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000", *args])
-
-    return go
-
-
 # ------------------------------------------------------------------ help, usage, sub-command
 
 

@@ -7,22 +7,9 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import pytest
 
-from realtime_sam.app import cli
 from realtime_sam.output.jsonl import load_jsonl
 from realtime_sam.testing.synthetic import standard_scene
-
-
-@pytest.fixture
-def run(checkpoint_path, tmp_path, monkeypatch):
-    """``main`` with the test checkpoint, CPU, a huge re-encode interval, in a temp folder."""
-    monkeypatch.chdir(tmp_path)
-
-    def go(*args: str) -> int:
-        return cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1000", *args])
-
-    return go
 
 
 def write_frames(folder: Path, n: int, *, width: int = 160, height: int = 120, start: int = 0, ext: str = "png") -> None:
