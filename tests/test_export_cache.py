@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
+
+from test_accel import _TinyNet  # the tiny stand-in network test_accel exports
 
 from realtime_sam.model.runtime import export as export_mod
 
@@ -24,15 +24,6 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
     reason="onnx/onnxscript not installed: pip install -e '.[onnxruntime]'",
 )
-
-
-class _TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
 
 
 def _export(weights: Path, cache_dir: Path | None = None, model_type: str = "vit_t") -> Path:
