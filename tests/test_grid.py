@@ -36,6 +36,21 @@ def test_layout_places_tiles_in_a_near_square_grid_and_scales_big_frames_down():
     assert layout.locate(20, 500) == (2, 20, 20)
 
 
+def test_a_layout_in_a_resized_window_fills_it_and_maps_clicks_through_it():
+    """The window the user resized: cells are its share of it, tiles enlarged to fill them, the grid
+    centred, the image the window's size; clicks map back through that layout."""
+    layout = GridLayout.for_sizes([(320, 240), (320, 240)], aspects=[1.0, 1.0], window=(960, 400))
+    assert layout.canvas_size == (960, 400) and layout.tile_size(1) == (480, 360)
+    assert [layout.origin(i) for i in range(2)] == [(0, 20), (480, 20)]  # centred down
+    assert layout.locate(480 + 360.25, 20 + 270.25) == (1, 240.0, 180.0)
+    assert layout.locate(100, 10) is None  # the band above the grid
+    canvas = layout.compose([np.full((240, 320, 3), 50, np.uint8), np.full((240, 320, 3), 200, np.uint8)])
+    assert canvas.shape == (400, 960, 3) and (canvas[20:380, 480:] == 200).all() and (canvas[:20] == 0).all()
+    # One anamorphic stream alone: its display shape, as large as fits, centred.
+    alone = GridLayout.for_sizes([(720, 576)], aspects=[64 / 45], window=(1200, 576))
+    assert alone.tile_size(0) == (1024, 576) and alone.origin(0) == (88, 0)
+
+
 def test_compose_puts_each_stream_in_its_tile():
     layout = GridLayout.for_sizes([(40, 30), (80, 60)], max_cell=(40, 30))
     a = np.full((30, 40, 3), 50, np.uint8)
@@ -413,3 +428,66 @@ def test_an_image_folder_of_several_sizes_in_a_real_grid_is_shown_and_clicked_at
         px, py = int(said[0][0]), int(said[0][1])
         assert abs(px - disc[0]) <= 2 and abs(py - disc[1]) <= 2, (px, py)
         app.quit(60)
+
+
+def test_a_resized_grid_window_lays_the_tiles_out_again_and_clicks_land_on_stream_pixels(xvfb_display, tmp_path, checkpoint_path):
+    """Two 320x240 streams in a 640x240 grid, the window resized (``xdotool windowsize``, as a window
+    manager does) to 960x720: Qt shows the image 960x360 in it (the largest that fits, its shape
+    kept), and the grid is laid out again at that size, as the single window does: two 480x360 tiles,
+    the window 960x360 and its pixels the image's. Before, the 640x240 image stayed and Qt stretched
+    it in the middle of the 960x720 window (discs at y 450, labels scaled with it). A click on the
+    right stream's disc as shown prompts at its centre in that stream's pixels and gives that
+    stream a track; 2 then shows that stream alone in the user's size (480x360 centred in 960x360),
+    not at the screen-fitted 320x240."""
+    from fixtures_app import app_command, frame_lines
+
+    disc = (240, 180)
+    clips = [disc_clip(tmp_path / f"{n}.mp4", (320, 240), disc, seconds=120) for n in ("left", "right")]
+    err_path = tmp_path / "app.err"
+    command = app_command(*(a for c in clips for a in ("--source", str(c))), "--realtime",
+                          "--save-masks", str(tmp_path / "{name}.jsonl"), *model_args(checkpoint_path))
+    with launch(command, xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
+        app.wait_geometry("640x240", 60, "the grid")
+        app.wait(lambda: frame_lines(tmp_path / "left.jsonl") and frame_lines(tmp_path / "right.jsonl"), 60, "frames")
+        app.xdo("windowsize", "--sync", app.wid, "960", "720")
+        # Each disc where the new layout puts it: stream pixel (x, y) at ((x + 0.5) * 1.5 - 0.5) in its tile.
+        want = [((disc[0] + 0.5) * 1.5 - 0.5 + ox, (disc[1] + 0.5) * 1.5 - 0.5) for ox in (0, 480)]
+
+        def laid_out() -> list[np.ndarray]:
+            shot = app.screenshot(tmp_path / "resized.png")
+            if shot.shape[:2] != (360, 960) or min(len(red_pixels(shot[:, :480])[0]), len(red_pixels(shot[:, 480:])[0])) < 100:
+                return []
+            centres = [red_centre(shot[:, :480]), red_centre(shot[:, 480:])]
+            centres[1] = (centres[1][0] + 480, centres[1][1])
+            return [shot] if all(abs(c[0] - w[0]) <= 2 and abs(c[1] - w[1]) <= 2 for c, w in zip(centres, want)) else []
+
+        try:
+            shot = app.wait(laid_out, 30, "each disc where a 960x720 grid of 480x360 tiles shows it")[0]
+        except AssertionError:
+            shot = app.screenshot(tmp_path / "resized.png")
+            found = [red_centre(shot[:, :480]), red_centre(shot[:, 480:])] if len(red_pixels(shot)[0]) > 10 else []
+            found = [(x + ox, y) for (x, y), ox in zip(found, (0, 480))]
+            raise AssertionError(f"window {shot.shape[1]}x{shot.shape[0]}, discs at {found}, want {want}") from None
+        # The disc is round: the tile keeps the stream's shape.
+        ys, xs = red_pixels(shot[:, 480:])
+        assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.1, (xs.max() - xs.min(), ys.max() - ys.min())
+        cx, cy = red_centre(shot[:, 480:])
+        app.click(cx + 480, cy)
+        said = app.wait(lambda: re.findall(r"right: new object from point (\d+),(\d+)", err_path.read_text()), 60, "the prompt")
+        px, py = int(said[0][0]), int(said[0][1])
+        assert abs(px - disc[0]) <= 2 and abs(py - disc[1]) <= 2, (px, py)
+        app.wait(lambda: any(f["tracks"] for f in frame_lines(tmp_path / "right.jsonl")), 90, "the new object's track")
+        # 2: the right stream alone, fitted to the user's size and centred in it.
+        app.key("c")
+        app.wait(lambda: "cleared all objects" in err_path.read_text(), 30, "the objects cleared")
+        app.key("2")
+        alone = app.wait(lambda: [s for s in [app.screenshot(tmp_path / "alone.png")]
+                                  if s.shape[:2] == (360, 960) and len(red_pixels(s)[0]) > 100
+                                  and abs(red_centre(s)[0] - (240 + want[0][0])) <= 2], 30, "stream 2 alone in 960x360")[0]
+        cx, cy = red_centre(alone)
+        assert abs(cy - want[0][1]) <= 2, (cx, cy)
+        app.quit(60)
+    assert all(not f["tracks"] for f in frame_lines(tmp_path / "left.jsonl"))  # the click went to the right stream only
+    first = next(f for f in frame_lines(tmp_path / "right.jsonl") if f["tracks"])
+    assert [t["id"] for t in first["tracks"]] == [1]

@@ -13,8 +13,10 @@ Each stream's frame is scaled to fit a cell (at most ``max_cell`` pixels,
 never enlarged, and small enough that the grid fits 90% of the screen, as the
 single-stream window does with :func:`~realtime_sam.app.ui.fit_view`); a
 stream shown alone is fitted to the screen the same way. An anamorphic
-stream (non-square pixels) is shown at its display shape. Clicks are mapped
-back to that stream's pixels (:meth:`GridLayout.locate`). The mouse and key handling is
+stream (non-square pixels) is shown at its display shape. Once the user
+resizes the window, the grid (or the stream shown alone) is laid out again at
+the new size, as the single-stream window does. Clicks are mapped back to that
+stream's pixels (:meth:`GridLayout.locate`). The mouse and key handling is
 :class:`~realtime_sam.app.ui.Interaction`'s, shared with the single-stream
 window; :class:`GridLayout` and :func:`route` are pure and tested without a
 window. The window itself runs on the caller's thread and starts none.
@@ -70,12 +72,15 @@ class GridLayout:
         cols: cells per row.
         aspects: each stream's sample aspect ratio (width over height of one pixel as
             shown; empty: all square).
+        window: the size the user gave the window (``None``: not resized): the image is that
+            size, tiles may be enlarged to fill their cells, and the grid is centred in it.
     """
 
     sizes: tuple[tuple[int, int], ...]
     cell: tuple[int, int]
     cols: int
     aspects: tuple[float, ...] = ()
+    window: tuple[int, int] | None = None
 
     @classmethod
     def for_sizes(
@@ -84,9 +89,12 @@ class GridLayout:
         max_cell: tuple[int, int] = (640, 480),
         *,
         aspects: Sequence[float] | None = None,
+        window: tuple[int, int] | None = None,
     ) -> "GridLayout":
         """A near-square grid (``ceil(sqrt(K))`` columns) whose cells fit the largest scaled frame
-        (each at its display shape, ``width * aspect`` by ``height``)."""
+        (each at its display shape, ``width * aspect`` by ``height``). With ``window`` (the size
+        the user gave the window) each cell is its share of the window instead of ``max_cell``,
+        and frames are scaled up or down to fill it."""
         sizes = tuple((int(w), int(h)) for w, h in sizes)
         if not sizes:
             raise ValueError("a grid needs at least one stream")
@@ -94,7 +102,11 @@ class GridLayout:
         if aspects and len(aspects) != len(sizes):
             raise ValueError(f"{len(aspects)} aspect ratios for {len(sizes)} streams")
         cols = math.ceil(math.sqrt(len(sizes)))
-        layout = cls(sizes, tuple(max_cell), cols, aspects)  # type: ignore[arg-type]
+        if window is not None:
+            window = (max(1, int(window[0])), max(1, int(window[1])))
+            rows = math.ceil(len(sizes) / cols)
+            max_cell = (max(1, window[0] // cols), max(1, window[1] // rows))
+        layout = cls(sizes, tuple(max_cell), cols, aspects, window)  # type: ignore[arg-type]
         scaled = [layout.tile_size(i) for i in range(len(sizes))]
         return replace(layout, cell=(max(w for w, _ in scaled), max(h for _, h in scaled)))
 
@@ -103,10 +115,11 @@ class GridLayout:
         return self.aspects[i] if self.aspects else 1.0
 
     def scales(self, i: int) -> tuple[float, float]:
-        """Tile ``i``'s pixels per stream pixel, across and down: the display shape's fit in a cell, never enlarged."""
+        """Tile ``i``'s pixels per stream pixel, across and down: the display shape's fit in a cell, never
+        enlarged unless the user resized the window."""
         w, h = self.sizes[i]
         a = self.aspect(i)
-        s = min(1.0, self.cell[0] / max(w * a, 1), self.cell[1] / max(h, 1))
+        s = min(math.inf if self.window else 1.0, self.cell[0] / max(w * a, 1), self.cell[1] / max(h, 1))
         return s * a, s
 
     def tile_size(self, i: int) -> tuple[int, int]:
@@ -117,13 +130,21 @@ class GridLayout:
 
     def origin(self, i: int) -> tuple[int, int]:
         """Top-left corner of tile ``i`` in the window."""
-        return (i % self.cols) * self.cell[0], (i // self.cols) * self.cell[1]
+        left = top = 0
+        if self.window is not None:
+            grid = self._grid_size
+            left, top = max(0, (self.window[0] - grid[0]) // 2), max(0, (self.window[1] - grid[1]) // 2)
+        return left + (i % self.cols) * self.cell[0], top + (i // self.cols) * self.cell[1]
+
+    @property
+    def _grid_size(self) -> tuple[int, int]:
+        rows = math.ceil(len(self.sizes) / self.cols)
+        return self.cols * self.cell[0], rows * self.cell[1]
 
     @property
     def canvas_size(self) -> tuple[int, int]:
-        """The window's ``(width, height)``."""
-        rows = math.ceil(len(self.sizes) / self.cols)
-        return self.cols * self.cell[0], rows * self.cell[1]
+        """The window's ``(width, height)``: the user's size once resized, else the grid's."""
+        return self.window if self.window is not None else self._grid_size
 
     def locate(self, x: float, y: float) -> tuple[int, float, float] | None:
         """Window pixel ``(x, y)`` -> ``(stream index, x, y in that stream's pixels)``; ``None`` off every tile."""
@@ -214,6 +235,10 @@ class GridWindow:
         self._pending: list[object] = []
         self._open = False
         self.screen: tuple[int, int] | None = None  # the screen's size, read when the window opens
+        self.window_size: tuple[int, int] | None = None  # the size the user gave the window, once resized
+        # The sizes of the last two images shown: right after an imshow of a new size the window
+        # still reports the one before until Qt has handled it, which is no resize by the user.
+        self._shown_sizes: tuple[tuple[int, int], ...] = ()
 
     def open(self) -> None:
         if self._open:
@@ -251,13 +276,19 @@ class GridWindow:
 
         A stream shown alone takes the size :func:`~realtime_sam.app.ui.fit_view` gives it (its
         display shape, shrunk to fit the screen); in the grid each cell is at most ``max_cell``
-        and the grid at most :data:`~realtime_sam.app.ui.SCREEN_FILL` of the screen.
+        and the grid at most :data:`~realtime_sam.app.ui.SCREEN_FILL` of the screen. Once the
+        user resized the window (:attr:`window_size`) both are laid out in that size instead, as
+        large as fits, centred.
         """
         aspects = list(aspects) if aspects else [1.0] * len(sizes)
         if self.focus is not None and self.focus < len(sizes):
             (w, h), a = sizes[self.focus], aspects[self.focus]
+            if self.window_size is not None:
+                return GridLayout.for_sizes([(w, h)], aspects=[a], window=self.window_size), [self.focus]
             view = fit_view(w, h, sar=a, screen=self.screen)
             return GridLayout.for_sizes([(w, h)], max_cell=(view.width, view.height), aspects=[a]), [self.focus]
+        if self.window_size is not None:
+            return GridLayout.for_sizes(sizes, aspects=aspects, window=self.window_size), list(range(len(sizes)))
         cell = self.max_cell
         if self.screen is not None:
             cols = math.ceil(math.sqrt(len(sizes)))
@@ -298,6 +329,8 @@ class GridWindow:
                     self.focus, dirty = None, True
                 else:
                     self._pending.extend(self.interaction.on_key(key))
+                if self._resized_by_user():
+                    dirty = True
                 layout, shown = self.layout(sizes, aspects)
                 commands, self._pending = self._pending, []
                 for command in commands:
@@ -318,6 +351,26 @@ class GridWindow:
         finally:
             multi.stop()
             self.close()
+
+    def _resized_by_user(self) -> bool:
+        """Whether the window's image area changed size since it was drawn, as only the user (a
+        window manager, ``xdotool windowsize``) changes it; then :attr:`window_size` is the new size.
+
+        As in the single window (:class:`~realtime_sam.app.ui.LiveWindow`): Qt shows the image
+        stretched to the largest size that fits the window, its shape kept, and reports that
+        size; the grid is laid out again at it (the window then takes the image's size).
+        """
+        if not self._shown_sizes:
+            return False
+        try:
+            _, _, w, h = cv2.getWindowImageRect(self.title)
+        except cv2.error:
+            return False
+        size = (int(w), int(h))
+        if w <= 0 or h <= 0 or size in self._shown_sizes or size == self.window_size:
+            return False
+        self.window_size = size
+        return True
 
     def _selection(self, i: int) -> Selection:
         return self.selections.setdefault(i, Selection())
@@ -426,6 +479,9 @@ class GridWindow:
             keys = (("1-9", "show one stream"), ("0 / g", "back to the grid"), ("click/drag", "new object in that stream"),
                     ("d", "remove object under cursor"), ("space", "pause all"), ("q / Esc", "quit"))
             image = self.renderer.draw_help(image, keys, title="Keys (h to hide)")
+        size = (image.shape[1], image.shape[0])
+        if not self._shown_sizes or size != self._shown_sizes[-1]:
+            self._shown_sizes = (*self._shown_sizes[-1:], size)
         cv2.imshow(self.title, image)
 
     def _snapshot(self, layout, shown, runs, last) -> None:
