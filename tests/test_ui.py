@@ -1111,6 +1111,28 @@ def test_an_anamorphic_file_is_shown_at_its_display_shape_and_clicks_land_on_sto
         app.quit(60)
 
 
+def test_a_snapshot_of_an_anamorphic_file_is_at_its_display_shape(xvfb_display, checkpoint_path, tmp_path):
+    """``s`` on a 720x576 file with 64:45 pixels: the PNG is 1024x576, the disc round as the window
+    shows it (it was saved 720x576 in stored pixels, the disc squeezed to 81 pixels across for 115 down)."""
+    from fixtures_app import app_command
+
+    clip = disc_clip(tmp_path / "pal.mp4", (720, 576), ANAMORPHIC_DISC, sar=Fraction(64, 45))
+    err_path, snaps = tmp_path / "app.err", tmp_path / "snaps"
+    command = app_command("--source", str(clip), "--realtime", "--snapshot-dir", str(snaps), *model_args(checkpoint_path))
+    with launch(command, xvfb_display, err_path, cwd=tmp_path) as app:
+        app.find_window(180)
+        app.wait(lambda: app.geometry() == (1024, 576), 60, "the first frame")
+        app.key("s")
+        said = app.wait(lambda: re.findall(r"snapshot saved: (\S+)", err_path.read_text()), 30, "the snapshot")
+        app.quit(60)
+    snapshot = cv2.imread(said[0], cv2.IMREAD_COLOR)
+    assert snapshot.shape == (576, 1024, 3), snapshot.shape
+    ys, xs = red_pixels(snapshot)
+    assert abs((xs.max() - xs.min()) / (ys.max() - ys.min()) - 1) < 0.04, (xs.max() - xs.min(), ys.max() - ys.min())
+    cx, cy = red_centre(snapshot)
+    assert abs(cx - (ANAMORPHIC_DISC[0] + 0.5) * 64 / 45) <= 2 and abs(cy - ANAMORPHIC_DISC[1]) <= 2, (cx, cy)
+
+
 # ------------------------------------------------------------------ several monitors
 
 @pytest.fixture

@@ -708,7 +708,7 @@ class LiveWindow:
         self._display = DisplayRate()
         self._last: FrameResult | None = None
         self._last_encoded: int | None = None
-        # The frame as drawn, at its own size, and its heads-up numbers: what a snapshot saves.
+        # The frame as drawn, at its own size, and its heads-up numbers: what a snapshot saves (at its display shape).
         self._shown: tuple[np.ndarray, HudInfo] | None = None
         self._view: View | None = None  # how the frame is shown now; mouse positions map back through it
         self._screen: tuple[int, int] | None = None
@@ -939,6 +939,11 @@ class LiveWindow:
             n += 1
             path = folder / f"{base}-{n}.png"
         overlay, hud = self._shown
+        # At the frame's own height and its display shape, as the window shows it: an anamorphic
+        # 720x576 frame at 64:45 is saved 1024x576 (image viewers show a PNG's pixels square).
+        h, w = overlay.shape[:2]
+        width = max(1, int(round(w * self._sar)))
+        overlay = View(self._sar, 1.0, 0, 0, width, h).show(overlay)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(path), self.renderer.draw_hud(overlay, hud))
