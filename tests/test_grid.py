@@ -20,7 +20,7 @@ import pytest
 from fixtures_window import WindowApp, disc_clip, launch, model_args, private_display, red_centre, red_pixels, still_clip
 
 from realtime_sam.app.grid import GridLayout, GridWindow, route
-from realtime_sam.app.ui import AddObject, ClearAll, Interaction, RefineObject, RemoveAt
+from realtime_sam.app.ui import AddObject, ClearAll, Interaction, RefineObject, RemoveAt, SaveSnapshot
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 
@@ -197,6 +197,27 @@ def test_d_off_every_stream_in_the_grid_says_there_is_no_object():
     window._apply(RemoveAt(500.0, 300.0), layout, shown, runs, [None] * 3)
     window._apply(RefineObject(500.0, 300.0), layout, shown, runs, [None] * 3)
     assert said == ["no object under the cursor to remove", "no stream under the cursor: right-click inside a stream's picture"]
+
+
+def test_two_grid_snapshots_within_a_second_make_two_files(tmp_path):
+    """The grid's snapshot is named by the second: a second press in the same second is numbered
+    (``-2``), as the single window's is, instead of overwriting the first file."""
+    from types import SimpleNamespace
+
+    said: list[str] = []
+    window = GridWindow(on_message=said.append, snapshot_dir=tmp_path)
+    runs = [SimpleNamespace(name=f"s{i}", engine=_Engine()) for i in range(2)]
+    layout, shown = window.layout([(320, 240)] * 2)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while time.strftime("%Y%m%d-%H%M%S") == stamp:  # start at the top of a second: both presses fall in it
+        time.sleep(0.01)
+    for _ in range(3):
+        window._apply(SaveSnapshot(), layout, shown, runs, [None] * 2)
+    base = tmp_path / f"realtime-sam-grid-{time.strftime('%Y%m%d-%H%M%S')}"
+    files = [Path(f"{base}{suffix}.png") for suffix in ("", "-2", "-3")]
+    assert said == [f"snapshot saved: {f}" for f in files]
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert all(cv2.imread(str(f)).shape == (240, 640, 3) for f in files)
 
 
 @contextmanager

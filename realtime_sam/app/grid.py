@@ -42,6 +42,7 @@ from realtime_sam.app.ui import (
     RefineObject,
     RemoveAt,
     SaveSnapshot,
+    snapshot_path,
     Selection,
     ToggleAuto,
     ToggleHelp,
@@ -488,7 +489,7 @@ class GridWindow:
         from pathlib import Path
 
         folder = Path(self.snapshot_dir)
-        path = folder / f"realtime-sam-grid-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        path = snapshot_path(folder, f"realtime-sam-grid-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(path), self._image(layout, shown, runs, last))

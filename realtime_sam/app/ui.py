@@ -674,6 +674,16 @@ def _reconnect_attempt(pipeline: object) -> int | None:
     return getattr(getattr(pipeline, "source", None), "reconnect_attempt", None) or None
 
 
+def snapshot_path(folder: Path, base: str) -> Path:
+    """``folder/base.png``, or ``base-2.png``, ``base-3.png``... where that is taken: two snapshots
+    within one second (the name's time stamp) are numbered instead of the later overwriting the first."""
+    path, n = folder / f"{base}.png", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{base}-{n}.png"
+    return path
+
+
 class LiveWindow:
     """The interactive OpenCV window; it owns the window and nothing else.
 
@@ -929,15 +939,7 @@ class LiveWindow:
             self._say("nothing to save yet")
             return
         folder = Path(self.config.snapshot_dir)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"realtime-sam-{stamp}-f{self._last.index:06d}"
-        path = folder / f"{base}.png"
-        # Two presses within a second on one frame (paused) share the name: number the later
-        # ones instead of overwriting the first.
-        n = 1
-        while path.exists():
-            n += 1
-            path = folder / f"{base}-{n}.png"
+        path = snapshot_path(folder, f"realtime-sam-{time.strftime('%Y%m%d-%H%M%S')}-f{self._last.index:06d}")
         overlay, hud = self._shown
         # At the frame's own height and its display shape, as the window shows it: an anamorphic
         # 720x576 frame at 64:45 is saved 1024x576 (image viewers show a PNG's pixels square).
