@@ -63,6 +63,18 @@ def test_a_reused_engine_takes_prompts_in_the_new_sources_frame(clips, tmp_path)
     assert [t.box for t in results[0].tracks] == [(400.0, 300.0, 500.0, 400.0)]
 
 
+def test_a_start_frame_past_the_files_end_is_refused_before_the_first_result(clips):
+    # The generator ran the clip to its end and the object never appeared, without a word.
+    engine = Engine.from_config(load_config("cpu"), runner=BoxRunner())
+    prompts = [ObjectPrompt(box=(10, 10, 60, 60)), ObjectPrompt(box=(100, 80, 200, 160), start_frame=12)]
+    with pytest.raises(PromptError) as caught:
+        next(track(str(clips[0]), prompts=prompts, engine=engine))
+    assert str(caught.value) == (
+        f"prompts[1] (box 100,80,200,160): start_frame 12 is past the end of {clips[0]}, "
+        "which has 10 frames (0..9); give a start_frame below 10"
+    )
+
+
 @pytest.mark.parametrize("overrides", [["foo.bar=1"], ["engine.reencode_every"], ["engine.reencode_every=abc"]])
 def test_a_bad_override_is_a_config_error_at_the_call(overrides):
     with pytest.raises(ConfigError):

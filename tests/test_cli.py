@@ -475,6 +475,25 @@ def test_prompts_file_labels_and_start_frame_with_png_masks(run, capsys, small_c
     assert ids[3] == {1} and ids[4] <= {1}
 
 
+def test_a_start_frame_past_the_files_end_is_refused_before_the_run(run, capsys, small_clip, tmp_path):
+    # The run went to its end (exit 0, "done: 10 frames") without ever tracking the object, saying nothing.
+    (tmp_path / "p.yaml").write_text("- box: [10, 60, 70, 120]\n- box: [20, 20, 80, 80]\n  label: car\n  start_frame: 10\n")
+    rc = run("--headless", "--quiet", "--source", str(small_clip), "--prompts", "p.yaml", "--save-masks", "m.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.splitlines() == [
+        f"error: p.yaml: object 2 (label 'car', box 20,20,80,80): start_frame 10 is past the end of {small_clip}, "
+        "which has 10 frames (0..9); give a start_frame below 10"
+    ]
+    assert not (tmp_path / "m.jsonl").exists()  # refused before any output was opened
+    # The last frame is still a start frame.
+    (tmp_path / "p.yaml").write_text("- box: [20, 20, 80, 80]\n  start_frame: 9\n")
+    rc = run("--headless", "--quiet", "--source", str(small_clip), "--prompts", "p.yaml", "--save-masks", "m.jsonl")
+    assert rc == 0, capsys.readouterr().err
+    frames = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    assert [len(f["tracks"]) for f in frames] == [0] * 9 + [1]
+
+
 def test_png_masks_of_an_image_folder_take_the_images_names(run, capsys, tmp_path):
     # YouTube-VOS keeps every 5th frame (00000.jpg, 00005.jpg, ...) and pairs each with a mask of its name; the
     # masks were named by count (00000, 00001, ...), and after a damaged image every later mask named the wrong one.

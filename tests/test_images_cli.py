@@ -152,6 +152,17 @@ def test_a_prompt_for_a_later_larger_image_is_not_checked_against_the_first_one(
     ]
 
 
+def test_a_start_frame_past_the_last_image_is_refused(run, capsys, tmp_path):
+    write_frames(tmp_path / "frames", 4)
+    (tmp_path / "prompts.yaml").write_text("- box: [10, 10, 80, 80]\n  start_frame: 4\n")
+    rc = run("--headless", "--quiet", "--source", "frames", "--prompts", "prompts.yaml")
+    assert rc == 2
+    assert error_lines(capsys) == [
+        "error: prompts.yaml: object 1 (box 10,10,80,80): start_frame 4 is past the end of frames, "
+        "which has 4 frames (0..3); give a start_frame below 4"
+    ]
+
+
 def test_mots_lines_take_each_images_size(run, capsys, tmp_path):
     write_frames(tmp_path / "frames", 4)
     write_frames(tmp_path / "frames", 1, width=200, height=100, start=4)

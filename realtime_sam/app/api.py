@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Sequence
 from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
 from realtime_sam.tracking.engine import Engine
-from realtime_sam.tracking.prompts import validate_prompt
+from realtime_sam.tracking.prompts import check_start_frame, validate_prompt
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 __all__ = ["track"]
@@ -50,6 +50,8 @@ def track(
             its rules (:func:`~realtime_sam.tracking.prompts.validate_prompt`; also a ``ValueError``).
         SourceError: at the first ``next()``, before the model is loaded, for a source
             that cannot be opened.
+        PromptError: at the first ``next()`` too, for a prompt whose ``start_frame`` is past
+            the end of a file or image folder (:func:`~realtime_sam.tracking.prompts.check_start_frame`).
 
     Breaking out of the loop stops the workers and finalises the sinks (a generator
     kept in a variable does so when it is closed: ``gen.close()`` or ``del``, or at the
@@ -76,6 +78,8 @@ def _run(
     # has loaded (seconds; a download where the weights are missing).
     src = open_source(source, cfg.source)
     try:
+        for i, p in enumerate(prompts):
+            check_start_frame(p, src, f"prompts[{i}]")
         if engine is not None:
             # A new source numbers its frames from 0 and its first frame follows nothing:
             # the tracks (and last frame) of the engine's earlier run would be carried into it.

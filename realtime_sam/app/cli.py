@@ -439,7 +439,10 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
     pipeline = None
     sinks = None
     try:
-        prompts = [clamp_initial_prompt(p, source) for p in prompts]
+        # The file's objects come first (then --box, then --point): an error names the file's entry.
+        from_file = len(prompts) - len(args.box or ()) - (1 if args.point else 0) if args.prompts else 0
+        names = [f"{args.prompts}: object {i + 1}" if i < from_file else "prompt" for i in range(len(prompts))]
+        prompts = [clamp_initial_prompt(p, source, what) for p, what in zip(prompts, names)]
         detector = None
         class_ids = None
         if config.detect.model:

@@ -55,6 +55,7 @@ __all__ = [
     "validate_prompt",
     "clamp_prompt",
     "clamp_initial_prompt",
+    "check_start_frame",
 ]
 
 MAX_COORD = 100_000.0
@@ -418,14 +419,47 @@ def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
     )
 
 
-def clamp_initial_prompt(prompt: ObjectPrompt, source: Any) -> ObjectPrompt:
+def check_start_frame(prompt: ObjectPrompt, source: Any, what: str = "prompt") -> None:
+    """Refuse a prompt whose ``start_frame`` lies past the end of ``source``, before the run.
+
+    ``source.num_frames`` (a video file's index, an image folder's count) is at most the
+    frames the source delivers, so a ``start_frame`` at or past it would never be applied:
+    the run would end without the object. Sources without a count (cameras, streams, an
+    MKV or TS file) are not checked.
+
+    Raises:
+        PromptError: one line naming ``what``, its ``start_frame`` and the source's frame count.
+    """
+    total = getattr(source, "num_frames", None)
+    if not total or getattr(source, "live", False) or prompt.start_frame < total:
+        return
+    raise PromptError(
+        f"{what}{_described(prompt)}: start_frame {prompt.start_frame} is past the end of {source.name}, "
+        f"which has {total} frames (0..{total - 1}); give a start_frame below {total}"
+    )
+
+
+def _described(prompt: ObjectPrompt) -> str:
+    """`` (label "car", box 10,20,110,120)``: what tells one prompt from another in a message."""
+    parts = [f"label {prompt.label!r}"] if prompt.label else []
+    if prompt.box is not None:
+        parts.append("box " + ",".join(f"{v:g}" for v in prompt.box))
+    elif prompt.points:
+        parts.append("point " + ",".join(f"{v:g}" for v in prompt.points[0]))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def clamp_initial_prompt(prompt: ObjectPrompt, source: Any, what: str = "prompt") -> ObjectPrompt:
     """A run's starting prompt clamped into ``source``'s frames (:func:`clamp_prompt`), before the model loads.
 
     ``source.size`` is the first frame's. Where the source's frames come at other sizes
     (``source.sizes_vary``: an image folder of several sizes) a prompt that starts later is
     returned as given: the engine cuts it to the frame it starts on (dropping it with a
-    warning where nothing of it is inside), which may be larger than the first.
+    warning where nothing of it is inside), which may be larger than the first. A
+    ``start_frame`` past the end of a source of known length is refused
+    (:func:`check_start_frame`, naming the prompt as ``what``).
     """
+    check_start_frame(prompt, source, what)
     if prompt.start_frame and getattr(source, "sizes_vary", False):
         return prompt
     width, height = source.size
