@@ -16,7 +16,7 @@ import pytest
 
 from realtime_sam import track, track_many
 from realtime_sam.config import load_config
-from realtime_sam.errors import ConfigError, PromptError, SourceError
+from realtime_sam.errors import ConfigError, PromptError, SinkError, SourceError
 from realtime_sam.testing.fakes import BoxRunner
 from realtime_sam.testing.synthetic import standard_scene, write_video
 from realtime_sam.tracking.engine import Engine
@@ -73,6 +73,45 @@ def test_a_start_frame_past_the_files_end_is_refused_before_the_first_result(cli
         f"prompts[1] (box 100,80,200,160): start_frame 12 is past the end of {clips[0]}, "
         "which has 10 frames (0..9); give a start_frame below 10"
     )
+
+
+def test_a_run_that_cannot_start_leaves_no_files_its_sinks_created(tmp_path):
+    # A high-speed camera's frames as an image folder at 2000 fps: the video output cannot take that rate,
+    # which it learns when the Pipeline tells it the source. The run stopped there with a one-line error and
+    # left what make_sink had created to prove the paths writable: out/m.jsonl (a header and no frame),
+    # out/m.txt (0 bytes), out/pngs/ (empty), out/ itself.
+    import cv2
+
+    from realtime_sam.output.sinks import make_sink
+
+    scene = standard_scene(160, 120, num_frames=4, num_objects=1)
+    (tmp_path / "frames").mkdir()
+    for i in range(4):
+        assert cv2.imwrite(str(tmp_path / "frames" / f"{i:03d}.png"), scene.render(i)[0])
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_text("an earlier run\n")
+    out = tmp_path / "out"
+    sinks = [make_sink("jsonl", out / "m.jsonl"), make_sink("mots", out / "m.txt"), make_sink("png", out / "pngs"),
+             make_sink("video", out / "v.mp4"), make_sink("jsonl", earlier)]
+    assert sorted(p.name for p in out.iterdir()) == ["m.jsonl", "m.txt", "pngs", "v.mp4"]
+    engine = Engine.from_config(load_config("cpu"), runner=BoxRunner())
+    with pytest.raises(SinkError) as caught:
+        next(track(str(tmp_path / "frames"), prompts=[ObjectPrompt(box=(10, 10, 60, 60))], engine=engine,
+                   overrides=["source.image_fps=2000"], sinks=sinks))
+    assert str(caught.value) == "the video output needs a frame rate in (0, 1000] fps, got 2000.0"
+    assert not out.exists()
+    assert earlier.exists()  # a file that was there before the run stays
+    assert all(s.closed for s in sinks)
+
+    # A source that does not open, or a prompt that cannot be applied: the same.
+    for source, prompt, error in [
+        (tmp_path / "missing.mp4", ObjectPrompt(box=(10, 10, 60, 60)), SourceError),
+        (tmp_path / "frames", ObjectPrompt(box=(10, 10, 60, 60), start_frame=4), PromptError),
+    ]:
+        sinks = [make_sink("jsonl", out / "m.jsonl"), make_sink("png", out / "pngs")]
+        with pytest.raises(error):
+            next(track(str(source), prompts=[prompt], engine=engine, sinks=sinks))
+        assert not out.exists() and all(s.closed for s in sinks)
 
 
 @pytest.mark.parametrize("overrides", [["foo.bar=1"], ["engine.reencode_every"], ["engine.reencode_every=abc"]])

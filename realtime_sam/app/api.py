@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Sequence
 
 from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
+from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.tracking.engine import Engine
 from realtime_sam.tracking.prompts import check_start_frame, validate_prompt
 from realtime_sam.types import FrameResult, ObjectPrompt
@@ -42,6 +43,8 @@ def track(
             starts over on this source (:meth:`Engine.reset`): the tracks of an earlier run
             are not carried in; objects added to it since are kept, and ids keep counting up.
         sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
+            A run that cannot start (the errors at the first ``next()`` below, or a sink that
+            cannot work with the source) closes them and removes the files they created.
 
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (``detect`` settings
@@ -76,7 +79,11 @@ def _run(
 
     # The source first: a wrong path is its one-line error at once, not after the model
     # has loaded (seconds; a download where the weights are missing).
-    src = open_source(source, cfg.source)
+    try:
+        src = open_source(source, cfg.source)
+    except BaseException:
+        discard_sinks(sinks)  # the run never started: no empty outputs left (as a Pipeline does)
+        raise
     try:
         for i, p in enumerate(prompts):
             check_start_frame(p, src, f"prompts[{i}]")
@@ -89,6 +96,7 @@ def _run(
             eng.add_object(p)
     except BaseException:
         src.close()
+        discard_sinks(sinks)
         raise
     with Pipeline(src, eng, sinks=sinks, config=cfg.pipeline) as pipe:
         yield from pipe

@@ -18,7 +18,9 @@
   one it takes, so dropped frames cost no conversion.
 * Sinks are told the source first (``sink.bind_source(source)``, where a sink
   has it): what the caller left ``None`` -- a file's timestamps, its pixel
-  shape, name and frame rate -- comes from it.
+  shape, name and frame rate -- comes from it. Where one cannot work with the
+  source, nothing runs: every sink is discarded (``sink.discard()``, else
+  ``close()``), removing the files and folders making it created.
 * Sinks (video encoding, RLE, PNG compression: 4-13 ms a frame) run on their
   own thread, fed in order through a bounded queue (``sink_queue_size``); a
   full queue makes the inference thread wait (back-pressure), it never
@@ -69,6 +71,7 @@ from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
 from realtime_sam.errors import ConfigError
 from realtime_sam.output.render import model_rate as render_model_rate
+from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.types import Frame, FrameResult
 
 __all__ = [
@@ -482,12 +485,9 @@ class Pipeline:
                     bind(source)
         except BaseException:
             # A sink that cannot work with this source (a video without a frame rate): nothing
-            # runs, and what close() would have closed is closed (no empty output left behind).
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception:
-                    pass
+            # runs, what close() would have closed is closed, and the files the sinks created
+            # when they were made are removed (no empty output left behind).
+            discard_sinks(self.sinks)
             close = getattr(source, "close", None)
             if callable(close):
                 close()

@@ -16,7 +16,7 @@ from realtime_sam.output.rle import encode_rle
 from realtime_sam.output.sink_base import (
     SinkBase,
     open_for_lines,
-    prepare_file,
+    prepare_output,
     write_all,
 )
 from realtime_sam.types import FrameResult
@@ -104,7 +104,7 @@ class JsonlSink(SinkBase):
         fps: float | None = None,
         sample_aspect_ratio: Fraction | float | None = None,
     ) -> None:
-        super().__init__(prepare_file(path, "jsonl", "tracks.jsonl"))
+        super().__init__(*prepare_output(path, "jsonl", "tracks.jsonl"))
         self.source = source
         self.fps = None if fps is None else _finite(fps, 6)
         self.sample_aspect_ratio = _ratio(sample_aspect_ratio)

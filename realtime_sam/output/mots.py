@@ -14,7 +14,7 @@ from realtime_sam.output.sink_base import (
     label_image_and_ids,
     map_id,
     open_for_lines,
-    prepare_file,
+    prepare_output,
     write_all,
 )
 from realtime_sam.types import FrameResult
@@ -63,7 +63,7 @@ class MotsSink(SinkBase):
             raise SinkError(f"the MOTS class id must be in 1-9, got {class_id}")
         if int(frame_offset) < 0:
             raise SinkError(f"the MOTS frame offset must be >= 0, got {frame_offset}")
-        super().__init__(prepare_file(path, "mots", "tracks.txt"))
+        super().__init__(*prepare_output(path, "mots", "tracks.txt"))
         self.class_id = int(class_id)
         self.frame_offset = int(frame_offset)
         self.id_overflow = id_overflow

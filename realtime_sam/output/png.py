@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from realtime_sam.errors import SinkError, describe_error
-from realtime_sam.output.sink_base import IdOverflow, SinkBase, label_image
+from realtime_sam.output.sink_base import IdOverflow, SinkBase, label_image, missing_paths
 from realtime_sam.types import FrameResult
 
 __all__ = ["davis_palette", "encode_indexed_png", "PngSink"]
@@ -106,6 +106,7 @@ class PngSink(SinkBase):
         p = Path(directory).expanduser()
         if p.exists() and not p.is_dir():
             raise SinkError(f"the png output {p} is a file; give a folder, such as {p.with_suffix('')}_masks/")
+        created = missing_paths(p)
         try:
             p.mkdir(parents=True, exist_ok=True)
             # Prove we can create files there now, not at the first frame.
@@ -114,7 +115,7 @@ class PngSink(SinkBase):
             os.unlink(probe)
         except OSError as exc:
             raise SinkError(f"cannot write the png output folder {p}: {describe_error(exc)}") from None
-        super().__init__(p)
+        super().__init__(p, created)
         self.id_overflow = id_overflow
         self.compression = int(compression)
         self._palette = davis_palette()

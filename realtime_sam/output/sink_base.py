@@ -20,7 +20,7 @@ from realtime_sam.errors import ConfigError, SinkError, describe_error
 from realtime_sam.output.rle import mask_to_box
 from realtime_sam.types import FrameResult, TrackResult
 
-__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "open_for_lines", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
+__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "prepare_output", "missing_paths", "discard_sinks", "open_for_lines", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
 
 SinkKind = Literal["video", "jsonl", "png", "mots"]
 
@@ -48,6 +48,8 @@ class Sink(Protocol):
     :class:`~realtime_sam.app.pipeline.Pipeline` calls it once, before the
     first ``write``, with the source it reads, so that what the caller did
     not say (a file's timestamps, its pixel shape, its name) comes from it.
+    And ``discard()``: called instead of ``close()`` when the run cannot
+    start (one sink's ``bind_source`` raised), to remove what it created.
     """
 
     def write(self, result: FrameResult) -> None: ...
@@ -128,11 +130,27 @@ def prepare_file(path: str | os.PathLike[str], what: str, example: str) -> Path:
         SinkError: the path is a folder, its folder cannot be created, or the
             file cannot be opened for writing.
     """
+    return prepare_output(path, what, example)[0]
+
+
+def missing_paths(p: Path) -> list[Path]:
+    """``p`` and its folders that do not exist yet, outermost first."""
+    missing = []
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing[::-1]
+
+
+def prepare_output(path: str | os.PathLike[str], what: str, example: str) -> tuple[Path, list[Path]]:
+    """:func:`prepare_file`, and what it created: the file and folders that were not there before,
+    outermost first (what :meth:`SinkBase.discard` may remove)."""
     if str(path) == "":
         raise SinkError(f"the {what} output needs a file name, such as {example}")
     p = Path(path).expanduser()
     if p.is_dir():
         raise SinkError(f"the {what} output {p} is a folder; give a file name such as {p / example}")
+    created = missing_paths(p)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -144,7 +162,22 @@ def prepare_file(path: str | os.PathLike[str], what: str, example: str) -> Path:
             pass
     except OSError as exc:
         raise SinkError(f"cannot write the {what} output {p}: {describe_error(exc)}") from None
-    return p
+    return p, created
+
+
+def discard_sinks(sinks: Sequence[Any]) -> None:
+    """Close sinks whose run never started (a source or a sink that cannot work, a bad prompt),
+    last first, removing what each created (:meth:`SinkBase.discard`); errors are swallowed, as
+    the error that stopped the run is the one to report."""
+    for sink in reversed(list(sinks)):
+        try:
+            discard = getattr(sink, "discard", None)
+            if callable(discard):
+                discard()
+            else:
+                sink.close()
+        except Exception:
+            pass
 
 
 def open_for_lines(path: Path, what: str) -> Any:
@@ -234,10 +267,11 @@ class SinkBase:
 
     kind: str = "sink"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, created: Sequence[Path] = ()) -> None:
         self.path = path
         self.frames_written = 0
         self._closed = False
+        self._created = list(created)  # the file and folders opening it made (prepare_output), outermost first
 
     @property
     def closed(self) -> bool:
@@ -262,3 +296,24 @@ class SinkBase:
 
     def close(self) -> None:  # pragma: no cover - overridden
         self._closed = True
+
+    def discard(self) -> None:
+        """Close a sink that received no frame, removing the file and folders that opening it
+        created (a file or folder that was there before is left); with frames, just :meth:`close`.
+
+        A :class:`~realtime_sam.app.pipeline.Pipeline` that cannot start (a sink that cannot
+        work with its source) calls this: the files ``make_sink`` made to prove the paths
+        writable would be left empty, or with a header and no frame.
+        """
+        written = self.frames_written
+        self.close()
+        if written:
+            return
+        for p in reversed(self._created):  # innermost first: a folder goes once empty
+            try:
+                if p.is_dir():
+                    p.rmdir()
+                else:
+                    p.unlink()
+            except OSError:
+                pass  # a folder another output wrote into, or one gone already

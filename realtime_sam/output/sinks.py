@@ -47,6 +47,7 @@ from realtime_sam.output.sink_base import (
     SinkBase,
     SinkConfig,
     SinkKind,
+    discard_sinks,
 )
 from realtime_sam.output.video import VIDEO_FORMATS, VideoSink
 from realtime_sam.types import FrameResult
@@ -82,6 +83,13 @@ class MultiSink(SinkBase):
             bind = getattr(sink, "bind_source", None)
             if callable(bind):
                 bind(source)
+
+    def discard(self) -> None:
+        """Close every sink, removing what each created where it received no frame (:meth:`SinkBase.discard`)."""
+        if self._closed:
+            return
+        self._closed = True
+        discard_sinks(self.sinks)
 
     def close(self) -> None:
         if self._closed:
@@ -242,7 +250,8 @@ def open_sinks(
 
     Raises:
         SinkError: a spec is invalid, two outputs share a path, or one cannot
-            be written; outputs opened before the failure are closed again.
+            be written; outputs opened before the failure are closed again, and the
+            files and folders they created removed.
     """
     specs = [o if isinstance(o, SinkSpec) else parse_sink_spec(o) for o in outputs]
     seen: dict[Path, SinkSpec] = {}
@@ -269,10 +278,6 @@ def open_sinks(
                 )
             )
     except BaseException:
-        for sink in opened:
-            try:
-                sink.close()
-            except Exception:
-                pass
+        discard_sinks(opened)
         raise
     return MultiSink(opened)

@@ -16,7 +16,7 @@ import numpy as np
 
 from realtime_sam.errors import SinkError, describe_error
 from realtime_sam.output.render import Renderer
-from realtime_sam.output.sink_base import X264_PRESETS, SinkBase, prepare_file
+from realtime_sam.output.sink_base import X264_PRESETS, SinkBase, prepare_output
 from realtime_sam.types import FrameResult
 
 __all__ = ["VideoSink"]
@@ -209,7 +209,7 @@ class VideoSink(SinkBase):
             av.codec.Codec(codec, "w")
         except Exception:
             raise SinkError(f"the video encoder {codec!r} is not available in this PyAV build; use libx264") from None
-        super().__init__(prepare_file(path, "video", "out.mp4"))
+        super().__init__(*prepare_output(path, "video", "out.mp4"))
         self.fps: Fraction | None = rate
         self.size = (int(size[0]), int(size[1])) if size is not None else None
         self.codec = codec
