@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--save-masks", metavar="PATH", help="write every frame's masks: a .jsonl file, a .txt (MOTS) file or a folder of PNGs")
     out.add_argument("--mask-format", choices=_MASK_FORMATS, help="format of --save-masks (default: from the path: .jsonl, .txt = mots, folder = png)")
     out.add_argument("--snapshot-dir", type=Path, default=Path("."), metavar="DIR", help="where the window's s key saves PNG snapshots (default: .)")
-    out.add_argument("--quiet", action="store_true", help="no progress or status output, only errors")
+    out.add_argument("--quiet", action="store_true", help="no progress or status output: only errors and a live source dropping or coming back")
     out.add_argument("--status-interval", type=_positive_float, default=5.0, metavar="S", help="seconds between status lines for live sources (default: 5)")
 
     m = p.add_argument_group("model")
@@ -293,8 +293,7 @@ class _Reporter:
 
     def source_event(self, event: Any) -> None:
         """``on_status`` callback of live sources (called on the capture thread)."""
-        important = getattr(event, "kind", "") in ("disconnected", "gave_up", "reconnected")
-        self.line(f"source: {event.message}", important=important)
+        self.line(f"source: {event.message}", important=event.important)
 
     def start(self, source: Any, max_frames: int | None, realtime: bool = False) -> None:
         self.source = source

@@ -282,7 +282,8 @@ class StreamWorker:
         self._runner_for = runner_for
         self._scheduler = scheduler
         self._source_for = source_for  # open_source's signature (tests give a source of their own)
-        self._events: collections.deque[str] = collections.deque(maxlen=1000)  # source events not yet reported
+        # Source events not yet reported: (line, StatusEvent.important).
+        self._events: collections.deque[tuple[str, bool]] = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, Any, Any, list[int]]] = {}  # key: (name, source, pipeline, [tracks])
         self.budget = FrameBudget()  # configured from the jobs (config.streams: the run's)
@@ -291,9 +292,10 @@ class StreamWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def report(self) -> tuple[list[str], list[str]]:
-        """``(events, status)``: the source events (``NAME: source: ...``) since the last call, and one
-        status line per stream running here (the one-process ``--source A --source B`` line)."""
+    def report(self) -> tuple[list[tuple[str, bool]], list[str]]:
+        """``(events, status)``: the source events since the last call, each ``(line, important)``
+        (``NAME: source: ...``; :attr:`~realtime_sam.capture.base.StatusEvent.important`), and one status line per stream
+        running here (the one-process ``--source A --source B`` line)."""
         from realtime_sam.app.multi import StreamStatus
 
         events = []
@@ -338,7 +340,7 @@ class StreamWorker:
                 return StreamOutcome(spec.name, "stopped", start.frames)
             pipe_cfg = replace(pipe_cfg, max_frames=left)
         def on_status(event: Any) -> None:
-            self._events.append(f"{spec.name}: source: {event.message}")
+            self._events.append((f"{spec.name}: source: {event.message}", event.important))
 
         opener = self._source_for or open_source
         source = _Resumed(opener(spec.source, cfg.source, on_status=on_status), start.next_frame)
@@ -427,6 +429,7 @@ def run_on_ray(
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
     status_interval_s: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> list[StreamOutcome]:
     """Run ``jobs`` on ``workers`` Ray actors; restart a dead actor's streams elsewhere.
 
@@ -443,6 +446,8 @@ def run_on_ray(
         num_cpus, num_gpus: each actor's Ray resources.
         status_interval_s: every this many seconds, each running stream's status line goes to ``on_event``
             (``None``: none).
+        on_warning: receives, instead of ``on_event``, the source events that a quiet run still shows
+            (a stream dropped, came back or gave up: :attr:`~realtime_sam.capture.base.StatusEvent.important`); ``None``: ``on_event``.
 
     Returns:
         One :class:`StreamOutcome` per job, in job order.
@@ -516,11 +521,12 @@ def run_on_ray(
                     events, lines = ray.get(ask)
                 except Exception:  # a dying actor: its streams' own calls say so
                     continue
+                for text, important in events:
+                    (on_warning if important and on_warning is not None else on_event)(text)
                 if id(actor) in want_status:
                     want_status.discard(id(actor))
-                    events += lines
-                for text in events:
-                    on_event(text)
+                    for text in lines:
+                        on_event(text)
         busy = set(map(id, asking.values()))
         for a in actors:
             if a.alive and id(a) not in busy:

@@ -104,8 +104,7 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
 
     def events(spec: StreamSpec):
         def on(event: Any) -> None:
-            important = getattr(event, "kind", "") in ("disconnected", "gave_up", "reconnected")
-            say(f"{spec.name}: source: {event.message}", important)
+            say(f"{spec.name}: source: {event.message}", event.important)
 
         return on
 
@@ -205,15 +204,18 @@ def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     if len({j.masks_path for j in jobs}) != len(jobs):
         raise ConfigError("two streams write the same output file; give each stream its own path ({name} in it)")
 
+    def tell(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
     def say(text: str) -> None:
         if not args.quiet:
-            print(text, file=sys.stderr, flush=True)
+            tell(text)
 
     # Each actor: one CPU, and one GPU when the model runs on CUDA.
     gpus = 1.0 if str(config.model.device).startswith("cuda") else 0.0
     outcomes = run_on_ray(
         jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say, num_gpus=gpus,
-        status_interval_s=args.status_interval,
+        status_interval_s=args.status_interval, on_warning=tell,  # a stream dropped or back: shown with --quiet, as without --ray
     )
     failed = [o for o in outcomes if o.state == "failed"]
     for o in failed:

@@ -118,6 +118,12 @@ class StatusEvent:
     source: str
     attempt: int = 0
 
+    @property
+    def important(self) -> bool:
+        """Whether it is told even when the run is quiet (``--quiet``): the source dropped, came back
+        or gave up; not each reconnect attempt."""
+        return self.kind in ("disconnected", "reconnected", "gave_up")
+
 
 StatusCallback = Callable[[StatusEvent], None]
 
