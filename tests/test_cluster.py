@@ -153,6 +153,26 @@ def test_a_restarted_stream_appends_continues_ids_and_marks_completion(clips, tm
     assert _fake_worker().run(whole).state == "skipped"
 
 
+@pytest.mark.parametrize(
+    "prompt, says",
+    [
+        (ObjectPrompt(box=(10, 10, 60, 60), start_frame=500), "start_frame 500 is past the end of"),
+        (ObjectPrompt(box=(1000, 1000, 1100, 1100)), "outside"),
+    ],
+)
+def test_a_streams_bad_prompt_fails_it_with_the_reason_instead_of_running_without_it(clips, tmp_path, prompt, says):
+    """On a worker, a user's prompt is refused as in one process (a start_frame past the 60-frame
+    file's end, a box wholly outside its 160x120 frame): the stream fails with the one-line reason
+    before writing anything. It used to run to the end without that object, saying nothing."""
+    from realtime_sam.errors import PromptError
+
+    out = tmp_path / "clip0.jsonl"
+    job = StreamJob(StreamSpec("clip0", str(clips[0])), str(out), (prompt,), load_config(None, []))
+    with pytest.raises(PromptError, match=says):
+        _fake_worker().run(job)
+    assert not out.exists() and not done_marker(out).exists()
+
+
 def test_a_resumed_image_folder_of_several_sizes_prompts_its_objects_again_at_the_frame_they_resume_on(tmp_path):
     """The last boxes are prompted again on the frame the restart takes over at, cut to that frame's size,
     not clamped into the folder's first image (here smaller than the rest)."""

@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any, Callable, Sequence
 
 from realtime_sam.app.streams import StreamSpec
-from realtime_sam.errors import ConfigError, SinkError
+from realtime_sam.errors import ConfigError, PromptError, SinkError
 from realtime_sam.sigterm import RaiseOnTerm, Terminated
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt
 
@@ -351,16 +351,19 @@ class StreamWorker:
                 runner, cfg.engine, tracker_config=cfg.tracker, propagation_config=cfg.propagation,
                 discovery_config=cfg.discovery, ids=IdCounter(start.next_id),
             )
-            prompts = [p for p in (*spec.prompts, *job.prompts) if start.next_frame == 0 or p.start_frame >= start.next_frame]
             # After a restart, the objects it was tracking are prompted again where they were last seen,
             # on the frame it resumes at: in an image folder of several sizes that frame's size, not the
             # first image's, is what the box is cut to.
-            prompts = [ObjectPrompt(box=box, label=label, start_frame=start.next_frame) for box, label in start.last_tracks] + prompts
-            for p in prompts:
+            for box, label in start.last_tracks:
                 try:
-                    engine.add_object(clamp_initial_prompt(p, source))
-                except Exception:  # a box gone out of the frame: that object is not taken up again
+                    engine.add_object(clamp_initial_prompt(ObjectPrompt(box=box, label=label, start_frame=start.next_frame), source))
+                except PromptError:  # a box gone out of the frame: that object is not taken up again
                     continue
+            # The user's prompts are refused as in one process (a box outside the frame, a start_frame
+            # past a file's end): the stream fails with the one-line reason instead of running without them.
+            for p in (*spec.prompts, *job.prompts):
+                if start.next_frame == 0 or p.start_frame >= start.next_frame:
+                    engine.add_object(clamp_initial_prompt(p, source))
             sink = AppendingJsonl(
                 job.masks_path, source=source.name, fps=source.fps,
                 sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
