@@ -75,6 +75,20 @@ def test_a_start_frame_past_the_files_end_is_refused_before_the_first_result(cli
     )
 
 
+def test_an_object_the_run_ended_before_is_named_in_a_warning(tmp_path, caplog):
+    """An MKV has no frame count up front, so a start_frame past its end cannot be refused before the
+    run: when the generator ends, a warning names the object never tracked (it said nothing)."""
+    mkv = write_video(standard_scene(width=160, height=120, num_frames=10, seed=1), tmp_path / "clip.mkv")
+    engine = Engine.from_config(load_config("cpu"), runner=BoxRunner())
+    prompts = [ObjectPrompt(box=(10, 10, 60, 60)), ObjectPrompt(box=(100, 80, 200, 160), label="car", start_frame=12)]
+    with caplog.at_level("WARNING", logger="realtime_sam.app.api"):
+        results = list(track(str(mkv), prompts=prompts, engine=engine))
+    assert len(results) == 10 and all([t.track_id for t in r.tracks] == [1] for r in results)
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime_sam.app.api"] == [
+        "object 2 (label 'car', box 100,80,200,160) was never tracked: the run ended before its start_frame 12"
+    ]
+
+
 def test_a_run_that_cannot_start_leaves_no_files_its_sinks_created(tmp_path):
     # A high-speed camera's frames as an image folder at 2000 fps: the video output cannot take that rate,
     # which it learns when the Pipeline tells it the source. The run stopped there with a one-line error and

@@ -494,6 +494,33 @@ def test_a_start_frame_past_the_files_end_is_refused_before_the_run(run, capsys,
     assert [len(f["tracks"]) for f in frames] == [0] * 9 + [1]
 
 
+def test_an_object_whose_start_frame_the_run_never_reached_is_named_at_the_end(run, capsys, small_clip, tmp_path):
+    """A file without a frame count up front (MKV) cannot be checked before the run, nor can a run cut
+    short by --max-frames: the objects whose start_frame never came are named at the end, even with
+    --quiet. Both runs ended "done" before without a word about the object."""
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    mkv = write_video(standard_scene(width=160, height=120, num_frames=10, seed=0), tmp_path / "clip.mkv")
+    (tmp_path / "p.yaml").write_text("- box: [10, 60, 70, 120]\n- box: [20, 20, 80, 80]\n  label: car\n  start_frame: 50\n")
+    rc = run("--headless", "--quiet", "--source", str(mkv), "--prompts", "p.yaml", "--save-masks", "m.jsonl")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert err.splitlines() == [
+        "warning: p.yaml: object 2 (label 'car', box 20,20,80,80): never tracked: the run ended before its start_frame 50"
+    ]
+    frames = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()[1:]]
+    assert len(frames) == 10 and all(len(f["tracks"]) == 1 for f in frames)  # the first object ran
+    (tmp_path / "p.yaml").write_text("- box: [20, 20, 80, 80]\n  start_frame: 8\n")
+    rc = run("--headless", "--source", str(small_clip), "--prompts", "p.yaml", "--max-frames", "5")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "warning: p.yaml: object 1 (box 20,20,80,80): never tracked: the run ended before its start_frame 8" in err.splitlines()
+    # Reached on the last frame: no warning.
+    (tmp_path / "p.yaml").write_text("- box: [20, 20, 80, 80]\n  start_frame: 4\n")
+    rc = run("--headless", "--source", str(small_clip), "--prompts", "p.yaml", "--max-frames", "5")
+    assert rc == 0 and "never tracked" not in capsys.readouterr().err
+
+
 def test_png_masks_of_an_image_folder_take_the_images_names(run, capsys, tmp_path):
     # YouTube-VOS keeps every 5th frame (00000.jpg, 00005.jpg, ...) and pairs each with a mask of its name; the
     # masks were named by count (00000, 00001, ...), and after a damaged image every later mask named the wrong one.

@@ -138,6 +138,20 @@ def test_name_placeholder_with_one_source_is_its_name(tmp_path, monkeypatch, che
     assert [f["frame"] for f in frame_lines(tmp_path / "o" / "small.jsonl")] == [0, 1, 2]
 
 
+def test_a_streams_object_whose_start_frame_never_came_is_named_at_the_end(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip):  # noqa: F811
+    # As for one stream: --max-frames ended both streams before the object's start_frame, said even with --quiet.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        f"streams:\n  - name: a\n    source: '{small_clip}'\n    prompts: [{{box: [20, 20, 80, 80], label: car, start_frame: 6}}]\n"
+        f"  - name: b\n    source: '{LAVFI}'\n"
+    )
+    code = cli.main(["--sources", "s.yaml", "--headless", "--weights", str(checkpoint_path), "--device", "cpu",
+                     "--max-frames", "4", "--quiet"])
+    err = _err_lines(capsys)
+    assert code == 0, err
+    assert err == ["warning: a: prompt (label 'car', box 20,20,80,80): never tracked: the run ended before its start_frame 6"]
+
+
 @pytest.mark.parametrize("own_settings", [False, True])
 def test_a_live_stream_with_the_file_configuration_is_pointed_to_the_presets(tmp_path, monkeypatch, capsys, checkpoint_path, small_clip, own_settings):  # noqa: F811
     # As one stream is: a live stream run with the default (file) configuration is told to pick

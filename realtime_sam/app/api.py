@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -17,8 +18,10 @@ from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
 from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.tracking.engine import Engine
-from realtime_sam.tracking.prompts import check_start_frame, validate_prompt
+from realtime_sam.tracking.prompts import check_start_frame, described, validate_prompt
 from realtime_sam.types import FrameResult, ObjectPrompt
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["track"]
 
@@ -100,3 +103,6 @@ def _run(
         raise
     with Pipeline(src, eng, sinks=sinks, config=cfg.pipeline) as pipe:
         yield from pipe
+    # A file without a frame count up front (MKV, TS), or max_frames, ended the run first.
+    for tid, p in sorted(eng.not_started().items()):
+        _log.warning("object %d%s was never tracked: the run ended before its start_frame %d", tid, described(p), p.start_frame)

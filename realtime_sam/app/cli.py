@@ -26,7 +26,7 @@ import time
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 # Before torch is imported (it cannot be changed afterwards): PyTorch's OpenMP
 # workers otherwise spin while they wait, and the app's capture, inference and
@@ -413,6 +413,22 @@ def made_for_files(config) -> bool:
     return config.propagation.method == "dense" and engine.reencode_every > 1 and not engine.background_encode
 
 
+def never_started(engine: Any, names: Mapping[int, str] | None = None) -> list[str]:
+    """``warning:`` lines for the objects added that the run ended before: their ``start_frame`` never came.
+
+    A file whose length is known is checked before the run (``check_start_frame``); one
+    without a count up front (MKV, WebM, TS) or a run cut short by ``--max-frames`` is
+    told here. ``names``: reserved id -> what to call that prompt (default ``prompt``).
+    """
+    from realtime_sam.tracking.prompts import described
+
+    names = names or {}
+    return [
+        f"warning: {names.get(tid, 'prompt')}{described(p)}: never tracked: the run ended before its start_frame {p.start_frame}"
+        for tid, p in sorted(engine.not_started().items())
+    ]
+
+
 def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequence[Any] = ()) -> int:
     from realtime_sam.app.ui import require_display
     from realtime_sam.capture.sources import open_source
@@ -483,8 +499,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
 
             runner = InferenceRunner(model)
         engine = Engine.from_config(config, runner=runner, progress=not args.quiet, detector=detector)
-        for prompt in prompts:
-            engine.add_object(prompt)
+        named = {engine.add_object(prompt): what for prompt, what in zip(prompts, names)}
         if not specs and args.headless:
             reporter.line("note: nothing is saved; add --output VIDEO and/or --save-masks PATH")
         if getattr(source, "live", False) and made_for_files(config):
@@ -510,6 +525,8 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             # failed part-way, its outputs complete up to there: 1, as for one of several streams.
             # A source that does not open at all failed before _drive, with 2.
             return EXIT_DAMAGED if isinstance(error, SourceError) else EXIT_ERROR
+        for line in never_started(engine, named):
+            reporter.line(line, important=True)
         outputs = ", ".join(str(s.path) for s in specs)
         reporter.line(f"done: {reporter.frames} frames" + (f"; saved {outputs}" if outputs else ""))
         return EXIT_OK

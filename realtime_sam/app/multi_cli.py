@@ -170,6 +170,9 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
         return cli._EXIT_BY_SIGNAL[signal.Signals(signals.received)]
     if errors:
         return cli.EXIT_DAMAGED
+    for spec, r in zip(specs, multi.runs):
+        for line in cli.never_started(r.engine):
+            say(line.replace("warning: ", f"warning: {spec.name}: ", 1), True)
     say(f"done: {frames} frames over {len(specs)} streams")
     return cli.EXIT_OK
 

@@ -405,6 +405,7 @@ class Engine:
         self._lock = threading.Lock()
         self._commands: list[tuple[str, object]] = []
         self._pending: list[ObjectPrompt] = []
+        self._last_index = -1  # the last frame processed (-1: none yet)
         # Reserved id -> first look at a new object whose encode is in flight (shown till it lands).
         self._first_looks: dict[int, _FirstLook] = {}
         self._reshaper = Reshaper()  # landed masks' shapes brought up to date (_reshaped)
@@ -589,6 +590,7 @@ class Engine:
         self._order, self._hidden, self._amodal = [], {}, {}
         self._shown, self._later, self._flow_back = {}, {}, {}
         self._prev_image = None
+        self._last_index = -1
         self._since_discovery = None
         self._since_watch = 0
         self._last_tracks = ()
@@ -678,6 +680,20 @@ class Engine:
         with self._lock:
             return bool(self._commands) or self.background.has_pending
 
+    def not_started(self) -> dict[int, ObjectPrompt]:
+        """The objects added whose ``start_frame`` lies after the last frame processed: reserved id -> prompt.
+
+        At the end of a run, the objects never tracked because the source ended (or
+        ``max_frames`` stopped the run) before their ``start_frame``: a file without a
+        frame count up front (MKV, WebM, TS) cannot be checked before the run, as
+        :func:`~realtime_sam.tracking.prompts.check_start_frame` checks the others.
+        """
+        with self._lock:
+            queued = [arg for kind, arg in self._commands if kind == "add"]
+        return {
+            p.new_id: p for p in (*self._pending, *queued) if isinstance(p, _NewObject) and p.start_frame > self._last_index
+        }
+
     def track_at(self, x: float, y: float) -> int | None:
         """The id of the object under pixel ``(x, y)`` in the last result, by the one rule of
         :func:`~realtime_sam.tracking.association.track_under` (the mask drawn on top, else the nearest box)."""
@@ -704,6 +720,7 @@ class Engine:
     def _start_frame(self, frame: Frame) -> None:
         """Apply queued commands, start over on a resolution change, predict every track's motion."""
         self._apply_commands()
+        self._last_index = frame.index
         prev = self._prev_image
         if prev is not None and prev.shape != frame.image.shape:
             # The stream changed resolution (e.g. an RTSP renegotiation): masks of

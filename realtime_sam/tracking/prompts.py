@@ -56,6 +56,7 @@ __all__ = [
     "clamp_prompt",
     "clamp_initial_prompt",
     "check_start_frame",
+    "described",
 ]
 
 MAX_COORD = 100_000.0
@@ -434,12 +435,12 @@ def check_start_frame(prompt: ObjectPrompt, source: Any, what: str = "prompt") -
     if not total or getattr(source, "live", False) or prompt.start_frame < total:
         return
     raise PromptError(
-        f"{what}{_described(prompt)}: start_frame {prompt.start_frame} is past the end of {source.name}, "
+        f"{what}{described(prompt)}: start_frame {prompt.start_frame} is past the end of {source.name}, "
         f"which has {total} frames (0..{total - 1}); give a start_frame below {total}"
     )
 
 
-def _described(prompt: ObjectPrompt) -> str:
+def described(prompt: ObjectPrompt) -> str:
     """`` (label "car", box 10,20,110,120)``: what tells one prompt from another in a message."""
     parts = [f"label {prompt.label!r}"] if prompt.label else []
     if prompt.box is not None:
