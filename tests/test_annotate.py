@@ -205,6 +205,27 @@ def test_conf_classes_and_max_det_apply_to_any_detector(tmp_path: Path):
         annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "o3", classes="zebra", progress=False)
 
 
+def test_a_plain_function_detector_needs_names_and_says_so_before_any_output(tmp_path: Path):
+    # README: annotate(detector=fn) takes a callable that returns BoxDetections and has `names`. A plain
+    # function without them raised AttributeError ("'function' object has no attribute 'names'") once the
+    # first image was detected; now a one-line TypeError at the call says what to add, and nothing is made.
+    from realtime_sam.types import BoxDetections
+
+    data = tmp_path / "d"
+    _images(data, 1)
+
+    def my_detector(image_bgr):
+        return BoxDetections([[0, 0, 40, 40]], [0.9], [2], NAMES)
+
+    out = tmp_path / "o"
+    with pytest.raises(TypeError, match=r"my_detector has no names .*my_detector\.names = ") as info:
+        annotate(data, detector=my_detector, model=BoxModel(), output_dir=out, progress=False)
+    assert "\n" not in str(info.value) and not out.exists()
+    my_detector.names = NAMES
+    summary = annotate(data, detector=my_detector, model=BoxModel(), output_dir=out, progress=False)
+    assert [c for c, _ in _read_yolo(out / "img0.txt")] == [2] and "car: 1" in summary.text()
+
+
 def test_classes_may_be_one_id_as_ultralytics_takes_it(tmp_path: Path):
     # auto_annotate(classes=0) hands 0 to YOLO's predict, which keeps class 0: the same here.
     data = tmp_path / "d"

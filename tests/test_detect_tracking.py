@@ -264,3 +264,22 @@ def test_detect_settings_without_a_detector_are_refused_in_python_unless_one_is_
     f = tmp_path / "c.yaml"
     f.write_text("detect:\n  model: null\n  classes: []\n  every_k_frames: 15\n  conf: 0.25\n")
     Engine.from_config(load_config(f), runner=BoxRunner())
+
+
+def test_a_plain_function_detector_needs_names_and_says_so():
+    # README: Engine.from_config(config, detector=fn) takes a callable that returns BoxDetections and has
+    # `names`. A plain function without them raised AttributeError ("'function' object has no attribute
+    # 'names'") from deep inside the engine; now a one-line TypeError says what to add, and with it, it works.
+    from realtime_sam.types import BoxDetections
+
+    def my_detector(image_bgr):
+        return BoxDetections([[20, 20, 60, 60]], [0.9], [2], NAMES)
+
+    config = load_config(None, ["detect.classes=[car]"])
+    with pytest.raises(TypeError, match=r"my_detector has no names .*my_detector\.names = ") as info:
+        Engine.from_config(config, runner=BoxRunner(), detector=my_detector)
+    assert "\n" not in str(info.value)
+    my_detector.names = NAMES
+    engine = Engine.from_config(config, runner=BoxRunner(), detector=my_detector)
+    result = engine.process(Frame(0, np.zeros((120, 160, 3), np.uint8), 0.0, 0.0))
+    assert [t.label for t in result.tracks] == ["car"]

@@ -33,7 +33,7 @@ from realtime_sam.output.labels import (
 )
 from realtime_sam.output.polygons import SEGMENTS, join_parts, kept_parts, outline_parts, parts_mask, simplify_parts
 from realtime_sam.output.rle import encode_rle, mask_to_box
-from realtime_sam.tracking.detection import Detector, parse_classes, select_detections
+from realtime_sam.tracking.detection import Detector, check_detector, parse_classes, select_detections
 
 __all__ = ["annotate", "AnnotateSummary", "default_output_dir", "build_annotate_parser", "annotate_main"]
 
@@ -279,7 +279,7 @@ def annotate(
             return loaded["model"]
 
         # The class filter needs the detector's names; a given detector is checked at once.
-        class_ids = parse_classes(classes, detector.names) if detector is not None else None
+        class_ids = parse_classes(classes, check_detector(detector).names) if detector is not None else None
         writer: YoloLabelWriter | CocoWriter | None = YoloLabelWriter(labels_dir) if format == "yolo" else None
         counts: Counter[str] = Counter()
         stats = Counter()

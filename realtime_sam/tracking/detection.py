@@ -52,6 +52,25 @@ class Detector(Protocol):
         ...
 
 
+def check_detector(detector: object) -> Detector:
+    """``detector`` itself, once it is seen to be a :class:`Detector`: callable and with ``names``.
+
+    Raises:
+        TypeError: it is not callable, or has no ``names`` mapping (one line saying what to add).
+    """
+    label = getattr(detector, "__name__", None) or type(detector).__name__
+    if not callable(detector):
+        raise TypeError(f"detector {label} is not callable: give a function or object that maps a BGR image to BoxDetections")
+    if not isinstance(getattr(detector, "names", None), Mapping):
+        # The class filter (names in --classes / detect.classes) and the labels need every class's
+        # name before the first detection, so a BoxDetections' own names come too late.
+        raise TypeError(
+            f"detector {label} has no names (class index -> name, for every class it can report); "
+            f"set them, e.g. {label}.names = {{0: 'person', 2: 'car'}}"
+        )
+    return detector  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Detector-prompted tracking.
@@ -225,7 +244,7 @@ class DetectorPrompts:
     """
 
     def __init__(self, detector: Detector, config: DetectConfig = DetectConfig()) -> None:
-        self.detector = detector
+        self.detector = check_detector(detector)
         self.config = config
         self.classes = parse_classes(list(config.classes), detector.names)
         self.names = dict(detector.names)
