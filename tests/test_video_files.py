@@ -324,6 +324,53 @@ def test_mp4_still_being_written_says_so(tmp_path):
         open_source(junk)
 
 
+def _concealed_after_a_clean_frame(path: Path) -> int:
+    """Frames PyAV's decoder flags as decoded with errors after the first clean one, read directly."""
+    clean, flagged = False, 0
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            try:
+                for frame in packet.decode():
+                    flagged += bool(frame.is_corrupt and clean)
+                    clean = clean or not frame.is_corrupt
+            except av.FFmpegError:
+                pass
+    return flagged
+
+
+def test_an_mkv_whose_damage_the_decoder_concealed_ends_as_damaged(tmp_path, capsys, checkpoint_path):
+    """Zeroed bytes in the middle of an MKV (x264's defaults, B-frames): the demuxer resyncs and the
+    decoder conceals what a frame lost (it flags the frame), without an error. The run read it as a
+    whole file, exit 0 without a word; now it is 'damaged' (exit 1), its outputs complete."""
+    whole = tmp_path / "whole.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "3", "-c:v", "libx264", "-g", "10",
+            "-pix_fmt", "yuv420p", str(whole))
+    data = whole.read_bytes()
+    damaged = tmp_path / "zeroed.mkv"
+    for a in (0.3, 0.34, 0.22, 0.5):  # a zeroed tenth that leaves a concealed frame (most do)
+        cut = bytearray(data)
+        lo, hi = int(len(data) * a), int(len(data) * (a + 0.05))
+        cut[lo:hi] = bytes(hi - lo)
+        damaged.write_bytes(bytes(cut))
+        if _concealed_after_a_clean_frame(damaged):
+            break
+    concealed = _concealed_after_a_clean_frame(damaged)
+    assert concealed, "no zeroed range made the decoder conceal a frame"
+    code = cli.main(["--source", str(damaged), "--headless", "--quiet", "--box", "10,10,100,100", "--save-masks",
+                     str(tmp_path / "m.jsonl"), "--weights", str(checkpoint_path), "--device", "cpu", "--config", "cpu", "--reencode-every", "100000"])
+    err = capsys.readouterr().err
+    _, frames = load_jsonl(tmp_path / "m.jsonl")
+    assert code == cli.EXIT_DAMAGED, err
+    said = f"{concealed} frame{'s' if concealed != 1 else ''} decoded with errors, concealed by the decoder"
+    assert f"is damaged: read {len(frames)} frames ({said})" in err, err
+    assert 0 < len(frames) < 75
+    # The whole file: every frame, no such flag, exit 0.
+    code = cli.main(["--source", str(whole), "--headless", "--quiet", "--box", "10,10,100,100", "--save-masks",
+                     str(tmp_path / "w.jsonl"), "--weights", str(checkpoint_path), "--device", "cpu", "--config", "cpu", "--reencode-every", "100000"])
+    assert code == 0, capsys.readouterr().err
+    assert len(load_jsonl(tmp_path / "w.jsonl")[1]) == 75
+
+
 # ------------------------------------------------------------------ cover art (attached pictures)
 
 

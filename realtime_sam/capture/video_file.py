@@ -79,6 +79,10 @@ class VideoFileSource(Source):
         self.num_frames = int(stream.frames) or None
         self._finished = False
         self._last_pts: int | None = None
+        # Frames the decoder flagged as decoded with errors (it conceals them) after the first
+        # clean one: damage. Flagged frames before it are a recording that starts mid-stream.
+        self._clean_seen = False
+        self._concealed = 0
         # Decode the first frame now: a file with no decodable frame fails at
         # open, and the size is known after rotation.
         try:
@@ -106,12 +110,19 @@ class VideoFileSource(Source):
         except _Stopped:
             return None
         if frame is not None:
+            if not getattr(frame, "is_corrupt", False):
+                self._clean_seen = True
+            elif self._clean_seen:
+                self._concealed += 1
             return frame
         self._finished = True
         # The index promised more samples than the file holds: it was cut short.
         truncated = self.num_frames is not None and d.packets < self.num_frames
-        if d.decode_errors or truncated:
+        if d.decode_errors or truncated or self._concealed:
             parts = [f"{d.decode_errors} undecodable packets skipped"] if d.decode_errors else []
+            if self._concealed:
+                n = self._concealed
+                parts.append(f"{n} frame{'s' if n != 1 else ''} decoded with errors, concealed by the decoder")
             if truncated:
                 parts.append(f"it ends early, after {d.packets} of the {self.num_frames} packets its index lists")
             detail = "; ".join(parts)
