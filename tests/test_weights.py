@@ -196,6 +196,27 @@ def test_cache_dir_per_platform() -> None:
     )
 
 
+def test_encoder_exports_go_beside_writable_weights_and_never_into_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export goes in ``.realtime_sam_cache/`` beside the weights when their folder is writable; a
+    folder whose mode lets no one write (a read-only shared copy) gets nothing, even from root, who
+    the OS lets write anywhere (it made ``.realtime_sam_cache/`` with a 23 MB export there)."""
+    from realtime_sam.model.runtime.export import default_cache_dir as export_dir
+
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    own = tmp_path / "own"
+    own.mkdir()
+    assert export_dir(own / "mobile_sam.pt") == own / ".realtime_sam_cache"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "mobile_sam.pt").write_bytes(b"weights")
+    shared.chmod(0o555)
+    try:
+        assert export_dir(shared / "mobile_sam.pt") == tmp_path / "cache" / "encoders"
+        assert sorted(p.name for p in shared.iterdir()) == ["mobile_sam.pt"]
+    finally:
+        shared.chmod(0o755)
+
+
 def test_weights_urls_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert weights_urls() == OFFICIAL_URLS
     assert OFFICIAL_URLS[0].startswith("https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/")

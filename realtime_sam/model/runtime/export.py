@@ -83,20 +83,34 @@ def weights_digest(path: str | os.PathLike) -> str:
 def default_cache_dir(weights: str | os.PathLike | None) -> Path:
     """``<weights dir>/.realtime_sam_cache`` if writable, else ``encoders`` in the weights cache.
 
+    A weights folder whose mode lets no one write is left alone even by root (:func:`_writable`).
+
     The weights cache is :func:`realtime_sam.model.weights.default_cache_dir`
     (``$REALTIME_SAM_CACHE``, else ``~/.cache/realtime-sam`` on Linux).
     """
     if weights is not None:
         beside = _beside(weights)
         try:
-            beside.mkdir(exist_ok=True)
-            if os.access(beside, os.W_OK):
+            if _writable(beside if beside.is_dir() else beside.parent):
+                beside.mkdir(exist_ok=True)
                 return beside
         except OSError:
             pass
     from realtime_sam.model.weights import default_cache_dir as weights_cache_dir
 
     return weights_cache_dir() / "encoders"
+
+
+def _writable(folder: Path) -> bool:
+    """Whether to write in ``folder``: the OS lets us, and its mode gives someone write access.
+
+    The mode matters to root, whom the OS lets write anywhere: a folder made read-only
+    for everyone (a shared, read-only copy of the weights) is not written into.
+    """
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
 
 
 #: ``<weights file name>-<model type>-<16 hex digits of the weights' SHA-256>-encoder-v<EXPORT_VERSION>.onnx``
