@@ -155,3 +155,84 @@ def test_missing_checkpoint_is_file_not_found(tmp_path):
     assert isinstance(info.value, CheckpointError)
     assert str(info.value) == f"checkpoint not found: {missing}"
     assert describe_error(info.value) == str(info.value)
+
+
+def test_several_boxes_in_predict_are_refused_not_cut_to_the_first(predictor):
+    """segment_anything's ``predict`` takes one box; several silently gave the first box's masks only."""
+    boxes = np.array([[10, 20, 200, 250], [50, 50, 300, 280]])
+    with pytest.raises(ValueError, match=r"one box.*predict_torch") as info:
+        predictor.predict(box=boxes)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"one box.*predict_torch"):
+        predictor.predict(point_coords=[[100, 100]], point_labels=[1], box=boxes)
+    for one in (boxes[0], boxes[:1], boxes[0].tolist()):
+        masks, iou, low = predictor.predict(box=one, multimask_output=False)
+        assert masks.shape == (1, 300, 400) and masks.dtype == bool
+    with pytest.raises(ValueError, match=r"box must be 4 numbers \(XYXY\), got shape \(3,\)"):
+        predictor.predict(box=np.array([1, 2, 3]))
+
+
+def test_points_of_the_wrong_shape_are_named_as_such(predictor):
+    """A 2x3 array was read as three points and refused as "3 points but 2 labels"."""
+    with pytest.raises(ValueError, match=r"point_coords must be Nx2 \(x, y\), got shape \(2, 3\)"):
+        predictor.predict(point_coords=np.ones((2, 3)), point_labels=[1, 0])
+    masks, _, _ = predictor.predict(point_coords=np.array([[[100, 100], [150, 120]]]), point_labels=[1, 0])
+    assert masks.shape == (3, 300, 400)
+
+
+@pytest.mark.parametrize("shape", [(3, 256, 256), (1, 64, 64), (1, 300, 400), (2, 1, 256, 256)])
+def test_mask_input_of_the_wrong_shape_is_a_clear_error(predictor, shape):
+    """The reference (and we, before) failed deep in a convolution; passing all three logits is the usual slip."""
+    with pytest.raises(ValueError, match=r"mask_input must be 1x256x256.*scores\.argmax\(\)") as info:
+        predictor.predict(point_coords=[[100, 100]], point_labels=[1], mask_input=np.zeros(shape, np.float32))
+    assert "\n" not in str(info.value) and str(shape) in str(info.value)
+
+
+def test_mask_input_from_a_previous_call(predictor):
+    masks, scores, logits = predictor.predict(point_coords=[[100, 100]], point_labels=[1])
+    best = logits[scores.argmax()]
+    first = predictor.predict(point_coords=[[100, 100]], point_labels=[1], mask_input=best[None], multimask_output=False)
+    for mask_input in (best, best[None, None]):  # 256x256 and 1x1x256x256 are the same mask
+        again = predictor.predict(point_coords=[[100, 100]], point_labels=[1], mask_input=mask_input, multimask_output=False)
+        np.testing.assert_array_equal(again[2], first[2])
+
+
+def test_get_preprocess_shape_keywords_as_in_segment_anything(predictor):
+    from realtime_sam.model.transforms import ResizeLongestSide
+
+    assert ResizeLongestSide.get_preprocess_shape(oldh=300, oldw=400, long_side_length=1024) == (768, 1024)
+    assert predictor.transform.get_preprocess_shape(333, 1000, long_side_length=1024) == (341, 1024)
+
+
+def test_empty_image_and_numpy_torch_image_are_clear_errors(predictor, image):
+    with pytest.raises(ValueError, match=r"set_image got an empty image of shape \(0, 10, 3\)"):
+        predictor.set_image(np.zeros((0, 10, 3), np.uint8))
+    resized = predictor.transform.apply_image(image).transpose(2, 0, 1)[None]
+    with pytest.raises(ValueError, match=r"set_torch_image expects a torch\.Tensor.*torch\.from_numpy"):
+        predictor.set_torch_image(resized, image.shape[:2])
+    predictor.set_image(image)
+    assert predictor.is_image_set
+
+
+def test_predict_torch_shape_errors_name_the_shapes(predictor):
+    """The reference fails in the prompt encoder ("'NoneType' object has no attribute 'new_ones'",
+    "Sizes of tensors must match ..."); these say which argument is wrong."""
+    t = predictor.transform
+    boxes = t.apply_boxes_torch(torch.tensor([[10.0, 20, 200, 250], [50, 50, 300, 280]]), predictor.original_size)
+    coords = t.apply_coords_torch(torch.tensor([[[100.0, 100]], [[200, 150]]]), predictor.original_size)
+    labels = torch.ones(2, 1, dtype=torch.int)
+    with pytest.raises(AssertionError, match="point_labels must be given with point_coords"):
+        predictor.predict_torch(coords, None)
+    with pytest.raises(ValueError, match=r"point_coords must be BxNx2.*\(2, 2\).*\[None\]"):
+        predictor.predict_torch(coords[:, 0], labels[:, 0])
+    with pytest.raises(ValueError, match=r"point_labels must be BxN = \(2, 1\), got \(2,\)"):
+        predictor.predict_torch(coords, labels[:, 0])
+    with pytest.raises(ValueError, match=r"batch sizes differ: point_coords 1, boxes 2"):
+        predictor.predict_torch(coords[:1], labels[:1], boxes)
+    with pytest.raises(ValueError, match=r"batch sizes differ: boxes 2, mask_input 3"):
+        predictor.predict_torch(None, None, boxes, torch.zeros(3, 1, 256, 256))
+    with pytest.raises(ValueError, match=r"mask_input must be Bx1x256x256, got \(2, 3, 256, 256\)"):
+        predictor.predict_torch(None, None, boxes, torch.zeros(2, 3, 256, 256))
+    masks, iou, low = predictor.predict_torch(coords, labels, boxes, torch.zeros(2, 1, 256, 256), multimask_output=False)
+    assert masks.shape == (2, 1, 300, 400) and iou.shape == (2, 1) and low.shape == (2, 1, 256, 256)
+

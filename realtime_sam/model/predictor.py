@@ -63,6 +63,11 @@ class SamPredictor:
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
         """Embed an already resized ``1x3xhxw`` image (RGB, 0-255, longest side 1024)."""
+        if not isinstance(transformed_image, torch.Tensor):
+            raise SamInputError(
+                f"set_torch_image expects a torch.Tensor, got {type(transformed_image).__name__}; "
+                "convert with torch.from_numpy(...) or call set_image with the HxWx3 uint8 array"
+            )
         if (
             transformed_image.ndim != 4
             or transformed_image.shape[1] != 3
@@ -97,8 +102,9 @@ class SamPredictor:
         Args:
             point_coords: ``Nx2`` XY points.
             point_labels: ``N`` labels, 1 foreground, 0 background.
-            box: ``4`` (or ``1x4``) XYXY.
-            mask_input: ``1x256x256`` low-res logits from a previous call.
+            box: one box, ``4`` (or ``1x4``) XYXY; several boxes go through :meth:`predict_torch`.
+            mask_input: ``1x256x256`` low-res logits from a previous call (one of its masks;
+                ``256x256`` and ``1x1x256x256`` are taken too).
             multimask_output: three masks instead of one (better for a single ambiguous point).
             return_logits: return logits instead of booleans.
 
@@ -110,7 +116,10 @@ class SamPredictor:
         if point_coords is not None:
             if point_labels is None:
                 raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
-            coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+            coords = np.asarray(point_coords, dtype=np.float64)
+            if coords.ndim == 0 or coords.shape[-1] != 2:
+                raise PromptError(f"point_coords must be Nx2 (x, y), got shape {coords.shape}")
+            coords = coords.reshape(-1, 2)
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise PromptError(f"{len(coords)} points but {len(labels)} labels; give one label per point")
@@ -119,13 +128,27 @@ class SamPredictor:
             coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None]
         if box is not None:
-            b = np.asarray(box, dtype=np.float64).reshape(-1, 4)
+            b = np.asarray(box, dtype=np.float64)
+            if b.ndim == 2 and b.shape[1] == 4 and b.shape[0] > 1:
+                raise PromptError(
+                    f"predict takes one box (4 numbers, XYXY), got {b.size // 4} (shape {b.shape}); for several "
+                    "boxes at once use predict_torch(None, None, boxes=predictor.transform.apply_boxes_torch(boxes, "
+                    "predictor.original_size))"
+                )
+            if b.size != 4:
+                raise PromptError(f"box must be 4 numbers (XYXY), got shape {b.shape}")
+            b = b.reshape(1, 4)
             _check_finite(b, "box")
             box_t = torch.as_tensor(self.transform.apply_boxes(b, self.original_size), dtype=torch.float32, device=self.device)
         if mask_input is not None:
-            mask_t = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)
-            if mask_t.ndim == 3:
-                mask_t = mask_t[None]
+            m = np.asarray(mask_input)
+            size = self.model.prompt_encoder.mask_input_size
+            if m.ndim < 2 or m.ndim > 4 or m.shape[-2:] != tuple(size) or m.size != size[0] * size[1]:
+                raise PromptError(
+                    f"mask_input must be 1x{size[0]}x{size[1]} (one mask of the low-res logits a previous predict "
+                    f"returned, e.g. logits[scores.argmax()][None]), got shape {m.shape}"
+                )
+            mask_t = torch.as_tensor(m.reshape(1, 1, *size), dtype=torch.float32, device=self.device)
         masks, iou, low = self.predict_torch(
             coords_t, labels_t, box_t, mask_t, multimask_output=multimask_output, return_logits=return_logits
         )
@@ -150,6 +173,7 @@ class SamPredictor:
             ``(masks BxCxHxW, iou BxC, low_res_logits BxCx256x256)``.
         """
         self._require_image()
+        _check_batch(point_coords, point_labels, boxes, mask_input, self.model.prompt_encoder.mask_input_size)
         points = (point_coords, point_labels) if point_coords is not None else None
         low, iou = self.decode(points, boxes, mask_input, multimask_output)
         masks = self.model.postprocess_masks(low, self.input_size, self.original_size)
@@ -200,6 +224,37 @@ class SamPredictor:
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+
+def _check_batch(
+    point_coords: torch.Tensor | None,
+    point_labels: torch.Tensor | None,
+    boxes: torch.Tensor | None,
+    mask_input: torch.Tensor | None,
+    mask_size: tuple[int, int],
+) -> None:
+    """Refuse ``predict_torch`` prompts whose shapes or batch sizes do not fit, naming the argument."""
+    batch: dict[str, int] = {}
+    if point_coords is not None:
+        if point_labels is None:
+            raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+        if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
+            raise PromptError(
+                f"point_coords must be BxNx2, got {tuple(point_coords.shape)}; for one set of points add the batch axis ([None])"
+            )
+        if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
+            raise PromptError(f"point_labels must be BxN = {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
+        batch["point_coords"] = point_coords.shape[0]
+    if boxes is not None:
+        if boxes.ndim == 0 or boxes.shape[-1] != 4 or boxes.numel() != 4 * boxes.shape[0]:
+            raise PromptError(f"boxes must be Bx4 (XYXY), got {tuple(boxes.shape)}")
+        batch["boxes"] = boxes.shape[0]
+    if mask_input is not None:
+        if mask_input.ndim not in (3, 4) or tuple(mask_input.shape[-3:]) != (1, *mask_size):
+            raise PromptError(f"mask_input must be Bx1x{mask_size[0]}x{mask_size[1]}, got {tuple(mask_input.shape)}")
+        batch["mask_input"] = mask_input.shape[0] if mask_input.ndim == 4 else 1
+    if len(set(batch.values())) > 1:
+        raise PromptError("batch sizes differ: " + ", ".join(f"{k} {v}" for k, v in batch.items()))
 
 
 def _check_finite(a: np.ndarray, name: str) -> None:

@@ -30,6 +30,8 @@ def check_image(image: object, image_format: str, caller: str) -> None:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise SamInputError(f"{caller} expects an HxWx3 uint8 array, got shape {shape} dtype {dtype}")
+    if 0 in image.shape:
+        raise SamInputError(f"{caller} got an empty image of shape {image.shape}; give an HxWx3 uint8 array with H, W > 0")
 
 
 def preprocess_shape(old_h: int, old_w: int, long_side: int) -> tuple[int, int]:
@@ -47,7 +49,10 @@ class ResizeLongestSide:
     def __init__(self, target_length: int) -> None:
         self.target_length = target_length
 
-    get_preprocess_shape = staticmethod(preprocess_shape)
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        """``(h, w)`` after scaling so the longest side is ``long_side_length``."""
+        return preprocess_shape(oldh, oldw, long_side_length)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """``HxWx3 uint8`` -> ``hxwx3 uint8`` with the longest side at ``target_length``."""
