@@ -236,3 +236,12 @@ def test_predict_torch_shape_errors_name_the_shapes(predictor):
     masks, iou, low = predictor.predict_torch(coords, labels, boxes, torch.zeros(2, 1, 256, 256), multimask_output=False)
     assert masks.shape == (2, 1, 300, 400) and iou.shape == (2, 1) and low.shape == (2, 1, 256, 256)
 
+
+def test_checkpoint_of_another_model_names_the_registry_key(checkpoint_path):
+    """The advice was the command line's alone ("use --model-type vit_t"), confusing from Python."""
+    from realtime_sam import sam_model_registry
+    from realtime_sam.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"""use --model-type vit_t \(sam_model_registry\["vit_t"\] in Python\)""") as info:
+        sam_model_registry["vit_b"](checkpoint_path)
+    assert "\n" not in str(info.value)

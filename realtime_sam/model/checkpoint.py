@@ -137,7 +137,7 @@ def check_against_manifest(state: Mapping[str, torch.Tensor], model_type: str, s
     if guess is not None and guess != model_type:
         raise CheckpointError(
             f"{source} is a {MODEL_NAMES[guess]} checkpoint, not {MODEL_NAMES[model_type]}; "
-            f"use --model-type {guess} or pass the right file"
+            f"use --model-type {guess} (sam_model_registry[\"{guess}\"] in Python) or pass the right file"
         )
     parts = []
     if missing:
