@@ -455,6 +455,26 @@ def test_camera_that_opens_but_gives_no_frame() -> None:
         open_source(0, capture_factory=lambda i: FakeCapture(0))
 
 
+def test_camera_silences_opencv_through_the_older_log_functions(monkeypatch) -> None:
+    # opencv-python 4.10.0.84 (the lowest pyproject.toml allows) and 4.8 have cv2.getLogLevel/setLogLevel
+    # but no cv2.utils.logging (5.x: the other way round); opening a camera there raised AttributeError.
+    levels = [3]
+    seen_while_opening: list[int] = []
+    monkeypatch.delattr(cv2.utils, "logging", raising=False)
+    monkeypatch.setattr(cv2, "getLogLevel", lambda: levels[-1], raising=False)
+    monkeypatch.setattr(cv2, "setLogLevel", levels.append, raising=False)
+
+    def factory(index: int) -> FakeCapture:
+        seen_while_opening.append(levels[-1])
+        return FakeCapture(3)
+
+    src = open_source(0, capture_factory=factory)
+    assert src.read() is not None
+    src.close()
+    assert seen_while_opening == [0]  # silent while the backend probes the device
+    assert levels == [3, 0, 3]  # and the level it had afterwards
+
+
 def test_camera_gives_up_after_max_tries() -> None:
     made: list[FakeCapture] = []
 

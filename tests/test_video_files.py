@@ -7,6 +7,7 @@ FFmpeg's own tools show.
 
 from __future__ import annotations
 
+import enum
 import shutil
 import struct
 import subprocess
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from realtime_sam.app import cli
+from realtime_sam.capture.decoding import is_cover_art
 from realtime_sam.capture.sources import open_source
 from realtime_sam.errors import SinkError, SourceError
 from realtime_sam.output.jsonl import load_jsonl
@@ -380,6 +382,13 @@ def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=60)
 
 
+def _attached_pic(stream) -> bool:
+    """Whether FFmpeg marked ``stream`` as an attached picture, read straight from PyAV (an int-like
+    flag from PyAV 18, a plain Flag before)."""
+    disposition = stream.disposition
+    return bool(int(getattr(disposition, "value", disposition)) & 0x400)
+
+
 def _cover(tmp_path: Path) -> Path:
     path = tmp_path / "cover.png"
     _ffmpeg("-f", "lavfi", "-i", "color=red:s=32x32:d=1", "-frames:v", "1", str(path))
@@ -417,7 +426,7 @@ def test_cover_art_beside_the_video_is_skipped(tmp_path):
             "-disposition:v:1", "attached_pic", str(tagged))
     _tags_before_tracks(tagged)
     with av.open(str(tagged)) as container:
-        kinds = [(s.width, s.height, bool(s.disposition & 0x400)) for s in container.streams.video]
+        kinds = [(s.width, s.height, _attached_pic(s)) for s in container.streams.video]
     assert kinds == [(32, 32, True), (W, H, False)]  # the cover comes first
     mkv = tmp_path / "attached.mkv"  # Matroska keeps a cover as an attachment, listed after the tracks
     _ffmpeg("-i", str(clip), "-c", "copy", "-attach", str(cover), "-metadata:s:t", "mimetype=image/png", str(mkv))
@@ -429,6 +438,23 @@ def test_cover_art_beside_the_video_is_skipped(tmp_path):
         assert [f.timestamp for f in frames] == pytest.approx([i * 0.04 for i in range(12)])
 
 
+def test_cover_art_is_told_from_a_flag_disposition_as_pyav_15_to_17_give_it():
+    # PyAV 15-17's av.stream.Disposition is an enum.Flag, which int() refuses (every file open
+    # raised TypeError there); PyAV 18's is an IntFlag, older ones gave an int.
+    class Disposition(enum.Flag):
+        default = 0x1
+        attached_pic = 0x400
+
+    class Stream:
+        def __init__(self, disposition):
+            self.disposition = disposition
+
+    assert is_cover_art(Stream(Disposition.attached_pic | Disposition.default))
+    assert not is_cover_art(Stream(Disposition.default))
+    assert not is_cover_art(Stream(Disposition(0)))
+    assert is_cover_art(Stream(0x401)) and not is_cover_art(Stream(0x1))
+
+
 @pytest.mark.parametrize("name", ["song.mp3", "song.m4a"])
 def test_audio_with_only_cover_art_is_not_a_video(tmp_path, name):
     cover = _cover(tmp_path)
@@ -437,7 +463,7 @@ def test_audio_with_only_cover_art_is_not_a_video(tmp_path, name):
     _ffmpeg("-f", "lavfi", "-i", "sine=d=1", "-i", str(cover), "-map", "0", "-map", "1", "-c:v", codec,
             "-disposition:v", "attached_pic", str(path))
     with av.open(str(path)) as container:
-        assert [bool(s.disposition & 0x400) for s in container.streams.video] == [True]
+        assert [_attached_pic(s) for s in container.streams.video] == [True]
     with pytest.raises(SourceError, match=rf"{name} has no video stream, only cover art .*give a video file") as info:
         open_source(path)
     assert "\n" not in str(info.value)

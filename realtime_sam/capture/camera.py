@@ -23,6 +23,20 @@ from realtime_sam.types import Frame
 __all__ = ["CaptureFactory", "CaptureLike", "CameraSource"]
 
 
+# cv::utils::logging::LOG_LEVEL_SILENT.
+_LOG_LEVEL_SILENT = 0
+
+
+def _log_level_functions() -> tuple[Callable[[], int], Callable[[int], object]]:
+    """OpenCV's ``(getLogLevel, setLogLevel)``: ``cv2.utils.logging``'s where the build has it
+    (opencv-python 5.x has only these), else the top-level ``cv2.getLogLevel``/``cv2.setLogLevel``
+    (opencv-python 4.8 and 4.10 have only those)."""
+    logging = getattr(cv2.utils, "logging", None)
+    if logging is not None:
+        return logging.getLogLevel, logging.setLogLevel
+    return cv2.getLogLevel, cv2.setLogLevel
+
+
 class CaptureLike(Protocol):
     """The parts of ``cv2.VideoCapture`` a :class:`CameraSource` uses (inject fakes in tests)."""
 
@@ -83,14 +97,15 @@ class CameraSource(LiveSource):
     def _connect(self) -> None:
         # OpenCV prints backend warnings for a missing camera; the one-line
         # error below says it better. Restore the level afterwards.
-        previous = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        get_level, set_level = _log_level_functions()
+        previous = get_level()
+        set_level(_LOG_LEVEL_SILENT)
         try:
             cap = self._factory(self.index)
             opened = bool(cap.isOpened())
             ok, image = cap.read() if opened else (False, None)
         finally:
-            cv2.utils.logging.setLogLevel(previous)
+            set_level(previous)
         if not opened:
             cap.release()
             raise _ConnectFailed(

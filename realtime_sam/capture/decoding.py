@@ -139,7 +139,9 @@ _ATTACHED_PIC = 0x0400
 
 def is_cover_art(stream: Any) -> bool:
     """True for a stream that only carries an attached picture (cover art), not moving video."""
-    return bool(int(getattr(stream, "disposition", 0) or 0) & _ATTACHED_PIC)
+    disposition = getattr(stream, "disposition", 0) or 0
+    # PyAV 15-17 give an av.stream.Disposition that is a Flag, not an int (18 on: an IntFlag).
+    return bool(int(getattr(disposition, "value", disposition)) & _ATTACHED_PIC)
 
 
 def first_video_stream(container: Any) -> Any | None:
