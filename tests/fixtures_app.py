@@ -19,6 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 320, 240
 
 
+# What opencv-python-headless's namedWindow raises (measured with 5.1.0.95; 4.8.0.74's is the same
+# but for the line number and 'cvNamedWindow').
+HEADLESS_NAMED_WINDOW_ERROR = (
+    "OpenCV(5.1.0) /io/opencv/modules/highgui/src/window.cpp:1241: error: (-2:Unspecified error) The function "
+    "is not implemented. Rebuild the library with Windows, GTK+ 2.x or Cocoa support. If you are on Ubuntu or "
+    "Debian, install libgtk2.0-dev and pkg-config, then re-run cmake or configure script in function "
+    "'namedWindowImpl'\n"
+)
+
+
+def headless_named_window(*args: object) -> None:
+    """``cv2.namedWindow`` as opencv-python-headless has it (the test suite runs with opencv-python)."""
+    import cv2
+
+    raise cv2.error(HEADLESS_NAMED_WINDOW_ERROR)
+
+
 def skip_unless_x11() -> None:
     """Skip where windows need no X server (Windows, macOS: a display is always assumed there)."""
     if sys.platform in ("win32", "darwin"):

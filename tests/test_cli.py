@@ -224,6 +224,36 @@ def test_a_display_with_no_x_server_is_one_line_before_any_output(tmp_path, smal
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "masks.jsonl").exists()
 
 
+def test_a_headless_opencv_is_one_line_before_any_output(capsys, tmp_path, monkeypatch, small_clip, checkpoint_path):
+    # opencv-python-headless as measured (5.1.0.95): "GUI: NONE" in its build information, and
+    # namedWindow raising. Before, with a display at hand, the run opened its outputs (an earlier
+    # run's masks file cut to its header), loaded the model, and then stopped with OpenCV's advice
+    # to rebuild it from source with GTK.
+    from fixtures_app import free_x_display_number, headless_named_window
+
+    import cv2
+
+    from realtime_sam.app import ui
+
+    build = re.sub(r"(?m)^(\s*GUI:\s*).*$", r"\1NONE", cv2.getBuildInformation())
+    assert "NONE" in build
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: build)
+    monkeypatch.setattr(cv2, "namedWindow", headless_named_window)
+    monkeypatch.setenv("DISPLAY", f":{free_x_display_number()}")
+    monkeypatch.setattr(ui, "_x_server_answers", lambda display: True)  # a display at hand
+    monkeypatch.chdir(tmp_path)
+    earlier = '{"earlier": "run"}\n' * 3
+    (tmp_path / "masks.jsonl").write_text(earlier)
+    argv = ["--source", str(small_clip), "--box", "10,10,60,60", "--output", "out.mp4", "--save-masks", "masks.jsonl",
+            "--weights", str(checkpoint_path), "--device", "cpu"]
+    assert cli.main(argv) == 2
+    assert single_error(capsys) == (
+        f"error: OpenCV {cv2.__version__} here has no window support (opencv-python-headless, or another build "
+        "without a GUI); add --headless to run without one, or install the GUI build: "
+        "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python")
+    assert (tmp_path / "masks.jsonl").read_text() == earlier and not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures_app import headless_named_window
 from fixtures_window import (
     TITLE,
     WindowApp,
@@ -47,6 +48,7 @@ from realtime_sam.app.ui import (
     ToggleHelp,
     TogglePause,
     WindowConfig,
+    WindowError,
     display_available,
     display_problem,
 )
@@ -301,6 +303,21 @@ def _no_real_window(monkeypatch) -> None:
     }.items():
         monkeypatch.setattr(ui.cv2, name, fn)
     monkeypatch.setattr(ui, "require_display", lambda *a: None)
+
+
+def test_a_window_from_a_headless_opencv_says_to_install_the_gui_build(monkeypatch):
+    # A GUI-less OpenCV whose build information does not say so: only namedWindow tells, as in the
+    # headless wheel (the one function that raises there; the test suite runs with opencv-python).
+    # Before, the message carried OpenCV's advice to rebuild it from source with GTK.
+    _no_real_window(monkeypatch)
+    monkeypatch.setattr(cv2, "namedWindow", headless_named_window)
+    with pytest.raises(WindowError) as info:
+        LiveWindow(WindowConfig()).open()
+    message = str(info.value)
+    assert "\n" not in message and "Rebuild" not in message and "cmake" not in message
+    assert message.startswith(f"OpenCV {cv2.__version__} here has no window support (opencv-python-headless")
+    assert message.endswith("run with --headless, or install the GUI build: "
+                            "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python")
 
 
 def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatch):

@@ -86,6 +86,7 @@ __all__ = [
     "WindowError",
     "display_available",
     "display_problem",
+    "opencv_gui_problem",
     "require_display",
 ]
 
@@ -120,15 +121,60 @@ def display_available() -> bool:
 def require_display(hint: str = "run with --headless") -> None:
     """Raise :class:`WindowError` with why no window can be shown here (:func:`display_problem`) and
     ``hint``, what to do instead; nothing when one can."""
+    if opencv_gui_problem() is not None:
+        raise WindowError(_no_gui_message(hint))
     problem = display_problem()
     if problem is not None:
         raise WindowError(f"no display to show a window on ({problem}); {hint}")
 
 
+# Both wheels install the same cv2 folder: removing one of two installed breaks the other's.
+_GUI_INSTALL = "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python"
+
+
+def _no_gui_message(hint: str) -> str:
+    return f"{_no_gui()}; {hint}, or install the GUI build: {_GUI_INSTALL}"
+
+
+def _no_gui() -> str:
+    return f"OpenCV {cv2.__version__} here has no window support (opencv-python-headless, or another build without a GUI)"
+
+
+def opencv_gui_problem() -> str | None:
+    """Why the installed OpenCV cannot open a window at all, whatever the display; ``None`` when it
+    has a GUI backend or that cannot be told.
+
+    opencv-python-headless (which servers, Docker images and other packages bring in, beside or in
+    place of opencv-python) has none: its ``namedWindow`` raises "The function is not implemented.
+    Rebuild the library with ... GTK+", advice meant for a source build, and only once the outputs
+    are open. Told by the ``GUI:`` line of OpenCV's build information: ``NONE`` in
+    opencv-python-headless (4.8 and 5.1 measured), the backend in opencv-python (``QT5``).
+    """
+    try:
+        info = cv2.getBuildInformation()
+    except cv2.error:
+        return None
+    for line in info.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == "GUI":
+            return _no_gui() if value.strip().upper() == "NONE" else None
+    return None
+
+
+def _window_error(exc: "cv2.error", hint: str = "run with --headless") -> WindowError:
+    """The one-line :class:`WindowError` for ``namedWindow``'s ``exc``."""
+    text = str(exc).strip()
+    if "not implemented" in text.lower():  # a build without a GUI that opencv_gui_problem missed
+        return WindowError(_no_gui_message(hint))
+    reason = text.splitlines()[-1] if text else "unknown error"
+    return WindowError(f"cannot open a window ({reason}); {hint}")
+
+
 def display_problem() -> str | None:
     """Why no window can be shown here, in a few words; ``None`` when one can, as far as can be told.
 
-    Always ``None`` on Windows and macOS. Elsewhere ``DISPLAY`` or
+    First, OpenCV must have a GUI (:func:`opencv_gui_problem`). Then: always ``None`` on Windows and
+    macOS. Elsewhere ``DISPLAY`` or
     ``WAYLAND_DISPLAY`` must be set, and an X ``DISPLAY`` must have a server
     that takes connections: with a stale one (an SSH session's forwarding
     gone, an Xvfb that was stopped) OpenCV's Qt aborts the whole process at
@@ -136,6 +182,9 @@ def display_problem() -> str | None:
     outputs were opened. A server that takes the connection but then refuses
     it (no authorisation) is not detected here.
     """
+    gui = opencv_gui_problem()
+    if gui is not None:
+        return gui
     if sys.platform in ("win32", "darwin"):
         return None
     display = os.environ.get("DISPLAY", "")
@@ -743,10 +792,7 @@ class LiveWindow:
             cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.config.title, self._on_mouse)
         except cv2.error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-            raise WindowError(
-                f"cannot open a window ({reason}); install opencv-python (not -headless) or run with --headless"
-            ) from None
+            raise _window_error(exc) from None
         self._open = True
 
     def close(self) -> None:
