@@ -47,7 +47,7 @@ from realtime_sam.app.ui import (
     ToggleAuto,
     ToggleHelp,
     TogglePause,
-    _window_error,
+    window_error,
     SCREEN_FILL,
     fit_view,
     new_object_message,
@@ -250,7 +250,7 @@ class GridWindow:
             cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.title, lambda e, x, y, f, _p=None: self._pending.extend(self.interaction.on_mouse(e, x, y, f)))
         except cv2.error as exc:
-            raise _window_error(exc) from None
+            raise window_error(exc) from None
         self._open = True
 
     def close(self) -> None:

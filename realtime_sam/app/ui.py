@@ -161,7 +161,7 @@ def opencv_gui_problem() -> str | None:
     return None
 
 
-def _window_error(exc: "cv2.error", hint: str = "run with --headless") -> WindowError:
+def window_error(exc: "cv2.error", hint: str = "run with --headless") -> WindowError:
     """The one-line :class:`WindowError` for ``namedWindow``'s ``exc``."""
     text = str(exc).strip()
     if "not implemented" in text.lower():  # a build without a GUI that opencv_gui_problem missed
@@ -792,7 +792,7 @@ class LiveWindow:
             cv2.namedWindow(self.config.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
             cv2.setMouseCallback(self.config.title, self._on_mouse)
         except cv2.error as exc:
-            raise _window_error(exc) from None
+            raise window_error(exc) from None
         self._open = True
 
     def close(self) -> None:
