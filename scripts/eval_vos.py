@@ -23,7 +23,9 @@ objects. ``--imageset 2017/val`` takes the sequences of a standard DAVIS folder'
 sequences too, which are all scored otherwise). Frame ``NNNNN`` (the video's frame ``NNNNN``, or ``NNNNN.jpg``) is paired
 with ``NNNNN.png``; a frame or an annotation without its pair is left out with a
 warning naming it; frames and annotations of another size than the sequence's
-first frame are a one-line error. ``--sequences a,b`` selects; ``--max-frames K``
+first frame are a one-line error. An annotated sequence with neither frames
+nor video is left out with a warning naming it (an error when ``--sequences`` or
+``--imageset`` names it). ``--sequences a,b`` selects; ``--max-frames K``
 cuts every sequence.
 
 **Other footage from the same data**, so that settings tuned on the clips
@@ -245,8 +247,24 @@ def find_sequences(root: Path) -> dict[str, Path | None]:
         elif (root / "JPEGImages" / "480p" / d.name).is_dir():
             out[d.name] = None
     if not out:
+        lacking = frameless(root, out)
+        if lacking:
+            raise EvalError(f"no sequences found in {root}: {_no_frames(root, lacking)}")
         raise EvalError(f"no sequences found in {root}: {LAYOUT}")
     return out
+
+
+def frameless(root: Path, found: Mapping[str, Path | None]) -> list[str]:
+    """The sequences of ``root`` with annotations (``Annotations/480p/<name>/*.png``) but neither
+    ``JPEGImages/480p/<name>/`` nor ``<name>.mp4``: :func:`find_sequences` leaves them out."""
+    ann = _annotations_dir(Path(root))
+    return [d.name for d in sorted(ann.iterdir()) if d.is_dir() and d.name not in found and any(d.glob("*.png"))]
+
+
+def _no_frames(root: Path, names: Sequence[str]) -> str:
+    first = names[0]
+    return (f"{len(names)} annotated sequence(s) have no frames ({_some(list(names))}): add "
+            f"{Path(root) / 'JPEGImages' / '480p' / first}/00000.jpg, ... or {Path(root) / (first + '.mp4')}")
 
 
 def sequence_names(text: str, found: Sequence[str]) -> list[str]:
@@ -1136,9 +1154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.imageset and args.sequences:
             raise EvalError("give --imageset or --sequences, not both")
         names = imageset_names(args.root, args.imageset) if args.imageset else sequence_names(args.sequences, found)
+        lacking = frameless(args.root, found)
+        named = args.imageset or args.sequences.strip()
+        if named and [s for s in names if s in lacking]:
+            raise EvalError(_no_frames(args.root, [s for s in names if s in lacking]))
         unknown = [s for s in names if s not in found]
         if unknown:
             raise EvalError(f"unknown sequence(s) {', '.join(unknown)} in {args.root}; available: {', '.join(found)}")
+        if lacking and not named:  # left out of "every sequence": say so, or the mean is over fewer than the folder holds
+            log(f"warning: {_no_frames(args.root, lacking)}; left out, scoring the {len(names)} that have frames")
         try:
             base = load_config(args.config, args.overrides)
             live_cfg = load_config("cpu", args.overrides) if live else None

@@ -766,3 +766,31 @@ def test_imageset_selects_the_split_of_a_standard_davis_folder(tmp_path, capsys)
     assert capsys.readouterr().err.strip() == f"error: --imageset 2016/val: no {root / 'ImageSets' / '2016' / 'val.txt'}; there are: 2017/val, 480p/val"
     assert ev.main([*args, "--imageset", "2017/val", "--sequences", "one"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_an_annotated_sequence_without_frames_is_named_not_dropped_silently(tmp_path, capsys):
+    # A DAVIS folder whose JPEGImages/480p lacks a sequence that Annotations/480p holds (a partial
+    # unpack): scoring "every sequence" used to leave it out without a word, so the mean was over
+    # fewer sequences than the folder holds, and naming it said "unknown sequence".
+    import shutil
+
+    root = tmp_path / "DAVIS"
+    _write_davis(root, frames=4)
+    shutil.rmtree(root / "JPEGImages" / "480p" / "two")
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", ""]
+    out = tmp_path / "out.json"
+    assert ev.main([*args, "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "have no frames (two)" in warning[0], err
+    assert str(root / "JPEGImages" / "480p" / "two") in warning[0] and "left out" in warning[0]
+    assert json.loads(out.read_text())["sequences"] == ["one"]
+    # Named, it is a one-line error that says what is missing (not "unknown sequence").
+    assert ev.main([*args, "--sequences", "one,two"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: 1 annotated sequence(s) have no frames (two): add ") and "two.mp4" in line
+    # No sequence with frames at all: the error says which have none.
+    shutil.rmtree(root / "JPEGImages" / "480p" / "one")
+    assert ev.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: no sequences found in {root}: 2 annotated sequence(s) have no frames (one, two)")
