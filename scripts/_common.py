@@ -19,11 +19,12 @@ Nothing here runs on import.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -150,6 +151,20 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
         raise ValueError(f"{flag} {path}: no folder {parent}; create it or give a path in an existing folder")
     if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ValueError(f"{flag} {path} is not writable; give a path you can write")
+
+
+def strict_json(value):
+    """``value`` as strict JSON holds it (``json.dumps(..., allow_nan=False)`` accepts it): numpy
+    numbers as Python ones, tuples as lists, NaN and infinities (a figure there is none of) as ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def fail(message: object) -> int:

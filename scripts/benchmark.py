@@ -74,7 +74,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import check_output_file, frame_size, median, percentile, weights_or_random  # noqa: E402
+from _common import check_output_file, frame_size, median, percentile, strict_json, weights_or_random  # noqa: E402
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from realtime_sam.capture.sources import open_source  # noqa: E402
@@ -866,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(raw, indent=2))
+        Path(args.json).write_text(json.dumps(strict_json(raw), indent=2, allow_nan=False))  # a missing figure: null
     return 0
 
 

@@ -141,7 +141,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the realtime-sam comma
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import REPO, check_model_args, weights_or_random  # noqa: E402
+from _common import REPO, check_model_args, strict_json, weights_or_random  # noqa: E402
 
 from realtime_sam.testing.oracle import GroundTruthOracle  # noqa: E402
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
@@ -1289,19 +1289,6 @@ def _payload(args: argparse.Namespace, figures: Mapping[str, dict], done: Sequen
     }
 
 
-def _plain(value):
-    """``value`` as strict JSON holds it: numpy numbers as Python ones, NaN and infinities as ``None``."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` to ``path`` whole or not at all (a temporary file beside it, then renamed over it).
 
@@ -1313,7 +1300,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
     tmp = path.with_name(path.name + ".part")
     try:
-        tmp.write_text(json.dumps(_plain(payload), indent=1, allow_nan=False))
+        tmp.write_text(json.dumps(strict_json(payload), indent=1, allow_nan=False))
         os.replace(tmp, path)
     except OSError as exc:
         try:
