@@ -153,6 +153,14 @@ def check_output_file(path: str | os.PathLike[str], flag: str) -> None:
         raise ValueError(f"{flag} {path} is not writable; give a path you can write")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors (a bad value, an unknown flag, ``parser.error``) are one line,
+    ``error: ... (see --help)``, and exit status 2, as the scripts' other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def strict_json(value):
     """``value`` as strict JSON holds it (``json.dumps(..., allow_nan=False)`` accepts it): numpy
     numbers as Python ones, tuples as lists, NaN and infinities (a figure there is none of) as ``None``."""

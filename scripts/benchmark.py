@@ -74,7 +74,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import check_output_file, frame_size, median, percentile, strict_json, weights_or_random  # noqa: E402
+from _common import OneLineParser, check_output_file, frame_size, median, percentile, strict_json, weights_or_random  # noqa: E402
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from realtime_sam.capture.sources import open_source  # noqa: E402
@@ -148,8 +148,10 @@ class BenchConfig:
     flow_preset: str = "medium"
 
     def __post_init__(self) -> None:
-        if self.frames < 2 or self.repeats < 1 or self.model_repeats < 1:
-            raise ValueError("--frames must be >= 2, --repeats and --model-repeats >= 1")
+        if self.frames < 2:
+            raise ValueError(f"--frames must be >= 2 (the clip's length), got {self.frames}")
+        if self.repeats < 1 or self.model_repeats < 1:
+            raise ValueError(f"--repeats and --model-repeats must be >= 1, got {self.repeats} and {self.model_repeats}")
         if self.naive_frames < 0:
             raise ValueError(f"--naive-frames must be >= 0 (0: the whole clip), got {self.naive_frames}")
         if not self.reencode or min(self.reencode) < 1:
@@ -157,7 +159,7 @@ class BenchConfig:
         if self.background and min(self.background) < 1:
             raise ValueError("--background needs integers >= 1, e.g. 1,8 (or an empty string for none)")
         if not 1 <= self.objects <= 8:
-            raise ValueError("--objects must be in 1..8")
+            raise ValueError(f"--objects must be in 1..8, got {self.objects}")
         if self.scene not in ("standard", "hard"):
             raise ValueError("--scene must be standard or hard")
         if self.scene == "hard" and self.objects > HARD_MAX_OBJECTS:
@@ -802,7 +804,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = BenchConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--backend", default=d.backend, help="model backend: eager, torch, onnxruntime, openvino or auto")
     p.add_argument("--weights", default=None, help="vit_t checkpoint (default: the golden one if present, else random)")
