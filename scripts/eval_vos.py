@@ -23,7 +23,8 @@ objects. ``--imageset 2017/val`` takes the sequences of a standard DAVIS folder'
 sequences too, which are all scored otherwise). Frame ``NNNNN`` (the video's frame ``NNNNN``, or ``NNNNN.jpg``) is paired
 with ``NNNNN.png``; a frame or an annotation without its pair is left out with a
 warning naming it; frames and annotations of another size than the sequence's
-first frame are a one-line error. An annotated sequence with neither frames
+first frame are a one-line error, as is a sequence annotated in one of its
+frames only (DAVIS test-dev: no tracking to score). An annotated sequence with neither frames
 nor video is left out with a warning naming it (an error when ``--sequences`` or
 ``--imageset`` names it). ``--sequences a,b`` selects; ``--max-frames K``
 cuts every sequence.
@@ -269,7 +270,7 @@ def _no_frames(root: Path, names: Sequence[str]) -> str:
 
 def sequence_names(text: str, found: Sequence[str]) -> list[str]:
     """``--sequences``' comma-separated names (``""``: every one ``found``); a value naming none (``","``) is an error."""
-    names = [s.strip() for s in text.split(",") if s.strip()]
+    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))  # each once, in order
     if text.strip() and not names:
         raise EvalError(f"--sequences {text!r} names no sequence; give comma-separated names "
                         f"(or leave it out for all): {', '.join(found)}")
@@ -390,6 +391,10 @@ def load_sequence(
     pairs = [(f, ann[k]) for k, f in zip(keys, frames) if k in ann]
     if not pairs:
         raise EvalError(f"sequence {name}: no frames or no annotations (need frame NNNNN and Annotations/480p/{name}/NNNNN.png)")
+    if len(pairs) == 1 and len(keys) > 1:  # DAVIS test-dev and challenge give the first frame's mask only
+        raise EvalError(f"sequence {name}: only frame {_some([next(k for k in keys if k in ann)])} of its {len(keys)} has an "
+                        f"annotation, so there is no tracking to score; give every frame's Annotations/480p/{name}/NNNNN.png "
+                        "(DAVIS's train and val sets have them, test-dev and challenge only the first)")
     if unannotated or orphans:
         said = []
         if unannotated:

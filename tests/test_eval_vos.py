@@ -794,3 +794,29 @@ def test_an_annotated_sequence_without_frames_is_named_not_dropped_silently(tmp_
     assert ev.main(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: no sequences found in {root}: 2 annotated sequence(s) have no frames (one, two)")
+
+
+def test_a_sequence_annotated_in_its_first_frame_only_is_a_one_line_error(tmp_path, capsys):
+    # DAVIS's test-dev and challenge sets (and a user's clip with one mask) annotate the first frame
+    # only: it used to be "scored" on that frame alone, the given mask, J 0.97 with no tracking at all.
+    root = tmp_path / "data"
+    _write_davis(root, frames=6)
+    for png in sorted((root / "Annotations" / "480p" / "one").glob("*.png"))[1:]:
+        png.unlink()
+    args = ["--root", str(root), "--network", "none", "--no-live", "--reencode", "5", "--flow", "5"]
+    assert ev.main([*args, "--sequences", "one"]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: sequence one: only frame 00000 of its 6 has an annotation") and "test-dev" in line
+    assert "| one |" not in captured.out
+    # A one-frame clip (--max-frames 1) is scored as before: its one frame is all there is.
+    assert ev.main([*args, "--sequences", "one", "--max-frames", "1"]) == 0
+
+
+def test_a_sequence_named_twice_is_run_once(tmp_path, capsys):
+    _write_davis(tmp_path / "data", frames=4)
+    out = tmp_path / "out.json"
+    args = ["--root", str(tmp_path / "data"), "--network", "none", "--no-live", "--reencode", "5", "--flow", ""]
+    assert ev.main([*args, "--sequences", "two,one,two", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["sequences"] == ["two", "one"]
+    assert capsys.readouterr().out.count("| two |") == 1
