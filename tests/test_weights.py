@@ -696,7 +696,8 @@ def test_cli_verify(tmp_path: Path, checkpoint_file: Path, capsys: pytest.Captur
     assert weights_main(["verify", str(checkpoint_file)]) == 0
     out = capsys.readouterr().out
     assert hashlib.sha256(checkpoint_file.read_bytes()).hexdigest() in out
-    assert f"tensors:    {len(manifest('vit_t'))}" in out and "vit_t" in out
+    assert f"tensors:    {len(manifest('vit_t'))}" in out
+    assert "model:      MobileSAM (vit_t, mobile_sam.pt)\n" in out  # the type once (it said "(vit_t)" again after it)
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"")

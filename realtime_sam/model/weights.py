@@ -1108,7 +1108,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         # The cache's file (or $REALTIME_SAM_WEIGHTS's) says how to replace it; a file given is the user's.
         raise damaged_weights_error(exc, path, model_type or "vit_t", own_file_advice=None) from exc
     print(f"ok: {report.path}")
-    print(f"model:      {checkpoint.MODEL_NAMES[report.model_type]} ({report.model_type})")
+    name = checkpoint.MODEL_NAMES[report.model_type]
+    print(f"model:      {name}" + ("" if f"({report.model_type}," in name else f" ({report.model_type})"))
     print(f"tensors:    {report.num_tensors}")
     print(f"parameters: {report.num_parameters:,}")
     print(f"size:       {report.size_bytes:,} bytes")
