@@ -245,3 +245,33 @@ def test_checkpoint_of_another_model_names_the_registry_key(checkpoint_path):
     with pytest.raises(CheckpointError, match=r"""use --model-type vit_t \(sam_model_registry\["vit_t"\] in Python\)""") as info:
         sam_model_registry["vit_b"](checkpoint_path)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [5, 2, -1, -2, 0.5])
+def test_predict_refuses_point_labels_other_than_0_and_1(predictor, bad):
+    """segment_anything gives a label it does not know no label embedding (0.5 was even cast to 0,
+    background), so class ids passed as labels gave masks without an error."""
+    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\) or 0 \(background\), got {bad}"):
+        predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=[1, bad])
+    masks, _, _ = predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=np.array([1.0, 0.0]))
+    assert masks.shape == (3, 300, 400)
+
+
+@pytest.mark.parametrize("bad", [5, 2, -2, 0.5])
+def test_predict_torch_refuses_point_labels_other_than_padding_0_and_1(predictor, bad):
+    t = predictor.transform
+    coords = t.apply_coords_torch(torch.tensor([[[100.0, 100], [150, 120]], [[200, 150], [0, 0]]]), predictor.original_size)
+    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(padding\), got {bad}"):
+        predictor.predict_torch(coords, torch.tensor([[1, 0], [1, bad]]))
+    masks, _, _ = predictor.predict_torch(coords, torch.tensor([[1, 0], [1, -1]]), multimask_output=False)
+    assert masks.shape == (2, 1, 300, 400)
+
+
+def test_point_labels_and_coords_only_together(predictor):
+    """segment_anything ignored point_labels given without point_coords: the labels were lost without a word."""
+    with pytest.raises(ValueError, match="point_labels given without point_coords"):
+        predictor.predict(point_labels=[1], box=[10, 20, 200, 250])
+    with pytest.raises(ValueError, match="point_labels given without point_coords"):
+        predictor.predict_torch(None, torch.ones(1, 1, dtype=torch.int))
+    with pytest.raises(AssertionError, match="point_labels must be given with point_coords"):
+        predictor.predict(point_coords=[[100, 100]], box=[10, 20, 200, 250])

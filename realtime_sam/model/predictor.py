@@ -22,6 +22,9 @@ from realtime_sam.model.transforms import ResizeLongestSide, check_image
 
 __all__ = ["SamPredictor"]
 
+# segment_anything ignores point_labels given alone, so a forgotten point_coords went unnoticed.
+_LABELS_WITHOUT_COORDS = "point_labels given without point_coords; give the points too, or leave point_labels out"
+
 
 class SamPredictor:
     """Computes an image embedding once, then answers any number of prompts.
@@ -101,7 +104,7 @@ class SamPredictor:
 
         Args:
             point_coords: ``Nx2`` XY points.
-            point_labels: ``N`` labels, 1 foreground, 0 background.
+            point_labels: ``N`` labels, 1 foreground, 0 background (any other value is refused).
             box: one box, ``4`` (or ``1x4``) XYXY; several boxes go through :meth:`predict_torch`.
             mask_input: ``1x256x256`` low-res logits from a previous call (one of its masks;
                 ``256x256`` and ``1x1x256x256`` are taken too).
@@ -113,6 +116,8 @@ class SamPredictor:
         """
         self._require_image()
         coords_t = labels_t = box_t = mask_t = None
+        if point_coords is None and point_labels is not None:
+            raise PromptError(_LABELS_WITHOUT_COORDS)
         if point_coords is not None:
             if point_labels is None:
                 raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
@@ -123,6 +128,9 @@ class SamPredictor:
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise PromptError(f"{len(coords)} points but {len(labels)} labels; give one label per point")
+            bad = labels[~np.isin(labels, (0, 1))]
+            if bad.size:
+                raise PromptError(f"point_labels must be 1 (foreground) or 0 (background), got {_label_text(bad[0])}")
             _check_finite(coords, "point_coords")
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
@@ -167,7 +175,8 @@ class SamPredictor:
         """Batched prompts in one decoder call; coordinates already in the *resized* frame.
 
         Args:
-            point_coords: ``BxNx2``; point_labels: ``BxN``; boxes: ``Bx4``; mask_input: ``Bx1x256x256``.
+            point_coords: ``BxNx2``; point_labels: ``BxN``, 1 foreground, 0 background, -1 padding
+                (no point, to fill shorter rows); boxes: ``Bx4``; mask_input: ``Bx1x256x256``.
 
         Returns:
             ``(masks BxCxHxW, iou BxC, low_res_logits BxCx256x256)``.
@@ -235,6 +244,8 @@ def _check_batch(
 ) -> None:
     """Refuse ``predict_torch`` prompts whose shapes or batch sizes do not fit, naming the argument."""
     batch: dict[str, int] = {}
+    if point_coords is None and point_labels is not None:
+        raise PromptError(_LABELS_WITHOUT_COORDS)
     if point_coords is not None:
         if point_labels is None:
             raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
@@ -244,6 +255,12 @@ def _check_batch(
             )
         if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
             raise PromptError(f"point_labels must be BxN = {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
+        known = (point_labels == 1) | (point_labels == 0) | (point_labels == -1)
+        if not bool(known.all()):
+            raise PromptError(
+                "point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
+                f"got {_label_text(point_labels[~known][0].item())}"
+            )
         batch["point_coords"] = point_coords.shape[0]
     if boxes is not None:
         if boxes.ndim == 0 or boxes.shape[-1] != 4 or boxes.numel() != 4 * boxes.shape[0]:
@@ -255,6 +272,13 @@ def _check_batch(
         batch["mask_input"] = mask_input.shape[0] if mask_input.ndim == 4 else 1
     if len(set(batch.values())) > 1:
         raise PromptError("batch sizes differ: " + ", ".join(f"{k} {v}" for k, v in batch.items()))
+
+
+def _label_text(value: object) -> str:
+    """A refused label as the user wrote it: ``5`` for the 5.0 a float array holds, ``0.5`` as is."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 def _check_finite(a: np.ndarray, name: str) -> None:
