@@ -247,14 +247,17 @@ def test_checkpoint_of_another_model_names_the_registry_key(checkpoint_path):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [5, 2, -1, -2, 0.5])
-def test_predict_refuses_point_labels_other_than_0_and_1(predictor, bad):
+@pytest.mark.parametrize("bad", [5, 2, -2, 0.5])
+def test_predict_refuses_point_labels_other_than_0_1_and_ignored(predictor, bad):
     """segment_anything gives a label it does not know no label embedding (0.5 was even cast to 0,
-    background), so class ids passed as labels gave masks without an error."""
-    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\) or 0 \(background\), got {bad}"):
+    background), so class ids passed as labels gave masks without an error. -1 (a point the decoder
+    ignores) is taken, as segment_anything's predict takes it: code that pads with it keeps working."""
+    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(ignored\), got {bad}"):
         predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=[1, bad])
     masks, _, _ = predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=np.array([1.0, 0.0]))
     assert masks.shape == (3, 300, 400)
+    padded, _, _ = predictor.predict(point_coords=[[100, 100], [0, 0]], point_labels=[1, -1], multimask_output=False)
+    assert padded.shape == (1, 300, 400)
 
 
 @pytest.mark.parametrize("bad", [5, 2, -2, 0.5])

@@ -104,7 +104,7 @@ class SamPredictor:
 
         Args:
             point_coords: ``Nx2`` XY points.
-            point_labels: ``N`` labels, 1 foreground, 0 background (any other value is refused).
+            point_labels: ``N`` labels, 1 foreground, 0 background, -1 ignored (any other value is refused).
             box: one box, ``4`` (or ``1x4``) XYXY; several boxes go through :meth:`predict_torch`.
             mask_input: ``1x256x256`` low-res logits from a previous call (one of its masks;
                 ``256x256`` and ``1x1x256x256`` are taken too).
@@ -128,9 +128,12 @@ class SamPredictor:
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise PromptError(f"{len(coords)} points but {len(labels)} labels; give one label per point")
-            bad = labels[~np.isin(labels, (0, 1))]
+            # -1: a point the decoder ignores (SAM's padding), which segment_anything's predict takes too.
+            bad = labels[~np.isin(labels, (0, 1, -1))]
             if bad.size:
-                raise PromptError(f"point_labels must be 1 (foreground) or 0 (background), got {_label_text(bad[0])}")
+                raise PromptError(
+                    f"point_labels must be 1 (foreground), 0 (background) or -1 (ignored), got {_label_text(bad[0])}"
+                )
             _check_finite(coords, "point_coords")
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
