@@ -694,6 +694,14 @@ def _report(
     return "\n".join(lines)
 
 
+def _model_config(cfg: BenchConfig, weights: str | os.PathLike[str] | None) -> ModelConfig:
+    """The ``model:`` settings of ``cfg`` (:class:`ModelConfig` checks the values' names)."""
+    return ModelConfig(
+        weights=None if weights is None else str(weights), device=cfg.device, backend=cfg.backend, precision=cfg.precision,
+        cuda_graphs=cfg.cuda_graphs,
+    )
+
+
 def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> tuple[str, dict]:
     """Run the whole benchmark; returns the markdown report and the raw numbers."""
     from realtime_sam.model.device import precision_name, resolve_device
@@ -703,11 +711,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = lambda s: print(s, fil
         weights = weights_or_random(cfg.weights, Path(tmp))
         device = resolve_device(cfg.device)
         log(f"loading the model ({weights}) on {device} ...")
-        inference = load_model(
-            ModelConfig(weights=str(weights), device=cfg.device, backend=cfg.backend, precision=cfg.precision,
-                        cuda_graphs=cfg.cuda_graphs),
-            progress=False,
-        )
+        inference = load_model(_model_config(cfg, weights), progress=False)
         this = InferenceRunner(inference)  # what load_runner gives the engine
         base_predictor = SamPredictor(build_sam("vit_t", weights).to(device).eval())
         baseline = PredictorRunner(base_predictor)
@@ -859,7 +863,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.json:
             check_output_file(args.json, "--json")
-    except ValueError as exc:
+        # Before anything loads, as the realtime-sam command does: the names of --backend and
+        # --precision, the device, the precision and backend on it, the backend's package, and
+        # --weights when given (without it the golden or a random checkpoint is used).
+        from realtime_sam.model.loader import check_model_config
+
+        check_model_config(_model_config(cfg, cfg.weights), weights=cfg.weights is not None)
+    except (ValueError, RealtimeSamError) as exc:
         p.error(str(exc))
     try:
         report, raw = run(cfg)

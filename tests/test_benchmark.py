@@ -309,6 +309,13 @@ def test_engine_fps_counts_the_frames_after_the_first_mask(first_mask_at, fps, m
         (["--reencode", "0"], "--reencode needs one or more integers >= 1"),
         (["--background", "x"], "expected comma-separated integers such as 1,5,15, got 'x'"),
         (["--size", "10x10"], "--size must be at least 64x64"),
+        # The model's settings were checked only as it loaded, after "loading the model ..." had
+        # been printed (and a random checkpoint written): now by the realtime-sam command's own check.
+        (["--backend", "nope"], "model.backend must be one of auto, eager, torch, onnxruntime, openvino, not 'nope'"),
+        (["--precision", "fp8"], "model.precision must be one of auto, fp32, fp16, bf16, not 'fp8'"),
+        (["--device", "cpu", "--precision", "fp16"], "precision 'fp16' is not supported on the CPU"),
+        (["--device", "cpu", "--backend", "onnxruntime", "--precision", "bf16"], "backend 'onnxruntime' runs in fp32 only"),
+        (["--weights", "/nonexistent/weights.pt"], "weights file not found: /nonexistent/weights.pt"),
     ],
 )
 def test_bad_input_is_refused_before_the_run(args, message, capsys, monkeypatch):

@@ -39,11 +39,12 @@ __all__ = [
 ]
 
 
-def check_model_config(model_config: ModelConfig) -> str:
+def check_model_config(model_config: ModelConfig, *, weights: bool = True) -> str:
     """Raise now what :func:`load_model` would raise for ``model_config``, short of downloading and building.
 
     The device is present, the precision runs there, the backend fits both and its
-    package imports, and the weights file (named, or the cache's) is a complete
+    package imports, and (unless ``weights`` is false: a caller that makes its own
+    checkpoint, such as the benchmark scripts) the weights file (named, or the cache's) is a complete
     checkpoint of ``model_config.model_type`` as far as its keys and shapes
     (:func:`~realtime_sam.model.weights.check_weights`; milliseconds, the tensors are
     not read). The app calls this before it opens its outputs, which truncates an earlier
@@ -65,7 +66,8 @@ def check_model_config(model_config: ModelConfig) -> str:
         from realtime_sam.model.runtime.export import require_package
 
         require_package(backend)
-    check_weights(model_config.weights, model_type=model_config.model_type)
+    if weights:
+        check_weights(model_config.weights, model_type=model_config.model_type)
     return backend
 
 
