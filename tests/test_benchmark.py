@@ -295,6 +295,53 @@ def test_engine_fps_counts_the_frames_after_the_first_mask(first_mask_at, fps, m
 
 
 @pytest.mark.parametrize(
+    "gaps, fps",
+    [
+        # A 6-frame clip played as a 30 fps camera: the first mask comes with the prompts' encode,
+        # 1.3 s in, the clip long over; the one frame kept meanwhile is done 10 ms later. That
+        # single interval was reported as 100 fps processed (60.9 and 117 seen in real runs).
+        ([1.3, 0.01], float("nan")),
+        ([1.3, 0.01, 0.033, 0.033], float("nan")),  # 76 ms: still too short to hold a rate
+        # A normal-length round: 40 frames 1/25 s apart after the first mask. Its rate is as before.
+        ([1.3] + [0.04] * 40, 25.0),
+    ],
+)
+def test_live_fps_is_a_rate_over_a_second_or_more(gaps, fps, monkeypatch):
+    """Live rounds: frames after the first mask over the time they took, '-' (NaN) when that is under a second."""
+    from types import SimpleNamespace
+
+    clock = _FakeClock()
+
+    class Pipe:
+        def __init__(self, *a, **k):
+            assert k["config"].realtime
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            clock.t += 5.0
+
+        def __iter__(self):
+            for i, gap in enumerate(gaps):
+                clock.t += gap
+                track = SimpleNamespace(state=bench.TrackState.CONFIRMED, mask=np.ones((4, 4), bool))
+                yield SimpleNamespace(encoded=i == 0, index=i, tracks=[track], timings={"total": 1e3 * gap})
+
+    monkeypatch.setattr(bench.time, "perf_counter", clock)
+    monkeypatch.setattr(bench, "Pipeline", Pipe)
+    monkeypatch.setattr(bench, "Engine", lambda *a, **k: SimpleNamespace(add_object=lambda p: None))
+    monkeypatch.setattr(bench, "open_source", lambda clip: SimpleNamespace(close=lambda: None))
+    timing = bench.RunTiming()
+    bench.run_engine(object(), "clip.mp4", [(0, 0, 4, 4)], 5, timing, realtime=True)  # type: ignore[arg-type]
+    if np.isnan(fps):
+        assert np.isnan(timing.fps[-1]), timing.fps
+    else:
+        assert timing.fps[-1] == pytest.approx(fps)
+    assert timing.first_mask_s[-1] == pytest.approx(1.3)
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
         # A negative count ran no naive frame, and the report divided by its 0 fps after the whole run.
