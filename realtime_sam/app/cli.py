@@ -413,18 +413,20 @@ def made_for_files(config) -> bool:
     return config.propagation.method == "dense" and engine.reencode_every > 1 and not engine.background_encode
 
 
-def never_started(engine: Any, names: Mapping[int, str] | None = None) -> list[str]:
+def never_started(engine: Any, names: Mapping[int, str] | None = None, stream: str | None = None) -> list[str]:
     """``warning:`` lines for the objects added that the run ended before: their ``start_frame`` never came.
 
     A file whose length is known is checked before the run (``check_start_frame``); one
     without a count up front (MKV, WebM, TS) or a run cut short by ``--max-frames`` is
-    told here. ``names``: reserved id -> what to call that prompt (default ``prompt``).
+    told here. ``names``: reserved id -> what to call that prompt (default ``prompt``);
+    ``stream``: the stream's name, before it, for one of several.
     """
     from realtime_sam.tracking.prompts import described
 
     names = names or {}
+    where = f"{stream}: " if stream else ""
     return [
-        f"warning: {names.get(tid, 'prompt')}{described(p)}: never tracked: the run ended before its start_frame {p.start_frame}"
+        f"warning: {where}{names.get(tid, 'prompt')}{described(p)}: never tracked: the run ended before its start_frame {p.start_frame}"
         for tid, p in sorted(engine.not_started().items())
     ]
 

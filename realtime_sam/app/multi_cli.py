@@ -171,8 +171,8 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     if errors:
         return cli.EXIT_DAMAGED
     for spec, r in zip(specs, multi.runs):
-        for line in cli.never_started(r.engine):
-            say(line.replace("warning: ", f"warning: {spec.name}: ", 1), True)
+        for line in cli.never_started(r.engine, stream=spec.name):
+            say(line, True)
     say(f"done: {frames} frames over {len(specs)} streams")
     return cli.EXIT_OK
 
