@@ -24,6 +24,7 @@ __all__ = ["SamPredictor"]
 
 # segment_anything ignores point_labels given alone, so a forgotten point_coords went unnoticed.
 _LABELS_WITHOUT_COORDS = "point_labels given without point_coords; give the points too, or leave point_labels out"
+_COORDS_WITHOUT_LABELS = "point_labels must be given with point_coords (1 = foreground, 0 = background)"
 
 
 class SamPredictor:
@@ -120,7 +121,7 @@ class SamPredictor:
             raise PromptError(_LABELS_WITHOUT_COORDS)
         if point_coords is not None:
             if point_labels is None:
-                raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+                raise SamPromptError(_COORDS_WITHOUT_LABELS)
             coords = np.asarray(point_coords, dtype=np.float64)
             if coords.ndim == 0 or coords.shape[-1] != 2:
                 raise PromptError(f"point_coords must be Nx2 (x, y), got shape {coords.shape}")
@@ -251,7 +252,7 @@ def _check_batch(
         raise PromptError(_LABELS_WITHOUT_COORDS)
     if point_coords is not None:
         if point_labels is None:
-            raise SamPromptError("point_labels must be given with point_coords (1 = foreground, 0 = background)")
+            raise SamPromptError(_COORDS_WITHOUT_LABELS)
         if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
             raise PromptError(
                 f"point_coords must be BxNx2, got {tuple(point_coords.shape)}; for one set of points add the batch axis ([None])"
