@@ -51,6 +51,7 @@ from realtime_sam.app.ui import (
     WindowError,
     display_available,
     display_problem,
+    require_display,
 )
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
@@ -495,6 +496,38 @@ def test_display_problem_follows_the_environment(monkeypatch):
         assert not display_available()
     monkeypatch.setenv("DISPLAY", "not-a-display")
     assert display_problem() is None  # not read here: left to the GUI toolkit
+
+
+def test_require_display_reads_the_gui_once_and_says_what_stands_in_the_way(monkeypatch):
+    # OpenCV's GUI is checked in display_problem alone (require_display read the build
+    # information twice, once itself and once through display_problem); each problem keeps its line.
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    real = cv2.getBuildInformation()
+    reads = []
+
+    def build(gui: str):
+        info = re.sub(r"(?m)^(\s*GUI:\s*).*$", rf"\g<1>{gui}", real)
+        return lambda: reads.append(gui) or info
+
+    monkeypatch.setattr(cv2, "getBuildInformation", build("NONE"))
+    no_gui = f"OpenCV {cv2.__version__} here has no window support (opencv-python-headless, or another build without a GUI)"
+    assert display_problem() == no_gui  # the GUI first: no display would help
+    reads.clear()
+    with pytest.raises(WindowError) as info:
+        require_display("run with --headless")
+    assert str(info.value) == (f"{no_gui}; run with --headless, or install the GUI build: "
+                               "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python")
+    assert reads == ["NONE"]
+    monkeypatch.setattr(cv2, "getBuildInformation", build("QT5"))
+    reads.clear()
+    if sys.platform not in ("win32", "darwin"):
+        with pytest.raises(WindowError) as info:
+            require_display("run with --headless")
+        assert str(info.value) == "no display to show a window on (DISPLAY is not set); run with --headless"
+        assert reads == ["QT5"]
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    require_display()  # nothing in the way
 
 
 def test_a_display_whose_server_takes_connections_has_no_problem(monkeypatch):

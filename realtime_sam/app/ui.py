@@ -121,11 +121,12 @@ def display_available() -> bool:
 def require_display(hint: str = "run with --headless") -> None:
     """Raise :class:`WindowError` with why no window can be shown here (:func:`display_problem`) and
     ``hint``, what to do instead; nothing when one can."""
-    if opencv_gui_problem() is not None:
-        raise WindowError(_no_gui_message(hint))
     problem = display_problem()
-    if problem is not None:
-        raise WindowError(f"no display to show a window on ({problem}); {hint}")
+    if problem is None:
+        return
+    if problem == _no_gui():  # display_problem's first check: no display helps, installing the GUI build does
+        raise WindowError(_no_gui_message(hint))
+    raise WindowError(f"no display to show a window on ({problem}); {hint}")
 
 
 # Both wheels install the same cv2 folder: removing one of two installed breaks the other's.
