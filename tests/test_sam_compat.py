@@ -252,7 +252,7 @@ def test_predict_refuses_point_labels_other_than_0_1_and_ignored(predictor, bad)
     """segment_anything gives a label it does not know no label embedding (0.5 was even cast to 0,
     background), so class ids passed as labels gave masks without an error. -1 (a point the decoder
     ignores) is taken, as segment_anything's predict takes it: code that pads with it keeps working."""
-    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(ignored\), got {bad}"):
+    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(padding, ignored\), got {bad}$"):
         predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=[1, bad])
     masks, _, _ = predictor.predict(point_coords=[[100, 100], [150, 120]], point_labels=np.array([1.0, 0.0]))
     assert masks.shape == (3, 300, 400)
@@ -264,7 +264,7 @@ def test_predict_refuses_point_labels_other_than_0_1_and_ignored(predictor, bad)
 def test_predict_torch_refuses_point_labels_other_than_padding_0_and_1(predictor, bad):
     t = predictor.transform
     coords = t.apply_coords_torch(torch.tensor([[[100.0, 100], [150, 120]], [[200, 150], [0, 0]]]), predictor.original_size)
-    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(padding\), got {bad}"):
+    with pytest.raises(ValueError, match=rf"point_labels must be 1 \(foreground\), 0 \(background\) or -1 \(padding, ignored\), got {bad}$"):
         predictor.predict_torch(coords, torch.tensor([[1, 0], [1, bad]]))
     masks, _, _ = predictor.predict_torch(coords, torch.tensor([[1, 0], [1, -1]]), multimask_output=False)
     assert masks.shape == (2, 1, 300, 400)

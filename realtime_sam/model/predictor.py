@@ -105,7 +105,7 @@ class SamPredictor:
 
         Args:
             point_coords: ``Nx2`` XY points.
-            point_labels: ``N`` labels, 1 foreground, 0 background, -1 ignored (any other value is refused).
+            point_labels: ``N`` labels, 1 foreground, 0 background, -1 padding, ignored (any other value is refused).
             box: one box, ``4`` (or ``1x4``) XYXY; several boxes go through :meth:`predict_torch`.
             mask_input: ``1x256x256`` low-res logits from a previous call (one of its masks;
                 ``256x256`` and ``1x1x256x256`` are taken too).
@@ -129,12 +129,7 @@ class SamPredictor:
             labels = np.asarray(point_labels).reshape(-1)
             if len(labels) != len(coords):
                 raise PromptError(f"{len(coords)} points but {len(labels)} labels; give one label per point")
-            # -1: a point the decoder ignores (SAM's padding), which segment_anything's predict takes too.
-            bad = labels[~np.isin(labels, (0, 1, -1))]
-            if bad.size:
-                raise PromptError(
-                    f"point_labels must be 1 (foreground), 0 (background) or -1 (ignored), got {_label_text(bad[0])}"
-                )
+            _check_labels(labels)
             _check_finite(coords, "point_coords")
             coords = self.transform.apply_coords(coords, self.original_size)
             coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
@@ -259,12 +254,7 @@ def _check_batch(
             )
         if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
             raise PromptError(f"point_labels must be BxN = {tuple(point_coords.shape[:2])}, got {tuple(point_labels.shape)}")
-        known = (point_labels == 1) | (point_labels == 0) | (point_labels == -1)
-        if not bool(known.all()):
-            raise PromptError(
-                "point_labels must be 1 (foreground), 0 (background) or -1 (padding), "
-                f"got {_label_text(point_labels[~known][0].item())}"
-            )
+        _check_labels(point_labels)
         batch["point_coords"] = point_coords.shape[0]
     if boxes is not None:
         if boxes.ndim == 0 or boxes.shape[-1] != 4 or boxes.numel() != 4 * boxes.shape[0]:
@@ -278,11 +268,28 @@ def _check_batch(
         raise PromptError("batch sizes differ: " + ", ".join(f"{k} {v}" for k, v in batch.items()))
 
 
+def _check_labels(labels: np.ndarray | torch.Tensor) -> None:
+    """Refuse a point label other than 1, 0 and -1, naming the first one, for ``predict`` (numpy)
+    and ``predict_torch`` (a tensor) alike.
+
+    -1 is a point the decoder ignores (SAM's padding for rows with fewer points), which
+    ``segment_anything`` takes in both; any other value gets no label embedding there.
+    """
+    known = (labels == 1) | (labels == 0) | (labels == -1)
+    if not bool(known.all()):
+        raise PromptError(
+            "point_labels must be 1 (foreground), 0 (background) or -1 (padding, ignored), "
+            f"got {_label_text(labels[~known][0])}"
+        )
+
+
 def _label_text(value: object) -> str:
-    """A refused label as the user wrote it: ``5`` for the 5.0 a float array holds, ``0.5`` as is."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    """A refused label as the user wrote it: ``5`` for the 5.0 a float array or tensor holds, ``0.5`` as is."""
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value.item() if isinstance(value, np.generic) else value)
+    return str(value)
 
 
 def _check_finite(a: np.ndarray, name: str) -> None:
