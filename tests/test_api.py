@@ -399,6 +399,10 @@ def test_drawing_on_a_results_frame_cannot_reach_the_output_video(clips, tmp_pat
         (ObjectPrompt(points=((20, 20, 1),), labels=(1,)), "point 1 must be (x, y), two numbers"),  # was: taken as (20, 20)
         (ObjectPrompt(points=((20, 20),), labels=(1,), track_id="3"), "track_id must be a track's id"),  # was: refined 3
         (ObjectPrompt(points=((20, 20),), labels=(0,)), "needs a box or at least one point with label 1"),
+        # Empty: one message from add_object and track() (add_object said "a prompt needs at least one
+        # point or a box", track() "prompt needs a box or at least one point with label 1 ...").
+        (ObjectPrompt(), "prompt needs at least one point or a box"),
+        (ObjectPrompt(points=[], labels=[]), "prompt needs at least one point or a box"),
     ],
 )
 def test_add_object_refuses_a_bad_prompt_with_one_line_saying_what_to_give(prompt, says):

@@ -220,7 +220,8 @@ def test_refining_with_a_negative_point_keeps_the_id():
 @pytest.mark.parametrize(
     "prompt, message",
     [
-        (ObjectPrompt(), "at least one point or a box"),
+        (ObjectPrompt(), "^prompt needs at least one point or a box$"),
+        (ObjectPrompt(points=[], labels=[]), "^prompt needs at least one point or a box$"),  # a list too, not only a tuple
         (ObjectPrompt(points=((1.0, 2.0),), labels=()), "1 points but 0 labels"),
     ],
 )

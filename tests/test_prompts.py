@@ -179,7 +179,7 @@ def test_file_objects_come_before_flags(tmp_path):
         ("- box: [1, 2, 3, 4]\n  start_frame: -1\n", "start_frame must be an integer >= 0"),
         ("- box: [1, 2, 3, 4]\n  start_frame: 1.5\n", "start_frame must be an integer >= 0"),
         ("- box: [1, 2, 3, 4]\n  label: [a]\n", "label must be text"),
-        ("- labels: []\n", "needs a box or at least one point with label 1"),
+        ("- labels: []\n", "object 1 needs at least one point or a box"),
         ("- points: [[1, 2]]\n  labels: [0]\n", "needs a box or at least one point with label 1"),
         ("- 5\n", "must be a mapping"),
         ("points: [[1, 2]]\n", "must hold a list of objects"),
@@ -310,6 +310,9 @@ def test_validate_prompt_checks_hand_built_prompts():
         validate_prompt(ObjectPrompt(box=(5, 5, 1, 1)))
     with pytest.raises(PromptError, match="start_frame"):
         validate_prompt(ObjectPrompt(box=(1, 1, 5, 5), start_frame=-2))
+    for empty in (ObjectPrompt(), ObjectPrompt(points=[], labels=[]), ObjectPrompt(track_id=3)):
+        with pytest.raises(PromptError, match=r"^click needs at least one point or a box$"):
+            validate_prompt(empty, "click")
 
 
 def test_clamp_moves_points_and_cuts_boxes_into_the_frame():

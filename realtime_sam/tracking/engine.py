@@ -97,7 +97,7 @@ from realtime_sam.tracking.discovery import (
 )
 from realtime_sam.tracking.first_look import first_look
 from realtime_sam.tracking.model_runner import ModelRunner
-from realtime_sam.tracking.prompts import _short, clamp_prompt, validate_prompt
+from realtime_sam.tracking.prompts import clamp_prompt, short_repr, validate_prompt
 from realtime_sam.tracking.propagation import (
     MaskPropagator,
     PropagationConfig,
@@ -632,8 +632,6 @@ class Engine:
         Raises:
             PromptError: the prompt breaks one of those rules.
         """
-        if isinstance(prompt, ObjectPrompt) and prompt.box is None and isinstance(prompt.points, tuple) and not prompt.points:
-            raise PromptError("a prompt needs at least one point or a box")
         prompt = validate_prompt(prompt)
         prev = self._prev_image
         if prev is not None:
@@ -655,7 +653,7 @@ class Engine:
         """
         if isinstance(track_id, bool) or not isinstance(track_id, numbers.Integral):
             raise PromptError(
-                f"remove_object takes a track id (an integer, from add_object or a result's track_id), got {_short(track_id)}"
+                f"remove_object takes a track id (an integer, from add_object or a result's track_id), got {short_repr(track_id)}"
             )
         with self._lock:
             self._commands.append(("remove", int(track_id)))

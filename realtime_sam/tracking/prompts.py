@@ -57,6 +57,7 @@ __all__ = [
     "clamp_initial_prompt",
     "check_start_frame",
     "described",
+    "short_repr",
 ]
 
 MAX_COORD = 100_000.0
@@ -85,7 +86,7 @@ def _number(value: Any, what: str) -> float:
         except OverflowError:  # an int too large for a float
             raise PromptError(f"{what} is too large ({value!r}); coordinates are pixels within ±{MAX_COORD:g}") from None
     else:
-        raise PromptError(f"{what} must be a number, got {type(value).__name__} {_short(value)}")
+        raise PromptError(f"{what} must be a number, got {type(value).__name__} {short_repr(value)}")
     if not math.isfinite(number):
         raise PromptError(f"{what} must be a finite number, got {value!r}")
     if abs(number) > MAX_COORD:
@@ -93,7 +94,8 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters: a refused value as an error message quotes it."""
     text = repr(value).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -112,7 +114,7 @@ def _check_box(box: Sequence[float], what: str) -> Box:
 def _label_value(value: Any, what: str) -> int:
     number = integer_in_text(value) if isinstance(value, str) else value  # "1" quoted, as an integer key reads it
     if isinstance(number, bool) or not isinstance(number, numbers.Real) or number not in (0, 1):
-        raise PromptError(f"{what} must be 1 (on the object) or 0 (not on it), got {_short(value)}")
+        raise PromptError(f"{what} must be 1 (on the object) or 0 (not on it), got {short_repr(value)}")
     return int(number)
 
 
@@ -125,7 +127,7 @@ def parse_box(text: str) -> Box:
     """
     parts = str(text).split(",")
     if len(parts) != 4:
-        raise PromptError(f"--box expects x0,y0,x1,y1 (four numbers), got {_short(text)}")
+        raise PromptError(f"--box expects x0,y0,x1,y1 (four numbers), got {short_repr(text)}")
     values = [_number(p, f"--box value {i + 1}") for i, p in enumerate(parts)]
     return _check_box(values, f"--box {text.strip()}")
 
@@ -138,14 +140,14 @@ def parse_point(text: str) -> tuple[float, float, int]:
     """
     parts = str(text).split(",")
     if len(parts) not in (2, 3):
-        raise PromptError(f"--point expects x,y or x,y,label (label 1 = object, 0 = not object), got {_short(text)}")
+        raise PromptError(f"--point expects x,y or x,y,label (label 1 = object, 0 = not object), got {short_repr(text)}")
     x = _number(parts[0], "--point x")
     y = _number(parts[1], "--point y")
     label = 1
     if len(parts) == 3:
         raw = parts[2].strip()
         if raw not in ("0", "1"):
-            raise PromptError(f"--point label must be 1 (on the object) or 0 (not on it), got {_short(raw)}")
+            raise PromptError(f"--point label must be 1 (on the object) or 0 (not on it), got {short_repr(raw)}")
         label = int(raw)
     return (x, y, label)
 
@@ -159,7 +161,7 @@ def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
     if not isinstance(prompt, ObjectPrompt):
         raise PromptError(
             f"{what} must be an ObjectPrompt, e.g. ObjectPrompt(box=(x0, y0, x1, y1)); got {type(prompt).__name__} "
-            f"{_short(prompt)}"
+            f"{short_repr(prompt)}"
         )
     raw_points = _values(prompt.points, f"{what}: points", "((x, y), ...)")
     raw_labels = _values(prompt.labels, f"{what}: labels", "(1, 0, ...), one per point")
@@ -171,25 +173,25 @@ def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
     if prompt.box is not None:
         values = _values(prompt.box, f"{what}: box", "(x0, y0, x1, y1)")
         if len(values) != 4:
-            raise PromptError(f"{what}: box must be (x0, y0, x1, y1), four numbers; got {len(values)}: {_short(prompt.box)}")
+            raise PromptError(f"{what}: box must be (x0, y0, x1, y1), four numbers; got {len(values)}: {short_repr(prompt.box)}")
         box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(values)], f"{what}: box")
     track_id = prompt.track_id
     if track_id is not None:
         if isinstance(track_id, bool) or not isinstance(track_id, numbers.Integral) or track_id < 1:
             raise PromptError(
                 f"{what}: track_id must be a track's id (an integer >= 1, from add_object or a result), "
-                f"got {_short(track_id)}"
+                f"got {short_repr(track_id)}"
             )
         track_id = int(track_id)
-    if not points and box is None and track_id is not None:
+    if not points and box is None:
         raise PromptError(f"{what} needs at least one point or a box")
     if box is None and 1 not in labels and track_id is None:
         raise PromptError(f"{what} needs a box or at least one point with label 1 (points with label 0 only exclude areas)")
     start_frame = prompt.start_frame
     if isinstance(start_frame, bool) or not isinstance(start_frame, numbers.Integral) or start_frame < 0:
-        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(prompt.start_frame)}")
+        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {short_repr(prompt.start_frame)}")
     if prompt.label is not None and not isinstance(prompt.label, str):
-        raise PromptError(f"{what}: label must be text, got {_short(prompt.label)}")
+        raise PromptError(f"{what}: label must be text, got {short_repr(prompt.label)}")
     return ObjectPrompt(
         points=points,
         labels=labels,
@@ -203,17 +205,17 @@ def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
 def _values(value: Any, what: str, form: str) -> list[Any]:
     """The items of a prompt's tuple (a list or a numpy array will do), or a one-line error giving ``form``."""
     if isinstance(value, (str, bytes, Mapping)):
-        raise PromptError(f"{what} must be {form}, got {_short(value)}")
+        raise PromptError(f"{what} must be {form}, got {short_repr(value)}")
     try:
         return list(value)
     except TypeError:
-        raise PromptError(f"{what} must be {form}, got {_short(value)}") from None
+        raise PromptError(f"{what} must be {form}, got {short_repr(value)}") from None
 
 
 def _point(value: Any, what: str) -> tuple[float, float]:
     xy = _values(value, what, "(x, y)")
     if len(xy) != 2:
-        raise PromptError(f"{what} must be (x, y), two numbers; got {_short(value)}")
+        raise PromptError(f"{what} must be (x, y), two numbers; got {short_repr(value)}")
     return (_number(xy[0], f"{what} x"), _number(xy[1], f"{what} y"))
 
 
@@ -229,27 +231,27 @@ def points_prompt(points: Iterable[tuple[float, float, int]]) -> ObjectPrompt | 
 def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     """Build one :class:`ObjectPrompt` from a prompts-file entry (see the module docstring)."""
     if not isinstance(obj, Mapping):
-        raise PromptError(f"{what} must be a mapping with keys {', '.join(PROMPT_FIELDS)}, got {_short(obj)}")
+        raise PromptError(f"{what} must be a mapping with keys {', '.join(PROMPT_FIELDS)}, got {short_repr(obj)}")
     unknown = [str(k) for k in obj if k not in PROMPT_FIELDS]
     if unknown:
-        raise PromptError(f"{what}: unknown key {_short(unknown[0])}; valid keys: {', '.join(PROMPT_FIELDS)}")
+        raise PromptError(f"{what}: unknown key {short_repr(unknown[0])}; valid keys: {', '.join(PROMPT_FIELDS)}")
 
     raw_points = obj.get("points")
     if raw_points is None:
         raw_points = []
     if not isinstance(raw_points, (list, tuple)):
-        raise PromptError(f"{what}: points must be a list of [x, y] pairs, got {_short(raw_points)}")
+        raise PromptError(f"{what}: points must be a list of [x, y] pairs, got {short_repr(raw_points)}")
     points = []
     for i, p in enumerate(raw_points):
         if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise PromptError(f"{what}: point {i + 1} must be [x, y], got {_short(p)}")
+            raise PromptError(f"{what}: point {i + 1} must be [x, y], got {short_repr(p)}")
         points.append((_number(p[0], f"{what}: point {i + 1} x"), _number(p[1], f"{what}: point {i + 1} y")))
 
     raw_labels = obj.get("labels")
     if raw_labels is None:
         labels = [1] * len(points)
     elif not isinstance(raw_labels, (list, tuple)):
-        raise PromptError(f"{what}: labels must be a list of 0/1, one per point, got {_short(raw_labels)}")
+        raise PromptError(f"{what}: labels must be a list of 0/1, one per point, got {short_repr(raw_labels)}")
     else:
         labels = [_label_value(v, f"{what}: label {i + 1}") for i, v in enumerate(raw_labels)]
     if len(labels) != len(points):
@@ -259,13 +261,13 @@ def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     raw_box = obj.get("box")
     if raw_box is not None:
         if not isinstance(raw_box, (list, tuple)) or len(raw_box) != 4:
-            raise PromptError(f"{what}: box must be [x0, y0, x1, y1], got {_short(raw_box)}")
+            raise PromptError(f"{what}: box must be [x0, y0, x1, y1], got {short_repr(raw_box)}")
         box = _check_box([_number(v, f"{what}: box value {i + 1}") for i, v in enumerate(raw_box)], f"{what}: box")
 
     label = obj.get("label")
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, (str, int, float)):
-            raise PromptError(f"{what}: label must be text, got {_short(label)}{yes_no_hint(label)}")
+            raise PromptError(f"{what}: label must be text, got {short_repr(label)}{yes_no_hint(label)}")
         label = str(label).strip() or None
         if label is not None and ("\n" in label or len(label) > 100):
             raise PromptError(f"{what}: label must be one line of at most 100 characters")
@@ -276,7 +278,7 @@ def prompt_from_mapping(obj: Any, what: str = "object") -> ObjectPrompt:
     if isinstance(start, str) and integer_in_text(start) is not None:
         start = integer_in_text(start)  # "5" quoted, or 017 as written (YAML 1.1 reads it as octal 15)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {_short(start)}{base_60_hint(start)}")
+        raise PromptError(f"{what}: start_frame must be an integer >= 0, got {short_repr(start)}{base_60_hint(start)}")
 
     return validate_prompt(
         ObjectPrompt(points=tuple(points), labels=tuple(labels), box=box, label=label, start_frame=start), what
