@@ -362,6 +362,46 @@ def test_window_says_the_source_is_reconnecting_though_no_frame_comes(monkeypatc
     assert "reconnecting" not in huds[-1], huds  # drawn again once it is back
 
 
+def test_a_new_frame_size_is_not_taken_for_a_resize_while_qt_still_reports_the_old_one(monkeypatch):
+    """A source back at another resolution (320x240, then 640x480): Qt reports the image rect of the
+    size before for a while after an imshow of a new size (measured for the grid window under Xvfb).
+    The single window took that stale 320x240 for a resize by the user and showed the 640x480
+    frames shrunk into it from then on; now, as the grid does (one helper, UserResize), only a size
+    that is neither of the last two drawn is the user's."""
+    from types import SimpleNamespace
+
+    import realtime_sam.app.ui as ui
+
+    _no_real_window(monkeypatch)
+    monkeypatch.setattr(ui, "screen_size", lambda: None)
+    drawn: list[tuple[int, int]] = []
+    monkeypatch.setattr(ui.cv2, "imshow", lambda title, image: drawn.append((image.shape[1], image.shape[0])))
+    # Qt one imshow behind: the rect of the image drawn before the last one.
+    monkeypatch.setattr(ui.cv2, "getWindowImageRect", lambda title: (0, 0, *(drawn[-2:] or [(0, 0)])[0]))
+    sizes = [(320, 240)] * 3 + [(640, 480)] * 4
+
+    class Resized(_PausablePipeline):
+        def __init__(self) -> None:
+            super().__init__()
+            self.source, self.ended, self.polls = SimpleNamespace(reconnect_attempt=None), False, 0
+
+        def poll(self, timeout: float = 0.0):
+            self.polls += 1
+            if self.polls > len(sizes):
+                self.ended = True
+                return None
+            w, h = sizes[self.polls - 1]
+            return FrameResult(Frame(self.polls - 1, np.zeros((h, w, 3), np.uint8), 0.0, time.monotonic()), ())
+
+        def stop(self) -> None:
+            self.ended = True
+
+    window = LiveWindow(WindowConfig(), on_message=lambda text: None)
+    assert window.run(Resized(), SimpleNamespace(auto=False, has_pending=False), poll_s=0.0) == "ended"
+    assert drawn[0] == (320, 240) and drawn[-1] == (640, 480), drawn
+    assert set(drawn) == {(320, 240), (640, 480)}, drawn
+
+
 def test_hud_shows_no_display_rate_nor_latency_while_the_source_is_reconnecting(monkeypatch):
     """While no frame comes the last display rate stood and the latency grew (now minus the last
     frame's capture): the HUD says ``--`` for both, and the rate once the source is back leaves the gap out."""

@@ -47,6 +47,7 @@ from realtime_sam.app.ui import (
     ToggleAuto,
     ToggleHelp,
     TogglePause,
+    UserResize,
     window_error,
     SCREEN_FILL,
     fit_view,
@@ -236,10 +237,7 @@ class GridWindow:
         self._pending: list[object] = []
         self._open = False
         self.screen: tuple[int, int] | None = None  # the screen's size, read when the window opens
-        self.window_size: tuple[int, int] | None = None  # the size the user gave the window, once resized
-        # The sizes of the last two images shown: right after an imshow of a new size the window
-        # still reports the one before until Qt has handled it, which is no resize by the user.
-        self._shown_sizes: tuple[tuple[int, int], ...] = ()
+        self._resize = UserResize()
 
     def open(self) -> None:
         if self._open:
@@ -329,7 +327,7 @@ class GridWindow:
                     self.focus, dirty = None, True
                 else:
                     self._pending.extend(self.interaction.on_key(key))
-                if self._resized_by_user():
+                if self._resize.check(self.title):  # the grid is laid out again at the user's size
                     dirty = True
                 layout, shown = self.layout(sizes, aspects)
                 commands, self._pending = self._pending, []
@@ -352,25 +350,11 @@ class GridWindow:
             multi.stop()
             self.close()
 
-    def _resized_by_user(self) -> bool:
-        """Whether the window's image area changed size since it was drawn, as only the user (a
-        window manager, ``xdotool windowsize``) changes it; then :attr:`window_size` is the new size.
-
-        As in the single window (:class:`~realtime_sam.app.ui.LiveWindow`): Qt shows the image
-        stretched to the largest size that fits the window, its shape kept, and reports that
-        size; the grid is laid out again at it (the window then takes the image's size).
-        """
-        if not self._shown_sizes:
-            return False
-        try:
-            _, _, w, h = cv2.getWindowImageRect(self.title)
-        except cv2.error:
-            return False
-        size = (int(w), int(h))
-        if w <= 0 or h <= 0 or size in self._shown_sizes or size == self.window_size:
-            return False
-        self.window_size = size
-        return True
+    @property
+    def window_size(self) -> tuple[int, int] | None:
+        """The size the user gave the window, once resized (:class:`~realtime_sam.app.ui.UserResize`):
+        as in the single window, the grid is laid out again at it (the window then takes the image's size)."""
+        return self._resize.size
 
     def _selection(self, i: int) -> Selection:
         return self.selections.setdefault(i, Selection())
@@ -479,10 +463,8 @@ class GridWindow:
             keys = (("1-9", "show one stream"), ("0 / g", "back to the grid"), ("click/drag", "new object in that stream"),
                     ("d", "remove object under cursor"), ("space", "pause all"), ("q / Esc", "quit"))
             image = self.renderer.draw_help(image, keys, title="Keys (h to hide)")
-        size = (image.shape[1], image.shape[0])
-        if not self._shown_sizes or size != self._shown_sizes[-1]:
-            self._shown_sizes = (*self._shown_sizes[-1:], size)
         cv2.imshow(self.title, image)
+        self._resize.drawn(image.shape[1], image.shape[0])
 
     def _snapshot(self, layout, shown, runs, last) -> None:
         from pathlib import Path

@@ -83,6 +83,7 @@ __all__ = [
     "pixel_shape",
     "new_object_message",
     "screen_size",
+    "UserResize",
     "WindowError",
     "display_available",
     "display_problem",
@@ -403,6 +404,43 @@ def fit_view(
     if screen is not None:
         scale = min(scale, SCREEN_FILL * screen[0] / shown_w, SCREEN_FILL * screen[1] / height)
     return View(scale * sar, scale, 0, 0, max(1, int(round(shown_w * scale))), max(1, int(round(height * scale))))
+
+
+class UserResize:
+    """Tells a resize of a ``WINDOW_AUTOSIZE`` window by the user (a window manager, ``xdotool
+    windowsize``) from the sizes drawn in it; :attr:`size` is the size the user gave it, once resized.
+
+    Qt shows the image stretched to the largest size that fits the window, its shape kept, and
+    ``cv2.getWindowImageRect`` reports that size. Right after an ``imshow`` of a new size the window
+    still reports the one before until Qt has handled it (measured under Xvfb), which is no resize
+    by the user: a size that is neither of the last two drawn (:meth:`drawn`) is the user's. Used by
+    the single window (:class:`LiveWindow`) and the grid (:class:`~realtime_sam.app.grid.GridWindow`).
+    """
+
+    def __init__(self) -> None:
+        self.size: tuple[int, int] | None = None
+        self._drawn: tuple[tuple[int, int], ...] = ()  # the sizes of the last two images drawn
+
+    def drawn(self, width: int, height: int) -> None:
+        """Note an ``imshow`` of a ``width x height`` image."""
+        size = (int(width), int(height))
+        if not self._drawn or size != self._drawn[-1]:
+            self._drawn = (*self._drawn[-1:], size)
+
+    def check(self, title: str) -> bool:
+        """Whether the window ``title``'s image area was resized by the user since the last check
+        (then :attr:`size` is the new size); false before anything was drawn."""
+        if not self._drawn:
+            return False
+        try:
+            _, _, w, h = cv2.getWindowImageRect(title)
+        except cv2.error:
+            return False
+        size = (int(w), int(h))
+        if w <= 0 or h <= 0 or size in self._drawn or size == self.size:
+            return False
+        self.size = size
+        return True
 
 
 @dataclass(frozen=True)
@@ -773,7 +811,7 @@ class LiveWindow:
         self._view: View | None = None  # how the frame is shown now; mouse positions map back through it
         self._screen: tuple[int, int] | None = None
         self._sar = 1.0  # the source's pixel shape (width over height): the frame is shown at its display shape
-        self._window_size: tuple[int, int] | None = None  # the size the user gave the window, once resized
+        self._resize = UserResize()  # the size the user gave the window (.size), once resized
         self._latency_ms: float | None = None
         self._reconnect_shown: int | None = None
 
@@ -1062,17 +1100,12 @@ class LiveWindow:
         if self.show_help:
             image = self.renderer.draw_help(image, HELP_KEYS, title="Keys (h to hide)")
         cv2.imshow(self.config.title, image)
+        self._resize.drawn(image.shape[1], image.shape[0])
 
     def _fit(self, width: int, height: int) -> View:
         """The view for a ``width x height`` frame; follows the window's size once the user changed it."""
-        if self._view is not None:
-            try:
-                _, _, w, h = cv2.getWindowImageRect(self.config.title)
-            except cv2.error:
-                w = h = 0
-            if w > 0 and h > 0 and (w, h) != (self._view.width, self._view.height):
-                self._window_size = (int(w), int(h))
-        view = fit_view(width, height, sar=self._sar, screen=self._screen, window=self._window_size)
+        self._resize.check(self.config.title)
+        view = fit_view(width, height, sar=self._sar, screen=self._screen, window=self._resize.size)
         if view != self._view:
             self._view = view
             # A drag is told from a click by how far the hand moved: in screen pixels (along the
