@@ -199,6 +199,24 @@ def test_prompt_and_output_errors(capsys, tmp_path, monkeypatch, argv, fragment)
     assert line.startswith("error: ") and fragment in line
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--headless", "--workers", "3"], "--workers needs --ray"),
+        (["--headless", "--snapshot-dir", "snaps"], "--headless opens no window"),
+        (["--ray", "--workers", "1", "--snapshot-dir", "snaps", "--save-masks", "m.jsonl"], "--ray opens no window"),
+    ],
+)
+def test_flags_that_would_do_nothing_are_refused_before_anything_opens(capsys, tmp_path, monkeypatch, small_clip, argv, fragment):
+    """Given silently, these did nothing: ``--workers`` without ``--ray`` ran one process, and
+    ``--snapshot-dir`` where no window opens saved no snapshot (both exit 0 before)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--source", str(small_clip), *argv]) == 2
+    line = single_error(capsys)
+    assert line.startswith("error: ") and fragment in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing opened, nothing written
+
+
 def test_no_display_suggests_headless(capsys, monkeypatch, small_clip):
     from fixtures_app import skip_unless_x11
 

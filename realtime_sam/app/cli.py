@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--sources", metavar="FILE", help="YAML list of streams: name, source, prompts, settings (see README, Several cameras)")
     src.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the streams on Ray actors (pip install 'realtime-sam[ray]'); no ADDRESS = a local cluster")
-    src.add_argument("--workers", type=_int_at_least(1), default=2, metavar="K", help="Ray actors, each holding one model (default: 2)")
+    src.add_argument("--workers", type=_int_at_least(1), default=None, metavar="K", help="with --ray: Ray actors, each holding one model (default: 2)")
     src.add_argument("--realtime", action="store_true", help="play files at their frame rate, dropping frames the model cannot keep up with")
     src.add_argument("--max-frames", type=_int_at_least(1), metavar="N", help="stop after N processed frames")
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output", metavar="VIDEO", help="write the annotated video (.mp4, .mov or .mkv)")
     out.add_argument("--save-masks", metavar="PATH", help="write every frame's masks: a .jsonl file, a .txt (MOTS) file or a folder of PNGs")
     out.add_argument("--mask-format", choices=_MASK_FORMATS, help="format of --save-masks (default: from the path: .jsonl, .txt = mots, folder = png)")
-    out.add_argument("--snapshot-dir", type=Path, default=Path("."), metavar="DIR", help="where the window's s key saves PNG snapshots (default: .)")
+    out.add_argument("--snapshot-dir", type=Path, default=None, metavar="DIR", help="where the window's s key saves PNG snapshots (default: .)")
     out.add_argument("--quiet", action="store_true", help="no progress or status output: only errors and a live source dropping or coming back")
     out.add_argument("--status-interval", type=_positive_float, default=5.0, metavar="S", help="seconds between status lines for live sources (default: 5)")
 
@@ -557,7 +557,7 @@ def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, 
         if windowed:
             from realtime_sam.app.ui import LiveWindow, WindowConfig
 
-            window_config = WindowConfig(snapshot_dir=args.snapshot_dir)
+            window_config = WindowConfig(snapshot_dir=args.snapshot_dir or Path("."))
             with LiveWindow(window_config, renderer=renderer, on_message=reporter.line) as window:
                 window.run(pipeline, engine, on_result=lambda r: reporter.result(r, pipeline.stats))
         else:
@@ -611,8 +611,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_BY_SIGNAL[signal.SIGINT]
 
 
+def check_flag_pairs(args: argparse.Namespace) -> None:
+    """Refuse a flag that the rest of the command line leaves with nothing to do.
+
+    Given silently, it did nothing: ``--workers 4`` without ``--ray`` ran one process, and
+    ``--snapshot-dir`` with ``--headless`` (or ``--ray``, which opens no window) saved nothing.
+    """
+    if args.workers is not None and args.ray is None:
+        raise ConfigError("--workers needs --ray (it is how many Ray actors run the streams); add --ray or drop --workers")
+    if args.snapshot_dir is not None and (args.headless or args.ray is not None):
+        why = "--headless" if args.headless else "--ray"
+        raise ConfigError(f"--snapshot-dir is where the window's s key saves snapshots, and {why} opens no window; drop --snapshot-dir")
+
+
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The run that ``args`` asks for: several streams, or one."""
+    check_flag_pairs(args)
     if args.sources or len(args.source or []) > 1 or args.ray is not None:
         from realtime_sam.app.multi_cli import run_streams, stream_specs
 
