@@ -26,6 +26,7 @@ def _err_lines(capsys) -> list[str]:
         (["--source", "a.mp4", "--source", "b.mp4", "--headless", "--output", "v.mp4"], "--output v.mp4 would be written by every stream"),
         (["--source", "a.mp4", "--source", "b.mp4"], "(DISPLAY is not set); add --headless"),
         (["--sources", "missing.yaml", "--headless"], "--sources file not found"),
+        (["--sources", ".", "--headless"], "--sources . is not a file; give a YAML file"),  # was "not found"
         # Sources open before the model loads: a missing one fails at once, not after a download.
         (["--source", "b.mp4", "--source", "a.mp4", "--headless", "--weights", "nope.pt"], "source not found: b.mp4"),
         (["--source", "x/a.mp4", "--sources", "s.yaml", "--headless"], "stream name(s) a used twice"),

@@ -243,6 +243,18 @@ def test_resolution_order_explicit_then_env_then_cache(
     assert resolve_weights(cached.parent, download=False) == cached
 
 
+def test_a_path_that_is_there_but_not_a_file_is_not_called_missing(tmp_path: Path) -> None:
+    """A pipe (or a device such as /dev/null) was "weights file not found", which it is not."""
+    from realtime_sam.model.weights import CheckpointNotFoundError
+
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError) as err:
+        resolve_weights(fifo, download=False)
+    assert not isinstance(err.value, CheckpointNotFoundError)
+    assert str(err.value).startswith(f"weights path {fifo} (given with --weights) is not a file; check the path")
+
+
 def test_explicit_missing_path_is_an_error_not_a_download(
     tmp_path: Path,
     server: _Server,

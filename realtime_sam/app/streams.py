@@ -229,8 +229,10 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
     from realtime_sam.yaml_loader import yes_no_hint
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"--sources file not found: {path}")
+    if not p.is_file():  # a folder (or a device): "not found" sent users looking for a missing file
+        raise ConfigError(f"--sources {path} is not a file; give a YAML file listing the streams")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

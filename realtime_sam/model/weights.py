@@ -204,8 +204,10 @@ def _existing_file(path: Path, model_type: str, where: str, fix: str) -> Path:
         raise CheckpointError(
             f"weights path {path} ({where}) is a directory without {inner.name} in it; {fix}"
         )
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointNotFoundError(f"weights file not found: {path} ({where}); {fix}")
+    if not path.is_file():  # a device or a pipe: it is there, so "not found" would mislead
+        raise CheckpointError(f"weights path {path} ({where}) is not a file; {fix}")
     return path
 
 
