@@ -27,7 +27,7 @@ import torch
 import realtime_sam
 from realtime_sam.app.annotate import annotate, default_output_dir
 from realtime_sam.app.cli import main
-from realtime_sam.errors import DetectorError, SinkError, SourceError
+from realtime_sam.errors import ConfigError, DetectorError, SinkError, SourceError
 from realtime_sam.output.labels import CocoWriter, LabeledObject
 from realtime_sam.output.polygons import join_parts, kept_parts, mask_to_polygons, outline_parts
 from realtime_sam.output.rle import decode_rle
@@ -694,6 +694,21 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path, capsys):
     assert not default_output_dir(tmp_path / "list.txt").exists()
     assert main(["annotate", "--help"]) == 0
     assert "--det-model" in capsys.readouterr().out
+
+
+def test_every_on_images_is_refused_not_ignored(tmp_path: Path, capsys):
+    """``--every 3`` on a folder labelled every image (it applies to a video's frames only)."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(shots / f"{i}.png"), np.full((32, 32, 3), 60 * i, np.uint8))
+    for data in (shots, shots / "0.png", f"{shots}/*.png"):
+        assert main(["annotate", str(data), "--every", "3", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --every is for a video file") and "\n" not in err, err
+    assert not default_output_dir(shots).exists()
+    with pytest.raises(ConfigError, match="--every is for a video file"):
+        annotate(shots, every=2, detector=FixedBoxDetector([], [], NAMES), model=BoxModel(), progress=False)
 
 
 def test_a_missing_detector_checkpoint_offline_says_where_to_put_it(tmp_path: Path, monkeypatch):

@@ -248,6 +248,8 @@ def annotate(
     path = Path(text)
     if not path.exists() and not any(ch in text for ch in "*?["):
         raise SourceError(f"{text} not found; give a folder of images, a glob or a video file")
+    if every != 1 and not _is_video(path):  # it labelled every image, as if --every were not there
+        raise ConfigError(f"--every is for a video file, and {text} is images: every image is labelled; choose them with a glob instead")
     out = Path(output_dir) if output_dir else default_output_dir(text)
     with _no_empty_folders_left_on_failure(out, out / "images", out / "labels"):
         total: int | None
@@ -481,7 +483,7 @@ def build_annotate_parser():
     p.add_argument("--segments", choices=SEGMENTS, default="largest", help="largest: each mask's largest part (default); all: every part")
     p.add_argument("--simplify", type=non_negative, default=1.0, metavar="PX", help="polygon tolerance in pixels (default: 1; 0 keeps every contour point)")
     p.add_argument("--min-area", type=_int_at_least(0), default=10, metavar="PX", help="drop masks smaller than this many pixels (default: 10)")
-    p.add_argument("--every", type=_int_at_least(1), default=1, metavar="K", help="for a video: label every K-th frame (default: 1)")
+    p.add_argument("--every", type=_int_at_least(1), default=1, metavar="K", help="for a video: label every K-th frame (default: 1; not for images)")
     p.add_argument("--quiet", action="store_true", help="no progress bar; only the summary and errors")
     return p
 
