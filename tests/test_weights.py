@@ -724,6 +724,16 @@ def test_cli_verify(tmp_path: Path, checkpoint_file: Path, capsys: pytest.Captur
     assert "not found" in capsys.readouterr().err
 
 
+def test_cli_verify_with_nothing_downloaded_says_how_to_get_the_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``weights verify`` before any download said only "checkpoint not found: <cache path>"."""
+    cached = tmp_path / "cache" / "mobile_sam.pt"
+    assert weights_main(["verify"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no weights at {cached} yet; run `realtime-sam weights download`, or give a file: realtime-sam weights verify FILE\n"
+    assert weights_main(["verify", "--model-type", "vit_b"]) == 2
+    assert "sam_vit_b_01ec64.pth yet; put the file there, or give a file" in capsys.readouterr().err
+
+
 def test_cli_usage_error_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert weights_main([]) == 2
     assert weights_main(["frobnicate"]) == 2

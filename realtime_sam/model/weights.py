@@ -1106,6 +1106,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     path = args.file if args.file is not None else default_weights_path(model_type or "vit_t")[0]
     try:
         report = verify_weights(path, model_type)
+    except CheckpointNotFoundError:
+        if args.file is not None:
+            raise
+        # Nothing at the default place yet: say how to put the file there, not only that it is missing.
+        fetch = "run `realtime-sam weights download`" if (model_type or "vit_t") == "vit_t" else "put the file there"
+        raise CheckpointNotFoundError(f"no weights at {path} yet; {fetch}, or give a file: realtime-sam weights verify FILE") from None
     except CheckpointDamagedError as exc:
         # The cache's file (or $REALTIME_SAM_WEIGHTS's) says how to replace it; a file given is the user's.
         raise damaged_weights_error(exc, path, model_type or "vit_t", own_file_advice=None) from exc
