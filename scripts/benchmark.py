@@ -822,7 +822,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     d = BenchConfig()
-    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--backend", default=d.backend, help="model backend: eager, torch, onnxruntime, openvino or auto")
     p.add_argument("--weights", default=None, help="vit_t checkpoint (default: the golden one if present, else random)")

@@ -63,7 +63,7 @@ def _per_box(model, embedding, boxes: np.ndarray) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="checkpoint (default: random weights)")
     p.add_argument("--boxes", type=int, nargs="+", default=[1, 4, 8, 16])

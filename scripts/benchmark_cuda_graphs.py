@@ -70,7 +70,7 @@ def _max_diff(a: object, b: object) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="a CUDA device (cuda, cuda:N)")
     p.add_argument("--precision", default="fp16", help="fp16 or fp32")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per case (median reported)")

@@ -281,7 +281,7 @@ def _installed(backend: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU) or bf16")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per case (median reported)")

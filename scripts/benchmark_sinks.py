@@ -111,7 +111,7 @@ def _run(images, truth, outputs, folder: Path, model_s: float, inline: bool) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--frames", type=int, default=150, help="frames per run")
     p.add_argument("--repeats", type=int, default=2, help="runs per mode (alternating)")
     p.add_argument("--model-ms", type=float, default=30.0, help="stand-in model time per frame")

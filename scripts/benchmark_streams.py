@@ -156,7 +156,7 @@ def _figures(p: subprocess.Popen) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8], help="values of K (default 1 2 4 8)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run, after warm-up (default 20)")
     p.add_argument("--weights", help="checkpoint (default: golden or a random one)")

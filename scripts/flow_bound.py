@@ -165,7 +165,7 @@ def carried(
 
 def _parser() -> argparse.ArgumentParser:
     default_root = Path(__file__).resolve().parents[2] / "shared" / "davis"
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--root", type=Path, default=default_root, help="DAVIS-layout folder (default: ../shared/davis)")
     p.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
     p.add_argument("--flows", default="medium,fast,ultrafast", help=f"flows to compare: {', '.join(FLOWS)}")

@@ -54,7 +54,7 @@ def prompts_yaml(masks: dict[int, np.ndarray], width: int, height: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--out", type=Path, default=OUT, help="folder for clip.mp4 and prompts.yaml (default: the package's demo folder)")
     args = p.parse_args(argv)
     scene = hard_scene(WIDTH, HEIGHT, fps=FPS, seconds=SECONDS, seed=0)

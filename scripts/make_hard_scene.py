@@ -29,7 +29,7 @@ from realtime_sam.testing.hard_scene import hard_scene, write_davis  # noqa: E40
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("out_dir", help="folder to write <name>.mp4 and Annotations/480p/<name>/ into")
     p.add_argument("--name", default="hard", help="sequence name")
     p.add_argument("--seed", type=int, default=0, help="scene seed (looks, camera, lighting, noise)")

@@ -391,7 +391,7 @@ def run_soak(
 
 def _parser() -> argparse.ArgumentParser:
     d = SoakConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default=d.source, help="live source spec, or synthetic / synthetic:WxH (a looped scene)")
     p.add_argument("--fps", type=float, default=d.fps, help="pacing of the synthetic source")
     p.add_argument("--frames", type=int, default=d.frames, help="processed frames to run for")

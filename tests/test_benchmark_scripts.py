@@ -10,10 +10,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
-from script_loader import load_script
+from script_loader import SCRIPTS, load_script
 
 streams = load_script("benchmark_streams")
 sinks = load_script("benchmark_sinks")
@@ -197,3 +198,22 @@ def test_streams_ctrl_c_prints_the_k_already_measured(capsys, monkeypatch):
     assert "interrupted: the table has the K measured before it (1)" in err and "Traceback" not in err
     rows = [line.split()[:2] for line in out.splitlines() if line[:2].strip().isdigit()]
     assert rows == [["1", "together"], ["1", "apart"]]
+
+
+def test_every_script_gives_its_help_under_python_oo():
+    # python -OO (or PYTHONOPTIMIZE=2) strips docstrings: each parser's description was
+    # __doc__.split(...), so every script's --help (and any run) ended in AttributeError on None.
+    names = sorted(p.stem for p in SCRIPTS.glob("*.py") if not p.stem.startswith("_"))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from script_loader import load_script\n"
+        "for name in sys.argv[2:]:\n"
+        "    try:\n"
+        "        load_script(name).main(['--help'])\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, (name, exc.code)\n"
+        "    print('ok', name)\n"
+    )
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run([sys.executable, "-OO", "-c", code, tests, *names], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")] == names
