@@ -456,6 +456,38 @@ def test_a_sink_error_on_the_sink_thread_stops_the_run_and_reaches_the_consumer(
     assert len(engine.seen) < 1000  # the run stopped
 
 
+class FailingCloseSink(RecordingSink):
+    def close(self):
+        from realtime_sam.errors import SinkError
+
+        super().close()
+        raise SinkError("writing the video output out.mp4 failed: No space left on device")
+
+
+def test_a_sink_that_fails_to_close_after_a_break_is_reported(caplog):
+    # Breaking out of the loop (or a generator left open at exit) ends the run before poll
+    # raises its errors: a sink's failed close (a video without its index) was dropped in
+    # silence, and the damaged file looked saved.
+    sink = FailingCloseSink()
+    with Pipeline(ListSource(10_000), SlowEngine(), sinks=[sink]) as pipe:
+        for result in pipe:
+            if result.index == 3:
+                break
+    assert sink.closed == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "realtime_sam.app.pipeline"]
+    assert said == ["error while closing the run: writing the video output out.mp4 failed: No space left on device"]
+
+
+def test_the_error_a_run_raised_is_not_reported_again_at_close(caplog):
+    from realtime_sam.errors import SinkError
+
+    with pytest.raises(SinkError, match="No space left"):
+        with Pipeline(ListSource(20), SlowEngine(), sinks=[FailingCloseSink()]) as pipe:
+            for _ in pipe:
+                pass
+    assert not [r for r in caplog.records if r.name == "realtime_sam.app.pipeline"]
+
+
 # ------------------------------------------------------------------ pipeline settings
 
 

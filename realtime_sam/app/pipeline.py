@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import queue
 import threading
 import time
@@ -69,7 +70,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
-from realtime_sam.errors import ConfigError
+from realtime_sam.errors import ConfigError, describe_error
 from realtime_sam.output.render import model_rate as render_model_rate
 from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.types import Frame, FrameResult
@@ -87,6 +88,8 @@ _END = object()
 _running: dict[threading.Event, float] = {}
 _running_lock = threading.Lock()
 _wait_at_exit_registered = False
+_log = logging.getLogger(__name__)
+
 # The pipelines started and not closed: at exit each is closed (its sinks finalised) before the
 # threads are waited for. A generator from track() kept in a variable (a script's global, or one
 # ended by an uncaught exception) was never closed: its video had no index (0 bytes, "moov atom
@@ -654,6 +657,11 @@ class Pipeline:
         close = getattr(self.source, "close", None)
         if callable(close) and not any(t.is_alive() and t.name == "rtsam-capture" for t in self._threads):
             close()
+        # poll raises the first error once it passes the end. A run left before its end (a break
+        # out of the loop, a generator still open at exit) dropped its errors without a word: a
+        # sink that failed to finalise its file (a video with no index) looked like a saved one.
+        for exc in self._errors[1 if self._ended else 0 :]:
+            _log.warning("error while closing the run: %s", describe_error(exc))
 
     def __enter__(self) -> "Pipeline":
         return self.start()
