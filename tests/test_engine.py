@@ -505,3 +505,28 @@ def test_a_decode_of_the_background_the_track_would_refuse_is_asked_again_at_its
     assert state is TrackState.CONFIRMED and iou > 0.95
     monkeypatch.setattr(Engine, "_ask_again", lambda self, live, decoded, image, anchors: decoded)  # never asked again
     assert run()[0] is TrackState.LOST
+
+
+def test_a_lost_track_ends_after_max_lost_s_of_the_frames_time_not_a_frame_count():
+    """A stream at 1 frame a second: the object gone at frame 3 is kept 10 s (to frame 13),
+    where 300 frames kept it for five minutes."""
+    scene = standard_scene(160, 120, num_frames=30, num_objects=1)
+
+    class Gone(GroundTruthRunner):  # the object is not found from frame 3 on
+        def encode(self, image_bgr):
+            super().encode(image_bgr)
+            if self.current >= 3:
+                self._gt = {}
+
+    runner = Gone(scene)
+    engine = Engine(runner, EngineConfig(reencode_every=1), tracker_config=TrackerConfig(max_lost_s=10.0))
+    _, gt0 = scene.render(0)
+    tid = engine.add_object(ObjectPrompt(box=_box(gt0[1])))
+    states = []
+    for i in range(20):
+        runner.current = i
+        result = engine.process(Frame(i, scene.render(i)[0], float(i), time.monotonic()))
+        states.append({t.track_id: t.state for t in result.tracks}.get(tid))
+    assert states[:3] == [TrackState.CONFIRMED] * 3
+    assert states[3:14] == [TrackState.LOST] * 11  # lost at 3 s, kept until 13 s
+    assert states[14:] == [None] * 6

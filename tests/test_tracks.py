@@ -79,6 +79,9 @@ def start(tracker: Tracker, scene: Scene) -> dict[int, int]:
         {"match_iou_thresh": 1.5},
         {"min_hits": 0},
         {"max_lost_frames": -1},
+        {"max_lost_s": -1.0},
+        {"max_lost_s": float("nan")},
+        {"max_lost_s": float("inf")},
         {"min_score": 1.2},
         {"min_area_frac": 0.5, "max_area_frac": 0.4},
         {"max_area_frac": 1.1},
@@ -391,6 +394,51 @@ def test_lost_tracks_are_removed_after_max_lost_frames():
         assert [p.track_id for p in tr.prompts()] == [tid]
     tr.predict(7)
     assert tr.results(7) == () and tr.prompts() == []
+
+
+@pytest.mark.parametrize("fps", [60.0, 5.0])
+def test_lost_tracks_are_kept_max_lost_s_seconds_by_the_frames_timestamps(fps):
+    """10 s whatever the frame rate: 300 frames kept a lost track 5 s at 60 fps and 60 s at 5 fps."""
+    h, w = 60, 60
+    tr = Tracker(TrackerConfig(max_lost_s=10.0))
+    tr.predict(0, 0.0)
+    tid = tr.add(det(rect(h, w, 10, 10, 30, 30)), 0)
+    tr.predict(1, 1 / fps)
+    tr.update([], 1)  # lost at 1/fps s
+    last_kept = int(round(10.0 * fps)) + 1  # lost for exactly 10 s
+    for i in range(2, last_kept + 1):
+        tr.predict(i, i / fps)
+        assert [(r.track_id, r.state) for r in tr.results(i)] == [(tid, LOST)], i
+    tr.predict(last_kept + 1, (last_kept + 1) / fps)
+    assert tr.results(last_kept + 1) == () and tr.prompts() == []
+
+
+def test_without_timestamps_max_lost_s_counts_frames_at_30_a_second_and_max_lost_frames_caps_it():
+    h, w = 60, 60
+    for config, kept in ((TrackerConfig(max_lost_s=2.0), 60), (TrackerConfig(max_lost_s=10.0, max_lost_frames=7), 7)):
+        tr = Tracker(config)
+        tid = tr.add(det(rect(h, w, 10, 10, 30, 30)), 0)
+        tr.predict(1)
+        tr.update([], 1)
+        tr.predict(1 + kept)
+        assert [r.track_id for r in tr.results(1 + kept)] == [tid]
+        tr.predict(2 + kept)
+        assert tr.results(2 + kept) == ()
+
+
+def test_a_clock_that_goes_back_does_not_end_a_lost_track_early_nor_keep_it_for_ever():
+    h, w = 60, 60
+    tr = Tracker(TrackerConfig(max_lost_s=1.0))
+    tr.predict(0, 100.0)
+    tid = tr.add(det(rect(h, w, 10, 10, 30, 30)), 0)
+    tr.predict(1, 100.5)
+    tr.update([], 1)
+    tr.predict(2, 3.0)  # the source restarted its times
+    assert [r.track_id for r in tr.results(2)] == [tid]
+    tr.predict(3, 3.9)
+    assert [r.track_id for r in tr.results(3)] == [tid]
+    tr.predict(4, 4.1)  # 1.1 s after the clock came back
+    assert tr.results(4) == ()
 
 
 # ---------------------------------------------------------------- discovery candidates

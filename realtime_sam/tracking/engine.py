@@ -728,7 +728,7 @@ class Engine:
                 prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
             )
             self._start_over()
-        self.tracker.predict(frame.index)
+        self.tracker.predict(frame.index, frame.timestamp)
 
     def _propagate(self, frame: Frame, timings: dict[str, float]) -> None:
         """Carry every track's mask from the previous frame by optical flow (coast where flow fails).

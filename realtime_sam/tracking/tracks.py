@@ -17,7 +17,8 @@ Lifecycle (see :class:`~realtime_sam.types.TrackState`): user prompts start
 after ``min_hits`` consecutive hits and removed at their first miss. A miss
 turns a ``CONFIRMED`` track ``LOST``; a lost track keeps being prompted at its
 motion-predicted box and comes back with the same id when a good mask matches
-it, or is ``REMOVED`` after ``max_lost_frames`` frames. Ids come from an
+it, or is ``REMOVED`` after ``max_lost_s`` seconds (by the frames' timestamps; and
+after ``max_lost_frames`` frames, where that is set). Ids come from an
 :class:`IdCounter` and are never reused.
 
 Conventions: masks are ``HxW bool`` at source resolution; boxes ``XYXY``
@@ -29,6 +30,7 @@ bottom/right (one low-res cell = ``max(H, W) / 256`` source pixels).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping, NamedTuple, Sequence
@@ -71,6 +73,9 @@ _FAR_LOOK = 0.1
 # alike as a searched one must (``search_appearance``): hard scene N = 15 0.61 -> 0.67 (CPU
 # preset), where from the start that cost DAVIS breakdance 0.30 -> 0.25 (a dancer's looks change).
 _LONG_LOST = 15
+# The frame rate a tracker driven without timestamps counts ``max_lost_s`` at (300 frames for
+# 10 s, the frame limit this replaced).
+_NOMINAL_FPS = 30.0
 CHI2_GATE_4DOF = 9.4877
 """95th percentile of the chi-square distribution with 4 degrees of freedom."""
 
@@ -114,9 +119,13 @@ class TrackerConfig:
             overlap below which a discovery candidate counts as a new object.
         min_hits: consecutive good frames that turn a ``TENTATIVE`` track
             (started by discovery) into a ``CONFIRMED`` one.
-        max_lost_frames: frames a ``LOST`` track is kept (and prompted at its
+        max_lost_s: seconds a ``LOST`` track is kept (and prompted at its
             predicted box, slid inside the frame) for re-acquisition before it
-            is ``REMOVED``; 300 is 10 s at 30 fps.
+            is ``REMOVED``, by the frames' timestamps (a camera at 60 fps and a
+            stream at 5 fps keep it as long); a tracker given no timestamps
+            counts frames at 30 a second.
+        max_lost_frames: also remove a ``LOST`` track after this many frames
+            (``None``, the default: no limit in frames, only ``max_lost_s``).
         min_score: decoder predicted IoU below which a mask counts as a miss.
         min_area_frac: masks covering less than this fraction of the frame
             are implausible (a miss).
@@ -147,7 +156,8 @@ class TrackerConfig:
 
     match_iou_thresh: float = 0.3
     min_hits: int = 3
-    max_lost_frames: int = 300
+    max_lost_s: float = 10.0
+    max_lost_frames: int | None = None
     min_score: float = 0.5
     min_area_frac: float = 0.0002
     max_area_frac: float = 0.9
@@ -166,8 +176,13 @@ class TrackerConfig:
         check(0.0 < self.match_iou_thresh <= 1.0, f"match_iou_thresh must be in (0, 1], got {self.match_iou_thresh}")
         check(int(self.min_hits) == self.min_hits and self.min_hits >= 1, f"min_hits must be an integer >= 1, got {self.min_hits}")
         check(
-            int(self.max_lost_frames) == self.max_lost_frames and self.max_lost_frames >= 0,
-            f"max_lost_frames must be an integer >= 0, got {self.max_lost_frames}",
+            isinstance(self.max_lost_s, (int, float)) and not isinstance(self.max_lost_s, bool)
+            and math.isfinite(self.max_lost_s) and self.max_lost_s >= 0,
+            f"max_lost_s must be a number of seconds >= 0, got {self.max_lost_s}",
+        )
+        check(
+            self.max_lost_frames is None or (int(self.max_lost_frames) == self.max_lost_frames and self.max_lost_frames >= 0),
+            f"max_lost_frames must be an integer >= 0 or null (no limit in frames), got {self.max_lost_frames}",
         )
         check(0.0 <= self.min_score <= 1.0, f"min_score must be in [0, 1], got {self.min_score}")
         check(
@@ -363,6 +378,8 @@ class Track:
         hits: frames with a good, matched mask.
         misses: consecutive frames without one.
         lost_since: frame index at which it became ``LOST`` (``None`` otherwise).
+        lost_since_s: the timestamp (seconds) at which it became ``LOST``, or ``None``
+            (not lost, or the tracker was given no timestamps).
         start_frame: frame index at which it was created.
         last_update: frame index of the last hit.
         mask_frame: frame index the current ``mask`` belongs to.
@@ -382,7 +399,7 @@ class Track:
     """
 
     __slots__ = (
-        "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since",
+        "id", "state", "mask", "box", "score", "logits", "logits_box", "hits", "misses", "lost_since", "lost_since_s",
         "start_frame", "last_update", "mask_frame", "ref_area", "mean", "cov", "pred_frame", "label",
         "appearance", "full_size", "full_area", "decoded_box", "lost_box", "lost_speed", "looked_at",
     )
@@ -398,6 +415,7 @@ class Track:
         self.hits = 0
         self.misses = 0
         self.lost_since: int | None = None
+        self.lost_since_s: float | None = None
         self.start_frame = frame_index
         self.last_update = frame_index
         self.mask_frame = frame_index
@@ -477,6 +495,7 @@ class Tracker:
         self._shape: tuple[int, int] | None = None
         self._empty: np.ndarray | None = None
         self._frame = -1
+        self._now: float | None = None  # the newest frame's timestamp (seconds), when given
 
     # ------------------------------------------------------------------ queries
 
@@ -581,17 +600,22 @@ class Tracker:
         self._empty = None
 
     def restart(self) -> None:
-        """Forget the newest frame index seen: a new source numbers its frames from 0 again."""
+        """Forget the newest frame index and time seen: a new source numbers its frames from 0 again."""
         self._frame = -1
+        self._now = None
 
     # ------------------------------------------------------------------ per frame
 
-    def predict(self, frame_index: int) -> None:
+    def predict(self, frame_index: int, timestamp: float | None = None) -> None:
         """Advance every track's motion model to ``frame_index`` and expire old lost tracks.
 
         Call once per frame, before propagation or update. Calling it again
-        for the same frame does nothing.
+        for the same frame does nothing. ``timestamp``: the frame's time in seconds
+        (:attr:`Frame.timestamp <realtime_sam.types.Frame.timestamp>`), which
+        ``max_lost_s`` is counted in; without it, frames count at 30 a second.
         """
+        if timestamp is not None and frame_index >= self._frame:
+            self._now = float(timestamp)
         self._frame = max(self._frame, frame_index)
         todo = [t for t in self._tracks.values() if t.pred_frame < frame_index]
         if todo:
@@ -890,7 +914,7 @@ class Tracker:
                 if t.state == TrackState.TENTATIVE and t.hits >= cfg.min_hits:
                     t.state = TrackState.CONFIRMED
                 elif t.state == TrackState.LOST:
-                    t.state, t.lost_since = TrackState.CONFIRMED, None
+                    t.state, t.lost_since, t.lost_since_s = TrackState.CONFIRMED, None, None
 
         # 5) New objects: good, unmatched candidates over no live track.
         matched = set(pairs.values())
@@ -993,6 +1017,7 @@ class Tracker:
         elif t.state == TrackState.CONFIRMED:
             t.state = TrackState.LOST
             t.lost_since = frame_index
+            t.lost_since_s = self._now
             t.lost_box, t.lost_speed = t.box.copy(), float(np.hypot(t.mean[4], t.mean[5]))
             t.mask = None
             t.logits = t.logits_box = None
@@ -1005,9 +1030,19 @@ class Tracker:
                 t.mean[2:4] = t.full_size
 
     def _expire(self, frame_index: int) -> None:
-        limit = self.config.max_lost_frames
+        """Remove the tracks lost for longer than ``max_lost_s`` (or ``max_lost_frames``)."""
+        cfg = self.config
         for t in list(self._tracks.values()):
-            if t.state == TrackState.LOST and t.lost_since is not None and frame_index - t.lost_since > limit:
+            if t.state != TrackState.LOST or t.lost_since is None:
+                continue
+            frames = frame_index - t.lost_since
+            if t.lost_since_s is not None and self._now is not None:
+                if self._now < t.lost_since_s:  # the clock went back (a source that restarted its times)
+                    t.lost_since_s = self._now
+                over = self._now - t.lost_since_s > cfg.max_lost_s
+            else:
+                over = frames > cfg.max_lost_s * _NOMINAL_FPS
+            if over or (cfg.max_lost_frames is not None and frames > cfg.max_lost_frames):
                 del self._tracks[t.id]
 
     def _note_size(self, t: Track, box: np.ndarray, flowed: np.ndarray | None = None, area: float = 0.0) -> None:
