@@ -523,6 +523,7 @@ class Pipeline:
         self._latency_ms = 0.0
         self._started = False
         self._ended = False
+        self._raised = 0  # how many of _errors poll raised (the first, at the end)
         self._closed = False
         # Two-way propagation (files only): live results cannot wait for the next encode.
         make = getattr(engine, "two_way", None)
@@ -660,7 +661,7 @@ class Pipeline:
         # poll raises the first error once it passes the end. A run left before its end (a break
         # out of the loop, a generator still open at exit) dropped its errors without a word: a
         # sink that failed to finalise its file (a video with no index) looked like a saved one.
-        for exc in self._errors[1 if self._ended else 0 :]:
+        for exc in self._errors[self._raised :]:
             _log.warning("error while closing the run: %s", describe_error(exc))
 
     def __enter__(self) -> "Pipeline":
@@ -703,6 +704,7 @@ class Pipeline:
         for t in self._threads:
             t.join(self.config.join_timeout_s)
         if self._errors:
+            self._raised = 1
             raise self._errors[0]
         return None
 
