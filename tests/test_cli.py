@@ -205,6 +205,9 @@ def test_prompt_and_output_errors(capsys, tmp_path, monkeypatch, argv, fragment)
         (["--headless", "--workers", "3"], "--workers needs --ray"),
         (["--headless", "--snapshot-dir", "snaps"], "--headless opens no window"),
         (["--ray", "--workers", "1", "--snapshot-dir", "snaps", "--save-masks", "m.jsonl"], "--ray opens no window"),
+        (["--headless", "--output="], "--output is empty; give a path, such as --output out.mp4"),  # wrote nothing, exit 0
+        (["--headless", "--save-masks= "], "--save-masks is empty; give a path"),
+        (["--headless", "--source", "x.mp4", "--save-masks="], "--save-masks is empty"),  # "would be written by every stream"
     ],
 )
 def test_flags_that_would_do_nothing_are_refused_before_anything_opens(capsys, tmp_path, monkeypatch, small_clip, argv, fragment):

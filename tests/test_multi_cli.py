@@ -27,6 +27,7 @@ def _err_lines(capsys) -> list[str]:
         (["--source", "a.mp4", "--source", "b.mp4"], "(DISPLAY is not set); add --headless"),
         (["--sources", "missing.yaml", "--headless"], "--sources file not found"),
         (["--sources", ".", "--headless"], "--sources . is not a file; give a YAML file"),  # was "not found"
+        (["--sources", "e.yaml", "--headless"], "stream 1: save_masks is empty; give a path, or leave the key out"),
         # Sources open before the model loads: a missing one fails at once, not after a download.
         (["--source", "b.mp4", "--source", "a.mp4", "--headless", "--weights", "nope.pt"], "source not found: b.mp4"),
         (["--source", "x/a.mp4", "--sources", "s.yaml", "--headless"], "stream name(s) a used twice"),
@@ -40,6 +41,7 @@ def test_several_sources_usage_errors_are_one_line_exit_2(capsys, tmp_path, monk
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     (tmp_path / "s.yaml").write_text("- {source: a.mp4, save_masks: b.jsonl}\n")
+    (tmp_path / "e.yaml").write_text("- {source: a.mp4, save_masks: ''}\n")  # '' wrote nothing
     assert cli.main(argv) == 2
     lines = _err_lines(capsys)
     assert len(lines) == 1 and fragment in lines[0], lines

@@ -614,9 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_flag_pairs(args: argparse.Namespace) -> None:
     """Refuse a flag that the rest of the command line leaves with nothing to do.
 
-    Given silently, it did nothing: ``--workers 4`` without ``--ray`` ran one process, and
-    ``--snapshot-dir`` with ``--headless`` (or ``--ray``, which opens no window) saved nothing.
+    Given silently, it did nothing: ``--workers 4`` without ``--ray`` ran one process,
+    ``--snapshot-dir`` with ``--headless`` (or ``--ray``, which opens no window) saved nothing,
+    and ``--output ''`` (an unset variable in a script) wrote nothing.
     """
+    for flag, value, example in (("--output", args.output, "out.mp4"), ("--save-masks", args.save_masks, "tracks.jsonl")):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty; give a path, such as {flag} {example}, or leave the flag out")
     if args.workers is not None and args.ray is None:
         raise ConfigError("--workers needs --ray (it is how many Ray actors run the streams); add --ray or drop --workers")
     if args.snapshot_dir is not None and (args.headless or args.ray is not None):

@@ -271,6 +271,8 @@ def load_streams_file(path: str | Path, config: Config | None = None) -> list[St
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 # str(False) would write to a file named False.
                 raise ConfigError(f"{where}: {key} must be a file path, not {entry[key]!r}{yes_no_hint(entry[key])}")
+            if isinstance(entry.get(key), str) and not entry[key].strip():  # '' wrote nothing, without a word
+                raise ConfigError(f"{where}: {key} is empty; give a path, or leave the key out")
         specs.append(
             StreamSpec(
                 name=name,
