@@ -205,8 +205,14 @@ def test_prompt_and_output_errors(capsys, tmp_path, monkeypatch, argv, fragment)
         (["--headless", "--workers", "3"], "--workers needs --ray"),
         (["--headless", "--snapshot-dir", "snaps"], "--headless opens no window"),
         (["--ray", "--workers", "1", "--snapshot-dir", "snaps", "--save-masks", "m.jsonl"], "--ray opens no window"),
-        (["--headless", "--output="], "--output is empty; give a path, such as --output out.mp4"),  # wrote nothing, exit 0
-        (["--headless", "--save-masks= "], "--save-masks is empty; give a path"),
+        (["--headless", "--output="], "--output is empty; give one, such as --output out.mp4"),  # wrote nothing, exit 0
+        (["--headless", "--save-masks= "], "--save-masks is empty; give one"),
+        (["--headless", "--detect="], "--detect is empty"),  # ran without a detector
+        (["--headless", "--detect", "y.pt", "--classes= , "], "--classes is empty"),  # every class
+        (["--headless", "--config="], "--config is empty"),  # "cannot read config file ."
+        (["--headless", "--prompts="], "--prompts is empty"),  # "prompts file is not a file: "
+        (["--headless", "--weights="], "--weights is empty"),  # the cache's, without a word
+        (["--headless", "--sources="], "--sources is empty"),  # "--source is required"
         (["--headless", "--source", "x.mp4", "--save-masks="], "--save-masks is empty"),  # "would be written by every stream"
     ],
 )

@@ -611,16 +611,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_BY_SIGNAL[signal.SIGINT]
 
 
+# Flags that take a path or a name, and an example of each. An empty one (an unset variable in a
+# script) was taken for no flag (--output, --detect, --classes: nothing written, no detector, every
+# class) or for the current folder (--config ., --prompts: "is not a file: ").
+_VALUE_FLAGS = (
+    ("--output", "out.mp4"), ("--save-masks", "tracks.jsonl"), ("--prompts", "objects.yaml"),
+    ("--sources", "streams.yaml"), ("--config", "cpu"), ("--detect", "yolo11n.pt"),
+    ("--classes", "person,car"), ("--weights", "mobile_sam.pt"),
+)
+
+
 def check_flag_pairs(args: argparse.Namespace) -> None:
     """Refuse a flag that the rest of the command line leaves with nothing to do.
 
     Given silently, it did nothing: ``--workers 4`` without ``--ray`` ran one process,
     ``--snapshot-dir`` with ``--headless`` (or ``--ray``, which opens no window) saved nothing,
-    and ``--output ''`` (an unset variable in a script) wrote nothing.
+    and ``--output ''`` (an unset variable in a script) wrote nothing (:data:`_VALUE_FLAGS`).
     """
-    for flag, value, example in (("--output", args.output, "out.mp4"), ("--save-masks", args.save_masks, "tracks.jsonl")):
-        if value is not None and not value.strip():
-            raise ConfigError(f"{flag} is empty; give a path, such as {flag} {example}, or leave the flag out")
+    for flag, example in _VALUE_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is not None and not value.replace(",", " ").strip():
+            raise ConfigError(f"{flag} is empty; give one, such as {flag} {example}, or leave the flag out")
     if args.workers is not None and args.ray is None:
         raise ConfigError("--workers needs --ray (it is how many Ray actors run the streams); add --ray or drop --workers")
     if args.snapshot_dir is not None and (args.headless or args.ray is not None):
