@@ -347,6 +347,51 @@ def test_a_phone_photo_comes_upright_as_imread_shows_it(scene, tmp_path: Path) -
         assert np.array_equal(f.image, cv2.imread(str(tmp_path / f"IMG_{i}.JPG")))
 
 
+def _write_animation(path: Path, scene, durations_ms: list[int], params: tuple[int, ...] = ()) -> list[np.ndarray]:
+    """An animated image (APNG for .png, WebP for .webp) of the scene's first frames, written with OpenCV."""
+    if not hasattr(cv2, "imwriteanimation"):
+        pytest.skip("this OpenCV cannot write animated images (cv2.imwriteanimation is OpenCV 4.11 on)")
+    frames = [scene.render(i)[0] for i in range(len(durations_ms))]
+    animation = cv2.Animation()
+    animation.frames, animation.durations = frames, durations_ms
+    if not cv2.imwriteanimation(str(path), animation, list(params)):
+        pytest.skip(f"this OpenCV cannot write an animated {path.suffix}")
+    return frames
+
+
+@pytest.mark.parametrize("name", ["anim.png", "anim.webp"])
+def test_an_animated_image_is_a_video_not_its_first_frame(scene, tmp_path: Path, name: str) -> None:
+    # An APNG or an animated WebP given as the source was read as one image: its first frame, the rest
+    # dropped without a word (an animated GIF is read as a video).
+    durations = [40, 80, 40, 120, 40, 40]
+    params = (cv2.IMWRITE_WEBP_QUALITY, 101) if name.endswith(".webp") else ()  # 101: lossless
+    written = _write_animation(tmp_path / name, scene, durations, params)
+    with open_source(tmp_path / name) as src:
+        assert src.live is False and src.size == (W, H)
+        assert src.num_frames == len(durations) and src.fps == pytest.approx(25.0)
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(len(durations)))
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.04, 0.12, 0.16, 0.28, 0.32])
+    for f, image in zip(frames, written):
+        assert f.image.shape == (H, W, 3) and f.image.flags["C_CONTIGUOUS"]
+        assert np.array_equal(f.image, image)
+    # A still WebP (one frame) stays an image.
+    assert cv2.imwrite(str(tmp_path / "still.webp"), written[0], [cv2.IMWRITE_WEBP_QUALITY, 101])
+    with open_source(tmp_path / "still.webp") as src:
+        assert isinstance(src, ImageSequenceSource) and len(list(src)) == 1
+
+
+def test_an_animation_longer_than_a_chunk_keeps_every_frame_in_order(tmp_path: Path) -> None:
+    n = 70  # more than two chunks of 32
+    scene = standard_scene(64, 48, num_frames=n, seed=5)
+    written = _write_animation(tmp_path / "long.png", scene, [40] * n)
+    with open_source(tmp_path / "long.png") as src:
+        frames = list(src)
+    assert len(frames) == n
+    assert all(np.array_equal(f.image, image) for f, image in zip(frames, written))
+    assert frames[-1].timestamp == pytest.approx((n - 1) * 0.04)
+
+
 def test_image_frames_carry_the_file_names_unless_two_share_one(scene, tmp_path: Path) -> None:
     _write_images(tmp_path / "a", scene, ["IMG_0009.png", "IMG_0010.png"])
     with open_source(tmp_path / "a") as src:

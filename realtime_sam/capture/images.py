@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import glob as globmod
 import re
+import statistics
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from realtime_sam.capture.base import Source, SourceConfig
 from realtime_sam.errors import SourceError, StreamInterrupted
 from realtime_sam.types import Frame
 
-__all__ = ["image_files", "IMAGE_EXTENSIONS", "ImageSequenceSource"]
+__all__ = ["image_files", "IMAGE_EXTENSIONS", "AnimatedImageSource", "ImageSequenceSource", "is_animation"]
 
 # Ultralytics' image formats that OpenCV reads (.jp2, .avif and .mpo, a multi-picture JPEG, too: a folder of
 # them is annotated as there, not found empty), and the Netpbm ones.
@@ -185,3 +187,96 @@ class ImageSequenceSource(Source):
 
     def _release(self) -> None:
         self._first = None
+
+
+# Frames an animated image is read in at a time: OpenCV decodes an animation from its start, so one call per
+# frame would cost the square of its length, and one call for all would hold every frame in memory.
+_ANIMATION_CHUNK = 32
+
+
+def _read_animation(path: Path, start: int, count: int) -> tuple[list[np.ndarray], list[int]] | None:
+    """Frames ``start`` to ``start + count`` of an animated image as BGR, with their durations in ms; None if unreadable."""
+    read = getattr(cv2, "imreadanimation", None)  # OpenCV 4.11 on
+    if read is None:
+        return None
+    try:
+        ok, animation = read(str(path), start, count)
+    except cv2.error:
+        return None
+    if not ok:
+        return None
+    frames = [_as_bgr(f) for f in animation.frames]
+    return frames, [int(d) for d in animation.durations][: len(frames)]
+
+
+def is_animation(path: Path) -> bool:
+    """True for an image file that holds more than one frame OpenCV reads as an animation (APNG, animated WebP)."""
+    try:
+        if getattr(cv2, "imreadanimation", None) is None or cv2.imcount(str(path)) < 2:
+            return False
+    except cv2.error:
+        return False
+    first = _read_animation(path, 0, 2)
+    return first is not None and len(first[0]) >= 2
+
+
+class AnimatedImageSource(Source):
+    """One animated image (an APNG ``.png``, an animated ``.webp``) as a video: every frame, in order.
+
+    Read with OpenCV (``cv2.imreadanimation``) in chunks, each frame composed as
+    viewers show it and its alpha channel dropped. Frame ``k``'s timestamp is the
+    sum of the durations of the frames before it; :attr:`fps` is the typical
+    frame's rate. A frame without a duration lasts ``1 / fps`` (``config.image_fps``
+    when none has one).
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, config: SourceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SourceConfig()
+        self.path = Path(path)
+        self.name = str(path)
+        self._pending: deque[tuple[np.ndarray, int]] = deque()
+        self._next_start = 0
+        self._ended = False
+        self._clock_ms = 0.0
+        self._fill()
+        if not self._pending:
+            raise SourceError(f"{self.path} is not an animation OpenCV can read; give a video file or an image")
+        image = self._pending[0][0]
+        self.size = (int(image.shape[1]), int(image.shape[0]))
+        durations = [d for _, d in self._pending if d > 0]
+        self.fps = 1000.0 / statistics.median(durations) if durations else float(self.config.image_fps)
+        try:
+            count = int(cv2.imcount(str(self.path)))
+        except cv2.error:
+            count = 0
+        self.num_frames = count if count > 1 else None
+
+    def _fill(self) -> None:
+        if self._ended:
+            return
+        chunk = _read_animation(self.path, self._next_start, _ANIMATION_CHUNK)
+        if chunk is None or not chunk[0]:
+            self._ended = True
+            return
+        frames, durations = chunk
+        durations += [0] * (len(frames) - len(durations))
+        self._pending.extend(zip(frames, durations))
+        self._next_start += len(frames)
+        if len(frames) < _ANIMATION_CHUNK:
+            self._ended = True
+
+    def _read(self) -> Frame | None:
+        if not self._pending:
+            self._fill()
+            if not self._pending:
+                return None
+        image, duration_ms = self._pending.popleft()
+        timestamp = self._clock_ms / 1000.0
+        self._clock_ms += duration_ms if duration_ms > 0 else 1000.0 / (self.fps or self.config.image_fps)
+        return Frame(self._delivered, np.ascontiguousarray(image), timestamp, time.monotonic())
+
+    def _release(self) -> None:
+        self._pending.clear()

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from realtime_sam.capture.base import Source, SourceConfig, StatusCallback, redact_url
 from realtime_sam.capture.camera import CameraSource, CaptureFactory
-from realtime_sam.capture.images import IMAGE_EXTENSIONS, ImageSequenceSource
+from realtime_sam.capture.images import IMAGE_EXTENSIONS, AnimatedImageSource, ImageSequenceSource, is_animation
 from realtime_sam.capture.stream import StreamSource
 from realtime_sam.capture.video_file import VideoFileSource
 from realtime_sam.errors import SourceError
@@ -139,6 +139,9 @@ def _open_path(path: Path, text: str, config: SourceConfig) -> Source:
         return ImageSequenceSource(path, config)
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTENSIONS:
+            # An APNG or an animated WebP is a video, as an animated GIF is, not its first frame.
+            if is_animation(path):
+                return AnimatedImageSource(path, config)
             return ImageSequenceSource(path, config)
         return VideoFileSource(path, config)
     if any(ch in text for ch in "*?["):
