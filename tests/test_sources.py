@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,48 @@ def test_garbage_in_the_middle_is_skipped(clip: Path, tmp_path: Path) -> None:
     stamps = [f.timestamp for f in frames]
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
     assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def _write_ts(scene, path: Path, start_s: float) -> bytes:
+    """The scene as H.264 in MPEG-TS, its first frame at ``start_s`` seconds; the file's bytes."""
+    import av
+
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "5"})
+        stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
+        for i in range(scene.num_frames):
+            frame = av.VideoFrame.from_ndarray(scene.render(i)[0], format="bgr24")
+            frame.pts, frame.time_base = round(start_s * 25) + i, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "second_size,second_start_s",
+    [((W, H), 1.4), ((2 * W, 2 * H), 1.4), ((W, H), 3600.0)],
+    ids=["restart", "restart-at-another-size", "jump-ahead"],
+)
+def test_ts_parts_joined_end_to_end_are_read_whole(tmp_path: Path, second_size, second_start_s: float) -> None:
+    # `cat part1.ts part2.ts > all.ts` (a recorder's parts, an HLS download's segments): each part's
+    # timestamps start over. Every frame after the first part was dropped as out of order, without a
+    # word (10 of 20 frames, exit status 0) where ffprobe and OpenCV read 20; a part an hour later left
+    # an hour's gap in the timestamps, as ffmpeg does not.
+    one = standard_scene(W, H, num_frames=10, seed=1)
+    two = standard_scene(*second_size, num_frames=10, seed=2)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(_write_ts(one, tmp_path / "a.ts", 1.4) + _write_ts(two, tmp_path / "b.ts", second_start_s))
+    with open_source(joined) as src:
+        frames = list(src)
+    assert len(frames) == 20
+    assert [f.index for f in frames] == list(range(20))
+    stamps = [f.timestamp for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert stamps[10] - stamps[9] == pytest.approx(0.04, abs=1e-6)  # the second part follows on
+    for i in range(10):
+        assert _mean_abs(frames[i].image, one.render(i)[0]) < 8
+        assert frames[10 + i].image.shape == (second_size[1], second_size[0], 3)
+        assert _mean_abs(frames[10 + i].image, two.render(i)[0]) < 8
 
 
 def test_max_consecutive_decode_errors_is_how_much_damage_a_file_may_have_in_a_row(clip: Path, tmp_path: Path) -> None:

@@ -27,6 +27,12 @@ from realtime_sam.types import Frame
 
 __all__ = ["VideoFileSource"]
 
+# FFmpeg's AVFMT_TS_DISCONT: a format whose timestamps may restart or jump (MPEG-TS, FLV), as they do in
+# recordings joined end to end (`cat part1.ts part2.ts`, an HLS download's segments).
+_TS_DISCONT = 0x0200
+# A forward jump longer than this in such a format is a discontinuity too (ffmpeg's -dts_delta_threshold).
+_TS_JUMP_S = 10.0
+
 
 class VideoFileSource(Source):
     """A video file in any container FFmpeg reads, decoded with PyAV.
@@ -75,6 +81,10 @@ class VideoFileSource(Source):
         # last decodable frames before damage in a truncated file.
         self._decoder = AVDecoder(container, stream, self._stop, self.config.max_consecutive_decode_errors)
         self._time_base = stream.time_base
+        flags = container.format.flags
+        self._ts_discont = bool(int(getattr(flags, "value", flags) or 0) & _TS_DISCONT)
+        self._ts_offset = 0.0  # seconds added to pts * time_base after discontinuities
+        self._last_timestamp: float | None = None
         self.fps = stream_fps(stream)
         self.num_frames = int(stream.frames) or None
         self._finished = False
@@ -137,10 +147,29 @@ class VideoFileSource(Source):
         if av_frame.pts is not None:
             self._last_pts = av_frame.pts
         if av_frame.pts is not None and self._time_base is not None:
-            timestamp = float(av_frame.pts * self._time_base)
+            timestamp = float(av_frame.pts * self._time_base) + self._ts_offset
         else:
             timestamp = index / self.fps if self.fps else 0.0
+        self._last_timestamp = timestamp
         return Frame(index=index, image=to_bgr(av_frame), timestamp=timestamp, capture_time=time.monotonic())
+
+    def _is_discontinuity(self, av_frame: Any) -> bool:
+        """True where a joined recording's next part starts: its timestamps restart, or jump far ahead.
+
+        Only in formats that allow it (MPEG-TS, FLV), and only at a keyframe going back, so
+        a stale frame a damaged file's decoder emits out of order is still dropped.
+        """
+        if not self._ts_discont or self._time_base is None or self._last_timestamp is None:
+            return False
+        seconds = float(av_frame.pts * self._time_base) + self._ts_offset
+        if av_frame.pts <= self._last_pts:  # type: ignore[operator]
+            return bool(getattr(av_frame, "key_frame", False))
+        return seconds - self._last_timestamp > _TS_JUMP_S
+
+    def _rebase(self, av_frame: Any) -> None:
+        """Continue the timestamps one frame after the last one delivered, across a discontinuity."""
+        step = 1.0 / self.fps if self.fps else 0.04
+        self._ts_offset = self._last_timestamp + step - float(av_frame.pts * self._time_base)  # type: ignore[operator]
 
     def _read(self) -> Frame | None:
         if self._first is not None:
@@ -150,7 +179,9 @@ class VideoFileSource(Source):
             av_frame = self._next_av_frame()
             if av_frame is None:
                 return None
-            if av_frame.pts is not None and self._last_pts is not None and av_frame.pts <= self._last_pts:
+            if av_frame.pts is not None and self._last_pts is not None and self._is_discontinuity(av_frame):
+                self._rebase(av_frame)
+            elif av_frame.pts is not None and self._last_pts is not None and av_frame.pts <= self._last_pts:
                 # After damage the decoder can emit a stale frame out of order;
                 # consumers (trackers) rely on time only going forward.
                 continue
