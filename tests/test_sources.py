@@ -362,6 +362,30 @@ def test_hidden_files_in_an_image_folder_are_left_out(scene, tmp_path: Path) -> 
     assert len(frames) == 3
 
 
+def test_images_none_of_which_can_be_read_are_named_with_what_to_do(tmp_path: Path) -> None:
+    # The line was "none of the 1 files in photo.tif is a readable image": no file named in a
+    # folder, nothing said about why or what to give instead.
+    image = np.full((24, 32, 3), 0.5, np.float32)
+    if not cv2.imwrite(str(tmp_path / "float.tif"), image):
+        pytest.skip("this OpenCV cannot write a float TIFF")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.png").write_bytes(b"\x89PNG damaged")
+    (tmp_path / "frames" / "1.png").write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        open_source(tmp_path / "float.tif")
+    assert str(info.value) == (
+        f"{tmp_path / 'float.tif'} is not a readable image (damaged, empty, or of a kind OpenCV cannot decode, "
+        "such as a 32-bit float TIFF); give 8- or 16-bit PNG, JPEG or TIFF"
+    )
+    with pytest.raises(SourceError) as info:
+        open_source(tmp_path / "frames")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"none of the 2 files in {tmp_path / 'frames'} is a readable image (first: ")
+    assert f"first: {tmp_path / 'frames' / '0.png'}: damaged" in message
+    assert message.endswith("; give 8- or 16-bit PNG, JPEG or TIFF images")
+
+
 def test_a_jpeg_cut_short_is_skipped_not_delivered_half_grey(scene, tmp_path: Path) -> None:
     # libjpeg decodes a truncated JPEG anyway, the missing rows grey; it was delivered as a frame like the others.
     _write_images(tmp_path, scene, [f"{i:05d}.jpg" for i in range(5)])

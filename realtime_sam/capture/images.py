@@ -150,7 +150,14 @@ class ImageSequenceSource(Source):
         self._skipped: list[Path] = []
         first = self._next_image()
         if first is None:
-            raise SourceError(f"none of the {len(self._files)} files in {self.name} is a readable image")
+            why = "damaged, empty, or of a kind OpenCV cannot decode, such as a 32-bit float TIFF"
+            fix = "give 8- or 16-bit PNG, JPEG or TIFF"
+            if len(self._files) == 1:
+                raise SourceError(f"{self._files[0]} is not a readable image ({why}); {fix}")
+            raise SourceError(
+                f"none of the {len(self._files)} files in {self.name} is a readable image "
+                f"(first: {self._files[0]}: {why}); {fix} images"
+            )
         self._first: tuple[int, np.ndarray] | None = first
         h, w = first[1].shape[:2]
         self.size = (int(w), int(h))
