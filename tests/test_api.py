@@ -149,15 +149,20 @@ def test_a_bad_source_fails_before_the_model_is_loaded(monkeypatch):
 
 def test_track_many_refuses_sinks_under_a_name_no_stream_has(clips):
     class Sink:
+        closed = False
+
         def write(self, result):
             raise AssertionError("nothing is written")
 
         def close(self):
-            raise AssertionError("nothing is closed")
+            self.closed = True
 
-    # The stream of "clip0.mp4" is named "clip0": sinks keyed by the file name were never fed nor closed.
+    # The stream of "clip0.mp4" is named "clip0": sinks keyed by the file name were never fed nor
+    # closed. Now refused at the call, and the sink given is closed (the run never starts).
+    sink = Sink()
     with pytest.raises(ConfigError, match=r"'clip0\.mp4'.*'clip0'"):
-        track_many([str(clips[0])], config="cpu", sinks={str(clips[0].name): [Sink()]})
+        track_many([str(clips[0])], config="cpu", sinks={str(clips[0].name): [sink]})
+    assert sink.closed
 
 
 def test_a_reused_engine_runs_its_detector_on_the_new_sources_first_frame(clips):

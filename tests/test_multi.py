@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -711,4 +712,78 @@ def test_two_streams_of_one_name_are_refused_before_anything_opens(clips, tmp_pa
     with pytest.raises(ConfigError, match="used twice"):
         _fake_streams([StreamSpec("a", str(clips["a"])), StreamSpec("a", str(clips["b"]))], tmp_path)
     assert not list(tmp_path.iterdir())
+    assert set(threading.enumerate()) == before
+
+
+_NO_MODEL = ["model.weights=nope.pt"]  # every refusal below comes before the model would load
+
+
+@pytest.mark.parametrize(
+    "sources, kwargs, error, message",
+    [
+        # Each of these ran: [] loaded the model and yielded nothing; a path not in a list was read
+        # letter by letter ("/" as an image folder); a dict or tuple became its text, "source not
+        # found: {'name': ...}", after other streams had opened.
+        ([], {}, ConfigError, r"^track_many needs at least one source; got an empty list$"),
+        ("a", {}, ConfigError, r"^track_many takes a list of sources; got str '.*a\.mp4': give track_many\(\[source, \.\.\.\]\)"),
+        (["a", {"name": "x", "source": "b"}], {}, ConfigError, r"^sources\[1\] is a dict .*; give a file, URL, .* or StreamSpec\("),
+        (["a", None], {}, ConfigError, r"^sources\[1\] is a NoneType \(None\); give "),
+        # StreamSpec's output/save_masks (read from a --sources file by the command) were ignored: no file.
+        ([StreamSpec("door", "a", save_masks="out/{name}.jsonl")], {}, ConfigError,
+         r"^stream door: StreamSpec output/save_masks are for the command's --sources file; with track_many give sinks="),
+        # A stream's own bad prompt was an AttributeError at the first next(), after its source opened.
+        ([StreamSpec("door", "a", prompts=("box",))], {}, PromptError, r"^stream door: prompts\[0\] must be an ObjectPrompt"),
+        # One sink, or a path, not in a list: a TypeError at the first next(), or the stream failing on
+        # "'str' object has no attribute 'write'" with a warning per close.
+        (["a"], {"sinks": {"a": "SINK"}}, ConfigError, r"^sinks\['a'\] is one sink; give a list: sinks=\{'a': \[sink\]\}$"),
+        (["a"], {"sinks": {"a": "out.mp4"}}, ConfigError, r"^sinks\['a'\] is a str; give a list of sinks, e.g. "),
+        (["a"], {"sinks": {"a": ["out.mp4"]}}, ConfigError, r"^sinks\['a'\]\[0\] is a str \('out.mp4'\), not a sink; make one with make_sink"),
+    ],
+    ids=["empty", "not-a-list", "dict", "none", "spec-output", "spec-prompt", "one-sink", "sink-path", "path-in-list"],
+)
+def test_track_many_refuses_bad_arguments_at_the_call(clips, tmp_path, sources, kwargs, error, message):
+    import realtime_sam
+
+    real = {"a": str(clips["a"]), "b": str(clips["b"])}
+    if isinstance(sources, str):
+        sources = real[sources]
+    else:
+        sources = [real.get(s, s) if isinstance(s, str) else s for s in sources]
+        sources = [replace(s, source=real[s.source]) if isinstance(s, StreamSpec) else s for s in sources]
+    made = None
+    if kwargs.get("sinks", {}).get("a") == "SINK":
+        made = realtime_sam.make_sink("jsonl", tmp_path / "a.jsonl")
+        kwargs = {"sinks": {"a": made}}
+    before = set(threading.enumerate())
+    with pytest.raises(error, match=message) as info:
+        realtime_sam.track_many(sources, overrides=_NO_MODEL, **kwargs)  # at the call, not at the first next()
+    assert "\n" not in str(info.value)
+    assert set(threading.enumerate()) == before
+    if made is not None:  # the sink refused was discarded: no empty file left
+        assert not (tmp_path / "a.jsonl").exists()
+
+
+@pytest.mark.parametrize("why", ["missing-source", "sinks-for-no-stream", "same-name", "bad-prompt"])
+def test_track_many_that_cannot_start_removes_the_outputs_made_for_it(clips, tmp_path, why):
+    # Its sinks were left as they were made: open, and their files empty (a 0-byte .mp4 and .jsonl),
+    # where track() discards them, as README says of a run that cannot start.
+    import realtime_sam
+
+    out = tmp_path / "out"
+    sinks = {"a": [realtime_sam.make_sink("video", out / "a.mp4"), realtime_sam.make_sink("jsonl", out / "a.jsonl")]}
+    sources: list = [str(clips["a"])]
+    prompts = []
+    if why == "missing-source":
+        sources.append(str(tmp_path / "nope.mp4"))
+    elif why == "sinks-for-no-stream":
+        sinks["a.mp4"] = [realtime_sam.make_sink("jsonl", out / "other.jsonl")]
+    elif why == "same-name":
+        sources.append(StreamSpec("a", str(clips["b"])))
+    else:
+        prompts = [ObjectPrompt(box=(1, 2, 3))]
+    before = set(threading.enumerate())
+    with pytest.raises((SourceError, ConfigError, PromptError)):
+        for _ in realtime_sam.track_many(sources, overrides=_NO_MODEL, sinks=sinks, prompts=prompts):
+            pass
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
     assert set(threading.enumerate()) == before

@@ -20,6 +20,7 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -31,6 +32,7 @@ from realtime_sam.app.pipeline import Pipeline, SerialWorker, model_rate
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.errors import ConfigError, RealtimeSamError
+from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 if TYPE_CHECKING:
@@ -531,25 +533,101 @@ def track_many(
 
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`),
-            two streams of one name, or ``sinks`` under a name no stream has; :class:`PromptError` at the call
-            for a bad prompt; the rest (a source that does not open, ...)
-            at the first ``next()``.
+            ``sources`` that is not a non-empty list of paths, URLs, webcam indices and :class:`StreamSpec`
+            values, a :class:`StreamSpec` with ``output``/``save_masks`` (give ``sinks``), two streams of
+            one name, or ``sinks`` under a name no stream has or not lists of sinks; :class:`PromptError`
+            at the call for a bad prompt (a stream's own included); the rest (a source that does not
+            open, ...) at the first ``next()``. A run that cannot start discards the sinks given
+            (closed, and what making them created removed, as :func:`realtime_sam.track` does).
         StreamsFailed: a stream failed part-way (a damaged file, a stream that gave up
             reconnecting): the others run on, and this is raised once every stream has ended,
             its sinks finalised (``errors``: each failed stream's error, by name).
     """
     from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
+    from realtime_sam.tracking.prompts import validate_prompt
 
-    cfg = config if isinstance(config, _Config) else load_config(config, overrides)
-    if isinstance(config, _Config) and overrides:
-        cfg = parse_config(parse_overrides(overrides), cfg)
+    try:
+        cfg = config if isinstance(config, _Config) else load_config(config, overrides)
+        if isinstance(config, _Config) and overrides:
+            cfg = parse_config(parse_overrides(overrides), cfg)
+        specs = _specs_for(sources)
+        _require_unique_names(specs)
+        require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector
+        given = _check_sinks(sinks, specs)
+        checked = [validate_prompt(p) for p in prompts]  # at the call, as for track()
+    except BaseException:
+        # The run never starts: the outputs made for it are closed and what making them
+        # created is removed, as track() does (they were left as empty, unfinished files).
+        discard_sinks(_given_sinks(sinks))
+        raise
+    return _track_many(specs, cfg, checked, given, model)
+
+
+def _specs_for(sources: Any) -> list[StreamSpec]:
+    """``track_many``'s ``sources`` as :class:`StreamSpec` values (plain sources named by their stem).
+
+    Raises:
+        ConfigError: ``sources`` is not a list, is empty, or holds something that is not a source.
+        PromptError: a stream's own prompt breaks the rules (naming the stream).
+    """
+    from realtime_sam.tracking.prompts import validate_prompt
+
+    if isinstance(sources, (str, bytes, int, os.PathLike, StreamSpec)) or not isinstance(sources, Iterable):
+        raise ConfigError(
+            f"track_many takes a list of sources; got {type(sources).__name__} {sources!r:.80}: "
+            "give track_many([source, ...]), or track(source) for one"
+        )
+    sources = list(sources)
+    if not sources:
+        raise ConfigError("track_many needs at least one source; got an empty list")
+    for i, s in enumerate(sources):
+        if isinstance(s, bool) or not isinstance(s, (str, int, os.PathLike, StreamSpec)):
+            raise ConfigError(
+                f"sources[{i}] is a {type(s).__name__} ({s!r:.80}); give a file, URL, lavfi: graph, webcam index "
+                "or StreamSpec(name, source, prompts=..., settings=...)"
+            )
     plain = [s for s in sources if not isinstance(s, StreamSpec)]
-    named = iter(specs_from_sources([str(s) if not isinstance(s, int) else s for s in plain]))  # type: ignore[misc]
+    named = iter(specs_from_sources([s if isinstance(s, int) else os.fspath(s) for s in plain]))
     specs = [s if isinstance(s, StreamSpec) else replace(next(named), source=s) for s in sources]
-    _require_unique_names(specs)
-    require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector
-    given = dict(sinks or {})
-    unknown = sorted(set(given) - {spec.name for spec in specs})
+    out = []
+    for spec in specs:
+        if spec.output is not None or spec.save_masks is not None:
+            # Read from a --sources file by the command; track_many wrote nothing there.
+            raise ConfigError(
+                f"stream {spec.name}: StreamSpec output/save_masks are for the command's --sources file; "
+                f"with track_many give sinks={{{spec.name!r}: [make_sink('video', ...), make_sink('jsonl', ...)]}}"
+            )
+        with _naming(spec.name):
+            own = tuple(validate_prompt(p, f"prompts[{k}]") for k, p in enumerate(spec.prompts))
+        out.append(replace(spec, prompts=own))
+    return out
+
+
+def _given_sinks(sinks: Any) -> list[Any]:
+    """Every sink object in ``track_many``'s ``sinks`` argument, however malformed (to discard)."""
+    if not isinstance(sinks, Mapping):
+        return []
+    out = []
+    for value in sinks.values():
+        if hasattr(value, "write"):
+            out.append(value)
+        elif isinstance(value, (list, tuple)):
+            out.extend(x for x in value if hasattr(x, "write"))
+    return out
+
+
+def _check_sinks(sinks: Any, specs: Sequence[StreamSpec]) -> dict[str, list[Any]]:
+    """``track_many``'s ``sinks``: a mapping of stream names to lists of sinks.
+
+    Raises:
+        ConfigError: not a mapping, a name no stream has, or a value that is not a list of sinks.
+    """
+    if sinks is None:
+        return {}
+    example = "sinks={'door': [make_sink('video', 'door.mp4')]}"
+    if not isinstance(sinks, Mapping):
+        raise ConfigError(f"sinks must map stream names to lists of sinks, e.g. {example}; got {type(sinks).__name__}")
+    unknown = sorted(set(sinks) - {spec.name for spec in specs}, key=str)
     if unknown:
         # Sinks under a name no stream has were never written nor closed (e.g. keyed by the
         # file "door.mp4" where the stream is named "door"): an empty, unfinished output.
@@ -557,16 +635,32 @@ def track_many(
             f"sinks for no stream: {', '.join(map(repr, unknown))}; "
             f"the streams are named {', '.join(repr(spec.name) for spec in specs)}"
         )
-    from realtime_sam.tracking.prompts import validate_prompt
-
-    checked = [validate_prompt(p) for p in prompts]  # at the call, as for track()
-    return _track_many(specs, cfg, checked, given, model)
+    given = {}
+    for name, value in sinks.items():
+        if hasattr(value, "write"):
+            raise ConfigError(f"sinks[{name!r}] is one sink; give a list: sinks={{{name!r}: [sink]}}")
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"sinks[{name!r}] is a {type(value).__name__}; give a list of sinks, e.g. {example}")
+        for k, sink in enumerate(value):
+            if not (callable(getattr(sink, "write", None)) and callable(getattr(sink, "close", None))):
+                raise ConfigError(
+                    f"sinks[{name!r}][{k}] is a {type(sink).__name__} ({sink!r:.60}), not a sink; "
+                    "make one with make_sink(kind, path) or open_sinks([...])"
+                )
+        given[name] = list(value)
+    return given
 
 
 def _track_many(
     specs: list[StreamSpec], cfg: Config, prompts: list[ObjectPrompt], given: dict[str, Sequence[Any]], model: Any
 ) -> Iterator[StreamResult]:
-    multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
+    try:
+        multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
+    except BaseException:
+        # A source that does not open, a prompt outside a stream's frame, the model: the run never
+        # started, so the outputs made for it are removed, as track() does (they were left empty).
+        discard_sinks([sink for value in given.values() for sink in value])
+        raise
     with multi:
         yield from multi
     if multi.errors:
