@@ -787,3 +787,29 @@ def test_track_many_that_cannot_start_removes_the_outputs_made_for_it(clips, tmp
             pass
     assert not out.exists(), sorted(p.name for p in out.iterdir())
     assert set(threading.enumerate()) == before
+
+
+@pytest.mark.parametrize("how", ["one-sink", "one-path", "inside-open-sinks"])
+def test_track_many_refuses_two_streams_writing_one_output(clips, tmp_path, how):
+    # One sink under two streams got both streams' frames interleaved (frames 0, 1, 2, 0, 3, ...)
+    # and failed the stream that closed it second ("already closed"); two sinks of one path ran
+    # without a word and left one stream's video (60 frames of 120 yielded). The command refuses both.
+    import realtime_sam
+
+    out = tmp_path / "out"
+    if how == "one-sink":
+        shared = realtime_sam.make_sink("jsonl", out / "both.jsonl")
+        sinks = {"a": [shared], "b": [shared]}
+        message = r"^sinks\['a'\]\[0\] and sinks\['b'\]\[0\] are one sink; make one sink per stream$"
+    elif how == "one-path":
+        sinks = {"a": [realtime_sam.make_sink("jsonl", out / "both.jsonl")], "b": [realtime_sam.make_sink("jsonl", out / "both.jsonl")]}
+        message = r"^sinks\['a'\]\[0\] and sinks\['b'\]\[0\] both write .*both\.jsonl; give each its own path$"
+    else:
+        sinks = {
+            "a": [realtime_sam.open_sinks([f"jsonl:{out / 'a.jsonl'}", f"video:{out / 'both.mp4'}"])],
+            "b": [realtime_sam.make_sink("video", out / "both.mp4")],
+        }
+        message = r"^sinks\['a'\]\[0\]\.sinks\[1\] and sinks\['b'\]\[0\] both write .*both\.mp4; give each its own path$"
+    with pytest.raises(ConfigError, match=message):
+        realtime_sam.track_many([str(clips["a"]), str(clips["b"])], overrides=_NO_MODEL, sinks=sinks)
+    assert not out.exists()  # the run never started: what the sinks made is removed

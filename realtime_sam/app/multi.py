@@ -648,7 +648,41 @@ def _check_sinks(sinks: Any, specs: Sequence[StreamSpec]) -> dict[str, list[Any]
                     "make one with make_sink(kind, path) or open_sinks([...])"
                 )
         given[name] = list(value)
+    _refuse_shared_outputs(given)
     return given
+
+
+def _refuse_shared_outputs(given: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse one sink, or one output path, given twice (two streams would write one file).
+
+    One sink under two streams got both streams' frames interleaved (frame numbers repeated, one
+    stream's header) and failed the stream that closed second ("already closed"); two sinks of one
+    path left one stream's video and no word of the other's, as the command refuses.
+
+    Raises:
+        ConfigError: one line naming both places and the path.
+    """
+    seen_sink: dict[int, str] = {}
+    seen_path: dict[Path, str] = {}
+
+    def visit(sink: Any, where: str) -> None:
+        inner = getattr(sink, "sinks", None)  # open_sinks(...) gives one sink over several
+        if isinstance(inner, list):
+            for k, part in enumerate(inner):
+                visit(part, f"{where}.sinks[{k}]")
+        if id(sink) in seen_sink:
+            raise ConfigError(f"{seen_sink[id(sink)]} and {where} are one sink; make one sink per stream")
+        seen_sink[id(sink)] = where
+        path = getattr(sink, "path", None)
+        if isinstance(path, (str, os.PathLike)) and not isinstance(inner, list):
+            key = Path(path).expanduser().resolve()
+            if key in seen_path:
+                raise ConfigError(f"{seen_path[key]} and {where} both write {path}; give each its own path")
+            seen_path[key] = where
+
+    for name, value in given.items():
+        for k, sink in enumerate(value):
+            visit(sink, f"sinks[{name!r}][{k}]")
 
 
 def _track_many(
