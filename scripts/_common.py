@@ -1,6 +1,7 @@
 """Helpers shared by the scripts in this folder (and by the tests that drive them).
 
 * :func:`rss_mb`: resident memory of this process, from ``/proc/self/statm``;
+* :func:`peak_rss_mb`: its peak;
 * ``BoxRunner``, ``LoopingSceneSource``: re-exported from
   :mod:`realtime_sam.testing.fakes`, their home;
 * :func:`weights_or_random`: the golden checkpoint when present, else a
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,6 +35,7 @@ __all__ = [
     "REPO",
     "GOLDEN_CKPT",
     "rss_mb",
+    "peak_rss_mb",
     "BoxRunner",
     "LoopingSceneSource",
     "weights_or_random",
@@ -57,17 +58,80 @@ _IMG = 1024  # side of SAM's padded input image
 def rss_mb() -> float:
     """Resident set size of this process in MiB (current, not peak).
 
-    Reads ``/proc/self/statm`` (Linux); elsewhere falls back to the peak RSS
-    from :func:`resource.getrusage`, which can only grow.
+    Reads ``/proc/self/statm`` (Linux); on Windows the working set; elsewhere (macOS) falls back
+    to the peak RSS from :func:`resource.getrusage`, which can only grow. NaN when none can be read.
     """
     try:
         with open("/proc/self/statm", "rb") as f:
             resident_pages = int(f.read().split()[1])
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    windows = _windows_memory()
+    if windows is not None:
+        return windows[0] / 2**20
+    return _peak_from_getrusage()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB. ``VmHWM`` where Linux has it (unlike ``ru_maxrss``
+    it is not inherited from the parent's peak across fork + exec); on Windows the peak working set;
+    elsewhere ``ru_maxrss``. NaN when none can be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
     except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # ru_maxrss is KiB on Linux, bytes on macOS.
-        return peak / 2**20 if peak > 1 << 32 else peak / 2**10
+        pass
+    windows = _windows_memory()
+    if windows is not None:
+        return windows[1] / 2**20
+    return _peak_from_getrusage()
+
+
+def _peak_from_getrusage() -> float:
+    try:
+        import resource  # POSIX only: imported here so that the scripts run on Windows too
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is bytes on macOS, KiB elsewhere.
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _windows_memory() -> tuple[int, int] | None:
+    """``(working set, peak working set)`` in bytes on Windows (``GetProcessMemoryInfo``), else ``None``."""
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
+        _fields_ = [
+            ("cb", wintypes.DWORD),
+            ("PageFaultCount", wintypes.DWORD),
+            ("PeakWorkingSetSize", ctypes.c_size_t),
+            ("WorkingSetSize", ctypes.c_size_t),
+            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+            ("PagefileUsage", ctypes.c_size_t),
+            ("PeakPagefileUsage", ctypes.c_size_t),
+        ]
+
+    try:
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        kernel32.K32GetProcessMemoryInfo.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
+        counters = Counters()
+        counters.cb = ctypes.sizeof(Counters)
+        if not kernel32.K32GetProcessMemoryInfo(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
+            return None
+    except (OSError, AttributeError):
+        return None
+    return int(counters.WorkingSetSize), int(counters.PeakWorkingSetSize)
 
 
 def weights_or_random(weights: str | os.PathLike[str] | None, scratch: Path) -> Path:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
-from _common import check_output_file
+from _common import check_output_file, peak_rss_mb
 
 from realtime_sam.errors import RealtimeSamError
 from realtime_sam.model.device import (
@@ -250,20 +249,7 @@ def _run_probe(args: argparse.Namespace) -> None:
     model = _load(args, args.weights or None, backend, tune_allocator=not plain)
     emb = model.encode(_image())
     model.decode(emb, boxes=_boxes(16))
-    print(_peak_rss_mib())
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory. ``VmHWM`` where Linux has it: unlike ``ru_maxrss``
-    it is not inherited from the parent's peak across fork + exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 1024.0)  # bytes on macOS, KiB elsewhere
+    print(peak_rss_mb())
 
 
 def _load(args: argparse.Namespace, weights, backend: str, *, tune_allocator: bool = True) -> InferenceModel:
