@@ -69,3 +69,41 @@ def test_memory_figures_without_resource(monkeypatch: pytest.MonkeyPatch) -> Non
         assert common.peak_rss_mb() >= common.rss_mb() * 0.5
     finally:
         sys.modules.pop("_common", None)
+
+
+class _ClosedCapture:
+    """A ``cv2.VideoCapture`` that did not open (no such camera, or the OS refused it)."""
+
+    def isOpened(self) -> bool:
+        return False
+
+    def read(self):
+        return False, None
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "platform, says, not_says",
+    [
+        ("darwin", "System Settings > Privacy & Security > Camera", "v4l2-ctl"),
+        ("win32", "Settings > Privacy & security > Camera", "v4l2-ctl"),
+        ("linux", "v4l2-ctl --list-devices", "Privacy"),
+    ],
+)
+def test_missing_camera_says_what_to_check_on_each_system(monkeypatch: pytest.MonkeyPatch, platform, says, not_says) -> None:
+    """macOS and Windows report a camera the user has not allowed as not there; the error told every user to
+    run the Linux-only ``v4l2-ctl``."""
+    from realtime_sam.capture.sources import open_source
+    from realtime_sam.errors import SourceError
+
+    monkeypatch.setattr(sys, "platform", platform)
+    with pytest.raises(SourceError) as info:
+        open_source("0", capture_factory=lambda index: _ClosedCapture())
+    message = str(info.value)
+    assert message.startswith("no camera at index 0; ") and "--source 1" in message and "\n" not in message
+    assert says in message and not_says not in message

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Callable, Protocol
 
@@ -51,6 +52,19 @@ class CaptureLike(Protocol):
 
 CaptureFactory = Callable[[int], CaptureLike]
 """Opens camera ``index``; tests pass a fake."""
+
+
+def _missing_camera_hint(platform: str) -> str:
+    """What to check when no camera opens, for ``platform`` (``sys.platform``): macOS and Windows refuse a
+    camera the user has not allowed a program to use, and OpenCV then reports it as not there."""
+    if platform == "darwin":
+        return (
+            "allow your terminal (or IDE) to use the camera in System Settings > Privacy & Security > Camera "
+            "(macOS asks once; run again after allowing it)"
+        )
+    if platform == "win32":
+        return "check that Settings > Privacy & security > Camera lets desktop apps use the camera"
+    return "list devices with `v4l2-ctl --list-devices`"
 
 
 def _default_capture(index: int) -> CaptureLike:
@@ -109,7 +123,7 @@ class CameraSource(LiveSource):
         if not opened:
             cap.release()
             raise _ConnectFailed(
-                f"no camera at index {self.index}; list devices with `v4l2-ctl --list-devices` (Linux) "
+                f"no camera at index {self.index}; {_missing_camera_hint(sys.platform)}, "
                 f"or try another index (--source {0 if self.index else 1})"
             )
         if not ok or image is None:
