@@ -107,3 +107,61 @@ def test_missing_camera_says_what_to_check_on_each_system(monkeypatch: pytest.Mo
     message = str(info.value)
     assert message.startswith("no camera at index 0; ") and "--source 1" in message and "\n" not in message
     assert says in message and not_says not in message
+
+
+def _windows_url2pathname():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # nturl2path is deprecated as a public module in 3.14
+        import nturl2path
+    return nturl2path.url2pathname
+
+
+@pytest.mark.parametrize(
+    "url, windows_path",
+    [
+        ("file:///C:/videos/a%20b.mp4", "C:\\videos\\a b.mp4"),
+        ("file://localhost/C:/videos/a.mp4", "C:\\videos\\a.mp4"),
+        ("file://server/share/clips/a.mp4", "\\\\server\\share\\clips\\a.mp4"),
+    ],
+)
+def test_file_url_is_a_windows_path_on_windows(monkeypatch: pytest.MonkeyPatch, url, windows_path) -> None:
+    """On Windows ``file:///C:/videos/a.mp4`` was opened as ``\\C:\\videos\\a.mp4`` (the URL's path as it is),
+    which names nothing, and a UNC URL lost its server. Here Windows' URL-to-path rules stand in for the real
+    ones (``urllib.request.url2pathname`` is ``nturl2path``'s there), and the path handed on is recorded."""
+    import urllib.request
+
+    from realtime_sam.capture import sources
+
+    monkeypatch.setattr(urllib.request, "url2pathname", _windows_url2pathname())
+    monkeypatch.setattr(sources, "_WINDOWS", True, raising=False)
+    opened: list[str] = []
+    monkeypatch.setattr(sources, "_open_path", lambda path, text, config: opened.append(str(path)))
+    sources.open_source(url)
+    assert opened == [windows_path]
+
+
+def test_file_url_naming_another_host_is_refused_here(tmp_path: Path) -> None:
+    """Off Windows, ``file://server/...``'s host was dropped and the same path opened on this machine: the
+    wrong file, with no word. Now it is a one-line error; ``localhost`` and no host still open the file."""
+    from realtime_sam.capture.images import ImageSequenceSource
+    from realtime_sam.capture.sources import open_source
+    from realtime_sam.errors import SourceError
+
+    import cv2
+    import numpy as np
+
+    image = tmp_path / "a b.png"
+    assert cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    quoted = str(image).replace(" ", "%20")
+    for url in (f"file://{quoted}", f"file://localhost{quoted}"):
+        src = open_source(url)
+        try:
+            assert isinstance(src, ImageSequenceSource)
+        finally:
+            src.close()
+    with pytest.raises(SourceError) as info:
+        open_source(f"file://fileserver{quoted}")
+    message = str(info.value)
+    assert "fileserver" in message and "file:///" in message and "\n" not in message

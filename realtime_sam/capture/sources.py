@@ -4,7 +4,7 @@
 
 * ``0``, ``"1"``, ``/dev/video2``: a webcam through OpenCV (:class:`CameraSource`);
 * ``clip.mp4`` (any container FFmpeg reads): a video file through PyAV
-  (:class:`VideoFileSource`);
+  (:class:`VideoFileSource`); also as a ``file:`` URL (:func:`file_url_path`);
 * ``frames/``, ``frames/*.png``, ``photo.jpg``: an image sequence
   (:class:`ImageSequenceSource`);
 * ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http(s)://``: a network stream
@@ -40,8 +40,11 @@ first and releases the decoder once the reader has left ``read``.
 
 from __future__ import annotations
 
+import os
 import re
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from realtime_sam.capture.base import Source, SourceConfig, StatusCallback, redact_url
 from realtime_sam.capture.camera import CameraSource, CaptureFactory
@@ -50,7 +53,7 @@ from realtime_sam.capture.stream import StreamSource
 from realtime_sam.capture.video_file import VideoFileSource
 from realtime_sam.errors import SourceError
 
-__all__ = ["STREAM_SCHEMES", "open_source"]
+__all__ = ["STREAM_SCHEMES", "file_url_path", "open_source"]
 
 STREAM_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https")
 
@@ -65,6 +68,8 @@ _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
 _DEVICE_RE = re.compile(r"^/dev/video(?P<index>\d+)$")
+
+_WINDOWS = os.name == "nt"  # a file: URL's host is a UNC server there
 
 
 def open_source(
@@ -116,14 +121,35 @@ def open_source(
         if scheme in STREAM_SCHEMES:
             return StreamSource(text, config, on_status=on_status)
         if scheme == "file":
-            from urllib.parse import unquote, urlsplit
-
-            return _open_path(Path(unquote(urlsplit(text).path)), text, config)
+            return _open_path(Path(file_url_path(text)), text, config)
         raise SourceError(
             f"unsupported source scheme '{scheme}://' in {redact_url(text)}; use one of "
             f"{', '.join(s + '://' for s in STREAM_SCHEMES)}, lavfi:, a webcam index, a file, or an image folder/glob"
         )
     return _open_path(Path(text), text, config)
+
+
+def file_url_path(url: str) -> str:
+    """The local path a ``file:`` URL names, in this system's spelling.
+
+    ``file:///C:/videos/a%20b.mp4`` is ``C:\\videos\\a b.mp4`` on Windows (``urllib.request.url2pathname``
+    there; taking the URL's path as it is gave ``\\C:\\videos\\...``, which names nothing), and
+    ``file://server/share/a.mp4`` the UNC path ``\\\\server\\share\\a.mp4``. Elsewhere a URL naming another
+    host than ``localhost`` is refused: its host was dropped and ``/share/a.mp4`` opened on this machine.
+
+    Raises:
+        SourceError: a host other than ``localhost`` where it cannot be reached as a path.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc
+    if host.lower() in ("", "localhost"):
+        return urllib.request.url2pathname(parts.path)
+    if _WINDOWS:
+        return urllib.request.url2pathname(f"//{host}{parts.path}")
+    raise SourceError(
+        f"{redact_url(url)} names the host {host.rsplit('@', 1)[-1]}, which a file: URL cannot reach here; "
+        f"mount its share and give the local path, or use file:///PATH for a file on this machine"
+    )
 
 
 def _open_camera(
