@@ -165,3 +165,71 @@ def test_file_url_naming_another_host_is_refused_here(tmp_path: Path) -> None:
         open_source(f"file://fileserver{quoted}")
     message = str(info.value)
     assert "fileserver" in message and "file:///" in message and "\n" not in message
+
+
+def _opencv_as_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cv2.imread``/``cv2.imwrite`` as on Windows, where OpenCV opens files by a narrow path: a name
+    outside the ANSI code page is not found (``None``; ``False``). Python's own file functions still work."""
+    import cv2
+
+    real_read, real_write = cv2.imread, cv2.imwrite
+
+    def imread(path, *args):
+        return None if not str(path).isascii() else real_read(path, *args)
+
+    def imwrite(path, *args):
+        return False if not str(path).isascii() else real_write(path, *args)
+
+    monkeypatch.setattr(cv2, "imread", imread)
+    monkeypatch.setattr(cv2, "imwrite", imwrite)
+
+
+def test_annotate_reads_and_writes_images_under_a_non_ascii_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``realtime-sam annotate`` read the images with ``cv2.imread`` and saved a video's frames with
+    ``cv2.imwrite``: on Windows, in a folder such as ``写真`` every image was "not a readable image" and a
+    video's frames "cannot write the frame image"."""
+    import cv2
+    import numpy as np
+    from test_annotate import NAMES, BoxModel
+
+    from realtime_sam.app.annotate import annotate
+    from realtime_sam.testing.fakes import FixedBoxDetector
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    shots = tmp_path / "写真"
+    shots.mkdir()
+    for i in range(2):
+        image = np.full((120, 160, 3), 60 + 40 * i, np.uint8)
+        assert cv2.imwrite(str(shots / f"img{i}.png"), image)
+    video = write_video(standard_scene(160, 120, num_frames=4, num_objects=1), tmp_path / "vidéo_ł.mp4")
+    _opencv_as_on_windows(monkeypatch)
+
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [2], NAMES)
+    summary = annotate(shots, detector=detector, model=BoxModel(), progress=False)
+    assert summary.images == summary.annotated == 2 and summary.skipped == 0
+    assert summary.objects == {"car": 2}
+
+    summary = annotate(video, detector=detector, model=BoxModel(), every=2, progress=False)
+    images = sorted((tmp_path / "vidéo_ł_auto_annotate_labels" / "images").iterdir())
+    assert [p.name for p in images] == ["vidéo_ł_000000.jpg", "vidéo_ł_000002.jpg"]
+    assert cv2.imdecode(np.fromfile(str(images[1]), np.uint8), cv2.IMREAD_COLOR).shape == (120, 160, 3)
+    assert summary.images == 2 and summary.objects == {"car": 2}
+
+
+def test_image_files_round_trip_through_any_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helpers the window's snapshots and ``annotate`` use: PNG and JPEG under a non-ASCII name,
+    with OpenCV's own file functions failing there as on Windows."""
+    import numpy as np
+
+    from realtime_sam.output.image_file import read_image, write_image
+
+    _opencv_as_on_windows(monkeypatch)
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:, 16:] = (10, 200, 30)
+    for name in ("snap-ł.png", "снимок.jpg"):
+        assert write_image(tmp_path / name, image)
+        back = read_image(tmp_path / name)
+        assert back is not None and back.shape == image.shape
+        diff = np.abs(back.astype(int) - image.astype(int))
+        assert diff.max() == 0 if name.endswith(".png") else diff.mean() < 3  # JPEG: lossy at the colour edge
+    assert read_image(tmp_path / "missing.png") is None

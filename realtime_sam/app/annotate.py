@@ -25,6 +25,7 @@ import numpy as np
 from realtime_sam.capture.images import IMAGE_EXTENSIONS, _as_bgr, image_files
 from realtime_sam.errors import ConfigError, SinkError, SourceError, describe_error
 from realtime_sam.model.detector import load_yolo, ultralytics_device
+from realtime_sam.output.image_file import read_image, write_image
 from realtime_sam.output.labels import (
     FORMATS,
     CocoWriter,
@@ -130,7 +131,7 @@ def _image_items(data: str) -> list[_Item]:
         def load() -> np.ndarray | str:
             # Not IMREAD_UNCHANGED: it skips the EXIF orientation, and a phone photo stored
             # sideways would be labelled sideways where Ultralytics (cv2.imread) trains on it upright.
-            image = cv2.imread(str(f), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+            image = read_image(f, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)  # any path, as on Windows
             if image is None:
                 return "not a readable image"
             if image.dtype.kind == "f":
@@ -329,7 +330,7 @@ def annotate(
                 objects, small = _label_image(
                     image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
                 )
-                if item.save_to is not None and not cv2.imwrite(str(item.save_to), image):
+                if item.save_to is not None and not write_image(item.save_to, image):
                     raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
                 writer.write(item.stem, item.file_name, image.shape[:2], objects, names=det.names)
                 stats["annotated"] += 1

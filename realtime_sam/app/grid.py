@@ -57,6 +57,7 @@ from realtime_sam.app.ui import (
     screen_size,
 )
 from realtime_sam.errors import PromptError
+from realtime_sam.output.image_file import write_image
 from realtime_sam.output.render import Renderer
 from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
 from realtime_sam.types import ObjectPrompt
@@ -473,7 +474,7 @@ class GridWindow:
         path = snapshot_path(folder, f"realtime-sam-grid-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            ok = cv2.imwrite(str(path), self._image(layout, shown, runs, last))
+            ok = write_image(path, self._image(layout, shown, runs, last))
         except (OSError, cv2.error):
             ok = False
         self.on_message(f"snapshot saved: {path}" if ok else f"cannot save snapshot {path}")

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.errors import ConfigError, PromptError, RealtimeSamError
+from realtime_sam.output.image_file import write_image
 from realtime_sam.output.render import HudInfo, Renderer
 from realtime_sam.tracking.prompts import clamp_prompt, validate_prompt
 from realtime_sam.types import Box, FrameResult, ObjectPrompt
@@ -1033,11 +1034,11 @@ class LiveWindow:
         overlay = View(self._sar, 1.0, 0, 0, width, h).show(overlay)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            ok = cv2.imwrite(str(path), self.renderer.draw_hud(overlay, hud))
+            ok = write_image(path, self.renderer.draw_hud(overlay, hud))
         except (OSError, cv2.error) as exc:
             ok, reason = False, str(exc).strip().splitlines()[-1]
         else:
-            reason = "cv2.imwrite failed"
+            reason = "the image could not be encoded"
         if ok:
             self.snapshots.append(path)
             self._say(f"snapshot saved: {path}")
