@@ -892,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(strict_json(raw), indent=2, allow_nan=False))  # a missing figure: null
+        Path(args.json).write_text(json.dumps(strict_json(raw), indent=2, allow_nan=False), encoding="utf-8")  # a missing figure: null
     return 0
 
 

@@ -409,7 +409,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         kind = "GPU max allocated" if device.type == "cuda" else "peak RSS of a fresh process"
         print(f"\npeak memory ({kind}): " + ", ".join(f"{b} {m:.0f} MiB" for b, m in memory.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 
 

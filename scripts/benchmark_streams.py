@@ -119,7 +119,7 @@ def run_inner(k: int, args, weights: Path) -> subprocess.Popen:
     for item in args.set:
         cmd += ["--set", item]
     # stderr to a file, not a pipe: K workers at once cannot block on a full pipe while another is read.
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _figures, once the worker exits)
+    log = tempfile.TemporaryFile(mode="w+", encoding="locale")  # noqa: SIM115  (closed in _figures, once the worker exits); the locale's, as the worker's stderr
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     proc.stderr_log = log  # type: ignore[attr-defined]
     return proc

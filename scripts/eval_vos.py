@@ -286,7 +286,7 @@ def imageset_names(root: Path, which: str) -> list[str]:
         raise EvalError(f"--imageset {which}: no {path}" + (f"; there are: {', '.join(there)}" if there else
                                                              " (a standard DAVIS folder holds ImageSets/2017/val.txt)"))
     names: list[str] = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         item = line.split()[0] if line.split() else ""
         name = Path(item).parent.name if "/" in item else item
         if name and name not in names:
@@ -1305,7 +1305,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
     tmp = path.with_name(path.name + ".part")
     try:
-        tmp.write_text(json.dumps(strict_json(payload), indent=1, allow_nan=False))
+        tmp.write_text(json.dumps(strict_json(payload), indent=1, allow_nan=False), encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         try:

@@ -233,3 +233,35 @@ def test_image_files_round_trip_through_any_path(tmp_path: Path, monkeypatch: py
         diff = np.abs(back.astype(int) - image.astype(int))
         assert diff.max() == 0 if name.endswith(".png") else diff.mean() < 3  # JPEG: lossy at the colour edge
     assert read_image(tmp_path / "missing.png") is None
+
+
+def test_text_files_are_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Windows opens text in its ANSI code page (cp1252) unless told: every ``open``/``read_text`` of text
+    must name its encoding. Run with ``-X warn_default_encoding``, the checkpoint manifest and
+    ``eval_vos``'s image-set file were read without one (an ``EncodingWarning`` each), and a sequence name
+    outside ASCII in an image-set file was a UnicodeDecodeError under a locale that is not UTF-8."""
+    (tmp_path / "ImageSets" / "2017").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "2017" / "val.txt").write_text("bear\ncafé-scène\n", encoding="utf-8")
+    code = f"""
+import json, sys, warnings
+sys.path.insert(0, {str(SCRIPTS)!r})
+import eval_vos  # imports torch, cv2 and the package first: their own warnings are not ours
+from realtime_sam.model import checkpoint
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    checkpoint.manifest.cache_clear()
+    assert len(checkpoint.manifest("vit_t")) > 100
+    names = eval_vos.imageset_names({str(tmp_path)!r}, "2017/val")
+ours = [str(w.message) for w in caught if issubclass(w.category, EncodingWarning)]
+print("RESULT " + json.dumps([names, ours]))  # ASCII: this child prints nothing else
+"""
+    env = _env()
+    # The C locale without coercion or UTF-8 mode: the default encoding is ASCII here, as it is cp1252 there.
+    env.update(PYTHONUTF8="0", LC_ALL="C", PYTHONCOERCECLOCALE="0")
+    res = subprocess.run(
+        [sys.executable, "-X", "warn_default_encoding", "-c", code], capture_output=True, text=True, encoding="utf-8",
+        env=env, timeout=300, cwd=tmp_path,
+    )
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, res.stderr[-2000:]
+    assert json.loads(line[-1][len("RESULT "):]) == [["bear", "café-scène"], []]

@@ -389,7 +389,7 @@ class StreamWorker:
         end = resume_point(job.masks_path)
         if stopped or source.live:
             return StreamOutcome(spec.name, "stopped", end.frames)
-        done_marker(job.masks_path).write_text(json.dumps({"frames": end.frames}) + "\n")
+        done_marker(job.masks_path).write_text(json.dumps({"frames": end.frames}) + "\n", encoding="utf-8")
         return StreamOutcome(spec.name, "done", end.frames)
 
 

@@ -52,7 +52,7 @@ def manifest(model_type: str) -> Mapping[str, tuple[int, ...]]:
         )
     text = resources.files("realtime_sam.model").joinpath(
         f"data/state_dict_manifest_{model_type}.json"
-    ).read_text()
+    ).read_text(encoding="utf-8")
     return {k: tuple(v) for k, v in json.loads(text).items()}
 
 
