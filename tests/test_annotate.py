@@ -615,6 +615,18 @@ def test_a_video_gives_every_kth_frame_as_images_and_labels(tmp_path: Path):
     assert summary.images == 4 and summary.objects == {"car": 4}
 
 
+def test_a_frame_image_that_cannot_be_written_is_one_line_naming_why(tmp_path: Path):
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    video = write_video(standard_scene(160, 120, num_frames=4, num_objects=1), tmp_path / "clip.mp4")
+    blocked = tmp_path / "clip_auto_annotate_labels" / "images" / "clip_000002.jpg"
+    blocked.mkdir(parents=True)  # a folder where the frame's image goes: open() fails, as on a full disk
+    detector = FixedBoxDetector([[10, 20, 61, 81]], [2], NAMES)
+    with pytest.raises(SinkError) as err:
+        annotate(video, detector=detector, model=BoxModel(), progress=False)
+    assert str(err.value).startswith(f"cannot write the frame image {blocked}: ") and "\n" not in str(err.value)
+
+
 def test_the_real_model_decodes_all_boxes_of_an_image_in_one_call(tmp_path: Path, random_checkpoint: Path):
     from realtime_sam.model.config import ModelConfig
     from realtime_sam.model.loader import load_model

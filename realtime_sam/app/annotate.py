@@ -330,8 +330,13 @@ def annotate(
                 objects, small = _label_image(
                     image, det, sam, conf, class_ids, max_det, segments, simplify, min_area, want_rle=format == "coco"
                 )
-                if item.save_to is not None and not write_image(item.save_to, image):
-                    raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
+                if item.save_to is not None:
+                    try:
+                        written = write_image(item.save_to, image)
+                    except OSError as exc:  # a full disk, a folder gone: imwrite said False, this says why
+                        raise SinkError(f"cannot write the frame image {item.save_to}: {describe_error(exc)}; check the folder") from None
+                    if not written:
+                        raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
                 writer.write(item.stem, item.file_name, image.shape[:2], objects, names=det.names)
                 stats["annotated"] += 1
                 stats["too_small"] += small
