@@ -447,3 +447,19 @@ def test_remove_object_refuses_an_id_that_is_not_an_integer():
         with pytest.raises(PromptError, match="remove_object takes a track id"):
             engine.remove_object(bad)
     engine.remove_object(99)  # an integer no track has: ignored, as documented
+
+
+@pytest.mark.parametrize(
+    "prompts, says",
+    [
+        (ObjectPrompt(box=(1, 1, 9, 9)), "prompts takes a list of ObjectPrompt; got one: give prompts=[ObjectPrompt(...)]"),
+        ("1,1,9,9", "prompts takes a list of ObjectPrompt, e.g. [ObjectPrompt(box=(x0, y0, x1, y1))]; got str '1,1,9,9'"),
+        (5, "prompts takes a list of ObjectPrompt, e.g. [ObjectPrompt(box=(x0, y0, x1, y1))]; got int 5"),
+    ],
+)
+def test_track_refuses_prompts_that_are_not_a_list_in_one_line(prompts, says):
+    """One prompt instead of a list was a raw TypeError ("not iterable"); a string was read
+    character by character ("prompt must be an ObjectPrompt ... got str '1'")."""
+    with pytest.raises(PromptError) as caught:
+        track("never-opened.mp4", prompts=prompts, config="cpu")
+    assert str(caught.value) == says

@@ -733,13 +733,18 @@ _NO_MODEL = ["model.weights=nope.pt"]  # every refusal below comes before the mo
          r"^stream door: StreamSpec output/save_masks are for the command's --sources file; with track_many give sinks="),
         # A stream's own bad prompt was an AttributeError at the first next(), after its source opened.
         ([StreamSpec("door", "a", prompts=("box",))], {}, PromptError, r"^stream door: prompts\[0\] must be an ObjectPrompt"),
+        # One prompt, not a list of them: a raw TypeError ("not iterable").
+        (["a"], {"prompts": ObjectPrompt(box=(1, 1, 9, 9))}, PromptError,
+         r"^prompts takes a list of ObjectPrompt; got one: give prompts=\[ObjectPrompt\(\.\.\.\)\]$"),
+        ([StreamSpec("door", "a", prompts=ObjectPrompt(box=(1, 1, 9, 9)))], {}, PromptError,
+         r"^stream door: prompts takes a list of ObjectPrompt; got one"),
         # One sink, or a path, not in a list: a TypeError at the first next(), or the stream failing on
         # "'str' object has no attribute 'write'" with a warning per close.
         (["a"], {"sinks": {"a": "SINK"}}, ConfigError, r"^sinks\['a'\] is one sink; give a list: sinks=\{'a': \[sink\]\}$"),
         (["a"], {"sinks": {"a": "out.mp4"}}, ConfigError, r"^sinks\['a'\] is a str; give a list of sinks, e.g. "),
         (["a"], {"sinks": {"a": ["out.mp4"]}}, ConfigError, r"^sinks\['a'\]\[0\] is a str \('out.mp4'\), not a sink; make one with make_sink"),
     ],
-    ids=["empty", "not-a-list", "dict", "none", "spec-output", "spec-prompt", "one-sink", "sink-path", "path-in-list"],
+    ids=["empty", "not-a-list", "dict", "none", "spec-output", "spec-prompt", "one-prompt", "spec-one-prompt", "one-sink", "sink-path", "path-in-list"],
 )
 def test_track_many_refuses_bad_arguments_at_the_call(clips, tmp_path, sources, kwargs, error, message):
     import realtime_sam

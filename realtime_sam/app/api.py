@@ -18,7 +18,7 @@ from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
 from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.tracking.engine import Engine
-from realtime_sam.tracking.prompts import check_start_frame, described, validate_prompt
+from realtime_sam.tracking.prompts import check_start_frame, described, validate_prompts
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 _log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def track(
     if engine is None:  # an engine given was built with its own detector settings
         cfg.detect.require_detector()
     # Checked here, as the config is: not after the source opened and the model loaded.
-    checked = [validate_prompt(p) for p in prompts]
+    checked = validate_prompts(prompts)
     return _run(source, cfg, checked, engine, sinks)
 
 

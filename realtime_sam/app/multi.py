@@ -544,7 +544,7 @@ def track_many(
             its sinks finalised (``errors``: each failed stream's error, by name).
     """
     from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
-    from realtime_sam.tracking.prompts import validate_prompt
+    from realtime_sam.tracking.prompts import validate_prompts
 
     try:
         cfg = config if isinstance(config, _Config) else load_config(config, overrides)
@@ -554,7 +554,7 @@ def track_many(
         _require_unique_names(specs)
         require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector
         given = _check_sinks(sinks, specs)
-        checked = [validate_prompt(p) for p in prompts]  # at the call, as for track()
+        checked = validate_prompts(prompts)  # at the call, as for track()
     except BaseException:
         # The run never starts: the outputs made for it are closed and what making them
         # created is removed, as track() does (they were left as empty, unfinished files).
@@ -570,7 +570,7 @@ def _specs_for(sources: Any) -> list[StreamSpec]:
         ConfigError: ``sources`` is not a list, is empty, or holds something that is not a source.
         PromptError: a stream's own prompt breaks the rules (naming the stream).
     """
-    from realtime_sam.tracking.prompts import validate_prompt
+    from realtime_sam.tracking.prompts import validate_prompts
 
     if isinstance(sources, (str, bytes, int, os.PathLike, StreamSpec)) or not isinstance(sources, Iterable):
         raise ConfigError(
@@ -598,7 +598,7 @@ def _specs_for(sources: Any) -> list[StreamSpec]:
                 f"with track_many give sinks={{{spec.name!r}: [make_sink('video', ...), make_sink('jsonl', ...)]}}"
             )
         with _naming(spec.name):
-            own = tuple(validate_prompt(p, f"prompts[{k}]") for k, p in enumerate(spec.prompts))
+            own = tuple(validate_prompts(spec.prompts, "prompts", name_each=True))
         out.append(replace(spec, prompts=own))
     return out
 

@@ -58,6 +58,7 @@ __all__ = [
     "check_start_frame",
     "described",
     "short_repr",
+    "validate_prompts",
 ]
 
 MAX_COORD = 100_000.0
@@ -150,6 +151,21 @@ def parse_point(text: str) -> tuple[float, float, int]:
             raise PromptError(f"--point label must be 1 (on the object) or 0 (not on it), got {short_repr(raw)}")
         label = int(raw)
     return (x, y, label)
+
+
+def validate_prompts(prompts: Any, what: str = "prompts", *, name_each: bool = False) -> list[ObjectPrompt]:
+    """Each of ``prompts`` checked by :func:`validate_prompt`: a list (or any iterable) of them,
+    each named ``prompt`` in an error (``what[k]`` with ``name_each``).
+
+    Raises:
+        PromptError: ``prompts`` is one prompt or not a list (a raw ``TypeError``, "not
+            iterable", before), or one of them breaks the rules.
+    """
+    if isinstance(prompts, ObjectPrompt):
+        raise PromptError(f"{what} takes a list of ObjectPrompt; got one: give {what}=[ObjectPrompt(...)]")
+    if isinstance(prompts, (str, bytes, Mapping)) or not isinstance(prompts, Iterable):
+        raise PromptError(f"{what} takes a list of ObjectPrompt, e.g. [ObjectPrompt(box=(x0, y0, x1, y1))]; got {type(prompts).__name__} {short_repr(prompts)}")
+    return [validate_prompt(p, f"{what}[{k}]" if name_each else "prompt") for k, p in enumerate(prompts)]
 
 
 def validate_prompt(prompt: ObjectPrompt, what: str = "prompt") -> ObjectPrompt:
