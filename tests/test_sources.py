@@ -448,6 +448,19 @@ def test_an_animated_image_is_a_video_not_its_first_frame(scene, tmp_path: Path,
         assert isinstance(src, ImageSequenceSource) and len(list(src)) == 1
 
 
+def test_an_animation_under_a_name_opencv_cannot_open_is_still_a_video(scene, tmp_path: Path, monkeypatch) -> None:
+    """On Windows OpenCV opens files by a narrow path: ``cv2.imcount``/``cv2.imreadanimation`` do not find
+    ``写真.png``, which was then read as one image. The frames are decoded from the file's bytes."""
+    written = _write_animation(tmp_path / "写真.png", scene, [40] * 4)
+    real_count, real_read = cv2.imcount, getattr(cv2, "imreadanimation", None)
+    monkeypatch.setattr(cv2, "imcount", lambda path, *a: real_count(path, *a) if str(path).isascii() else 0)
+    if real_read is not None:
+        monkeypatch.setattr(cv2, "imreadanimation", lambda path, *a: real_read(path, *a) if str(path).isascii() else (False, None))
+    with open_source(tmp_path / "写真.png") as src:
+        frames = list(src)
+    assert len(frames) == 4 and all(np.array_equal(f.image, image) for f, image in zip(frames, written))
+
+
 def test_an_animation_longer_than_a_chunk_keeps_every_frame_in_order(tmp_path: Path) -> None:
     n = 70  # more than two chunks of 32
     scene = standard_scene(64, 48, num_frames=n, seed=5)

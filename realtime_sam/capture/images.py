@@ -201,13 +201,28 @@ class ImageSequenceSource(Source):
 _ANIMATION_CHUNK = 32
 
 
-def _read_animation(path: Path, start: int, count: int) -> tuple[list[np.ndarray], list[int]] | None:
-    """Frames ``start`` to ``start + count`` of an animated image as BGR, with their durations in ms; None if unreadable."""
-    read = getattr(cv2, "imreadanimation", None)  # OpenCV 4.11 on
-    if read is None:
+# Formats OpenCV reads animations of (4.11 on). From the file's bytes (cv2.imdecodeanimation), not its
+# name (cv2.imreadanimation): on Windows OpenCV opens a file by a narrow path, and a name outside the ANSI
+# code page (写真.png) was not found, so the animation was read as one image.
+_ANIMATED_SUFFIXES = {".png", ".apng", ".webp", ".avif"}
+
+
+def _file_bytes(path: Path) -> np.ndarray | None:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    return data if data.size else None
+
+
+def _read_animation(data: np.ndarray, start: int, count: int) -> tuple[list[np.ndarray], list[int]] | None:
+    """Frames ``start`` to ``start + count`` of an animated image's bytes as BGR, with their durations in ms;
+    None if unreadable."""
+    decode = getattr(cv2, "imdecodeanimation", None)  # OpenCV 4.11 on
+    if decode is None:
         return None
     try:
-        ok, animation = read(str(path), start, count)
+        ok, animation = decode(data, start, count)
     except cv2.error:
         return None
     if not ok:
@@ -218,19 +233,17 @@ def _read_animation(path: Path, start: int, count: int) -> tuple[list[np.ndarray
 
 def is_animation(path: Path) -> bool:
     """True for an image file that holds more than one frame OpenCV reads as an animation (APNG, animated WebP)."""
-    try:
-        if getattr(cv2, "imreadanimation", None) is None or cv2.imcount(str(path)) < 2:
-            return False
-    except cv2.error:
+    if getattr(cv2, "imdecodeanimation", None) is None or path.suffix.lower() not in _ANIMATED_SUFFIXES:
         return False
-    first = _read_animation(path, 0, 2)
+    data = _file_bytes(path)
+    first = None if data is None else _read_animation(data, 0, 2)
     return first is not None and len(first[0]) >= 2
 
 
 class AnimatedImageSource(Source):
     """One animated image (an APNG ``.png``, an animated ``.webp``) as a video: every frame, in order.
 
-    Read with OpenCV (``cv2.imreadanimation``) in chunks, each frame composed as
+    Read with OpenCV (``cv2.imdecodeanimation``, from the file's bytes) in chunks, each frame composed as
     viewers show it and its alpha channel dropped. Frame ``k``'s timestamp is the
     sum of the durations of the frames before it; :attr:`fps` is the typical
     frame's rate. A frame without a duration lasts ``1 / fps`` (``config.image_fps``
@@ -244,6 +257,7 @@ class AnimatedImageSource(Source):
         self.config = config or SourceConfig()
         self.path = Path(path)
         self.name = str(path)
+        self._data = _file_bytes(self.path)  # compressed: decoded a chunk at a time
         self._pending: deque[tuple[np.ndarray, int]] = deque()
         self._next_start = 0
         self._ended = False
@@ -256,7 +270,7 @@ class AnimatedImageSource(Source):
         durations = [d for _, d in self._pending if d > 0]
         self.fps = 1000.0 / statistics.median(durations) if durations else float(self.config.image_fps)
         try:
-            count = int(cv2.imcount(str(self.path)))
+            count = int(cv2.imcount(str(self.path)))  # 0 where OpenCV cannot open the name (Windows, above)
         except cv2.error:
             count = 0
         self.num_frames = count if count > 1 else None
@@ -264,7 +278,7 @@ class AnimatedImageSource(Source):
     def _fill(self) -> None:
         if self._ended:
             return
-        chunk = _read_animation(self.path, self._next_start, _ANIMATION_CHUNK)
+        chunk = None if self._data is None else _read_animation(self._data, self._next_start, _ANIMATION_CHUNK)
         if chunk is None or not chunk[0]:
             self._ended = True
             return
@@ -287,3 +301,4 @@ class AnimatedImageSource(Source):
 
     def _release(self) -> None:
         self._pending.clear()
+        self._data = None
