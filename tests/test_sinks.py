@@ -193,7 +193,7 @@ _KILLED_WRITER = textwrap.dedent(
     from tests_scene import scene
     from realtime_sam.output.video import VideoSink
     sink = VideoSink({path!r}, fps=30, fragmented={fragmented}, keyframe_interval_s=10.0)
-    for i in range(150):
+    for i in range({frames}):
         sink.write(scene(i))
     print("written", sink.frames_in_file, flush=True)
     time.sleep(60)
@@ -201,8 +201,8 @@ _KILLED_WRITER = textwrap.dedent(
 )
 
 
-def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> tuple[Path, int]:
-    """Write 150 frames (5 s) in a child process, then SIGKILL it before close().
+def _write_then_kill(tmp_path: Path, name: str, fragmented: bool, frames: int = 150) -> tuple[Path, int]:
+    """Write ``frames`` frames (150: 5 s) in a child process, then SIGKILL it before close().
 
     Returns the file and how many frames the child's encoder had given out to it (``frames_in_file``).
     """
@@ -220,7 +220,7 @@ def _write_then_kill(tmp_path: Path, name: str, fragmented: bool) -> tuple[Path,
         "    return FrameResult(Frame(i, np.ascontiguousarray(img), i / 30, 0.0), (t,))\n"
     )
     path = tmp_path / name
-    code = _KILLED_WRITER.format(repo=str(REPO), path=str(path), fragmented=fragmented)
+    code = _KILLED_WRITER.format(repo=str(REPO), path=str(path), fragmented=fragmented, frames=frames)
     child = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)
@@ -255,6 +255,17 @@ def test_a_hard_kill_loses_only_what_the_encoder_still_held(tmp_path, name, held
     # The frames are the ones written, in order: each carries its index in binary along its bottom rows.
     bits = np.stack([f[44, 4::8].mean(-1) > 128 for f in frames])
     assert (bits @ (1 << np.arange(8))).tolist() == list(range(len(frames)))
+
+
+@posix_only
+@pytest.mark.parametrize("name", ["early.mp4", "early.mov"])
+def test_a_hard_kill_before_the_encoder_gave_out_a_frame_leaves_a_valid_empty_video(tmp_path, name):
+    """Killed while x264 still held every frame written (its lookahead), the file was 0 bytes, which
+    no player opens ("moov atom not found"): the header is now written with the first frame."""
+    path, in_file = _write_then_kill(tmp_path, name, fragmented=True, frames=5)
+    assert in_file == 0 and path.stat().st_size > 0
+    frames, _, _ = decode_video(path)
+    assert frames == []
 
 
 @posix_only

@@ -354,6 +354,12 @@ class VideoSink(SinkBase):
             if self.codec in ("libx264", "libx265"):
                 codec_options.update({"crf": str(self.crf), "preset": self.preset})
             stream.options = codec_options
+            if self.fragmented:
+                # The header now, not with the encoder's first packet: x264 holds its first
+                # frames (its lookahead), and a process killed meanwhile left a 0-byte file that
+                # no player opens. With it, such a file is a valid video of no frames. (Not for
+                # Matroska: FFmpeg reads a header without a cluster as a truncated file.)
+                self._container.start_encoding()
         except (OSError, ValueError, av.FFmpegError) as exc:
             self._abort_container()
             raise SinkError(f"cannot start the video output {self.path}: {describe_error(exc)}") from None
