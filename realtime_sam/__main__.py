@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from realtime_sam.app.cli import entry
+from realtime_sam.launcher import main
 
 if __name__ == "__main__":
-    entry()
+    main()

@@ -169,3 +169,39 @@ def test_serial_worker_close_cancels_calls_not_started_and_the_exit_waits_for_th
     with pytest.raises(CancelledError):
         second.result(0)
     assert ran == ["busy"]
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(tmp_path):
+    """A Ctrl-C in the first few tenths of a second (the command's modules still importing:
+    OpenCV, NumPy) printed a Python traceback. Here the import of the command is made to meet
+    the KeyboardInterrupt a Ctrl-C raises, deterministically, as ``python -m realtime_sam`` runs."""
+    code = textwrap.dedent(
+        """
+        import runpy, sys
+
+        class CtrlC:  # the Ctrl-C arrives while realtime_sam.app.cli is being imported
+            def find_spec(self, name, path=None, target=None):
+                if name == "realtime_sam.app.cli":
+                    raise KeyboardInterrupt
+                return None
+
+        sys.meta_path.insert(0, CtrlC())
+        sys.argv = ["realtime-sam", "--help"]
+        runpy.run_module("realtime_sam", run_name="__main__")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "error: interrupted\n" and proc.stdout == ""
+
+
+def test_the_console_script_starts_at_the_light_launcher():
+    """The installed ``realtime-sam`` runs :func:`realtime_sam.launcher.main`, the one that catches that
+    Ctrl-C, and the launcher itself imports nothing heavy."""
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'realtime-sam = "realtime_sam.launcher:main"' in text.splitlines()  # tomllib is Python 3.11 on
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, realtime_sam.launcher; print(sorted(m for m in ('cv2', 'numpy', 'torch') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.stdout.strip() == "[]", proc.stderr
