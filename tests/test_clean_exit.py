@@ -205,3 +205,56 @@ def test_the_console_script_starts_at_the_light_launcher():
         capture_output=True, text=True, timeout=60,
     )
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+
+_SLOW_ENCODES = textwrap.dedent(
+    """
+    import sys, threading, time
+    import torch
+    from realtime_sam.model.runners import InferenceRunner
+
+    real_encode, calls, second = InferenceRunner.encode, [0], threading.Event()
+
+    def encode(self, image):  # every encode 1.5 s, always inside torch, as a big model's on a CPU
+        calls[0] += 1
+        if calls[0] == 2:
+            second.set()
+        a, ends = torch.rand(128, 128), time.monotonic() + 1.5
+        while time.monotonic() < ends:
+            a = torch.tanh(a @ a)
+        return real_encode(self, image)
+
+    InferenceRunner.encode = encode
+    from realtime_sam import make_sink, track
+    from realtime_sam.types import ObjectPrompt
+
+    clip, weights = sys.argv[1:]
+    sinks = [make_sink("jsonl", "x.jsonl"), make_sink("video", "x.mp4")]
+    overrides = ["model.weights=" + weights, "tracker.min_score=0", "pipeline.join_timeout_s=0.5", "engine.reencode_every=5"]
+    for result in track(clip, prompts=[ObjectPrompt(box=(10, 60, 70, 120))], overrides=overrides, sinks=sinks):
+        # Frame 0 comes at once; 1-4 are held by two-way for the encode at frame 5: leave while it runs.
+        assert second.wait(60)
+        break
+    print("left the loop", file=sys.stderr, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_breaking_out_waits_for_an_encode_slower_than_join_timeout_and_finishes_the_outputs(tmp_path, random_checkpoint, small_clip):
+    """A big model's encode on a CPU (SAM ViT-H: 10 s and more) is slow, not hung. A loop left
+    while one ran gave up on it after ``join_timeout_s`` (0.5 s here), and at exit once more:
+    the frames two-way held for it were never written, nor the video finished. ``close()`` now
+    also waits one and a half of the slowest step the run measured."""
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_ENCODES)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(small_clip), str(random_checkpoint)],
+        capture_output=True, text=True, timeout=120, env=app_env(), cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and "left the loop" in proc.stderr, proc.stderr
+    assert "terminate called" not in proc.stderr
+    written = [r["frame"] for r in frame_lines(tmp_path / "x.jsonl")]
+    assert written == list(range(len(written))) and len(written) >= 6, written
+    assert _decoded_frames(tmp_path / "x.mp4") == len(written)

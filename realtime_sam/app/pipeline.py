@@ -177,8 +177,9 @@ class PipelineConfig:
         realtime: pace files at their frame rate and keep only the newest frame (like a live camera).
         queue_size: frames buffered between capture and inference for files (back-pressure beyond).
         max_frames: stop after this many processed frames (0 = no limit).
-        join_timeout_s: how long ``close()`` waits for the worker threads; one still busy
-            then is waited for once more, as long again, before the process exits.
+        join_timeout_s: how long ``close()`` waits for the worker threads, beyond one and a
+            half of the slowest engine step the run measured; one still busy then is waited
+            for once more, ``join_timeout_s`` again, before the process exits.
         two_way: for a file read as fast as the model goes (not live, not ``realtime``),
             hold each result until the next encoded frame and blend that frame's masks,
             carried back by dense flow, into the held ones
@@ -515,6 +516,7 @@ class Pipeline:
         self._frames_processed = 0
         # (seconds in engine.process, whether the engine had work on that frame) of the last frames.
         self._proc_times: collections.deque[tuple[float, bool]] = collections.deque(maxlen=30)
+        self._slowest_step = 0.0  # seconds: the longest engine step of the run (close() waits on one)
         # Playing time (:meth:`_playing_clock`) when the last encodes landed, and when the last
         # frame was processed: how often the model refreshes the masks.
         self._encode_times: collections.deque[float] = collections.deque(maxlen=_ENCODES)
@@ -636,7 +638,11 @@ class Pipeline:
         self._closed = True
         _open_pipelines.discard(self)
         self.stop()
-        deadline = time.monotonic() + self.config.join_timeout_s
+        # A step as slow as the slowest this run took is slow, not hung: a big model's encode on
+        # a CPU (SAM ViT-H, 10 s and more) running when the loop was left was given up on after
+        # join_timeout_s, and the results two-way held for it were never written, nor the video
+        # finished, when the process then ended.
+        deadline = time.monotonic() + self.config.join_timeout_s + 1.5 * self._slowest_step
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if self._writer is not None and self._writer.thread.is_alive():
@@ -812,7 +818,9 @@ class Pipeline:
                         continue  # decoded but not convertible: the source counted it as a decode error
                 frame: Frame = item  # type: ignore[assignment]
                 result = self.engine.process(frame)
-                self._proc_times.append((time.perf_counter() - t0, _had_work(result)))
+                took = time.perf_counter() - t0
+                self._proc_times.append((took, _had_work(result)))
+                self._slowest_step = max(self._slowest_step, took)
                 self._note_encode(result)
                 self._frames_processed += 1
                 last = frame
