@@ -14,6 +14,12 @@ __all__ = ["main"]
 
 def main() -> None:
     """Load the command (:func:`realtime_sam.app.cli.entry`) and run it."""
+    # Output redirected on Windows is in the ANSI code page (cp1252), and a path outside it (a
+    # user folder named in Japanese) ended `realtime-sam weights path > f` in a UnicodeEncodeError
+    # traceback. Written escaped instead, as Python writes stderr anyway.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if callable(reconfigure) and sys.stdout.errors == "strict":
+        reconfigure(errors="backslashreplace")
     try:
         from realtime_sam.app.cli import entry
     except KeyboardInterrupt:

@@ -265,3 +265,15 @@ print("RESULT " + json.dumps([names, ours]))  # ASCII: this child prints nothing
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, res.stderr[-2000:]
     assert json.loads(line[-1][len("RESULT "):]) == [["bear", "café-scène"], []]
+
+
+def test_a_path_outside_the_output_encoding_is_printed_escaped_not_a_traceback(tmp_path: Path) -> None:
+    """Windows writes redirected output in the ANSI code page (cp1252): ``realtime-sam weights path > f``
+    under a cache folder named ``写真`` ended in a UnicodeEncodeError traceback (simulated here with
+    ``PYTHONIOENCODING=cp1252``)."""
+    cache = tmp_path / "写真"
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "REALTIME_SAM_CACHE": str(cache)}
+    env.pop("REALTIME_SAM_WEIGHTS", None)
+    proc = subprocess.run([sys.executable, "-m", "realtime_sam", "weights", "path"], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.decode("cp1252").splitlines()[0] == str(tmp_path / "\\u5199\\u771f" / "mobile_sam.pt")
