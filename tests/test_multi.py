@@ -818,3 +818,17 @@ def test_track_many_refuses_two_streams_writing_one_output(clips, tmp_path, how)
     with pytest.raises(ConfigError, match=message):
         realtime_sam.track_many([str(clips["a"]), str(clips["b"])], overrides=_NO_MODEL, sinks=sinks)
     assert not out.exists()  # the run never started: what the sinks made is removed
+
+
+def test_track_many_takes_a_numpy_integer_as_a_webcam_index(clips):
+    # track_many([np.int64(0)]) (indices from np.arange, a numpy array's items) opened camera 0 before
+    # its arguments were checked; the new check refused it: "sources[0] is a int64 ...; give a ...
+    # webcam index", of a webcam index.
+    import realtime_sam
+    from realtime_sam.app.multi import _specs_for
+
+    realtime_sam.track_many([np.int64(0), str(clips["a"])], overrides=_NO_MODEL)  # no error at the call
+    specs = _specs_for(np.arange(2))
+    assert [(s.name, s.source, type(s.source)) for s in specs] == [("cam0", 0, int), ("cam1", 1, int)]
+    with pytest.raises(ConfigError, match=r"^sources\[0\] is a bool"):
+        _specs_for([True])

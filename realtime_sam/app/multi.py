@@ -20,6 +20,7 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
+import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -577,7 +578,8 @@ def _specs_for(sources: Any) -> list[StreamSpec]:
             f"track_many takes a list of sources; got {type(sources).__name__} {sources!r:.80}: "
             "give track_many([source, ...]), or track(source) for one"
         )
-    sources = list(sources)
+    # A webcam index may be any integer (numpy's too, e.g. from np.arange): int() as track() reads it.
+    sources = [int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s for s in sources]
     if not sources:
         raise ConfigError("track_many needs at least one source; got an empty list")
     for i, s in enumerate(sources):
