@@ -27,7 +27,7 @@ from realtime_sam.types import Frame
 
 __all__ = ["VideoFileSource"]
 
-# FFmpeg's AVFMT_TS_DISCONT: a format whose timestamps may restart or jump (MPEG-TS, FLV), as they do in
+# FFmpeg's AVFMT_TS_DISCONT: a format whose timestamps may restart or jump (MPEG-TS, MPEG-PS; not FLV), as they do in
 # recordings joined end to end (`cat part1.ts part2.ts`, an HLS download's segments).
 _TS_DISCONT = 0x0200
 # A forward jump longer than this in such a format is a discontinuity too (ffmpeg's -dts_delta_threshold).
@@ -156,7 +156,7 @@ class VideoFileSource(Source):
     def _is_discontinuity(self, av_frame: Any) -> bool:
         """True where a joined recording's next part starts: its timestamps restart, or jump far ahead.
 
-        Only in formats that allow it (MPEG-TS, FLV), and only at a keyframe going back, so
+        Only in formats that allow it (MPEG-TS, MPEG-PS), and only at a keyframe going back, so
         a stale frame a damaged file's decoder emits out of order is still dropped.
         """
         if not self._ts_discont or self._time_base is None or self._last_timestamp is None:
