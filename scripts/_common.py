@@ -169,7 +169,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 # the real model does the full work on every frame.
 KEEP_EVERY_MASK = TrackerConfig(
     match_iou_thresh=0.01, min_score=0.0, min_area_frac=0.0, max_area_frac=1.0, max_area_change=1e9,
-    max_lost_s=1e6, max_lost_frames=10_000,  # ended by frames alone, as before max_lost_s
+    max_lost_frames=10_000,
 )
 
 

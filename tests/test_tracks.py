@@ -413,16 +413,29 @@ def test_lost_tracks_are_kept_max_lost_s_seconds_by_the_frames_timestamps(fps):
     assert tr.results(last_kept + 1) == () and tr.prompts() == []
 
 
-def test_without_timestamps_max_lost_s_counts_frames_at_30_a_second_and_max_lost_frames_caps_it():
+@pytest.mark.parametrize("clock", ["none", "standing", "timestamps"])
+def test_max_lost_s_counts_frames_at_30_a_second_without_a_clock_and_max_lost_frames_counts_frames_instead(clock):
+    """Without timestamps, or with one that stands still (frames given one time: they kept a lost
+    track for ever), frames count at 30 a second; ``max_lost_frames`` counts frames instead of
+    seconds, as it did before ``max_lost_s`` (900 frames at 30 fps, 30 s meant, outlive its 10 s)."""
     h, w = 60, 60
-    for config, kept in ((TrackerConfig(max_lost_s=2.0), 60), (TrackerConfig(max_lost_s=10.0, max_lost_frames=7), 7)):
+
+    def stamp(i, fps):
+        return {"none": None, "standing": 0.0, "timestamps": i / fps}[clock]
+
+    cases = [(TrackerConfig(max_lost_s=2.0), 60, 30.0), (TrackerConfig(max_lost_s=10.0, max_lost_frames=900), 900, 30.0)]
+    for config, kept, fps in cases:
+        if clock == "timestamps" and config.max_lost_frames is None:
+            continue  # seconds with a clock: the test above
         tr = Tracker(config)
+        tr.predict(0, stamp(0, fps))
         tid = tr.add(det(rect(h, w, 10, 10, 30, 30)), 0)
-        tr.predict(1)
+        tr.predict(1, stamp(1, fps))
         tr.update([], 1)
-        tr.predict(1 + kept)
+        for i in range(2, 2 + kept):
+            tr.predict(i, stamp(i, fps))
         assert [r.track_id for r in tr.results(1 + kept)] == [tid]
-        tr.predict(2 + kept)
+        tr.predict(2 + kept, stamp(2 + kept, fps))
         assert tr.results(2 + kept) == ()
 
 

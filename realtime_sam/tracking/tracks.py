@@ -17,8 +17,8 @@ Lifecycle (see :class:`~realtime_sam.types.TrackState`): user prompts start
 after ``min_hits`` consecutive hits and removed at their first miss. A miss
 turns a ``CONFIRMED`` track ``LOST``; a lost track keeps being prompted at its
 motion-predicted box and comes back with the same id when a good mask matches
-it, or is ``REMOVED`` after ``max_lost_s`` seconds (by the frames' timestamps; and
-after ``max_lost_frames`` frames, where that is set). Ids come from an
+it, or is ``REMOVED`` after ``max_lost_s`` seconds (by the frames' timestamps), or
+after ``max_lost_frames`` frames where that is set instead. Ids come from an
 :class:`IdCounter` and are never reused.
 
 Conventions: masks are ``HxW bool`` at source resolution; boxes ``XYXY``
@@ -122,10 +122,11 @@ class TrackerConfig:
         max_lost_s: seconds a ``LOST`` track is kept (and prompted at its
             predicted box, slid inside the frame) for re-acquisition before it
             is ``REMOVED``, by the frames' timestamps (a camera at 60 fps and a
-            stream at 5 fps keep it as long); a tracker given no timestamps
-            counts frames at 30 a second.
-        max_lost_frames: also remove a ``LOST`` track after this many frames
-            (``None``, the default: no limit in frames, only ``max_lost_s``).
+            stream at 5 fps keep it as long); where the timestamps stand still
+            or go back, or none is given, frames count at 30 a second.
+        max_lost_frames: keep a ``LOST`` track this many frames instead of
+            ``max_lost_s`` (``None``, the default: by ``max_lost_s``; the limit
+            before ``max_lost_s`` came, so an older config keeps its meaning).
         min_score: decoder predicted IoU below which a mask counts as a miss.
         min_area_frac: masks covering less than this fraction of the frame
             are implausible (a miss).
@@ -495,7 +496,8 @@ class Tracker:
         self._shape: tuple[int, int] | None = None
         self._empty: np.ndarray | None = None
         self._frame = -1
-        self._now: float | None = None  # the newest frame's timestamp (seconds), when given
+        self._now: float | None = None  # the tracker's clock (seconds): the frames' timestamps, never going back
+        self._clock_offset = 0.0  # added to a timestamp after the source's clock stood still or went back
 
     # ------------------------------------------------------------------ queries
 
@@ -603,6 +605,7 @@ class Tracker:
         """Forget the newest frame index and time seen: a new source numbers its frames from 0 again."""
         self._frame = -1
         self._now = None
+        self._clock_offset = 0.0
 
     # ------------------------------------------------------------------ per frame
 
@@ -614,8 +617,16 @@ class Tracker:
         (:attr:`Frame.timestamp <realtime_sam.types.Frame.timestamp>`), which
         ``max_lost_s`` is counted in; without it, frames count at 30 a second.
         """
-        if timestamp is not None and frame_index >= self._frame:
-            self._now = float(timestamp)
+        if timestamp is not None and frame_index > self._frame:
+            now = float(timestamp) + self._clock_offset
+            if self._now is not None and now <= self._now:
+                # A clock that stands still (frames given one timestamp) or goes back (a source that
+                # restarted its times): these frames count at 30 a second, and the clock goes on
+                # from there with the source's, so no lost track is kept for ever nor ended early.
+                step = (frame_index - max(self._frame, 0)) / _NOMINAL_FPS
+                self._clock_offset += self._now + step - now
+                now = self._now + step
+            self._now = now
         self._frame = max(self._frame, frame_index)
         todo = [t for t in self._tracks.values() if t.pred_frame < frame_index]
         if todo:
@@ -1030,19 +1041,19 @@ class Tracker:
                 t.mean[2:4] = t.full_size
 
     def _expire(self, frame_index: int) -> None:
-        """Remove the tracks lost for longer than ``max_lost_s`` (or ``max_lost_frames``)."""
+        """Remove the tracks lost for longer than ``max_lost_s`` (or ``max_lost_frames`` frames, where set)."""
         cfg = self.config
         for t in list(self._tracks.values()):
             if t.state != TrackState.LOST or t.lost_since is None:
                 continue
             frames = frame_index - t.lost_since
-            if t.lost_since_s is not None and self._now is not None:
-                if self._now < t.lost_since_s:  # the clock went back (a source that restarted its times)
-                    t.lost_since_s = self._now
-                over = self._now - t.lost_since_s > cfg.max_lost_s
+            if cfg.max_lost_frames is not None:
+                over = frames > cfg.max_lost_frames
+            elif t.lost_since_s is not None and self._now is not None:
+                over = self._now - t.lost_since_s > cfg.max_lost_s + 1e-9  # (sums of 1/30 s steps)
             else:
                 over = frames > cfg.max_lost_s * _NOMINAL_FPS
-            if over or (cfg.max_lost_frames is not None and frames > cfg.max_lost_frames):
+            if over:
                 del self._tracks[t.id]
 
     def _note_size(self, t: Track, box: np.ndarray, flowed: np.ndarray | None = None, area: float = 0.0) -> None:
