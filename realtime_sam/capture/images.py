@@ -51,13 +51,19 @@ def _jpeg_is_cut_short(data: np.ndarray) -> bool:
     return raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda")
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    """``path`` as ``HxWx3 uint8`` BGR, upright (EXIF orientation applied, as ``cv2.imread``), or None if unreadable."""
+def _file_bytes(path: Path) -> np.ndarray | None:
+    """The file's bytes (read by Python, so any name works, as OpenCV's own reads do not on Windows), or None if unreadable or empty."""
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
-    if data.size == 0 or _jpeg_is_cut_short(data):
+    return data if data.size else None
+
+
+def _read_image(path: Path) -> np.ndarray | None:
+    """``path`` as ``HxWx3 uint8`` BGR, upright (EXIF orientation applied, as ``cv2.imread``), or None if unreadable."""
+    data = _file_bytes(path)
+    if data is None or _jpeg_is_cut_short(data):
         return None
     return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
@@ -205,14 +211,6 @@ _ANIMATION_CHUNK = 32
 # name (cv2.imreadanimation): on Windows OpenCV opens a file by a narrow path, and a name outside the ANSI
 # code page (写真.png) was not found, so the animation was read as one image.
 _ANIMATED_SUFFIXES = {".png", ".apng", ".webp", ".avif"}
-
-
-def _file_bytes(path: Path) -> np.ndarray | None:
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    return data if data.size else None
 
 
 def _read_animation(data: np.ndarray, start: int, count: int) -> tuple[list[np.ndarray], list[int]] | None:
