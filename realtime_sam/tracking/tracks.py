@@ -73,8 +73,8 @@ _FAR_LOOK = 0.1
 # alike as a searched one must (``search_appearance``): hard scene N = 15 0.61 -> 0.67 (CPU
 # preset), where from the start that cost DAVIS breakdance 0.30 -> 0.25 (a dancer's looks change).
 _LONG_LOST = 15
-# The frame rate a tracker driven without timestamps counts ``max_lost_s`` at (300 frames for
-# 10 s, the frame limit this replaced).
+# The frame rate the tracker's clock counts frames at where they bring no time that goes forward
+# (300 frames for 10 s, the frame limit ``max_lost_s`` replaced).
 _NOMINAL_FPS = 30.0
 CHI2_GATE_4DOF = 9.4877
 """95th percentile of the chi-square distribution with 4 degrees of freedom."""
@@ -379,8 +379,8 @@ class Track:
         hits: frames with a good, matched mask.
         misses: consecutive frames without one.
         lost_since: frame index at which it became ``LOST`` (``None`` otherwise).
-        lost_since_s: the timestamp (seconds) at which it became ``LOST``, or ``None``
-            (not lost, or the tracker was given no timestamps).
+        lost_since_s: the tracker's clock (seconds, :meth:`Tracker.predict`) when it
+            became ``LOST``, or ``None`` (not lost).
         start_frame: frame index at which it was created.
         last_update: frame index of the last hit.
         mask_frame: frame index the current ``mask`` belongs to.
@@ -496,7 +496,7 @@ class Tracker:
         self._shape: tuple[int, int] | None = None
         self._empty: np.ndarray | None = None
         self._frame = -1
-        self._now: float | None = None  # the tracker's clock (seconds): the frames' timestamps, never going back
+        self._now: float | None = None  # the tracker's clock (seconds, never going back), from the first frame
         self._clock_offset = 0.0  # added to a timestamp after the source's clock stood still or went back
 
     # ------------------------------------------------------------------ queries
@@ -614,19 +614,24 @@ class Tracker:
 
         Call once per frame, before propagation or update. Calling it again
         for the same frame does nothing. ``timestamp``: the frame's time in seconds
-        (:attr:`Frame.timestamp <realtime_sam.types.Frame.timestamp>`), which
-        ``max_lost_s`` is counted in; without it, frames count at 30 a second.
+        (:attr:`Frame.timestamp <realtime_sam.types.Frame.timestamp>`), which the tracker's
+        clock, and so ``max_lost_s``, follows; without one, frames count at 30 a second.
         """
-        if timestamp is not None and frame_index > self._frame:
-            now = float(timestamp) + self._clock_offset
-            if self._now is not None and now <= self._now:
-                # A clock that stands still (frames given one timestamp) or goes back (a source that
-                # restarted its times): these frames count at 30 a second, and the clock goes on
-                # from there with the source's, so no lost track is kept for ever nor ended early.
+        if frame_index > self._frame:
+            stamp = None if timestamp is None else float(timestamp) + self._clock_offset
+            if self._now is None:
+                self._now = 0.0 if stamp is None else stamp
+            elif stamp is not None and stamp > self._now:
+                self._now = stamp
+            else:
+                # No timestamp, one that stands still (frames given one time) or one that goes back
+                # (a source that restarted its times): these frames count at 30 a second, and the
+                # clock goes on from there with the source's, so no lost track is kept for ever
+                # nor ended early.
                 step = (frame_index - max(self._frame, 0)) / _NOMINAL_FPS
-                self._clock_offset += self._now + step - now
-                now = self._now + step
-            self._now = now
+                if stamp is not None:
+                    self._clock_offset += self._now + step - stamp
+                self._now += step
         self._frame = max(self._frame, frame_index)
         todo = [t for t in self._tracks.values() if t.pred_frame < frame_index]
         if todo:
@@ -1028,7 +1033,7 @@ class Tracker:
         elif t.state == TrackState.CONFIRMED:
             t.state = TrackState.LOST
             t.lost_since = frame_index
-            t.lost_since_s = self._now
+            t.lost_since_s = self._now if self._now is not None else 0.0  # (predict() sets the clock first)
             t.lost_box, t.lost_speed = t.box.copy(), float(np.hypot(t.mean[4], t.mean[5]))
             t.mask = None
             t.logits = t.logits_box = None
@@ -1046,13 +1051,11 @@ class Tracker:
         for t in list(self._tracks.values()):
             if t.state != TrackState.LOST or t.lost_since is None:
                 continue
-            frames = frame_index - t.lost_since
             if cfg.max_lost_frames is not None:
-                over = frames > cfg.max_lost_frames
-            elif t.lost_since_s is not None and self._now is not None:
-                over = self._now - t.lost_since_s > cfg.max_lost_s + 1e-9  # (sums of 1/30 s steps)
+                over = frame_index - t.lost_since > cfg.max_lost_frames
             else:
-                over = frames > cfg.max_lost_s * _NOMINAL_FPS
+                lost_s = (self._now or 0.0) - (t.lost_since_s or 0.0)
+                over = lost_s > cfg.max_lost_s + 1e-9  # (a sum of 1/30 s steps)
             if over:
                 del self._tracks[t.id]
 
