@@ -557,7 +557,7 @@ def _drive(args, pipeline, engine, source, reporter: _Reporter, windowed: bool, 
         if windowed:
             from realtime_sam.app.ui import LiveWindow, WindowConfig
 
-            window_config = WindowConfig(snapshot_dir=args.snapshot_dir or Path("."))
+            window_config = WindowConfig(snapshot_dir=args.snapshot_dir)
             with LiveWindow(window_config, renderer=renderer, on_message=reporter.line) as window:
                 window.run(pipeline, engine, on_result=lambda r: reporter.result(r, pipeline.stats))
         else:
@@ -621,8 +621,10 @@ _VALUE_FLAGS = (
 )
 
 
-def check_flag_pairs(args: argparse.Namespace) -> None:
-    """Refuse a flag that the rest of the command line leaves with nothing to do.
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag that the rest of the command line leaves with nothing to do, then fill in
+    the defaults of ``--workers`` and ``--snapshot-dir`` (left ``None`` by the parser so that
+    giving them can be told from not giving them).
 
     Given silently, it did nothing: ``--workers 4`` without ``--ray`` ran one process,
     ``--snapshot-dir`` with ``--headless`` (or ``--ray``, which opens no window) saved nothing,
@@ -637,11 +639,13 @@ def check_flag_pairs(args: argparse.Namespace) -> None:
     if args.snapshot_dir is not None and (args.headless or args.ray is not None):
         why = "--headless" if args.headless else "--ray"
         raise ConfigError(f"--snapshot-dir is where the window's s key saves snapshots, and {why} opens no window; drop --snapshot-dir")
+    args.workers = 2 if args.workers is None else args.workers
+    args.snapshot_dir = Path(".") if args.snapshot_dir is None else args.snapshot_dir
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The run that ``args`` asks for: several streams, or one."""
-    check_flag_pairs(args)
+    check_flags(args)
     if args.sources or len(args.source or []) > 1 or args.ray is not None:
         from realtime_sam.app.multi_cli import run_streams, stream_specs
 

@@ -151,7 +151,7 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
                 if windowed:
                     from realtime_sam.app.grid import GridWindow
 
-                    with GridWindow(renderer=renderer, on_message=say, snapshot_dir=args.snapshot_dir or Path(".")) as window:
+                    with GridWindow(renderer=renderer, on_message=say, snapshot_dir=args.snapshot_dir) as window:
                         window.run(multi, on_result=took)
                 else:
                     while not multi.ended:
@@ -217,7 +217,7 @@ def _run_on_ray(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     # Each actor: one CPU, and one GPU when the model runs on CUDA.
     gpus = 1.0 if str(config.model.device).startswith("cuda") else 0.0
     outcomes = run_on_ray(
-        jobs, model_config=config.model, workers=args.workers or 2, address=args.ray or None, on_event=say, num_gpus=gpus,
+        jobs, model_config=config.model, workers=args.workers, address=args.ray or None, on_event=say, num_gpus=gpus,
         status_interval_s=args.status_interval, on_warning=tell,  # a stream dropped or back: shown with --quiet, as without --ray
     )
     failed = [o for o in outcomes if o.state == "failed"]
