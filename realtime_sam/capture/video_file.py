@@ -179,12 +179,13 @@ class VideoFileSource(Source):
             av_frame = self._next_av_frame()
             if av_frame is None:
                 return None
-            if av_frame.pts is not None and self._last_pts is not None and self._is_discontinuity(av_frame):
-                self._rebase(av_frame)
-            elif av_frame.pts is not None and self._last_pts is not None and av_frame.pts <= self._last_pts:
-                # After damage the decoder can emit a stale frame out of order;
-                # consumers (trackers) rely on time only going forward.
-                continue
+            if av_frame.pts is not None and self._last_pts is not None:
+                if self._is_discontinuity(av_frame):
+                    self._rebase(av_frame)
+                elif av_frame.pts <= self._last_pts:
+                    # After damage the decoder can emit a stale frame out of order;
+                    # consumers (trackers) rely on time only going forward.
+                    continue
             return self._make_frame(av_frame)
         return None
 
