@@ -481,6 +481,21 @@ def test_an_animation_under_a_name_opencv_cannot_open_is_still_a_video(scene, tm
     assert len(frames) == 4 and all(np.array_equal(f.image, image) for f, image in zip(frames, written))
 
 
+def test_an_animation_cut_short_delivers_what_decodes_and_says_it_is_damaged(tmp_path: Path) -> None:
+    """A truncated APNG decoded its first chunk (32 frames) and then ended, without a word, as if whole."""
+    n = 70
+    scene = standard_scene(64, 48, num_frames=n, seed=5)
+    written = _write_animation(tmp_path / "long.png", scene, [40] * n)
+    data = (tmp_path / "long.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) * 3 // 4])
+    frames = []
+    with pytest.raises(StreamInterrupted, match=r"cut.png: 32 of its 70 frames could be decoded \(the file is damaged or cut short\)"):
+        with open_source(tmp_path / "cut.png") as src:
+            for f in src:
+                frames.append(f)
+    assert len(frames) == 32 and all(np.array_equal(f.image, image) for f, image in zip(frames, written))
+
+
 def test_an_animation_longer_than_a_chunk_keeps_every_frame_in_order(tmp_path: Path) -> None:
     n = 70  # more than two chunks of 32
     scene = standard_scene(64, 48, num_frames=n, seed=5)

@@ -245,7 +245,9 @@ class AnimatedImageSource(Source):
     viewers show it and its alpha channel dropped. Frame ``k``'s timestamp is the
     sum of the durations of the frames before it; :attr:`fps` is the typical
     frame's rate. A frame without a duration lasts ``1 / fps`` (``config.image_fps``
-    when none has one).
+    when none has one). A file that stops decoding before the frame count its header
+    gives (damaged, cut short) ends with :class:`StreamInterrupted`, once the frames
+    before are delivered.
     """
 
     live = False
@@ -291,6 +293,13 @@ class AnimatedImageSource(Source):
         if not self._pending:
             self._fill()
             if not self._pending:
+                if self.num_frames is not None and self._delivered < self.num_frames:
+                    # A truncated APNG decoded its first chunk and then nothing: it ended, exit 0,
+                    # with 32 of 70 frames.
+                    raise StreamInterrupted(
+                        f"{self.name}: {self._delivered} of its {self.num_frames} frames could be decoded "
+                        "(the file is damaged or cut short); those were delivered"
+                    )
                 return None
         image, duration_ms = self._pending.popleft()
         timestamp = self._clock_ms / 1000.0
