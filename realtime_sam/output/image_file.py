@@ -13,19 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from realtime_sam.file_bytes import read_file_bytes
+
 __all__ = ["read_image", "write_image"]
 
 
 def read_image(path: str | os.PathLike[str], flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """``cv2.imread(path, flags)`` for any path: the decoded image (EXIF orientation applied unless
     ``flags`` say otherwise, as ``imread``), or ``None`` when the file cannot be read or decoded."""
-    try:
-        data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, flags)
+    data = read_file_bytes(path)
+    return None if data is None else cv2.imdecode(data, flags)
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> bool:
