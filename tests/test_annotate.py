@@ -432,18 +432,21 @@ def test_empty_images_get_an_empty_label_and_are_counted(tmp_path: Path):
     assert not (tmp_path / "l" / "broken.txt").exists()
 
 
-def test_a_float_tiff_is_skipped_with_its_reason_and_the_run_goes_on(tmp_path: Path, capsys):
+def test_a_float_tiff_is_labelled_as_a_viewer_shows_it(tmp_path: Path, capsys):
     # OpenCV reads a 32-bit float TIFF as float32 (IMREAD_ANYDEPTH); converting it as an integer image raised
     # ValueError ("Invalid integer data type 'f'"), a traceback that ended the run at that file, every time.
+    # It was then skipped as "floating-point pixels"; it is read now as image sources read it: 0..1 as 0..255.
     data = tmp_path / "d"
     _images(data, 2)
     image = np.full((120, 160, 3), 0.5, np.float32)
     assert cv2.imwrite(str(data / "depth.tiff"), image)
-    detector = FixedBoxDetector([[10, 20, 61, 81]], [0], NAMES)
+    seen = []
+    detector = FixedBoxDetector(lambda img: seen.append(img.copy()) or [[10, 20, 61, 81]], [0], NAMES)
     summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "l")
-    assert (summary.annotated, summary.unreadable) == (2, 1)
-    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["img0.txt", "img1.txt"]
-    assert "skipped " + str(data / "depth.tiff") + ": floating-point pixels" in capsys.readouterr().err
+    assert (summary.annotated, summary.unreadable) == (3, 0)
+    assert sorted(p.name for p in (tmp_path / "l").iterdir()) == ["depth.txt", "img0.txt", "img1.txt"]
+    assert any(s.dtype == np.uint8 and s.shape == (120, 160, 3) and (s == 128).all() for s in seen)
+    assert "skipped" not in capsys.readouterr().err
 
 
 def test_segments_all_writes_every_part_in_one_line(tmp_path: Path):

@@ -385,9 +385,9 @@ def test_hidden_files_in_an_image_folder_are_left_out(scene, tmp_path: Path) -> 
 def test_images_none_of_which_can_be_read_are_named_with_what_to_do(tmp_path: Path) -> None:
     # The line was "none of the 1 files in photo.tif is a readable image": no file named in a
     # folder, nothing said about why or what to give instead.
-    image = np.full((24, 32, 3), 0.5, np.float32)
+    image = np.full((24, 32), 70000, np.int32)  # a float TIFF is read now (test_medialeft_images)
     if not cv2.imwrite(str(tmp_path / "float.tif"), image):
-        pytest.skip("this OpenCV cannot write a float TIFF")
+        pytest.skip("this OpenCV cannot write a 32-bit integer TIFF")
     (tmp_path / "frames").mkdir()
     (tmp_path / "frames" / "0.png").write_bytes(b"\x89PNG damaged")
     (tmp_path / "frames" / "1.png").write_bytes(b"")
@@ -395,7 +395,7 @@ def test_images_none_of_which_can_be_read_are_named_with_what_to_do(tmp_path: Pa
         open_source(tmp_path / "float.tif")
     assert str(info.value) == (
         f"{tmp_path / 'float.tif'} is not a readable image (damaged, empty, or of a kind OpenCV cannot decode, "
-        "such as a 32-bit float TIFF); give 8- or 16-bit PNG, JPEG or TIFF"
+        "such as a 32-bit integer TIFF); give 8- or 16-bit PNG, JPEG or TIFF"
     )
     with pytest.raises(SourceError) as info:
         open_source(tmp_path / "frames")

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-import cv2
 import numpy as np
 
-from realtime_sam.capture.images import IMAGE_EXTENSIONS, _as_bgr, image_files
+from realtime_sam.capture.images import IMAGE_EXTENSIONS, image_files, read_bgr
 from realtime_sam.errors import ConfigError, SinkError, SourceError, describe_error
 from realtime_sam.model.detector import load_yolo, ultralytics_device
-from realtime_sam.output.image_file import read_image, write_image
+from realtime_sam.output.image_file import write_image
 from realtime_sam.output.labels import (
     FORMATS,
     CocoWriter,
@@ -54,7 +53,7 @@ class AnnotateSummary:
         empty: annotated images with no object kept (an empty label file).
         objects: objects written per class name.
         too_small: masks dropped as empty or smaller than ``min_area`` pixels.
-        unreadable: files not labelled: not readable images, or floating-point ones (each said on stderr).
+        unreadable: files not labelled: not readable images (each said on stderr).
     """
 
     output_dir: Path
@@ -129,15 +128,10 @@ def _image_items(data: str) -> list[_Item]:
 
     def reader(f: Path) -> Callable[[], np.ndarray | str]:
         def load() -> np.ndarray | str:
-            # Not IMREAD_UNCHANGED: it skips the EXIF orientation, and a phone photo stored
-            # sideways would be labelled sideways where Ultralytics (cv2.imread) trains on it upright.
-            image = read_image(f, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)  # any path, as on Windows
-            if image is None:
-                return "not a readable image"
-            if image.dtype.kind == "f":
-                # A float TIFF (depth, HDR) has no fixed white level: no 8-bit image to label.
-                return "floating-point pixels; convert it to 8 or 16 bits to label it"
-            return _as_bgr(image)
+            # As an image source reads it (any path, as on Windows): upright, as Ultralytics (cv2.imread)
+            # trains on a phone photo stored sideways; a float TIFF scaled from 0..1 as viewers show it.
+            image = read_bgr(f)
+            return "not a readable image" if image is None else image
 
         return load
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import glob as globmod
+import logging
 import re
 import statistics
+import struct
 import time
 from collections import deque
 from pathlib import Path
@@ -16,9 +18,12 @@ import numpy as np
 
 from realtime_sam.capture.base import Source, SourceConfig
 from realtime_sam.errors import SourceError, StreamInterrupted
+from realtime_sam.file_bytes import read_file_bytes
 from realtime_sam.types import Frame
 
-__all__ = ["image_files", "IMAGE_EXTENSIONS", "AnimatedImageSource", "ImageSequenceSource", "is_animation"]
+__all__ = ["image_files", "read_bgr", "IMAGE_EXTENSIONS", "AnimatedImageSource", "ImageSequenceSource", "is_animation"]
+
+_log = logging.getLogger(__name__)
 
 # Ultralytics' image formats that OpenCV reads (.jp2, .avif and .mpo, a multi-picture JPEG, too: a folder of
 # them is annotated as there, not found empty), and the Netpbm ones.
@@ -28,13 +33,27 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
-    """Any 8-bit OpenCV image as ``HxWx3 uint8`` BGR, C-contiguous."""
+    """Any OpenCV image (``HxW`` or ``HxWxC``, C 1-4; 8/16-bit or floating-point) as ``HxWx3 uint8`` BGR,
+    C-contiguous.
+
+    Integer pixels are scaled by their type's range (16-bit 0..65535 to 0..255). Floating-point ones (a
+    32-bit float TIFF) as image viewers show them (``cv2.imshow``, matplotlib, GIMP): 0.0 black, 1.0
+    white, so times 255, rounded; values outside 0..1 clipped, NaN and infinities 0 (black). A second
+    channel (grey + alpha) and a fourth (alpha) are dropped.
+    """
+    if image.dtype.kind == "f":
+        # Not OpenCV's own 8-bit conversion (imread's, PIL's "F" to "L"): it casts without scaling, and
+        # an image in 0..1 comes out black.
+        finite = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        image = np.rint(np.clip(finite, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1.0, float(np.iinfo(image.dtype).max)))
+    if image.ndim == 3 and image.shape[2] == 2:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1.0, float(np.iinfo(image.dtype).max)))
     return np.ascontiguousarray(image)
 
 
@@ -51,21 +70,59 @@ def _jpeg_is_cut_short(data: np.ndarray) -> bool:
     return raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda")
 
 
-def _file_bytes(path: Path) -> np.ndarray | None:
-    """The file's bytes (read by Python, so any name works, as OpenCV's own reads do not on Windows), or None if unreadable or empty."""
+def _tiff_float_samples(data: np.ndarray) -> int | None:
+    """Samples per pixel of a TIFF whose first image holds floating-point samples (SampleFormat 3), read from
+    its first directory; None for any other file (integer TIFF, BigTIFF, not a TIFF, damaged).
+
+    ``data`` is the file's bytes (1-D ``uint8``). Only the directory's 12-byte entries are read.
+    """
+    head = data[:4].tobytes()
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head)
+    if order is None:
+        return None
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (entries,) = struct.unpack_from(order + "H", data, ifd)
+        values = {277: 1, 339: 1}  # SamplesPerPixel, SampleFormat (1: unsigned integer), as TIFF defaults them
+        for entry in range(ifd + 2, ifd + 2 + 12 * entries, 12):
+            tag, kind, count = struct.unpack_from(order + "HHI", data, entry)
+            if tag in values and kind == 3:  # SHORT; one per sample for SampleFormat: the first tells
+                at = entry + 8 if count <= 2 else struct.unpack_from(order + "I", data, entry + 8)[0]
+                (values[tag],) = struct.unpack_from(order + "H", data, at)
+    except struct.error:
         return None
-    return data if data.size else None
+    return values[277] if values[339] == 3 else None
 
 
-def _read_image(path: Path) -> np.ndarray | None:
-    """``path`` as ``HxWx3 uint8`` BGR, upright (EXIF orientation applied, as ``cv2.imread``), or None if unreadable."""
-    data = _file_bytes(path)
-    if data is None or _jpeg_is_cut_short(data):
+def _decode_bgr(data: np.ndarray) -> np.ndarray | None:
+    """An image file's bytes decoded as ``HxWx3 uint8`` BGR, upright, as ``cv2.imread`` reads them; None if
+    OpenCV cannot decode them or they are a JPEG cut short (:func:`_jpeg_is_cut_short`).
+
+    A floating-point TIFF, which ``cv2.imread`` refuses (libtiff's 8-bit reader takes no 32-bit samples),
+    is decoded at its own depth and scaled as viewers show it (:func:`_as_bgr`): told from its header,
+    so it is decoded once and OpenCV prints no warning for it.
+    """
+    if _jpeg_is_cut_short(data):
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    samples = _tiff_float_samples(data)
+    if samples is None:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    # ANYDEPTH|ANYCOLOR applies the orientation tag as imread does, but OpenCV asserts on 2 or 4 float
+    # channels; IMREAD_UNCHANGED reads those as stored.
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if samples in (1, 3) else cv2.IMREAD_UNCHANGED
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error:
+        return None
+    return None if image is None else _as_bgr(image)
+
+
+def read_bgr(path: str | Path) -> np.ndarray | None:
+    """``path`` as ``HxWx3 uint8`` BGR, upright (EXIF orientation applied, as ``cv2.imread``), or None if
+    unreadable: empty, damaged, a JPEG cut short, or of a kind OpenCV cannot decode. A floating-point TIFF
+    is read as :func:`_decode_bgr` says."""
+    data = read_file_bytes(path)
+    return None if data is None else _decode_bgr(data)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -154,9 +211,10 @@ class ImageSequenceSource(Source):
         self._names: list[str] | None = stems if len(set(stems)) == len(stems) else None
         self._pos = 0
         self._skipped: list[Path] = []
+        self._told_animation = False
         first = self._next_image()
         if first is None:
-            why = "damaged, empty, or of a kind OpenCV cannot decode, such as a 32-bit float TIFF"
+            why = "damaged, empty, or of a kind OpenCV cannot decode, such as a 32-bit integer TIFF"
             fix = "give 8- or 16-bit PNG, JPEG or TIFF"
             if len(self._files) == 1:
                 raise SourceError(f"{self._files[0]} is not a readable image ({why}); {fix}")
@@ -172,12 +230,28 @@ class ImageSequenceSource(Source):
         while self._pos < len(self._files):
             pos, path = self._pos, self._files[self._pos]
             self._pos += 1
-            image = _read_image(path)
+            data = read_file_bytes(path)
+            image = None if data is None else _decode_bgr(data)
             if image is None:
                 self._skipped.append(path)
                 continue
+            self._warn_if_animated(path, data)
             return pos, np.ascontiguousarray(image)
         return None
+
+    def _warn_if_animated(self, path: Path, data: np.ndarray) -> None:
+        """Say once that an animated image among the files (APNG, animated WebP, AVIF sequence) is read as
+        its first frame: from the bytes already read, its header only (nothing decoded again)."""
+        if self._told_animation or path.suffix.lower() not in _ANIMATED_SUFFIXES:
+            return
+        if getattr(cv2, "imdecodeanimation", None) is None:  # as its own source it is one frame too
+            return
+        if _animated_by_header(data) is not False:  # an AVIF sequence (None) is taken at its brand's word
+            self._told_animation = True
+            _log.warning(
+                "warning: %s is an animation; in %s it is read as one image, its first frame "
+                "(give it as --source to read all its frames)", path, self.name,
+            )
 
     def _read(self) -> Frame | None:
         if self._first is not None:
@@ -229,12 +303,55 @@ def _read_animation(data: np.ndarray, start: int, count: int) -> tuple[list[np.n
     return frames, [int(d) for d in animation.durations][: len(frames)]
 
 
+def _animated_by_header(data: np.ndarray) -> bool | None:
+    """Whether an image file's bytes hold more than one frame, from its header alone (no pixel decoded):
+    an APNG's ``acTL`` frame count, an animated WebP's ``ANMF`` frames. ``None`` for an AVIF image
+    sequence (brand ``avis``), whose frame count lies deep in its sample tables; False for anything else.
+    """
+    try:
+        if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+            # An APNG's acTL chunk comes before its first IDAT (the PNG spec's order).
+            at = 8
+            while at + 8 <= data.size:
+                length, kind = struct.unpack_from(">I4s", data, at)
+                if kind == b"acTL":
+                    return struct.unpack_from(">I", data, at + 8)[0] >= 2
+                if kind in (b"IDAT", b"IEND"):
+                    return False
+                at += 12 + length
+            return False
+        if data[:4].tobytes() == b"RIFF" and data[8:12].tobytes() == b"WEBP":
+            at, frames = 12, 0
+            while at + 8 <= data.size and frames < 2:
+                kind, length = struct.unpack_from("<4sI", data, at)
+                frames += kind == b"ANMF"
+                at += 8 + length + (length & 1)  # chunks are padded to an even size
+            return frames >= 2
+        if data[4:8].tobytes() == b"ftyp":
+            (size,) = struct.unpack_from(">I", data, 0)
+            brands = data[8 : min(size, data.size)].tobytes()
+            return None if any(brands[i : i + 4] == b"avis" for i in range(0, len(brands), 4)) else False
+    except struct.error:
+        return False
+    return False
+
+
 def is_animation(path: Path) -> bool:
-    """True for an image file that holds more than one frame OpenCV reads as an animation (APNG, animated WebP)."""
+    """True for an image file that holds more than one frame OpenCV reads as an animation (APNG, animated
+    WebP, AVIF sequence).
+
+    Told from the header of an APNG or a WebP, without decoding a frame (the source then decodes the
+    file once); an AVIF sequence has its first two frames decoded, as its frame count lies deep in its boxes.
+    """
     if getattr(cv2, "imdecodeanimation", None) is None or path.suffix.lower() not in _ANIMATED_SUFFIXES:
         return False
-    data = _file_bytes(path)
-    first = None if data is None else _read_animation(data, 0, 2)
+    data = read_file_bytes(path)
+    if data is None:
+        return False
+    by_header = _animated_by_header(data)
+    if by_header is not None:
+        return by_header
+    first = _read_animation(data, 0, 2)
     return first is not None and len(first[0]) >= 2
 
 
@@ -257,7 +374,7 @@ class AnimatedImageSource(Source):
         self.config = config or SourceConfig()
         self.path = Path(path)
         self.name = str(path)
-        self._data = _file_bytes(self.path)  # compressed: decoded a chunk at a time
+        self._data = read_file_bytes(self.path)  # compressed: decoded a chunk at a time
         self._pending: deque[tuple[np.ndarray, int]] = deque()
         self._next_start = 0
         self._ended = False
