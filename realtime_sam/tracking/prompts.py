@@ -408,9 +408,12 @@ def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
     """Clamp a prompt's points and box into a ``width x height`` frame.
 
     Points outside move to the nearest pixel inside (``0..width-1``,
-    ``0..height-1``); a box is cut to the frame. A box that lies entirely
-    outside (nothing left after cutting) raises :class:`PromptError`, since
-    clamping it would invent an object on the frame's edge.
+    ``0..height-1``); a box is cut to the frame, ``0..width-1`` x
+    ``0..height-1`` too, except along a side one pixel long (a 1-px-wide
+    frame), where it is cut to ``0..1``: the pixel's span, as a box of
+    positive size needs. A box that lies entirely outside (nothing left
+    after cutting) raises :class:`PromptError`, since clamping it would
+    invent an object on the frame's edge.
     """
     if width < 1 or height < 1:
         raise PromptError(f"frame size must be positive, got {width}x{height}")
@@ -419,11 +422,14 @@ def clamp_prompt(prompt: ObjectPrompt, width: int, height: int) -> ObjectPrompt:
     box = prompt.box
     if box is not None:
         x0, y0, x1, y1 = box
-        cut = (_clamp(x0, xmax), _clamp(y0, ymax), _clamp(x1, xmax), _clamp(y1, ymax))
+        # Cut to 0..0 along a 1-px side, every box had zero size there: refused, with advice
+        # ("within 0..0") no box could follow.
+        bx, by = max(xmax, 1.0), max(ymax, 1.0)
+        cut = (_clamp(x0, bx), _clamp(y0, by), _clamp(x1, bx), _clamp(y1, by))
         if cut[2] <= cut[0] or cut[3] <= cut[1]:
             raise PromptError(
                 f"box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the {width}x{height} frame; "
-                f"give coordinates within 0..{width - 1} x 0..{height - 1}"
+                f"give coordinates within 0..{bx:g} x 0..{by:g}"
             )
         box = cut
     if points == prompt.points and box == prompt.box:
