@@ -144,6 +144,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import REPO, check_model_args, strict_json, weights_or_random  # noqa: E402
 
+from realtime_sam.output.image_file import read_image  # noqa: E402
 from realtime_sam.testing.oracle import GroundTruthOracle  # noqa: E402
 from realtime_sam.tracking.association import mask_to_box  # noqa: E402
 from realtime_sam.types import Frame, ObjectPrompt  # noqa: E402
@@ -374,7 +375,7 @@ def load_sequence(
                 keys.append(_frame_key(p))
                 frames.append(None)  # type: ignore[arg-type]  # left out below, not worth decoding
                 continue
-            image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            image = read_image(p)  # not cv2.imread: on Windows it does not find a name outside the ANSI code page
             if image is None:
                 raise EvalError(f"cannot read frame {p}")
             first = next((f for f in frames if f is not None), image)
