@@ -231,7 +231,8 @@ def test_annotate_reads_images_as_sources_do_a_float_tiff_and_a_jpeg_cut_short(t
     (data / "b.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
     seen: list[np.ndarray] = []
     detector = FixedBoxDetector(lambda img: seen.append(img.copy()) or [[4, 4, 30, 30]], [0], NAMES)
-    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "l", progress=False)
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "l")
     assert (summary.annotated, summary.unreadable) == (1, 1)
     assert len(seen) == 1 and (seen[0] == 64).all()  # 0.25 * 255 = 63.75
-    assert f"skipped {data / 'b.jpg'}: not a readable image" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert f"skipped {data / 'b.jpg'}: not a readable image" in out.out + out.err
