@@ -860,3 +860,19 @@ def test_yolo_from_bundled_yaml_end_to_end_labels_read_by_ultralytics(tmp_path: 
     # The same command again: everything is skipped.
     assert main(argv) == 0
     assert "(0 annotated, 2 already labelled)" in capsys.readouterr().err
+
+
+def test_skipped_images_are_told_on_stderr_once_the_bar_runs(tmp_path: Path, capsys):
+    # The first unreadable image (before the bar) went to stderr, later ones through tqdm's write, which
+    # defaults to stdout: a `realtime-sam annotate ... > log` mixed them into the program's output.
+    data = tmp_path / "d"
+    _images(data, 2)
+    (data / "zz_broken1.jpg").write_bytes(b"not an image")
+    (data / "zz_broken2.jpg").write_bytes(b"not an image either")
+    detector = FixedBoxDetector(lambda img: [[10, 20, 61, 81]], [0], NAMES)
+    summary = annotate(data, detector=detector, model=BoxModel(), output_dir=tmp_path / "l")
+    assert (summary.annotated, summary.unreadable) == (2, 2)
+    out, err = capsys.readouterr()
+    told = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("skipped ")]
+    assert len(told) == 2 and "zz_broken1.jpg" in told[0] and "zz_broken2.jpg" in told[1]
+    assert "skipped" not in out

@@ -311,7 +311,7 @@ def annotate(
                     if progress:
                         message = f"skipped {item.file_name}: {image}"
                         if bar is not None:
-                            bar.write(message)
+                            bar.write(message, file=sys.stderr)  # tqdm writes to stdout unless told
                             bar.update(1)
                         else:
                             print(message, file=sys.stderr)
