@@ -46,15 +46,19 @@ def _port_accepts(port: int) -> bool:
 
 
 class RtspServer:
-    """One ``tests/rtsp_server.py`` process with mounts ``/live`` and (with ``file``) ``/file``.
+    """One ``tests/rtsp_server.py`` process with mounts ``/live`` and (with ``file``) ``/file``,
+    and ``/av``, ``/h265``, ``/mjpeg``, ``/resize`` (see ``tests/rtsp_server.py``).
 
     The port stays the same across :meth:`kill` / :meth:`restart`, so a
-    client can reconnect to the same URL.
+    client can reconnect to the same URL. ``auth`` (``USER:PASS``) makes every
+    mount ask for those credentials; change it (or ``file``) between a kill
+    and a start to serve otherwise on the same port.
     """
 
-    def __init__(self, port: int, log_path: Path, file: Path | None = None) -> None:
+    def __init__(self, port: int, log_path: Path, file: Path | None = None, auth: str | None = None) -> None:
         self.port = port
         self.file = file
+        self.auth = auth
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -74,6 +78,8 @@ class RtspServer:
         cmd = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
         if self.file is not None:
             cmd += ["--file", str(self.file)]
+        if self.auth is not None:
+            cmd += ["--auth", self.auth]
         with open(self.log_path, "ab") as log:
             # Its own process (no shell): the PID is the server's, so signals reach it.
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -158,17 +164,18 @@ def gst_rtsp_available() -> bool:
 
 @pytest.fixture
 def rtsp_server(gst_rtsp_available: bool, tmp_path: Path) -> Iterator[Callable[..., RtspServer]]:
-    """Factory: ``rtsp_server(file=None) -> RtspServer``, started on a free port.
+    """Factory: ``rtsp_server(file=None, auth=None) -> RtspServer``, started on a free port.
 
     Every server it started is stopped when the test ends.
     """
     servers: list[RtspServer] = []
 
-    def start(file: str | Path | None = None) -> RtspServer:
+    def start(file: str | Path | None = None, auth: str | None = None) -> RtspServer:
         server = RtspServer(
             _free_port(),
             tmp_path / f"rtsp_server_{len(servers)}.log",
             Path(file).resolve() if file is not None else None,
+            auth,
         )
         servers.append(server)
         return server.start()
