@@ -167,32 +167,78 @@ _SECRET_QUERY_RE = re.compile(
 )
 
 
+# What may follow a user info's "@": a host name, IPv4 or [IPv6] address, and
+# an optional port, up to the end of the authority.
+_HOST_THEN_END_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%\-]+)(?::\d*)?(?=[/?#]|$)")
+
+
+def userinfo_end(after_scheme: str) -> int:
+    """Index of the ``@`` that ends the user info in a URL's text after ``scheme://``; -1 when it has none.
+
+    FFmpeg's reading first: the last ``@`` before the first ``/``, ``?`` or
+    ``#``. A password with one of those characters unencoded
+    (``user:pa/ss@host/live``) has its ``@`` later: then the last ``@`` that
+    a host (and port) follows, when a ``:`` (``user:password``) comes before
+    it. This hides too much of the rare URL with an ``@`` in its path
+    (``rtsp://host:554/a@b`` shows as ``rtsp://***@b``) rather than show a
+    password; FFmpeg cannot use such a URL anyway (percent-encode the
+    password: ``%2F``, ``%3F``, ``%23``).
+    """
+    authority_end = len(after_scheme)
+    for ch in "/?#":
+        i = after_scheme.find(ch)
+        if i >= 0:
+            authority_end = min(authority_end, i)
+    at = after_scheme.rfind("@", 0, authority_end)
+    if at >= 0:
+        return at
+    at = len(after_scheme)
+    while (at := after_scheme.rfind("@", authority_end, at)) >= 0:
+        if ":" in after_scheme[:at] and _HOST_THEN_END_RE.match(after_scheme, at + 1):
+            return at
+    return -1
+
+
 def redact_url(url: str) -> str:
     """Hide credentials in a URL (or in any text containing URLs).
 
-    ``rtsp://user:pass@host:554/x`` becomes ``rtsp://***@host:554/x``; query
-    parameters that carry secrets (``password=``, ``token=``, ``key=``...)
-    have their values replaced by ``***``. Text without URLs is returned
-    unchanged.
+    ``rtsp://user:pass@host:554/x`` becomes ``rtsp://***@host:554/x`` (also
+    with a ``/``, ``?`` or ``#`` unencoded in the password, see
+    :func:`userinfo_end`); query parameters that carry secrets
+    (``password=``, ``token=``, ``key=``...) have their values replaced by
+    ``***``. Text without URLs is returned unchanged. In free text a URL ends
+    at a space or a quote: hide a password that has those with
+    :func:`secrets_of`.
     """
 
     def one(m: re.Match[str]) -> str:
-        authority = m.group("authority")
-        if "@" in authority:
-            authority = "***@" + authority.rsplit("@", 1)[1]
-        return m.group("scheme") + authority + _SECRET_QUERY_RE.sub(r"\1***", m.group("rest"))
+        token = m.group("authority") + m.group("rest")
+        at = userinfo_end(token)
+        if at >= 0:
+            host_and_rest = token[at + 1 :]
+            split = min((i for i in (host_and_rest.find(c) for c in "/?#") if i >= 0), default=len(host_and_rest))
+            return m.group("scheme") + "***@" + host_and_rest[:split] + _SECRET_QUERY_RE.sub(r"\1***", host_and_rest[split:])
+        return m.group("scheme") + m.group("authority") + _SECRET_QUERY_RE.sub(r"\1***", m.group("rest"))
 
     return _URL_RE.sub(one, url)
 
 
 def secrets_of(url: str) -> list[str]:
-    """Credential strings in ``url`` that must not appear in any message (raw and percent-decoded)."""
+    """Credential strings in ``url`` that must not appear in any message (raw and percent-decoded).
+
+    ``url`` is one whole URL: its user info may hold any character, spaces
+    and quotes included (what :func:`redact_url` cannot see in free text).
+    """
     from urllib.parse import unquote
 
-    m = _URL_RE.match(url)
-    if not m or "@" not in m.group("authority"):
+    head = re.match(r"[A-Za-z][A-Za-z0-9+.\-]*://", url)
+    if not head:
         return []
-    userinfo = m.group("authority").rsplit("@", 1)[0]
+    after = url[head.end() :]
+    at = userinfo_end(after)
+    if at < 0:
+        return []
+    userinfo = after[:at]
     found = {userinfo, unquote(userinfo)}
     for part in userinfo.split(":", 1)[1:]:  # the password alone, if it is long enough to be unambiguous
         if len(part) >= 4:
@@ -348,7 +394,17 @@ class _TooManyErrors(Exception):
 
 
 class _ConnectFailed(Exception):
-    """One attempt to (re)open a live source failed; the message is the reason."""
+    """One attempt to (re)open a live source failed; the message is the reason.
+
+    ``final``: trying again cannot help (the server refused the credentials),
+    so a reconnect gives up at once instead of retrying; ``hint``: what to do,
+    to end the one-line error with.
+    """
+
+    def __init__(self, reason: str, *, final: bool = False, hint: str = "") -> None:
+        super().__init__(reason)
+        self.final = final
+        self.hint = hint
 
 
 class LiveSource(Source):
@@ -429,7 +485,10 @@ class LiveSource(Source):
         while True:
             attempt += 1
             self._reconnect_attempt = attempt
-            self._emit("reconnecting", f"reconnecting to {self.name} in {delay:.1f} s (attempt {attempt})", attempt)
+            # From the second attempt on, say why the last one failed (a 404 while a
+            # server restarts, a host name that no longer resolves), not only that it did.
+            why = f"; attempt {attempt - 1}: {reason}" if attempt > 1 else ""
+            self._emit("reconnecting", f"reconnecting to {self.name} in {delay:.1f} s (attempt {attempt}{why})", attempt)
             # Event.wait doubles as an interruptible sleep.
             if self._stop.wait(delay):
                 return
@@ -439,6 +498,11 @@ class LiveSource(Source):
                 reason = self._scrub(str(exc))
                 if self._stop.is_set():
                     return
+                if exc.final:
+                    # Retrying refused credentials only repeats the refusal (and many
+                    # cameras lock the account after a few failed logins).
+                    self._emit("gave_up", f"gave up on {self.name} at attempt {attempt}: {reason}", attempt)
+                    raise SourceError(f"lost {self.name} and cannot reconnect: {reason}; {exc.hint}") from None
                 if cfg.reconnect_max_tries and attempt >= cfg.reconnect_max_tries:
                     self._emit("gave_up", f"gave up on {self.name} after {attempt} attempts: {reason}", attempt)
                     raise SourceError(

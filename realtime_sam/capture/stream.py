@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -19,8 +22,8 @@ from realtime_sam.capture.base import (
     _ReadFailed,
     _Stopped,
     _TooManyErrors,
-    redact_url,
     secrets_of,
+    userinfo_end,
 )
 from realtime_sam.capture.decoding import (
     AVDecoder,
@@ -36,6 +39,38 @@ from realtime_sam.errors import (
 from realtime_sam.types import Frame
 
 __all__ = ["StreamSource"]
+
+
+@dataclass(frozen=True)
+class _UrlParts:
+    """A stream URL's parts, credentials left out: ``host`` is ``hostname[:port]``."""
+
+    scheme: str
+    hostname: str
+    host: str
+    path: str
+
+
+def urlsplit_lenient(url: str) -> _UrlParts:
+    """Scheme, host and path of ``url``, found past its user info as :func:`userinfo_end` finds it
+    (``urllib.parse.urlsplit`` takes a ``/`` in a password for the start of the path)."""
+    scheme, _, after = url.partition("://")
+    at = userinfo_end(after)
+    rest = after[at + 1 :] if at >= 0 else after
+    split = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    host, tail = rest[:split], rest[split:]
+    path = tail.split("?", 1)[0].split("#", 1)[0]
+    hostname = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+    return _UrlParts(scheme.lower(), hostname, host, path)
+
+
+def _resolves(hostname: str) -> bool:
+    """Whether ``hostname`` (a name or an IP address) resolves; asked only after an open failed."""
+    try:
+        socket.getaddrinfo(hostname, None)
+    except (OSError, UnicodeError):
+        return False
+    return True
 
 
 class StreamSource(LiveSource):
@@ -68,14 +103,20 @@ class StreamSource(LiveSource):
         self._url = url
         self._format = format
         self._secrets = secrets_of(url)
-        self.name = display_name or redact_url(url)
+        # _scrub, not redact_url alone: a password with a space or a quote ends redact_url's URL early.
+        self.name = display_name or self._scrub(url)
         self._scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         self._decoder: AVDecoder | None = None
         self.num_frames = None
         try:
             self._connect()
         except _ConnectFailed as exc:
-            hint = "check the filter graph" if format == "lavfi" else "check the address, credentials and that the server is up"
+            if exc.hint:
+                hint = exc.hint
+            elif format == "lavfi":
+                hint = "check the filter graph"
+            else:
+                hint = "check the address, credentials and that the server is up"
             raise SourceError(f"cannot open {self.name}: {self._scrub(str(exc))}; {hint}") from None
         stream = self._decoder.stream  # type: ignore[union-attr]
         self.fps = stream_fps(stream)
@@ -117,13 +158,58 @@ class StreamSource(LiveSource):
             if self._format is None and time.monotonic() - started >= 0.9 * cfg.open_timeout_s:
                 # FFmpeg reports an open timeout as "invalid data" or "exit requested".
                 raise _ConnectFailed(f"no answer within {cfg.open_timeout_s:g} s (source.open_timeout_s)") from None
-            raise _ConnectFailed(describe_error(exc)) from None
+            raise self._open_failure(exc) from None
         stream = first_video_stream(container)
         if stream is None:
             container.close()
             raise _ConnectFailed("it carries no video stream")
         self._decoder = AVDecoder(container, stream, self._stop, self.config.max_consecutive_decode_errors)
         self._conn_anchor: tuple[float, int] | None = None  # (timestamp, pts) at the connection's first pts
+
+    def _open_failure(self, exc: BaseException) -> _ConnectFailed:
+        """Why ``av.open`` failed, in words, with what to do for the failures a user can fix.
+
+        401/403 are final (a reconnect gives up at once: the credentials will
+        not start working by themselves). A 404 and a host name that does not
+        resolve are not: a server that restarts answers 404 until its stream
+        is back, and a network coming back resolves names again.
+        """
+        reason = describe_error(exc)
+        if self._format is not None:
+            return _ConnectFailed(reason)
+        parts = urlsplit_lenient(self._url)
+        if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
+            code = "401 Unauthorized" if isinstance(exc, av.error.HTTPUnauthorizedError) else "403 Forbidden"
+            if self._secrets:
+                return _ConnectFailed(
+                    f"authentication failed: the server refused the user name and password in the URL ({code})",
+                    final=True, hint="check them; percent-encode '@', ':', '/', '?', '#' and '%' in them (%40, %3A, %2F, %3F, %23, %25)",
+                )
+            return _ConnectFailed(
+                f"authentication failed: the server asks for a user name and password ({code})",
+                final=True, hint=f"give them in the URL: {parts.scheme}://USER:PASSWORD@{parts.host}{parts.path}",
+            )
+        if isinstance(exc, av.error.HTTPNotFoundError):
+            return _ConnectFailed(
+                f"the server has no stream at {parts.path or '/'} (404 Not Found)",
+                hint="check the path after the host (the camera's manual or its web page gives it)",
+            )
+        # FFmpeg says only "Input/output error" when the name does not resolve (as for a failed
+        # TLS handshake): look it up again to tell which.
+        if isinstance(exc, OSError) and exc.errno == errno.EIO and parts.hostname:
+            if not _resolves(parts.hostname):
+                return _ConnectFailed(
+                    f"the host name {parts.hostname} does not resolve",
+                    hint="check its spelling and the network, or give the camera's IP address",
+                )
+            if self._scheme == "rtsps":
+                return _ConnectFailed(
+                    f"the TLS connection to {parts.host} failed ({reason})",
+                    hint="check that the port serves RTSP over TLS, or use rtsp:// for plain RTSP",
+                )
+        if self._secrets and any(ch in self._secrets[0] for ch in "/?#"):
+            return _ConnectFailed(reason, hint="percent-encode '/', '?' and '#' in the password (%2F, %3F, %23)")
+        return _ConnectFailed(reason)
 
     def _disconnect(self) -> None:
         if self._decoder is not None:
