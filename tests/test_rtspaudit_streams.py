@@ -80,6 +80,13 @@ def test_a_password_with_url_characters_is_hidden(url: str, shown: str) -> None:
         assert any("retpw" in s or "a@ss" in s or s == "pw" or s == "viewer:pw" for s in secrets_of(url))
 
 
+@pytest.mark.parametrize("url", ["rtspp://viewer:pa ss w0rd@cam.local/live", "file://viewer:pa ss w0rd@server/share/a.mp4"])
+def test_a_password_with_a_space_never_shows_in_a_refused_source(url: str) -> None:
+    with pytest.raises(SourceError) as info:
+        open_source(url, FAST)
+    assert "w0rd" not in str(info.value) and "***@" in str(info.value)
+
+
 def test_a_password_with_a_slash_never_shows_in_the_error(rtsp_server) -> None:
     # FFmpeg cannot use the URL ("Invalid argument"): the error says how to write it, and hides it.
     server = rtsp_server(auth="viewer:s3c/retpw")

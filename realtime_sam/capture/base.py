@@ -26,7 +26,7 @@ from realtime_sam.errors import (
 from realtime_sam.types import Frame
 
 __all__ = [
-    "StatusKind", "SourceConfig", "StatusEvent", "StatusCallback", "redact_url", "DeferredFrame", "Source", "LiveSource",
+    "StatusKind", "SourceConfig", "StatusEvent", "StatusCallback", "redact_url", "redact_source", "DeferredFrame", "Source", "LiveSource",
 ]
 
 _RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
@@ -221,6 +221,15 @@ def redact_url(url: str) -> str:
         return m.group("scheme") + m.group("authority") + _SECRET_QUERY_RE.sub(r"\1***", m.group("rest"))
 
     return _URL_RE.sub(one, url)
+
+
+def redact_source(url: str) -> str:
+    """``url``, one whole source URL, with its credentials hidden whatever characters they hold
+    (:func:`redact_url` alone misses a password with a space or a quote)."""
+    text = redact_url(url)
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def secrets_of(url: str) -> list[str]:

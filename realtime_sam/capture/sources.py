@@ -28,7 +28,7 @@ Failure policy:
   as :class:`StatusEvent` values to an ``on_status`` callback, and no frame is
   ever invented to fill the gap;
 * credentials in URLs never appear in names, messages or events
-  (:func:`redact_url`).
+  (:func:`~realtime_sam.capture.base.redact_source`).
 
 Threading: one thread reads. :meth:`Source.interrupt` may be called from any
 thread; it makes a blocked :meth:`~Source.read` return ``None`` within about
@@ -46,7 +46,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from realtime_sam.capture.base import Source, SourceConfig, StatusCallback, redact_url
+from realtime_sam.capture.base import Source, SourceConfig, StatusCallback, redact_source
 from realtime_sam.capture.camera import CameraSource, CaptureFactory
 from realtime_sam.capture.images import IMAGE_EXTENSIONS, AnimatedImageSource, ImageSequenceSource, is_animation
 from realtime_sam.capture.stream import StreamSource
@@ -123,7 +123,7 @@ def open_source(
         if scheme == "file":
             return _open_path(Path(file_url_path(text)), text, config)
         raise SourceError(
-            f"unsupported source scheme '{scheme}://' in {redact_url(text)}; use one of "
+            f"unsupported source scheme '{scheme}://' in {redact_source(text)}; use one of "
             f"{', '.join(s + '://' for s in STREAM_SCHEMES)}, lavfi:, a webcam index, a file, or an image folder/glob"
         )
     return _open_path(Path(text), text, config)
@@ -147,7 +147,7 @@ def file_url_path(url: str) -> str:
     if _WINDOWS:
         return urllib.request.url2pathname(f"//{host}{parts.path}")
     raise SourceError(
-        f"{redact_url(url)} names the host {host.rsplit('@', 1)[-1]}, which a file: URL cannot reach here; "
+        f"{redact_source(url)} names the host {host.rsplit('@', 1)[-1]}, which a file: URL cannot reach here; "
         f"mount its share and give the local path, or use file:///PATH for a file on this machine"
     )
 
