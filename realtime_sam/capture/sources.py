@@ -26,7 +26,8 @@ Failure policy:
 * a live stream that ends, errors or stalls for ``read_timeout_s`` is a
   *disconnect*: it is reopened with exponential backoff, progress is reported
   as :class:`StatusEvent` values to an ``on_status`` callback, and no frame is
-  ever invented to fill the gap;
+  ever invented to fill the gap; credentials refused on a reconnect (RTSP or
+  HTTP 401/403) end it at once with :class:`SourceError`, as retrying cannot help;
 * credentials in URLs never appear in names, messages or events
   (:func:`~realtime_sam.capture.base.redact_source`).
 
