@@ -51,7 +51,7 @@ class _UrlParts:
     path: str
 
 
-def urlsplit_lenient(url: str) -> _UrlParts:
+def _urlsplit_lenient(url: str) -> _UrlParts:
     """Scheme, host and path of ``url``, found past its user info as :func:`userinfo_end` finds it
     (``urllib.parse.urlsplit`` takes a ``/`` in a password for the start of the path)."""
     scheme, _, after = url.partition("://")
@@ -177,7 +177,7 @@ class StreamSource(LiveSource):
         reason = describe_error(exc)
         if self._format is not None:
             return _ConnectFailed(reason)
-        parts = urlsplit_lenient(self._url)
+        parts = _urlsplit_lenient(self._url)
         if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
             code = "401 Unauthorized" if isinstance(exc, av.error.HTTPUnauthorizedError) else "403 Forbidden"
             if self._secrets:
