@@ -707,3 +707,36 @@ def test_a_waiting_encode_with_new_prompts_keeps_the_frame_they_were_given_on():
     assert runner.embedded == [0] and r.encoded
     (t,) = _decoded(r)
     assert _iou(t.mask, scene.render(8)[1][1]) > 0.8
+
+
+def test_prompts_in_flight_when_the_frame_size_changes_are_dropped_with_the_tracks(caplog):
+    # An RTSP stream renegotiated 320x240 -> 160x120 while the encode of a user's box was in flight:
+    # the box came back to the queue and was decoded on the new frames at its old numbers (cut to
+    # the frame), an object where the user never pointed. Prompts due before the change go with the
+    # tracks; one that starts on a later frame is in that frame's pixels and is kept.
+    scene, runner, engine, worker = _setup(delay=6)
+    small = standard_scene(160, 120, num_frames=100, num_objects=1, seed=2)
+    _, gt0 = scene.render(0)
+    for oid in sorted(gt0):
+        engine.add_object(ObjectPrompt(box=_box(gt0[oid]), label=str(oid)))
+    _, gt_small = small.render(5)
+    later = engine.add_object(ObjectPrompt(box=_box(next(iter(gt_small.values()))), label="later", start_frame=5))
+    keep = []
+    for i in range(3):
+        r, _, img = _step(engine, runner, worker, scene, i)
+        keep.append(img)
+        assert len(r.tracks) == 3  # first looks while the encode is in flight
+    runner.scene = small
+    seen = []
+    with caplog.at_level("WARNING"):
+        for i in range(3, 16):
+            r, _, img = _step(engine, runner, worker, small, i)
+            keep.append(img)
+            seen.append({t.track_id for t in r.tracks})
+    assert seen[:2] == [set(), set()]
+    assert all(ids <= {later} for ids in seen) and later in seen[-1]
+    changed = [m for m in caplog.messages if m.startswith("frame size changed")]
+    assert changed == [
+        "frame size changed from 320x240 to 160x120 at frame 3; dropping 0 track(s) and 3 prompt(s) not yet decoded "
+        "(given on the old size: prompt again)"
+    ]

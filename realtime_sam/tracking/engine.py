@@ -723,11 +723,18 @@ class Engine:
         if prev is not None and prev.shape != frame.image.shape:
             # The stream changed resolution (e.g. an RTSP renegotiation): masks of
             # the old size cannot be matched against new ones, so start over.
+            tracks = len(self.tracker)
+            self._start_over()  # the prompts of encodes in flight come back to _pending
+            # A prompt due before this frame is in the old size's pixels: applied here it was cut to
+            # the new frame at the same numbers (a box drawn on 320x240 frames put on 160x120 ones).
+            # Dropped with the tracks; those that start here or later are in the new frames' pixels.
+            stale = [p for p in self._pending if p.start_frame < frame.index]
+            self._pending = [p for p in self._pending if p.start_frame >= frame.index]
             _log.warning(
-                "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)",
-                prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, len(self.tracker),
+                "frame size changed from %dx%d to %dx%d at frame %d; dropping %d track(s)%s",
+                prev.shape[1], prev.shape[0], frame.width, frame.height, frame.index, tracks,
+                f" and {len(stale)} prompt(s) not yet decoded (given on the old size: prompt again)" if stale else "",
             )
-            self._start_over()
         self.tracker.predict(frame.index, frame.timestamp)
 
     def _propagate(self, frame: Frame, timings: dict[str, float]) -> None:
