@@ -16,7 +16,8 @@ from typing import Iterable, Iterator, Sequence
 
 from realtime_sam.app.pipeline import Pipeline
 from realtime_sam.config import Config, load_config
-from realtime_sam.output.sink_base import discard_sinks
+from realtime_sam.errors import ConfigError
+from realtime_sam.output.sink_base import discard_sinks, refuse_shared_outputs
 from realtime_sam.tracking.engine import Engine
 from realtime_sam.tracking.prompts import check_start_frame, described, validate_prompts
 from realtime_sam.types import FrameResult, ObjectPrompt
@@ -46,12 +47,14 @@ def track(
             starts over on this source (:meth:`Engine.reset`): the tracks of an earlier run
             are not carried in; objects added to it since are kept, and ids keep counting up.
         sinks: objects with ``write(result)`` / ``close()`` fed every result (see :mod:`realtime_sam.output.sinks`).
-            A run that cannot start (the errors at the first ``next()`` below, or a sink that
-            cannot work with the source) closes them and removes the files they created.
+            A run that cannot start (the errors below, at the call or at the first ``next()``, or
+            a sink that cannot work with the source) closes them and removes the files they created.
 
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (``detect`` settings
-            without ``detect.model`` among them, unless ``engine`` is given).
+            without ``detect.model`` among them, unless ``engine`` is given), and for ``sinks``
+            that would write one file twice: one sink given twice (each frame was written to it
+            twice), two sinks of one path, or one sink not in a list.
         PromptError: at the call, for a prompt that is not an :class:`ObjectPrompt` or breaks
             its rules (:func:`~realtime_sam.tracking.prompts.validate_prompt`; also a ``ValueError``).
         SourceError: at the first ``next()``, before the model is loaded, for a source
@@ -63,16 +66,47 @@ def track(
     kept in a variable does so when it is closed: ``gen.close()`` or ``del``, or at the
     latest when the process exits: :func:`~realtime_sam.app.pipeline.close_open_pipelines`).
     """
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
-    if isinstance(config, Config) and overrides:
-        from realtime_sam.config import parse_config, parse_overrides
+    try:
+        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+        if isinstance(config, Config) and overrides:
+            from realtime_sam.config import parse_config, parse_overrides
 
-        cfg = parse_config(parse_overrides(overrides), cfg)
-    if engine is None:  # an engine given was built with its own detector settings
-        cfg.detect.require_detector()
-    # Checked here, as the config is: not after the source opened and the model loaded.
-    checked = validate_prompts(prompts)
-    return _run(source, cfg, checked, engine, sinks)
+            cfg = parse_config(parse_overrides(overrides), cfg)
+        if engine is None:  # an engine given was built with its own detector settings
+            cfg.detect.require_detector()
+        # Checked here, as the config is: not after the source opened and the model loaded.
+        checked = validate_prompts(prompts)
+        given = _check_sinks(sinks)
+    except BaseException:
+        # The run never starts: the sinks are closed and what making them created is removed,
+        # as for the errors at the first next() (and as track_many does at its call).
+        discard_sinks([sinks] if callable(getattr(sinks, "write", None)) else _sinks_in(sinks))
+        raise
+    return _run(source, cfg, checked, engine, given)
+
+
+def _sinks_in(sinks: object) -> list:
+    """The sink objects in ``sinks`` however malformed (to discard); each once."""
+    try:
+        items = list(sinks)  # type: ignore[call-overload]
+    except TypeError:
+        return []
+    unique = {id(s): s for s in items if callable(getattr(s, "write", None))}
+    return list(unique.values())
+
+
+def _check_sinks(sinks: Sequence) -> list:
+    """``sinks`` as a list, each output given once (as ``track_many`` checks them across streams).
+
+    Raises:
+        ConfigError: one sink rather than a list, one sink twice (``sinks=[s, s]`` wrote every
+            frame into it twice), or two sinks of one path (the second emptied the first's file).
+    """
+    if callable(getattr(sinks, "write", None)):
+        raise ConfigError("sinks is one sink; give a list: sinks=[sink]")
+    given = list(sinks)
+    refuse_shared_outputs(((f"sinks[{k}]", sink) for k, sink in enumerate(given)), one_sink_advice="give each sink once")
+    return given
 
 
 def _run(

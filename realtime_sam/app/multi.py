@@ -33,7 +33,7 @@ from realtime_sam.app.pipeline import Pipeline, SerialWorker, model_rate
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.errors import ConfigError, RealtimeSamError
-from realtime_sam.output.sink_base import discard_sinks
+from realtime_sam.output.sink_base import discard_sinks, refuse_shared_outputs
 from realtime_sam.types import FrameResult, ObjectPrompt
 
 if TYPE_CHECKING:
@@ -664,27 +664,8 @@ def _refuse_shared_outputs(given: Mapping[str, Sequence[Any]]) -> None:
     Raises:
         ConfigError: one line naming both places and the path.
     """
-    seen_sink: dict[int, str] = {}
-    seen_path: dict[Path, str] = {}
-
-    def visit(sink: Any, where: str) -> None:
-        inner = getattr(sink, "sinks", None)  # open_sinks(...) gives one sink over several
-        if isinstance(inner, list):
-            for k, part in enumerate(inner):
-                visit(part, f"{where}.sinks[{k}]")
-        if id(sink) in seen_sink:
-            raise ConfigError(f"{seen_sink[id(sink)]} and {where} are one sink; make one sink per stream")
-        seen_sink[id(sink)] = where
-        path = getattr(sink, "path", None)
-        if isinstance(path, (str, os.PathLike)) and not isinstance(inner, list):
-            key = Path(path).expanduser().resolve()
-            if key in seen_path:
-                raise ConfigError(f"{seen_path[key]} and {where} both write {path}; give each its own path")
-            seen_path[key] = where
-
-    for name, value in given.items():
-        for k, sink in enumerate(value):
-            visit(sink, f"sinks[{name!r}][{k}]")
+    places = [(f"sinks[{name!r}][{k}]", sink) for name, value in given.items() for k, sink in enumerate(value)]
+    refuse_shared_outputs(places, one_sink_advice="make one sink per stream")
 
 
 def _track_many(

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from realtime_sam.errors import ConfigError, SinkError, describe_error
 from realtime_sam.output.rle import mask_to_box
 from realtime_sam.types import FrameResult, TrackResult
 
-__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "prepare_output", "missing_paths", "discard_sinks", "open_for_lines", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
+__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "prepare_output", "missing_paths", "discard_sinks", "refuse_shared_outputs", "open_for_lines", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
 
 SinkKind = Literal["video", "jsonl", "png", "mots"]
 
@@ -178,6 +178,40 @@ def discard_sinks(sinks: Sequence[Any]) -> None:
                 sink.close()
         except Exception:
             pass
+
+
+def refuse_shared_outputs(places: Iterable[tuple[str, Any]], *, one_sink_advice: str) -> None:
+    """Refuse one sink, or one output path, given twice.
+
+    Args:
+        places: ``(where, sink)`` pairs, ``where`` naming the argument it was given in
+            (``sinks[1]``, ``sinks['a'][0]``). A sink holding several (``open_sinks``'s, with a
+            ``sinks`` list) is looked into: its parts are named ``where.sinks[k]``.
+        one_sink_advice: what the error about one sink given twice tells the user to do.
+
+    Raises:
+        ConfigError: one line naming both places (and the path, for two sinks of one path).
+    """
+    seen_sink: dict[int, str] = {}
+    seen_path: dict[Path, str] = {}
+
+    def visit(sink: Any, where: str) -> None:
+        inner = getattr(sink, "sinks", None)  # open_sinks(...) gives one sink over several
+        if isinstance(inner, list):
+            for k, part in enumerate(inner):
+                visit(part, f"{where}.sinks[{k}]")
+        if id(sink) in seen_sink:
+            raise ConfigError(f"{seen_sink[id(sink)]} and {where} are one sink; {one_sink_advice}")
+        seen_sink[id(sink)] = where
+        path = getattr(sink, "path", None)
+        if isinstance(path, (str, os.PathLike)) and not isinstance(inner, list):
+            key = Path(path).expanduser().resolve()
+            if key in seen_path:
+                raise ConfigError(f"{seen_path[key]} and {where} both write {path}; give each its own path")
+            seen_path[key] = where
+
+    for where, sink in places:
+        visit(sink, where)
 
 
 def open_for_lines(path: Path, what: str) -> Any:
