@@ -13,7 +13,7 @@ import pytest
 
 from realtime_sam import make_sink, open_sinks, track
 from realtime_sam.config import load_config
-from realtime_sam.errors import ConfigError
+from realtime_sam.errors import ConfigError, SourceError
 from realtime_sam.output.jsonl import load_jsonl
 from realtime_sam.testing.fakes import BoxRunner
 from realtime_sam.testing.synthetic import standard_scene, write_video
@@ -21,6 +21,7 @@ from realtime_sam.tracking.engine import Engine
 from realtime_sam.types import ObjectPrompt
 
 BOX = ObjectPrompt(box=(100, 80, 200, 160))
+EARLIER = "an earlier run's masks\n"
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,52 @@ def test_different_outputs_each_get_every_frame_once(clip, tmp_path):
     for name in ("a.jsonl", "b.jsonl"):
         header, frames = load_jsonl(tmp_path / name)
         assert header is not None and [f["frame"] for f in frames] == list(range(6))
+
+
+# ------------------------------------------------------------------ a run that never starts
+
+
+@pytest.mark.parametrize("kind, name", [("jsonl", "prev.jsonl"), ("mots", "prev.txt")])
+def test_making_a_masks_sink_leaves_an_earlier_file_until_the_run_writes(kind, name, tmp_path):
+    path = tmp_path / name
+    path.write_text(EARLIER)
+    sink = make_sink(kind, path)
+    assert path.read_text() == EARLIER  # it was emptied here, before any run
+    sink.close()  # a run that started and ended with no frame: the run's (empty) file
+    assert EARLIER not in path.read_text()
+
+
+@pytest.mark.parametrize("kind, name", [("jsonl", "prev.jsonl"), ("mots", "prev.txt")])
+def test_a_run_whose_source_does_not_open_leaves_an_earlier_masks_file_as_it_was(kind, name, tmp_path):
+    path = tmp_path / name
+    path.write_text(EARLIER)
+    results = track(str(tmp_path / "missing.mp4"), prompts=[BOX], engine=_engine(), sinks=[make_sink(kind, path)])
+    with pytest.raises(SourceError):
+        next(results)
+    # Before: empty (mots), or a header and no frame (jsonl).
+    assert path.read_text() == EARLIER
+
+
+def test_a_run_whose_weights_do_not_load_leaves_an_earlier_masks_file_as_it_was(clip, tmp_path):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    path = tmp_path / "prev.jsonl"
+    path.write_text(EARLIER)
+    results = track(str(clip), prompts=[BOX], config="cpu", overrides=[f"model.weights={damaged}"], sinks=[make_sink("jsonl", path)])
+    with pytest.raises(Exception) as caught:
+        next(results)
+    assert "damaged.pt" in str(caught.value)
+    assert path.read_text() == EARLIER
+
+
+@pytest.mark.parametrize("kind, name", [("jsonl", "prev.jsonl"), ("mots", "prev.txt")])
+def test_a_run_that_starts_replaces_the_earlier_file(clip, kind, name, tmp_path):
+    path = tmp_path / name
+    path.write_text(EARLIER)
+    assert len(list(track(str(clip), prompts=[BOX], engine=_engine(), sinks=[make_sink(kind, path)]))) == 6
+    text = path.read_text()
+    assert EARLIER not in text
+    if kind == "jsonl":
+        assert [f["frame"] for f in load_jsonl(path)[1]] == list(range(6))
+    else:
+        assert sorted({int(line.split()[0]) for line in text.splitlines()}) == list(range(6))

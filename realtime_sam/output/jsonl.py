@@ -13,12 +13,7 @@ from typing import Any
 import numpy as np
 
 from realtime_sam.output.rle import encode_rle
-from realtime_sam.output.sink_base import (
-    SinkBase,
-    open_for_lines,
-    prepare_output,
-    write_all,
-)
+from realtime_sam.output.sink_base import LinesFile, SinkBase, prepare_output
 from realtime_sam.types import FrameResult
 
 __all__ = ["JsonlSink", "header_record", "load_jsonl"]
@@ -108,7 +103,8 @@ class JsonlSink(SinkBase):
         self.source = source
         self.fps = None if fps is None else _finite(fps, 6)
         self.sample_aspect_ratio = _ratio(sample_aspect_ratio)
-        self._file = open_for_lines(self.path, "jsonl")
+        # Emptied at the first write (or close), not here: see LinesFile.
+        self._file = LinesFile(self.path, "jsonl")
         self._header_written = False
         self._size: tuple[int, int] | None = None  # the header's (width, height)
 
@@ -162,7 +158,7 @@ class JsonlSink(SinkBase):
             header = self._header(*self._size)
             self._header_written = True
         data = header + (json.dumps(self.frame_record(result, self._size), separators=(",", ":")) + "\n").encode("utf-8")
-        write_all(self._file, data, self.path, "jsonl")
+        self._file.write(data)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -173,9 +169,14 @@ class JsonlSink(SinkBase):
         try:
             if not self._header_written:
                 self._header_written = True
-                write_all(self._file, self._header(None, None), self.path, "jsonl")
+                self._file.write(self._header(None, None))
         finally:
             self._file.close()
+
+    def _abandon(self) -> None:
+        """The run never started: close without a header, leaving an earlier run's file as it was."""
+        self._closed = True
+        self._file.close()
 
 
 def load_jsonl(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -10,12 +10,11 @@ from realtime_sam.errors import SinkError
 from realtime_sam.output.rle import encode_rle
 from realtime_sam.output.sink_base import (
     IdOverflow,
+    LinesFile,
     SinkBase,
     label_image_and_ids,
     map_id,
-    open_for_lines,
     prepare_output,
-    write_all,
 )
 from realtime_sam.types import FrameResult
 
@@ -68,7 +67,8 @@ class MotsSink(SinkBase):
         self.frame_offset = int(frame_offset)
         self.id_overflow = id_overflow
         self.class_ids = dict(class_ids or {})
-        self._file = open_for_lines(self.path, "mots")
+        # Emptied at the first write (or close), not here: see LinesFile.
+        self._file = LinesFile(self.path, "mots")
 
     def frame_lines(self, result: FrameResult) -> list[str]:
         """The lines (without newlines) written for one frame."""
@@ -94,13 +94,22 @@ class MotsSink(SinkBase):
         """Append this frame's lines."""
         self._check_open()
         lines = self.frame_lines(result)
+        self._file.open()  # the run's file from its first frame on, even one with no track
         if lines:
-            write_all(self._file, ("\n".join(lines) + "\n").encode("ascii"), self.path, "mots")
+            self._file.write(("\n".join(lines) + "\n").encode("ascii"))
         self.frames_written += 1
 
     def close(self) -> None:
-        """Close the file; idempotent."""
+        """Close the file (empty if no frame had a track); idempotent."""
         if self._closed:
             return
+        self._closed = True
+        try:
+            self._file.open()
+        finally:
+            self._file.close()
+
+    def _abandon(self) -> None:
+        """The run never started: close, leaving an earlier run's file as it was."""
         self._closed = True
         self._file.close()

@@ -20,7 +20,7 @@ from realtime_sam.errors import ConfigError, SinkError, describe_error
 from realtime_sam.output.rle import mask_to_box
 from realtime_sam.types import FrameResult, TrackResult
 
-__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "prepare_output", "missing_paths", "discard_sinks", "refuse_shared_outputs", "open_for_lines", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
+__all__ = ["SinkKind", "SINK_KINDS", "IdOverflow", "Sink", "SinkConfig", "prepare_file", "prepare_output", "missing_paths", "discard_sinks", "refuse_shared_outputs", "open_for_lines", "LinesFile", "write_all", "map_id", "label_image", "label_image_and_ids", "SinkBase"]
 
 SinkKind = Literal["video", "jsonl", "png", "mots"]
 
@@ -215,12 +215,53 @@ def refuse_shared_outputs(places: Iterable[tuple[str, Any]], *, one_sink_advice:
 
 
 def open_for_lines(path: Path, what: str) -> Any:
+    """``path`` opened for writing from its start (emptied), unbuffered.
+
+    Raises:
+        SinkError: it cannot be opened.
+    """
     try:
         # Unbuffered: each frame's bytes go to the OS in one write() call, so
         # a crash can leave at most the line being written incomplete.
         return open(path, "wb", buffering=0)
     except OSError as exc:
         raise SinkError(f"cannot write the {what} output {path}: {describe_error(exc)}") from None
+
+
+class LinesFile:
+    """A sink's file of lines, opened (emptied) when the run first writes or closes it, not when
+    the sink is made: a run that never starts (a source that does not open, weights that do
+    not load) leaves a file of that name from an earlier run as it was.
+
+    ``path`` must already have been checked writable (:func:`prepare_output`).
+    """
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self._file: Any = None
+
+    @property
+    def opened(self) -> bool:
+        return self._file is not None
+
+    def open(self) -> None:
+        """Open and empty the file, once; later calls do nothing.
+
+        Raises:
+            SinkError: it cannot be opened (any more).
+        """
+        if self._file is None:
+            self._file = open_for_lines(self.path, self.what)
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (opening the file first) in unbuffered writes (:func:`write_all`)."""
+        self.open()
+        write_all(self._file, data, self.path, self.what)
+
+    def close(self) -> None:
+        """Close the file if it was opened (one never opened is left untouched); idempotent."""
+        if self._file is not None:
+            self._file.close()
 
 
 def write_all(file: Any, data: bytes, path: Path, what: str) -> None:
@@ -331,6 +372,14 @@ class SinkBase:
     def close(self) -> None:  # pragma: no cover - overridden
         self._closed = True
 
+    def _abandon(self) -> None:
+        """Close a sink whose run never started (:meth:`discard`), finishing no output: here :meth:`close`.
+
+        A sink that opens its file at the first write overrides this, so that a file of that
+        name from an earlier run is neither emptied nor given a header.
+        """
+        self.close()
+
     def discard(self) -> None:
         """Close a sink that received no frame, removing the file and folders that opening it
         created (a file or folder that was there before is left); with frames, just :meth:`close`.
@@ -340,9 +389,10 @@ class SinkBase:
         writable would be left empty, or with a header and no frame.
         """
         written = self.frames_written
-        self.close()
         if written:
+            self.close()
             return
+        self._abandon()
         for p in reversed(self._created):  # innermost first: a folder goes once empty
             try:
                 if p.is_dir():

@@ -173,6 +173,10 @@ def make_sink(
 ) -> Sink:
     """Build one sink, checking now that its output can be written.
 
+    A file of that name from an earlier run is not emptied here: ``jsonl`` and ``mots`` empty it
+    at the run's first write (or at ``close``), ``video`` replaces it at its first frame, so a
+    run that cannot start leaves it as it was.
+
     Args:
         kind: ``video``, ``jsonl``, ``png`` or ``mots``.
         path: file (folder for ``png``).
