@@ -178,8 +178,8 @@ class PipelineConfig:
         queue_size: frames buffered between capture and inference for files (back-pressure beyond).
         max_frames: stop after this many processed frames (0 = no limit).
         join_timeout_s: how long ``close()`` waits for the worker threads, beyond one and a
-            half of the slowest engine step the run measured; one still busy then is waited
-            for once more, ``join_timeout_s`` again, before the process exits.
+            half of the slowest engine step the run measured; one still busy
+            then is waited for once more, ``join_timeout_s`` again, before the process exits. A sink's error after that wait is logged from the sink's thread.
         two_way: for a file read as fast as the model goes (not live, not ``realtime``),
             hold each result until the next encoded frame and blend that frame's masks,
             carried back by dense flow, into the held ones
@@ -260,6 +260,18 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
+def _describe_sink(sink: object) -> str:
+    """A sink as a message names it: its path (``out.mp4``), else its kind or type; one holding
+    several (``open_sinks``'s) as the list of its parts' paths."""
+    inner = getattr(sink, "sinks", None)
+    if isinstance(inner, list) and inner:
+        return " or ".join(_describe_sink(part) for part in inner)
+    path = getattr(sink, "path", None)
+    if path is not None:
+        return str(path)
+    return str(getattr(sink, "kind", None) or type(sink).__name__)
+
+
 class _LatestSlot:
     """A one-frame buffer: ``put`` replaces the unread frame (counted as dropped)."""
 
@@ -334,13 +346,13 @@ class _SinkWriter:
     """The sinks' own thread: writes each queued result to every sink, in order, then closes them.
 
     ``put`` waits while the queue is full (back-pressure, nothing dropped).
-    After a sink fails, the error goes to ``on_error`` once, later results
-    are taken off the queue unwritten (the run is stopping) and the sinks
-    are still closed.
+    After a sink fails, the error goes to ``on_error(error, sink)`` once, later
+    results are taken off the queue unwritten (the run is stopping) and the
+    sinks are still closed (each close that fails goes there too).
     """
 
     def __init__(
-        self, sinks: Sequence[_Sink], size: int, on_error: Callable[[BaseException], None], exit_wait_s: float = 3.0
+        self, sinks: Sequence[_Sink], size: int, on_error: Callable[[BaseException, object], None], exit_wait_s: float = 3.0
     ) -> None:
         self.sinks = list(sinks)
         self._q: queue.Queue = queue.Queue(maxsize=size)
@@ -383,6 +395,7 @@ class _SinkWriter:
         return True
 
     def _loop(self) -> None:
+        writing: object = None
         try:
             while True:
                 item = self._q.get()
@@ -391,10 +404,11 @@ class _SinkWriter:
                         return
                     if not self._failed:
                         for sink in self.sinks:
+                            writing = sink
                             sink.write(item)  # type: ignore[arg-type]
                 except BaseException as exc:  # the run stops; the caller gets it
                     self._failed = True
-                    self._on_error(exc)
+                    self._on_error(exc, writing)
                 finally:
                     self._q.task_done()
         finally:
@@ -402,7 +416,7 @@ class _SinkWriter:
                 try:
                     sink.close()
                 except BaseException as exc:
-                    self._on_error(exc)
+                    self._on_error(exc, sink)
 
 
 class _Worker:
@@ -508,6 +522,10 @@ class Pipeline:
         self._sink_queue_size = max(1, sink_queue_size)
         self._writer: _SinkWriter | None = None
         self._errors: list[BaseException] = []
+        # Set (under the lock) once close() has reported the errors: a sink's error after that,
+        # on its own thread, is logged there (close() gave up waiting for it).
+        self._errors_lock = threading.Lock()
+        self._errors_reported = False
         self._threads: list[threading.Thread] = []
         self._worker: _Worker | None = None  # background encodes
         self._flow_worker: _Worker | None = None  # one direction of dense flow (Engine.attach_flow_worker)
@@ -628,7 +646,8 @@ class Pipeline:
         Sinks are closed by the inference thread once their queue is written.
         If that thread is still busy (an encode) when the join times out, the
         results queued so far are still written before this returns (bounded
-        by ``join_timeout_s`` more); the sink thread finishes the rest. Encodes
+        by ``join_timeout_s`` more); the sink thread finishes the rest, and logs a sink's
+        error that comes after this returned (the output may be incomplete). Encodes
         queued on the encode worker and not started are cancelled. A thread
         still running when this returns is waited for once more, up to
         ``join_timeout_s``, before the process exits (:func:`wait_for_lingering`).
@@ -667,7 +686,10 @@ class Pipeline:
         # poll raises the first error once it passes the end. A run left before its end (a break
         # out of the loop, a generator still open at exit) dropped its errors without a word: a
         # sink that failed to finalise its file (a video with no index) looked like a saved one.
-        for exc in self._errors[self._raised :]:
+        with self._errors_lock:
+            self._errors_reported = True
+            unreported = self._errors[self._raised :]
+        for exc in unreported:
             _log.warning("error while closing the run: %s", describe_error(exc))
 
     def __enter__(self) -> "Pipeline":
@@ -848,10 +870,23 @@ class Pipeline:
                 self._writer.finish()  # every queued result written, sinks closed: then the end
             self._put_result(_END, force=True)
 
-    def _sink_failed(self, exc: BaseException) -> None:
-        """Called on the sink thread: the error reaches the caller and the run stops."""
-        self._errors.append(exc)
+    def _sink_failed(self, exc: BaseException, sink: object = None) -> None:
+        """Called on the sink thread: the error reaches the caller and the run stops.
+
+        After :meth:`close` stopped waiting for the sinks (a close longer than its bounded wait) and
+        reported the errors, nobody would read it: it is logged here, on the sink thread, saying that
+        the output may be incomplete (a video without its index looked saved).
+        """
+        with self._errors_lock:
+            late = self._errors_reported
+            if not late:
+                self._errors.append(exc)
         self._stop.set()
+        if late:
+            _log.warning(
+                "the output %s failed after the run was closed, so it may be incomplete: %s",
+                _describe_sink(sink), describe_error(exc),
+            )
 
     def _emit(self, result: FrameResult, *, write: bool) -> None:
         if write and self._writer is not None:
