@@ -14,8 +14,11 @@ import time
 import numpy as np
 
 from realtime_sam.app.pipeline import Pipeline, PipelineConfig, wait_for_lingering
+from realtime_sam.config import load_config
 from realtime_sam.errors import SinkError
-from realtime_sam.types import Frame, FrameResult
+from realtime_sam.testing.fakes import BoxRunner
+from realtime_sam.tracking.engine import Engine
+from realtime_sam.types import Frame, FrameResult, ObjectPrompt
 
 
 class FrameSource:
@@ -87,3 +90,47 @@ def test_a_sink_that_fails_after_close_stopped_waiting_for_it_is_reported(caplog
         "finishing the video output out.mp4 failed: No space left on device"
     ]
     assert [r.levelname for r in caplog.records if r.name == "realtime_sam.app.pipeline"] == ["WARNING"]
+
+
+class SlowEmbedRunner(BoxRunner):
+    """:class:`BoxRunner` whose background encode (``embed``) takes ``delay`` seconds, as a big model's
+    encode on a CPU does; ``second`` is set as the second one starts (the first has finished)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.embeds = 0
+        self.second = threading.Event()
+        self.finished = 0
+
+    def embed(self, image_bgr: np.ndarray):
+        self.embeds += 1
+        if self.embeds == 2:
+            self.second.set()
+        time.sleep(self.delay)
+        out = super().embed(image_bgr)
+        self.finished += 1
+        return out
+
+
+def test_close_waits_for_a_background_encode_as_slow_as_the_runs_slowest():
+    """With ``engine.background_encode`` (the cpu preset) encodes run on a worker and their times were not
+    among the steps ``close()`` allows one and a half of: an encode running when the loop was left was
+    given up on after ``join_timeout_s`` (here 0.1 s), though the run's encodes all took 1 s."""
+    cfg = load_config("cpu", ["engine.reencode_every=2"])
+    runner = SlowEmbedRunner(delay=1.0)
+    engine = Engine.from_config(cfg, runner=runner)
+    assert engine.wants_worker
+    engine.add_object(ObjectPrompt(box=(10, 10, 60, 60)))
+    before = set(threading.enumerate())
+    pipe = Pipeline(FrameSource(), engine, config=PipelineConfig(join_timeout_s=0.1, two_way=False))
+    with pipe:
+        encode_threads = [t for t in set(threading.enumerate()) - before if t.name == "rtsam-encode"]
+        for _ in pipe:
+            if runner.second.is_set():  # the first encode took 1 s; the second is running
+                break
+    assert len(encode_threads) == 1
+    # close() waited for the running encode: its thread is not left in the model (before: still
+    # running, waited for again at exit and, still running then, the interpreter finalized under it).
+    assert not encode_threads[0].is_alive()
+    assert runner.finished == 2

@@ -178,8 +178,9 @@ class PipelineConfig:
         queue_size: frames buffered between capture and inference for files (back-pressure beyond).
         max_frames: stop after this many processed frames (0 = no limit).
         join_timeout_s: how long ``close()`` waits for the worker threads, beyond one and a
-            half of the slowest engine step the run measured; one still busy
-            then is waited for once more, ``join_timeout_s`` again, before the process exits. A sink's error after that wait is logged from the sink's thread.
+            half of the slowest engine step the run measured (a background encode's included);
+            one still busy then is waited for once more, ``join_timeout_s`` again, before the
+            process exits. A sink's error after that wait is logged from the sink's thread.
         two_way: for a file read as fast as the model goes (not live, not ``realtime``),
             hold each result until the next encoded frame and blend that frame's masks,
             carried back by dense flow, into the held ones
@@ -534,7 +535,9 @@ class Pipeline:
         self._frames_processed = 0
         # (seconds in engine.process, whether the engine had work on that frame) of the last frames.
         self._proc_times: collections.deque[tuple[float, bool]] = collections.deque(maxlen=30)
-        self._slowest_step = 0.0  # seconds: the longest engine step of the run (close() waits on one)
+        # Seconds: the longest engine step of the run, a background encode's included (close() waits on one).
+        self._slowest_step = 0.0
+        self._slowest_lock = threading.Lock()
         # Playing time (:meth:`_playing_clock`) when the last encodes landed, and when the last
         # frame was processed: how often the model refreshes the masks.
         self._encode_times: collections.deque[float] = collections.deque(maxlen=_ENCODES)
@@ -629,7 +632,7 @@ class Pipeline:
         _open_pipelines.add(self)
         if getattr(self.engine, "wants_worker", False):
             self._worker = _Worker("rtsam-encode", exit_wait_s=self.config.join_timeout_s)
-            self.engine.attach_worker(self._worker.submit)
+            self.engine.attach_worker(self._timed(self._worker.submit))
         if getattr(self.engine, "wants_flow_worker", False):
             self._flow_worker = _Worker("rtsam-flow", exit_wait_s=self.config.join_timeout_s)
             self.engine.attach_flow_worker(self._flow_worker.submit)
@@ -842,7 +845,7 @@ class Pipeline:
                 result = self.engine.process(frame)
                 took = time.perf_counter() - t0
                 self._proc_times.append((took, _had_work(result)))
-                self._slowest_step = max(self._slowest_step, took)
+                self._note_step(took)
                 self._note_encode(result)
                 self._frames_processed += 1
                 last = frame
@@ -887,6 +890,28 @@ class Pipeline:
                 "the output %s failed after the run was closed, so it may be incomplete: %s",
                 _describe_sink(sink), describe_error(exc),
             )
+
+    def _note_step(self, seconds: float) -> None:
+        """Count one engine step (or background encode) of ``seconds`` towards the slowest, which close() waits on."""
+        with self._slowest_lock:
+            self._slowest_step = max(self._slowest_step, seconds)
+
+    def _timed(self, submit: Callable[..., Future]) -> Callable[..., Future]:
+        """``submit`` (a worker's ``submit(fn, *args) -> Future``) whose calls' durations count as steps
+        (:meth:`_note_step`): a background encode is as slow as the model, and close() gave up on one
+        running after ``join_timeout_s`` when only the inference thread's steps were measured."""
+
+        def timed_submit(fn: Callable[..., object], *args: object) -> Future:
+            def run(*call_args: object) -> object:
+                t0 = time.perf_counter()
+                try:
+                    return fn(*call_args)
+                finally:
+                    self._note_step(time.perf_counter() - t0)
+
+            return submit(run, *args)
+
+        return timed_submit
 
     def _emit(self, result: FrameResult, *, write: bool) -> None:
         if write and self._writer is not None:
