@@ -700,7 +700,14 @@ class Engine:
     # -- the frame loop ----------------------------------------------------------------
 
     def process(self, frame: Frame) -> FrameResult:
-        """Advance every track to ``frame`` and return what is visible in it."""
+        """Advance every track to ``frame`` and return what is visible in it.
+
+        Raises:
+            ValueError: ``frame`` is not a :class:`~realtime_sam.types.Frame` whose image is
+                ``HxWx3 uint8`` (BGR) with ``H, W >= 1``; the engine is left as it was, so
+                the next good frame goes on from the last one.
+        """
+        _check_frame(frame)
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         self._start_frame(frame)
@@ -1717,6 +1724,31 @@ class Engine:
         masks = self._masks(low, size)
         keep = filter_candidates(masks, iou, low, cfg)
         return self._detections(low[keep], iou[keep], image, [None] * len(keep), masks=masks[keep])
+
+
+def _check_frame(frame: object) -> None:
+    """Refuse what :meth:`Engine.process` cannot track on, before it changes any state.
+
+    A grey (HxW) or BGRA (HxWx4) image was taken without a word and read as a change of
+    frame size: every track was dropped. A float image failed half-way through the step,
+    after the queued commands were applied.
+    """
+    if not isinstance(frame, Frame):
+        raise ValueError(f"Engine.process takes a Frame(index, image, timestamp, capture_time), got {type(frame).__name__}")
+    image = frame.image
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"frame {frame.index}: the image must be a numpy array (HxWx3 uint8 BGR), got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and image.shape[0] >= 1 and image.shape[1] >= 1:
+        return
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 4)):
+        code = "COLOR_GRAY2BGR" if image.ndim == 2 or image.shape[2] == 1 else "COLOR_BGRA2BGR"
+        todo = f"convert it first: cv2.cvtColor(image, cv2.{code})"
+    elif image.dtype != np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        todo = "scale it to 0..255 and convert it first: image.astype(np.uint8)"
+    else:
+        todo = "give a decoded colour frame"
+    shape = "x".join(str(n) for n in image.shape)
+    raise ValueError(f"frame {frame.index}: the image must be HxWx3 uint8 BGR, got {shape} {image.dtype}; {todo}")
 
 
 def _cut_sides(mask: np.ndarray, box: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
