@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from realtime_sam.app.pipeline import Pipeline
+from realtime_sam.app.pipeline import Pipeline, check_engine_free
 from realtime_sam.config import Config, load_config
 from realtime_sam.errors import ConfigError
 from realtime_sam.output.sink_base import discard_sinks, refuse_shared_outputs
@@ -25,6 +27,21 @@ from realtime_sam.types import FrameResult, ObjectPrompt
 _log = logging.getLogger(__name__)
 
 __all__ = ["track"]
+
+# The generators track() returned and that are not finished: a script's global one never iterated
+# is closed at exit (its sinks discarded), as the generator of a run started is closed then
+# (realtime_sam.app.pipeline.close_open_pipelines). Finalizing the interpreter did not always reach
+# it: the video was removed, the masks file stayed, empty.
+_runs: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_runs() -> None:
+    for run in list(_runs):
+        try:
+            run.close()
+        except Exception:  # one running on a thread still going ("generator already executing")
+            pass
 
 
 def track(
@@ -65,6 +82,8 @@ def track(
     Breaking out of the loop stops the workers and finalises the sinks (a generator
     kept in a variable does so when it is closed: ``gen.close()`` or ``del``, or at the
     latest when the process exits: :func:`~realtime_sam.app.pipeline.close_open_pipelines`).
+    A generator closed or dropped before its first result is a run that never started: the
+    sinks are discarded, as for the errors above.
     """
     try:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
@@ -82,7 +101,10 @@ def track(
         # as for the errors at the first next() (and as track_many does at its call).
         discard_sinks([sinks] if callable(getattr(sinks, "write", None)) else _sinks_in(sinks))
         raise
-    return _run(source, cfg, checked, engine, given)
+    run = _run(source, cfg, checked, engine, given)
+    next(run)  # to its first yield, which opens nothing: see _run
+    _runs.add(run)
+    return run
 
 
 def _sinks_in(sinks: object) -> list:
@@ -114,6 +136,14 @@ def _run(
 ) -> Iterator[FrameResult]:
     from realtime_sam.capture.sources import open_source
 
+    # Primed by track(): a generator closed (or dropped) before its first result never ran its
+    # body, so nothing closed the sinks: the video made by make_sink stayed an open 0-byte file
+    # ("moov atom not found") and the masks file an empty one, until the process ended.
+    try:
+        yield None  # type: ignore[misc]
+    except GeneratorExit:
+        discard_sinks(sinks)
+        raise
     # The source first: a wrong path is its one-line error at once, not after the model
     # has loaded (seconds; a download where the weights are missing).
     try:
@@ -125,6 +155,7 @@ def _run(
         for i, p in enumerate(prompts):
             check_start_frame(p, src, f"prompts[{i}]")
         if engine is not None:
+            check_engine_free(engine)  # before reset(): it would empty the tracks of the run using it
             # A new source numbers its frames from 0 and its first frame follows nothing:
             # the tracks (and last frame) of the engine's earlier run would be carried into it.
             engine.reset()

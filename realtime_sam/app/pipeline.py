@@ -35,13 +35,16 @@
 * A pipeline started and never closed (the generator of :func:`realtime_sam.track`
   kept in a variable when an error ended the script) is closed at exit, its sinks
   finalised (:func:`close_open_pipelines`, an :mod:`atexit` handler).
-* Every thread here is a daemon (a hung call cannot hang the exit), but none is
-  forgotten: one still running at exit (``close()`` gave up on an encode that
+* Every thread here is a daemon (a hung read or write cannot hang the exit), but
+  none is forgotten: one still running at exit (``close()`` gave up on an encode that
   took longer than ``join_timeout_s``, or was interrupted) is waited for once
   more, up to ``join_timeout_s``, before the interpreter finalizes
   (:func:`wait_for_lingering`, an :mod:`atexit` handler; the ``realtime-sam``
   command calls it first and, if a thread is still running after it, exits
-  without finalizing).
+  without finalizing). One inside a model call (an engine step, an encode, a
+  flow: :func:`_model_call`) is waited for at exit until that call ends, with a
+  warning; Ctrl-C then ends the process without finalizing (exit status 130).
+* An engine drives one pipeline at a time (:func:`check_engine_free`).
   On Python <= 3.13 a daemon thread that comes back from native code (a torch
   op, an FFmpeg call) while the interpreter finalizes is ended by
   ``pthread_exit``, whose forced unwinding through the library's C++ frames
@@ -59,8 +62,11 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -76,7 +82,8 @@ from realtime_sam.output.sink_base import discard_sinks
 from realtime_sam.types import Frame, FrameResult
 
 __all__ = [
-    "PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "close_open_pipelines", "wait_for_lingering",
+    "PipelineConfig", "PipelineStats", "model_rate", "Pipeline", "SerialWorker", "check_engine_free", "close_open_pipelines",
+    "wait_for_lingering",
 ]
 
 _END = object()
@@ -87,6 +94,10 @@ _END = object()
 # thread that still runs as stopped.
 _running: dict[threading.Event, float] = {}
 _running_lock = threading.Lock()
+# Each of those threads' "finished" event by thread id, and how deep each thread is in model
+# calls (:func:`_model_call`): at exit those are waited for until they end.
+_finished_by_thread: dict[int, threading.Event] = {}
+_in_model_call: dict[int, int] = {}
 _wait_at_exit_registered = False
 _log = logging.getLogger(__name__)
 
@@ -96,6 +107,31 @@ _log = logging.getLogger(__name__)
 # not found") and its workers, never stopped, were waited for in vain.
 _open_pipelines: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
 
+# id(engine) -> the pipeline driving it. An engine is not thread-safe: two runs on one engine at once
+# (two track() generators given one engine=, iterated in turn) had two inference threads in it, and
+# one failed half-way ("'NoneType' object has no attribute 'box'"), or the second run's
+# engine.reset() emptied the first one's tracks under it. Keyed by id: an engine need not be
+# hashable, and the pipeline holding it keeps that id its own.
+_engine_runs: dict[int, "weakref.ref[Pipeline]"] = {}
+_engine_runs_lock = threading.Lock()
+
+
+def check_engine_free(engine: object) -> None:
+    """Raise ``ValueError`` when ``engine`` is driven by a :class:`Pipeline` not closed and not ended.
+
+    A run's generator left suspended (kept in a variable after a ``break``) still owns its engine:
+    close it first (``gen.close()``), or give each run its own engine.
+    """
+    with _engine_runs_lock:
+        ref = _engine_runs.get(id(engine))
+        other = ref() if ref is not None else None
+    if other is not None and other.engine is engine and not other._closed and not other._ended:
+        raise ValueError(
+            "this engine is in use by another run that is not closed (a track() generator or Pipeline not "
+            "finished); close that one first (gen.close(), pipeline.close()), or give each run its own "
+            "Engine.from_config(...)"
+        )
+
 
 def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> threading.Thread:
     """Start a daemon thread that the process waits for (up to ``exit_wait_s``) before it exits."""
@@ -103,12 +139,15 @@ def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> 
     finished = threading.Event()
 
     def run() -> None:
+        with _running_lock:
+            _finished_by_thread[threading.get_ident()] = finished
         try:
             target()
         finally:
             finished.set()
             with _running_lock:
                 _running.pop(finished, None)
+                _finished_by_thread.pop(threading.get_ident(), None)
 
     with _running_lock:
         _running[finished] = exit_wait_s
@@ -122,9 +161,63 @@ def _start_thread(target: Callable[[], None], name: str, exit_wait_s: float) -> 
     return thread
 
 
+@contextlib.contextmanager
+def _model_call() -> Iterator[None]:
+    """Marks this worker thread as inside a model call (torch, OpenCV) while the block runs.
+
+    At exit such a call is waited for until it ends (:func:`_wait_for_model_calls`).
+    """
+    me = threading.get_ident()
+    with _running_lock:
+        _in_model_call[me] = _in_model_call.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            if _in_model_call[me] <= 1:
+                del _in_model_call[me]
+            else:
+                _in_model_call[me] -= 1
+
+
+def _model_calls_running() -> list[threading.Event]:
+    """The "finished" events of this module's threads that are inside a model call now."""
+    with _running_lock:
+        return [e for ident, e in _finished_by_thread.items() if ident in _in_model_call and not e.is_set()]
+
+
+def _wait_for_model_calls() -> None:
+    """Wait, without a bound, until none of this module's threads is inside a model call.
+
+    The interpreter must not finalize under such a call: coming back from torch's or
+    OpenCV's C++ code then aborts the process ("terminate called without an active
+    exception", exit status 134) and the run's outputs are never finished. The bounded
+    waits before gave up on a step slower than ``join_timeout_s`` and one and a half of
+    the slowest step measured (a first encode on a busy CPU takes seconds, and none was
+    measured yet). Ctrl-C while waiting ends the process at once, without finalizing
+    (exit status 130), as the command does when the user insists.
+    """
+    pending = _model_calls_running()
+    if not pending:
+        return
+    _log.warning("waiting for the model's step in progress to end before exiting (Ctrl-C to leave at once)")
+    try:
+        while pending:
+            pending[0].wait(0.1)  # short slices: Ctrl-C is handled between them
+            pending = _model_calls_running()
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+
+
 def _at_exit() -> None:
     """The process is exiting: close the pipelines nobody closed (their sinks finalised), then wait for the threads."""
     close_open_pipelines()
+    _wait_for_model_calls()
     wait_for_lingering()
 
 
@@ -451,7 +544,9 @@ class _Worker:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(fn(*args))
+                with _model_call():  # an encode, a flow: waited for at exit until it ends
+                    value = fn(*args)
+                future.set_result(value)
             except BaseException as exc:  # handed to whoever waits on the future
                 future.set_exception(exc)
 
@@ -495,6 +590,7 @@ class Pipeline:
         self.engine = engine
         self.sinks = list(sinks)
         try:
+            check_engine_free(engine)
             for sink in self.sinks:
                 # What the caller left unsaid comes from the source: its rate, a file's timestamps
                 # and pixel shape in the video, its name and rate in the masks file (as the command
@@ -549,6 +645,8 @@ class Pipeline:
         self._raised = 0  # how many of _errors poll raised (the first, at the end)
         self._closed = False
         # Two-way propagation (files only): live results cannot wait for the next encode.
+        with _engine_runs_lock:
+            _engine_runs[id(engine)] = weakref.ref(self)
         make = getattr(engine, "two_way", None)
         self._two_way = make() if config.two_way and not self._live and callable(make) else None
 
@@ -659,6 +757,9 @@ class Pipeline:
             return
         self._closed = True
         _open_pipelines.discard(self)
+        with _engine_runs_lock:
+            if (ref := _engine_runs.get(id(self.engine))) is not None and ref() is self:
+                del _engine_runs[id(self.engine)]
         self.stop()
         # A step as slow as the slowest this run took is slow, not hung: a big model's encode on
         # a CPU (SAM ViT-H, 10 s and more) running when the loop was left was given up on after
@@ -813,7 +914,9 @@ class Pipeline:
                 if self._pause.is_set():
                     # Paused: show the user's new prompts on the frozen frame.
                     if last is not None and getattr(self.engine, "has_pending", False):
-                        self._emit(self.engine.process(last), write=False)
+                        with _model_call():
+                            shown = self.engine.process(last)
+                        self._emit(shown, write=False)
                         if getattr(self.engine, "has_pending", False):
                             time.sleep(0.02)  # a background encode for the new prompt is still running
                     else:
@@ -833,7 +936,9 @@ class Pipeline:
                 if item is _END:
                     if self._two_way is not None:
                         # A file that ended cleanly: its last frame anchors the held results.
-                        for done in self._two_way.finish(self.engine):
+                        with _model_call():
+                            finished = self._two_way.finish(self.engine)
+                        for done in finished:
                             self._emit(done, write=True)
                     break
                 t0 = last_start = time.perf_counter()
@@ -842,7 +947,8 @@ class Pipeline:
                     if item is None:
                         continue  # decoded but not convertible: the source counted it as a decode error
                 frame: Frame = item  # type: ignore[assignment]
-                result = self.engine.process(frame)
+                with _model_call():
+                    result = self.engine.process(frame)
                 took = time.perf_counter() - t0
                 self._proc_times.append((took, _had_work(result)))
                 self._note_step(took)
@@ -850,7 +956,9 @@ class Pipeline:
                 self._frames_processed += 1
                 last = frame
                 if self._two_way is not None:
-                    for done in self._two_way.push(result, self.engine.soft_masks()):
+                    with _model_call():
+                        final = self._two_way.push(result, self.engine.soft_masks())
+                    for done in final:
                         self._emit(done, write=True)
                 else:
                     self._emit(result, write=True)
