@@ -198,20 +198,24 @@ def encode(self, image):
 
 InferenceRunner.encode = encode
 
+insist = sys.argv[3] == "insist"  # the step never ends: the user presses Ctrl-C
+
 class Release(logging.Handler):
     def emit(self, record):  # the exit says it waits for the step: it may end now
         if "waiting for the model's step" in record.getMessage():
             print(record.getMessage(), file=sys.stderr, flush=True)
-            release.set()
+            if not insist:
+                release.set()
 
 logging.getLogger("realtime_sam.app.pipeline").addHandler(Release())
-# Registered before the pipeline's exit handler, so run after it: the step ends once that gave up.
-atexit.register(release.set)
+if not insist:
+    # Registered before the pipeline's exit handler, so run after it: the step ends once that gave up.
+    atexit.register(release.set)
 
 from realtime_sam import ObjectPrompt, load_config, track
 from realtime_sam.output.sinks import make_sink
 
-clip, weights = sys.argv[1:]
+clip, weights = sys.argv[1:3]
 cfg = load_config(None, ["model.weights=" + weights, "tracker.min_score=0", "pipeline.join_timeout_s=0.5",
                          "engine.reencode_every=2"])
 gen = track(clip, prompts=[ObjectPrompt(box=(10, 60, 70, 120))], config=cfg,
@@ -227,7 +231,7 @@ def test_the_exit_waits_for_a_model_step_in_progress_and_finishes_the_outputs(tm
     # The exit gave up on an encode after join_timeout_s (and 1.5 of the slowest step measured),
     # finalized the interpreter under it, and the encode coming back aborted the process
     # ("terminate called without an active exception", exit status 134), the video 0 bytes.
-    proc = _script(tmp_path, _EXIT_IN_A_STEP, str(small_clip), str(random_checkpoint))
+    proc = _script(tmp_path, _EXIT_IN_A_STEP, str(small_clip), str(random_checkpoint), "wait")
     assert "terminate called" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
     assert "exit after frame 0" in proc.stderr and "interpreter finalized" in proc.stderr, proc.stderr
@@ -236,3 +240,28 @@ def test_the_exit_waits_for_a_model_step_in_progress_and_finishes_the_outputs(tm
     assert written[:1] == [0] and written == list(range(len(written))), written
     with av.open(str(tmp_path / "x.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == len(written)
+
+
+def test_ctrl_c_while_the_exit_waits_for_a_step_leaves_at_once_with_130(tmp_path, random_checkpoint, small_clip):
+    import signal
+
+    script = tmp_path / "user.py"
+    script.write_text(textwrap.dedent(_EXIT_IN_A_STEP))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(small_clip), str(random_checkpoint), "insist"],
+        stderr=subprocess.PIPE, text=True, env=app_env(), cwd=tmp_path,
+    )
+    lines = []
+    try:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if "waiting for the model's step in progress" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    err = "".join(lines) + rest
+    assert proc.returncode == 130, err
+    # Not finalized under the step still in torch: no abort.
+    assert "terminate called" not in err and "interpreter finalized" not in err, err

@@ -186,8 +186,8 @@ def _model_calls_running() -> list[threading.Event]:
         return [e for ident, e in _finished_by_thread.items() if ident in _in_model_call and not e.is_set()]
 
 
-def _wait_for_model_calls() -> None:
-    """Wait, without a bound, until none of this module's threads is inside a model call.
+def _wait_for_model_calls() -> bool:
+    """Wait, without a bound, until none of this module's threads is inside a model call; True if one was.
 
     The interpreter must not finalize under such a call: coming back from torch's or
     OpenCV's C++ code then aborts the process ("terminate called without an active
@@ -199,12 +199,13 @@ def _wait_for_model_calls() -> None:
     """
     pending = _model_calls_running()
     if not pending:
-        return
+        return False
     _log.warning("waiting for the model's step in progress to end before exiting (Ctrl-C to leave at once)")
     try:
         while pending:
             pending[0].wait(0.1)  # short slices: Ctrl-C is handled between them
             pending = _model_calls_running()
+        return True
     except KeyboardInterrupt:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -217,8 +218,9 @@ def _wait_for_model_calls() -> None:
 def _at_exit() -> None:
     """The process is exiting: close the pipelines nobody closed (their sinks finalised), then wait for the threads."""
     close_open_pipelines()
-    _wait_for_model_calls()
-    wait_for_lingering()
+    # Bounded first, without a word: an encode a little slower than close()'s wait ends here.
+    if not wait_for_lingering() and _wait_for_model_calls():
+        wait_for_lingering()  # the sinks, finishing once the inference thread's step ended
 
 
 def close_open_pipelines() -> None:
