@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -59,14 +62,48 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
 
+    def __post_init__(self) -> None:
+        """Each section is its stage's config object; one given as a mapping (``Config(engine={...})``)
+        is parsed as a file's section would be.
 
+        A section built in Python (``EngineConfig(reencode_every=2.5)``) has its values checked by
+        type here, as a file's are: its own range checks let 2.5, NaN or ``True`` through where an
+        integer is wanted (2.5 >= 1), and the stage would misread them.
+
+        Raises:
+            ConfigError: one line naming the section or ``section.key`` and what it takes.
+        """
+        for name, cls in _section_types().items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, _build_section(name, cls, value, cls()))
+            elif not isinstance(value, cls):
+                raise ConfigError(
+                    f"Config.{name} must be given as {cls.__name__}(...) or a mapping of its keys, not {type(value).__name__}"
+                )
+            else:
+                _check_section(name, value)
+
+
+@functools.cache
 def _section_types() -> dict[str, type]:
+    """``{section name: its config class}``, in order. Cached, as :func:`_field_types`: resolving
+    the annotations took most of a parse (a Config is checked each time one is made)."""
     hints = typing.get_type_hints(Config)
     return {f.name: hints[f.name] for f in fields(Config)}
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """``{key: its annotation}`` of the config class ``cls``."""
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str, strict: bool = False) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats.
+
+    Not ``strict`` (values read from YAML), a number in text (``"5"``, ``1e-3``) is read as the number.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -77,7 +114,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, where)
+                return _coerce(value, a, where, strict)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where} has an invalid value {value!r}")
@@ -90,7 +127,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, not {value!r}{yes_no_hint(value)}")
         args = typing.get_args(tp)
         inner = args[0] if args else Any
-        return tuple(_coerce(v, inner, where) for v in value)
+        return tuple(_coerce(v, inner, where, strict) for v in value)
     if tp is Any:
         return value
     if tp is bool:
@@ -103,7 +140,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         # Text that is a whole number (017 and 08, which the loader keeps as written; "5" quoted) is
         # read as that number, as float keys read "0.5" and prompts files read both.
-        number = integer_in_text(value) if isinstance(value, str) else None
+        number = integer_in_text(value) if isinstance(value, str) and not strict else None
         if number is not None:
             return number
         raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or _integral_hint(value)}")
@@ -114,7 +151,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
             except OverflowError:  # an int past float's range (a 400-digit number): refused below
                 number = math.inf
-        elif isinstance(value, str):
+        elif isinstance(value, str) and not strict:
             # PyYAML (YAML 1.1) reads 1e9 and 1e-3 as strings; they are numbers to anyone writing them.
             # So is "0.5" quoted.
             number = number_in_text(value)
@@ -126,7 +163,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a finite number, not {value!r}")
         return number
     if tp is str:
-        if isinstance(value, str):
+        # No text key means anything by "" (a path, a device, a name): an empty one is most often an
+        # unset variable in a script (`weights: $W`), and `weights: ""` or `detect.model: ""` ran on
+        # as if the key were left out (the weights cache, no detector) without a word.
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{where} is given an empty string; give a value, or leave the key out for its default")
+        if isinstance(value, str) or (strict and isinstance(value, os.PathLike)):  # Python may give a Path
             return value
         raise ConfigError(f"{where} must be a string, not {value!r}{yes_no_hint(value)}")
     return value
@@ -152,7 +194,7 @@ def _did_you_mean(name: str, valid: Sequence[str]) -> str:
 
 
 def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     valid = [f.name for f in fields(cls) if f.init]
     kwargs = {}
     for key, value in values.items():
@@ -167,6 +209,19 @@ def _build_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value in section {name}: {exc}") from None
+
+
+def _check_section(name: str, section: Any) -> None:
+    """Check each value of the config object ``section`` against its field's type, strictly (no text for numbers).
+
+    Raises:
+        ConfigError: ``name.key must be ..., not VALUE``.
+    """
+    hints = _field_types(type(section))
+    for f in fields(section):
+        if f.init:
+            value = getattr(section, f.name)
+            _coerce(value, hints[f.name], f"{name}.{f.name}", strict=True)
 
 
 def parse_config(data: Mapping[str, Any] | None, base: Config | None = None) -> Config:
@@ -205,14 +260,27 @@ def _sections(data: Any) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["engine.reencode_every=5", ...]`` -> ``{"engine": {"reencode_every": 5}}`` (values parsed as YAML scalars)."""
+    # One string is not a list of them: its characters were taken one by one ("got 'e'").
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, Sequence):
+        raise ConfigError(
+            f"overrides must be a list of section.key=value strings, such as ['engine.reencode_every=5'], not {overrides!r}"
+        )
     nested: dict[str, dict[str, Any]] = {}
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"--set expects section.key=value text (e.g. engine.reencode_every=5), got {item!r}")
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not section or not name:
             raise ConfigError(f"--set expects section.key=value (e.g. engine.reencode_every=5), got {item!r}")
+        if not raw.strip():
+            # An unset variable in a script (`--set model.weights=$W`) left the key at its default
+            # (the weights cache, for this one) without a word; null is written out.
+            raise ConfigError(
+                f"--set {key.strip()}= has no value; give one, or {key.strip()}=null where the key takes null"
+            )
         try:
-            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else None
+            value = yaml.load(raw, Loader=UniqueKeyLoader)
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
@@ -244,7 +312,11 @@ def read_yaml(text: str, where: str) -> Any:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["syntax error"])[0]
         at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
-        hint = " (indent with spaces, not tabs)" if "\t" in str(exc) or "tab" in problem else ""
+        # A tab where YAML wants indentation: the problem names the character ('\t'); "tab" alone
+        # matched "unacceptable character" (a NUL byte) too.
+        hint = " (indent with spaces, not tabs)" if "'\\t'" in problem or re.search(r"\btabs?\b", problem) else ""
+        if mark is None and getattr(exc, "position", None) is not None:  # a character YAML does not read (NUL, ...)
+            at = f" line {text[: exc.position].count(chr(10)) + 1}:"
         raise ConfigError(f"{where} is not valid YAML:{at} {problem}{hint}") from None
 
 
@@ -282,7 +354,7 @@ def _merge(layers: Sequence[Mapping[str, Any] | None]) -> dict[str, dict[str, An
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: Config | Mapping[str, Any] | str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
     updates: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
@@ -290,11 +362,26 @@ def load_config(
     then ``updates`` (``{section: {key: value}}``, e.g. the CLI's dedicated flags).
 
     ``path`` may also name a bundled preset: ``"cpu"``, ``"gpu"`` or ``"default"``
-    (an existing file of that name wins). The layers are merged key by key before
+    (an existing file of that name wins), or be what a file holds, as a mapping
+    (``{"engine": {"reencode_every": 3}}``), or a :class:`Config` to start from
+    instead of the defaults. The layers are merged key by key before
     the sections are built and checked (see :func:`_merge`).
+
+    Raises:
+        ConfigError: one line naming the file, section or key and what is allowed.
     """
-    data = None
-    if path is not None:
+    base = None
+    data: Any = None
+    if isinstance(path, Config):
+        base = path
+    elif isinstance(path, Mapping):
+        data = path
+    elif isinstance(path, (str, os.PathLike)):
         where, text = _read_file(path)
         data = read_yaml(text, f"config file {where}")
-    return parse_config(_merge([data, parse_overrides(overrides), updates]))
+    elif path is not None:
+        raise ConfigError(
+            "config must be a YAML file path, a preset name (" + ", ".join(PRESETS) + "), a mapping of sections"
+            f" such as {{'engine': {{'reencode_every': 5}}}}, or a Config; not {type(path).__name__}"
+        )
+    return parse_config(_merge([data, parse_overrides(overrides), updates]), base)

@@ -14,7 +14,7 @@ import atexit
 import logging
 import weakref
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from realtime_sam.app.pipeline import Pipeline, check_engine_free
 from realtime_sam.config import Config, load_config
@@ -48,7 +48,7 @@ def track(
     source: str | int,
     *,
     prompts: Iterable[ObjectPrompt] = (),
-    config: Config | str | Path | None = None,
+    config: Config | Mapping[str, Any] | str | Path | None = None,
     overrides: Sequence[str] = (),
     engine: Engine | None = None,
     sinks: Sequence = (),
@@ -58,7 +58,8 @@ def track(
     Args:
         source: a webcam index, a video file, an ``rtsp://``/``http(s)://`` URL, an image folder or glob.
         prompts: objects to track (each applied at its ``start_frame``).
-        config: a :class:`Config`, a YAML path or a preset name (``cpu``, ``gpu``); ``None`` = defaults.
+        config: a :class:`Config`, a YAML path, a preset name (``cpu``, ``gpu``) or what a YAML file
+            holds as a mapping (``{"engine": {"reencode_every": 3}}``); ``None`` = defaults.
         overrides: ``section.key=value`` strings applied on top.
         engine: reuse an existing engine (and its loaded model) instead of building one. It
             starts over on this source (:meth:`Engine.reset`): the tracks of an earlier run
@@ -86,11 +87,7 @@ def track(
     sinks are discarded, as for the errors above.
     """
     try:
-        cfg = config if isinstance(config, Config) else load_config(config, overrides)
-        if isinstance(config, Config) and overrides:
-            from realtime_sam.config import parse_config, parse_overrides
-
-            cfg = parse_config(parse_overrides(overrides), cfg)
+        cfg = load_config(config, overrides)  # a Config, a mapping, a path or a preset
         if engine is None:  # an engine given was built with its own detector settings
             cfg.detect.require_detector()
         # Checked here, as the config is: not after the source opened and the model loaded.

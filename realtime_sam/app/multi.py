@@ -512,7 +512,7 @@ def track_many(
     sources: Sequence[str | int | StreamSpec],
     *,
     prompts: Iterable[ObjectPrompt] = (),
-    config: Config | str | Path | None = None,
+    config: Config | Mapping[str, Any] | str | Path | None = None,
     overrides: Sequence[str] = (),
     sinks: Mapping[str, Sequence[Any]] | None = None,
     model: Any = None,
@@ -544,13 +544,11 @@ def track_many(
             reconnecting): the others run on, and this is raised once every stream has ended,
             its sinks finalised (``errors``: each failed stream's error, by name).
     """
-    from realtime_sam.config import Config as _Config, load_config, parse_config, parse_overrides
+    from realtime_sam.config import load_config
     from realtime_sam.tracking.prompts import validate_prompts
 
     try:
-        cfg = config if isinstance(config, _Config) else load_config(config, overrides)
-        if isinstance(config, _Config) and overrides:
-            cfg = parse_config(parse_overrides(overrides), cfg)
+        cfg = load_config(config, overrides)  # a Config, a mapping, a path or a preset
         specs = _specs_for(sources)
         _require_unique_names(specs)
         require_detectors(specs, cfg)  # per stream: a stream's settings may name its own detector

@@ -63,7 +63,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from dataclasses import replace as dataclass_replace
-from typing import TYPE_CHECKING, Callable, Hashable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -117,6 +117,8 @@ from realtime_sam.tracking.two_way import SoftMasks, TwoWay, shown_as
 from realtime_sam.types import BoxDetections, Frame, FrameResult, ObjectPrompt, TrackResult, TrackState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from realtime_sam.config import Config
 
 # ModelRunner lives in the torch-free model_runner module; re-exported here, its historic home.
@@ -429,7 +431,7 @@ class Engine:
 
     @classmethod
     def from_config(
-        cls, config: Config, *, runner: ModelRunner | None = None, progress: bool = True, detector: Detector | None = None
+        cls, config: Config | Mapping[str, Any] | str | Path, *, runner: ModelRunner | None = None, progress: bool = True, detector: Detector | None = None
     ) -> Engine:
         """An engine with the ``engine``, ``tracker``, ``propagation``, ``discovery`` and ``detect`` sections of ``config``.
 
@@ -438,10 +440,19 @@ class Engine:
         ``progress`` is false). ``detector`` prompts tracks with its boxes;
         when it is ``None`` and ``config.detect.model`` names one, that is loaded.
 
+        ``config`` may also be what :func:`~realtime_sam.config.load_config` takes: a preset
+        name, a YAML path or a mapping of sections (``{"engine": {"reencode_every": 3}}``).
+
         Raises:
-            ConfigError: ``detect`` settings changed from their defaults without a detector
+            ConfigError: a ``config`` that is none of those or holds a bad value (one line naming
+                the key), or ``detect`` settings changed from their defaults without a detector
                 (neither ``detector`` nor ``config.detect.model``).
         """
+        # Imported here: realtime_sam.config imports this module (for EngineConfig).
+        from realtime_sam.config import Config as _Config, load_config
+
+        if not isinstance(config, _Config):
+            config = load_config(config)  # a dict gave "'dict' object has no attribute 'detect'"
         if detector is None:
             config.detect.require_detector()
         if detector is None and config.detect.model:
