@@ -262,3 +262,14 @@ def test_the_cli_says_it_in_one_line_with_exit_2(tmp_path: Path, small_clip: Pat
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and fragment in lines[0], out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "out.mp4").exists()
+
+
+def test_config_given_twice_is_refused_not_the_first_dropped(capsys, tmp_path: Path):
+    # argparse kept the last --config silently: `--config cpu --config mine.yaml` ran without the cpu preset.
+    from realtime_sam.app import cli
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("engine:\n  reencode_every: 3\n")
+    assert cli.main(["--source", "x.mp4", "--headless", "--config", "cpu", "--config", str(mine)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"--config is given twice (cpu and {mine}); give one" in lines[0]

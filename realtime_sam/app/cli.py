@@ -126,6 +126,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Once(argparse.Action):
+    """Store a flag's value, refusing it given a second time: argparse kept the last silently, so
+    ``--config cpu --config mine.yaml`` ran without the cpu preset, as if it had not been given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        before = getattr(namespace, self.dest, None)
+        if before is not None:
+            parser.error(
+                f"{option_string} is given twice ({before} and {values}); give one "
+                "(a config file needs only the keys it changes; --set overrides single keys)"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``realtime-sam`` (without the ``weights`` and ``annotate`` sub-commands)."""
     p = _Parser(
@@ -176,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reencode-every", type=_int_at_least(1), metavar="N", help="run the image encoder every N frames; masks follow motion in between")
 
     c = p.add_argument_group("configuration")
-    c.add_argument("--config", metavar="FILE", help="YAML config file, or a preset: default, cpu, gpu")
+    c.add_argument("--config", action=_Once, metavar="FILE", help="YAML config file, or a preset: default, cpu, gpu")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting, e.g. engine.reencode_every=5 (repeatable)")
     return p
 
