@@ -258,6 +258,13 @@ def _sections(data: Any) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
         yield name, values
 
 
+def _takes_null(section: str, name: str) -> bool:
+    """Whether the key ``section.name`` exists and takes ``null`` (``model.weights``, ``render.font_scale``, ...)."""
+    cls = _section_types().get(section)
+    tp = _field_types(cls).get(name) if cls is not None else None
+    return tp is not None and type(None) in typing.get_args(tp)
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["engine.reencode_every=5", ...]`` -> ``{"engine": {"reencode_every": 5}}`` (values parsed as YAML scalars)."""
     # One string is not a list of them: its characters were taken one by one ("got 'e'").
@@ -276,9 +283,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not raw.strip():
             # An unset variable in a script (`--set model.weights=$W`) left the key at its default
             # (the weights cache, for this one) without a word; null is written out.
-            raise ConfigError(
-                f"--set {key.strip()}= has no value; give one, or {key.strip()}=null where the key takes null"
-            )
+            key = key.strip()
+            other = f"{key}=null (its default)" if _takes_null(section, name) else "leave the --set out for the default"
+            raise ConfigError(f"--set {key}= has no value; give one, or {other}")
         try:
             value = yaml.load(raw, Loader=UniqueKeyLoader)
         except yaml.YAMLError:
