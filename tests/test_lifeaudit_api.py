@@ -206,6 +206,10 @@ class Release(logging.Handler):
             print(record.getMessage(), file=sys.stderr, flush=True)
             if not insist:
                 release.set()
+            else:
+                # The user presses Ctrl-C as soon as the line shows, while it is still being
+                # written: the interrupt lands inside the logging call (it aborted, once, in CI).
+                time.sleep(2.0)
 
 logging.getLogger("realtime_sam.app.pipeline").addHandler(Release())
 if not insist:

@@ -200,8 +200,10 @@ def _wait_for_model_calls() -> bool:
     pending = _model_calls_running()
     if not pending:
         return False
-    _log.warning("waiting for the model's step in progress to end before exiting (Ctrl-C to leave at once)")
     try:
+        # Inside the try: a Ctrl-C that lands while the warning is being written (the user
+        # read it and pressed at once) leaves as one after it does, not through finalizing.
+        _log.warning("waiting for the model's step in progress to end before exiting (Ctrl-C to leave at once)")
         while pending:
             pending[0].wait(0.1)  # short slices: Ctrl-C is handled between them
             pending = _model_calls_running()
