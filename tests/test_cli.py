@@ -636,12 +636,13 @@ def test_live_source_prints_periodic_status(run, capsys, tmp_path):
 
 def test_cpu_preset_status_lines_say_how_often_the_encodes_land(checkpoint_path, tmp_path, monkeypatch, capsys):
     """The cpu preset encodes on a worker while frames go on: 'model 108-200 fps' (the frames' own
-    work) was all the line said. Now it says how often the model refreshes the masks too."""
+    work) was all the line said. Now it says how often the model refreshes the masks too.
+    12 s of the live source: two encodes land in 6 s on a quiet machine, not always on a loaded one."""
     import re
 
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["--weights", str(checkpoint_path), "--device", "cpu", "--headless", "--source", LIVE,
-                   "--config", "cpu", "--box", "40,40,200,200", "--max-frames", "150", "--status-interval", "0.5"])
+                   "--config", "cpu", "--box", "40,40,200,200", "--max-frames", "300", "--status-interval", "0.5"])
     err = capsys.readouterr().err
     assert rc == 0, err
     rates = re.findall(r"\| model (\d+\.\d) fps, encode every (\d+\.\d+) s \| tracks", err)
