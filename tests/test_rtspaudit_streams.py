@@ -8,40 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fixtures_rtsp import SYSTEM_PYTHON
+from test_sources import _read_bounded
 from realtime_sam.capture.base import SourceConfig, StatusEvent, redact_url, secrets_of
 from realtime_sam.capture.sources import open_source
 from realtime_sam.errors import SourceError
 
 # Short timeouts and backoff: every test here takes a few seconds.
 FAST = SourceConfig(open_timeout_s=3, read_timeout_s=2, backoff_initial_s=0.1, backoff_max_s=0.2)
-
-
-def _read_bounded(source: Any, seconds: float) -> Any:
-    """``source.read()`` in a thread; fails the test (instead of hanging it) if it blocks longer than ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["frame"] = source.read()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        source.interrupt()
-        pytest.fail(f"read() blocked for more than {seconds} s")
-    if "error" in box:
-        raise box["error"]
-    return box["frame"]
 
 
 def _gst_has(*elements: str) -> bool:
