@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from realtime_sam.capture.base import redact_source
 from realtime_sam.output.rle import encode_rle
 from realtime_sam.output.sink_base import LinesFile, SinkBase, prepare_output
 from realtime_sam.types import FrameResult
@@ -38,12 +39,17 @@ def _finite(value: float, digits: int) -> float | None:
 def header_record(
     *, source: str | None, width: int | None, height: int | None, sample_aspect_ratio: Any, fps: float | None
 ) -> dict[str, Any]:
-    """The header line's object (see :class:`JsonlSink`); ``sample_aspect_ratio`` as ``"N:D"`` or ``None``."""
+    """The header line's object (see :class:`JsonlSink`); ``sample_aspect_ratio`` as ``"N:D"`` or ``None``.
+
+    ``source`` is written with its credentials hidden (``rtsp://***@host/x``,
+    :func:`~realtime_sam.capture.base.redact_source`): the command passes the
+    source's already hidden name, but a sink made by hand may be given the URL itself.
+    """
     from realtime_sam import __version__
 
     sar = _ratio(sample_aspect_ratio)
     return {
-        "realtime_sam": __version__, "source": source, "width": width, "height": height,
+        "realtime_sam": __version__, "source": None if source is None else redact_source(str(source)), "width": width, "height": height,
         "sample_aspect_ratio": None if sar is None else f"{sar.numerator}:{sar.denominator}",
         "fps": None if fps is None else _finite(fps, 6),
     }
@@ -65,7 +71,8 @@ class JsonlSink(SinkBase):
     picture is shown ``width * 64/45`` wide. ``source``, ``fps`` and
     ``sample_aspect_ratio`` are what the caller passed or, left ``None``,
     the source's when a pipeline runs the sink (:meth:`bind_source`), else
-    ``null``. ``fps`` is the source's nominal rate: for a variable-frame-rate
+    ``null``; ``source`` with its credentials hidden (``rtsp://***@host/x``)
+    whoever gave it. ``fps`` is the source's nominal rate: for a variable-frame-rate
     file its average, so a frame's time is its line's ``timestamp`` (seconds
     on the source's clock: a file's own timestamps), never ``frame / fps``.
     Files written before the key was added have no ``sample_aspect_ratio``
@@ -100,7 +107,8 @@ class JsonlSink(SinkBase):
         sample_aspect_ratio: Fraction | float | None = None,
     ) -> None:
         super().__init__(*prepare_output(path, "jsonl", "tracks.jsonl"))
-        self.source = source
+        # Hidden here as well as in the header: the attribute is as visible as the file.
+        self.source = None if source is None else redact_source(str(source))
         self.fps = None if fps is None else _finite(fps, 6)
         self.sample_aspect_ratio = _ratio(sample_aspect_ratio)
         # Emptied at the first write (or close), not here: see LinesFile.
