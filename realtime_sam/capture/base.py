@@ -171,6 +171,22 @@ _SECRET_QUERY_RE = re.compile(
 # an optional port, up to the end of the authority.
 _HOST_THEN_END_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%\-]+)(?::\d*)?(?=[/?#]|$)")
 
+# An authority that is a host and a numeric port ("host:554", "10.0.0.5:8554", "[::1]:554").
+_HOST_AND_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%\-]+):(?P<port>\d{1,5})")
+
+# A host that cannot be a user name: an IPv4 or [IPv6] address.
+_IP_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|\d{1,3}(?:\.\d{1,3}){3}")
+
+# A name without a dot or a port, reaching the URL's end ("b" in "rtsp://host:554/a@b"); in free
+# text a URL's token may end with a punctuation mark of the sentence ("cannot open rtsp://...@b: ...").
+_BARE_NAME_TO_END_RE = re.compile(r"[A-Za-z0-9_~%\-]+[.,:;]?")
+
+
+def _port_then_path(authority: str) -> bool:
+    """Whether ``authority`` (the text before the first ``/``, ``?``, ``#``) is a host and a port (0-65535)."""
+    m = _HOST_AND_PORT_RE.fullmatch(authority)
+    return m is not None and int(m.group("port")) <= 65535
+
 
 def userinfo_end(after_scheme: str) -> int:
     """Index of the ``@`` that ends the user info in a URL's text after ``scheme://``; -1 when it has none.
@@ -179,10 +195,19 @@ def userinfo_end(after_scheme: str) -> int:
     ``#``. A password with one of those characters unencoded
     (``user:pa/ss@host/live``) has its ``@`` later: then the last ``@`` that
     a host (and port) follows, when a ``:`` (``user:password``) comes before
-    it. This hides too much of the rare URL with an ``@`` in its path
-    (``rtsp://host:554/a@b`` shows as ``rtsp://***@b``) rather than show a
-    password; FFmpeg cannot use such a URL anyway (percent-encode the
-    password: ``%2F``, ``%3F``, ``%23``).
+    it. Where the text before the first ``/``, ``?``, ``#`` is a host and a
+    port (``host:554``: FFmpeg reads it so), such a later ``@`` is taken for
+    part of the path, and the URL is shown whole, when that host is an IP
+    address (``rtsp://10.0.0.5:554/x@cam.local/y``: no user name is one) or
+    when only a name without a dot or port follows the ``@`` to the URL's end
+    (``rtsp://host:554/a@b``); otherwise it ends the user info, as a
+    password starting with a number would have it (``user:1234/x@cam.local/live``),
+    and the rest is hidden. The one case the two readings share, a password
+    whose text before its first unencoded ``/``, ``?`` or ``#`` is a number
+    and a bare host name with nothing after it (``rtsp://admin:1234/x@camera``),
+    reads as a path and shows that password: percent-encode it (``%2F``,
+    ``%3F``, ``%23``), as FFmpeg needs anyway. Without a ``:`` before the
+    ``@`` (``rtsp://host/path/x@y``) there is no password and the URL is shown whole.
     """
     authority_end = len(after_scheme)
     for ch in "/?#":
@@ -192,9 +217,15 @@ def userinfo_end(after_scheme: str) -> int:
     at = after_scheme.rfind("@", 0, authority_end)
     if at >= 0:
         return at
+    authority = after_scheme[:authority_end]
+    port_then_path = _port_then_path(authority)
+    if port_then_path and _IP_HOST_RE.fullmatch(authority.rsplit(":", 1)[0]):
+        return -1  # "10.0.0.5:554/...": an address, not a user name, before the ":"
     at = len(after_scheme)
     while (at := after_scheme.rfind("@", authority_end, at)) >= 0:
         if ":" in after_scheme[:at] and _HOST_THEN_END_RE.match(after_scheme, at + 1):
+            if port_then_path and _BARE_NAME_TO_END_RE.fullmatch(after_scheme, at + 1):
+                return -1  # "host:554/a@b": a path holding "@"
             return at
     return -1
 
