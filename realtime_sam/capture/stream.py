@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,13 +65,32 @@ def _urlsplit_lenient(url: str) -> _UrlParts:
     return _UrlParts(scheme.lower(), hostname, host, path)
 
 
-def _resolves(hostname: str) -> bool:
-    """Whether ``hostname`` (a name or an IP address) resolves; asked only after an open failed."""
-    try:
-        socket.getaddrinfo(hostname, None)
-    except (OSError, UnicodeError):
-        return False
-    return True
+def _resolves(hostname: str, stop: threading.Event, timeout_s: float) -> bool | None:
+    """Whether ``hostname`` (a name or an IP address) resolves; asked only after an open failed.
+
+    The lookup runs on a daemon thread, waited for in short slices: a slow DNS
+    server (seconds per lookup) held up a stop (Ctrl-C, ``close()``) until it
+    answered. ``None``: no answer yet when ``stop`` was set or ``timeout_s`` passed
+    (the thread is left to finish by itself; it holds nothing).
+    """
+    answer: list[bool] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(hostname, None)
+            answer.append(True)
+        except (OSError, UnicodeError):
+            answer.append(False)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="rtsam-resolve", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not done.wait(0.05):  # short slices: a stop, and Ctrl-C in the main thread, are seen between them
+        if stop.is_set() or time.monotonic() >= deadline:
+            return None
+    return answer[0] if answer else None
 
 
 class StreamSource(LiveSource):
@@ -197,7 +217,10 @@ class StreamSource(LiveSource):
         # FFmpeg says only "Input/output error" when the name does not resolve (as for a failed
         # TLS handshake): look it up again to tell which.
         if isinstance(exc, OSError) and exc.errno == errno.EIO and parts.hostname:
-            if not _resolves(parts.hostname):
+            resolves = _resolves(parts.hostname, self._stop, self.config.open_timeout_s)
+            if resolves is None:  # stopped (or no answer in time): the reason as FFmpeg gave it
+                return _ConnectFailed(reason)
+            if not resolves:
                 return _ConnectFailed(
                     f"the host name {parts.hostname} does not resolve",
                     hint="check its spelling and the network, or give the camera's IP address",
