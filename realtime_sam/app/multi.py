@@ -20,8 +20,10 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
+import atexit
 import numbers
 import os
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -43,6 +45,22 @@ __all__ = [
     "StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "StreamsFailed", "shared_scheduler", "open_streams",
     "track_many",
 ]
+
+
+# The generators track_many returned and that are not finished: one closed or dropped before its
+# first result never ran its body, so nothing closed the sinks given (a 0-byte video, "moov atom
+# not found", and an empty masks file were left); primed, it discards them then, and one kept in
+# a global and never iterated is closed at exit (as track()'s: realtime_sam.app.api._runs).
+_runs: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_runs() -> None:
+    for run in list(_runs):
+        try:
+            run.close()
+        except Exception:  # one running on a thread still going ("generator already executing")
+            pass
 
 
 class StreamsFailed(RealtimeSamError):
@@ -530,7 +548,9 @@ def track_many(
         model: a loaded :class:`~realtime_sam.model.runtime.InferenceModel` to share (default: loaded from ``config``).
 
     Breaking out of the loop stops every stream and finalises the sinks (a generator kept in a
-    variable does so when it is closed: ``gen.close()`` or ``del``).
+    variable does so when it is closed: ``gen.close()`` or ``del``). A generator closed or
+    dropped before its first result is a run that never started: the sinks are discarded (closed,
+    and what making them created removed), also for one kept to the process's exit.
 
     Raises:
         ConfigError: at the call, for a bad ``config`` or ``overrides`` (as :func:`realtime_sam.track`),
@@ -559,7 +579,10 @@ def track_many(
         # created is removed, as track() does (they were left as empty, unfinished files).
         discard_sinks(_given_sinks(sinks))
         raise
-    return _track_many(specs, cfg, checked, given, model)
+    run = _track_many(specs, cfg, checked, given, model)
+    next(run)  # to its first yield, which opens nothing: see _track_many
+    _runs.add(run)
+    return run
 
 
 def _specs_for(sources: Any) -> list[StreamSpec]:
@@ -669,6 +692,13 @@ def _refuse_shared_outputs(given: Mapping[str, Sequence[Any]]) -> None:
 def _track_many(
     specs: list[StreamSpec], cfg: Config, prompts: list[ObjectPrompt], given: dict[str, Sequence[Any]], model: Any
 ) -> Iterator[StreamResult]:
+    # Primed by track_many(): a generator closed (or dropped) before its first result discards the
+    # sinks given, as a run that cannot start does (its body never ran, so nothing closed them).
+    try:
+        yield None  # type: ignore[misc]
+    except GeneratorExit:
+        discard_sinks([sink for value in given.values() for sink in value])
+        raise
     try:
         multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
     except BaseException:
