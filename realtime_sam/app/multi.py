@@ -23,7 +23,10 @@ from __future__ import annotations
 import atexit
 import numbers
 import os
+import threading
+import time
 import weakref
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -231,17 +234,29 @@ class MultiPipeline:
             self.scheduler.withdraw(name)
 
     def close(self) -> None:
-        """Stop every stream and join its workers (bounded); sources closed."""
+        """Stop every stream and join its workers (bounded); sources closed.
+
+        The shared encoder's thread is waited for as a stream's own encode worker is by
+        :meth:`Pipeline.close <realtime_sam.app.pipeline.Pipeline.close>`: up to ``join_timeout_s``
+        (the longest of the streams') plus one and a half of the slowest encode it ran
+        (:attr:`_TimedSerialWorker.slowest_s`), counted from this call.
+        """
         if self._closed:
             return
         self._closed = True
+        started = time.monotonic()
         self.stop()
         for r in self.runs:
             r.pipeline.close()
         if self.budget is not None and self.scheduler is not None:
             self.scheduler.remove_observer(self.budget.observe)
+        join_s = max((r.pipeline.config.join_timeout_s for r in self.runs), default=3.0)
         for w in self._workers:
-            w.close(timeout=1.0)  # an encode still running is a daemon's; its result is not needed
+            # An encode in progress is slow, not hung, when no slower than the slowest one: the
+            # fixed 1 s wait gave up on a stream's first encode, which its pipeline had not timed
+            # yet (it waited behind another stream's), and the encoder ran on past close().
+            deadline = started + join_s + 1.5 * float(getattr(w, "slowest_s", 0.0))
+            w.close(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "MultiPipeline":
         return self.start()
@@ -344,6 +359,33 @@ class MultiPipeline:
 
 
 # ---------------------------------------------------------------- building the streams
+
+
+class _TimedSerialWorker(SerialWorker):
+    """A :class:`~realtime_sam.app.pipeline.SerialWorker` that times its calls: :attr:`slowest_s`.
+
+    The shared encoder's thread: :meth:`MultiPipeline.close` waits for an encode in progress
+    as long as the slowest one took (as a pipeline times its own background encodes).
+    """
+
+    def __init__(self, name: str, *, exit_wait_s: float = 3.0) -> None:
+        self.slowest_s = 0.0
+        self._slowest_lock = threading.Lock()
+        super().__init__(name, exit_wait_s=exit_wait_s)
+
+    def submit(self, fn: Callable[..., object], *args: object) -> Future:
+        """As :meth:`SerialWorker.submit`; the call's duration counts towards :attr:`slowest_s`."""
+
+        def timed(*call_args: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return fn(*call_args)
+            finally:
+                took = time.perf_counter() - t0
+                with self._slowest_lock:
+                    self.slowest_s = max(self.slowest_s, took)
+
+        return super().submit(timed, *args)
 
 
 def shared_scheduler(model: Any, streams: int, submit: Callable[..., Any] | None = None) -> EncodeScheduler:
@@ -503,7 +545,7 @@ def open_streams(
 
                 model = load_model(config.model, progress=progress)
             if scheduler is None:
-                workers.append(SerialWorker("rtsam-shared-encoder"))
+                workers.append(_TimedSerialWorker("rtsam-shared-encoder", exit_wait_s=config.pipeline.join_timeout_s))
                 scheduler = shared_scheduler(model, len(specs), submit=workers[0].submit)
             from realtime_sam.model.runners import InferenceRunner
 
