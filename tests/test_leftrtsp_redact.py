@@ -52,3 +52,18 @@ def test_the_host_and_path_of_such_a_url_are_its_own():
 def test_passwords_with_unencoded_delimiters_stay_hidden(url, shown):
     assert redact_source(url) == shown
     assert "retpw" not in redact_url(f"cannot open {url}")
+
+
+@pytest.mark.parametrize(
+    "url,name",
+    [
+        ("rtsp://host:554/a@b", "host_554_a_b"),  # was "b": the "@" taken for the user info's end
+        ("rtsp://cam.local:554/live@main", "cam_local_554_live_main"),
+        ("rtsp://viewer:s3c/retpw@cam.local/live", "cam_local_live"),
+        ("rtsp://viewer:pa ss@cam.local/live", "cam_local_live"),
+    ],
+)
+def test_a_streams_default_name_keeps_an_at_in_its_path(url, name):
+    from realtime_sam.app.streams import stream_name
+
+    assert stream_name(url) == name

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 
-from realtime_sam.capture.base import redact_url
+from realtime_sam.capture.base import redact_source
 from realtime_sam.errors import ConfigError, PromptError, SinkError
 from realtime_sam.tracking.prompts import load_prompts_file, prompt_from_mapping
 from realtime_sam.types import ObjectPrompt
@@ -80,8 +80,10 @@ def stream_name(source: str | int) -> str:
     if isinstance(source, int) or text.isdigit():
         return f"cam{int(text)}"
     if "://" in text:
-        rest = redact_url(text).split("://", 1)[1]
-        rest = rest.rsplit("@", 1)[-1]  # any user:pass left
+        # redact_source, not redact_url: a password with a space or a quote is hidden too. Only the
+        # hidden user info is dropped: an "@" in the path is the path's ("host:554/a@b" was named "b").
+        rest = redact_source(text).split("://", 1)[1]
+        rest = rest.removeprefix("***@")
         rest = rest.split("?", 1)[0]
         return _slug(rest)
     if text.startswith("lavfi:"):
