@@ -177,10 +177,6 @@ _HOST_AND_PORT_RE = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%\-]+)
 # A host that cannot be a user name: an IPv4 or [IPv6] address.
 _IP_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|\d{1,3}(?:\.\d{1,3}){3}")
 
-# A name without a dot or a port, reaching the URL's end ("b" in "rtsp://host:554/a@b"); in free
-# text a URL's token may end with a punctuation mark of the sentence ("cannot open rtsp://...@b: ...").
-_BARE_NAME_TO_END_RE = re.compile(r"[A-Za-z0-9_~%\-]+[.,:;]?")
-
 
 def _port_then_path(authority: str) -> bool:
     """Whether ``authority`` (the text before the first ``/``, ``?``, ``#``) is a host and a port (0-65535)."""
@@ -195,18 +191,16 @@ def userinfo_end(after_scheme: str) -> int:
     ``#``. A password with one of those characters unencoded
     (``user:pa/ss@host/live``) has its ``@`` later: then the last ``@`` that
     a host (and port) follows, when a ``:`` (``user:password``) comes before
-    it. Where the text before the first ``/``, ``?``, ``#`` is a host and a
-    port (``host:554``: FFmpeg reads it so), such a later ``@`` is taken for
-    part of the path, and the URL is shown whole, when that host is an IP
-    address (``rtsp://10.0.0.5:554/x@cam.local/y``: no user name is one) or
-    when only a name without a dot or port follows the ``@`` to the URL's end
-    (``rtsp://host:554/a@b``); otherwise it ends the user info, as a
-    password starting with a number would have it (``user:1234/x@cam.local/live``),
-    and the rest is hidden. The one case the two readings share, a password
-    whose text before its first unencoded ``/``, ``?`` or ``#`` is a number
-    and a bare host name with nothing after it (``rtsp://admin:1234/x@camera``),
-    reads as a path and shows that password: percent-encode it (``%2F``,
-    ``%3F``, ``%23``), as FFmpeg needs anyway. Without a ``:`` before the
+    it. Where the text before the first ``/``, ``?``, ``#`` is an IP
+    address and a port (``rtsp://10.0.0.5:554/x@cam.local/y``: no user name
+    is an address), a later ``@`` is part of the path and the URL is shown
+    whole. With a host name there (``rtsp://host:554/a@b``) the text cannot
+    tell a path holding ``@`` from a password that starts with a number and
+    holds an unencoded ``/`` (``rtsp://admin:1234/x@camera``), so it is read
+    as the password and ``rtsp://***@b`` is shown: hiding too much of a rare
+    path rather than showing a password. FFmpeg cannot use such a password
+    unencoded anyway (percent-encode it: ``%2F``, ``%3F``, ``%23``). Without a
+    ``:`` before the
     ``@`` (``rtsp://host/path/x@y``) there is no password and the URL is shown whole.
     """
     authority_end = len(after_scheme)
@@ -224,8 +218,6 @@ def userinfo_end(after_scheme: str) -> int:
     at = len(after_scheme)
     while (at := after_scheme.rfind("@", authority_end, at)) >= 0:
         if ":" in after_scheme[:at] and _HOST_THEN_END_RE.match(after_scheme, at + 1):
-            if port_then_path and _BARE_NAME_TO_END_RE.fullmatch(after_scheme, at + 1):
-                return -1  # "host:554/a@b": a path holding "@"
             return at
     return -1
 
