@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from realtime_sam.capture.images import IMAGE_EXTENSIONS, image_files, read_bgr
+from realtime_sam.capture.images import AnimationNotice, image_files, is_animation, is_image_alone, read_listed_bgr
 from realtime_sam.errors import ConfigError, SinkError, SourceError, describe_error
 from realtime_sam.model.detector import load_yolo, ultralytics_device
 from realtime_sam.output.image_file import write_image
@@ -88,7 +88,9 @@ class _Item:
 
 
 def _is_video(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS
+    """A file labelled frame by frame, as a source reads it alone: a video, a GIF, or an animated image
+    (APNG, animated WebP, AVIF sequence), which was labelled as one image, its first frame."""
+    return path.is_file() and (not is_image_alone(path) or is_animation(path))
 
 
 def _glob_base(pattern: str) -> Path:
@@ -126,11 +128,14 @@ def _image_items(data: str) -> list[_Item]:
             raise SourceError(f"{stems[f.stem]} and {f} would share the label file {f.stem}.txt; rename one or annotate them separately")
         stems[f.stem] = f
 
+    # An animation among the images is labelled as its first frame, and said once, as a folder source says it.
+    notice = AnimationNotice(data, hint="give it alone as DATA to label all its frames")
+
     def reader(f: Path) -> Callable[[], np.ndarray | str]:
         def load() -> np.ndarray | str:
             # As an image source reads it (any path, as on Windows): upright, as Ultralytics (cv2.imread)
             # trains on a phone photo stored sideways; a float TIFF scaled from 0..1 as viewers show it.
-            image = read_bgr(f)
+            image = read_listed_bgr(f, notice)
             return "not a readable image" if image is None else image
 
         return load
@@ -139,10 +144,11 @@ def _image_items(data: str) -> list[_Item]:
 
 
 def _video_items(path: Path, every: int, images_dir: Path) -> tuple[int | None, Iterator[_Item]]:
+    from realtime_sam.capture.images import AnimatedImageSource
     from realtime_sam.capture.video_file import VideoFileSource
 
     try:
-        source = VideoFileSource(path)
+        source = AnimatedImageSource(path) if is_image_alone(path) else VideoFileSource(path)
     except SourceError as exc:
         # Any file that is not an image is tried as a video: say what annotate takes (a user of
         # Ultralytics may give its list of image paths, list.txt, which is not read here).
@@ -201,7 +207,8 @@ def annotate(
 
     Args:
         data: a folder of images, a glob (``"shots/*.jpg"``), one image, or a
-            video (every ``every``-th frame; the frames are saved as JPEG under
+            video, a GIF or an animated image (APNG, WebP, AVIF) given alone
+            (every ``every``-th frame; the frames are saved as JPEG under
             ``<output_dir>/images`` and the labels go to ``<output_dir>/labels``).
         det_model: an Ultralytics detection checkpoint (path or release name).
         sam_model: the SAM checkpoint; ``"mobile_sam.pt"`` not on disk means the
@@ -243,12 +250,13 @@ def annotate(
     path = Path(text)
     if not path.exists() and not any(ch in text for ch in "*?["):
         raise SourceError(f"{text} not found; give a folder of images, a glob or a video file")
-    if every != 1 and not _is_video(path):  # it labelled every image, as if --every were not there
+    video = _is_video(path)
+    if every != 1 and not video:  # it labelled every image, as if --every were not there
         raise ConfigError(f"--every is for a video file, and {text} is images: every image is labelled; choose them with a glob instead")
     out = Path(output_dir) if output_dir else default_output_dir(text)
     with _no_empty_folders_left_on_failure(out, out / "images", out / "labels"):
         total: int | None
-        if _is_video(path):
+        if video:
             labels_dir, images_dir = out / "labels", out / "images"
             try:
                 images_dir.mkdir(parents=True, exist_ok=True)

@@ -296,6 +296,9 @@ class Source(abc.ABC):
         sizes_vary: True where frames are expected at sizes other than
             :attr:`size` (an image folder of several sizes): a prompt for a
             later frame is not checked against :attr:`size`.
+        fps_setting: the configuration key :attr:`fps` was taken from
+            (``"source.image_fps"`` for images), for errors about the rate to
+            name it; ``None`` where the source gave its own rate.
 
     Use as a context manager, or iterate: ``for frame in source`` stops at the
     end and lets :class:`SourceError` / :class:`StreamInterrupted` propagate.
@@ -308,6 +311,7 @@ class Source(abc.ABC):
     num_frames: int | None
     sample_aspect_ratio: Fraction = Fraction(1)
     sizes_vary: bool = False
+    fps_setting: str | None = None
 
     def __init__(self) -> None:
         self._stop = threading.Event()

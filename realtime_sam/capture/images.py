@@ -21,15 +21,30 @@ from realtime_sam.errors import SourceError, StreamInterrupted
 from realtime_sam.file_bytes import read_file_bytes
 from realtime_sam.types import Frame
 
-__all__ = ["image_files", "read_bgr", "IMAGE_EXTENSIONS", "AnimatedImageSource", "ImageSequenceSource", "is_animation"]
+__all__ = [
+    "image_files", "read_bgr", "IMAGE_EXTENSIONS", "AnimatedImageSource", "AnimationNotice", "ImageSequenceSource",
+    "is_animation", "is_image_alone", "read_listed_bgr",
+]
 
 _log = logging.getLogger(__name__)
 
 # Ultralytics' image formats that OpenCV reads (.jp2, .avif and .mpo, a multi-picture JPEG, too: a folder of
-# them is annotated as there, not found empty), and the Netpbm ones.
+# them is annotated as there, not found empty), and the Netpbm ones. A .gif (OpenCV 4.11 on) is one in a
+# folder or glob; one given alone is a video (_VIDEO_ALONE).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".avif", ".mpo", ".ppm", ".pgm"
+    ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".avif", ".mpo", ".ppm", ".pgm", ".gif"
 )
+
+# Given alone, a GIF is read by FFmpeg as a video (every frame, at its own delays), as it always was; in a
+# folder it is a frame like a PNG beside it, and it was left out of the folder as not an image.
+_VIDEO_ALONE: tuple[str, ...] = (".gif",)
+
+
+def is_image_alone(path: Path) -> bool:
+    """True for a file that, given alone as a source, is read as an image (one frame, or an animation such as
+    an APNG) rather than by FFmpeg as a video: its name ends in one of :data:`IMAGE_EXTENSIONS`, not ``.gif``."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_EXTENSIONS and suffix not in _VIDEO_ALONE
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
@@ -183,6 +198,51 @@ def _subfolder_hint(path: Path) -> str:
     return ""
 
 
+class AnimationNotice:
+    """Says once, as a warning on this module's logger, that an animated image among a folder's or glob's files
+    (APNG, animated WebP or GIF, AVIF sequence) is read as one image, its first frame.
+
+    One per list of files read (a folder source, an ``annotate`` run): the first such file is named, the
+    others are not. Told from the file's header only (:func:`_animated_by_header`), nothing decoded again.
+
+    Args:
+        where: the folder or glob, as the user gave it.
+        hint: what to do to read every frame, in the warning's parentheses.
+    """
+
+    def __init__(self, where: str, hint: str = "give it as --source to read all its frames") -> None:
+        self.where = where
+        self.hint = hint
+        self.told = False
+
+    def check(self, path: Path, data: np.ndarray) -> None:
+        """Warn if ``path``, whose bytes ``data`` (1-D ``uint8``) decoded as an image, is an animation and none
+        was told of before."""
+        if self.told or path.suffix.lower() not in _ANIMATED_SUFFIXES:
+            return
+        # Without OpenCV's animation reader an APNG alone is one frame too, so nothing is lost here; a GIF
+        # alone is FFmpeg's to read, so it is said whatever OpenCV can do.
+        if path.suffix.lower() not in _VIDEO_ALONE and getattr(cv2, "imdecodeanimation", None) is None:
+            return
+        if _animated_by_header(data):
+            self.told = True
+            _log.warning(
+                "warning: %s is an animation; in %s it is read as one image, its first frame (%s)",
+                path, self.where, self.hint,
+            )
+
+
+def read_listed_bgr(path: Path, notice: AnimationNotice) -> np.ndarray | None:
+    """One file of a folder or glob as ``HxWx3 uint8`` BGR, C-contiguous, as :func:`read_bgr` reads it (None if
+    unreadable); an animation is its first frame, and ``notice`` tells of the first one."""
+    data = read_file_bytes(path)
+    image = None if data is None else _decode_bgr(data)
+    if image is None:
+        return None
+    notice.check(path, data)  # type: ignore[arg-type]
+    return np.ascontiguousarray(image)
+
+
 class ImageSequenceSource(Source):
     """A folder of images or a glob pattern, in natural sort order, read with ``cv2.imread``.
 
@@ -204,6 +264,7 @@ class ImageSequenceSource(Source):
             spec, no_match=f"no files match {spec}; check the pattern (quote it so the shell does not expand it)"
         )
         self.fps = float(self.config.image_fps)
+        self.fps_setting = "source.image_fps"
         self.num_frames = len(self._files)
         # Per-frame outputs (PNG masks) take the images' names, as DAVIS and YouTube-VOS pair
         # JPEGImages/00005.jpg with Annotations/00005.png; two images with one name keep frame numbers.
@@ -211,7 +272,7 @@ class ImageSequenceSource(Source):
         self._names: list[str] | None = stems if len(set(stems)) == len(stems) else None
         self._pos = 0
         self._skipped: list[Path] = []
-        self._told_animation = False
+        self._animation_notice = AnimationNotice(self.name)
         first = self._next_image()
         if first is None:
             why = "damaged, empty, or of a kind OpenCV cannot decode, such as a 32-bit integer TIFF"
@@ -230,28 +291,12 @@ class ImageSequenceSource(Source):
         while self._pos < len(self._files):
             pos, path = self._pos, self._files[self._pos]
             self._pos += 1
-            data = read_file_bytes(path)
-            image = None if data is None else _decode_bgr(data)
+            image = read_listed_bgr(path, self._animation_notice)
             if image is None:
                 self._skipped.append(path)
                 continue
-            self._warn_if_animated(path, data)
-            return pos, np.ascontiguousarray(image)
+            return pos, image
         return None
-
-    def _warn_if_animated(self, path: Path, data: np.ndarray) -> None:
-        """Say once that an animated image among the files (APNG, animated WebP, AVIF sequence) is read as
-        its first frame: from the bytes already read, its header only (nothing decoded again)."""
-        if self._told_animation or path.suffix.lower() not in _ANIMATED_SUFFIXES:
-            return
-        if getattr(cv2, "imdecodeanimation", None) is None:  # as its own source it is one frame too
-            return
-        if _animated_by_header(data) is not False:  # an AVIF sequence (None) is taken at its brand's word
-            self._told_animation = True
-            _log.warning(
-                "warning: %s is an animation; in %s it is read as one image, its first frame "
-                "(give it as --source to read all its frames)", path, self.name,
-            )
 
     def _read(self) -> Frame | None:
         if self._first is not None:
@@ -283,8 +328,9 @@ _ANIMATION_CHUNK = 32
 
 # Formats OpenCV reads animations of (4.11 on). From the file's bytes (cv2.imdecodeanimation), not its
 # name (cv2.imreadanimation): on Windows OpenCV opens a file by a narrow path, and a name outside the ANSI
-# code page (写真.png) was not found, so the animation was read as one image.
-_ANIMATED_SUFFIXES = {".png", ".apng", ".webp", ".avif"}
+# code page (写真.png) was not found, so the animation was read as one image. A GIF is among them for the
+# folder's warning only: alone it is a video (_VIDEO_ALONE).
+_ANIMATED_SUFFIXES = {".png", ".apng", ".webp", ".avif", ".gif"}
 
 
 def _read_animation(data: np.ndarray, start: int, count: int) -> tuple[list[np.ndarray], list[int]] | None:
@@ -303,10 +349,11 @@ def _read_animation(data: np.ndarray, start: int, count: int) -> tuple[list[np.n
     return frames, [int(d) for d in animation.durations][: len(frames)]
 
 
-def _animated_by_header(data: np.ndarray) -> bool | None:
+def _animated_by_header(data: np.ndarray) -> bool:
     """Whether an image file's bytes hold more than one frame, from its header alone (no pixel decoded):
-    an APNG's ``acTL`` frame count, an animated WebP's ``ANMF`` frames. ``None`` for an AVIF image
-    sequence (brand ``avis``), whose frame count lies deep in its sample tables; False for anything else.
+    an APNG's ``acTL`` frame count, an animated WebP's ``ANMF`` frames, a GIF's image blocks (their
+    compressed data skipped), an AVIF's brands (``avis``: an image sequence; ``avif`` alone: a still).
+    False for anything else, or a header too damaged to tell.
     """
     try:
         if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
@@ -327,32 +374,54 @@ def _animated_by_header(data: np.ndarray) -> bool | None:
                 frames += kind == b"ANMF"
                 at += 8 + length + (length & 1)  # chunks are padded to an even size
             return frames >= 2
+        if data[:6].tobytes() in (b"GIF87a", b"GIF89a"):
+            return _gif_images(data, 2) >= 2
         if data[4:8].tobytes() == b"ftyp":
+            # ISO-BMFF's ftyp box: a major brand, a minor version, then compatible brands. libavif (and so
+            # OpenCV and FFmpeg) brands an image sequence avis, listing avif beside it; a still has no avis.
             (size,) = struct.unpack_from(">I", data, 0)
             brands = data[8 : min(size, data.size)].tobytes()
-            return None if any(brands[i : i + 4] == b"avis" for i in range(0, len(brands), 4)) else False
+            brands = brands[:4] + brands[8:]  # the minor version is no brand
+            return any(brands[i : i + 4] == b"avis" for i in range(0, len(brands) - 3, 4))
     except struct.error:
         return False
     return False
 
 
+def _gif_images(data: np.ndarray, most: int) -> int:
+    """How many images (frames) a GIF's bytes hold, counted up to ``most``, by walking its blocks: each image's
+    LZW data is skipped over by its sub-blocks' lengths, not decoded. Raises ``struct.error`` when cut short."""
+    (flags,) = struct.unpack_from("B", data, 10)  # the logical screen descriptor's packed byte
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    images = 0
+    while images < most:
+        (kind,) = struct.unpack_from("B", data, at)
+        if kind == 0x2C:  # an image descriptor, its local colour table, its LZW code size, then data
+            (flags,) = struct.unpack_from("B", data, at + 9)
+            at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+            images += 1
+        elif kind == 0x21:  # an extension: its label, then data
+            at += 2
+        else:  # the trailer (0x3B), or bytes that are no block
+            return images
+        while True:  # sub-blocks: a length byte and that many bytes, up to a zero length
+            (length,) = struct.unpack_from("B", data, at)
+            at += 1 + length
+            if length == 0:
+                break
+    return images
+
+
 def is_animation(path: Path) -> bool:
     """True for an image file that holds more than one frame OpenCV reads as an animation (APNG, animated
-    WebP, AVIF sequence).
+    WebP, AVIF sequence), told from its header alone (:func:`_animated_by_header`), without decoding a frame.
 
-    Told from the header of an APNG or a WebP, without decoding a frame (the source then decodes the
-    file once); an AVIF sequence has its first two frames decoded, as its frame count lies deep in its boxes.
+    A GIF given alone is read as a video (see :func:`is_image_alone`), so this is not asked of it.
     """
     if getattr(cv2, "imdecodeanimation", None) is None or path.suffix.lower() not in _ANIMATED_SUFFIXES:
         return False
     data = read_file_bytes(path)
-    if data is None:
-        return False
-    by_header = _animated_by_header(data)
-    if by_header is not None:
-        return by_header
-    first = _read_animation(data, 0, 2)
-    return first is not None and len(first[0]) >= 2
+    return data is not None and _animated_by_header(data)
 
 
 class AnimatedImageSource(Source):
@@ -386,6 +455,7 @@ class AnimatedImageSource(Source):
         self.size = (int(image.shape[1]), int(image.shape[0]))
         durations = [d for _, d in self._pending if d > 0]
         self.fps = 1000.0 / statistics.median(durations) if durations else float(self.config.image_fps)
+        self.fps_setting = None if durations else "source.image_fps"
         try:
             count = int(cv2.imcount(str(self.path)))  # 0 where OpenCV cannot open the name (Windows, above)
         except cv2.error:

@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from realtime_sam.capture.base import Source, SourceConfig, StatusCallback, redact_source
 from realtime_sam.capture.camera import CameraSource, CaptureFactory
-from realtime_sam.capture.images import IMAGE_EXTENSIONS, AnimatedImageSource, ImageSequenceSource, is_animation
+from realtime_sam.capture.images import AnimatedImageSource, ImageSequenceSource, is_animation, is_image_alone
 from realtime_sam.capture.stream import StreamSource
 from realtime_sam.capture.video_file import VideoFileSource
 from realtime_sam.errors import SourceError
@@ -165,7 +165,7 @@ def _open_path(path: Path, text: str, config: SourceConfig) -> Source:
     if path.is_dir():
         return ImageSequenceSource(path, config)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image_alone(path):  # a GIF alone is FFmpeg's: a video
             # An APNG or an animated WebP is a video, as an animated GIF is, not its first frame.
             if is_animation(path):
                 return AnimatedImageSource(path, config)
