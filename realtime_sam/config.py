@@ -29,6 +29,7 @@ import yaml
 from realtime_sam.app.budget import StreamsConfig
 from realtime_sam.app.pipeline import PipelineConfig
 from realtime_sam.capture.base import SourceConfig
+from realtime_sam.config_types import integral_hint
 from realtime_sam.errors import ConfigError
 from realtime_sam.model.config import ModelConfig
 from realtime_sam.output.render import RenderConfig
@@ -68,7 +69,8 @@ class Config:
 
         A section built in Python (``EngineConfig(reencode_every=2.5)``) has its values checked by
         type here, as a file's are: its own range checks let 2.5, NaN or ``True`` through where an
-        integer is wanted (2.5 >= 1), and the stage would misread them.
+        integer is wanted (2.5 >= 1), and the stage would misread them. Its numeric keys are checked
+        already as it is built (:func:`realtime_sam.config_types.check_numbers`); here the rest.
 
         Raises:
             ConfigError: one line naming the section or ``section.key`` and what it takes.
@@ -143,7 +145,7 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = False) -> Any:
         number = integer_in_text(value) if isinstance(value, str) and not strict else None
         if number is not None:
             return number
-        raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or _integral_hint(value)}")
+        raise ConfigError(f"{where} must be an integer, not {value!r}{base_60_hint(value) or integral_hint(value)}")
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -176,15 +178,6 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = False) -> Any:
 
 _SWITCH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
 """Words a bool key takes unquoted; quoted they are text."""
-
-
-def _integral_hint(value: Any) -> str:
-    """For ``1e3`` (text to YAML 1.1) or ``1000.0`` where an integer is wanted: the integer."""
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):
-        return ""
-    return f"; write {int(number)}" if math.isfinite(number) and number.is_integer() else ""
 
 
 def _did_you_mean(name: str, valid: Sequence[str]) -> str:

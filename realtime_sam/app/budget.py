@@ -46,6 +46,7 @@ import collections
 import threading
 from dataclasses import dataclass
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 
 __all__ = ["EncoderCall", "FrameBudget", "StreamsConfig"]
@@ -75,6 +76,7 @@ class StreamsConfig:
     duty_smoothing: float = 0.5
 
     def __post_init__(self) -> None:
+        check_numbers(self, "streams")  # by type first: "5" < 1 is a TypeError naming no key
         if not self.frame_budget >= 0:
             raise ConfigError(f"streams.frame_budget must be >= 0 (0 = no cap), got {self.frame_budget}")
         if not self.min_fps > 0:

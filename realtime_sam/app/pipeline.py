@@ -76,6 +76,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from realtime_sam.app.scheduler import EncodeCancelled
 from realtime_sam.capture.base import DeferredFrame
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError, describe_error
 from realtime_sam.output.render import model_rate as render_model_rate
 from realtime_sam.output.sink_base import discard_sinks
@@ -292,6 +293,7 @@ class PipelineConfig:
     two_way: bool = True
 
     def __post_init__(self) -> None:
+        check_numbers(self, "pipeline")  # by type first: "5" < 1 is a TypeError naming no key
         if self.queue_size < 1:
             raise ConfigError(f"pipeline.queue_size must be >= 1, got {self.queue_size}")
         if self.max_frames < 0:

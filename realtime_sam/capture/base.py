@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Literal
 
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import (
     ConfigError,
     SourceError,
@@ -72,6 +73,7 @@ class SourceConfig:
     image_fps: float = 25.0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "source")  # by type first: "5" < 1 is a TypeError naming no key
         for name in ("open_timeout_s", "read_timeout_s", "image_fps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_WAIT_S):

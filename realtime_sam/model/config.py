@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 from realtime_sam.model.checkpoint import MODEL_TYPES
 from realtime_sam.model.device import PRECISION_CHOICES
@@ -45,6 +46,7 @@ class ModelConfig:
     cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
+        check_numbers(self, "model")  # by type first: "5" < 1 is a TypeError naming no key
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"model.model_type must be one of {', '.join(MODEL_TYPES)}, not {self.model_type!r}")
         # Exactly these: `cpu:0`, `cuda:x` or `auto:1` passed a check of the part before the colon

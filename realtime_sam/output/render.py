@@ -31,6 +31,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 from realtime_sam.types import Box, FrameResult, TrackResult, TrackState
 
@@ -85,6 +86,7 @@ class RenderConfig:
     hud_alpha: float = 0.6
 
     def __post_init__(self) -> None:
+        check_numbers(self, "render")  # by type first: "5" < 1 is a TypeError naming no key
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"render.alpha must be in [0, 1], got {self.alpha}")
         if not 0 <= self.contour_thickness <= 20:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError, SinkError, describe_error
 from realtime_sam.output.rle import mask_to_box
 from realtime_sam.types import FrameResult, TrackResult
@@ -101,6 +102,7 @@ class SinkConfig:
     mots_frame_offset: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "output")  # by type first: "5" < 1 is a TypeError naming no key
         if not self.video_codec:
             raise ConfigError("output.video_codec must name an encoder, such as libx264")
         if self.video_preset not in X264_PRESETS:

@@ -25,6 +25,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError, DetectorError
 from realtime_sam.tracking.association import mask_iou_matrix
 from realtime_sam.tracking.tracks import Detection, Track
@@ -89,6 +90,7 @@ class DetectConfig:
     conf: float = 0.25
 
     def __post_init__(self) -> None:
+        check_numbers(self, "detect")  # by type first: "5" < 1 is a TypeError naming no key
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
         if self.every_k_frames < 1:
             raise ConfigError(f"detect.every_k_frames must be >= 1, got {self.every_k_frames}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 from realtime_sam.tracking.association import box_iou_matrix, masks_to_boxes
 
@@ -71,6 +72,7 @@ class DiscoveryConfig:
     mask_threshold: float = 0.0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "discovery")  # by type first: "5" < 1 is a TypeError naming no key
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"discovery: {message}")

@@ -69,6 +69,7 @@ import cv2
 import numpy as np
 
 from realtime_sam.cpus import usable_cpu_count
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError, PromptError, describe_error
 from realtime_sam.tracking.association import (
     box_area,
@@ -170,6 +171,7 @@ class EngineConfig:
     first_look: bool = True
 
     def __post_init__(self) -> None:
+        check_numbers(self, "engine")  # by type first: "5" < 1 is a TypeError naming no key
         if self.reencode_every < 1:
             raise ConfigError(f"engine.reencode_every must be >= 1, got {self.reencode_every}")
         if self.decode_batch < 1:

@@ -37,6 +37,7 @@ from typing import Collection, Literal, Mapping, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 from realtime_sam.tracking.association import box_edges, mask_to_box, shift_array
 
@@ -158,6 +159,7 @@ class PropagationConfig:
     min_deformation: float = 0.5
 
     def __post_init__(self) -> None:
+        check_numbers(self, "propagation")  # by type first: "5" < 1 is a TypeError naming no key
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"propagation: {message}")

@@ -38,6 +38,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from realtime_sam.config_types import check_numbers
 from realtime_sam.errors import ConfigError
 from realtime_sam.tracking.association import (
     box_edges,
@@ -170,6 +171,7 @@ class TrackerConfig:
     search_appearance: float = 0.65
 
     def __post_init__(self) -> None:
+        check_numbers(self, "tracker")  # by type first: "5" < 1 is a TypeError naming no key
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(f"tracker: {message}")
