@@ -1,7 +1,7 @@
 """Type checks of a configuration section's numeric keys, run first in each section's ``__post_init__``.
 
 A section built in Python (``EngineConfig(reencode_every="5")``) reached its range checks with a value of
-another type: ``"5" < 1`` raised a bare ``TypeError`` naming no key, and ``2.5``, ``True`` or NaN passed
+another type: ``"5" < 1`` raised a bare ``TypeError`` naming no key, and ``2.5`` or ``True`` passed
 (``2.5 >= 1``) to be misread by the stage. :func:`check_numbers` refuses them with the one line a config
 file's value gets (:mod:`realtime_sam.config`). It imports nothing of the package but its errors, so every
 stage's module can use it (``realtime_sam.config`` imports them all).
@@ -54,27 +54,21 @@ def integral_hint(value: Any) -> str:
 def check_numbers(section: Any, name: str) -> None:
     """Check each numeric key of the config dataclass ``section`` by type, as :mod:`realtime_sam.config`
     checks a Python-built section: an ``int`` key takes an int (not a bool, not 2.0), a ``float`` key an int
-    or a float that is finite (not a bool, not text), an optional one ``None`` too.
+    or a float (not a bool, not text), an optional one ``None`` too. NaN and infinities are a float's values:
+    the section's range checks refuse them in its own words (and :class:`~realtime_sam.config.Config`).
 
     Args:
         section: a config dataclass instance.
         name: its section's name in a config file (``"engine"``), for the message.
 
     Raises:
-        ConfigError: ``name.key must be an integer|a number|a finite number, not VALUE``.
+        ConfigError: ``name.key must be an integer|a number, not VALUE``.
     """
     for key, kind, optional in _numeric_fields(type(section)):
         value = getattr(section, key)
         if value is None and optional:
             continue
-        where = f"{name}.{key}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
             if kind is int:
-                raise ConfigError(f"{where} must be an integer, not {value!r}{integral_hint(value)}")
-            raise ConfigError(f"{where} must be a number, not {value!r}")
-        try:
-            finite = math.isfinite(value)
-        except OverflowError:  # an int past float's range (a 400-digit number)
-            finite = kind is int
-        if not finite:
-            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+                raise ConfigError(f"{name}.{key} must be an integer, not {value!r}{integral_hint(value)}")
+            raise ConfigError(f"{name}.{key} must be a number, not {value!r}")

@@ -112,7 +112,10 @@ def test_a_run_that_cannot_start_leaves_no_files_its_sinks_created(tmp_path):
     with pytest.raises(SinkError) as caught:
         next(track(str(tmp_path / "frames"), prompts=[ObjectPrompt(box=(10, 10, 60, 60))], engine=engine,
                    overrides=["source.image_fps=2000"], sinks=sinks))
-    assert str(caught.value) == "the video output needs a frame rate in (0, 1000] fps, got 2000.0"
+    assert str(caught.value) == (
+        "source.image_fps is 2000, and the video output needs a frame rate from 0.001 to 1000 fps; "
+        "set source.image_fps within that range"
+    )
     assert not out.exists()
     assert earlier.exists()  # a file that was there before the run stays
     assert all(s.closed for s in sinks)

@@ -498,6 +498,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
         sinks = open_sinks(
             specs,
             fps=source.fps or 25.0,
+            fps_setting=getattr(source, "fps_setting", None) if source.fps else None,
             config=config.output,
             renderer=renderer,
             source_name=source.name,

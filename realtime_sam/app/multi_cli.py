@@ -110,7 +110,8 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
 
     def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
         return [open_sinks(
-            plans[spec.name], fps=source.fps or 25.0, config=cfg.output, renderer=renderer, source_name=source.name,
+            plans[spec.name], fps=source.fps or 25.0, fps_setting=getattr(source, "fps_setting", None) if source.fps else None,
+            config=cfg.output, renderer=renderer, source_name=source.name,
             timestamps=not source.live, sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
         )]
 

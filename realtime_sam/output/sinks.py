@@ -170,6 +170,7 @@ def make_sink(
     class_ids: Mapping[str, int] | None = None,
     timestamps: bool | None = None,
     sample_aspect_ratio: Fraction | None = None,
+    fps_setting: str | None = None,
 ) -> Sink:
     """Build one sink, checking now that its output can be written.
 
@@ -193,6 +194,8 @@ def make_sink(
             live source), index when run without one.
         sample_aspect_ratio: ``video``: the source's pixel shape, stored so players show it as the
             source; ``jsonl``: recorded in the header. ``None``: the pipeline's source's.
+        fps_setting: ``video``: the configuration key ``fps`` came from (the source's
+            :attr:`~realtime_sam.capture.base.Source.fps_setting`), named if the rate is out of range.
 
     ``source_name`` and ``fps`` not given are also taken from the source a
     :class:`~realtime_sam.app.pipeline.Pipeline` (``track``, ``track_many``)
@@ -216,6 +219,7 @@ def make_sink(
             keyframe_interval_s=cfg.video_keyframe_interval_s,
             timestamps=timestamps,
             sample_aspect_ratio=sample_aspect_ratio,
+            fps_setting=fps_setting,
         )
     if kind == "jsonl":
         return JsonlSink(path, source=source_name, fps=fps, sample_aspect_ratio=sample_aspect_ratio)
@@ -240,14 +244,15 @@ def open_sinks(
     class_ids: Mapping[str, int] | None = None,
     timestamps: bool | None = None,
     sample_aspect_ratio: Fraction | None = None,
+    fps_setting: str | None = None,
 ) -> MultiSink:
     """Open several outputs at once (all or none).
 
     Args:
         outputs: :class:`SinkSpec` objects or ``KIND:PATH`` strings
             (:func:`parse_sink_spec`).
-        fps, config, renderer, source_name, size, class_ids, timestamps, sample_aspect_ratio: as for
-            :func:`make_sink`.
+        fps, config, renderer, source_name, size, class_ids, timestamps, sample_aspect_ratio, fps_setting: as
+            for :func:`make_sink`.
 
     Returns:
         A :class:`MultiSink` (possibly empty) that writes to and closes them all.
@@ -279,6 +284,7 @@ def open_sinks(
                     class_ids=class_ids,
                     timestamps=timestamps,
                     sample_aspect_ratio=sample_aspect_ratio,
+                    fps_setting=fps_setting,
                 )
             )
     except BaseException:

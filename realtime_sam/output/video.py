@@ -36,8 +36,18 @@ _AVCOL_SPC_SMPTE170M = 6
 _AVCOL_RANGE_MPEG = 1
 
 
+# The frame rates a video is written at: its time base is 1/rate's denominator, at most 1001 (NTSC), so a
+# rate much under 1/1000 fps (a frame every 17 minutes) rounded to 0, and one over 1000 is no player's.
+_FPS_RANGE = (Fraction(1, 1000), Fraction(1000))
+_FPS_RANGE_TEXT = "from 0.001 to 1000 fps"
+
+
 def _frame_rate(fps: float | Fraction) -> Fraction:
-    """``fps`` as an exact fraction; NTSC rates (29.97, 23.976, ...) become N*1000/1001."""
+    """``fps`` as an exact fraction; NTSC rates (29.97, 23.976, ...) become N*1000/1001.
+
+    Raises:
+        SinkError: ``fps`` is not a number, or it is outside :data:`_FPS_RANGE` once rounded.
+    """
     if isinstance(fps, Fraction):
         rate = fps
     else:
@@ -54,9 +64,26 @@ def _frame_rate(fps: float | Fraction) -> Fraction:
             rate = Fraction(round(ntsc) * 1000, 1001)
         else:
             rate = Fraction(value).limit_denominator(1001)
-    if not 0 < rate <= 1000:
-        raise SinkError(f"the video output needs a frame rate in (0, 1000] fps, got {fps}")
+    if not _FPS_RANGE[0] <= rate <= _FPS_RANGE[1]:
+        raise SinkError(f"the video output needs a frame rate {_FPS_RANGE_TEXT}, got {fps}")
     return rate
+
+
+def _video_rate(fps: float | Fraction, setting: str | None) -> Fraction:
+    """:func:`_frame_rate`, whose error names ``setting``, the configuration key ``fps`` came from
+    (``source.image_fps`` for images), when there is one: else the user is left to guess where 1e-09 came from.
+
+    Raises:
+        SinkError: as :func:`_frame_rate`.
+    """
+    try:
+        return _frame_rate(fps)
+    except SinkError:
+        if not setting:
+            raise
+        raise SinkError(
+            f"{setting} is {fps:g}, and the video output needs a frame rate {_FPS_RANGE_TEXT}; set {setting} within that range"
+        ) from None
 
 
 def _pixel_shape(value: Any) -> Fraction | None:
@@ -164,6 +191,9 @@ class VideoSink(SinkBase):
             players show an anamorphic source's frames at the source's
             display shape; ``None``: the source's (:meth:`bind_source`), 1:1
             without one.
+        fps_setting: the configuration key ``fps`` was taken from
+            (:attr:`Source.fps_setting`, ``"source.image_fps"`` for images), named
+            if it is no rate a video takes (0.001 to 1000 fps).
 
     Attributes:
         frames_in_file: frames the encoder has given out and the file holds
@@ -190,13 +220,14 @@ class VideoSink(SinkBase):
         keyframe_interval_s: float = 2.0,
         timestamps: bool | None = None,
         sample_aspect_ratio: Fraction | float | None = None,
+        fps_setting: str | None = None,
     ) -> None:
         suffix = Path(path).suffix.lower()
         if suffix not in VIDEO_FORMATS:
             raise SinkError(
                 f"the video output {path} must end in {', '.join(VIDEO_FORMATS)} (got {suffix or 'no extension'})"
             )
-        rate = _frame_rate(fps) if fps is not None else None
+        rate = _video_rate(fps, fps_setting) if fps is not None else None
         if size is not None and (len(size) != 2 or min(int(size[0]), int(size[1])) < 1):
             raise SinkError(f"the video size must be (width, height) >= 1, got {size}")
         if not 0 <= int(crf) <= 51:
@@ -237,7 +268,8 @@ class VideoSink(SinkBase):
         its frame rate, a file's timestamps (``timestamps`` left ``None``) and its pixel shape.
 
         Raises:
-            SinkError: ``fps`` was left ``None`` and the source has no frame rate either.
+            SinkError: ``fps`` was left ``None`` and the source has no frame rate either, or one outside
+                0.001 to 1000 fps (naming the setting it came from, ``source.image_fps`` for images).
         """
         if self._stream is not None:
             return  # the video has started: its clock and pixel shape are fixed
@@ -249,7 +281,7 @@ class VideoSink(SinkBase):
                     f"the video output {self.path} needs a frame rate and the source"
                     f"{f' {name}' if name is not None else ''} has none; pass fps=..., such as fps=25"
                 )
-            self.fps = _frame_rate(rate)
+            self.fps = _video_rate(rate, getattr(source, "fps_setting", None))
         if self.timestamps is None:
             self.timestamps = not bool(getattr(source, "live", False))
         if not self._sar_given:
