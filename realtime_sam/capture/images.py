@@ -237,9 +237,9 @@ def read_listed_bgr(path: Path, notice: AnimationNotice) -> np.ndarray | None:
     unreadable); an animation is its first frame, and ``notice`` tells of the first one."""
     data = read_file_bytes(path)
     image = None if data is None else _decode_bgr(data)
-    if image is None:
+    if data is None or image is None:
         return None
-    notice.check(path, data)  # type: ignore[arg-type]
+    notice.check(path, data)
     return np.ascontiguousarray(image)
 
 
