@@ -41,7 +41,8 @@ step() {
     echo "=== $name: exit $rc after $((SECONDS - t0)) s"
     [ "$rc" -eq 0 ] || status=1
 }
-step tests 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py tests/test_device.py
+# One process (-p no:xdist, addopts without -n): the GPU tests time and print from this one.
+step tests 240 python3 -m pytest -q -s -p no:cacheprovider -p no:xdist -o addopts=-ra tests/test_gpu.py tests/test_device.py
 step model_fp32 120 python3 scripts/benchmark_model.py --device cuda --precision fp32 --repeats 10 --json "$out/model_fp32.json"
 step model_fp16 120 python3 scripts/benchmark_model.py --device cuda --precision fp16 --repeats 10 --json "$out/model_fp16.json"
 step e2e 180 python3 scripts/benchmark.py --device cuda --propagation none --reencode 1 --background '' \

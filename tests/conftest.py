@@ -9,6 +9,7 @@ random one in the official format.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -31,6 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # across exec: with one here the apps start with the default disposition, as from a terminal.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a run with -p no:xdist still loads this file
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto`` (pyproject's addopts): one per core this process may use, at most 4.
+
+    Many tests wait on real time (live sources, subprocesses, windows, a stream
+    server), so two workers on two cores finish the suite in about half the
+    time of one. More than 4 mostly repeats the session fixtures (a model per
+    worker). ``REALTIME_SAM_TEST_WORKERS=N`` sets the number; ``-n 0`` runs
+    everything in this process.
+    """
+    wanted = os.environ.get("REALTIME_SAM_TEST_WORKERS", "").strip()
+    if wanted:
+        if not wanted.isdigit():
+            raise pytest.UsageError(f"REALTIME_SAM_TEST_WORKERS must be a whole number (0: one process), got {wanted!r}")
+        return int(wanted)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
 
 # RTSP server fixtures (they skip themselves where GStreamer is missing).
 from fixtures_rtsp import *  # noqa: E402,F401,F403
