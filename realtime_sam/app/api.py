@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
-import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from realtime_sam.app.pipeline import Pipeline, check_engine_free
+from realtime_sam.app.runs import primed_run
 from realtime_sam.config import Config, load_config
 from realtime_sam.errors import ConfigError
 from realtime_sam.output.sink_base import discard_sinks, refuse_shared_outputs
@@ -27,22 +26,6 @@ from realtime_sam.types import FrameResult, ObjectPrompt
 _log = logging.getLogger(__name__)
 
 __all__ = ["track"]
-
-# The generators track() returned and that are not finished: a script's global one never iterated
-# is closed at exit (its sinks discarded), as the generator of a run started is closed then
-# (realtime_sam.app.pipeline.close_open_pipelines). Finalizing the interpreter did not always reach
-# it: the video was removed, the masks file stayed, empty.
-_runs: "weakref.WeakSet" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_runs() -> None:
-    for run in list(_runs):
-        try:
-            run.close()
-        except Exception:  # one running on a thread still going ("generator already executing")
-            pass
-
 
 def track(
     source: str | int,
@@ -98,10 +81,8 @@ def track(
         # as for the errors at the first next() (and as track_many does at its call).
         discard_sinks([sinks] if callable(getattr(sinks, "write", None)) else _sinks_in(sinks))
         raise
-    run = _run(source, cfg, checked, engine, given)
-    next(run)  # to its first yield, which opens nothing: see _run
-    _runs.add(run)
-    return run
+    # Closed or dropped before its first result, the run discards the sinks (its body never ran).
+    return primed_run(_run(source, cfg, checked, engine, given), given)
 
 
 def _sinks_in(sinks: object) -> list:
@@ -133,14 +114,6 @@ def _run(
 ) -> Iterator[FrameResult]:
     from realtime_sam.capture.sources import open_source
 
-    # Primed by track(): a generator closed (or dropped) before its first result never ran its
-    # body, so nothing closed the sinks: the video made by make_sink stayed an open 0-byte file
-    # ("moov atom not found") and the masks file an empty one, until the process ended.
-    try:
-        yield None  # type: ignore[misc]
-    except GeneratorExit:
-        discard_sinks(sinks)
-        raise
     # The source first: a wrong path is its one-line error at once, not after the model
     # has loaded (seconds; a download where the weights are missing).
     try:

@@ -20,12 +20,10 @@ that fails ends alone (its outputs finalised up to then, its error kept in
 
 from __future__ import annotations
 
-import atexit
 import numbers
 import os
 import threading
 import time
-import weakref
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 
 from realtime_sam.app.budget import FrameBudget
 from realtime_sam.app.pipeline import Pipeline, SerialWorker, model_rate
+from realtime_sam.app.runs import primed_run
 from realtime_sam.app.scheduler import EncodeScheduler, SharedRunner
 from realtime_sam.app.streams import StreamSpec, specs_from_sources
 from realtime_sam.errors import ConfigError, RealtimeSamError
@@ -48,22 +47,6 @@ __all__ = [
     "StreamResult", "StreamStatus", "StreamRun", "MultiPipeline", "StreamsFailed", "shared_scheduler", "open_streams",
     "track_many",
 ]
-
-
-# The generators track_many returned and that are not finished: one closed or dropped before its
-# first result never ran its body, so nothing closed the sinks given (a 0-byte video, "moov atom
-# not found", and an empty masks file were left); primed, it discards them then, and one kept in
-# a global and never iterated is closed at exit (as track()'s: realtime_sam.app.api._runs).
-_runs: "weakref.WeakSet" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_runs() -> None:
-    for run in list(_runs):
-        try:
-            run.close()
-        except Exception:  # one running on a thread still going ("generator already executing")
-            pass
 
 
 class StreamsFailed(RealtimeSamError):
@@ -621,10 +604,8 @@ def track_many(
         # created is removed, as track() does (they were left as empty, unfinished files).
         discard_sinks(_given_sinks(sinks))
         raise
-    run = _track_many(specs, cfg, checked, given, model)
-    next(run)  # to its first yield, which opens nothing: see _track_many
-    _runs.add(run)
-    return run
+    # Closed or dropped before its first result, the run discards the sinks (its body never ran).
+    return primed_run(_track_many(specs, cfg, checked, given, model), [sink for value in given.values() for sink in value])
 
 
 def _specs_for(sources: Any) -> list[StreamSpec]:
@@ -734,13 +715,6 @@ def _refuse_shared_outputs(given: Mapping[str, Sequence[Any]]) -> None:
 def _track_many(
     specs: list[StreamSpec], cfg: Config, prompts: list[ObjectPrompt], given: dict[str, Sequence[Any]], model: Any
 ) -> Iterator[StreamResult]:
-    # Primed by track_many(): a generator closed (or dropped) before its first result discards the
-    # sinks given, as a run that cannot start does (its body never ran, so nothing closed them).
-    try:
-        yield None  # type: ignore[misc]
-    except GeneratorExit:
-        discard_sinks([sink for value in given.values() for sink in value])
-        raise
     try:
         multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
     except BaseException:
