@@ -69,8 +69,10 @@ class Config:
 
         A section built in Python (``EngineConfig(reencode_every=2.5)``) has its values checked by
         type here, as a file's are: its own range checks let 2.5, NaN or ``True`` through where an
-        integer is wanted (2.5 >= 1), and the stage would misread them. Its numeric keys are checked
-        already as it is built (:func:`realtime_sam.config_types.check_numbers`); here the rest.
+        integer is wanted (2.5 >= 1), and the stage would misread them. Its numeric keys were checked
+        by type already as it was built (:func:`realtime_sam.config_types.check_numbers`); here every
+        key is checked again, strictly, which adds what that check leaves to the section's own range
+        checks: a float key's infinity (a section built alone takes ``inf`` where its range allows it).
 
         Raises:
             ConfigError: one line naming the section or ``section.key`` and what it takes.
