@@ -29,7 +29,7 @@ import yaml
 from realtime_sam.app.budget import StreamsConfig
 from realtime_sam.app.pipeline import PipelineConfig
 from realtime_sam.capture.base import SourceConfig
-from realtime_sam.config_types import integral_hint
+from realtime_sam.config_types import integral_hint, not_finite
 from realtime_sam.errors import ConfigError
 from realtime_sam.model.config import ModelConfig
 from realtime_sam.output.render import RenderConfig
@@ -70,9 +70,9 @@ class Config:
         A section built in Python (``EngineConfig(reencode_every=2.5)``) has its values checked by
         type here, as a file's are: its own range checks let 2.5, NaN or ``True`` through where an
         integer is wanted (2.5 >= 1), and the stage would misread them. Its numeric keys were checked
-        by type already as it was built (:func:`realtime_sam.config_types.check_numbers`); here every
-        key is checked again, strictly, which adds what that check leaves to the section's own range
-        checks: a float key's infinity (a section built alone takes ``inf`` where its range allows it).
+        already as it was built, by type and a float key for a finite value
+        (:func:`realtime_sam.config_types.check_numbers`); here every key is checked again, strictly,
+        which adds the switches and text keys (``RenderConfig(show_labels=1)``, ``ModelConfig(weights=5)``).
 
         Raises:
             ConfigError: one line naming the section or ``section.key`` and what it takes.
@@ -164,7 +164,7 @@ def _coerce(value: Any, tp: Any, where: str, strict: bool = False) -> Any:
         # No setting means anything by NaN or infinity (.nan, .inf, 1e400, "nan"); NaN would pass
         # every `x < limit` range check, and OpenCV and thread waits fail or crash on either.
         if not math.isfinite(number):
-            raise ConfigError(f"{where} must be a finite number, not {value!r}")
+            raise ConfigError(not_finite(where, value))
         return number
     if tp is str:
         # No text key means anything by "" (a path, a device, a name): an empty one is most often an

@@ -2,9 +2,10 @@
 
 A section built in Python (``EngineConfig(reencode_every="5")``) reached its range checks with a value of
 another type: ``"5" < 1`` raised a bare ``TypeError`` naming no key, and ``2.5`` or ``True`` passed
-(``2.5 >= 1``) to be misread by the stage. :func:`check_numbers` refuses them with the one line a config
-file's value gets (:mod:`realtime_sam.config`). It imports nothing of the package but its errors, so every
-stage's module can use it (``realtime_sam.config`` imports them all).
+(``2.5 >= 1``) to be misread by the stage; ``inf`` passed every ``> 0`` or ``>= 1`` range check
+(``PropagationConfig(fb_tolerance=inf)``) that a config file's ``.inf`` does not reach. :func:`check_numbers`
+refuses them with the one line a config file's value gets (:mod:`realtime_sam.config`). It imports nothing
+of the package but its errors, so every stage's module can use it (``realtime_sam.config`` imports them all).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from realtime_sam.errors import ConfigError
 
-__all__ = ["check_numbers", "integral_hint"]
+__all__ = ["check_numbers", "integral_hint", "not_finite"]
 
 
 @functools.cache
@@ -51,18 +52,34 @@ def integral_hint(value: Any) -> str:
     return f"; write {int(number)}" if math.isfinite(number) and number.is_integer() else ""
 
 
+def not_finite(where: str, value: Any) -> str:
+    """The one line for a float key given NaN, an infinity or an int past float's range (``10**400``):
+    ``"where must be a finite number, not VALUE"``. One wording for every path a value takes (a config
+    file, ``--set``, a mapping, ``Config(...)``, a section built alone)."""
+    return f"{where} must be a finite number, not {value!r}"
+
+
+def _is_finite(value: int | float) -> bool:
+    """Whether ``value`` is a finite float, or an int that fits in one (``10**400`` does not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_numbers(section: Any, name: str) -> None:
     """Check each numeric key of the config dataclass ``section`` by type, as :mod:`realtime_sam.config`
     checks a Python-built section: an ``int`` key takes an int (not a bool, not 2.0), a ``float`` key an int
-    or a float (not a bool, not text), an optional one ``None`` too. NaN and infinities are a float's values:
-    the section's range checks refuse them in its own words (and :class:`~realtime_sam.config.Config`).
+    or a float (not a bool, not text), an optional one ``None`` too. A ``float`` key takes a finite value
+    only: no setting means anything by NaN or infinity (none documents ``inf`` as "never" or "no limit";
+    0 or ``null`` say that), NaN passes every ``x < limit`` check and ``inf`` every ``x > 0`` one.
 
     Args:
         section: a config dataclass instance.
         name: its section's name in a config file (``"engine"``), for the message.
 
     Raises:
-        ConfigError: ``name.key must be an integer|a number, not VALUE``.
+        ConfigError: ``name.key must be an integer|a number|a finite number, not VALUE``.
     """
     for key, kind, optional in _numeric_fields(type(section)):
         value = getattr(section, key)
@@ -72,3 +89,5 @@ def check_numbers(section: Any, name: str) -> None:
             if kind is int:
                 raise ConfigError(f"{name}.{key} must be an integer, not {value!r}{integral_hint(value)}")
             raise ConfigError(f"{name}.{key} must be a number, not {value!r}")
+        if kind is float and not _is_finite(value):
+            raise ConfigError(not_finite(f"{name}.{key}", value))
