@@ -256,7 +256,9 @@ class _Resumed:
 class StreamWorker:
     """What each Ray actor is: one model, and any number of streams run on it side by side.
 
-    Plain Python (tested without Ray); :func:`run_on_ray` wraps it with ``ray.remote``.
+    Plain Python (tested without Ray); :func:`run_on_ray` wraps it with ``ray.remote``. One that loads
+    its model (no ``runner_for``) starts the shared encoder's thread: :meth:`close` ends it. An actor
+    need not be closed: ``ray.kill`` ends its process, thread and all (and runs no exit handlers).
     """
 
     def __init__(
@@ -269,6 +271,7 @@ class StreamWorker:
         from realtime_sam.app.budget import FrameBudget
         from realtime_sam.app.multi import shared_scheduler
 
+        self._encoder: Any = None  # the shared encoder's thread, when this worker started one
         if runner_for is None:
             from realtime_sam.model.loader import load_model
             from realtime_sam.model.runners import InferenceRunner
@@ -276,7 +279,7 @@ class StreamWorker:
             from realtime_sam.app.pipeline import SerialWorker
 
             model = load_model(model_config, progress=False)
-            self._encoder = SerialWorker("rtsam-shared-encoder")  # lives as long as the actor
+            self._encoder = SerialWorker("rtsam-shared-encoder")  # until close(); an actor's, until ray.kill
             scheduler = shared_scheduler(model, 8, submit=self._encoder.submit)
             runner_for = lambda: InferenceRunner(model)  # noqa: E731
         self._runner_for = runner_for
@@ -291,6 +294,19 @@ class StreamWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def close(self, timeout: float = 3.0) -> bool:
+        """End the shared encoder's thread this worker started (a ``scheduler`` given to it is its caller's
+        to close): encodes not started are cancelled, one running may finish within ``timeout`` seconds.
+
+        Left open, the idle thread counts as a call still running: the process waits 3 s for it at exit
+        (:func:`~realtime_sam.app.pipeline.wait_for_lingering`, which then returns False, as for a hung call).
+
+        Returns:
+            True once no thread of this worker's is left (at once when it started none).
+        """
+        encoder = self._encoder
+        return True if encoder is None else encoder.close(timeout)
 
     def report(self) -> tuple[list[tuple[str, bool]], list[str]]:
         """``(events, status)``: the source events since the last call, each ``(line, important)``
