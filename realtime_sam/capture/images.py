@@ -29,7 +29,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 # Ultralytics' image formats that OpenCV reads (.jp2, .avif and .mpo, a multi-picture JPEG, too: a folder of
-# them is annotated as there, not found empty), and the Netpbm ones. A .gif (OpenCV 4.11 on) is one in a
+# them is annotated as there, not found empty), and the Netpbm ones. A .gif (OpenCV 4.11 on, else FFmpeg) is one in a
 # folder or glob; one given alone is a video (_VIDEO_ALONE).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".avif", ".mpo", ".ppm", ".pgm", ".gif"
@@ -121,7 +121,11 @@ def _decode_bgr(data: np.ndarray) -> np.ndarray | None:
         return None
     samples = _tiff_float_samples(data)
     if samples is None:
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if image is None and data[:6].tobytes() in (b"GIF87a", b"GIF89a"):
+            # OpenCV before 4.11 has no GIF decoder, and pyproject allows 4.10: FFmpeg's reads it instead.
+            return _gif_first_frame(data)
+        return image
     # ANYDEPTH|ANYCOLOR applies the orientation tag as imread does, but OpenCV asserts on 2 or 4 float
     # channels; IMREAD_UNCHANGED reads those as stored.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR if samples in (1, 3) else cv2.IMREAD_UNCHANGED
@@ -130,6 +134,46 @@ def _decode_bgr(data: np.ndarray) -> np.ndarray | None:
     except cv2.error:
         return None
     return None if image is None else _as_bgr(image)
+
+
+def _gif_first_frame(data: np.ndarray) -> np.ndarray | None:
+    """A GIF's bytes' first frame as ``HxWx3 uint8`` BGR, C-contiguous, decoded by FFmpeg (PyAV) as OpenCV 4.11
+    on decodes it: the logical screen's size, a transparent palette entry as its colour; None if unreadable.
+
+    FFmpeg paints a transparent entry in a colour of its own (white), so the transparency flags of the
+    graphic control extensions before the first image are cleared first: every entry is then its colour.
+    """
+    import io
+
+    import av  # FFmpeg's decoders: imported only for a GIF that this OpenCV cannot read
+
+    try:
+        with av.open(io.BytesIO(_gif_opaque(data)), format="gif") as container:
+            for frame in container.decode(video=0):
+                return np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+    except (av.FFmpegError, ValueError, IndexError, struct.error):
+        return None
+    return None
+
+
+def _gif_opaque(data: np.ndarray) -> bytes:
+    """A GIF's bytes (1-D ``uint8``) with the transparent-colour flag of each graphic control extension before
+    its first image cleared (bit 0 of the extension's packed byte). Raises ``struct.error`` when cut short."""
+    out = bytearray(data.tobytes())
+    (flags,) = struct.unpack_from("B", out, 10)  # the logical screen descriptor's packed byte
+    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    while True:
+        kind, label = struct.unpack_from("BB", out, at)
+        if kind != 0x21:  # the first image (0x2C), the trailer or bytes that are no block: done
+            return bytes(out)
+        if label == 0xF9:  # a graphic control extension: size 4, then the packed byte
+            out[at + 3] &= 0xFE
+        at += 2
+        while True:  # its sub-blocks, up to a zero length
+            (length,) = struct.unpack_from("B", out, at)
+            at += 1 + length
+            if length == 0:
+                break
 
 
 def read_bgr(path: str | Path) -> np.ndarray | None:
