@@ -33,8 +33,12 @@ class RaiseOnTerm:
     def __init__(self) -> None:
         self._previous: Any = None
         self._active = False
+        #: Whether a SIGTERM came while active: what it raised may come out as another exception (an
+        #: ImportError, where it was raised inside a C extension's import).
+        self.received = False
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while unwinding: end now
         raise Terminated()
 

@@ -692,13 +692,14 @@ def entry() -> None:
     is the inference thread's.
     """
     code = main()
-    from realtime_sam.app.pipeline import wait_for_lingering
-
     try:
+        from realtime_sam.app.pipeline import wait_for_lingering
+
         # The user insisted: no wait, and no finalizing (a thread may still be in torch).
         clean = not _StopOnSignal.insisted and wait_for_lingering()
-    except KeyboardInterrupt:  # Ctrl-C while waiting: leave at once
-        clean, code = False, code or _EXIT_BY_SIGNAL[signal.SIGINT]
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (the launcher's handler), while waiting: leave at once
+        clean = False
+        code = code or _EXIT_BY_SIGNAL[signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT]
     if not clean:
         for stream in (sys.stdout, sys.stderr):
             try:
