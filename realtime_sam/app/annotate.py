@@ -31,7 +31,14 @@ from realtime_sam.output.labels import (
     LabeledObject,
     YoloLabelWriter,
 )
-from realtime_sam.output.polygons import SEGMENTS, join_parts, kept_parts, outline_parts, parts_mask, simplify_parts
+from realtime_sam.output.polygons import (
+    SEGMENTS,
+    join_parts,
+    kept_parts,
+    outline_parts_with_holes,
+    parts_mask,
+    simplify_parts,
+)
 from realtime_sam.output.rle import encode_rle, mask_to_box
 from realtime_sam.tracking.detection import Detector, check_detector, parse_classes, select_detections
 
@@ -402,7 +409,7 @@ def _label_image(
     """One image: detect, decode every box in one batched call, polygons; ``(objects, masks too small)``.
 
     ``want_rle`` (COCO): each object also gets its RLE, and its ``polygons`` follow the pixels' outer
-    edges (:func:`outline_parts`) instead of the edge pixels' centres.
+    edges, holes cut out (:func:`outline_parts_with_holes`), instead of the edge pixels' centres.
     """
     h, w = image.shape[:2]
     dets = select_detections(detector(image), conf=conf, classes=classes, max_det=max_det, size=(h, w))
@@ -419,17 +426,20 @@ def _label_image(
             i = start + k
             area = int(np.count_nonzero(mask))
             contours = kept_parts(mask, segments=segments, min_area=min_area) if area >= max(min_area, 1) else []
-            # YOLO rings run through the edge pixels' centres, as Ultralytics fills them; COCO's follow
-            # the pixels' outer edges, as pycocotools fills them (see realtime_sam.output.polygons).
+            # YOLO rings run through the edge pixels' centres, as Ultralytics fills them (holes filled, as
+            # its own labels); COCO's follow the pixels' outer edges, as pycocotools fills them, holes cut
+            # out, so the segmentation is the mask that area and rle describe (realtime_sam.output.polygons).
             rings = [(c, ring) for c in contours for ring in simplify_parts([c], simplify)]
-            kept = list(zip(contours, outline_parts(contours, simplify))) if want_rle else rings
-            if not kept:
+            if want_rle:
+                polygons, kept = outline_parts_with_holes(mask, contours, simplify), contours
+            else:
+                polygons, kept = [ring for _, ring in rings], [c for c, _ in rings]
+            if not polygons:
                 small += 1
                 continue
-            polygons = [ring for _, ring in kept]
             # The box, area and RLE describe the parts the polygons hold: a speck dropped from the
             # segmentation (segments="largest", min_area) must not stretch the COCO bbox or area.
-            mask = parts_mask(mask, [c for c, _ in kept])
+            mask = parts_mask(mask, kept)
             area = int(np.count_nonzero(mask))
             box = mask_to_box(mask)
             objects.append(

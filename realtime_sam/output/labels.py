@@ -33,7 +33,8 @@ class LabeledObject:
     Attributes:
         class_id: the detector's class index.
         polygons: ``Kx2`` pixel ``(x, y)`` rings (one, or several with ``segments: all``); for COCO
-            the outline of the pixel squares, corners at integer coordinates, as pycocotools fills it.
+            the outline of the pixel squares, corners at integer coordinates, as pycocotools fills it,
+            each hole joined to it by a zero-width bridge (cut out, not filled).
         ring: the single ring a YOLO line holds (the polygons joined), ``Kx2`` pixels.
         box: ``XYXY`` of the mask, pixels.
         area: mask pixels.

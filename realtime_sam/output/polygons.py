@@ -17,7 +17,10 @@ pixel corners at integer coordinates: pixel ``(x, y)`` is the square
 ``[x, x+1] x [y, y+1]`` and is in when its centre ``(x+0.5, y+0.5)`` is. A
 ring through the edge pixels' centres leaves out half of every edge pixel,
 so :func:`outline_parts` gives COCO the outline of the pixel squares
-instead, which fills back to the very pixels.
+instead, which fills back to the very pixels. :func:`outline_parts_with_holes`
+adds a part's holes (a YOLO ring has none, as Ultralytics' own labels): each
+hole's outline hangs off its part's by a zero-width bridge, walked there and
+back, which pycocotools' even-odd fill cancels, so the hole stays empty.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["SEGMENTS", "mask_to_polygons", "kept_parts", "simplify_parts", "parts_mask", "join_parts", "normalised", "pixel_outline", "outline_parts"]
+__all__ = ["SEGMENTS", "mask_to_polygons", "kept_parts", "simplify_parts", "parts_mask", "join_parts", "normalised", "pixel_outline", "outline_parts", "outline_parts_with_holes"]
 
 SEGMENTS = ("largest", "all")
 Segments = Literal["largest", "all"]
@@ -103,11 +106,28 @@ def pixel_outline(contour: np.ndarray) -> np.ndarray:
     cv2.drawContours(part, [c], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
     doubled = cv2.resize(part, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
     traced, _ = cv2.findContours(doubled, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    ring = (max(traced, key=len).reshape(-1, 2).astype(np.int64) + 1) // 2 + (x, y)
+    return _corner_ring(max(traced, key=len)) + (x, y)
+
+
+def _corner_ring(traced: np.ndarray) -> np.ndarray:
+    """OpenCV's contour of a doubled part (outer or hole) as the pixel-corner outline, ``Kx2 int64``.
+
+    Sub-pixel ``i`` of the doubled image lies on the outline at corner ``(i + 1) // 2``; this holds
+    for a hole's contour too, traced along the part's sub-pixels that border the hole.
+    """
+    ring = (np.asarray(traced).reshape(-1, 2).astype(np.int64) + 1) // 2
     ring = ring[np.any(ring != np.roll(ring, 1, axis=0), axis=1)]  # two sub-pixels map to each corner
     # Steps run along x or y; a point where the step keeps its direction is no corner.
     turn = np.any(np.sign(np.roll(ring, -1, axis=0) - ring) != np.sign(ring - np.roll(ring, 1, axis=0)), axis=1)
     return ring[turn]
+
+
+def _simplified_outline(outline: np.ndarray, epsilon: float) -> np.ndarray:
+    """``outline`` (``Kx2`` corners) within ``epsilon`` px (Douglas-Peucker); whole where that leaves under 3 points."""
+    if epsilon <= 0:
+        return outline
+    ring = cv2.approxPolyDP(outline.reshape(-1, 1, 2).astype(np.int32), float(epsilon), True).reshape(-1, 2)
+    return outline if len(ring) < 3 else ring
 
 
 def outline_parts(contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.ndarray]:
@@ -119,15 +139,50 @@ def outline_parts(contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.n
     less than a polygon (a line one pixel wide, a single pixel), the
     outline is kept whole: it is short, and exact.
     """
+    return [_simplified_outline(pixel_outline(c), epsilon).astype(np.float64) for c in contours]
+
+
+def outline_parts_with_holes(mask: np.ndarray, contours: list[np.ndarray], epsilon: float = 1.0) -> list[np.ndarray]:
+    """COCO rings of the parts of ``mask`` inside the traced ``contours``, their holes kept, ``Kx2 float64``.
+
+    As :func:`outline_parts`, but a part's holes are cut out: each hole's
+    pixel outline (simplified within ``epsilon``) is joined to the part's by
+    a zero-width bridge (:func:`join_parts`). pycocotools fills a polygon by
+    the even-odd rule, so the bridge, walked there and back, adds nothing
+    and the hole stays empty. A piece of the mask inside a hole (an island)
+    is a ring of its own; pycocotools unites an annotation's rings.
+
+    Args:
+        mask: ``HxW`` bool.
+        contours: outer contours of ``mask`` (OpenCV ``Nx1x2``, from :func:`kept_parts`).
+        epsilon: Douglas-Peucker tolerance in pixels (0: every corner; 0.5 or less reads back exactly).
+
+    Returns:
+        One ring per part and per island, in pixel-corner coordinates.
+    """
     out = []
+    m = np.asarray(mask, bool)
     for c in contours:
-        outline = pixel_outline(c)
-        ring = outline
-        if epsilon > 0:
-            ring = cv2.approxPolyDP(outline.reshape(-1, 1, 2).astype(np.int32), float(epsilon), True).reshape(-1, 2)
-            if len(ring) < 3:
-                ring = outline
-        out.append(ring.astype(np.float64))
+        c = np.asarray(c).reshape(-1, 1, 2).astype(np.int32)
+        x, y, w, h = cv2.boundingRect(c)
+        inside = np.zeros((h, w), np.uint8)
+        cv2.drawContours(inside, [c], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+        part = (inside.astype(bool) & m[y : y + h, x : x + w]).astype(np.uint8)
+        doubled = cv2.resize(part, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+        # Two levels: outer borders (the part, islands in its holes) and the holes of each.
+        traced, hierarchy = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        if hierarchy is None:
+            continue
+        links = hierarchy.reshape(-1, 4)  # next, previous, first child, parent
+        for i, outer in enumerate(traced):
+            if links[i, 3] != -1:
+                continue
+            rings = [_simplified_outline(_corner_ring(outer), epsilon)]
+            hole = links[i, 2]
+            while hole != -1:
+                rings.append(_simplified_outline(_corner_ring(traced[hole]), epsilon))
+                hole = links[hole, 0]
+            out.append(join_parts([r.astype(np.float64) for r in rings]) + (x, y))
     return out
 
 
