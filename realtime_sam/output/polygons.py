@@ -182,8 +182,46 @@ def outline_parts_with_holes(mask: np.ndarray, contours: list[np.ndarray], epsil
             while hole != -1:
                 rings.append(_simplified_outline(_corner_ring(traced[hole]), epsilon))
                 hole = links[hole, 0]
-            out.append(join_parts([r.astype(np.float64) for r in rings]) + (x, y))
+            out.append(_join_holes(rings[0], rings[1:]).astype(np.float64) + (x, y))
     return out
+
+
+def _join_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
+    """``outer`` with each of ``holes`` hung off it by a zero-width bridge, as :func:`join_parts` joins parts.
+
+    Rings are ``Kx2`` integer corners. Where :func:`join_parts` compares every
+    pair of points (a mask speckled with thousands of holes took seconds), the
+    outer point nearest to a hole's first point is looked up in one distance
+    transform of the outer ring's points; the bridge then goes to the hole's
+    point nearest to it. Any bridge reads back the same (walked there and back,
+    it fills nothing); a short one keeps the polygon tidy for tools that clip it.
+    """
+    if not holes:
+        return outer
+    points = np.concatenate([outer, *holes])
+    x0, y0 = points.min(0)
+    w, h = points.max(0) - (x0, y0) + 1
+    seeds = np.full((int(h), int(w)), 255, np.uint8)
+    oy, ox = outer[:, 1] - y0, outer[:, 0] - x0
+    seeds[oy, ox] = 0
+    # DIST_LABEL_PIXEL numbers the zero pixels from 1 in raster order; label -> an outer point there.
+    _, labels = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    index_at = np.zeros(seeds.shape, np.int64)
+    index_at[oy, ox] = np.arange(len(outer))
+    zy, zx = np.nonzero(seeds == 0)
+    outer_of_label = np.concatenate([[0], index_at[zy, zx]])
+    detours: dict[int, list[np.ndarray]] = {}
+    for hole in holes:
+        i = int(outer_of_label[labels[hole[0, 1] - y0, hole[0, 0] - x0]])
+        j = int(np.argmin(((hole - outer[i]) ** 2).sum(1)))
+        detours.setdefault(i, []).append(np.concatenate([hole[j:], hole[: j + 1]]))  # round the hole, back to j
+    pieces = []
+    for i, point in enumerate(outer):
+        pieces.append(point[None])
+        for loop in detours.get(i, []):
+            pieces.append(loop)
+            pieces.append(point[None])  # back across the bridge
+    return np.concatenate(pieces)
 
 
 def parts_mask(mask: np.ndarray, contours: list[np.ndarray]) -> np.ndarray:
