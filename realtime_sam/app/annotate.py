@@ -346,7 +346,16 @@ def annotate(
                         raise SinkError(f"cannot write the frame image {item.save_to}: {describe_error(exc)}; check the folder") from None
                     if not written:
                         raise SinkError(f"cannot write the frame image {item.save_to}; check the folder")
-                writer.write(item.stem, item.file_name, image.shape[:2], objects, names=det.names)
+                try:
+                    writer.write(item.stem, item.file_name, image.shape[:2], objects, names=det.names)
+                except BaseException:
+                    # Ctrl-C, SIGTERM or a failed write between the frame and its label: a frame saved
+                    # without a label is a background image to Ultralytics (its objects trained as
+                    # negatives), so it goes too; the next run labels and saves it again.
+                    if item.save_to is not None and not writer.done(item.stem):
+                        with contextlib.suppress(OSError):
+                            item.save_to.unlink()
+                    raise
                 stats["annotated"] += 1
                 stats["too_small"] += small
                 if not objects:
