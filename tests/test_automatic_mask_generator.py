@@ -13,7 +13,6 @@ the random one the tests make where ``../shared`` is missing.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import sys
 import types
@@ -22,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import torch
+from fixtures_remember import remembering
 
 from realtime_sam import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from realtime_sam.errors import SamInputError
@@ -79,16 +79,6 @@ def low(calibration) -> dict[str, Any]:
     )
 
 
-def _key(value: Any) -> Any:
-    """A hashable stand-in for a network call's argument: a tensor by its shape, dtype and bytes."""
-    if isinstance(value, torch.Tensor):
-        t = value.detach().contiguous().cpu()
-        return ("tensor", tuple(t.shape), str(t.dtype), hashlib.sha1(t.numpy().tobytes()).hexdigest())
-    if isinstance(value, (tuple, list)):
-        return tuple(_key(v) for v in value)
-    return value
-
-
 @pytest.fixture(scope="module")
 def remembering_model(sam_model) -> Iterator[Any]:
     """``sam_model`` whose image encoder and mask decoder give a call with the same inputs its first output.
@@ -98,27 +88,10 @@ def remembering_model(sam_model) -> Iterator[Any]:
     on this 2-core machine those calls were most of the suite's slowest module.
     The network is deterministic on the CPU, so the second call's output is the
     one it would compute; its own parity with the reference is test_parity.py's.
-    A call with any input differing by one bit runs the network.
+    A call with any input differing by one bit runs the network (fixtures_remember.py).
     """
-    saved = {}
-    for part in (sam_model.image_encoder, sam_model.mask_decoder):
-        cache: dict[Any, Any] = {}
-        forward = part.forward
-
-        def remembered(*args: Any, _forward=forward, _cache=cache, **kwargs: Any) -> Any:
-            key = (_key(args), tuple(sorted((k, _key(v)) for k, v in kwargs.items())))
-            if key not in _cache:
-                _cache[key] = _forward(*args, **kwargs)
-            out = _cache[key]  # copies: a caller may change its output in place
-            return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
-
-        saved[part] = forward
-        part.forward = remembered
-    try:
-        yield sam_model
-    finally:
-        for part in saved:
-            del part.forward  # the class's forward again
+    with remembering(sam_model) as model:
+        yield model
 
 
 @pytest.fixture

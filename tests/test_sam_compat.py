@@ -8,9 +8,12 @@ are pinned by ``test_parity.py``.
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 import numpy as np
 import pytest
 import torch
+from fixtures_remember import remembering
 
 from realtime_sam import SamPredictor
 
@@ -21,14 +24,27 @@ def image() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def predictor(sam_model, image) -> SamPredictor:
-    p = SamPredictor(sam_model)
+def model(sam_model) -> Iterator[Any]:
+    """``sam_model`` answering an encode or decode it has done before from memory (fixtures_remember.py).
+
+    The tests below embed one image and decode the same prompts again and again (each
+    parameter of a test, the embedding set again after a refused call); on a 2-core CPU
+    each of those network calls took seconds. What the tests check is the code around
+    the networks: any input differing by one bit runs the network.
+    """
+    with remembering(sam_model) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def predictor(model, image) -> SamPredictor:
+    p = SamPredictor(model)
     p.set_image(image)
     return p
 
 
-def test_size_attributes_as_in_segment_anything(sam_model, image):
-    p = SamPredictor(sam_model)
+def test_size_attributes_as_in_segment_anything(model, image):
+    p = SamPredictor(model)
     assert (p.orig_h, p.orig_w, p.input_h, p.input_w) == (None, None, None, None)
     p.set_image(image)
     assert (p.orig_h, p.orig_w) == p.original_size == (300, 400)
@@ -72,7 +88,7 @@ def test_transform_apply_image_torch(predictor):
     assert predictor.transform.apply_image_torch(torch.rand(1, 3, 1024, 512)).shape == (1, 3, 1024, 512)
 
 
-def test_sam_forward_batched_input(sam_model, predictor, image):
+def test_sam_forward_batched_input(model, predictor, image):
     t = predictor.transform
     resized = torch.from_numpy(t.apply_image(image)).permute(2, 0, 1).contiguous()
     boxes = t.apply_boxes_torch(torch.tensor([[10, 20, 200, 250], [50, 50, 300, 280]]), image.shape[:2])
@@ -87,7 +103,7 @@ def test_sam_forward_batched_input(sam_model, predictor, image):
             "point_labels": torch.ones(1, 1, dtype=torch.int),
         },
     ]
-    out = sam_model(batched_input, multimask_output=False)
+    out = model(batched_input, multimask_output=False)
     assert len(out) == 2 and set(out[0]) == {"masks", "iou_predictions", "low_res_logits"}
     assert out[0]["masks"].shape == (2, 1, 300, 400) and out[0]["masks"].dtype == torch.bool
     assert out[0]["iou_predictions"].shape == (2, 1)
@@ -97,7 +113,7 @@ def test_sam_forward_batched_input(sam_model, predictor, image):
     masks, iou, low = predictor.predict_torch(None, None, boxes=boxes, multimask_output=False)
     torch.testing.assert_close(out[0]["low_res_logits"], low, atol=1e-4, rtol=1e-4)
     assert (out[0]["masks"] != masks).float().mean() < 1e-3
-    multi = sam_model(batched_input[:1], True)[0]
+    multi = model(batched_input[:1], True)[0]
     assert multi["masks"].shape == (2, 3, 300, 400)
 
 
