@@ -257,10 +257,20 @@ def _run(engine, frames, prompts, gt_of):
     return out
 
 
-def test_the_object_that_leaves_the_hard_scene_comes_back_with_its_old_id():
-    import realtime_sam.testing.oracle as oracle_mod
+@functools.lru_cache(maxsize=1)
+def _hard_320():
+    """The hard scene at 320x240 and 15 fps, seed 0: ``(scene, frames, ground truths)``, rendered once
+    for the three tests that play it (6 s on a 2-core machine each time); the arrays are read-only."""
     scene = hard_scene(320, 240, fps=15, seed=0)
     frames, gts = zip(*[scene.render(i) for i in range(scene.num_frames)])
+    for a in [*frames, *(m for g in gts for m in g.values())]:
+        a.flags.writeable = False
+    return scene, frames, gts
+
+
+def test_the_object_that_leaves_the_hard_scene_comes_back_with_its_old_id():
+    import realtime_sam.testing.oracle as oracle_mod
+    scene, frames, gts = _hard_320()
     oracle = oracle_mod.GroundTruthOracle(lambda i: gts[i], frames)
     engine = Engine.from_config(load_config(None, ["engine.reencode_every=5"]), runner=oracle)
     leaving = scene.leaving_object
@@ -325,8 +335,7 @@ def _play_with_background_encodes(delay: int):
     is half back in view)``."""
     from realtime_sam.tracking.association import mask_to_box
 
-    scene = hard_scene(320, 240, fps=15, seed=0)
-    frames, gts = zip(*[scene.render(i) for i in range(scene.num_frames)])
+    scene, frames, gts = _hard_320()
     oracle = GroundTruthOracle(lambda i: gts[i], frames)
     engine = Engine.from_config(load_config("cpu"), runner=oracle)
     worker = _DelayedWorker(delay)
