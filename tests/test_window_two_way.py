@@ -19,12 +19,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_app import app_command, app_env, frame_lines, small_clip  # noqa: F401  (fixture)
+from fixtures_app import HEIGHT, WIDTH, app_command, app_env, frame_lines
 
 from realtime_sam.app import cli
 
-# Re-encode every 4th frame so frames 1-3, 5-7 and 9 are between encodes; accept every
-# mask (random weights predict low scores) so the object is tracked on every frame.
+# A 6-frame clip re-encoded every 4th frame: frames 1-3 are between encodes, and frame 5 after
+# the last periodic one (two-way encodes the file's last frame once more for it). Each frame more
+# is seconds of a 2-core CPU in each of the four runs (a 10-frame clip had one encode more each).
+# Accept every mask (random weights predict low scores) so the object is tracked on every frame.
+FRAMES = 6
 SETTINGS = (
     "--box", "20,20,120,100", "--device", "cpu", "--reencode-every", "4",
     "--set", "tracker.min_score=0.0", "--set", "tracker.max_area_frac=1.0", "--quiet",
@@ -37,7 +40,15 @@ def golden_checkpoint(golden_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def headless(golden_checkpoint, small_clip, tmp_path_factory):  # noqa: F811
+def small_clip(tmp_path_factory) -> Path:
+    """A ``FRAMES``-frame 320x240 synthetic clip (3 objects) at 25 fps."""
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    return write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=FRAMES), tmp_path_factory.mktemp("clip") / "small.mp4")
+
+
+@pytest.fixture(scope="module")
+def headless(golden_checkpoint, small_clip, tmp_path_factory):
     """``{two_way: frame records}`` of headless runs over ``small_clip``, two-way on and off."""
     out = {}
     folder = tmp_path_factory.mktemp("headless")
@@ -59,14 +70,14 @@ def _tracks(frames: list[dict]) -> list[list[dict]]:
 def test_headless_two_way_changes_the_masks_between_encodes(headless):
     """The comparison below can tell the two apart: two-way rewrites the frames between encodes."""
     on, off = headless[True], headless[False]
-    assert [f["frame"] for f in on] == [f["frame"] for f in off] == list(range(10))
+    assert [f["frame"] for f in on] == [f["frame"] for f in off] == list(range(FRAMES))
     assert all([t["id"] for t in f["tracks"]] == [1] and f["tracks"][0]["area"] > 0 for f in on + off)
     same = [a == b for a, b in zip(_tracks(on), _tracks(off))]
-    assert same == [i % 4 == 0 for i in range(10)], same  # encoded frames equal, the others blended
+    assert same == [i % 4 == 0 for i in range(FRAMES)], same  # encoded frames equal, the others blended
 
 
 @pytest.mark.parametrize("kind", ["single", "grid"])
-def test_a_window_over_a_file_writes_the_one_way_masks(kind, xvfb_display, headless, golden_checkpoint, small_clip, tmp_path):  # noqa: F811
+def test_a_window_over_a_file_writes_the_one_way_masks(kind, xvfb_display, headless, golden_checkpoint, small_clip, tmp_path):
     if kind == "single":
         source = ["--source", str(small_clip)]  # app/cli.py's LiveWindow
     else:
@@ -76,14 +87,14 @@ def test_a_window_over_a_file_writes_the_one_way_masks(kind, xvfb_display, headl
     err_path = tmp_path / "app.err"
     with open(err_path, "w") as err:
         # No --headless and a display: the window opens (or the run fails with exit 2),
-        # shows the 10 frames and closes at the end of the file.
+        # shows the frames and closes at the end of the file.
         code = subprocess.run(
             app_command(*source, "--weights", str(golden_checkpoint), *SETTINGS, "--save-masks", str(masks)),
             check=False, cwd=tmp_path, env=app_env(DISPLAY=xvfb_display), stdout=subprocess.DEVNULL, stderr=err, timeout=180,
         ).returncode
     assert code == 0, err_path.read_text()[-2000:]
     window = frame_lines(masks)
-    assert [f["frame"] for f in window] == list(range(10))
+    assert [f["frame"] for f in window] == list(range(FRAMES))
     differ = [f["frame"] for f, ref in zip(window, headless[False]) if f["tracks"] != ref["tracks"]]
     assert not differ, f"frames whose masks are not the one-way run's: {differ}"
     assert _tracks(window) != _tracks(headless[True])
