@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -208,25 +209,30 @@ def test_a_stream_whose_server_went_away_is_reconnecting_in_its_status_line(tmp_
     assert not [x for x in lines if x.startswith("cam: reconnecting") and "attempt" not in x]
 
 
+@pytest.fixture(scope="module")
+def door_clip(tmp_path_factory) -> Path:
+    """A 250-frame 320x240 synthetic clip: far more frames than a run that encodes every one gets through."""
+    from realtime_sam.testing.synthetic import standard_scene, write_video
+
+    return write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=250), tmp_path_factory.mktemp("door") / "door.mp4")
+
+
 @pytest.mark.parametrize(
     "signals, code",
     [((signal.SIGINT,), 130), ((signal.SIGTERM,), 143), ((signal.SIGINT, signal.SIGINT), 130)],
     ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
 )
-def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, rtsp_server, signals, code):
+def test_a_signal_stops_every_stream_and_fails_none(tmp_path, checkpoint_path, rtsp_server, door_clip, signals, code):
     # An RTSP stream and a file, each encoding every frame on the one encoder with no frame budget:
     # one of them is always waiting for the encoder when the signal comes, and the stop withdraws
     # that request. The twice: a second Ctrl-C (or `timeout -s INT`, which signals the process and
     # then its group) while the streams finish their encodes exits at once.
-    from realtime_sam.testing.synthetic import standard_scene, write_video
-
     server = rtsp_server()
-    write_video(standard_scene(width=WIDTH, height=HEIGHT, num_frames=250), tmp_path / "door.mp4")
     (tmp_path / "streams.yaml").write_text(
         f"streams:\n  - name: cam\n    source: {server.url('live')}\n    settings: {{pipeline: {{max_frames: 0}}}}\n"
     )
     with running_app(
-        tmp_path, "--headless", "--sources", "streams.yaml", "--source", "door.mp4",
+        tmp_path, "--headless", "--sources", "streams.yaml", "--source", str(door_clip),
         "--weights", str(checkpoint_path), "--device", "cpu", "--reencode-every", "1",
         "--set", "streams.frame_budget=0", "--box", "100,60,220,180", "--status-interval", "1000",
         "--save-masks", "out/{name}.jsonl",
