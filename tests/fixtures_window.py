@@ -244,7 +244,12 @@ def red_centre(shot: np.ndarray) -> tuple[float, float]:
 
 
 def still_clip(path: Path, image: np.ndarray, *, sar: Fraction = Fraction(1), seconds: int = 200, fps: int = 5) -> Path:
-    """An H.264 file showing ``image`` (BGR) for ``seconds``, its pixels ``sar`` wide."""
+    """An H.264 file showing ``image`` (BGR) for ``seconds``, its pixels ``sar`` wide.
+
+    One second (``fps`` frames, a keyframe first) is encoded and its packets written
+    ``seconds`` times, each copy a second later: the picture as close to ``image`` as when
+    every frame was encoded (a 1080p clip of 120 s took 20 s that way on a 2-core machine).
+    """
     import av
 
     height, width = image.shape[:2]
@@ -254,10 +259,19 @@ def still_clip(path: Path, image: np.ndarray, *, sar: Fraction = Fraction(1), se
         if sar != 1:
             stream.codec_context.sample_aspect_ratio = sar
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        for i in range(seconds * fps):
+        second = []
+        for i in range(fps):
             frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+            second += stream.encode(frame)
+        second += stream.encode()
+        # Muxing takes a packet's data: each copy is a new packet of the same bytes.
+        kept = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.time_base) for p in second]
+        for k in range(seconds):
+            for data, pts, dts, key, time_base in kept:
+                packet = av.Packet(data)
+                packet.stream, packet.time_base = stream, time_base
+                packet.pts, packet.dts, packet.is_keyframe = pts + k * fps, dts + k * fps, key
+                out.mux(packet)
     return path
 
 
