@@ -23,7 +23,7 @@ def call_key(value: Any) -> Any:
     """A hashable stand-in for a network call's argument: a tensor by its shape, dtype and bytes."""
     if isinstance(value, torch.Tensor):
         t = value.detach().contiguous().cpu()
-        return ("tensor", tuple(t.shape), str(t.dtype), hashlib.sha1(t.numpy().tobytes()).hexdigest())
+        return ("tensor", tuple(t.shape), str(t.dtype), hashlib.sha1(t.numpy()).hexdigest())  # no copy of the bytes
     if isinstance(value, (tuple, list)):
         return tuple(call_key(v) for v in value)
     return value
