@@ -969,6 +969,14 @@ class Pipeline:
                 else:
                     self._emit(result, write=True)
                 if self.config.max_frames and self._frames_processed >= self.config.max_frames:
+                    if self._two_way is not None:
+                        # max_frames ends the file here as its end would: this frame anchors the held
+                        # results (flushed one-way as after a stop, the frames since the last encode
+                        # got less than a file of this length gets).
+                        with _model_call():
+                            finished = self._two_way.finish(self.engine)
+                        for done in finished:
+                            self._emit(done, write=True)
                     self._stop.set()
                     break
         except BaseException as exc:
