@@ -8,6 +8,7 @@ live) and two-way (as a file).
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -204,14 +205,45 @@ class _Collect:
         self.closed = True
 
 
+class _StoppingSource(_ListSource):
+    """Serves ``stop_at`` frames, then, once the engine has processed them all, stops the run (as
+    Ctrl-C does: ``stop``, then the source's read ends) with the file not at its end."""
+
+    def __init__(self, frames, stop_at: int, processed: threading.Semaphore) -> None:
+        super().__init__(frames)
+        self.stop_at, self.processed, self.stop = stop_at, processed, lambda: None
+
+    def read(self):
+        if self._i == self.stop_at:
+            for _ in range(self.stop_at):
+                assert self.processed.acquire(timeout=60), "the engine did not process the frames served"
+            # The inference thread is now waiting for the next frame (or soon will be), where the
+            # stop meets the end that the source's read sends after it: no file's end (no encode).
+            time.sleep(0.3)
+            self.stop()
+            return None
+        return super().read()
+
+
 @pytest.mark.parametrize("two_way", [True, False])
 def test_pipeline_on_a_file_writes_every_frame_once_in_order_also_when_stopped_between_encodes(clip, two_way):
     frames, gts = clip
     stop_at = 25  # mid-interval: frames 21-24 are held when the run stops
     sink = _Collect()
     engine = _engine(frames, gts)
-    cfg = PipelineConfig(max_frames=stop_at, two_way=two_way)
-    with Pipeline(_ListSource(frames[:40]), engine, sinks=[sink], config=cfg) as pipe:
+    processed = threading.Semaphore(0)
+    process = engine.process
+
+    def counting(frame):
+        result = process(frame)
+        processed.release()
+        return result
+
+    engine.process = counting  # type: ignore[method-assign]
+    source = _StoppingSource(frames[:40], stop_at, processed)
+    cfg = PipelineConfig(two_way=two_way)
+    with Pipeline(source, engine, sinks=[sink], config=cfg) as pipe:
+        source.stop = pipe.stop
         yielded = [r.index for r in pipe]
     assert sink.closed
     assert [r.index for r in sink.results] == list(range(stop_at))
@@ -220,11 +252,24 @@ def test_pipeline_on_a_file_writes_every_frame_once_in_order_also_when_stopped_b
     plain = [direct.process(Frame(i, frames[i], i / 30.0, 0.0)) for i in range(stop_at)]
     same = [all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks)) for r, p in zip(sink.results, plain)]
     if two_way:
-        # Frames 1-9 and 11-19 blended; 21-24 went out one-way at the stop.
+        # Frames 1-9 and 11-19 blended; 21-24 went out one-way at the stop (no encode more).
         assert not any(same[1:10]) and not any(same[11:20])
-        assert all(same[20:])
+        assert all(same[20:]) and not sink.results[-1].encoded
     else:
         assert all(same)
+
+
+def test_pipeline_cut_short_by_max_frames_blends_the_frames_after_the_last_encode_as_a_files_end(clip):
+    frames, gts = clip
+    sink = _Collect()
+    with Pipeline(_ListSource(frames[:40]), _engine(frames, gts), sinks=[sink], config=PipelineConfig(max_frames=25)) as pipe:
+        yielded = [r.index for r in pipe]
+    assert yielded == [r.index for r in sink.results] == list(range(25))
+    direct = _engine(frames, gts)
+    plain = [direct.process(Frame(i, frames[i], i / 30.0, 0.0)) for i in range(25)]
+    same = [all((t.mask == u.mask).all() for t, u in zip(r.tracks, p.tracks)) for r, p in zip(sink.results, plain)]
+    # As a 25-frame file's end: 21-23 blended with the re-encoded frame 24.
+    assert not any(same[21:24]) and sink.results[24].encoded and not plain[24].encoded
 
 
 def test_pipeline_on_a_file_that_ends_blends_the_frames_after_the_last_encode_too(clip):

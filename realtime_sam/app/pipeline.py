@@ -940,7 +940,9 @@ class Pipeline:
                 except queue.Empty:
                     continue
                 if item is _END:
-                    if self._two_way is not None:
+                    # A stop (Ctrl-C) also ends the source, which then sends _END: that is no file's
+                    # end, and its held results go out one-way below, with no encode more.
+                    if self._two_way is not None and not self._stop.is_set():
                         # A file that ended cleanly: its last frame anchors the held results.
                         with _model_call():
                             finished = self._two_way.finish(self.engine)
