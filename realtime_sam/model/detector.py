@@ -88,17 +88,23 @@ def load_yolo(
 ) -> YoloDetector:
     """Load an Ultralytics detection checkpoint (a path, a release name such as ``yolo11n.pt``, or a model YAML).
 
+    A path may also name an Ultralytics export: a file (``.onnx``, ``.torchscript``) or a
+    folder (``yolo11n_openvino_model/``).
+
     A release name that is not on disk is downloaded by Ultralytics; offline,
     the error says where to put the file. ``classes`` are ids or names.
 
     Raises:
-        DetectorError: Ultralytics is not installed, the file is missing or
-            not a detection model, or a class is unknown.
+        DetectorError: Ultralytics is not installed, the file is missing, of no
+            format Ultralytics reads or not a detection model, or a class is unknown.
     """
     spec = str(det_model)
     path = Path(spec).expanduser()
     is_yaml = path.suffix.lower() in (".yaml", ".yml")
-    if not is_yaml and not path.is_file():
+    # A folder is one of Ultralytics' exports (OpenVINO's yolo11n_openvino_model/, a TensorFlow
+    # SavedModel, NCNN...): it reads them as it reads a .pt or an .onnx file.
+    on_disk = path.is_file() or path.is_dir()
+    if not is_yaml and not on_disk:
         if path.parent != Path(".") or path.suffix.lower() != ".pt":
             raise DetectorError(f"detector checkpoint not found: {path.absolute()}; check the path or give a release name such as yolo11n.pt")
     try:
@@ -108,7 +114,7 @@ def load_yolo(
             f"the detector needs Ultralytics ({describe_error(exc)}); install it with "
             "`pip install \"realtime-sam[detect]\"` (or `pip install ultralytics`)"
         ) from None
-    if not is_yaml and not path.is_file() and not _is_release_name(path.name):
+    if not is_yaml and not on_disk and not _is_release_name(path.name):
         # Not on disk and not a name Ultralytics could download: a mistyped name or path. Said here,
         # before Ultralytics asks GitHub's API for the name (two long warnings offline) and fails.
         raise DetectorError(
@@ -117,9 +123,13 @@ def load_yolo(
         )
     _ensure_nms()
     try:
-        model = YOLO(spec if is_yaml or not path.is_file() else str(path), task=None)
+        model = YOLO(spec if is_yaml or not on_disk else str(path), task=None)
+        # An export (.onnx, .torchscript, a folder) or a file of no format Ultralytics reads is
+        # opened only here, when its class names are asked for: its errors come from here too.
+        task = getattr(model, "task", "detect")
+        names = {int(k): str(v) for k, v in dict(model.names).items()} if task == "detect" else {}
     except (ConnectionError, OSError) as exc:
-        if not path.is_file() and not is_yaml:
+        if not on_disk and not is_yaml:
             raise DetectorError(
                 f"cannot download the detector checkpoint {path.name} (offline?): fetch {_ASSETS}/v8.4.0/{path.name} "
                 f"(or any Ultralytics detection .pt) and put it at {Path.cwd() / path.name}, or give the file's path instead"
@@ -127,9 +137,8 @@ def load_yolo(
         raise DetectorError(f"cannot load the detector {spec}: {describe_error(exc)}") from None
     except Exception as exc:  # Ultralytics raises many types for a foreign or damaged file
         raise DetectorError(f"cannot load the detector {spec}: {describe_error(exc)}") from None
-    if getattr(model, "task", "detect") != "detect":
-        raise DetectorError(f"{spec} is an Ultralytics {model.task} model; give a detection model such as yolo11n.pt")
-    names = {int(k): str(v) for k, v in dict(model.names).items()}
+    if task != "detect":
+        raise DetectorError(f"{spec} is an Ultralytics {task} model; give a detection model such as yolo11n.pt")
     return YoloDetector(
         model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=parse_classes(classes, names), device=device
     )

@@ -1,0 +1,67 @@
+"""``--detect`` with what Ultralytics reads besides a ``.pt`` file, and with what it does not read.
+
+Ultralytics loads its exports (``.onnx``, ``.torchscript``, and folders:
+OpenVINO's ``NAME_openvino_model/``, TensorFlow's SavedModel, NCNN) as it
+loads a ``.pt``. The detector here is a YOLO built from Ultralytics' bundled
+YAML (random weights, no download) with COCO-like class names, exported on
+the spot; the CLI runs in a subprocess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures_app import frame_lines, run_app
+from realtime_sam.testing.synthetic import standard_scene, write_video
+
+NAMES = {0: "person", 1: "bicycle", 2: "car"}
+
+
+def _yolo_pt(folder: Path) -> Path:
+    """A random-weights YOLO detection checkpoint whose classes are :data:`NAMES`."""
+    ultralytics = pytest.importorskip("ultralytics")
+    model = ultralytics.YOLO("yolo11n.yaml")
+    model.model.names = dict(NAMES)
+    path = folder / "det.pt"
+    model.save(str(path))
+    return path
+
+
+def _clip(folder: Path) -> Path:
+    return write_video(standard_scene(96, 64, num_frames=4, num_objects=1), folder / "clip.mp4")
+
+
+def test_an_openvino_export_folder_is_a_detector(tmp_path: Path, random_checkpoint: Path):
+    # The folder exists, but only files were looked for: "detector checkpoint not found", exit 2.
+    pytest.importorskip("openvino")
+    from ultralytics import YOLO
+
+    folder = Path(YOLO(str(_yolo_pt(tmp_path))).export(format="openvino", imgsz=64))
+    assert folder.is_dir()
+    clip = _clip(tmp_path)
+    args = ["--source", str(clip), "--headless", "--quiet", "--weights", str(random_checkpoint), "--device", "cpu"]
+    # Its class names are read from the export: a name it lacks is told with the ones it has.
+    bad = run_app(*args, "--detect", str(folder), "--classes", "truck", cwd=tmp_path)
+    assert bad.returncode == 2 and "error: the detector has no class 'truck'; give ids or names such as person, bicycle, car" in bad.stderr
+    good = run_app(*args, "--detect", str(folder), "--classes", "car,person", "--save-masks", "t.jsonl", cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert len(frame_lines(tmp_path / "t.jsonl")) == 4
+
+
+@pytest.mark.parametrize("name", ["clip.mp4", "notes.txt"])
+def test_a_file_ultralytics_cannot_read_is_a_one_line_error(tmp_path: Path, random_checkpoint: Path, name: str):
+    # It was a traceback (TypeError: ... is not a supported model format), exit status 1.
+    pytest.importorskip("ultralytics")
+    clip = _clip(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    done = run_app(
+        "--source", str(clip), "--headless", "--quiet", "--weights", str(random_checkpoint), "--device", "cpu",
+        "--detect", name, "--save-masks", "t.jsonl", cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[0]] and errors[0].startswith(f"error: cannot load the detector {name}: ")
+    assert "not a supported model format" in errors[0] and "Traceback" not in done.stderr
+    assert not (tmp_path / "t.jsonl").exists()
