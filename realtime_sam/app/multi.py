@@ -455,10 +455,33 @@ def _naming(name: str) -> Iterator[None]:
         raise named.with_traceback(exc.__traceback__) from exc.__cause__
 
 
+def load_detectors(specs: Sequence[StreamSpec], config: Config) -> dict[str, Any]:
+    """Each stream's detector (``detect.model``, the run's or its own), as :class:`~realtime_sam.tracking.detection.DetectorPrompts`.
+
+    Returns:
+        stream name -> ``DetectorPrompts`` (its ``detector`` for :func:`open_streams`, its
+        ``class_numbers()`` for MOTS files); streams without a detector are left out.
+
+    Raises:
+        RealtimeSamError: a detector that does not load or lacks a class in ``detect.classes``, naming the stream.
+    """
+    from realtime_sam.model.detector import load_detector
+    from realtime_sam.tracking.detection import DetectorPrompts
+
+    out: dict[str, Any] = {}
+    for spec in specs:
+        cfg = stream_config(config, spec)
+        if cfg.detect.model:
+            with _naming(spec.name):
+                out[spec.name] = DetectorPrompts(load_detector(cfg.detect, cfg.model.device), cfg.detect)
+    return out
+
+
 def open_streams(
     specs: Sequence[StreamSpec],
     config: Config,
     *,
+    detectors: Mapping[str, Any] | None = None,
     prompts: Iterable[ObjectPrompt] = (),
     sinks_for: Callable[[StreamSpec, Any, Config], Sequence[Any]] | None = None,
     model: Any = None,
@@ -484,6 +507,8 @@ def open_streams(
         scheduler: the encoder's scheduler (default: :func:`shared_scheduler` over ``model``); its calls
             drive the run's :class:`~realtime_sam.app.budget.FrameBudget` (``config.streams``).
         on_status: ``spec -> callback`` for the live source's status events.
+        detectors: stream name -> its detector, loaded already (read as each stream's engine is
+            made, after ``sinks_for``); a stream not in it loads its ``detect.model``, if any, then.
         on_export: when the model is loaded here with an exported backend, called with the
             file's path as the encoder's export starts (see :func:`~realtime_sam.model.loader.load_model`).
 
@@ -534,7 +559,9 @@ def open_streams(
 
             runner_for = lambda spec: InferenceRunner(model)  # noqa: E731  (each stream its own current embedding)
         for spec, cfg, source, sinks in opened:
-            engine = Engine.from_config(cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name))
+            engine = Engine.from_config(
+                cfg, runner=SharedRunner(runner_for(spec), scheduler, spec.name), detector=(detectors or {}).get(spec.name)
+            )
             for p in (*spec.prompts, *common):
                 engine.add_object(clamp_initial_prompt(p, source))
             runs.append(StreamRun(spec.name, source, engine, Pipeline(source, engine, sinks=sinks, config=cfg.pipeline)))

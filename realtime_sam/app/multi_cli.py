@@ -53,7 +53,7 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
 def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     """Run several streams (in a grid window unless ``--headless``); returns the exit status (see the module docstring)."""
     from realtime_sam.app import cli
-    from realtime_sam.app.multi import open_streams, stream_config
+    from realtime_sam.app.multi import load_detectors, open_streams, stream_config
     from realtime_sam.output.render import Renderer
     from realtime_sam.output.sinks import SinkSpec, open_sinks
     from realtime_sam.tracking.prompts import prompts_from_args
@@ -108,15 +108,26 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
 
         return on
 
+    # Every stream's detector, loaded at the first stream's outputs (after the sources opened and
+    # the weights were checked), before any output is made: one that cannot start (a class it
+    # lacks) leaves no file and empties no earlier run's, and MOTS files number each stream's
+    # detector classes (without them every track had output.mots_class_id). The engines take them.
+    detecting: dict[str, Any] = {}
+    detectors: dict[str, Any] = {}
+
     def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
+        if not detecting:
+            detecting.update(load_detectors(specs, config) or {"": None})
+            detectors.update({name: d.detector for name, d in detecting.items() if d is not None})
+        det = detecting.get(spec.name)
         return [open_sinks(
             plans[spec.name], fps=source.fps or 25.0, fps_setting=getattr(source, "fps_setting", None) if source.fps else None,
-            config=cfg.output, renderer=renderer, source_name=source.name,
+            config=cfg.output, renderer=renderer, source_name=source.name, class_ids=det.class_numbers() if det else None,
             timestamps=not source.live, sample_aspect_ratio=getattr(source, "sample_aspect_ratio", None),
         )]
 
     multi = open_streams(
-        specs, config, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet,
+        specs, config, detectors=detectors, prompts=prompts, sinks_for=sinks_for, on_status=events, progress=not quiet,
         on_export=lambda path: say(cli._export_line(config.model.backend, path)),
     )
     if not any(plans.values()):
