@@ -69,3 +69,22 @@ def test_mots_files_number_each_streams_detector_classes(tmp_path: Path, golden_
         rows = [line.split()[:3] for line in (tmp_path / f"m_{name}.txt").read_text().splitlines()]
         assert rows, name
         assert {cls for _frame, _obj, cls in rows} == {"1"} and all(int(obj) // 1000 == 1 for _f, obj, _c in rows)
+
+
+def test_track_many_with_a_class_the_detector_lacks_keeps_an_earlier_runs_masks(tmp_path: Path, random_checkpoint: Path):
+    # README: a run that cannot start leaves a file that was there before as it was. The sinks went
+    # to the streams before each stream's detector loaded, and were closed when it failed: emptied.
+    from realtime_sam import track_many
+    from realtime_sam.errors import DetectorError
+    from realtime_sam.output.sinks import make_sink
+
+    det = _yolo_pt(tmp_path)
+    scene = standard_scene(96, 64, num_frames=4, num_objects=1)
+    clips = [str(write_video(scene, tmp_path / f"{name}.mp4")) for name in ("a", "b")]
+    earlier = '{"realtime_sam": "0.1.0", "source": "a.mp4"}\n{"frame":0,"timestamp":0.0,"tracks":[]}\n'
+    (tmp_path / "masks_a.jsonl").write_text(earlier)
+    sink = make_sink("jsonl", tmp_path / "masks_a.jsonl")
+    overrides = [f"detect.model={det}", "detect.classes=[persn]", f"model.weights={random_checkpoint}", "model.device=cpu"]
+    with pytest.raises(DetectorError, match="the detector has no class 'persn'"):
+        list(track_many(clips, overrides=overrides, sinks={"a": [sink]}))
+    assert (tmp_path / "masks_a.jsonl").read_text() == earlier

@@ -743,7 +743,12 @@ def _track_many(
     specs: list[StreamSpec], cfg: Config, prompts: list[ObjectPrompt], given: dict[str, Sequence[Any]], model: Any
 ) -> Iterator[StreamResult]:
     try:
-        multi = open_streams(specs, cfg, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ()))
+        # The detectors before the sinks go to the streams: one that fails (a class it lacks) leaves the
+        # sinks to be discarded here, an earlier run's file as it was (closed, it was emptied to a header).
+        detectors = {name: d.detector for name, d in load_detectors(specs, cfg).items()}
+        multi = open_streams(
+            specs, cfg, detectors=detectors, prompts=prompts, model=model, sinks_for=lambda spec, _src, _cfg: given.get(spec.name, ())
+        )
     except BaseException:
         # A source that does not open, a prompt outside a stream's frame, the model: the run never
         # started, so the outputs made for it are removed, as track() does (they were left empty).
