@@ -18,6 +18,13 @@ from realtime_sam.testing.synthetic import standard_scene, write_video
 
 NAMES = {0: "person", 1: "bicycle", 2: "car"}
 
+# Ultralytics' exports trace the model with torch.jit, which warns of its own deprecation and of the
+# trace: the warnings are Ultralytics' and torch's, about no code here.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+]
+
 
 def _yolo_pt(folder: Path) -> Path:
     """A random-weights YOLO detection checkpoint whose classes are :data:`NAMES`."""
@@ -48,6 +55,26 @@ def test_an_openvino_export_folder_is_a_detector(tmp_path: Path, random_checkpoi
     good = run_app(*args, "--detect", str(folder), "--classes", "car,person", "--save-masks", "t.jsonl", cwd=tmp_path)
     assert good.returncode == 0, good.stderr
     assert len(frame_lines(tmp_path / "t.jsonl")) == 4
+
+
+def test_an_onnx_export_is_opened_once_and_silent_with_quiet(tmp_path: Path, random_checkpoint: Path):
+    # Ultralytics opened an export's backend for each read of its class names until a prediction set
+    # one up: three ONNX sessions (three "Loading det.onnx" lines), and --quiet printed all six lines.
+    pytest.importorskip("onnxruntime")
+    from ultralytics import YOLO
+
+    # simplify=False: the simplifier (onnxslim) is not installed, and Ultralytics would try to install it.
+    model = Path(YOLO(str(_yolo_pt(tmp_path))).export(format="onnx", imgsz=64, simplify=False))
+    clip = _clip(tmp_path)
+    args = ["--source", str(clip), "--headless", "--weights", str(random_checkpoint), "--device", "cpu",
+            "--detect", str(model), "--classes", "car,person"]
+    loud = run_app(*args, "--save-masks", "loud.jsonl", cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert (loud.stdout + loud.stderr).count(f"Loading {model}") == 1, loud.stdout + loud.stderr
+    quiet = run_app(*args, "--quiet", "--save-masks", "quiet.jsonl", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "ONNX Runtime" not in quiet.stdout + quiet.stderr and "Loading" not in quiet.stdout + quiet.stderr
+    assert len(frame_lines(tmp_path / "loud.jsonl")) == len(frame_lines(tmp_path / "quiet.jsonl")) == 4
 
 
 @pytest.mark.parametrize("name", ["clip.mp4", "notes.txt"])

@@ -230,7 +230,7 @@ def annotate(
         simplify: polygon tolerance in pixels (Douglas-Peucker; 0 keeps every contour point).
         min_area: masks (and parts) with fewer pixels are dropped and counted as too small.
         every: for a video, label every ``every``-th frame.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (and Ultralytics' own lines as the detector loads).
         detector: use this detector instead of loading ``det_model`` (any
             :class:`~realtime_sam.model.detector.Detector`; ``conf``,
             ``classes`` and ``max_det`` are applied to its boxes too).
@@ -281,7 +281,7 @@ def annotate(
             if "detector" not in loaded:
                 loaded["detector"] = detector if detector is not None else load_yolo(
                     det_model, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes,
-                    device=ultralytics_device(_torch_device(device)),
+                    device=ultralytics_device(_torch_device(device)), verbose=progress,
                 )
             return loaded["detector"]  # type: ignore[return-value]
 

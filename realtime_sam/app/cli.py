@@ -481,7 +481,7 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
             from realtime_sam.model.detector import load_detector
             from realtime_sam.tracking.detection import DetectorPrompts
 
-            detector = load_detector(config.detect, config.model.device)
+            detector = load_detector(config.detect, config.model.device, verbose=not args.quiet)
             class_ids = DetectorPrompts(detector, config.detect).class_numbers()
         # Outputs before the model: a bad path fails in a second, not after a download. But what
         # would fail the load (weights missing, damaged or foreign, no such device...) fails first,

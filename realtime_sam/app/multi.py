@@ -455,7 +455,7 @@ def _naming(name: str) -> Iterator[None]:
         raise named.with_traceback(exc.__traceback__) from exc.__cause__
 
 
-def load_detectors(specs: Sequence[StreamSpec], config: Config) -> dict[str, Any]:
+def load_detectors(specs: Sequence[StreamSpec], config: Config, verbose: bool = True) -> dict[str, Any]:
     """Each stream's detector (``detect.model``, the run's or its own), as :class:`~realtime_sam.tracking.detection.DetectorPrompts`.
 
     Returns:
@@ -464,6 +464,8 @@ def load_detectors(specs: Sequence[StreamSpec], config: Config) -> dict[str, Any
 
     Raises:
         RealtimeSamError: a detector that does not load or lacks a class in ``detect.classes``, naming the stream.
+
+    ``verbose=False`` (``--quiet``): Ultralytics' own lines below its errors are not printed.
     """
     from realtime_sam.model.detector import load_detector
     from realtime_sam.tracking.detection import DetectorPrompts
@@ -473,7 +475,7 @@ def load_detectors(specs: Sequence[StreamSpec], config: Config) -> dict[str, Any
         cfg = stream_config(config, spec)
         if cfg.detect.model:
             with _naming(spec.name):
-                out[spec.name] = DetectorPrompts(load_detector(cfg.detect, cfg.model.device), cfg.detect)
+                out[spec.name] = DetectorPrompts(load_detector(cfg.detect, cfg.model.device, verbose), cfg.detect)
     return out
 
 

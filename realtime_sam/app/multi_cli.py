@@ -117,7 +117,7 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
 
     def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
         if not detecting:
-            detecting.update(load_detectors(specs, config) or {"": None})
+            detecting.update(load_detectors(specs, config, verbose=not quiet) or {"": None})
             detectors.update({name: d.detector for name, d in detecting.items() if d is not None})
         det = detecting.get(spec.name)
         return [open_sinks(

@@ -13,11 +13,13 @@ the same flags.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import types
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -85,6 +87,7 @@ def load_yolo(
     max_det: int = 300,
     classes: str | int | Sequence[str | int] | None = None,
     device: str | None = None,
+    verbose: bool = True,
 ) -> YoloDetector:
     """Load an Ultralytics detection checkpoint (a path, a release name such as ``yolo11n.pt``, or a model YAML).
 
@@ -93,6 +96,8 @@ def load_yolo(
 
     A release name that is not on disk is downloaded by Ultralytics; offline,
     the error says where to put the file. ``classes`` are ids or names.
+    ``verbose=False`` (``--quiet``) keeps Ultralytics' own lines below its errors
+    ("Loading yolo11n.onnx for ONNX Runtime inference...") from printing.
 
     Raises:
         DetectorError: Ultralytics is not installed, the file is missing, of no
@@ -123,11 +128,8 @@ def load_yolo(
         )
     _ensure_nms()
     try:
-        model = YOLO(spec if is_yaml or not on_disk else str(path), task=None)
-        # An export (.onnx, .torchscript, a folder) or a file of no format Ultralytics reads is
-        # opened only here, when its class names are asked for: its errors come from here too.
-        task = getattr(model, "task", "detect")
-        names = {int(k): str(v) for k, v in dict(model.names).items()} if task == "detect" else {}
+        with _ultralytics_lines(verbose):
+            model, task, names = _open_yolo(YOLO, spec if is_yaml or not on_disk else str(path), imgsz, device)
     except (ConnectionError, OSError) as exc:
         if not on_disk and not is_yaml:
             raise DetectorError(
@@ -162,7 +164,38 @@ def _is_release_name(name: str) -> bool:
         return True
 
 
-def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:
+@contextlib.contextmanager
+def _ultralytics_lines(verbose: bool) -> Iterator[None]:
+    """Ultralytics' logger kept to its errors while inside, unless ``verbose`` (its level restored after)."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _open_yolo(yolo: Any, spec: str, imgsz: int, device: str | None) -> tuple[Any, str, dict[int, str]]:
+    """``(model, task, class names)`` of Ultralytics' ``YOLO(spec)``; the names empty unless a detection model.
+
+    An export (.onnx, .torchscript, a folder) or a file of no format Ultralytics reads is opened only
+    when its class names are asked for: its errors come from here too. Until a prediction has set its
+    backend up, Ultralytics opens an export again for each read of the names (an ONNX session, an
+    OpenVINO compile): three times, here, in :class:`YoloDetector` and at the first frame. One
+    prediction on a blank image, at the frames' size and on their device, sets it up once for all.
+    """
+    model = yolo(spec, task=None)
+    task = getattr(model, "task", "detect")
+    if task != "detect":
+        return model, task, {}
+    if not hasattr(model.model, "names"):  # an export
+        model.predict(np.zeros((imgsz, imgsz, 3), np.uint8), imgsz=imgsz, device=device, verbose=False)
+    return model, task, {int(k): str(v) for k, v in dict(model.names).items()}
+
+
+def load_detector(config: DetectConfig, device: str = "auto", verbose: bool = True) -> YoloDetector:
     """The detector of a ``detect`` config section, on ``device`` (``auto``, ``cpu``, ``cuda:N``, ``mps``).
 
     Every class is kept here; :class:`~realtime_sam.tracking.detection.DetectorPrompts`
@@ -170,7 +203,7 @@ def load_detector(config: DetectConfig, device: str = "auto") -> YoloDetector:
     """
     if not config.model:
         raise DetectorError("no detector model given; pass --detect MODEL (e.g. yolo11n.pt)")
-    return load_yolo(config.model, conf=config.conf, device=ultralytics_device(device))
+    return load_yolo(config.model, conf=config.conf, device=ultralytics_device(device), verbose=verbose)
 
 
 def ultralytics_device(device: str) -> str:
