@@ -95,6 +95,10 @@ def _terminate_when_held(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> t
         "realtime_sam.app.cli.build_parser",  # between the launcher and the command: the default action here (-15)
         "realtime_sam.capture.sources.open_source",  # the source opening
         "realtime_sam.model.loader.prepare_model",  # the model loading
+        # After the outputs opened, before the pipeline took them: they were closed, an empty video
+        # and a masks file with a header only left behind.
+        "realtime_sam.model.runners.InferenceRunner",
+        "realtime_sam.app.pipeline.Pipeline",
     ],
 )
 def test_sigterm_during_start_up_is_one_line_143_and_no_files(tmp_path, where, small_clip, checkpoint_path):

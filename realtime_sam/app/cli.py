@@ -552,7 +552,12 @@ def _run_on(args: argparse.Namespace, source_spec: str, default_prompts: Sequenc
         if pipeline is not None:
             pipeline.close()
         if sinks is not None:
-            sinks.close()
+            # The run never started (Ctrl-C, SIGTERM or an error after the outputs opened, before the
+            # pipeline took them): what was made for it goes, as track() does; closed, it was left
+            # as an empty video and a masks file with a header and no frame.
+            from realtime_sam.output.sink_base import discard_sinks
+
+            discard_sinks([sinks])
         source.close()
 
 
