@@ -49,10 +49,14 @@ def test_an_openvino_export_folder_is_a_detector(tmp_path: Path, random_checkpoi
     assert folder.is_dir()
     clip = _clip(tmp_path)
     args = ["--source", str(clip), "--headless", "--quiet", "--weights", str(random_checkpoint), "--device", "cpu"]
+    # CI=true turns OpenVINO's telemetry off (openvino_telemetry's own check). Left on (a new user's
+    # machine), it sends from a forked process that hung at the command's exit, after the error line
+    # (py-spy: GA4Backend.send in Popen._launch): a known hang this test does not cover.
+    telemetry_off = {"CI": "true"}
     # Its class names are read from the export: a name it lacks is told with the ones it has.
-    bad = run_app(*args, "--detect", str(folder), "--classes", "truck", cwd=tmp_path)
+    bad = run_app(*args, "--detect", str(folder), "--classes", "truck", cwd=tmp_path, **telemetry_off)
     assert bad.returncode == 2 and "error: the detector has no class 'truck'; give ids or names such as person, bicycle, car" in bad.stderr
-    good = run_app(*args, "--detect", str(folder), "--classes", "car,person", "--save-masks", "t.jsonl", cwd=tmp_path)
+    good = run_app(*args, "--detect", str(folder), "--classes", "car,person", "--save-masks", "t.jsonl", cwd=tmp_path, **telemetry_off)
     assert good.returncode == 0, good.stderr
     assert len(frame_lines(tmp_path / "t.jsonl")) == 4
 
