@@ -111,26 +111,20 @@ def test_sigterm_during_start_up_is_one_line_143_and_no_files(tmp_path, where, s
 
 @pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "error: terminated by SIGTERM"),
                                              (signal.SIGINT, 130, "error: interrupted")])
-def test_a_signal_inside_numpys_c_import_is_that_signal_not_a_numpy_import_error(
-    tmp_path, sig, code, line, small_clip, checkpoint_path
-):
-    # NumPy's C code imports datetime; the signal's exception raised there came out as an ImportError:
-    # a traceback "Importing the numpy C-extensions failed ... bad install", exit status 1.
-    proc = _run_until_held(tmp_path, "import:datetime", small_clip, checkpoint_path)
-    out, err = _terminate_when_held(proc, sig)
-    assert proc.returncode == code, err
-    assert err == line + "\n" and out == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "error: terminated by SIGTERM"),
-                                             (signal.SIGINT, 130, "error: interrupted")])
-def test_a_signal_whose_exception_was_lost_in_the_import_still_stops_the_run(
-    tmp_path, sig, code, line, small_clip, checkpoint_path
-):
-    # Its exception swallowed (importlib's lock callback prints "Exception ignored in" and goes on),
-    # the run went on to its end: exit status 0, outputs written.
-    proc = _run_until_held(tmp_path, "import:realtime_sam.app.cli:swallowed", small_clip, checkpoint_path)
+@pytest.mark.parametrize(
+    "where",
+    [
+        # NumPy's C code imports datetime; the signal's exception raised there came out as an
+        # ImportError: a traceback "Importing the numpy C-extensions failed ... bad install", exit 1.
+        "import:datetime",
+        # Its exception swallowed (importlib's lock callback prints "Exception ignored in" and goes
+        # on), the run went on to its end: exit status 0, outputs written.
+        "import:realtime_sam.app.cli:swallowed",
+    ],
+    ids=["inside-numpys-c-import", "lost-in-the-import"],
+)
+def test_a_signal_in_the_import_is_that_signal(tmp_path, where, sig, code, line, small_clip, checkpoint_path):
+    proc = _run_until_held(tmp_path, where, small_clip, checkpoint_path)
     out, err = _terminate_when_held(proc, sig)
     assert proc.returncode == code, err
     assert err == line + "\n" and out == ""

@@ -112,13 +112,14 @@ def run_streams(args: argparse.Namespace, specs: list[StreamSpec]) -> int:
     # the weights were checked), before any output is made: one that cannot start (a class it
     # lacks) leaves no file and empties no earlier run's, and MOTS files number each stream's
     # detector classes (without them every track had output.mots_class_id). The engines take them.
-    detecting: dict[str, Any] = {}
+    detecting: dict[str, Any] | None = None  # stream name -> DetectorPrompts, once loaded
     detectors: dict[str, Any] = {}
 
     def sinks_for(spec: StreamSpec, source: Any, cfg: Any):
-        if not detecting:
-            detecting.update(load_detectors(specs, config, verbose=not quiet) or {"": None})
-            detectors.update({name: d.detector for name, d in detecting.items() if d is not None})
+        nonlocal detecting
+        if detecting is None:
+            detecting = load_detectors(specs, config, verbose=not quiet)
+            detectors.update({name: d.detector for name, d in detecting.items()})
         det = detecting.get(spec.name)
         return [open_sinks(
             plans[spec.name], fps=source.fps or 25.0, fps_setting=getattr(source, "fps_setting", None) if source.fps else None,

@@ -215,8 +215,14 @@ def _join_holes(outer: np.ndarray, holes: list[np.ndarray]) -> np.ndarray:
         i = int(outer_of_label[labels[hole[0, 1] - y0, hole[0, 0] - x0]])
         j = int(np.argmin(((hole - outer[i]) ** 2).sum(1)))
         detours.setdefault(i, []).append(np.concatenate([hole[j:], hole[: j + 1]]))  # round the hole, back to j
+    return _with_detours(outer, detours)
+
+
+def _with_detours(ring: np.ndarray, detours: dict[int, list[np.ndarray]]) -> np.ndarray:
+    """``ring`` (``Kx2``) walked point by point; at point ``i`` each loop of ``detours[i]`` is walked
+    (across a bridge to it and round) and the walk comes back across the same bridge to point ``i``."""
     pieces = []
-    for i, point in enumerate(outer):
+    for i, point in enumerate(ring):
         pieces.append(point[None])
         for loop in detours.get(i, []):
             pieces.append(loop)
@@ -248,13 +254,7 @@ def join_parts(parts: list[np.ndarray]) -> np.ndarray:
         i, j = np.unravel_index(int(np.argmin(d)), d.shape)
         loop = np.concatenate([p[j:], p[: j + 1]])  # round the part, back to its bridge point
         detours.setdefault(int(i), []).append(loop)
-    pieces = []
-    for i, point in enumerate(base):
-        pieces.append(point[None])
-        for loop in detours.get(i, []):
-            pieces.append(loop)
-            pieces.append(point[None])  # back across the bridge
-    return np.concatenate(pieces)
+    return _with_detours(base, detours)
 
 
 def normalised(ring: np.ndarray, size: tuple[int, int]) -> np.ndarray:
